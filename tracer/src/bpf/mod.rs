@@ -1,0 +1,1 @@
+//! Loading and attaching the kernel programs, reading the ring buffer, probing hooks.

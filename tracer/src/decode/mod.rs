@@ -1,0 +1,58 @@
+//! Raw bytes → typed events. Decoders never format and never look anything up.
+//!
+//! * [`packet`]: IPv4/IPv6 + UDP/TCP headers of a captured packet.
+//! * [`dns`]: a DNS message (header, question, answers), bounded and loop-safe.
+//! * [`stream`]: TCP two-byte length framing, reassembled per stream.
+//! * [`DnsDecoder`]: [`crate::event::PacketRecord`] → [`DnsEvent`]s.
+
+pub mod dns;
+pub mod packet;
+pub mod stream;
+
+use std::sync::Arc;
+
+use crate::event::{Endpoint, PacketRecord, Transport};
+
+pub use dns::DnsMessage;
+
+/// One DNS message observed at one point, with where it was seen.
+#[derive(Clone, Debug)]
+pub struct DnsEvent {
+    /// The packet (or, for TCP, the packet that completed the message).
+    pub rec: Arc<PacketRecord>,
+    /// Sender.
+    pub src: Endpoint,
+    /// Receiver.
+    pub dst: Endpoint,
+    /// UDP or TCP.
+    pub transport: Transport,
+    /// The decoded message.
+    pub msg: DnsMessage,
+    /// True when the packet was cut by the snap length and the message may be incomplete.
+    pub partial: bool,
+    /// Pod owning `src`, filled by [`crate::enrich`] (None from the decoder).
+    pub src_pod: Option<crate::enrich::PodRef>,
+    /// Pod owning `dst`, filled by [`crate::enrich`] (None from the decoder).
+    pub dst_pod: Option<crate::enrich::PodRef>,
+}
+
+/// Counters of what could not be decoded: reported, never silently dropped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DecodeStats {
+    /// Packets handed to the decoder.
+    pub packets: u64,
+    /// DNS messages decoded.
+    pub messages: u64,
+    /// Packets whose IP/UDP/TCP headers could not be parsed.
+    pub bad_packets: u64,
+    /// Payloads on a DNS port that were not valid DNS.
+    pub bad_dns: u64,
+    /// Packets truncated by the snap length.
+    pub truncated: u64,
+    /// TCP streams evicted from the bounded reassembly table.
+    pub tcp_evicted: u64,
+    /// IP fragments seen (only first fragments carry ports; reassembly is not done).
+    pub fragments: u64,
+}
+
+pub use stream::DnsDecoder;

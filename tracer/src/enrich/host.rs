@@ -1,0 +1,1 @@
+//! Host-side evidence: pid → netns, resolv.conf a process sees, netns cookies.

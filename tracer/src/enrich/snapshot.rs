@@ -1,0 +1,1 @@
+//! Pod/node metadata from a `kubectl get pods,services,nodes -A -o json` snapshot.

@@ -1,0 +1,177 @@
+//! ktrace's userspace event model: what every source (ring buffer, ktrace
+//! capture, foreign pcap) yields and every analysis consumes.
+//!
+//! Live and replay are one pipeline: a source produces [`Record`]s in time
+//! order, [`crate::decode`] turns packets into DNS messages, [`crate::enrich`]
+//! names pods and processes, [`crate::analyze`] pairs and explains, and
+//! [`crate::output`] / [`crate::capture`] present or store.
+
+use std::{net::IpAddr, sync::Arc};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Where a packet was observed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hook {
+    /// Leaving a socket (cgroup_skb egress): the sender's side, process known.
+    SocketEgress,
+    /// Delivered to a socket (cgroup_skb ingress): the receiver's side.
+    SocketIngress,
+    /// tc egress on an interface.
+    TcEgress,
+    /// tc ingress on an interface.
+    TcIngress,
+    /// From a foreign capture (pcap/pcapng by tcpdump etc.): direction unknown.
+    Wire,
+}
+
+impl Hook {
+    /// Maps the kernel's `tracer_common::hook` constant.
+    #[must_use]
+    pub fn from_raw(v: u8) -> Option<Self> {
+        use tracer_common::hook;
+        match v {
+            hook::CGROUP_EGRESS => Some(Self::SocketEgress),
+            hook::CGROUP_INGRESS => Some(Self::SocketIngress),
+            hook::TC_EGRESS => Some(Self::TcEgress),
+            hook::TC_INGRESS => Some(Self::TcIngress),
+            _ => None,
+        }
+    }
+
+    /// The raw value, as stored in captures.
+    #[must_use]
+    pub fn to_raw(self) -> u8 {
+        use tracer_common::hook;
+        match self {
+            Self::SocketEgress => hook::CGROUP_EGRESS,
+            Self::SocketIngress => hook::CGROUP_INGRESS,
+            Self::TcEgress => hook::TC_EGRESS,
+            Self::TcIngress => hook::TC_INGRESS,
+            Self::Wire => 0,
+        }
+    }
+
+    /// True when the packet was seen leaving its sender.
+    #[must_use]
+    pub fn is_egress(self) -> bool {
+        matches!(self, Self::SocketEgress | Self::TcEgress)
+    }
+}
+
+/// The process a packet was sent by (egress in process context only).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Process {
+    /// Thread-group id: the pid users know.
+    pub pid: u32,
+    /// Sending thread id.
+    pub tid: u32,
+    /// Name of the thread-group leader (`dig`), not the thread (`isc-net-0000`).
+    pub comm: String,
+    /// Name of the sending thread.
+    pub thread: String,
+}
+
+/// A packet observed somewhere, with everything the kernel told us about it.
+#[derive(Clone, Debug)]
+pub struct PacketRecord {
+    /// CLOCK_MONOTONIC nanoseconds on the observing node (see [`crate::capture`]
+    /// for the wall-clock reference recorded with it).
+    pub ts_ns: u64,
+    /// Observation point.
+    pub hook: Hook,
+    /// Sender process, when observed in its context.
+    pub process: Option<Process>,
+    /// cgroup v2 id of the socket; 0 if unknown.
+    pub cgroup_id: u64,
+    /// Network namespace cookie; 0 if unknown.
+    pub netns_cookie: u64,
+    /// Network namespace inode (what `ls -l /proc/PID/ns/net` shows); 0 if unknown.
+    pub netns_ino: u32,
+    /// Interface index in the packet's namespace; 0 if unknown.
+    pub ifindex: u32,
+    /// Length on the wire (may exceed `data.len()` when truncated).
+    pub wire_len: u32,
+    /// The packet from its IP header on.
+    pub data: Bytes,
+    /// Name of the node that observed it (captures from several nodes are merged).
+    pub node: Option<Arc<str>>,
+}
+
+/// Anything that is not a packet and that a source can carry.
+#[derive(Clone, Debug)]
+pub enum Record {
+    /// A packet (DNS for now).
+    Packet(PacketRecord),
+    /// Kernel events lost (ring buffer full, writer too slow) up to `ts_ns`.
+    Lost {
+        /// When the loss was noticed.
+        ts_ns: u64,
+        /// How many events were lost since the previous `Lost` record.
+        count: u64,
+        /// Node it happened on.
+        node: Option<Arc<str>>,
+    },
+    /// What a process's resolver was configured with (resolv.conf evidence).
+    ResolvConf(ResolvConfEvidence),
+}
+
+impl Record {
+    /// Monotonic timestamp used to order records.
+    #[must_use]
+    pub fn ts_ns(&self) -> u64 {
+        match self {
+            Self::Packet(p) => p.ts_ns,
+            Self::Lost { ts_ns, .. } => *ts_ns,
+            Self::ResolvConf(r) => r.ts_ns,
+        }
+    }
+}
+
+/// The resolv.conf a process really used, read from `/proc/PID/root/etc/resolv.conf`
+/// (or a netns-specific file) when its first DNS query was seen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvConfEvidence {
+    /// When it was read.
+    pub ts_ns: u64,
+    /// Whose it is.
+    pub pid: u32,
+    /// Network namespace inode of that process (0 if unknown).
+    pub netns_ino: u32,
+    /// Where it was read from.
+    pub path: String,
+    /// The file's text; None when it could not be read (`error` says why).
+    pub text: Option<String>,
+    /// Why it could not be read.
+    pub error: Option<String>,
+}
+
+/// A transport endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Address.
+    pub ip: IpAddr,
+    /// Port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.ip {
+            IpAddr::V4(a) => write!(f, "{a}:{}", self.port),
+            IpAddr::V6(a) => write!(f, "[{a}]:{}", self.port),
+        }
+    }
+}
+
+/// L4 protocol of a DNS message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// UDP.
+    Udp,
+    /// TCP (two-byte length framing).
+    Tcp,
+}

@@ -1,0 +1,15 @@
+//! ktrace: an eBPF tracer that explains Kubernetes DNS and networking failures.
+//!
+//! One pipeline for live tracing and replay, with a different source:
+//! [`source`] → [`decode`] → [`enrich`] → [`analyze`] → [`output`] / [`capture`].
+//! The kernel side lives in `tracer-ebpf`; [`bpf`] loads and attaches it.
+
+pub mod analyze;
+pub mod bpf;
+pub mod capture;
+pub mod cli;
+pub mod decode;
+pub mod enrich;
+pub mod event;
+pub mod output;
+pub mod source;

@@ -1,0 +1,2 @@
+//! The `ktrace` binary.
+fn main() {}

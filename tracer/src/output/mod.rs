@@ -1,0 +1,1 @@
+//! Output sinks: the live table and JSON Lines.

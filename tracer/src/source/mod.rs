@@ -1,0 +1,1 @@
+//! Sources of records: the kernel ring buffer (live) or capture files (replay).
