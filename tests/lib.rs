@@ -1,1 +1,309 @@
+//! Shared helpers for ktrace's end-to-end tests: privilege checks that fail
+//! loudly under `KTRACE_REQUIRE_BPF=1`, running the real `ktrace` binary in
+//! the background, and small network-namespace fixtures that clean up after
+//! themselves even when a test panics.
 
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// True if this test can load BPF programs. Otherwise prints why on stderr
+/// and returns false — or panics when `KTRACE_REQUIRE_BPF=1` (CI), so a
+/// machine that cannot run the real thing never passes silently.
+#[must_use]
+pub fn bpf_available(test: &str) -> bool {
+    // SAFETY: trivial syscall.
+    let root = unsafe { libc::geteuid() } == 0;
+    let why = if !root {
+        Some("not root")
+    } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        Some("no kernel BTF")
+    } else {
+        None
+    };
+    match why {
+        None => true,
+        Some(why) => {
+            assert!(std::env::var("KTRACE_REQUIRE_BPF").as_deref() != Ok("1"), "{test}: cannot load BPF ({why}) and KTRACE_REQUIRE_BPF=1");
+            eprintln!("SKIP {test}: cannot load BPF here ({why}); set KTRACE_REQUIRE_BPF=1 to make this a failure");
+            false
+        }
+    }
+}
+
+/// Panics (under `KTRACE_REQUIRE_BPF=1`) or returns false when a tool is missing.
+#[must_use]
+pub fn tools_available(test: &str, tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| which(t).is_none()).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(std::env::var("KTRACE_REQUIRE_BPF").as_deref() != Ok("1"), "{test}: missing tools {missing:?} (run cargo xtask setup)");
+    eprintln!("SKIP {test}: missing tools {missing:?}");
+    false
+}
+
+/// Finds a program on PATH (and in the usual sbin directories).
+#[must_use]
+pub fn which(prog: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin"].map(PathBuf::from))
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
+}
+
+/// The `ktrace` binary under test: `$KTRACE_BIN` (set by `cargo xtask test`),
+/// else the workspace's release or debug build.
+#[must_use]
+pub fn ktrace_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("KTRACE_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map_or_else(|| PathBuf::from(".."), Path::to_path_buf);
+    for p in ["target/release/ktrace", "target/debug/ktrace"] {
+        let p = root.join(p);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("no ktrace binary: run `cargo xtask build` or set KTRACE_BIN");
+}
+
+/// Runs a command to completion, panicking with its output on failure.
+pub fn sh(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command, ignoring failure (cleanup paths).
+pub fn sh_quiet(cmd: &mut Command) {
+    let _ = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status();
+}
+
+/// `ip` with arguments.
+pub fn ip(args: &[&str]) -> String {
+    sh(Command::new("ip").args(args))
+}
+
+/// A `ktrace` process running in the background.
+pub struct Ktrace {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    /// stderr lines seen so far.
+    pub stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Ktrace {
+    /// Starts `ktrace ARGS` and waits until it says it is attached (or `ready_timeout`).
+    #[must_use]
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(ktrace_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting ktrace {args:?}: {e}"));
+        let out = child.stdout.take().expect("piped stdout");
+        let err = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let se = std::sync::Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                if l.contains("attached") {
+                    let _ = ready_tx.send(());
+                }
+                eprintln!("[ktrace stderr] {l}");
+                if let Ok(mut v) = se.lock() {
+                    v.push(l);
+                }
+            }
+        });
+        let mut k = Self { child, stdout: rx, stderr };
+        if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            let st = k.child.try_wait().ok().flatten();
+            let _ = k.child.kill();
+            panic!("ktrace {args:?} did not attach within 20 s (exit: {st:?}); stderr: {:?}", k.stderr.lock().map(|v| v.clone()));
+        }
+        k
+    }
+
+    /// Sends SIGINT, waits for exit (bounded), returns stdout lines.
+    pub fn stop(mut self) -> Vec<String> {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                assert!(st.success(), "ktrace exited with {st}; stderr: {:?}", self.stderr.lock().map(|v| v.clone()));
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("ktrace did not exit within 20 s of SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The reader thread ends at EOF; collect everything it read.
+        let mut lines = Vec::new();
+        while let Ok(l) = self.stdout.recv_timeout(Duration::from_secs(2)) {
+            lines.push(l);
+        }
+        lines
+    }
+}
+
+impl Drop for Ktrace {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Parses JSON Lines output, panicking on a non-JSON line.
+#[must_use]
+pub fn json_lines(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// Records of one `type`.
+#[must_use]
+pub fn of_type<'a>(v: &'a [Value], ty: &str) -> Vec<&'a Value> {
+    v.iter().filter(|x| x["type"] == ty).collect()
+}
+
+/// A pair of network namespaces joined by a veth: a "server" and a "client",
+/// with IPv4 and IPv6 addresses that exist only inside them. Removed on drop.
+pub struct NetnsPair {
+    /// Server namespace name.
+    pub server: String,
+    /// Client namespace name.
+    pub client: String,
+    /// Server IPv4 address.
+    pub server_v4: &'static str,
+    /// Server IPv6 address.
+    pub server_v6: &'static str,
+    children: Vec<Child>,
+}
+
+impl NetnsPair {
+    /// Creates `<prefix>-srv` and `<prefix>-cli` (removing leftovers of a crashed run first).
+    #[must_use]
+    pub fn new(prefix: &str) -> Self {
+        let server = format!("{prefix}-srv");
+        let client = format!("{prefix}-cli");
+        Self::cleanup(&server, &client);
+        let p = Self { server, client, server_v4: "10.253.0.1", server_v6: "fd00:253::1", children: Vec::new() };
+        ip(&["netns", "add", &p.server]);
+        ip(&["netns", "add", &p.client]);
+        let (vs, vc) = (format!("{prefix}-s"), format!("{prefix}-c"));
+        ip(&["link", "add", &vs, "netns", &p.server, "type", "veth", "peer", "name", &vc, "netns", &p.client]);
+        for (ns, dev, v4, v6) in [(&p.server, &vs, "10.253.0.1/24", "fd00:253::1/64"), (&p.client, &vc, "10.253.0.2/24", "fd00:253::2/64")] {
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+            ip(&["-n", ns, "addr", "add", v4, "dev", dev]);
+            ip(&["-n", ns, "addr", "add", v6, "dev", dev, "nodad"]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+        }
+        let etc = PathBuf::from("/etc/netns").join(&p.client);
+        std::fs::create_dir_all(&etc).expect("mkdir /etc/netns/<client>");
+        std::fs::write(etc.join("resolv.conf"), "nameserver 10.253.0.1\noptions timeout:1 attempts:1\n").expect("write resolv.conf");
+        p
+    }
+
+    fn cleanup(server: &str, client: &str) {
+        for ns in [server, client] {
+            sh_quiet(Command::new("ip").args(["netns", "pids", ns]));
+            if let Ok(o) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    if let Ok(pid) = pid.parse::<i32>() {
+                        // SAFETY: kill(2).
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+            }
+            sh_quiet(Command::new("ip").args(["netns", "del", ns]));
+            let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(ns));
+        }
+    }
+
+    /// A command run inside a namespace.
+    #[must_use]
+    pub fn exec(&self, ns: &str, prog: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, prog]);
+        c
+    }
+
+    /// Starts dnsmasq in the server namespace, authoritative for `test`:
+    /// `example.test` → 10.1.2.3 / fd00::123, anything else under `test` → NXDOMAIN.
+    pub fn start_dnsmasq(&mut self) {
+        let child = self
+            .exec(&self.server.clone(), "dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--listen-address=10.253.0.1",
+                "--listen-address=fd00:253::1",
+                "--local=/test/",
+                "--address=/example.test/10.1.2.3",
+                "--address=/example.test/fd00::123",
+                "--pid-file=",
+                "--user=root",
+                "--log-facility=-",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting dnsmasq");
+        self.children.push(child);
+        // Wait until it answers (bounded).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let ok = self
+                .exec(&self.client.clone(), "dig")
+                .args(["+short", "+tries=1", "+time=1", "@10.253.0.1", "example.test"])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("10.1.2.3"));
+            if ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("dnsmasq did not answer within 10 s");
+    }
+}
+
+impl Drop for NetnsPair {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        Self::cleanup(&self.server, &self.client);
+    }
+}

@@ -12,4 +12,5 @@ pub mod decode;
 pub mod enrich;
 pub mod event;
 pub mod output;
+pub mod pipeline;
 pub mod source;

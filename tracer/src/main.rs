@@ -1,2 +1,30 @@
-//! The `ktrace` binary.
-fn main() {}
+//! The `ktrace` binary: parses arguments and runs a subcommand. Library code
+//! returns typed errors; here they become messages and an exit status.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use ktrace::cli::{Cli, Command, dns, doctor, record, replay};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.global.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    let r = match &cli.cmd {
+        Command::Dns(a) => dns::run(&cli.global, a),
+        Command::Record(a) => record::run(&cli.global, a),
+        Command::Replay(a) => replay::run(&cli.global, a),
+        Command::Doctor => doctor::run(&cli.global),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ktrace: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

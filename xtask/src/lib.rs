@@ -1,1 +1,3 @@
+//! ktrace's developer tasks as a library, so end-to-end tests can reuse them.
 
+pub mod lab;

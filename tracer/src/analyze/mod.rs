@@ -3,6 +3,7 @@
 
 pub mod findings;
 pub mod pairing;
+pub mod resolvconf;
 pub mod summary;
 
 use std::sync::Arc;

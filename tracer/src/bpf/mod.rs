@@ -1,1 +1,234 @@
 //! Loading and attaching the kernel programs, reading the ring buffer, probing hooks.
+//!
+//! The DNS capture runs on cgroup_skb programs attached to the cgroup2 root
+//! (kernel >= 4.10; links since 5.7), so it sees every socket in every network
+//! namespace with no per-interface setup. Attachments are BPF links owned by
+//! this process: they vanish when it exits, even on SIGKILL, so nothing is
+//! ever left behind.
+
+pub mod btf;
+pub mod doctor;
+pub mod raw;
+
+use std::{
+    fs::File,
+    os::fd::AsFd as _,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramType},
+    sys::{BpfHelper, is_helper_supported},
+};
+use thiserror::Error;
+use tracer_common::{KernelOffsets, MAP_EVENTS, MAP_LOST, MAP_STATS, PORTS_MAX, STATS_LEN};
+
+/// The eBPF object built by `build.rs`, embedded so `ktrace` is one file.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+/// Errors from loading or attaching the kernel side.
+#[derive(Debug, Error)]
+pub enum BpfError {
+    /// The binary was built with `AYA_BUILD_SKIP=1` and carries no programs.
+    #[error("this ktrace binary was built without its eBPF object (AYA_BUILD_SKIP); rebuild with bpf-linker installed")]
+    NoObject,
+    /// Loading the object failed (verifier, permissions, missing BTF).
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    /// A program failed to load or attach.
+    #[error("program {name}: {source}")]
+    Program {
+        /// Program name.
+        name: &'static str,
+        /// Cause.
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// A map is missing or of the wrong type.
+    #[error("map {name}: {reason}")]
+    Map {
+        /// Map name.
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// No cgroup2 hierarchy could be found or mounted.
+    #[error("cgroup2: {0}")]
+    Cgroup(String),
+    /// I/O.
+    #[error("{what}: {source}")]
+    Io {
+        /// What we were doing.
+        what: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How to set up the DNS capture.
+#[derive(Clone, Debug)]
+pub struct CaptureConfig {
+    /// UDP/TCP ports whose traffic is captured (at most `PORTS_MAX`).
+    pub ports: Vec<u16>,
+    /// Ring buffer size in bytes (power of two, multiple of the page size).
+    pub ring_bytes: u32,
+    /// cgroup2 directory to attach to; None = find (or mount) the root.
+    pub cgroup: Option<PathBuf>,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self { ports: vec![53], ring_bytes: 16 << 20, cgroup: None }
+    }
+}
+
+/// The loaded, attached DNS capture. Dropping it detaches everything.
+pub struct DnsCapture {
+    // Keeps the programs and their links alive.
+    _ebpf: Ebpf,
+    ring: RingBuf<MapData>,
+    lost: PerCpuArray<MapData, u64>,
+    stats: PerCpuArray<MapData, u64>,
+    /// Where the programs are attached.
+    pub cgroup: PathBuf,
+    /// Whether kernel offsets from BTF were available (process names, netns inode).
+    pub has_offsets: bool,
+    /// Whether the kernel gives us netns cookies.
+    pub has_netns_cookie: bool,
+}
+
+/// Raises RLIMIT_MEMLOCK for kernels < 5.11; failing is harmless on newer
+/// kernels (memcg accounting) and on machines without CAP_SYS_RESOURCE.
+pub fn raise_memlock() {
+    let r = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall with a valid pointer.
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const r) };
+    if ret != 0 {
+        log::debug!("setrlimit(RLIMIT_MEMLOCK) failed (harmless on kernels >= 5.11)");
+    }
+}
+
+/// Finds the cgroup2 mount point, mounting one at /run/ktrace/cgroup2 if none exists.
+pub fn cgroup2_root() -> Result<PathBuf, BpfError> {
+    if let Some(p) = find_cgroup2_mount() {
+        return Ok(p);
+    }
+    let dir = Path::new("/run/ktrace/cgroup2");
+    std::fs::create_dir_all(dir).map_err(|e| BpfError::Io { what: format!("creating {}", dir.display()), source: e })?;
+    nix::mount::mount(Some("cgroup2"), dir, Some("cgroup2"), nix::mount::MsFlags::empty(), None::<&str>)
+        .map_err(|e| BpfError::Cgroup(format!("no cgroup2 mounted and mounting one at {} failed: {e}", dir.display())))?;
+    Ok(dir.to_path_buf())
+}
+
+fn find_cgroup2_mount() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // mountinfo: ... mount_point ... - fstype source opts
+    text.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        if post.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        pre.split_whitespace().nth(4).map(PathBuf::from)
+    })
+}
+
+/// Reads kernel struct offsets from BTF; None (with a log line) if unavailable.
+#[must_use]
+pub fn kernel_offsets() -> Option<KernelOffsets> {
+    match btf::Btf::from_sys_fs().and_then(|b| btf::kernel_offsets(&b)) {
+        Ok(o) => Some(o),
+        Err(e) => {
+            log::warn!("no kernel BTF offsets ({e}): process names and netns inodes will be missing");
+            None
+        }
+    }
+}
+
+impl DnsCapture {
+    /// Loads the DNS capture programs and attaches them to the cgroup2 root.
+    pub fn attach(cfg: &CaptureConfig) -> Result<Self, BpfError> {
+        if OBJECT.is_empty() {
+            return Err(BpfError::NoObject);
+        }
+        raise_memlock();
+        let mut ports = [0u16; PORTS_MAX as usize];
+        for (slot, p) in ports.iter_mut().zip(cfg.ports.iter()) {
+            *slot = *p;
+        }
+        let offsets = kernel_offsets();
+        let has_offsets = offsets.is_some();
+        let offsets = offsets.unwrap_or_default();
+        let has_netns_cookie =
+            is_helper_supported(ProgramType::CgroupSkb, BpfHelper::BPF_FUNC_get_netns_cookie).unwrap_or(false);
+        let use_cookie: u32 = u32::from(has_netns_cookie);
+        // Wake the reader early only when a quarter of the ring is full; below
+        // that it drains on its timer (batched: ~10x cheaper per event).
+        let wake: u64 = u64::from(cfg.ring_bytes / 4);
+        let mut ebpf = EbpfLoader::new()
+            .override_global("DNS_PORTS", &ports[..], true)
+            .override_global("OFFSETS", &offsets, true)
+            .override_global("WAKEUP_BYTES", &wake, true)
+            .override_global("USE_NETNS_COOKIE", &use_cookie, true)
+            .map_max_entries(MAP_EVENTS, cfg.ring_bytes)
+            .load(OBJECT)?;
+        let cgroup = match &cfg.cgroup {
+            Some(p) => p.clone(),
+            None => cgroup2_root()?,
+        };
+        let cg = File::open(&cgroup).map_err(|e| BpfError::Io { what: format!("opening {}", cgroup.display()), source: e })?;
+        for (name, ty) in [("dns_egress", CgroupSkbAttachType::Egress), ("dns_ingress", CgroupSkbAttachType::Ingress)] {
+            let prog: &mut CgroupSkb = ebpf
+                .program_mut(name)
+                .ok_or(BpfError::Map { name, reason: "program missing from object".into() })?
+                .try_into()
+                .map_err(|source| BpfError::Program { name, source })?;
+            prog.load().map_err(|source| BpfError::Program { name, source })?;
+            // With BPF links (kernel >= 5.7) the kernel rejects attach flags and
+            // always allows several programs, so `Single` (flags 0) still
+            // coexists with systemd's programs and other ktrace instances.
+            prog.attach(cg.as_fd(), ty, CgroupAttachMode::Single)
+                .map_err(|source| BpfError::Program { name, source })?;
+        }
+        let ring = take(&mut ebpf, MAP_EVENTS, |m| RingBuf::try_from(m))?;
+        let lost = take(&mut ebpf, MAP_LOST, |m| PerCpuArray::try_from(m))?;
+        let stats = take(&mut ebpf, MAP_STATS, |m| PerCpuArray::try_from(m))?;
+        Ok(Self { _ebpf: ebpf, ring, lost, stats, cgroup, has_offsets, has_netns_cookie })
+    }
+
+    /// Total events the kernel could not reserve space for, across CPUs.
+    #[must_use]
+    pub fn lost(&self) -> u64 {
+        sum_percpu(&self.lost, 0)
+    }
+
+    /// Program counters (see `tracer_common::Stat`), summed across CPUs.
+    #[must_use]
+    pub fn stats(&self) -> [u64; STATS_LEN as usize] {
+        let mut out = [0u64; STATS_LEN as usize];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = sum_percpu(&self.stats, i as u32);
+        }
+        out
+    }
+
+    /// The ring buffer, to be polled (it is `AsFd`) and drained.
+    pub fn ring(&mut self) -> &mut RingBuf<MapData> {
+        &mut self.ring
+    }
+}
+
+fn sum_percpu(a: &PerCpuArray<MapData, u64>, idx: u32) -> u64 {
+    a.get(&idx, 0).map(|v| v.iter().sum()).unwrap_or(0)
+}
+
+fn take<T>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    f: impl FnOnce(aya::maps::Map) -> Result<T, aya::maps::MapError>,
+) -> Result<T, BpfError> {
+    let m = ebpf.take_map(name).ok_or(BpfError::Map { name, reason: "missing from object".into() })?;
+    f(m).map_err(|e| BpfError::Map { name, reason: e.to_string() })
+}

@@ -1,1 +1,153 @@
-//! Subcommands, one file each.
+//! Subcommands, one file each. Arguments and JSON field names are a public
+//! contract (see docs/json.md): add, never rename.
+
+pub mod dns;
+pub mod doctor;
+pub mod record;
+pub mod replay;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::enrich::{Enricher, Snapshot};
+
+/// ktrace: explains Kubernetes DNS and networking failures from inside the kernel.
+#[derive(Debug, Parser)]
+#[command(name = "ktrace", version, about, long_about = None)]
+pub struct Cli {
+    /// Options every subcommand takes.
+    #[command(flatten)]
+    pub global: Global,
+    /// What to do.
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+/// Options shared by all subcommands.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Name of this node, recorded in captures and used by `--node` without a value.
+    /// Default: $NODE_NAME, else the hostname.
+    #[arg(long, global = true, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Pod/node/service metadata from a `kubectl get pods,services,nodes -A -o json` file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub kube_snapshot: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// More logging (-v, -vv).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable table with plain-language findings.
+    Table,
+    /// JSON Lines (see docs/json.md).
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace DNS live (or from captures with -r): every query with pod, process,
+    /// server, rcode and latency, then findings that explain slow resolution.
+    Dns(dns::DnsArgs),
+    /// Record everything ktrace sees, plus the context to analyse it elsewhere, to a pcapng file.
+    Record(record::RecordArgs),
+    /// Print every event of captures in time order (the `sysdig -r` equivalent).
+    Replay(replay::ReplayArgs),
+    /// Check which kernel hooks work here and what ktrace can do with them.
+    Doctor,
+}
+
+/// Parses `500ms`, `10s`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
+    let v: f64 = num.parse().map_err(|_| format!("bad duration {s:?} (try 10s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" | "" => v,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return Err(format!("bad duration unit in {s:?} (ms, s, m, h)")),
+    };
+    if !(0.0..=1e9).contains(&secs) {
+        return Err(format!("duration out of range: {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl Global {
+    /// This node's name: `--node-name`, `$NODE_NAME`, else the hostname.
+    #[must_use]
+    pub fn node(&self) -> Arc<str> {
+        if let Some(n) = &self.node_name {
+            return n.as_str().into();
+        }
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into())
+            .into()
+    }
+
+    /// The snapshot named by `--kube-snapshot`, if any.
+    pub fn snapshot(&self) -> anyhow::Result<Option<Snapshot>> {
+        self.kube_snapshot
+            .as_deref()
+            .map(|p| Snapshot::load(p).with_context(|| format!("--kube-snapshot {}", p.display())))
+            .transpose()
+    }
+
+    /// Live metadata: the snapshot with this node's netns/cgroup keys resolved.
+    pub fn live_metadata(&self, cgroup_root: &std::path::Path) -> anyhow::Result<(Enricher, Option<Snapshot>)> {
+        Ok(match self.snapshot()? {
+            Some(mut s) => {
+                s.resolve_host_keys(cgroup_root);
+                (Enricher::from_snapshot(&s), Some(s))
+            }
+            None => (Enricher::empty(), None),
+        })
+    }
+}
+
+/// Resolves `--netns`: an inode number or a name under /run/netns.
+pub fn netns_arg(s: &str) -> anyhow::Result<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    if let Ok(n) = s.parse::<u32>() {
+        return Ok(n);
+    }
+    let p = std::path::Path::new("/run/netns").join(s);
+    let m = std::fs::metadata(&p).with_context(|| format!("--netns {s}: not an inode number and {} is missing", p.display()))?;
+    u32::try_from(m.ino()).context("netns inode out of range")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+        let c = Cli::try_parse_from(["ktrace", "dns", "--ns", "critical-app", "-o", "json", "--duration", "5s"]).unwrap();
+        assert_eq!(c.global.output, Format::Json);
+    }
+}

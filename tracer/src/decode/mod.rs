@@ -53,6 +53,15 @@ pub struct DecodeStats {
     pub tcp_evicted: u64,
     /// IP fragments seen (only first fragments carry ports; reassembly is not done).
     pub fragments: u64,
+    /// TCP holes that did not fill (lost or snapped segments, too much held
+    /// out of order): the stream's partial message was dropped and the
+    /// stream resynchronized on the next frame start.
+    pub tcp_gaps: u64,
+    /// TCP segments dropped because every byte in them was already seen.
+    pub tcp_retransmits: u64,
+    /// TCP segments with data dropped while waiting to resynchronize on a
+    /// frame start (stream first seen mid-way, or after a gap).
+    pub tcp_unsynced: u64,
 }
 
 pub use stream::DnsDecoder;

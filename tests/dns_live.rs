@@ -1,0 +1,107 @@
+//! Issue 2 end to end: the real eBPF programs see DNS between two network
+//! namespaces (real dnsmasq, real dig and glibc getent), over UDP and TCP,
+//! IPv4 and IPv6, and `ktrace dns -o json` reports names, rcodes, the
+//! process (thread-group leader, not dig's worker thread) and latencies.
+
+use std::{process::Command, time::Duration};
+
+use ktrace_e2e::{Ktrace, NetnsPair, bpf_available, json_lines, of_type, tools_available};
+use serde_json::Value;
+
+fn find<'a>(txs: &[&'a Value], qname: &str, qtype: &str, transport: &str) -> &'a Value {
+    txs.iter()
+        .copied()
+        .find(|t| t["qname"] == qname && t["qtype"] == qtype && t["transport"] == transport)
+        .unwrap_or_else(|| panic!("no {transport} {qtype} {qname} transaction in {txs:#?}"))
+}
+
+#[test]
+fn dns_transactions_between_two_namespaces() {
+    if !bpf_available("dns_transactions_between_two_namespaces") || !tools_available("dns_live", &["dnsmasq", "dig", "getent", "ip"]) {
+        return;
+    }
+    let mut net = NetnsPair::new("ktt2");
+    net.start_dnsmasq();
+    let kt = Ktrace::start(&["dns", "-o", "json", "--duration", "60s"]);
+
+    let dig = |args: &[&str]| {
+        let mut c = net.exec(&net.client, "dig");
+        c.args(["+tries=1", "+time=2"]).args(args);
+        let child = c.spawn().expect("dig");
+        let pid = child.id();
+        let out = child.wait_with_output().expect("dig");
+        assert!(out.status.success(), "dig {args:?} failed");
+        pid
+    };
+    let dig_udp4 = dig(&["@10.253.0.1", "example.test", "A"]);
+    let dig_tcp4 = dig(&["+tcp", "@10.253.0.1", "example.test", "A"]);
+    let dig_udp6 = dig(&["@fd00:253::1", "example.test", "AAAA"]);
+    let dig_nx = dig(&["@10.253.0.1", "missing.test", "A"]);
+    let getent = net.exec(&net.client, "getent").args(["ahostsv4", "example.test"]).output().expect("getent");
+    assert!(String::from_utf8_lossy(&getent.stdout).contains("10.1.2.3"));
+    std::thread::sleep(Duration::from_millis(300));
+    let lines = kt.stop();
+    let v = json_lines(&lines);
+    let txs = of_type(&v, "dns");
+    // Only this test's traffic matters; the machine may have other DNS.
+    let txs: Vec<&Value> = txs.into_iter().filter(|t| t["server"].as_str().is_some_and(|s| s.contains("10.253.0.1") || s.contains("fd00:253::1"))).collect();
+
+    let a = find(&txs, "example.test", "A", "udp");
+    assert_eq!(a["rcode"], "NOERROR");
+    assert_eq!(a["comm"], "dig", "the thread-group leader's name, not isc-net-0000: {a}");
+    assert_eq!(a["pid"], dig_udp4);
+    assert_eq!(a["timed_out"], false);
+    assert!(a["answers"].to_string().contains("10.1.2.3"), "{a}");
+    let lat = a["latency_ms"].as_f64().expect("latency");
+    assert!(lat > 0.0 && lat < 1000.0, "latency {lat}");
+    assert!(a["client"].as_str().unwrap().starts_with("10.253.0.2:"));
+    assert_eq!(a["server"], "10.253.0.1:53");
+    assert_ne!(a["netns"], 0, "client netns inode known");
+
+    let t = find(&txs, "example.test", "A", "tcp");
+    assert_eq!(t["rcode"], "NOERROR");
+    assert_eq!(t["pid"], dig_tcp4);
+
+    let six = find(&txs, "example.test", "AAAA", "udp");
+    assert_eq!(six["rcode"], "NOERROR");
+    assert_eq!(six["pid"], dig_udp6);
+    assert!(six["server"].as_str().unwrap().starts_with("[fd00:253::1]"));
+
+    let nx = find(&txs, "missing.test", "A", "udp");
+    assert_eq!(nx["rcode"], "NXDOMAIN");
+    assert_eq!(nx["pid"], dig_nx);
+
+    let g = txs.iter().find(|t| t["comm"] == "getent").unwrap_or_else(|| panic!("no getent transaction in {txs:#?}"));
+    assert_eq!(g["qname"], "example.test");
+    assert_eq!(g["rcode"], "NOERROR");
+
+    let stats = of_type(&v, "stats");
+    assert_eq!(stats.len(), 1, "one stats record at exit");
+    assert_eq!(stats[0]["lost_events"], 0);
+}
+
+/// Ctrl-C detaches everything: a second run right after works, and no
+/// ktrace program stays attached to the cgroup2 root.
+#[test]
+fn second_run_after_sigint_works_and_nothing_stays_attached() {
+    if !bpf_available("second_run_after_sigint") || !tools_available("second_run", &["dnsmasq", "dig", "ip", "bpftool"]) {
+        return;
+    }
+    let mut net = NetnsPair::new("ktt2b");
+    net.start_dnsmasq();
+    for round in 0..2 {
+        let kt = Ktrace::start(&["dns", "-o", "json", "--duration", "60s"]);
+        let st = net.exec(&net.client, "dig").args(["+short", "+tries=1", "@10.253.0.1", "example.test"]).status().expect("dig");
+        assert!(st.success());
+        std::thread::sleep(Duration::from_millis(200));
+        let v = json_lines(&kt.stop());
+        assert!(
+            of_type(&v, "dns").iter().any(|t| t["qname"] == "example.test" && t["comm"] == "dig"),
+            "round {round}: transaction missing"
+        );
+    }
+    let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"].into_iter().find(|p| std::path::Path::new(p).join("cgroup.procs").exists()).expect("cgroup2 root");
+    let out = Command::new("bpftool").args(["cgroup", "show", root]).output().expect("bpftool");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("dns_egress") && !text.contains("dns_ingress"), "programs left attached:\n{text}");
+}

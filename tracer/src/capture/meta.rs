@@ -1,0 +1,329 @@
+//! ktrace's own encodings inside pcapng: custom block payloads (records that
+//! are not packets, and context), the per-packet custom option and the
+//! per-interface custom option. All little-endian; see `docs/capture-format.md`.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use super::{CaptureHeader, ClockRef, Item, pcapng::BlockBuf, pcapng::Cur};
+use crate::event::{Hook, PacketRecord, Process, Record, ResolvConfEvidence};
+
+/// Record types of ktrace custom blocks (the `u16` after the PEN).
+pub mod record_type {
+    /// [`super::MetaBlock::Header`]: JSON [`crate::capture::CaptureHeader`].
+    pub const HEADER: u16 = 1;
+    /// [`super::MetaBlock::ClockRef`]: binary `mono_ns:u64, wall_ns:u64`.
+    pub const CLOCK_REF: u16 = 2;
+    /// [`crate::event::Record::Lost`]: binary `ts_ns:u64, count:u64, has_node:u8, node_len:u16, node`.
+    pub const LOST: u16 = 3;
+    /// [`crate::event::Record::ResolvConf`]: JSON [`crate::event::ResolvConfEvidence`].
+    pub const RESOLV_CONF: u16 = 4;
+    /// [`super::MetaBlock::KubeSnapshot`]: the caller's JSON text, verbatim.
+    pub const KUBE_SNAPSHOT: u16 = 5;
+    /// [`super::MetaBlock::NetState`]: JSON object of name → text.
+    pub const NETSTATE: u16 = 6;
+    /// [`super::MetaBlock::Counters`]: JSON object of name → u64.
+    pub const COUNTERS: u16 = 7;
+    /// [`super::MetaBlock::Custom`]: binary `name_len:u16, name, data`.
+    pub const CUSTOM: u16 = 8;
+}
+
+/// Version of every encoding above that this build writes and reads.
+const V1: u16 = 1;
+
+/// Context stored in a capture next to the records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetaBlock {
+    /// Who wrote the capture, where, when (first block of each ktrace section).
+    Header(CaptureHeader),
+    /// A new monotonic ↔ wall clock reference (written periodically: clocks drift).
+    ClockRef(ClockRef),
+    /// Kubernetes metadata snapshot (pods, IPs, namespaces…): opaque JSON text
+    /// from the caller, at start and whenever it changes.
+    KubeSnapshot(String),
+    /// The node's network state, name → text (`ip -d addr`, `ip route`,
+    /// `nft list ruleset`, sysctls…), opaque to the capture layer.
+    NetState(BTreeMap<String, String>),
+    /// Named counters (lost events per cause, decoder stats…), cumulative.
+    Counters(BTreeMap<String, u64>),
+    /// Anything else a later feature wants to keep, under its own name.
+    Custom {
+        /// Who it belongs to (`drops/v1`…).
+        name: String,
+        /// Its bytes.
+        data: Vec<u8>,
+    },
+    /// A ktrace block this build does not know (newer writer): kept so the
+    /// caller can say so; never an error.
+    Unknown {
+        /// Its record type.
+        record_type: u16,
+        /// Its encoding version.
+        version: u16,
+        /// Its body.
+        body: Vec<u8>,
+    },
+}
+
+/// Appends the body of a custom block for `m`; returns its record type.
+pub(crate) fn encode_meta(m: &MetaBlock, out: &mut Vec<u8>) -> (u16, u16) {
+    // serde_json cannot fail on these types (string keys, no floats), so
+    // a failure would only lose this one block's body, never the file.
+    match m {
+        MetaBlock::Header(h) => {
+            let _ = serde_json::to_writer(&mut *out, h);
+            (record_type::HEADER, V1)
+        }
+        MetaBlock::ClockRef(c) => {
+            out.extend_from_slice(&c.mono_ns.to_le_bytes());
+            out.extend_from_slice(&c.wall_ns.to_le_bytes());
+            (record_type::CLOCK_REF, V1)
+        }
+        MetaBlock::KubeSnapshot(s) => {
+            out.extend_from_slice(s.as_bytes());
+            (record_type::KUBE_SNAPSHOT, V1)
+        }
+        MetaBlock::NetState(m) => {
+            let _ = serde_json::to_writer(&mut *out, m);
+            (record_type::NETSTATE, V1)
+        }
+        MetaBlock::Counters(m) => {
+            let _ = serde_json::to_writer(&mut *out, m);
+            (record_type::COUNTERS, V1)
+        }
+        MetaBlock::Custom { name, data } => {
+            let name = truncate_str(name, usize::from(u16::MAX));
+            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(data);
+            (record_type::CUSTOM, V1)
+        }
+        MetaBlock::Unknown { record_type, version, body } => {
+            out.extend_from_slice(body);
+            (*record_type, *version)
+        }
+    }
+}
+
+/// Appends the body of a custom block for a non-packet record.
+pub(crate) fn encode_record(r: &Record, out: &mut Vec<u8>) -> Option<(u16, u16)> {
+    match r {
+        Record::Packet(_) => None,
+        Record::Lost { ts_ns, count, node } => {
+            out.extend_from_slice(&ts_ns.to_le_bytes());
+            out.extend_from_slice(&count.to_le_bytes());
+            put_opt_str(out, node.as_deref());
+            Some((record_type::LOST, V1))
+        }
+        Record::ResolvConf(e) => {
+            let _ = serde_json::to_writer(&mut *out, e);
+            Some((record_type::RESOLV_CONF, V1))
+        }
+    }
+}
+
+fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    out.push(u8::from(s.is_some()));
+    let s = truncate_str(s.unwrap_or(""), usize::from(u16::MAX));
+    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Reads what [`put_opt_str`] wrote: `(present, text)`, `None` if malformed.
+fn get_opt_str<'a>(c: &mut Cur<'a>) -> Option<(bool, &'a str)> {
+    let present = c.u8()? != 0;
+    let len = usize::from(c.u16()?);
+    let s = std::str::from_utf8(c.take(len)?).ok()?;
+    Some((present, s))
+}
+
+/// Cuts `s` to at most `max` bytes at a character boundary.
+pub(crate) fn truncate_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Decodes a ktrace custom block body. `Err` describes what is malformed.
+pub(crate) fn decode_custom(rt: u16, version: u16, body: &[u8]) -> Result<Item, String> {
+    let unknown = || Item::Meta(MetaBlock::Unknown { record_type: rt, version, body: body.to_vec() });
+    if version != V1 {
+        return Ok(unknown());
+    }
+    let json_err = |e: serde_json::Error| format!("record type {rt}: bad JSON: {e}");
+    let short = || format!("record type {rt}: body too short ({} bytes)", body.len());
+    Ok(match rt {
+        record_type::HEADER => Item::Meta(MetaBlock::Header(serde_json::from_slice(body).map_err(json_err)?)),
+        record_type::CLOCK_REF => {
+            let mut c = Cur::new(body, true);
+            let (Some(mono_ns), Some(wall_ns)) = (c.u64(), c.u64()) else {
+                return Err(short());
+            };
+            Item::Meta(MetaBlock::ClockRef(ClockRef { mono_ns, wall_ns }))
+        }
+        record_type::LOST => {
+            let mut c = Cur::new(body, true);
+            let (Some(ts_ns), Some(count), Some(node)) = (c.u64(), c.u64(), get_opt_str(&mut c)) else {
+                return Err(short());
+            };
+            Item::Record(Record::Lost { ts_ns, count, node: node.0.then(|| Arc::from(node.1)) })
+        }
+        record_type::RESOLV_CONF => {
+            let e: ResolvConfEvidence = serde_json::from_slice(body).map_err(json_err)?;
+            Item::Record(Record::ResolvConf(e))
+        }
+        record_type::KUBE_SNAPSHOT => Item::Meta(MetaBlock::KubeSnapshot(
+            String::from_utf8(body.to_vec()).map_err(|_| format!("record type {rt}: kube snapshot is not UTF-8"))?,
+        )),
+        record_type::NETSTATE => Item::Meta(MetaBlock::NetState(serde_json::from_slice(body).map_err(json_err)?)),
+        record_type::COUNTERS => Item::Meta(MetaBlock::Counters(serde_json::from_slice(body).map_err(json_err)?)),
+        record_type::CUSTOM => {
+            let mut c = Cur::new(body, true);
+            let Some(len) = c.u16() else {
+                return Err(short());
+            };
+            let Some(name) = c.take(usize::from(len)) else {
+                return Err(short());
+            };
+            let name = std::str::from_utf8(name).map_err(|_| format!("record type {rt}: name is not UTF-8"))?;
+            Item::Meta(MetaBlock::Custom { name: name.to_owned(), data: c.rest().to_vec() })
+        }
+        _ => unknown(),
+    })
+}
+
+/// Hook as stored: [`Hook::to_raw`], with 0 for [`Hook::Wire`].
+pub(crate) fn hook_from_raw(v: u8) -> Option<Hook> {
+    if v == 0 { Some(Hook::Wire) } else { Hook::from_raw(v) }
+}
+
+/// Name used in EPB comments (the serde name).
+pub(crate) fn hook_name(h: Hook) -> &'static str {
+    match h {
+        Hook::SocketEgress => "socket_egress",
+        Hook::SocketIngress => "socket_ingress",
+        Hook::TcEgress => "tc_egress",
+        Hook::TcIngress => "tc_ingress",
+        Hook::Wire => "wire",
+    }
+}
+
+const PKT_HAS_PROCESS: u8 = 1;
+
+/// Appends the per-packet option value after the PEN (version 1):
+/// `version:u16, hook:u8, flags:u8, ts_ns:u64, cgroup_id:u64, netns_cookie:u64,
+/// netns_ino:u32, ifindex:u32, wire_len:u32` then, if `flags & 1`,
+/// `pid:u32, tid:u32, comm_len:u8, comm, thread_len:u8, thread`.
+pub(crate) fn encode_packet_meta(p: &PacketRecord, b: &mut BlockBuf) {
+    b.u16(V1);
+    b.u8(p.hook.to_raw());
+    b.u8(if p.process.is_some() { PKT_HAS_PROCESS } else { 0 });
+    b.u64(p.ts_ns);
+    b.u64(p.cgroup_id);
+    b.u64(p.netns_cookie);
+    b.u32(p.netns_ino);
+    b.u32(p.ifindex);
+    b.u32(p.wire_len);
+    if let Some(pr) = &p.process {
+        b.u32(pr.pid);
+        b.u32(pr.tid);
+        for s in [&pr.comm, &pr.thread] {
+            let s = truncate_str(s, 255);
+            b.u8(s.len() as u8);
+            b.bytes(s.as_bytes());
+        }
+    }
+}
+
+/// Per-packet metadata decoded from the custom option.
+pub(crate) struct PacketMeta {
+    pub(crate) ts_ns: u64,
+    pub(crate) hook: Hook,
+    pub(crate) cgroup_id: u64,
+    pub(crate) netns_cookie: u64,
+    pub(crate) netns_ino: u32,
+    pub(crate) ifindex: u32,
+    pub(crate) wire_len: u32,
+    pub(crate) process: Option<Process>,
+}
+
+/// Decodes the per-packet option value (after the PEN); `None` if malformed
+/// or of an unknown version (the reader then falls back to the EPB fields).
+pub(crate) fn decode_packet_meta(v: &[u8]) -> Option<PacketMeta> {
+    let mut c = Cur::new(v, true);
+    if c.u16()? != V1 {
+        return None;
+    }
+    let hook = hook_from_raw(c.u8()?)?;
+    let flags = c.u8()?;
+    let ts_ns = c.u64()?;
+    let cgroup_id = c.u64()?;
+    let netns_cookie = c.u64()?;
+    let netns_ino = c.u32()?;
+    let ifindex = c.u32()?;
+    let wire_len = c.u32()?;
+    let process = if flags & PKT_HAS_PROCESS != 0 {
+        let pid = c.u32()?;
+        let tid = c.u32()?;
+        let n = usize::from(c.u8()?);
+        let comm = String::from_utf8_lossy(c.take(n)?).into_owned();
+        let n = usize::from(c.u8()?);
+        let thread = String::from_utf8_lossy(c.take(n)?).into_owned();
+        Some(Process { pid, tid, comm, thread })
+    } else {
+        None
+    };
+    Some(PacketMeta { ts_ns, hook, cgroup_id, netns_cookie, netns_ino, ifindex, wire_len, process })
+}
+
+/// What ktrace knows about one of its interfaces (one per node × netns × hint).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct IfaceMeta {
+    pub(crate) node: Option<Arc<str>>,
+    pub(crate) netns_cookie: u64,
+    pub(crate) netns_ino: u32,
+    pub(crate) hint: Option<String>,
+}
+
+/// Appends the IDB option value after the PEN (version 1):
+/// `version:u16, netns_cookie:u64, netns_ino:u32, has_node:u8, node_len:u16,
+/// node, has_hint:u8, hint_len:u16, hint`.
+pub(crate) fn encode_iface_meta(
+    node: Option<&str>,
+    netns_cookie: u64,
+    netns_ino: u32,
+    hint: Option<&str>,
+    b: &mut BlockBuf,
+) {
+    b.u16(V1);
+    b.u64(netns_cookie);
+    b.u32(netns_ino);
+    for s in [node, hint] {
+        b.u8(u8::from(s.is_some()));
+        // Both strings share one option of at most 65535 bytes.
+        let s = truncate_str(s.unwrap_or(""), 30_000);
+        b.u16(s.len() as u16);
+        b.bytes(s.as_bytes());
+    }
+}
+
+pub(crate) fn decode_iface_meta(v: &[u8]) -> Option<IfaceMeta> {
+    let mut c = Cur::new(v, true);
+    if c.u16()? != V1 {
+        return None;
+    }
+    let netns_cookie = c.u64()?;
+    let netns_ino = c.u32()?;
+    let node = get_opt_str(&mut c)?;
+    let hint = get_opt_str(&mut c)?;
+    Some(IfaceMeta {
+        node: node.0.then(|| Arc::from(node.1)),
+        netns_cookie,
+        netns_ino,
+        hint: hint.0.then(|| hint.1.to_owned()),
+    })
+}

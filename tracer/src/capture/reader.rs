@@ -1,0 +1,745 @@
+//! [`open`]: one streaming reader for ktrace captures and foreign pcap/pcapng,
+//! plain or compressed, and [`merge_by_time`] for several of them.
+
+use std::{
+    fs::File,
+    io::{BufReader, Cursor, Read},
+    path::Path,
+    sync::Arc,
+};
+
+use bytes::Bytes;
+
+use super::{
+    CaptureError, CaptureHeader, ClockRef, Item, KTRACE_PEN, MAX_BLOCK_LEN, MetaBlock, ParseError,
+    foreign::{L3, LinkType, l3_offset},
+    meta::{IfaceMeta, PacketMeta, decode_custom, decode_iface_meta, decode_packet_meta},
+    pcapng::{
+        BT_CUSTOM_COPY, BT_CUSTOM_NOCOPY, BT_EPB, BT_IDB, BT_PB, BT_SHB, BT_SPB, BlockHdr, BlockReader, Cur,
+        OPT_CUSTOM_BIN, OPT_CUSTOM_BIN_NOCOPY, OPT_IF_NAME, OPT_IF_TSOFFSET, OPT_IF_TSRESOL, OPT_SHB_USERAPPL, io_err,
+        options, pad4, read_body, read_full,
+    },
+};
+use crate::event::{Hook, PacketRecord, Record};
+
+type Src = Box<dyn Read + Send>;
+
+/// Read buffer: large enough that per-block reads rarely reach the kernel.
+const BUF_CAP: usize = 256 * 1024;
+/// More interfaces than any sane capture has; bounds the table on hostile input.
+const MAX_IFACES: usize = 1 << 16;
+
+/// What kind of file a reader found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// pcapng written by ktrace (packets carry ktrace's metadata).
+    Ktrace,
+    /// pcapng written by another tool.
+    Pcapng,
+    /// Classic libpcap format.
+    Pcap,
+}
+
+/// What a reader did with the file so far: reported next to the results,
+/// so nothing is skipped silently.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReaderStats {
+    /// Packets returned.
+    pub packets: u64,
+    /// Non-packet records returned (lost, resolv.conf).
+    pub records: u64,
+    /// Meta blocks returned.
+    pub meta: u64,
+    /// Frames skipped because they carry no IP (ARP, LLDP…).
+    pub non_ip: u64,
+    /// Frames skipped because ktrace does not read their link type.
+    pub unsupported_link: u64,
+    /// Blocks skipped (statistics, name resolution, other tools' custom blocks…).
+    pub blocks_skipped: u64,
+    /// Bytes consumed (of the decompressed stream).
+    pub bytes: u64,
+}
+
+/// Timestamp resolution of a pcapng interface.
+#[derive(Clone, Copy)]
+enum TsRes {
+    /// 10^-n s.
+    Dec(u8),
+    /// 2^-n s.
+    Bin(u8),
+}
+
+impl TsRes {
+    fn from_opt(v: u8) -> Self {
+        if v & 0x80 == 0 { Self::Dec(v) } else { Self::Bin(v & 0x7f) }
+    }
+
+    fn to_ns(self, ts: u64) -> u64 {
+        let ts = u128::from(ts);
+        let ns = match self {
+            Self::Dec(n) if n <= 9 => ts * 10u128.pow(9 - u32::from(n)),
+            Self::Dec(n) if n - 9 <= 38 => ts / 10u128.pow(u32::from(n) - 9),
+            Self::Dec(_) => 0,
+            Self::Bin(n) => (ts * 1_000_000_000) >> n,
+        };
+        u64::try_from(ns).unwrap_or(u64::MAX)
+    }
+}
+
+struct NgIface {
+    link: LinkType,
+    snaplen: u32,
+    res: TsRes,
+    offset_s: i64,
+    kt: Option<IfaceMeta>,
+    name: Option<String>,
+}
+
+struct Ng {
+    br: BlockReader<BufReader<Src>>,
+    ifaces: Vec<NgIface>,
+}
+
+struct Classic {
+    r: BufReader<Src>,
+    offset: u64,
+    le: bool,
+    nanos: bool,
+    link: LinkType,
+    buf: Vec<u8>,
+}
+
+enum Kind {
+    Ng(Ng),
+    Classic(Classic),
+}
+
+/// Reader state shared by both formats.
+struct State {
+    format: Format,
+    header: Option<CaptureHeader>,
+    userappl: Option<String>,
+    clock: Option<ClockRef>,
+    stats: ReaderStats,
+    wall_clock: bool,
+    last_ts: u64,
+}
+
+/// A capture being read: an iterator of `Result<Item, CaptureError>` in file
+/// order, streaming (one block in memory at a time).
+///
+/// After the first error the iterator ends. [`CaptureError::Truncated`] is a
+/// warning: everything before it was returned; [`CaptureReader::truncated`]
+/// also reports it afterwards.
+pub struct CaptureReader {
+    path: Arc<Path>,
+    kind: Kind,
+    st: State,
+    compression: Option<&'static str>,
+    pending: Option<Result<Item, ParseError>>,
+    done: bool,
+    truncated: Option<u64>,
+}
+
+/// Opens a capture file: ktrace or foreign pcapng, classic pcap (either byte
+/// order, µs or ns), each possibly zstd- or gzip-compressed. For a ktrace
+/// capture, [`CaptureReader::header`] is available on return.
+///
+/// Errors: the file cannot be read, is not a capture, is a sysdig scap file
+/// (not supported yet), or its first block is malformed.
+pub fn open(path: impl AsRef<Path>) -> Result<CaptureReader, CaptureError> {
+    let path = path.as_ref();
+    let f = File::open(path).map_err(|source| CaptureError::Open { path: Arc::from(path), source })?;
+    open_reader(path, f)
+}
+
+/// Like [`open`], for any byte stream (stdin, a test buffer); `name` is used in errors.
+pub fn open_reader(name: impl AsRef<Path>, r: impl Read + Send + 'static) -> Result<CaptureReader, CaptureError> {
+    let path: Arc<Path> = Arc::from(name.as_ref());
+    let mut src: Src = Box::new(r);
+    let mut compression = None;
+    // Compression inside compression is refused after two layers.
+    for _ in 0..3 {
+        let mut magic = [0u8; 4];
+        let n = read_full(&mut src, &mut magic).map_err(|e| io_err(0, e).with_path(&path))?;
+        src = Box::new(Cursor::new(magic[..n].to_vec()).chain(src));
+        match &magic[..n] {
+            [0x28, 0xB5, 0x2F, 0xFD] if compression.is_none() => {
+                let d = zstd::Decoder::new(src).map_err(|e| io_err(0, e).with_path(&path))?;
+                src = Box::new(d);
+                compression = Some("zstd");
+            }
+            [0x1F, 0x8B, ..] if compression.is_none() => {
+                src = Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(src)));
+                compression = Some("gzip");
+            }
+            [0x0A, 0x0D, 0x0D, 0x0A] => return CaptureReader::new_ng(path, src, compression),
+            [0xD4, 0xC3, 0xB2, 0xA1]
+            | [0xA1, 0xB2, 0xC3, 0xD4]
+            | [0x4D, 0x3C, 0xB2, 0xA1]
+            | [0xA1, 0xB2, 0x3C, 0x4D] => {
+                return CaptureReader::new_classic(path, src, compression);
+            }
+            [] => return Err(ParseError::corrupt(0, "empty file: not a capture").with_path(&path)),
+            m if m.len() < 4 => {
+                return Err(ParseError::corrupt(0, "file too short to be a capture").with_path(&path));
+            }
+            m => {
+                return Err(ParseError::Unsupported(format!(
+                    "not a pcap, pcapng or ktrace capture (starts with {m:02x?}{})",
+                    compression.map(|c| format!(" after {c} decompression")).unwrap_or_default()
+                ))
+                .with_path(&path));
+            }
+        }
+    }
+    Err(ParseError::Unsupported("nested compression is not supported".into()).with_path(&path))
+}
+
+fn new_state(format: Format) -> State {
+    State {
+        format,
+        header: None,
+        userappl: None,
+        clock: None,
+        stats: ReaderStats::default(),
+        wall_clock: false,
+        last_ts: 0,
+    }
+}
+
+impl CaptureReader {
+    fn new_ng(path: Arc<Path>, src: Src, compression: Option<&'static str>) -> Result<Self, CaptureError> {
+        let mut ng = Ng { br: BlockReader::new(BufReader::with_capacity(BUF_CAP, src)), ifaces: Vec::new() };
+        let mut st = new_state(Format::Pcapng);
+        let first = ng.br.next_block().map_err(|e| e.with_path(&path))?;
+        let Some(h) = first else {
+            return Err(ParseError::corrupt(0, "empty file").with_path(&path));
+        };
+        handle_block(&mut ng, &mut st, h).map_err(|e| e.with_path(&path))?;
+        // sysdig's scap shares pcapng's section header; its next block
+        // (machine info, process list…) is in the 0x200 range pcapng never uses.
+        let pending = match ng.br.next_block() {
+            Ok(Some(h)) if (0x200..0x300).contains(&h.kind) => {
+                return Err(ParseError::Unsupported(
+                    "this is a sysdig/falco scap capture: ktrace does not read scap files yet \
+                     (record with `ktrace record -w FILE` or tcpdump instead)"
+                        .into(),
+                )
+                .with_path(&path));
+            }
+            Ok(Some(h)) => handle_block(&mut ng, &mut st, h).transpose(),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        };
+        Ok(Self { path, kind: Kind::Ng(ng), st, compression, pending, done: false, truncated: None })
+    }
+
+    fn new_classic(path: Arc<Path>, src: Src, compression: Option<&'static str>) -> Result<Self, CaptureError> {
+        let mut r = BufReader::with_capacity(BUF_CAP, src);
+        let mut h = [0u8; 24];
+        let n = read_full(&mut r, &mut h).map_err(|e| io_err(0, e).with_path(&path))?;
+        if n < 24 {
+            return Err(ParseError::Truncated(0).with_path(&path));
+        }
+        let (le, nanos) = match [h[0], h[1], h[2], h[3]] {
+            [0xD4, 0xC3, 0xB2, 0xA1] => (true, false),
+            [0x4D, 0x3C, 0xB2, 0xA1] => (true, true),
+            [0xA1, 0xB2, 0x3C, 0x4D] => (false, true),
+            _ => (false, false),
+        };
+        let mut c = Cur::new(&h[4..], le);
+        let major = c.u16().unwrap_or(0);
+        let _minor = c.u16();
+        let _ = c.take(12);
+        let link = c.u32().unwrap_or(0) & 0xFFFF;
+        if major != 2 {
+            return Err(ParseError::Unsupported(format!("pcap version {major} (only 2.x exists)")).with_path(&path));
+        }
+        let mut st = new_state(Format::Pcap);
+        st.stats.bytes = 24;
+        Ok(Self {
+            path,
+            kind: Kind::Classic(Classic { r, offset: 24, le, nanos, link: LinkType(link), buf: Vec::new() }),
+            st,
+            compression,
+            pending: None,
+            done: false,
+            truncated: None,
+        })
+    }
+
+    /// The file's name as given to [`open`].
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What the file is.
+    #[must_use]
+    pub fn format(&self) -> Format {
+        self.st.format
+    }
+
+    /// `Some("zstd")` or `Some("gzip")` for a compressed file.
+    #[must_use]
+    pub fn compression(&self) -> Option<&'static str> {
+        self.compression
+    }
+
+    /// The ktrace header (first section's), `None` for foreign captures.
+    #[must_use]
+    pub fn header(&self) -> Option<&CaptureHeader> {
+        self.st.header.as_ref()
+    }
+
+    /// The pcapng `shb_userappl` of the current section (which tool wrote it).
+    #[must_use]
+    pub fn user_application(&self) -> Option<&str> {
+        self.st.userappl.as_deref()
+    }
+
+    /// The clock reference in force at the current position (ktrace captures).
+    #[must_use]
+    pub fn clock(&self) -> Option<ClockRef> {
+        self.st.clock
+    }
+
+    /// Counters so far.
+    #[must_use]
+    pub fn stats(&self) -> ReaderStats {
+        self.st.stats
+    }
+
+    /// Where the file was cut, once the reader has reached the cut.
+    #[must_use]
+    pub fn truncated(&self) -> Option<u64> {
+        self.truncated
+    }
+
+    /// Names of the pcapng interfaces of the current section
+    /// (`node-a/critical-app/client`), by interface id.
+    #[must_use]
+    pub fn interface_names(&self) -> Vec<Option<&str>> {
+        match &self.kind {
+            Kind::Ng(ng) => ng.ifaces.iter().map(|i| i.name.as_deref()).collect(),
+            Kind::Classic(_) => Vec::new(),
+        }
+    }
+
+    /// With `true`, records of ktrace captures come out with `ts_ns` on the
+    /// wall clock (through the capture's clock references) instead of the
+    /// node's monotonic clock, so that several nodes compare. Foreign
+    /// captures are on the wall clock already.
+    pub fn set_wall_clock(&mut self, on: bool) {
+        self.st.wall_clock = on;
+    }
+
+    fn read_item(&mut self) -> Result<Option<Item>, ParseError> {
+        match &mut self.kind {
+            Kind::Ng(ng) => loop {
+                let Some(h) = ng.br.next_block()? else {
+                    return Ok(None);
+                };
+                self.st.stats.bytes = ng.br.offset();
+                if let Some(item) = handle_block(ng, &mut self.st, h)? {
+                    return Ok(Some(item));
+                }
+            },
+            Kind::Classic(cl) => loop {
+                let next = classic_next(cl, &mut self.st)?;
+                self.st.stats.bytes = cl.offset;
+                match next {
+                    ClassicNext::End => return Ok(None),
+                    ClassicNext::Skipped => {}
+                    ClassicNext::Item(item) => return Ok(Some(item)),
+                }
+            },
+        }
+    }
+
+    fn deliver(&mut self, r: Result<Option<Item>, ParseError>) -> Option<Result<Item, CaptureError>> {
+        match r {
+            Ok(Some(item)) => Some(Ok(item)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                if let ParseError::Truncated(off) = e {
+                    self.truncated = Some(off);
+                }
+                Some(Err(e.with_path(&self.path)))
+            }
+        }
+    }
+}
+
+impl Iterator for CaptureReader {
+    type Item = Result<Item, CaptureError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(p) = self.pending.take() {
+            return self.deliver(p.map(Some));
+        }
+        if self.done {
+            return None;
+        }
+        let r = self.read_item();
+        self.deliver(r)
+    }
+}
+
+impl std::iter::FusedIterator for CaptureReader {}
+
+/// Counts and converts what a block produced.
+fn account(st: &mut State, item: Item, ktrace_ts: bool) -> Item {
+    match item {
+        Item::Record(mut r) => {
+            if st.wall_clock && ktrace_ts {
+                let clock = st.clock.unwrap_or_default();
+                match &mut r {
+                    Record::Packet(p) => p.ts_ns = clock.to_wall(p.ts_ns),
+                    Record::Lost { ts_ns, .. } => *ts_ns = clock.to_wall(*ts_ns),
+                    Record::ResolvConf(e) => e.ts_ns = clock.to_wall(e.ts_ns),
+                }
+            }
+            if matches!(r, Record::Packet(_)) {
+                st.stats.packets += 1;
+            } else {
+                st.stats.records += 1;
+            }
+            Item::Record(r)
+        }
+        Item::Meta(m) => {
+            match &m {
+                MetaBlock::Header(h) => {
+                    st.format = Format::Ktrace;
+                    st.clock = Some(h.clock);
+                    if st.header.is_none() {
+                        st.header = Some(h.clone());
+                    }
+                }
+                MetaBlock::ClockRef(c) => st.clock = Some(*c),
+                _ => {}
+            }
+            st.stats.meta += 1;
+            Item::Meta(m)
+        }
+    }
+}
+
+fn handle_block(ng: &mut Ng, st: &mut State, h: BlockHdr) -> Result<Option<Item>, ParseError> {
+    let le = ng.br.le;
+    let body = ng.br.body.as_slice();
+    let bad = |what: &str| ParseError::corrupt(h.start, format!("block type {:#x}: {what}", h.kind));
+    match h.kind {
+        BT_SHB => {
+            let mut c = Cur::new(body, le);
+            let _bom = c.u32();
+            let major = c.u16().ok_or_else(|| bad("short section header"))?;
+            let minor = c.u16().ok_or_else(|| bad("short section header"))?;
+            let _section_len = c.u64().ok_or_else(|| bad("short section header"))?;
+            if major != 1 {
+                return Err(ParseError::Unsupported(format!(
+                    "pcapng version {major}.{minor} at byte {} (only 1.x exists)",
+                    h.start
+                )));
+            }
+            st.userappl = options(c.rest(), le)
+                .find(|(code, _)| *code == OPT_SHB_USERAPPL)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+            ng.ifaces.clear();
+            Ok(None)
+        }
+        BT_IDB => {
+            if ng.ifaces.len() >= MAX_IFACES {
+                return Err(bad("too many interfaces in one section"));
+            }
+            let mut c = Cur::new(body, le);
+            let link = c.u16().ok_or_else(|| bad("short interface block"))?;
+            let _reserved = c.u16();
+            let snaplen = c.u32().ok_or_else(|| bad("short interface block"))?;
+            let mut iface = NgIface {
+                link: LinkType(u32::from(link)),
+                snaplen,
+                res: TsRes::Dec(6),
+                offset_s: 0,
+                kt: None,
+                name: None,
+            };
+            for (code, v) in options(c.rest(), le) {
+                match code {
+                    OPT_IF_NAME => iface.name = Some(String::from_utf8_lossy(v).into_owned()),
+                    OPT_IF_TSRESOL => {
+                        if let Some(&r) = v.first() {
+                            iface.res = TsRes::from_opt(r);
+                        }
+                    }
+                    OPT_IF_TSOFFSET => {
+                        if let Some(o) = Cur::new(v, le).u64() {
+                            iface.offset_s = o as i64;
+                        }
+                    }
+                    OPT_CUSTOM_BIN | OPT_CUSTOM_BIN_NOCOPY => {
+                        if let Some(m) = ktrace_value(v, le).and_then(decode_iface_meta) {
+                            iface.kt = Some(m);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            ng.ifaces.push(iface);
+            Ok(None)
+        }
+        BT_EPB | BT_PB => {
+            let mut c = Cur::new(body, le);
+            let short = || bad("short packet block");
+            let (id, ts) = if h.kind == BT_EPB {
+                let id = c.u32().ok_or_else(short)?;
+                let hi = c.u32().ok_or_else(short)?;
+                let lo = c.u32().ok_or_else(short)?;
+                (id, (u64::from(hi) << 32) | u64::from(lo))
+            } else {
+                let id = c.u16().ok_or_else(short)?;
+                let _drops = c.u16();
+                let hi = c.u32().ok_or_else(short)?;
+                let lo = c.u32().ok_or_else(short)?;
+                (u32::from(id), (u64::from(hi) << 32) | u64::from(lo))
+            };
+            let cap = c.u32().ok_or_else(short)? as usize;
+            let orig = c.u32().ok_or_else(short)?;
+            let data = c.take(cap).ok_or_else(|| bad(&format!("captured length {cap} exceeds the block")))?;
+            let _ = c.take(pad4(cap) - cap);
+            let pm = options(c.rest(), le)
+                .filter(|(code, _)| matches!(*code, OPT_CUSTOM_BIN | OPT_CUSTOM_BIN_NOCOPY))
+                .find_map(|(_, v)| ktrace_value(v, le))
+                .and_then(decode_packet_meta);
+            let iface =
+                ng.ifaces.get(id as usize).ok_or_else(|| bad(&format!("packet on undeclared interface {id}")))?;
+            let ts_ns = add_offset(iface.res.to_ns(ts), iface.offset_s);
+            Ok(packet(st, iface, ts_ns, data, orig, pm))
+        }
+        BT_SPB => {
+            let mut c = Cur::new(body, le);
+            let orig = c.u32().ok_or_else(|| bad("short simple packet block"))?;
+            let iface = ng.ifaces.first().ok_or_else(|| bad("simple packet block without an interface"))?;
+            let mut cap = (orig as usize).min(c.rest().len());
+            if iface.snaplen != 0 {
+                cap = cap.min(iface.snaplen as usize);
+            }
+            let data = c.take(cap).unwrap_or_default();
+            // No timestamp in an SPB: keep the previous packet's.
+            let ts = st.last_ts;
+            Ok(packet(st, iface, ts, data, orig, None))
+        }
+        BT_CUSTOM_COPY | BT_CUSTOM_NOCOPY => {
+            let mut c = Cur::new(body, le);
+            if c.u32() != Some(KTRACE_PEN) {
+                st.stats.blocks_skipped += 1;
+                return Ok(None);
+            }
+            // ktrace's own encoding is little-endian whatever the section's order.
+            let mut c = Cur::new(c.rest(), true);
+            let short = || bad("short ktrace custom block");
+            let rt = c.u16().ok_or_else(short)?;
+            let ver = c.u16().ok_or_else(short)?;
+            let len = c.u32().ok_or_else(short)? as usize;
+            let b = c.take(len).ok_or_else(short)?;
+            let item = decode_custom(rt, ver, b).map_err(|e| bad(&e))?;
+            Ok(Some(account(st, item, true)))
+        }
+        _ => {
+            st.stats.blocks_skipped += 1;
+            Ok(None)
+        }
+    }
+}
+
+/// Value of a ktrace custom option, after its PEN.
+fn ktrace_value(v: &[u8], le: bool) -> Option<&[u8]> {
+    let mut c = Cur::new(v, le);
+    (c.u32()? == KTRACE_PEN).then(|| c.rest())
+}
+
+fn add_offset(ts_ns: u64, offset_s: i64) -> u64 {
+    let v = i128::from(ts_ns) + i128::from(offset_s) * 1_000_000_000;
+    v.clamp(0, i128::from(u64::MAX)) as u64
+}
+
+fn packet(
+    st: &mut State,
+    iface: &NgIface,
+    wire_ts: u64,
+    data: &[u8],
+    orig: u32,
+    pm: Option<PacketMeta>,
+) -> Option<Item> {
+    let node = iface.kt.as_ref().and_then(|k| k.node.clone());
+    if let Some(m) = pm
+        && iface.link == LinkType::RAW
+    {
+        let rec = PacketRecord {
+            ts_ns: m.ts_ns,
+            hook: m.hook,
+            process: m.process,
+            cgroup_id: m.cgroup_id,
+            netns_cookie: m.netns_cookie,
+            netns_ino: m.netns_ino,
+            ifindex: m.ifindex,
+            wire_len: m.wire_len,
+            data: Bytes::copy_from_slice(data),
+            node,
+        };
+        st.last_ts = wire_ts;
+        return Some(account(st, Item::Record(Record::Packet(rec)), true));
+    }
+    st.last_ts = wire_ts;
+    let off = match l3_offset(iface.link, data) {
+        L3::Ip(off) => off,
+        L3::NotIp => {
+            st.stats.non_ip += 1;
+            return None;
+        }
+        L3::UnsupportedLink => {
+            st.stats.unsupported_link += 1;
+            return None;
+        }
+    };
+    let rec = wire_record(wire_ts, data.get(off..).unwrap_or_default(), orig, off, node);
+    Some(account(st, Item::Record(Record::Packet(rec)), false))
+}
+
+fn wire_record(ts_ns: u64, l3: &[u8], orig: u32, link_hdr: usize, node: Option<Arc<str>>) -> PacketRecord {
+    PacketRecord {
+        ts_ns,
+        hook: Hook::Wire,
+        process: None,
+        cgroup_id: 0,
+        netns_cookie: 0,
+        netns_ino: 0,
+        ifindex: 0,
+        // On the wire from the IP header on, like `data`, so `wire_len >
+        // data.len()` means exactly "cut by the snap length".
+        wire_len: orig.saturating_sub(link_hdr as u32).max(l3.len() as u32),
+        data: Bytes::copy_from_slice(l3),
+        node,
+    }
+}
+
+/// What one classic pcap record gave.
+enum ClassicNext {
+    End,
+    Skipped,
+    Item(Item),
+}
+
+/// Reads the next classic pcap record.
+fn classic_next(cl: &mut Classic, st: &mut State) -> Result<ClassicNext, ParseError> {
+    let start = cl.offset;
+    let mut hdr = [0u8; 16];
+    let got = read_full(&mut cl.r, &mut hdr).map_err(|e| io_err(start, e))?;
+    if got == 0 {
+        return Ok(ClassicNext::End);
+    }
+    if got < 16 {
+        return Err(ParseError::Truncated(start));
+    }
+    let mut cur = Cur::new(&hdr, cl.le);
+    let (Some(sec), Some(frac), Some(cap), Some(orig)) = (cur.u32(), cur.u32(), cur.u32(), cur.u32()) else {
+        return Err(ParseError::Truncated(start));
+    };
+    if cap > MAX_BLOCK_LEN {
+        return Err(ParseError::corrupt(
+            start,
+            format!("packet record with captured length {cap} (over {MAX_BLOCK_LEN})"),
+        ));
+    }
+    read_body(&mut cl.r, &mut cl.buf, cap as usize, start)?;
+    cl.offset = start + 16 + u64::from(cap);
+    let ts_ns = u64::from(sec) * 1_000_000_000 + u64::from(frac) * if cl.nanos { 1 } else { 1000 };
+    st.last_ts = ts_ns;
+    let off = match l3_offset(cl.link, &cl.buf) {
+        L3::Ip(off) => off,
+        L3::NotIp => {
+            st.stats.non_ip += 1;
+            return Ok(ClassicNext::Skipped);
+        }
+        L3::UnsupportedLink => {
+            st.stats.unsupported_link += 1;
+            return Ok(ClassicNext::Skipped);
+        }
+    };
+    let rec = wire_record(ts_ns, cl.buf.get(off..).unwrap_or_default(), orig, off, None);
+    Ok(ClassicNext::Item(account(st, Item::Record(Record::Packet(rec)), false)))
+}
+
+/// Several captures merged into one stream ordered by wall-clock time; see [`merge_by_time`].
+pub struct MergeByTime {
+    heads: Vec<Head>,
+}
+
+struct Head {
+    r: CaptureReader,
+    item: Option<Result<Item, CaptureError>>,
+    key: u64,
+    done: bool,
+}
+
+/// Merges captures (one per node, typically) by record time: a k-way merge
+/// that assumes each capture is in time order, as ktrace and tcpdump write them.
+///
+/// Every reader is switched to wall-clock timestamps
+/// ([`CaptureReader::set_wall_clock`]), since monotonic clocks of different
+/// nodes do not compare. Items come out as `(index of the reader, item)`;
+/// meta blocks and errors come out as soon as they are reached (they sort
+/// at their reader's last record time). A reader that fails stops alone.
+#[must_use]
+pub fn merge_by_time(readers: Vec<CaptureReader>) -> MergeByTime {
+    MergeByTime {
+        heads: readers
+            .into_iter()
+            .map(|mut r| {
+                r.set_wall_clock(true);
+                Head { r, item: None, key: 0, done: false }
+            })
+            .collect(),
+    }
+}
+
+impl MergeByTime {
+    /// The readers, for their headers and stats.
+    #[must_use]
+    pub fn readers(&self) -> Vec<&CaptureReader> {
+        self.heads.iter().map(|h| &h.r).collect()
+    }
+}
+
+impl Iterator for MergeByTime {
+    type Item = (usize, Result<Item, CaptureError>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut best: Option<(u64, usize)> = None;
+        for (i, h) in self.heads.iter_mut().enumerate() {
+            if h.item.is_none() && !h.done {
+                match h.r.next() {
+                    None => h.done = true,
+                    Some(it) => {
+                        if let Ok(Item::Record(r)) = &it {
+                            h.key = r.ts_ns();
+                        }
+                        h.item = Some(it);
+                    }
+                }
+            }
+            if h.item.is_some() && best.is_none_or(|(k, _)| h.key < k) {
+                best = Some((h.key, i));
+            }
+        }
+        let (_, i) = best?;
+        let item = self.heads.get_mut(i)?.item.take()?;
+        Some((i, item))
+    }
+}

@@ -1,0 +1,202 @@
+//! `ktrace dns`: every DNS transaction with pod, process, server, rcode and
+//! latency, followed by findings that explain slow or failing resolution.
+//! Live from the kernel, or from captures with `-r` (same pipeline).
+
+use std::{io::Write, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::{
+    analyze::{Finding, Transaction, pairing::PairConfig},
+    bpf::{CaptureConfig, DnsCapture},
+    output::{json::JsonSink, table::TableSink},
+    pipeline::{Context, Filter, Pipeline, RunStats, Sink},
+    source::{
+        ClockRef,
+        file::{self, FileEvent},
+        live::{LiveEvent, LiveSource},
+    },
+};
+
+use super::{Format, Global, netns_arg, parse_duration};
+
+/// Arguments of `ktrace dns`.
+#[derive(Debug, Args)]
+pub struct DnsArgs {
+    /// Read captures instead of tracing live (repeatable: several nodes' captures merge by time).
+    #[arg(short = 'r', long = "read", value_name = "FILE")]
+    pub read: Vec<PathBuf>,
+    /// Only transactions and findings involving pods of this Kubernetes namespace.
+    #[arg(long = "ns", value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Only this pod (`name` or `namespace/name`).
+    #[arg(long)]
+    pub pod: Option<String>,
+    /// Only pods on this node; `--node` alone means this node (`--node-name`).
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    pub node: Option<String>,
+    /// Only clients in this network namespace (inode number, or name under /run/netns).
+    #[arg(long)]
+    pub netns: Option<String>,
+    /// Only transactions whose client or server process has this name.
+    #[arg(long)]
+    pub comm: Option<String>,
+    /// Stop after this long (e.g. 10s, 2m); default: until Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// DNS ports to capture (comma-separated, at most 8).
+    #[arg(long, value_delimiter = ',', default_value = "53")]
+    pub ports: Vec<u16>,
+    /// A query unanswered this long is reported as timed out.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub timeout: Duration,
+    /// Print per-pod and per-resolver statistics instead of every transaction.
+    #[arg(long)]
+    pub summary: bool,
+    /// Kernel ring buffer size in MiB (power of two).
+    #[arg(long, default_value_t = 16, value_name = "MIB")]
+    pub ring_mib: u32,
+}
+
+impl DnsArgs {
+    /// The display filter these arguments describe.
+    pub fn filter(&self, g: &Global) -> anyhow::Result<Filter> {
+        Ok(Filter {
+            namespace: self.namespace.clone(),
+            pod: self.pod.clone(),
+            node: self.node.as_ref().map(|n| if n.is_empty() { g.node().to_string() } else { n.clone() }),
+            netns: self.netns.as_deref().map(netns_arg).transpose()?,
+            comm: self.comm.clone(),
+        })
+    }
+}
+
+// SHIM until analyze::summary::Summary lands.
+#[derive(Default)]
+struct Summary;
+impl Summary {
+    fn push(&mut self, _t: &Transaction) {}
+    fn finding(&mut self, _f: &Finding) {}
+    fn render_table(&self) -> String { String::new() }
+    fn json_rows(&self) -> Vec<serde_json::Value> { Vec::new() }
+}
+
+/// A sink that feeds the summary as well as (optionally) another sink.
+struct SummarySink<S: Sink> {
+    inner: S,
+    summary: Summary,
+    format: Format,
+}
+
+impl<S: Sink> Sink for SummarySink<S> {
+    fn transaction(&mut self, _ctx: &Context, tx: &Transaction) {
+        self.summary.push(tx);
+    }
+    fn finding(&mut self, ctx: &Context, f: &Finding) {
+        self.summary.finding(f);
+        self.inner.finding(ctx, f);
+    }
+    fn finish(&mut self, ctx: &Context, stats: &RunStats) {
+        let mut out = std::io::stdout().lock();
+        match self.format {
+            Format::Table => {
+                let _ = writeln!(out, "{}", self.summary.render_table());
+            }
+            Format::Json => {
+                for row in self.summary.json_rows() {
+                    let _ = writeln!(out, "{row}");
+                }
+            }
+        }
+        self.inner.finish(ctx, stats);
+    }
+}
+
+fn sink(g: &Global, args: &DnsArgs) -> Box<dyn Sink> {
+    let out = std::io::stdout();
+    match (g.output, args.summary) {
+        (Format::Json, false) => Box::new(JsonSink::new(out)),
+        (Format::Table, false) => Box::new(TableSink::new(out)),
+        (Format::Json, true) => Box::new(SummarySink { inner: JsonSink::new(out), summary: Summary::default(), format: Format::Json }),
+        (Format::Table, true) => {
+            let mut t = TableSink::new(out);
+            t.quiet = true;
+            Box::new(SummarySink { inner: t, summary: Summary::default(), format: Format::Table })
+        }
+    }
+}
+
+impl Sink for Box<dyn Sink> {
+    fn transaction(&mut self, ctx: &Context, tx: &Transaction) {
+        (**self).transaction(ctx, tx);
+    }
+    fn finding(&mut self, ctx: &Context, f: &Finding) {
+        (**self).finding(ctx, f);
+    }
+    fn finish(&mut self, ctx: &Context, stats: &RunStats) {
+        (**self).finish(ctx, stats);
+    }
+}
+
+/// Runs `ktrace dns`.
+pub fn run(g: &Global, args: &DnsArgs) -> anyhow::Result<()> {
+    let filter = args.filter(g)?;
+    let pair = PairConfig { timeout_ns: args.timeout.as_nanos() as u64, ..PairConfig::default() };
+    if !args.read.is_empty() {
+        return replay(g, args, filter, pair);
+    }
+    if args.ports.is_empty() || args.ports.len() > tracer_common::PORTS_MAX as usize {
+        anyhow::bail!("--ports takes 1 to {} ports", tracer_common::PORTS_MAX);
+    }
+    let cfg = CaptureConfig { ports: args.ports.clone(), ring_bytes: args.ring_mib.max(1).next_power_of_two() << 20, cgroup: None };
+    let cap = DnsCapture::attach(&cfg).context("attaching the DNS capture (are you root? try `ktrace doctor`)")?;
+    let (enricher, _snap) = g.live_metadata(&cap.cgroup)?;
+    eprintln!(
+        "ktrace: attached at {}: tracing DNS on port(s) {:?} in every network namespace{}; Ctrl-C to stop",
+        cap.cgroup.display(),
+        args.ports,
+        if cap.has_offsets { "" } else { " (no BTF offsets: process names limited)" }
+    );
+    let clock = ClockRef::now();
+    let ctx = Context { clock_offset_ns: clock.offset(), enricher };
+    let mut pipe = Pipeline::new(ctx, filter, pair, sink(g, args));
+    let node = g.node();
+    let mut src = LiveSource::new(cap, Some(node));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(src.run(args.duration, |ev| {
+        match ev {
+            LiveEvent::Record(r) => pipe.push(r),
+            LiveEvent::Tick(now) => pipe.tick(now),
+        }
+        true
+    }))?;
+    pipe.stats.source_errors = src.stats.bad_items;
+    pipe.finish();
+    Ok(())
+}
+
+fn replay(g: &Global, args: &DnsArgs, filter: Filter, pair: PairConfig) -> anyhow::Result<()> {
+    let snap = g.snapshot()?;
+    let enricher = snap.as_ref().map_or_else(crate::enrich::Enricher::empty, crate::enrich::Enricher::from_snapshot);
+    // Replayed records are in wall-clock time (see source::file).
+    let ctx = Context { clock_offset_ns: 0, enricher };
+    let mut pipe = Pipeline::new(ctx, filter, pair, sink(g, args));
+    let user_snapshot = snap.is_some();
+    let warnings = file::replay(&args.read, |ev| match ev {
+        FileEvent::Record(r) => {
+            let ts = r.ts_ns();
+            pipe.push(r);
+            pipe.tick(ts);
+        }
+        FileEvent::Snapshot(s) => {
+            if !user_snapshot {
+                pipe.ctx.enricher = crate::enrich::Enricher::from_snapshot(&s);
+            }
+        }
+        FileEvent::Header { .. } | FileEvent::NetState { .. } => {}
+    })?;
+    pipe.stats.warnings.extend(warnings);
+    pipe.finish();
+    Ok(())
+}

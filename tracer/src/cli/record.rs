@@ -1,0 +1,255 @@
+//! `ktrace record -w FILE`: everything ktrace sees plus the context needed to
+//! analyse it on another machine without root (node identity, clock
+//! reference, kube metadata with this node's netns/cgroup keys, resolv.conf
+//! evidence, network state, lost-event counters) in one pcapng file.
+//!
+//! The file is written by its own thread behind a bounded queue, so a slow
+//! disk never stalls the ring-buffer reader: what does not fit is counted as
+//! lost and recorded as such.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::PathBuf,
+    process::Command,
+    sync::{
+        Arc,
+        mpsc::{TrySendError, sync_channel},
+    },
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::{
+    bpf::{CaptureConfig, DnsCapture},
+    capture::{CaptureHeader, CaptureWriter, ClockRef, MetaBlock},
+    decode::packet,
+    enrich::{Enricher, PodRef},
+    event::Record,
+    source::live::{LiveEvent, LiveSource},
+};
+
+use super::{Global, netns_arg, parse_duration};
+
+/// Arguments of `ktrace record`.
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// Capture file to write (pcapng; Wireshark and tshark open it).
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    pub write: PathBuf,
+    /// Stop after this long (e.g. 30s); default: until Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Only pods of this namespace (and the resolvers they query).
+    #[arg(long = "ns", value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Only this pod (`name` or `namespace/name`) (and the resolvers it queries).
+    #[arg(long)]
+    pub pod: Option<String>,
+    /// Only pods on this node; `--node` alone means this node.
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    pub node: Option<String>,
+    /// Only traffic of sockets in these network namespaces (inode or /run/netns name; repeatable).
+    /// A recorder per lab node uses this to see only its own node.
+    #[arg(long = "netns-scope", value_name = "NETNS")]
+    pub netns_scope: Vec<String>,
+    /// Bytes kept per packet (the kernel keeps at most 1024).
+    #[arg(long, default_value_t = 1024)]
+    pub snaplen: u32,
+    /// Compress the file (whole-stream zstd).
+    #[arg(long, value_name = "ALGO", value_parser = ["zstd"])]
+    pub compress: Option<String>,
+    /// DNS ports to capture.
+    #[arg(long, value_delimiter = ',', default_value = "53")]
+    pub ports: Vec<u16>,
+    /// Kernel ring buffer size in MiB.
+    #[arg(long, default_value_t = 16, value_name = "MIB")]
+    pub ring_mib: u32,
+}
+
+/// Keeps packets that involve matching pods, and the resolvers those pods
+/// query (the forwarded upstream query explains the client's wait).
+struct RecordFilter {
+    namespace: Option<String>,
+    pod: Option<String>,
+    node: Option<String>,
+    resolvers: HashSet<PodRef>,
+}
+
+impl RecordFilter {
+    fn active(&self) -> bool {
+        self.namespace.is_some() || self.pod.is_some() || self.node.is_some()
+    }
+
+    fn matches(&self, p: &PodRef) -> bool {
+        self.namespace.as_deref().is_none_or(|n| *p.namespace == *n)
+            && self.pod.as_deref().is_none_or(|w| match w.split_once('/') {
+                Some((a, b)) => *p.namespace == *a && *p.name == *b,
+                None => *p.name == *w,
+            })
+            && self.node.as_deref().is_none_or(|n| p.node.as_deref() == Some(n))
+    }
+
+    fn keep(&mut self, e: &Enricher, rec: &Record) -> bool {
+        if !self.active() {
+            return true;
+        }
+        let Record::Packet(p) = rec else { return true };
+        let local = e.local_pod(p);
+        let (src, dst) = match packet::parse(&p.data) {
+            Ok(v) => (e.pod_by_ip(&v.src), e.pod_by_ip(&v.dst)),
+            Err(_) => (None, None),
+        };
+        let pods = [local.as_ref(), src.as_ref(), dst.as_ref()];
+        if pods.iter().flatten().any(|x| self.matches(x)) {
+            // Whoever a matching pod talks DNS to is a resolver worth recording.
+            for x in pods.into_iter().flatten() {
+                if !self.matches(x) && self.resolvers.len() < 1024 {
+                    self.resolvers.insert(x.clone());
+                }
+            }
+            return true;
+        }
+        pods.iter().flatten().any(|x| self.resolvers.contains(*x))
+    }
+}
+
+/// Collects the node's network state: what tells a wrong-NIC overlay or a
+/// forgotten drop rule apart after the fact. Missing tools are noted, not fatal.
+#[must_use]
+pub fn netstate() -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    let cmds: &[(&str, &[&str])] = &[
+        ("ip -d addr", &["ip", "-d", "addr"]),
+        ("ip route", &["ip", "route"]),
+        ("ip -6 route", &["ip", "-6", "route"]),
+        ("ip -d link show type vxlan", &["ip", "-d", "link", "show", "type", "vxlan"]),
+        ("bridge fdb show", &["bridge", "fdb", "show"]),
+        ("ip neigh", &["ip", "neigh"]),
+        ("nft list ruleset", &["nft", "list", "ruleset"]),
+        ("ip netns list", &["ip", "netns", "list"]),
+    ];
+    for (name, argv) in cmds {
+        let text = match Command::new(argv[0]).args(&argv[1..]).output() {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+            Ok(o) => format!("(exit {}) {}", o.status, String::from_utf8_lossy(&o.stderr)),
+            Err(e) => format!("(not run: {e})"),
+        };
+        m.insert((*name).to_owned(), text);
+    }
+    let mut sysctls = String::new();
+    for k in [
+        "net/ipv4/ip_forward",
+        "net/ipv4/conf/all/rp_filter",
+        "net/ipv4/conf/default/rp_filter",
+        "net/ipv6/conf/all/forwarding",
+        "net/bridge/bridge-nf-call-iptables",
+    ] {
+        let v = std::fs::read_to_string(format!("/proc/sys/{k}")).map_or_else(|e| format!("({e})"), |s| s.trim().to_owned());
+        sysctls.push_str(&format!("{} = {v}\n", k.replace('/', ".")));
+    }
+    m.insert("sysctl".into(), sysctls);
+    m
+}
+
+enum ToWriter {
+    Record(Record, Option<String>),
+    Meta(MetaBlock),
+}
+
+/// Runs `ktrace record`.
+pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
+    let node = g.node();
+    let cfg = CaptureConfig { ports: args.ports.clone(), ring_bytes: args.ring_mib.max(1).next_power_of_two() << 20, cgroup: None };
+    let cap = DnsCapture::attach(&cfg).context("attaching the DNS capture (are you root? try `ktrace doctor`)")?;
+    let (enricher, snap) = g.live_metadata(&cap.cgroup)?;
+    eprintln!("ktrace: attached at {}: recording DNS to {}; Ctrl-C to stop", cap.cgroup.display(), args.write.display());
+    let header = CaptureHeader {
+        node: node.to_string(),
+        ktrace_version: env!("CARGO_PKG_VERSION").to_owned(),
+        clock: ClockRef::now(),
+        snaplen: args.snaplen,
+        compress: args.compress.is_some(),
+    };
+    let mut writer = CaptureWriter::create(&args.write, header).with_context(|| format!("creating {}", args.write.display()))?;
+    if let Some(s) = &snap {
+        writer.write_meta(&MetaBlock::KubeSnapshot(s.raw.clone()))?;
+    }
+    writer.write_meta(&MetaBlock::NetState(netstate()))?;
+
+    let (tx, rx) = sync_channel::<ToWriter>(65_536);
+    let path = args.write.clone();
+    let writer_thread = std::thread::Builder::new().name("ktrace-writer".into()).spawn(move || -> anyhow::Result<_> {
+        for m in rx {
+            match m {
+                ToWriter::Record(r, hint) => writer.write_record(&r, hint.as_deref()),
+                ToWriter::Meta(m) => writer.write_meta(&m),
+            }
+            .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(writer.finish()?)
+    })?;
+
+    let mut filter = RecordFilter {
+        namespace: args.namespace.clone(),
+        pod: args.pod.clone(),
+        node: args.node.as_ref().map(|n| if n.is_empty() { node.to_string() } else { n.clone() }),
+        resolvers: HashSet::new(),
+    };
+    let mut src = LiveSource::new(cap, Some(node.clone()));
+    for n in &args.netns_scope {
+        src.netns_scope.push(netns_arg(n)?);
+    }
+    let mut queue_lost = 0u64;
+    let mut written = 0u64;
+    let mut last_clock = std::time::Instant::now();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let reason = rt.block_on(src.run(args.duration, |ev| {
+        match ev {
+            LiveEvent::Record(r) => {
+                if !filter.keep(&enricher, &r) {
+                    return true;
+                }
+                let hint = match &r {
+                    Record::Packet(p) => enricher.local_pod(p).map(|pod| format!("{node}/{}/{}", pod.namespace, pod.name)),
+                    _ => None,
+                };
+                match tx.try_send(ToWriter::Record(r, hint)) {
+                    Ok(()) => written += 1,
+                    Err(TrySendError::Full(_)) => queue_lost += 1,
+                    Err(TrySendError::Disconnected(_)) => return false,
+                }
+            }
+            LiveEvent::Tick(_) => {
+                // Clocks drift: refresh the reference now and then.
+                if last_clock.elapsed() > Duration::from_secs(10) {
+                    last_clock = std::time::Instant::now();
+                    let _ = tx.try_send(ToWriter::Meta(MetaBlock::ClockRef(ClockRef::now())));
+                }
+            }
+        }
+        true
+    }))?;
+    let kernel_lost = src.capture().lost();
+    let mut counters = BTreeMap::new();
+    counters.insert("kernel_lost".to_owned(), kernel_lost);
+    counters.insert("writer_queue_lost".to_owned(), queue_lost);
+    counters.insert("ring_items".to_owned(), src.stats.items);
+    counters.insert("ring_bad_items".to_owned(), src.stats.bad_items);
+    counters.insert("records_written".to_owned(), written);
+    if queue_lost > 0 {
+        let _ = tx.send(ToWriter::Record(
+            Record::Lost { ts_ns: crate::source::monotonic_ns(), count: queue_lost, node: Some(Arc::clone(&node)) },
+            None,
+        ));
+    }
+    let _ = tx.send(ToWriter::Meta(MetaBlock::Counters(counters)));
+    drop(tx);
+    let stats = writer_thread.join().map_err(|_| anyhow::anyhow!("writer thread panicked"))??;
+    eprintln!(
+        "ktrace record: {} ({reason:?}): {written} records written, lost: {kernel_lost} in the kernel, {queue_lost} behind a slow disk; {stats:?}",
+        args.write.display()
+    );
+    Ok(())
+}

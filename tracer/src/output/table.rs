@@ -1,0 +1,189 @@
+//! The human view: one line per transaction, findings as plain-language
+//! blocks after the transactions they explain, and a recap at the end.
+
+use std::io::Write;
+
+use serde_json::Value;
+
+use crate::{
+    analyze::{Finding, Transaction},
+    decode::dns::{qtype_name, rcode_name},
+    pipeline::{Context, RunStats, Sink},
+};
+
+use super::rfc3339;
+
+/// Table writer.
+pub struct TableSink<W: Write> {
+    out: W,
+    header_done: bool,
+    findings: Vec<Value>,
+    /// Print only findings (no per-transaction lines).
+    pub quiet: bool,
+}
+
+impl<W: Write> TableSink<W> {
+    /// A table over `out`.
+    pub fn new(out: W) -> Self {
+        Self { out, header_done: false, findings: Vec::new(), quiet: false }
+    }
+}
+
+fn who(tx: &Transaction) -> String {
+    match (&tx.client_pod, tx.netns) {
+        (Some(p), _) => p.to_string(),
+        (None, 0) => "-".into(),
+        (None, n) => format!("netns:{n}"),
+    }
+}
+
+fn server(ctx: &Context, tx: &Transaction) -> String {
+    if let Some(p) = &tx.server_pod {
+        return format!("{} ({})", tx.server, p);
+    }
+    if let Some(s) = ctx.enricher.service_by_ip(&tx.server.ip) {
+        return format!("{} (svc {}/{})", tx.server, s.namespace, s.name);
+    }
+    tx.server.to_string()
+}
+
+fn answers(tx: &Transaction) -> String {
+    if tx.answers.is_empty() {
+        return "-".into();
+    }
+    let mut s: Vec<String> = tx.answers.iter().take(3).map(|a| a.data.clone()).collect();
+    if tx.answers.len() > 3 {
+        s.push(format!("+{}", tx.answers.len() - 3));
+    }
+    s.join(",")
+}
+
+/// Plain-language lines for a finding, from its JSON form (so new finding
+/// kinds render without touching this file).
+#[must_use]
+pub fn describe(v: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let kind = v.get("kind").and_then(Value::as_str).unwrap_or("finding");
+    let title = match kind {
+        "search_fanout" => "SLOW DNS: search-list fan-out",
+        "upstream_timeout" => "SLOW DNS: upstream resolver did not answer",
+        "nxdomain_storm" => "DNS: NXDOMAIN storm",
+        "fabric_loss" => "PACKETS LOST between nodes",
+        other => other,
+    };
+    out.push(format!("== {title} =="));
+    if let Some(c) = v.get("cause").and_then(Value::as_str) {
+        out.push(format!("   cause: {c}"));
+    }
+    let field = |k: &str| v.get(k).filter(|x| !x.is_null()).map(|x| match x {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    });
+    for k in ["pod", "process", "base_name", "answered_by", "total_ms", "wasted_ms", "ndots", "search", "nameservers", "resolv_conf_source", "resolver", "upstream", "qname", "attempts_count", "waited_ms", "client", "rate_per_s", "top_names"] {
+        if k == "attempts" {
+            continue;
+        }
+        if let Some(val) = field(k) {
+            out.push(format!("   {k}: {val}"));
+        }
+    }
+    if let Some(a) = v.get("attempts") {
+        match a {
+            Value::Array(list) => {
+                out.push("   attempts:".into());
+                for at in list {
+                    let q = at.get("qname").and_then(Value::as_str).unwrap_or("?");
+                    let t = at.get("qtype").and_then(Value::as_str).unwrap_or("?");
+                    let r = at.get("rcode").and_then(Value::as_str).unwrap_or("no answer");
+                    let to = at.get("timed_out").and_then(Value::as_bool).unwrap_or(false);
+                    let l = at.get("latency_ms").and_then(Value::as_f64).map_or("-".into(), |l| format!("{l:.1} ms"));
+                    out.push(format!("     {q:<55} {t:<5} {:<10} {l}", if to { "TIMEOUT" } else { r }));
+                }
+            }
+            other => out.push(format!("   attempts: {other}")),
+        }
+    }
+    if let Some(Value::Array(adv)) = v.get("advice") {
+        out.push("   advice:".into());
+        for a in adv {
+            if let Some(s) = a.as_str() {
+                for (i, line) in s.lines().enumerate() {
+                    out.push(format!("     {} {line}", if i == 0 { "-" } else { " " }));
+                }
+            }
+        }
+    }
+    out
+}
+
+impl<W: Write> Sink for TableSink<W> {
+    fn transaction(&mut self, ctx: &Context, tx: &Transaction) {
+        if self.quiet {
+            return;
+        }
+        if !self.header_done {
+            self.header_done = true;
+            let _ = writeln!(
+                self.out,
+                "{:<15} {:<26} {:<16} {:<44} {:>5} {:<44} {:<5} {:<9} {:<24} {:>9}",
+                "TIME", "POD/NETNS", "PROCESS", "CLIENT -> SERVER", "ID", "QNAME", "TYPE", "RCODE", "ANSWERS", "LATENCY"
+            );
+        }
+        let t = rfc3339(ctx.wall_ns(tx.ts_ns));
+        let time = t.get(11..26).unwrap_or(&t);
+        let proc_ = tx.process.as_ref().map_or("-".into(), |p| format!("{}[{}]", p.comm, p.pid));
+        let rcode = if tx.timed_out { "TIMEOUT".into() } else { tx.rcode.map_or("-".into(), rcode_name) };
+        let lat = tx.latency_ns.map_or("-".into(), |l| format!("{:.1}ms", l as f64 / 1e6));
+        let _ = writeln!(
+            self.out,
+            "{time:<15} {:<26} {proc_:<16} {:<44} {:>5} {:<44} {:<5} {rcode:<9} {:<24} {lat:>9}",
+            who(tx),
+            format!("{} -> {}", tx.client, server(ctx, tx)),
+            tx.id,
+            tx.qname,
+            qtype_name(tx.qtype),
+            answers(tx),
+        );
+        let _ = self.out.flush();
+    }
+
+    fn finding(&mut self, _ctx: &Context, f: &Finding) {
+        let v = super::json::finding(f);
+        let _ = writeln!(self.out);
+        for l in describe(&v) {
+            let _ = writeln!(self.out, "{l}");
+        }
+        let _ = writeln!(self.out);
+        let _ = self.out.flush();
+        self.findings.push(v);
+    }
+
+    fn finish(&mut self, _ctx: &Context, s: &RunStats) {
+        if !self.findings.is_empty() && !self.quiet {
+            let _ = writeln!(self.out, "\n=== Diagnosis ({} finding(s)) ===", self.findings.len());
+            for v in &self.findings {
+                for l in describe(v) {
+                    let _ = writeln!(self.out, "{l}");
+                }
+            }
+        }
+        let _ = writeln!(
+            self.out,
+            "\n{} transactions ({} shown), {} findings, {} records; lost kernel events: {}; undecodable: {} packets, {} DNS; TCP streams evicted: {}; pairing evictions: {}, unmatched responses: {}",
+            s.transactions,
+            s.shown,
+            s.findings,
+            s.records,
+            s.lost_events,
+            s.decode.bad_packets,
+            s.decode.bad_dns,
+            s.decode.tcp_evicted,
+            s.pairing.evicted,
+            s.pairing.unmatched_responses
+        );
+        for w in &s.warnings {
+            let _ = writeln!(self.out, "warning: {w}");
+        }
+        let _ = self.out.flush();
+    }
+}

@@ -1,0 +1,264 @@
+//! The one pipeline every command runs: records in, in time order, from any
+//! source → decode → enrich → pair → explain → sink. Live and replay differ
+//! only in who calls [`Pipeline::push`] and [`Pipeline::tick`].
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::{
+    analyze::{Analyzer, Finding, Pairer, Transaction, pairing::{PairConfig, PairStats}},
+    decode::{DecodeStats, DnsDecoder, DnsEvent},
+    enrich::Enricher,
+    event::Record,
+};
+
+/// Where results go.
+pub trait Sink {
+    /// A completed (answered or timed-out) transaction.
+    fn transaction(&mut self, ctx: &Context, tx: &Transaction);
+    /// A finding, printed after the transactions it explains.
+    fn finding(&mut self, ctx: &Context, f: &Finding);
+    /// End of run: counters.
+    fn finish(&mut self, ctx: &Context, stats: &RunStats);
+}
+
+/// What sinks need to render: the clock and the metadata.
+#[derive(Debug)]
+pub struct Context {
+    /// Wall-clock ns minus monotonic ns on the observing node (0 for foreign captures, whose times are wall clock).
+    pub clock_offset_ns: i128,
+    /// Pod/node/service lookups.
+    pub enricher: Enricher,
+}
+
+impl Context {
+    /// Wall-clock ns of a monotonic timestamp.
+    #[must_use]
+    pub fn wall_ns(&self, mono_ns: u64) -> i128 {
+        i128::from(mono_ns) + self.clock_offset_ns
+    }
+}
+
+/// Which transactions and findings to show (analysis always sees everything:
+/// the upstream query that explains a client's wait belongs to another pod).
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Kubernetes namespace.
+    pub namespace: Option<String>,
+    /// Pod name, or `namespace/name`.
+    pub pod: Option<String>,
+    /// Node name.
+    pub node: Option<String>,
+    /// Network namespace inode of the client.
+    pub netns: Option<u32>,
+    /// Process name (thread-group leader) of the client or server.
+    pub comm: Option<String>,
+}
+
+impl Filter {
+    fn pod_matches(&self, p: Option<&crate::enrich::PodRef>) -> bool {
+        let Some(p) = p else { return false };
+        if let Some(ns) = &self.namespace
+            && *p.namespace != **ns
+        {
+            return false;
+        }
+        if let Some(want) = &self.pod {
+            let ok = match want.split_once('/') {
+                Some((ns, name)) => *p.namespace == *ns && *p.name == *name,
+                None => *p.name == **want,
+            };
+            if !ok {
+                return false;
+            }
+        }
+        if let Some(n) = &self.node
+            && p.node.as_deref() != Some(n.as_str())
+        {
+            return false;
+        }
+        true
+    }
+
+    /// Whether a transaction is shown.
+    #[must_use]
+    pub fn transaction(&self, tx: &Transaction) -> bool {
+        if let Some(n) = self.netns
+            && tx.netns != n
+        {
+            return false;
+        }
+        if let Some(c) = &self.comm {
+            let client = tx.process.as_ref().is_some_and(|p| p.comm == *c);
+            let server = tx.server_process.as_ref().is_some_and(|p| p.comm == *c);
+            if !client && !server {
+                return false;
+            }
+        }
+        if self.namespace.is_some() || self.pod.is_some() {
+            return self.pod_matches(tx.client_pod.as_ref()) || self.pod_matches(tx.server_pod.as_ref());
+        }
+        if let Some(n) = &self.node {
+            let on = |p: Option<&crate::enrich::PodRef>| p.and_then(|p| p.node.as_deref()) == Some(n.as_str());
+            return tx.node.as_deref() == Some(n.as_str()) || on(tx.client_pod.as_ref()) || on(tx.server_pod.as_ref());
+        }
+        true
+    }
+
+    /// Whether a finding is shown: it mentions a matching pod anywhere.
+    #[must_use]
+    pub fn finding(&self, f: &Finding) -> bool {
+        if self.namespace.is_none() && self.pod.is_none() && self.node.is_none() {
+            return true;
+        }
+        let Ok(v) = serde_json::to_value(f) else { return true };
+        let mut found = false;
+        walk_pods(&v, &mut |ns, name, node| {
+            let ok_ns = self.namespace.as_deref().is_none_or(|w| w == ns);
+            let ok_pod = self.pod.as_deref().is_none_or(|w| match w.split_once('/') {
+                Some((a, b)) => a == ns && b == name,
+                None => w == name,
+            });
+            let ok_node = self.node.as_deref().is_none_or(|w| node == Some(w));
+            found |= ok_ns && ok_pod && ok_node;
+        });
+        found
+    }
+}
+
+/// Calls `f(namespace, name, node)` for every `{namespace, name}` object in a JSON tree.
+fn walk_pods(v: &serde_json::Value, f: &mut dyn FnMut(&str, &str, Option<&str>)) {
+    match v {
+        serde_json::Value::Object(m) => {
+            if let (Some(ns), Some(name)) = (m.get("namespace").and_then(|x| x.as_str()), m.get("name").and_then(|x| x.as_str())) {
+                f(ns, name, m.get("node").and_then(|x| x.as_str()));
+            }
+            m.values().for_each(|x| walk_pods(x, f));
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| walk_pods(x, f)),
+        _ => {}
+    }
+}
+
+/// Counters shown at the end of a run and in the JSON `type:"stats"` record.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunStats {
+    /// Records read from the source.
+    pub records: u64,
+    /// Kernel events lost (ring buffer full), as counted by the kernel.
+    pub lost_events: u64,
+    /// Decoder counters.
+    pub decode: DecodeStats,
+    /// Pairing counters.
+    pub pairing: PairStats,
+    /// Transactions completed.
+    pub transactions: u64,
+    /// Transactions shown after filtering.
+    pub shown: u64,
+    /// Findings.
+    pub findings: u64,
+    /// Records the source could not decode (unknown kinds, short events).
+    pub source_errors: u64,
+    /// Extra notes (truncated capture, missing metadata...).
+    pub warnings: Vec<String>,
+}
+
+/// Pipeline state.
+pub struct Pipeline<S: Sink> {
+    decoder: DnsDecoder,
+    pairer: Pairer,
+    analyzer: Analyzer,
+    filter: Filter,
+    /// Rendering context.
+    pub ctx: Context,
+    sink: S,
+    evs: Vec<DnsEvent>,
+    txs: Vec<Transaction>,
+    findings: Vec<Finding>,
+    /// Counters.
+    pub stats: RunStats,
+    last_ts: u64,
+}
+
+impl<S: Sink> Pipeline<S> {
+    /// A pipeline writing to `sink`.
+    pub fn new(ctx: Context, filter: Filter, pair: PairConfig, sink: S) -> Self {
+        Self {
+            decoder: DnsDecoder::new(),
+            pairer: Pairer::new(pair),
+            analyzer: Analyzer::new(),
+            filter,
+            ctx,
+            sink,
+            evs: Vec::new(),
+            txs: Vec::new(),
+            findings: Vec::new(),
+            stats: RunStats::default(),
+            last_ts: 0,
+        }
+    }
+
+    /// Feeds one record (in time order).
+    pub fn push(&mut self, rec: Record) {
+        self.stats.records += 1;
+        self.last_ts = self.last_ts.max(rec.ts_ns());
+        match rec {
+            Record::Packet(p) => {
+                self.decoder.push(Arc::new(p), &mut self.evs);
+                let mut evs = std::mem::take(&mut self.evs);
+                for mut ev in evs.drain(..) {
+                    self.ctx.enricher.enrich(&mut ev);
+                    self.pairer.push(&ev, &mut self.txs);
+                }
+                self.evs = evs;
+                self.flush();
+            }
+            Record::Lost { count, .. } => self.stats.lost_events += count,
+            Record::ResolvConf(r) => self.analyzer.resolv_conf(&r),
+        }
+    }
+
+    /// Time passes (live: a timer; replay: each record's time): expire waiting queries.
+    pub fn tick(&mut self, now_ns: u64) {
+        self.pairer.expire(now_ns, &mut self.txs);
+        self.flush();
+        self.analyzer.expire(now_ns, &mut self.findings);
+        self.flush();
+    }
+
+    /// Timestamp of the newest record seen.
+    #[must_use]
+    pub fn last_ts(&self) -> u64 {
+        self.last_ts
+    }
+
+    fn flush(&mut self) {
+        for tx in std::mem::take(&mut self.txs) {
+            self.stats.transactions += 1;
+            if self.filter.transaction(&tx) {
+                self.stats.shown += 1;
+                self.sink.transaction(&self.ctx, &tx);
+            }
+            self.analyzer.push(&tx, &mut self.findings);
+        }
+        for f in std::mem::take(&mut self.findings) {
+            if self.filter.finding(&f) {
+                self.stats.findings += 1;
+                self.sink.finding(&self.ctx, &f);
+            }
+        }
+    }
+
+    /// End of input: unanswered queries are reported, pending findings emitted.
+    pub fn finish(mut self) -> (S, RunStats) {
+        self.pairer.finish(&mut self.txs);
+        self.flush();
+        self.analyzer.finish(&mut self.findings);
+        self.flush();
+        self.stats.decode = self.decoder.stats();
+        self.stats.pairing = self.pairer.stats();
+        self.sink.finish(&self.ctx, &self.stats);
+        (self.sink, self.stats)
+    }
+}

@@ -1,0 +1,160 @@
+//! The replay source: one or more captures (ktrace pcapng, foreign
+//! pcap/pcapng), each converted to wall-clock time with its own node's clock
+//! reference, merged by time, streamed (never loaded whole).
+//!
+//! Every record comes out with `ts_ns` in wall-clock ns, so captures from
+//! several nodes (each with its own monotonic clock) can be merged and paired.
+
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, BinaryHeap},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::Context as _;
+
+use crate::{
+    capture::{self, CaptureReader, ClockRef, Item, MetaBlock},
+    enrich::Snapshot,
+    event::Record,
+};
+
+/// What replay hands its consumer.
+#[derive(Debug)]
+pub enum FileEvent {
+    /// A record, `ts_ns` in wall-clock ns.
+    Record(Record),
+    /// Kubernetes metadata stored in a capture.
+    Snapshot(Snapshot),
+    /// A capture's header: who recorded it.
+    Header {
+        /// File.
+        path: PathBuf,
+        /// Node that recorded it.
+        node: String,
+        /// ktrace version that wrote it.
+        version: String,
+    },
+    /// A node's network state at the start of its capture.
+    NetState {
+        /// Node.
+        node: String,
+        /// name → text.
+        state: BTreeMap<String, String>,
+    },
+}
+
+/// One capture being read, converted to wall-clock records.
+struct Stream {
+    path: PathBuf,
+    reader: CaptureReader,
+    clock: Option<ClockRef>,
+    node: Option<Arc<str>>,
+    done: bool,
+}
+
+impl Stream {
+    /// Next item; records converted to wall time and stamped with the node.
+    fn next(&mut self, warnings: &mut Vec<String>, meta: &mut Vec<FileEvent>) -> Option<Record> {
+        while !self.done {
+            match self.reader.next() {
+                None => self.done = true,
+                Some(Err(e)) => {
+                    self.done = true;
+                    let what = if e.is_truncation() { "truncated capture, replayed up to the last complete block" } else { "stopped reading" };
+                    warnings.push(format!("{}: {what}: {e}", self.path.display()));
+                }
+                Some(Ok(Item::Meta(m))) => match m {
+                    MetaBlock::Header(h) => {
+                        self.clock = Some(h.clock);
+                        self.node = Some(h.node.as_str().into());
+                        meta.push(FileEvent::Header { path: self.path.clone(), node: h.node, version: h.ktrace_version });
+                    }
+                    MetaBlock::ClockRef(c) => self.clock = Some(c),
+                    MetaBlock::KubeSnapshot(text) => match Snapshot::parse(&text, &self.path.display().to_string()) {
+                        Ok(s) => meta.push(FileEvent::Snapshot(s)),
+                        Err(e) => warnings.push(format!("{}: kube snapshot unusable: {e}", self.path.display())),
+                    },
+                    MetaBlock::NetState(state) => meta.push(FileEvent::NetState {
+                        node: self.node.as_deref().unwrap_or("?").to_owned(),
+                        state,
+                    }),
+                    MetaBlock::Unknown { record_type, version, .. } => {
+                        warnings.push(format!("{}: skipped unknown ktrace block {record_type} v{version} (newer writer?)", self.path.display()));
+                    }
+                    _ => {}
+                },
+                Some(Ok(Item::Record(mut r))) => {
+                    // ktrace captures store monotonic times plus a clock
+                    // reference; foreign captures have wall-clock times only.
+                    let clock = self.clock;
+                    let node = self.node.clone();
+                    match &mut r {
+                        Record::Packet(p) => {
+                            if let Some(c) = clock {
+                                p.ts_ns = c.to_wall(p.ts_ns);
+                            }
+                            if p.node.is_none() {
+                                p.node = node;
+                            }
+                        }
+                        Record::Lost { ts_ns, node: n, .. } => {
+                            if let Some(c) = clock {
+                                *ts_ns = c.to_wall(*ts_ns);
+                            }
+                            if n.is_none() {
+                                *n = node;
+                            }
+                        }
+                        Record::ResolvConf(e) => {
+                            if let Some(c) = clock {
+                                e.ts_ns = c.to_wall(e.ts_ns);
+                            }
+                        }
+                    }
+                    return Some(r);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Replays `paths` merged by wall-clock time, calling `on` for every event.
+/// Returns warnings (truncated files, unknown blocks) for the caller to show.
+pub fn replay(paths: &[PathBuf], mut on: impl FnMut(FileEvent)) -> anyhow::Result<Vec<String>> {
+    let mut streams = Vec::with_capacity(paths.len());
+    for p in paths {
+        streams.push(Stream { path: p.clone(), reader: open(p)?, clock: None, node: None, done: false });
+    }
+    let mut warnings = Vec::new();
+    let mut meta = Vec::new();
+    // Heap of (time, stream index, seq) over each stream's next record; a
+    // stream's metadata is delivered before its next record.
+    let mut heads: Vec<Option<Record>> = Vec::with_capacity(streams.len());
+    let mut heap = BinaryHeap::new();
+    for (i, s) in streams.iter_mut().enumerate() {
+        let r = s.next(&mut warnings, &mut meta);
+        if let Some(r) = &r {
+            heap.push(Reverse((r.ts_ns(), i)));
+        }
+        heads.push(r);
+    }
+    meta.drain(..).for_each(&mut on);
+    while let Some(Reverse((_, i))) = heap.pop() {
+        let Some(rec) = heads[i].take() else { continue };
+        on(FileEvent::Record(rec));
+        let next = streams[i].next(&mut warnings, &mut meta);
+        meta.drain(..).for_each(&mut on);
+        if let Some(r) = &next {
+            heap.push(Reverse((r.ts_ns(), i)));
+        }
+        heads[i] = next;
+    }
+    Ok(warnings)
+}
+
+fn open(p: &Path) -> anyhow::Result<CaptureReader> {
+    capture::open(p).with_context(|| format!("opening capture {}", p.display()))
+}

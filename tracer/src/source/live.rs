@@ -1,0 +1,174 @@
+//! The live source: drains the kernel ring buffer in batches (on a 10 ms
+//! timer, or when the kernel forces a wakeup at a fill threshold), adds host
+//! evidence (resolv.conf of each querying process), and reports kernel losses.
+
+use std::{
+    os::fd::AsRawFd as _,
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    bpf::{DnsCapture, raw},
+    enrich::host::HostEvidence,
+    event::{Hook, Record},
+};
+
+use super::monotonic_ns;
+
+/// What the live source hands its consumer.
+#[derive(Debug)]
+pub enum LiveEvent {
+    /// A record, in ring-buffer order.
+    Record(Record),
+    /// A timer tick with the current monotonic time: time to expire state.
+    Tick(u64),
+}
+
+/// Why the live loop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// `--duration` elapsed.
+    Duration,
+    /// SIGINT or SIGTERM.
+    Signal,
+    /// The consumer asked to stop.
+    Consumer,
+}
+
+/// Counters of the live source.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LiveStats {
+    /// Ring-buffer items read.
+    pub items: u64,
+    /// Items that could not be decoded (counted, not dropped silently).
+    pub bad_items: u64,
+    /// Batches drained.
+    pub batches: u64,
+}
+
+/// Live capture driver.
+pub struct LiveSource {
+    cap: DnsCapture,
+    host: HostEvidence,
+    node: Option<Arc<str>>,
+    lost_reported: u64,
+    /// Counters.
+    pub stats: LiveStats,
+    /// Only keep packets whose netns inode (egress) is one of these; empty = all.
+    pub netns_scope: Vec<u32>,
+    /// Only keep packets whose cgroup id is one of these; empty = all.
+    pub cgroup_scope: Vec<u64>,
+}
+
+impl LiveSource {
+    /// Wraps an attached capture.
+    #[must_use]
+    pub fn new(cap: DnsCapture, node: Option<Arc<str>>) -> Self {
+        Self {
+            cap,
+            host: HostEvidence::new(),
+            node,
+            lost_reported: 0,
+            stats: LiveStats::default(),
+            netns_scope: Vec::new(),
+            cgroup_scope: Vec::new(),
+        }
+    }
+
+    /// The attached capture (for counters).
+    #[must_use]
+    pub fn capture(&self) -> &DnsCapture {
+        &self.cap
+    }
+
+    fn drain(&mut self, on: &mut impl FnMut(LiveEvent) -> bool) -> bool {
+        self.stats.batches += 1;
+        let mut items = Vec::new();
+        {
+            let ring = self.cap.ring();
+            // Bounded batch so a flood cannot starve timers and signals.
+            while items.len() < 65_536 {
+                let Some(item) = ring.next() else { break };
+                items.push(raw::decode(&item, self.node.as_ref()));
+            }
+        }
+        for r in items {
+            self.stats.items += 1;
+            let rec = match r {
+                Ok(rec) => rec,
+                Err(e) => {
+                    self.stats.bad_items += 1;
+                    log::debug!("undecodable ring item: {e}");
+                    continue;
+                }
+            };
+            if let Record::Packet(p) = &rec {
+                if !self.netns_scope.is_empty() && !self.netns_scope.contains(&p.netns_ino) && !self.cgroup_scope.contains(&p.cgroup_id) {
+                    continue;
+                }
+                if p.hook == Hook::SocketEgress
+                    && let Some(proc_) = &p.process
+                    && let Some(ev) = self.host.resolv_conf_once(proc_.pid, p.netns_ino, p.ts_ns)
+                    && !on(LiveEvent::Record(Record::ResolvConf(ev)))
+                {
+                    return false;
+                }
+            }
+            if !on(LiveEvent::Record(rec)) {
+                return false;
+            }
+        }
+        let lost = self.cap.lost();
+        if lost > self.lost_reported {
+            let count = lost - self.lost_reported;
+            self.lost_reported = lost;
+            if !on(LiveEvent::Record(Record::Lost { ts_ns: monotonic_ns(), count, node: self.node.clone() })) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Runs until `duration` elapses, a signal arrives, or `on` returns false.
+    pub async fn run(
+        &mut self,
+        duration: Option<Duration>,
+        mut on: impl FnMut(LiveEvent) -> bool,
+    ) -> std::io::Result<StopReason> {
+        // SAFETY: the ring buffer's fd stays open for as long as `fd` lives:
+        // both are owned by this call frame / `self.cap`, and `fd` is dropped first.
+        let fd = unsafe { AsyncFd::register(self.cap.ring().as_raw_fd()) }.map_err(|e| e.into_parts().1)?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let deadline = duration.map(|d| tokio::time::Instant::now() + d);
+        let sleep = tokio::time::sleep_until(deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)));
+        tokio::pin!(sleep);
+        let reason = loop {
+            tokio::select! {
+                _ = sigint.recv() => break StopReason::Signal,
+                _ = sigterm.recv() => break StopReason::Signal,
+                () = &mut sleep, if deadline.is_some() => break StopReason::Duration,
+                r = fd.readable() => {
+                    let mut guard = r?;
+                    guard.clear_ready();
+                    if !self.drain(&mut on) { break StopReason::Consumer; }
+                }
+                _ = tick.tick() => {
+                    if !self.drain(&mut on) { break StopReason::Consumer; }
+                    if !on(LiveEvent::Tick(monotonic_ns())) { break StopReason::Consumer; }
+                }
+            }
+        };
+        // Whatever the kernel already produced belongs to the run.
+        self.drain(&mut |e| { on(e); true });
+        Ok(reason)
+    }
+}

@@ -1,0 +1,121 @@
+//! `cargo xtask setup`: installs what a fresh machine lacks, idempotently,
+//! saying what it does. Every other xtask that builds or runs ktrace calls it.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+/// Debian packages ktrace's build, lab, tests and benchmarks use.
+pub const PACKAGES: &[(&str, &str)] = &[
+    ("llvm-22-dev", "bpf-linker links eBPF objects with LLVM 22"),
+    ("libpolly-22-dev", "bpf-linker (LLVM 22 link dependency)"),
+    ("zlib1g-dev", "bpf-linker"),
+    ("libzstd-dev", "bpf-linker"),
+    ("iproute2", "the lab: network namespaces, veth, VXLAN"),
+    ("nftables", "the lab: fault injection (drops)"),
+    ("dnsmasq-base", "the lab: cluster DNS and upstream resolvers"),
+    ("bind9-dnsutils", "tests: dig"),
+    ("curl", "the lab: pod-to-pod HTTP"),
+    ("python3", "the lab: backend HTTP server"),
+    ("tcpdump", "benchmarks: reference capture"),
+    ("tshark", "tests: cross-check captures"),
+    ("procps", "tests: process inspection"),
+    ("bpftool", "tests: check nothing stays attached"),
+];
+
+/// The bpf-linker version known to work with LLVM 22 and rustc 1.95.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+fn say(msg: &str) {
+    eprintln!("[setup] {msg}");
+}
+
+fn have_pkg(p: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", p])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed: {st}");
+    }
+    Ok(())
+}
+
+/// Whether we are root (installing packages and loading BPF both need it).
+#[must_use]
+pub fn is_root() -> bool {
+    // SAFETY: trivial syscall.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn cargo_bin_dir() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
+        .join("bin")
+}
+
+fn which(prog: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).chain([cargo_bin_dir()]).map(|d| d.join(prog)).find(|p| p.is_file())
+}
+
+/// Installs missing Debian packages, the nightly rust-src component and bpf-linker.
+pub fn setup() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().map(|(p, _)| *p).filter(|p| !have_pkg(p)).collect();
+    if missing.is_empty() {
+        say("Debian packages: all present");
+    } else {
+        if !is_root() {
+            bail!("missing Debian packages {missing:?}; run `cargo xtask setup` as root");
+        }
+        for (p, why) in PACKAGES.iter().filter(|(p, _)| missing.contains(p)) {
+            say(&format!("will install {p}: {why}"));
+        }
+        run(Command::new("apt-get").arg("update").arg("-q")).context("apt-get update")?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+        .context("apt-get install")?;
+    }
+
+    let has_src = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with("rust-src")));
+    if has_src {
+        say("nightly rust-src: present");
+    } else {
+        say("installing the nightly toolchain's rust-src (eBPF builds core with -Z build-std)");
+        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+
+    if which("bpf-linker").is_some() {
+        say("bpf-linker: present");
+    } else {
+        say(&format!("installing bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (takes a few minutes, once)"));
+        let path = format!("/usr/lib/llvm-22/bin:{}", std::env::var("PATH").unwrap_or_default());
+        run(Command::new("cargo")
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features", "--features", "llvm-22"])
+            .env("PATH", path))
+        .context("cargo install bpf-linker")?;
+    }
+    // build.rs runs `bpf-linker` by name: make sure child cargo processes find it.
+    let bin = cargo_bin_dir();
+    let path = std::env::var("PATH").unwrap_or_default();
+    if !std::env::split_paths(&path).any(|p| p == bin) {
+        // SAFETY: single-threaded at this point (xtask does setup first).
+        unsafe { std::env::set_var("PATH", format!("{}:{path}", bin.display())) };
+    }
+    Ok(())
+}
