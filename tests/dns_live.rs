@@ -27,7 +27,7 @@ fn dns_transactions_between_two_namespaces() {
     let dig = |args: &[&str]| {
         let mut c = net.exec(&net.client, "dig");
         c.args(["+tries=1", "+time=2"]).args(args);
-        let child = c.spawn().expect("dig");
+        let child = c.stdout(std::process::Stdio::piped()).spawn().expect("dig");
         let pid = child.id();
         let out = child.wait_with_output().expect("dig");
         assert!(out.status.success(), "dig {args:?} failed");
