@@ -10,6 +10,7 @@
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
+    fmt::Write as _,
     net::IpAddr,
     sync::Arc,
 };
@@ -35,6 +36,10 @@ const PARALLEL_NS: u64 = 50_000_000;
 const MAX_CHAIN_ATTEMPTS: usize = 64;
 /// Most names listed as top offenders of an NXDOMAIN storm.
 const STORM_TOP: usize = 5;
+/// How often [`Analyzer::expire`] looks at every client (it may be called per record).
+const SCAN_EVERY_NS: u64 = 100_000_000;
+/// Most client queries remembered per name and resolver.
+const MAX_PER_NAME: usize = 32;
 
 /// Analyzer limits and timing.
 #[derive(Clone, Copy, Debug)]
@@ -254,6 +259,8 @@ pub struct UpstreamTimeout {
     pub client: Party,
     /// Distinct client queries that waited.
     pub client_queries: u32,
+    /// The explanation in one sentence.
+    pub cause: String,
     /// What to do about it.
     pub advice: Vec<String>,
 }
@@ -284,6 +291,8 @@ pub struct NxdomainStorm {
     pub rate_per_s: f64,
     /// Most frequent names.
     pub top_names: Vec<NameCount>,
+    /// The explanation in one sentence.
+    pub cause: String,
     /// What to do about it.
     pub advice: Vec<String>,
 }
@@ -291,7 +300,7 @@ pub struct NxdomainStorm {
 /// resolv.conf evidence, parsed.
 #[derive(Debug)]
 struct Conf {
-    conf: Option<ResolvConf>,
+    parsed: Option<ResolvConf>,
     path: String,
     error: Option<String>,
 }
@@ -339,6 +348,8 @@ struct Chain {
     /// No resolv.conf: the answered name is the literal base and the suffixes
     /// are learnt from the attempts.
     inferred_literal: bool,
+    /// One try's timeout (`options timeout:`).
+    try_ns: u64,
     window_start: u64,
     window_end: u64,
     atts: Vec<Att>,
@@ -354,13 +365,29 @@ impl Chain {
     /// With observed evidence: every candidate up to the answered one has an
     /// attempt of every query type the walk used.
     fn complete(&self) -> bool {
-        if !self.conf.as_ref().is_some_and(|c| c.conf.is_some()) {
+        if self.conf.as_ref().is_none_or(|c| c.parsed.is_none()) {
+            return false;
+        }
+        // After a timeout the resolver moves on within one try's timeout; a
+        // longer silence means a retry (next nameserver, next attempt) that
+        // the pairer has not reported yet.
+        let max_gap = self.try_ns.saturating_add(self.try_ns / 2).saturating_add(PARALLEL_NS);
+        let gap_explained = self.atts.iter().filter(|e| e.tx.timed_out).all(|e| {
+            self.atts
+                .iter()
+                .map(|b| b.tx.ts_ns)
+                .filter(|&t| t > e.tx.ts_ns)
+                .min()
+                .is_some_and(|t| t - e.tx.ts_ns <= max_gap)
+        });
+        if !gap_explained {
             return false;
         }
         let qtypes: HashSet<u16> = self.atts.iter().map(|a| a.tx.qtype).collect();
-        self.candidates.iter().take(self.answered + 1).all(|c| {
-            qtypes.iter().all(|qt| self.atts.iter().any(|a| a.lname == *c && a.tx.qtype == *qt))
-        })
+        self.candidates
+            .iter()
+            .take(self.answered + 1)
+            .all(|c| qtypes.iter().all(|qt| self.atts.iter().any(|a| a.lname == *c && a.tx.qtype == *qt)))
     }
 }
 
@@ -383,8 +410,11 @@ struct ClientQuery {
 
 #[derive(Debug, Default)]
 struct ResolverState {
-    /// Per client: its recent queries to this resolver.
-    clients: HashMap<ClientKey, VecDeque<ClientQuery>>,
+    /// Per client: (start, name) of its recent queries to this resolver, in
+    /// start order (to see when it gave up waiting and moved on).
+    clients: HashMap<ClientKey, VecDeque<(u64, String)>>,
+    /// Per name: recent client queries (to correlate forwards).
+    by_name: Bounded<String, VecDeque<ClientQuery>>,
     last_ts: u64,
 }
 
@@ -437,6 +467,23 @@ impl<K: std::hash::Hash + Eq + Clone, V> Bounded<K, V> {
     fn get(&self, k: &K) -> Option<&V> {
         self.map.get(k)
     }
+    fn get_or_insert(&mut self, k: K, cap: usize) -> Option<&mut V>
+    where
+        V: Default,
+    {
+        if !self.map.contains_key(&k) {
+            self.insert(k.clone(), V::default(), cap);
+        }
+        self.map.get_mut(&k)
+    }
+    /// Keeps the entries `keep` says to; the order queue forgets them lazily.
+    fn retain(&mut self, keep: impl FnMut(&K, &mut V) -> bool) {
+        self.map.retain(keep);
+        if self.order.len() > self.map.len().saturating_mul(2).max(64) {
+            let map = &self.map;
+            self.order.retain(|k| map.contains_key(k));
+        }
+    }
 }
 
 /// Turns transactions into findings.
@@ -459,6 +506,8 @@ pub struct Analyzer {
     /// Failed transactions that may be a resolver's forwards, in arrival
     /// order, until every client query that started before them is known.
     pending_fwd: VecDeque<Att>,
+    /// The full expiry scan runs at most every [`SCAN_EVERY_NS`].
+    next_scan: u64,
     storms: HashMap<String, StormState>,
 }
 
@@ -489,7 +538,7 @@ impl Analyzer {
                 self.known_suffixes.insert(s.clone(), (), self.cfg.max_evidence);
             }
         }
-        let conf = Arc::new(Conf { conf, path: ev.path.clone(), error: ev.error.clone() });
+        let conf = Arc::new(Conf { parsed: conf, path: ev.path.clone(), error: ev.error.clone() });
         if ev.pid != 0 {
             self.by_pid.insert(ev.pid, Arc::clone(&conf), self.cfg.max_evidence);
         }
@@ -542,6 +591,10 @@ impl Analyzer {
                 self.check_upstream(&a);
             }
         }
+        if now < self.next_scan {
+            return;
+        }
+        self.next_scan = now.saturating_add(SCAN_EVERY_NS);
         let keep_ns = self.cfg.pair_timeout_ns.saturating_mul(2).saturating_add(30_000_000_000);
         let mut ready = Vec::new();
         for st in self.clients.values_mut() {
@@ -555,9 +608,8 @@ impl Analyzer {
                 st.buf.pop_front();
             }
         }
-        self.clients.retain(|_, st| {
-            !(st.chains.is_empty() && st.buf.is_empty() && st.last_ts.saturating_add(keep_ns) < now)
-        });
+        self.clients
+            .retain(|_, st| !(st.chains.is_empty() && st.buf.is_empty() && st.last_ts.saturating_add(keep_ns) < now));
         for c in ready {
             out.extend(self.report_chain(c).map(Finding::SearchFanout));
         }
@@ -571,6 +623,12 @@ impl Analyzer {
         }
         for r in self.resolvers.values_mut() {
             r.clients.retain(|_, qs| {
+                while qs.front().is_some_and(|(ts, _)| ts.saturating_add(keep_ns) < now) {
+                    qs.pop_front();
+                }
+                !qs.is_empty()
+            });
+            r.by_name.retain(|_, qs| {
                 while qs.front().is_some_and(|q| q.ts.saturating_add(keep_ns) < now) {
                     qs.pop_front();
                 }
@@ -600,7 +658,7 @@ impl Analyzer {
         for ch in &mut st.chains {
             if ch.index(&att.lname).is_some()
                 && (ch.window_start..=ch.window_end).contains(&att.tx.ts_ns)
-                && !ch.atts.iter().any(|a| a.lname == att.lname && a.tx.qtype == att.tx.qtype)
+                && may_join(&ch.atts, &att, ch.try_ns)
             {
                 ch.deadline = ch.deadline.max(settled_at(&cfg, att.tx.ts_ns));
                 ch.last_activity = self.now;
@@ -680,7 +738,7 @@ impl Analyzer {
         let ok_time = union_len(ok.iter().map(|a| (a.tx.ts_ns, a.tx.end_ns.unwrap_or(a.tx.ts_ns))));
         let wasted = total.saturating_sub(ok_time);
 
-        let conf = ch.conf.as_ref().and_then(|c| c.conf.as_ref());
+        let conf = ch.conf.as_ref().and_then(|c| c.parsed.as_ref());
         let per_try_ns = conf.map_or(5_000_000_000, |c| u64::from(c.timeout_s) * 1_000_000_000);
         // A timed-out attempt cost the client the time until it moved on to
         // another candidate.
@@ -695,11 +753,7 @@ impl Analyzer {
             })
         };
         let suffix_of = |lname: &str| -> String {
-            lname
-                .strip_prefix(ch.base.as_str())
-                .and_then(|s| s.strip_prefix('.'))
-                .unwrap_or(lname)
-                .to_owned()
+            lname.strip_prefix(ch.base.as_str()).and_then(|s| s.strip_prefix('.')).unwrap_or(lname).to_owned()
         };
         // (suffix, timeouts, cost) in walk order.
         let mut slow: Vec<(String, u32, u64)> = Vec::new();
@@ -754,19 +808,15 @@ impl Analyzer {
             ),
         };
         if !literal {
-            cause.push_str(&format!("; {answered_name} answered"));
+            let _ = write!(cause, "; {answered_name} answered");
         }
         for (s, n, cost) in &slow {
             let fwd = forwarded_upstream
                 .iter()
                 .find(|f| f.qname.ends_with(&format!(".{s}")))
                 .map_or(String::new(), |f| format!(" was forwarded upstream to {} and", f.upstream));
-            cause.push_str(&format!(
-                "; *.{s}{fwd} timed out {} ({:.1} s of {:.1} s)",
-                times(*n),
-                secs(*cost),
-                secs(total)
-            ));
+            let _ =
+                write!(cause, "; *.{s}{fwd} timed out {} ({:.1} s of {:.1} s)", times(*n), secs(*cost), secs(total));
         }
         let advice = fanout_advice(&ch, conf, literal, &answered_name, &slow);
         let search = conf.map_or_else(|| ch.search.clone(), |c| c.search.clone());
@@ -829,22 +879,25 @@ impl Analyzer {
         let r = self.resolvers.entry(ip).or_default();
         r.last_ts = r.last_ts.max(tx.ts_ns);
         let key = ClientKey::of(tx);
-        if !r.clients.contains_key(&key) && r.clients.len() >= self.cfg.max_clients.max(1) {
-            return;
+        if r.clients.contains_key(&key) || r.clients.len() < self.cfg.max_clients.max(1) {
+            let qs = r.clients.entry(key.clone()).or_default();
+            if qs.len() >= self.cfg.max_attempts_per_client.max(1) {
+                qs.pop_front();
+            }
+            let pos = qs.partition_point(|(ts, _)| *ts <= tx.ts_ns);
+            qs.insert(pos, (tx.ts_ns, att.lname.clone()));
         }
-        let qs = r.clients.entry(key.clone()).or_default();
-        if qs.len() >= self.cfg.max_attempts_per_client.max(1) {
-            qs.pop_front();
+        if let Some(qs) = r.by_name.get_or_insert(att.lname.clone(), self.cfg.max_evidence) {
+            if qs.len() >= MAX_PER_NAME {
+                qs.pop_front();
+            }
+            qs.push_back(ClientQuery { key, lname: att.lname.clone(), ts: tx.ts_ns, end: tx.end_ns, tx: tx.clone() });
         }
-        let pos = qs.partition_point(|q| q.ts <= tx.ts_ns);
-        qs.insert(pos, ClientQuery { key, lname: att.lname.clone(), ts: tx.ts_ns, end: tx.end_ns, tx: tx.clone() });
     }
 
     /// The resolver (by its service IP) that sent `tx`, if `tx` is a forward.
     fn forwarder_of(&self, tx: &Transaction) -> Option<IpAddr> {
-        if self.resolvers.get(&tx.client.ip).is_some_and(|r| {
-            r.clients.iter().any(|(k, _)| k.ip != tx.client.ip)
-        }) {
+        if self.resolvers.get(&tx.client.ip).is_some_and(|r| r.clients.keys().any(|k| k.ip != tx.client.ip)) {
             return Some(tx.client.ip);
         }
         if let Some(ip) = tx.client_pod.as_ref().and_then(|p| self.resolver_pods.get(p)) {
@@ -878,11 +931,12 @@ impl Analyzer {
         let lo = u.ts_ns.saturating_sub(self.cfg.pair_timeout_ns);
         // A client query the forward served: same name, still waiting when it was sent.
         let waiting: Vec<ClientQuery> = r
-            .clients
-            .iter()
-            .filter(|(k, _)| k.ip != u.client.ip)
-            .flat_map(|(_, qs)| qs.iter())
-            .filter(|q| q.lname == att.lname && q.ts >= lo && q.ts <= u.ts_ns.saturating_add(PARALLEL_NS))
+            .by_name
+            .get(&att.lname)
+            .into_iter()
+            .flatten()
+            .filter(|q| q.key.ip != u.client.ip)
+            .filter(|q| q.ts >= lo && q.ts <= u.ts_ns.saturating_add(PARALLEL_NS))
             .filter(|q| q.end.is_none_or(|e| e >= u.ts_ns))
             .cloned()
             .collect();
@@ -903,43 +957,41 @@ impl Analyzer {
         });
         let n = 1 + u.retransmits;
         let sf = u32::from(u.rcode == Some(RCODE_SERVFAIL));
-        match group {
-            Some(g) => {
-                g.attempts = g.attempts.saturating_add(n);
-                g.servfail += sf;
-                g.first_ts = g.first_ts.min(u.ts_ns);
-                g.last_ts = g.last_ts.max(u.ts_ns);
-                if !g.qtypes.contains(&u.qtype) {
-                    g.qtypes.push(u.qtype);
-                }
-                for q in waiting {
-                    let dup = g.waiting.iter().any(|w| {
-                        w.key == q.key && w.ts == q.ts && w.tx.id == q.tx.id && w.tx.qtype == q.tx.qtype
-                    });
-                    if !dup && g.waiting.len() < MAX_CHAIN_ATTEMPTS {
-                        g.waiting.push(q);
-                    }
+        if let Some(g) = group {
+            g.attempts = g.attempts.saturating_add(n);
+            g.servfail += sf;
+            g.first_ts = g.first_ts.min(u.ts_ns);
+            g.last_ts = g.last_ts.max(u.ts_ns);
+            if !g.qtypes.contains(&u.qtype) {
+                g.qtypes.push(u.qtype);
+            }
+            for q in waiting {
+                let dup = g
+                    .waiting
+                    .iter()
+                    .any(|w| w.key == q.key && w.ts == q.ts && w.tx.id == q.tx.id && w.tx.qtype == q.tx.qtype);
+                if !dup && g.waiting.len() < MAX_CHAIN_ATTEMPTS {
+                    g.waiting.push(q);
                 }
             }
-            None => {
-                if self.upstream.len() >= self.cfg.max_clients.max(1) {
-                    return;
-                }
-                let mut waiting = waiting;
-                waiting.truncate(MAX_CHAIN_ATTEMPTS);
-                self.upstream.push(UpGroup {
-                    resolver_ip: rip,
-                    upstream: u.server,
-                    lname: att.lname.clone(),
-                    first_ts: u.ts_ns,
-                    last_ts: u.ts_ns,
-                    attempts: n,
-                    servfail: sf,
-                    qtypes: vec![u.qtype],
-                    forwarder: u.clone(),
-                    waiting,
-                });
+        } else {
+            if self.upstream.len() >= self.cfg.max_clients.max(1) {
+                return;
             }
+            let mut waiting = waiting;
+            waiting.truncate(MAX_CHAIN_ATTEMPTS);
+            self.upstream.push(UpGroup {
+                resolver_ip: rip,
+                upstream: u.server,
+                lname: att.lname.clone(),
+                first_ts: u.ts_ns,
+                last_ts: u.ts_ns,
+                attempts: n,
+                servfail: sf,
+                qtypes: vec![u.qtype],
+                forwarder: u.clone(),
+                waiting,
+            });
         }
     }
 
@@ -953,7 +1005,7 @@ impl Analyzer {
             }
             let next = r
                 .and_then(|r| r.clients.get(&q.key))
-                .and_then(|qs| qs.iter().filter(|n| n.ts > q.ts && n.lname != q.lname).map(|n| n.ts).min());
+                .and_then(|qs| qs.iter().filter(|(ts, n)| *ts > q.ts && *n != q.lname).map(|(ts, _)| *ts).min());
             next.unwrap_or_else(|| q.ts.saturating_add(self.cfg.pair_timeout_ns))
         };
         let waited = union_len(g.waiting.iter().map(|q| (q.ts, wait_end(q))));
@@ -963,9 +1015,7 @@ impl Analyzer {
                 .and_then(|q| q.tx.server_pod.as_ref())
                 .or(g.forwarder.client_pod.as_ref())
                 .map(ToString::to_string),
-            process: first
-                .and_then(|q| q.tx.server_process.clone())
-                .or_else(|| g.forwarder.process.clone()),
+            process: first.and_then(|q| q.tx.server_process.clone()).or_else(|| g.forwarder.process.clone()),
             address: first.map_or_else(|| g.resolver_ip.to_string(), |q| q.tx.server.to_string()),
         };
         let client = Party {
@@ -975,7 +1025,10 @@ impl Analyzer {
         };
         let tail = g.lname.rsplit('.').next().unwrap_or(&g.lname).to_owned();
         let advice = vec![
-            format!("The upstream {} does not answer for {}: fix or replace it, or stop sending it such names.", g.upstream, g.lname),
+            format!(
+                "The upstream {} does not answer for {}: fix or replace it, or stop sending it such names.",
+                g.upstream, g.lname
+            ),
             format!(
                 "Answer *.{tail} locally so it fails fast: in CoreDNS add a server block `{tail}:53 {{ template ANY ANY {{ rcode NXDOMAIN }} }}` (or a stub domain / forward to a server that answers; dnsmasq: `local=/{tail}/`)."
             ),
@@ -983,7 +1036,25 @@ impl Analyzer {
                 "If *.{tail} comes from a search suffix, remove `{tail}` from the node's /etc/resolv.conf that kubelet copies into pods (or point kubelet --resolv-conf at a file without it)."
             ),
         ];
+        let who = resolver.pod.clone().unwrap_or_else(|| resolver.address.clone());
+        let fails = if g.servfail == g.attempts {
+            "answered SERVFAIL".to_owned()
+        } else if g.servfail == 0 {
+            "never answered".to_owned()
+        } else {
+            format!("never answered or SERVFAILed ({} SERVFAIL)", g.servfail)
+        };
+        let cause = format!(
+            "{who} forwarded {} to the upstream {} {}, which {fails}; {} client quer{} waited {:.1} s",
+            g.lname,
+            g.upstream,
+            times(g.attempts),
+            g.waiting.len(),
+            if g.waiting.len() == 1 { "y" } else { "ies" },
+            secs(waited)
+        );
         UpstreamTimeout {
+            cause,
             ts_ns: g.first_ts,
             node: g.forwarder.node.clone(),
             resolver,
@@ -1005,7 +1076,7 @@ impl Analyzer {
         if att.tx.rcode != Some(RCODE_NXDOMAIN) {
             return;
         }
-        let suffixed = match self.conf_for(&att.tx).as_ref().and_then(|c| c.conf.as_ref()) {
+        let suffixed = match self.conf_for(&att.tx).as_ref().and_then(|c| c.parsed.as_ref()) {
             Some(c) => c.search.iter().any(|s| ends_with_label(&att.lname, s)),
             None if self.known_suffixes.map.is_empty() => true,
             None => self.known_suffixes.map.keys().any(|s| ends_with_label(&att.lname, s)),
@@ -1046,13 +1117,20 @@ impl Analyzer {
         top.truncate(STORM_TOP);
         let n = s.events.len() as u32;
         let span = s.events.front().map_or(window, |(t, _)| newest.saturating_sub(*t)).max(1_000_000_000);
+        let rate = f64::from(n) / (span as f64 / 1e9);
+        let cause = format!(
+            "{key} got {n} NXDOMAIN answers for search-suffixed names in {:.1} s ({rate:.1}/s), most for {}",
+            secs(span),
+            top.first().map_or("?", |t| t.qname.as_str())
+        );
         out.push(Finding::NxdomainStorm(NxdomainStorm {
+            cause,
             ts_ns: newest,
             pod: s.pod.clone(),
             client: key,
             nxdomain: n,
             window_ms: ms(span),
-            rate_per_s: f64::from(n) / (span as f64 / 1e9),
+            rate_per_s: rate,
             top_names: top,
             advice: vec![
                 "Each short name costs one NXDOMAIN per search suffix (ndots:5): use fully-qualified names with a trailing dot in the application's configuration.".to_owned(),
@@ -1065,6 +1143,21 @@ impl Analyzer {
     }
 }
 
+/// glibc's default `options timeout:` (5 s).
+const DEFAULT_TRY_NS: u64 = 5_000_000_000;
+
+/// Whether `a` may join a walk's attempts: a second query for the same name
+/// and type only when it retries one that timed out (glibc `attempts:` on a
+/// new socket, or the next nameserver) soon after; otherwise it is a new lookup.
+fn may_join(atts: &[Att], a: &Att, try_ns: u64) -> bool {
+    atts.iter().filter(|e| e.lname == a.lname && e.tx.qtype == a.tx.qtype).all(|e| {
+        let (first, second) = if e.tx.ts_ns <= a.tx.ts_ns { (e, a) } else { (a, e) };
+        first.tx.timed_out
+            && second.tx.ts_ns > first.tx.ts_ns
+            && second.tx.ts_ns - first.tx.ts_ns <= try_ns.saturating_mul(2)
+    })
+}
+
 /// When every attempt started by `ts` has been reported by the pairer.
 fn settled_at(cfg: &AnalyzerConfig, ts: u64) -> u64 {
     ts.saturating_add(cfg.pair_timeout_ns).saturating_add(cfg.grace_ns)
@@ -1074,7 +1167,8 @@ fn settled_at(cfg: &AnalyzerConfig, ts: u64) -> u64 {
 /// earlier attempts out of `buf`.
 fn form_chain(cfg: &AnalyzerConfig, conf: Option<Arc<Conf>>, term: &Att, buf: &mut VecDeque<Att>) -> Option<Chain> {
     let q = term.lname.as_str();
-    let rc = conf.as_ref().and_then(|c| c.conf.as_ref()).filter(|c| !c.search.is_empty());
+    let rc = conf.as_ref().and_then(|c| c.parsed.as_ref()).filter(|c| !c.search.is_empty());
+    let try_ns = rc.map_or(DEFAULT_TRY_NS, |c| u64::from(c.timeout_s) * 1_000_000_000);
     let (base, candidates, answered, search, per_try_ns) = if let Some(rc) = rc {
         let mut bases = vec![q.to_owned()];
         for s in &rc.search {
@@ -1106,7 +1200,7 @@ fn form_chain(cfg: &AnalyzerConfig, conf: Option<Arc<Conf>>, term: &Att, buf: &m
     let span = per_try_ns.saturating_mul(2 * candidates.len() as u64).saturating_add(1_000_000_000);
     let window_start = term.tx.ts_ns.saturating_sub(span);
     let window_end = term.tx.ts_ns.saturating_add(span);
-    let mut atts: Vec<Att> = Vec::new();
+    let mut atts: Vec<Att> = vec![term.clone()];
     // Newest first, so a repeated earlier lookup of the same name stays behind.
     let mut i = buf.len();
     while i > 0 {
@@ -1114,17 +1208,16 @@ fn form_chain(cfg: &AnalyzerConfig, conf: Option<Arc<Conf>>, term: &Att, buf: &m
         let Some(a) = buf.get(i) else { break };
         let wanted = candidates.iter().take(answered + 1).any(|c| *c == a.lname)
             && (window_start..=window_end).contains(&a.tx.ts_ns)
-            && !atts.iter().any(|b| b.lname == a.lname && b.tx.qtype == a.tx.qtype)
-            && !(a.lname == term.lname && a.tx.qtype == term.tx.qtype);
+            && may_join(&atts, a, try_ns);
         if wanted && let Some(a) = buf.remove(i) {
             atts.push(a);
         }
     }
-    atts.push(term.clone());
     let deadline = atts.iter().map(|a| settled_at(cfg, a.tx.ts_ns)).max().unwrap_or(0);
     let inferred_literal = rc.is_none() && base == term.lname;
     Some(Chain {
         inferred_literal,
+        try_ns,
         base,
         candidates,
         answered,
@@ -1145,7 +1238,6 @@ type Inferred = (String, Vec<String>, usize, Vec<String>, u64);
 /// failed `prefix.other-suffix` names whose suffixes end with its suffix
 /// (Kubernetes search lists nest: `ns.svc.cluster.local`, `svc.cluster.local`).
 fn infer_chain(q: &str, ts: u64, buf: &VecDeque<Att>) -> Option<Inferred> {
-    const DEFAULT_TRY_NS: u64 = 5_000_000_000;
     let lo = ts.saturating_sub(60_000_000_000);
     let recent = || buf.iter().filter(|a| a.tx.ts_ns >= lo && a.tx.ts_ns <= ts);
     let mut suffixes: Vec<String> = Vec::new();
@@ -1169,10 +1261,7 @@ fn infer_chain(q: &str, ts: u64, buf: &VecDeque<Att>) -> Option<Inferred> {
         if p.is_empty() || p == q || p == a.lname {
             continue;
         }
-        let (Some(sf), Some(sq)) = (
-            a.lname.get(p.len() + 1..),
-            q.get(p.len() + 1..),
-        ) else {
+        let (Some(sf), Some(sq)) = (a.lname.get(p.len() + 1..), q.get(p.len() + 1..)) else {
             continue;
         };
         if !ends_with_label(sf, sq) || sf == sq {
@@ -1422,8 +1511,7 @@ mod tests {
         }
         assert_eq!(seen.len(), qtypes);
         for names in seen.values() {
-            let expect: Vec<String> =
-                SEARCH.iter().map(|s| format!("{BASE}.{s}")).chain([BASE.to_owned()]).collect();
+            let expect: Vec<String> = SEARCH.iter().map(|s| format!("{BASE}.{s}")).chain([BASE.to_owned()]).collect();
             assert_eq!(*names, expect);
         }
         assert!((f.total_ms - total_ms).abs() < 5.0, "total {}", f.total_ms);
@@ -1453,6 +1541,11 @@ mod tests {
         assert_eq!(u.resolver.process.as_ref().map(|p| p.comm.as_str()), Some("dnsmasq"));
         assert_eq!(u.client.pod.as_deref(), Some("critical-app/client"));
         assert!((u.waited_ms - timeouts).abs() < 10.0, "waited {}", u.waited_ms);
+        assert!(
+            u.cause.contains("kube-system/kube-dns forwarded") && u.cause.contains("never answered"),
+            "{}",
+            u.cause
+        );
         let json = serde_json::to_value(Finding::UpstreamTimeout(u.clone())).unwrap();
         assert_eq!(json["kind"], "upstream_timeout");
     }
@@ -1472,7 +1565,19 @@ mod tests {
         an.finish(&mut rest);
         assert!(rest.is_empty(), "{rest:#?}");
         let json = serde_json::to_value(&out[0]).unwrap();
-        for k in ["kind", "pod", "process", "base_name", "attempts", "answered_by", "total_ms", "wasted_ms", "ndots", "search", "advice"] {
+        for k in [
+            "kind",
+            "pod",
+            "process",
+            "base_name",
+            "attempts",
+            "answered_by",
+            "total_ms",
+            "wasted_ms",
+            "ndots",
+            "search",
+            "advice",
+        ] {
             assert!(json.get(k).is_some(), "missing {k}");
         }
         assert_eq!(json["kind"], "search_fanout");
@@ -1593,10 +1698,8 @@ mod tests {
         let mut an = Analyzer::new();
         an.resolv_conf(&evidence(4242, &K8S_CONF.replace("ndots:5", "ndots:1")));
         let name = "slow.example.com";
-        let v = vec![
-            cq(0, 40000, name, A, Some((NOERROR, 3000 * MS, 1))),
-            fwd(MS, name, A, Some((NOERROR, 2990 * MS, 1))),
-        ];
+        let v =
+            vec![cq(0, 40000, name, A, Some((NOERROR, 3000 * MS, 1))), fwd(MS, name, A, Some((NOERROR, 2990 * MS, 1)))];
         let out = run(&mut an, v, true);
         assert!(out.is_empty(), "{out:#?}");
     }
@@ -1675,7 +1778,14 @@ mod tests {
         let mut an = Analyzer::with_config(cfg);
         let mut out = Vec::new();
         for i in 0..1000u64 {
-            let mut t = tx(i * MS, &format!("10.1.{}.{}:1000", i / 200, i % 200), RESOLVER, &format!("n{i}.x.{}", SEARCH[0]), A, None);
+            let mut t = tx(
+                i * MS,
+                &format!("10.1.{}.{}:1000", i / 200, i % 200),
+                RESOLVER,
+                &format!("n{i}.x.{}", SEARCH[0]),
+                A,
+                None,
+            );
             t.client_pod = None;
             an.push(&t, &mut out);
         }
@@ -1683,6 +1793,125 @@ mod tests {
         assert!(an.stats().clients_evicted > 0);
         an.finish(&mut out);
         assert!(an.clients.is_empty());
+    }
+
+    /// The seed incident as packets, through the real pairer: client and
+    /// dnsmasq on one node, dnsmasq forwarding `.localdomain` (same id) to an
+    /// upstream that never answers; AAAA walk then A walk.
+    #[test]
+    fn seed_incident_from_packets_through_pairer() {
+        use crate::{
+            analyze::pairing::{
+                PairConfig, Pairer,
+                test_util::{event, with_proc},
+            },
+            event::Hook,
+        };
+        let client_pod = pod("critical-app", "client");
+        let dns_pod = pod("kube-system", "kube-dns");
+        let mut evs = Vec::new();
+        let mut t = 0u64;
+        let mut id = 100u16;
+        for qt in [AAAA, A] {
+            let names: Vec<String> = SEARCH.iter().map(|s| format!("{BASE}.{s}")).chain([BASE.to_owned()]).collect();
+            for (i, name) in names.iter().enumerate() {
+                id += 1;
+                let c = format!("10.0.1.5:{}", 40000 + id);
+                let mut q = with_proc(
+                    event(t, Hook::SocketEgress, &c, RESOLVER, id, name, qt, None),
+                    process(4242, "getent"),
+                    4_026_532_000,
+                );
+                q.src_pod = Some(client_pod.clone());
+                q.dst_pod = Some(dns_pod.clone());
+                let mut si = event(t + MS / 20, Hook::SocketIngress, &c, RESOLVER, id, name, qt, None);
+                si.src_pod = Some(client_pod.clone());
+                si.dst_pod = Some(dns_pod.clone());
+                evs.push(q);
+                evs.push(si);
+                if i == 3 {
+                    let mut f = with_proc(
+                        event(t + MS / 5, Hook::SocketEgress, "10.0.2.53:33000", UPSTREAM, id, name, qt, None),
+                        process(77, "dnsmasq"),
+                        4_026_532_999,
+                    );
+                    f.src_pod = Some(dns_pod.clone());
+                    evs.push(f);
+                    t += 2000 * MS;
+                } else {
+                    let (rcode, n) = if i == 4 { (NOERROR, usize::from(qt == A)) } else { (NX, 0) };
+                    let mut se = with_proc(
+                        event(t + 2 * MS / 5, Hook::SocketEgress, RESOLVER, &c, id, name, qt, Some((rcode, n))),
+                        process(77, "dnsmasq"),
+                        4_026_532_999,
+                    );
+                    se.src_pod = Some(dns_pod.clone());
+                    let mut ci = event(t + MS / 2, Hook::SocketIngress, RESOLVER, &c, id, name, qt, Some((rcode, n)));
+                    ci.src_pod = Some(dns_pod.clone());
+                    ci.dst_pod = Some(client_pod.clone());
+                    evs.push(se);
+                    evs.push(ci);
+                    t += MS;
+                }
+            }
+        }
+        let timeout = 5000 * MS;
+        let mut pairer = Pairer::new(PairConfig { timeout_ns: timeout, max_inflight: 1024 });
+        let mut an = Analyzer::with_config(AnalyzerConfig { pair_timeout_ns: timeout, ..AnalyzerConfig::default() });
+        an.resolv_conf(&evidence(4242, K8S_CONF));
+        let mut txs = Vec::new();
+        let mut out = Vec::new();
+        let feed = |txs: &mut Vec<Transaction>, an: &mut Analyzer, out: &mut Vec<Finding>| {
+            for tx in txs.drain(..) {
+                an.push(&tx, out);
+            }
+        };
+        for ev in &evs {
+            pairer.expire(ev.rec.ts_ns, &mut txs);
+            pairer.push(ev, &mut txs);
+            feed(&mut txs, &mut an, &mut out);
+            an.expire(ev.rec.ts_ns, &mut out);
+        }
+        // Time passes (ticks every 100 ms) until the capture ends at 30 s.
+        for tick in (t / (100 * MS))..300 {
+            pairer.expire(tick * 100 * MS, &mut txs);
+            feed(&mut txs, &mut an, &mut out);
+            an.expire(tick * 100 * MS, &mut out);
+        }
+        let before_end = out.len();
+        pairer.finish(&mut txs);
+        feed(&mut txs, &mut an, &mut out);
+        an.finish(&mut out);
+        assert_eq!(before_end, out.len(), "everything was reported before the end of input");
+        assert_eq!(pairer.stats(), crate::analyze::pairing::PairStats::default());
+        check_seed(&out, 2, 4004.0, "twice (4.0 s of 4.0 s)");
+    }
+
+    #[test]
+    fn retry_on_next_nameserver_joins_the_walk_and_repeats_stay_apart() {
+        let mut an = Analyzer::new();
+        an.resolv_conf(&evidence(4242, &format!("{K8S_CONF}nameserver 10.0.2.54\n")));
+        let mut v = Vec::new();
+        for (n, t0) in [0u64, 20_000 * MS].into_iter().enumerate() {
+            let port = 40000 + 100 * n as u16;
+            for (i, s) in SEARCH.iter().take(3).enumerate() {
+                v.push(cq(t0 + i as u64 * MS, port + i as u16, &format!("{BASE}.{s}"), A, Some((NX, MS / 2, 0))));
+            }
+            let name = format!("{BASE}.localdomain");
+            v.push(cq(t0 + 3 * MS, port + 3, &name, A, None));
+            let mut second = tx(t0 + 2003 * MS, &format!("10.0.1.5:{}", port + 4), "10.0.2.54:53", &name, A, None);
+            second.observed = crate::analyze::Observed::Client;
+            v.push(second);
+            v.push(cq(t0 + 4003 * MS, port + 5, BASE, A, Some((NOERROR, MS, 1))));
+        }
+        let out = run(&mut an, v, true);
+        let f = fanouts(&out);
+        assert_eq!(f.len(), 2, "{out:#?}");
+        for f in f {
+            assert_eq!(f.attempts.len(), 6);
+            assert!((f.wasted_ms - 4003.0).abs() < 2.0, "{}", f.wasted_ms);
+            assert!(f.cause.contains("*.localdomain timed out twice (4.0 s of 4.0 s)"), "{}", f.cause);
+        }
     }
 
     #[test]

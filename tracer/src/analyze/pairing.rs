@@ -123,8 +123,7 @@ impl Pairer {
             (Hook::SocketIngress, false) | (Hook::SocketEgress, true) => Side::Server,
             (Hook::Wire | Hook::TcEgress | Hook::TcIngress, _) => Side::Wire,
         };
-        let (client, server) =
-            if ev.msg.is_response { (ev.dst, ev.src) } else { (ev.src, ev.dst) };
+        let (client, server) = if ev.msg.is_response { (ev.dst, ev.src) } else { (ev.src, ev.dst) };
         let key = Key {
             client,
             server,
@@ -224,10 +223,7 @@ impl Pairer {
         self.seq = self.seq.wrapping_add(1);
         let order = (ts, self.seq);
         self.order.insert(order, key.clone());
-        self.pending.insert(
-            key,
-            Pending { tx, order, client_query_ns, server_query_ns, server_answer: None },
-        );
+        self.pending.insert(key, Pending { tx, order, client_query_ns, server_query_ns, server_answer: None });
     }
 
     fn response(&mut self, key: Key, side: Side, ev: &DnsEvent, out: &mut Vec<Transaction>) {
@@ -253,8 +249,7 @@ impl Pairer {
                     p.tx.duplicate_answers = p.tx.duplicate_answers.saturating_add(1);
                     return;
                 }
-                p.server_answer =
-                    Some(ServerAnswer { rcode: ev.msg.rcode, answers: ev.msg.answers.clone() });
+                p.server_answer = Some(ServerAnswer { rcode: ev.msg.rcode, answers: ev.msg.answers.clone() });
                 if let Some(proc_) = &ev.rec.process {
                     p.tx.server_process = Some(proc_.clone());
                 }
@@ -303,11 +298,7 @@ impl Pairer {
     }
 
     fn prune_recent(&mut self, now: u64) {
-        while self
-            .recent_order
-            .front()
-            .is_some_and(|(ts, _)| ts.saturating_add(RECENT_WINDOW_NS) < now)
-        {
+        while self.recent_order.front().is_some_and(|(ts, _)| ts.saturating_add(RECENT_WINDOW_NS) < now) {
             self.pop_recent();
         }
     }
@@ -487,12 +478,9 @@ pub(crate) mod test_util {
         outcome: Option<(u16, u64, usize)>,
     ) -> Transaction {
         let (rcode, end, latency, answers) = match outcome {
-            Some((rcode, lat, n)) => (
-                Some(rcode),
-                Some(ts_ns + lat),
-                Some(lat),
-                (0..n).map(|_| answer_a(qname)).collect(),
-            ),
+            Some((rcode, lat, n)) => {
+                (Some(rcode), Some(ts_ns + lat), Some(lat), (0..n).map(|_| answer_a(qname)).collect())
+            }
             None => (None, None, None, Vec::new()),
         };
         Transaction {
@@ -679,10 +667,7 @@ mod tests {
     fn zero_inflight_limit_does_not_loop() {
         let cfg = PairConfig { timeout_ns: 1, max_inflight: 0 };
         let (out, p) = run(
-            &[
-                event(0, Hook::SocketEgress, C, S, 1, "a", 1, None),
-                event(1, Hook::SocketEgress, C, S, 2, "b", 1, None),
-            ],
+            &[event(0, Hook::SocketEgress, C, S, 1, "a", 1, None), event(1, Hook::SocketEgress, C, S, 2, "b", 1, None)],
             cfg,
         );
         assert_eq!(out.len(), 1);

@@ -64,11 +64,7 @@ impl ResolvConf {
             match directive {
                 // glibc: `search` and `domain` override each other; the last wins.
                 "search" | "domain" => {
-                    rc.search = words
-                        .map(normalize_name)
-                        .filter(|w| !w.is_empty())
-                        .take(MAX_SEARCH)
-                        .collect();
+                    rc.search = words.map(normalize_name).filter(|w| !w.is_empty()).take(MAX_SEARCH).collect();
                 }
                 "nameserver" => {
                     if let Some(ns) = words.next()
@@ -146,10 +142,7 @@ mod tests {
     #[test]
     fn parses_kubernetes_resolv_conf() {
         let rc = ResolvConf::parse(K8S);
-        assert_eq!(
-            rc.search,
-            ["critical-app.svc.cluster.local", "svc.cluster.local", "cluster.local", "localdomain"]
-        );
+        assert_eq!(rc.search, ["critical-app.svc.cluster.local", "svc.cluster.local", "cluster.local", "localdomain"]);
         assert_eq!(rc.nameservers, ["10.96.0.10"]);
         assert_eq!((rc.ndots, rc.timeout_s, rc.attempts), (5, 2, 1));
         assert!(!rc.single_request);

@@ -1,2 +1,371 @@
 //! `ktrace dns --summary`: per pod and per resolver counts and latency percentiles.
-// OWNER: analysis helper.
+//!
+//! Latencies are kept exactly for the first [`EXACT_SAMPLES`] answers of a
+//! row, then in logarithmic buckets 2 % wide, so memory per row is bounded
+//! and percentiles stay within about 1 %.
+
+use std::{collections::HashMap, fmt::Write as _};
+
+use serde::Serialize;
+
+use super::{Finding, Transaction};
+
+/// Answers per row whose latencies are kept exactly.
+pub const EXACT_SAMPLES: usize = 10_000;
+/// Most rows per scope; further pods or resolvers are added up in `(other)`.
+pub const MAX_ROWS: usize = 10_000;
+const OTHER: &str = "(other)";
+const BUCKETS: usize = 1000;
+const BUCKET_BASE_NS: f64 = 1000.0;
+const BUCKET_GROWTH: f64 = 1.02;
+const RCODE_SERVFAIL: u16 = 2;
+const RCODE_NXDOMAIN: u16 = 3;
+
+/// Latency distribution: exact up to [`EXACT_SAMPLES`], bucketed beyond.
+#[derive(Clone, Debug, Default)]
+struct Latencies {
+    exact: Vec<u64>,
+    buckets: Vec<u64>,
+    count: u64,
+}
+
+impl Latencies {
+    fn push(&mut self, ns: u64) {
+        self.count += 1;
+        if self.buckets.is_empty() && self.exact.len() < EXACT_SAMPLES {
+            self.exact.push(ns);
+            return;
+        }
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; BUCKETS];
+            for v in std::mem::take(&mut self.exact) {
+                self.bucket_add(v);
+            }
+        }
+        self.bucket_add(ns);
+    }
+
+    fn bucket_of(ns: u64) -> usize {
+        let v = ns as f64;
+        if v < BUCKET_BASE_NS {
+            return 0;
+        }
+        let i = ((v / BUCKET_BASE_NS).ln() / BUCKET_GROWTH.ln()) as usize + 1;
+        i.min(BUCKETS - 1)
+    }
+
+    fn bucket_add(&mut self, ns: u64) {
+        if let Some(b) = self.buckets.get_mut(Self::bucket_of(ns)) {
+            *b += 1;
+        }
+    }
+
+    /// The `q` quantile (0..=1) in ns, nearest-rank.
+    fn quantile(&self, q: f64) -> Option<u64> {
+        if self.count == 0 {
+            return None;
+        }
+        if self.buckets.is_empty() {
+            let mut v = self.exact.clone();
+            v.sort_unstable();
+            let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+            return v.get(rank - 1).copied();
+        }
+        let total: u64 = self.buckets.iter().sum();
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total.max(1));
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                if i == 0 {
+                    return Some(0);
+                }
+                // Middle of the bucket.
+                let lo = BUCKET_BASE_NS * BUCKET_GROWTH.powi(i as i32 - 1);
+                return Some((lo * (1.0 + BUCKET_GROWTH) / 2.0) as u64);
+            }
+        }
+        None
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct Counters {
+    queries: u64,
+    answered: u64,
+    nxdomain: u64,
+    servfail: u64,
+    timeouts: u64,
+    retransmits: u64,
+    findings: u64,
+    latency: Latencies,
+}
+
+impl Counters {
+    fn push(&mut self, tx: &Transaction) {
+        self.queries += 1;
+        self.retransmits += u64::from(tx.retransmits);
+        if tx.timed_out {
+            self.timeouts += 1;
+        }
+        match tx.rcode {
+            Some(RCODE_NXDOMAIN) => self.nxdomain += 1,
+            Some(RCODE_SERVFAIL) => self.servfail += 1,
+            _ => {}
+        }
+        if !tx.timed_out && tx.rcode.is_some() {
+            self.answered += 1;
+        }
+        if let Some(l) = tx.latency_ns {
+            self.latency.push(l);
+        }
+    }
+}
+
+/// Which table a row belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// A client (pod, or address when the pod is unknown).
+    Pod,
+    /// A server the clients queried (pod, or address).
+    Resolver,
+}
+
+/// One line of the summary (JSON: the lead adds `"type": "summary"`, or use
+/// [`SummaryRow::to_json`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SummaryRow {
+    /// Pod or resolver.
+    pub scope: Scope,
+    /// `namespace/name`, or the address when no pod is known.
+    pub name: String,
+    /// Transactions.
+    pub queries: u64,
+    /// Answered (any rcode).
+    pub answered: u64,
+    /// NXDOMAIN answers.
+    pub nxdomain: u64,
+    /// NXDOMAIN / queries.
+    pub nxdomain_ratio: f64,
+    /// SERVFAIL answers.
+    pub servfail: u64,
+    /// Unanswered.
+    pub timeouts: u64,
+    /// Same-id retransmits.
+    pub retransmits: u64,
+    /// Median latency of answered queries.
+    pub p50_ms: Option<f64>,
+    /// 99th percentile latency of answered queries.
+    pub p99_ms: Option<f64>,
+    /// Findings about this pod or resolver.
+    pub findings: u64,
+}
+
+impl SummaryRow {
+    /// `{"type": "summary", ...row}`.
+    #[must_use]
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("type".to_owned(), serde_json::Value::from("summary"));
+        }
+        v
+    }
+}
+
+/// Per pod and per resolver counters.
+#[derive(Debug, Default)]
+pub struct Summary {
+    rows: HashMap<(Scope, String), Counters>,
+    per_scope: HashMap<Scope, usize>,
+}
+
+impl Summary {
+    /// Empty summary.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn row(&mut self, scope: Scope, name: String) -> &mut Counters {
+        let key = if self.rows.contains_key(&(scope, name.clone())) {
+            (scope, name)
+        } else {
+            let n = self.per_scope.entry(scope).or_default();
+            if *n >= MAX_ROWS {
+                (scope, OTHER.to_owned())
+            } else {
+                *n += 1;
+                (scope, name)
+            }
+        };
+        self.rows.entry(key).or_default()
+    }
+
+    /// Counts one transaction for its client and its server.
+    pub fn push(&mut self, tx: &Transaction) {
+        let client = tx.client_pod.as_ref().map_or_else(|| tx.client.ip.to_string(), ToString::to_string);
+        let server = tx.server_pod.as_ref().map_or_else(|| tx.server.to_string(), ToString::to_string);
+        self.row(Scope::Pod, client).push(tx);
+        self.row(Scope::Resolver, server).push(tx);
+    }
+
+    /// Counts a finding for the pod (fan-out, storm) or resolver (upstream timeout).
+    pub fn finding(&mut self, f: &Finding) {
+        let (scope, name) = match f {
+            Finding::SearchFanout(s) => (Scope::Pod, s.pod.clone().unwrap_or_else(|| s.client.ip.to_string())),
+            Finding::NxdomainStorm(s) => (Scope::Pod, s.pod.clone().unwrap_or_else(|| s.client.clone())),
+            Finding::UpstreamTimeout(u) => {
+                (Scope::Resolver, u.resolver.pod.clone().unwrap_or_else(|| u.resolver.address.clone()))
+            }
+        };
+        self.row(scope, name).findings += 1;
+    }
+
+    /// Rows, pods first, each scope by queries (most first).
+    #[must_use]
+    pub fn rows(&self) -> Vec<SummaryRow> {
+        let mut rows: Vec<SummaryRow> = self
+            .rows
+            .iter()
+            .map(|((scope, name), c)| SummaryRow {
+                scope: *scope,
+                name: name.clone(),
+                queries: c.queries,
+                answered: c.answered,
+                nxdomain: c.nxdomain,
+                nxdomain_ratio: if c.queries == 0 { 0.0 } else { c.nxdomain as f64 / c.queries as f64 },
+                servfail: c.servfail,
+                timeouts: c.timeouts,
+                retransmits: c.retransmits,
+                p50_ms: c.latency.quantile(0.5).map(ms),
+                p99_ms: c.latency.quantile(0.99).map(ms),
+                findings: c.findings,
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            (a.scope == Scope::Resolver)
+                .cmp(&(b.scope == Scope::Resolver))
+                .then(b.queries.cmp(&a.queries))
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        rows
+    }
+
+    /// The rows as JSON objects with `"type": "summary"`.
+    #[must_use]
+    pub fn json_rows(&self) -> Vec<serde_json::Value> {
+        self.rows().iter().map(SummaryRow::to_json).collect()
+    }
+
+    /// The rows as an aligned text table.
+    #[must_use]
+    pub fn render_table(&self) -> String {
+        let rows = self.rows();
+        let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).clamp(4, 60);
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{:<8} {:<width$} {:>8} {:>6} {:>8} {:>8} {:>9} {:>9} {:>8}",
+            "SCOPE", "NAME", "QUERIES", "NXDOM%", "SERVFAIL", "TIMEOUTS", "P50", "P99", "FINDINGS"
+        );
+        let fmt_ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}ms"));
+        for r in rows {
+            let scope = match r.scope {
+                Scope::Pod => "pod",
+                Scope::Resolver => "resolver",
+            };
+            let _ = writeln!(
+                s,
+                "{:<8} {:<width$} {:>8} {:>6.1} {:>8} {:>8} {:>9} {:>9} {:>8}",
+                scope,
+                r.name,
+                r.queries,
+                r.nxdomain_ratio * 100.0,
+                r.servfail,
+                r.timeouts,
+                fmt_ms(r.p50_ms),
+                fmt_ms(r.p99_ms),
+                r.findings
+            );
+        }
+        s
+    }
+}
+
+fn ms(ns: u64) -> f64 {
+    (ns as f64 / 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::pairing::test_util::{MS, pod, tx};
+
+    #[test]
+    fn counts_ratios_and_percentiles() {
+        let mut s = Summary::new();
+        for i in 0..100u64 {
+            let rcode = if i % 4 == 0 { 3 } else { 0 };
+            let mut t = tx(i * MS, "10.0.1.5:40000", "10.0.2.53:53", "a.b", 1, Some((rcode, (i + 1) * MS, 1)));
+            t.server_pod = Some(pod("kube-system", "kube-dns"));
+            s.push(&t);
+        }
+        let mut t = tx(0, "10.0.1.9:40000", "10.0.2.53:53", "a.b", 1, None);
+        t.client_pod = None;
+        t.server_pod = Some(pod("kube-system", "kube-dns"));
+        s.push(&t);
+        let rows = s.rows();
+        assert_eq!(rows.len(), 3);
+        let p = &rows[0];
+        assert_eq!(
+            (p.scope, p.name.as_str(), p.queries, p.nxdomain, p.timeouts),
+            (Scope::Pod, "critical-app/client", 100, 25, 0)
+        );
+        assert!((p.nxdomain_ratio - 0.25).abs() < 1e-9);
+        assert_eq!((p.p50_ms, p.p99_ms), (Some(50.0), Some(99.0)));
+        assert_eq!(rows[1].name, "10.0.1.9");
+        assert_eq!(rows[1].timeouts, 1);
+        assert_eq!(
+            (rows[2].scope, rows[2].name.as_str(), rows[2].queries),
+            (Scope::Resolver, "kube-system/kube-dns", 101)
+        );
+        assert_eq!(s.json_rows().len(), 3);
+        let j = rows[2].to_json();
+        assert_eq!(j["type"], "summary");
+        assert_eq!(j["scope"], "resolver");
+        let table = s.render_table();
+        assert!(table.lines().count() == 4 && table.contains("kube-system/kube-dns"), "{table}");
+    }
+
+    #[test]
+    fn bucketed_percentiles_stay_close() {
+        let mut l = Latencies::default();
+        for i in 1..=50_000u64 {
+            l.push(i * 1000);
+        }
+        assert!(l.exact.is_empty());
+        let p50 = l.quantile(0.5).unwrap() as f64;
+        let p99 = l.quantile(0.99).unwrap() as f64;
+        assert!((p50 / 25_000_000.0 - 1.0).abs() < 0.02, "{p50}");
+        assert!((p99 / 49_500_000.0 - 1.0).abs() < 0.02, "{p99}");
+        l.push(u64::MAX);
+        l.push(0);
+        assert!(l.quantile(1.0).is_some());
+    }
+
+    #[test]
+    fn rows_are_bounded() {
+        let mut s = Summary::new();
+        for i in 0..(MAX_ROWS as u32 + 10) {
+            let mut t =
+                tx(0, &format!("10.{}.{}.{}:1", i >> 16 & 255, i >> 8 & 255, i & 255), "10.0.0.1:53", "a", 1, None);
+            t.client_pod = None;
+            s.push(&t);
+        }
+        let rows = s.rows();
+        assert_eq!(rows.iter().filter(|r| r.scope == Scope::Pod).count(), MAX_ROWS + 1);
+        assert!(rows.iter().any(|r| r.name == OTHER && r.queries == 10));
+    }
+}

@@ -213,6 +213,14 @@ fn round_trip_every_record_and_meta_plain_and_zstd() {
 }
 
 #[test]
+fn writer_and_readers_can_move_to_other_threads() {
+    fn send<T: Send>() {}
+    send::<CaptureWriter>();
+    send::<super::CaptureReader>();
+    send::<super::MergeByTime>();
+}
+
+#[test]
 fn interfaces_are_one_per_node_netns_and_hint_with_readable_names() {
     let path = tmp("ifaces.pcapng");
     write_sample(&path, false);
@@ -291,14 +299,20 @@ fn truncation_at_every_byte_yields_every_complete_block() {
 }
 
 #[test]
-fn truncated_zstd_stream_yields_a_prefix_without_panicking() {
+fn truncated_zstd_and_gzip_streams_yield_a_prefix_then_a_truncation_warning() {
     let path = tmp("trunc.pcapng.zst");
     write_sample(&path, true);
-    let raw = std::fs::read(&path).expect("read");
-    for cut in (0..raw.len()).step_by(7).chain([raw.len() - 1]) {
-        if let Ok(r) = open_reader("cut.zst", Cursor::new(raw[..cut].to_vec())) {
-            let (_, _, errs) = read_all(r);
-            assert!(errs.len() <= 1, "cut {cut}");
+    let zst = std::fs::read(&path).expect("read");
+    let plain = zstd::decode_all(zst.as_slice()).expect("zstd");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&plain).expect("gzip");
+    let gz = gz.finish().expect("gzip");
+    for raw in [zst, gz] {
+        for cut in (8..raw.len()).step_by(5) {
+            if let Ok(r) = open_reader("cut.zst", Cursor::new(raw[..cut].to_vec())) {
+                let (_, _, errs) = read_all(r);
+                assert!(errs.len() == 1 && errs[0].is_truncation(), "cut {cut}: {errs:?}");
+            }
         }
     }
 }

@@ -209,8 +209,9 @@ impl CaptureWriter {
 
     /// Writes one record. `iface_hint` names the packet's interface in
     /// Wireshark (`node/<hint>`, e.g. the pod as `critical-app/client`);
-    /// without it the interface is `node/netns:<inode>`. Only the first
-    /// packet of an interface uses the hint.
+    /// without it the interface is `node/netns:<inode>`. Interfaces are keyed
+    /// by (node, netns cookie, netns inode, hint): pass the same hint for a
+    /// namespace every time, or it gets one interface per hint.
     pub fn write_record(&mut self, rec: &Record, iface_hint: Option<&str>) -> Result<(), CaptureError> {
         match rec {
             Record::Packet(p) => self.write_packet(p, iface_hint),
