@@ -134,7 +134,15 @@ fn walk_pods(v: &serde_json::Value, f: &mut dyn FnMut(&str, &str, Option<&str>))
             if let (Some(ns), Some(name)) = (m.get("namespace").and_then(|x| x.as_str()), m.get("name").and_then(|x| x.as_str())) {
                 f(ns, name, m.get("node").and_then(|x| x.as_str()));
             }
-            m.values().for_each(|x| walk_pods(x, f));
+            // Findings name pods as "namespace/name" strings.
+            for (k, x) in m {
+                if k.ends_with("pod")
+                    && let Some((ns, name)) = x.as_str().and_then(|s| s.split_once('/'))
+                {
+                    f(ns, name, None);
+                }
+                walk_pods(x, f);
+            }
         }
         serde_json::Value::Array(a) => a.iter().for_each(|x| walk_pods(x, f)),
         _ => {}

@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 /// Debian packages ktrace's build, lab, tests and benchmarks use.
-pub const PACKAGES: &[(&str, &str)] = &[
+pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ("llvm-22-dev", "bpf-linker links eBPF objects with LLVM 22"),
     ("libpolly-22-dev", "bpf-linker (LLVM 22 link dependency)"),
     ("zlib1g-dev", "bpf-linker"),
@@ -50,7 +50,7 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
 
 /// Whether we are root (installing packages and loading BPF both need it).
 #[must_use]
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: trivial syscall.
     unsafe { libc::geteuid() == 0 }
 }
@@ -69,7 +69,7 @@ fn which(prog: &str) -> Option<PathBuf> {
 }
 
 /// Installs missing Debian packages, the nightly rust-src component and bpf-linker.
-pub fn setup() -> anyhow::Result<()> {
+pub(crate) fn setup() -> anyhow::Result<()> {
     let missing: Vec<&str> = PACKAGES.iter().map(|(p, _)| *p).filter(|p| !have_pkg(p)).collect();
     if missing.is_empty() {
         say("Debian packages: all present");

@@ -467,14 +467,14 @@ impl<K: std::hash::Hash + Eq + Clone, V> Bounded<K, V> {
     fn get(&self, k: &K) -> Option<&V> {
         self.map.get(k)
     }
-    fn get_or_insert(&mut self, k: K, cap: usize) -> Option<&mut V>
+    fn get_or_insert(&mut self, k: &K, cap: usize) -> Option<&mut V>
     where
         V: Default,
     {
-        if !self.map.contains_key(&k) {
+        if !self.map.contains_key(k) {
             self.insert(k.clone(), V::default(), cap);
         }
-        self.map.get_mut(&k)
+        self.map.get_mut(k)
     }
     /// Keeps the entries `keep` says to; the order queue forgets them lazily.
     fn retain(&mut self, keep: impl FnMut(&K, &mut V) -> bool) {
@@ -887,7 +887,7 @@ impl Analyzer {
             let pos = qs.partition_point(|(ts, _)| *ts <= tx.ts_ns);
             qs.insert(pos, (tx.ts_ns, att.lname.clone()));
         }
-        if let Some(qs) = r.by_name.get_or_insert(att.lname.clone(), self.cfg.max_evidence) {
+        if let Some(qs) = r.by_name.get_or_insert(&att.lname, self.cfg.max_evidence) {
             if qs.len() >= MAX_PER_NAME {
                 qs.pop_front();
             }
@@ -1339,7 +1339,7 @@ fn fanout_advice(
     let fqdn = if literal { ch.base.as_str() } else { answered };
     let n = ch.candidates.iter().take(ch.answered + 1).count();
     advice.push(format!(
-        "Use the fully-qualified name with a trailing dot, `{fqdn}.`, in the application's configuration: one query instead of {n} per lookup."
+        "Use the fully-qualified name with a trailing dot, `{fqdn}.`, in the application's configuration: one query per record type instead of {n}."
     ));
     let d = dots(&ch.base);
     if literal && d > 0 {

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::{
-    analyze::{Finding, Transaction, pairing::PairConfig},
+    analyze::{Finding, Transaction, pairing::PairConfig, summary::Summary},
     bpf::{CaptureConfig, DnsCapture},
     output::{json::JsonSink, table::TableSink},
     pipeline::{Context, Filter, Pipeline, RunStats, Sink},
@@ -70,16 +70,6 @@ impl DnsArgs {
             comm: self.comm.clone(),
         })
     }
-}
-
-// SHIM until analyze::summary::Summary lands.
-#[derive(Default)]
-struct Summary;
-impl Summary {
-    fn push(&mut self, _t: &Transaction) {}
-    fn finding(&mut self, _f: &Finding) {}
-    fn render_table(&self) -> String { String::new() }
-    fn json_rows(&self) -> Vec<serde_json::Value> { Vec::new() }
 }
 
 /// A sink that feeds the summary as well as (optionally) another sink.

@@ -31,7 +31,6 @@ pub fn transaction(ctx: &Context, tx: &Transaction) -> Value {
     json!({
         "type": "dns",
         "ts": rfc3339(ctx.wall_ns(tx.ts_ns)),
-        "ts_ns": tx.ts_ns,
         "node": tx.node.as_deref(),
         "netns": tx.netns,
         "cgroup_id": tx.cgroup_id,
