@@ -28,8 +28,12 @@ pub const SNAP_LEN: usize = 1024;
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
-    /// A [`PacketEvent`] carrying a DNS message.
+    /// A [`PacketEvent`] carrying a DNS message (cgroup_skb) or an underlay packet (tc).
     DnsPacket = 1,
+    /// A [`DropEvent`] from `skb:kfree_skb`.
+    Drop = 2,
+    /// A [`ConnEvent`] from the sock/tcp tracepoints.
+    Conn = 3,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -37,6 +41,8 @@ impl TryFrom<u32> for EventKind {
     fn try_from(v: u32) -> Result<Self, u32> {
         match v {
             1 => Ok(Self::DnsPacket),
+            2 => Ok(Self::Drop),
+            3 => Ok(Self::Conn),
             other => Err(other),
         }
     }
@@ -158,6 +164,150 @@ pub struct KernelOffsets {
     pub net_ns_inum: u32,
     /// Non-zero when the offsets above are valid.
     pub valid: u32,
+    /// `offsetof(struct sk_buff, head)`.
+    pub skb_head: u32,
+    /// `offsetof(struct sk_buff, network_header)` (u16).
+    pub skb_network_header: u32,
+    /// `offsetof(struct sk_buff, len)` (u32).
+    pub skb_len: u32,
+    /// `offsetof(struct sk_buff, dev)`.
+    pub skb_dev: u32,
+    /// `offsetof(struct net_device, ifindex)` (int).
+    pub dev_ifindex: u32,
+    /// `offsetof(struct net_device, nd_net)` (possible_net_t: one `struct net *`).
+    pub dev_nd_net: u32,
+    /// `offsetof(struct sock, __sk_common.skc_state)` (u8).
+    pub sock_state: u32,
+    /// Non-zero when the sk_buff/net_device/sock offsets are valid.
+    pub skb_valid: u32,
+}
+
+/// Bytes of a dropped packet copied from its network header.
+pub const DROP_SNAP: usize = 128;
+
+/// A packet freed by the kernel with a drop reason.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DropEvent {
+    /// Header; `kind` is [`EventKind::Drop`]. Process fields when in process context.
+    pub hdr: EventHeader,
+    /// Kernel text address that freed it.
+    pub location: u64,
+    /// `enum skb_drop_reason` value.
+    pub reason: u32,
+    /// `skb->dev->ifindex` (0 if no device).
+    pub ifindex: u32,
+    /// Network namespace inode of `skb->dev` (0 if unknown).
+    pub netns_ino: u32,
+    /// `skb->len`.
+    pub pkt_len: u32,
+    /// Valid bytes of `data`.
+    pub cap_len: u16,
+    /// Explicit padding.
+    pub _pad: [u8; 6],
+    /// From the network header on.
+    pub data: [u8; DROP_SNAP],
+}
+
+const _: () = assert!(core::mem::size_of::<DropEvent>() == 64 + 8 + 16 + 8 + DROP_SNAP);
+
+/// Which tracepoint a [`ConnEvent`] came from.
+pub mod conn_kind {
+    /// `sock:inet_sock_set_state` (old → new).
+    pub const STATE: u8 = 1;
+    /// `tcp:tcp_receive_reset`.
+    pub const RESET_RECEIVED: u8 = 2;
+    /// `tcp:tcp_send_reset`.
+    pub const RESET_SENT: u8 = 3;
+    /// `tcp:tcp_retransmit_skb`.
+    pub const RETRANSMIT: u8 = 4;
+}
+
+/// A TCP socket event.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConnEvent {
+    /// Header; `kind` is [`EventKind::Conn`].
+    pub hdr: EventHeader,
+    /// Kernel address of the socket: identity across events.
+    pub sock: u64,
+    /// Netns inode of the current task (process context only).
+    pub netns_ino: u32,
+    /// One of [`conn_kind`].
+    pub what: u8,
+    /// Old state (STATE) or current state (others).
+    pub old_state: u8,
+    /// New state (STATE).
+    pub new_state: u8,
+    /// `AF_INET` (2) or `AF_INET6` (10).
+    pub family: u8,
+    /// Local port (host order).
+    pub sport: u16,
+    /// Remote port (host order).
+    pub dport: u16,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// Local address (IPv4 in the first 4 bytes).
+    pub saddr: [u8; 16],
+    /// Remote address (IPv4 in the first 4 bytes).
+    pub daddr: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<ConnEvent>() == 64 + 8 + 8 + 8 + 32);
+
+/// Offsets of one tracepoint's fields in its raw record (from
+/// `/sys/kernel/tracing/events/<cat>/<name>/format`), `u16::MAX` = absent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TpFields {
+    /// `skaddr`.
+    pub skaddr: u16,
+    /// `sport`.
+    pub sport: u16,
+    /// `dport`.
+    pub dport: u16,
+    /// `family`.
+    pub family: u16,
+    /// `saddr` (4 bytes).
+    pub saddr: u16,
+    /// `daddr` (4 bytes).
+    pub daddr: u16,
+    /// `saddr_v6` (16 bytes).
+    pub saddr_v6: u16,
+    /// `daddr_v6` (16 bytes).
+    pub daddr_v6: u16,
+    /// `oldstate` (int).
+    pub oldstate: u16,
+    /// `newstate` (int).
+    pub newstate: u16,
+    /// `state` (int).
+    pub state: u16,
+    /// `protocol` (u16).
+    pub protocol: u16,
+}
+
+impl TpFields {
+    /// Every field absent.
+    pub const NONE: Self = Self {
+        skaddr: u16::MAX,
+        sport: u16::MAX,
+        dport: u16::MAX,
+        family: u16::MAX,
+        saddr: u16::MAX,
+        daddr: u16::MAX,
+        saddr_v6: u16::MAX,
+        daddr_v6: u16::MAX,
+        oldstate: u16::MAX,
+        newstate: u16::MAX,
+        state: u16::MAX,
+        protocol: u16::MAX,
+    };
+}
+
+impl Default for TpFields {
+    fn default() -> Self {
+        Self::NONE
+    }
 }
 
 #[cfg(feature = "user")]
@@ -168,6 +318,12 @@ mod user {
     unsafe impl aya::Pod for super::EventHeader {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PacketEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DropEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ConnEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TpFields {}
 }
 
 #[cfg(test)]
@@ -188,6 +344,8 @@ mod tests {
         assert_eq!(core::mem::offset_of!(EventHeader, comm), 32);
         assert_eq!(core::mem::offset_of!(PacketEvent, netns_cookie), 64);
         assert_eq!(core::mem::offset_of!(PacketEvent, cap_len), 84);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 24);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 56);
+        assert_eq!(core::mem::offset_of!(DropEvent, data), 96);
+        assert_eq!(core::mem::offset_of!(ConnEvent, saddr), 88);
     }
 }

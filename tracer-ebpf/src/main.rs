@@ -35,8 +35,9 @@ use aya_ebpf::{
     },
 };
 use tracer_common::{
-    EVENT_VERSION, EventKind, KernelOffsets, PACKET_EVENT_HDR_LEN, PORTS_MAX, PacketEvent,
-    SNAP_LEN, STATS_LEN, Stat, flags, hook,
+    ConnEvent, DROP_SNAP, DropEvent, EVENT_VERSION, EventHeader, EventKind, KernelOffsets,
+    PACKET_EVENT_HDR_LEN, PORTS_MAX, PacketEvent, SNAP_LEN, STATS_LEN, Stat, TpFields, conn_kind,
+    flags, hook,
 };
 
 /// Ring buffer size; userspace may override it at load time.
@@ -55,6 +56,9 @@ static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_LEN, 0);
 #[map(name = "SCRATCH")]
 static SCRATCH: PerCpuArray<PacketEvent> = PerCpuArray::with_max_entries(1, 0);
 
+#[map(name = "DROP_SCRATCH")]
+static DROP_SCRATCH: PerCpuArray<DropEvent> = PerCpuArray::with_max_entries(1, 0);
+
 // Read-only globals, set by userspace at load time (`EbpfLoader::set_global`).
 // A zero port ends the list.
 #[unsafe(no_mangle)]
@@ -67,7 +71,27 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     nsproxy_net_ns: 0,
     net_ns_inum: 0,
     valid: 0,
+    skb_head: 0,
+    skb_network_header: 0,
+    skb_len: 0,
+    skb_dev: 0,
+    dev_ifindex: 0,
+    dev_nd_net: 0,
+    sock_state: 0,
+    skb_valid: 0,
 };
+/// Drop reasons that are not drops (`NOT_DROPPED_YET`, `CONSUMED`), from BTF.
+#[unsafe(no_mangle)]
+static DROP_SKIP: [u32; 2] = [u32::MAX, u32::MAX];
+/// Field offsets of the connection tracepoints, from their tracefs format files.
+#[unsafe(no_mangle)]
+static TP_SET_STATE: TpFields = TpFields::NONE;
+#[unsafe(no_mangle)]
+static TP_RECV_RESET: TpFields = TpFields::NONE;
+#[unsafe(no_mangle)]
+static TP_SEND_RESET: TpFields = TpFields::NONE;
+#[unsafe(no_mangle)]
+static TP_RETRANSMIT: TpFields = TpFields::NONE;
 /// Bytes waiting in the ring buffer above which a producer wakes the reader.
 /// Below it, events are submitted with `BPF_RB_NO_WAKEUP` and the reader drains
 /// them on its timer: one wakeup per event costs ~10x a batched drain.
@@ -232,6 +256,67 @@ fn fill_process(ev: &mut PacketEvent) {
     }
 }
 
+/// Wakeup flag for a submission: wake the reader only when the ring is filling up.
+#[inline(always)]
+fn wake_flag() -> u64 {
+    // SAFETY: loader-written global.
+    let wake = unsafe { read_volatile(&WAKEUP_BYTES) };
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= wake { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }
+}
+
+#[inline(always)]
+fn header(kind: EventKind) -> EventHeader {
+    EventHeader {
+        kind: kind as u32,
+        version: EVENT_VERSION,
+        flags: 0,
+        // SAFETY: helper without arguments.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        tid: 0,
+        tgid: 0,
+        cgroup_id: 0,
+        comm: [0; 16],
+        thread_comm: [0; 16],
+    }
+}
+
+/// Fills pid/comm/netns of the current task into a header (tracepoints run in
+/// whatever context the kernel was in: the caller decides if that is meaningful).
+#[inline(always)]
+fn fill_task(hdr: &mut EventHeader) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    hdr.tgid = (id >> 32) as u32;
+    hdr.tid = id as u32;
+    if hdr.tgid == 0 {
+        return 0;
+    }
+    hdr.flags |= flags::HAS_PROCESS;
+    // SAFETY: loader-written global.
+    let off = unsafe { read_volatile(&OFFSETS) };
+    if off.valid == 0 {
+        return 0;
+    }
+    // SAFETY: helper without arguments; probe reads at BTF offsets.
+    unsafe {
+        let task = bpf_get_current_task();
+        if task == 0 {
+            return 0;
+        }
+        let _ = bpf_probe_read_kernel(hdr.thread_comm.as_mut_ptr().cast(), 16, (task + u64::from(off.task_comm)) as *const _);
+        if let Some(leader) = kread::<u64>(task, off.task_group_leader) {
+            let _ = bpf_probe_read_kernel(hdr.comm.as_mut_ptr().cast(), 16, (leader + u64::from(off.task_comm)) as *const _);
+        }
+        if let Some(nsproxy) = kread::<u64>(task, off.task_nsproxy)
+            && nsproxy != 0
+            && let Some(net) = kread::<u64>(nsproxy, off.nsproxy_net_ns)
+            && let Some(ino) = kread::<u32>(net, off.net_ns_inum)
+        {
+            return ino;
+        }
+    }
+    0
+}
+
 #[inline(always)]
 fn capture(ctx: &SkBuffContext, which: u8) -> i32 {
     bump(Stat::Seen);
@@ -328,6 +413,230 @@ fn dns_egress(ctx: SkBuffContext) -> i32 {
 #[cgroup_skb]
 fn dns_ingress(ctx: SkBuffContext) -> i32 {
     capture(&ctx, hook::CGROUP_INGRESS)
+}
+
+/// `skb:kfree_skb` (tp_btf): the kernel dropped a packet, and says why.
+#[btf_tracepoint(function = "kfree_skb")]
+fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
+    let skb: u64 = ctx.arg(0);
+    let location: u64 = ctx.arg(1);
+    let reason: u64 = ctx.arg(2);
+    let reason = reason as u32;
+    // SAFETY: loader-written globals.
+    let (skip, off) = unsafe { (read_volatile(&DROP_SKIP), read_volatile(&OFFSETS)) };
+    if reason == skip[0] || reason == skip[1] || off.skb_valid == 0 || skb == 0 {
+        return 0;
+    }
+    let Some(ev) = DROP_SCRATCH.get_ptr_mut(0) else { return 0 };
+    // SAFETY: per-CPU scratch, ours until we return.
+    let ev = unsafe { &mut *ev };
+    ev.hdr = header(EventKind::Drop);
+    ev.location = location;
+    ev.reason = reason;
+    ev.ifindex = 0;
+    ev.netns_ino = 0;
+    ev.pkt_len = 0;
+    ev.cap_len = 0;
+    // SAFETY: probe reads at BTF-derived offsets of live kernel objects.
+    unsafe {
+        ev.pkt_len = kread::<u32>(skb, off.skb_len).unwrap_or(0);
+        if let Some(dev) = kread::<u64>(skb, off.skb_dev)
+            && dev != 0
+        {
+            ev.ifindex = kread::<u32>(dev, off.dev_ifindex).unwrap_or(0);
+            if let Some(net) = kread::<u64>(dev, off.dev_nd_net)
+                && net != 0
+            {
+                ev.netns_ino = kread::<u32>(net, off.net_ns_inum).unwrap_or(0);
+            }
+        }
+        let head = kread::<u64>(skb, off.skb_head).unwrap_or(0);
+        let nh = kread::<u16>(skb, off.skb_network_header).unwrap_or(u16::MAX);
+        // u16::MAX: network header not set (e.g. dropped before L3 parsing).
+        if head != 0 && nh != u16::MAX {
+            let n = if (ev.pkt_len as usize) < DROP_SNAP { ev.pkt_len as usize } else { DROP_SNAP };
+            if n > 0
+                && bpf_probe_read_kernel(ev.data.as_mut_ptr().cast(), n as u32, (head + u64::from(nh)) as *const _) == 0
+            {
+                ev.cap_len = n as u16;
+            }
+        }
+    }
+    let size = (core::mem::size_of::<DropEvent>() - DROP_SNAP + ev.cap_len as usize) as u64;
+    let size = if size > core::mem::size_of::<DropEvent>() as u64 { core::mem::size_of::<DropEvent>() as u64 } else { size };
+    // SAFETY: `ev` is size_of::<DropEvent>() bytes and size is at most that.
+    let r = unsafe { bpf_ringbuf_output((&raw const EVENTS).cast_mut().cast(), core::ptr::from_mut(ev).cast(), size, wake_flag()) };
+    if r != 0 {
+        count_lost();
+    }
+    0
+}
+
+/// Reads a tracepoint field at `off` if present.
+#[inline(always)]
+fn tp_field<T: Copy + Default>(ctx: &TracePointContext, off: u16) -> T {
+    if off == u16::MAX {
+        return T::default();
+    }
+    // SAFETY: offset from the tracepoint's own format description.
+    unsafe { ctx.read_at::<T>(off as usize).unwrap_or_default() }
+}
+
+#[inline(always)]
+fn conn_event(ctx: &TracePointContext, f: &TpFields, what: u8) -> u32 {
+    let mut ev = ConnEvent {
+        hdr: header(EventKind::Conn),
+        sock: tp_field::<u64>(ctx, f.skaddr),
+        netns_ino: 0,
+        what,
+        old_state: 0,
+        new_state: 0,
+        family: tp_field::<u16>(ctx, f.family) as u8,
+        sport: tp_field::<u16>(ctx, f.sport),
+        dport: tp_field::<u16>(ctx, f.dport),
+        _pad: 0,
+        saddr: [0; 16],
+        daddr: [0; 16],
+    };
+    if f.protocol != u16::MAX && tp_field::<u16>(ctx, f.protocol) != u16::from(IPPROTO_TCP) {
+        return 0;
+    }
+    if ev.family == 2 {
+        let s: [u8; 4] = tp_field(ctx, f.saddr);
+        let d: [u8; 4] = tp_field(ctx, f.daddr);
+        ev.saddr[..4].copy_from_slice(&s);
+        ev.daddr[..4].copy_from_slice(&d);
+    } else {
+        ev.saddr = tp_field(ctx, f.saddr_v6);
+        ev.daddr = tp_field(ctx, f.daddr_v6);
+    }
+    if what == conn_kind::STATE {
+        ev.old_state = tp_field::<i32>(ctx, f.oldstate) as u8;
+        ev.new_state = tp_field::<i32>(ctx, f.newstate) as u8;
+    } else if f.state != u16::MAX {
+        ev.old_state = tp_field::<i32>(ctx, f.state) as u8;
+    } else {
+        // SAFETY: loader-written global; probe read of the socket's state.
+        let off = unsafe { read_volatile(&OFFSETS) };
+        if off.skb_valid != 0 && ev.sock != 0 {
+            // SAFETY: as above.
+            ev.old_state = unsafe { kread::<u8>(ev.sock, off.sock_state) }.unwrap_or(0);
+        }
+    }
+    // connect() (CLOSE → SYN_SENT) runs in the connecting process; resets and
+    // most retransmits run in softirq, where "current" is whoever was interrupted.
+    let process_ctx = what == conn_kind::STATE && ev.new_state == 2;
+    if process_ctx {
+        ev.netns_ino = fill_task(&mut ev.hdr);
+    }
+    // SAFETY: a plain stack value of its own size.
+    let r = unsafe {
+        bpf_ringbuf_output(
+            (&raw const EVENTS).cast_mut().cast(),
+            (&raw mut ev).cast(),
+            core::mem::size_of::<ConnEvent>() as u64,
+            wake_flag(),
+        )
+    };
+    if r != 0 {
+        count_lost();
+    }
+    0
+}
+
+/// `sock:inet_sock_set_state`: TCP state changes (connect, established, close).
+#[tracepoint]
+fn conn_set_state(ctx: TracePointContext) -> u32 {
+    // SAFETY: loader-written global.
+    let f = unsafe { read_volatile(&TP_SET_STATE) };
+    conn_event(&ctx, &f, conn_kind::STATE)
+}
+
+/// `tcp:tcp_receive_reset`: an RST arrived (refused connect or reset connection).
+#[tracepoint]
+fn conn_recv_reset(ctx: TracePointContext) -> u32 {
+    // SAFETY: loader-written global.
+    let f = unsafe { read_volatile(&TP_RECV_RESET) };
+    conn_event(&ctx, &f, conn_kind::RESET_RECEIVED)
+}
+
+/// `tcp:tcp_send_reset`: this host sent an RST.
+#[tracepoint]
+fn conn_send_reset(ctx: TracePointContext) -> u32 {
+    // SAFETY: loader-written global.
+    let f = unsafe { read_volatile(&TP_SEND_RESET) };
+    conn_event(&ctx, &f, conn_kind::RESET_SENT)
+}
+
+/// `tcp:tcp_retransmit_skb`: a segment (in SYN_SENT: a SYN) was retransmitted.
+#[tracepoint]
+fn conn_retransmit(ctx: TracePointContext) -> u32 {
+    // SAFETY: loader-written global.
+    let f = unsafe { read_volatile(&TP_RETRANSMIT) };
+    conn_event(&ctx, &f, conn_kind::RETRANSMIT)
+}
+
+/// tc (TCX) on an underlay interface: every IP packet's headers (outer and,
+/// for VXLAN, inner), for matching what left one node with what reached another.
+#[inline(always)]
+fn underlay(ctx: &TcContext, which: u8) -> i32 {
+    const TCX_NEXT: i32 = -1;
+    let Ok(proto) = ctx.load::<u16>(12) else { return TCX_NEXT };
+    let proto = u16::from_be(proto);
+    let ver = match proto {
+        0x0800 => 4,
+        0x86dd => 6,
+        _ => return TCX_NEXT,
+    };
+    let Some(ev) = SCRATCH.get_ptr_mut(0) else { return TCX_NEXT };
+    // SAFETY: per-CPU scratch, ours until we return.
+    let ev = unsafe { &mut *ev };
+    ev.hdr = header(EventKind::DnsPacket);
+    ev.netns_cookie = 0;
+    ev.netns_ino = 0;
+    // SAFETY: reading the context's own fields.
+    ev.ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let len = ctx.len();
+    ev.pkt_len = len.saturating_sub(14);
+    ev.hook = which;
+    ev.ip_version = ver;
+    let avail = len as usize;
+    if avail <= 14 {
+        return TCX_NEXT;
+    }
+    let mut n = avail - 14;
+    if n > DROP_SNAP {
+        n = DROP_SNAP;
+        ev.hdr.flags |= flags::TRUNCATED;
+    }
+    if n == 0 {
+        return TCX_NEXT;
+    }
+    // SAFETY: n in 1..=DROP_SNAP <= SNAP_LEN, the size of ev.data.
+    if unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), 14, ev.data.as_mut_ptr().cast(), n as u32) } != 0 {
+        bump(Stat::LoadError);
+        return TCX_NEXT;
+    }
+    ev.cap_len = n as u16;
+    let size = (PACKET_EVENT_HDR_LEN + n) as u64;
+    // SAFETY: `ev` is PACKET_EVENT_HDR_LEN + SNAP_LEN bytes and size is at most that.
+    let r = unsafe { bpf_ringbuf_output((&raw const EVENTS).cast_mut().cast(), core::ptr::from_mut(ev).cast(), size, wake_flag()) };
+    if r != 0 {
+        count_lost();
+    }
+    TCX_NEXT
+}
+
+/// Underlay egress (TCX).
+#[classifier]
+fn underlay_egress(ctx: TcContext) -> i32 {
+    underlay(&ctx, hook::TC_EGRESS)
+}
+
+/// Underlay ingress (TCX).
+#[classifier]
+fn underlay_ingress(ctx: TcContext) -> i32 {
+    underlay(&ctx, hook::TC_INGRESS)
 }
 
 // ---- `ktrace doctor` probes: each does nothing, loading it is the test. ----

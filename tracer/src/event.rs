@@ -116,6 +116,10 @@ pub enum Record {
     },
     /// What a process's resolver was configured with (resolv.conf evidence).
     ResolvConf(ResolvConfEvidence),
+    /// The kernel freed a packet with a drop reason (`skb:kfree_skb`).
+    Drop(DropRecord),
+    /// A TCP connection event (state change, reset, retransmit).
+    Conn(ConnRecord),
 }
 
 impl Record {
@@ -126,6 +130,8 @@ impl Record {
             Self::Packet(p) => p.ts_ns,
             Self::Lost { ts_ns, .. } => *ts_ns,
             Self::ResolvConf(r) => r.ts_ns,
+            Self::Drop(d) => d.ts_ns,
+            Self::Conn(c) => c.ts_ns,
         }
     }
 }
@@ -174,4 +180,93 @@ pub enum Transport {
     Udp,
     /// TCP (two-byte length framing).
     Tcp,
+}
+
+/// A packet the kernel dropped, with its reason (`skb:kfree_skb`, kernel >= 5.17
+/// for reasons; names from the running kernel's BTF `enum skb_drop_reason`).
+#[derive(Clone, Debug)]
+pub struct DropRecord {
+    /// Monotonic ns (wall clock after replay conversion).
+    pub ts_ns: u64,
+    /// Raw `skb_drop_reason` value (subsystem in the high 16 bits since 6.4).
+    pub reason: u32,
+    /// Its name without the `SKB_DROP_REASON_` prefix, e.g. `NETFILTER_DROP`.
+    pub reason_name: Arc<str>,
+    /// Kernel text address where it was freed (`location`), for `--verbose`.
+    pub location: u64,
+    /// Interface index of `skb->dev` (0 if none).
+    pub ifindex: u32,
+    /// Network namespace inode of `skb->dev` (0 if unknown).
+    pub netns_ino: u32,
+    /// `skb->len`.
+    pub wire_len: u32,
+    /// Packet bytes from the network header on (IPv4/IPv6), bounded (128 bytes).
+    pub data: Bytes,
+    /// Node that observed it.
+    pub node: Option<Arc<str>>,
+    /// Process context, if the drop happened in one (often softirq: None).
+    pub process: Option<Process>,
+}
+
+/// What happened to a TCP socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnKind {
+    /// `inet_sock_set_state`: `old` → `new` (TCP_* state numbers, e.g. 2 = SYN_SENT, 7 = CLOSE).
+    State {
+        /// Previous state.
+        old: u8,
+        /// New state.
+        new: u8,
+    },
+    /// `tcp_receive_reset`: an RST arrived; `state` is the socket's state then.
+    ResetReceived {
+        /// TCP state.
+        state: u8,
+    },
+    /// `tcp_send_reset`: we sent an RST.
+    ResetSent {
+        /// TCP state.
+        state: u8,
+    },
+    /// `tcp_retransmit_skb` in `state` (SYN_SENT = a SYN retransmit).
+    Retransmit {
+        /// TCP state.
+        state: u8,
+    },
+}
+
+/// TCP state numbers as the kernel uses them (include/net/tcp_states.h).
+pub mod tcp_state {
+    /// Connected.
+    pub const ESTABLISHED: u8 = 1;
+    /// connect() sent a SYN.
+    pub const SYN_SENT: u8 = 2;
+    /// Received a SYN.
+    pub const SYN_RECV: u8 = 3;
+    /// Closed.
+    pub const CLOSE: u8 = 7;
+    /// Listening.
+    pub const LISTEN: u8 = 10;
+}
+
+/// A TCP connection event.
+#[derive(Clone, Debug)]
+pub struct ConnRecord {
+    /// Monotonic ns (wall clock after replay conversion).
+    pub ts_ns: u64,
+    /// What happened.
+    pub kind: ConnKind,
+    /// Local endpoint.
+    pub src: Endpoint,
+    /// Remote endpoint.
+    pub dst: Endpoint,
+    /// Opaque socket identity (kernel address) to join events of one socket.
+    pub sock: u64,
+    /// Process, when the event ran in its context (connect(): yes; RST in softirq: no).
+    pub process: Option<Process>,
+    /// Network namespace inode of the current task when in process context (0 otherwise).
+    pub netns_ino: u32,
+    /// Node that observed it.
+    pub node: Option<Arc<str>>,
 }

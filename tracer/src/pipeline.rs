@@ -113,14 +113,23 @@ impl Filter {
             return true;
         }
         let Ok(v) = serde_json::to_value(f) else { return true };
+        json_mentions_pod(self, &v)
+    }
+}
+
+/// Whether a JSON record mentions a pod matching the filter's namespace/pod/node.
+#[must_use]
+pub fn json_mentions_pod(filter: &Filter, v: &serde_json::Value) -> bool {
+    {
+        let this = filter;
         let mut found = false;
-        walk_pods(&v, &mut |ns, name, node| {
-            let ok_ns = self.namespace.as_deref().is_none_or(|w| w == ns);
-            let ok_pod = self.pod.as_deref().is_none_or(|w| match w.split_once('/') {
+        walk_pods(v, &mut |ns, name, node| {
+            let ok_ns = this.namespace.as_deref().is_none_or(|w| w == ns);
+            let ok_pod = this.pod.as_deref().is_none_or(|w| match w.split_once('/') {
                 Some((a, b)) => a == ns && b == name,
                 None => w == name,
             });
-            let ok_node = self.node.as_deref().is_none_or(|w| node == Some(w));
+            let ok_node = this.node.as_deref().is_none_or(|w| node.is_none() || node == Some(w));
             found |= ok_ns && ok_pod && ok_node;
         });
         found
@@ -168,6 +177,8 @@ pub struct RunStats {
     pub findings: u64,
     /// Records the source could not decode (unknown kinds, short events).
     pub source_errors: u64,
+    /// Packets that were not DNS (underlay fingerprints, other ports).
+    pub other_packets: u64,
     /// Extra notes (truncated capture, missing metadata...).
     pub warnings: Vec<String>,
 }
@@ -187,6 +198,8 @@ pub struct Pipeline<S: Sink> {
     /// Counters.
     pub stats: RunStats,
     last_ts: u64,
+    /// Ports whose packets are DNS (foreign captures hold other traffic too).
+    pub dns_ports: Vec<u16>,
 }
 
 impl<S: Sink> Pipeline<S> {
@@ -195,7 +208,10 @@ impl<S: Sink> Pipeline<S> {
         Self {
             decoder: DnsDecoder::new(),
             pairer: Pairer::new(pair),
-            analyzer: Analyzer::new(),
+            analyzer: Analyzer::with_config(crate::analyze::findings::AnalyzerConfig {
+                pair_timeout_ns: pair.timeout_ns,
+                ..Default::default()
+            }),
             filter,
             ctx,
             sink,
@@ -204,6 +220,7 @@ impl<S: Sink> Pipeline<S> {
             findings: Vec::new(),
             stats: RunStats::default(),
             last_ts: 0,
+            dns_ports: vec![53],
         }
     }
 
@@ -213,6 +230,10 @@ impl<S: Sink> Pipeline<S> {
         self.last_ts = self.last_ts.max(rec.ts_ns());
         match rec {
             Record::Packet(p) => {
+                if !crate::decode::is_dns(&p, &self.dns_ports) {
+                    self.stats.other_packets += 1;
+                    return;
+                }
                 self.decoder.push(Arc::new(p), &mut self.evs);
                 let mut evs = std::mem::take(&mut self.evs);
                 for mut ev in evs.drain(..) {
@@ -224,6 +245,8 @@ impl<S: Sink> Pipeline<S> {
             }
             Record::Lost { count, .. } => self.stats.lost_events += count,
             Record::ResolvConf(r) => self.analyzer.resolv_conf(&r),
+            // Drops and connection events are for `ktrace drops`.
+            Record::Drop(_) | Record::Conn(_) => {}
         }
     }
 

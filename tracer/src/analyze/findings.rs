@@ -328,6 +328,8 @@ impl ClientKey {
 struct Att {
     lname: String,
     tx: Transaction,
+    /// Already looked at as the possible end of an unanswered walk.
+    checked: bool,
 }
 
 impl Att {
@@ -391,9 +393,68 @@ impl Chain {
     }
 }
 
+/// A client's attempts not (yet) part of a chain, in start order, with an
+/// index of their names so chain formation costs O(candidates), not O(buffer).
+#[derive(Debug, Default)]
+struct Buf {
+    atts: VecDeque<Att>,
+    names: HashMap<String, u32>,
+    /// Every name of a walk starts with the base's first label.
+    first_labels: HashMap<String, u32>,
+}
+
+impl Buf {
+    fn len(&self) -> usize {
+        self.atts.len()
+    }
+    fn is_empty(&self) -> bool {
+        self.atts.is_empty()
+    }
+    fn get(&self, i: usize) -> Option<&Att> {
+        self.atts.get(i)
+    }
+    fn iter(&self) -> impl Iterator<Item = &Att> {
+        self.atts.iter()
+    }
+    fn has_name(&self, lname: &str) -> bool {
+        self.names.contains_key(lname)
+    }
+    /// Buffered attempts whose name starts with the same label as `lname`.
+    fn same_first_label(&self, lname: &str) -> u32 {
+        self.first_labels.get(first_label(lname)).copied().unwrap_or(0)
+    }
+    fn insert(&mut self, att: Att) {
+        *self.names.entry(att.lname.clone()).or_default() += 1;
+        *self.first_labels.entry(first_label(&att.lname).to_owned()).or_default() += 1;
+        let pos = self.atts.partition_point(|a| a.tx.ts_ns <= att.tx.ts_ns);
+        self.atts.insert(pos, att);
+    }
+    fn forget(&mut self, lname: &str) {
+        for (map, key) in [(&mut self.names, lname), (&mut self.first_labels, first_label(lname))] {
+            if let Some(n) = map.get_mut(key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(key);
+                }
+            }
+        }
+    }
+    fn remove(&mut self, i: usize) -> Option<Att> {
+        let a = self.atts.remove(i)?;
+        self.forget(&a.lname);
+        Some(a)
+    }
+    fn pop_front(&mut self) -> Option<Att> {
+        self.remove(0)
+    }
+    fn front_ts(&self) -> Option<u64> {
+        self.atts.front().map(|a| a.tx.ts_ns)
+    }
+}
+
 #[derive(Debug, Default)]
 struct ClientState {
-    buf: VecDeque<Att>,
+    buf: Buf,
     chains: Vec<Chain>,
     last_ts: u64,
 }
@@ -548,11 +609,7 @@ impl Analyzer {
     }
 
     fn conf_for(&self, tx: &Transaction) -> Option<Arc<Conf>> {
-        tx.process
-            .as_ref()
-            .and_then(|p| self.by_pid.get(&p.pid))
-            .or_else(|| (tx.netns != 0).then(|| self.by_netns.get(&tx.netns)).flatten())
-            .cloned()
+        lookup_conf(&self.by_pid, &self.by_netns, tx)
     }
 
     /// Feeds a transaction (in completion order).
@@ -567,7 +624,7 @@ impl Analyzer {
             None => tx.ts_ns,
         };
         self.now = self.now.max(seen);
-        let att = Att { lname: tx.qname.trim_end_matches('.').to_ascii_lowercase(), tx: tx.clone() };
+        let att = Att { lname: tx.qname.trim_end_matches('.').to_ascii_lowercase(), tx: tx.clone(), checked: false };
         self.track_resolver(&att);
         if att.tx.timed_out || att.tx.rcode == Some(RCODE_SERVFAIL) {
             if self.pending_fwd.len() >= self.cfg.max_attempts_per_client.max(1).saturating_mul(16) {
@@ -604,7 +661,37 @@ impl Analyzer {
                 .partition(|c| now >= c.deadline || (c.complete() && now >= c.last_activity.saturating_add(grace)));
             st.chains = open;
             ready.extend(done);
-            while st.buf.front().is_some_and(|a| a.tx.ts_ns.saturating_add(keep_ns) < now) {
+            // Walks that no name answered: once their last candidate has
+            // settled, every attempt before it is known.
+            let mut i = 0;
+            while let Some(l) = st.buf.get(i) {
+                if settled_at(&self.cfg, l.tx.ts_ns) > now {
+                    break;
+                }
+                let maybe_end = !l.checked && st.buf.same_first_label(&l.lname) > 1 && {
+                    let prefix = format!("{}.", l.lname);
+                    st.buf.iter().any(|a| a.lname.starts_with(&prefix))
+                };
+                if let Some(a) = st.buf.atts.get_mut(i) {
+                    a.checked = true;
+                }
+                let Some(term) = maybe_end.then(|| st.buf.get(i).cloned()).flatten() else {
+                    i += 1;
+                    continue;
+                };
+                let conf = lookup_conf(&self.by_pid, &self.by_netns, &term.tx);
+                if let Some(ch) = form_chain(&self.cfg, conf, &term, &mut st.buf, true) {
+                    let pos = st.buf.atts.iter().position(|a| a.tx == term.tx);
+                    if let Some(pos) = pos {
+                        st.buf.remove(pos);
+                    }
+                    ready.push(ch);
+                    i = 0;
+                } else {
+                    i += 1;
+                }
+            }
+            while st.buf.front_ts().is_some_and(|ts| ts.saturating_add(keep_ns) < now) {
                 st.buf.pop_front();
             }
         }
@@ -691,11 +778,10 @@ impl Analyzer {
                 self.stats.attempts_dropped += 1;
             }
             // Keep the buffer in start order: timed-out attempts arrive late.
-            let pos = st.buf.partition_point(|a| a.tx.ts_ns <= att.tx.ts_ns);
-            st.buf.insert(pos, att);
+            st.buf.insert(att);
             return;
         }
-        let Some(mut chain) = form_chain(&cfg, conf, &att, &mut st.buf) else { return };
+        let Some(mut chain) = form_chain(&cfg, conf, &att, &mut st.buf, false) else { return };
         chain.last_activity = self.now;
         st.chains.push(chain);
         if st.chains.len() > cfg.max_chains_per_client.max(1) {
@@ -807,7 +893,10 @@ impl Analyzer {
                 if tried.len() == 1 { "" } else { "es" }
             ),
         };
-        if !literal {
+        if final_att.is_none_or(Att::failed) {
+            let rc = final_att.and_then(|a| a.tx.rcode).map_or_else(|| "no answer".to_owned(), rcode_name);
+            let _ = write!(cause, "; no name answered (the literal {answered_name} got {rc})");
+        } else if !literal {
             let _ = write!(cause, "; {answered_name} answered");
         }
         for (s, n, cost) in &slow {
@@ -1143,6 +1232,19 @@ impl Analyzer {
     }
 }
 
+/// The resolv.conf of the process that sent `tx` (by pid, else by netns).
+fn lookup_conf(
+    by_pid: &Bounded<u32, Arc<Conf>>,
+    by_netns: &Bounded<u32, Arc<Conf>>,
+    tx: &Transaction,
+) -> Option<Arc<Conf>> {
+    tx.process
+        .as_ref()
+        .and_then(|p| by_pid.get(&p.pid))
+        .or_else(|| (tx.netns != 0).then(|| by_netns.get(&tx.netns)).flatten())
+        .cloned()
+}
+
 /// glibc's default `options timeout:` (5 s).
 const DEFAULT_TRY_NS: u64 = 5_000_000_000;
 
@@ -1165,13 +1267,22 @@ fn settled_at(cfg: &AnalyzerConfig, ts: u64) -> u64 {
 
 /// Finds the walk that `term` (a NOERROR answer with data) ends, taking its
 /// earlier attempts out of `buf`.
-fn form_chain(cfg: &AnalyzerConfig, conf: Option<Arc<Conf>>, term: &Att, buf: &mut VecDeque<Att>) -> Option<Chain> {
+///
+/// With `literal_only`, `term` (unanswered) must be the last candidate of the
+/// walk of its own name: the walk was exhausted.
+fn form_chain(
+    cfg: &AnalyzerConfig,
+    conf: Option<Arc<Conf>>,
+    term: &Att,
+    buf: &mut Buf,
+    literal_only: bool,
+) -> Option<Chain> {
     let q = term.lname.as_str();
     let rc = conf.as_ref().and_then(|c| c.parsed.as_ref()).filter(|c| !c.search.is_empty());
     let try_ns = rc.map_or(DEFAULT_TRY_NS, |c| u64::from(c.timeout_s) * 1_000_000_000);
     let (base, candidates, answered, search, per_try_ns) = if let Some(rc) = rc {
         let mut bases = vec![q.to_owned()];
-        for s in &rc.search {
+        for s in rc.search.iter().filter(|_| !literal_only) {
             if let Some(p) = q.strip_suffix(s.as_str()).and_then(|p| p.strip_suffix('.'))
                 && !p.is_empty()
             {
@@ -1182,7 +1293,10 @@ fn form_chain(cfg: &AnalyzerConfig, conf: Option<Arc<Conf>>, term: &Att, buf: &m
         for b in bases {
             let cands = rc.candidates(&b);
             let Some(idx) = cands.iter().position(|c| c == q) else { continue };
-            let matches = cands.iter().take(idx).filter(|c| buf.iter().any(|a| a.lname == **c)).count();
+            if literal_only && idx + 1 != cands.len() {
+                continue;
+            }
+            let matches = cands.iter().take(idx).filter(|c| buf.has_name(c)).count();
             if best.as_ref().is_none_or(|(m, ..)| matches > *m) {
                 best = Some((matches, b, cands, idx));
             }
@@ -1194,7 +1308,7 @@ fn form_chain(cfg: &AnalyzerConfig, conf: Option<Arc<Conf>>, term: &Att, buf: &m
         let per_try = u64::from(rc.timeout_s) * u64::from(rc.attempts) * 1_000_000_000;
         (b, cands, idx, rc.search.clone(), per_try)
     } else {
-        infer_chain(q, term.tx.ts_ns, buf)?
+        infer_chain(q, term.tx.ts_ns, buf, literal_only)?
     };
     // A walk is at most every candidate, tried per query type, twice (A then AAAA).
     let span = per_try_ns.saturating_mul(2 * candidates.len() as u64).saturating_add(1_000_000_000);
@@ -1237,7 +1351,10 @@ type Inferred = (String, Vec<String>, usize, Vec<String>, u64);
 /// names are `base.suffix`; or the answered name is `prefix.suffix` after
 /// failed `prefix.other-suffix` names whose suffixes end with its suffix
 /// (Kubernetes search lists nest: `ns.svc.cluster.local`, `svc.cluster.local`).
-fn infer_chain(q: &str, ts: u64, buf: &VecDeque<Att>) -> Option<Inferred> {
+fn infer_chain(q: &str, ts: u64, buf: &Buf, literal_only: bool) -> Option<Inferred> {
+    if buf.same_first_label(q) == 0 {
+        return None;
+    }
     let lo = ts.saturating_sub(60_000_000_000);
     let recent = || buf.iter().filter(|a| a.tx.ts_ns >= lo && a.tx.ts_ns <= ts);
     let mut suffixes: Vec<String> = Vec::new();
@@ -1255,8 +1372,13 @@ fn infer_chain(q: &str, ts: u64, buf: &VecDeque<Att>) -> Option<Inferred> {
         let idx = cands.len() - 1;
         return Some((q.to_owned(), cands, idx, suffixes, DEFAULT_TRY_NS));
     }
+    if literal_only {
+        return None;
+    }
     let mut best: Option<(String, Vec<String>)> = None;
-    for a in recent() {
+    // Cheap filter first: a shared prefix starts with the whole first label.
+    let first = q.find('.').and_then(|i| q.get(..=i)).unwrap_or(q);
+    for a in recent().filter(|a| a.lname.starts_with(first)) {
         let p = common_label_prefix(&a.lname, q);
         if p.is_empty() || p == q || p == a.lname {
             continue;
@@ -1285,6 +1407,11 @@ fn infer_chain(q: &str, ts: u64, buf: &VecDeque<Att>) -> Option<Inferred> {
     suffixes.push(sq);
     let idx = cands.len() - 1;
     Some((p, cands, idx, suffixes, DEFAULT_TRY_NS))
+}
+
+/// `a` of `a.b.c`.
+fn first_label(name: &str) -> &str {
+    name.split('.').next().unwrap_or(name)
 }
 
 /// `a.b.c` and `a.b.d` → `a.b` (whole labels only).
@@ -1911,6 +2038,35 @@ mod tests {
             assert_eq!(f.attempts.len(), 6);
             assert!((f.wasted_ms - 4003.0).abs() < 2.0, "{}", f.wasted_ms);
             assert!(f.cause.contains("*.localdomain timed out twice (4.0 s of 4.0 s)"), "{}", f.cause);
+        }
+    }
+
+    #[test]
+    fn exhausted_walk_is_reported_once_settled() {
+        for with_conf in [true, false] {
+            let mut an = Analyzer::new();
+            if with_conf {
+                an.resolv_conf(&evidence(4242, K8S_CONF));
+            }
+            let mut v = Vec::new();
+            for (i, s) in SEARCH.iter().enumerate() {
+                let name = format!("nosuch.{s}");
+                let outcome = if i == 3 { None } else { Some((NX, MS / 2, 0)) };
+                v.push(cq(i as u64 * MS, 40000 + i as u16, &name, A, outcome));
+            }
+            v.push(cq(2003 * MS, 40010, "nosuch", A, Some((NX, MS, 0))));
+            let mut out = run(&mut an, v, false);
+            an.expire(13_000 * MS, &mut out);
+            let f = fanouts(&out);
+            assert_eq!(f.len(), 1, "{out:#?}");
+            assert_eq!(f[0].base_name, "nosuch");
+            assert_eq!(f[0].answered_by, None);
+            assert_eq!(f[0].attempts.len(), 5);
+            assert!(f[0].cause.contains("no name answered"), "{}", f[0].cause);
+            assert_eq!(f[0].timed_out_suffixes, ["localdomain"]);
+            let mut rest = Vec::new();
+            an.finish(&mut rest);
+            assert!(rest.is_empty());
         }
     }
 

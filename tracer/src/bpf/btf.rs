@@ -831,6 +831,23 @@ pub fn kernel_offsets(btf: &Btf) -> Result<tracer_common::KernelOffsets, BtfErro
         nsproxy_net_ns: btf.member_offset("nsproxy", &["net_ns"])?,
         net_ns_inum: btf.member_offset("net", &["ns", "inum"])?,
         valid: 1,
+        ..skb_offsets(btf).unwrap_or_default()
+    })
+}
+
+/// The sk_buff / net_device / sock offsets the drop and connection programs
+/// need; a kernel whose layout we cannot read simply gets no drop details.
+fn skb_offsets(btf: &Btf) -> Result<tracer_common::KernelOffsets, BtfError> {
+    Ok(tracer_common::KernelOffsets {
+        skb_head: btf.member_offset("sk_buff", &["head"])?,
+        skb_network_header: btf.member_offset("sk_buff", &["network_header"])?,
+        skb_len: btf.member_offset("sk_buff", &["len"])?,
+        skb_dev: btf.member_offset("sk_buff", &["dev"])?,
+        dev_ifindex: btf.member_offset("net_device", &["ifindex"])?,
+        dev_nd_net: btf.member_offset("net_device", &["nd_net"])?,
+        sock_state: btf.member_offset("sock", &["__sk_common", "skc_state"])?,
+        skb_valid: 1,
+        ..Default::default()
     })
 }
 

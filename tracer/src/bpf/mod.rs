@@ -77,12 +77,73 @@ pub struct CaptureConfig {
     pub ring_bytes: u32,
     /// cgroup2 directory to attach to; None = find (or mount) the root.
     pub cgroup: Option<PathBuf>,
+    /// Also trace kernel drops (`skb:kfree_skb`) and TCP connection events.
+    pub drops: bool,
+    /// Interfaces (in this network namespace) whose traffic is fingerprinted with tc (TCX).
+    pub underlay: Vec<String>,
 }
 
 impl Default for CaptureConfig {
     fn default() -> Self {
-        Self { ports: vec![53], ring_bytes: 16 << 20, cgroup: None }
+        Self { ports: vec![53], ring_bytes: 16 << 20, cgroup: None, drops: false, underlay: Vec::new() }
     }
+}
+
+/// The tracepoints behind connection events, and the global holding each one's field offsets.
+const CONN_TRACEPOINTS: [(&str, &str, &str, &str); 4] = [
+    ("conn_set_state", "sock", "inet_sock_set_state", "TP_SET_STATE"),
+    ("conn_recv_reset", "tcp", "tcp_receive_reset", "TP_RECV_RESET"),
+    ("conn_send_reset", "tcp", "tcp_send_reset", "TP_SEND_RESET"),
+    ("conn_retransmit", "tcp", "tcp_retransmit_skb", "TP_RETRANSMIT"),
+];
+
+/// Field offsets of a tracepoint, from its tracefs `format` file.
+pub fn tracepoint_fields(category: &str, name: &str) -> Result<tracer_common::TpFields, String> {
+    let mut last = String::new();
+    for base in ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"] {
+        let p = format!("{base}/{category}/{name}/format");
+        match std::fs::read_to_string(&p) {
+            Ok(text) => return Ok(parse_format(&text)),
+            Err(e) => last = format!("{p}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// Parses `field:__u16 sport;\toffset:12;\tsize:2;\tsigned:0;` lines.
+#[must_use]
+pub fn parse_format(text: &str) -> tracer_common::TpFields {
+    let mut f = tracer_common::TpFields::NONE;
+    for line in text.lines() {
+        let mut name = None;
+        let mut off = None;
+        for part in line.split(';') {
+            let part = part.trim();
+            if let Some(decl) = part.strip_prefix("field:") {
+                name = decl.split_whitespace().last().map(|n| n.split('[').next().unwrap_or(n).trim_start_matches('*').to_owned());
+            } else if let Some(o) = part.strip_prefix("offset:") {
+                off = o.trim().parse::<u16>().ok();
+            }
+        }
+        let (Some(name), Some(off)) = (name, off) else { continue };
+        let slot = match name.as_str() {
+            "skaddr" => &mut f.skaddr,
+            "sport" => &mut f.sport,
+            "dport" => &mut f.dport,
+            "family" => &mut f.family,
+            "saddr" => &mut f.saddr,
+            "daddr" => &mut f.daddr,
+            "saddr_v6" => &mut f.saddr_v6,
+            "daddr_v6" => &mut f.daddr_v6,
+            "oldstate" => &mut f.oldstate,
+            "newstate" => &mut f.newstate,
+            "state" => &mut f.state,
+            "protocol" => &mut f.protocol,
+            _ => continue,
+        };
+        *slot = off;
+    }
+    f
 }
 
 /// The loaded, attached DNS capture. Dropping it detaches everything.
@@ -98,6 +159,10 @@ pub struct DnsCapture {
     pub has_offsets: bool,
     /// Whether the kernel gives us netns cookies.
     pub has_netns_cookie: bool,
+    /// What ring-buffer decoding needs (drop reason names).
+    pub decode_ctx: raw::DecodeCtx,
+    /// Hooks that could not be attached (the features they feed are degraded).
+    pub warnings: Vec<String>,
 }
 
 /// Raises RLIMIT_MEMLOCK for kernels < 5.11; failing is harmless on newer
@@ -158,22 +223,53 @@ impl DnsCapture {
         for (slot, p) in ports.iter_mut().zip(cfg.ports.iter()) {
             *slot = *p;
         }
+        let btf_info = btf::Btf::from_sys_fs().ok();
         let offsets = kernel_offsets();
         let has_offsets = offsets.is_some();
         let offsets = offsets.unwrap_or_default();
+        let mut warnings = Vec::new();
+        let mut decode_ctx = raw::DecodeCtx::default();
+        let mut drop_skip = [u32::MAX; 2];
+        if let Some(b) = &btf_info {
+            for (v, n) in b.drop_reason_names() {
+                match n.as_str() {
+                    "NOT_DROPPED_YET" => drop_skip[0] = v,
+                    "CONSUMED" => drop_skip[1] = v,
+                    _ => {}
+                }
+                decode_ctx.reason_names.insert(v, n.into());
+            }
+        }
+        let mut tp_fields = Vec::new();
+        if cfg.drops {
+            if let Err(e) = doctor::ensure_tracefs() {
+                warnings.push(e);
+            }
+            for (_, cat, name, _) in CONN_TRACEPOINTS {
+                tp_fields.push(tracepoint_fields(cat, name).unwrap_or_else(|e| {
+                    warnings.push(format!("tracepoint {cat}:{name}: {e}"));
+                    tracer_common::TpFields::NONE
+                }));
+            }
+        }
         let has_netns_cookie =
             is_helper_supported(ProgramType::CgroupSkb, BpfHelper::BPF_FUNC_get_netns_cookie).unwrap_or(false);
         let use_cookie: u32 = u32::from(has_netns_cookie);
         // Wake the reader early only when a quarter of the ring is full; below
         // that it drains on its timer (batched: ~10x cheaper per event).
         let wake: u64 = u64::from(cfg.ring_bytes / 4);
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global("DNS_PORTS", &ports[..], true)
             .override_global("OFFSETS", &offsets, true)
             .override_global("WAKEUP_BYTES", &wake, true)
             .override_global("USE_NETNS_COOKIE", &use_cookie, true)
-            .map_max_entries(MAP_EVENTS, cfg.ring_bytes)
-            .load(OBJECT)?;
+            .override_global("DROP_SKIP", &drop_skip[..], true)
+            .map_max_entries(MAP_EVENTS, cfg.ring_bytes);
+        for ((_, _, _, global), f) in CONN_TRACEPOINTS.iter().zip(tp_fields.iter()) {
+            loader.override_global(global, f, true);
+        }
+        let mut ebpf = loader.load(OBJECT)?;
         let cgroup = match &cfg.cgroup {
             Some(p) => p.clone(),
             None => cgroup2_root()?,
@@ -192,10 +288,18 @@ impl DnsCapture {
             prog.attach(cg.as_fd(), ty, CgroupAttachMode::Single)
                 .map_err(|source| BpfError::Program { name, source })?;
         }
+        if cfg.drops {
+            attach_drops(&mut ebpf, btf_info.is_some(), &mut warnings);
+        }
+        for dev in &cfg.underlay {
+            if let Err(e) = attach_underlay(&mut ebpf, dev) {
+                return Err(BpfError::Cgroup(format!("tc on {dev}: {e}")));
+            }
+        }
         let ring = take(&mut ebpf, MAP_EVENTS, |m| RingBuf::try_from(m))?;
         let lost = take(&mut ebpf, MAP_LOST, |m| PerCpuArray::try_from(m))?;
         let stats = take(&mut ebpf, MAP_STATS, |m| PerCpuArray::try_from(m))?;
-        Ok(Self { _ebpf: ebpf, ring, lost, stats, cgroup, has_offsets, has_netns_cookie })
+        Ok(Self { _ebpf: ebpf, ring, lost, stats, cgroup, has_offsets, has_netns_cookie, decode_ctx, warnings })
     }
 
     /// Total events the kernel could not reserve space for, across CPUs.
@@ -218,6 +322,67 @@ impl DnsCapture {
     pub fn ring(&mut self) -> &mut RingBuf<MapData> {
         &mut self.ring
     }
+
+    /// The ring buffer and what decoding its items needs, borrowed together.
+    pub fn ring_and_ctx(&mut self) -> (&mut RingBuf<MapData>, &raw::DecodeCtx) {
+        (&mut self.ring, &self.decode_ctx)
+    }
+}
+
+/// Drops (tp_btf `kfree_skb`) and TCP connection tracepoints. Each missing
+/// hook is a warning: the rest of ktrace still works.
+fn attach_drops(ebpf: &mut Ebpf, have_btf: bool, warnings: &mut Vec<String>) {
+    use aya::programs::{BtfTracePoint, TracePoint};
+    match (have_btf, aya::Btf::from_sys_fs()) {
+        (true, Ok(btf)) => {
+            let r = (|| -> Result<(), String> {
+                let p: &mut BtfTracePoint = ebpf
+                    .program_mut("drop_kfree_skb")
+                    .ok_or("drop_kfree_skb missing")?
+                    .try_into()
+                    .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+                p.load("kfree_skb", &btf).map_err(|e| format!("{e:?}"))?;
+                p.attach().map_err(|e| e.to_string())?;
+                Ok(())
+            })();
+            if let Err(e) = r {
+                warnings.push(format!("skb:kfree_skb (tp_btf): {e}: kernel drop reasons unavailable"));
+            }
+        }
+        _ => warnings.push("no kernel BTF: kernel drop reasons unavailable".into()),
+    }
+    for (prog, cat, name, _) in CONN_TRACEPOINTS {
+        let r = (|| -> Result<(), String> {
+            let p: &mut TracePoint = ebpf
+                .program_mut(prog)
+                .ok_or("program missing")?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+            p.load().map_err(|e| format!("{e:?}"))?;
+            p.attach(cat, name).map_err(|e| e.to_string())?;
+            Ok(())
+        })();
+        if let Err(e) = r {
+            warnings.push(format!("{cat}:{name}: {e}: connection failures from it unavailable"));
+        }
+    }
+}
+
+/// Attaches the underlay fingerprint programs to `dev` (TCX: detached when we exit).
+fn attach_underlay(ebpf: &mut Ebpf, dev: &str) -> Result<(), String> {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    for (name, ty) in [("underlay_egress", TcAttachType::Egress), ("underlay_ingress", TcAttachType::Ingress)] {
+        let p: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or("program missing")?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+        if p.fd().is_err() {
+            p.load().map_err(|e| format!("{e:?}"))?;
+        }
+        p.attach(dev, ty).map_err(|e| format!("{e}"))?;
+    }
+    Ok(())
 }
 
 fn sum_percpu(a: &PerCpuArray<MapData, u64>, idx: u32) -> u64 {

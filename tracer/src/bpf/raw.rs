@@ -7,7 +7,25 @@ use bytes::Bytes;
 use thiserror::Error;
 use tracer_common::{EventKind, PACKET_EVENT_HDR_LEN, flags};
 
-use crate::event::{Hook, PacketRecord, Process, Record};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use tracer_common::{ConnEvent, DROP_SNAP, DropEvent, conn_kind};
+
+use crate::event::{ConnKind, ConnRecord, DropRecord, Endpoint, Hook, PacketRecord, Process, Record};
+
+/// What decoding needs to know about the running kernel.
+#[derive(Debug, Default)]
+pub struct DecodeCtx {
+    /// `skb_drop_reason` value → name (from BTF).
+    pub reason_names: HashMap<u32, Arc<str>>,
+}
+
+impl DecodeCtx {
+    fn reason(&self, r: u32) -> Arc<str> {
+        self.reason_names.get(&r).cloned().unwrap_or_else(|| format!("REASON_{r}").into())
+    }
+}
 
 /// Why a ring-buffer item could not be decoded.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -42,16 +60,88 @@ pub fn comm_str(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
-/// Decodes one ring-buffer item. Offsets follow `tracer_common::PacketEvent`
-/// (checked by its layout tests).
-pub fn decode(b: &[u8], node: Option<&Arc<str>>) -> Result<Record, RawError> {
-    if b.len() < PACKET_EVENT_HDR_LEN {
+fn process_of(b: &[u8]) -> Option<Process> {
+    (u16_at(b, 6) & flags::HAS_PROCESS != 0).then(|| Process {
+        pid: u32_at(b, 20),
+        tid: u32_at(b, 16),
+        comm: comm_str(&b[32..48]),
+        thread: comm_str(&b[48..64]),
+    })
+}
+
+fn addr(family: u8, a: &[u8]) -> IpAddr {
+    if family == 10 {
+        let mut x = [0u8; 16];
+        x.copy_from_slice(&a[..16]);
+        IpAddr::V6(Ipv6Addr::from(x))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+    }
+}
+
+fn decode_drop(b: &[u8], node: Option<&Arc<str>>, ctx: &DecodeCtx) -> Result<Record, RawError> {
+    let hdr = std::mem::size_of::<DropEvent>() - DROP_SNAP;
+    if b.len() < hdr {
+        return Err(RawError::Short(b.len()));
+    }
+    let cap = usize::from(u16_at(b, 92)).min(DROP_SNAP);
+    if b.len() < hdr + cap {
+        return Err(RawError::Short(b.len()));
+    }
+    let reason = u32_at(b, 72);
+    Ok(Record::Drop(DropRecord {
+        ts_ns: u64_at(b, 8),
+        reason,
+        reason_name: ctx.reason(reason),
+        location: u64_at(b, 64),
+        ifindex: u32_at(b, 76),
+        netns_ino: u32_at(b, 80),
+        wire_len: u32_at(b, 84),
+        data: Bytes::copy_from_slice(&b[hdr..hdr + cap]),
+        node: node.cloned(),
+        process: process_of(b),
+    }))
+}
+
+fn decode_conn(b: &[u8], node: Option<&Arc<str>>) -> Result<Record, RawError> {
+    if b.len() < std::mem::size_of::<ConnEvent>() {
+        return Err(RawError::Short(b.len()));
+    }
+    let (what, old, new, family) = (b[76], b[77], b[78], b[79]);
+    let kind = match what {
+        conn_kind::STATE => ConnKind::State { old, new },
+        conn_kind::RESET_RECEIVED => ConnKind::ResetReceived { state: old },
+        conn_kind::RESET_SENT => ConnKind::ResetSent { state: old },
+        conn_kind::RETRANSMIT => ConnKind::Retransmit { state: old },
+        other => return Err(RawError::UnknownHook(other)),
+    };
+    Ok(Record::Conn(ConnRecord {
+        ts_ns: u64_at(b, 8),
+        kind,
+        src: Endpoint { ip: addr(family, &b[88..104]), port: u16_at(b, 80) },
+        dst: Endpoint { ip: addr(family, &b[104..120]), port: u16_at(b, 82) },
+        sock: u64_at(b, 64),
+        process: process_of(b),
+        netns_ino: u32_at(b, 72),
+        node: node.cloned(),
+    }))
+}
+
+/// Decodes one ring-buffer item. Offsets follow the `tracer_common` layouts
+/// (checked by their layout tests).
+pub fn decode(b: &[u8], node: Option<&Arc<str>>, ctx: &DecodeCtx) -> Result<Record, RawError> {
+    if b.len() < 64 {
         return Err(RawError::Short(b.len()));
     }
     let kind = u32_at(b, 0);
     match EventKind::try_from(kind) {
         Ok(EventKind::DnsPacket) => {}
+        Ok(EventKind::Drop) => return decode_drop(b, node, ctx),
+        Ok(EventKind::Conn) => return decode_conn(b, node),
         Err(k) => return Err(RawError::UnknownKind(k)),
+    }
+    if b.len() < PACKET_EVENT_HDR_LEN {
+        return Err(RawError::Short(b.len()));
     }
     let fl = u16_at(b, 6);
     let ts_ns = u64_at(b, 8);
@@ -69,12 +159,8 @@ pub fn decode(b: &[u8], node: Option<&Arc<str>>) -> Result<Record, RawError> {
     if b.len() < end {
         return Err(RawError::Short(b.len()));
     }
-    let process = (fl & flags::HAS_PROCESS != 0).then(|| Process {
-        pid: tgid,
-        tid,
-        comm: comm_str(&b[32..48]),
-        thread: comm_str(&b[48..64]),
-    });
+    let _ = (tid, tgid);
+    let process = process_of(b);
     Ok(Record::Packet(PacketRecord {
         ts_ns,
         hook,
@@ -135,7 +221,7 @@ mod tests {
     #[test]
     fn decodes_a_packet_event() {
         let ev = sample();
-        let Record::Packet(p) = decode(&as_bytes(&ev, 4), None).unwrap() else { panic!("not a packet") };
+        let Record::Packet(p) = decode(&as_bytes(&ev, 4), None, &DecodeCtx::default()).unwrap() else { panic!("not a packet") };
         assert_eq!(p.ts_ns, 42);
         assert_eq!(p.hook, Hook::SocketEgress);
         let proc_ = p.process.unwrap();
@@ -150,10 +236,10 @@ mod tests {
         let ev = sample();
         let b = as_bytes(&ev, 4);
         for n in 0..b.len() {
-            assert!(decode(&b[..n], None).is_err(), "len {n}");
+            assert!(decode(&b[..n], None, &DecodeCtx::default()).is_err(), "len {n}");
         }
         let mut bad = b.clone();
         bad[0] = 99;
-        assert_eq!(decode(&bad, None).unwrap_err(), RawError::UnknownKind(99));
+        assert_eq!(decode(&bad, None, &DecodeCtx::default()).unwrap_err(), RawError::UnknownKind(99));
     }
 }

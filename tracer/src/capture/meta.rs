@@ -25,6 +25,38 @@ pub mod record_type {
     pub const COUNTERS: u16 = 7;
     /// [`super::MetaBlock::Custom`]: binary `name_len:u16, name, data`.
     pub const CUSTOM: u16 = 8;
+    /// [`crate::event::Record::Drop`]: JSON `DropWire` (see docs/capture-format.md).
+    pub const DROP: u16 = 9;
+    /// [`crate::event::Record::Conn`]: JSON `ConnWire`.
+    pub const CONN: u16 = 10;
+}
+
+/// JSON form of a [`crate::event::DropRecord`] (drops are rare next to packets).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DropWire {
+    ts_ns: u64,
+    reason: u32,
+    reason_name: String,
+    location: u64,
+    ifindex: u32,
+    netns_ino: u32,
+    wire_len: u32,
+    data: Vec<u8>,
+    node: Option<String>,
+    process: Option<Process>,
+}
+
+/// JSON form of a [`crate::event::ConnRecord`].
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ConnWire {
+    ts_ns: u64,
+    kind: crate::event::ConnKind,
+    src: crate::event::Endpoint,
+    dst: crate::event::Endpoint,
+    sock: u64,
+    process: Option<Process>,
+    netns_ino: u32,
+    node: Option<String>,
 }
 
 /// Version of every encoding above that this build writes and reads.
@@ -118,6 +150,36 @@ pub(crate) fn encode_record(r: &Record, out: &mut Vec<u8>) -> Option<(u16, u16)>
             let _ = serde_json::to_writer(&mut *out, e);
             Some((record_type::RESOLV_CONF, V1))
         }
+        Record::Drop(d) => {
+            let w = DropWire {
+                ts_ns: d.ts_ns,
+                reason: d.reason,
+                reason_name: d.reason_name.to_string(),
+                location: d.location,
+                ifindex: d.ifindex,
+                netns_ino: d.netns_ino,
+                wire_len: d.wire_len,
+                data: d.data.to_vec(),
+                node: d.node.as_deref().map(str::to_owned),
+                process: d.process.clone(),
+            };
+            let _ = serde_json::to_writer(&mut *out, &w);
+            Some((record_type::DROP, V1))
+        }
+        Record::Conn(c) => {
+            let w = ConnWire {
+                ts_ns: c.ts_ns,
+                kind: c.kind,
+                src: c.src,
+                dst: c.dst,
+                sock: c.sock,
+                process: c.process.clone(),
+                netns_ino: c.netns_ino,
+                node: c.node.as_deref().map(str::to_owned),
+            };
+            let _ = serde_json::to_writer(&mut *out, &w);
+            Some((record_type::CONN, V1))
+        }
     }
 }
 
@@ -175,6 +237,34 @@ pub(crate) fn decode_custom(rt: u16, version: u16, body: &[u8]) -> Result<Item, 
         record_type::RESOLV_CONF => {
             let e: ResolvConfEvidence = serde_json::from_slice(body).map_err(json_err)?;
             Item::Record(Record::ResolvConf(e))
+        }
+        record_type::DROP => {
+            let w: DropWire = serde_json::from_slice(body).map_err(json_err)?;
+            Item::Record(Record::Drop(crate::event::DropRecord {
+                ts_ns: w.ts_ns,
+                reason: w.reason,
+                reason_name: w.reason_name.into(),
+                location: w.location,
+                ifindex: w.ifindex,
+                netns_ino: w.netns_ino,
+                wire_len: w.wire_len,
+                data: bytes::Bytes::from(w.data),
+                node: w.node.map(Arc::from),
+                process: w.process,
+            }))
+        }
+        record_type::CONN => {
+            let w: ConnWire = serde_json::from_slice(body).map_err(json_err)?;
+            Item::Record(Record::Conn(crate::event::ConnRecord {
+                ts_ns: w.ts_ns,
+                kind: w.kind,
+                src: w.src,
+                dst: w.dst,
+                sock: w.sock,
+                process: w.process,
+                netns_ino: w.netns_ino,
+                node: w.node.map(Arc::from),
+            }))
         }
         record_type::KUBE_SNAPSHOT => Item::Meta(MetaBlock::KubeSnapshot(
             String::from_utf8(body.to_vec()).map_err(|_| format!("record type {rt}: kube snapshot is not UTF-8"))?,

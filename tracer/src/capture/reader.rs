@@ -404,6 +404,8 @@ fn account(st: &mut State, item: Item, ktrace_ts: bool) -> Item {
                     Record::Packet(p) => p.ts_ns = clock.to_wall(p.ts_ns),
                     Record::Lost { ts_ns, .. } => *ts_ns = clock.to_wall(*ts_ns),
                     Record::ResolvConf(e) => e.ts_ns = clock.to_wall(e.ts_ns),
+                    Record::Drop(d) => d.ts_ns = clock.to_wall(d.ts_ns),
+                    Record::Conn(c) => c.ts_ns = clock.to_wall(c.ts_ns),
                 }
             }
             if matches!(r, Record::Packet(_)) {

@@ -139,7 +139,11 @@ pub fn run(g: &Global, args: &DnsArgs) -> anyhow::Result<()> {
     if args.ports.is_empty() || args.ports.len() > tracer_common::PORTS_MAX as usize {
         anyhow::bail!("--ports takes 1 to {} ports", tracer_common::PORTS_MAX);
     }
-    let cfg = CaptureConfig { ports: args.ports.clone(), ring_bytes: args.ring_mib.max(1).next_power_of_two() << 20, cgroup: None };
+    let cfg = CaptureConfig {
+        ports: args.ports.clone(),
+        ring_bytes: args.ring_mib.max(1).next_power_of_two() << 20,
+        ..CaptureConfig::default()
+    };
     let cap = DnsCapture::attach(&cfg).context("attaching the DNS capture (are you root? try `ktrace doctor`)")?;
     let (enricher, _snap) = g.live_metadata(&cap.cgroup)?;
     eprintln!(
@@ -151,6 +155,7 @@ pub fn run(g: &Global, args: &DnsArgs) -> anyhow::Result<()> {
     let clock = ClockRef::now();
     let ctx = Context { clock_offset_ns: clock.offset(), enricher };
     let mut pipe = Pipeline::new(ctx, filter, pair, sink(g, args));
+    pipe.dns_ports.clone_from(&args.ports);
     let node = g.node();
     let mut src = LiveSource::new(cap, Some(node));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -172,6 +177,7 @@ fn replay(g: &Global, args: &DnsArgs, filter: Filter, pair: PairConfig) -> anyho
     // Replayed records are in wall-clock time (see source::file).
     let ctx = Context { clock_offset_ns: 0, enricher };
     let mut pipe = Pipeline::new(ctx, filter, pair, sink(g, args));
+    pipe.dns_ports.clone_from(&args.ports);
     let user_snapshot = snap.is_some();
     let warnings = file::replay(&args.read, |ev| match ev {
         FileEvent::Record(r) => {

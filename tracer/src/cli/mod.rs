@@ -3,6 +3,7 @@
 
 pub mod dns;
 pub mod doctor;
+// pub mod drops; (enabled when analyze::drops lands)
 pub mod record;
 pub mod replay;
 
@@ -58,6 +59,10 @@ pub enum Command {
     /// Trace DNS live (or from captures with -r): every query with pod, process,
     /// server, rcode and latency, then findings that explain slow resolution.
     Dns(dns::DnsArgs),
+    /// Where packets die and why: kernel drops with reasons, failed TCP
+    /// connections, packets lost between nodes (live, or `-r` per node).
+    #[cfg(any())]
+    Drops(drops::DropsArgs),
     /// Record everything ktrace sees, plus the context to analyse it elsewhere, to a pcapng file.
     Record(record::RecordArgs),
     /// Print every event of captures in time order (the `sysdig -r` equivalent).

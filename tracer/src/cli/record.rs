@@ -66,6 +66,13 @@ pub struct RecordArgs {
     /// Kernel ring buffer size in MiB.
     #[arg(long, default_value_t = 16, value_name = "MIB")]
     pub ring_mib: u32,
+    /// Underlay interface(s) of this node to fingerprint with tc, for cross-node
+    /// loss analysis (`ktrace drops -r a -r b`); repeatable, e.g. `--underlay eth0`.
+    #[arg(long, value_name = "DEV")]
+    pub underlay: Vec<String>,
+    /// Do not record kernel drops and TCP connection events.
+    #[arg(long)]
+    pub no_drops: bool,
 }
 
 /// Keeps packets that involve matching pods, and the resolvers those pods
@@ -161,10 +168,19 @@ enum ToWriter {
 /// Runs `ktrace record`.
 pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
     let node = g.node();
-    let cfg = CaptureConfig { ports: args.ports.clone(), ring_bytes: args.ring_mib.max(1).next_power_of_two() << 20, cgroup: None };
+    let cfg = CaptureConfig {
+        ports: args.ports.clone(),
+        ring_bytes: args.ring_mib.max(1).next_power_of_two() << 20,
+        cgroup: None,
+        drops: !args.no_drops,
+        underlay: args.underlay.clone(),
+    };
     let cap = DnsCapture::attach(&cfg).context("attaching the DNS capture (are you root? try `ktrace doctor`)")?;
     let (enricher, snap) = g.live_metadata(&cap.cgroup)?;
-    eprintln!("ktrace: attached at {}: recording DNS to {}; Ctrl-C to stop", cap.cgroup.display(), args.write.display());
+    for w in &cap.warnings {
+        eprintln!("ktrace: warning: {w}");
+    }
+    eprintln!("ktrace: attached at {}: recording to {}; Ctrl-C to stop", cap.cgroup.display(), args.write.display());
     let header = CaptureHeader {
         node: node.to_string(),
         ktrace_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -200,6 +216,15 @@ pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
     let mut src = LiveSource::new(cap, Some(node.clone()));
     for n in &args.netns_scope {
         src.netns_scope.push(netns_arg(n)?);
+    }
+    // A node's recorder also owns its pods' namespaces and cgroups.
+    if !src.netns_scope.is_empty()
+        && let Some(s) = &snap
+    {
+        for p in s.pods.iter().filter(|p| p.pod.node.as_deref() == Some(&*node)) {
+            src.netns_scope.extend(p.netns_ino);
+            src.cgroup_scope.extend(p.cgroup_id);
+        }
     }
     let mut queue_lost = 0u64;
     let mut written = 0u64;

@@ -103,6 +103,9 @@ pub fn run(g: &Global, args: &ReplayArgs) -> anyhow::Result<()> {
                     if args.node.as_deref().is_some_and(|n| p.node.as_deref() != Some(n)) {
                         return;
                     }
+                    if !crate::decode::is_dns(&p, &[53]) {
+                        return;
+                    }
                     let p = Arc::new(p);
                     decoder.push(Arc::clone(&p), &mut evs);
                     for mut e in evs.drain(..) {
@@ -140,6 +143,14 @@ pub fn run(g: &Global, args: &ReplayArgs) -> anyhow::Result<()> {
                 }
                 Record::Lost { count, node, .. } => {
                     emit(&mut out, json!({"type": "lost", "ts": ts, "node": node.as_deref(), "count": count}), format!("{ts} LOST {count} events"));
+                }
+                Record::Drop(d) => {
+                    let v = json!({"type": "drop", "ts": ts, "node": d.node.as_deref(), "reason": &*d.reason_name, "ifindex": d.ifindex, "netns": d.netns_ino, "len": d.wire_len});
+                    emit(&mut out, v, format!("{ts} DROP {} ifindex={} netns={} len={}", d.reason_name, d.ifindex, d.netns_ino, d.wire_len));
+                }
+                Record::Conn(c) => {
+                    let v = json!({"type": "conn", "ts": ts, "node": c.node.as_deref(), "kind": c.kind, "src": c.src.to_string(), "dst": c.dst.to_string(), "pid": c.process.as_ref().map(|p| p.pid), "comm": c.process.as_ref().map(|p| p.comm.as_str())});
+                    emit(&mut out, v, format!("{ts} CONN {:?} {} -> {}", c.kind, c.src, c.dst));
                 }
                 Record::ResolvConf(rc) => {
                     let v = json!({"type": "resolv_conf", "ts": ts, "pid": rc.pid, "netns": rc.netns_ino, "path": rc.path, "text": rc.text, "error": rc.error});

@@ -65,3 +65,19 @@ pub struct DecodeStats {
 }
 
 pub use stream::DnsDecoder;
+
+/// Whether a packet belongs to the DNS decoder: observed at a socket (or on
+/// the wire in a foreign capture) with a DNS port on either side. Underlay
+/// fingerprints (tc) and other traffic go to other analyses.
+#[must_use]
+pub fn is_dns(rec: &PacketRecord, ports: &[u16]) -> bool {
+    use crate::event::Hook;
+    if matches!(rec.hook, Hook::TcEgress | Hook::TcIngress) {
+        return false;
+    }
+    match packet::parse(&rec.data) {
+        Ok(v) => ports.contains(&v.sport) || ports.contains(&v.dport),
+        // Let the decoder count what it cannot parse.
+        Err(_) => rec.hook != Hook::Wire,
+    }
+}

@@ -112,6 +112,22 @@ impl Stream {
                                 e.ts_ns = c.to_wall(e.ts_ns);
                             }
                         }
+                        Record::Drop(d) => {
+                            if let Some(c) = clock {
+                                d.ts_ns = c.to_wall(d.ts_ns);
+                            }
+                            if d.node.is_none() {
+                                d.node = node;
+                            }
+                        }
+                        Record::Conn(x) => {
+                            if let Some(c) = clock {
+                                x.ts_ns = c.to_wall(x.ts_ns);
+                            }
+                            if x.node.is_none() {
+                                x.node = node;
+                            }
+                        }
                     }
                     return Some(r);
                 }

@@ -64,6 +64,7 @@ pub struct LiveSource {
     pub netns_scope: Vec<u32>,
     /// Only keep packets whose cgroup id is one of these; empty = all.
     pub cgroup_scope: Vec<u64>,
+    scoped_socks: std::collections::HashSet<u64>,
 }
 
 impl LiveSource {
@@ -78,6 +79,7 @@ impl LiveSource {
             stats: LiveStats::default(),
             netns_scope: Vec::new(),
             cgroup_scope: Vec::new(),
+            scoped_socks: std::collections::HashSet::new(),
         }
     }
 
@@ -87,15 +89,45 @@ impl LiveSource {
         &self.cap
     }
 
+    /// With a netns scope (a recorder per lab node), keeps only what happened
+    /// in those namespaces: sockets by their task's netns (egress) or cgroup,
+    /// drops by their device's netns, connection events by the connecting
+    /// task's netns (later softirq events of a socket follow its connect).
+    fn in_scope(&mut self, rec: &Record) -> bool {
+        if self.netns_scope.is_empty() {
+            return true;
+        }
+        match rec {
+            Record::Packet(p) => match p.hook {
+                // tc programs are attached to this node's own devices.
+                Hook::TcEgress | Hook::TcIngress => true,
+                _ => self.netns_scope.contains(&p.netns_ino) || self.cgroup_scope.contains(&p.cgroup_id),
+            },
+            Record::Drop(d) => self.netns_scope.contains(&d.netns_ino),
+            Record::Conn(c) => {
+                if c.netns_ino != 0 {
+                    let ok = self.netns_scope.contains(&c.netns_ino);
+                    if ok && self.scoped_socks.len() < 65_536 {
+                        self.scoped_socks.insert(c.sock);
+                    }
+                    ok
+                } else {
+                    self.scoped_socks.contains(&c.sock)
+                }
+            }
+            _ => true,
+        }
+    }
+
     fn drain(&mut self, on: &mut impl FnMut(LiveEvent) -> bool) -> bool {
         self.stats.batches += 1;
         let mut items = Vec::new();
         {
-            let ring = self.cap.ring();
+            let (ring, ctx) = self.cap.ring_and_ctx();
             // Bounded batch so a flood cannot starve timers and signals.
             while items.len() < 65_536 {
                 let Some(item) = ring.next() else { break };
-                items.push(raw::decode(&item, self.node.as_ref()));
+                items.push(raw::decode(&item, self.node.as_ref(), ctx));
             }
         }
         for r in items {
@@ -108,10 +140,10 @@ impl LiveSource {
                     continue;
                 }
             };
+            if !self.in_scope(&rec) {
+                continue;
+            }
             if let Record::Packet(p) = &rec {
-                if !self.netns_scope.is_empty() && !self.netns_scope.contains(&p.netns_ino) && !self.cgroup_scope.contains(&p.cgroup_id) {
-                    continue;
-                }
                 if p.hook == Hook::SocketEgress
                     && let Some(proc_) = &p.process
                     && let Some(ev) = self.host.resolv_conf_once(proc_.pid, p.netns_ino, p.ts_ns)

@@ -1,0 +1,242 @@
+//! `ktrace drops`: where packets die and why — kernel drops with the
+//! kernel's reason, failed TCP connections, and packets that left one node
+//! and never reached the other (`fabric_loss`). Live on this node, or from
+//! one or more nodes' captures (`-r node-a.pcapng -r node-b.pcapng`).
+
+use std::{io::Write as _, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use clap::Args;
+use serde_json::Value;
+
+use crate::{
+    analyze::drops::{DropAnalyzer, DropReport},
+    bpf::{CaptureConfig, DnsCapture},
+    enrich::{Enricher, Snapshot},
+    output::{rfc3339, table::describe},
+    pipeline::Filter,
+    source::{
+        ClockRef,
+        file::{self, FileEvent},
+        live::{LiveEvent, LiveSource},
+    },
+};
+
+use super::{Format, Global, netns_arg, parse_duration};
+
+/// Arguments of `ktrace drops`.
+#[derive(Debug, Args)]
+pub struct DropsArgs {
+    /// Read captures instead of tracing live (repeatable: one per node, merged by time).
+    #[arg(short = 'r', long = "read", value_name = "FILE")]
+    pub read: Vec<PathBuf>,
+    /// Only drops and losses involving this node; `--node` alone means this node (`--node-name`).
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    pub node: Option<String>,
+    /// Only drops involving pods of this namespace.
+    #[arg(long = "ns", value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Only drops involving this pod (`name` or `namespace/name`).
+    #[arg(long)]
+    pub pod: Option<String>,
+    /// Stop after this long; default: until Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Underlay interface(s) to fingerprint live with tc (repeatable).
+    #[arg(long, value_name = "DEV")]
+    pub underlay: Vec<String>,
+    /// Only traffic of these network namespaces (inode or /run/netns name; repeatable),
+    /// plus the pods the snapshot places on this node.
+    #[arg(long = "netns-scope", value_name = "NETNS")]
+    pub netns_scope: Vec<String>,
+    /// Also show background drops that involve no pod and no node address.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// Runs `ktrace drops`.
+pub fn run(g: &Global, args: &DropsArgs) -> anyhow::Result<()> {
+    let filter = Filter {
+        namespace: args.namespace.clone(),
+        pod: args.pod.clone(),
+        node: args.node.as_ref().map(|n| if n.is_empty() { g.node().to_string() } else { n.clone() }),
+        ..Filter::default()
+    };
+    let mut analyzer = DropAnalyzer::new(Default::default());
+    let (report, enricher, warnings) = if args.read.is_empty() {
+        live(g, args, &mut analyzer)?
+    } else {
+        let snap = g.snapshot()?;
+        let user_snapshot = snap.is_some();
+        let mut enricher = snap.as_ref().map_or_else(Enricher::empty, Enricher::from_snapshot);
+        let warnings = file::replay(&args.read, |ev| match ev {
+            FileEvent::Record(r) => analyzer.push(&r, &enricher),
+            FileEvent::Snapshot(s) => {
+                if !user_snapshot {
+                    enricher = Enricher::from_snapshot(&s);
+                }
+            }
+            FileEvent::Header { .. } | FileEvent::NetState { .. } => {}
+        })?;
+        let report = analyzer.finish(&enricher);
+        (report, enricher, warnings)
+    };
+    let _ = enricher;
+    print(g, args, &filter, &report, &warnings)
+}
+
+fn live(g: &Global, args: &DropsArgs, analyzer: &mut DropAnalyzer) -> anyhow::Result<(DropReport, Enricher, Vec<String>)> {
+    let cfg = CaptureConfig { drops: true, underlay: args.underlay.clone(), ..CaptureConfig::default() };
+    let cap = DnsCapture::attach(&cfg).context("attaching the drop tracers (are you root? try `ktrace doctor`)")?;
+    let warnings = cap.warnings.clone();
+    for w in &warnings {
+        eprintln!("ktrace: warning: {w}");
+    }
+    let (enricher, snap): (Enricher, Option<Snapshot>) = g.live_metadata(&cap.cgroup)?;
+    let node = g.node();
+    eprintln!(
+        "ktrace: attached at {}: tracing kernel drops and TCP failures{}; Ctrl-C to stop",
+        cap.cgroup.display(),
+        if args.underlay.is_empty() { String::new() } else { format!(", underlay {:?}", args.underlay) }
+    );
+    let _clock = ClockRef::now();
+    let mut src = LiveSource::new(cap, Some(node.clone()));
+    for n in &args.netns_scope {
+        src.netns_scope.push(netns_arg(n)?);
+    }
+    if !src.netns_scope.is_empty()
+        && let Some(s) = &snap
+    {
+        for p in s.pods.iter().filter(|p| p.pod.node.as_deref() == Some(&*node)) {
+            src.netns_scope.extend(p.netns_ino);
+            src.cgroup_scope.extend(p.cgroup_id);
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(src.run(args.duration, |ev| {
+        if let LiveEvent::Record(r) = ev {
+            analyzer.push(&r, &enricher);
+        }
+        true
+    }))?;
+    let lost = src.capture().lost();
+    let mut warnings = warnings;
+    if lost > 0 {
+        warnings.push(format!("{lost} kernel events lost (ring buffer full)"));
+    }
+    let report = analyzer.finish(&enricher);
+    Ok((report, enricher, warnings))
+}
+
+fn with_type(mut v: Value, ty: &str) -> Value {
+    if let Value::Object(m) = &mut v {
+        m.insert("type".into(), Value::String(ty.into()));
+    }
+    v
+}
+
+fn ts_field(v: &mut Value) {
+    if let Value::Object(m) = v {
+        for k in ["first_ts_ns", "last_ts_ns"] {
+            if let Some(ns) = m.get(k).and_then(Value::as_u64) {
+                let key = k.trim_end_matches("_ns").to_owned();
+                m.insert(key, Value::String(rfc3339(i128::from(ns))));
+            }
+        }
+    }
+}
+
+fn print(g: &Global, args: &DropsArgs, filter: &Filter, report: &DropReport, warnings: &[String]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let keep = |v: &Value| -> bool {
+        if !args.all && v.get("background").and_then(Value::as_bool) == Some(true) {
+            return false;
+        }
+        if let Some(n) = &filter.node {
+            let on = ["node", "from_node", "to_node"].iter().any(|k| v.get(*k).and_then(Value::as_str) == Some(n.as_str()));
+            if !on {
+                return false;
+            }
+        }
+        if filter.namespace.is_some() || filter.pod.is_some() {
+            let pod_filter = Filter { namespace: filter.namespace.clone(), pod: filter.pod.clone(), ..Filter::default() };
+            return crate::pipeline::json_mentions_pod(&pod_filter, v);
+        }
+        true
+    };
+    let mut rows: Vec<Value> = Vec::new();
+    for d in &report.drops {
+        rows.push(with_type(serde_json::to_value(d)?, "drop"));
+    }
+    for c in &report.conn_fails {
+        rows.push(with_type(serde_json::to_value(c)?, "conn_fail"));
+    }
+    for f in &report.findings {
+        rows.push(with_type(serde_json::to_value(f)?, "finding"));
+    }
+    let mut shown = 0usize;
+    for mut v in rows.into_iter().filter(|v| keep(v)) {
+        shown += 1;
+        ts_field(&mut v);
+        match g.output {
+            Format::Json => writeln!(out, "{v}")?,
+            Format::Table => match v.get("type").and_then(Value::as_str) {
+                Some("drop") => writeln!(
+                    out,
+                    "DROP  {:<22} x{:<5} {} {} -> {} {}:{}  node={} dev={}{}",
+                    s(&v, "reason"),
+                    v.get("count").and_then(Value::as_u64).unwrap_or(0),
+                    s(&v, "proto"),
+                    pod_or(&v, "src_pod", "src"),
+                    pod_or(&v, "dst_pod", "dst"),
+                    s(&v, "dst"),
+                    s(&v, "dport"),
+                    s(&v, "node"),
+                    s(&v, "dev"),
+                    v.get("inner").filter(|x| !x.is_null()).map_or(String::new(), |i| format!("  inner: {i}")),
+                )?,
+                Some("conn_fail") => writeln!(
+                    out,
+                    "CONN  {:<22} x{:<5} {} -> {}  process={} node={}",
+                    s(&v, "kind"),
+                    v.get("count").and_then(Value::as_u64).unwrap_or(0),
+                    pod_or(&v, "src_pod", "src"),
+                    s(&v, "dst"),
+                    v.get("process").map_or("-".into(), |p| format!("{}[{}]", s(p, "comm"), s(p, "pid"))),
+                    s(&v, "node"),
+                )?,
+                _ => {
+                    writeln!(out)?;
+                    for l in describe(&v) {
+                        writeln!(out, "{l}")?;
+                    }
+                }
+            },
+        }
+    }
+    if g.output == Format::Table {
+        writeln!(out, "\n{shown} result(s){}", if args.all { "" } else { " (background drops hidden; --all shows them)" })?;
+    } else {
+        let stats = serde_json::json!({"type": "stats", "shown": shown, "warnings": warnings});
+        writeln!(out, "{stats}")?;
+    }
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(())
+}
+
+fn s(v: &Value, k: &str) -> String {
+    match v.get(k) {
+        None | Some(Value::Null) => "-".into(),
+        Some(Value::String(x)) => x.clone(),
+        Some(x) => x.to_string(),
+    }
+}
+
+fn pod_or(v: &Value, pod: &str, addr: &str) -> String {
+    match v.get(pod).and_then(Value::as_str) {
+        Some(p) => p.to_owned(),
+        None => s(v, addr),
+    }
+}
