@@ -700,10 +700,13 @@ impl Analyzer {
         for c in ready {
             out.extend(self.report_chain(c).map(Finding::SearchFanout));
         }
-        let settle = self.cfg.pair_timeout_ns.saturating_add(self.cfg.grace_ns);
-        let (done, open): (Vec<UpGroup>, Vec<UpGroup>) = std::mem::take(&mut self.upstream)
-            .into_iter()
-            .partition(|g| g.last_ts.saturating_add(settle).saturating_add(self.cfg.pair_timeout_ns / 2) <= now);
+        // A forward joins a group if it started within one pairing timeout of
+        // the group's last forward, and reaches us (timed out) one more
+        // timeout later: only then can the group be complete. Settling any
+        // earlier splits one wait into two findings that count it twice.
+        let settle = self.cfg.pair_timeout_ns.saturating_mul(2).saturating_add(self.cfg.grace_ns);
+        let (done, open): (Vec<UpGroup>, Vec<UpGroup>) =
+            std::mem::take(&mut self.upstream).into_iter().partition(|g| g.last_ts.saturating_add(settle) <= now);
         self.upstream = open;
         for g in done {
             out.push(Finding::UpstreamTimeout(self.report_upstream(g)));

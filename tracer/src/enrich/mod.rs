@@ -104,6 +104,15 @@ impl Enricher {
         self.nodes.get(ip).cloned()
     }
 
+    /// Every address the metadata gives the node named `name` (InternalIP,
+    /// ExternalIP), sorted; empty when the node is unknown.
+    #[must_use]
+    pub fn node_addresses(&self, name: &str) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self.nodes.iter().filter(|(_, n)| &***n == name).map(|(a, _)| *a).collect();
+        v.sort_unstable();
+        v
+    }
+
     /// The service with this cluster IP.
     #[must_use]
     pub fn service_by_ip(&self, ip: &IpAddr) -> Option<ServiceRef> {
