@@ -37,7 +37,7 @@ pub(crate) fn run(bin: &Path) -> anyhow::Result<()> {
     let snapshot = lab.snapshot_path();
     println!("[demo] starting: ktrace dns --ns critical-app --kube-snapshot {}", snapshot.display());
     let mut kt = Command::new(bin)
-        .args(["dns", "--ns", "critical-app", "--kube-snapshot"])
+        .args(["dns", "--explain-first", "--timeout", "3s", "--ns", "critical-app", "--kube-snapshot"])
         .arg(&snapshot)
         .args(["--duration", "60s"])
         .stdin(Stdio::null())

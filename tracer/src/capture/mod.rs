@@ -17,6 +17,7 @@ mod foreign;
 mod meta;
 mod pcapng;
 mod reader;
+pub mod scap;
 mod writer;
 
 use std::{path::Path, sync::Arc};

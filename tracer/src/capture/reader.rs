@@ -39,6 +39,8 @@ pub enum Format {
     Pcapng,
     /// Classic libpcap format.
     Pcap,
+    /// sysdig/falco scap capture, read through [`super::scap`].
+    Scap,
 }
 
 /// What a reader did with the file so far: reported next to the results,
@@ -113,6 +115,7 @@ struct Classic {
 enum Kind {
     Ng(Ng),
     Classic(Classic),
+    Scap(Box<super::scap::ScapSource>),
 }
 
 /// Reader state shared by both formats.
@@ -174,7 +177,14 @@ pub fn open_reader(name: impl AsRef<Path>, r: impl Read + Send + 'static) -> Res
                 src = Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(src)));
                 compression = Some("gzip");
             }
-            [0x0A, 0x0D, 0x0D, 0x0A] => return CaptureReader::new_ng(path, src, compression),
+            [0x0A, 0x0D, 0x0D, 0x0A] => {
+                // scap shares pcapng's section header; its next block tells them apart.
+                let (is_scap, s) = super::scap::sniff(src).map_err(|e| e.with_path(&path))?;
+                if is_scap {
+                    return Ok(CaptureReader::new_scap(path, s, compression));
+                }
+                return CaptureReader::new_ng(path, s, compression);
+            }
             [0xD4, 0xC3, 0xB2, 0xA1]
             | [0xA1, 0xB2, 0xC3, 0xD4]
             | [0x4D, 0x3C, 0xB2, 0xA1]
@@ -234,6 +244,11 @@ impl CaptureReader {
             Err(e) => Some(Err(e)),
         };
         Ok(Self { path, kind: Kind::Ng(ng), st, compression, pending, done: false, truncated: None })
+    }
+
+    fn new_scap(path: Arc<Path>, src: Src, compression: Option<&'static str>) -> Self {
+        let kind = Kind::Scap(Box::new(super::scap::ScapSource::new(src)));
+        Self { path, kind, st: new_state(Format::Scap), compression, pending: None, done: false, truncated: None }
     }
 
     fn new_classic(path: Arc<Path>, src: Src, compression: Option<&'static str>) -> Result<Self, CaptureError> {
@@ -324,7 +339,16 @@ impl CaptureReader {
     pub fn interface_names(&self) -> Vec<Option<&str>> {
         match &self.kind {
             Kind::Ng(ng) => ng.ifaces.iter().map(|i| i.name.as_deref()).collect(),
-            Kind::Classic(_) => Vec::new(),
+            Kind::Classic(_) | Kind::Scap(_) => Vec::new(),
+        }
+    }
+
+    /// What the scap reader derived and skipped so far (`None` for other formats).
+    #[must_use]
+    pub fn scap_stats(&self) -> Option<super::scap::ScapStats> {
+        match &self.kind {
+            Kind::Scap(s) => Some(s.stats()),
+            _ => None,
         }
     }
 
@@ -356,6 +380,13 @@ impl CaptureReader {
                     ClassicNext::Item(item) => return Ok(Some(item)),
                 }
             },
+            Kind::Scap(sc) => {
+                let next = sc.next_item();
+                self.st.stats.bytes = sc.offset();
+                self.st.stats.blocks_skipped = sc.stats().blocks_unknown;
+                // scap timestamps are wall-clock already: no clock conversion.
+                Ok(next?.map(|item| account(&mut self.st, item, false)))
+            }
         }
     }
 

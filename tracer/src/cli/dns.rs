@@ -54,6 +54,9 @@ pub struct DnsArgs {
     /// Print per-pod and per-resolver statistics instead of every transaction.
     #[arg(long)]
     pub summary: bool,
+    /// Table output: print the diagnosis first, then the transactions behind it (at the end of the run).
+    #[arg(long)]
+    pub explain_first: bool,
     /// Kernel ring buffer size in MiB (power of two).
     #[arg(long, default_value_t = 16, value_name = "MIB")]
     pub ring_mib: u32,
@@ -107,7 +110,11 @@ fn sink(g: &Global, args: &DnsArgs) -> Box<dyn Sink> {
     let out = std::io::stdout();
     match (g.output, args.summary) {
         (Format::Json, false) => Box::new(JsonSink::new(out)),
-        (Format::Table, false) => Box::new(TableSink::new(out)),
+        (Format::Table, false) => {
+            let mut t = TableSink::new(out);
+            t.explain_first = args.explain_first;
+            Box::new(t)
+        }
         (Format::Json, true) => Box::new(SummarySink { inner: JsonSink::new(out), summary: Summary::default(), format: Format::Json }),
         (Format::Table, true) => {
             let mut t = TableSink::new(out);

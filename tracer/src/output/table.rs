@@ -20,12 +20,16 @@ pub struct TableSink<W: Write> {
     findings: Vec<Value>,
     /// Print only findings (no per-transaction lines).
     pub quiet: bool,
+    /// Hold transaction lines until the end and print the diagnosis first.
+    pub explain_first: bool,
+    held: Vec<String>,
+    held_dropped: u64,
 }
 
 impl<W: Write> TableSink<W> {
     /// A table over `out`.
     pub fn new(out: W) -> Self {
-        Self { out, header_done: false, findings: Vec::new(), quiet: false }
+        Self { out, header_done: false, findings: Vec::new(), quiet: false, explain_first: false, held: Vec::new(), held_dropped: 0 }
     }
 }
 
@@ -58,6 +62,36 @@ fn answers(tx: &Transaction) -> String {
     s.join(",")
 }
 
+/// A JSON value as a person reads it: `getent[4242]` for a process,
+/// `10.0.0.1:53` for an endpoint, `a, b, c` for a list of names.
+#[must_use]
+pub fn render(x: &Value) -> String {
+    match x {
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().map(render).collect::<Vec<_>>().join(", "),
+        Value::Object(m) => {
+            if let (Some(c), Some(p)) = (m.get("comm").and_then(Value::as_str), m.get("pid")) {
+                return format!("{c}[{p}]");
+            }
+            if let (Some(ip), Some(port)) = (m.get("ip").and_then(Value::as_str), m.get("port")) {
+                return if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") };
+            }
+            if let Some(addr) = m.get("address").and_then(Value::as_str) {
+                let who = m.get("pod").filter(|p| !p.is_null()).map(render);
+                let proc_ = m.get("process").filter(|p| !p.is_null()).map(render);
+                return match (who, proc_) {
+                    (Some(w), Some(p)) => format!("{w} ({p}) at {addr}"),
+                    (Some(w), None) => format!("{w} at {addr}"),
+                    (None, Some(p)) => format!("{p} at {addr}"),
+                    (None, None) => addr.to_owned(),
+                };
+            }
+            x.to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
 /// Plain-language lines for a finding, from its JSON form (so new finding
 /// kinds render without touching this file).
 #[must_use]
@@ -75,10 +109,7 @@ pub fn describe(v: &Value) -> Vec<String> {
     if let Some(c) = v.get("cause").and_then(Value::as_str) {
         out.push(format!("   cause: {c}"));
     }
-    let field = |k: &str| v.get(k).filter(|x| !x.is_null()).map(|x| match x {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    });
+    let field = |k: &str| v.get(k).filter(|x| !x.is_null()).map(render);
     for k in ["pod", "process", "base_name", "answered_by", "total_ms", "wasted_ms", "ndots", "search", "nameservers", "resolv_conf_source", "resolver", "upstream", "qname", "attempts_count", "waited_ms", "client", "rate_per_s", "top_names"] {
         if k == "attempts" {
             continue;
@@ -121,10 +152,11 @@ impl<W: Write> Sink for TableSink<W> {
         if self.quiet {
             return;
         }
+        let mut line = Vec::new();
         if !self.header_done {
             self.header_done = true;
             let _ = writeln!(
-                self.out,
+                line,
                 "{:<15} {:<26} {:<16} {:<44} {:>5} {:<44} {:<5} {:<9} {:<24} {:>9}",
                 "TIME", "POD/NETNS", "PROCESS", "CLIENT -> SERVER", "ID", "QNAME", "TYPE", "RCODE", "ANSWERS", "LATENCY"
             );
@@ -135,7 +167,7 @@ impl<W: Write> Sink for TableSink<W> {
         let rcode = if tx.timed_out { "TIMEOUT".into() } else { tx.rcode.map_or("-".into(), rcode_name) };
         let lat = tx.latency_ns.map_or("-".into(), |l| format!("{:.1}ms", l as f64 / 1e6));
         let _ = writeln!(
-            self.out,
+            line,
             "{time:<15} {:<26} {proc_:<16} {:<44} {:>5} {:<44} {:<5} {rcode:<9} {:<24} {lat:>9}",
             who(tx),
             format!("{} -> {}", tx.client, server(ctx, tx)),
@@ -144,17 +176,29 @@ impl<W: Write> Sink for TableSink<W> {
             qtype_name(tx.qtype),
             answers(tx),
         );
+        if self.explain_first {
+            // Bounded: a long run keeps the first 100k lines and counts the rest.
+            if self.held.len() < 100_000 {
+                self.held.push(String::from_utf8_lossy(&line).into_owned());
+            } else {
+                self.held_dropped += 1;
+            }
+            return;
+        }
+        let _ = self.out.write_all(&line);
         let _ = self.out.flush();
     }
 
     fn finding(&mut self, _ctx: &Context, f: &Finding) {
         let v = super::json::finding(f);
-        let _ = writeln!(self.out);
-        for l in describe(&v) {
-            let _ = writeln!(self.out, "{l}");
+        if !self.explain_first {
+            let _ = writeln!(self.out);
+            for l in describe(&v) {
+                let _ = writeln!(self.out, "{l}");
+            }
+            let _ = writeln!(self.out);
+            let _ = self.out.flush();
         }
-        let _ = writeln!(self.out);
-        let _ = self.out.flush();
         self.findings.push(v);
     }
 
@@ -165,6 +209,18 @@ impl<W: Write> Sink for TableSink<W> {
                 for l in describe(v) {
                     let _ = writeln!(self.out, "{l}");
                 }
+            }
+        }
+        if self.explain_first {
+            if self.findings.is_empty() {
+                let _ = writeln!(self.out, "\n=== Diagnosis: nothing to explain ===");
+            }
+            let _ = writeln!(self.out, "\n=== The transactions behind it ===");
+            for l in &self.held {
+                let _ = self.out.write_all(l.as_bytes());
+            }
+            if self.held_dropped > 0 {
+                let _ = writeln!(self.out, "... {} more transactions not shown", self.held_dropped);
             }
         }
         let _ = writeln!(
