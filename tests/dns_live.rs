@@ -17,7 +17,9 @@ fn find<'a>(txs: &[&'a Value], qname: &str, qtype: &str, transport: &str) -> &'a
 
 #[test]
 fn dns_transactions_between_two_namespaces() {
-    if !bpf_available("dns_transactions_between_two_namespaces") || !tools_available("dns_live", &["dnsmasq", "dig", "getent", "ip"]) {
+    if !bpf_available("dns_transactions_between_two_namespaces")
+        || !tools_available("dns_live", &["dnsmasq", "dig", "getent", "ip"])
+    {
         return;
     }
     let mut net = NetnsPair::new("ktt2");
@@ -44,7 +46,10 @@ fn dns_transactions_between_two_namespaces() {
     let v = json_lines(&lines);
     let txs = of_type(&v, "dns");
     // Only this test's traffic matters; the machine may have other DNS.
-    let txs: Vec<&Value> = txs.into_iter().filter(|t| t["server"].as_str().is_some_and(|s| s.contains("10.253.0.1") || s.contains("fd00:253::1"))).collect();
+    let txs: Vec<&Value> = txs
+        .into_iter()
+        .filter(|t| t["server"].as_str().is_some_and(|s| s.contains("10.253.0.1") || s.contains("fd00:253::1")))
+        .collect();
 
     let a = find(&txs, "example.test", "A", "udp");
     assert_eq!(a["rcode"], "NOERROR");
@@ -84,14 +89,19 @@ fn dns_transactions_between_two_namespaces() {
 /// ktrace program stays attached to the cgroup2 root.
 #[test]
 fn second_run_after_sigint_works_and_nothing_stays_attached() {
-    if !bpf_available("second_run_after_sigint") || !tools_available("second_run", &["dnsmasq", "dig", "ip", "bpftool"]) {
+    if !bpf_available("second_run_after_sigint") || !tools_available("second_run", &["dnsmasq", "dig", "ip", "bpftool"])
+    {
         return;
     }
     let mut net = NetnsPair::new("ktt2b");
     net.start_dnsmasq();
     for round in 0..2 {
         let kt = Ktrace::start(&["dns", "-o", "json", "--duration", "60s"]);
-        let st = net.exec(&net.client, "dig").args(["+short", "+tries=1", "@10.253.0.1", "example.test"]).status().expect("dig");
+        let st = net
+            .exec(&net.client, "dig")
+            .args(["+short", "+tries=1", "@10.253.0.1", "example.test"])
+            .status()
+            .expect("dig");
         assert!(st.success());
         std::thread::sleep(Duration::from_millis(200));
         let v = json_lines(&kt.stop());
@@ -100,7 +110,10 @@ fn second_run_after_sigint_works_and_nothing_stays_attached() {
             "round {round}: transaction missing"
         );
     }
-    let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"].into_iter().find(|p| std::path::Path::new(p).join("cgroup.procs").exists()).expect("cgroup2 root");
+    let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).join("cgroup.procs").exists())
+        .expect("cgroup2 root");
     let out = Command::new("bpftool").args(["cgroup", "show", root]).output().expect("bpftool");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("dns_egress") && !text.contains("dns_ingress"), "programs left attached:\n{text}");

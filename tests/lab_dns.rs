@@ -24,7 +24,10 @@ fn can_run(test: &str) -> bool {
         return false;
     }
     let missing = xtask::lab::missing_prerequisites();
-    assert!(missing.is_empty() || std::env::var("KTRACE_REQUIRE_BPF").as_deref() != Ok("1"), "{test}: lab needs {missing:?}");
+    assert!(
+        missing.is_empty() || std::env::var("KTRACE_REQUIRE_BPF").as_deref() != Ok("1"),
+        "{test}: lab needs {missing:?}"
+    );
     missing.is_empty()
 }
 
@@ -78,7 +81,8 @@ fn seed_incident_is_explained_live_and_after_replay() {
     let snap = lab.snapshot_path();
     let snap = snap.to_str().expect("utf-8 path");
     let pcap = capture_path("seed");
-    let live = Ktrace::start(&["dns", "-o", "json", "--ns", "critical-app", "--kube-snapshot", snap, "--timeout", "3s"]);
+    let live =
+        Ktrace::start(&["dns", "-o", "json", "--ns", "critical-app", "--kube-snapshot", snap, "--timeout", "3s"]);
     let rec = Ktrace::start(&["record", "-w", pcap.to_str().unwrap(), "--kube-snapshot", snap]);
     let (pid, took, out) = getent(&lab, BACKEND);
     assert!(out.contains("10.244.2.30"), "getent answered: {out}");
@@ -101,7 +105,10 @@ fn seed_incident_is_explained_live_and_after_replay() {
     for q in ["A", "AAAA"] {
         for s in SUFFIXES {
             let name = format!("{BACKEND}.{s}");
-            let t = mine.iter().find(|t| t["qname"] == name.as_str() && t["qtype"] == q).unwrap_or_else(|| panic!("no {q} {name}"));
+            let t = mine
+                .iter()
+                .find(|t| t["qname"] == name.as_str() && t["qtype"] == q)
+                .unwrap_or_else(|| panic!("no {q} {name}"));
             if s == "localdomain" {
                 assert_eq!(t["timed_out"], true, "{t}");
             } else {
@@ -173,7 +180,10 @@ fn seed_incident_is_explained_live_and_after_replay() {
     if tools_available("tshark cross-check", &["tshark"]) {
         let ts = Command::new("tshark").args(["-r", pcap.to_str().unwrap(), "-Y", "dns"]).output().expect("tshark");
         let tshark_n = String::from_utf8_lossy(&ts.stdout).lines().count();
-        let rep = Command::new(ktrace_bin()).args(["replay", "-r", pcap.to_str().unwrap(), "-o", "json"]).output().expect("replay");
+        let rep = Command::new(ktrace_bin())
+            .args(["replay", "-r", pcap.to_str().unwrap(), "-o", "json"])
+            .output()
+            .expect("replay");
         let ours = String::from_utf8_lossy(&rep.stdout).lines().filter(|l| l.contains("\"type\":\"packet\"")).count();
         assert!(ours > 0);
         assert_eq!(tshark_n, ours, "tshark -Y dns vs ktrace replay packet count");
@@ -190,14 +200,18 @@ fn no_fanout_for_fqdn_low_ndots_or_first_suffix_hit() {
     let lab = LabGuard::up(&LabOptions::default()).expect("lab up");
     let snap = lab.snapshot_path();
     let snap = snap.to_str().expect("utf-8 path");
-    let resolv = PathBuf::from("/etc/netns").join(lab.pod("critical-app", "client").expect("client pod").netns()).join("resolv.conf");
+    let resolv = PathBuf::from("/etc/netns")
+        .join(lab.pod("critical-app", "client").expect("client pod").netns())
+        .join("resolv.conf");
     let original = std::fs::read_to_string(&resolv).expect("client resolv.conf");
-    let live = Ktrace::start(&["dns", "-o", "json", "--ns", "critical-app", "--kube-snapshot", snap, "--timeout", "3s"]);
+    let live =
+        Ktrace::start(&["dns", "-o", "json", "--ns", "critical-app", "--kube-snapshot", snap, "--timeout", "3s"]);
     // A trailing dot: asked as-is, one answer per type.
     let (_, fqdn_took, out) = getent(&lab, &format!("{BACKEND}."));
     assert!(out.contains("10.244.2.30"));
     // A short name that exists under the first suffix.
-    let out = lab.pod_command("critical-app", "client", "getent").args(["ahostsv4", "backend"]).output().expect("getent");
+    let out =
+        lab.pod_command("critical-app", "client", "getent").args(["ahostsv4", "backend"]).output().expect("getent");
     let out = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.contains("10.244.2.30"), "backend resolves via the first suffix: {out}");
     // ndots:2: a 4-dot name is tried as-is first and answers. (A only: for
@@ -214,5 +228,9 @@ fn no_fanout_for_fqdn_low_ndots_or_first_suffix_hit() {
     assert!(fqdn_took < Duration::from_secs(1) && nd2_took < Duration::from_secs(1), "{fqdn_took:?} {nd2_took:?}");
     let f: Vec<&Value> = of_type(&v, "finding").into_iter().filter(|f| f["kind"] == "search_fanout").collect();
     assert!(f.is_empty(), "no fan-out expected: {f:#?}");
-    assert!(of_type(&v, "dns").iter().any(|t| t["qname"] == "backend.critical-app.svc.cluster.local" && t["rcode"] == "NOERROR"));
+    assert!(
+        of_type(&v, "dns")
+            .iter()
+            .any(|t| t["qname"] == "backend.critical-app.svc.cluster.local" && t["rcode"] == "NOERROR")
+    );
 }

@@ -30,7 +30,10 @@ pub fn bpf_available(test: &str) -> bool {
     match why {
         None => true,
         Some(why) => {
-            assert!(std::env::var("KTRACE_REQUIRE_BPF").as_deref() != Ok("1"), "{test}: cannot load BPF ({why}) and KTRACE_REQUIRE_BPF=1");
+            assert!(
+                std::env::var("KTRACE_REQUIRE_BPF").as_deref() != Ok("1"),
+                "{test}: cannot load BPF ({why}) and KTRACE_REQUIRE_BPF=1"
+            );
             eprintln!("SKIP {test}: cannot load BPF here ({why}); set KTRACE_REQUIRE_BPF=1 to make this a failure");
             false
         }
@@ -44,7 +47,10 @@ pub fn tools_available(test: &str, tools: &[&str]) -> bool {
     if missing.is_empty() {
         return true;
     }
-    assert!(std::env::var("KTRACE_REQUIRE_BPF").as_deref() != Ok("1"), "{test}: missing tools {missing:?} (run cargo xtask setup)");
+    assert!(
+        std::env::var("KTRACE_REQUIRE_BPF").as_deref() != Ok("1"),
+        "{test}: missing tools {missing:?} (run cargo xtask setup)"
+    );
     eprintln!("SKIP {test}: missing tools {missing:?}");
     false
 }
@@ -79,7 +85,12 @@ pub fn ktrace_bin() -> PathBuf {
 /// Runs a command to completion, panicking with its output on failure.
 pub fn sh(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -140,7 +151,10 @@ impl Ktrace {
         if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
             let st = k.child.try_wait().ok().flatten();
             let _ = k.child.kill();
-            panic!("ktrace {args:?} did not attach within 20 s (exit: {st:?}); stderr: {:?}", k.stderr.lock().map(|v| v.clone()));
+            panic!(
+                "ktrace {args:?} did not attach within 20 s (exit: {st:?}); stderr: {:?}",
+                k.stderr.lock().map(|v| v.clone())
+            );
         }
         k
     }
@@ -221,7 +235,9 @@ impl NetnsPair {
         ip(&["netns", "add", &p.client]);
         let (vs, vc) = (format!("{prefix}-s"), format!("{prefix}-c"));
         ip(&["link", "add", &vs, "netns", &p.server, "type", "veth", "peer", "name", &vc, "netns", &p.client]);
-        for (ns, dev, v4, v6) in [(&p.server, &vs, "10.253.0.1/24", "fd00:253::1/64"), (&p.client, &vc, "10.253.0.2/24", "fd00:253::2/64")] {
+        for (ns, dev, v4, v6) in
+            [(&p.server, &vs, "10.253.0.1/24", "fd00:253::1/64"), (&p.client, &vc, "10.253.0.2/24", "fd00:253::2/64")]
+        {
             ip(&["-n", ns, "link", "set", "lo", "up"]);
             ip(&["-n", ns, "addr", "add", v4, "dev", dev]);
             ip(&["-n", ns, "addr", "add", v6, "dev", dev, "nodad"]);
@@ -229,7 +245,8 @@ impl NetnsPair {
         }
         let etc = PathBuf::from("/etc/netns").join(&p.client);
         std::fs::create_dir_all(&etc).expect("mkdir /etc/netns/<client>");
-        std::fs::write(etc.join("resolv.conf"), "nameserver 10.253.0.1\noptions timeout:1 attempts:1\n").expect("write resolv.conf");
+        std::fs::write(etc.join("resolv.conf"), "nameserver 10.253.0.1\noptions timeout:1 attempts:1\n")
+            .expect("write resolv.conf");
         p
     }
 

@@ -27,6 +27,7 @@ fn main() -> anyhow::Result<()> {
 
 /// The workspace root: tracer/ is one level below it.
 fn cargo_metadata_root() -> anyhow::Result<PathBuf> {
-    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").ok_or_else(|| anyhow!("CARGO_MANIFEST_DIR not set"))?);
+    let manifest =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").ok_or_else(|| anyhow!("CARGO_MANIFEST_DIR not set"))?);
     manifest.parent().map(PathBuf::from).ok_or_else(|| anyhow!("tracer/ has no parent"))
 }

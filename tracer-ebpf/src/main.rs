@@ -20,24 +20,20 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         generated::{
-            bpf_get_current_task, bpf_get_netns_cookie, bpf_probe_read_kernel,
-            bpf_ringbuf_output, bpf_skb_cgroup_id, bpf_skb_load_bytes,
+            bpf_get_current_task, bpf_get_netns_cookie, bpf_probe_read_kernel, bpf_ringbuf_output, bpf_skb_cgroup_id,
+            bpf_skb_load_bytes,
         },
     },
-    macros::{
-        btf_tracepoint, cgroup_skb, classifier, fentry, kprobe, map, raw_tracepoint,
-        socket_filter, tracepoint,
-    },
+    macros::{btf_tracepoint, cgroup_skb, classifier, fentry, kprobe, map, raw_tracepoint, socket_filter, tracepoint},
     maps::{PerCpuArray, RingBuf},
     programs::{
-        BtfTracePointContext, FEntryContext, ProbeContext, RawTracePointContext, SkBuffContext,
-        TcContext, TracePointContext,
+        BtfTracePointContext, FEntryContext, ProbeContext, RawTracePointContext, SkBuffContext, TcContext,
+        TracePointContext,
     },
 };
 use tracer_common::{
-    ConnEvent, DROP_SNAP, DropEvent, EVENT_VERSION, EventHeader, EventKind, KernelOffsets,
-    PACKET_EVENT_HDR_LEN, PORTS_MAX, PacketEvent, SNAP_LEN, STATS_LEN, Stat, TpFields, conn_kind,
-    flags, hook,
+    ConnEvent, DROP_SNAP, DropEvent, EVENT_VERSION, EventHeader, EventKind, KernelOffsets, PACKET_EVENT_HDR_LEN,
+    PORTS_MAX, PacketEvent, SNAP_LEN, STATS_LEN, Stat, TpFields, conn_kind, flags, hook,
 };
 
 /// Ring buffer size; userspace may override it at load time.
@@ -302,9 +298,17 @@ fn fill_task(hdr: &mut EventHeader) -> u32 {
         if task == 0 {
             return 0;
         }
-        let _ = bpf_probe_read_kernel(hdr.thread_comm.as_mut_ptr().cast(), 16, (task + u64::from(off.task_comm)) as *const _);
+        let _ = bpf_probe_read_kernel(
+            hdr.thread_comm.as_mut_ptr().cast(),
+            16,
+            (task + u64::from(off.task_comm)) as *const _,
+        );
         if let Some(leader) = kread::<u64>(task, off.task_group_leader) {
-            let _ = bpf_probe_read_kernel(hdr.comm.as_mut_ptr().cast(), 16, (leader + u64::from(off.task_comm)) as *const _);
+            let _ = bpf_probe_read_kernel(
+                hdr.comm.as_mut_ptr().cast(),
+                16,
+                (leader + u64::from(off.task_comm)) as *const _,
+            );
         }
         if let Some(nsproxy) = kread::<u64>(task, off.task_nsproxy)
             && nsproxy != 0
@@ -376,9 +380,7 @@ fn capture(ctx: &SkBuffContext, which: u8) -> i32 {
         return 1;
     }
     // SAFETY: n is in 1..=SNAP_LEN, the size of ev.data.
-    let r = unsafe {
-        bpf_skb_load_bytes(skb.cast(), 0, ev.data.as_mut_ptr().cast(), n as u32)
-    };
+    let r = unsafe { bpf_skb_load_bytes(skb.cast(), 0, ev.data.as_mut_ptr().cast(), n as u32) };
     if r != 0 {
         bump(Stat::LoadError);
         return 1;
@@ -389,14 +391,8 @@ fn capture(ctx: &SkBuffContext, which: u8) -> i32 {
     let fl = if EVENTS.query(BPF_RB_AVAIL_DATA) >= wake { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
     let size = (PACKET_EVENT_HDR_LEN + n) as u64;
     // SAFETY: `ev` is PACKET_EVENT_HDR_LEN + SNAP_LEN bytes and size is at most that.
-    let r = unsafe {
-        bpf_ringbuf_output(
-            (&raw const EVENTS).cast_mut().cast(),
-            core::ptr::from_mut(ev).cast(),
-            size,
-            fl,
-        )
-    };
+    let r =
+        unsafe { bpf_ringbuf_output((&raw const EVENTS).cast_mut().cast(), core::ptr::from_mut(ev).cast(), size, fl) };
     if r != 0 {
         count_lost();
     }
@@ -463,9 +459,12 @@ fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
         }
     }
     let size = (core::mem::size_of::<DropEvent>() - DROP_SNAP + ev.cap_len as usize) as u64;
-    let size = if size > core::mem::size_of::<DropEvent>() as u64 { core::mem::size_of::<DropEvent>() as u64 } else { size };
+    let size =
+        if size > core::mem::size_of::<DropEvent>() as u64 { core::mem::size_of::<DropEvent>() as u64 } else { size };
     // SAFETY: `ev` is size_of::<DropEvent>() bytes and size is at most that.
-    let r = unsafe { bpf_ringbuf_output((&raw const EVENTS).cast_mut().cast(), core::ptr::from_mut(ev).cast(), size, wake_flag()) };
+    let r = unsafe {
+        bpf_ringbuf_output((&raw const EVENTS).cast_mut().cast(), core::ptr::from_mut(ev).cast(), size, wake_flag())
+    };
     if r != 0 {
         count_lost();
     }
@@ -620,7 +619,9 @@ fn underlay(ctx: &TcContext, which: u8) -> i32 {
     ev.cap_len = n as u16;
     let size = (PACKET_EVENT_HDR_LEN + n) as u64;
     // SAFETY: `ev` is PACKET_EVENT_HDR_LEN + SNAP_LEN bytes and size is at most that.
-    let r = unsafe { bpf_ringbuf_output((&raw const EVENTS).cast_mut().cast(), core::ptr::from_mut(ev).cast(), size, wake_flag()) };
+    let r = unsafe {
+        bpf_ringbuf_output((&raw const EVENTS).cast_mut().cast(), core::ptr::from_mut(ev).cast(), size, wake_flag())
+    };
     if r != 0 {
         count_lost();
     }

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use ktrace::cli::{Cli, Command, dns, doctor, record, replay};
+use ktrace::cli::{Cli, Command, dns, doctor, drops, record, replay};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -16,6 +16,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     let r = match &cli.cmd {
         Command::Dns(a) => dns::run(&cli.global, a),
+        Command::Drops(a) => drops::run(&cli.global, a),
         Command::Record(a) => record::run(&cli.global, a),
         Command::Replay(a) => replay::run(&cli.global, a),
         Command::Doctor => doctor::run(&cli.global),

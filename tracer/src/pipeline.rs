@@ -7,7 +7,10 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::{
-    analyze::{Analyzer, Finding, Pairer, Transaction, pairing::{PairConfig, PairStats}},
+    analyze::{
+        Analyzer, Finding, Pairer, Transaction,
+        pairing::{PairConfig, PairStats},
+    },
     decode::{DecodeStats, DnsDecoder, DnsEvent},
     enrich::Enricher,
     event::Record,
@@ -140,7 +143,9 @@ pub fn json_mentions_pod(filter: &Filter, v: &serde_json::Value) -> bool {
 fn walk_pods(v: &serde_json::Value, f: &mut dyn FnMut(&str, &str, Option<&str>)) {
     match v {
         serde_json::Value::Object(m) => {
-            if let (Some(ns), Some(name)) = (m.get("namespace").and_then(|x| x.as_str()), m.get("name").and_then(|x| x.as_str())) {
+            if let (Some(ns), Some(name)) =
+                (m.get("namespace").and_then(|x| x.as_str()), m.get("name").and_then(|x| x.as_str()))
+            {
                 f(ns, name, m.get("node").and_then(|x| x.as_str()));
             }
             // Findings name pods as "namespace/name" strings.

@@ -18,10 +18,9 @@ fn show(title: &str, cmd: &mut Command) {
     let out = cmd.stdin(Stdio::null()).output();
     let secs = t.elapsed().as_secs_f64();
     match out {
-        Ok(o) => println!(
-            "[demo] {title}: {} ({secs:.1} s)",
-            String::from_utf8_lossy(&o.stdout).trim().replace('\n', " | ")
-        ),
+        Ok(o) => {
+            println!("[demo] {title}: {} ({secs:.1} s)", String::from_utf8_lossy(&o.stdout).trim().replace('\n', " | "))
+        }
         Err(e) => println!("[demo] {title}: failed to run: {e}"),
     }
 }
@@ -32,7 +31,9 @@ pub(crate) fn run(bin: &Path) -> anyhow::Result<()> {
     if !missing.is_empty() {
         bail!("the lab needs: {}", missing.join(", "));
     }
-    println!("[demo] bringing the lab up: 2 nodes joined by VXLAN, kube-dns forwarding to an upstream that never answers");
+    println!(
+        "[demo] bringing the lab up: 2 nodes joined by VXLAN, kube-dns forwarding to an upstream that never answers"
+    );
     let lab = LabGuard::up(&LabOptions::default()).context("lab up")?;
     let snapshot = lab.snapshot_path();
     println!("[demo] starting: ktrace dns --ns critical-app --kube-snapshot {}", snapshot.display());
@@ -45,7 +46,9 @@ pub(crate) fn run(bin: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("starting {}", bin.display()))?;
     // Attaching takes ~100 ms; leave room on a loaded machine.
     std::thread::sleep(Duration::from_millis(1500));
-    println!("[demo] client pod runs: getent hosts {BACKEND}   (resolv.conf: ndots:5, 4 search suffixes, one is localdomain)");
+    println!(
+        "[demo] client pod runs: getent hosts {BACKEND}   (resolv.conf: ndots:5, 4 search suffixes, one is localdomain)"
+    );
     show("getent", lab.pod_command("critical-app", "client", "getent").args(["hosts", BACKEND]));
     show(
         "curl",

@@ -1,5 +1,6 @@
 //! `cargo xtask …`: set-up, build, tests, the lab and the demo.
 
+mod bench;
 mod demo;
 mod setup;
 
@@ -43,6 +44,13 @@ enum Cmd {
     },
     /// Run clippy the three ways the workspace needs (userspace, eBPF on host, eBPF for BPF).
     Lint,
+    /// Set up, build, and measure ktrace's overhead, pipeline, replay speed and hot paths;
+    /// writes BENCHMARKS.md (root; about 12 minutes, `--quick` about 2).
+    Bench {
+        /// Fewer pairs, shorter runs and smaller files (indicative only).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 /// The workspace root (xtask/ is one level below it).
@@ -123,5 +131,9 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Lab { args } => xtask::lab::lab_main(&args),
         Cmd::Lint => lint(),
+        Cmd::Bench { quick } => {
+            let bin = build()?;
+            bench::run(&bin, &root(), quick)
+        }
     }
 }

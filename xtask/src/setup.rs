@@ -21,6 +21,7 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ("curl", "the lab: pod-to-pod HTTP"),
     ("python3", "the lab: backend HTTP server"),
     ("tcpdump", "benchmarks: reference capture"),
+    ("dnsperf", "benchmarks: resolver load generator"),
     ("tshark", "tests: cross-check captures"),
     ("procps", "tests: process inspection"),
     ("bpftool", "tests: check nothing stays attached"),
@@ -106,7 +107,15 @@ pub(crate) fn setup() -> anyhow::Result<()> {
         say(&format!("installing bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (takes a few minutes, once)"));
         let path = format!("/usr/lib/llvm-22/bin:{}", std::env::var("PATH").unwrap_or_default());
         run(Command::new("cargo")
-            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features", "--features", "llvm-22"])
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
             .env("PATH", path))
         .context("cargo install bpf-linker")?;
     }

@@ -52,8 +52,19 @@ const MAX_LEARNED: usize = 65_536;
 const MAX_LOST_MARKS: usize = 4096;
 /// Distinct wrong-source overlay rows.
 const MAX_OVERLAY_ROWS: usize = 1024;
+/// How often a node's expected addresses are re-read from the metadata.
+const EXPECTED_REFRESH_NS: u64 = 10_000 * MS;
 /// Distinct delivered paths counted for the "partial loss" hint.
 const MAX_PATHS: usize = 65_536;
+/// Ingress packets longer than this may be GRO super-packets (segments the
+/// receiving NIC merged before tc saw them): their TCP range is remembered so
+/// that the segments after the first, sent and fingerprinted separately,
+/// count as delivered.
+const GRO_MIN_LEN: u32 = 1600;
+/// TCP flows with remembered GRO ranges.
+const MAX_GRO_FLOWS: usize = 65_536;
+/// Ranges remembered per flow.
+const GRO_RANGES: usize = 8;
 
 const PROTO_ICMP: u8 = 1;
 const PROTO_TCP: u8 = 6;
@@ -208,7 +219,7 @@ pub struct ConnFail {
     pub src_pod: Option<String>,
     /// Remote pod, `namespace/name`.
     pub dst_pod: Option<String>,
-    /// The process that called connect() (first of the row).
+    /// The process that called `connect()` (first of the row).
     pub process: Option<ProcessBrief>,
     /// Connections.
     pub count: u64,
@@ -220,7 +231,7 @@ pub struct ConnFail {
     pub first_ts_ns: u64,
     /// Last failure.
     pub last_ts_ns: u64,
-    /// Still in SYN_SENT, with SYN retransmits, when the input ended.
+    /// Still in `SYN_SENT`, with SYN retransmits, when the input ended.
     pub pending: bool,
 }
 
@@ -352,7 +363,7 @@ pub struct DropStats {
     pub sockets: u64,
     /// Sockets evicted by the cap.
     pub sockets_evicted: u64,
-    /// connect()s closed in SYN_SENT without reset or retransmit (aborted by the caller).
+    /// `connect()`s closed in `SYN_SENT` without reset or retransmit (aborted by the caller).
     pub connects_aborted: u64,
     /// New aggregation keys refused by `max_rows`.
     pub rows_dropped: u64,
@@ -461,16 +472,19 @@ struct L3L4 {
     tcp_flags: u8,
     /// ICMP type << 8 | code.
     icmp: u16,
+    /// TCP payload length the headers claim (0 when unknown): a GRO
+    /// super-packet covers `seq..seq + tcp_len`.
+    tcp_len: u32,
 }
 
 impl L3L4 {
     fn feed(&self, h: &mut FastHasher) {
-        let (a, b) = ip_words(self.t.src);
-        let (c, d) = ip_words(self.t.dst);
-        h.write_u64(a);
-        h.write_u64(b);
-        h.write_u64(c);
-        h.write_u64(d);
+        let (src_hi, src_lo) = ip_words(self.t.src);
+        let (dst_hi, dst_lo) = ip_words(self.t.dst);
+        h.write_u64(src_hi);
+        h.write_u64(src_lo);
+        h.write_u64(dst_hi);
+        h.write_u64(dst_lo);
         h.write_u64(
             u64::from(self.t.proto)
                 | u64::from(self.t.sport) << 8
@@ -513,6 +527,16 @@ impl Headers {
         h.finish()
     }
 
+    /// Identity of the connection (no IP id, no sequence), for GRO ranges.
+    fn flow_hash(&self) -> u64 {
+        let mut h = FastHasher(0x6a6a);
+        for l in [Some(&self.outer), self.inner.as_ref()].into_iter().flatten() {
+            let strip = L3L4 { t: l.t, id: 0, seq: 0, tcp_flags: 0, icmp: 0, tcp_len: 0 };
+            strip.feed(&mut h);
+        }
+        h.finish()
+    }
+
     /// Identity of the innermost packet: what a kernel drop after
     /// decapsulation carries.
     fn key(&self) -> u64 {
@@ -531,14 +555,14 @@ fn be16(d: &[u8], at: usize) -> Option<u16> {
 
 fn be32(d: &[u8], at: usize) -> Option<u32> {
     match d.get(at..at.checked_add(4)?) {
-        Some(&[a, b, c, e]) => Some(u32::from_be_bytes([a, b, c, e])),
+        Some(&[b0, b1, b2, b3]) => Some(u32::from_be_bytes([b0, b1, b2, b3])),
         _ => None,
     }
 }
 
 /// Parses IP + transport header fields; returns them and the UDP payload.
 fn parse_l3l4(d: &[u8]) -> Option<(L3L4, &[u8])> {
-    let (src, dst, proto, id, l4, nonfirst) = match d.first()? >> 4 {
+    let (src, dst, proto, id, l4, nonfirst, claim) = match d.first()? >> 4 {
         4 => {
             let h: &[u8; 20] = d.get(..20)?.try_into().ok()?;
             let ihl = usize::from(h[0] & 0x0f) * 4;
@@ -556,6 +580,7 @@ fn parse_l3l4(d: &[u8]) -> Option<(L3L4, &[u8])> {
                 u16::from_be_bytes([h[4], h[5]]),
                 d.get(ihl..end).unwrap_or(&[]),
                 frag & 0x1fff != 0,
+                total.saturating_sub(ihl),
             )
         }
         6 => {
@@ -592,11 +617,13 @@ fn parse_l3l4(d: &[u8]) -> Option<(L3L4, &[u8])> {
                 id,
                 d.get(off..end).unwrap_or(&[]),
                 nonfirst,
+                (40 + plen).saturating_sub(off),
             )
         }
         _ => return None,
     };
-    let mut l = L3L4 { t: Tuple { src, dst, proto, sport: 0, dport: 0 }, id, seq: 0, tcp_flags: 0, icmp: 0 };
+    let mut l =
+        L3L4 { t: Tuple { src, dst, proto, sport: 0, dport: 0 }, id, seq: 0, tcp_flags: 0, icmp: 0, tcp_len: 0 };
     let mut payload: &[u8] = &[];
     if !nonfirst {
         match proto {
@@ -608,6 +635,9 @@ fn parse_l3l4(d: &[u8]) -> Option<(L3L4, &[u8])> {
                 if proto == PROTO_TCP {
                     l.seq = be32(l4, 4).unwrap_or(0);
                     l.tcp_flags = l4.get(13).copied().unwrap_or(0);
+                    if let Some(doff) = l4.get(12).map(|b| usize::from(b >> 4) * 4) {
+                        l.tcp_len = claim.saturating_sub(doff) as u32;
+                    }
                 } else if proto == PROTO_UDP {
                     payload = l4.get(8..).unwrap_or(&[]);
                 }
@@ -670,7 +700,9 @@ fn describe_l(l: &L3L4) -> String {
         IpAddr::V6(a) => format!("[{a}]:{port}"),
     };
     match l.t.proto {
-        PROTO_TCP => format!("tcp {} > {} [{}]", ep(l.t.src, l.t.sport), ep(l.t.dst, l.t.dport), tcp_flags_str(l.tcp_flags)),
+        PROTO_TCP => {
+            format!("tcp {} > {} [{}]", ep(l.t.src, l.t.sport), ep(l.t.dst, l.t.dport), tcp_flags_str(l.tcp_flags))
+        }
         PROTO_UDP | PROTO_SCTP => {
             format!("{} {} > {}", proto_name(l.t.proto), ep(l.t.src, l.t.sport), ep(l.t.dst, l.t.dport))
         }
@@ -683,13 +715,7 @@ fn describe_l(l: &L3L4) -> String {
 
 fn describe(h: &Headers) -> String {
     match &h.inner {
-        Some(i) => format!(
-            "{} in vxlan {} > {}:{}",
-            describe_l(i),
-            h.outer.t.src,
-            h.outer.t.dst,
-            h.outer.t.dport
-        ),
+        Some(i) => format!("{} in vxlan {} > {}:{}", describe_l(i), h.outer.t.src, h.outer.t.dst, h.outer.t.dport),
         None => describe_l(&h.outer),
     }
 }
@@ -725,8 +751,13 @@ struct NodeState {
     last_ts: u64,
     /// Timestamps of `Lost` records (trace events lost: absence proves nothing then).
     lost: VecDeque<u64>,
-    /// The node's addresses according to the metadata (refreshed each tick).
+    /// The node's addresses according to the metadata.
     expected: Vec<IpAddr>,
+    /// When `expected` was read (metadata may change while live).
+    expected_at: u64,
+    /// Underlay (tc) records seen from this node: its capture had the
+    /// underlay hooks, so a missing ingress there means something.
+    tc_seen: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -745,6 +776,14 @@ struct EarlyIngress {
     ts: u64,
     count: u32,
     node: u16,
+}
+
+/// TCP sequence ranges that arrived merged at an ingress: (ts, start, end).
+struct GroCover {
+    node: u16,
+    last_ts: u64,
+    ranges: [(u64, u32, u32); GRO_RANGES],
+    next: usize,
 }
 
 #[derive(Hash, PartialEq, Eq)]
@@ -850,7 +889,11 @@ pub struct DropAnalyzer {
     dropped: FastMap<u64, u64>,
     dropped_q: VecDeque<(u64, u64)>,
     /// Unmatched egress waiting for the receiver's capture to pass its window.
-    undecided: Vec<(Pending, u16)>,
+    /// Per receiving node, in expiry order.
+    undecided: Vec<VecDeque<Pending>>,
+    undecided_len: usize,
+    gro: FastMap<u64, GroCover>,
+    gro_q: VecDeque<(u64, u64)>,
     delivered: FastMap<PathKey, (u64, u32)>,
     losses: HashMap<LossKey, LossAgg>,
     drops: HashMap<DropKey, DropAgg>,
@@ -880,6 +923,9 @@ impl DropAnalyzer {
             dropped: FastMap::default(),
             dropped_q: VecDeque::new(),
             undecided: Vec::new(),
+            undecided_len: 0,
+            gro: FastMap::default(),
+            gro_q: VecDeque::new(),
             delivered: FastMap::default(),
             losses: HashMap::new(),
             drops: HashMap::new(),
@@ -897,7 +943,7 @@ impl DropAnalyzer {
         DropStats {
             pending: self.pending.len() as u64,
             pending_ingress: self.early.len() as u64,
-            undecided: self.undecided.len() as u64,
+            undecided: self.undecided_len as u64,
             sockets: self.socks.len() as u64,
             ..self.stats
         }
@@ -923,6 +969,8 @@ impl DropAnalyzer {
                 last_ts: 0,
                 lost: VecDeque::new(),
                 expected: enr.node_addresses(name),
+                expected_at: self.now,
+                tc_seen: false,
             });
             self.node_idx.insert(name.clone(), i);
             i
@@ -933,6 +981,20 @@ impl DropAnalyzer {
 
     fn node_name(&self, i: u16) -> Option<Arc<str>> {
         self.nodes.get(usize::from(i)).map(|n| n.name.clone())
+    }
+
+    /// Declares that `node` was being observed from `from_ns` to `to_ns`
+    /// (a recorder's coverage: it saw nothing, but it was looking), with tc on
+    /// its underlay when `tc`. Without this, a node's span is inferred from its
+    /// own records, and a node that received nothing would look unobserved.
+    pub fn observed(&mut self, node: &str, from_ns: u64, to_ns: u64, tc: bool, enr: &Enricher) {
+        let name: Arc<str> = node.into();
+        let i = self.node(Some(&name), enr);
+        if let Some(n) = self.nodes.get_mut(usize::from(i)) {
+            n.first_ts = n.first_ts.min(from_ns);
+            n.last_ts = n.last_ts.max(to_ns);
+            n.tc_seen |= tc;
+        }
     }
 
     /// Feeds one record (records must come in time order, give or take
@@ -987,9 +1049,8 @@ impl DropAnalyzer {
             self.stats.unparsed += 1;
             return;
         };
-        if node == NO_NODE {
-            return;
-        }
+        let Some(n) = self.nodes.get_mut(usize::from(node)) else { return };
+        n.tc_seen = true;
         let fp = hdr.fingerprint();
         let ts = p.ts_ns;
         if p.hook == Hook::TcEgress {
@@ -1012,15 +1073,15 @@ impl DropAnalyzer {
                 self.delivered_path(node, to, &hdr, p.wire_len);
                 return;
             }
-            if let Some(e) = self.pending.get_mut(&fp) {
-                if e.node == node {
-                    // The same packet again (retransmit with IP id 0, or a
-                    // duplicate): wait for one more arrival.
-                    e.count = e.count.saturating_add(1);
-                    e.last_ts = ts;
-                    self.pending_q.push_back((ts, fp));
-                    return;
-                }
+            if let Some(e) = self.pending.get_mut(&fp)
+                && e.node == node
+            {
+                // The same packet again (retransmit with IP id 0, or a
+                // duplicate): wait for one more arrival.
+                e.count = e.count.saturating_add(1);
+                e.last_ts = ts;
+                self.pending_q.push_back((ts, fp));
+                return;
             }
             if self.pending.len() >= self.cfg.max_pending {
                 self.evict_pending();
@@ -1036,6 +1097,10 @@ impl DropAnalyzer {
         } else {
             if is_unicast(hdr.outer.t.dst) {
                 self.learn(hdr.outer.t.dst, node);
+            }
+            let inner = hdr.innermost();
+            if inner.t.proto == PROTO_TCP && inner.tcp_len > 0 && p.wire_len > GRO_MIN_LEN {
+                self.gro_cover(&hdr, node, ts);
             }
             if let Some(e) = self.pending.get_mut(&fp)
                 && e.node != node
@@ -1066,6 +1131,43 @@ impl DropAnalyzer {
                 self.evict_early();
             }
         }
+    }
+
+    fn gro_cover(&mut self, hdr: &Headers, node: u16, ts: u64) {
+        let flow = hdr.flow_hash();
+        let i = hdr.innermost();
+        let range = (ts, i.seq, i.seq.wrapping_add(i.tcp_len));
+        if let Some(g) = self.gro.get_mut(&flow) {
+            if let Some(slot) = g.ranges.get_mut(g.next % GRO_RANGES) {
+                *slot = range;
+            }
+            g.next = g.next.wrapping_add(1);
+            g.node = node;
+            g.last_ts = ts;
+        } else if self.gro.len() < MAX_GRO_FLOWS {
+            let mut ranges = [(0, 0, 0); GRO_RANGES];
+            ranges[0] = range;
+            self.gro.insert(flow, GroCover { node, last_ts: ts, ranges, next: 1 });
+        } else {
+            return;
+        }
+        self.gro_q.push_back((ts, flow));
+    }
+
+    /// Whether an unmatched TCP segment arrived inside a GRO super-packet.
+    fn gro_covered(&self, e: &Pending) -> bool {
+        let i = e.hdr.innermost();
+        if i.t.proto != PROTO_TCP || self.gro.is_empty() {
+            return false;
+        }
+        let Some(g) = self.gro.get(&e.hdr.flow_hash()) else { return false };
+        let lo = e.first_ts.saturating_sub(self.cfg.match_before_ns);
+        let hi = e.last_ts.saturating_add(self.cfg.match_after_ns);
+        g.node != e.node
+            && g.ranges
+                .iter()
+                .take(g.next.min(GRO_RANGES))
+                .any(|&(ts, start, end)| (lo..=hi).contains(&ts) && i.seq.wrapping_sub(start) < end.wrapping_sub(start))
     }
 
     fn delivered_path(&mut self, from: u16, to: u16, hdr: &Headers, wire_len: u32) {
@@ -1105,7 +1207,13 @@ impl DropAnalyzer {
     }
 
     fn check_overlay_source(&mut self, hdr: &Headers, node: u16, ts: u64, enr: &Enricher) {
-        let Some(n) = self.nodes.get(usize::from(node)) else { return };
+        let now = self.now;
+        let Some(n) = self.nodes.get_mut(usize::from(node)) else { return };
+        if now.saturating_sub(n.expected_at) > EXPECTED_REFRESH_NS {
+            n.expected = enr.node_addresses(&n.name);
+            n.expected_at = now;
+        }
+        let n = &*n;
         let src = hdr.outer.t.src;
         if n.expected.is_empty() || n.expected.contains(&src) {
             return;
@@ -1124,7 +1232,13 @@ impl DropAnalyzer {
             None if len < MAX_OVERLAY_ROWS => {
                 self.overlay.insert(
                     (node, src),
-                    OverlayAgg { dst: hdr.outer.t.dst, dport: hdr.outer.t.dport, packets: 1, first_ts: ts, last_ts: ts },
+                    OverlayAgg {
+                        dst: hdr.outer.t.dst,
+                        dport: hdr.outer.t.dport,
+                        packets: 1,
+                        first_ts: ts,
+                        last_ts: ts,
+                    },
                 );
             }
             None => self.stats.rows_dropped += 1,
@@ -1133,9 +1247,6 @@ impl DropAnalyzer {
 
     /// Expires what can no longer match, judges it, and refreshes metadata.
     fn maintain(&mut self, enr: &Enricher) {
-        for n in &mut self.nodes {
-            n.expected = enr.node_addresses(&n.name);
-        }
         let now = self.now;
         let after = self.cfg.match_after_ns.saturating_add(self.cfg.reorder_slack_ns);
         while let Some(&(ts, fp)) = self.pending_q.front() {
@@ -1171,10 +1282,26 @@ impl DropAnalyzer {
                 self.dropped.remove(&fp);
             }
         }
-        if !self.undecided.is_empty() {
-            let und = std::mem::take(&mut self.undecided);
-            for (e, to) in und {
-                self.judge(e, to, enr, false);
+        while let Some(&(ts, flow)) = self.gro_q.front() {
+            if ts.saturating_add(keep) >= now {
+                break;
+            }
+            self.gro_q.pop_front();
+            if self.gro.get(&flow).is_some_and(|g| g.last_ts == ts) {
+                self.gro.remove(&flow);
+            }
+        }
+        if self.undecided_len > 0 {
+            for to in 0..self.undecided.len() {
+                let last = self.nodes.get(to).map_or(0, |n| n.last_ts);
+                let after_ns = self.cfg.match_after_ns;
+                while let Some(q) = self.undecided.get_mut(to)
+                    && q.front().is_some_and(|e| e.last_ts.saturating_add(after_ns) <= last)
+                    && let Some(e) = q.pop_front()
+                {
+                    self.undecided_len -= 1;
+                    self.judge(e, to as u16, enr, false);
+                }
             }
         }
     }
@@ -1184,6 +1311,10 @@ impl DropAnalyzer {
         let n = u64::from(e.count);
         if self.dropped.contains_key(&fp) || self.dropped.contains_key(&e.key) {
             self.stats.kernel_dropped += n;
+            return;
+        }
+        if self.gro_covered(&e) {
+            self.stats.matched += n;
             return;
         }
         let dst = e.hdr.outer.t.dst;
@@ -1214,18 +1345,28 @@ impl DropAnalyzer {
         if b.last_ts < end {
             if at_end {
                 self.stats.in_flight += n;
-            } else if self.undecided.len() < self.cfg.max_undecided {
-                self.undecided.push((e, to));
+            } else if self.undecided_len < self.cfg.max_undecided {
+                let i = usize::from(to);
+                if self.undecided.len() <= i {
+                    self.undecided.resize_with(i + 1, VecDeque::new);
+                }
+                if let Some(q) = self.undecided.get_mut(i) {
+                    q.push_back(e);
+                    self.undecided_len += 1;
+                }
             } else {
                 self.stats.evicted += n;
             }
             return;
         }
+        if !b.tc_seen {
+            self.stats.not_observed += n;
+            return;
+        }
         let lo = e.first_ts.saturating_sub(self.cfg.match_before_ns);
         let hi = end.saturating_add(self.cfg.reorder_slack_ns);
-        let lost_near = |i: u16| {
-            self.nodes.get(usize::from(i)).is_some_and(|s| s.lost.iter().any(|t| (lo..=hi).contains(t)))
-        };
+        let lost_near =
+            |i: u16| self.nodes.get(usize::from(i)).is_some_and(|s| s.lost.iter().any(|t| (lo..=hi).contains(t)));
         if lost_near(e.node) || lost_near(to) {
             self.stats.suppressed_lost += n;
             return;
@@ -1250,13 +1391,7 @@ impl DropAnalyzer {
             None if len < self.cfg.max_rows => {
                 self.losses.insert(
                     key,
-                    LossAgg {
-                        packets: n,
-                        first_ts: e.first_ts,
-                        last_ts: e.last_ts,
-                        min_len: e.wire_len,
-                        hdr: e.hdr,
-                    },
+                    LossAgg { packets: n, first_ts: e.first_ts, last_ts: e.last_ts, min_len: e.wire_len, hdr: e.hdr },
                 );
             }
             None => self.stats.rows_dropped += 1,
@@ -1306,9 +1441,9 @@ impl DropAnalyzer {
             && !matches!(key.src, Who::Pod(_))
             && !matches!(key.dst, Who::Pod(_))
             && !hdr.as_ref().is_some_and(|h| {
-                [h.outer.t.src, h.outer.t.dst, h.innermost().t.src, h.innermost().t.dst]
-                    .iter()
-                    .any(|ip| enr.pod_by_ip(ip).is_some() || enr.node_by_ip(ip).is_some() || self.learned.contains_key(ip))
+                [h.outer.t.src, h.outer.t.dst, h.innermost().t.src, h.innermost().t.dst].iter().any(|ip| {
+                    enr.pod_by_ip(ip).is_some() || enr.node_by_ip(ip).is_some() || self.learned.contains_key(ip)
+                })
             });
         let samples = vec![sample(hdr.as_ref(), d, ts)];
         self.drops.insert(
@@ -1466,7 +1601,7 @@ impl DropAnalyzer {
     // -- the end -------------------------------------------------------------
 
     /// Judges everything still pending against the whole input and returns
-    /// the report. Connects still in SYN_SENT with SYN retransmits are
+    /// the report. Connects still in `SYN_SENT` with SYN retransmits are
     /// reported as pending timeouts. The analyzer is empty afterwards (its
     /// [`Self::stats`] remain).
     pub fn finish(&mut self, enr: &Enricher) -> DropReport {
@@ -1477,11 +1612,19 @@ impl DropAnalyzer {
         for (fp, e) in rest {
             self.unmatched(e, fp, enr, true);
         }
-        for (e, to) in std::mem::take(&mut self.undecided) {
-            self.judge(e, to, enr, true);
+        let undecided = std::mem::take(&mut self.undecided);
+        self.undecided_len = 0;
+        for (to, q) in undecided.into_iter().enumerate() {
+            for e in q {
+                self.judge(e, to as u16, enr, true);
+            }
         }
         self.early.clear();
         self.early_q.clear();
+        self.gro.clear();
+        self.gro_q.clear();
+        self.dropped.clear();
+        self.dropped_q.clear();
         let socks: Vec<Sock> = self.socks.drain().map(|(_, s)| s).collect();
         self.socks_q.clear();
         for s in socks {
@@ -1558,15 +1701,15 @@ impl DropAnalyzer {
         let mut losses: Vec<(LossKey, LossAgg)> = self.losses.drain().collect();
         losses.sort_by(|a, b| b.1.packets.cmp(&a.1.packets).then(a.1.first_ts.cmp(&b.1.first_ts)));
         let mut out = Vec::new();
+        let mut between: HashMap<(u16, u16), u64> = HashMap::new();
+        for (p, v) in &self.delivered {
+            *between.entry((p.0, p.1)).or_default() += v.0;
+        }
         for (k, a) in losses {
             let (Some(from), Some(to)) = (self.node_name(k.from), self.node_name(k.to)) else { continue };
-            let (delivered, max_ok_len) = self.delivered.get(&(k.from, k.to, k.proto, k.dport)).copied().unwrap_or((0, 0));
-            let reverse = self
-                .delivered
-                .iter()
-                .filter(|(p, _)| p.0 == k.to && p.1 == k.from)
-                .map(|(_, v)| v.0)
-                .sum::<u64>();
+            let (delivered, max_ok_len) =
+                self.delivered.get(&(k.from, k.to, k.proto, k.dport)).copied().unwrap_or((0, 0));
+            let reverse = between.get(&(k.to, k.from)).copied().unwrap_or(0);
             let (cause, advice) = loss_text(&k, &a, &from, &to, delivered, max_ok_len, reverse, enr);
             let inner = a.hdr.innermost();
             out.push(DropFinding::FabricLoss(FabricLoss {
@@ -1592,7 +1735,7 @@ impl DropAnalyzer {
             }));
         }
         let mut overlay: Vec<((u16, IpAddr), OverlayAgg)> = self.overlay.drain().collect();
-        overlay.sort_by(|a, b| b.1.packets.cmp(&a.1.packets));
+        overlay.sort_by_key(|o| std::cmp::Reverse(o.1.packets));
         for ((node, src), a) in overlay {
             let Some(n) = self.nodes.get(usize::from(node)) else { continue };
             let expected = n.expected.clone();
@@ -1729,3 +1872,604 @@ fn loss_text(
     (cause, advice)
 }
 
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::{
+        enrich::{Snapshot, snapshot::PodInfo},
+        event::Process,
+    };
+
+    const A: &str = "node-a";
+    const B: &str = "node-b";
+    const NA: &str = "192.168.77.10";
+    const NB: &str = "192.168.77.11";
+    const CLIENT: &str = "10.244.1.20";
+    const BACKEND: &str = "10.244.2.30";
+    const CLIENT_NETNS: u32 = 4_026_532_001;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn v4(s: &str) -> [u8; 4] {
+        s.parse::<Ipv4Addr>().unwrap().octets()
+    }
+
+    fn ipv4(src: &str, dst: &str, proto: u8, id: u16, l4: &[u8]) -> Vec<u8> {
+        let total = (20 + l4.len()) as u16;
+        let mut p = vec![0x45, 0];
+        p.extend(total.to_be_bytes());
+        p.extend(id.to_be_bytes());
+        p.extend([0x40, 0, 64, proto, 0, 0]);
+        p.extend(v4(src));
+        p.extend(v4(dst));
+        p.extend(l4);
+        p
+    }
+
+    fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut u = Vec::new();
+        u.extend(sport.to_be_bytes());
+        u.extend(dport.to_be_bytes());
+        u.extend(((payload.len() + 8) as u16).to_be_bytes());
+        u.extend([0, 0]);
+        u.extend(payload);
+        u
+    }
+
+    fn tcp(sport: u16, dport: u16, seq: u32, flags: u8) -> Vec<u8> {
+        let mut t = Vec::new();
+        t.extend(sport.to_be_bytes());
+        t.extend(dport.to_be_bytes());
+        t.extend(seq.to_be_bytes());
+        t.extend([0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        t
+    }
+
+    /// A VXLAN packet: outer IPv4/UDP 4789, VXLAN header (VNI 1), inner Ethernet, `inner`.
+    fn vxlan(osrc: &str, odst: &str, osport: u16, oid: u16, inner: &[u8]) -> Vec<u8> {
+        let mut pl = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
+        pl.extend([0x0a, 0x58, 0x0a, 0xf4, 0x02, 0x1e, 0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x14, 0x08, 0x00]);
+        pl.extend(inner);
+        ipv4(osrc, odst, PROTO_UDP, oid, &udp(osport, 4789, &pl))
+    }
+
+    fn node(n: &str) -> Arc<str> {
+        Arc::from(n)
+    }
+
+    fn pkt(ts: u64, n: &str, hook: Hook, data: &[u8]) -> Record {
+        Record::Packet(PacketRecord {
+            ts_ns: ts,
+            hook,
+            process: None,
+            cgroup_id: 0,
+            netns_cookie: 0,
+            netns_ino: 0,
+            ifindex: 2,
+            wire_len: data.len() as u32,
+            data: Bytes::copy_from_slice(data),
+            node: Some(node(n)),
+        })
+    }
+
+    fn drop_rec(ts: u64, n: &str, reason: &str, data: &[u8]) -> Record {
+        Record::Drop(DropRecord {
+            ts_ns: ts,
+            reason: 0,
+            reason_name: Arc::from(reason),
+            location: 0,
+            ifindex: 3,
+            netns_ino: 0,
+            wire_len: data.len() as u32,
+            data: Bytes::copy_from_slice(data),
+            node: Some(node(n)),
+            process: None,
+        })
+    }
+
+    fn conn(ts: u64, sock: u64, kind: ConnKind, sport: u16, dst: (&str, u16), process: bool) -> Record {
+        Record::Conn(ConnRecord {
+            ts_ns: ts,
+            kind,
+            src: Endpoint { ip: ip(CLIENT), port: sport },
+            dst: Endpoint { ip: ip(dst.0), port: dst.1 },
+            sock,
+            process: process.then(|| Process { pid: 42, tid: 42, comm: "curl".into(), thread: "curl".into() }),
+            netns_ino: if process { CLIENT_NETNS } else { 0 },
+            node: Some(node(A)),
+        })
+    }
+
+    fn pod(ns: &str, name: &str, n: &str, addr: &str, netns: Option<u32>) -> PodInfo {
+        PodInfo {
+            pod: PodRef { namespace: ns.into(), name: name.into(), node: Some(node(n)) },
+            uid: String::new(),
+            ips: vec![ip(addr)],
+            host_network: false,
+            container_ids: vec![],
+            netns_name: None,
+            cgroup_path: None,
+            netns_ino: netns,
+            cgroup_id: None,
+            labels: vec![],
+            created_ns: None,
+            deleted_ns: None,
+        }
+    }
+
+    fn enricher() -> Enricher {
+        Enricher::from_snapshot(&Snapshot {
+            pods: vec![
+                pod("critical-app", "client", A, CLIENT, Some(CLIENT_NETNS)),
+                pod("critical-app", "backend", B, BACKEND, None),
+                pod("kube-system", "kube-dns", A, "10.244.1.10", None),
+            ],
+            nodes: vec![(Arc::from(A), vec![ip(NA)]), (Arc::from(B), vec![ip(NB)])],
+            ..Snapshot::default()
+        })
+    }
+
+    /// Client (node-a) ↔ backend (node-b) over VXLAN, one exchange every
+    /// 10 ms: node-a's clock is off by `skew_a`, node-b's by `skew_b`;
+    /// `lose(i)` drops the i-th reply between node-b and node-a.
+    fn exchange(n: u32, skew_a: i64, skew_b: i64, lose: impl Fn(u32) -> bool) -> Vec<Record> {
+        let base: i64 = 10_000 * MS as i64;
+        let at = |t: i64, skew: i64| (base + t + skew) as u64;
+        let mut recs = Vec::new();
+        for i in 0..n {
+            let t = i64::from(i) * 10 * MS as i64;
+            let req =
+                vxlan(NA, NB, 40_000, 0, &ipv4(CLIENT, BACKEND, PROTO_TCP, i as u16, &tcp(51_000, 8080, i, 0x18)));
+            recs.push(pkt(at(t, skew_a), A, Hook::TcEgress, &req));
+            recs.push(pkt(at(t + MS as i64, skew_b), B, Hook::TcIngress, &req));
+            let rsp =
+                vxlan(NB, NA, 41_000, 0, &ipv4(BACKEND, CLIENT, PROTO_TCP, i as u16, &tcp(8080, 51_000, 7 * i, 0x10)));
+            recs.push(pkt(at(t + 2 * MS as i64, skew_b), B, Hook::TcEgress, &rsp));
+            if !lose(i) {
+                recs.push(pkt(at(t + 3 * MS as i64, skew_a), A, Hook::TcIngress, &rsp));
+            }
+        }
+        recs.sort_by_key(Record::ts_ns);
+        recs
+    }
+
+    fn run(recs: &[Record], enr: &Enricher) -> (DropReport, DropStats) {
+        let mut a = DropAnalyzer::new(DropConfig::default());
+        for r in recs {
+            a.push(r, enr);
+        }
+        let rep = a.finish(enr);
+        (rep, a.stats())
+    }
+
+    fn losses(rep: &DropReport) -> Vec<&FabricLoss> {
+        rep.findings
+            .iter()
+            .filter_map(|f| match f {
+                DropFinding::FabricLoss(l) => Some(l),
+                DropFinding::OverlayWrongSource(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fabric_drop_vxlan_one_direction() {
+        let enr = enricher();
+        let (rep, st) = run(&exchange(300, 0, 0, |_| true), &enr);
+        let l = losses(&rep);
+        assert_eq!(l.len(), 1, "{rep:#?}");
+        let l = l[0];
+        assert_eq!((&*l.from_node, &*l.to_node), (B, A));
+        assert_eq!((l.proto, l.dport, l.encapsulation), ("udp", 4789, Some("vxlan")));
+        assert_eq!(l.inner_src_pod.as_deref(), Some("critical-app/backend"));
+        assert_eq!(l.inner_dst_pod.as_deref(), Some("critical-app/client"));
+        assert_eq!((l.inner_proto, l.inner_dport), ("tcp", 51_000));
+        assert_eq!((l.outer_src, l.outer_dst), (ip(NB), ip(NA)));
+        // Replies 10..=198: the first ones precede node-a's capture by less
+        // than the skew margin, the last second is in flight at its end.
+        assert_eq!(l.packets, 189, "{st:?}");
+        assert_eq!(l.delivered, 0);
+        assert!(l.cause.contains("only this direction"), "{}", l.cause);
+        assert!(rep.drops.is_empty() && rep.conn_fails.is_empty());
+        assert_eq!(st.matched, 300);
+        assert_eq!(st.in_flight + st.not_observed + 189, 300, "{st:?}");
+        assert_eq!((st.pending, st.pending_ingress, st.undecided), (0, 0, 0));
+        let j = serde_json::to_value(&rep.findings[0]).unwrap();
+        assert_eq!(j["kind"], "fabric_loss");
+        assert_eq!(j["from_node"], B);
+        assert_eq!(j["inner_src_pod"], "critical-app/backend");
+        assert_eq!(j["first_ts_ns"], l.first_ts_ns);
+    }
+
+    #[test]
+    fn no_fault_with_skew_reports_nothing() {
+        let enr = enricher();
+        for (sa, sb) in [(50, -50), (-50, 50), (0, 50), (50, 0)] {
+            let (rep, st) = run(&exchange(300, sa * MS as i64, sb * MS as i64, |_| false), &enr);
+            assert!(rep.findings.is_empty(), "skew {sa}/{sb}: {rep:#?}");
+            assert!(rep.drops.is_empty() && rep.conn_fails.is_empty());
+            assert_eq!(st.matched, 600, "skew {sa}/{sb}: {st:?}");
+        }
+    }
+
+    #[test]
+    fn without_metadata_nodes_are_learned() {
+        let (rep, _) = run(&exchange(300, 0, 0, |_| true), &Enricher::empty());
+        let l = losses(&rep);
+        assert_eq!(l.len(), 1);
+        assert_eq!((&*l[0].from_node, &*l[0].to_node, l[0].packets), (B, A, 189));
+        assert_eq!(l[0].inner_src_pod, None);
+        assert_eq!(l[0].inner_src, ip(BACKEND));
+    }
+
+    #[test]
+    fn in_flight_at_capture_end_is_not_lost() {
+        let enr = enricher();
+        // The last 50 replies (500 ms) never arrive: node-a's capture ends first.
+        let (rep, st) = run(&exchange(300, 0, 0, |i| i >= 250), &enr);
+        assert!(rep.findings.is_empty(), "{rep:#?}");
+        assert_eq!(st.in_flight, 50, "{st:?}");
+    }
+
+    #[test]
+    fn receiver_not_recording_is_not_lost() {
+        let enr = enricher();
+        // Only node-b's records: node-a is never observed.
+        let recs: Vec<Record> = exchange(300, 0, 0, |_| true)
+            .into_iter()
+            .filter(|r| matches!(r, Record::Packet(p) if p.node.as_deref() == Some(B)))
+            .collect();
+        let (rep, st) = run(&recs, &enr);
+        assert!(rep.findings.is_empty(), "{rep:#?}");
+        assert_eq!(st.unresolved, 300, "{st:?}");
+    }
+
+    #[test]
+    fn kernel_drop_on_receiver_is_a_drop_not_fabric_loss() {
+        let enr = enricher();
+        let mut recs = exchange(300, 0, 0, |_| true);
+        // node-a's kernel dropped every reply, after decapsulation (the drop
+        // carries the inner packet) for even ones, before it for odd ones.
+        let mut drops = Vec::new();
+        for r in &recs {
+            if let Record::Packet(p) = r
+                && p.hook == Hook::TcEgress
+                && p.node.as_deref() == Some(B)
+            {
+                let h = parse_headers(&p.data, &[4789]).unwrap();
+                let i = h.inner.unwrap();
+                let data = if i.id.is_multiple_of(2) { p.data.get(50..).unwrap().to_vec() } else { p.data.to_vec() };
+                drops.push(drop_rec(p.ts_ns + 2 * MS, A, "NETFILTER_DROP", &data));
+            }
+        }
+        recs.extend(drops);
+        recs.sort_by_key(Record::ts_ns);
+        let (rep, st) = run(&recs, &enr);
+        assert!(losses(&rep).is_empty(), "{rep:#?}");
+        assert_eq!(st.kernel_dropped, 300, "{st:?}");
+        assert_eq!(rep.drops.len(), 2, "{:#?}", rep.drops);
+        for d in &rep.drops {
+            assert_eq!((&*d.reason, d.count, d.node.as_deref()), ("NETFILTER_DROP", 150, Some(A)));
+            assert_eq!(d.src_pod.as_deref(), Some("critical-app/backend"));
+            assert_eq!(d.dst_pod.as_deref(), Some("critical-app/client"));
+            assert_eq!((d.proto, d.dport), (Some("tcp"), Some(51_000)));
+            assert!(!d.background);
+        }
+        let vx = rep.drops.iter().find(|d| d.inner.is_some()).unwrap();
+        assert_eq!((vx.outer_src, vx.outer_dst, vx.outer_dport), (Some(ip(NB)), Some(ip(NA)), Some(4789)));
+    }
+
+    #[test]
+    fn netfilter_drops_aggregate_by_inner_pods() {
+        let enr = enricher();
+        let mut a = DropAnalyzer::new(DropConfig::default());
+        for i in 0..10u16 {
+            let inner = ipv4(CLIENT, BACKEND, PROTO_TCP, i, &tcp(50_000 + i, 8080, 1, 0x02));
+            a.push(&drop_rec(u64::from(i) * MS, B, "NETFILTER_DROP", &vxlan(NA, NB, 33_000 + i, i, &inner)), &enr);
+        }
+        // Another flow and another reason: separate rows.
+        let inner = ipv4(CLIENT, BACKEND, PROTO_TCP, 1, &tcp(50_000, 9090, 1, 0x02));
+        a.push(&drop_rec(20 * MS, B, "NETFILTER_DROP", &vxlan(NA, NB, 33_000, 1, &inner)), &enr);
+        let plain = ipv4(CLIENT, BACKEND, PROTO_TCP, 1, &tcp(50_000, 8080, 1, 0x02));
+        a.push(&drop_rec(21 * MS, B, "NO_SOCKET", &plain), &enr);
+        // Host noise: no pod, no node.
+        a.push(
+            &drop_rec(22 * MS, B, "NOT_SPECIFIED", &ipv4("172.17.0.2", "172.17.0.1", PROTO_UDP, 0, &udp(1, 2, b""))),
+            &enr,
+        );
+        a.push(&drop_rec(23 * MS, B, "NOT_SPECIFIED", &[0x00, 0x01, 0x08, 0x00]), &enr);
+        let rep = a.finish(&enr);
+        assert_eq!(rep.drops.len(), 5, "{:#?}", rep.drops);
+        let d = &rep.drops[0];
+        assert_eq!((&*d.reason, d.count), ("NETFILTER_DROP", 10));
+        assert_eq!(d.src_pod.as_deref(), Some("critical-app/client"));
+        assert_eq!(d.dst_pod.as_deref(), Some("critical-app/backend"));
+        assert_eq!((d.src, d.dst, d.dport), (Some(ip(CLIENT)), Some(ip(BACKEND)), Some(8080)));
+        assert_eq!(
+            d.inner,
+            Some(FlowTuple { src: ip(CLIENT), dst: ip(BACKEND), proto: "tcp", sport: 50_000, dport: 8080 })
+        );
+        assert_eq!((d.outer_src, d.outer_dst, d.outer_proto), (Some(ip(NA)), Some(ip(NB)), Some("udp")));
+        assert_eq!((d.first_ts_ns, d.last_ts_ns), (0, 9 * MS));
+        assert_eq!(d.samples.len(), 3);
+        assert!(d.samples[0].contains("tcp 10.244.1.20:50000 > 10.244.2.30:8080 [S] in vxlan"), "{}", d.samples[0]);
+        let bg: Vec<bool> = rep.drops.iter().map(|d| d.background).collect();
+        assert_eq!(bg.iter().filter(|b| **b).count(), 2, "{:#?}", rep.drops);
+        let j = serde_json::to_value(d).unwrap();
+        assert_eq!(j["src_pod"], "critical-app/client");
+        assert_eq!(j["inner"]["dport"], 8080);
+        assert_eq!(j["dev"], serde_json::Value::Null);
+    }
+
+    fn state(old: u8, new: u8) -> ConnKind {
+        ConnKind::State { old, new }
+    }
+
+    #[test]
+    fn refused_carries_the_process_from_connect() {
+        use tcp_state::{CLOSE, SYN_SENT};
+        let enr = enricher();
+        let mut a = DropAnalyzer::new(DropConfig::default());
+        for (k, sock) in [(0u64, 0xffff_0001u64), (1, 0xffff_0002)] {
+            let t = k * 100 * MS;
+            let sport = 40_000 + k as u16;
+            a.push(&conn(t, sock, state(CLOSE, SYN_SENT), 0, (BACKEND, 8081), true), &enr);
+            a.push(
+                &conn(t + MS, sock, ConnKind::ResetReceived { state: SYN_SENT }, sport, (BACKEND, 8081), false),
+                &enr,
+            );
+            a.push(&conn(t + MS, sock, state(SYN_SENT, CLOSE), sport, (BACKEND, 8081), false), &enr);
+        }
+        let rep = a.finish(&enr);
+        assert_eq!(rep.conn_fails.len(), 1, "{:#?}", rep.conn_fails);
+        let c = &rep.conn_fails[0];
+        assert_eq!((c.kind, c.count, c.syn_retransmits, c.pending), (ConnFailKind::Refused, 2, 0, false));
+        assert_eq!(c.process, Some(ProcessBrief { pid: 42, comm: "curl".into() }));
+        assert_eq!(c.src_pod.as_deref(), Some("critical-app/client"));
+        assert_eq!(c.dst_pod.as_deref(), Some("critical-app/backend"));
+        assert_eq!(c.node.as_deref(), Some(A));
+        let j = serde_json::to_value(c).unwrap();
+        assert_eq!(j["kind"], "refused");
+        assert_eq!(j["dst"], "10.244.2.30:8081");
+        assert_eq!(j["process"]["comm"], "curl");
+        assert_eq!(a.stats().sockets, 0);
+    }
+
+    #[test]
+    fn timeouts_resets_pending_and_aborted() {
+        use tcp_state::{CLOSE, ESTABLISHED, SYN_SENT};
+        let enr = enricher();
+        let mut an = DropAnalyzer::new(DropConfig::default());
+        let s = 1000 * MS;
+        // Timeout: two SYN retransmits, then give-up.
+        an.push(&conn(0, 1, state(CLOSE, SYN_SENT), 0, (BACKEND, 8080), true), &enr);
+        an.push(&conn(s, 1, ConnKind::Retransmit { state: SYN_SENT }, 40_001, (BACKEND, 8080), false), &enr);
+        an.push(&conn(3 * s, 1, ConnKind::Retransmit { state: SYN_SENT }, 40_001, (BACKEND, 8080), false), &enr);
+        an.push(&conn(3 * s + 1, 1, state(SYN_SENT, CLOSE), 40_001, (BACKEND, 8080), true), &enr);
+        // Reset of an established connection.
+        an.push(&conn(4 * s, 2, state(CLOSE, SYN_SENT), 0, (BACKEND, 8080), true), &enr);
+        an.push(&conn(4 * s + MS, 2, state(SYN_SENT, ESTABLISHED), 40_002, (BACKEND, 8080), false), &enr);
+        an.push(&conn(5 * s, 2, ConnKind::ResetReceived { state: ESTABLISHED }, 40_002, (BACKEND, 8080), false), &enr);
+        an.push(&conn(5 * s, 2, state(ESTABLISHED, CLOSE), 40_002, (BACKEND, 8080), false), &enr);
+        // Aborted connect (closed at once, no retransmit): not a failure.
+        an.push(&conn(6 * s, 3, state(CLOSE, SYN_SENT), 0, (BACKEND, 8080), true), &enr);
+        an.push(&conn(6 * s + MS, 3, state(SYN_SENT, CLOSE), 40_003, (BACKEND, 8080), true), &enr);
+        // Successful connect: nothing.
+        an.push(&conn(6 * s, 5, state(CLOSE, SYN_SENT), 0, (BACKEND, 8080), true), &enr);
+        an.push(&conn(6 * s + MS, 5, state(SYN_SENT, ESTABLISHED), 40_005, (BACKEND, 8080), false), &enr);
+        // Still connecting at the end with a retransmit: pending timeout.
+        an.push(&conn(7 * s, 4, state(CLOSE, SYN_SENT), 0, ("10.244.1.10", 53), true), &enr);
+        an.push(&conn(8 * s, 4, ConnKind::Retransmit { state: SYN_SENT }, 40_004, ("10.244.1.10", 53), false), &enr);
+        let rep = an.finish(&enr);
+        let find = |k: ConnFailKind, p: bool| rep.conn_fails.iter().find(|c| c.kind == k && c.pending == p);
+        let t = find(ConnFailKind::Timeout, false).expect("timeout");
+        assert_eq!((t.count, t.syn_retransmits, t.dst.port), (1, 2, 8080));
+        assert_eq!(t.process.as_ref().map(|p| p.pid), Some(42));
+        let r = find(ConnFailKind::Reset, false).expect("reset");
+        assert_eq!(r.process.as_ref().map(|p| p.comm.as_str()), Some("curl"));
+        assert_eq!(r.src_pod.as_deref(), Some("critical-app/client"));
+        let p = find(ConnFailKind::Timeout, true).expect("pending");
+        assert_eq!(p.dst_pod.as_deref(), Some("kube-system/kube-dns"));
+        assert_eq!(rep.conn_fails.len(), 3, "{:#?}", rep.conn_fails);
+        assert_eq!(an.stats().connects_aborted, 1);
+    }
+
+    #[test]
+    fn overlay_wrong_source() {
+        let enr = enricher();
+        let mut a = DropAnalyzer::new(DropConfig::default());
+        let inner = ipv4(BACKEND, CLIENT, PROTO_TCP, 1, &tcp(8080, 51_000, 1, 0x12));
+        for i in 0..5u16 {
+            a.push(&pkt(u64::from(i) * MS, B, Hook::TcEgress, &vxlan("10.0.0.99", NA, 41_000, i, &inner)), &enr);
+            // Right source from node-a: fine.
+            a.push(&pkt(u64::from(i) * MS, A, Hook::TcEgress, &vxlan(NA, NB, 41_000, i, &inner)), &enr);
+        }
+        let rep = a.finish(&enr);
+        let o: Vec<&OverlayWrongSource> = rep
+            .findings
+            .iter()
+            .filter_map(|f| match f {
+                DropFinding::OverlayWrongSource(o) => Some(o),
+                DropFinding::FabricLoss(_) => None,
+            })
+            .collect();
+        assert_eq!(o.len(), 1, "{rep:#?}");
+        assert_eq!((&*o[0].node, o[0].outer_src, o[0].packets), (B, ip("10.0.0.99"), 5));
+        assert_eq!(o[0].expected, vec![ip(NB)]);
+        assert_eq!(o[0].to_node.as_deref(), Some(A));
+        let j = serde_json::to_value(&rep.findings[0]).unwrap();
+        assert_eq!(j["kind"], "overlay_wrong_source");
+    }
+
+    #[test]
+    fn caps_bound_memory_and_count_evictions() {
+        let enr = enricher();
+        let cfg = DropConfig { max_pending: 100, max_sockets: 10, ..DropConfig::default() };
+        let mut a = DropAnalyzer::new(cfg);
+        for i in 0..1000u32 {
+            let inner = ipv4(CLIENT, BACKEND, PROTO_UDP, i as u16, &udp(5000, 53, b"x"));
+            a.push(&pkt(u64::from(i), A, Hook::TcEgress, &vxlan(NA, NB, 1, 0, &inner)), &enr);
+            a.push(
+                &conn(u64::from(i), u64::from(i), state(tcp_state::CLOSE, tcp_state::SYN_SENT), 0, (BACKEND, 1), true),
+                &enr,
+            );
+        }
+        let st = a.stats();
+        assert!(st.pending <= 100 && st.evicted >= 900, "{st:?}");
+        assert!(st.sockets <= 10 && st.sockets_evicted >= 990, "{st:?}");
+        assert!(a.socks_q.len() <= 20);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let enr = enricher();
+        let mut a = DropAnalyzer::new(DropConfig::default());
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut buf = [0u8; 140];
+        let good = vxlan(NA, NB, 1, 2, &ipv4(CLIENT, BACKEND, PROTO_TCP, 3, &tcp(1, 2, 3, 4)));
+        for i in 0..20_000u64 {
+            for b in &mut buf {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            let n = (x as usize) % buf.len();
+            let data: Vec<u8> = if i % 3 == 0 {
+                let mut g = good.clone();
+                let at = (x as usize >> 8) % g.len();
+                g[at] = buf[0];
+                g.truncate(n.max(1));
+                g
+            } else {
+                buf[0] = if i % 2 == 0 { 0x45 } else { 0x60 };
+                buf[..n].to_vec()
+            };
+            let hook = if i % 2 == 0 { Hook::TcEgress } else { Hook::TcIngress };
+            a.push(&pkt(i * MS, if i % 4 < 2 { A } else { B }, hook, &data), &enr);
+            a.push(&drop_rec(i * MS, B, "X", &data), &enr);
+        }
+        let _ = a.finish(&enr);
+    }
+
+    #[test]
+    fn gro_merged_ingress_covers_later_segments() {
+        let enr = enricher();
+        let mut recs = Vec::new();
+        let s = 1000 * MS;
+        // Both nodes observed from 0 to 3 s.
+        for (t, n) in [(0, A), (0, B), (3 * s, A), (3 * s, B)] {
+            recs.push(pkt(t, n, Hook::TcEgress, &ipv4(NA, "192.168.77.53", PROTO_UDP, t as u16, &udp(1, 53, b""))));
+        }
+        let seg = |k: u16, len: usize| {
+            let mut t = tcp(51_000, 8080, 1000 + 1400 * u32::from(k), 0x10);
+            t.extend(vec![0u8; len]);
+            vxlan(NA, NB, 40_000, 10 + k, &ipv4(CLIENT, BACKEND, PROTO_TCP, 5 + k, &t))
+        };
+        for k in 0..3 {
+            recs.push(pkt(s + u64::from(k), A, Hook::TcEgress, &seg(k, 1400)));
+        }
+        let merged = seg(0, 4200);
+        assert!(merged.len() > GRO_MIN_LEN as usize);
+        recs.push(pkt(s + MS, B, Hook::TcIngress, &merged));
+        recs.sort_by_key(Record::ts_ns);
+        let (rep, st) = run(&recs, &enr);
+        assert!(rep.findings.is_empty(), "{rep:#?}");
+        assert_eq!(st.matched, 3, "{st:?}");
+        // Without the merged ingress the three segments are lost.
+        recs.retain(|r| !matches!(r, Record::Packet(p) if p.hook == Hook::TcIngress));
+        let (rep, _) = run(&recs, &enr);
+        assert_eq!(losses(&rep).first().map(|l| l.packets), Some(3), "{rep:#?}");
+    }
+
+    /// node-a sends 200 packets to node-b over 2 s, none arrive; node-b is
+    /// quiet in between (records only at 0 s and at `b_end`).
+    fn quiet_receiver(b_end: u64, lost_at: Option<u64>, b_hook: Hook) -> Vec<Record> {
+        let s = 1000 * MS;
+        let mut recs = vec![
+            pkt(0, B, b_hook, &ipv4(NB, "192.168.77.53", PROTO_UDP, 0, &udp(1, 53, b""))),
+            pkt(b_end, B, b_hook, &ipv4(NB, "192.168.77.53", PROTO_UDP, 1, &udp(1, 53, b""))),
+        ];
+        for i in 0..200u32 {
+            let inner = ipv4(CLIENT, BACKEND, PROTO_TCP, i as u16, &tcp(51_000, 8080, i, 0x02));
+            recs.push(pkt(s + u64::from(i) * 10 * MS, A, Hook::TcEgress, &vxlan(NA, NB, 40_000, 0, &inner)));
+        }
+        if let Some(t) = lost_at {
+            recs.push(Record::Lost { ts_ns: t, count: 10, node: Some(node(B)) });
+        }
+        recs.sort_by_key(Record::ts_ns);
+        recs
+    }
+
+    #[test]
+    fn quiet_receiver_is_judged_once_its_capture_passes() {
+        let enr = enricher();
+        let s = 1000 * MS;
+        let (rep, st) = run(&quiet_receiver(5 * s, None, Hook::TcEgress), &enr);
+        let l = losses(&rep);
+        assert_eq!(l.len(), 1, "{rep:#?}");
+        assert_eq!((&*l[0].from_node, &*l[0].to_node, l[0].packets), (A, B, 200));
+        assert_eq!(l[0].inner_dst_pod.as_deref(), Some("critical-app/backend"));
+        assert_eq!(st.undecided, 0);
+        // node-b's capture ends right after the traffic: in flight, not lost.
+        let (rep, st) = run(&quiet_receiver(3 * s, None, Hook::TcEgress), &enr);
+        let lost: u64 = losses(&rep).iter().map(|l| l.packets).sum();
+        assert_eq!(lost + st.in_flight, 200, "{st:?}");
+        assert_eq!(st.in_flight, 99, "{st:?}");
+        // node-b lost trace events at 1.5 s: absence proves nothing around then.
+        let (rep, st) = run(&quiet_receiver(5 * s, Some(s + 500 * MS), Hook::TcEgress), &enr);
+        let lost: u64 = losses(&rep).iter().map(|l| l.packets).sum();
+        assert!(st.suppressed_lost > 0 && lost + st.suppressed_lost == 200, "{st:?}");
+        // node-b recorded DNS only, no underlay: its silence proves nothing.
+        let (rep, st) = run(&quiet_receiver(5 * s, None, Hook::SocketEgress), &enr);
+        assert!(rep.findings.is_empty(), "{rep:#?}");
+        assert_eq!(st.not_observed, 200, "{st:?}");
+    }
+
+    /// `cargo test --release -p tracer --lib throughput -- --ignored --nocapture`
+    #[test]
+    #[ignore = "timing, run by hand"]
+    fn throughput() {
+        let enr = enricher();
+        let mut recs = Vec::new();
+        for i in 0..500_000u32 {
+            let t = u64::from(i) * 10_000;
+            let inner = ipv4(CLIENT, BACKEND, PROTO_TCP, i as u16, &tcp(51_000, 8080, i, 0x10));
+            let p = vxlan(NA, NB, 40_000, (i >> 3) as u16, &inner);
+            recs.push(pkt(t, A, Hook::TcEgress, &p));
+            recs.push(pkt(t + 500_000, B, Hook::TcIngress, &p));
+        }
+        recs.sort_by_key(Record::ts_ns);
+        let start = std::time::Instant::now();
+        let (rep, st) = run(&recs, &enr);
+        let el = start.elapsed();
+        eprintln!(
+            "{} packets in {el:?}: {:.0} ns/packet; {st:?}",
+            recs.len(),
+            el.as_nanos() as f64 / recs.len() as f64
+        );
+        assert!(rep.findings.is_empty());
+        assert_eq!(st.matched, 500_000);
+    }
+
+    #[test]
+    fn fingerprint_ignores_ttl_and_checksum_but_not_inner_seq() {
+        let inner = ipv4(CLIENT, BACKEND, PROTO_TCP, 0, &tcp(1, 2, 100, 0x10));
+        let p = vxlan(NA, NB, 40_000, 0, &inner);
+        let mut q = p.clone();
+        q[8] = 63; // TTL
+        q[10] = 0xab; // checksum
+        let h = |d: &[u8]| parse_headers(d, &[4789]).unwrap();
+        assert_eq!(h(&p).fingerprint(), h(&q).fingerprint());
+        let other = vxlan(NA, NB, 40_000, 0, &ipv4(CLIENT, BACKEND, PROTO_TCP, 0, &tcp(1, 2, 101, 0x10)));
+        assert_ne!(h(&p).fingerprint(), h(&other).fingerprint());
+        assert_eq!(h(&p).key(), h(&inner).key());
+        assert_eq!(h(&p).inner.unwrap().t.dport, 2);
+    }
+}

@@ -236,26 +236,20 @@ pub struct Btf {
 }
 
 fn read_u16(data: &[u8], offset: usize) -> Result<u16, BtfError> {
-    let b = offset
-        .checked_add(2)
-        .and_then(|end| data.get(offset..end))
-        .ok_or(BtfError::Truncated {
-            offset,
-            need: 2,
-            have: data.len().saturating_sub(offset),
-        })?;
+    let b = offset.checked_add(2).and_then(|end| data.get(offset..end)).ok_or(BtfError::Truncated {
+        offset,
+        need: 2,
+        have: data.len().saturating_sub(offset),
+    })?;
     Ok(u16::from_le_bytes([b[0], b[1]]))
 }
 
 fn read_u32(data: &[u8], offset: usize) -> Result<u32, BtfError> {
-    let b = offset
-        .checked_add(4)
-        .and_then(|end| data.get(offset..end))
-        .ok_or(BtfError::Truncated {
-            offset,
-            need: 4,
-            have: data.len().saturating_sub(offset),
-        })?;
+    let b = offset.checked_add(4).and_then(|end| data.get(offset..end)).ok_or(BtfError::Truncated {
+        offset,
+        need: 4,
+        have: data.len().saturating_sub(offset),
+    })?;
     Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
@@ -276,33 +270,21 @@ fn extra_len(rec: TypeRec, id: u32) -> Result<usize, BtfError> {
         | kind::FLOAT
         | kind::TYPE_TAG => 0,
         k => {
-            return Err(BtfError::UnknownKind {
-                id,
-                offset: rec.offset,
-                kind: k,
-            });
+            return Err(BtfError::UnknownKind { id, offset: rec.offset, kind: k });
         }
     })
 }
 
 /// Byte range `[start, start + len)` of a section that begins `off` bytes
 /// after the header, checked against the blob.
-fn section(
-    total: usize,
-    hdr_len: usize,
-    off: u32,
-    len: u32,
-    field: usize,
-) -> Result<(usize, usize), BtfError> {
+fn section(total: usize, hdr_len: usize, off: u32, len: u32, field: usize) -> Result<(usize, usize), BtfError> {
     let start = hdr_len.checked_add(off as usize);
     let end = start.and_then(|s| s.checked_add(len as usize));
     match (start, end) {
         (Some(s), Some(e)) if e <= total => Ok((s, e)),
         _ => Err(BtfError::BadHeader {
             offset: field,
-            reason: format!(
-                "section at {off}+{len} after a {hdr_len}-byte header ends past the {total}-byte blob"
-            ),
+            reason: format!("section at {off}+{len} after a {hdr_len}-byte header ends past the {total}-byte blob"),
         }),
     }
 }
@@ -315,10 +297,7 @@ impl Btf {
 
     /// Reads and parses a raw BTF file (not an ELF `.BTF` section).
     pub fn from_path(path: &Path) -> Result<Self, BtfError> {
-        let data = std::fs::read(path).map_err(|source| BtfError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let data = std::fs::read(path).map_err(|source| BtfError::Io { path: path.to_path_buf(), source })?;
         Self::parse(data)
     }
 
@@ -328,56 +307,28 @@ impl Btf {
         if magic != MAGIC {
             return Err(BtfError::BadMagic { magic });
         }
-        let version = *data.get(2).ok_or(BtfError::Truncated {
-            offset: 2,
-            need: 1,
-            have: 0,
-        })?;
+        let version = *data.get(2).ok_or(BtfError::Truncated { offset: 2, need: 1, have: 0 })?;
         if version != 1 {
-            return Err(BtfError::BadHeader {
-                offset: 2,
-                reason: format!("unsupported version {version}"),
-            });
+            return Err(BtfError::BadHeader { offset: 2, reason: format!("unsupported version {version}") });
         }
         let hdr_len = read_u32(&data, 4)? as usize;
         if hdr_len < HEADER_LEN || hdr_len > data.len() {
             return Err(BtfError::BadHeader {
                 offset: 4,
-                reason: format!(
-                    "header length {hdr_len} outside {HEADER_LEN}..={}",
-                    data.len()
-                ),
+                reason: format!("header length {hdr_len} outside {HEADER_LEN}..={}", data.len()),
             });
         }
-        let (type_start, type_end) = section(
-            data.len(),
-            hdr_len,
-            read_u32(&data, 8)?,
-            read_u32(&data, 12)?,
-            8,
-        )?;
-        let (str_start, str_end) = section(
-            data.len(),
-            hdr_len,
-            read_u32(&data, 16)?,
-            read_u32(&data, 20)?,
-            16,
-        )?;
+        let (type_start, type_end) = section(data.len(), hdr_len, read_u32(&data, 8)?, read_u32(&data, 12)?, 8)?;
+        let (str_start, str_end) = section(data.len(), hdr_len, read_u32(&data, 16)?, read_u32(&data, 20)?, 16)?;
 
         let mut types = Vec::with_capacity((type_end - type_start) / TYPE_LEN);
         let mut pos = type_start;
         while pos < type_end {
-            let id = u32::try_from(types.len() + 1).map_err(|_| BtfError::BadHeader {
-                offset: 12,
-                reason: "more than 2^32 types".into(),
-            })?;
+            let id = u32::try_from(types.len() + 1)
+                .map_err(|_| BtfError::BadHeader { offset: 12, reason: "more than 2^32 types".into() })?;
             let have = type_end - pos;
             if have < TYPE_LEN {
-                return Err(BtfError::Truncated {
-                    offset: pos,
-                    need: TYPE_LEN,
-                    have,
-                });
+                return Err(BtfError::Truncated { offset: pos, need: TYPE_LEN, have });
             }
             let rec = TypeRec {
                 offset: pos,
@@ -387,40 +338,23 @@ impl Btf {
             };
             let need = TYPE_LEN + extra_len(rec, id)?;
             if have < need {
-                return Err(BtfError::Truncated {
-                    offset: pos,
-                    need,
-                    have,
-                });
+                return Err(BtfError::Truncated { offset: pos, need, have });
             }
             types.push(rec);
             pos += need;
         }
 
-        let mut btf = Self {
-            data,
-            types,
-            str_start,
-            str_end,
-            by_name: HashMap::new(),
-            drop_reasons: OnceLock::new(),
-        };
+        let mut btf = Self { data, types, str_start, str_end, by_name: HashMap::new(), drop_reasons: OnceLock::new() };
         let mut by_name: HashMap<String, Vec<u32>> = HashMap::new();
         for (i, rec) in btf.types.iter().enumerate() {
             if rec.name_off == 0
-                || !matches!(
-                    rec.kind(),
-                    kind::STRUCT | kind::UNION | kind::ENUM | kind::ENUM64 | kind::TYPEDEF
-                )
+                || !matches!(rec.kind(), kind::STRUCT | kind::UNION | kind::ENUM | kind::ENUM64 | kind::TYPEDEF)
             {
                 continue;
             }
             let name = btf.str_at(rec.name_off)?;
             // Ids fit in u32: checked while walking the type section.
-            by_name
-                .entry(name.to_owned())
-                .or_default()
-                .push((i + 1) as u32);
+            by_name.entry(name.to_owned()).or_default().push((i + 1) as u32);
         }
         btf.by_name = by_name;
         Ok(btf)
@@ -435,39 +369,22 @@ impl Btf {
     /// The NUL-terminated string at `name_off` in the string section.
     fn str_at(&self, name_off: u32) -> Result<&str, BtfError> {
         let offset = self.str_start.saturating_add(name_off as usize);
-        let bad = |reason| BtfError::BadString {
-            name_off,
-            offset,
-            reason,
-        };
-        let strs = self
-            .data
-            .get(self.str_start..self.str_end)
-            .unwrap_or_default();
+        let bad = |reason| BtfError::BadString { name_off, offset, reason };
+        let strs = self.data.get(self.str_start..self.str_end).unwrap_or_default();
         let Some(rest) = strs.get(name_off as usize..).filter(|r| !r.is_empty()) else {
             // Offset 0 is the empty name, even in a blob without strings.
-            return if name_off == 0 {
-                Ok("")
-            } else {
-                Err(bad("past the end of the string section"))
-            };
+            return if name_off == 0 { Ok("") } else { Err(bad("past the end of the string section")) };
         };
-        let len = rest
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or_else(|| bad("not NUL-terminated"))?;
+        let len = rest.iter().position(|&b| b == 0).ok_or_else(|| bad("not NUL-terminated"))?;
         std::str::from_utf8(&rest[..len]).map_err(|_| bad("not UTF-8"))
     }
 
     fn rec(&self, id: u32, referenced_at: usize) -> Result<TypeRec, BtfError> {
-        id.checked_sub(1)
-            .and_then(|i| self.types.get(i as usize))
-            .copied()
-            .ok_or(BtfError::BadTypeId {
-                id,
-                offset: referenced_at,
-                count: self.types.len(),
-            })
+        id.checked_sub(1).and_then(|i| self.types.get(i as usize)).copied().ok_or(BtfError::BadTypeId {
+            id,
+            offset: referenced_at,
+            count: self.types.len(),
+        })
     }
 
     /// Follows typedefs and qualifiers (const, volatile, restrict, type tags)
@@ -491,8 +408,7 @@ impl Btf {
     }
 
     fn is_composite(&self, id: u32) -> bool {
-        self.rec(id, 0)
-            .is_ok_and(|r| matches!(r.kind(), kind::STRUCT | kind::UNION))
+        self.rec(id, 0).is_ok_and(|r| matches!(r.kind(), kind::STRUCT | kind::UNION))
     }
 
     /// Ids of the structs/unions called `name`, typedefs to them included.
@@ -500,11 +416,7 @@ impl Btf {
         let Some(ids) = self.by_name.get(name) else {
             return Vec::new();
         };
-        let mut out: Vec<u32> = ids
-            .iter()
-            .copied()
-            .filter(|&id| self.is_composite(id))
-            .collect();
+        let mut out: Vec<u32> = ids.iter().copied().filter(|&id| self.is_composite(id)).collect();
         for &id in ids {
             if let Ok(r) = self.resolve(id, 0)
                 && r != id
@@ -522,38 +434,24 @@ impl Btf {
     fn find_member(&self, id: u32, name: &str, depth: u32) -> Result<Option<MemberHit>, BtfError> {
         let rec = self.rec(id, 0)?;
         if depth > MAX_DEPTH {
-            return Err(BtfError::TooDeep {
-                id,
-                offset: rec.offset,
-            });
+            return Err(BtfError::TooDeep { id, offset: rec.offset });
         }
         for i in 0..rec.vlen() {
             let m = rec.data() + i * 12;
             let m_name = self.str_at(read_u32(&self.data, m)?)?;
             let m_type = read_u32(&self.data, m + 4)?;
             let raw = read_u32(&self.data, m + 8)?;
-            let (bit_offset, bitfield_size) = if rec.kind_flag() {
-                (u64::from(raw & 0x00ff_ffff), raw >> 24)
-            } else {
-                (u64::from(raw), 0)
-            };
+            let (bit_offset, bitfield_size) =
+                if rec.kind_flag() { (u64::from(raw & 0x00ff_ffff), raw >> 24) } else { (u64::from(raw), 0) };
             if m_name == name {
-                return Ok(Some(MemberHit {
-                    bit_offset,
-                    bitfield_size,
-                    type_id: m_type,
-                    at: m + 4,
-                }));
+                return Ok(Some(MemberHit { bit_offset, bitfield_size, type_id: m_type, at: m + 4 }));
             }
             if m_name.is_empty() {
                 let inner = self.resolve(m_type, m + 4)?;
                 if self.is_composite(inner)
                     && let Some(hit) = self.find_member(inner, name, depth + 1)?
                 {
-                    return Ok(Some(MemberHit {
-                        bit_offset: bit_offset + hit.bit_offset,
-                        ..hit
-                    }));
+                    return Ok(Some(MemberHit { bit_offset: bit_offset + hit.bit_offset, ..hit }));
                 }
             }
         }
@@ -584,9 +482,7 @@ impl Btf {
     /// and qualifiers, but not pointers. Fails if the member is a bitfield.
     pub fn member_offset(&self, struct_name: &str, path: &[&str]) -> Result<u32, BtfError> {
         if path.is_empty() {
-            return Err(BtfError::EmptyPath {
-                struct_name: struct_name.to_owned(),
-            });
+            return Err(BtfError::EmptyPath { struct_name: struct_name.to_owned() });
         }
         let candidates = self.composites_named(struct_name);
         let mut first_err = None;
@@ -598,32 +494,18 @@ impl Btf {
                 }
             }
         }
-        Err(first_err.unwrap_or_else(|| BtfError::TypeNotFound {
-            what: "struct",
-            name: struct_name.to_owned(),
-        }))
+        Err(first_err.unwrap_or_else(|| BtfError::TypeNotFound { what: "struct", name: struct_name.to_owned() }))
     }
 
-    fn member_offset_in(
-        &self,
-        mut id: u32,
-        struct_name: &str,
-        path: &[&str],
-    ) -> Result<u32, BtfError> {
+    fn member_offset_in(&self, mut id: u32, struct_name: &str, path: &[&str]) -> Result<u32, BtfError> {
         let dotted = |n: usize| path.iter().take(n).copied().collect::<Vec<_>>().join(".");
         let mut bits: u64 = 0;
         for (i, seg) in path.iter().enumerate() {
             let Some(hit) = self.find_member(id, seg, 0)? else {
-                return Err(BtfError::MemberNotFound {
-                    struct_name: struct_name.to_owned(),
-                    path: dotted(i + 1),
-                });
+                return Err(BtfError::MemberNotFound { struct_name: struct_name.to_owned(), path: dotted(i + 1) });
             };
             bits = bits.saturating_add(hit.bit_offset);
-            if hit.bitfield_size != 0
-                || !bits.is_multiple_of(8)
-                || self.is_int_bitfield(hit.type_id, hit.at)?
-            {
+            if hit.bitfield_size != 0 || !bits.is_multiple_of(8) || self.is_int_bitfield(hit.type_id, hit.at)? {
                 return Err(BtfError::Bitfield {
                     struct_name: struct_name.to_owned(),
                     path: dotted(i + 1),
@@ -642,10 +524,8 @@ impl Btf {
                 id = next;
             }
         }
-        u32::try_from(bits / 8).map_err(|_| BtfError::Overflow {
-            struct_name: struct_name.to_owned(),
-            path: dotted(path.len()),
-        })
+        u32::try_from(bits / 8)
+            .map_err(|_| BtfError::Overflow { struct_name: struct_name.to_owned(), path: dotted(path.len()) })
     }
 
     /// Direct members of struct or union `name` as (name, bit offset), in
@@ -655,20 +535,13 @@ impl Btf {
         let id = *self
             .composites_named(name)
             .first()
-            .ok_or_else(|| BtfError::TypeNotFound {
-                what: "struct",
-                name: name.to_owned(),
-            })?;
+            .ok_or_else(|| BtfError::TypeNotFound { what: "struct", name: name.to_owned() })?;
         let rec = self.rec(id, 0)?;
         let mut out = Vec::with_capacity(rec.vlen());
         for i in 0..rec.vlen() {
             let m = rec.data() + i * 12;
             let raw = read_u32(&self.data, m + 8)?;
-            let bits = if rec.kind_flag() {
-                raw & 0x00ff_ffff
-            } else {
-                raw
-            };
+            let bits = if rec.kind_flag() { raw & 0x00ff_ffff } else { raw };
             out.push((self.str_at(read_u32(&self.data, m)?)?.to_owned(), bits));
         }
         Ok(out)
@@ -679,10 +552,7 @@ impl Btf {
         let id = *self
             .composites_named(name)
             .first()
-            .ok_or_else(|| BtfError::TypeNotFound {
-                what: "struct",
-                name: name.to_owned(),
-            })?;
+            .ok_or_else(|| BtfError::TypeNotFound { what: "struct", name: name.to_owned() })?;
         Ok(self.rec(id, 0)?.size_or_type)
     }
 
@@ -692,10 +562,7 @@ impl Btf {
     /// since kernel 6.0), unsigned otherwise; unsigned 64-bit values above
     /// `i64::MAX` wrap.
     pub fn enum_values(&self, enum_name: &str) -> Result<Vec<(String, i64)>, BtfError> {
-        let not_found = || BtfError::TypeNotFound {
-            what: "enum",
-            name: enum_name.to_owned(),
-        };
+        let not_found = || BtfError::TypeNotFound { what: "enum", name: enum_name.to_owned() };
         let ids = self.by_name.get(enum_name).ok_or_else(not_found)?;
         let rec = ids
             .iter()
@@ -712,18 +579,13 @@ impl Btf {
             if rec.kind() == kind::ENUM64 {
                 let e = rec.data() + i * 12;
                 let name = self.str_at(read_u32(&self.data, e)?)?;
-                let v = u64::from(read_u32(&self.data, e + 4)?)
-                    | (u64::from(read_u32(&self.data, e + 8)?) << 32);
+                let v = u64::from(read_u32(&self.data, e + 4)?) | (u64::from(read_u32(&self.data, e + 8)?) << 32);
                 out.push((name.to_owned(), v as i64));
             } else {
                 let e = rec.data() + i * 8;
                 let name = self.str_at(read_u32(&self.data, e)?)?;
                 let v = read_u32(&self.data, e + 4)?;
-                let v = if signed {
-                    i64::from(v as i32)
-                } else {
-                    i64::from(v)
-                };
+                let v = if signed { i64::from(v as i32) } else { i64::from(v) };
                 out.push((name.to_owned(), v));
             }
         }
@@ -740,32 +602,22 @@ impl Btf {
     /// `mac80211_drop_reason`; usually in module BTF, so often absent here).
     fn build_drop_reasons(&self) -> DropReasons {
         let mut out = DropReasons::default();
-        let usable = |name: &str| {
-            !name.starts_with("__") && !name.ends_with("_MAX") && !name.ends_with("_NUM")
-        };
+        let usable = |name: &str| !name.starts_with("__") && !name.ends_with("_MAX") && !name.ends_with("_NUM");
         for (name, v) in self.enum_values("skb_drop_reason").unwrap_or_default() {
             // The enum also holds SKB_DROP_REASON_SUBSYS_MASK (0xffff0000).
             let Ok(v) = u32::try_from(v) else { continue };
             if v >> 16 != 0 || !usable(&name) {
                 continue;
             }
-            let short = name
-                .strip_prefix("SKB_DROP_REASON_")
-                .or_else(|| name.strip_prefix("SKB_"))
-                .unwrap_or(&name);
+            let short = name.strip_prefix("SKB_DROP_REASON_").or_else(|| name.strip_prefix("SKB_")).unwrap_or(&name);
             out.names.entry(v).or_insert_with(|| short.to_owned());
         }
-        for (name, v) in self
-            .enum_values("skb_drop_reason_subsys")
-            .unwrap_or_default()
-        {
+        for (name, v) in self.enum_values("skb_drop_reason_subsys").unwrap_or_default() {
             let Ok(v) = u16::try_from(v) else { continue };
             if v == 0 || !usable(&name) {
                 continue;
             }
-            let short = name
-                .strip_prefix("SKB_DROP_REASON_SUBSYS_")
-                .unwrap_or(&name);
+            let short = name.strip_prefix("SKB_DROP_REASON_SUBSYS_").unwrap_or(&name);
             out.subsys.insert(v, short.to_owned());
         }
         let subsys_enums = self
@@ -865,10 +717,7 @@ mod tests {
 
     impl Builder {
         fn new() -> Self {
-            Self {
-                strs: vec![0],
-                ..Self::default()
-            }
+            Self { strs: vec![0], ..Self::default() }
         }
 
         fn s(&mut self, name: &str) -> u32 {
@@ -888,14 +737,7 @@ mod tests {
         }
 
         /// Adds a type header; returns its id.
-        fn ty(
-            &mut self,
-            name: &str,
-            kind: u8,
-            vlen: u32,
-            kind_flag: bool,
-            size_or_type: u32,
-        ) -> u32 {
+        fn ty(&mut self, name: &str, kind: u8, vlen: u32, kind_flag: bool, size_or_type: u32) -> u32 {
             let n = self.s(name);
             let info = vlen | (u32::from(kind) << 24) | (u32::from(kind_flag) << 31);
             self.words(&[n, info, size_or_type]);
@@ -910,14 +752,7 @@ mod tests {
         }
 
         /// Members are (name, type, offset word as stored).
-        fn composite(
-            &mut self,
-            k: u8,
-            name: &str,
-            size: u32,
-            kind_flag: bool,
-            members: &[(&str, u32, u32)],
-        ) -> u32 {
+        fn composite(&mut self, k: u8, name: &str, size: u32, kind_flag: bool, members: &[(&str, u32, u32)]) -> u32 {
             let id = self.ty(name, k, members.len() as u32, kind_flag, size);
             for &(m, t, off) in members {
                 let n = self.s(m);
@@ -954,40 +789,17 @@ mod tests {
         let mut b = Builder::new();
         let int = b.int("int", 4, (1 << 24) | 32); // 1
         let my_int = b.ty("my_int", kind::TYPEDEF, 0, false, int); // 2
-        let inner = b.composite(
-            kind::STRUCT,
-            "inner",
-            8,
-            false,
-            &[("a", int, 0), ("b", int, 32)],
-        ); // 3
+        let inner = b.composite(kind::STRUCT, "inner", 8, false, &[("a", int, 0), ("b", int, 32)]); // 3
         let inner_t = b.ty("inner_t", kind::TYPEDEF, 0, false, inner); // 4
         let const_inner = b.ty("", kind::CONST, 0, false, inner_t); // 5
-        let anon_union = b.composite(
-            kind::UNION,
-            "",
-            8,
-            false,
-            &[("u1", int, 0), ("nested", const_inner, 0)],
-        ); // 6
-        let anon_struct = b.composite(
-            kind::STRUCT,
-            "",
-            8,
-            false,
-            &[("pad", int, 0), ("deep", my_int, 32)],
-        ); // 7
+        let anon_union = b.composite(kind::UNION, "", 8, false, &[("u1", int, 0), ("nested", const_inner, 0)]); // 6
+        let anon_struct = b.composite(kind::STRUCT, "", 8, false, &[("pad", int, 0), ("deep", my_int, 32)]); // 7
         let outer = b.composite(
             kind::STRUCT,
             "outer",
             32,
             true,
-            &[
-                ("first", my_int, 0),
-                ("", anon_union, 64),
-                ("", anon_struct, 128),
-                ("flag", int, (3 << 24) | 0xe3),
-            ],
+            &[("first", my_int, 0), ("", anon_union, 64), ("", anon_struct, 128), ("flag", int, (3 << 24) | 0xe3)],
         ); // 8
         b.enum32("color", true, &[("RED", 0), ("GREEN", 1), ("NEG", -5)]); // 9
         let e64 = b.ty("big", kind::ENUM64, 2, false, 8); // 10
@@ -1032,14 +844,7 @@ mod tests {
                 ("SKB_DROP_REASON_SUBSYS_NUM", 4),
             ],
         ); // 24
-        b.enum32(
-            "ovs_drop_reason",
-            false,
-            &[
-                ("__OVS_DROP_REASON", 0x30000),
-                ("OVS_DROP_LAST_ACTION", 0x30001),
-            ],
-        ); // 25
+        b.enum32("ovs_drop_reason", false, &[("__OVS_DROP_REASON", 0x30000), ("OVS_DROP_LAST_ACTION", 0x30001)]); // 25
         let bf_int = b.int("bf_int", 4, 3); // 26: old-style 3-bit bitfield
         b.composite(kind::STRUCT, "oldbf", 4, false, &[("x", bf_int, 0)]); // 27
         b.ty("outer_t", kind::TYPEDEF, 0, false, e64); // 28: typedef to a non-struct
@@ -1063,17 +868,9 @@ mod tests {
         assert_eq!(btf.member_offset("outer", &["u1"]).expect("u1"), 8);
         assert_eq!(btf.member_offset("outer", &["nested"]).expect("nested"), 8);
         // Through the anonymous union, then the const typedef'd struct.
-        assert_eq!(
-            btf.member_offset("outer", &["nested", "b"])
-                .expect("nested.b"),
-            12
-        );
+        assert_eq!(btf.member_offset("outer", &["nested", "b"]).expect("nested.b"), 12);
         assert_eq!(btf.member_offset("outer", &["deep"]).expect("deep"), 20);
-        assert_eq!(
-            btf.member_offset("inner_t", &["b"])
-                .expect("typedef'd struct"),
-            4
-        );
+        assert_eq!(btf.member_offset("inner_t", &["b"]).expect("typedef'd struct"), 4);
         assert_eq!(btf.type_size("outer").expect("size"), 32);
         assert_eq!(btf.type_size("inner_t").expect("size"), 8);
     }
@@ -1082,41 +879,17 @@ mod tests {
     fn member_offset_errors() {
         let btf = Btf::parse(sample()).expect("sample parses");
         let err = btf.member_offset("outer", &["flag"]).expect_err("bitfield");
-        assert!(
-            matches!(
-                err,
-                BtfError::Bitfield {
-                    bit_offset: 0xe3,
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        let err = btf
-            .member_offset("oldbf", &["x"])
-            .expect_err("old-style bitfield");
+        assert!(matches!(err, BtfError::Bitfield { bit_offset: 0xe3, .. }), "{err}");
+        let err = btf.member_offset("oldbf", &["x"]).expect_err("old-style bitfield");
         assert!(matches!(err, BtfError::Bitfield { .. }), "{err}");
-        let err = btf
-            .member_offset("outer", &["nested", "zz"])
-            .expect_err("missing");
-        assert!(
-            matches!(&err, BtfError::MemberNotFound { path, .. } if path == "nested.zz"),
-            "{err}"
-        );
-        let err = btf
-            .member_offset("outer", &["first", "a"])
-            .expect_err("int is not a struct");
+        let err = btf.member_offset("outer", &["nested", "zz"]).expect_err("missing");
+        assert!(matches!(&err, BtfError::MemberNotFound { path, .. } if path == "nested.zz"), "{err}");
+        let err = btf.member_offset("outer", &["first", "a"]).expect_err("int is not a struct");
         assert!(matches!(err, BtfError::NotAStruct { .. }), "{err}");
         let err = btf.member_offset("nope", &["a"]).expect_err("no struct");
         assert!(matches!(err, BtfError::TypeNotFound { .. }), "{err}");
-        assert!(matches!(
-            btf.member_offset("outer_t", &["a"]),
-            Err(BtfError::TypeNotFound { .. })
-        ));
-        assert!(matches!(
-            btf.member_offset("outer", &[]),
-            Err(BtfError::EmptyPath { .. })
-        ));
+        assert!(matches!(btf.member_offset("outer_t", &["a"]), Err(BtfError::TypeNotFound { .. })));
+        assert!(matches!(btf.member_offset("outer", &[]), Err(BtfError::EmptyPath { .. })));
         // Enums and fwds are not structs.
         assert!(btf.member_offset("color", &["RED"]).is_err());
         assert!(btf.type_size("fwd_s").is_err());
@@ -1126,23 +899,11 @@ mod tests {
     fn enums_signed_unsigned_and_64_bit() {
         let btf = Btf::parse(sample()).expect("sample parses");
         let color = btf.enum_values("color").expect("color");
-        assert_eq!(
-            color,
-            vec![("RED".into(), 0), ("GREEN".into(), 1), ("NEG".into(), -5)]
-        );
+        assert_eq!(color, vec![("RED".into(), 0), ("GREEN".into(), 1), ("NEG".into(), -5)]);
         let big = btf.enum_values("big").expect("big");
-        assert_eq!(
-            big,
-            vec![("SMALL".into(), 1), ("LARGE".into(), 0x1_0000_0002)]
-        );
-        assert!(matches!(
-            btf.enum_values("outer"),
-            Err(BtfError::TypeNotFound { .. })
-        ));
-        assert!(matches!(
-            btf.enum_values("missing"),
-            Err(BtfError::TypeNotFound { .. })
-        ));
+        assert_eq!(big, vec![("SMALL".into(), 1), ("LARGE".into(), 0x1_0000_0002)]);
+        assert!(matches!(btf.enum_values("outer"), Err(BtfError::TypeNotFound { .. })));
+        assert!(matches!(btf.enum_values("missing"), Err(BtfError::TypeNotFound { .. })));
     }
 
     #[test]
@@ -1152,15 +913,9 @@ mod tests {
         assert_eq!(names.get(&0).map(String::as_str), Some("NOT_DROPPED_YET"));
         assert_eq!(names.get(&2).map(String::as_str), Some("NOT_SPECIFIED"));
         assert_eq!(names.get(&3).map(String::as_str), Some("NETFILTER_DROP"));
-        assert_eq!(
-            names.get(&0x30001).map(String::as_str),
-            Some("OVS_DROP_LAST_ACTION")
-        );
+        assert_eq!(names.get(&0x30001).map(String::as_str), Some("OVS_DROP_LAST_ACTION"));
         assert!(!names.contains_key(&4), "MAX is not a reason");
-        assert!(
-            !names.contains_key(&0xffff_0000),
-            "nor is the subsystem mask"
-        );
+        assert!(!names.contains_key(&0xffff_0000), "nor is the subsystem mask");
         assert!(!names.contains_key(&0x30000), "__ sentinels are skipped");
         assert_eq!(btf.drop_reason_name(3), "NETFILTER_DROP");
         assert_eq!(btf.drop_reason_name(99), "REASON_99");
@@ -1173,10 +928,7 @@ mod tests {
     fn truncated_blobs_are_errors_at_every_length() {
         let full = sample();
         for len in 0..full.len() {
-            assert!(
-                Btf::parse(full[..len].to_vec()).is_err(),
-                "prefix of {len} bytes parsed"
-            );
+            assert!(Btf::parse(full[..len].to_vec()).is_err(), "prefix of {len} bytes parsed");
         }
     }
 
@@ -1211,34 +963,19 @@ mod tests {
         assert!(matches!(Btf::parse(b), Err(BtfError::BadMagic { .. })));
         let mut b = full.clone();
         b[2] = 2;
-        assert!(matches!(
-            Btf::parse(b),
-            Err(BtfError::BadHeader { offset: 2, .. })
-        ));
+        assert!(matches!(Btf::parse(b), Err(BtfError::BadHeader { offset: 2, .. })));
         let mut b = full.clone();
         set_u32(&mut b, 4, 8); // hdr_len too small
-        assert!(matches!(
-            Btf::parse(b),
-            Err(BtfError::BadHeader { offset: 4, .. })
-        ));
+        assert!(matches!(Btf::parse(b), Err(BtfError::BadHeader { offset: 4, .. })));
         let mut b = full.clone();
         set_u32(&mut b, 8, u32::MAX); // type_off out of range, overflowing
-        assert!(matches!(
-            Btf::parse(b),
-            Err(BtfError::BadHeader { offset: 8, .. })
-        ));
+        assert!(matches!(Btf::parse(b), Err(BtfError::BadHeader { offset: 8, .. })));
         let mut b = full.clone();
         set_u32(&mut b, 16, full.len() as u32); // str_off out of range
-        assert!(matches!(
-            Btf::parse(b),
-            Err(BtfError::BadHeader { offset: 16, .. })
-        ));
+        assert!(matches!(Btf::parse(b), Err(BtfError::BadHeader { offset: 16, .. })));
         let mut b = full.clone();
         set_u32(&mut b, 20, u32::MAX); // str_len out of range
-        assert!(matches!(
-            Btf::parse(b),
-            Err(BtfError::BadHeader { offset: 16, .. })
-        ));
+        assert!(matches!(Btf::parse(b), Err(BtfError::BadHeader { offset: 16, .. })));
     }
 
     #[test]
@@ -1248,17 +985,7 @@ mod tests {
         let mut b = full.clone();
         set_u32(&mut b, HEADER_LEN + 4, 20 << 24);
         let err = Btf::parse(b).expect_err("unknown kind");
-        assert!(
-            matches!(
-                err,
-                BtfError::UnknownKind {
-                    id: 1,
-                    offset: HEADER_LEN,
-                    kind: 20
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, BtfError::UnknownKind { id: 1, offset: HEADER_LEN, kind: 20 }), "{err}");
         assert!(err.to_string().contains("byte 24"), "{err}");
         // The type section cut mid-record (strings shifted accordingly).
         let mut b = full.clone();
@@ -1276,22 +1003,13 @@ mod tests {
         let mut b = Builder::new();
         let a = b.ty("a_t", kind::TYPEDEF, 0, false, 2); // 1 → 2
         b.ty("b_t", kind::TYPEDEF, 0, false, a); // 2 → 1
-        b.composite(
-            kind::STRUCT,
-            "s",
-            8,
-            false,
-            &[("x", 1, 0), ("y", 99, 32), ("", 1, 0)],
-        ); // 3
+        b.composite(kind::STRUCT, "s", 8, false, &[("x", 1, 0), ("y", 99, 32), ("", 1, 0)]); // 3
         let btf = Btf::parse(b.build()).expect("parses");
         let err = btf.member_offset("s", &["x", "z"]).expect_err("cycle");
         assert!(matches!(err, BtfError::TooDeep { .. }), "{err}");
         let err = btf.member_offset("s", &["y", "z"]).expect_err("bad id");
         // Named by the byte of member y's type field, in the type section.
-        assert!(
-            matches!(err, BtfError::BadTypeId { id: 99, offset, .. } if offset > HEADER_LEN),
-            "{err}"
-        );
+        assert!(matches!(err, BtfError::BadTypeId { id: 99, offset, .. } if offset > HEADER_LEN), "{err}");
         // Searching through the anonymous member hits the cycle too.
         let err = btf.member_offset("s", &["w"]).expect_err("cycle");
         assert!(matches!(err, BtfError::TooDeep { .. }), "{err}");
@@ -1305,11 +1023,7 @@ mod tests {
         }
         let start = std::time::Instant::now();
         let btf = Btf::from_sys_fs().expect("vmlinux BTF parses");
-        eprintln!(
-            "parsed {VMLINUX_BTF}: {} types in {:?}",
-            btf.type_count(),
-            start.elapsed()
-        );
+        eprintln!("parsed {VMLINUX_BTF}: {} types in {:?}", btf.type_count(), start.elapsed());
         Some(btf)
     }
 
@@ -1321,10 +1035,7 @@ mod tests {
         eprintln!("task_struct is {task} bytes; {off:?}");
         assert_eq!(off.valid, 1);
         for o in [off.task_comm, off.task_group_leader, off.task_nsproxy] {
-            assert!(
-                o > 0 && o + 8 <= task,
-                "offset {o} outside task_struct ({task} bytes)"
-            );
+            assert!(o > 0 && o + 8 <= task, "offset {o} outside task_struct ({task} bytes)");
         }
         assert!(off.nsproxy_net_ns < btf.type_size("nsproxy").expect("nsproxy"));
         assert!(off.net_ns_inum < btf.type_size("net").expect("net"));
@@ -1340,23 +1051,11 @@ mod tests {
         let get = |n: &str| vals.iter().find(|(k, _)| k == n).map(|&(_, v)| v);
         let not_specified = get("SKB_DROP_REASON_NOT_SPECIFIED").expect("NOT_SPECIFIED");
         let netfilter = get("SKB_DROP_REASON_NETFILTER_DROP").expect("NETFILTER_DROP");
-        eprintln!(
-            "NOT_SPECIFIED={not_specified} NETFILTER_DROP={netfilter}, {} reasons",
-            vals.len()
-        );
+        eprintln!("NOT_SPECIFIED={not_specified} NETFILTER_DROP={netfilter}, {} reasons", vals.len());
         assert_eq!(btf.drop_reason_name(not_specified as u32), "NOT_SPECIFIED");
         assert_eq!(btf.drop_reason_name(netfilter as u32), "NETFILTER_DROP");
         let names = btf.drop_reason_names();
-        assert!(
-            names
-                .keys()
-                .all(|&k| k >> 16 == 0
-                    || btf.drop_reasons().subsys.contains_key(&((k >> 16) as u16)))
-        );
-        eprintln!(
-            "{} named drop reasons; subsystems {:?}",
-            names.len(),
-            btf.drop_reasons().subsys
-        );
+        assert!(names.keys().all(|&k| k >> 16 == 0 || btf.drop_reasons().subsys.contains_key(&((k >> 16) as u16))));
+        eprintln!("{} named drop reasons; subsystems {:?}", names.len(), btf.drop_reasons().subsys);
     }
 }

@@ -8,8 +8,8 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::MapType,
     programs::{
-        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, FEntry, KProbe, ProgramType,
-        RawTracePoint, SchedClassifier, SocketFilter, TcAttachType, TracePoint,
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, FEntry, KProbe, ProgramType, RawTracePoint,
+        SchedClassifier, SocketFilter, TcAttachType, TracePoint,
     },
     sys::{BpfHelper, is_helper_supported, is_map_supported},
 };
@@ -70,10 +70,7 @@ fn load_object() -> Result<Ebpf, String> {
         return Err("binary built without its eBPF object (AYA_BUILD_SKIP)".into());
     }
     raise_memlock();
-    EbpfLoader::new()
-        .map_max_entries(tracer_common::MAP_EVENTS, 4096)
-        .load(OBJECT)
-        .map_err(|e| err_chain(&e))
+    EbpfLoader::new().map_max_entries(tracer_common::MAP_EVENTS, 4096).load(OBJECT).map_err(|e| err_chain(&e))
 }
 
 macro_rules! prog {
@@ -242,7 +239,8 @@ fn probe_tc(ebpf: &mut Ebpf) -> Result<String, String> {
     std::thread::scope(|s| {
         s.spawn(|| -> Result<String, String> {
             // The unshare affects only this thread, which ends right after.
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))?;
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))?;
             let id = p.attach("lo", TcAttachType::Ingress).map_err(|e| err_chain(&e))?;
             p.detach(id).map_err(|e| err_chain(&e))?;
             Ok("TCX ingress on lo in a temporary netns".into())

@@ -120,7 +120,10 @@ pub fn parse_format(text: &str) -> tracer_common::TpFields {
         for part in line.split(';') {
             let part = part.trim();
             if let Some(decl) = part.strip_prefix("field:") {
-                name = decl.split_whitespace().last().map(|n| n.split('[').next().unwrap_or(n).trim_start_matches('*').to_owned());
+                name = decl
+                    .split_whitespace()
+                    .last()
+                    .map(|n| n.split('[').next().unwrap_or(n).trim_start_matches('*').to_owned());
             } else if let Some(o) = part.strip_prefix("offset:") {
                 off = o.trim().parse::<u16>().ok();
             }
@@ -182,9 +185,11 @@ pub fn cgroup2_root() -> Result<PathBuf, BpfError> {
         return Ok(p);
     }
     let dir = Path::new("/run/ktrace/cgroup2");
-    std::fs::create_dir_all(dir).map_err(|e| BpfError::Io { what: format!("creating {}", dir.display()), source: e })?;
-    nix::mount::mount(Some("cgroup2"), dir, Some("cgroup2"), nix::mount::MsFlags::empty(), None::<&str>)
-        .map_err(|e| BpfError::Cgroup(format!("no cgroup2 mounted and mounting one at {} failed: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| BpfError::Io { what: format!("creating {}", dir.display()), source: e })?;
+    nix::mount::mount(Some("cgroup2"), dir, Some("cgroup2"), nix::mount::MsFlags::empty(), None::<&str>).map_err(
+        |e| BpfError::Cgroup(format!("no cgroup2 mounted and mounting one at {} failed: {e}", dir.display())),
+    )?;
     Ok(dir.to_path_buf())
 }
 
@@ -274,7 +279,8 @@ impl DnsCapture {
             Some(p) => p.clone(),
             None => cgroup2_root()?,
         };
-        let cg = File::open(&cgroup).map_err(|e| BpfError::Io { what: format!("opening {}", cgroup.display()), source: e })?;
+        let cg = File::open(&cgroup)
+            .map_err(|e| BpfError::Io { what: format!("opening {}", cgroup.display()), source: e })?;
         for (name, ty) in [("dns_egress", CgroupSkbAttachType::Egress), ("dns_ingress", CgroupSkbAttachType::Ingress)] {
             let prog: &mut CgroupSkb = ebpf
                 .program_mut(name)

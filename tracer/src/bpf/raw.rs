@@ -84,19 +84,19 @@ fn decode_drop(b: &[u8], node: Option<&Arc<str>>, ctx: &DecodeCtx) -> Result<Rec
     if b.len() < hdr {
         return Err(RawError::Short(b.len()));
     }
-    let cap = usize::from(u16_at(b, 92)).min(DROP_SNAP);
+    let cap = usize::from(u16_at(b, std::mem::offset_of!(DropEvent, cap_len))).min(DROP_SNAP);
     if b.len() < hdr + cap {
         return Err(RawError::Short(b.len()));
     }
-    let reason = u32_at(b, 72);
+    let reason = u32_at(b, std::mem::offset_of!(DropEvent, reason));
     Ok(Record::Drop(DropRecord {
         ts_ns: u64_at(b, 8),
         reason,
         reason_name: ctx.reason(reason),
-        location: u64_at(b, 64),
-        ifindex: u32_at(b, 76),
-        netns_ino: u32_at(b, 80),
-        wire_len: u32_at(b, 84),
+        location: u64_at(b, std::mem::offset_of!(DropEvent, location)),
+        ifindex: u32_at(b, std::mem::offset_of!(DropEvent, ifindex)),
+        netns_ino: u32_at(b, std::mem::offset_of!(DropEvent, netns_ino)),
+        wire_len: u32_at(b, std::mem::offset_of!(DropEvent, pkt_len)),
         data: Bytes::copy_from_slice(&b[hdr..hdr + cap]),
         node: node.cloned(),
         process: process_of(b),
@@ -107,7 +107,13 @@ fn decode_conn(b: &[u8], node: Option<&Arc<str>>) -> Result<Record, RawError> {
     if b.len() < std::mem::size_of::<ConnEvent>() {
         return Err(RawError::Short(b.len()));
     }
-    let (what, old, new, family) = (b[76], b[77], b[78], b[79]);
+    use std::mem::offset_of;
+    let (what, old, new, family) = (
+        b[offset_of!(ConnEvent, what)],
+        b[offset_of!(ConnEvent, old_state)],
+        b[offset_of!(ConnEvent, new_state)],
+        b[offset_of!(ConnEvent, family)],
+    );
     let kind = match what {
         conn_kind::STATE => ConnKind::State { old, new },
         conn_kind::RESET_RECEIVED => ConnKind::ResetReceived { state: old },
@@ -118,11 +124,17 @@ fn decode_conn(b: &[u8], node: Option<&Arc<str>>) -> Result<Record, RawError> {
     Ok(Record::Conn(ConnRecord {
         ts_ns: u64_at(b, 8),
         kind,
-        src: Endpoint { ip: addr(family, &b[88..104]), port: u16_at(b, 80) },
-        dst: Endpoint { ip: addr(family, &b[104..120]), port: u16_at(b, 82) },
-        sock: u64_at(b, 64),
+        src: Endpoint {
+            ip: addr(family, &b[offset_of!(ConnEvent, saddr)..][..16]),
+            port: u16_at(b, offset_of!(ConnEvent, sport)),
+        },
+        dst: Endpoint {
+            ip: addr(family, &b[offset_of!(ConnEvent, daddr)..][..16]),
+            port: u16_at(b, offset_of!(ConnEvent, dport)),
+        },
+        sock: u64_at(b, offset_of!(ConnEvent, sock)),
         process: process_of(b),
-        netns_ino: u32_at(b, 72),
+        netns_ino: u32_at(b, offset_of!(ConnEvent, netns_ino)),
         node: node.cloned(),
     }))
 }
@@ -221,14 +233,75 @@ mod tests {
     #[test]
     fn decodes_a_packet_event() {
         let ev = sample();
-        let Record::Packet(p) = decode(&as_bytes(&ev, 4), None, &DecodeCtx::default()).unwrap() else { panic!("not a packet") };
+        let Record::Packet(p) = decode(&as_bytes(&ev, 4), None, &DecodeCtx::default()).unwrap() else {
+            panic!("not a packet")
+        };
         assert_eq!(p.ts_ns, 42);
         assert_eq!(p.hook, Hook::SocketEgress);
         let proc_ = p.process.unwrap();
-        assert_eq!((proc_.pid, proc_.tid, proc_.comm.as_str(), proc_.thread.as_str()), (100, 101, "dig", "isc-net-0000"));
+        assert_eq!(
+            (proc_.pid, proc_.tid, proc_.comm.as_str(), proc_.thread.as_str()),
+            (100, 101, "dig", "isc-net-0000")
+        );
         assert_eq!(p.netns_ino, 4_026_531_840);
         assert_eq!(p.netns_cookie, 0, "cookie flag not set");
         assert_eq!(&p.data[..], &[0x45, 0, 0, 40]);
+    }
+
+    #[test]
+    fn drop_and_conn_events_decode() {
+        let mut d = DropEvent {
+            hdr: sample().hdr,
+            location: 0xffff_ffff_8100_0000,
+            reason: 12,
+            ifindex: 3,
+            netns_ino: 77,
+            pkt_len: 60,
+            cap_len: 2,
+            _pad: [0; 6],
+            data: [0; DROP_SNAP],
+        };
+        d.hdr.kind = EventKind::Drop as u32;
+        d.data[..2].copy_from_slice(&[0x45, 0]);
+        // SAFETY: repr(C) plain data.
+        let b = unsafe {
+            std::slice::from_raw_parts(std::ptr::from_ref(&d).cast::<u8>(), std::mem::size_of::<DropEvent>())
+        };
+        let mut ctx = DecodeCtx::default();
+        ctx.reason_names.insert(12, "NETFILTER_DROP".into());
+        let Record::Drop(r) = decode(b, None, &ctx).unwrap() else { panic!("not a drop") };
+        assert_eq!(
+            (&*r.reason_name, r.ifindex, r.netns_ino, r.wire_len, &r.data[..]),
+            ("NETFILTER_DROP", 3, 77, 60, &[0x45u8, 0][..])
+        );
+        assert_eq!(r.location, 0xffff_ffff_8100_0000);
+
+        let mut c = ConnEvent {
+            hdr: sample().hdr,
+            sock: 0xabc,
+            netns_ino: 5,
+            what: conn_kind::STATE,
+            old_state: 7,
+            new_state: 2,
+            family: 2,
+            sport: 40000,
+            dport: 8081,
+            _pad: 0,
+            saddr: [0; 16],
+            daddr: [0; 16],
+        };
+        c.hdr.kind = EventKind::Conn as u32;
+        c.saddr[..4].copy_from_slice(&[10, 244, 1, 20]);
+        c.daddr[..4].copy_from_slice(&[10, 244, 2, 30]);
+        // SAFETY: repr(C) plain data.
+        let b = unsafe {
+            std::slice::from_raw_parts(std::ptr::from_ref(&c).cast::<u8>(), std::mem::size_of::<ConnEvent>())
+        };
+        let Record::Conn(r) = decode(b, None, &ctx).unwrap() else { panic!("not a conn") };
+        assert_eq!(r.kind, ConnKind::State { old: 7, new: 2 });
+        assert_eq!(r.src.to_string(), "10.244.1.20:40000");
+        assert_eq!(r.dst.to_string(), "10.244.2.30:8081");
+        assert_eq!((r.sock, r.netns_ino), (0xabc, 5));
     }
 
     #[test]

@@ -146,11 +146,11 @@ pub struct CaptureReader {
 }
 
 /// Opens a capture file: ktrace or foreign pcapng, classic pcap (either byte
-/// order, µs or ns), each possibly zstd- or gzip-compressed. For a ktrace
-/// capture, [`CaptureReader::header`] is available on return.
+/// order, µs or ns), or a sysdig/falco scap file (see [`super::scap`]), each
+/// possibly zstd- or gzip-compressed. For a ktrace capture,
+/// [`CaptureReader::header`] is available on return.
 ///
-/// Errors: the file cannot be read, is not a capture, is a sysdig scap file
-/// (not supported yet), or its first block is malformed.
+/// Errors: the file cannot be read, is not a capture, or its first block is malformed.
 pub fn open(path: impl AsRef<Path>) -> Result<CaptureReader, CaptureError> {
     let path = path.as_ref();
     let f = File::open(path).map_err(|source| CaptureError::Open { path: Arc::from(path), source })?;

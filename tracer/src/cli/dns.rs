@@ -115,7 +115,9 @@ fn sink(g: &Global, args: &DnsArgs) -> Box<dyn Sink> {
             t.explain_first = args.explain_first;
             Box::new(t)
         }
-        (Format::Json, true) => Box::new(SummarySink { inner: JsonSink::new(out), summary: Summary::default(), format: Format::Json }),
+        (Format::Json, true) => {
+            Box::new(SummarySink { inner: JsonSink::new(out), summary: Summary::default(), format: Format::Json })
+        }
         (Format::Table, true) => {
             let mut t = TableSink::new(out);
             t.quiet = true;
@@ -197,7 +199,7 @@ fn replay(g: &Global, args: &DnsArgs, filter: Filter, pair: PairConfig) -> anyho
                 pipe.ctx.enricher = crate::enrich::Enricher::from_snapshot(&s);
             }
         }
-        FileEvent::Header { .. } | FileEvent::NetState { .. } => {}
+        FileEvent::Header { .. } | FileEvent::NetState { .. } | FileEvent::Coverage { .. } => {}
     })?;
     pipe.stats.warnings.extend(warnings);
     pipe.finish();

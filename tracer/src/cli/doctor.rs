@@ -21,7 +21,8 @@ pub fn run(g: &Global) -> anyhow::Result<()> {
             }
         }
         Format::Table => {
-            let kernel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+            let kernel =
+                nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
             writeln!(out, "ktrace {} on kernel {kernel}\n", env!("CARGO_PKG_VERSION"))?;
             writeln!(out, "{:<15} {:<6} {:<9} {}", "HOOK", "WORKS", "NEEDED", "ENABLES / DETAIL")?;
             for c in &checks {
@@ -42,7 +43,11 @@ pub fn run(g: &Global) -> anyhow::Result<()> {
             if missing.is_empty() {
                 writeln!(out, "All hooks ktrace needs work here: dns, record and replay run fully.")?;
             } else {
-                writeln!(out, "MISSING required hooks: {} — the features they enable will not work.", missing.join(", "))?;
+                writeln!(
+                    out,
+                    "MISSING required hooks: {} — the features they enable will not work.",
+                    missing.join(", ")
+                )?;
             }
             if !extras.is_empty() {
                 writeln!(out, "Unavailable optional extras: {} — ktrace runs fully without them.", extras.join(", "))?;

@@ -76,6 +76,7 @@ pub fn run(g: &Global, args: &DropsArgs) -> anyhow::Result<()> {
                     enricher = Enricher::from_snapshot(&s);
                 }
             }
+            FileEvent::Coverage { node, from_ns, to_ns, tc } => analyzer.observed(&node, from_ns, to_ns, tc, &enricher),
             FileEvent::Header { .. } | FileEvent::NetState { .. } => {}
         })?;
         let report = analyzer.finish(&enricher);
@@ -85,7 +86,11 @@ pub fn run(g: &Global, args: &DropsArgs) -> anyhow::Result<()> {
     print(g, args, &filter, &report, &warnings)
 }
 
-fn live(g: &Global, args: &DropsArgs, analyzer: &mut DropAnalyzer) -> anyhow::Result<(DropReport, Enricher, Vec<String>)> {
+fn live(
+    g: &Global,
+    args: &DropsArgs,
+    analyzer: &mut DropAnalyzer,
+) -> anyhow::Result<(DropReport, Enricher, Vec<String>)> {
     let cfg = CaptureConfig { drops: true, underlay: args.underlay.clone(), ..CaptureConfig::default() };
     let cap = DnsCapture::attach(&cfg).context("attaching the drop tracers (are you root? try `ktrace doctor`)")?;
     let warnings = cap.warnings.clone();
@@ -146,20 +151,28 @@ fn ts_field(v: &mut Value) {
     }
 }
 
-fn print(g: &Global, args: &DropsArgs, filter: &Filter, report: &DropReport, warnings: &[String]) -> anyhow::Result<()> {
+fn print(
+    g: &Global,
+    args: &DropsArgs,
+    filter: &Filter,
+    report: &DropReport,
+    warnings: &[String],
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let keep = |v: &Value| -> bool {
         if !args.all && v.get("background").and_then(Value::as_bool) == Some(true) {
             return false;
         }
         if let Some(n) = &filter.node {
-            let on = ["node", "from_node", "to_node"].iter().any(|k| v.get(*k).and_then(Value::as_str) == Some(n.as_str()));
+            let on =
+                ["node", "from_node", "to_node"].iter().any(|k| v.get(*k).and_then(Value::as_str) == Some(n.as_str()));
             if !on {
                 return false;
             }
         }
         if filter.namespace.is_some() || filter.pod.is_some() {
-            let pod_filter = Filter { namespace: filter.namespace.clone(), pod: filter.pod.clone(), ..Filter::default() };
+            let pod_filter =
+                Filter { namespace: filter.namespace.clone(), pod: filter.pod.clone(), ..Filter::default() };
             return crate::pipeline::json_mentions_pod(&pod_filter, v);
         }
         true
@@ -215,7 +228,11 @@ fn print(g: &Global, args: &DropsArgs, filter: &Filter, report: &DropReport, war
         }
     }
     if g.output == Format::Table {
-        writeln!(out, "\n{shown} result(s){}", if args.all { "" } else { " (background drops hidden; --all shows them)" })?;
+        writeln!(
+            out,
+            "\n{shown} result(s){}",
+            if args.all { "" } else { " (background drops hidden; --all shows them)" }
+        )?;
     } else {
         let stats = serde_json::json!({"type": "stats", "shown": shown, "warnings": warnings});
         writeln!(out, "{stats}")?;

@@ -3,7 +3,7 @@
 
 pub mod dns;
 pub mod doctor;
-// pub mod drops; (enabled when analyze::drops lands)
+pub mod drops;
 pub mod record;
 pub mod replay;
 
@@ -61,7 +61,6 @@ pub enum Command {
     Dns(dns::DnsArgs),
     /// Where packets die and why: kernel drops with reasons, failed TCP
     /// connections, packets lost between nodes (live, or `-r` per node).
-    #[cfg(any())]
     Drops(drops::DropsArgs),
     /// Record everything ktrace sees, plus the context to analyse it elsewhere, to a pcapng file.
     Record(record::RecordArgs),
@@ -96,11 +95,7 @@ impl Global {
         if let Some(n) = &self.node_name {
             return n.as_str().into();
         }
-        nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "localhost".into())
-            .into()
+        nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into()).into()
     }
 
     /// The snapshot named by `--kube-snapshot`, if any.
@@ -130,7 +125,8 @@ pub fn netns_arg(s: &str) -> anyhow::Result<u32> {
         return Ok(n);
     }
     let p = std::path::Path::new("/run/netns").join(s);
-    let m = std::fs::metadata(&p).with_context(|| format!("--netns {s}: not an inode number and {} is missing", p.display()))?;
+    let m = std::fs::metadata(&p)
+        .with_context(|| format!("--netns {s}: not an inode number and {} is missing", p.display()))?;
     u32::try_from(m.ino()).context("netns inode out of range")
 }
 
@@ -152,7 +148,8 @@ mod tests {
     fn cli_parses() {
         use clap::CommandFactory as _;
         Cli::command().debug_assert();
-        let c = Cli::try_parse_from(["ktrace", "dns", "--ns", "critical-app", "-o", "json", "--duration", "5s"]).unwrap();
+        let c =
+            Cli::try_parse_from(["ktrace", "dns", "--ns", "critical-app", "-o", "json", "--duration", "5s"]).unwrap();
         assert_eq!(c.global.output, Format::Json);
     }
 }

@@ -153,7 +153,8 @@ pub fn netstate() -> BTreeMap<String, String> {
         "net/ipv6/conf/all/forwarding",
         "net/bridge/bridge-nf-call-iptables",
     ] {
-        let v = std::fs::read_to_string(format!("/proc/sys/{k}")).map_or_else(|e| format!("({e})"), |s| s.trim().to_owned());
+        let v = std::fs::read_to_string(format!("/proc/sys/{k}"))
+            .map_or_else(|e| format!("({e})"), |s| s.trim().to_owned());
         sysctls.push_str(&format!("{} = {v}\n", k.replace('/', ".")));
     }
     m.insert("sysctl".into(), sysctls);
@@ -188,7 +189,9 @@ pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
         snaplen: args.snaplen,
         compress: args.compress.is_some(),
     };
-    let mut writer = CaptureWriter::create(&args.write, header).with_context(|| format!("creating {}", args.write.display()))?;
+    let start_mono = header.clock.mono_ns;
+    let mut writer =
+        CaptureWriter::create(&args.write, header).with_context(|| format!("creating {}", args.write.display()))?;
     if let Some(s) = &snap {
         writer.write_meta(&MetaBlock::KubeSnapshot(s.raw.clone()))?;
     }
@@ -196,16 +199,17 @@ pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
 
     let (tx, rx) = sync_channel::<ToWriter>(65_536);
     let path = args.write.clone();
-    let writer_thread = std::thread::Builder::new().name("ktrace-writer".into()).spawn(move || -> anyhow::Result<_> {
-        for m in rx {
-            match m {
-                ToWriter::Record(r, hint) => writer.write_record(&r, hint.as_deref()),
-                ToWriter::Meta(m) => writer.write_meta(&m),
+    let writer_thread =
+        std::thread::Builder::new().name("ktrace-writer".into()).spawn(move || -> anyhow::Result<_> {
+            for m in rx {
+                match m {
+                    ToWriter::Record(r, hint) => writer.write_record(&r, hint.as_deref()),
+                    ToWriter::Meta(m) => writer.write_meta(&m),
+                }
+                .with_context(|| format!("writing {}", path.display()))?;
             }
-            .with_context(|| format!("writing {}", path.display()))?;
-        }
-        Ok(writer.finish()?)
-    })?;
+            Ok(writer.finish()?)
+        })?;
 
     let mut filter = RecordFilter {
         namespace: args.namespace.clone(),
@@ -237,7 +241,9 @@ pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
                     return true;
                 }
                 let hint = match &r {
-                    Record::Packet(p) => enricher.local_pod(p).map(|pod| format!("{node}/{}/{}", pod.namespace, pod.name)),
+                    Record::Packet(p) => {
+                        enricher.local_pod(p).map(|pod| format!("{node}/{}/{}", pod.namespace, pod.name))
+                    }
                     _ => None,
                 };
                 match tx.try_send(ToWriter::Record(r, hint)) {
@@ -270,6 +276,16 @@ pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
         ));
     }
     let _ = tx.send(ToWriter::Meta(MetaBlock::Counters(counters)));
+    let coverage = crate::source::file::Coverage {
+        node: node.to_string(),
+        start_mono_ns: start_mono,
+        end_mono_ns: crate::source::monotonic_ns(),
+        underlay: args.underlay.clone(),
+    };
+    let _ = tx.send(ToWriter::Meta(MetaBlock::Custom {
+        name: crate::source::file::COVERAGE.into(),
+        data: serde_json::to_vec(&coverage).unwrap_or_default(),
+    }));
     drop(tx);
     let stats = writer_thread.join().map_err(|_| anyhow::anyhow!("writer thread panicked"))??;
     eprintln!(

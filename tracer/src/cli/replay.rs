@@ -77,7 +77,11 @@ pub fn run(g: &Global, args: &ReplayArgs) -> anyhow::Result<()> {
     let warnings = file::replay(&args.read, |ev| match ev {
         FileEvent::NetState { node, state } if args.netstate => {
             for (k, v) in state {
-                emit(&mut out, json!({"type": "netstate", "node": node, "name": k, "text": v}), format!("=== {node}: {k} ===\n{v}"));
+                emit(
+                    &mut out,
+                    json!({"type": "netstate", "node": node, "name": k, "text": v}),
+                    format!("=== {node}: {k} ===\n{v}"),
+                );
             }
         }
         FileEvent::Header { path, node, version } => {
@@ -94,7 +98,7 @@ pub fn run(g: &Global, args: &ReplayArgs) -> anyhow::Result<()> {
                 enricher = Enricher::from_snapshot(&s);
             }
         }
-        FileEvent::NetState { .. } => {}
+        FileEvent::NetState { .. } | FileEvent::Coverage { .. } => {}
         FileEvent::Record(_) if args.netstate => {}
         FileEvent::Record(r) => {
             let ts = rfc3339(i128::from(r.ts_ns()));
@@ -142,11 +146,22 @@ pub fn run(g: &Global, args: &ReplayArgs) -> anyhow::Result<()> {
                     }
                 }
                 Record::Lost { count, node, .. } => {
-                    emit(&mut out, json!({"type": "lost", "ts": ts, "node": node.as_deref(), "count": count}), format!("{ts} LOST {count} events"));
+                    emit(
+                        &mut out,
+                        json!({"type": "lost", "ts": ts, "node": node.as_deref(), "count": count}),
+                        format!("{ts} LOST {count} events"),
+                    );
                 }
                 Record::Drop(d) => {
-                    let v = json!({"type": "drop", "ts": ts, "node": d.node.as_deref(), "reason": &*d.reason_name, "ifindex": d.ifindex, "netns": d.netns_ino, "len": d.wire_len});
-                    emit(&mut out, v, format!("{ts} DROP {} ifindex={} netns={} len={}", d.reason_name, d.ifindex, d.netns_ino, d.wire_len));
+                    let v = json!({"type": "drop", "ts": ts, "node": d.node.as_deref(), "reason": &*d.reason_name, "ifindex": d.ifindex, "netns": d.netns_ino, "len": d.wire_len, "captured": d.data.len(), "head": d.data.iter().take(24).map(|b| format!("{b:02x}")).collect::<String>()});
+                    emit(
+                        &mut out,
+                        v,
+                        format!(
+                            "{ts} DROP {} ifindex={} netns={} len={}",
+                            d.reason_name, d.ifindex, d.netns_ino, d.wire_len
+                        ),
+                    );
                 }
                 Record::Conn(c) => {
                     let v = json!({"type": "conn", "ts": ts, "node": c.node.as_deref(), "kind": c.kind, "src": c.src.to_string(), "dst": c.dst.to_string(), "pid": c.process.as_ref().map(|p| p.pid), "comm": c.process.as_ref().map(|p| p.comm.as_str())});
@@ -155,7 +170,11 @@ pub fn run(g: &Global, args: &ReplayArgs) -> anyhow::Result<()> {
                 Record::ResolvConf(rc) => {
                     let v = json!({"type": "resolv_conf", "ts": ts, "pid": rc.pid, "netns": rc.netns_ino, "path": rc.path, "text": rc.text, "error": rc.error});
                     let body = rc.text.clone().or(rc.error.clone()).unwrap_or_default();
-                    emit(&mut out, v, format!("{ts} resolv.conf of pid {} ({}):\n{}", rc.pid, rc.path, body.trim_end()));
+                    emit(
+                        &mut out,
+                        v,
+                        format!("{ts} resolv.conf of pid {} ({}):\n{}", rc.pid, rc.path, body.trim_end()),
+                    );
                 }
             }
         }

@@ -30,7 +30,10 @@ impl std::fmt::Display for PodRef {
 
 use std::{collections::HashMap, net::IpAddr};
 
-use crate::{decode::DnsEvent, event::{Hook, PacketRecord}};
+use crate::{
+    decode::DnsEvent,
+    event::{Hook, PacketRecord},
+};
 
 pub use snapshot::{ServiceRef, Snapshot};
 
@@ -80,10 +83,7 @@ impl Enricher {
     /// The pod that owns the socket a packet was observed at (cgroup, then netns).
     #[must_use]
     pub fn local_pod(&self, rec: &PacketRecord) -> Option<PodRef> {
-        self.by_cgroup
-            .get(&rec.cgroup_id)
-            .or_else(|| self.by_netns.get(&rec.netns_ino))
-            .cloned()
+        self.by_cgroup.get(&rec.cgroup_id).or_else(|| self.by_netns.get(&rec.netns_ino)).cloned()
     }
 
     /// The pod that has this IP (not hostNetwork pods: their IP is the node's).
@@ -104,8 +104,8 @@ impl Enricher {
         self.nodes.get(ip).cloned()
     }
 
-    /// Every address the metadata gives the node named `name` (InternalIP,
-    /// ExternalIP), sorted; empty when the node is unknown.
+    /// Every address the metadata gives the node named `name` (`InternalIP`,
+    /// `ExternalIP`), sorted; empty when the node is unknown.
     #[must_use]
     pub fn node_addresses(&self, name: &str) -> Vec<IpAddr> {
         let mut v: Vec<IpAddr> = self.nodes.iter().filter(|(_, n)| &***n == name).map(|(a, _)| *a).collect();

@@ -56,6 +56,12 @@ pub struct PodInfo {
     pub netns_ino: Option<u32>,
     /// cgroup v2 id, resolved on the node (`ktrace.io/cgroup-id` in captures).
     pub cgroup_id: Option<u64>,
+    /// metadata.labels.
+    pub labels: Vec<(String, String)>,
+    /// metadata.creationTimestamp (Unix ns): the earliest its IPs can be its own.
+    pub created_ns: Option<i128>,
+    /// `ktrace.io/deleted-at` (Unix ns): when ktrace saw it deleted.
+    pub deleted_ns: Option<i128>,
 }
 
 /// A service: `namespace/name`.
@@ -76,6 +82,10 @@ pub struct Snapshot {
     pub nodes: Vec<(Arc<str>, Vec<IpAddr>)>,
     /// Service cluster IPs.
     pub services: HashMap<IpAddr, ServiceRef>,
+    /// Cluster IPs of the cluster DNS service (kube-dns / CoreDNS).
+    pub dns_services: std::collections::HashSet<IpAddr>,
+    /// When the List was taken (`metadata["ktrace.io/observed-at"]`, written by ktrace's watcher).
+    pub taken_at_ns: Option<i128>,
     /// The document as loaded, to store in captures.
     pub raw: String,
 }
@@ -104,6 +114,109 @@ fn ips_of(v: &Value) -> Vec<IpAddr> {
     out
 }
 
+/// RFC 3339 time (`2026-05-01T10:00:00Z`) as Unix ns; `None` if absent or malformed.
+#[must_use]
+pub fn parse_time_ns(s: &str) -> Option<i128> {
+    s.parse::<k8s_openapi::jiff::Timestamp>().ok().map(k8s_openapi::jiff::Timestamp::as_nanosecond)
+}
+
+/// Annotation ktrace adds to pods it saw deleted, kept for a while in the
+/// Lists it records: when the pod's IP stopped being its own.
+pub const DELETED_AT: &str = "ktrace.io/deleted-at";
+/// Field ktrace adds to a List's `metadata`: when the List was taken.
+pub const OBSERVED_AT: &str = "ktrace.io/observed-at";
+
+fn labels_of(v: &Value) -> Vec<(String, String)> {
+    v.pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, x)| Some((k.clone(), x.as_str()?.to_owned())))
+        .collect()
+}
+
+impl PodInfo {
+    /// A pod object (`kind` is not checked); `None` without namespace and name.
+    #[must_use]
+    pub fn from_json(it: &Value, intern: &mut dyn FnMut(String) -> Arc<str>) -> Option<Self> {
+        let (Some(ns), Some(name)) = (s(it, &["metadata", "namespace"]), s(it, &["metadata", "name"])) else {
+            return None;
+        };
+        let node = s(it, &["spec", "nodeName"]).map(&mut *intern);
+        let container_ids = it
+            .pointer("/status/containerStatuses")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.get("containerID")?.as_str())
+            .map(|id| id.rsplit("://").next().unwrap_or(id).to_owned())
+            .filter(|id| !id.is_empty())
+            .collect();
+        let ann = |k: &str| {
+            it.pointer("/metadata/annotations").and_then(|a| a.get(k)).and_then(Value::as_str).map(str::to_owned)
+        };
+        Some(PodInfo {
+            pod: PodRef { namespace: ns.into(), name: name.into(), node },
+            uid: s(it, &["metadata", "uid"]).unwrap_or_default(),
+            ips: ips_of(it),
+            host_network: it.pointer("/spec/hostNetwork").and_then(Value::as_bool).unwrap_or(false),
+            container_ids,
+            netns_name: ann("ktrace.io/netns"),
+            cgroup_path: ann("ktrace.io/cgroup"),
+            netns_ino: ann("ktrace.io/netns-ino").and_then(|v| v.parse().ok()),
+            cgroup_id: ann("ktrace.io/cgroup-id").and_then(|v| v.parse().ok()),
+            labels: labels_of(it),
+            created_ns: s(it, &["metadata", "creationTimestamp"]).as_deref().and_then(parse_time_ns),
+            deleted_ns: ann(DELETED_AT).as_deref().and_then(parse_time_ns),
+        })
+    }
+
+    /// Whether this is a cluster DNS server pod (`k8s-app=kube-dns`, which CoreDNS keeps).
+    #[must_use]
+    pub fn is_cluster_dns(&self) -> bool {
+        self.labels.iter().any(|(k, v)| k == "k8s-app" && v == "kube-dns")
+    }
+}
+
+/// A node object: its name and addresses (InternalIP, ExternalIP).
+#[must_use]
+pub fn node_from_json(it: &Value) -> Option<(String, Vec<IpAddr>)> {
+    let name = s(it, &["metadata", "name"])?;
+    let addrs = it
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|a| matches!(a.get("type").and_then(Value::as_str), Some("InternalIP" | "ExternalIP")))
+        .filter_map(|a| a.get("address")?.as_str()?.parse().ok())
+        .collect();
+    Some((name, addrs))
+}
+
+/// A service object: who it is, its cluster IPs, and whether it is the
+/// cluster DNS service (`kube-system/kube-dns`, or labelled `k8s-app=kube-dns`).
+#[must_use]
+pub fn service_from_json(it: &Value) -> Option<(ServiceRef, Vec<IpAddr>, bool)> {
+    let (Some(ns), Some(name)) = (s(it, &["metadata", "namespace"]), s(it, &["metadata", "name"])) else {
+        return None;
+    };
+    let mut ips: Vec<IpAddr> = it
+        .pointer("/spec/clusterIPs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.as_str()?.parse().ok())
+        .collect();
+    if let Some(ip) = s(it, &["spec", "clusterIP"]).and_then(|x| x.parse().ok())
+        && !ips.contains(&ip)
+    {
+        ips.push(ip);
+    }
+    let dns = (ns == "kube-system" && name == "kube-dns")
+        || labels_of(it).iter().any(|(k, v)| k == "k8s-app" && v == "kube-dns");
+    Some((ServiceRef { namespace: ns.into(), name: name.into() }, ips, dns))
+}
+
 impl Snapshot {
     /// Loads a snapshot file.
     pub fn load(path: &Path) -> Result<Self, SnapshotError> {
@@ -114,7 +227,8 @@ impl Snapshot {
 
     /// Parses a snapshot document (`origin` names it in errors).
     pub fn parse(text: &str, origin: &str) -> Result<Self, SnapshotError> {
-        let doc: Value = serde_json::from_str(text).map_err(|e| SnapshotError::Json { path: origin.into(), source: e })?;
+        let doc: Value =
+            serde_json::from_str(text).map_err(|e| SnapshotError::Json { path: origin.into(), source: e })?;
         let items: Vec<&Value> = match doc.get("kind").and_then(Value::as_str) {
             Some("List" | "PodList" | "NodeList" | "ServiceList") => {
                 doc.get("items").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default()
@@ -123,65 +237,26 @@ impl Snapshot {
             _ => return Err(SnapshotError::NotAList(origin.into())),
         };
         let mut snap = Snapshot { raw: text.to_owned(), ..Default::default() };
+        snap.taken_at_ns =
+            doc.pointer("/metadata").and_then(|m| m.get(OBSERVED_AT)).and_then(Value::as_str).and_then(parse_time_ns);
         let mut node_names: HashMap<String, Arc<str>> = HashMap::new();
         let mut intern = |n: String| -> Arc<str> { node_names.entry(n.clone()).or_insert_with(|| n.into()).clone() };
         for it in items {
             match it.get("kind").and_then(Value::as_str) {
-                Some("Pod") => {
-                    let (Some(ns), Some(name)) = (s(it, &["metadata", "namespace"]), s(it, &["metadata", "name"])) else {
-                        continue;
-                    };
-                    let node = s(it, &["spec", "nodeName"]).map(&mut intern);
-                    let container_ids = it
-                        .pointer("/status/containerStatuses")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|c| c.get("containerID")?.as_str())
-                        .map(|id| id.rsplit("://").next().unwrap_or(id).to_owned())
-                        .collect();
-                    let ann = |k: &str| it.pointer("/metadata/annotations").and_then(|a| a.get(k)).and_then(Value::as_str).map(str::to_owned);
-                    snap.pods.push(PodInfo {
-                        pod: PodRef { namespace: ns.into(), name: name.into(), node },
-                        uid: s(it, &["metadata", "uid"]).unwrap_or_default(),
-                        ips: ips_of(it),
-                        host_network: it.pointer("/spec/hostNetwork").and_then(Value::as_bool).unwrap_or(false),
-                        container_ids,
-                        netns_name: ann("ktrace.io/netns"),
-                        cgroup_path: ann("ktrace.io/cgroup"),
-                        netns_ino: ann("ktrace.io/netns-ino").and_then(|v| v.parse().ok()),
-                        cgroup_id: ann("ktrace.io/cgroup-id").and_then(|v| v.parse().ok()),
-                    });
-                }
+                Some("Pod") => snap.pods.extend(PodInfo::from_json(it, &mut intern)),
                 Some("Node") => {
-                    let Some(name) = s(it, &["metadata", "name"]) else { continue };
-                    let addrs = it
-                        .pointer("/status/addresses")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .filter(|a| matches!(a.get("type").and_then(Value::as_str), Some("InternalIP" | "ExternalIP")))
-                        .filter_map(|a| a.get("address")?.as_str()?.parse().ok())
-                        .collect();
-                    snap.nodes.push((intern(name), addrs));
+                    if let Some((name, addrs)) = node_from_json(it) {
+                        snap.nodes.push((intern(name), addrs));
+                    }
                 }
                 Some("Service") => {
-                    let (Some(ns), Some(name)) = (s(it, &["metadata", "namespace"]), s(it, &["metadata", "name"])) else {
-                        continue;
-                    };
-                    let mut ips: Vec<IpAddr> = it
-                        .pointer("/spec/clusterIPs")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|x| x.as_str()?.parse().ok())
-                        .collect();
-                    if let Some(ip) = s(it, &["spec", "clusterIP"]).and_then(|x| x.parse().ok()) {
-                        ips.push(ip);
-                    }
-                    let r = ServiceRef { namespace: ns.into(), name: name.into() };
-                    for ip in ips {
-                        snap.services.insert(ip, r.clone());
+                    if let Some((r, ips, dns)) = service_from_json(it) {
+                        for ip in ips {
+                            if dns {
+                                snap.dns_services.insert(ip);
+                            }
+                            snap.services.insert(ip, r.clone());
+                        }
                     }
                 }
                 _ => {}
@@ -214,7 +289,9 @@ impl Snapshot {
         }
         let Ok(mut doc) = serde_json::from_str::<Value>(&self.raw) else { return };
         let mut patch = |it: &mut Value| {
-            let (Some(ns), Some(name)) = (s(it, &["metadata", "namespace"]), s(it, &["metadata", "name"])) else { return };
+            let (Some(ns), Some(name)) = (s(it, &["metadata", "namespace"]), s(it, &["metadata", "name"])) else {
+                return;
+            };
             let Some(p) = self.pods.iter().find(|p| *p.pod.namespace == *ns && *p.pod.name == *name) else { return };
             let Some(meta) = it.get_mut("metadata").and_then(Value::as_object_mut) else { return };
             let ann = meta.entry("annotations").or_insert_with(|| Value::Object(serde_json::Map::new()));

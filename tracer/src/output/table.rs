@@ -29,7 +29,15 @@ pub struct TableSink<W: Write> {
 impl<W: Write> TableSink<W> {
     /// A table over `out`.
     pub fn new(out: W) -> Self {
-        Self { out, header_done: false, findings: Vec::new(), quiet: false, explain_first: false, held: Vec::new(), held_dropped: 0 }
+        Self {
+            out,
+            header_done: false,
+            findings: Vec::new(),
+            quiet: false,
+            explain_first: false,
+            held: Vec::new(),
+            held_dropped: 0,
+        }
     }
 }
 
@@ -110,7 +118,26 @@ pub fn describe(v: &Value) -> Vec<String> {
         out.push(format!("   cause: {c}"));
     }
     let field = |k: &str| v.get(k).filter(|x| !x.is_null()).map(render);
-    for k in ["pod", "process", "base_name", "answered_by", "total_ms", "wasted_ms", "ndots", "search", "nameservers", "resolv_conf_source", "resolver", "upstream", "qname", "attempts_count", "waited_ms", "client", "rate_per_s", "top_names"] {
+    for k in [
+        "pod",
+        "process",
+        "base_name",
+        "answered_by",
+        "total_ms",
+        "wasted_ms",
+        "ndots",
+        "search",
+        "nameservers",
+        "resolv_conf_source",
+        "resolver",
+        "upstream",
+        "qname",
+        "attempts_count",
+        "waited_ms",
+        "client",
+        "rate_per_s",
+        "top_names",
+    ] {
         if k == "attempts" {
             continue;
         }
@@ -158,7 +185,16 @@ impl<W: Write> Sink for TableSink<W> {
             let _ = writeln!(
                 line,
                 "{:<15} {:<26} {:<16} {:<44} {:>5} {:<44} {:<5} {:<9} {:<24} {:>9}",
-                "TIME", "POD/NETNS", "PROCESS", "CLIENT -> SERVER", "ID", "QNAME", "TYPE", "RCODE", "ANSWERS", "LATENCY"
+                "TIME",
+                "POD/NETNS",
+                "PROCESS",
+                "CLIENT -> SERVER",
+                "ID",
+                "QNAME",
+                "TYPE",
+                "RCODE",
+                "ANSWERS",
+                "LATENCY"
             );
         }
         let t = rfc3339(ctx.wall_ns(tx.ts_ns));

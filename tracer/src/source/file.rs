@@ -36,6 +36,18 @@ pub enum FileEvent {
         /// ktrace version that wrote it.
         version: String,
     },
+    /// A recorder was observing `node` over this wall-clock span (from its
+    /// header, clock heartbeats and its final coverage block).
+    Coverage {
+        /// Node.
+        node: String,
+        /// Start, wall ns.
+        from_ns: u64,
+        /// End, wall ns.
+        to_ns: u64,
+        /// Whether underlay devices were fingerprinted with tc.
+        tc: bool,
+    },
     /// A node's network state at the start of its capture.
     NetState {
         /// Node.
@@ -51,7 +63,24 @@ struct Stream {
     reader: CaptureReader,
     clock: Option<ClockRef>,
     node: Option<Arc<str>>,
+    start: u64,
     done: bool,
+}
+
+/// Name of the custom block a recorder writes last: what it observed, when.
+pub const COVERAGE: &str = "coverage/v1";
+
+/// Body of the [`COVERAGE`] block (JSON).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Coverage {
+    /// Node recorded.
+    pub node: String,
+    /// Recording start, monotonic ns of that node.
+    pub start_mono_ns: u64,
+    /// Recording end, monotonic ns of that node.
+    pub end_mono_ns: u64,
+    /// Underlay devices fingerprinted with tc.
+    pub underlay: Vec<String>,
 }
 
 impl Stream {
@@ -62,26 +91,61 @@ impl Stream {
                 None => self.done = true,
                 Some(Err(e)) => {
                     self.done = true;
-                    let what = if e.is_truncation() { "truncated capture, replayed up to the last complete block" } else { "stopped reading" };
+                    let what = if e.is_truncation() {
+                        "truncated capture, replayed up to the last complete block"
+                    } else {
+                        "stopped reading"
+                    };
                     warnings.push(format!("{}: {what}: {e}", self.path.display()));
                 }
                 Some(Ok(Item::Meta(m))) => match m {
                     MetaBlock::Header(h) => {
                         self.clock = Some(h.clock);
                         self.node = Some(h.node.as_str().into());
-                        meta.push(FileEvent::Header { path: self.path.clone(), node: h.node, version: h.ktrace_version });
+                        self.start = h.clock.wall_ns;
+                        meta.push(FileEvent::Header {
+                            path: self.path.clone(),
+                            node: h.node,
+                            version: h.ktrace_version,
+                        });
                     }
-                    MetaBlock::ClockRef(c) => self.clock = Some(c),
+                    MetaBlock::ClockRef(c) => {
+                        self.clock = Some(c);
+                        if let Some(n) = &self.node {
+                            meta.push(FileEvent::Coverage {
+                                node: n.to_string(),
+                                from_ns: self.start,
+                                to_ns: c.wall_ns,
+                                tc: false,
+                            });
+                        }
+                    }
+                    MetaBlock::Custom { name, data } if name == COVERAGE => {
+                        match serde_json::from_slice::<Coverage>(&data) {
+                            Ok(c) => {
+                                let clock = self.clock.unwrap_or_default();
+                                meta.push(FileEvent::Coverage {
+                                    node: c.node,
+                                    from_ns: clock.to_wall(c.start_mono_ns),
+                                    to_ns: clock.to_wall(c.end_mono_ns),
+                                    tc: !c.underlay.is_empty(),
+                                });
+                            }
+                            Err(e) => warnings.push(format!("{}: bad coverage block: {e}", self.path.display())),
+                        }
+                    }
                     MetaBlock::KubeSnapshot(text) => match Snapshot::parse(&text, &self.path.display().to_string()) {
                         Ok(s) => meta.push(FileEvent::Snapshot(s)),
                         Err(e) => warnings.push(format!("{}: kube snapshot unusable: {e}", self.path.display())),
                     },
-                    MetaBlock::NetState(state) => meta.push(FileEvent::NetState {
-                        node: self.node.as_deref().unwrap_or("?").to_owned(),
-                        state,
-                    }),
+                    MetaBlock::NetState(state) => {
+                        meta.push(FileEvent::NetState { node: self.node.as_deref().unwrap_or("?").to_owned(), state })
+                    }
                     MetaBlock::Unknown { record_type, version, .. } => {
-                        warnings.push(format!("{}: skipped unknown ktrace block {record_type} v{version} (newer writer?)", self.path.display()));
+                        warnings.push(format!(
+                            "{}: skipped unknown ktrace block {record_type} v{version} (newer writer?)",
+                            self.path.display()
+                        ));
                     }
                     _ => {}
                 },
@@ -142,7 +206,7 @@ impl Stream {
 pub fn replay(paths: &[PathBuf], mut on: impl FnMut(FileEvent)) -> anyhow::Result<Vec<String>> {
     let mut streams = Vec::with_capacity(paths.len());
     for p in paths {
-        streams.push(Stream { path: p.clone(), reader: open(p)?, clock: None, node: None, done: false });
+        streams.push(Stream { path: p.clone(), reader: open(p)?, clock: None, node: None, start: 0, done: false });
     }
     let mut warnings = Vec::new();
     let mut meta = Vec::new();

@@ -2,11 +2,7 @@
 //! timer, or when the kernel forces a wakeup at a fill threshold), adds host
 //! evidence (resolv.conf of each querying process), and reports kernel losses.
 
-use std::{
-    os::fd::AsRawFd as _,
-    sync::Arc,
-    time::Duration,
-};
+use std::{os::fd::AsRawFd as _, sync::Arc, time::Duration};
 
 use tokio::{
     io::unix::AsyncFd,
@@ -181,7 +177,9 @@ impl LiveSource {
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let deadline = duration.map(|d| tokio::time::Instant::now() + d);
-        let sleep = tokio::time::sleep_until(deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)));
+        let sleep = tokio::time::sleep_until(
+            deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)),
+        );
         tokio::pin!(sleep);
         let reason = loop {
             tokio::select! {
@@ -200,7 +198,10 @@ impl LiveSource {
             }
         };
         // Whatever the kernel already produced belongs to the run.
-        self.drain(&mut |e| { on(e); true });
+        self.drain(&mut |e| {
+            on(e);
+            true
+        });
         Ok(reason)
     }
 }

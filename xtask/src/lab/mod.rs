@@ -531,13 +531,38 @@ fn build_node(n: &NodeSpec) -> Result<()> {
             UNDERLAY_DEV,
         ],
     )?;
+    // Like flannel: a fixed MAC per node's VXLAN device and a permanent
+    // neighbour entry for the peer, so no ARP crosses the overlay. (With ARP,
+    // a fabric that drops VXLAN would only ever drop ARP requests, and the
+    // node would fail neighbour resolution instead of sending pod packets.)
+    sys::ip(ns, &["link", "set", VXLAN_DEV, "address", &vxlan_mac(n.overlay_ip)])?;
     sys::ip(ns, &["addr", "add", &format!("{}/{OVERLAY_PREFIX_LEN}", n.overlay_ip), "dev", VXLAN_DEV])?;
     sys::ip(ns, &["link", "set", VXLAN_DEV, "up"])?;
+    sys::ip(
+        ns,
+        &[
+            "neigh",
+            "replace",
+            &peer.overlay_ip.to_string(),
+            "lladdr",
+            &vxlan_mac(peer.overlay_ip),
+            "dev",
+            VXLAN_DEV,
+            "nud",
+            "permanent",
+        ],
+    )?;
     sys::ip(ns, &["link", "add", POD_BRIDGE, "type", "bridge"])?;
     sys::ip(ns, &["addr", "add", &format!("{}/{POD_PREFIX_LEN}", n.bridge_ip), "dev", POD_BRIDGE])?;
     sys::ip(ns, &["link", "set", POD_BRIDGE, "up"])?;
     sys::ip(ns, &["route", "add", &peer.pod_cidr(), "via", &peer.overlay_ip.to_string(), "dev", VXLAN_DEV])?;
     Ok(())
+}
+
+/// The VXLAN device MAC of a node: `0a:58:` + its overlay address (flannel's scheme).
+fn vxlan_mac(ip: Ipv4Addr) -> String {
+    let o = ip.octets();
+    format!("0a:58:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
 }
 
 fn build_pod(p: &PodSpec) -> Result<()> {

@@ -82,7 +82,9 @@ pub(super) mod ev {
 /// Whether ktrace reads events of this type, and how many parameters the
 /// newest table gives it: the starting point for v1 blocks, which do not
 /// record the count.
+#[expect(clippy::match_same_arms, reason = "rows grouped by event kind, like the table")]
 pub(super) fn max_params(t: u16) -> Option<usize> {
+    #[allow(clippy::wildcard_imports, reason = "the event table's names")]
     use ev::*;
     Some(match t {
         OPEN_E => 3,
@@ -141,12 +143,7 @@ pub(super) struct EventHdr {
 
 /// Reads the fixed header (`ts`, `tid`, `len`, `type`); `None` if `b` is too short.
 pub(super) fn header(b: &[u8]) -> Option<EventHdr> {
-    Some(EventHdr {
-        ts: le64(b, 0)?,
-        tid: le64(b, 8)?,
-        len: le32(b, 16)?,
-        etype: le16(b, 20)?,
-    })
+    Some(EventHdr { ts: le64(b, 0)?, tid: le64(b, 8)?, len: le32(b, 16)?, etype: le16(b, 20)? })
 }
 
 /// An event's parameters: byte ranges into the event.
@@ -196,7 +193,7 @@ impl<'a> Params<'a> {
 #[derive(Debug)]
 pub(super) enum ParamError {
     /// Header or length array cut short, or lengths overrun the event.
-    Malformed(&'static str),
+    Malformed(#[allow(dead_code, reason = "shown by Debug in logs")] &'static str),
 }
 
 /// Splits the parameters of `ev` (the whole event, header included, exactly

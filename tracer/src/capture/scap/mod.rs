@@ -110,9 +110,7 @@ pub struct ScapStats {
 /// Tells whether a stream that starts with a section header block is a scap
 /// file: its byte-order magic is little-endian and the next block is of a
 /// scap-only type. Returns the stream rewound (what was read is replayed).
-pub(crate) fn sniff(
-    mut src: Box<dyn Read + Send>,
-) -> Result<(bool, Box<dyn Read + Send>), ParseError> {
+pub(crate) fn sniff(mut src: Box<dyn Read + Send>) -> Result<(bool, Box<dyn Read + Send>), ParseError> {
     let mut hdr = [0u8; 8];
     let n = read_full(&mut src, &mut hdr).map_err(|e| io_err(0, e))?;
     let mut prefix = hdr.get(..n).unwrap_or_default().to_vec();
@@ -169,12 +167,11 @@ impl ScapSource {
             if self.done {
                 return Ok(None);
             }
-            match self.next_block()? {
-                Some((kind, start)) => self.block(kind, start)?,
-                None => {
-                    self.done = true;
-                    self.dec.finish();
-                }
+            if let Some((kind, start)) = self.next_block()? {
+                self.block(kind, start)?;
+            } else {
+                self.done = true;
+                self.dec.finish();
             }
         }
     }
@@ -250,7 +247,10 @@ impl ScapSource {
             }
             match events::params(ev, h.etype, v2) {
                 Ok(p) => self.dec.event(h.ts, h.tid, h.etype, &p),
-                Err(events::ParamError::Malformed(_)) => self.dec.stats.events_malformed += 1,
+                Err(e) => {
+                    log::debug!("scap event type {} at byte {start}: {e:?}", h.etype);
+                    self.dec.stats.events_malformed += 1;
+                }
             }
             return Ok(());
         }
@@ -269,11 +269,12 @@ impl ScapSource {
             return Ok(());
         }
         if MI.contains(&kind) {
-            // num_cpus u32, memory u64, max_pid u64, hostname[256].
-            if let Some(h) = body.get(20..276) {
-                let h = h.split(|&c| c == 0).next().unwrap_or_default();
-                self.dec.set_node(&String::from_utf8_lossy(h));
-            }
+            // num_cpus u32, memory u64, max_pid u64, then the NUL-terminated
+            // hostname (its buffer was shorter in old versions).
+            let h = body.get(20..).unwrap_or_default();
+            let h = h.get(..256).unwrap_or(h);
+            let h = h.split(|&c| c == 0).next().unwrap_or_default();
+            self.dec.set_node(&String::from_utf8_lossy(h));
             return Ok(());
         }
         if IL.contains(&kind) || UL.contains(&kind) {

@@ -95,9 +95,12 @@ struct Container {
     name: String,
     pod: Option<PodKey>,
     pod_uid: Option<String>,
-    container_name: Option<String>,
+    cname: Option<String>,
     ip: Option<IpAddr>,
 }
+
+/// A pod being assembled for the snapshot: uid, IPs, container statuses.
+type PodAcc<'a> = (Option<&'a str>, Vec<IpAddr>, Vec<Value>);
 
 /// The event-to-model state machine of one scap file.
 pub(super) struct Decoder {
@@ -380,7 +383,7 @@ impl Decoder {
     /// A Kubernetes `List` of the pods seen in container metadata, each
     /// annotated with the synthetic cgroup id its records carry.
     fn snapshot(&self) -> String {
-        let mut pods: BTreeMap<&PodKey, (Option<&str>, Vec<IpAddr>, Vec<Value>)> = BTreeMap::new();
+        let mut pods: BTreeMap<&PodKey, PodAcc<'_>> = BTreeMap::new();
         let mut ids: Vec<_> = self.containers.iter().collect();
         ids.sort_by(|a, b| a.0.cmp(b.0));
         for (id, c) in ids {
@@ -396,7 +399,7 @@ impl Decoder {
                 e.1.push(ip);
             }
             e.2.push(json!({
-                "name": c.container_name.as_deref().unwrap_or(&c.name),
+                "name": c.cname.as_deref().unwrap_or(&c.name),
                 "containerID": format!("docker://{id}"),
             }));
         }
@@ -443,6 +446,7 @@ impl Decoder {
 
     /// Handles one event whose type [`super::events::max_params`] knows.
     pub(super) fn event(&mut self, ts: u64, tid: u64, etype: u16, p: &Params<'_>) {
+        #[allow(clippy::wildcard_imports, reason = "the event table's names")]
         use ev::*;
         match etype {
             OPEN_E | OPENAT_E => {
@@ -664,7 +668,10 @@ impl Decoder {
             "node": self.node.as_deref(),
         });
         self.stats.conn_failures += 1;
-        self.out.push_back(Item::Meta(MetaBlock::Custom { name: "conn_fail/v1".into(), data: data.to_string().into_bytes() }));
+        self.out.push_back(Item::Meta(MetaBlock::Custom {
+            name: "conn_fail/v1".into(),
+            data: data.to_string().into_bytes(),
+        }));
     }
 
     /// (pid, leader comm, thread comm, container) of a thread.
@@ -679,6 +686,7 @@ impl Decoder {
     }
 
     fn clone_exit(&mut self, tid: u64, etype: u16, p: &Params<'_>) {
+        #[allow(clippy::wildcard_imports, reason = "the event table's names")]
         use ev::*;
         let Some(res) = p.int(0) else { return };
         let has_comm = !matches!(etype, CLONE_11_X | CLONE_16_X | FORK_X | VFORK_X);
@@ -687,11 +695,8 @@ impl Decoder {
             (true, Some(c)) if !c.is_empty() => comm_str(c),
             _ => comm_str(basename(p.str(1).unwrap_or_default())),
         };
-        let container = if has_cgroups {
-            p.get(14).and_then(container_id).and_then(|id| self.container_of(&id))
-        } else {
-            None
-        };
+        let container =
+            if has_cgroups { p.get(14).and_then(container_id).and_then(|id| self.container_of(&id)) } else { None };
         if res == 0 {
             // The child's side: its own tid and thread-group id.
             let ctid = p.int(3).filter(|&x| x > 0).map_or(tid, |x| x as u64);
@@ -723,10 +728,10 @@ impl Decoder {
         }
         let copies: Vec<(i64, Fd)> = src
             .iter()
-            .filter_map(|(&fd, f)| match f {
-                Fd::Sock { l4, local, remote } => Some((fd, Fd::Sock { l4: *l4, local: *local, remote: *remote })),
-                Fd::File { path, .. } => Some((fd, Fd::File { path: Arc::clone(path), resolv: None })),
-                Fd::Other => Some((fd, Fd::Other)),
+            .map(|(&fd, f)| match f {
+                Fd::Sock { l4, local, remote } => (fd, Fd::Sock { l4: *l4, local: *local, remote: *remote }),
+                Fd::File { path, .. } => (fd, Fd::File { path: Arc::clone(path), resolv: None }),
+                Fd::Other => (fd, Fd::Other),
             })
             .collect();
         for (fd, f) in copies {
@@ -735,6 +740,7 @@ impl Decoder {
     }
 
     fn exec_exit(&mut self, tid: u64, etype: u16, p: &Params<'_>) {
+        #[allow(clippy::wildcard_imports, reason = "the event table's names")]
         use ev::*;
         if p.int(0) != Some(0) {
             return;
@@ -745,11 +751,8 @@ impl Decoder {
             (true, Some(c)) if !c.is_empty() => comm_str(c),
             _ => comm_str(basename(p.str(1).unwrap_or_default())),
         };
-        let container = if has_cgroups {
-            p.get(14).and_then(container_id).and_then(|id| self.container_of(&id))
-        } else {
-            None
-        };
+        let container =
+            if has_cgroups { p.get(14).and_then(container_id).and_then(|id| self.container_of(&id)) } else { None };
         let pid = p.int(4).filter(|&x| x > 0).map_or_else(|| self.pid_of(tid), |x| x as u64);
         let container = container.or_else(|| self.threads.get(&tid).and_then(|t| t.container.clone()));
         self.set_thread(tid, pid, comm, container);
@@ -770,7 +773,7 @@ impl Decoder {
         let cname = label("io.kubernetes.container.name").or_else(|| from_name.as_ref().map(|x| x.0.clone()));
         let Some(key) = self.container_of(&short) else { return };
         let Some(c) = self.containers.get_mut(&key) else { return };
-        c.name = name.trim_start_matches('/').to_owned();
+        name.trim_start_matches('/').clone_into(&mut c.name);
         if pod.is_some() && c.pod != pod {
             c.pod = pod;
             self.pods_dirty = true;
@@ -778,7 +781,7 @@ impl Decoder {
         if uid.is_some() {
             c.pod_uid = uid;
         }
-        c.container_name = cname;
+        c.cname = cname;
         if ip.is_some() && c.ip != ip {
             c.ip = ip;
             if c.pod.is_some() {
@@ -798,7 +801,9 @@ impl Decoder {
         let ip = match c.get("ip") {
             Some(Value::String(s)) => s.parse().ok(),
             // Old sysdig wrote the IPv4 address as a host-order integer.
-            Some(Value::Number(n)) => n.as_u64().and_then(|x| u32::try_from(x).ok()).map(|x| IpAddr::V4(Ipv4Addr::from(x))),
+            Some(Value::Number(n)) => {
+                n.as_u64().and_then(|x| u32::try_from(x).ok()).map(|x| IpAddr::V4(Ipv4Addr::from(x)))
+            }
             _ => None,
         };
         self.container_meta(id, name, c.get("labels"), ip);
@@ -833,7 +838,7 @@ impl Decoder {
     }
 
     /// A read/write-family exit: DNS on port 53 becomes a packet, resolv.conf
-    /// reads become evidence, failures on sockets become conn_fail.
+    /// reads become evidence, failures on sockets become `conn_fail`.
     #[expect(clippy::too_many_arguments, reason = "one call per event kind, positions differ")]
     fn io(
         &mut self,
@@ -874,7 +879,15 @@ impl Decoder {
                     None => (local, remote),
                 };
                 let name = syscall_name(etype);
-                self.conn_fail(ts, tid, name, l4, src.filter(|e| !unspecified(e)), dst.filter(|e| !unspecified(e)), -res);
+                self.conn_fail(
+                    ts,
+                    tid,
+                    name,
+                    l4,
+                    src.filter(|e| !unspecified(e)),
+                    dst.filter(|e| !unspecified(e)),
+                    -res,
+                );
             }
             return;
         }
@@ -919,17 +932,16 @@ impl Decoder {
         let tcp = match l4 {
             Some(L4::Tcp) => {
                 let key = (egress, src, dst);
-                let seq = match self.tcp_seq.get(&key) {
-                    Some(&s) => s,
-                    None => {
-                        if self.tcp_seq.len() >= MAX_STREAMS {
-                            self.tcp_seq.clear();
-                            self.stats.table_full += 1;
-                        }
-                        // A stream's first bytes: a SYN first, so the decoder starts in sync.
-                        self.emit_packet(ts, tid, egress, src, dst, Some((0, TCP_SYN)), &[], 0);
-                        1
+                let seq = if let Some(&s) = self.tcp_seq.get(&key) {
+                    s
+                } else {
+                    if self.tcp_seq.len() >= MAX_STREAMS {
+                        self.tcp_seq.clear();
+                        self.stats.table_full += 1;
                     }
+                    // A stream's first bytes: a SYN first, so the decoder starts in sync.
+                    self.emit_packet(ts, tid, egress, src, dst, Some((0, TCP_SYN)), &[], 0);
+                    1
                 };
                 self.tcp_seq.insert(key, seq.wrapping_add(full as u32));
                 Some((seq, TCP_PSH_ACK))
@@ -958,7 +970,12 @@ impl Decoder {
         };
         let (pid, comm, thread, container) = self.who(tid);
         let cgroup_id = self.cgroup_id(container.as_ref());
-        let process = egress.then(|| Process { pid: pid as u32, tid: tid as u32, comm: comm.to_string(), thread: thread.to_string() });
+        let process = egress.then(|| Process {
+            pid: pid as u32,
+            tid: tid as u32,
+            comm: comm.to_string(),
+            thread: thread.to_string(),
+        });
         let rec = PacketRecord {
             ts_ns: ts,
             hook: if egress { Hook::SocketEgress } else { Hook::SocketIngress },
@@ -997,6 +1014,7 @@ impl Decoder {
 }
 
 fn syscall_name(etype: u16) -> &'static str {
+    #[allow(clippy::wildcard_imports, reason = "the event table's names")]
     use ev::*;
     match etype {
         WRITE_X => "write",

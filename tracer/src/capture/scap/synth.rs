@@ -127,7 +127,8 @@ mod tests {
         assert_eq!(wire, 40 + 8 + 10);
         let v = packet::parse(&p).unwrap();
         assert_eq!((v.payload.len(), v.payload_len), (2, 10));
-        let (p, _) = packet(ep("[2001:db8::1]:40000"), ep("[2001:db8::2]:53"), Some((9, TCP_PSH_ACK)), b"xyz", 3, 0).unwrap();
+        let (p, _) =
+            packet(ep("[2001:db8::1]:40000"), ep("[2001:db8::2]:53"), Some((9, TCP_PSH_ACK)), b"xyz", 3, 0).unwrap();
         let v = packet::parse(&p).unwrap();
         assert_eq!((v.tcp_seq, v.tcp_flags, v.payload), (9, TCP_PSH_ACK, &b"xyz"[..]));
         assert!(packet(ep("1.1.1.1:1"), ep("2.2.2.2:53"), None, b"", 70_000, 0).is_none());

@@ -1,0 +1,221 @@
+//! Issue 6 end to end: pods on one node cannot reach pods on another.
+//! A recorder runs inside each lab node's namespace (scoped to that node and
+//! its pods, fingerprinting the underlay with tc); `ktrace drops -r a -r b`
+//! must name each fault: a fabric that drops VXLAN (`fabric_loss`, no kernel
+//! drop blamed), an nftables drop inside a node (`NETFILTER_DROP` with the
+//! right pods), a connection refused (`conn_fail` with pod and process), and
+//! nothing at all without a fault.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use ktrace_e2e::{bpf_available, json_lines, ktrace_bin, of_type, tools_available};
+use serde_json::Value;
+use xtask::lab::{Fault, LabGuard, LabOptions};
+
+fn can_run(test: &str) -> bool {
+    if !bpf_available(test) || !tools_available(test, &["dnsmasq", "dig", "curl", "ip", "nft"]) {
+        return false;
+    }
+    let missing = xtask::lab::missing_prerequisites();
+    assert!(
+        missing.is_empty() || std::env::var("KTRACE_REQUIRE_BPF").as_deref() != Ok("1"),
+        "{test}: lab needs {missing:?}"
+    );
+    missing.is_empty()
+}
+
+/// `ktrace record` inside a node's namespace, scoped to that node.
+struct Recorder {
+    child: Child,
+    path: PathBuf,
+}
+
+impl Recorder {
+    fn start(node: &str, snapshot: &str, tag: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("ktrace-e2e-{tag}-{node}.pcapng"));
+        let _ = std::fs::remove_file(&path);
+        let ns = format!("kt-{node}");
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(ktrace_bin())
+            .args([
+                "record",
+                "--node-name",
+                node,
+                "--netns-scope",
+                &ns,
+                "--underlay",
+                "eth0",
+                "--kube-snapshot",
+                snapshot,
+                "-w",
+            ])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start recorder");
+        // Wait for "attached" on stderr (bounded).
+        let err = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("[recorder] {l}");
+                if l.contains("attached") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(20)).expect("recorder attached");
+        Self { child, path }
+    }
+
+    fn stop(mut self) -> PathBuf {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        for _ in 0..200 {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                assert!(st.success(), "recorder exit {st}");
+                return self.path.clone();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("recorder did not stop");
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn drops(files: &[PathBuf], extra: &[&str]) -> Vec<Value> {
+    let mut c = Command::new(ktrace_bin());
+    c.arg("drops");
+    for f in files {
+        c.arg("-r").arg(f);
+    }
+    let out = c.args(["-o", "json"]).args(extra).output().expect("ktrace drops");
+    assert!(out.status.success(), "ktrace drops: {}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    json_lines(&lines)
+}
+
+fn record_both(lab: &LabGuard, tag: &str, traffic: impl FnOnce(&LabGuard)) -> Vec<PathBuf> {
+    let snap = lab.snapshot_path();
+    let snap = snap.to_str().expect("utf-8");
+    let a = Recorder::start("node-a", snap, tag);
+    let b = Recorder::start("node-b", snap, tag);
+    traffic(lab);
+    std::thread::sleep(Duration::from_millis(1500));
+    vec![a.stop(), b.stop()]
+}
+
+fn dig_from_backend(lab: &LabGuard) {
+    // backend (node-b) → kube-dns (node-a) over UDP: crosses the fabric in VXLAN.
+    let _ = lab
+        .pod_command("critical-app", "backend", "dig")
+        .args(["+tries=2", "+time=1", "@10.244.1.10", "kube-dns.kube-system.svc.cluster.local"])
+        .stdout(Stdio::null())
+        .status();
+}
+
+#[test]
+fn fabric_dropping_vxlan_is_a_fabric_loss_between_nodes() {
+    if !can_run("fabric_dropping_vxlan") {
+        return;
+    }
+    let lab = LabGuard::up(&LabOptions::default().with(Fault::FabricDropVxlan)).expect("lab up");
+    let files = record_both(&lab, "vxlan", dig_from_backend);
+    let v = drops(&files, &[]);
+    let findings = of_type(&v, "finding");
+    let loss: Vec<&&Value> = findings.iter().filter(|f| f["kind"] == "fabric_loss").collect();
+    assert!(!loss.is_empty(), "a fabric_loss finding: {v:#?}");
+    let f = loss.iter().find(|f| f["from_node"] == "node-b").unwrap_or_else(|| panic!("from node-b: {loss:#?}"));
+    assert_eq!(f["to_node"], "node-a");
+    assert_eq!(f["dport"], 4789);
+    assert_eq!(f["inner_src_pod"], "critical-app/backend", "{f}");
+    assert_eq!(f["inner_dst_pod"], "kube-system/kube-dns", "{f}");
+    assert!(f["packets"].as_u64().unwrap_or(0) >= 2, "both dig tries lost: {f}");
+    let blamed: Vec<&Value> =
+        of_type(&v, "drop").into_iter().filter(|d| !d["src_pod"].is_null() || !d["dst_pod"].is_null()).collect();
+    assert!(blamed.is_empty(), "no kernel drop is blamed: {blamed:#?}");
+    for f in files {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+#[test]
+fn node_nftables_drop_and_refused_connection_are_named() {
+    if !can_run("node_drop_and_refused") {
+        return;
+    }
+    let lab = LabGuard::up(&LabOptions::default().with(Fault::NodeDrop).with(Fault::Refused)).expect("lab up");
+    let files = record_both(&lab, "nodedrop", |lab| {
+        let _ = lab
+            .pod_command("critical-app", "client", "curl")
+            .args(["-s", "-m", "2", "http://10.244.2.30:8080/"])
+            .stdout(Stdio::null())
+            .status();
+        let _ = lab
+            .pod_command("critical-app", "client", "curl")
+            .args(["-s", "-m", "2", "http://10.244.2.30:8081/"])
+            .stdout(Stdio::null())
+            .status();
+    });
+    let v = drops(&files, &[]);
+    let d = of_type(&v, "drop");
+    let nf = d
+        .iter()
+        .find(|x| x["reason"] == "NETFILTER_DROP" && x["node"] == "node-b")
+        .unwrap_or_else(|| panic!("NETFILTER_DROP on node-b: {v:#?}"));
+    assert_eq!(nf["src_pod"], "critical-app/client", "{nf}");
+    assert_eq!(nf["dst_pod"], "critical-app/backend", "{nf}");
+    assert_eq!(nf["dport"], 8080);
+    let c = of_type(&v, "conn_fail");
+    let refused = c.iter().find(|x| x["kind"] == "refused").unwrap_or_else(|| panic!("a refused connection: {v:#?}"));
+    assert_eq!(refused["src_pod"], "critical-app/client", "{refused}");
+    assert_eq!(refused["process"]["comm"], "curl", "{refused}");
+    assert!(refused["dst"].as_str().unwrap_or("").contains("8081"), "{refused}");
+    assert!(of_type(&v, "finding").iter().all(|f| f["kind"] != "fabric_loss"), "no fabric loss: {v:#?}");
+    // The per-node view: --node node-b keeps the node-b drop.
+    let only_b = drops(&files, &["--node", "node-b"]);
+    assert!(of_type(&only_b, "drop").iter().any(|x| x["reason"] == "NETFILTER_DROP"));
+    for f in files {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+#[test]
+fn healthy_cluster_has_no_losses_and_no_pod_drops() {
+    if !can_run("healthy_cluster") {
+        return;
+    }
+    let lab = LabGuard::up(&LabOptions::healthy()).expect("lab up");
+    let files = record_both(&lab, "healthy", |lab| {
+        dig_from_backend(lab);
+        let _ = lab
+            .pod_command("critical-app", "client", "curl")
+            .args(["-s", "-m", "2", "http://10.244.2.30:8080/"])
+            .stdout(Stdio::null())
+            .status();
+    });
+    let v = drops(&files, &[]);
+    assert!(of_type(&v, "finding").is_empty(), "no findings: {v:#?}");
+    assert!(of_type(&v, "drop").is_empty(), "no drops attributed to pods or nodes: {v:#?}");
+    assert!(of_type(&v, "conn_fail").is_empty(), "no failed connections: {v:#?}");
+    for f in files {
+        let _ = std::fs::remove_file(f);
+    }
+}

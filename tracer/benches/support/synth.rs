@@ -1,0 +1,138 @@
+//! Synthetic DNS traffic for the benchmarks and the replay-capture generator
+//! (`examples/bench_capture.rs` and `hot_paths.rs` include this file with `#[path]`).
+//!
+//! The mix imitates a Kubernetes node: clients in a few pods resolving
+//! service names through the ndots:5 search list (NXDOMAIN for the first
+//! suffixes, then an answer), seen from the client's side (query leaving its
+//! socket, response arriving at it), as `ktrace record` stores them.
+
+#![allow(dead_code, unreachable_pub, reason = "each includer uses a different part")]
+
+use std::{net::Ipv4Addr, sync::Arc};
+
+use bytes::Bytes;
+use ktrace::event::{Hook, PacketRecord, Process, Record};
+
+/// Search suffixes of a pod in namespace `ns{n}`, as kubelet writes them.
+const SUFFIXES: [&str; 4] = ["critical-app.svc.cluster.local", "svc.cluster.local", "cluster.local", "localdomain"];
+
+/// Appends `name` in DNS wire form (labels, no compression).
+fn put_name(out: &mut Vec<u8>, name: &str) {
+    for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+        let l = &label.as_bytes()[..label.len().min(63)];
+        out.push(l.len() as u8);
+        out.extend_from_slice(l);
+    }
+    out.push(0);
+}
+
+/// A DNS message: header, one question, and for a NOERROR response one A answer
+/// (the name compressed as a pointer to the question, as servers do).
+#[must_use]
+pub fn dns_message(id: u16, response: bool, rcode: u8, qname: &str, qtype: u16, answer: Option<Ipv4Addr>) -> Vec<u8> {
+    let mut m = Vec::with_capacity(64 + qname.len());
+    m.extend_from_slice(&id.to_be_bytes());
+    let flags: u16 = if response { 0x8180 | u16::from(rcode & 0x0f) } else { 0x0100 };
+    m.extend_from_slice(&flags.to_be_bytes());
+    let ancount = u16::from(response && answer.is_some());
+    for v in [1u16, ancount, 0, 0] {
+        m.extend_from_slice(&v.to_be_bytes());
+    }
+    put_name(&mut m, qname);
+    m.extend_from_slice(&qtype.to_be_bytes());
+    m.extend_from_slice(&1u16.to_be_bytes());
+    if let (true, Some(ip)) = (response, answer) {
+        m.extend_from_slice(&[0xc0, 0x0c]);
+        m.extend_from_slice(&1u16.to_be_bytes());
+        m.extend_from_slice(&1u16.to_be_bytes());
+        m.extend_from_slice(&30u32.to_be_bytes());
+        m.extend_from_slice(&4u16.to_be_bytes());
+        m.extend_from_slice(&ip.octets());
+    }
+    m
+}
+
+/// An IPv4/UDP packet (header checksum filled in, UDP checksum 0 as allowed).
+#[must_use]
+pub fn ipv4_udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let total = 28 + payload.len();
+    let mut p = Vec::with_capacity(total);
+    p.extend_from_slice(&[0x45, 0]);
+    p.extend_from_slice(&(total as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    let mut sum: u32 = 0;
+    for c in p.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+/// The resolver every synthetic client asks (kube-dns).
+pub const RESOLVER: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 10);
+
+/// The `i`-th DNS exchange of the mix: (query packet, response packet, qname).
+/// Four of every five are search-list fan-out misses (NXDOMAIN), one an answer.
+#[must_use]
+pub fn exchange(i: u64) -> (Vec<u8>, Vec<u8>, String) {
+    let lookup = i / 5;
+    let step = (i % 5) as usize;
+    let svc = format!("svc{}.ns{}.svc.cluster.local", lookup % 500, lookup % 20);
+    let (qname, rcode, answer) = match SUFFIXES.get(step) {
+        Some(s) => (format!("{svc}.{s}"), 3u8, None),
+        None => (svc, 0u8, Some(Ipv4Addr::new(10, 96, (lookup % 200) as u8, (lookup % 250) as u8 + 1))),
+    };
+    let client = Ipv4Addr::new(10, 244, 1, 20 + (lookup % 8) as u8);
+    let sport = 32_768 + (lookup % 28_000) as u16;
+    let id = (i.wrapping_mul(7919) & 0xffff) as u16;
+    let qtype = if lookup.is_multiple_of(2) { 1 } else { 28 };
+    let q = ipv4_udp(client, sport, RESOLVER, 53, &dns_message(id, false, 0, &qname, qtype, None));
+    let r = ipv4_udp(
+        RESOLVER,
+        53,
+        client,
+        sport,
+        &dns_message(id, true, rcode, &qname, qtype, answer.filter(|_| qtype == 1)),
+    );
+    (q, r, qname)
+}
+
+/// The `i`-th exchange as the two records a client-side recorder stores,
+/// the query at `ts_ns` and the response 150 µs later.
+#[must_use]
+pub fn exchange_records(i: u64, ts_ns: u64, node: &Arc<str>) -> [Record; 2] {
+    let (q, r, _) = exchange(i);
+    let lookup = i / 5;
+    let netns_ino = 4_026_532_000 + (lookup % 8) as u32;
+    let process = Process {
+        pid: 4000 + (lookup % 8) as u32,
+        tid: 4000 + (lookup % 8) as u32,
+        comm: "getent".into(),
+        thread: "getent".into(),
+    };
+    let mk = |data: Vec<u8>, ts_ns: u64, hook: Hook, process: Option<Process>| {
+        Record::Packet(PacketRecord {
+            ts_ns,
+            hook,
+            process,
+            cgroup_id: 9000 + u64::from(netns_ino % 8),
+            netns_cookie: 0,
+            netns_ino,
+            ifindex: 0,
+            wire_len: data.len() as u32,
+            data: Bytes::from(data),
+            node: Some(Arc::clone(node)),
+        })
+    };
+    [mk(q, ts_ns, Hook::SocketEgress, Some(process)), mk(r, ts_ns + 150_000, Hook::SocketIngress, None)]
+}

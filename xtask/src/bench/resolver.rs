@@ -1,0 +1,255 @@
+//! Section 2: dnsperf against dnsmasq (and unbound) with ktrace off,
+//! `ktrace dns` on, `ktrace record` on and `tcpdump -w` on, at saturation
+//! and at 50 % of the untraced maximum, in interleaved rounds.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use super::stats::{median, num, percentile, ratio_cell, ratios, summary};
+use super::{Ctx, Server, load, start_server, sys};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Off,
+    KtraceDns,
+    KtraceRecord,
+    Tcpdump,
+}
+
+const MODES: [Mode; 4] = [Mode::Off, Mode::KtraceDns, Mode::KtraceRecord, Mode::Tcpdump];
+
+impl Mode {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::KtraceDns => "`ktrace dns -o json > /dev/null`",
+            Self::KtraceRecord => "`ktrace record -w FILE`",
+            Self::Tcpdump => "`tcpdump -w FILE` (server veth)",
+        }
+    }
+}
+
+/// One dnsperf run with one mode.
+#[derive(Clone, Debug, Default)]
+struct Sample {
+    qps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    /// server + dnsperf + tracer CPU µs per completed query.
+    cpu_us: f64,
+    /// Tracer CPU µs per completed query.
+    tracer_us: f64,
+    /// Whole-machine busy CPU µs per completed query.
+    system_us: f64,
+    lost: u64,
+}
+
+/// Starts the tracer of `mode` (None for off) and waits until it is attached.
+fn start_tracer(ctx: &Ctx, mode: Mode) -> Result<Option<sys::Proc>> {
+    let err = ctx.work.join("tracer.err");
+    let p = match mode {
+        Mode::Off => return Ok(None),
+        Mode::KtraceDns => {
+            let mut c = sys::pinned(None, &ctx.bin);
+            c.args(["dns", "-o", "json"]);
+            let mut p = sys::Proc::spawn("ktrace dns", c, None, &err)?;
+            p.wait_stderr("attached", Duration::from_secs(20))?;
+            p
+        }
+        Mode::KtraceRecord => {
+            let mut c = sys::pinned(None, &ctx.bin);
+            c.arg("record").arg("-w").arg(ctx.work.join("rec.pcapng"));
+            let mut p = sys::Proc::spawn("ktrace record", c, None, &err)?;
+            p.wait_stderr("attached", Duration::from_secs(20))?;
+            p
+        }
+        Mode::Tcpdump => {
+            let mut c = sys::in_netns(sys::SRV_NS, None, "tcpdump");
+            c.args(["-n", "-Z", "root", "-i", sys::SRV_DEV, "-w"]).arg(ctx.work.join("td.pcap"));
+            let mut p = sys::Proc::spawn("tcpdump", c, None, &err)?;
+            p.wait_stderr("listening on", Duration::from_secs(20))?;
+            p
+        }
+    };
+    Ok(Some(p))
+}
+
+fn one(ctx: &mut Ctx, server: &sys::Proc, mode: Mode, secs: u32, qps: Option<u32>, verbose: bool) -> Result<Sample> {
+    let mut tracer = start_tracer(ctx, mode)?;
+    let srv0 = sys::pid_cpu(server.pid()).unwrap_or(0.0);
+    let tr0 = tracer.as_ref().and_then(|t| sys::pid_cpu(t.pid())).unwrap_or(0.0);
+    let sys0 = sys::system_busy_secs().unwrap_or(0.0);
+    let r = load::dnsperf(&ctx.work, &ctx.work.join("queries.txt"), secs, qps, verbose)?;
+    let sys1 = sys::system_busy_secs().unwrap_or(0.0);
+    let srv1 = sys::pid_cpu(server.pid()).unwrap_or(0.0);
+    let tr1 = tracer.as_ref().and_then(|t| sys::pid_cpu(t.pid())).unwrap_or(0.0);
+    if let Some(t) = tracer.as_mut() {
+        t.stop(Duration::from_secs(10));
+        if mode == Mode::KtraceRecord {
+            let written = t
+                .stderr()
+                .split(": ")
+                .find_map(|p| p.strip_suffix(" records written").and_then(|n| n.trim().parse::<u64>().ok()));
+            let size = std::fs::metadata(ctx.work.join("rec.pcapng")).map_or(0, |m| m.len());
+            if let Some(n) = written.filter(|n| *n > 0) {
+                ctx.live_record_bytes = Some((size, n));
+            }
+        }
+    }
+    let n = r.completed.max(1) as f64;
+    let lat_us: Vec<f64> = r.latencies.iter().map(|l| l * 1e6).collect();
+    Ok(Sample {
+        qps: r.qps,
+        p50_us: percentile(&lat_us, 50.0),
+        p99_us: percentile(&lat_us, 99.0),
+        cpu_us: (srv1 - srv0 + tr1 - tr0 + r.cpu) / n * 1e6,
+        tracer_us: (tr1 - tr0) / n * 1e6,
+        system_us: (sys1 - sys0) / n * 1e6,
+        lost: r.lost,
+    })
+}
+
+/// Interleaved rounds: each round runs every mode once, in an order rotated by the round number.
+fn rounds(
+    ctx: &mut Ctx,
+    server: &sys::Proc,
+    rounds: usize,
+    secs: u32,
+    qps: Option<u32>,
+    verbose: bool,
+) -> Result<Vec<[Sample; 4]>> {
+    let mut out = Vec::new();
+    for r in 0..rounds {
+        let mut row: [Sample; 4] = Default::default();
+        for k in 0..MODES.len() {
+            let i = (k + r) % MODES.len();
+            eprintln!(
+                "[bench]   round {}/{rounds}: {:?} at {}",
+                r + 1,
+                MODES[i],
+                qps.map_or("saturation".into(), |q| format!("{q} qps"))
+            );
+            row[i] = one(ctx, server, MODES[i], secs, qps, verbose)?;
+        }
+        out.push(row);
+    }
+    Ok(out)
+}
+
+fn col(rs: &[[Sample; 4]], i: usize, f: fn(&Sample) -> f64) -> Vec<f64> {
+    rs.iter().map(|r| f(&r[i])).collect()
+}
+
+fn table(rs: &[[Sample; 4]], latency: bool) -> String {
+    let mut s = String::new();
+    if latency {
+        let _ = writeln!(
+            s,
+            "| mode | qps | p50 µs | p99 µs | p50 ratio | p99 ratio | CPU µs/query | CPU ratio | tracer CPU µs/query | machine CPU µs/query | lost |\n|---|---|---|---|---|---|---|---|---|---|---|"
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "| mode | qps | qps ratio | CPU µs/query | CPU ratio | tracer CPU µs/query | machine CPU µs/query | lost |\n|---|---|---|---|---|---|---|---|"
+        );
+    }
+    let off = |f: fn(&Sample) -> f64| col(rs, 0, f);
+    for (i, m) in MODES.iter().enumerate() {
+        let c = |f: fn(&Sample) -> f64| col(rs, i, f);
+        let lost: u64 = rs.iter().map(|r| r[i].lost).sum();
+        let cpu_ratio = if i == 0 { "1".into() } else { ratio_cell(&ratios(&c(|x| x.cpu_us), &off(|x| x.cpu_us))) };
+        if latency {
+            let p50r = if i == 0 { "1".into() } else { ratio_cell(&ratios(&c(|x| x.p50_us), &off(|x| x.p50_us))) };
+            let p99r = if i == 0 { "1".into() } else { ratio_cell(&ratios(&c(|x| x.p99_us), &off(|x| x.p99_us))) };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {p50r} | {p99r} | {} | {cpu_ratio} | {} | {} | {lost} |",
+                m.label(),
+                num(median(&c(|x| x.qps))),
+                num(median(&c(|x| x.p50_us))),
+                num(median(&c(|x| x.p99_us))),
+                num(median(&c(|x| x.cpu_us))),
+                num(median(&c(|x| x.tracer_us))),
+                num(median(&c(|x| x.system_us))),
+            );
+        } else {
+            let qr = if i == 0 { "1".into() } else { ratio_cell(&ratios(&c(|x| x.qps), &off(|x| x.qps))) };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {qr} | {} | {cpu_ratio} | {} | {} | {lost} |",
+                m.label(),
+                num(median(&c(|x| x.qps))),
+                num(median(&c(|x| x.cpu_us))),
+                num(median(&c(|x| x.tracer_us))),
+                num(median(&c(|x| x.system_us))),
+            );
+        }
+    }
+    s.push('\n');
+    s
+}
+
+pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
+    let (n, secs) = if ctx.quick { (3, 2) } else { (7, 3) };
+    let mut servers = vec![Server::Dnsmasq];
+    if !ctx.quick && sys::version("unbound", &["-V"]) != "not installed" {
+        servers.push(Server::Unbound);
+    }
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "dnsperf (`-c 4 -q 200`, {secs} s per run, UDP) in `ktb-cli` on CPU 0 against the resolver in `ktb-srv` on \
+         CPU 1, answering every name of a local zone itself (no upstream). {n} rounds × 4 modes, interleaved \
+         (order rotated each round); ratios are per round against that round's \"off\" run. Saturation: as \
+         many queries as the server answers. 50 %: `-Q` at half the median untraced saturation qps, with `-v` so \
+         p50/p99 come from every query's latency (dnsperf itself only prints average and stddev). \
+         \"machine CPU\" is all busy time of both CPUs (`/proc/stat`) per query, which includes other work on \
+         the machine.\n"
+    );
+    for server in servers {
+        let proc_ = match start_server(server, &ctx.work) {
+            Ok(p) => p,
+            Err(e) if server == Server::Unbound => {
+                let _ = writeln!(s, "### unbound\n\nnot measured: {e:#}\n");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        // Warm-up: first queries pay for page faults and caches.
+        load::dnsperf(&ctx.work, &ctx.work.join("queries.txt"), 1, None, false)?;
+        let sat = rounds(ctx, &proc_, n, secs, None, false)?;
+        let max = median(&col(&sat, 0, |x| x.qps));
+        if !max.is_finite() || max < 100.0 {
+            bail!("{}: untraced saturation is only {max:.0} qps", server.name());
+        }
+        let half = (max / 2.0) as u32;
+        let lat = rounds(ctx, &proc_, n, secs, Some(half), true)?;
+        let _ = writeln!(s, "### {} at saturation\n\n{}", server.name(), table(&sat, false));
+        let _ =
+            writeln!(s, "### {} at 50 % of the untraced maximum ({half} qps)\n\n{}", server.name(), table(&lat, true));
+        if server == Server::Dnsmasq {
+            let qr = ratios(&col(&sat, 1, |x| x.qps), &col(&sat, 0, |x| x.qps));
+            if let Some((m, lo, hi)) = summary(&qr) {
+                ctx.target(
+                    "Resolver throughput with `ktrace dns` ≥ 97 % of untraced at saturation (dnsmasq)",
+                    format!("{:.1} % [{:.1}–{:.1}]", m * 100.0, lo * 100.0, hi * 100.0),
+                    Some(m >= 0.97),
+                );
+            }
+            let pr = ratios(&col(&lat, 1, |x| x.p99_us), &col(&lat, 0, |x| x.p99_us));
+            if let Some((m, lo, hi)) = summary(&pr) {
+                ctx.target(
+                    "p99 latency at 50 % load within +5 % with `ktrace dns` (dnsmasq)",
+                    format!("{:+.1} % [{:+.1}–{:+.1}]", (m - 1.0) * 100.0, (lo - 1.0) * 100.0, (hi - 1.0) * 100.0),
+                    Some(m <= 1.05),
+                );
+            }
+        }
+    }
+    if ctx.quick {
+        let _ = writeln!(s, "unbound: not run in `--quick` (the full run includes it when `unbound` is installed).\n");
+    }
+    Ok(s)
+}
