@@ -219,3 +219,45 @@ fn healthy_cluster_has_no_losses_and_no_pod_drops() {
         let _ = std::fs::remove_file(f);
     }
 }
+
+/// Live on one node: `ktrace drops` inside node-b's namespace names the
+/// nftables drop while it happens.
+#[test]
+fn live_drops_on_one_node_name_the_netfilter_drop() {
+    if !can_run("live_drops_on_one_node") {
+        return;
+    }
+    let lab = LabGuard::up(&LabOptions::default().with(Fault::NodeDrop)).expect("lab up");
+    let snap = lab.snapshot_path();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", "kt-node-b"])
+        .arg(ktrace_bin())
+        .args(["drops", "--node-name", "node-b", "--node", "--netns-scope", "kt-node-b", "-o", "json", "--duration", "8s", "--kube-snapshot"])
+        .arg(&snap)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ktrace drops");
+    let err = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            eprintln!("[drops] {l}");
+            if l.contains("attached") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20)).expect("attached");
+    let _ = lab.pod_command("critical-app", "client", "curl").args(["-s", "-m", "2", "http://10.244.2.30:8080/"]).stdout(Stdio::null()).status();
+    let out = child.wait_with_output().expect("ktrace drops output");
+    assert!(out.status.success());
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    let v = json_lines(&lines);
+    let nf = of_type(&v, "drop").into_iter().find(|x| x["reason"] == "NETFILTER_DROP").unwrap_or_else(|| panic!("live NETFILTER_DROP: {v:#?}"));
+    assert_eq!(nf["node"], "node-b");
+    assert_eq!(nf["src_pod"], "critical-app/client", "{nf}");
+    assert_eq!(nf["dst_pod"], "critical-app/backend", "{nf}");
+}
