@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ktrace_e2e::{Ktrace, bpf_available, json_lines, ktrace_bin, of_type, tools_available};
+use ktrace_e2e::{Ktrace, json_lines, ktrace_bin, of_type, tools_available};
 use serde_json::Value;
 use xtask::lab::{LabGuard, LabOptions};
 
@@ -20,15 +20,7 @@ const BACKEND: &str = "backend.critical-app.svc.cluster.local";
 const SUFFIXES: [&str; 4] = ["critical-app.svc.cluster.local", "svc.cluster.local", "cluster.local", "localdomain"];
 
 fn can_run(test: &str) -> bool {
-    if !bpf_available(test) || !tools_available(test, &["dnsmasq", "getent", "curl", "ip", "nft"]) {
-        return false;
-    }
-    let missing = xtask::lab::missing_prerequisites();
-    assert!(
-        missing.is_empty() || std::env::var("KTRACE_REQUIRE_BPF").as_deref() != Ok("1"),
-        "{test}: lab needs {missing:?}"
-    );
-    missing.is_empty()
+    ktrace_e2e::lab_can_run(test, &["dnsmasq", "getent", "curl", "ip", "nft"])
 }
 
 fn getent(lab: &LabGuard, name: &str) -> (u32, Duration, String) {

@@ -12,20 +12,12 @@ use std::{
     time::Duration,
 };
 
-use ktrace_e2e::{bpf_available, json_lines, ktrace_bin, of_type, tools_available};
+use ktrace_e2e::{json_lines, ktrace_bin, of_type};
 use serde_json::Value;
 use xtask::lab::{Fault, LabGuard, LabOptions};
 
 fn can_run(test: &str) -> bool {
-    if !bpf_available(test) || !tools_available(test, &["dnsmasq", "dig", "curl", "ip", "nft"]) {
-        return false;
-    }
-    let missing = xtask::lab::missing_prerequisites();
-    assert!(
-        missing.is_empty() || std::env::var("KTRACE_REQUIRE_BPF").as_deref() != Ok("1"),
-        "{test}: lab needs {missing:?}"
-    );
-    missing.is_empty()
+    ktrace_e2e::lab_can_run(test, &["dnsmasq", "dig", "curl", "ip", "nft"])
 }
 
 /// `ktrace record` inside a node's namespace, scoped to that node.
@@ -232,7 +224,19 @@ fn live_drops_on_one_node_name_the_netfilter_drop() {
     let mut child = Command::new("ip")
         .args(["netns", "exec", "kt-node-b"])
         .arg(ktrace_bin())
-        .args(["drops", "--node-name", "node-b", "--node", "--netns-scope", "kt-node-b", "-o", "json", "--duration", "8s", "--kube-snapshot"])
+        .args([
+            "drops",
+            "--node-name",
+            "node-b",
+            "--node",
+            "--netns-scope",
+            "kt-node-b",
+            "-o",
+            "json",
+            "--duration",
+            "8s",
+            "--kube-snapshot",
+        ])
         .arg(&snap)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -251,12 +255,19 @@ fn live_drops_on_one_node_name_the_netfilter_drop() {
         }
     });
     rx.recv_timeout(Duration::from_secs(20)).expect("attached");
-    let _ = lab.pod_command("critical-app", "client", "curl").args(["-s", "-m", "2", "http://10.244.2.30:8080/"]).stdout(Stdio::null()).status();
+    let _ = lab
+        .pod_command("critical-app", "client", "curl")
+        .args(["-s", "-m", "2", "http://10.244.2.30:8080/"])
+        .stdout(Stdio::null())
+        .status();
     let out = child.wait_with_output().expect("ktrace drops output");
     assert!(out.status.success());
     let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
     let v = json_lines(&lines);
-    let nf = of_type(&v, "drop").into_iter().find(|x| x["reason"] == "NETFILTER_DROP").unwrap_or_else(|| panic!("live NETFILTER_DROP: {v:#?}"));
+    let nf = of_type(&v, "drop")
+        .into_iter()
+        .find(|x| x["reason"] == "NETFILTER_DROP")
+        .unwrap_or_else(|| panic!("live NETFILTER_DROP: {v:#?}"));
     assert_eq!(nf["node"], "node-b");
     assert_eq!(nf["src_pod"], "critical-app/client", "{nf}");
     assert_eq!(nf["dst_pod"], "critical-app/backend", "{nf}");

@@ -55,6 +55,21 @@ pub fn tools_available(test: &str, tools: &[&str]) -> bool {
     false
 }
 
+/// True when the lab can run here (root, BPF, the tools it drives); with
+/// `KTRACE_REQUIRE_BPF=1` anything missing is a failure, not a skip.
+#[must_use]
+pub fn lab_can_run(test: &str, tools: &[&str]) -> bool {
+    if !bpf_available(test) || !tools_available(test, tools) {
+        return false;
+    }
+    let missing = xtask::lab::missing_prerequisites();
+    assert!(
+        missing.is_empty() || std::env::var("KTRACE_REQUIRE_BPF").as_deref() != Ok("1"),
+        "{test}: lab needs {missing:?}"
+    );
+    missing.is_empty()
+}
+
 /// Finds a program on PATH (and in the usual sbin directories).
 #[must_use]
 pub fn which(prog: &str) -> Option<PathBuf> {

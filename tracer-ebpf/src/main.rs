@@ -207,51 +207,6 @@ unsafe fn kread<T: Copy + Default>(base: u64, off: u32) -> Option<T> {
     if r == 0 { Some(v) } else { None }
 }
 
-/// Fills pid, comm and netns inode from the current task (egress only).
-#[inline(always)]
-fn fill_process(ev: &mut PacketEvent) {
-    let id = bpf_get_current_pid_tgid();
-    ev.hdr.tgid = (id >> 32) as u32;
-    ev.hdr.tid = id as u32;
-    if ev.hdr.tgid == 0 {
-        return; // idle/softirq on the swapper: no process
-    }
-    ev.hdr.flags |= flags::HAS_PROCESS;
-    // SAFETY: reading the globals written by the loader.
-    let off = unsafe { read_volatile(&OFFSETS) };
-    if off.valid == 0 {
-        return;
-    }
-    // SAFETY: helper with no arguments.
-    let task = unsafe { bpf_get_current_task() };
-    if task == 0 {
-        return;
-    }
-    // SAFETY: probe reads of kernel memory at BTF-derived offsets.
-    unsafe {
-        let _ = bpf_probe_read_kernel(
-            ev.hdr.thread_comm.as_mut_ptr().cast(),
-            16,
-            (task + u64::from(off.task_comm)) as *const _,
-        );
-        if let Some(leader) = kread::<u64>(task, off.task_group_leader) {
-            let _ = bpf_probe_read_kernel(
-                ev.hdr.comm.as_mut_ptr().cast(),
-                16,
-                (leader + u64::from(off.task_comm)) as *const _,
-            );
-        }
-        if let Some(nsproxy) = kread::<u64>(task, off.task_nsproxy)
-            && nsproxy != 0
-            && let Some(net) = kread::<u64>(nsproxy, off.nsproxy_net_ns)
-            && let Some(ino) = kread::<u32>(net, off.net_ns_inum)
-        {
-            ev.netns_ino = ino;
-            ev.hdr.flags |= flags::HAS_NETNS_INO;
-        }
-    }
-}
-
 /// Wakeup flag for a submission: wake the reader only when the ring is filling up.
 #[inline(always)]
 fn wake_flag() -> u64 {
@@ -368,8 +323,13 @@ fn capture(ctx: &SkBuffContext, which: u8) -> i32 {
     ev.pkt_len = len;
     ev.hook = which;
     ev.ip_version = ver;
+    // Egress of a socket runs in the sending task (UDP sendmsg, TCP send).
     if which == hook::CGROUP_EGRESS {
-        fill_process(ev);
+        let ino = fill_task(&mut ev.hdr);
+        if ino != 0 {
+            ev.netns_ino = ino;
+            ev.hdr.flags |= flags::HAS_NETNS_INO;
+        }
     }
     let mut n = len as usize;
     if n > SNAP_LEN {

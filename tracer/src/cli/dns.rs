@@ -196,7 +196,8 @@ fn replay(g: &Global, args: &DnsArgs, filter: Filter, pair: PairConfig) -> anyho
         }
         FileEvent::Snapshot(s) => {
             if !user_snapshot {
-                pipe.ctx.enricher = crate::enrich::Enricher::from_snapshot(&s);
+                // Merged, not replaced: earlier pods keep their time ranges.
+                pipe.ctx.enricher.apply_snapshot(&s);
             }
         }
         FileEvent::Header { .. } | FileEvent::NetState { .. } | FileEvent::Coverage { .. } => {}

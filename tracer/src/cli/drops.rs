@@ -106,17 +106,8 @@ fn live(
     );
     let _clock = ClockRef::now();
     let mut src = LiveSource::new(cap, Some(node.clone()));
-    for n in &args.netns_scope {
-        src.netns_scope.push(netns_arg(n)?);
-    }
-    if !src.netns_scope.is_empty()
-        && let Some(s) = &snap
-    {
-        for p in s.pods.iter().filter(|p| p.pod.node.as_deref() == Some(&*node)) {
-            src.netns_scope.extend(p.netns_ino);
-            src.cgroup_scope.extend(p.cgroup_id);
-        }
-    }
+    let scope = args.netns_scope.iter().map(|n| netns_arg(n)).collect::<anyhow::Result<Vec<u32>>>()?;
+    src.scope_to_node(&scope, snap.as_ref(), &node);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(src.run(args.duration, |ev| {
         if let LiveEvent::Record(r) = ev {

@@ -42,6 +42,20 @@ pub struct Global {
     /// More logging (-v, -vv).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Kubernetes API credentials for live metadata. Default: the in-cluster
+    /// service account, else $KUBECONFIG, else ~/.kube/config (unless `--kube-snapshot`).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context to use (default: its current context).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Report metadata as stale (`"metadata_stale": true`) after this long
+    /// without a successful list/watch from the Kubernetes API.
+    #[arg(long, global = true, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
+    pub metadata_stale_after: Duration,
+    /// Never contact the Kubernetes API, even when credentials are found.
+    #[arg(long, global = true)]
+    pub no_kube_api: bool,
 }
 
 /// Output formats.
@@ -106,15 +120,50 @@ impl Global {
             .transpose()
     }
 
-    /// Live metadata: the snapshot with this node's netns/cgroup keys resolved.
+    /// Where live metadata comes from: `--kube-snapshot`, else the Kubernetes
+    /// API (explicit `--kubeconfig`/`--context`, in-cluster, `$KUBECONFIG`,
+    /// `~/.kube/config`), else nothing. `None` also for `--no-kube-api`.
+    #[must_use]
+    pub fn kube_origin(&self) -> Option<crate::enrich::kube::ApiOrigin> {
+        if self.no_kube_api || self.kube_snapshot.is_some() {
+            return None;
+        }
+        crate::enrich::kube::ApiOrigin::detect(self.kubeconfig.as_deref(), self.context.as_deref())
+    }
+
+    /// Live metadata, by wall-clock time of each record and with cgroup paths
+    /// resolved under `cgroup_root`: the snapshot (this node's netns/cgroup keys
+    /// resolved, returned too for the capture), else a Kubernetes API watch
+    /// (started in the background; attribution fills in as it lists, changes
+    /// come from [`Enricher::poll_snapshot`]), else none. An API that cannot
+    /// be configured is a warning, not an error: events matter more.
     pub fn live_metadata(&self, cgroup_root: &std::path::Path) -> anyhow::Result<(Enricher, Option<Snapshot>)> {
-        Ok(match self.snapshot()? {
-            Some(mut s) => {
-                s.resolve_host_keys(cgroup_root);
-                (Enricher::from_snapshot(&s), Some(s))
+        use crate::enrich::kube::{ApiOrigin, KubeSource, start_watch_thread};
+        let live =
+            |e: Enricher| e.with_clock_offset(crate::capture::ClockRef::now().offset()).with_cgroup_root(cgroup_root);
+        if let Some(mut s) = self.snapshot()? {
+            s.resolve_host_keys(cgroup_root);
+            return Ok((live(Enricher::from_snapshot(&s)), Some(s)));
+        }
+        if let Some(origin) = self.kube_origin() {
+            let mut src = KubeSource::new(origin.clone());
+            src.stale_after = self.metadata_stale_after;
+            src.host_keys = Some(cgroup_root.to_owned());
+            // In a pod, ktrace is a node agent: its own node's pods suffice.
+            if origin == ApiOrigin::InCluster {
+                src.node = Some(self.node().to_string());
             }
-            None => (Enricher::empty(), None),
-        })
+            match start_watch_thread(src) {
+                Ok(h) => {
+                    eprintln!(
+                        "ktrace: pod metadata from the Kubernetes API ({origin:?}); attribution fills in as it lists"
+                    );
+                    return Ok((live(h.enricher()), None));
+                }
+                Err(e) => eprintln!("ktrace: warning: {e}; continuing without Kubernetes metadata"),
+            }
+        }
+        Ok((live(Enricher::empty()), None))
     }
 }
 

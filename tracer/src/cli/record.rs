@@ -218,18 +218,8 @@ pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
         resolvers: HashSet::new(),
     };
     let mut src = LiveSource::new(cap, Some(node.clone()));
-    for n in &args.netns_scope {
-        src.netns_scope.push(netns_arg(n)?);
-    }
-    // A node's recorder also owns its pods' namespaces and cgroups.
-    if !src.netns_scope.is_empty()
-        && let Some(s) = &snap
-    {
-        for p in s.pods.iter().filter(|p| p.pod.node.as_deref() == Some(&*node)) {
-            src.netns_scope.extend(p.netns_ino);
-            src.cgroup_scope.extend(p.cgroup_id);
-        }
-    }
+    let scope = args.netns_scope.iter().map(|n| netns_arg(n)).collect::<anyhow::Result<Vec<u32>>>()?;
+    src.scope_to_node(&scope, snap.as_ref(), &node);
     let mut queue_lost = 0u64;
     let mut written = 0u64;
     let mut last_clock = std::time::Instant::now();
@@ -257,6 +247,11 @@ pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
                 if last_clock.elapsed() > Duration::from_secs(10) {
                     last_clock = std::time::Instant::now();
                     let _ = tx.try_send(ToWriter::Meta(MetaBlock::ClockRef(ClockRef::now())));
+                }
+                // Watching the API: metadata changes go into the capture (at most 1/s),
+                // so replay attributes each event to the pod of its time.
+                if let Some(list) = enricher.poll_snapshot() {
+                    let _ = tx.try_send(ToWriter::Meta(MetaBlock::KubeSnapshot(list)));
                 }
             }
         }

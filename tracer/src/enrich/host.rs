@@ -49,10 +49,10 @@ impl HostEvidence {
             self.scanned = Some(Instant::now());
             if let Ok(rd) = std::fs::read_dir("/run/netns") {
                 for e in rd.flatten() {
-                    if let (Ok(m), Some(name)) = (e.metadata(), e.file_name().to_str()) {
-                        if let Ok(i) = u32::try_from(m.ino()) {
-                            self.netns_names.insert(i, name.to_owned());
-                        }
+                    if let (Ok(m), Some(name)) = (e.metadata(), e.file_name().to_str())
+                        && let Ok(i) = u32::try_from(m.ino())
+                    {
+                        self.netns_names.insert(i, name.to_owned());
                     }
                 }
             }

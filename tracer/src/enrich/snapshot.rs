@@ -2,9 +2,8 @@
 //! snapshot (a Kubernetes `List`), used when no API server is reachable and
 //! stored verbatim in captures so replay attributes exactly as live did.
 
-use std::{collections::HashMap, net::IpAddr, path::Path, sync::Arc};
-
 use serde_json::Value;
+use std::{collections::HashMap, net::IpAddr, path::Path, sync::Arc};
 use thiserror::Error;
 
 use super::PodRef;
@@ -78,14 +77,17 @@ pub struct ServiceRef {
 pub struct Snapshot {
     /// Pods.
     pub pods: Vec<PodInfo>,
-    /// Node name → its addresses (InternalIP, ExternalIP).
+    /// Node name → its addresses (`InternalIP`, `ExternalIP`).
     pub nodes: Vec<(Arc<str>, Vec<IpAddr>)>,
     /// Service cluster IPs.
     pub services: HashMap<IpAddr, ServiceRef>,
-    /// Cluster IPs of the cluster DNS service (kube-dns / CoreDNS).
+    /// Cluster IPs of the cluster DNS service (`kube-dns` / `CoreDNS`).
     pub dns_services: std::collections::HashSet<IpAddr>,
     /// When the List was taken (`metadata["ktrace.io/observed-at"]`, written by ktrace's watcher).
     pub taken_at_ns: Option<i128>,
+    /// The List holds only this node's pods (`metadata["ktrace.io/node-scope"]`): a
+    /// pod of another node missing from it is not deleted.
+    pub scope_node: Option<String>,
     /// The document as loaded, to store in captures.
     pub raw: String,
 }
@@ -125,6 +127,8 @@ pub fn parse_time_ns(s: &str) -> Option<i128> {
 pub const DELETED_AT: &str = "ktrace.io/deleted-at";
 /// Field ktrace adds to a List's `metadata`: when the List was taken.
 pub const OBSERVED_AT: &str = "ktrace.io/observed-at";
+/// Field ktrace adds to a List's `metadata`: it holds only this node's pods.
+pub const NODE_SCOPE: &str = "ktrace.io/node-scope";
 
 fn labels_of(v: &Value) -> Vec<(String, String)> {
     v.pointer("/metadata/labels")
@@ -171,14 +175,14 @@ impl PodInfo {
         })
     }
 
-    /// Whether this is a cluster DNS server pod (`k8s-app=kube-dns`, which CoreDNS keeps).
+    /// Whether this is a cluster DNS server pod (`k8s-app=kube-dns`, which `CoreDNS` keeps).
     #[must_use]
     pub fn is_cluster_dns(&self) -> bool {
         self.labels.iter().any(|(k, v)| k == "k8s-app" && v == "kube-dns")
     }
 }
 
-/// A node object: its name and addresses (InternalIP, ExternalIP).
+/// A node object: its name and addresses (`InternalIP`, `ExternalIP`).
 #[must_use]
 pub fn node_from_json(it: &Value) -> Option<(String, Vec<IpAddr>)> {
     let name = s(it, &["metadata", "name"])?;
@@ -237,8 +241,9 @@ impl Snapshot {
             _ => return Err(SnapshotError::NotAList(origin.into())),
         };
         let mut snap = Snapshot { raw: text.to_owned(), ..Default::default() };
-        snap.taken_at_ns =
-            doc.pointer("/metadata").and_then(|m| m.get(OBSERVED_AT)).and_then(Value::as_str).and_then(parse_time_ns);
+        let list_meta = |k: &str| doc.pointer("/metadata").and_then(|m| m.get(k)).and_then(Value::as_str);
+        snap.taken_at_ns = list_meta(OBSERVED_AT).and_then(parse_time_ns);
+        snap.scope_node = list_meta(NODE_SCOPE).map(str::to_owned);
         let mut node_names: HashMap<String, Arc<str>> = HashMap::new();
         let mut intern = |n: String| -> Arc<str> { node_names.entry(n.clone()).or_insert_with(|| n.into()).clone() };
         for it in items {

@@ -79,6 +79,20 @@ impl LiveSource {
         }
     }
 
+    /// Scopes this source to a node: the given network namespaces plus the
+    /// namespaces and cgroups of the pods the snapshot places on `node` (a
+    /// per-node recorder in the lab, where every node shares one kernel).
+    pub fn scope_to_node(&mut self, netns: &[u32], snap: Option<&crate::enrich::Snapshot>, node: &str) {
+        self.netns_scope.extend_from_slice(netns);
+        if self.netns_scope.is_empty() {
+            return;
+        }
+        for p in snap.into_iter().flat_map(|s| s.pods.iter()).filter(|p| p.pod.node.as_deref() == Some(node)) {
+            self.netns_scope.extend(p.netns_ino);
+            self.cgroup_scope.extend(p.cgroup_id);
+        }
+    }
+
     /// The attached capture (for counters).
     #[must_use]
     pub fn capture(&self) -> &DnsCapture {

@@ -31,6 +31,20 @@ fn median_ns(table: &str, name: &str) -> Option<f64> {
     cell_ns(parts.get(2)?.trim())
 }
 
+/// Compiles the micro-benchmarks (before anything is measured).
+pub(crate) fn build(root: &std::path::Path) -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let st = Command::new(cargo)
+        .current_dir(root)
+        .args(["bench", "-p", "tracer", "--bench", "hot_paths", "--no-run"])
+        .status()
+        .context("cargo bench --no-run")?;
+    if !st.success() {
+        bail!("compiling the micro-benchmarks failed: {st}");
+    }
+    Ok(())
+}
+
 pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);

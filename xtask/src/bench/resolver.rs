@@ -248,6 +248,14 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
             }
         }
     }
+    let _ = writeln!(
+        s,
+        "Reading the tables: on two cores every tracer's userspace CPU (\"tracer CPU µs/query\") is taken from \
+         the resolver or from dnsperf, so throughput at saturation falls roughly with it; `tcpdump -w` pays \
+         mostly in the kernel (AF_PACKET copies, counted in the server's and dnsperf's system time). With \
+         `ktrace dns`, each query is 4 ring events (query and response, each at both sockets) decoded, \
+         paired and printed as JSON; section 3 gives the cost per event and the closing note where it goes.\n"
+    );
     if ctx.quick {
         let _ = writeln!(s, "unbound: not run in `--quick` (the full run includes it when `unbound` is installed).\n");
     }
