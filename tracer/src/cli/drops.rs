@@ -68,12 +68,12 @@ pub fn run(g: &Global, args: &DropsArgs) -> anyhow::Result<()> {
     } else {
         let snap = g.snapshot()?;
         let user_snapshot = snap.is_some();
-        let mut enricher = snap.as_ref().map_or_else(Enricher::empty, Enricher::from_snapshot);
+        let enricher = snap.as_ref().map_or_else(Enricher::empty, Enricher::from_snapshot);
         let warnings = file::replay(&args.read, |ev| match ev {
             FileEvent::Record(r) => analyzer.push(&r, &enricher),
             FileEvent::Snapshot(s) => {
                 if !user_snapshot {
-                    enricher = Enricher::from_snapshot(&s);
+                    enricher.apply_snapshot(&s);
                 }
             }
             FileEvent::Coverage { node, from_ns, to_ns, tc } => analyzer.observed(&node, from_ns, to_ns, tc, &enricher),

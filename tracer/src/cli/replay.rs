@@ -48,7 +48,7 @@ fn pod_json(p: Option<&PodRef>) -> Value {
 pub fn run(g: &Global, args: &ReplayArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let user_snapshot = g.snapshot()?;
-    let mut enricher = user_snapshot.as_ref().map_or_else(Enricher::empty, Enricher::from_snapshot);
+    let enricher = user_snapshot.as_ref().map_or_else(Enricher::empty, Enricher::from_snapshot);
     let mut decoder = DnsDecoder::new();
     let mut evs = Vec::new();
     let mut failed: Option<std::io::Error> = None;
@@ -95,7 +95,7 @@ pub fn run(g: &Global, args: &ReplayArgs) -> anyhow::Result<()> {
         }
         FileEvent::Snapshot(s) => {
             if user_snapshot.is_none() {
-                enricher = Enricher::from_snapshot(&s);
+                enricher.apply_snapshot(&s);
             }
         }
         FileEvent::NetState { .. } | FileEvent::Coverage { .. } => {}

@@ -53,6 +53,7 @@ pub fn transaction(ctx: &Context, tx: &Transaction) -> Value {
         "timed_out": tx.timed_out,
         "retransmits": tx.retransmits,
         "observed": tx.observed,
+        "metadata_stale": ctx.enricher.stale(),
     })
 }
 
