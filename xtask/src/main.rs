@@ -82,22 +82,58 @@ fn build() -> anyhow::Result<PathBuf> {
     Ok(root().join("target/release/ktrace"))
 }
 
+/// Pass/fail totals over several `cargo test` runs.
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+/// Runs `cargo test …`, echoing its output and adding up its `test result:` lines.
+fn run_tests(mut cmd: Command, t: &mut Totals) -> anyhow::Result<bool> {
+    use std::io::BufRead as _;
+    eprintln!("[xtask] {cmd:?}");
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().with_context(|| format!("running {cmd:?}"))?;
+    if let Some(out) = child.stdout.take() {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                let num = |key: &str| {
+                    rest.split(';').find_map(|p| p.trim().strip_suffix(key).and_then(|n| n.trim().trim_start_matches("ok.").trim_start_matches("FAILED.").trim().parse::<u64>().ok()))
+                };
+                t.passed += num("passed").unwrap_or(0);
+                t.failed += num("failed").unwrap_or(0);
+                t.ignored += num("ignored").unwrap_or(0);
+            }
+        }
+    }
+    Ok(child.wait()?.success())
+}
+
 fn test(extra: &[String]) -> anyhow::Result<()> {
     let bin = build()?;
+    let mut totals = Totals::default();
     let mut unit = cargo();
-    unit.args(["test", "-p", "tracer-common", "-p", "tracer", "-p", "xtask"]);
-    run(unit)?;
-    if !setup::is_root() {
-        if std::env::var("KTRACE_REQUIRE_BPF").as_deref() == Ok("1") {
-            bail!("end-to-end tests need root to load BPF programs and KTRACE_REQUIRE_BPF=1 is set");
-        }
+    // --lib --bins --tests: no doctests (there are none, and an empty doctest
+    // run would end the log on "0 passed").
+    unit.args(["test", "-p", "tracer-common", "-p", "tracer", "-p", "xtask", "--lib", "--bins", "--tests"]);
+    let mut ok = run_tests(unit, &mut totals)?;
+    if setup::is_root() {
+        let mut e2e = cargo();
+        e2e.args(["test", "-p", "ktrace-e2e", "--tests", "--"]).arg("--test-threads=1").args(extra);
+        e2e.env("KTRACE_BIN", &bin);
+        ok &= run_tests(e2e, &mut totals)?;
+    } else if std::env::var("KTRACE_REQUIRE_BPF").as_deref() == Ok("1") {
+        bail!("end-to-end tests need root to load BPF programs and KTRACE_REQUIRE_BPF=1 is set");
+    } else {
         eprintln!("[xtask] not root: skipping the end-to-end tests (they load BPF programs)");
-        return Ok(());
     }
-    let mut e2e = cargo();
-    e2e.args(["test", "-p", "ktrace-e2e", "--"]).arg("--test-threads=1").args(extra);
-    e2e.env("KTRACE_BIN", &bin);
-    run(e2e)
+    println!("\nktrace: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
+    if !ok || totals.failed > 0 {
+        bail!("tests failed");
+    }
+    Ok(())
 }
 
 fn lint() -> anyhow::Result<()> {
