@@ -100,7 +100,11 @@ fn run_tests(mut cmd: Command, t: &mut Totals) -> anyhow::Result<bool> {
             println!("{line}");
             if let Some(rest) = line.strip_prefix("test result: ") {
                 let num = |key: &str| {
-                    rest.split(';').find_map(|p| p.trim().strip_suffix(key).and_then(|n| n.trim().trim_start_matches("ok.").trim_start_matches("FAILED.").trim().parse::<u64>().ok()))
+                    rest.split(';').find_map(|p| {
+                        p.trim().strip_suffix(key).and_then(|n| {
+                            n.trim().trim_start_matches("ok.").trim_start_matches("FAILED.").trim().parse::<u64>().ok()
+                        })
+                    })
                 };
                 t.passed += num("passed").unwrap_or(0);
                 t.failed += num("failed").unwrap_or(0);
@@ -117,11 +121,23 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     let mut unit = cargo();
     // --lib --bins --tests: no doctests (there are none, and an empty doctest
     // run would end the log on "0 passed").
-    unit.args(["test", "-p", "tracer-common", "-p", "tracer", "-p", "xtask", "--lib", "--bins", "--tests"]);
+    unit.args([
+        "test",
+        "--no-fail-fast",
+        "-p",
+        "tracer-common",
+        "-p",
+        "tracer",
+        "-p",
+        "xtask",
+        "--lib",
+        "--bins",
+        "--tests",
+    ]);
     let mut ok = run_tests(unit, &mut totals)?;
     if setup::is_root() {
         let mut e2e = cargo();
-        e2e.args(["test", "-p", "ktrace-e2e", "--tests", "--"]).arg("--test-threads=1").args(extra);
+        e2e.args(["test", "--no-fail-fast", "-p", "ktrace-e2e", "--tests", "--"]).arg("--test-threads=1").args(extra);
         e2e.env("KTRACE_BIN", &bin);
         ok &= run_tests(e2e, &mut totals)?;
     } else if std::env::var("KTRACE_REQUIRE_BPF").as_deref() == Ok("1") {

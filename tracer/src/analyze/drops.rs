@@ -373,6 +373,17 @@ fn display<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S:
     s.collect_str(v)
 }
 
+/// Multicast in the local control blocks (224.0.0.0/24, ff02::/16) and broadcasts.
+fn is_link_local_control(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            (o[0] == 224 && o[1] == 0 && o[2] == 0) || a.is_broadcast()
+        }
+        IpAddr::V6(a) => a.segments()[0] == 0xff02,
+    }
+}
+
 /// Name of an IP protocol number.
 #[must_use]
 pub fn proto_name(p: u8) -> &'static str {
@@ -1437,14 +1448,19 @@ impl DropAnalyzer {
             return;
         }
         let netns_pod = enr.pod_by_netns(d.netns_ino);
-        let background = netns_pod.is_none()
-            && !matches!(key.src, Who::Pod(_))
-            && !matches!(key.dst, Who::Pod(_))
-            && !hdr.as_ref().is_some_and(|h| {
-                [h.outer.t.src, h.outer.t.dst, h.innermost().t.src, h.innermost().t.dst].iter().any(|ip| {
-                    enr.pod_by_ip(ip).is_some() || enr.node_by_ip(ip).is_some() || self.learned.contains_key(ip)
-                })
-            });
+        // Link-local control traffic (IGMP reports, mDNS, IPv6 neighbour
+        // discovery, broadcasts) is dropped routinely when nobody listens:
+        // it never explains "pod A cannot reach pod B".
+        let link_local = hdr.as_ref().is_some_and(|h| is_link_local_control(&h.innermost().t.dst));
+        let background = link_local
+            || netns_pod.is_none()
+                && !matches!(key.src, Who::Pod(_))
+                && !matches!(key.dst, Who::Pod(_))
+                && !hdr.as_ref().is_some_and(|h| {
+                    [h.outer.t.src, h.outer.t.dst, h.innermost().t.src, h.innermost().t.dst].iter().any(|ip| {
+                        enr.pod_by_ip(ip).is_some() || enr.node_by_ip(ip).is_some() || self.learned.contains_key(ip)
+                    })
+                });
         let samples = vec![sample(hdr.as_ref(), d, ts)];
         self.drops.insert(
             key,

@@ -31,24 +31,32 @@ fn median_ns(table: &str, name: &str) -> Option<f64> {
     cell_ns(parts.get(2)?.trim())
 }
 
-/// Compiles the micro-benchmarks (before anything is measured).
-pub(crate) fn build(root: &std::path::Path) -> Result<()> {
+/// Compiles the micro-benchmarks (before anything is measured) and returns
+/// the benchmark executable, so sources edited later cannot trigger a
+/// compile in the middle of the run.
+pub(crate) fn build(root: &std::path::Path) -> Result<std::path::PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let st = Command::new(cargo)
+    let out = Command::new(cargo)
         .current_dir(root)
-        .args(["bench", "-p", "tracer", "--bench", "hot_paths", "--no-run"])
-        .status()
+        .args(["bench", "-p", "tracer", "--bench", "hot_paths", "--no-run", "--message-format=json"])
+        .stderr(Stdio::inherit())
+        .output()
         .context("cargo bench --no-run")?;
-    if !st.success() {
-        bail!("compiling the micro-benchmarks failed: {st}");
+    if !out.status.success() {
+        bail!("compiling the micro-benchmarks failed: {}", out.status);
     }
-    Ok(())
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.pointer("/target/name").and_then(serde_json::Value::as_str) == Some("hot_paths"))
+        .find_map(|v| v.get("executable").and_then(serde_json::Value::as_str).map(std::path::PathBuf::from))
+        .context("cargo did not name the hot_paths executable")
 }
 
 pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&ctx.root).args(["bench", "-p", "tracer", "--bench", "hot_paths", "--"]);
+    let Some(exe) = ctx.micro_bin.clone() else { bail!("the micro-benchmarks were not built") };
+    let mut cmd = Command::new(exe);
+    cmd.current_dir(&ctx.root).arg("--bench");
     if ctx.quick {
         cmd.args(["--sample-count", "20"]);
     }

@@ -58,6 +58,8 @@ pub(crate) struct Ctx {
     pub(crate) targets: Vec<Target>,
     /// Bytes per record of a live `ktrace record` capture (from section 2).
     pub(crate) live_record_bytes: Option<(u64, u64)>,
+    /// The compiled micro-benchmark executable.
+    pub(crate) micro_bin: Option<PathBuf>,
     /// Findings for the closing note (costs found by profiling and timing).
     pub(crate) notes: Vec<String>,
 }
@@ -220,7 +222,7 @@ pub(crate) fn run(bin: &Path, root: &Path, quick: bool) -> Result<()> {
     }
     // Compile everything first: a compiler running during a measurement would skew it.
     replay::build_generator(root)?;
-    micro::build(root)?;
+    let micro_bin = micro::build(root)?;
     let started = Instant::now();
     // Labs and end-to-end tests load ktrace too: wait for them to finish.
     let _lock = xtask::lab::LabLock::acquire()?;
@@ -236,6 +238,7 @@ pub(crate) fn run(bin: &Path, root: &Path, quick: bool) -> Result<()> {
         targets: Vec::new(),
         live_record_bytes: None,
         notes: Vec::new(),
+        micro_bin: Some(micro_bin),
     };
     let machine = machine();
     let mut body = String::new();

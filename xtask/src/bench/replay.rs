@@ -158,11 +158,49 @@ fn profile(ctx: &Ctx, file: &Path) -> Result<Vec<String>> {
         let func = t.split_once(':').map_or(t, |(_, f)| f).split(" [").next().unwrap_or("").trim();
         let pct = if total > 0.0 { ir / total * 100.0 } else { f64::NAN };
         rows.push(format!("{pct:.1} % {func}"));
-        if rows.len() >= 10 {
+        if rows.len() >= 30 {
             break;
         }
     }
     Ok(rows)
+}
+
+/// Groups profile rows ("12.3 % function") into cost categories, largest first.
+fn categories(rows: &[String]) -> Vec<(&'static str, f64)> {
+    const CATS: [(&str, &[&str]); 6] = [
+        (
+            "writing stdout line by line (`LineWriter`: `memrchr` for the newline, a `write` per line)",
+            &["memrchr", "Stdout", "stdio"],
+        ),
+        (
+            "heap allocation (`malloc`/`free`)",
+            &[
+                "malloc",
+                "_int_free",
+                "_int_malloc",
+                "cfree",
+                "realloc",
+                "__rust_alloc",
+                "__rdl_alloc",
+                "__rust_dealloc",
+            ],
+        ),
+        ("JSON serialisation (serde_json)", &["serde_json", "serialize"]),
+        ("hashing (SipHash, std's default `HashMap` hasher)", &["sip::", "hash_one", "Hasher", "hashbrown"]),
+        ("`BTreeMap` maintenance", &["btree"]),
+        ("copying bytes (`memcpy`/`memmove`)", &["memcpy", "memmove"]),
+    ];
+    let mut sums: Vec<(&'static str, f64)> = CATS.iter().map(|(n, _)| (*n, 0.0)).collect();
+    for r in rows {
+        let Some((pct, func)) = r.split_once(" % ") else { continue };
+        let Ok(p) = pct.trim().parse::<f64>() else { continue };
+        if let Some(i) = CATS.iter().position(|(_, keys)| keys.iter().any(|k| func.contains(k))) {
+            sums[i].1 += p;
+        }
+    }
+    sums.retain(|(_, p)| *p > 0.0);
+    sums.sort_by(|a, b| b.1.total_cmp(&a.1));
+    sums
 }
 
 pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
@@ -290,14 +328,16 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
     let tiny = generate(ctx, &generator, "tiny.pcapng", 10_000, false)?;
     match profile(ctx, &tiny.path) {
         Ok(rows) if !rows.is_empty() => {
-            for r in rows.iter().take(3) {
-                ctx.notes.push(format!("replay profile (callgrind self cost, `ktrace dns -r -o json`): {r}"));
+            for (cat, pct) in categories(&rows).into_iter().take(3) {
+                ctx.notes.push(format!(
+                    "replay (callgrind, share of instructions in the top 30 functions): {cat}: {pct:.1} %"
+                ));
             }
             let _ = writeln!(
                 s,
                 "20k messages under `valgrind --tool=callgrind`; share of all instructions executed:\n\n```"
             );
-            for r in &rows {
+            for r in rows.iter().take(12) {
                 let _ = writeln!(s, "{r}");
             }
             let _ = writeln!(s, "```\n");
@@ -313,4 +353,26 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
         let _ = std::fs::remove_file(&g.path);
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_profile_rows() {
+        let rows: Vec<String> = [
+            "10.5 % core::slice::memchr::memrchr",
+            "8.4 % <std::io::stdio::StdoutLock as Write>::write_all",
+            "5.9 % _int_free",
+            "2.0 % ktrace::decode::dns::read_name",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let c = categories(&rows);
+        assert_eq!(c.len(), 2);
+        assert!(c[0].0.starts_with("writing stdout"));
+        assert!((c[0].1 - 18.9).abs() < 1e-9);
+    }
 }

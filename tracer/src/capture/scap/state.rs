@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     capture::{Item, MetaBlock},
-    event::{Endpoint, Hook, PacketRecord, Process, Record, ResolvConfEvidence},
+    event::{ConnKind, ConnRecord, Endpoint, Hook, PacketRecord, Process, Record, ResolvConfEvidence, tcp_state},
 };
 
 /// Threads tracked at once: bounds memory on hostile input.
@@ -76,6 +76,8 @@ enum Fd {
 #[derive(Debug, Default)]
 struct Pending {
     etype: u16,
+    /// When the enter event happened (connect: when the SYN went out).
+    ts: u64,
     fd: Option<i64>,
     tuple: Option<Tuple>,
     addr: Option<Endpoint>,
@@ -97,6 +99,9 @@ struct Container {
     pod_uid: Option<String>,
     cname: Option<String>,
     ip: Option<IpAddr>,
+    /// An address its sockets were seen using (stands in for a wildcard-bound
+    /// socket's own address, which the syscall does not tell).
+    seen_ip: Option<IpAddr>,
 }
 
 /// A pod being assembled for the snapshot: uid, IPs, container statuses.
@@ -113,6 +118,8 @@ pub(super) struct Decoder {
     pods_dirty: bool,
     tcp_seq: HashMap<(bool, Endpoint, Endpoint), u32>,
     ip_id: u16,
+    /// Synthetic socket identities for [`ConnRecord::sock`].
+    sock_seq: u64,
     pub(super) stats: ScapStats,
     pub(super) out: VecDeque<Item>,
 }
@@ -265,6 +272,7 @@ impl Decoder {
             pods_dirty: false,
             tcp_seq: HashMap::new(),
             ip_id: 0,
+            sock_seq: 0,
             stats: ScapStats::default(),
             out: VecDeque::new(),
         }
@@ -386,14 +394,27 @@ impl Decoder {
         let mut pods: BTreeMap<&PodKey, PodAcc<'_>> = BTreeMap::new();
         let mut ids: Vec<_> = self.containers.iter().collect();
         ids.sort_by(|a, b| a.0.cmp(b.0));
+        // Kubernetes app containers share the pause container's network, so
+        // their metadata has no IP: the address their sockets used stands in,
+        // unless several pods used it (host network).
+        let ip_of = |c: &Container| c.ip.filter(|i| !i.is_unspecified()).or(c.seen_ip);
+        let mut claims: HashMap<IpAddr, &PodKey> = HashMap::new();
+        let mut shared: Vec<IpAddr> = Vec::new();
+        for c in self.containers.values() {
+            if let (Some(p), Some(ip)) = (&c.pod, ip_of(c))
+                && claims.insert(ip, p).is_some_and(|q| q != p)
+            {
+                shared.push(ip);
+            }
+        }
         for (id, c) in ids {
             let Some(p) = &c.pod else { continue };
             let e = pods.entry(p).or_default();
             if e.0.is_none() {
                 e.0 = c.pod_uid.as_deref();
             }
-            if let Some(ip) = c.ip
-                && !ip.is_unspecified()
+            if let Some(ip) = ip_of(c)
+                && !shared.contains(&ip)
                 && !e.1.contains(&ip)
             {
                 e.1.push(ip);
@@ -494,7 +515,7 @@ impl Decoder {
                 self.pend(tid, Pending { etype, fd: p.int(0), tuple: tuple(p.get(2)), ..Pending::default() });
             }
             CONNECT_E => {
-                self.pend(tid, Pending { etype, fd: p.int(0), addr: sockaddr(p.get(1)), ..Pending::default() });
+                self.pend(tid, Pending { etype, ts, fd: p.int(0), addr: sockaddr(p.get(1)), ..Pending::default() });
             }
             SOCKET_E => {
                 self.pend(tid, Pending { etype, domain: p.int(0), sock_type: p.int(1), ..Pending::default() });
@@ -623,6 +644,7 @@ impl Decoder {
         if res == 0 || res == -EINPROGRESS {
             if let (Some(fd), Some(t)) = (fd, t) {
                 self.update_sock(pid, fd, Some(t.src), Some(t.dst));
+                self.learn_ip(tid, t.src.ip);
             }
             return;
         }
@@ -632,7 +654,98 @@ impl Decoder {
         });
         let src = t.map(|t| t.src).filter(|e| !unspecified(e));
         let dst = t.map(|t| t.dst).filter(|e| !unspecified(e)).or(addr);
+        if l4 == Some(L4::Tcp) && fail_kind(-res) == Some("refused") {
+            let start = pend.as_ref().map_or(ts, |x| x.ts);
+            self.tcp_refused(start, ts, tid, src, dst);
+            return;
+        }
         self.conn_fail(ts, tid, "connect", l4, src, dst, -res);
+    }
+
+    /// Remembers an address a thread's container was seen using on its own
+    /// end of a socket (not the wildcard, not loopback).
+    fn learn_ip(&mut self, tid: u64, ip: IpAddr) {
+        let ip = match ip {
+            IpAddr::V6(v) => v.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            IpAddr::V4(_) => ip,
+        };
+        if ip.is_unspecified() || ip.is_loopback() {
+            return;
+        }
+        let Some(c) = self.threads.get(&tid).and_then(|t| t.container.clone()) else { return };
+        if let Some(c) = self.containers.get_mut(&c)
+            && c.seen_ip.is_none()
+        {
+            // The first one only: the snapshot (pod IPs) should not churn.
+            c.seen_ip = Some(ip);
+            if c.pod.is_some() && c.ip.is_none_or(|x| x.is_unspecified()) {
+                self.pods_dirty = true;
+            }
+        }
+    }
+
+    /// A socket's own address: a wildcard-bound socket's syscalls report
+    /// `0.0.0.0`/`::` where the packet carried the pod's address (dnsmasq's
+    /// forwards). The container's address (metadata, else seen on its other
+    /// sockets) of the peer's family stands in for it.
+    fn own_ip(&self, tid: u64, own: IpAddr, peer: IpAddr) -> IpAddr {
+        if !own.is_unspecified() {
+            return own;
+        }
+        let Some(c) = self.threads.get(&tid).and_then(|t| t.container.as_ref()).and_then(|c| self.containers.get(c))
+        else {
+            return own;
+        };
+        let peer_v4 = match peer {
+            IpAddr::V4(_) => true,
+            IpAddr::V6(v) => v.to_ipv4_mapped().is_some(),
+        };
+        [c.ip, c.seen_ip]
+            .into_iter()
+            .flatten()
+            .find(|ip| !ip.is_unspecified() && ip.is_ipv4() == peer_v4 && !peer.is_loopback())
+            .unwrap_or(own)
+    }
+
+    /// A TCP connect refused (an RST answered the SYN) as the kernel's
+    /// tracepoints report it live: `CLOSE → SYN_SENT` when `connect()` started
+    /// (in the process), the RST received in `SYN_SENT`, then `SYN_SENT →
+    /// CLOSE`, so `ktrace drops` counts it like a live one.
+    fn tcp_refused(&mut self, start: u64, ts: u64, tid: u64, src: Option<Endpoint>, dst: Option<Endpoint>) {
+        use tcp_state::{CLOSE, SYN_SENT};
+        let Some(dst) = dst else {
+            // Nothing to report it against.
+            self.stats.io_unknown_endpoints += 1;
+            return;
+        };
+        let (pid, comm, thread, _) = self.who(tid);
+        let unspec =
+            if dst.ip.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) };
+        let src = src.unwrap_or(Endpoint { ip: unspec, port: 0 });
+        let src = Endpoint { ip: self.own_ip(tid, src.ip, dst.ip), port: src.port };
+        let process = Process { pid: pid as u32, tid: tid as u32, comm: comm.to_string(), thread: thread.to_string() };
+        self.sock_seq = self.sock_seq.wrapping_add(1);
+        // Opaque, never a kernel address (those have the top bits set).
+        let sock = self.sock_seq | (1 << 62);
+        let rec = |ts_ns, kind, process| ConnRecord {
+            ts_ns,
+            kind,
+            src,
+            dst,
+            sock,
+            process,
+            netns_ino: 0,
+            node: self.node.clone(),
+        };
+        let recs = [
+            rec(start.min(ts), ConnKind::State { old: CLOSE, new: SYN_SENT }, Some(process.clone())),
+            rec(ts, ConnKind::ResetReceived { state: SYN_SENT }, None),
+            rec(ts, ConnKind::State { old: SYN_SENT, new: CLOSE }, Some(process)),
+        ];
+        self.stats.conn_failures += 1;
+        for r in recs {
+            self.push_record(Record::Conn(r));
+        }
     }
 
     #[expect(clippy::too_many_arguments, reason = "one call per event kind, positions differ")]
@@ -830,7 +943,9 @@ impl Decoder {
             pid: pid as u32,
             netns_ino: 0,
             path: path.to_string(),
-            text: Some(text),
+            // No whole line kept is no evidence of the settings: an empty text
+            // would read as a file with none (ndots:1, no search list).
+            text: (!text.is_empty()).then_some(text),
             error,
         };
         self.stats.resolv_conf += 1;
@@ -879,6 +994,10 @@ impl Decoder {
                     None => (local, remote),
                 };
                 let name = syscall_name(etype);
+                if l4 == Some(L4::Tcp) && fail_kind(-res) == Some("refused") {
+                    self.tcp_refused(ts, ts, tid, src.filter(|e| !unspecified(e)), dst.filter(|e| !unspecified(e)));
+                    return;
+                }
                 self.conn_fail(
                     ts,
                     tid,
@@ -923,6 +1042,12 @@ impl Decoder {
                 self.update_sock(pid, fd, Some(own), None);
             }
         }
+        let (src, dst) = {
+            let (own, peer) = if egress { (src, dst) } else { (dst, src) };
+            self.learn_ip(tid, own.ip);
+            let own = Endpoint { ip: self.own_ip(tid, own.ip, peer.ip), port: own.port };
+            if egress { (own, peer) } else { (peer, own) }
+        };
         if src.port != DNS_PORT && dst.port != DNS_PORT {
             self.stats.io_non_dns += 1;
             return;
