@@ -24,6 +24,9 @@ pub trait Sink {
     fn finding(&mut self, ctx: &Context, f: &Finding);
     /// End of run: counters.
     fn finish(&mut self, ctx: &Context, stats: &RunStats);
+    /// Pushes buffered output out (called on every timer tick, so output
+    /// stays live without a write per transaction).
+    fn flush_output(&mut self) {}
 }
 
 /// What sinks need to render: the clock and the metadata.
@@ -205,6 +208,9 @@ pub struct Pipeline<S: Sink> {
     last_ts: u64,
     /// Ports whose packets are DNS (foreign captures hold other traffic too).
     pub dns_ports: Vec<u16>,
+    /// Flush output on every tick (live: ticks are a 10 ms timer; replay
+    /// ticks per record and leaves flushing to the end).
+    pub live_output: bool,
 }
 
 impl<S: Sink> Pipeline<S> {
@@ -226,6 +232,7 @@ impl<S: Sink> Pipeline<S> {
             stats: RunStats::default(),
             last_ts: 0,
             dns_ports: vec![53],
+            live_output: true,
         }
     }
 
@@ -261,6 +268,9 @@ impl<S: Sink> Pipeline<S> {
         self.flush();
         self.analyzer.expire(now_ns, &mut self.findings);
         self.flush();
+        if self.live_output {
+            self.sink.flush_output();
+        }
     }
 
     /// Timestamp of the newest record seen.

@@ -90,6 +90,9 @@ impl<S: Sink> Sink for SummarySink<S> {
         self.summary.finding(f);
         self.inner.finding(ctx, f);
     }
+    fn flush_output(&mut self) {
+        self.inner.flush_output();
+    }
     fn finish(&mut self, ctx: &Context, stats: &RunStats) {
         let mut out = std::io::stdout().lock();
         match self.format {
@@ -107,7 +110,8 @@ impl<S: Sink> Sink for SummarySink<S> {
 }
 
 fn sink(g: &Global, args: &DnsArgs) -> Box<dyn Sink> {
-    let out = std::io::stdout();
+    // Stdout is line-buffered: a BufWriter on top makes it one write per batch.
+    let out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
     match (g.output, args.summary) {
         (Format::Json, false) => Box::new(JsonSink::new(out)),
         (Format::Table, false) => {
@@ -135,6 +139,9 @@ impl Sink for Box<dyn Sink> {
     }
     fn finish(&mut self, ctx: &Context, stats: &RunStats) {
         (**self).finish(ctx, stats);
+    }
+    fn flush_output(&mut self) {
+        (**self).flush_output();
     }
 }
 
@@ -187,6 +194,7 @@ fn replay(g: &Global, args: &DnsArgs, filter: Filter, pair: PairConfig) -> anyho
     let ctx = Context { clock_offset_ns: 0, enricher };
     let mut pipe = Pipeline::new(ctx, filter, pair, sink(g, args));
     pipe.dns_ports.clone_from(&args.ports);
+    pipe.live_output = false;
     let user_snapshot = snap.is_some();
     let warnings = file::replay(&args.read, |ev| match ev {
         FileEvent::Record(r) => {

@@ -77,22 +77,22 @@ pub fn stats(s: &RunStats) -> Value {
     v
 }
 
-/// Writes JSON Lines to any writer, flushing each line so pipes see events live.
+/// Writes JSON Lines to any writer, buffered; flushed on every pipeline tick
+/// (10 ms live) so pipes still see events promptly without a write per line.
 pub struct JsonSink<W: Write> {
-    out: W,
+    out: std::io::BufWriter<W>,
 }
 
 impl<W: Write> JsonSink<W> {
     /// A sink over `out`.
     pub fn new(out: W) -> Self {
-        Self { out }
+        Self { out: std::io::BufWriter::with_capacity(64 * 1024, out) }
     }
 
     fn line(&mut self, v: &Value) {
         // A closed pipe (| head) must not panic; the run ends on its own.
         let _ = serde_json::to_writer(&mut self.out, v);
         let _ = self.out.write_all(b"\n");
-        let _ = self.out.flush();
     }
 }
 
@@ -105,5 +105,9 @@ impl<W: Write> Sink for JsonSink<W> {
     }
     fn finish(&mut self, _ctx: &Context, s: &RunStats) {
         self.line(&stats(s));
+        let _ = self.out.flush();
+    }
+    fn flush_output(&mut self) {
+        let _ = self.out.flush();
     }
 }

@@ -222,7 +222,6 @@ impl<W: Write> Sink for TableSink<W> {
             return;
         }
         let _ = self.out.write_all(&line);
-        let _ = self.out.flush();
     }
 
     fn finding(&mut self, _ctx: &Context, f: &Finding) {
@@ -236,6 +235,10 @@ impl<W: Write> Sink for TableSink<W> {
             let _ = self.out.flush();
         }
         self.findings.push(v);
+    }
+
+    fn flush_output(&mut self) {
+        let _ = self.out.flush();
     }
 
     fn finish(&mut self, _ctx: &Context, s: &RunStats) {
