@@ -85,18 +85,9 @@ fn dns_packet(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, response: bool
 }
 
 fn packet(ts_ns: u64, data: Vec<u8>) -> Record {
-    Record::Packet(PacketRecord {
-        ts_ns,
-        hook: Hook::Wire,
-        process: None,
-        cgroup_id: 0,
-        netns_cookie: 0,
-        netns_ino: 0,
-        ifindex: 0,
-        wire_len: data.len() as u32,
-        data: data.into(),
-        node: Some("node-a".into()),
-    })
+    let mut r = PacketRecord::bare(ts_ns, Hook::Wire, data.into());
+    r.node = Some("node-a".into());
+    Record::Packet(r)
 }
 
 #[derive(Clone, Default)]

@@ -22,18 +22,7 @@ fuzz_target!(|data: &[u8]| {
         let n = usize::from(u16::from_be_bytes([*a, *b])).min(tail.len());
         let (pkt, next) = tail.split_at(n);
         dec.push(
-            Arc::new(PacketRecord {
-                ts_ns: 0,
-                hook: Hook::Wire,
-                process: None,
-                cgroup_id: 0,
-                netns_cookie: 0,
-                netns_ino: 0,
-                ifindex: 0,
-                wire_len: n as u32,
-                data: bytes::Bytes::copy_from_slice(pkt),
-                node: None,
-            }),
+            Arc::new(PacketRecord::bare(0, Hook::Wire, bytes::Bytes::copy_from_slice(pkt))),
             &mut out,
         );
         rest = next;

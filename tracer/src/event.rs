@@ -100,6 +100,26 @@ pub struct PacketRecord {
     pub node: Option<Arc<str>>,
 }
 
+impl PacketRecord {
+    /// A packet known only by its bytes: no process, namespace or device
+    /// (foreign captures, tests, fuzzing).
+    #[must_use]
+    pub fn bare(ts_ns: u64, hook: Hook, data: Bytes) -> Self {
+        Self {
+            ts_ns,
+            hook,
+            process: None,
+            cgroup_id: 0,
+            netns_cookie: 0,
+            netns_ino: 0,
+            ifindex: 0,
+            wire_len: u32::try_from(data.len()).unwrap_or(u32::MAX),
+            data,
+            node: None,
+        }
+    }
+}
+
 /// Anything that is not a packet and that a source can carry.
 #[derive(Clone, Debug)]
 pub enum Record {

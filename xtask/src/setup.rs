@@ -25,6 +25,8 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ("tshark", "tests: cross-check captures"),
     ("procps", "tests: process inspection"),
     ("bpftool", "tests: check nothing stays attached"),
+    ("unbound", "benchmarks: second resolver"),
+    ("valgrind", "benchmarks: callgrind profile of replay"),
 ];
 
 /// The bpf-linker version known to work with LLVM 22 and rustc 1.95.

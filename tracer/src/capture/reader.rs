@@ -646,20 +646,12 @@ fn packet(
 }
 
 fn wire_record(ts_ns: u64, l3: &[u8], orig: u32, link_hdr: usize, node: Option<Arc<str>>) -> PacketRecord {
-    PacketRecord {
-        ts_ns,
-        hook: Hook::Wire,
-        process: None,
-        cgroup_id: 0,
-        netns_cookie: 0,
-        netns_ino: 0,
-        ifindex: 0,
-        // On the wire from the IP header on, like `data`, so `wire_len >
-        // data.len()` means exactly "cut by the snap length".
-        wire_len: orig.saturating_sub(link_hdr as u32).max(l3.len() as u32),
-        data: Bytes::copy_from_slice(l3),
-        node,
-    }
+    let mut r = PacketRecord::bare(ts_ns, Hook::Wire, Bytes::copy_from_slice(l3));
+    // On the wire from the IP header on, like `data`, so `wire_len >
+    // data.len()` means exactly "cut by the snap length".
+    r.wire_len = orig.saturating_sub(link_hdr as u32).max(l3.len() as u32);
+    r.node = node;
+    r
 }
 
 /// What one classic pcap record gave.

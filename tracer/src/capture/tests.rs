@@ -62,18 +62,7 @@ fn dns_query(name: &str, id: u16, src: [u8; 4], dst: [u8; 4], sport: u16) -> Vec
 }
 
 fn pkt(ts_ns: u64, data: Vec<u8>) -> PacketRecord {
-    PacketRecord {
-        ts_ns,
-        hook: Hook::SocketEgress,
-        process: None,
-        cgroup_id: 0,
-        netns_cookie: 0,
-        netns_ino: 0,
-        ifindex: 0,
-        wire_len: data.len() as u32,
-        data: Bytes::from(data),
-        node: None,
-    }
+    PacketRecord::bare(ts_ns, Hook::SocketEgress, Bytes::from(data))
 }
 
 /// Every record kind, every field set, with and without optional parts.

@@ -381,18 +381,7 @@ mod tests {
     };
 
     fn rec(data: Vec<u8>) -> Arc<PacketRecord> {
-        Arc::new(PacketRecord {
-            ts_ns: 1,
-            hook: Hook::Wire,
-            process: None,
-            cgroup_id: 0,
-            netns_cookie: 0,
-            netns_ino: 0,
-            ifindex: 0,
-            wire_len: data.len() as u32,
-            data: Bytes::from(data),
-            node: None,
-        })
+        Arc::new(PacketRecord::bare(1, Hook::Wire, Bytes::from(data)))
     }
 
     fn framed(id: u16, name: &str) -> Vec<u8> {

@@ -191,6 +191,7 @@ fn table(rs: &[[Sample; 4]], latency: bool) -> String {
     s
 }
 
+#[allow(clippy::unnecessary_wraps, reason = "every section has the same signature")]
 pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
     let (n, secs) = if ctx.quick { (3, 2) } else { (7, 3) };
     let mut servers = vec![Server::Dnsmasq];
@@ -209,43 +210,9 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
          the machine.\n"
     );
     for server in servers {
-        let proc_ = match start_server(server, &ctx.work) {
-            Ok(p) => p,
-            Err(e) if server == Server::Unbound => {
-                let _ = writeln!(s, "### unbound\n\nnot measured: {e:#}\n");
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        // Warm-up: first queries pay for page faults and caches.
-        load::dnsperf(&ctx.work, &ctx.work.join("queries.txt"), 1, None, false)?;
-        let sat = rounds(ctx, &proc_, n, secs, None, false)?;
-        let max = median(&col(&sat, 0, |x| x.qps));
-        if !max.is_finite() || max < 100.0 {
-            bail!("{}: untraced saturation is only {max:.0} qps", server.name());
-        }
-        let half = (max / 2.0) as u32;
-        let lat = rounds(ctx, &proc_, n, secs, Some(half), true)?;
-        let _ = writeln!(s, "### {} at saturation\n\n{}", server.name(), table(&sat, false));
-        let _ =
-            writeln!(s, "### {} at 50 % of the untraced maximum ({half} qps)\n\n{}", server.name(), table(&lat, true));
-        if server == Server::Dnsmasq {
-            let qr = ratios(&col(&sat, 1, |x| x.qps), &col(&sat, 0, |x| x.qps));
-            if let Some((m, lo, hi)) = summary(&qr) {
-                ctx.target(
-                    "Resolver throughput with `ktrace dns` ≥ 97 % of untraced at saturation (dnsmasq)",
-                    format!("{:.1} % [{:.1}–{:.1}]", m * 100.0, lo * 100.0, hi * 100.0),
-                    Some(m >= 0.97),
-                );
-            }
-            let pr = ratios(&col(&lat, 1, |x| x.p99_us), &col(&lat, 0, |x| x.p99_us));
-            if let Some((m, lo, hi)) = summary(&pr) {
-                ctx.target(
-                    "p99 latency at 50 % load within +5 % with `ktrace dns` (dnsmasq)",
-                    format!("{:+.1} % [{:+.1}–{:+.1}]", (m - 1.0) * 100.0, (lo - 1.0) * 100.0, (hi - 1.0) * 100.0),
-                    Some(m <= 1.05),
-                );
-            }
+        if let Err(e) = one_server(ctx, &mut s, server, n, secs) {
+            eprintln!("[bench] {}: {e:#}", server.name());
+            let _ = writeln!(s, "### {}\n\nnot measured: {e:#}\n", server.name());
         }
     }
     let _ = writeln!(
@@ -260,4 +227,38 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
         let _ = writeln!(s, "unbound: not run in `--quick` (the full run includes it when `unbound` is installed).\n");
     }
     Ok(s)
+}
+
+fn one_server(ctx: &mut Ctx, s: &mut String, server: Server, n: usize, secs: u32) -> Result<()> {
+    let proc_ = start_server(server, &ctx.work)?;
+    // Warm-up: first queries pay for page faults and caches.
+    load::dnsperf(&ctx.work, &ctx.work.join("queries.txt"), 1, None, false)?;
+    let sat = rounds(ctx, &proc_, n, secs, None, false)?;
+    let max = median(&col(&sat, 0, |x| x.qps));
+    if !max.is_finite() || max < 100.0 {
+        bail!("{}: untraced saturation is only {max:.0} qps", server.name());
+    }
+    let half = (max / 2.0) as u32;
+    let lat = rounds(ctx, &proc_, n, secs, Some(half), true)?;
+    let _ = writeln!(s, "### {} at saturation\n\n{}", server.name(), table(&sat, false));
+    let _ = writeln!(s, "### {} at 50 % of the untraced maximum ({half} qps)\n\n{}", server.name(), table(&lat, true));
+    if server == Server::Dnsmasq {
+        let qr = ratios(&col(&sat, 1, |x| x.qps), &col(&sat, 0, |x| x.qps));
+        if let Some((m, lo, hi)) = summary(&qr) {
+            ctx.target(
+                "Resolver throughput with `ktrace dns` ≥ 97 % of untraced at saturation (dnsmasq)",
+                format!("{:.1} % [{:.1}–{:.1}]", m * 100.0, lo * 100.0, hi * 100.0),
+                Some(m >= 0.97),
+            );
+        }
+        let pr = ratios(&col(&lat, 1, |x| x.p99_us), &col(&lat, 0, |x| x.p99_us));
+        if let Some((m, lo, hi)) = summary(&pr) {
+            ctx.target(
+                "p99 latency at 50 % load within +5 % with `ktrace dns` (dnsmasq)",
+                format!("{:+.1} % [{:+.1}–{:+.1}]", (m - 1.0) * 100.0, (lo - 1.0) * 100.0, (hi - 1.0) * 100.0),
+                Some(m <= 1.05),
+            );
+        }
+    }
+    Ok(())
 }
