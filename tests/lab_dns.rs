@@ -42,7 +42,7 @@ fn capture_path(name: &str) -> PathBuf {
     p
 }
 
-/// (qname, qtype, rcode, timed_out) of one process's transactions, sorted.
+/// (qname, qtype, rcode, `timed_out`) of one process's transactions, sorted.
 fn tx_set(txs: &[&Value], pid: u32) -> Vec<(String, String, String, bool)> {
     let mut v: Vec<_> = txs
         .iter()

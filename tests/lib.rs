@@ -115,6 +115,7 @@ pub fn sh_quiet(cmd: &mut Command) {
 }
 
 /// `ip` with arguments.
+#[expect(clippy::must_use_candidate, reason = "most callers run it for its effect")]
 pub fn ip(args: &[&str]) -> String {
     sh(Command::new("ip").args(args))
 }
@@ -175,6 +176,7 @@ impl Ktrace {
     }
 
     /// Sends SIGINT, waits for exit (bounded), returns stdout lines.
+    #[must_use]
     pub fn stop(mut self) -> Vec<String> {
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
@@ -290,7 +292,7 @@ impl NetnsPair {
     }
 
     /// Starts dnsmasq in the server namespace, authoritative for `test`:
-    /// `example.test` → 10.1.2.3 / fd00::123, anything else under `test` → NXDOMAIN.
+    /// `example.test` → 10.1.2.3 / `fd00::123`, anything else under `test` → NXDOMAIN.
     pub fn start_dnsmasq(&mut self) {
         let child = self
             .exec(&self.server.clone(), "dnsmasq")

@@ -1,5 +1,5 @@
 //! Builds the eBPF object (tracer-ebpf) with aya-build and leaves it in
-//! OUT_DIR, from where `src/bpf/mod.rs` embeds it into the `ktrace` binary.
+//! `OUT_DIR`, from where `src/bpf/mod.rs` embeds it into the `ktrace` binary.
 //!
 //! With `AYA_BUILD_SKIP=1` (machines without bpf-linker, e.g. for
 //! unprivileged unit tests) an empty stub is written instead; loading it at

@@ -28,7 +28,7 @@ pub const SNAP_LEN: usize = 1024;
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
-    /// A [`PacketEvent`] carrying a DNS message (cgroup_skb) or an underlay packet (tc).
+    /// A [`PacketEvent`] carrying a DNS message (`cgroup_skb`) or an underlay packet (tc).
     DnsPacket = 1,
     /// A [`DropEvent`] from `skb:kfree_skb`.
     Drop = 2,
@@ -50,9 +50,9 @@ impl TryFrom<u32> for EventKind {
 
 /// Where in the stack a packet was observed.
 pub mod hook {
-    /// cgroup_skb egress on the cgroup2 root: sending socket, process context for UDP.
+    /// `cgroup_skb` egress on the cgroup2 root: sending socket, process context for UDP.
     pub const CGROUP_EGRESS: u8 = 1;
-    /// cgroup_skb ingress on the cgroup2 root: receiving socket, softirq context.
+    /// `cgroup_skb` ingress on the cgroup2 root: receiving socket, softirq context.
     pub const CGROUP_INGRESS: u8 = 2;
     /// tc (TCX) egress on an interface.
     pub const TC_EGRESS: u8 = 3;
@@ -85,7 +85,7 @@ pub struct EventHeader {
     pub version: u16,
     /// Bits from [`flags`].
     pub flags: u16,
-    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    /// `bpf_ktime_get_ns()`: `CLOCK_MONOTONIC` nanoseconds.
     pub ts_ns: u64,
     /// Thread id of the sender (valid with `flags::HAS_PROCESS`).
     pub tid: u32,
@@ -174,11 +174,11 @@ pub struct KernelOffsets {
     pub skb_dev: u32,
     /// `offsetof(struct net_device, ifindex)` (int).
     pub dev_ifindex: u32,
-    /// `offsetof(struct net_device, nd_net)` (possible_net_t: one `struct net *`).
+    /// `offsetof(struct net_device, nd_net)` (`possible_net_t`: one `struct net *`).
     pub dev_nd_net: u32,
     /// `offsetof(struct sock, __sk_common.skc_state)` (u8).
     pub sock_state: u32,
-    /// Non-zero when the sk_buff/net_device/sock offsets are valid.
+    /// Non-zero when the `sk_buff/net_device/sock` offsets are valid.
     pub skb_valid: u32,
 }
 
@@ -204,7 +204,7 @@ pub struct DropEvent {
     /// Valid bytes of `data`.
     pub cap_len: u16,
     /// Explicit padding.
-    pub _pad: [u8; 6],
+    pub pad: [u8; 6],
     /// From the network header on.
     pub data: [u8; DROP_SNAP],
 }
@@ -246,7 +246,7 @@ pub struct ConnEvent {
     /// Remote port (host order).
     pub dport: u16,
     /// Explicit padding.
-    pub _pad: u32,
+    pub pad: u32,
     /// Local address (IPv4 in the first 4 bytes).
     pub saddr: [u8; 16],
     /// Remote address (IPv4 in the first 4 bytes).

@@ -453,7 +453,7 @@ fn conn_event(ctx: &TracePointContext, f: &TpFields, what: u8) -> u32 {
         family: tp_field::<u16>(ctx, f.family) as u8,
         sport: tp_field::<u16>(ctx, f.sport),
         dport: tp_field::<u16>(ctx, f.dport),
-        _pad: 0,
+        pad: 0,
         saddr: [0; 16],
         daddr: [0; 16],
     };

@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Hook {
-    /// Leaving a socket (cgroup_skb egress): the sender's side, process known.
+    /// Leaving a socket (`cgroup_skb` egress): the sender's side, process known.
     SocketEgress,
-    /// Delivered to a socket (cgroup_skb ingress): the receiver's side.
+    /// Delivered to a socket (`cgroup_skb` ingress): the receiver's side.
     SocketIngress,
     /// tc egress on an interface.
     TcEgress,
@@ -77,7 +77,7 @@ pub struct Process {
 /// A packet observed somewhere, with everything the kernel told us about it.
 #[derive(Clone, Debug)]
 pub struct PacketRecord {
-    /// CLOCK_MONOTONIC nanoseconds on the observing node (see [`crate::capture`]
+    /// `CLOCK_MONOTONIC` nanoseconds on the observing node (see [`crate::capture`]
     /// for the wall-clock reference recorded with it).
     pub ts_ns: u64,
     /// Observation point.
@@ -232,7 +232,7 @@ pub struct DropRecord {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnKind {
-    /// `inet_sock_set_state`: `old` → `new` (TCP_* state numbers, e.g. 2 = SYN_SENT, 7 = CLOSE).
+    /// `inet_sock_set_state`: `old` → `new` (TCP_* state numbers, e.g. 2 = `SYN_SENT`, 7 = CLOSE).
     State {
         /// Previous state.
         old: u8,
@@ -249,18 +249,18 @@ pub enum ConnKind {
         /// TCP state.
         state: u8,
     },
-    /// `tcp_retransmit_skb` in `state` (SYN_SENT = a SYN retransmit).
+    /// `tcp_retransmit_skb` in `state` (`SYN_SENT` = a SYN retransmit).
     Retransmit {
         /// TCP state.
         state: u8,
     },
 }
 
-/// TCP state numbers as the kernel uses them (include/net/tcp_states.h).
+/// TCP state numbers as the kernel uses them (`include/net/tcp_states.h`).
 pub mod tcp_state {
     /// Connected.
     pub const ESTABLISHED: u8 = 1;
-    /// connect() sent a SYN.
+    /// `connect()` sent a SYN.
     pub const SYN_SENT: u8 = 2;
     /// Received a SYN.
     pub const SYN_RECV: u8 = 3;
@@ -283,7 +283,7 @@ pub struct ConnRecord {
     pub dst: Endpoint,
     /// Opaque socket identity (kernel address) to join events of one socket.
     pub sock: u64,
-    /// Process, when the event ran in its context (connect(): yes; RST in softirq: no).
+    /// Process, when the event ran in its context (`connect()`: yes; RST in softirq: no).
     pub process: Option<Process>,
     /// Network namespace inode of the current task when in process context (0 otherwise).
     pub netns_ino: u32,

@@ -19,7 +19,10 @@ fn show(title: &str, cmd: &mut Command) {
     let secs = t.elapsed().as_secs_f64();
     match out {
         Ok(o) => {
-            println!("[demo] {title}: {} ({secs:.1} s)", String::from_utf8_lossy(&o.stdout).trim().replace('\n', " | "))
+            println!(
+                "[demo] {title}: {} ({secs:.1} s)",
+                String::from_utf8_lossy(&o.stdout).trim().replace('\n', " | ")
+            );
         }
         Err(e) => println!("[demo] {title}: failed to run: {e}"),
     }

@@ -373,7 +373,7 @@ fn display<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S:
     s.collect_str(v)
 }
 
-/// Multicast in the local control blocks (224.0.0.0/24, ff02::/16) and broadcasts.
+/// Multicast in the local control blocks (224.0.0.0/24, `ff02::/16`) and broadcasts.
 fn is_link_local_control(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(a) => {

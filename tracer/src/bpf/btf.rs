@@ -687,7 +687,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<tracer_common::KernelOffsets, BtfErro
     })
 }
 
-/// The sk_buff / net_device / sock offsets the drop and connection programs
+/// The `sk_buff` / `net_device` / sock offsets the drop and connection programs
 /// need; a kernel whose layout we cannot read simply gets no drop details.
 fn skb_offsets(btf: &Btf) -> Result<tracer_common::KernelOffsets, BtfError> {
     Ok(tracer_common::KernelOffsets {

@@ -1,6 +1,6 @@
 //! Loading and attaching the kernel programs, reading the ring buffer, probing hooks.
 //!
-//! The DNS capture runs on cgroup_skb programs attached to the cgroup2 root
+//! The DNS capture runs on `cgroup_skb` programs attached to the cgroup2 root
 //! (kernel >= 4.10; links since 5.7), so it sees every socket in every network
 //! namespace with no per-interface setup. Attachments are BPF links owned by
 //! this process: they vanish when it exits, even on SIGKILL, so nothing is
@@ -168,8 +168,8 @@ pub struct DnsCapture {
     pub warnings: Vec<String>,
 }
 
-/// Raises RLIMIT_MEMLOCK for kernels < 5.11; failing is harmless on newer
-/// kernels (memcg accounting) and on machines without CAP_SYS_RESOURCE.
+/// Raises `RLIMIT_MEMLOCK` for kernels < 5.11; failing is harmless on newer
+/// kernels (memcg accounting) and on machines without `CAP_SYS_RESOURCE`.
 pub fn raise_memlock() {
     let r = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: plain syscall with a valid pointer.
@@ -302,9 +302,9 @@ impl DnsCapture {
                 return Err(BpfError::Cgroup(format!("tc on {dev}: {e}")));
             }
         }
-        let ring = take(&mut ebpf, MAP_EVENTS, |m| RingBuf::try_from(m))?;
-        let lost = take(&mut ebpf, MAP_LOST, |m| PerCpuArray::try_from(m))?;
-        let stats = take(&mut ebpf, MAP_STATS, |m| PerCpuArray::try_from(m))?;
+        let ring = take(&mut ebpf, MAP_EVENTS, RingBuf::try_from)?;
+        let lost = take(&mut ebpf, MAP_LOST, PerCpuArray::try_from)?;
+        let stats = take(&mut ebpf, MAP_STATS, PerCpuArray::try_from)?;
         Ok(Self { _ebpf: ebpf, ring, lost, stats, cgroup, has_offsets, has_netns_cookie, decode_ctx, warnings })
     }
 
@@ -335,7 +335,7 @@ impl DnsCapture {
     }
 }
 
-/// Drops (tp_btf `kfree_skb`) and TCP connection tracepoints. Each missing
+/// Drops (`tp_btf` `kfree_skb`) and TCP connection tracepoints. Each missing
 /// hook is a warning: the rest of ktrace still works.
 fn attach_drops(ebpf: &mut Ebpf, have_btf: bool, warnings: &mut Vec<String>) {
     use aya::programs::{BtfTracePoint, TracePoint};
@@ -392,7 +392,7 @@ fn attach_underlay(ebpf: &mut Ebpf, dev: &str) -> Result<(), String> {
 }
 
 fn sum_percpu(a: &PerCpuArray<MapData, u64>, idx: u32) -> u64 {
-    a.get(&idx, 0).map(|v| v.iter().sum()).unwrap_or(0)
+    a.get(&idx, 0).map_or(0, |v| v.iter().sum())
 }
 
 fn take<T>(

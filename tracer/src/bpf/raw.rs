@@ -104,10 +104,10 @@ fn decode_drop(b: &[u8], node: Option<&Arc<str>>, ctx: &DecodeCtx) -> Result<Rec
 }
 
 fn decode_conn(b: &[u8], node: Option<&Arc<str>>) -> Result<Record, RawError> {
+    use std::mem::offset_of;
     if b.len() < std::mem::size_of::<ConnEvent>() {
         return Err(RawError::Short(b.len()));
     }
-    use std::mem::offset_of;
     let (what, old, new, family) = (
         b[offset_of!(ConnEvent, what)],
         b[offset_of!(ConnEvent, old_state)],
@@ -258,7 +258,7 @@ mod tests {
             netns_ino: 77,
             pkt_len: 60,
             cap_len: 2,
-            _pad: [0; 6],
+            pad: [0; 6],
             data: [0; DROP_SNAP],
         };
         d.hdr.kind = EventKind::Drop as u32;
@@ -286,7 +286,7 @@ mod tests {
             family: 2,
             sport: 40000,
             dport: 8081,
-            _pad: 0,
+            pad: 0,
             saddr: [0; 16],
             daddr: [0; 16],
         };

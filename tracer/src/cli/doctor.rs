@@ -24,7 +24,7 @@ pub fn run(g: &Global) -> anyhow::Result<()> {
             let kernel =
                 nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
             writeln!(out, "ktrace {} on kernel {kernel}\n", env!("CARGO_PKG_VERSION"))?;
-            writeln!(out, "{:<15} {:<6} {:<9} {}", "HOOK", "WORKS", "NEEDED", "ENABLES / DETAIL")?;
+            writeln!(out, "{:<15} {:<6} {:<9} ENABLES / DETAIL", "HOOK", "WORKS", "NEEDED")?;
             for c in &checks {
                 writeln!(
                     out,

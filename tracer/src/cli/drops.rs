@@ -62,7 +62,7 @@ pub fn run(g: &Global, args: &DropsArgs) -> anyhow::Result<()> {
         node: args.node.as_ref().map(|n| if n.is_empty() { g.node().to_string() } else { n.clone() }),
         ..Filter::default()
     };
-    let mut analyzer = DropAnalyzer::new(Default::default());
+    let mut analyzer = DropAnalyzer::new(crate::analyze::drops::DropConfig::default());
     let (report, enricher, warnings) = if args.read.is_empty() {
         live(g, args, &mut analyzer)?
     } else {

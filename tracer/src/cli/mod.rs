@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// Name of this node, recorded in captures and used by `--node` without a value.
-    /// Default: $NODE_NAME, else the hostname.
+    /// Default: $`NODE_NAME`, else the hostname.
     #[arg(long, global = true, env = "NODE_NAME")]
     pub node_name: Option<String>,
     /// Pod/node/service metadata from a `kubectl get pods,services,nodes -A -o json` file.
@@ -187,7 +187,7 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_mins(2));
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert!(parse_duration("x").is_err());
         assert!(parse_duration("5y").is_err());

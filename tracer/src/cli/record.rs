@@ -7,6 +7,7 @@
 //! disk never stalls the ring-buffer reader: what does not fit is counted as
 //! lost and recorded as such.
 
+use std::fmt::Write as _;
 use std::{
     collections::{BTreeMap, HashSet},
     path::PathBuf,
@@ -155,7 +156,7 @@ pub fn netstate() -> BTreeMap<String, String> {
     ] {
         let v = std::fs::read_to_string(format!("/proc/sys/{k}"))
             .map_or_else(|e| format!("({e})"), |s| s.trim().to_owned());
-        sysctls.push_str(&format!("{} = {v}\n", k.replace('/', ".")));
+        let _ = writeln!(sysctls, "{} = {v}", k.replace('/', "."));
     }
     m.insert("sysctl".into(), sysctls);
     m

@@ -2,7 +2,7 @@
 //! order, decoded and attributed (the `sysdig -r` equivalent), or with
 //! `--netstate` the network state each node had when recording started.
 
-use std::{io::Write as _, path::PathBuf, sync::Arc};
+use std::{fmt::Write as _, io::Write as _, path::PathBuf, sync::Arc};
 
 use clap::Args;
 use serde_json::{Value, json};
@@ -45,6 +45,7 @@ fn pod_json(p: Option<&PodRef>) -> Value {
 }
 
 /// Runs `ktrace replay`.
+#[expect(clippy::many_single_char_names, reason = "short-lived closure arguments (p, e, m, d, c)")]
 pub fn run(g: &Global, args: &ReplayArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let user_snapshot = g.snapshot()?;
@@ -153,7 +154,7 @@ pub fn run(g: &Global, args: &ReplayArgs) -> anyhow::Result<()> {
                     );
                 }
                 Record::Drop(d) => {
-                    let v = json!({"type": "drop", "ts": ts, "node": d.node.as_deref(), "reason": &*d.reason_name, "ifindex": d.ifindex, "netns": d.netns_ino, "len": d.wire_len, "captured": d.data.len(), "head": d.data.iter().take(24).map(|b| format!("{b:02x}")).collect::<String>()});
+                    let v = json!({"type": "drop", "ts": ts, "node": d.node.as_deref(), "reason": &*d.reason_name, "ifindex": d.ifindex, "netns": d.netns_ino, "len": d.wire_len, "captured": d.data.len(), "head": d.data.iter().take(24).fold(String::new(), |mut h, b| { let _ = write!(h, "{b:02x}"); h })});
                     emit(
                         &mut out,
                         v,

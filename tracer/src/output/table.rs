@@ -103,6 +103,7 @@ pub fn render(x: &Value) -> String {
 /// Plain-language lines for a finding, from its JSON form (so new finding
 /// kinds render without touching this file).
 #[must_use]
+#[expect(clippy::many_single_char_names, reason = "short-lived closure arguments")]
 pub fn describe(v: &Value) -> Vec<String> {
     let mut out = Vec::new();
     let kind = v.get("kind").and_then(Value::as_str).unwrap_or("finding");

@@ -139,7 +139,7 @@ impl Stream {
                         Err(e) => warnings.push(format!("{}: kube snapshot unusable: {e}", self.path.display())),
                     },
                     MetaBlock::NetState(state) => {
-                        meta.push(FileEvent::NetState { node: self.node.as_deref().unwrap_or("?").to_owned(), state })
+                        meta.push(FileEvent::NetState { node: self.node.as_deref().unwrap_or("?").to_owned(), state });
                     }
                     MetaBlock::Unknown { record_type, version, .. } => {
                         warnings.push(format!(

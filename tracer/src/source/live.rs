@@ -153,14 +153,13 @@ impl LiveSource {
             if !self.in_scope(&rec) {
                 continue;
             }
-            if let Record::Packet(p) = &rec {
-                if p.hook == Hook::SocketEgress
-                    && let Some(proc_) = &p.process
-                    && let Some(ev) = self.host.resolv_conf_once(proc_.pid, p.netns_ino, p.ts_ns)
-                    && !on(LiveEvent::Record(Record::ResolvConf(ev)))
-                {
-                    return false;
-                }
+            if let Record::Packet(p) = &rec
+                && p.hook == Hook::SocketEgress
+                && let Some(proc_) = &p.process
+                && let Some(ev) = self.host.resolv_conf_once(proc_.pid, p.netns_ino, p.ts_ns)
+                && !on(LiveEvent::Record(Record::ResolvConf(ev)))
+            {
+                return false;
             }
             if !on(LiveEvent::Record(rec)) {
                 return false;
@@ -192,7 +191,7 @@ impl LiveSource {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let deadline = duration.map(|d| tokio::time::Instant::now() + d);
         let sleep = tokio::time::sleep_until(
-            deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)),
+            deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_hours(8760)),
         );
         tokio::pin!(sleep);
         let reason = loop {

@@ -13,13 +13,13 @@ fn clock_ns(id: libc::clockid_t) -> u64 {
     (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
 }
 
-/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
+/// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns`.
 #[must_use]
 pub fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
 }
 
-/// CLOCK_REALTIME in ns.
+/// `CLOCK_REALTIME` in ns.
 #[must_use]
 pub fn realtime_ns() -> u64 {
     clock_ns(libc::CLOCK_REALTIME)
