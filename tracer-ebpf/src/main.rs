@@ -1,6 +1,6 @@
 //! ktrace's kernel programs.
 //!
-//! * `dns_egress` / `dns_ingress`: cgroup_skb programs attached at the cgroup2
+//! * `dns_egress` / `dns_ingress`: `cgroup_skb` programs attached at the cgroup2
 //!   root. They see every packet sent or received by a socket in any network
 //!   namespace (forwarded packets have no socket and are not seen, so a
 //!   message is observed once when it leaves its sender and once when it
@@ -9,9 +9,11 @@
 //! * `probe_*`: no-op programs `ktrace doctor` loads to find out which hook
 //!   kinds this kernel allows.
 //!
-//! The programs never block or alter traffic: cgroup_skb returns 1 (allow).
+//! The programs never block or alter traffic: `cgroup_skb` returns 1 (allow).
 #![no_std]
 #![no_main]
+#![expect(clippy::inline_always, reason = "eBPF helpers are inlined so each program is one verifier-checked function")]
+#![expect(clippy::needless_pass_by_value, reason = "aya's program macros hand every entry point its context by value")]
 
 use core::ptr::read_volatile;
 
@@ -93,7 +95,7 @@ static TP_RETRANSMIT: TpFields = TpFields::NONE;
 /// them on its timer: one wakeup per event costs ~10x a batched drain.
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: u64 = 1 << 20;
-/// Non-zero if `bpf_get_netns_cookie` is allowed in cgroup_skb (kernel >= 6.15).
+/// Non-zero if `bpf_get_netns_cookie` is allowed in `cgroup_skb` (kernel >= 6.15).
 #[unsafe(no_mangle)]
 static USE_NETNS_COOKIE: u32 = 0;
 
@@ -130,7 +132,7 @@ fn port_wanted(port: u16) -> bool {
     let mut i = 0;
     while i < PORTS_MAX as usize {
         // SAFETY: reading a global the loader may have rewritten.
-        let p = unsafe { read_volatile(&DNS_PORTS[i]) };
+        let p = unsafe { read_volatile(&raw const DNS_PORTS[i]) };
         if p == 0 {
             return false;
         }
@@ -211,7 +213,7 @@ unsafe fn kread<T: Copy + Default>(base: u64, off: u32) -> Option<T> {
 #[inline(always)]
 fn wake_flag() -> u64 {
     // SAFETY: loader-written global.
-    let wake = unsafe { read_volatile(&WAKEUP_BYTES) };
+    let wake = unsafe { read_volatile(&raw const WAKEUP_BYTES) };
     if EVENTS.query(BPF_RB_AVAIL_DATA) >= wake { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }
 }
 
@@ -243,7 +245,7 @@ fn fill_task(hdr: &mut EventHeader) -> u32 {
     }
     hdr.flags |= flags::HAS_PROCESS;
     // SAFETY: loader-written global.
-    let off = unsafe { read_volatile(&OFFSETS) };
+    let off = unsafe { read_volatile(&raw const OFFSETS) };
     if off.valid == 0 {
         return 0;
     }
@@ -313,7 +315,7 @@ fn capture(ctx: &SkBuffContext, which: u8) -> i32 {
     ev.netns_ino = 0;
     ev.netns_cookie = 0;
     // SAFETY: reading a loader-written global.
-    if unsafe { read_volatile(&USE_NETNS_COOKIE) } != 0 {
+    if unsafe { read_volatile(&raw const USE_NETNS_COOKIE) } != 0 {
         // SAFETY: helper on our own context.
         ev.netns_cookie = unsafe { bpf_get_netns_cookie(skb.cast()) };
         ev.hdr.flags |= flags::HAS_NETNS_COOKIE;
@@ -347,7 +349,7 @@ fn capture(ctx: &SkBuffContext, which: u8) -> i32 {
     }
     ev.cap_len = n as u16;
     // SAFETY: loader-written global; the ring buffer map.
-    let wake = unsafe { read_volatile(&WAKEUP_BYTES) };
+    let wake = unsafe { read_volatile(&raw const WAKEUP_BYTES) };
     let fl = if EVENTS.query(BPF_RB_AVAIL_DATA) >= wake { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
     let size = (PACKET_EVENT_HDR_LEN + n) as u64;
     // SAFETY: `ev` is PACKET_EVENT_HDR_LEN + SNAP_LEN bytes and size is at most that.
@@ -371,7 +373,7 @@ fn dns_ingress(ctx: SkBuffContext) -> i32 {
     capture(&ctx, hook::CGROUP_INGRESS)
 }
 
-/// `skb:kfree_skb` (tp_btf): the kernel dropped a packet, and says why.
+/// `skb:kfree_skb` (`tp_btf)`: the kernel dropped a packet, and says why.
 #[btf_tracepoint(function = "kfree_skb")]
 fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
@@ -379,7 +381,7 @@ fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     let reason: u64 = ctx.arg(2);
     let reason = reason as u32;
     // SAFETY: loader-written globals.
-    let (skip, off) = unsafe { (read_volatile(&DROP_SKIP), read_volatile(&OFFSETS)) };
+    let (skip, off) = unsafe { (read_volatile(&raw const DROP_SKIP), read_volatile(&raw const OFFSETS)) };
     if reason == skip[0] || reason == skip[1] || off.skb_valid == 0 || skb == 0 {
         return 0;
     }
@@ -476,7 +478,7 @@ fn conn_event(ctx: &TracePointContext, f: &TpFields, what: u8) -> u32 {
         ev.old_state = tp_field::<i32>(ctx, f.state) as u8;
     } else {
         // SAFETY: loader-written global; probe read of the socket's state.
-        let off = unsafe { read_volatile(&OFFSETS) };
+        let off = unsafe { read_volatile(&raw const OFFSETS) };
         if off.skb_valid != 0 && ev.sock != 0 {
             // SAFETY: as above.
             ev.old_state = unsafe { kread::<u8>(ev.sock, off.sock_state) }.unwrap_or(0);
@@ -507,7 +509,7 @@ fn conn_event(ctx: &TracePointContext, f: &TpFields, what: u8) -> u32 {
 #[tracepoint]
 fn conn_set_state(ctx: TracePointContext) -> u32 {
     // SAFETY: loader-written global.
-    let f = unsafe { read_volatile(&TP_SET_STATE) };
+    let f = unsafe { read_volatile(&raw const TP_SET_STATE) };
     conn_event(&ctx, &f, conn_kind::STATE)
 }
 
@@ -515,7 +517,7 @@ fn conn_set_state(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 fn conn_recv_reset(ctx: TracePointContext) -> u32 {
     // SAFETY: loader-written global.
-    let f = unsafe { read_volatile(&TP_RECV_RESET) };
+    let f = unsafe { read_volatile(&raw const TP_RECV_RESET) };
     conn_event(&ctx, &f, conn_kind::RESET_RECEIVED)
 }
 
@@ -523,15 +525,15 @@ fn conn_recv_reset(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 fn conn_send_reset(ctx: TracePointContext) -> u32 {
     // SAFETY: loader-written global.
-    let f = unsafe { read_volatile(&TP_SEND_RESET) };
+    let f = unsafe { read_volatile(&raw const TP_SEND_RESET) };
     conn_event(&ctx, &f, conn_kind::RESET_SENT)
 }
 
-/// `tcp:tcp_retransmit_skb`: a segment (in SYN_SENT: a SYN) was retransmitted.
+/// `tcp:tcp_retransmit_skb`: a segment (in `SYN_SENT`: a SYN) was retransmitted.
 #[tracepoint]
 fn conn_retransmit(ctx: TracePointContext) -> u32 {
     // SAFETY: loader-written global.
-    let f = unsafe { read_volatile(&TP_RETRANSMIT) };
+    let f = unsafe { read_volatile(&raw const TP_RETRANSMIT) };
     conn_event(&ctx, &f, conn_kind::RETRANSMIT)
 }
 
