@@ -426,18 +426,7 @@ pub(crate) mod test_util {
         let (is_response, rcode, n) = response.map_or((false, 0, 0), |(r, n)| (true, r, n));
         let answers = (0..n).map(|_| answer_a(qname)).collect::<Vec<_>>();
         DnsEvent {
-            rec: Arc::new(PacketRecord {
-                ts_ns,
-                hook,
-                process: None,
-                cgroup_id: 0,
-                netns_cookie: 0,
-                netns_ino: 0,
-                ifindex: 0,
-                wire_len: 0,
-                data: Bytes::new(),
-                node: None,
-            }),
+            rec: Arc::new(PacketRecord::bare(ts_ns, hook, Bytes::new())),
             src: ep(src),
             dst: ep(dst),
             transport: Transport::Udp,
