@@ -63,7 +63,15 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn pod_matches(&self, p: Option<&crate::enrich::PodRef>) -> bool {
+    /// Whether any pod selection (`--ns`, `--pod`, `--node`) is set.
+    #[must_use]
+    pub fn is_pod_scoped(&self) -> bool {
+        self.namespace.is_some() || self.pod.is_some() || self.node.is_some()
+    }
+
+    /// Whether a pod matches the namespace, pod (`name` or `namespace/name`) and node selection.
+    #[must_use]
+    pub fn pod_matches(&self, p: Option<&crate::enrich::PodRef>) -> bool {
         let Some(p) = p else { return false };
         if let Some(ns) = &self.namespace
             && *p.namespace != **ns

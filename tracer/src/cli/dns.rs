@@ -19,7 +19,7 @@ use crate::{
     },
 };
 
-use super::{Format, Global, netns_arg, parse_duration};
+use super::{Format, Global, PodScope, netns_arg, parse_duration};
 
 /// Arguments of `ktrace dns`.
 #[derive(Debug, Args)]
@@ -27,15 +27,9 @@ pub struct DnsArgs {
     /// Read captures instead of tracing live (repeatable: several nodes' captures merge by time).
     #[arg(short = 'r', long = "read", value_name = "FILE")]
     pub read: Vec<PathBuf>,
-    /// Only transactions and findings involving pods of this Kubernetes namespace.
-    #[arg(long = "ns", value_name = "NAMESPACE")]
-    pub namespace: Option<String>,
-    /// Only this pod (`name` or `namespace/name`).
-    #[arg(long)]
-    pub pod: Option<String>,
-    /// Only pods on this node; `--node` alone means this node (`--node-name`).
-    #[arg(long, num_args = 0..=1, default_missing_value = "")]
-    pub node: Option<String>,
+    /// Which pods' transactions and findings to show.
+    #[command(flatten)]
+    pub scope: PodScope,
     /// Only clients in this network namespace (inode number, or name under /run/netns).
     #[arg(long)]
     pub netns: Option<String>,
@@ -66,11 +60,9 @@ impl DnsArgs {
     /// The display filter these arguments describe.
     pub fn filter(&self, g: &Global) -> anyhow::Result<Filter> {
         Ok(Filter {
-            namespace: self.namespace.clone(),
-            pod: self.pod.clone(),
-            node: self.node.as_ref().map(|n| if n.is_empty() { g.node().to_string() } else { n.clone() }),
             netns: self.netns.as_deref().map(netns_arg).transpose()?,
             comm: self.comm.clone(),
+            ..self.scope.filter(g)
         })
     }
 }

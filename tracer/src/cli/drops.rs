@@ -22,7 +22,7 @@ use crate::{
     },
 };
 
-use super::{Format, Global, netns_arg, parse_duration};
+use super::{Format, Global, PodScope, netns_arg, parse_duration};
 
 /// Arguments of `ktrace drops`.
 #[derive(Debug, Args)]
@@ -30,15 +30,9 @@ pub struct DropsArgs {
     /// Read captures instead of tracing live (repeatable: one per node, merged by time).
     #[arg(short = 'r', long = "read", value_name = "FILE")]
     pub read: Vec<PathBuf>,
-    /// Only drops and losses involving this node; `--node` alone means this node (`--node-name`).
-    #[arg(long, num_args = 0..=1, default_missing_value = "")]
-    pub node: Option<String>,
-    /// Only drops involving pods of this namespace.
-    #[arg(long = "ns", value_name = "NAMESPACE")]
-    pub namespace: Option<String>,
-    /// Only drops involving this pod (`name` or `namespace/name`).
-    #[arg(long)]
-    pub pod: Option<String>,
+    /// Which pods and node to show drops and losses for.
+    #[command(flatten)]
+    pub scope: PodScope,
     /// Stop after this long; default: until Ctrl-C.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -56,12 +50,7 @@ pub struct DropsArgs {
 
 /// Runs `ktrace drops`.
 pub fn run(g: &Global, args: &DropsArgs) -> anyhow::Result<()> {
-    let filter = Filter {
-        namespace: args.namespace.clone(),
-        pod: args.pod.clone(),
-        node: args.node.as_ref().map(|n| if n.is_empty() { g.node().to_string() } else { n.clone() }),
-        ..Filter::default()
-    };
+    let filter = args.scope.filter(g);
     let mut analyzer = DropAnalyzer::new(crate::analyze::drops::DropConfig::default());
     let (report, enricher, warnings) = if args.read.is_empty() {
         live(g, args, &mut analyzer)?

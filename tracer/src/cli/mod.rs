@@ -12,7 +12,10 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::enrich::{Enricher, Snapshot};
+use crate::{
+    enrich::{Enricher, Snapshot},
+    pipeline::Filter,
+};
 
 /// ktrace: explains Kubernetes DNS and networking failures from inside the kernel.
 #[derive(Debug, Parser)]
@@ -77,11 +80,39 @@ pub enum Command {
     /// connections, packets lost between nodes (live, or `-r` per node).
     Drops(drops::DropsArgs),
     /// Record everything ktrace sees, plus the context to analyse it elsewhere, to a pcapng file.
+    /// With `--ns`/`--pod`/`--node` it keeps those pods' traffic and the DNS of the resolvers they query.
     Record(record::RecordArgs),
     /// Print every event of captures in time order (the `sysdig -r` equivalent).
     Replay(replay::ReplayArgs),
     /// Check which kernel hooks work here and what ktrace can do with them.
     Doctor,
+}
+
+/// Pod selection shared by `dns`, `record` and `drops`.
+#[derive(Clone, Debug, Default, Args)]
+pub struct PodScope {
+    /// Only pods of this Kubernetes namespace.
+    #[arg(long = "ns", value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Only this pod (`name` or `namespace/name`).
+    #[arg(long)]
+    pub pod: Option<String>,
+    /// Only pods on this node; `--node` alone means this node (`--node-name`).
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    pub node: Option<String>,
+}
+
+impl PodScope {
+    /// The selection as a [`Filter`], `--node` alone resolved to this node.
+    #[must_use]
+    pub fn filter(&self, g: &Global) -> Filter {
+        Filter {
+            namespace: self.namespace.clone(),
+            pod: self.pod.clone(),
+            node: self.node.as_ref().map(|n| if n.is_empty() { g.node().to_string() } else { n.clone() }),
+            ..Filter::default()
+        }
+    }
 }
 
 /// Parses `500ms`, `10s`, `2m`, `1h` or a bare number of seconds.

@@ -28,10 +28,11 @@ use crate::{
     decode::packet,
     enrich::{Enricher, PodRef},
     event::Record,
+    pipeline::Filter,
     source::live::{LiveEvent, LiveSource},
 };
 
-use super::{Global, netns_arg, parse_duration};
+use super::{Global, PodScope, netns_arg, parse_duration};
 
 /// Arguments of `ktrace record`.
 #[derive(Debug, Args)]
@@ -42,15 +43,9 @@ pub struct RecordArgs {
     /// Stop after this long (e.g. 30s); default: until Ctrl-C.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Only pods of this namespace (and the resolvers they query).
-    #[arg(long = "ns", value_name = "NAMESPACE")]
-    pub namespace: Option<String>,
-    /// Only this pod (`name` or `namespace/name`) (and the resolvers it queries).
-    #[arg(long)]
-    pub pod: Option<String>,
-    /// Only pods on this node; `--node` alone means this node.
-    #[arg(long, num_args = 0..=1, default_missing_value = "")]
-    pub node: Option<String>,
+    /// Which pods to record (plus the resolvers they query).
+    #[command(flatten)]
+    pub scope: PodScope,
     /// Only traffic of sockets in these network namespaces (inode or /run/netns name; repeatable).
     /// A recorder per lab node uses this to see only its own node.
     #[arg(long = "netns-scope", value_name = "NETNS")]
@@ -79,24 +74,17 @@ pub struct RecordArgs {
 /// Keeps packets that involve matching pods, and the resolvers those pods
 /// query (the forwarded upstream query explains the client's wait).
 struct RecordFilter {
-    namespace: Option<String>,
-    pod: Option<String>,
-    node: Option<String>,
+    pods: Filter,
     resolvers: HashSet<PodRef>,
 }
 
 impl RecordFilter {
     fn active(&self) -> bool {
-        self.namespace.is_some() || self.pod.is_some() || self.node.is_some()
+        self.pods.is_pod_scoped()
     }
 
     fn matches(&self, p: &PodRef) -> bool {
-        self.namespace.as_deref().is_none_or(|n| *p.namespace == *n)
-            && self.pod.as_deref().is_none_or(|w| match w.split_once('/') {
-                Some((a, b)) => *p.namespace == *a && *p.name == *b,
-                None => *p.name == *w,
-            })
-            && self.node.as_deref().is_none_or(|n| p.node.as_deref() == Some(n))
+        self.pods.pod_matches(Some(p))
     }
 
     fn keep(&mut self, e: &Enricher, rec: &Record) -> bool {
@@ -212,12 +200,7 @@ pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
             Ok(writer.finish()?)
         })?;
 
-    let mut filter = RecordFilter {
-        namespace: args.namespace.clone(),
-        pod: args.pod.clone(),
-        node: args.node.as_ref().map(|n| if n.is_empty() { node.to_string() } else { n.clone() }),
-        resolvers: HashSet::new(),
-    };
+    let mut filter = RecordFilter { pods: args.scope.filter(g), resolvers: HashSet::new() };
     let mut src = LiveSource::new(cap, Some(node.clone()));
     let scope = args.netns_scope.iter().map(|n| netns_arg(n)).collect::<anyhow::Result<Vec<u32>>>()?;
     src.scope_to_node(&scope, snap.as_ref(), &node);

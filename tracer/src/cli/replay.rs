@@ -65,16 +65,10 @@ pub fn run(g: &Global, args: &ReplayArgs) -> anyhow::Result<()> {
             failed = Some(e);
         }
     };
-    let pod_ok = |p: Option<&PodRef>| {
-        p.is_some_and(|p| {
-            args.namespace.as_deref().is_none_or(|n| *p.namespace == *n)
-                && args.pod.as_deref().is_none_or(|w| match w.split_once('/') {
-                    Some((a, b)) => *p.namespace == *a && *p.name == *b,
-                    None => *p.name == *w,
-                })
-        })
-    };
-    let pod_filter = args.namespace.is_some() || args.pod.is_some();
+    let pods =
+        crate::pipeline::Filter { namespace: args.namespace.clone(), pod: args.pod.clone(), ..Default::default() };
+    let pod_ok = |p: Option<&PodRef>| pods.pod_matches(p);
+    let pod_filter = pods.is_pod_scoped();
     let warnings = file::replay(&args.read, |ev| match ev {
         FileEvent::NetState { node, state } if args.netstate => {
             for (k, v) in state {
