@@ -4,6 +4,7 @@
 //! [`source`] → [`decode`] → [`enrich`] → [`analyze`] → [`output`] / [`capture`].
 //! The kernel side lives in `tracer-ebpf`; [`bpf`] loads and attaches it.
 
+pub mod agent;
 pub mod analyze;
 pub mod bpf;
 pub mod capture;

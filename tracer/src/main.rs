@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use ktrace::cli::{Cli, Command, dns, doctor, drops, record, replay};
+use ktrace::cli::{Cli, Command, agent, dns, doctor, drops, record, replay};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         Command::Record(a) => record::run(&cli.global, a),
         Command::Replay(a) => replay::run(&cli.global, a),
         Command::Doctor => doctor::run(&cli.global),
+        Command::Agent(a) => agent::run(&cli.global, a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

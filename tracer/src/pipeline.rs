@@ -131,6 +131,49 @@ impl Filter {
     }
 }
 
+/// Keeps what involves the selected pods and the resolvers those pods talk
+/// to: the forwarded upstream query at kube-dns explains the client's wait,
+/// so a recording or stream scoped to one namespace must keep it.
+#[derive(Debug, Default)]
+pub struct ScopeKeeper {
+    pods: Filter,
+    resolvers: std::collections::HashSet<crate::enrich::PodRef>,
+}
+
+impl ScopeKeeper {
+    /// Most peers remembered per scope (bounded memory under any traffic).
+    const MAX_PEERS: usize = 1024;
+
+    /// Keeps what involves pods matching `pods` (`--ns`, `--pod`, `--node`).
+    #[must_use]
+    pub fn new(pods: Filter) -> Self {
+        Self { pods, resolvers: std::collections::HashSet::new() }
+    }
+
+    /// Whether a pod selection is set (otherwise everything is kept).
+    #[must_use]
+    pub fn active(&self) -> bool {
+        self.pods.is_pod_scoped()
+    }
+
+    /// Whether a record involving `pods` (its local pod, source and
+    /// destination pods) is kept; learns the peers of matching pods.
+    pub fn keep(&mut self, pods: &[&crate::enrich::PodRef]) -> bool {
+        if !self.active() {
+            return true;
+        }
+        if pods.iter().any(|x| self.pods.pod_matches(Some(x))) {
+            for x in pods {
+                if !self.pods.pod_matches(Some(x)) && self.resolvers.len() < Self::MAX_PEERS {
+                    self.resolvers.insert((*x).clone());
+                }
+            }
+            return true;
+        }
+        pods.iter().any(|x| self.resolvers.contains(*x))
+    }
+}
+
 /// Whether a JSON record mentions a pod matching the filter's namespace/pod/node.
 #[must_use]
 pub fn json_mentions_pod(filter: &Filter, v: &serde_json::Value) -> bool {

@@ -158,8 +158,9 @@ fn lint() -> anyhow::Result<()> {
     user.args(["clippy", "--workspace", "--exclude", "tracer-ebpf", "--all-targets", "--", "-D", "warnings"]);
     run(user)?;
     let mut ebpf = cargo();
+    let pinned = format!("+{}", setup::EBPF_TOOLCHAIN);
     ebpf.current_dir(root().join("tracer-ebpf")).args([
-        "+nightly",
+        pinned.as_str(),
         "clippy",
         "--target",
         "bpfel-unknown-none",

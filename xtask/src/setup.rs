@@ -27,7 +27,14 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ("bpftool", "tests: check nothing stays attached"),
     ("unbound", "benchmarks: second resolver"),
     ("valgrind", "benchmarks: callgrind profile of replay"),
+    ("prometheus", "tests: promtool checks the agent's /metrics"),
 ];
+
+/// The nightly that builds the eBPF crate. Pinned: its LLVM must be the one
+/// bpf-linker links against (22). Newer nightlies (LLVM 23, from about
+/// 2026-08) write bitcode LLVM 22 rejects with "Invalid record". Keep in
+/// step with `EBPF_TOOLCHAIN` in tracer/build.rs.
+pub(crate) const EBPF_TOOLCHAIN: &str = "nightly-2026-06-15";
 
 /// The bpf-linker version known to work with LLVM 22 and rustc 1.95.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -92,15 +99,15 @@ pub(crate) fn setup() -> anyhow::Result<()> {
     }
 
     let has_src = Command::new("rustup")
-        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .args(["component", "list", "--toolchain", EBPF_TOOLCHAIN, "--installed"])
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with("rust-src")));
     if has_src {
-        say("nightly rust-src: present");
+        say(&format!("{EBPF_TOOLCHAIN} rust-src: present"));
     } else {
-        say("installing the nightly toolchain's rust-src (eBPF builds core with -Z build-std)");
-        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        say(&format!("installing {EBPF_TOOLCHAIN} with rust-src (eBPF builds core with -Z build-std)"));
+        run(Command::new("rustup").args(["toolchain", "install", EBPF_TOOLCHAIN, "--profile", "minimal"]))?;
+        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", EBPF_TOOLCHAIN]))?;
     }
 
     if which("bpf-linker").is_some() {

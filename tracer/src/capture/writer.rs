@@ -38,6 +38,8 @@ pub struct WriterStats {
 enum Sink {
     Plain(BufWriter<File>),
     Zstd(zstd::Encoder<'static, BufWriter<File>>),
+    /// Blocks for a stream (the agent), taken with [`CaptureWriter::take_bytes`].
+    Memory(Vec<u8>),
 }
 
 impl Sink {
@@ -45,6 +47,7 @@ impl Sink {
         match self {
             Self::Plain(w) => w,
             Self::Zstd(w) => w,
+            Self::Memory(v) => v,
         }
     }
 
@@ -52,6 +55,7 @@ impl Sink {
         let mut w = match self {
             Self::Plain(w) => w,
             Self::Zstd(z) => z.finish()?,
+            Self::Memory(_) => return Ok(()),
         };
         w.flush()?;
         w.into_inner().map_err(io::IntoInnerError::into_error)?.sync_data()
@@ -88,8 +92,60 @@ impl CaptureWriter {
     /// [`MetaBlock::Header`]. The stream is zstd-compressed when
     /// `header.compress` is set or the file name ends in `.zst`.
     pub fn create(path: impl AsRef<Path>, header: CaptureHeader) -> Result<Self, CaptureError> {
+        Self::create_with(path, header, false)
+    }
+
+    /// Like [`CaptureWriter::create`], for a daemon writing where others may
+    /// have write access: the file must not exist yet, is never reached
+    /// through a symlink, and is readable by its owner only (DNS names are
+    /// sensitive).
+    pub fn create_private(path: impl AsRef<Path>, header: CaptureHeader) -> Result<Self, CaptureError> {
+        Self::create_with(path, header, true)
+    }
+
+    /// A writer whose blocks accumulate in memory (see [`CaptureWriter::take_bytes`]).
+    #[must_use]
+    pub fn in_memory(header: CaptureHeader) -> Self {
+        let mut w = Self::new(Arc::from(Path::new("<stream>")), Sink::Memory(Vec::with_capacity(4096)), &header);
+        // Writing to a Vec cannot fail, and the header is far below the block limit.
+        let _ = w.write_shb(&header.ktrace_version);
+        let _ = w.write_meta(&MetaBlock::Header(CaptureHeader { compress: false, ..header }));
+        w
+    }
+
+    /// The bytes written since the last call (in-memory writers; empty otherwise).
+    pub fn take_bytes(&mut self) -> Vec<u8> {
+        match self.sink.as_mut() {
+            Some(Sink::Memory(v)) => std::mem::replace(v, Vec::with_capacity(4096)),
+            _ => Vec::new(),
+        }
+    }
+
+    fn new(path: Arc<Path>, sink: Sink, header: &CaptureHeader) -> Self {
+        Self {
+            sink: Some(sink),
+            path,
+            blk: BlockBuf::default(),
+            comment: String::with_capacity(256),
+            ifaces: HashMap::new(),
+            node: header.node.clone(),
+            clock: header.clock,
+            snaplen: header.snaplen,
+            stats: WriterStats::default(),
+        }
+    }
+
+    fn create_with(path: impl AsRef<Path>, header: CaptureHeader, private: bool) -> Result<Self, CaptureError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         let path: Arc<Path> = Arc::from(path.as_ref());
-        let file = File::create(&path).map_err(|source| CaptureError::Open { path: Arc::clone(&path), source })?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true);
+        if private {
+            opts.create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+        } else {
+            opts.create(true).truncate(true);
+        }
+        let file = opts.open(&path).map_err(|source| CaptureError::Open { path: Arc::clone(&path), source })?;
         let compress = header.compress || path.extension().is_some_and(|e| e.eq_ignore_ascii_case("zst"));
         let buf = BufWriter::with_capacity(256 * 1024, file);
         let sink = if compress {
@@ -102,17 +158,7 @@ impl CaptureWriter {
         } else {
             Sink::Plain(buf)
         };
-        let mut w = Self {
-            sink: Some(sink),
-            path,
-            blk: BlockBuf::default(),
-            comment: String::with_capacity(256),
-            ifaces: HashMap::new(),
-            node: header.node.clone(),
-            clock: header.clock,
-            snaplen: header.snaplen,
-            stats: WriterStats::default(),
-        };
+        let mut w = Self::new(path, sink, &header);
         w.write_shb(&header.ktrace_version)?;
         let header = CaptureHeader { compress, ..header };
         w.write_meta(&MetaBlock::Header(header))?;
@@ -337,4 +383,20 @@ impl Drop for CaptureWriter {
             log::warn!("closing capture: {e}");
         }
     }
+}
+
+/// One non-packet record as a standalone custom block, for streams that
+/// splice blocks together (the agent tells a slow subscriber what it missed).
+#[must_use]
+pub fn record_block(rec: &Record) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    let (rt, v) = meta::encode_record(rec, &mut body)?;
+    let mut b = BlockBuf::default();
+    b.begin(BT_CUSTOM_COPY);
+    b.u32(KTRACE_PEN);
+    b.u16(rt);
+    b.u16(v);
+    b.u32(body.len() as u32);
+    b.bytes(&body);
+    Some(b.finish().to_vec())
 }

@@ -19,7 +19,7 @@ use crate::{
     },
 };
 
-use super::{Format, Global, PodScope, netns_arg, parse_duration};
+use super::{AgentSelect, Format, Global, PodScope, netns_arg, parse_duration};
 
 /// Arguments of `ktrace dns`.
 #[derive(Debug, Args)]
@@ -54,6 +54,9 @@ pub struct DnsArgs {
     /// Kernel ring buffer size in MiB (power of two).
     #[arg(long, default_value_t = 16, value_name = "MIB")]
     pub ring_mib: u32,
+    /// Read from node agents instead of this kernel.
+    #[command(flatten)]
+    pub agents: AgentSelect,
 }
 
 impl DnsArgs {
@@ -144,6 +147,9 @@ pub fn run(g: &Global, args: &DnsArgs) -> anyhow::Result<()> {
     if !args.read.is_empty() {
         return replay(g, args, filter, pair);
     }
+    if args.agents.active() {
+        return from_agents(g, args, filter, pair);
+    }
     if args.ports.is_empty() || args.ports.len() > tracer_common::PORTS_MAX as usize {
         anyhow::bail!("--ports takes 1 to {} ports", tracer_common::PORTS_MAX);
     }
@@ -203,6 +209,51 @@ fn replay(g: &Global, args: &DnsArgs, filter: Filter, pair: PairConfig) -> anyho
         FileEvent::Header { .. } | FileEvent::NetState { .. } | FileEvent::Coverage { .. } => {}
     })?;
     pipe.stats.warnings.extend(warnings);
+    pipe.finish();
+    Ok(())
+}
+
+fn from_agents(g: &Global, args: &DnsArgs, filter: Filter, pair: PairConfig) -> anyhow::Result<()> {
+    use crate::{
+        agent::proto::{Kind, SubscribeRequest},
+        source::agent::{self, AgentEvent, AgentSourceConfig},
+    };
+    let (targets, auth) = args.agents.resolve(g)?;
+    let snap = g.snapshot()?;
+    let user_snapshot = snap.is_some();
+    let enricher = snap.as_ref().map_or_else(crate::enrich::Enricher::empty, crate::enrich::Enricher::from_snapshot);
+    // Agent streams carry wall-clock times, as replayed captures do.
+    let ctx = Context { clock_offset_ns: 0, enricher };
+    let mut pipe = Pipeline::new(ctx, filter, pair, sink(g, args));
+    pipe.dns_ports.clone_from(&args.ports);
+    eprintln!("ktrace: reading DNS from {} agent(s); Ctrl-C to stop", targets.len());
+    let cfg = AgentSourceConfig {
+        targets,
+        auth,
+        // Unscoped: the resolver's forwarded query explains a client's wait,
+        // and only the client side knows which pod it belongs to.
+        request: SubscribeRequest { kinds: vec![Kind::Dns as i32], since_unix_ns: args.agents.since_ns(), ..Default::default() },
+        duration: args.duration,
+        lag: Duration::from_millis(200),
+    };
+    let st = agent::run(&cfg, |ev| {
+        match ev {
+            AgentEvent::File(FileEvent::Record(r)) => pipe.push(r),
+            AgentEvent::File(FileEvent::Snapshot(s)) => {
+                if !user_snapshot {
+                    pipe.ctx.enricher.apply_snapshot(&s);
+                }
+            }
+            AgentEvent::Tick(t) => pipe.tick(t),
+            AgentEvent::Notice(n) => eprintln!("ktrace: {n}"),
+            AgentEvent::File(_) | AgentEvent::Finding { .. } => {}
+        }
+        true
+    })?;
+    pipe.stats.warnings.extend(st.warnings);
+    if st.subscriber_dropped > 0 {
+        pipe.stats.warnings.push(format!("{} records missed: this client read too slowly", st.subscriber_dropped));
+    }
     pipe.finish();
     Ok(())
 }

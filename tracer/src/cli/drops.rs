@@ -22,7 +22,7 @@ use crate::{
     },
 };
 
-use super::{Format, Global, PodScope, netns_arg, parse_duration};
+use super::{AgentSelect, Format, Global, PodScope, netns_arg, parse_duration};
 
 /// Arguments of `ktrace drops`.
 #[derive(Debug, Args)]
@@ -46,13 +46,18 @@ pub struct DropsArgs {
     /// Also show background drops that involve no pod and no node address.
     #[arg(long)]
     pub all: bool,
+    /// Read from node agents instead of this kernel (several nodes: live `fabric_loss`).
+    #[command(flatten)]
+    pub agents: AgentSelect,
 }
 
 /// Runs `ktrace drops`.
 pub fn run(g: &Global, args: &DropsArgs) -> anyhow::Result<()> {
     let filter = args.scope.filter(g);
     let mut analyzer = DropAnalyzer::new(crate::analyze::drops::DropConfig::default());
-    let (report, enricher, warnings) = if args.read.is_empty() {
+    let (report, enricher, warnings) = if args.agents.active() {
+        from_agents(g, args, &mut analyzer)?
+    } else if args.read.is_empty() {
         live(g, args, &mut analyzer)?
     } else {
         let snap = g.snapshot()?;
@@ -108,6 +113,55 @@ fn live(
     let mut warnings = warnings;
     if lost > 0 {
         warnings.push(format!("{lost} kernel events lost (ring buffer full)"));
+    }
+    let report = analyzer.finish(&enricher);
+    Ok((report, enricher, warnings))
+}
+
+fn from_agents(
+    g: &Global,
+    args: &DropsArgs,
+    analyzer: &mut DropAnalyzer,
+) -> anyhow::Result<(DropReport, Enricher, Vec<String>)> {
+    use crate::{
+        agent::proto::{Kind, SubscribeRequest},
+        source::agent::{self, AgentEvent, AgentSourceConfig},
+    };
+    let (targets, auth) = args.agents.resolve(g)?;
+    let snap = g.snapshot()?;
+    let user_snapshot = snap.is_some();
+    let enricher = snap.as_ref().map_or_else(Enricher::empty, Enricher::from_snapshot);
+    eprintln!("ktrace: reading drops from {} agent(s); Ctrl-C to stop", targets.len());
+    let cfg = AgentSourceConfig {
+        targets,
+        auth,
+        request: SubscribeRequest {
+            kinds: vec![Kind::Drops as i32, Kind::Conn as i32],
+            since_unix_ns: args.agents.since_ns(),
+            ..Default::default()
+        },
+        duration: args.duration,
+        lag: Duration::from_millis(200),
+    };
+    let st = agent::run(&cfg, |ev| {
+        match ev {
+            AgentEvent::File(FileEvent::Record(r)) => analyzer.push(&r, &enricher),
+            AgentEvent::File(FileEvent::Snapshot(s)) => {
+                if !user_snapshot {
+                    enricher.apply_snapshot(&s);
+                }
+            }
+            AgentEvent::File(FileEvent::Coverage { node, from_ns, to_ns, tc }) => {
+                analyzer.observed(&node, from_ns, to_ns, tc, &enricher);
+            }
+            AgentEvent::Notice(n) => eprintln!("ktrace: {n}"),
+            AgentEvent::File(_) | AgentEvent::Tick(_) | AgentEvent::Finding { .. } => {}
+        }
+        true
+    })?;
+    let mut warnings = st.warnings;
+    if st.subscriber_dropped > 0 {
+        warnings.push(format!("{} records missed: this client read too slowly", st.subscriber_dropped));
     }
     let report = analyzer.finish(&enricher);
     Ok((report, enricher, warnings))

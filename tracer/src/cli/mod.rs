@@ -1,6 +1,7 @@
 //! Subcommands, one file each. Arguments and JSON field names are a public
 //! contract (see docs/json.md): add, never rename.
 
+pub mod agent;
 pub mod dns;
 pub mod doctor;
 pub mod drops;
@@ -86,6 +87,111 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     /// Check which kernel hooks work here and what ktrace can do with them.
     Doctor,
+    /// Node daemon: owns this node's BPF programs and streams what they see over
+    /// gRPC to `ktrace dns|drops|record --agent…`; Prometheus metrics, /healthz, /readyz.
+    Agent(agent::AgentArgs),
+}
+
+/// Reading from node agents instead of this kernel (`dns`, `drops`, `record`).
+#[derive(Clone, Debug, Default, Args)]
+#[group(id = "agent_sel", multiple = true, required = false)]
+pub struct AgentSelect {
+    /// Read from this node agent: `unix:/run/ktrace/agent.sock`, `HOST:PORT`, or
+    /// `https://HOST:PORT` (repeatable; streams merge by time).
+    #[arg(long = "agent", value_name = "ADDR")]
+    pub agent: Vec<String>,
+    /// Read from every agent found through the Kubernetes API (running pods matching
+    /// `--agent-selector` in `--agent-namespace`, at `--agent-port`).
+    #[arg(long)]
+    pub agents: bool,
+    /// Namespace of the agent DaemonSet.
+    #[arg(long, value_name = "NAMESPACE", default_value = "ktrace")]
+    pub agent_namespace: String,
+    /// Label selector of the agent pods.
+    #[arg(long, value_name = "SELECTOR", default_value = "app.kubernetes.io/name=ktrace-agent")]
+    pub agent_selector: String,
+    /// gRPC port of discovered agents.
+    #[arg(long, value_name = "PORT", default_value_t = 4247)]
+    pub agent_port: u16,
+    /// File with the agents' bearer token (TCP).
+    #[arg(long, value_name = "FILE", env = "KTRACE_AGENT_TOKEN_FILE")]
+    pub agent_token_file: Option<PathBuf>,
+    /// CA certificate of the agents (TLS; implies https for discovered agents).
+    #[arg(long, value_name = "FILE")]
+    pub agent_ca: Option<PathBuf>,
+    /// Client certificate for mTLS (with --agent-key).
+    #[arg(long, value_name = "FILE", requires = "agent_key")]
+    pub agent_cert: Option<PathBuf>,
+    /// Client key for mTLS.
+    #[arg(long, value_name = "FILE", requires = "agent_cert")]
+    pub agent_key: Option<PathBuf>,
+    /// Server name to verify in the agents' certificates.
+    #[arg(long, value_name = "NAME")]
+    pub agent_tls_name: Option<String>,
+    /// With agents: start with their history of the last DURATION (bounded by each agent's --history-mib).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub since: Option<Duration>,
+}
+
+impl AgentSelect {
+    /// `since_unix_ns` for a subscription (0: live only).
+    #[must_use]
+    pub fn since_ns(&self) -> u64 {
+        self.since.map_or(0, |d| crate::source::realtime_ns().saturating_sub(d.as_nanos() as u64))
+    }
+
+    /// Whether agents were asked for.
+    #[must_use]
+    pub fn active(&self) -> bool {
+        self.agents || !self.agent.is_empty()
+    }
+
+    /// The agents to read from (discovery through the API for `--agents`) and credentials.
+    pub fn resolve(
+        &self,
+        g: &Global,
+    ) -> anyhow::Result<(Vec<crate::agent::client::Target>, crate::agent::client::ClientAuth)> {
+        use crate::agent::client::{ClientAuth, Target};
+        let mut targets =
+            self.agent.iter().map(|a| a.parse::<Target>()).collect::<Result<Vec<_>, _>>()?;
+        if self.agents {
+            let origin = crate::enrich::kube::ApiOrigin::detect(g.kubeconfig.as_deref(), g.context.as_deref())
+                .context("--agents needs the Kubernetes API (kubeconfig or in-cluster); or name them with --agent")?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let pods = rt.block_on(crate::enrich::kube::discover_agents(
+                &origin,
+                &self.agent_namespace,
+                &self.agent_selector,
+            ))?;
+            anyhow::ensure!(
+                !pods.is_empty(),
+                "no running agent pods in namespace {} matching {}",
+                self.agent_namespace,
+                self.agent_selector
+            );
+            for p in pods {
+                let host = if p.ip.contains(':') { format!("[{}]", p.ip) } else { p.ip.clone() };
+                eprintln!("ktrace: agent {} on node {}", p.name, p.node.as_deref().unwrap_or("?"));
+                targets.push(Target::Tcp { addr: format!("{host}:{}", self.agent_port), tls: self.agent_ca.is_some() });
+            }
+        }
+        let token = match &self.agent_token_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("--agent-token-file {}", p.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => std::env::var("KTRACE_AGENT_TOKEN").ok(),
+        };
+        let auth = ClientAuth {
+            token,
+            ca: self.agent_ca.clone(),
+            identity: self.agent_cert.clone().zip(self.agent_key.clone()),
+            tls_name: self.agent_tls_name.clone(),
+        };
+        Ok((targets, auth))
+    }
 }
 
 /// Pod selection shared by `dns`, `record` and `drops`.

@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::BTreeMap,
     path::PathBuf,
     process::Command,
     sync::{
@@ -28,11 +28,11 @@ use crate::{
     decode::packet,
     enrich::{Enricher, PodRef},
     event::Record,
-    pipeline::Filter,
+    pipeline::ScopeKeeper,
     source::live::{LiveEvent, LiveSource},
 };
 
-use super::{Global, PodScope, netns_arg, parse_duration};
+use super::{AgentSelect, Global, PodScope, netns_arg, parse_duration};
 
 /// Arguments of `ktrace record`.
 #[derive(Debug, Args)]
@@ -69,46 +69,39 @@ pub struct RecordArgs {
     /// Do not record kernel drops and TCP connection events.
     #[arg(long)]
     pub no_drops: bool,
+    /// Record from node agents instead of this kernel: one file per agent
+    /// (`FILE` itself for one agent, else `FILE` with the node name before its extension).
+    #[command(flatten)]
+    pub agents: AgentSelect,
+    /// With agents: have each agent write the capture on its own node (in its
+    /// --capture-dir, named after FILE's file name) instead of streaming it here.
+    #[arg(long, requires = "agent_sel")]
+    pub on_node: bool,
 }
 
-/// Keeps packets that involve matching pods, and the resolvers those pods
-/// query (the forwarded upstream query explains the client's wait).
-struct RecordFilter {
-    pods: Filter,
-    resolvers: HashSet<PodRef>,
-}
+/// Keeps packets that involve matching pods, and the resolvers those pods query.
+struct RecordFilter(ScopeKeeper);
 
 impl RecordFilter {
-    fn active(&self) -> bool {
-        self.pods.is_pod_scoped()
-    }
-
-    fn matches(&self, p: &PodRef) -> bool {
-        self.pods.pod_matches(Some(p))
-    }
-
     fn keep(&mut self, e: &Enricher, rec: &Record) -> bool {
-        if !self.active() {
+        if !self.0.active() {
             return true;
         }
         let Record::Packet(p) = rec else { return true };
-        let local = e.local_pod(p);
-        let (src, dst) = match packet::parse(&p.data) {
-            Ok(v) => (e.pod_by_ip(&v.src), e.pod_by_ip(&v.dst)),
-            Err(_) => (None, None),
-        };
-        let pods = [local.as_ref(), src.as_ref(), dst.as_ref()];
-        if pods.iter().flatten().any(|x| self.matches(x)) {
-            // Whoever a matching pod talks DNS to is a resolver worth recording.
-            for x in pods.into_iter().flatten() {
-                if !self.matches(x) && self.resolvers.len() < 1024 {
-                    self.resolvers.insert(x.clone());
-                }
-            }
-            return true;
-        }
-        pods.iter().flatten().any(|x| self.resolvers.contains(*x))
+        let pods = packet_pods(e, p);
+        self.0.keep(&pods.iter().flatten().collect::<Vec<_>>())
     }
+}
+
+/// The pods a packet involves: the pod whose socket it passed, its source and its destination.
+#[must_use]
+pub fn packet_pods(e: &Enricher, p: &crate::event::PacketRecord) -> [Option<PodRef>; 3] {
+    let local = e.local_pod(p);
+    let (src, dst) = match packet::parse(&p.data) {
+        Ok(v) => (e.pod_by_ip(&v.src), e.pod_by_ip(&v.dst)),
+        Err(_) => (None, None),
+    };
+    [local, src, dst]
 }
 
 /// Collects the node's network state: what tells a wrong-NIC overlay or a
@@ -157,6 +150,10 @@ enum ToWriter {
 
 /// Runs `ktrace record`.
 pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
+    if args.agents.active() {
+        return from_agents(g, args);
+    }
+    anyhow::ensure!(!args.on_node, "--on-node needs --agent or --agents");
     let node = g.node();
     let cfg = CaptureConfig {
         ports: args.ports.clone(),
@@ -200,7 +197,7 @@ pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
             Ok(writer.finish()?)
         })?;
 
-    let mut filter = RecordFilter { pods: args.scope.filter(g), resolvers: HashSet::new() };
+    let mut filter = RecordFilter(ScopeKeeper::new(args.scope.filter(g)));
     let mut src = LiveSource::new(cap, Some(node.clone()));
     let scope = args.netns_scope.iter().map(|n| netns_arg(n)).collect::<anyhow::Result<Vec<u32>>>()?;
     src.scope_to_node(&scope, snap.as_ref(), &node);
@@ -271,5 +268,106 @@ pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
         "ktrace record: {} ({reason:?}): {written} records written, lost: {kernel_lost} in the kernel, {queue_lost} behind a slow disk; {stats:?}",
         args.write.display()
     );
+    Ok(())
+}
+
+/// `FILE` for one agent; `FILE` with `node` before the extension for several.
+fn agent_file(base: &std::path::Path, node: &str, several: bool) -> PathBuf {
+    if !several {
+        return base.to_owned();
+    }
+    let stem = base.file_stem().map_or_else(|| "capture".into(), |s| s.to_string_lossy().into_owned());
+    let node: String = node.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
+    let name = match base.extension() {
+        Some(e) => format!("{stem}.{node}.{}", e.to_string_lossy()),
+        None => format!("{stem}.{node}"),
+    };
+    base.with_file_name(name)
+}
+
+fn kinds(args: &RecordArgs) -> Vec<i32> {
+    use crate::agent::proto::Kind;
+    if args.no_drops { vec![Kind::Dns as i32] } else { vec![Kind::Dns as i32, Kind::Drops as i32, Kind::Conn as i32] }
+}
+
+/// `ktrace record --agent…`: each agent's stream is a capture already; it is
+/// written as it arrives (or, with `--on-node`, on the agent's node).
+fn from_agents(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
+    use crate::agent::{client::connect, proto};
+    let (targets, auth) = args.agents.resolve(g)?;
+    let scope = args.scope.filter(g);
+    let several = targets.len() > 1;
+    let duration = args.duration.unwrap_or(Duration::from_hours(1));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let mut tasks = Vec::new();
+    for t in targets {
+        let auth = auth.clone();
+        let base = args.write.clone();
+        let kinds = kinds(args);
+        let (namespace, pod) = (scope.namespace.clone().unwrap_or_default(), scope.pod.clone().unwrap_or_default());
+        let on_node = args.on_node;
+        let compress = args.compress.is_some();
+        let since = args.agents.since_ns();
+        tasks.push(rt.spawn(async move {
+            let mut c = connect(&t, &auth).await?;
+            let info = c.info(proto::InfoRequest {}).await?.into_inner();
+            let path = agent_file(&base, &info.node, several);
+            if on_node {
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let r = c
+                    .record(proto::RecordRequest {
+                        file_name: name,
+                        duration_ms: duration.as_millis() as u64,
+                        kinds,
+                        namespace,
+                        pod,
+                        compress,
+                        since_unix_ns: since,
+                    })
+                    .await?
+                    .into_inner();
+                eprintln!("ktrace record: node {}: {} ({} bytes, {} dropped)", info.node, r.path, r.bytes, r.dropped);
+                return anyhow::Ok(());
+            }
+            let req = proto::SubscribeRequest { kinds, namespace, pod, since_unix_ns: since, history_only: false };
+            let mut stream = c.subscribe(req).await?.into_inner();
+            let file = {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)
+            }
+            .with_context(|| format!("creating {}", path.display()))?;
+            let buf = std::io::BufWriter::with_capacity(256 * 1024, file);
+            let mut out: Box<dyn std::io::Write + Send> =
+                if compress { Box::new(zstd::Encoder::new(buf, 3)?.auto_finish()) } else { Box::new(buf) };
+            let deadline = tokio::time::Instant::now() + duration;
+            let mut bytes = 0u64;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => break,
+                    _ = tokio::signal::ctrl_c() => break,
+                    m = stream.message() => match m? {
+                        Some(m) => {
+                            bytes += m.pcapng.len() as u64;
+                            std::io::Write::write_all(&mut out, &m.pcapng)?;
+                        }
+                        None => break,
+                    },
+                }
+            }
+            std::io::Write::flush(&mut out)?;
+            drop(out);
+            eprintln!("ktrace record: node {}: {} ({bytes} bytes)", info.node, path.display());
+            anyhow::Ok(())
+        }));
+    }
+    let mut errors = Vec::new();
+    for t in tasks {
+        match rt.block_on(t) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(format!("{e:#}")),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    anyhow::ensure!(errors.is_empty(), "recording from agents: {}", errors.join("; "));
     Ok(())
 }

@@ -391,6 +391,40 @@ async fn load_config(origin: &ApiOrigin) -> Result<kube::Config, KubeError> {
     Ok(cfg)
 }
 
+/// A running agent pod found through the API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentPod {
+    /// Pod name.
+    pub name: String,
+    /// Its IP (the node's, with hostNetwork).
+    pub ip: String,
+    /// Its node.
+    pub node: Option<String>,
+}
+
+/// Lists the running agent pods of `namespace` matching `selector`
+/// (`ktrace dns --agents`): Kubernetes schedules the agents, the API finds them.
+pub async fn discover_agents(origin: &ApiOrigin, namespace: &str, selector: &str) -> Result<Vec<AgentPod>, KubeError> {
+    let cfg = load_config(origin).await?;
+    let client = Client::try_from(cfg).map_err(KubeError::Client)?;
+    let api: Api<Pod> = Api::namespaced(client, namespace);
+    let list = api.list(&ListParams::default().labels(selector)).await.map_err(KubeError::Client)?;
+    let mut out = Vec::new();
+    for p in list.items {
+        let status = p.status.as_ref();
+        let running = status.and_then(|s| s.phase.as_deref()) == Some("Running");
+        let Some(ip) = status.and_then(|s| s.pod_ip.clone()) else { continue };
+        if running {
+            out.push(AgentPod {
+                name: p.name_any(),
+                ip,
+                node: p.spec.as_ref().and_then(|s| s.node_name.clone()),
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Starts watching on the current tokio runtime and returns at once.
 pub async fn start_watch(cfg: KubeSource) -> Result<KubeHandle, KubeError> {
     let config = load_config(&cfg.origin).await?;

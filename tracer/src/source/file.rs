@@ -238,3 +238,41 @@ pub fn replay(paths: &[PathBuf], mut on: impl FnMut(FileEvent)) -> anyhow::Resul
 fn open(p: &Path) -> anyhow::Result<CaptureReader> {
     capture::open(p).with_context(|| format!("opening capture {}", p.display()))
 }
+
+/// The events of one capture read from any byte source (an agent's stream),
+/// in stream order: a record's context comes before the record.
+pub struct CaptureEvents {
+    stream: Stream,
+    pending: std::collections::VecDeque<FileEvent>,
+    meta: Vec<FileEvent>,
+    /// Truncation and unknown-block notes so far.
+    pub warnings: Vec<String>,
+}
+
+impl CaptureEvents {
+    /// Events of `reader`, named `name` in warnings.
+    #[must_use]
+    pub fn new(name: PathBuf, reader: CaptureReader) -> Self {
+        Self {
+            stream: Stream { path: name, reader, clock: None, node: None, start: 0, done: false },
+            pending: std::collections::VecDeque::new(),
+            meta: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+impl Iterator for CaptureEvents {
+    type Item = FileEvent;
+    fn next(&mut self) -> Option<FileEvent> {
+        if let Some(e) = self.pending.pop_front() {
+            return Some(e);
+        }
+        let rec = self.stream.next(&mut self.warnings, &mut self.meta);
+        self.pending.extend(self.meta.drain(..));
+        if let Some(r) = rec {
+            self.pending.push_back(FileEvent::Record(r));
+        }
+        self.pending.pop_front()
+    }
+}

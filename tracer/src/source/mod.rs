@@ -1,6 +1,7 @@
 //! Sources of records: the kernel ring buffer (live) or capture files (replay).
 //! Both hand the pipeline the same [`crate::event::Record`]s.
 
+pub mod agent;
 pub mod file;
 pub mod live;
 

@@ -1,0 +1,292 @@
+//! The agent's main loop: owns the node's BPF programs, encodes every record
+//! into the [`Hub`], runs the DNS analysis for metrics and findings, and
+//! serves gRPC and HTTP until SIGTERM/SIGINT, then detaches within a grace
+//! period.
+//!
+//! Restart safety: every attachment is a BPF link (cgroup_skb, tp_btf,
+//! tracepoints, TCX), which the kernel removes when the owning process dies,
+//! even by SIGKILL; a stale Unix socket left by a killed predecessor is
+//! replaced, a live one is an error.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use super::{
+    encode::Encoder,
+    http::{HttpState, serve as serve_http},
+    hub::{Entry, EntryKind, Hub},
+    metrics::{Metrics, MetricsConfig, bpf_program_stats, enable_bpf_stats},
+    server::{ListenAddr, Service, Shared, TlsFiles, serve},
+};
+use crate::{
+    analyze::{Finding, Transaction, pairing::PairConfig},
+    bpf::{CaptureConfig, DnsCapture},
+    capture::{ClockRef, MetaBlock},
+    cli::Global,
+    event::{ConnKind, Record},
+    pipeline::{Context, Filter, Pipeline, RunStats, Sink},
+    source::live::{LiveEvent, LiveSource},
+};
+
+/// Everything `ktrace agent` was told.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// gRPC listeners.
+    pub listen: Vec<ListenAddr>,
+    /// HTTP listener for /metrics, /healthz, /readyz.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Bearer token for TCP listeners.
+    pub token: Option<String>,
+    /// TLS for TCP listeners.
+    pub tls: Option<TlsFiles>,
+    /// Group allowed on the Unix socket.
+    pub socket_gid: Option<u32>,
+    /// Where on-node recordings go.
+    pub capture_dir: PathBuf,
+    /// History bound, bytes.
+    pub history_bytes: usize,
+    /// DNS ports.
+    pub ports: Vec<u16>,
+    /// Kernel ring buffer, bytes.
+    pub ring_bytes: u32,
+    /// Underlay devices to fingerprint.
+    pub underlay: Vec<String>,
+    /// Network namespaces of this node (lab: one agent per simulated node).
+    pub netns_scope: Vec<u32>,
+    /// Stop after this long (tests).
+    pub duration: Option<Duration>,
+    /// Most pods with their own metric labels.
+    pub top_pods: usize,
+    /// Time allowed for subscribers to drain after SIGTERM.
+    pub grace: Duration,
+}
+
+/// Feeds metrics and publishes findings.
+struct AgentSink {
+    metrics: Arc<Metrics>,
+    hub: Arc<Hub>,
+}
+
+impl Sink for AgentSink {
+    fn transaction(&mut self, _ctx: &Context, tx: &Transaction) {
+        self.metrics.dns_transaction(tx);
+    }
+    fn finding(&mut self, ctx: &Context, f: &Finding) {
+        self.metrics.finding(f);
+        let json = crate::output::json::finding(f).to_string();
+        let ts = u64::try_from(ctx.wall_ns(crate::source::monotonic_ns())).unwrap_or(0);
+        self.hub.publish(Entry { ts_ns: ts, kind: EntryKind::Finding, pods: Vec::new(), bytes: json.into() });
+    }
+    fn finish(&mut self, _ctx: &Context, _stats: &RunStats) {}
+}
+
+const PROGRAMS: &[&str] = &[
+    "dns_egress",
+    "dns_ingress",
+    "drop_kfree_skb",
+    "conn_state",
+    "conn_recv_reset",
+    "conn_send_reset",
+    "conn_retransmit",
+    "underlay_egress",
+    "underlay_ingress",
+];
+
+/// Runs the agent until a signal (or `duration`).
+pub fn run(g: &Global, cfg: &AgentConfig) -> anyhow::Result<()> {
+    let node = g.node();
+    std::fs::create_dir_all(&cfg.capture_dir).with_context(|| format!("creating {}", cfg.capture_dir.display()))?;
+    let capture_dir = cfg.capture_dir.canonicalize()?;
+    // 0700: recordings hold DNS names of every pod on the node.
+    std::fs::set_permissions(&capture_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let capture = DnsCapture::attach(&CaptureConfig {
+        ports: cfg.ports.clone(),
+        ring_bytes: cfg.ring_bytes,
+        cgroup: None,
+        drops: true,
+        underlay: cfg.underlay.clone(),
+    })
+    .context("attaching the node's BPF programs (are we root / do we have CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN? try `ktrace doctor`)")?;
+    for w in &capture.warnings {
+        eprintln!("ktrace agent: warning: {w}");
+    }
+    let (enricher, snap) = g.live_metadata(&capture.cgroup)?;
+    let _stats_fd = enable_bpf_stats();
+
+    let (mut enc, head) = Encoder::new(Arc::clone(&node), cfg.underlay.clone(), 1024);
+    let hub = Arc::new(Hub::new(head, cfg.history_bytes));
+    if let Some(s) = &snap {
+        enc.meta(&MetaBlock::KubeSnapshot(s.raw.clone()), &hub);
+    }
+    enc.meta(&MetaBlock::NetState(crate::cli::record::netstate()), &hub);
+
+    let metrics = Arc::new(Metrics::new(MetricsConfig { top_pods: cfg.top_pods, node: node.to_string(), ..MetricsConfig::default() }));
+    let ready = Arc::new(AtomicBool::new(false));
+    let kernel_lost = Arc::new(AtomicU64::new(0));
+    let alive = Arc::new(AtomicU64::new(crate::source::monotonic_ns()));
+    let shared = Arc::new(Shared {
+        hub: Arc::clone(&hub),
+        node: Arc::clone(&node),
+        ready: Arc::clone(&ready),
+        kernel_lost: Arc::clone(&kernel_lost),
+        underlay: cfg.underlay.clone(),
+        warnings: capture.warnings.clone(),
+        capture_dir,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let mut servers = Vec::new();
+    for addr in &cfg.listen {
+        if matches!(addr, ListenAddr::Tcp(_)) && cfg.token.is_none() {
+            eprintln!("ktrace agent: not serving {addr}: no --token-file (TCP needs a bearer token); Unix sockets still served");
+            continue;
+        }
+        let svc = Service::new(Arc::clone(&shared));
+        let fut = serve(svc, addr.clone(), cfg.token.clone(), cfg.tls.clone(), cfg.socket_gid, stopped(stop_rx.clone()));
+        let a = addr.clone();
+        servers.push(rt.spawn(async move {
+            if let Err(e) = fut.await {
+                eprintln!("ktrace agent: gRPC on {a}: {e:#}");
+            }
+        }));
+        eprintln!("ktrace agent: gRPC on {addr}");
+    }
+    if let Some(addr) = cfg.metrics {
+        let l = rt.block_on(tokio::net::TcpListener::bind(addr)).with_context(|| format!("binding {addr}"))?;
+        let mut st = HttpState::new(Arc::clone(&metrics), Arc::clone(&ready));
+        let (h, kl, al) = (Arc::clone(&hub), Arc::clone(&kernel_lost), Arc::clone(&alive));
+        st.before_render = Some(Box::new(move |m: &Metrics| {
+            let (n, bytes, _) = h.history_size();
+            m.set_lost_events(
+                kl.load(Ordering::Relaxed),
+                h.stats.evicted.load(Ordering::Relaxed),
+                h.stats.subscriber_dropped.load(Ordering::Relaxed),
+            );
+            m.set_gauge("ktrace_history_bytes", "Bytes held in the agent's history of recent records.", bytes as f64);
+            m.set_gauge("ktrace_history_records", "Records held in the agent's history.", n as f64);
+            m.set_gauge("ktrace_subscribers", "Live gRPC subscribers and recordings.", h.subscribers() as f64);
+            m.set_gauge("ktrace_resident_memory_bytes", "The agent's resident memory.", rss_bytes() as f64);
+            m.set_program_stats(&bpf_program_stats(PROGRAMS));
+        }));
+        // Alive = the main loop ticked within the last 5 s.
+        let al2 = Arc::clone(&alive);
+        st.healthy = Some(Box::new(move || crate::source::monotonic_ns().saturating_sub(al2.load(Ordering::Relaxed)) < 5_000_000_000));
+        let _ = al;
+        let fut = serve_http(l, Arc::new(st), stopped(stop_rx.clone()));
+        servers.push(rt.spawn(async move {
+            if let Err(e) = fut.await {
+                eprintln!("ktrace agent: HTTP: {e}");
+            }
+        }));
+        eprintln!("ktrace agent: metrics on http://{addr}/metrics");
+    }
+
+    let clock = ClockRef::now();
+    let ctx = Context { clock_offset_ns: clock.offset(), enricher: enricher.clone() };
+    let mut pipe = Pipeline::new(
+        ctx,
+        Filter::default(),
+        PairConfig::default(),
+        AgentSink { metrics: Arc::clone(&metrics), hub: Arc::clone(&hub) },
+    );
+    pipe.dns_ports.clone_from(&cfg.ports);
+    pipe.live_output = false;
+    let mut src = LiveSource::new(capture, Some(Arc::clone(&node)));
+    src.scope_to_node(&cfg.netns_scope, snap.as_ref(), &node);
+    ready.store(true, Ordering::Relaxed);
+    eprintln!(
+        "ktrace agent: node {node}: attached at {}; history {} MiB",
+        src.capture().cgroup.display(),
+        cfg.history_bytes >> 20
+    );
+    let mut last_hb = Instant::now();
+    let mut last_meta = Instant::now();
+    let reason = rt.block_on(src.run(cfg.duration, |ev| {
+        match ev {
+            LiveEvent::Record(r) => {
+                enc.record(&r, &enricher, &hub);
+                match &r {
+                    Record::Drop(d) => {
+                        let pod = pod_of_drop(&enricher, d);
+                        metrics.drop_reason(&d.reason_name, pod.as_ref().map(|p| (&*p.namespace, &*p.name)));
+                    }
+                    Record::Conn(c) => {
+                        if let Some(kind) = conn_kind(c.kind) {
+                            let pod = enricher.pod_by_ip(&c.src.ip);
+                            metrics.conn_failure(kind, pod.as_ref().map(|p| (&*p.namespace, &*p.name)));
+                        }
+                    }
+                    _ => {}
+                }
+                pipe.push(r);
+            }
+            LiveEvent::Tick(now) => {
+                alive.store(now, Ordering::Relaxed);
+                pipe.tick(now);
+                if last_hb.elapsed() >= Duration::from_millis(100) {
+                    last_hb = Instant::now();
+                    enc.heartbeat(&hub);
+                }
+                if last_meta.elapsed() >= Duration::from_secs(1) {
+                    last_meta = Instant::now();
+                    if let Some(list) = enricher.poll_snapshot() {
+                        enc.meta(&MetaBlock::KubeSnapshot(list), &hub);
+                    }
+                }
+            }
+        }
+        true
+    }))?;
+    kernel_lost.store(src.capture().lost(), Ordering::Relaxed);
+    ready.store(false, Ordering::Relaxed);
+    // Subscribers get what was produced up to now, then their streams end.
+    enc.heartbeat(&hub);
+    eprintln!("ktrace agent: stopping ({reason:?}); detaching");
+    let _ = stop_tx.send(true);
+    rt.block_on(async {
+        let all = futures_util::future::join_all(servers);
+        let _ = tokio::time::timeout(cfg.grace, all).await;
+    });
+    drop(src);
+    pipe.finish();
+    rt.shutdown_timeout(Duration::from_millis(200));
+    Ok(())
+}
+
+/// The metric kind of a TCP event that signals trouble (`None`: routine state changes).
+fn conn_kind(k: ConnKind) -> Option<&'static str> {
+    use crate::event::tcp_state::SYN_SENT;
+    match k {
+        ConnKind::ResetReceived { state: SYN_SENT } => Some("refused"),
+        ConnKind::ResetReceived { .. } => Some("reset"),
+        ConnKind::Retransmit { state: SYN_SENT } => Some("syn_retransmit"),
+        ConnKind::Retransmit { .. } => Some("retransmit"),
+        ConnKind::ResetSent { .. } | ConnKind::State { .. } => None,
+    }
+}
+
+fn pod_of_drop(e: &crate::enrich::Enricher, d: &crate::event::DropRecord) -> Option<crate::enrich::PodRef> {
+    let v = crate::decode::packet::parse(&d.data).ok()?;
+    e.pod_by_ip(&v.src).or_else(|| e.pod_by_ip(&v.dst))
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|x| x.parse::<u64>().ok()))
+        .map_or(0, |pages| pages * 4096)
+}

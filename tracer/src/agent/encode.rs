@@ -1,0 +1,123 @@
+//! Records → hub entries: each record is encoded once, as the pcapng blocks
+//! `ktrace record` would write, tagged with its kind and pods.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::hub::{ContextSlot, Entry, EntryKind, Hub};
+use crate::{
+    capture::{CaptureHeader, CaptureWriter, ClockRef, MetaBlock},
+    enrich::Enricher,
+    event::{Hook, Record},
+    source::file::{COVERAGE, Coverage},
+};
+
+/// pcapng block type of an Interface Description Block.
+const BT_IDB: u32 = 1;
+
+/// Encodes records for the hub.
+pub struct Encoder {
+    writer: CaptureWriter,
+    clock: ClockRef,
+    node: Arc<str>,
+    start_mono: u64,
+    underlay: Vec<String>,
+    /// Records the writer refused (a block over the format's size limit).
+    pub errors: u64,
+}
+
+impl Encoder {
+    /// An encoder for `node`; returns it and the stream head (section header
+    /// + node header) every subscriber starts with.
+    #[must_use]
+    pub fn new(node: Arc<str>, underlay: Vec<String>, snaplen: u32) -> (Self, Bytes) {
+        let clock = ClockRef::now();
+        let header = CaptureHeader {
+            node: node.to_string(),
+            ktrace_version: env!("CARGO_PKG_VERSION").to_owned(),
+            clock,
+            snaplen,
+            compress: false,
+        };
+        let mut writer = CaptureWriter::in_memory(header);
+        let head = Bytes::from(writer.take_bytes());
+        (Self { writer, clock, node, start_mono: clock.mono_ns, underlay, errors: 0 }, head)
+    }
+
+    /// Encodes one live record (monotonic time) and hands it to the hub.
+    pub fn record(&mut self, rec: &Record, enr: &Enricher, hub: &Hub) {
+        let wall = self.clock.to_wall(rec.ts_ns());
+        let (kind, pods, hint) = match rec {
+            Record::Packet(p) => {
+                let pods = crate::cli::record::packet_pods(enr, p);
+                let hint = pods[0].as_ref().map(|pod| format!("{}/{}", pod.namespace, pod.name));
+                let kind = if matches!(p.hook, Hook::TcEgress | Hook::TcIngress) { EntryKind::Drops } else { EntryKind::Dns };
+                (kind, pods.into_iter().flatten().collect(), hint)
+            }
+            Record::Drop(_) => (EntryKind::Drops, Vec::new(), None),
+            Record::Conn(_) => (EntryKind::Conn, Vec::new(), None),
+            Record::Lost { .. } | Record::ResolvConf(_) => (EntryKind::Context, Vec::new(), None),
+        };
+        if let Err(e) = self.writer.write_record(rec, hint.as_deref()) {
+            self.errors += 1;
+            log::debug!("record not encodable: {e}");
+            let _ = self.writer.take_bytes();
+            return;
+        }
+        let bytes = Bytes::from(self.writer.take_bytes());
+        let mut body: Option<Bytes> = None;
+        for (ty, blk) in super::hub::split_blocks(&bytes) {
+            if ty == BT_IDB {
+                hub.context(wall, ContextSlot::Append, bytes.slice_ref(blk));
+            } else {
+                body = Some(bytes.slice_ref(blk));
+            }
+        }
+        let Some(body) = body else { return };
+        match rec {
+            Record::ResolvConf(_) => hub.context(wall, ContextSlot::ResolvConf, body),
+            Record::Lost { .. } => hub.context(wall, ContextSlot::None, body),
+            _ => hub.publish(Entry { ts_ns: wall, kind, pods, bytes: body }),
+        }
+    }
+
+    /// Encodes context (Kubernetes snapshot, network state) into its slot.
+    pub fn meta(&mut self, m: &MetaBlock, hub: &Hub) {
+        let slot = match m {
+            MetaBlock::KubeSnapshot(_) => ContextSlot::Snapshot,
+            MetaBlock::NetState(_) => ContextSlot::NetState,
+            _ => ContextSlot::None,
+        };
+        if let Err(e) = self.writer.write_meta(m) {
+            self.errors += 1;
+            log::warn!("context block not encodable: {e}");
+            let _ = self.writer.take_bytes();
+            return;
+        }
+        hub.context(crate::source::realtime_ns(), slot, Bytes::from(self.writer.take_bytes()));
+    }
+
+    /// A heartbeat: a fresh clock reference (readers convert later records
+    /// with it, and take its wall time as "complete up to here") plus the
+    /// coverage so far (this node was observing, with or without tc).
+    pub fn heartbeat(&mut self, hub: &Hub) {
+        let now = ClockRef::now();
+        self.clock = now;
+        let cov = Coverage {
+            node: self.node.to_string(),
+            start_mono_ns: self.start_mono,
+            end_mono_ns: now.mono_ns,
+            underlay: self.underlay.clone(),
+        };
+        let ok = self.writer.write_meta(&MetaBlock::ClockRef(now)).is_ok()
+            && self
+                .writer
+                .write_meta(&MetaBlock::Custom { name: COVERAGE.into(), data: serde_json::to_vec(&cov).unwrap_or_default() })
+                .is_ok();
+        let bytes = Bytes::from(self.writer.take_bytes());
+        if ok {
+            hub.publish(Entry { ts_ns: now.wall_ns, kind: EntryKind::Heartbeat, pods: Vec::new(), bytes });
+        }
+    }
+}

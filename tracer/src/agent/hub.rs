@@ -1,0 +1,316 @@
+//! The agent's record hub: every record the node's programs produce is
+//! encoded once as pcapng blocks, kept in a bounded history for late
+//! subscribers and broadcast to live ones.
+//!
+//! A subscriber's stream is a valid ktrace capture: the *context* (section
+//! header, node header, every interface declared so far, the latest
+//! Kubernetes snapshot, network state, resolv.conf evidence) comes first,
+//! then the history it asked for, then live entries. Registering for live
+//! entries and copying context and history happen under one lock, so nothing
+//! is missed or sent twice.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use bytes::Bytes;
+use tokio::sync::broadcast;
+
+use crate::enrich::PodRef;
+
+/// What an entry carries, for subscribers' kind filters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// Context every reader needs (interfaces, metadata, lost counters): always sent.
+    Context,
+    /// A DNS packet.
+    Dns,
+    /// A kernel drop or an underlay fingerprint.
+    Drops,
+    /// A TCP connection event.
+    Conn,
+    /// Clock heartbeat + coverage: live only, never kept in history.
+    Heartbeat,
+    /// A DNS finding (JSON, not pcapng).
+    Finding,
+}
+
+/// Where a context entry goes in the context sent to new subscribers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContextSlot {
+    /// Appended (interface declarations: packets refer to them by index).
+    Append,
+    /// Replaces the previous Kubernetes snapshot.
+    Snapshot,
+    /// Replaces the previous network state.
+    NetState,
+    /// resolv.conf evidence: the newest [`Hub::MAX_RESOLV`] are kept.
+    ResolvConf,
+    /// Sent live and kept in history, not in the context (lost counters).
+    None,
+}
+
+/// One encoded record (or finding).
+#[derive(Debug)]
+pub struct Entry {
+    /// Wall-clock ns.
+    pub ts_ns: u64,
+    /// What it is.
+    pub kind: EntryKind,
+    /// Pods involved (local, source, destination), for pod-scoped subscribers.
+    pub pods: Vec<PodRef>,
+    /// pcapng blocks, or a finding's JSON.
+    pub bytes: Bytes,
+}
+
+/// What a new subscriber starts from.
+pub struct Subscription {
+    /// pcapng blocks: section header, node header, interfaces, metadata.
+    pub context: Vec<Bytes>,
+    /// History entries at or after the requested time, oldest first.
+    pub history: Vec<Arc<Entry>>,
+    /// Live entries from here on.
+    pub live: broadcast::Receiver<Arc<Entry>>,
+}
+
+struct Inner {
+    head: Bytes,
+    ifaces: Vec<Bytes>,
+    snapshot: Option<Bytes>,
+    netstate: Option<Bytes>,
+    resolv: VecDeque<Bytes>,
+    history: VecDeque<Arc<Entry>>,
+    history_bytes: usize,
+    max_bytes: usize,
+}
+
+/// Counters, readable without the lock.
+#[derive(Debug, Default)]
+pub struct HubStats {
+    /// Entries published.
+    pub published: AtomicU64,
+    /// History entries evicted (the oldest, to stay under the byte bound).
+    pub evicted: AtomicU64,
+    /// Entries that live subscribers missed by reading too slowly.
+    pub subscriber_dropped: AtomicU64,
+}
+
+/// The hub. Memory: history ≤ `max_bytes` (+ per-entry overhead), broadcast
+/// ≤ [`Hub::LIVE_CAPACITY`] entries, context bounded by interface count
+/// (one per pod network namespace) and [`Hub::MAX_RESOLV`].
+pub struct Hub {
+    inner: Mutex<Inner>,
+    live: broadcast::Sender<Arc<Entry>>,
+    /// Counters.
+    pub stats: HubStats,
+}
+
+/// Bookkeeping overhead counted per history entry, so that a flood of tiny
+/// entries is bounded too.
+const ENTRY_OVERHEAD: usize = 96;
+
+impl Hub {
+    /// Live entries buffered per subscriber before it starts missing them.
+    pub const LIVE_CAPACITY: usize = 16_384;
+    /// resolv.conf evidence blocks kept for new subscribers.
+    pub const MAX_RESOLV: usize = 1024;
+    /// Interface declarations kept (one per pod network namespace seen).
+    pub const MAX_IFACES: usize = 65_536;
+
+    /// A hub whose context starts with `head` (section header + node header)
+    /// and whose history holds at most `max_bytes`.
+    #[must_use]
+    pub fn new(head: Bytes, max_bytes: usize) -> Self {
+        let (live, _) = broadcast::channel(Self::LIVE_CAPACITY);
+        Self {
+            inner: Mutex::new(Inner {
+                head,
+                ifaces: Vec::new(),
+                snapshot: None,
+                netstate: None,
+                resolv: VecDeque::new(),
+                history: VecDeque::new(),
+                history_bytes: 0,
+                max_bytes,
+            }),
+            live,
+            stats: HubStats::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (every
+        // mutation is a single push/pop): keep serving.
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds context: kept for new subscribers (per `slot`) and sent to live ones.
+    pub fn context(&self, ts_ns: u64, slot: ContextSlot, bytes: Bytes) {
+        let mut g = self.lock();
+        let e = Arc::new(Entry { ts_ns, kind: EntryKind::Context, pods: Vec::new(), bytes: bytes.clone() });
+        match slot {
+            ContextSlot::Append => {
+                if g.ifaces.len() < Self::MAX_IFACES {
+                    g.ifaces.push(bytes);
+                }
+            }
+            ContextSlot::Snapshot => g.snapshot = Some(bytes),
+            ContextSlot::NetState => g.netstate = Some(bytes),
+            ContextSlot::ResolvConf => {
+                if g.resolv.len() >= Self::MAX_RESOLV {
+                    g.resolv.pop_front();
+                }
+                g.resolv.push_back(bytes);
+            }
+            ContextSlot::None => Self::remember(&mut g, &self.stats, Arc::clone(&e)),
+        }
+        self.stats.published.fetch_add(1, Ordering::Relaxed);
+        let _ = self.live.send(e);
+    }
+
+    /// Publishes an entry: kept in history (unless a heartbeat) and broadcast.
+    pub fn publish(&self, e: Entry) {
+        let e = Arc::new(e);
+        let mut g = self.lock();
+        if e.kind != EntryKind::Heartbeat {
+            Self::remember(&mut g, &self.stats, Arc::clone(&e));
+        }
+        self.stats.published.fetch_add(1, Ordering::Relaxed);
+        // No receivers is fine: nobody is listening right now.
+        let _ = self.live.send(e);
+    }
+
+    fn remember(g: &mut Inner, stats: &HubStats, e: Arc<Entry>) {
+        g.history_bytes += e.bytes.len() + ENTRY_OVERHEAD;
+        g.history.push_back(e);
+        while g.history_bytes > g.max_bytes {
+            let Some(old) = g.history.pop_front() else { break };
+            g.history_bytes -= old.bytes.len() + ENTRY_OVERHEAD;
+            stats.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Starts a subscription: context, history since `since_ns` (wall clock;
+    /// 0 = none), and live entries.
+    pub fn subscribe(&self, since_ns: u64) -> Subscription {
+        let g = self.lock();
+        let mut context = Vec::with_capacity(4 + g.ifaces.len() + g.resolv.len());
+        context.push(g.head.clone());
+        context.extend(g.ifaces.iter().cloned());
+        context.extend(g.snapshot.iter().cloned());
+        context.extend(g.netstate.iter().cloned());
+        context.extend(g.resolv.iter().cloned());
+        let history = if since_ns == 0 {
+            Vec::new()
+        } else {
+            let start = g.history.partition_point(|e| e.ts_ns < since_ns);
+            g.history.range(start..).cloned().collect()
+        };
+        let live = self.live.subscribe();
+        drop(g);
+        Subscription { context, history, live }
+    }
+
+    /// History size: (entries, bytes, oldest wall ns).
+    #[must_use]
+    pub fn history_size(&self) -> (usize, usize, u64) {
+        let g = self.lock();
+        (g.history.len(), g.history_bytes, g.history.front().map_or(0, |e| e.ts_ns))
+    }
+
+    /// Live subscribers right now.
+    #[must_use]
+    pub fn subscribers(&self) -> usize {
+        self.live.receiver_count()
+    }
+}
+
+/// Splits concatenated pcapng blocks (little-endian, as ktrace writes them)
+/// into `(block type, block bytes)`. A malformed tail is returned as one
+/// block of type 0 rather than lost.
+pub fn split_blocks(buf: &[u8]) -> Vec<(u32, &[u8])> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at < buf.len() {
+        let rest = &buf[at..];
+        let len = rest
+            .get(4..8)
+            .and_then(|b| b.try_into().ok())
+            .map(|b: [u8; 4]| u32::from_le_bytes(b) as usize)
+            .filter(|&l| l >= 12 && l <= rest.len());
+        let Some(len) = len else {
+            out.push((0, rest));
+            break;
+        };
+        let ty = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        out.push((ty, &rest[..len]));
+        at += len;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(ts: u64, n: usize) -> Entry {
+        Entry { ts_ns: ts, kind: EntryKind::Dns, pods: Vec::new(), bytes: Bytes::from(vec![0u8; n]) }
+    }
+
+    #[test]
+    fn history_is_bounded_and_counted() {
+        let hub = Hub::new(Bytes::from_static(b"head"), 10 * (100 + ENTRY_OVERHEAD));
+        for i in 0..100 {
+            hub.publish(entry(i, 100));
+        }
+        let (n, bytes, oldest) = hub.history_size();
+        assert_eq!(n, 10);
+        assert!(bytes <= 10 * (100 + ENTRY_OVERHEAD));
+        assert_eq!(oldest, 90);
+        assert_eq!(hub.stats.evicted.load(Ordering::Relaxed), 90);
+    }
+
+    #[test]
+    fn subscribe_gets_context_history_then_live_without_gaps() {
+        let hub = Hub::new(Bytes::from_static(b"head"), 1 << 20);
+        hub.context(1, ContextSlot::Append, Bytes::from_static(b"idb0"));
+        hub.context(2, ContextSlot::Snapshot, Bytes::from_static(b"snap1"));
+        hub.context(3, ContextSlot::Snapshot, Bytes::from_static(b"snap2"));
+        for i in 10..20 {
+            hub.publish(entry(i, 1));
+        }
+        let mut sub = hub.subscribe(15);
+        assert_eq!(sub.context, vec![Bytes::from_static(b"head"), Bytes::from_static(b"idb0"), Bytes::from_static(b"snap2")]);
+        assert_eq!(sub.history.iter().map(|e| e.ts_ns).collect::<Vec<_>>(), vec![15, 16, 17, 18, 19]);
+        hub.publish(entry(20, 1));
+        assert_eq!(sub.live.try_recv().unwrap().ts_ns, 20);
+        let none = hub.subscribe(0);
+        assert!(none.history.is_empty());
+    }
+
+    #[test]
+    fn heartbeats_are_not_history() {
+        let hub = Hub::new(Bytes::new(), 1 << 20);
+        hub.publish(Entry { ts_ns: 5, kind: EntryKind::Heartbeat, pods: Vec::new(), bytes: Bytes::new() });
+        assert_eq!(hub.history_size().0, 0);
+    }
+
+    #[test]
+    fn splits_blocks_and_keeps_a_bad_tail() {
+        let mut b = Vec::new();
+        for ty in [1u32, 6] {
+            b.extend_from_slice(&ty.to_le_bytes());
+            b.extend_from_slice(&16u32.to_le_bytes());
+            b.extend_from_slice(&[0; 4]);
+            b.extend_from_slice(&16u32.to_le_bytes());
+        }
+        b.extend_from_slice(&[9, 9, 9]);
+        let v = split_blocks(&b);
+        assert_eq!(v.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 6, 0]);
+        assert_eq!(v[2].1, &[9, 9, 9]);
+    }
+}

@@ -1,0 +1,116 @@
+//! `ktrace agent`: the node daemon. Owns this node's BPF programs, keeps a
+//! bounded history of recent records, streams them over gRPC to `ktrace dns
+//! --agent …` / `ktrace drops --agents`, records on demand, and serves
+//! Prometheus metrics with `/healthz` and `/readyz`.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use clap::Args;
+
+use super::{Global, netns_arg, parse_duration};
+use crate::agent::{
+    daemon::{AgentConfig, run as run_daemon},
+    server::{ListenAddr, TlsFiles},
+};
+
+/// Arguments of `ktrace agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// gRPC listener: `unix:/path` (mode 0660, peers checked by credentials) or `HOST:PORT`
+    /// (needs --token-file). Repeatable.
+    #[arg(long, value_name = "ADDR", default_value = "unix:/run/ktrace/agent.sock")]
+    pub listen: Vec<ListenAddr>,
+    /// HTTP listener for /metrics, /healthz and /readyz (e.g. 0.0.0.0:9967).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// File holding the bearer token TCP clients must send (a Kubernetes Secret).
+    /// A missing file disables TCP listeners (the Unix socket still works).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// TLS certificate for TCP listeners (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS key for TCP listeners (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (mTLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Group (name or gid) allowed on the Unix socket besides root.
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+    /// Where on-node recordings are written (mode 0700; files 0600, never through symlinks).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/ktrace/captures")]
+    pub capture_dir: PathBuf,
+    /// Memory for the history of recent records that late subscribers can ask for.
+    #[arg(long, value_name = "MIB", default_value_t = 32)]
+    pub history_mib: usize,
+    /// Kernel ring buffer size in MiB.
+    #[arg(long, default_value_t = 16, value_name = "MIB")]
+    pub ring_mib: u32,
+    /// DNS ports.
+    #[arg(long, value_delimiter = ',', default_value = "53")]
+    pub ports: Vec<u16>,
+    /// Underlay interface(s) to fingerprint with tc (for cross-node loss).
+    #[arg(long, value_name = "DEV")]
+    pub underlay: Vec<String>,
+    /// Only this node's network namespaces (inode or /run/netns name; lab nodes share one kernel).
+    #[arg(long = "netns-scope", value_name = "NETNS")]
+    pub netns_scope: Vec<String>,
+    /// Pods with their own metric labels (others are folded into `pod="_other"`).
+    #[arg(long, default_value_t = 50)]
+    pub top_pods: usize,
+    /// Stop after this long (default: until SIGTERM/SIGINT).
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Time subscribers get to drain after SIGTERM.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub grace: Duration,
+}
+
+fn group_id(g: &str) -> anyhow::Result<u32> {
+    if let Ok(n) = g.parse() {
+        return Ok(n);
+    }
+    nix::unistd::Group::from_name(g)?.map(|g| g.gid.as_raw()).with_context(|| format!("no group {g:?}"))
+}
+
+/// Runs `ktrace agent`.
+pub fn run(g: &Global, a: &AgentArgs) -> anyhow::Result<()> {
+    let token = match &a.token_file {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) if !t.trim().is_empty() => Some(t.trim().to_owned()),
+            Ok(_) => {
+                eprintln!("ktrace agent: {} is empty: TCP listeners disabled", p.display());
+                None
+            }
+            Err(e) => {
+                eprintln!("ktrace agent: {}: {e}: TCP listeners disabled", p.display());
+                None
+            }
+        },
+        None => None,
+    };
+    let cfg = AgentConfig {
+        listen: a.listen.clone(),
+        metrics: a.metrics,
+        token,
+        tls: a.tls_cert.clone().zip(a.tls_key.clone()).map(|(cert, key)| TlsFiles {
+            cert,
+            key,
+            client_ca: a.tls_client_ca.clone(),
+        }),
+        socket_gid: a.socket_group.as_deref().map(group_id).transpose()?,
+        capture_dir: a.capture_dir.clone(),
+        history_bytes: a.history_mib.max(1) << 20,
+        ports: a.ports.clone(),
+        ring_bytes: a.ring_mib.max(1).next_power_of_two() << 20,
+        underlay: a.underlay.clone(),
+        netns_scope: a.netns_scope.iter().map(|n| netns_arg(n)).collect::<anyhow::Result<_>>()?,
+        duration: a.duration,
+        top_pods: a.top_pods,
+        grace: a.grace,
+    };
+    run_daemon(g, &cfg)
+}
