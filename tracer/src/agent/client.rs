@@ -163,7 +163,10 @@ mod tests {
 
     #[test]
     fn targets() {
-        assert_eq!("unix:/run/ktrace/agent.sock".parse::<Target>().unwrap(), Target::Unix("/run/ktrace/agent.sock".into()));
+        assert_eq!(
+            "unix:/run/ktrace/agent.sock".parse::<Target>().unwrap(),
+            Target::Unix("/run/ktrace/agent.sock".into())
+        );
         assert_eq!(
             "10.0.0.1:4247".parse::<Target>().unwrap(),
             Target::Tcp { addr: "10.0.0.1:4247".into(), tls: false }

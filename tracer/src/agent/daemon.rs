@@ -3,7 +3,7 @@
 //! serves gRPC and HTTP until SIGTERM/SIGINT, then detaches within a grace
 //! period.
 //!
-//! Restart safety: every attachment is a BPF link (cgroup_skb, tp_btf,
+//! Restart safety: every attachment is a BPF link (`cgroup_skb`, `tp_btf`,
 //! tracepoints, TCX), which the kernel removes when the owning process dies,
 //! even by SIGKILL; a stale Unix socket left by a killed predecessor is
 //! replaced, a live one is an error.
@@ -131,7 +131,11 @@ pub fn run(g: &Global, cfg: &AgentConfig) -> anyhow::Result<()> {
     }
     enc.meta(&MetaBlock::NetState(crate::cli::record::netstate()), &hub);
 
-    let metrics = Arc::new(Metrics::new(MetricsConfig { top_pods: cfg.top_pods, node: node.to_string(), ..MetricsConfig::default() }));
+    let metrics = Arc::new(Metrics::new(MetricsConfig {
+        top_pods: cfg.top_pods,
+        node: node.to_string(),
+        ..MetricsConfig::default()
+    }));
     let ready = Arc::new(AtomicBool::new(false));
     let kernel_lost = Arc::new(AtomicU64::new(0));
     let alive = Arc::new(AtomicU64::new(crate::source::monotonic_ns()));
@@ -152,11 +156,14 @@ pub fn run(g: &Global, cfg: &AgentConfig) -> anyhow::Result<()> {
     let mut servers = Vec::new();
     for addr in &cfg.listen {
         if matches!(addr, ListenAddr::Tcp(_)) && cfg.token.is_none() {
-            eprintln!("ktrace agent: not serving {addr}: no --token-file (TCP needs a bearer token); Unix sockets still served");
+            eprintln!(
+                "ktrace agent: not serving {addr}: no --token-file (TCP needs a bearer token); Unix sockets still served"
+            );
             continue;
         }
         let svc = Service::new(Arc::clone(&shared));
-        let fut = serve(svc, addr.clone(), cfg.token.clone(), cfg.tls.clone(), cfg.socket_gid, stopped(stop_rx.clone()));
+        let fut =
+            serve(svc, addr.clone(), cfg.token.clone(), cfg.tls.clone(), cfg.socket_gid, stopped(stop_rx.clone()));
         let a = addr.clone();
         servers.push(rt.spawn(async move {
             if let Err(e) = fut.await {
@@ -184,7 +191,9 @@ pub fn run(g: &Global, cfg: &AgentConfig) -> anyhow::Result<()> {
         }));
         // Alive = the main loop ticked within the last 5 s.
         let al2 = Arc::clone(&alive);
-        st.healthy = Some(Box::new(move || crate::source::monotonic_ns().saturating_sub(al2.load(Ordering::Relaxed)) < 5_000_000_000));
+        st.healthy = Some(Box::new(move || {
+            crate::source::monotonic_ns().saturating_sub(al2.load(Ordering::Relaxed)) < 5_000_000_000
+        }));
         let _ = al;
         let fut = serve_http(l, Arc::new(st), stopped(stop_rx.clone()));
         servers.push(rt.spawn(async move {

@@ -52,7 +52,8 @@ impl Encoder {
             Record::Packet(p) => {
                 let pods = crate::cli::record::packet_pods(enr, p);
                 let hint = pods[0].as_ref().map(|pod| format!("{}/{}", pod.namespace, pod.name));
-                let kind = if matches!(p.hook, Hook::TcEgress | Hook::TcIngress) { EntryKind::Drops } else { EntryKind::Dns };
+                let kind =
+                    if matches!(p.hook, Hook::TcEgress | Hook::TcIngress) { EntryKind::Drops } else { EntryKind::Dns };
                 (kind, pods.into_iter().flatten().collect(), hint)
             }
             Record::Drop(_) => (EntryKind::Drops, Vec::new(), None),
@@ -113,7 +114,10 @@ impl Encoder {
         let ok = self.writer.write_meta(&MetaBlock::ClockRef(now)).is_ok()
             && self
                 .writer
-                .write_meta(&MetaBlock::Custom { name: COVERAGE.into(), data: serde_json::to_vec(&cov).unwrap_or_default() })
+                .write_meta(&MetaBlock::Custom {
+                    name: COVERAGE.into(),
+                    data: serde_json::to_vec(&cov).unwrap_or_default(),
+                })
                 .is_ok();
         let bytes = Bytes::from(self.writer.take_bytes());
         if ok {

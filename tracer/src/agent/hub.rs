@@ -25,8 +25,11 @@ use crate::enrich::PodRef;
 /// What an entry carries, for subscribers' kind filters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntryKind {
-    /// Context every reader needs (interfaces, metadata, lost counters): always sent.
+    /// Context every reader needs (metadata, lost counters): always sent.
     Context,
+    /// The n-th interface declaration: always sent, and re-sent to a
+    /// subscriber that skipped it by lagging (its packets refer to it).
+    Interface(u32),
     /// A DNS packet.
     Dns,
     /// A kernel drop or an underlay fingerprint.
@@ -75,6 +78,8 @@ pub struct Subscription {
     pub history: Vec<Arc<Entry>>,
     /// Live entries from here on.
     pub live: broadcast::Receiver<Arc<Entry>>,
+    /// Interface declarations included in `context`.
+    pub ifaces: u32,
 }
 
 struct Inner {
@@ -151,7 +156,11 @@ impl Hub {
     /// Adds context: kept for new subscribers (per `slot`) and sent to live ones.
     pub fn context(&self, ts_ns: u64, slot: ContextSlot, bytes: Bytes) {
         let mut g = self.lock();
-        let e = Arc::new(Entry { ts_ns, kind: EntryKind::Context, pods: Vec::new(), bytes: bytes.clone() });
+        let kind = match slot {
+            ContextSlot::Append => EntryKind::Interface(g.ifaces.len() as u32),
+            _ => EntryKind::Context,
+        };
+        let e = Arc::new(Entry { ts_ns, kind, pods: Vec::new(), bytes: bytes.clone() });
         match slot {
             ContextSlot::Append => {
                 if g.ifaces.len() < Self::MAX_IFACES {
@@ -184,12 +193,17 @@ impl Hub {
         let _ = self.live.send(e);
     }
 
+    /// Memory an entry holds, as counted against the history bound.
+    fn cost(e: &Entry) -> usize {
+        e.bytes.len() + ENTRY_OVERHEAD + e.pods.capacity() * std::mem::size_of::<PodRef>()
+    }
+
     fn remember(g: &mut Inner, stats: &HubStats, e: Arc<Entry>) {
-        g.history_bytes += e.bytes.len() + ENTRY_OVERHEAD;
+        g.history_bytes += Self::cost(&e);
         g.history.push_back(e);
         while g.history_bytes > g.max_bytes {
             let Some(old) = g.history.pop_front() else { break };
-            g.history_bytes -= old.bytes.len() + ENTRY_OVERHEAD;
+            g.history_bytes -= Self::cost(&old);
             stats.evicted.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -211,8 +225,15 @@ impl Hub {
             g.history.range(start..).cloned().collect()
         };
         let live = self.live.subscribe();
+        let ifaces = g.ifaces.len() as u32;
         drop(g);
-        Subscription { context, history, live }
+        Subscription { context, history, live, ifaces }
+    }
+
+    /// Interface declarations from the `from`-th on (for a subscriber that lagged).
+    #[must_use]
+    pub fn ifaces_from(&self, from: u32) -> Vec<Bytes> {
+        self.lock().ifaces.iter().skip(from as usize).cloned().collect()
     }
 
     /// History size: (entries, bytes, oldest wall ns).
@@ -232,6 +253,7 @@ impl Hub {
 /// Splits concatenated pcapng blocks (little-endian, as ktrace writes them)
 /// into `(block type, block bytes)`. A malformed tail is returned as one
 /// block of type 0 rather than lost.
+#[must_use]
 pub fn split_blocks(buf: &[u8]) -> Vec<(u32, &[u8])> {
     let mut out = Vec::new();
     let mut at = 0usize;
@@ -284,7 +306,10 @@ mod tests {
             hub.publish(entry(i, 1));
         }
         let mut sub = hub.subscribe(15);
-        assert_eq!(sub.context, vec![Bytes::from_static(b"head"), Bytes::from_static(b"idb0"), Bytes::from_static(b"snap2")]);
+        assert_eq!(
+            sub.context,
+            vec![Bytes::from_static(b"head"), Bytes::from_static(b"idb0"), Bytes::from_static(b"snap2")]
+        );
         assert_eq!(sub.history.iter().map(|e| e.ts_ns).collect::<Vec<_>>(), vec![15, 16, 17, 18, 19]);
         hub.publish(entry(20, 1));
         assert_eq!(sub.live.try_recv().unwrap().ts_ns, 20);

@@ -113,7 +113,11 @@ fn check_file_name(name: &str) -> Result<(), Status> {
         && name.len() <= 200
         && !name.starts_with('.')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
-    if ok { Ok(()) } else { Err(Status::invalid_argument(format!("bad capture file name {name:?}: use [A-Za-z0-9._-], no leading dot"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!("bad capture file name {name:?}: use [A-Za-z0-9._-], no leading dot")))
+    }
 }
 
 #[tonic::async_trait]
@@ -148,12 +152,8 @@ impl Agent for Service {
         let s = tokio_stream::wrappers::ReceiverStream::new(rx);
         let s = futures_util::StreamExt::map(s, |c| {
             Ok(proto::SubscribeResponse {
-                pcapng: c.pcapng.into(),
-                findings: c
-                    .findings
-                    .into_iter()
-                    .map(|(ts, json)| proto::Finding { ts_unix_ns: ts, json })
-                    .collect(),
+                pcapng: c.pcapng,
+                findings: c.findings.into_iter().map(|(ts, json)| proto::Finding { ts_unix_ns: ts, json }).collect(),
                 progress: c.progress.map(|p| proto::Progress {
                     watermark_unix_ns: p.watermark_ns,
                     kernel_lost: p.kernel_lost,
@@ -178,17 +178,18 @@ impl Agent for Service {
         let mut rx = self.start(spec);
         let deadline = tokio::time::Instant::now() + Duration::from_millis(r.duration_ms);
         let compress = r.compress;
-        let (wtx, wrx) = std::sync::mpsc::sync_channel::<Vec<u8>>(256);
-        let writer = tokio::task::spawn_blocking(move || write_capture(file, compress, &wrx));
-        let mut dropped = 0u64;
+        // Back-pressure, not dropping: a slow disk makes this subscriber lag,
+        // and the hub then writes the loss into the file as a Lost record.
+        let (wtx, wrx) = mpsc::channel::<Vec<u8>>(64);
+        let writer = tokio::task::spawn_blocking(move || write_capture(file, compress, wrx));
+        let dropped = 0u64;
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => break,
                 c = rx.recv() => match c {
                     Some(c) => {
-                        if !c.pcapng.is_empty() && wtx.try_send(c.pcapng).is_err() {
-                            // A slow disk never stalls the node: counted, not waited for.
-                            dropped += 1;
+                        if !c.pcapng.is_empty() && wtx.send(c.pcapng).await.is_err() {
+                            break;
                         }
                     }
                     None => break,
@@ -201,12 +202,7 @@ impl Agent for Service {
             .await
             .map_err(|e| Status::internal(format!("writer: {e}")))?
             .map_err(|e| Status::internal(format!("{}: {e}", path.display())))?;
-        Ok(Response::new(proto::RecordResponse {
-            path: path.display().to_string(),
-            records,
-            bytes,
-            dropped,
-        }))
+        Ok(Response::new(proto::RecordResponse { path: path.display().to_string(), records, bytes, dropped }))
     }
 }
 
@@ -222,21 +218,18 @@ fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
-fn write_capture(
-    file: std::fs::File,
-    compress: bool,
-    rx: &std::sync::mpsc::Receiver<Vec<u8>>,
-) -> std::io::Result<(u64, u64)> {
+fn write_capture(file: std::fs::File, compress: bool, mut rx: mpsc::Receiver<Vec<u8>>) -> std::io::Result<(u64, u64)> {
     let buf = std::io::BufWriter::with_capacity(256 * 1024, file);
-    let mut out: Box<dyn std::io::Write> = if compress { Box::new(zstd::Encoder::new(buf, 3)?.auto_finish()) } else { Box::new(buf) };
-    let (mut chunks, mut bytes) = (0u64, 0u64);
-    for c in rx {
+    let mut out: Box<dyn std::io::Write> =
+        if compress { Box::new(zstd::Encoder::new(buf, 3)?.auto_finish()) } else { Box::new(buf) };
+    let (mut blocks, mut bytes) = (0u64, 0u64);
+    while let Some(c) = rx.blocking_recv() {
         out.write_all(&c)?;
-        chunks += 1;
+        blocks += super::hub::split_blocks(&c).len() as u64;
         bytes += c.len() as u64;
     }
     out.flush()?;
-    Ok((chunks, bytes))
+    Ok((blocks, bytes))
 }
 
 /// Checks `authorization: Bearer <token>` on TCP listeners.

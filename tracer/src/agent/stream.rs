@@ -54,7 +54,7 @@ impl Kinds {
 
     fn wants(self, kind: EntryKind) -> bool {
         match kind {
-            EntryKind::Context | EntryKind::Heartbeat => true,
+            EntryKind::Context | EntryKind::Interface(_) | EntryKind::Heartbeat => true,
             EntryKind::Dns => self.dns,
             EntryKind::Drops => self.drops,
             EntryKind::Conn => self.conn,
@@ -108,6 +108,8 @@ struct Pump {
     chunk: Chunk,
     heartbeats: u32,
     dropped: u64,
+    /// Interface declarations sent so far (packets refer to them by index).
+    ifaces: u32,
 }
 
 impl Pump {
@@ -121,7 +123,7 @@ impl Pump {
             }
             EntryKind::Heartbeat => {
                 self.heartbeats = self.heartbeats.wrapping_add(1);
-                if self.heartbeats % self.spec.heartbeat_every.max(1) == 0 {
+                if self.heartbeats.is_multiple_of(self.spec.heartbeat_every.max(1)) {
                     self.chunk.pcapng.extend_from_slice(&e.bytes);
                     self.chunk.progress = Some(Progress {
                         watermark_ns: e.ts_ns,
@@ -132,6 +134,13 @@ impl Pump {
                 }
             }
             EntryKind::Context => self.chunk.pcapng.extend_from_slice(&e.bytes),
+            EntryKind::Interface(i) => {
+                // Already sent when catching up after a lag.
+                if i >= self.ifaces {
+                    self.ifaces = i + 1;
+                    self.chunk.pcapng.extend_from_slice(&e.bytes);
+                }
+            }
             EntryKind::Dns | EntryKind::Drops | EntryKind::Conn => {
                 // Pod-less entries (drops, connection events) are kept, as `record` does.
                 if e.pods.is_empty() || self.keeper.keep(&e.pods.iter().collect::<Vec<_>>()) {
@@ -142,6 +151,11 @@ impl Pump {
     }
 
     fn lagged(&mut self, n: u64, hub: &Hub, node: &Arc<str>) {
+        // Interfaces declared among the skipped entries: later packets need them.
+        for b in hub.ifaces_from(self.ifaces) {
+            self.ifaces += 1;
+            self.chunk.pcapng.extend_from_slice(&b);
+        }
         self.dropped += n;
         hub.stats.subscriber_dropped.fetch_add(n, Ordering::Relaxed);
         // In-band, so a reader counts the gap exactly where it happened.
@@ -169,7 +183,7 @@ pub async fn pump(
 ) -> u64 {
     let mut sub = hub.subscribe(spec.since_ns);
     let keeper = ScopeKeeper::new(spec.scope.clone());
-    let mut p = Pump { spec, keeper, chunk: Chunk::default(), heartbeats: 0, dropped: 0 };
+    let mut p = Pump { spec, keeper, chunk: Chunk::default(), heartbeats: 0, dropped: 0, ifaces: sub.ifaces };
     for b in &sub.context {
         p.chunk.pcapng.extend_from_slice(b);
     }

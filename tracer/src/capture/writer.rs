@@ -116,7 +116,13 @@ impl CaptureWriter {
     /// The bytes written since the last call (in-memory writers; empty otherwise).
     pub fn take_bytes(&mut self) -> Vec<u8> {
         match self.sink.as_mut() {
-            Some(Sink::Memory(v)) => std::mem::replace(v, Vec::with_capacity(4096)),
+            // An exact-size copy: history entries hold these bytes for a
+            // long time, so they must not pin a larger buffer.
+            Some(Sink::Memory(v)) => {
+                let out = v.as_slice().to_vec();
+                v.clear();
+                out
+            }
             _ => Vec::new(),
         }
     }

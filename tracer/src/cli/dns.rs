@@ -232,7 +232,11 @@ fn from_agents(g: &Global, args: &DnsArgs, filter: Filter, pair: PairConfig) -> 
         auth,
         // Unscoped: the resolver's forwarded query explains a client's wait,
         // and only the client side knows which pod it belongs to.
-        request: SubscribeRequest { kinds: vec![Kind::Dns as i32], since_unix_ns: args.agents.since_ns(), ..Default::default() },
+        request: SubscribeRequest {
+            kinds: vec![Kind::Dns as i32],
+            since_unix_ns: args.agents.since_ns(),
+            ..Default::default()
+        },
         duration: args.duration,
         lag: Duration::from_millis(200),
     };

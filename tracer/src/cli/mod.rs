@@ -104,7 +104,7 @@ pub struct AgentSelect {
     /// `--agent-selector` in `--agent-namespace`, at `--agent-port`).
     #[arg(long)]
     pub agents: bool,
-    /// Namespace of the agent DaemonSet.
+    /// Namespace of the agent `DaemonSet`.
     #[arg(long, value_name = "NAMESPACE", default_value = "ktrace")]
     pub agent_namespace: String,
     /// Label selector of the agent pods.
@@ -152,8 +152,7 @@ impl AgentSelect {
         g: &Global,
     ) -> anyhow::Result<(Vec<crate::agent::client::Target>, crate::agent::client::ClientAuth)> {
         use crate::agent::client::{ClientAuth, Target};
-        let mut targets =
-            self.agent.iter().map(|a| a.parse::<Target>()).collect::<Result<Vec<_>, _>>()?;
+        let mut targets = self.agent.iter().map(|a| a.parse::<Target>()).collect::<Result<Vec<_>, _>>()?;
         if self.agents {
             let origin = crate::enrich::kube::ApiOrigin::detect(g.kubeconfig.as_deref(), g.context.as_deref())
                 .context("--agents needs the Kubernetes API (kubeconfig or in-cluster); or name them with --agent")?;

@@ -277,7 +277,8 @@ fn agent_file(base: &std::path::Path, node: &str, several: bool) -> PathBuf {
         return base.to_owned();
     }
     let stem = base.file_stem().map_or_else(|| "capture".into(), |s| s.to_string_lossy().into_owned());
-    let node: String = node.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
+    let node: String =
+        node.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
     let name = match base.extension() {
         Some(e) => format!("{stem}.{node}.{}", e.to_string_lossy()),
         None => format!("{stem}.{node}"),
@@ -331,6 +332,7 @@ fn from_agents(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
             }
             let req = proto::SubscribeRequest { kinds, namespace, pod, since_unix_ns: since, history_only: false };
             let mut stream = c.subscribe(req).await?.into_inner();
+            eprintln!("ktrace record: attached to agent {t} (node {}): writing {}", info.node, path.display());
             let file = {
                 use std::os::unix::fs::OpenOptionsExt as _;
                 std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)

@@ -415,11 +415,7 @@ pub async fn discover_agents(origin: &ApiOrigin, namespace: &str, selector: &str
         let running = status.and_then(|s| s.phase.as_deref()) == Some("Running");
         let Some(ip) = status.and_then(|s| s.pod_ip.clone()) else { continue };
         if running {
-            out.push(AgentPod {
-                name: p.name_any(),
-                ip,
-                node: p.spec.as_ref().and_then(|s| s.node_name.clone()),
-            });
+            out.push(AgentPod { name: p.name_any(), ip, node: p.spec.as_ref().and_then(|s| s.node_name.clone()) });
         }
     }
     Ok(out)

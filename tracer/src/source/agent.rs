@@ -183,7 +183,8 @@ async fn connection(
                             let _ = out2.send(Msg::ReaderDone(std::mem::take(&mut evs.warnings)));
                         }
                         Err(e) => {
-                            let _ = out2.send(Msg::ReaderDone(vec![format!("{}: {e}", reader_name.display())]));
+                            // The error already names the stream.
+                            let _ = out2.send(Msg::ReaderDone(vec![e.to_string()]));
                         }
                     }
                 })
@@ -219,11 +220,7 @@ async fn connection(
             };
             drop(btx);
             let _ = tokio::task::spawn_blocking(move || reader.join()).await;
-            if got_any {
-                res
-            } else {
-                res.and(Err("no data".to_owned()))
-            }
+            if got_any { res } else { res.and(Err("no data".to_owned())) }
         }
         .await;
         if stop.load(Ordering::Relaxed) {
@@ -312,7 +309,7 @@ fn merge(
                     stats.connections += 1;
                     st[i].connected = true;
                     st[i].since = Instant::now();
-                    if !on(AgentEvent::Notice(format!("connected to agent {}", names[i]))) {
+                    if !on(AgentEvent::Notice(format!("attached to agent {}", names[i]))) {
                         break;
                     }
                 }

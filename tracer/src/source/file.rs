@@ -65,6 +65,9 @@ struct Stream {
     node: Option<Arc<str>>,
     start: u64,
     done: bool,
+    /// Return as soon as context is queued (live agent streams: a heartbeat
+    /// must not wait for the next record).
+    yield_meta: bool,
 }
 
 /// Name of the custom block a recorder writes last: what it observed, when.
@@ -87,6 +90,9 @@ impl Stream {
     /// Next item; records converted to wall time and stamped with the node.
     fn next(&mut self, warnings: &mut Vec<String>, meta: &mut Vec<FileEvent>) -> Option<Record> {
         while !self.done {
+            if self.yield_meta && !meta.is_empty() {
+                return None;
+            }
             match self.reader.next() {
                 None => self.done = true,
                 Some(Err(e)) => {
@@ -206,7 +212,15 @@ impl Stream {
 pub fn replay(paths: &[PathBuf], mut on: impl FnMut(FileEvent)) -> anyhow::Result<Vec<String>> {
     let mut streams = Vec::with_capacity(paths.len());
     for p in paths {
-        streams.push(Stream { path: p.clone(), reader: open(p)?, clock: None, node: None, start: 0, done: false });
+        streams.push(Stream {
+            path: p.clone(),
+            reader: open(p)?,
+            clock: None,
+            node: None,
+            start: 0,
+            done: false,
+            yield_meta: false,
+        });
     }
     let mut warnings = Vec::new();
     let mut meta = Vec::new();
@@ -254,7 +268,7 @@ impl CaptureEvents {
     #[must_use]
     pub fn new(name: PathBuf, reader: CaptureReader) -> Self {
         Self {
-            stream: Stream { path: name, reader, clock: None, node: None, start: 0, done: false },
+            stream: Stream { path: name, reader, clock: None, node: None, start: 0, done: false, yield_meta: true },
             pending: std::collections::VecDeque::new(),
             meta: Vec::new(),
             warnings: Vec::new(),
@@ -265,14 +279,18 @@ impl CaptureEvents {
 impl Iterator for CaptureEvents {
     type Item = FileEvent;
     fn next(&mut self) -> Option<FileEvent> {
-        if let Some(e) = self.pending.pop_front() {
-            return Some(e);
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Some(e);
+            }
+            if self.stream.done {
+                return None;
+            }
+            let rec = self.stream.next(&mut self.warnings, &mut self.meta);
+            self.pending.extend(self.meta.drain(..));
+            if let Some(r) = rec {
+                self.pending.push_back(FileEvent::Record(r));
+            }
         }
-        let rec = self.stream.next(&mut self.warnings, &mut self.meta);
-        self.pending.extend(self.meta.drain(..));
-        if let Some(r) = rec {
-            self.pending.push_back(FileEvent::Record(r));
-        }
-        self.pending.pop_front()
     }
 }
