@@ -214,7 +214,9 @@ fn agents_explain_the_seed_incident_and_fabric_loss_live_like_captures() {
     }
     let lab = LabGuard::up(&LabOptions::default().with(Fault::FabricDropVxlan)).expect("lab up");
     let dir = tmpdir("live");
-    let a = Agent::start(&lab, &dir, "node-a", 9971, &[]);
+    // node-a's agent also correlates with node-b's: fabric losses towards node-a become metrics.
+    let peer = format!("unix:{}", Agent::sock(&dir, "node-b").display());
+    let a = Agent::start(&lab, &dir, "node-a", 9971, &["--peer", &peer]);
     let b = Agent::start(&lab, &dir, "node-b", 9972, &[]);
     let (aa, ba) = (a.addr(), b.addr());
     let (ra, rb) = (dir.join("rec.pcapng"), dir.join("rec"));
@@ -290,6 +292,18 @@ fn agents_explain_the_seed_incident_and_fabric_loss_live_like_captures() {
     assert_eq!(l["dport"], 4789);
     assert_eq!(l["inner_src_pod"], "critical-app/backend", "{l}");
     assert_eq!(l["inner_dst_pod"], "kube-system/kube-dns", "{l}");
+
+    // The agent-side correlation: the same loss, as a metric on the receiving node's agent.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let lost =
+        |m: &str| series(m, "ktrace_fabric_loss_packets_total", &[("from_node", "node-b"), ("to_node", "node-a")]);
+    let mut m = a.metrics();
+    while lost(&m).unwrap_or(0.0) < 2.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        m = a.metrics();
+    }
+    assert!(lost(&m).unwrap_or(0.0) >= 2.0, "fabric loss node-b → node-a exported by node-a's agent:\n{m}");
+    promtool_ok(&m);
 
     // The captures written through the agents give the same findings on replay.
     let files: Vec<PathBuf> = std::fs::read_dir(&dir)

@@ -421,6 +421,7 @@ fn merge_from(targets: Vec<Target>, since: u64, want: usize, nodes: usize, max: 
         request: SubscribeRequest { since_unix_ns: since, ..Default::default() },
         duration: Some(max),
         lag: Duration::from_millis(20),
+        local: None,
     };
     let mut m = Merged::default();
     let mut covered = BTreeSet::new();
@@ -1185,6 +1186,7 @@ fn hostile_agent_stream_is_a_warning() {
             request: SubscribeRequest::default(),
             duration: Some(Duration::from_millis(1200)),
             lag: Duration::ZERO,
+            local: None,
         };
         let mut notices = Vec::new();
         let stats = run(&cfg, |ev| {

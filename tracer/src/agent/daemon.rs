@@ -68,6 +68,10 @@ pub struct AgentConfig {
     pub top_pods: usize,
     /// Time allowed for subscribers to drain after SIGTERM.
     pub grace: Duration,
+    /// Peer agents to correlate with (cross-node `fabric_loss` metrics).
+    pub peers: Vec<crate::agent::client::Target>,
+    /// Credentials for the peers.
+    pub peer_auth: crate::agent::client::ClientAuth,
 }
 
 /// Feeds metrics and publishes findings.
@@ -204,6 +208,11 @@ pub fn run(g: &Global, cfg: &AgentConfig) -> anyhow::Result<()> {
         eprintln!("ktrace agent: metrics on http://{addr}/metrics");
     }
 
+    let stop_corr = Arc::new(AtomicBool::new(false));
+    let corr = (!cfg.peers.is_empty()).then(|| {
+        spawn_correlation(cfg, Arc::clone(&hub), Arc::clone(&node), Arc::clone(&metrics), Arc::clone(&stop_corr))
+    });
+
     let clock = ClockRef::now();
     let ctx = Context { clock_offset_ns: clock.offset(), enricher: enricher.clone() };
     let mut pipe = Pipeline::new(
@@ -227,6 +236,9 @@ pub fn run(g: &Global, cfg: &AgentConfig) -> anyhow::Result<()> {
     let reason = rt.block_on(src.run(cfg.duration, |ev| {
         match ev {
             LiveEvent::Record(r) => {
+                if let Record::Lost { count, .. } = &r {
+                    kernel_lost.fetch_add(*count, Ordering::Relaxed);
+                }
                 enc.record(&r, &enricher, &hub);
                 match &r {
                     Record::Drop(d) => {
@@ -260,7 +272,7 @@ pub fn run(g: &Global, cfg: &AgentConfig) -> anyhow::Result<()> {
         }
         true
     }))?;
-    kernel_lost.store(src.capture().lost(), Ordering::Relaxed);
+    kernel_lost.fetch_max(src.capture().lost(), Ordering::Relaxed);
     ready.store(false, Ordering::Relaxed);
     // Subscribers get what was produced up to now, then their streams end.
     enc.heartbeat(&hub);
@@ -270,10 +282,91 @@ pub fn run(g: &Global, cfg: &AgentConfig) -> anyhow::Result<()> {
         let all = futures_util::future::join_all(servers);
         let _ = tokio::time::timeout(cfg.grace, all).await;
     });
+    stop_corr.store(true, Ordering::Relaxed);
+    if let Some(Ok(h)) = corr {
+        let _ = h.join();
+    }
     drop(src);
     pipe.finish();
     rt.shutdown_timeout(Duration::from_millis(200));
     Ok(())
+}
+
+/// Correlates this node's stream with its peers' (the same merge and
+/// `fabric_loss` analysis as `ktrace drops --agent a --agent b`), exporting
+/// losses as they are decided. Each agent reports only losses *towards its
+/// own node*, so a pair is counted once across the cluster.
+fn spawn_correlation(
+    cfg: &AgentConfig,
+    hub: Arc<Hub>,
+    node: Arc<str>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    use crate::{
+        agent::proto::{Kind, SubscribeRequest},
+        analyze::drops::{DropAnalyzer, DropConfig, DropFinding},
+        source::{
+            agent::{AgentEvent, AgentSourceConfig, run_until},
+            file::FileEvent,
+        },
+    };
+    let src = AgentSourceConfig {
+        targets: cfg.peers.clone(),
+        auth: cfg.peer_auth.clone(),
+        request: SubscribeRequest { kinds: vec![Kind::Drops as i32, Kind::Conn as i32], ..Default::default() },
+        duration: None,
+        lag: Duration::from_millis(500),
+        local: Some((Arc::clone(&hub), Arc::clone(&node))),
+    };
+    std::thread::Builder::new().name("ktrace-correlate".into()).spawn(move || {
+        // Its own metadata: peers' snapshots name their pods, which the
+        // node's own watch (restricted to this node) does not know.
+        let enr = crate::enrich::Enricher::empty();
+        let mut an = DropAnalyzer::new(DropConfig::default());
+        let mut born = Instant::now();
+        let mut drained = Instant::now();
+        let r = run_until(&src, &stop, |ev| {
+            match ev {
+                AgentEvent::File(FileEvent::Record(r)) => an.push(&r, &enr),
+                AgentEvent::File(FileEvent::Snapshot(s)) => enr.apply_snapshot(&s),
+                AgentEvent::File(FileEvent::Coverage { node: n, from_ns, to_ns, tc }) => {
+                    an.observed(&n, from_ns, to_ns, tc, &enr);
+                }
+                AgentEvent::Tick(upto) if drained.elapsed() >= Duration::from_secs(1) => {
+                    drained = Instant::now();
+                    for l in an.drain_fabric_losses(upto, &enr) {
+                        if *l.to_node != *node {
+                            continue;
+                        }
+                        metrics.fabric_loss(&l.from_node, &l.to_node, l.packets);
+                        if let Ok(mut v) = serde_json::to_value(DropFinding::FabricLoss(l)) {
+                            if let serde_json::Value::Object(m) = &mut v {
+                                m.insert("type".into(), "finding".into());
+                            }
+                            hub.publish(Entry {
+                                ts_ns: upto,
+                                kind: EntryKind::Finding,
+                                pods: Vec::new(),
+                                bytes: v.to_string().into(),
+                            });
+                        }
+                    }
+                    // Bounded state in a long-running daemon: start afresh now and then.
+                    if born.elapsed() > Duration::from_mins(10) {
+                        born = Instant::now();
+                        an = DropAnalyzer::new(DropConfig::default());
+                    }
+                }
+                AgentEvent::Notice(n) => log::info!("correlation: {n}"),
+                AgentEvent::File(_) | AgentEvent::Tick(_) | AgentEvent::Finding { .. } => {}
+            }
+            true
+        });
+        if let Err(e) = r {
+            eprintln!("ktrace agent: correlation with peers stopped: {e:#}");
+        }
+    })
 }
 
 /// The metric kind of a TCP event that signals trouble (`None`: routine state changes).

@@ -250,6 +250,13 @@ impl Hub {
     }
 }
 
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (n, bytes, _) = self.history_size();
+        f.debug_struct("Hub").field("history_records", &n).field("history_bytes", &bytes).finish_non_exhaustive()
+    }
+}
+
 /// Splits concatenated pcapng blocks (little-endian, as ktrace writes them)
 /// into `(block type, block bytes)`. A malformed tail is returned as one
 /// block of type 0 rather than lost.

@@ -1616,6 +1616,22 @@ impl DropAnalyzer {
 
     // -- the end -------------------------------------------------------------
 
+    /// Fabric losses decided so far (their packets' time to arrive has
+    /// passed), taken out of the analyzer: a long-running agent exports them
+    /// as they happen instead of at the end of a run. `now_ns`: every node's
+    /// records up to this wall-clock time have been pushed.
+    pub fn drain_fabric_losses(&mut self, now_ns: u64, enr: &Enricher) -> Vec<FabricLoss> {
+        self.now = self.now.max(now_ns);
+        self.maintain(enr);
+        self.finding_rows(enr)
+            .into_iter()
+            .filter_map(|f| match f {
+                DropFinding::FabricLoss(l) => Some(l),
+                DropFinding::OverlayWrongSource(_) => None,
+            })
+            .collect()
+    }
+
     /// Judges everything still pending against the whole input and returns
     /// the report. Connects still in `SYN_SENT` with SYN retransmits are
     /// reported as pending timeouts. The analyzer is empty afterwards (its

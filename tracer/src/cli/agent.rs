@@ -10,6 +10,7 @@ use clap::Args;
 
 use super::{Global, netns_arg, parse_duration};
 use crate::agent::{
+    client::{ClientAuth, Target},
     daemon::{AgentConfig, run as run_daemon},
     server::{ListenAddr, TlsFiles},
 };
@@ -52,7 +53,8 @@ pub struct AgentArgs {
     /// DNS ports.
     #[arg(long, value_delimiter = ',', default_value = "53")]
     pub ports: Vec<u16>,
-    /// Underlay interface(s) to fingerprint with tc (for cross-node loss).
+    /// Underlay interface(s) to fingerprint with tc (for cross-node loss);
+    /// `auto`: the interface of the default route (where the overlay's VXLAN goes out).
     #[arg(long, value_name = "DEV")]
     pub underlay: Vec<String>,
     /// Only this node's network namespaces (inode or /run/netns name; lab nodes share one kernel).
@@ -67,6 +69,14 @@ pub struct AgentArgs {
     /// Time subscribers get to drain after SIGTERM.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub grace: Duration,
+    /// A peer agent (`unix:/path`, `HOST:PORT`, `https://HOST:PORT`; repeatable): this agent
+    /// correlates its node with the peers' and exports `fabric_loss` towards its node as metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub peer: Vec<String>,
+    /// Find the peers through the Kubernetes API (the other running agent pods,
+    /// `app.kubernetes.io/name=ktrace-agent` in this pod's namespace, port 4247), at start.
+    #[arg(long)]
+    pub peers: bool,
 }
 
 fn group_id(g: &str) -> anyhow::Result<u32> {
@@ -74,6 +84,39 @@ fn group_id(g: &str) -> anyhow::Result<u32> {
         return Ok(n);
     }
     nix::unistd::Group::from_name(g)?.map(|g| g.gid.as_raw()).with_context(|| format!("no group {g:?}"))
+}
+
+/// The other agents of the `DaemonSet`, through the API (this pod's namespace).
+fn discover_peers(g: &Global, tls: bool) -> anyhow::Result<Vec<Target>> {
+    let origin = crate::enrich::kube::ApiOrigin::detect(g.kubeconfig.as_deref(), g.context.as_deref())
+        .context("--peers needs the Kubernetes API")?;
+    let ns = std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        .map_or_else(|_| "ktrace".to_owned(), |s| s.trim().to_owned());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let me = g.node();
+    let pods =
+        rt.block_on(crate::enrich::kube::discover_agents(&origin, &ns, "app.kubernetes.io/name=ktrace-agent"))?;
+    Ok(pods
+        .into_iter()
+        .filter(|p| p.node.as_deref() != Some(&*me))
+        .map(|p| {
+            let host = if p.ip.contains(':') { format!("[{}]", p.ip) } else { p.ip };
+            Target::Tcp { addr: format!("{host}:4247"), tls }
+        })
+        .collect())
+}
+
+/// The interface of the IPv4 default route (`/proc/net/route`).
+fn default_route_dev() -> anyhow::Result<String> {
+    let t = std::fs::read_to_string("/proc/net/route").context("reading /proc/net/route")?;
+    parse_default_route(&t).context("--underlay auto: no IPv4 default route; name the device")
+}
+
+fn parse_default_route(table: &str) -> Option<String> {
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 7 && f[1] == "00000000" && f[7] == "00000000").then(|| f[0].to_owned())
+    })
 }
 
 /// Runs `ktrace agent`.
@@ -92,6 +135,16 @@ pub fn run(g: &Global, a: &AgentArgs) -> anyhow::Result<()> {
         },
         None => None,
     };
+    let mut peers = a.peer.iter().map(|p| p.parse::<Target>()).collect::<Result<Vec<_>, _>>()?;
+    if a.peers {
+        peers.extend(discover_peers(g, a.tls_cert.is_some())?);
+    }
+    let peer_auth = ClientAuth {
+        token: token.clone(),
+        ca: a.tls_client_ca.clone(),
+        identity: a.tls_cert.clone().zip(a.tls_key.clone()),
+        tls_name: None,
+    };
     let cfg = AgentConfig {
         listen: a.listen.clone(),
         metrics: a.metrics,
@@ -106,11 +159,29 @@ pub fn run(g: &Global, a: &AgentArgs) -> anyhow::Result<()> {
         history_bytes: a.history_mib.max(1) << 20,
         ports: a.ports.clone(),
         ring_bytes: a.ring_mib.max(1).next_power_of_two() << 20,
-        underlay: a.underlay.clone(),
+        underlay: a
+            .underlay
+            .iter()
+            .map(|d| if d == "auto" { default_route_dev() } else { Ok(d.clone()) })
+            .collect::<anyhow::Result<_>>()?,
         netns_scope: a.netns_scope.iter().map(|n| netns_arg(n)).collect::<anyhow::Result<_>>()?,
         duration: a.duration,
         top_pods: a.top_pods,
         grace: a.grace,
+        peers,
+        peer_auth,
     };
     run_daemon(g, &cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn default_route() {
+        let t = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                 eth1\t0002A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+                 ens5\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
+        assert_eq!(super::parse_default_route(t).as_deref(), Some("ens5"));
+        assert_eq!(super::parse_default_route("Iface\n"), None);
+    }
 }

@@ -239,6 +239,7 @@ fn from_agents(g: &Global, args: &DnsArgs, filter: Filter, pair: PairConfig) -> 
         },
         duration: args.duration,
         lag: Duration::from_millis(200),
+        local: None,
     };
     let st = agent::run(&cfg, |ev| {
         match ev {

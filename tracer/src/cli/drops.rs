@@ -142,6 +142,7 @@ fn from_agents(
         },
         duration: args.duration,
         lag: Duration::from_millis(200),
+        local: None,
     };
     let st = agent::run(&cfg, |ev| {
         match ev {

@@ -71,6 +71,8 @@ pub struct AgentSourceConfig {
     pub duration: Option<Duration>,
     /// Reordering slack below the slowest agent's heartbeat.
     pub lag: Duration,
+    /// This process's own hub, read as one more stream (agent-side correlation).
+    pub local: Option<(Arc<crate::agent::hub::Hub>, Arc<str>)>,
 }
 
 /// Counters of a run.
@@ -149,6 +151,78 @@ struct AgentState {
     since: Instant,
 }
 
+/// A thread reading one stream's bytes as a capture, sending its events on.
+fn spawn_reader(
+    idx: usize,
+    name: &str,
+    out: &SyncSender<Msg>,
+) -> Result<(tokio::sync::mpsc::Sender<Bytes>, std::thread::JoinHandle<()>), String> {
+    let (btx, brx) = tokio::sync::mpsc::channel::<Bytes>(256);
+    let out2 = out.clone();
+    let reader_name = PathBuf::from(format!("agent {name}"));
+    let reader = std::thread::Builder::new()
+        .name("ktrace-agent-rd".into())
+        .spawn(move || {
+            let r = ChannelReader { rx: brx, cur: Bytes::new() };
+            match crate::capture::open_reader(&reader_name, r) {
+                Ok(rd) => {
+                    let mut evs = CaptureEvents::new(reader_name, rd);
+                    for ev in evs.by_ref() {
+                        if out2.send(Msg::Event(idx, ev)).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = out2.send(Msg::ReaderDone(std::mem::take(&mut evs.warnings)));
+                }
+                Err(e) => {
+                    // The error already names the stream.
+                    let _ = out2.send(Msg::ReaderDone(vec![e.to_string()]));
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok((btx, reader))
+}
+
+/// This process's own hub as one of the streams (an agent correlating its
+/// node with its peers): the same bytes a subscriber would get, without a socket.
+async fn local_connection(
+    idx: usize,
+    hub: Arc<crate::agent::hub::Hub>,
+    node: Arc<str>,
+    req: SubscribeRequest,
+    out: SyncSender<Msg>,
+    stop: Arc<AtomicBool>,
+) {
+    use crate::agent::stream::{Kinds, Spec, pump};
+    let Ok((btx, reader)) = spawn_reader(idx, "local", &out) else { return };
+    let _ = out.send(Msg::Connected(idx));
+    let spec = Spec {
+        kinds: Kinds::from_request(&req.kinds),
+        scope: crate::pipeline::Filter::default(),
+        since_ns: req.since_unix_ns,
+        history_only: false,
+        heartbeat_every: 1,
+    };
+    let (ctx, mut crx) = tokio::sync::mpsc::channel(16);
+    let pumping = tokio::spawn(pump(hub, spec, node, || 0, ctx));
+    while !stop.load(Ordering::Relaxed) {
+        match tokio::time::timeout(Duration::from_millis(200), crx.recv()).await {
+            Err(_) => {}
+            Ok(None) => break,
+            Ok(Some(c)) => {
+                if !c.pcapng.is_empty() && btx.send(Bytes::from(c.pcapng)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(crx);
+    pumping.abort();
+    drop(btx);
+    let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+}
+
 /// One connection's life: subscribe, pipe bytes to a reader thread, forward findings.
 async fn connection(
     idx: usize,
@@ -165,30 +239,7 @@ async fn connection(
             let mut client = connect(&target, &auth).await.map_err(|e| e.to_string())?;
             let mut stream = client.subscribe(req.clone()).await.map_err(|e| e.message().to_owned())?.into_inner();
             let _ = out.send(Msg::Connected(idx));
-            let (btx, brx) = tokio::sync::mpsc::channel::<Bytes>(256);
-            let out2 = out.clone();
-            let reader_name = PathBuf::from(format!("agent {name}"));
-            let reader = std::thread::Builder::new()
-                .name("ktrace-agent-rd".into())
-                .spawn(move || {
-                    let r = ChannelReader { rx: brx, cur: Bytes::new() };
-                    match crate::capture::open_reader(&reader_name, r) {
-                        Ok(rd) => {
-                            let mut evs = CaptureEvents::new(reader_name, rd);
-                            for ev in evs.by_ref() {
-                                if out2.send(Msg::Event(idx, ev)).is_err() {
-                                    break;
-                                }
-                            }
-                            let _ = out2.send(Msg::ReaderDone(std::mem::take(&mut evs.warnings)));
-                        }
-                        Err(e) => {
-                            // The error already names the stream.
-                            let _ = out2.send(Msg::ReaderDone(vec![e.to_string()]));
-                        }
-                    }
-                })
-                .map_err(|e| e.to_string())?;
+            let (btx, reader) = spawn_reader(idx, &name, &out)?;
             let mut got_any = false;
             let res = loop {
                 if stop.load(Ordering::Relaxed) {
@@ -236,14 +287,36 @@ async fn connection(
     }
 }
 
-/// Streams from the agents until `duration`, Ctrl-C, or `on` returns false.
-pub fn run(cfg: &AgentSourceConfig, mut on: impl FnMut(AgentEvent) -> bool) -> anyhow::Result<AgentSourceStats> {
-    anyhow::ensure!(!cfg.targets.is_empty(), "no agents to read from");
-    let stop = Arc::new(AtomicBool::new(false));
+/// Streams from the agents until `duration`, Ctrl-C, `stop`, or `on` returns false.
+pub fn run(cfg: &AgentSourceConfig, on: impl FnMut(AgentEvent) -> bool) -> anyhow::Result<AgentSourceStats> {
+    run_until(cfg, &Arc::new(AtomicBool::new(false)), on)
+}
+
+/// [`run`], also stopping when `stop_when` becomes true.
+pub fn run_until(
+    cfg: &AgentSourceConfig,
+    stop_when: &Arc<AtomicBool>,
+    mut on: impl FnMut(AgentEvent) -> bool,
+) -> anyhow::Result<AgentSourceStats> {
+    anyhow::ensure!(!cfg.targets.is_empty() || cfg.local.is_some(), "no agents to read from");
+    let stop = Arc::clone(stop_when);
     let (tx, rx) = sync_channel::<Msg>(8192);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     for (i, t) in cfg.targets.iter().enumerate() {
         rt.spawn(connection(i, t.clone(), cfg.auth.clone(), cfg.request.clone(), tx.clone(), Arc::clone(&stop)));
+    }
+    let mut names: Vec<String> = cfg.targets.iter().map(ToString::to_string).collect();
+    if let Some((hub, node)) = &cfg.local {
+        let i = names.len();
+        names.push(format!("local ({node})"));
+        rt.spawn(local_connection(
+            i,
+            Arc::clone(hub),
+            Arc::clone(node),
+            cfg.request.clone(),
+            tx.clone(),
+            Arc::clone(&stop),
+        ));
     }
     {
         let stop = Arc::clone(&stop);
@@ -257,7 +330,6 @@ pub fn run(cfg: &AgentSourceConfig, mut on: impl FnMut(AgentEvent) -> bool) -> a
         });
     }
     drop(tx);
-    let names: Vec<String> = cfg.targets.iter().map(ToString::to_string).collect();
     let deadline = cfg.duration.map(|d| Instant::now() + d);
     let stats = merge(&rx, &names, cfg.lag, deadline, &stop, &mut on);
     stop.store(true, Ordering::Relaxed);
