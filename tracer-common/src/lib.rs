@@ -134,7 +134,9 @@ const _: () = assert!(core::mem::offset_of!(PacketEvent, data) == PACKET_EVENT_H
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stat {
-    /// Packets the capture programs looked at.
+    /// Packets the capture programs looked at. No longer counted per
+    /// packet (a map update on the path most traffic takes); the kernel's
+    /// run count (`bpf_stats`) gives the same number. Slot kept for layout.
     Seen = 0,
     /// Packets that matched a DNS port and were sent to the ring buffer.
     Matched = 1,

@@ -185,10 +185,10 @@ fn render(
         "Notes: `run_time_ns` includes the kernel's own bookkeeping around each run (two clock reads), which is \
          why even the no-op costs tens of ns; the ratio therefore overstates the program's own work. The \
          drop phase also shows `dns_egress` for the flood's packets leaving the client; `conn_*` tracepoints \
-         only appear when TCP traffic ran. What the non-DNS fast path does (tracer-ebpf `capture`): a per-CPU \
-         \"seen\" counter update (a map lookup), then `bpf_skb_load_bytes` for the IP header and once more for \
-         each of the two ports, then a loop over up to 8 configured ports. Loading the IP header and ports \
-         in one call (or direct packet access) and dropping the per-packet counter are the obvious cuts. On DNS \
+         only appear when TCP traffic ran. What the non-DNS fast path does (tracer-ebpf `capture`): reads the \
+         IPv4 (no options) or IPv6 (no extension headers) header and both ports directly from the packet's \
+         linear head — no helper call, no map update — then a loop over up to 8 configured ports; other \
+         packets take the general path with `bpf_skb_load_bytes`. On DNS \
          packets the cost is the copy into the ring buffer (up to 1 KiB via `bpf_skb_load_bytes`) plus, on \
          egress, the task walk for pid/comm/netns.\n"
     );
