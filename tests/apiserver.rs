@@ -387,7 +387,7 @@ fn query(target: &str) -> (String, BTreeMap<String, String>) {
     let params = q
         .split('&')
         .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.replace("%3D", "=").replace("%3d", "=").replace("%2F", "/")))
+        .map(|(k, v)| (k.to_owned(), v.replace("%3D", "=").replace("%3d", "=").replace("%2F", "/").replace("%2f", "/")))
         .collect();
     (path.to_owned(), params)
 }
@@ -428,6 +428,18 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, shared: Arc<Shared>
         return respond(&mut s, 500, &status(500, "InternalError", "etcd is on fire")).await;
     }
     let (path, params) = query(&target);
+    // Namespaced pod lists (agent discovery: `ktrace dns --agents`).
+    let (path, namespace) = match path.strip_prefix("/api/v1/namespaces/").and_then(|r| r.split_once('/')) {
+        Some((ns, rest)) => (format!("/api/v1/{rest}"), Some(ns.to_owned())),
+        None => (path, None),
+    };
+    let labels = params.get("labelSelector").and_then(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let in_scope = |o: &Value| {
+        namespace.as_deref().is_none_or(|ns| o.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns))
+            && labels.as_ref().is_none_or(|(k, v)| {
+                o.pointer("/metadata/labels").and_then(|l| l.get(k)).and_then(Value::as_str) == Some(v.as_str())
+            })
+    };
     let kind = match path.as_str() {
         "/api/v1/pods" => Kind::Pod,
         "/api/v1/services" => Kind::Service,
@@ -441,7 +453,7 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, shared: Arc<Shared>
             let items: Vec<Value> = st
                 .objects
                 .iter()
-                .filter(|((k, _), o)| *k == kind && selected(kind, o, sel))
+                .filter(|((k, _), o)| *k == kind && selected(kind, o, sel) && in_scope(o))
                 .map(|(_, o)| o.clone())
                 .collect();
             json!({"apiVersion": "v1", "kind": kind.list_kind(), "metadata": {"resourceVersion": st.rv.to_string()}, "items": items})

@@ -340,3 +340,105 @@ fn cli_live_metadata_watches_the_api() {
     drop(e);
     drop(server);
 }
+
+/// `ktrace dns --agents`: agent pods are found through the API (label
+/// selector, namespace, running, pod IP), then streamed with a bearer token.
+/// The agent here is the real gRPC service over a hub fed with synthetic
+/// records (no BPF needed).
+#[test]
+fn agents_are_discovered_through_the_api_and_streamed_with_a_token() {
+    use ktrace::agent::{
+        encode::Encoder,
+        hub::Hub,
+        server::{ListenAddr, Service, Shared, serve},
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let server = rt.block_on(ApiServer::start("agents"));
+    let label = json!({"app.kubernetes.io/name": "ktrace-agent"});
+    let agent_pod = |ns: &str, name: &str, labels: &serde_json::Value| {
+        apiserver::pod(ns, name, "node-a", "127.0.0.1", &format!("uid-{name}"), "2026-11-23T10:00:00Z", labels)
+    };
+    server.apply(Kind::Pod, agent_pod("ktrace", "ktrace-agent-a1", &label));
+    server.apply(Kind::Pod, agent_pod("ktrace", "something-else", &json!({"app": "x"})));
+    server.apply(Kind::Pod, agent_pod("default", "ktrace-agent-elsewhere", &label));
+    let origin = ApiOrigin::Kubeconfig { path: Some(server.kubeconfig()), context: None };
+    let found = rt
+        .block_on(ktrace::enrich::kube::discover_agents(&origin, "ktrace", "app.kubernetes.io/name=ktrace-agent"))
+        .expect("discovery");
+    assert_eq!(
+        found,
+        vec![ktrace::enrich::kube::AgentPod {
+            name: "ktrace-agent-a1".into(),
+            ip: "127.0.0.1".into(),
+            node: Some("node-a".into())
+        }]
+    );
+
+    // The agent the discovered pod stands for.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+    let node: Arc<str> = "node-a".into();
+    let (mut enc, head) = Encoder::new(Arc::clone(&node), Vec::new(), 1024);
+    let hub = Arc::new(Hub::new(head, 1 << 20));
+    let shared = Arc::new(Shared {
+        hub: Arc::clone(&hub),
+        node: Arc::clone(&node),
+        ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        kernel_lost: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        underlay: Vec::new(),
+        warnings: Vec::new(),
+        capture_dir: server.dir.clone(),
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let addr = ListenAddr::Tcp(format!("127.0.0.1:{port}").parse().expect("addr"));
+    let served = rt.spawn(serve(Service::new(shared), addr, Some("agent-token".into()), None, None, async move {
+        let _ = stop_rx.await;
+    }));
+    let feeder = rt.spawn(async move {
+        let e = Enricher::empty();
+        for i in 0..60u32 {
+            if i == 15 {
+                let t = ktrace::source::monotonic_ns();
+                enc.record(&packet(t, dns_packet([10, 244, 1, 20], 40000, [10, 244, 1, 10], 53, false)), &e, &hub);
+                enc.record(
+                    &packet(t + 1_000_000, dns_packet([10, 244, 1, 10], 53, [10, 244, 1, 20], 40000, true)),
+                    &e,
+                    &hub,
+                );
+            }
+            enc.heartbeat(&hub);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let out = std::process::Command::new(ktrace_e2e::ktrace_bin())
+        .args(["--kubeconfig", server.kubeconfig().to_str().expect("utf-8")])
+        .args(["dns", "--agents", "--agent-port", &port.to_string(), "--duration", "2500ms", "-o", "json"])
+        .env("KTRACE_AGENT_TOKEN", "agent-token")
+        .env_remove("KTRACE_AGENT_TOKEN_FILE")
+        .output()
+        .expect("ktrace dns --agents");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ktrace dns --agents: {stderr}");
+    assert!(stderr.contains("ktrace-agent-a1"), "names the discovered agent: {stderr}");
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    let v = ktrace_e2e::json_lines(&lines);
+    let txs = ktrace_e2e::of_type(&v, "dns");
+    assert!(
+        txs.iter().any(|t| t["qname"] == "backend.critical-app.svc.cluster.local" && t["rcode"] == "NOERROR"),
+        "the agent's transaction came through: {v:#?}\n{stderr}"
+    );
+    // A wrong token is refused for good: the CLI says so and fails instead of retrying forever.
+    let bad = std::process::Command::new(ktrace_e2e::ktrace_bin())
+        .args(["dns", "--agent", &format!("127.0.0.1:{port}"), "--duration", "10s", "-o", "json"])
+        .env("KTRACE_AGENT_TOKEN", "wrong")
+        .env_remove("KTRACE_AGENT_TOKEN_FILE")
+        .output()
+        .expect("ktrace dns --agent");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success(), "a refused client fails: {err}");
+    assert!(err.contains("bearer token"), "unauthenticated is reported: {err}");
+    let _ = stop_tx.send(());
+    rt.block_on(async {
+        let _ = feeder.await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), served).await;
+    });
+}

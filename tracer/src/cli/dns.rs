@@ -255,6 +255,7 @@ fn from_agents(g: &Global, args: &DnsArgs, filter: Filter, pair: PairConfig) -> 
         }
         true
     })?;
+    anyhow::ensure!(st.refused.len() < cfg.targets.len(), "every agent refused this client: {}", st.refused.join("; "));
     pipe.stats.warnings.extend(st.warnings);
     if st.subscriber_dropped > 0 {
         pipe.stats.warnings.push(format!("{} records missed: this client read too slowly", st.subscriber_dropped));

@@ -160,6 +160,7 @@ fn from_agents(
         }
         true
     })?;
+    anyhow::ensure!(st.refused.len() < cfg.targets.len(), "every agent refused this client: {}", st.refused.join("; "));
     let mut warnings = st.warnings;
     if st.subscriber_dropped > 0 {
         warnings.push(format!("{} records missed: this client read too slowly", st.subscriber_dropped));

@@ -88,6 +88,8 @@ pub struct AgentSourceStats {
     pub released_early: u64,
     /// Warnings from the stream readers (truncated streams, unknown blocks).
     pub warnings: Vec<String>,
+    /// Agents that refused this client for good (wrong token or certificate).
+    pub refused: Vec<String>,
 }
 
 enum Msg {
@@ -97,6 +99,8 @@ enum Msg {
     Ended(usize, String),
     Dropped(u64),
     ReaderDone(Vec<String>),
+    /// Refused for good (credentials): not retried.
+    GaveUp(usize, String),
 }
 
 /// A byte stream fed by the gRPC task, read by the capture reader.
@@ -236,10 +240,16 @@ async fn connection(
     let name = target.to_string();
     while !stop.load(Ordering::Relaxed) {
         let r = async {
-            let mut client = connect(&target, &auth).await.map_err(|e| e.to_string())?;
-            let mut stream = client.subscribe(req.clone()).await.map_err(|e| e.message().to_owned())?.into_inner();
+            let mut client = connect(&target, &auth).await.map_err(|e| (e.to_string(), false))?;
+            let mut stream = match client.subscribe(req.clone()).await {
+                Ok(r) => r.into_inner(),
+                Err(e) => {
+                    let fatal = matches!(e.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied);
+                    return Err((e.message().to_owned(), fatal));
+                }
+            };
             let _ = out.send(Msg::Connected(idx));
-            let (btx, reader) = spawn_reader(idx, &name, &out)?;
+            let (btx, reader) = spawn_reader(idx, &name, &out).map_err(|e| (e, false))?;
             let mut got_any = false;
             let res = loop {
                 if stop.load(Ordering::Relaxed) {
@@ -271,7 +281,8 @@ async fn connection(
             };
             drop(btx);
             let _ = tokio::task::spawn_blocking(move || reader.join()).await;
-            if got_any { res } else { res.and(Err("no data".to_owned())) }
+            let res = if got_any { res } else { res.and(Err("no data".to_owned())) };
+            res.map_err(|e| (e, false))
         }
         .await;
         if stop.load(Ordering::Relaxed) {
@@ -279,7 +290,11 @@ async fn connection(
         }
         let why = match r {
             Ok(()) => "closed".to_owned(),
-            Err(e) => e,
+            Err((e, true)) => {
+                let _ = out.send(Msg::GaveUp(idx, e));
+                break;
+            }
+            Err((e, false)) => e,
         };
         let _ = out.send(Msg::Ended(idx, why));
         tokio::time::sleep(backoff).await;
@@ -388,6 +403,16 @@ fn merge(
                 Msg::Ended(i, why) => {
                     st[i].connected = false;
                     if !on(AgentEvent::Notice(format!("agent {}: {why}; retrying", names[i]))) {
+                        break;
+                    }
+                }
+                Msg::GaveUp(i, why) => {
+                    st[i].connected = false;
+                    stats.refused.push(format!("agent {}: {why}", names[i]));
+                    if !on(AgentEvent::Notice(format!("agent {}: {why}; not retrying", names[i]))) {
+                        break;
+                    }
+                    if stats.refused.len() == names.len() {
                         break;
                     }
                 }
