@@ -13,7 +13,7 @@
 //! client's and the server's view of one exchange merge into one transaction.
 //! Wire (foreign pcap) and tc sightings pair by key alone.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use crate::{
     decode::{DnsEvent, dns::Answer},
@@ -100,8 +100,10 @@ pub struct Pairer {
     cfg: PairConfig,
     stats: PairStats,
     pending: HashMap<Key, Pending>,
-    /// (first seen, sequence) → key: oldest first, for expiry and eviction.
-    order: BTreeMap<(u64, u64), Key>,
+    /// (first seen, sequence, key), oldest first, for expiry and eviction.
+    /// Answered queries are not removed here (that was a B-tree delete per
+    /// answer): an entry counts only while `pending` holds the same order.
+    order: VecDeque<((u64, u64), Key)>,
     seq: u64,
     recent: HashMap<Key, Recent>,
     recent_order: VecDeque<(u64, Key)>,
@@ -222,8 +224,14 @@ impl Pairer {
         }
         self.seq = self.seq.wrapping_add(1);
         let order = (ts, self.seq);
-        self.order.insert(order, key.clone());
+        self.order.push_back((order, key.clone()));
         self.pending.insert(key, Pending { tx, order, client_query_ns, server_query_ns, server_answer: None });
+        // Answered entries linger until their timeout passes; keep them from
+        // outnumbering the live ones (amortised O(1) per query).
+        if self.order.len() > 2 * self.pending.len() + 1024 {
+            let pending = &self.pending;
+            self.order.retain(|(o, k)| pending.get(k).is_some_and(|p| p.order == *o));
+        }
     }
 
     fn response(&mut self, key: Key, side: Side, ev: &DnsEvent, out: &mut Vec<Transaction>) {
@@ -272,7 +280,6 @@ impl Pairer {
             return;
         }
         let Some(p) = self.pending.remove(&key) else { return };
-        self.order.remove(&p.order);
         let mut tx = p.tx;
         tx.end_ns = Some(ts);
         tx.rcode = Some(ev.msg.rcode);
@@ -303,11 +310,18 @@ impl Pairer {
         }
     }
 
+    /// Takes the pending query `key` if `order` is still its entry (not
+    /// answered, not replaced by a later query with the same key).
+    fn take_current(&mut self, order: (u64, u64), key: &Key) -> Option<Pending> {
+        if self.pending.get(key).is_some_and(|p| p.order == order) { self.pending.remove(key) } else { None }
+    }
+
     fn evict_oldest(&mut self, out: &mut Vec<Transaction>) {
-        if let Some((_, key)) = self.order.pop_first() {
-            self.stats.evicted += 1;
-            if let Some(p) = self.pending.remove(&key) {
+        while let Some((order, key)) = self.order.pop_front() {
+            if let Some(p) = self.take_current(order, &key) {
+                self.stats.evicted += 1;
                 out.push(timed_out(p));
+                return;
             }
         }
     }
@@ -315,12 +329,12 @@ impl Pairer {
     /// Reports queries older than the timeout at `now_ns` as timed out.
     pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Transaction>) {
         self.prune_recent(now_ns);
-        while let Some(entry) = self.order.first_entry() {
-            if entry.key().0.saturating_add(self.cfg.timeout_ns) > now_ns {
+        while let Some(((ts, _), _)) = self.order.front() {
+            if ts.saturating_add(self.cfg.timeout_ns) > now_ns {
                 break;
             }
-            let key = entry.remove();
-            if let Some(p) = self.pending.remove(&key) {
+            let Some((order, key)) = self.order.pop_front() else { break };
+            if let Some(p) = self.take_current(order, &key) {
                 out.push(timed_out(p));
             }
         }
@@ -328,8 +342,8 @@ impl Pairer {
 
     /// End of input: every query still waiting is reported as unanswered.
     pub fn finish(&mut self, out: &mut Vec<Transaction>) {
-        while let Some((_, key)) = self.order.pop_first() {
-            if let Some(p) = self.pending.remove(&key) {
+        while let Some((order, key)) = self.order.pop_front() {
+            if let Some(p) = self.take_current(order, &key) {
                 out.push(timed_out(p));
             }
         }
