@@ -137,7 +137,15 @@ pub fn run(g: &Global, a: &AgentArgs) -> anyhow::Result<()> {
     };
     let mut peers = a.peer.iter().map(|p| p.parse::<Target>()).collect::<Result<Vec<_>, _>>()?;
     if a.peers {
-        peers.extend(discover_peers(g, a.tls_cert.is_some())?);
+        // The node's own tracing matters more than correlation: an API that is
+        // down at start costs the fabric-loss metric, not the agent.
+        match discover_peers(g, a.tls_cert.is_some()) {
+            Ok(p) => {
+                eprintln!("ktrace agent: {} peer agent(s) found through the API", p.len());
+                peers.extend(p);
+            }
+            Err(e) => eprintln!("ktrace agent: warning: --peers: {e:#}; no cross-node correlation"),
+        }
     }
     let peer_auth = ClientAuth {
         token: token.clone(),
