@@ -221,7 +221,7 @@ fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
 fn write_capture(file: std::fs::File, compress: bool, mut rx: mpsc::Receiver<Vec<u8>>) -> std::io::Result<(u64, u64)> {
     let buf = std::io::BufWriter::with_capacity(256 * 1024, file);
     let mut out: Box<dyn std::io::Write> =
-        if compress { Box::new(zstd::Encoder::new(buf, 3)?.auto_finish()) } else { Box::new(buf) };
+        if compress { Box::new(zstd::Encoder::new(buf, crate::capture::ZSTD_LEVEL)?.auto_finish()) } else { Box::new(buf) };
     let (mut blocks, mut bytes) = (0u64, 0u64);
     while let Some(c) = rx.blocking_recv() {
         out.write_all(&c)?;

@@ -20,6 +20,11 @@ use super::{
 };
 use crate::event::{PacketRecord, Record};
 
+/// zstd level of compressed captures. 9, not the usual 3: on ktrace's
+/// records it makes 13.8 instead of 16.2 bytes per DNS message, at about
+/// 50 MB/s (≈ 200k DNS messages/s) per core, on the writer's own thread.
+pub const ZSTD_LEVEL: i32 = 9;
+
 /// Counters of a writer, for the `record` summary and the size benchmark.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WriterStats {
@@ -155,7 +160,7 @@ impl CaptureWriter {
         let compress = header.compress || path.extension().is_some_and(|e| e.eq_ignore_ascii_case("zst"));
         let buf = BufWriter::with_capacity(256 * 1024, file);
         let sink = if compress {
-            let enc = zstd::Encoder::new(buf, 3).map_err(|source| CaptureError::Io {
+            let enc = zstd::Encoder::new(buf, ZSTD_LEVEL).map_err(|source| CaptureError::Io {
                 path: Arc::clone(&path),
                 offset: 0,
                 source,

@@ -340,7 +340,7 @@ fn from_agents(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
             .with_context(|| format!("creating {}", path.display()))?;
             let buf = std::io::BufWriter::with_capacity(256 * 1024, file);
             let mut out: Box<dyn std::io::Write + Send> =
-                if compress { Box::new(zstd::Encoder::new(buf, 3)?.auto_finish()) } else { Box::new(buf) };
+                if compress { Box::new(zstd::Encoder::new(buf, crate::capture::ZSTD_LEVEL)?.auto_finish()) } else { Box::new(buf) };
             let deadline = tokio::time::Instant::now() + duration;
             let mut bytes = 0u64;
             loop {
