@@ -20,7 +20,7 @@ use super::{
     proto::{self, agent_server::Agent},
     stream::{Kinds, Spec, pump},
 };
-use crate::pipeline::Filter;
+use crate::{capture::open_private, pipeline::Filter};
 
 /// Where the agent listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -206,22 +206,8 @@ impl Agent for Service {
     }
 }
 
-/// Creates a capture the way a daemon must: new file only, never through a
-/// symlink, owner-only permissions.
-fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-}
-
 fn write_capture(file: std::fs::File, compress: bool, mut rx: mpsc::Receiver<Vec<u8>>) -> std::io::Result<(u64, u64)> {
-    let buf = std::io::BufWriter::with_capacity(256 * 1024, file);
-    let mut out: Box<dyn std::io::Write> =
-        if compress { Box::new(zstd::Encoder::new(buf, crate::capture::ZSTD_LEVEL)?.auto_finish()) } else { Box::new(buf) };
+    let mut out = crate::capture::byte_sink(file, compress)?;
     let (mut blocks, mut bytes) = (0u64, 0u64);
     while let Some(c) = rx.blocking_recv() {
         out.write_all(&c)?;

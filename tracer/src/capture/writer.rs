@@ -147,16 +147,16 @@ impl CaptureWriter {
     }
 
     fn create_with(path: impl AsRef<Path>, header: CaptureHeader, private: bool) -> Result<Self, CaptureError> {
-        use std::os::unix::fs::OpenOptionsExt as _;
         let path: Arc<Path> = Arc::from(path.as_ref());
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true);
-        if private {
-            opts.create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+        let file = if private {
+            open_private(&path)
         } else {
             opts.create(true).truncate(true);
+            opts.open(&path)
         }
-        let file = opts.open(&path).map_err(|source| CaptureError::Open { path: Arc::clone(&path), source })?;
+        .map_err(|source| CaptureError::Open { path: Arc::clone(&path), source })?;
         let compress = header.compress || path.extension().is_some_and(|e| e.eq_ignore_ascii_case("zst"));
         let buf = BufWriter::with_capacity(256 * 1024, file);
         let sink = if compress {
@@ -394,6 +394,26 @@ impl Drop for CaptureWriter {
             log::warn!("closing capture: {e}");
         }
     }
+}
+
+/// Creates a capture file the way a daemon must: a new file only, never
+/// through a symlink, readable by its owner only (DNS names are sensitive).
+pub fn open_private(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// A buffered writer for pcapng bytes that are already encoded (an agent's
+/// stream), zstd-compressed at [`ZSTD_LEVEL`] when asked; the zstd frame is
+/// ended when the writer is dropped.
+pub fn byte_sink(file: File, compress: bool) -> io::Result<Box<dyn Write + Send>> {
+    let buf = BufWriter::with_capacity(256 * 1024, file);
+    Ok(if compress { Box::new(zstd::Encoder::new(buf, ZSTD_LEVEL)?.auto_finish()) } else { Box::new(buf) })
 }
 
 /// One non-packet record as a standalone custom block, for streams that

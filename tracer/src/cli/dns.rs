@@ -214,52 +214,19 @@ fn replay(g: &Global, args: &DnsArgs, filter: Filter, pair: PairConfig) -> anyho
 }
 
 fn from_agents(g: &Global, args: &DnsArgs, filter: Filter, pair: PairConfig) -> anyhow::Result<()> {
-    use crate::{
-        agent::proto::{Kind, SubscribeRequest},
-        source::agent::{self, AgentEvent, AgentSourceConfig},
-    };
-    let (targets, auth) = args.agents.resolve(g)?;
-    let snap = g.snapshot()?;
-    let user_snapshot = snap.is_some();
-    let enricher = snap.as_ref().map_or_else(crate::enrich::Enricher::empty, crate::enrich::Enricher::from_snapshot);
+    use crate::{agent::proto::Kind, source::agent::AgentEvent};
+    let meta = AgentSelect::enricher(g)?;
+    let enricher = meta.0.clone();
     // Agent streams carry wall-clock times, as replayed captures do.
-    let ctx = Context { clock_offset_ns: 0, enricher };
+    let ctx = Context { clock_offset_ns: 0, enricher: enricher.clone() };
     let mut pipe = Pipeline::new(ctx, filter, pair, sink(g, args));
     pipe.dns_ports.clone_from(&args.ports);
-    eprintln!("ktrace: reading DNS from {} agent(s); Ctrl-C to stop", targets.len());
-    let cfg = AgentSourceConfig {
-        targets,
-        auth,
-        // Unscoped: the resolver's forwarded query explains a client's wait,
-        // and only the client side knows which pod it belongs to.
-        request: SubscribeRequest {
-            kinds: vec![Kind::Dns as i32],
-            since_unix_ns: args.agents.since_ns(),
-            ..Default::default()
-        },
-        duration: args.duration,
-        lag: Duration::from_millis(200),
-        local: None,
-    };
-    let st = agent::run(&cfg, |ev| {
-        match ev {
-            AgentEvent::File(FileEvent::Record(r)) => pipe.push(r),
-            AgentEvent::File(FileEvent::Snapshot(s)) => {
-                if !user_snapshot {
-                    pipe.ctx.enricher.apply_snapshot(&s);
-                }
-            }
-            AgentEvent::Tick(t) => pipe.tick(t),
-            AgentEvent::Notice(n) => eprintln!("ktrace: {n}"),
-            AgentEvent::File(_) | AgentEvent::Finding { .. } => {}
-        }
-        true
+    let warnings = args.agents.read(g, "DNS", &[Kind::Dns], args.duration, &meta, |ev| match ev {
+        AgentEvent::File(FileEvent::Record(r)) => pipe.push(r),
+        AgentEvent::Tick(t) => pipe.tick(t),
+        _ => {}
     })?;
-    anyhow::ensure!(st.refused.len() < cfg.targets.len(), "every agent refused this client: {}", st.refused.join("; "));
-    pipe.stats.warnings.extend(st.warnings);
-    if st.subscriber_dropped > 0 {
-        pipe.stats.warnings.push(format!("{} records missed: this client read too slowly", st.subscriber_dropped));
-    }
+    pipe.stats.warnings.extend(warnings);
     pipe.finish();
     Ok(())
 }

@@ -123,48 +123,17 @@ fn from_agents(
     args: &DropsArgs,
     analyzer: &mut DropAnalyzer,
 ) -> anyhow::Result<(DropReport, Enricher, Vec<String>)> {
-    use crate::{
-        agent::proto::{Kind, SubscribeRequest},
-        source::agent::{self, AgentEvent, AgentSourceConfig},
-    };
-    let (targets, auth) = args.agents.resolve(g)?;
-    let snap = g.snapshot()?;
-    let user_snapshot = snap.is_some();
-    let enricher = snap.as_ref().map_or_else(Enricher::empty, Enricher::from_snapshot);
-    eprintln!("ktrace: reading drops from {} agent(s); Ctrl-C to stop", targets.len());
-    let cfg = AgentSourceConfig {
-        targets,
-        auth,
-        request: SubscribeRequest {
-            kinds: vec![Kind::Drops as i32, Kind::Conn as i32],
-            since_unix_ns: args.agents.since_ns(),
-            ..Default::default()
-        },
-        duration: args.duration,
-        lag: Duration::from_millis(200),
-        local: None,
-    };
-    let st = agent::run(&cfg, |ev| {
-        match ev {
-            AgentEvent::File(FileEvent::Record(r)) => analyzer.push(&r, &enricher),
-            AgentEvent::File(FileEvent::Snapshot(s)) => {
-                if !user_snapshot {
-                    enricher.apply_snapshot(&s);
-                }
-            }
-            AgentEvent::File(FileEvent::Coverage { node, from_ns, to_ns, tc }) => {
-                analyzer.observed(&node, from_ns, to_ns, tc, &enricher);
-            }
-            AgentEvent::Notice(n) => eprintln!("ktrace: {n}"),
-            AgentEvent::File(_) | AgentEvent::Tick(_) | AgentEvent::Finding { .. } => {}
+    use crate::{agent::proto::Kind, source::agent::AgentEvent};
+    let meta = AgentSelect::enricher(g)?;
+    let enricher = meta.0.clone();
+    let kinds = [Kind::Drops, Kind::Conn];
+    let warnings = args.agents.read(g, "drops", &kinds, args.duration, &meta, |ev| match ev {
+        AgentEvent::File(FileEvent::Record(r)) => analyzer.push(&r, &enricher),
+        AgentEvent::File(FileEvent::Coverage { node, from_ns, to_ns, tc }) => {
+            analyzer.observed(&node, from_ns, to_ns, tc, &enricher);
         }
-        true
+        _ => {}
     })?;
-    anyhow::ensure!(st.refused.len() < cfg.targets.len(), "every agent refused this client: {}", st.refused.join("; "));
-    let mut warnings = st.warnings;
-    if st.subscriber_dropped > 0 {
-        warnings.push(format!("{} records missed: this client read too slowly", st.subscriber_dropped));
-    }
     let report = analyzer.finish(&enricher);
     Ok((report, enricher, warnings))
 }

@@ -140,6 +140,73 @@ impl AgentSelect {
         self.since.map_or(0, |d| crate::source::realtime_ns().saturating_sub(d.as_nanos() as u64))
     }
 
+    /// The metadata agent mode starts from: `--kube-snapshot` if given (then
+    /// the streams' snapshots are ignored), else empty, filled from the streams.
+    pub fn enricher(g: &Global) -> anyhow::Result<(Enricher, bool)> {
+        let snap = g.snapshot()?;
+        Ok((snap.as_ref().map_or_else(Enricher::empty, Enricher::from_snapshot), snap.is_some()))
+    }
+
+    /// Reads the agents' `kinds` until `duration` or Ctrl-C, as `dns` and
+    /// `drops` do: the streams' snapshots go into the enricher of `meta`
+    /// (from [`Self::enricher`]; not when it came from `--kube-snapshot`),
+    /// notices to stderr, everything else to `on`. Returns
+    /// the warnings to show; fails when every agent refused this client.
+    pub fn read(
+        &self,
+        g: &Global,
+        what: &str,
+        kinds: &[crate::agent::proto::Kind],
+        duration: Option<Duration>,
+        meta: &(Enricher, bool),
+        mut on: impl FnMut(crate::source::agent::AgentEvent),
+    ) -> anyhow::Result<Vec<String>> {
+        use crate::source::{
+            agent::{self, AgentEvent, AgentSourceConfig},
+            file::FileEvent,
+        };
+        let (enricher, user_snapshot) = (&meta.0, meta.1);
+        let (targets, auth) = self.resolve(g)?;
+        eprintln!("ktrace: reading {what} from {} agent(s); Ctrl-C to stop", targets.len());
+        let cfg = AgentSourceConfig {
+            targets,
+            auth,
+            // Unscoped: the resolver's forwarded query explains a client's
+            // wait, and only the client side knows which pod it belongs to.
+            request: crate::agent::proto::SubscribeRequest {
+                kinds: kinds.iter().map(|k| *k as i32).collect(),
+                since_unix_ns: self.since_ns(),
+                ..Default::default()
+            },
+            duration,
+            lag: Duration::from_millis(200),
+            local: None,
+        };
+        let st = agent::run(&cfg, |ev| {
+            match ev {
+                AgentEvent::File(FileEvent::Snapshot(s)) => {
+                    if !user_snapshot {
+                        // Merged, not replaced: each agent lists its own node's pods.
+                        enricher.apply_snapshot(&s);
+                    }
+                }
+                AgentEvent::Notice(n) => eprintln!("ktrace: {n}"),
+                other => on(other),
+            }
+            true
+        })?;
+        anyhow::ensure!(
+            st.refused.len() < cfg.targets.len(),
+            "every agent refused this client: {}",
+            st.refused.join("; ")
+        );
+        let mut warnings = st.warnings;
+        if st.subscriber_dropped > 0 {
+            warnings.push(format!("{} records missed: this client read too slowly", st.subscriber_dropped));
+        }
+        Ok(warnings)
+    }
+
     /// Whether agents were asked for.
     #[must_use]
     pub fn active(&self) -> bool {

@@ -338,9 +338,7 @@ fn from_agents(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
                 std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)
             }
             .with_context(|| format!("creating {}", path.display()))?;
-            let buf = std::io::BufWriter::with_capacity(256 * 1024, file);
-            let mut out: Box<dyn std::io::Write + Send> =
-                if compress { Box::new(zstd::Encoder::new(buf, crate::capture::ZSTD_LEVEL)?.auto_finish()) } else { Box::new(buf) };
+            let mut out = crate::capture::byte_sink(file, compress)?;
             let deadline = tokio::time::Instant::now() + duration;
             let mut bytes = 0u64;
             loop {
