@@ -292,7 +292,7 @@ unsafe fn at<T: Copy>(data: usize, off: usize) -> T {
 
 /// The common case without a single helper call: IPv4 without options or
 /// IPv6 without extension headers, read directly from the packet's linear
-/// head (cgroup_skb programs may read packet data). Returns (IP version, L4
+/// head (`cgroup_skb` programs may read packet data). Returns (IP version, L4
 /// protocol, source port, destination port), ports in host order; `None`
 /// sends the packet down the general path (options, extension headers,
 /// headers outside the linear head, packets under 24 bytes).
@@ -331,21 +331,20 @@ fn ports_direct(skb: *mut aya_ebpf::bindings::__sk_buff) -> Option<(u8, u8, u16,
 fn capture(ctx: &SkBuffContext, which: u8) -> i32 {
     // No per-packet counter here: most packets are not DNS, and the kernel's
     // own run count (bpf_stats) says how many were seen.
-    let (ver, proto, sport, dport) = match ports_direct(ctx.skb.skb) {
-        Some(v) => v,
-        None => {
-            let Some((ver, proto, l4)) = l4_of(ctx) else {
-                return 1;
-            };
-            if proto != IPPROTO_UDP && proto != IPPROTO_TCP {
-                return 1;
-            }
-            let (Some(sport), Some(dport)) = (load::<u16>(ctx, l4), load::<u16>(ctx, l4 + 2)) else {
-                bump(Stat::ParseError);
-                return 1;
-            };
-            (ver, proto, u16::from_be(sport), u16::from_be(dport))
+    let (ver, proto, sport, dport) = if let Some(v) = ports_direct(ctx.skb.skb) {
+        v
+    } else {
+        let Some((ver, proto, l4)) = l4_of(ctx) else {
+            return 1;
+        };
+        if proto != IPPROTO_UDP && proto != IPPROTO_TCP {
+            return 1;
         }
+        let (Some(sport), Some(dport)) = (load::<u16>(ctx, l4), load::<u16>(ctx, l4 + 2)) else {
+            bump(Stat::ParseError);
+            return 1;
+        };
+        (ver, proto, u16::from_be(sport), u16::from_be(dport))
     };
     if proto != IPPROTO_UDP && proto != IPPROTO_TCP {
         return 1;

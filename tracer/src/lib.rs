@@ -12,6 +12,7 @@ pub mod cli;
 pub mod decode;
 pub mod enrich;
 pub mod event;
+pub mod hash;
 pub mod output;
 pub mod pipeline;
 pub mod source;

@@ -331,15 +331,15 @@ impl<S: Sink> Pipeline<S> {
     }
 
     fn flush(&mut self) {
-        for tx in std::mem::take(&mut self.txs) {
+        for tx in self.txs.drain(..) {
             self.stats.transactions += 1;
             if self.filter.transaction(&tx) {
                 self.stats.shown += 1;
                 self.sink.transaction(&self.ctx, &tx);
             }
-            self.analyzer.push(&tx, &mut self.findings);
+            self.analyzer.push_shared(Arc::new(tx), &mut self.findings);
         }
-        for f in std::mem::take(&mut self.findings) {
+        for f in self.findings.drain(..) {
             if self.filter.finding(&f) {
                 self.stats.findings += 1;
                 self.sink.finding(&self.ctx, &f);

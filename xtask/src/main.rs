@@ -75,9 +75,16 @@ fn run(mut cmd: Command) -> anyhow::Result<()> {
 
 /// Builds `target/release/ktrace` and returns its path.
 fn build() -> anyhow::Result<PathBuf> {
+    build_with(&[])
+}
+
+/// [`build`] plus other targets of the tracer package in the same cargo run:
+/// examples unify dev-dependency features, so building them separately
+/// would compile the whole dependency tree a second time.
+fn build_with(extra: &[&str]) -> anyhow::Result<PathBuf> {
     setup::setup()?;
     let mut c = cargo();
-    c.args(["build", "--release", "-p", "tracer", "--bin", "ktrace"]);
+    c.args(["build", "--release", "-p", "tracer", "--bin", "ktrace"]).args(extra);
     run(c)?;
     Ok(root().join("target/release/ktrace"))
 }
@@ -157,10 +164,17 @@ fn lint() -> anyhow::Result<()> {
     let mut user = cargo();
     user.args(["clippy", "--workspace", "--exclude", "tracer-ebpf", "--all-targets", "--", "-D", "warnings"]);
     run(user)?;
-    let mut ebpf = cargo();
-    let pinned = format!("+{}", setup::EBPF_TOOLCHAIN);
-    ebpf.current_dir(root().join("tracer-ebpf")).args([
-        pinned.as_str(),
+    // setup installs the pinned nightly minimal (no clippy); adding it is a no-op once present.
+    let mut comp = Command::new("rustup");
+    comp.args(["component", "add", "clippy", "--toolchain", setup::EBPF_TOOLCHAIN]);
+    run(comp)?;
+    // `$CARGO` is the toolchain's own cargo, which does not understand
+    // `+toolchain`: go through rustup for the pinned nightly.
+    let mut ebpf = Command::new("rustup");
+    ebpf.current_dir(root().join("tracer-ebpf")).env_remove("RUSTC").env_remove("CARGO").args([
+        "run",
+        setup::EBPF_TOOLCHAIN,
+        "cargo",
         "clippy",
         "--target",
         "bpfel-unknown-none",
@@ -185,7 +199,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Lab { args } => xtask::lab::lab_main(&args),
         Cmd::Lint => lint(),
         Cmd::Bench { quick } => {
-            let bin = build()?;
+            let bin = build_with(&["--example", "bench_capture", "--example", "ring_bench"])?;
             bench::run(&bin, &root(), quick)
         }
     }

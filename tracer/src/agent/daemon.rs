@@ -120,6 +120,7 @@ pub fn run(g: &Global, cfg: &AgentConfig) -> anyhow::Result<()> {
         cgroup: None,
         drops: true,
         underlay: cfg.underlay.clone(),
+        ..CaptureConfig::default()
     })
     .context("attaching the node's BPF programs (are we root / do we have CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN? try `ktrace doctor`)")?;
     for w in &capture.warnings {

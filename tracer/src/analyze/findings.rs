@@ -21,6 +21,7 @@ use crate::{
     decode::dns::{Answer, qtype_name, rcode_name},
     enrich::PodRef,
     event::{Endpoint, Process, ResolvConfEvidence},
+    hash::FastMap,
 };
 
 use super::{
@@ -326,8 +327,10 @@ impl ClientKey {
 
 #[derive(Clone, Debug)]
 struct Att {
-    lname: String,
-    tx: Transaction,
+    /// Lower-case name, shared with the buffers that index it.
+    lname: Arc<str>,
+    /// Shared: an attempt sits in several buffers (chain, forwards, resolver).
+    tx: Arc<Transaction>,
     /// Already looked at as the possible end of an unanswered walk.
     checked: bool,
 }
@@ -389,7 +392,7 @@ impl Chain {
         self.candidates
             .iter()
             .take(self.answered + 1)
-            .all(|c| qtypes.iter().all(|qt| self.atts.iter().any(|a| a.lname == *c && a.tx.qtype == *qt)))
+            .all(|c| qtypes.iter().all(|qt| self.atts.iter().any(|a| *a.lname == **c && a.tx.qtype == *qt)))
     }
 }
 
@@ -398,9 +401,9 @@ impl Chain {
 #[derive(Debug, Default)]
 struct Buf {
     atts: VecDeque<Att>,
-    names: HashMap<String, u32>,
+    names: FastMap<Arc<str>, u32>,
     /// Every name of a walk starts with the base's first label.
-    first_labels: HashMap<String, u32>,
+    first_labels: FastMap<String, u32>,
 }
 
 impl Buf {
@@ -430,12 +433,17 @@ impl Buf {
         self.atts.insert(pos, att);
     }
     fn forget(&mut self, lname: &str) {
-        for (map, key) in [(&mut self.names, lname), (&mut self.first_labels, first_label(lname))] {
-            if let Some(n) = map.get_mut(key) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    map.remove(key);
-                }
+        if let Some(n) = self.names.get_mut(lname) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.names.remove(lname);
+            }
+        }
+        let first = first_label(lname);
+        if let Some(n) = self.first_labels.get_mut(first) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.first_labels.remove(first);
             }
         }
     }
@@ -463,19 +471,19 @@ struct ClientState {
 #[derive(Clone, Debug)]
 struct ClientQuery {
     key: ClientKey,
-    lname: String,
+    lname: Arc<str>,
     ts: u64,
     end: Option<u64>,
-    tx: Transaction,
+    tx: Arc<Transaction>,
 }
 
 #[derive(Debug, Default)]
 struct ResolverState {
     /// Per client: (start, name) of its recent queries to this resolver, in
     /// start order (to see when it gave up waiting and moved on).
-    clients: HashMap<ClientKey, VecDeque<(u64, String)>>,
+    clients: FastMap<ClientKey, VecDeque<(u64, Arc<str>)>>,
     /// Per name: recent client queries (to correlate forwards).
-    by_name: Bounded<String, VecDeque<ClientQuery>>,
+    by_name: Bounded<Arc<str>, VecDeque<ClientQuery>>,
     last_ts: u64,
 }
 
@@ -489,7 +497,7 @@ struct UpGroup {
     attempts: u32,
     servfail: u32,
     qtypes: Vec<u16>,
-    forwarder: Transaction,
+    forwarder: Arc<Transaction>,
     /// Client queries that waited (deduplicated by client, id, qtype, start).
     waiting: Vec<ClientQuery>,
 }
@@ -497,20 +505,20 @@ struct UpGroup {
 #[derive(Debug, Default)]
 struct StormState {
     pod: Option<String>,
-    events: VecDeque<(u64, String)>,
+    events: VecDeque<(u64, Arc<str>)>,
     quiet_until: u64,
 }
 
 /// A map with a size bound: inserting beyond it forgets the oldest insert.
 #[derive(Debug)]
 struct Bounded<K, V> {
-    map: HashMap<K, V>,
+    map: FastMap<K, V>,
     order: VecDeque<K>,
 }
 
 impl<K, V> Default for Bounded<K, V> {
     fn default() -> Self {
-        Self { map: HashMap::new(), order: VecDeque::new() }
+        Self { map: FastMap::default(), order: VecDeque::new() }
     }
 }
 
@@ -557,8 +565,8 @@ pub struct Analyzer {
     by_netns: Bounded<u32, Arc<Conf>>,
     /// Union of every observed search list (to recognise search-suffixed names).
     known_suffixes: Bounded<String, ()>,
-    clients: HashMap<ClientKey, ClientState>,
-    resolvers: HashMap<IpAddr, ResolverState>,
+    clients: FastMap<ClientKey, ClientState>,
+    resolvers: FastMap<IpAddr, ResolverState>,
     resolver_pods: Bounded<PodRef, IpAddr>,
     resolver_pids: Bounded<(u32, Option<Arc<str>>), IpAddr>,
     upstream: Vec<UpGroup>,
@@ -569,7 +577,7 @@ pub struct Analyzer {
     pending_fwd: VecDeque<Att>,
     /// The full expiry scan runs at most every [`SCAN_EVERY_NS`].
     next_scan: u64,
-    storms: HashMap<String, StormState>,
+    storms: FastMap<String, StormState>,
 }
 
 impl Analyzer {
@@ -618,13 +626,18 @@ impl Analyzer {
     /// stream; call [`Self::expire`] regularly and [`Self::finish`] after the
     /// pairer's `finish`.
     pub fn push(&mut self, tx: &Transaction, out: &mut Vec<Finding>) {
+        self.push_shared(Arc::new(tx.clone()), out);
+    }
+
+    /// [`Self::push`] for a transaction already behind an `Arc` (no copy).
+    pub fn push_shared(&mut self, tx: Arc<Transaction>, out: &mut Vec<Finding>) {
         let seen = match tx.end_ns {
             Some(end) => end,
             None if tx.timed_out => tx.ts_ns.saturating_add(self.cfg.pair_timeout_ns),
             None => tx.ts_ns,
         };
         self.now = self.now.max(seen);
-        let att = Att { lname: tx.qname.trim_end_matches('.').to_ascii_lowercase(), tx: tx.clone(), checked: false };
+        let att = Att { lname: Arc::from(tx.qname.trim_end_matches('.').to_ascii_lowercase()), tx, checked: false };
         self.track_resolver(&att);
         if att.tx.timed_out || att.tx.rcode == Some(RCODE_SERVFAIL) {
             if self.pending_fwd.len() >= self.cfg.max_attempts_per_client.max(1).saturating_mul(16) {
@@ -697,6 +710,11 @@ impl Analyzer {
         }
         self.clients
             .retain(|_, st| !(st.chains.is_empty() && st.buf.is_empty() && st.last_ts.saturating_add(keep_ns) < now));
+        // Clients are visited in hash order, which is seeded per run: report
+        // in walk order so a replay prints the same lines every time.
+        ready.sort_by_cached_key(|c| {
+            (c.atts.iter().map(|a| a.tx.ts_ns).min().unwrap_or(c.window_start), c.base.clone())
+        });
         for c in ready {
             out.extend(self.report_chain(c).map(Finding::SearchFanout));
         }
@@ -767,7 +785,7 @@ impl Analyzer {
                 && !s.is_empty()
             {
                 ch.search.push(s.to_owned());
-                ch.candidates.insert(ch.answered, att.lname.clone());
+                ch.candidates.insert(ch.answered, att.lname.to_string());
                 ch.answered += 1;
                 ch.deadline = ch.deadline.max(settled_at(&cfg, att.tx.ts_ns));
                 ch.last_activity = self.now;
@@ -811,8 +829,8 @@ impl Analyzer {
         let first = ch.atts.first()?;
         let start = first.tx.ts_ns;
         let answered_name = ch.candidates.get(ch.answered)?.clone();
-        let ok: Vec<&Att> = ch.atts.iter().filter(|a| a.lname == answered_name).collect();
-        let failed: Vec<&Att> = ch.atts.iter().filter(|a| a.lname != answered_name).collect();
+        let ok: Vec<&Att> = ch.atts.iter().filter(|a| *a.lname == *answered_name).collect();
+        let failed: Vec<&Att> = ch.atts.iter().filter(|a| *a.lname != *answered_name).collect();
         if failed.is_empty() {
             return None;
         }
@@ -916,7 +934,7 @@ impl Analyzer {
             .atts
             .iter()
             .map(|a| Attempt {
-                qname: a.lname.clone(),
+                qname: a.lname.to_string(),
                 qtype: qtype_name(a.tx.qtype),
                 rcode: a.tx.rcode.map(rcode_name),
                 latency_ms: a.tx.latency_ns.map(ms),
@@ -935,7 +953,7 @@ impl Analyzer {
             server: first.tx.server,
             base_name: ch.base.clone(),
             attempts,
-            answered_by: final_att.filter(|a| !a.failed()).map(|a| a.lname.clone()),
+            answered_by: final_att.filter(|a| !a.failed()).map(|a| a.lname.to_string()),
             answers: final_att.map(|a| a.tx.answers.clone()).unwrap_or_default(),
             total_ms: ms(total),
             wasted_ms: ms(wasted),
@@ -1003,10 +1021,10 @@ impl Analyzer {
         if let Some(f) = self.forwarded.get(&lname.to_owned()) {
             return Some(f.clone());
         }
-        self.pending_fwd.iter().filter(|u| u.lname == lname).find_map(|u| {
+        self.pending_fwd.iter().filter(|u| *u.lname == *lname).find_map(|u| {
             let rip = self.forwarder_of(&u.tx)?;
             Some(ForwardedUpstream {
-                qname: u.lname.clone(),
+                qname: u.lname.to_string(),
                 resolver: rip.to_string(),
                 upstream: u.tx.server.to_string(),
             })
@@ -1037,14 +1055,14 @@ impl Analyzer {
         }
         let resolver_addr = waiting.first().map_or_else(|| rip.to_string(), |q| q.tx.server.to_string());
         self.forwarded.insert(
-            att.lname.clone(),
-            ForwardedUpstream { qname: att.lname.clone(), resolver: resolver_addr, upstream: u.server.to_string() },
+            att.lname.to_string(),
+            ForwardedUpstream { qname: att.lname.to_string(), resolver: resolver_addr, upstream: u.server.to_string() },
             self.cfg.max_evidence,
         );
         let group = self.upstream.iter_mut().find(|g| {
             g.resolver_ip == rip
                 && g.upstream == u.server
-                && g.lname == att.lname
+                && *g.lname == *att.lname
                 && u.ts_ns <= g.last_ts.saturating_add(self.cfg.pair_timeout_ns)
         });
         let n = 1 + u.retransmits;
@@ -1075,7 +1093,7 @@ impl Analyzer {
             self.upstream.push(UpGroup {
                 resolver_ip: rip,
                 upstream: u.server,
-                lname: att.lname.clone(),
+                lname: att.lname.to_string(),
                 first_ts: u.ts_ns,
                 last_ts: u.ts_ns,
                 attempts: n,
@@ -1201,7 +1219,7 @@ impl Analyzer {
         }
         let mut counts: HashMap<&str, u32> = HashMap::new();
         for (_, n) in &s.events {
-            *counts.entry(n.as_str()).or_default() += 1;
+            *counts.entry(&**n).or_default() += 1;
         }
         let mut top: Vec<NameCount> =
             counts.into_iter().map(|(q, count)| NameCount { qname: q.to_owned(), count }).collect();
@@ -1280,7 +1298,7 @@ fn form_chain(
     buf: &mut Buf,
     literal_only: bool,
 ) -> Option<Chain> {
-    let q = term.lname.as_str();
+    let q = &*term.lname;
     let rc = conf.as_ref().and_then(|c| c.parsed.as_ref()).filter(|c| !c.search.is_empty());
     let try_ns = rc.map_or(DEFAULT_TRY_NS, |c| u64::from(c.timeout_s) * 1_000_000_000);
     let (base, candidates, answered, search, per_try_ns) = if let Some(rc) = rc {
@@ -1323,7 +1341,7 @@ fn form_chain(
     while i > 0 {
         i -= 1;
         let Some(a) = buf.get(i) else { break };
-        let wanted = candidates.iter().take(answered + 1).any(|c| *c == a.lname)
+        let wanted = candidates.iter().take(answered + 1).any(|c| **c == *a.lname)
             && (window_start..=window_end).contains(&a.tx.ts_ns)
             && may_join(&atts, a, try_ns);
         if wanted && let Some(a) = buf.remove(i) {
@@ -1331,7 +1349,7 @@ fn form_chain(
         }
     }
     let deadline = atts.iter().map(|a| settled_at(cfg, a.tx.ts_ns)).max().unwrap_or(0);
-    let inferred_literal = rc.is_none() && base == term.lname;
+    let inferred_literal = rc.is_none() && *base == *term.lname;
     Some(Chain {
         inferred_literal,
         try_ns,
@@ -1383,7 +1401,7 @@ fn infer_chain(q: &str, ts: u64, buf: &Buf, literal_only: bool) -> Option<Inferr
     let first = q.find('.').and_then(|i| q.get(..=i)).unwrap_or(q);
     for a in recent().filter(|a| a.lname.starts_with(first)) {
         let p = common_label_prefix(&a.lname, q);
-        if p.is_empty() || p == q || p == a.lname {
+        if p.is_empty() || p == q || p == &*a.lname {
             continue;
         }
         let (Some(sf), Some(sq)) = (a.lname.get(p.len() + 1..), q.get(p.len() + 1..)) else {

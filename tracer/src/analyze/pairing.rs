@@ -13,7 +13,9 @@
 //! client's and the server's view of one exchange merge into one transaction.
 //! Wire (foreign pcap) and tc sightings pair by key alone.
 
-use std::collections::{HashMap, VecDeque};
+use std::{collections::VecDeque, sync::Arc};
+
+use crate::hash::FastMap;
 
 use crate::{
     decode::{DnsEvent, dns::Answer},
@@ -61,7 +63,9 @@ struct Key {
     id: u16,
     /// Lower case: resolvers randomise the case of queries (0x20) and
     /// servers echo it, but a sloppy one may not.
-    qname: String,
+    /// Shared: the key sits in the pending map, the expiry order and the
+    /// recent-answers window (a `String` here was three copies per message).
+    qname: Arc<str>,
     qtype: u16,
 }
 
@@ -99,13 +103,13 @@ struct Recent {
 pub struct Pairer {
     cfg: PairConfig,
     stats: PairStats,
-    pending: HashMap<Key, Pending>,
+    pending: FastMap<Key, Pending>,
     /// (first seen, sequence, key), oldest first, for expiry and eviction.
     /// Answered queries are not removed here (that was a B-tree delete per
     /// answer): an entry counts only while `pending` holds the same order.
     order: VecDeque<((u64, u64), Key)>,
     seq: u64,
-    recent: HashMap<Key, Recent>,
+    recent: FastMap<Key, Recent>,
     recent_order: VecDeque<(u64, Key)>,
 }
 
@@ -131,7 +135,7 @@ impl Pairer {
             server,
             transport: ev.transport,
             id: ev.msg.id,
-            qname: ev.msg.qname.to_ascii_lowercase(),
+            qname: lower_name(&ev.msg.qname),
             qtype: ev.msg.qtype,
         };
         if ev.msg.is_response {
@@ -676,4 +680,9 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(p.inflight(), 1);
     }
+}
+
+/// `name` in ASCII lower case, borrowed into one allocation.
+fn lower_name(name: &str) -> Arc<str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) { Arc::from(name.to_ascii_lowercase()) } else { Arc::from(name) }
 }

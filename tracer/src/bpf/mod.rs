@@ -81,11 +81,22 @@ pub struct CaptureConfig {
     pub drops: bool,
     /// Interfaces (in this network namespace) whose traffic is fingerprinted with tc (TCX).
     pub underlay: Vec<String>,
+    /// Ring fill level (bytes) at which a submission wakes the reader; None =
+    /// a quarter of the ring (the reader drains on its timer below that).
+    /// `Some(0)` wakes it for every event (the benchmark's comparison mode).
+    pub wakeup_bytes: Option<u64>,
 }
 
 impl Default for CaptureConfig {
     fn default() -> Self {
-        Self { ports: vec![53], ring_bytes: 16 << 20, cgroup: None, drops: false, underlay: Vec::new() }
+        Self {
+            ports: vec![53],
+            ring_bytes: 16 << 20,
+            cgroup: None,
+            drops: false,
+            underlay: Vec::new(),
+            wakeup_bytes: None,
+        }
     }
 }
 
@@ -152,7 +163,7 @@ pub fn parse_format(text: &str) -> tracer_common::TpFields {
 /// The loaded, attached DNS capture. Dropping it detaches everything.
 pub struct DnsCapture {
     // Keeps the programs and their links alive.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     ring: RingBuf<MapData>,
     lost: PerCpuArray<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
@@ -262,7 +273,7 @@ impl DnsCapture {
         let use_cookie: u32 = u32::from(has_netns_cookie);
         // Wake the reader early only when a quarter of the ring is full; below
         // that it drains on its timer (batched: ~10x cheaper per event).
-        let wake: u64 = u64::from(cfg.ring_bytes / 4);
+        let wake: u64 = cfg.wakeup_bytes.unwrap_or(u64::from(cfg.ring_bytes / 4));
         let mut loader = EbpfLoader::new();
         loader
             .override_global("DNS_PORTS", &ports[..], true)
@@ -305,7 +316,7 @@ impl DnsCapture {
         let ring = take(&mut ebpf, MAP_EVENTS, RingBuf::try_from)?;
         let lost = take(&mut ebpf, MAP_LOST, PerCpuArray::try_from)?;
         let stats = take(&mut ebpf, MAP_STATS, PerCpuArray::try_from)?;
-        Ok(Self { _ebpf: ebpf, ring, lost, stats, cgroup, has_offsets, has_netns_cookie, decode_ctx, warnings })
+        Ok(Self { ebpf, ring, lost, stats, cgroup, has_offsets, has_netns_cookie, decode_ctx, warnings })
     }
 
     /// Total events the kernel could not reserve space for, across CPUs.
@@ -322,6 +333,13 @@ impl DnsCapture {
             *o = sum_percpu(&self.stats, i as u32);
         }
         out
+    }
+
+    /// A loaded program's file descriptor (for `BPF_PROG_TEST_RUN` in benchmarks).
+    #[must_use]
+    pub fn program_fd(&self, name: &str) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd as _;
+        Some(self.ebpf.program(name)?.fd().ok()?.as_fd())
     }
 
     /// The ring buffer, to be polled (it is `AsFd`) and drained.

@@ -161,6 +161,7 @@ pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
         cgroup: None,
         drops: !args.no_drops,
         underlay: args.underlay.clone(),
+        ..CaptureConfig::default()
     };
     let cap = DnsCapture::attach(&cfg).context("attaching the DNS capture (are you root? try `ktrace doctor`)")?;
     let (enricher, snap) = g.live_metadata(&cap.cgroup)?;

@@ -8,10 +8,7 @@
 //! hole that does not fill (or a stream first seen mid-way) is resynchronized
 //! on the first segment that looks like the start of a framed DNS message.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Arc,
-};
+use std::{collections::BTreeMap, sync::Arc};
 
 use crate::event::{Endpoint, Hook, PacketRecord, Transport};
 
@@ -97,7 +94,7 @@ impl Sink<'_> {
 #[derive(Debug)]
 pub struct DnsDecoder {
     stats: DecodeStats,
-    streams: HashMap<StreamKey, Stream>,
+    streams: crate::hash::FastMap<StreamKey, Stream>,
     /// tick → stream, oldest first: the eviction order.
     lru: BTreeMap<u64, StreamKey>,
     tick: u64,
@@ -122,7 +119,7 @@ impl DnsDecoder {
     pub fn with_max_streams(max: usize) -> Self {
         Self {
             stats: DecodeStats::default(),
-            streams: HashMap::new(),
+            streams: crate::hash::FastMap::default(),
             lru: BTreeMap::new(),
             tick: 0,
             max_streams: max.max(1),

@@ -19,7 +19,10 @@ const MAX_PIDS: usize = 16_384;
 pub struct HostEvidence {
     netns_names: HashMap<u32, String>,
     scanned: Option<Instant>,
-    seen_pids: HashMap<u32, u32>,
+    /// (pid, netns) pairs already read: one process may have threads in
+    /// several network namespaces, and alternating between them must not
+    /// re-read the file on every packet.
+    seen_pids: std::collections::HashSet<(u32, u32)>,
     proc_root: PathBuf,
 }
 
@@ -33,7 +36,12 @@ impl HostEvidence {
     /// Empty caches.
     #[must_use]
     pub fn new() -> Self {
-        Self { netns_names: HashMap::new(), scanned: None, seen_pids: HashMap::new(), proc_root: "/proc".into() }
+        Self {
+            netns_names: HashMap::new(),
+            scanned: None,
+            seen_pids: std::collections::HashSet::new(),
+            proc_root: "/proc".into(),
+        }
     }
 
     /// Name under /run/netns of a network namespace inode, if it has one.
@@ -74,13 +82,13 @@ impl HostEvidence {
     /// honours its mount namespace and `ip netns exec` bind mounts), else the
     /// file `ip netns exec` would mount for its named netns, else says why not.
     pub fn resolv_conf_once(&mut self, pid: u32, netns_ino: u32, ts_ns: u64) -> Option<ResolvConfEvidence> {
-        if pid == 0 || self.seen_pids.get(&pid) == Some(&netns_ino) {
+        if pid == 0 || self.seen_pids.contains(&(pid, netns_ino)) {
             return None;
         }
         if self.seen_pids.len() >= MAX_PIDS {
             self.seen_pids.clear();
         }
-        self.seen_pids.insert(pid, netns_ino);
+        self.seen_pids.insert((pid, netns_ino));
         let via_proc = self.proc_root.join(pid.to_string()).join("root/etc/resolv.conf");
         let mut errors = Vec::new();
         match read_small(&via_proc) {
@@ -145,6 +153,21 @@ mod tests {
         let ev = h.resolv_conf_once(me, ino, 1).expect("first time yields evidence");
         assert!(ev.text.is_some() || ev.error.is_some());
         assert!(h.resolv_conf_once(me, ino, 2).is_none(), "second time is cached");
+    }
+
+    #[test]
+    fn threads_in_two_netns_read_once_each() {
+        // A process whose threads sit in two network namespaces used to
+        // evict its own cache entry on every packet (one open() per event).
+        let mut h = HostEvidence::new();
+        let me = std::process::id();
+        let ino = h.netns_of_pid(me);
+        assert!(h.resolv_conf_once(me, ino, 1).is_some());
+        assert!(h.resolv_conf_once(me, ino.wrapping_add(1), 2).is_some());
+        for t in 3..10 {
+            assert!(h.resolv_conf_once(me, ino, t).is_none());
+            assert!(h.resolv_conf_once(me, ino.wrapping_add(1), t).is_none());
+        }
     }
 
     #[test]

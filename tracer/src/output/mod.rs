@@ -7,12 +7,33 @@ pub mod table;
 /// RFC 3339 UTC time with microseconds, from Unix nanoseconds.
 #[must_use]
 pub fn rfc3339(unix_ns: i128) -> String {
-    let secs = unix_ns.div_euclid(1_000_000_000);
-    let micros = unix_ns.rem_euclid(1_000_000_000) / 1000;
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z", sod / 3600, (sod % 3600) / 60, sod % 60)
+    Rfc3339(unix_ns).to_string()
+}
+
+/// [`rfc3339`] as a `Display` value (formats without allocating).
+#[derive(Clone, Copy, Debug)]
+pub struct Rfc3339(pub i128);
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unix_ns = self.0;
+        let secs = unix_ns.div_euclid(1_000_000_000);
+        let micros = unix_ns.rem_euclid(1_000_000_000) / 1000;
+        let days = secs.div_euclid(86_400);
+        let sod = secs.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days as i64);
+        write!(f, "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z", sod / 3600, (sod % 3600) / 60, sod % 60)
+    }
+}
+
+/// `namespace/name` as a `Display` value.
+#[derive(Clone, Copy, Debug)]
+pub struct NsName<'a>(pub &'a str, pub &'a str);
+
+impl std::fmt::Display for NsName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.0, self.1)
+    }
 }
 
 /// Days since 1970-01-01 → (year, month, day) (Howard Hinnant's algorithm).

@@ -135,10 +135,11 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
     let _ = writeln!(
         s,
         "A non-zero last column means some hook invocations were neither delivered nor counted as lost (or \
-         packets of another process used port {PORT}).\n\nThe generator peaks at about {} ring events/s on one \
-         core, so the ring buffer's own limit (≥ 1M events/s) cannot be reached with real packets here; the \
-         highest loss-free rate measured is a lower bound.\n",
-        num(max_evs)
+         packets of another process used port {PORT}).\n\nThe socket generator peaks at about {} ring events/s \
+         on one core ({} loss-free), so real packets cannot drive the ring buffer to its limit on two cores; the \
+         kernel-driven table below does.\n",
+        num(max_evs),
+        num(zero_evs)
     );
     // Userspace cost per event where nothing is lost: what bounds the loss-free rate.
     if let Some(p) = pts.iter().filter(|p| p.lost == 0 && p.delivered > 0).max_by_key(|p| p.delivered) {
@@ -164,10 +165,129 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
         ),
         None => ctx.target("Zero lost events up to ≥ 100k DNS messages/s", "losses at every rate".into(), Some(false)),
     }
+    ring_section(ctx, &mut s)?;
+    Ok(s)
+}
+
+/// One `ring_bench` run (`tracer/examples/ring_bench.rs`).
+#[derive(Debug)]
+struct RingPoint {
+    mode: String,
+    rate: u64,
+    secs: f64,
+    produced: u64,
+    matched: u64,
+    delivered: u64,
+    bad: u64,
+    lost: u64,
+    consumer_cpu_s: f64,
+    consumer_loops: u64,
+}
+
+fn ring_point(ctx: &Ctx, mode: &str, rate: u64, secs: f64) -> Result<RingPoint> {
+    let bin = ctx.root.join("target/release/examples/ring_bench");
+    let out = std::process::Command::new(&bin)
+        .args([mode, &rate.to_string(), &format!("{secs}")])
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "ring_bench {mode} {rate}: {}",
+        String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap_or(""))
+        .with_context(|| format!("ring_bench output: {text}"))?;
+    let u = |k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let f = |k: &str| v.get(k).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+    Ok(RingPoint {
+        mode: v.get("mode").and_then(serde_json::Value::as_str).unwrap_or("").to_owned(),
+        rate: u("rate"),
+        secs: f("secs"),
+        produced: u("produced"),
+        matched: u("matched"),
+        delivered: u("delivered"),
+        bad: u("bad"),
+        lost: u("lost"),
+        consumer_cpu_s: f("consumer_cpu_s"),
+        consumer_loops: u("consumer_loops"),
+    })
+}
+
+/// The ring buffer alone, driven by the kernel (`BPF_PROG_TEST_RUN`), in
+/// both consumer modes: what real packets cannot reach on two cores.
+fn ring_section(ctx: &mut Ctx, s: &mut String) -> Result<()> {
+    let secs = if ctx.quick { 1.0 } else { 2.0 };
+    let plan: &[(&str, u64)] = &[
+        ("batched", 100_000),
+        ("batched", 1_000_000),
+        ("batched", 2_000_000),
+        ("batched", 0),
+        ("wakeup", 100_000),
+        ("wakeup", 0),
+    ];
+    let mut pts = Vec::new();
+    for (mode, rate) in plan {
+        eprintln!(
+            "[bench]   ring buffer, {mode} draining, {}",
+            if *rate == 0 { "max".into() } else { format!("{rate}/s") }
+        );
+        pts.push(ring_point(ctx, mode, *rate, secs)?);
+    }
+    let _ = writeln!(
+        s,
+        "### Ring buffer alone (kernel-driven producer)\n\n`tracer/examples/ring_bench.rs`: the producer is the \
+         kernel — `BPF_PROG_TEST_RUN` runs ktrace's own `dns_egress` program on a DNS query in an in-kernel loop \
+         from CPU 0 (paced per millisecond; \"max\" unpaced), so each run does the same task walk, packet copy \
+         and ring submission as on a socket; the programs are attached to an empty cgroup created for the run, \
+         so nothing else adds events. The consumer on CPU 1 drains and decodes every item as `ktrace` does: \
+         **batched** = ktrace's default (drain every 10 ms; a submission wakes the reader only once a quarter of \
+         the 16 MiB ring is full), **wakeup** = every submission wakes the reader (`BPF_RB_FORCE_WAKEUP`, \
+         poll per event). {secs} s per row; \"matched\" is the program's own count of DNS packets it saw.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| mode | target events/s | achieved events/s | produced | matched | delivered | lost | produced − (delivered + lost) | consumer CPU µs/event | consumer loops |\n|---|---|---|---|---|---|---|---|---|---|"
+    );
+    let mut best = 0.0f64;
+    for p in &pts {
+        let achieved = p.produced as f64 / p.secs.max(1e-3);
+        let diff = i128::from(p.produced) - i128::from(p.delivered) - i128::from(p.lost);
+        if p.mode == "batched" && p.lost == 0 && p.bad == 0 && diff == 0 {
+            best = best.max(achieved);
+        }
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {diff} | {:.3} | {} |",
+            p.mode,
+            if p.rate == 0 { "max".into() } else { num(p.rate as f64) },
+            num(achieved),
+            p.produced,
+            p.matched,
+            p.delivered,
+            p.lost,
+            p.consumer_cpu_s / (p.delivered.max(1) as f64) * 1e6,
+            p.consumer_loops,
+        );
+    }
+    let wake_max =
+        pts.iter().filter(|p| p.mode == "wakeup").map(|p| p.produced as f64 / p.secs.max(1e-3)).fold(0.0, f64::max);
+    let _ = writeln!(
+        s,
+        "\nWith a wakeup per event the producer itself slows down (each forced wakeup is an `irq_work` and a \
+         cross-CPU wake in the submitting context): it reaches {} events/s, against {} events/s loss-free with \
+         batched draining.\n",
+        num(wake_max),
+        num(best)
+    );
     ctx.target(
         "≥ 1M ring-buffer events/s sustained without loss",
-        format!("{} events/s loss-free (generator-bound; see section 3)", num(zero_evs)),
-        if zero_evs >= 1e6 { Some(true) } else { None },
+        format!(
+            "{} events/s loss-free (batched draining, kernel-driven producer; wakeup per event: {})",
+            num(best),
+            num(wake_max)
+        ),
+        Some(best >= 1e6),
     );
-    Ok(s)
+    Ok(())
 }

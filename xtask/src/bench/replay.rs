@@ -14,12 +14,13 @@ use anyhow::{Context as _, Result, bail};
 use super::stats::{median, num, ratio_cell, ratios};
 use super::{Ctx, sys};
 
-/// Builds the capture generator (`tracer/examples/bench_capture.rs`).
+/// Builds the capture generator (`tracer/examples/bench_capture.rs`) and the
+/// ring-buffer benchmark (`ring_bench.rs`, section 3).
 pub(crate) fn build_generator(root: &Path) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let st = Command::new(cargo)
         .current_dir(root)
-        .args(["build", "--release", "-p", "tracer", "--example", "bench_capture"])
+        .args(["build", "--release", "-p", "tracer", "--example", "bench_capture", "--example", "ring_bench"])
         .status()
         .context("building the capture generator")?;
     if !st.success() {
