@@ -162,6 +162,30 @@ fn pairer_push(b: Bencher) {
     });
 }
 
+/// Fan-out grouping and the other findings: the analyzer fed the
+/// transactions the pairer makes of the mix (four NXDOMAIN suffixes, then
+/// the answer: one `search_fanout` chain per five transactions).
+#[divan::bench(name = "analyzer_push (1000 msgs)")]
+fn analyzer_push(b: Bencher) {
+    let evs = events();
+    let mut p = Pairer::new(PairConfig::default());
+    let mut txs = Vec::with_capacity(evs.len());
+    for e in &evs {
+        p.push(e, &mut txs);
+    }
+    let txs: Vec<Arc<ktrace::analyze::Transaction>> = txs.into_iter().map(Arc::new).collect();
+    // Counted per DNS message, like the rows above (a transaction is two).
+    b.counter(divan::counter::ItemsCount::new(evs.len())).bench(|| {
+        let mut a = ktrace::analyze::Analyzer::new();
+        let mut out = Vec::new();
+        for t in &txs {
+            a.push_shared(Arc::clone(t), &mut out);
+        }
+        a.finish(&mut out);
+        black_box(out.len())
+    });
+}
+
 fn header(compress: bool) -> CaptureHeader {
     CaptureHeader {
         node: "bench-node".into(),

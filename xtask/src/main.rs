@@ -199,7 +199,16 @@ fn main() -> anyhow::Result<()> {
         Cmd::Lab { args } => xtask::lab::lab_main(&args),
         Cmd::Lint => lint(),
         Cmd::Bench { quick } => {
-            let bin = build_with(&["--example", "bench_capture", "--example", "ring_bench"])?;
+            let bin = build_with(&[
+                "--example",
+                "bench_capture",
+                "--example",
+                "ring_bench",
+                "--example",
+                "bench_fabric",
+                "--example",
+                "bench_memory",
+            ])?;
             bench::run(&bin, &root(), quick)
         }
     }

@@ -502,9 +502,25 @@ struct UpGroup {
     waiting: Vec<ClientQuery>,
 }
 
+/// Who an NXDOMAIN storm is counted for: the client pod, else its address
+/// (kept as values: formatting them for every NXDOMAIN was a measurable cost).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum StormKey {
+    Pod(PodRef),
+    Ip(IpAddr),
+}
+
+impl std::fmt::Display for StormKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Pod(p) => p.fmt(f),
+            Self::Ip(ip) => ip.fmt(f),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct StormState {
-    pod: Option<String>,
     events: VecDeque<(u64, Arc<str>)>,
     quiet_until: u64,
 }
@@ -577,7 +593,7 @@ pub struct Analyzer {
     pending_fwd: VecDeque<Att>,
     /// The full expiry scan runs at most every [`SCAN_EVERY_NS`].
     next_scan: u64,
-    storms: FastMap<String, StormState>,
+    storms: FastMap<StormKey, StormState>,
 }
 
 impl Analyzer {
@@ -1194,8 +1210,7 @@ impl Analyzer {
         if !suffixed {
             return;
         }
-        let pod = att.tx.client_pod.as_ref().map(ToString::to_string);
-        let key = pod.clone().unwrap_or_else(|| att.tx.client.ip.to_string());
+        let key = att.tx.client_pod.as_ref().map_or(StormKey::Ip(att.tx.client.ip), |p| StormKey::Pod(p.clone()));
         if !self.storms.contains_key(&key) && self.storms.len() >= self.cfg.max_clients.max(1) {
             return;
         }
@@ -1204,7 +1219,6 @@ impl Analyzer {
         let cap = usize::try_from(threshold).unwrap_or(usize::MAX).saturating_mul(2).min(100_000);
         let ts = att.tx.ts_ns;
         let s = self.storms.entry(key.clone()).or_default();
-        s.pod = pod;
         if s.events.len() >= cap {
             s.events.pop_front();
         }
@@ -1236,8 +1250,11 @@ impl Analyzer {
         out.push(Finding::NxdomainStorm(NxdomainStorm {
             cause,
             ts_ns: newest,
-            pod: s.pod.clone(),
-            client: key,
+            pod: match &key {
+                StormKey::Pod(p) => Some(p.to_string()),
+                StormKey::Ip(_) => None,
+            },
+            client: key.to_string(),
             nxdomain: n,
             window_ms: ms(span),
             rate_per_s: rate,

@@ -5,9 +5,11 @@
 //! (see the method section the report starts with). Sections:
 //! 1. in-kernel cost per BPF program invocation ([`kernel`]);
 //! 2. traced vs untraced resolvers under dnsperf ([`resolver`]);
-//! 3. the event pipeline: loss-free rate, CPU and memory ([`pipeline`]);
+//! 3. the event pipeline: loss-free rate, CPU and memory, and the ring buffer
+//!    alone in both consumer modes ([`pipeline`]);
 //! 4. replay speed and capture size ([`replay`]);
-//! 5. micro-benchmarks of the pure-Rust hot paths ([`micro`]).
+//! 5. `fabric_loss` correlation and memory per in-flight item ([`correlation`]);
+//! 6. micro-benchmarks of the pure-Rust hot paths ([`micro`]).
 //!
 //! `KTRACE_BENCH_SECTIONS=1,3` runs only those sections (while working on one).
 //!
@@ -16,6 +18,7 @@
 //! links and the statistics switch are released on drop, also on failure.
 
 mod bpf;
+mod correlation;
 mod kernel;
 mod load;
 mod micro;
@@ -250,7 +253,8 @@ pub(crate) fn run(bin: &Path, root: &Path, quick: bool) -> Result<()> {
         section(&mut body, "3. Event pipeline", &mut ctx, pipeline::run);
     }
     section(&mut body, "4. Replay and capture size", &mut ctx, replay::run);
-    section(&mut body, "5. Micro-benchmarks (pure-Rust hot paths)", &mut ctx, micro::run);
+    section(&mut body, "5. Correlation and memory per in-flight item", &mut ctx, correlation::run);
+    section(&mut body, "6. Micro-benchmarks (pure-Rust hot paths)", &mut ctx, micro::run);
 
     let mut md = String::new();
     let _ = writeln!(md, "# ktrace benchmarks\n");
@@ -342,15 +346,8 @@ const METHOD: &str = "## Method
 
 const NOT_MEASURED: &str = "## Not measured yet
 
-* **Consumer modes (wakeup per event vs batched draining)**: ktrace has no switch for the wakeup policy
-  (it always submits with `BPF_RB_NO_WAKEUP` and drains every 10 ms or at a quarter-full ring), so only
-  the batched mode is measured.
 * **`sysdig -r`**: producing a `.scap` file needs the sysdig kernel driver, which this machine cannot load;
   there is no scap of similar content to replay.
-* **Correlation (`fabric_loss` throughput, memory per in-flight packet)**: `ktrace drops` and its analysis
-  are not wired into the CLI yet.
-* **Fan-out grouping micro-benchmark**: the findings analyzer has no public per-transaction entry point to
-  time in isolation; its cost is inside the replay figures.
 * **Drop-event program next to a no-op**: the no-op here is a `cgroup_skb` program; a no-op `tp_btf` on
   `kfree_skb` needs BTF ids the raw loader does not resolve, so `drop_kfree_skb` is reported in absolute
   ns per event.

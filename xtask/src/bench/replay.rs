@@ -15,12 +15,15 @@ use super::stats::{median, num, ratio_cell, ratios};
 use super::{Ctx, sys};
 
 /// Builds the capture generator (`tracer/examples/bench_capture.rs`) and the
-/// ring-buffer benchmark (`ring_bench.rs`, section 3).
+/// other benchmark helpers (`ring_bench.rs`, `bench_fabric.rs`, `bench_memory.rs`),
+/// with the binary in the same run (same feature set: nothing is rebuilt).
 pub(crate) fn build_generator(root: &Path) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let st = Command::new(cargo)
         .current_dir(root)
-        .args(["build", "--release", "-p", "tracer", "--example", "bench_capture", "--example", "ring_bench"])
+        .args(["build", "--release", "-p", "tracer", "--bin", "ktrace"])
+        .args(["--example", "bench_capture", "--example", "ring_bench", "--example", "bench_fabric"])
+        .args(["--example", "bench_memory"])
         .status()
         .context("building the capture generator")?;
     if !st.success() {
@@ -168,7 +171,7 @@ fn profile(ctx: &Ctx, file: &Path) -> Result<Vec<String>> {
 
 /// Groups profile rows ("12.3 % function") into cost categories, largest first.
 fn categories(rows: &[String]) -> Vec<(&'static str, f64)> {
-    const CATS: [(&str, &[&str]); 6] = [
+    const CATS: [(&str, &[&str]); 8] = [
         (
             "writing stdout line by line (`LineWriter`: `memrchr` for the newline, a `write` per line)",
             &["memrchr", "Stdout", "stdio"],
@@ -184,11 +187,17 @@ fn categories(rows: &[String]) -> Vec<(&'static str, f64)> {
                 "__rust_alloc",
                 "__rdl_alloc",
                 "__rust_dealloc",
+                "mi_",
             ],
         ),
         ("JSON serialisation (serde_json)", &["serde_json", "serialize"]),
-        ("hashing (SipHash, std's default `HashMap` hasher)", &["sip::", "hash_one", "Hasher", "hashbrown"]),
+        (
+            "hashing (`HashMap` lookups: foldhash, SipHash where std's default remains)",
+            &["sip::", "hash_one", "Hasher", "hashbrown", "foldhash"],
+        ),
         ("`BTreeMap` maintenance", &["btree"]),
+        ("findings analysis (search-list chains, forwards, storms; own code)", &["analyze::findings"]),
+        ("query/response pairing (own code)", &["analyze::pairing"]),
         ("copying bytes (`memcpy`/`memmove`)", &["memcpy", "memmove"]),
     ];
     let mut sums: Vec<(&'static str, f64)> = CATS.iter().map(|(n, _)| (*n, 0.0)).collect();
