@@ -28,6 +28,7 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ("unbound", "benchmarks: second resolver"),
     ("valgrind", "benchmarks: callgrind profile of replay"),
     ("prometheus", "tests: promtool checks the agent's /metrics"),
+    ("sysdig", "benchmarks: `sysdig -r` next to `ktrace dns -r` (replay only, no kernel module)"),
 ];
 
 /// The nightly that builds the eBPF crate. Pinned: its LLVM must be the one

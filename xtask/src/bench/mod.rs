@@ -346,8 +346,6 @@ const METHOD: &str = "## Method
 
 const NOT_MEASURED: &str = "## Not measured yet
 
-* **`sysdig -r`**: producing a `.scap` file needs the sysdig kernel driver, which this machine cannot load;
-  there is no scap of similar content to replay.
 * **Drop-event program next to a no-op**: the no-op here is a `cgroup_skb` program; a no-op `tp_btf` on
   `kfree_skb` needs BTF ids the raw loader does not resolve, so `drop_kfree_skb` is reported in absolute
   ns per event.
