@@ -208,6 +208,8 @@ fn main() -> anyhow::Result<()> {
                 "bench_fabric",
                 "--example",
                 "bench_memory",
+                "--example",
+                "noop_tp_btf",
             ])?;
             bench::run(&bin, &root(), quick)
         }

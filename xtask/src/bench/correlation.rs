@@ -54,22 +54,22 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
         .output()
         .context("running bench_fabric")?;
     anyhow::ensure!(gen_out.status.success(), "bench_fabric: {}", String::from_utf8_lossy(&gen_out.stderr));
-    let g = json_line(&gen_out.stdout)?;
-    let packets = g["packets"].as_u64().unwrap_or(0);
-    let lost = g["lost"].as_u64().unwrap_or(0);
-    let bytes = g["bytes"].as_u64().unwrap_or(0);
-    let (a, b) = (ctx.work.join("node-a.pcapng"), ctx.work.join("node-b.pcapng"));
+    let generated = json_line(&gen_out.stdout)?;
+    let packets = generated["packets"].as_u64().unwrap_or(0);
+    let lost = generated["lost"].as_u64().unwrap_or(0);
+    let bytes = generated["bytes"].as_u64().unwrap_or(0);
+    let (cap_a, cap_b) = (ctx.work.join("node-a.pcapng"), ctx.work.join("node-b.pcapng"));
     let mut walls = Vec::new();
     let mut cpus = Vec::new();
     let mut found = 0;
     for _ in 0..reps {
-        let (w, c, f) = correlate(ctx, &a, &b)?;
-        walls.push(w);
-        cpus.push(c);
-        found = f;
+        let (wall_s, cpu_s, reported) = correlate(ctx, &cap_a, &cap_b)?;
+        walls.push(wall_s);
+        cpus.push(cpu_s);
+        found = reported;
     }
-    let _ = std::fs::remove_file(&a);
-    let _ = std::fs::remove_file(&b);
+    let _ = std::fs::remove_file(&cap_a);
+    let _ = std::fs::remove_file(&cap_b);
     let wall = median(&walls);
     let cpu = median(&cpus);
     let mem_out = Command::new(example(ctx, "bench_memory"))
@@ -77,7 +77,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
         .output()
         .context("running bench_memory")?;
     anyhow::ensure!(mem_out.status.success(), "bench_memory: {}", String::from_utf8_lossy(&mem_out.stderr));
-    let m = json_line(&mem_out.stdout)?;
+    let memory = json_line(&mem_out.stdout)?;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -102,8 +102,8 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
     if found != lost {
         let _ = writeln!(s, "**The analysis reported {found} lost packets, not {lost}.**\n");
     }
-    let per_q = m["bytes_per_query"].as_f64().unwrap_or(f64::NAN);
-    let per_p = m["bytes_per_packet"].as_f64().unwrap_or(f64::NAN);
+    let per_q = memory["bytes_per_query"].as_f64().unwrap_or(f64::NAN);
+    let per_p = memory["bytes_per_packet"].as_f64().unwrap_or(f64::NAN);
     let _ = writeln!(
         s,
         "Memory per in-flight item (`tracer/examples/bench_memory.rs`: a counting allocator around {} items \
@@ -112,7 +112,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
          pairing key in the table and the expiry queue) and **{per_p:.0} bytes per underlay packet** that left \
          one node and is waiting to be seen on the other (fingerprint tables and the packet's headers). At the \
          default caps (65,536 queries, 1,048,576 packets) that bounds the two at ~{:.0} MiB and ~{:.0} MiB.\n",
-        m["n"].as_u64().unwrap_or(0),
+        memory["n"].as_u64().unwrap_or(0),
         per_q * 65_536.0 / 1_048_576.0,
         per_p * 1_048_576.0 / 1_048_576.0
     );

@@ -1,7 +1,8 @@
 //! Section 1: run time per invocation of each ktrace BPF program
 //! (`BPF_ENABLE_STATS`: `run_time_ns` / `run_cnt`), on DNS packets, on non-DNS
 //! packets (the fast path most traffic takes) and on dropped packets, next to
-//! a no-op `cgroup_skb` program linked on the same hooks during the same load.
+//! a no-op `cgroup_skb` program linked on the same hooks and a no-op `tp_btf`
+//! program on `kfree_skb`, during the same load.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -23,6 +24,9 @@ const KTRACE_PROGS: [&str; 7] = [
     "conn_send_reset",
     "conn_retransmit",
 ];
+
+/// The no-op `tp_btf` program on `kfree_skb` (`tracer/examples/noop_tp_btf.rs`).
+const NOOP_TP_BTF: &str = "probe_tp_btf";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Phase {
@@ -60,12 +64,28 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
     tracer.wait_stderr("attached", Duration::from_secs(20))?;
     let noop_in = Noop::attach(std::path::Path::new(xtask::lab::topology::CGROUP2_ROOT), ATTACH_INGRESS)?;
     let noop_eg = Noop::attach(std::path::Path::new(xtask::lab::topology::CGROUP2_ROOT), ATTACH_EGRESS)?;
+    // The tp_btf baseline: ktrace's own no-op `probe_tp_btf` on kfree_skb
+    // (BTF attach ids need a real loader: `tracer/examples/noop_tp_btf.rs`).
+    let mut noop_drop = sys::Proc::spawn(
+        "noop_tp_btf",
+        {
+            let mut c = std::process::Command::new(ctx.root.join("target/release/examples/noop_tp_btf"));
+            c.arg("900");
+            c
+        },
+        None,
+        &ctx.work.join("noop_tp_btf.err"),
+    )?;
+    noop_drop.wait_stderr("attached", Duration::from_secs(20))?;
     let progs = bpf::snapshot()?;
     let ours: Vec<(u64, String)> = progs
         .iter()
         .filter(|(id, p)| {
             !before.contains_key(id)
-                && (KTRACE_PROGS.contains(&p.name.as_str()) || p.name == noop_in.name || p.name == noop_eg.name)
+                && (KTRACE_PROGS.contains(&p.name.as_str())
+                    || p.name == noop_in.name
+                    || p.name == noop_eg.name
+                    || p.name == NOOP_TP_BTF)
         })
         .map(|(id, p)| (*id, p.name.clone()))
         .collect();
@@ -102,6 +122,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
     }
     drop(noop_in);
     drop(noop_eg);
+    noop_drop.stop(Duration::from_secs(5));
     tracer.stop(Duration::from_secs(10));
     Ok(render(ctx, &per, reps, &ours))
 }
@@ -110,7 +131,7 @@ fn hook_of(name: &str) -> &'static str {
     match name {
         "dns_egress" | "ktb_noop_egress" => "cgroup_skb egress",
         "dns_ingress" | "ktb_noop_ingres" => "cgroup_skb ingress",
-        "drop_kfree_skb" => "tp_btf kfree_skb",
+        "drop_kfree_skb" | NOOP_TP_BTF => "tp_btf kfree_skb",
         _ => "tracepoint",
     }
 }
@@ -119,6 +140,7 @@ fn noop_for(name: &str) -> Option<&'static str> {
     match name {
         "dns_egress" => Some("ktb_noop_egress"),
         "dns_ingress" => Some("ktb_noop_ingres"),
+        "drop_kfree_skb" => Some(NOOP_TP_BTF),
         _ => None,
     }
 }
@@ -134,7 +156,8 @@ fn render(
         s,
         "`ktrace record -w FILE` attached (DNS capture, drop and connection programs); a no-op `cgroup_skb` \
          program (`r0 = 1; exit`, loaded with `bpf(BPF_PROG_LOAD)` and linked at the same cgroup2 root through a BPF \
-         link) runs on the same two hooks for the same packets. Kernel run-time statistics are on \
+         link) runs on the same two hooks for the same packets, and ktrace's no-op `tp_btf` program (`probe_tp_btf`, \
+         `return 0`) on `kfree_skb` next to `drop_kfree_skb`. Kernel run-time statistics are on \
          for the section only (`BPF_ENABLE_STATS`, released with its file descriptor). {reps} repetitions of \
          three 1-second loads; per repetition ns/invocation = Δrun_time_ns / Δrun_cnt; the table gives the \
          median [min–max] over repetitions, and the ratio to the no-op is taken per repetition.\n"
@@ -147,7 +170,7 @@ fn render(
     let mut non_dns_ns: Vec<f64> = Vec::new();
     for phase in [Phase::Dns, Phase::NonDns, Phase::Drops] {
         for (_, name) in ours {
-            if name.starts_with("ktb_noop") {
+            if name.starts_with("ktb_noop") || name == NOOP_TP_BTF {
                 continue;
             }
             let Some((v, cnt)) = per.get(&(phase, name.clone())) else { continue };

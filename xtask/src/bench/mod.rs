@@ -288,7 +288,6 @@ pub(crate) fn run(bin: &Path, root: &Path, quick: bool) -> Result<()> {
     md.push_str(&targets_table(&ctx.targets));
     md.push_str(&body);
     md.push_str(&closing(&ctx));
-    md.push_str(NOT_MEASURED);
     let path = root.join("BENCHMARKS.md");
     fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
     let _ = fs::remove_dir_all(&work);
@@ -342,11 +341,4 @@ const METHOD: &str = "## Method
 * **Network.** All traffic flows between two network namespaces this command creates (`ktb-cli`
   10.213.0.1 ↔ `ktb-srv` 10.213.0.2, a veth pair not connected to anything); they are deleted at the end,
   also on failure. Every load is bounded in packets and seconds.
-";
-
-const NOT_MEASURED: &str = "## Not measured yet
-
-* **Drop-event program next to a no-op**: the no-op here is a `cgroup_skb` program; a no-op `tp_btf` on
-  `kfree_skb` needs BTF ids the raw loader does not resolve, so `drop_kfree_skb` is reported in absolute
-  ns per event.
 ";

@@ -23,7 +23,7 @@ pub(crate) fn build_generator(root: &Path) -> Result<PathBuf> {
         .current_dir(root)
         .args(["build", "--release", "-p", "tracer", "--bin", "ktrace"])
         .args(["--example", "bench_capture", "--example", "ring_bench", "--example", "bench_fabric"])
-        .args(["--example", "bench_memory"])
+        .args(["--example", "bench_memory", "--example", "noop_tp_btf"])
         .status()
         .context("building the capture generator")?;
     if !st.success() {
@@ -378,28 +378,6 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
     Ok(s)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn groups_profile_rows() {
-        let rows: Vec<String> = [
-            "10.5 % core::slice::memchr::memrchr",
-            "8.4 % <std::io::stdio::StdoutLock as Write>::write_all",
-            "5.9 % _int_free",
-            "2.0 % ktrace::decode::dns::read_name",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        let c = categories(&rows);
-        assert_eq!(c.len(), 2);
-        assert!(c[0].0.starts_with("writing stdout"));
-        assert!((c[0].1 - 18.9).abs() < 1e-9);
-    }
-}
-
 /// A scap file for the `sysdig -r` comparison: the falcosecurity/libs capture
 /// of `curl` resolving a name (../shared fixture: every syscall of the
 /// process, one DNS exchange among ~1,500 events) repeated `reps` times, each
@@ -462,6 +440,9 @@ fn big_scap(ctx: &Ctx, reps: u64) -> Result<(PathBuf, u64)> {
     Ok((path, events))
 }
 
+/// A named command line, built afresh for each run.
+type Tool<'a> = (&'a str, Box<dyn Fn() -> Command + 'a>);
+
 /// `ktrace dns -r` / `ktrace replay -r` next to `sysdig -r` on the same scap.
 /// Returns the table and ktrace dns's speed-up over sysdig's DNS view (wall).
 fn scap_vs_sysdig(ctx: &Ctx) -> Result<(String, f64)> {
@@ -482,7 +463,7 @@ fn scap_vs_sysdig(ctx: &Ctx) -> Result<(String, f64)> {
         bail!("ktrace dns -r on the scap found {txs} transactions, expected {reps}");
     }
     let runs = if ctx.quick { 1 } else { 3 };
-    let tools: [(&str, Box<dyn Fn() -> Command>); 4] = [
+    let tools: [Tool<'_>; 4] = [
         ("`ktrace dns -r FILE -o json`", Box::new(|| ktrace_cmd(ctx, "dns", &scap))),
         ("`ktrace replay -r FILE -o json` (every record)", Box::new(|| ktrace_cmd(ctx, "replay", &scap))),
         (
@@ -549,4 +530,26 @@ fn scap_vs_sysdig(ctx: &Ctx) -> Result<(String, f64)> {
     let _ = std::fs::remove_file(&scap);
     let m = super::stats::summary(&speed).map_or(0.0, |(m, _, _)| m);
     Ok((s, m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_profile_rows() {
+        let rows: Vec<String> = [
+            "10.5 % core::slice::memchr::memrchr",
+            "8.4 % <std::io::stdio::StdoutLock as Write>::write_all",
+            "5.9 % _int_free",
+            "2.0 % ktrace::decode::dns::read_name",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let c = categories(&rows);
+        assert_eq!(c.len(), 2);
+        assert!(c[0].0.starts_with("writing stdout"));
+        assert!((c[0].1 - 18.9).abs() < 1e-9);
+    }
 }
