@@ -87,6 +87,40 @@ fn dns_transactions_between_two_namespaces() {
     assert_eq!(stats[0]["lost_events"], 0);
 }
 
+/// Kernels whose verifier refuses direct BTF reads of the current task in
+/// `cgroup_skb` get the `bpf_probe_read_kernel` path: forced here with
+/// `KTRACE_NO_TASK_BTF`, it must name the same process and netns.
+#[test]
+fn probe_read_fallback_names_process_and_netns() {
+    if !bpf_available("probe_read_fallback") || !tools_available("probe_read_fallback", &["dnsmasq", "dig", "ip"]) {
+        return;
+    }
+    let mut net = NetnsPair::new("ktt2c");
+    net.start_dnsmasq();
+    let kt = Ktrace::start_env(
+        &["dns", "-o", "json", "--duration", "60s", "--netns", &net.client],
+        &[("KTRACE_NO_TASK_BTF", "1")],
+    );
+    let child = net
+        .exec(&net.client, "dig")
+        .args(["+short", "+tries=1", "@10.253.0.1", "example.test"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("dig");
+    let pid = child.id();
+    assert!(child.wait_with_output().expect("dig").status.success());
+    std::thread::sleep(Duration::from_millis(200));
+    let v = json_lines(&kt.stop());
+    let txs = of_type(&v, "dns");
+    let t = txs
+        .iter()
+        .find(|t| t["qname"] == "example.test" && t["server"] == "10.253.0.1:53")
+        .unwrap_or_else(|| panic!("no transaction in {txs:#?}"));
+    assert_eq!(t["comm"], "dig", "{t}");
+    assert_eq!(t["pid"], pid);
+    assert_ne!(t["netns"], 0, "client netns inode known: {t}");
+}
+
 /// Ctrl-C detaches everything: a second run right after works, and no
 /// ktrace program stays attached to the cgroup2 root.
 #[test]

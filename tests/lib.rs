@@ -132,8 +132,15 @@ impl Ktrace {
     /// Starts `ktrace ARGS` and waits until it says it is attached (or `ready_timeout`).
     #[must_use]
     pub fn start(args: &[&str]) -> Self {
+        Self::start_env(args, &[])
+    }
+
+    /// [`Ktrace::start`] with extra environment variables.
+    #[must_use]
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(ktrace_bin())
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

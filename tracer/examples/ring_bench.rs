@@ -12,6 +12,9 @@
 //! cgroup this run creates (and removes), so no other traffic is counted.
 //! The consumer, pinned to CPU 1, drains and decodes every item as `ktrace`
 //! does. Prints one JSON line; produced = delivered + lost is checked.
+//!
+//! `ring_bench cost ROUNDS 0` instead prints the kernel's mean ns per run of
+//! `dns_egress` and `dns_ingress` on the same query (median over rounds).
 
 use std::{
     os::fd::{AsRawFd as _, RawFd},
@@ -55,8 +58,9 @@ struct TestRunAttr {
 
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 
-/// Runs the program `repeat` times on `pkt` in the kernel.
-fn test_run(fd: RawFd, pkt: &[u8], repeat: u32) -> anyhow::Result<()> {
+/// Runs the program `repeat` times on `pkt` in the kernel; returns the
+/// kernel's mean ns per run.
+fn test_run(fd: RawFd, pkt: &[u8], repeat: u32) -> anyhow::Result<u32> {
     let mut attr = TestRunAttr {
         prog_fd: fd as u32,
         data_size_in: pkt.len() as u32,
@@ -77,6 +81,32 @@ fn test_run(fd: RawFd, pkt: &[u8], repeat: u32) -> anyhow::Result<()> {
     if r != 0 {
         bail!("BPF_PROG_TEST_RUN: {}", std::io::Error::last_os_error());
     }
+    Ok(attr.duration)
+}
+
+/// `cost` mode: the kernel's own mean ns per run of `dns_egress` and
+/// `dns_ingress` on the query (`BPF_PROG_TEST_RUN` timing, no network stack
+/// around it), in rounds of `REPEAT` runs with the ring drained in between so
+/// every run takes the batched (no-wakeup) path. Prints the median per program.
+fn cost(cap: &mut DnsCapture, pkt: &[u8], rounds: u32) -> anyhow::Result<()> {
+    const REPEAT: u32 = 10_000;
+    let mut out = Vec::new();
+    for name in ["dns_egress", "dns_ingress"] {
+        let fd = cap.program_fd(name).with_context(|| format!("{name} not loaded"))?.as_raw_fd();
+        let mut ns = Vec::new();
+        for _ in 0..rounds {
+            ns.push(test_run(fd, pkt, REPEAT)?);
+            while cap.ring().next().is_some() {}
+        }
+        ns.sort_unstable();
+        out.push(format!(
+            "\"{name}\":{{\"median_ns\":{},\"min_ns\":{},\"max_ns\":{}}}",
+            ns[ns.len() / 2],
+            ns[0],
+            ns[ns.len() - 1]
+        ));
+    }
+    println!("{{{}}}", out.join(","));
     Ok(())
 }
 
@@ -136,10 +166,10 @@ impl Drop for CgroupDir {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(mode), Some(rate), Some(secs)) = (args.first(), args.get(1), args.get(2)) else {
-        bail!("usage: ring_bench batched|wakeup RATE SECS");
+        bail!("usage: ring_bench batched|wakeup RATE SECS | ring_bench cost ROUNDS 0");
     };
     let wakeup = match mode.as_str() {
-        "batched" => false,
+        "batched" | "cost" => false,
         "wakeup" => true,
         m => bail!("unknown mode {m}"),
     };
@@ -154,8 +184,12 @@ fn main() -> anyhow::Result<()> {
         ..CaptureConfig::default()
     };
     let mut cap = DnsCapture::attach(&cfg).context("attaching ktrace's programs")?;
-    let fd = cap.program_fd("dns_egress").context("dns_egress not loaded")?.as_raw_fd();
     let pkt = packet();
+    if mode == "cost" {
+        pin(0);
+        return cost(&mut cap, &pkt, u32::try_from(rate).unwrap_or(u32::MAX).clamp(1, 1000));
+    }
+    let fd = cap.program_fd("dns_egress").context("dns_egress not loaded")?.as_raw_fd();
     // One trial run: the program must match the packet (else nothing is measured).
     let lost0 = cap.lost();
     let matched0 = cap.stats()[tracer_common::Stat::Matched as usize];

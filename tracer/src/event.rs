@@ -69,9 +69,10 @@ pub struct Process {
     /// Sending thread id.
     pub tid: u32,
     /// Name of the thread-group leader (`dig`), not the thread (`isc-net-0000`).
-    pub comm: String,
+    /// Shared: a process's name repeats on every packet it sends.
+    pub comm: Arc<str>,
     /// Name of the sending thread.
-    pub thread: String,
+    pub thread: Arc<str>,
 }
 
 /// A packet observed somewhere, with everything the kernel told us about it.

@@ -19,6 +19,10 @@ fn main() -> ExitCode {
         _ => "debug",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    if let Err(e) = cli.global.apply_sched() {
+        eprintln!("ktrace: --sched-idle: {e}");
+        return ExitCode::FAILURE;
+    }
     let r = match &cli.cmd {
         Command::Dns(a) => dns::run(&cli.global, a),
         Command::Drops(a) => drops::run(&cli.global, a),

@@ -104,8 +104,8 @@ impl Filter {
             return false;
         }
         if let Some(c) = &self.comm {
-            let client = tx.process.as_ref().is_some_and(|p| p.comm == *c);
-            let server = tx.server_process.as_ref().is_some_and(|p| p.comm == *c);
+            let client = tx.process.as_ref().is_some_and(|p| *p.comm == **c);
+            let server = tx.server_process.as_ref().is_some_and(|p| *p.comm == **c);
             if !client && !server {
                 return false;
             }

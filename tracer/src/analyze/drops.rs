@@ -1502,7 +1502,7 @@ impl DropAnalyzer {
         Sock {
             src: c.src,
             dst: c.dst,
-            process: c.process.as_ref().map(|p| ProcessBrief { pid: p.pid, comm: p.comm.clone() }),
+            process: c.process.as_ref().map(|p| ProcessBrief { pid: p.pid, comm: p.comm.to_string() }),
             netns: c.netns_ino,
             node,
             start_ts: c.ts_ns,
@@ -1525,7 +1525,7 @@ impl DropAnalyzer {
             s.src = c.src;
         }
         if s.process.is_none() {
-            s.process = c.process.as_ref().map(|p| ProcessBrief { pid: p.pid, comm: p.comm.clone() });
+            s.process = c.process.as_ref().map(|p| ProcessBrief { pid: p.pid, comm: p.comm.to_string() });
         }
         if s.netns == 0 {
             s.netns = c.netns_ino;

@@ -1703,7 +1703,7 @@ mod tests {
         assert_eq!(u.attempts, 2);
         assert_eq!(u.resolver.address, RESOLVER);
         assert_eq!(u.resolver.pod.as_deref(), Some("kube-system/kube-dns"));
-        assert_eq!(u.resolver.process.as_ref().map(|p| p.comm.as_str()), Some("dnsmasq"));
+        assert_eq!(u.resolver.process.as_ref().map(|p| p.comm.as_ref()), Some("dnsmasq"));
         assert_eq!(u.client.pod.as_deref(), Some("critical-app/client"));
         assert!((u.waited_ms - timeouts).abs() < 10.0, "waited {}", u.waited_ms);
         assert!(

@@ -13,7 +13,7 @@
 //! client's and the server's view of one exchange merge into one transaction.
 //! Wire (foreign pcap) and tc sightings pair by key alone.
 
-use std::{collections::VecDeque, sync::Arc};
+use std::collections::VecDeque;
 
 use crate::hash::FastMap;
 
@@ -55,17 +55,20 @@ pub struct PairStats {
     pub duplicate_answers: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Key {
     client: Endpoint,
     server: Endpoint,
     transport: Transport,
     id: u16,
-    /// Lower case: resolvers randomise the case of queries (0x20) and
-    /// servers echo it, but a sloppy one may not.
-    /// Shared: the key sits in the pending map, the expiry order and the
-    /// recent-answers window (a `String` here was three copies per message).
-    qname: Arc<str>,
+    /// Hash of the name in lower case: resolvers randomise the case of
+    /// queries (0x20) and servers echo it, but a sloppy one may not. A hash,
+    /// not the name: the key sits in the pending map, the expiry order and
+    /// the recent-answers window, and a shared string there cost an
+    /// allocation, refcounts and compares per message (~8 % of live CPU).
+    /// Two names of one client, server, id and type colliding in 64 bits
+    /// (seeded per run) is not a practical concern.
+    qname: u64,
     qtype: u16,
 }
 
@@ -111,6 +114,8 @@ pub struct Pairer {
     seq: u64,
     recent: FastMap<Key, Recent>,
     recent_order: VecDeque<(u64, Key)>,
+    /// Seed of the name hashes in keys (random per run: names come from the network).
+    names: foldhash::fast::RandomState,
 }
 
 impl Pairer {
@@ -135,7 +140,7 @@ impl Pairer {
             server,
             transport: ev.transport,
             id: ev.msg.id,
-            qname: lower_name(&ev.msg.qname),
+            qname: name_hash(&self.names, &ev.msg.qname),
             qtype: ev.msg.qtype,
         };
         if ev.msg.is_response {
@@ -228,7 +233,7 @@ impl Pairer {
         }
         self.seq = self.seq.wrapping_add(1);
         let order = (ts, self.seq);
-        self.order.push_back((order, key.clone()));
+        self.order.push_back((order, key));
         self.pending.insert(key, Pending { tx, order, client_query_ns, server_query_ns, server_answer: None });
         // Answered entries linger until their timeout passes; keep them from
         // outnumbering the live ones (amortised O(1) per query).
@@ -296,7 +301,7 @@ impl Pairer {
         while self.recent_order.len() >= MAX_RECENT {
             self.pop_recent();
         }
-        self.recent_order.push_back((ts, key.clone()));
+        self.recent_order.push_back((ts, key));
         self.recent.insert(key, Recent { ts_ns: ts, observed });
     }
 
@@ -422,7 +427,7 @@ pub(crate) mod test_util {
     }
 
     pub(crate) fn process(pid: u32, comm: &str) -> Process {
-        Process { pid, tid: pid, comm: comm.to_owned(), thread: comm.to_owned() }
+        Process { pid, tid: pid, comm: comm.into(), thread: comm.into() }
     }
 
     pub(crate) fn answer_a(name: &str) -> Answer {
@@ -559,7 +564,7 @@ mod tests {
         assert_eq!(t.observed, Observed::Both);
         assert_eq!(t.latency_ns, Some(3 * MS));
         assert_eq!(t.process.as_ref().map(|p| p.pid), Some(10));
-        assert_eq!(t.server_process.as_ref().map(|p| p.comm.as_str()), Some("dnsmasq"));
+        assert_eq!(t.server_process.as_ref().map(|p| p.comm.as_ref()), Some("dnsmasq"));
         assert_eq!(t.server_pod.as_ref().map(ToString::to_string).as_deref(), Some("kube-system/kube-dns"));
         assert_eq!(t.client_pod.as_ref().map(ToString::to_string).as_deref(), Some("critical-app/client"));
         assert_eq!((t.netns, t.rcode, t.answers.len(), t.timed_out), (99, Some(0), 1, false));
@@ -682,7 +687,16 @@ mod tests {
     }
 }
 
-/// `name` in ASCII lower case, borrowed into one allocation.
-fn lower_name(name: &str) -> Arc<str> {
-    if name.bytes().any(|b| b.is_ascii_uppercase()) { Arc::from(name.to_ascii_lowercase()) } else { Arc::from(name) }
+/// Hash of `name` in ASCII lower case, without allocating.
+fn name_hash(state: &foldhash::fast::RandomState, name: &str) -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = state.build_hasher();
+    let mut buf = [0u8; 64];
+    for chunk in name.as_bytes().chunks(buf.len()) {
+        let b = &mut buf[..chunk.len()];
+        b.copy_from_slice(chunk);
+        b.make_ascii_lowercase();
+        h.write(b);
+    }
+    h.finish()
 }

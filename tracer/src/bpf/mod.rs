@@ -274,18 +274,42 @@ impl DnsCapture {
         // Wake the reader early only when a quarter of the ring is full; below
         // that it drains on its timer (batched: ~10x cheaper per event).
         let wake: u64 = cfg.wakeup_bytes.unwrap_or(u64::from(cfg.ring_bytes / 4));
-        let mut loader = EbpfLoader::new();
-        loader
-            .override_global("DNS_PORTS", &ports[..], true)
-            .override_global("OFFSETS", &offsets, true)
-            .override_global("WAKEUP_BYTES", &wake, true)
-            .override_global("USE_NETNS_COOKIE", &use_cookie, true)
-            .override_global("DROP_SKIP", &drop_skip[..], true)
-            .map_max_entries(MAP_EVENTS, cfg.ring_bytes);
-        for ((_, _, _, global), f) in CONN_TRACEPOINTS.iter().zip(tp_fields.iter()) {
-            loader.override_global(global, f, true);
-        }
-        let mut ebpf = loader.load(OBJECT)?;
+        let load_object = |task_btf: u32| -> Result<Ebpf, BpfError> {
+            let mut loader = EbpfLoader::new();
+            loader
+                .override_global("DNS_PORTS", &ports[..], true)
+                .override_global("OFFSETS", &offsets, true)
+                .override_global("TASK_BTF", &task_btf, true)
+                .override_global("WAKEUP_BYTES", &wake, true)
+                .override_global("USE_NETNS_COOKIE", &use_cookie, true)
+                .override_global("DROP_SKIP", &drop_skip[..], true)
+                .map_max_entries(MAP_EVENTS, cfg.ring_bytes);
+            for ((_, _, _, global), f) in CONN_TRACEPOINTS.iter().zip(tp_fields.iter()) {
+                loader.override_global(global, f, true);
+            }
+            let mut ebpf = loader.load(OBJECT)?;
+            for name in ["dns_egress", "dns_ingress"] {
+                let prog: &mut CgroupSkb = ebpf
+                    .program_mut(name)
+                    .ok_or(BpfError::Map { name, reason: "program missing from object".into() })?
+                    .try_into()
+                    .map_err(|source| BpfError::Program { name, source })?;
+                prog.load().map_err(|source| BpfError::Program { name, source })?;
+            }
+            Ok(ebpf)
+        };
+        // Direct BTF loads of the current task need the verifier to accept
+        // `bpf_get_current_task_btf` in cgroup_skb (CAP_PERFMON, kernel >= 5.19
+        // or so); elsewhere the per-field probe reads still work.
+        let want_btf = has_offsets && std::env::var_os("KTRACE_NO_TASK_BTF").is_none();
+        let mut ebpf = match load_object(u32::from(want_btf)) {
+            Ok(e) => e,
+            Err(e) if want_btf => {
+                log::info!("direct task reads refused ({e}); using bpf_probe_read_kernel");
+                load_object(0)?
+            }
+            Err(e) => return Err(e),
+        };
         let cgroup = match &cfg.cgroup {
             Some(p) => p.clone(),
             None => cgroup2_root()?,
@@ -298,7 +322,6 @@ impl DnsCapture {
                 .ok_or(BpfError::Map { name, reason: "program missing from object".into() })?
                 .try_into()
                 .map_err(|source| BpfError::Program { name, source })?;
-            prog.load().map_err(|source| BpfError::Program { name, source })?;
             // With BPF links (kernel >= 5.7) the kernel rejects attach flags and
             // always allows several programs, so `Single` (flags 0) still
             // coexists with systemd's programs and other ktrace instances.

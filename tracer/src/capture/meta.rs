@@ -363,7 +363,7 @@ pub(crate) fn decode_packet_meta(v: &[u8]) -> Option<PacketMeta> {
         let comm = String::from_utf8_lossy(c.take(n)?).into_owned();
         let n = usize::from(c.u8()?);
         let thread = String::from_utf8_lossy(c.take(n)?).into_owned();
-        Some(Process { pid, tid, comm, thread })
+        Some(Process { pid, tid, comm: comm.into(), thread: thread.into() })
     } else {
         None
     };

@@ -88,7 +88,7 @@ fn sample_records() -> Vec<(Record, Option<&'static str>)> {
     tci.hook = Hook::TcIngress;
     let mut wire = pkt(CLOCK.mono_ns + 3_700, vec![0x60, 1, 2, 3]);
     wire.hook = Hook::Wire;
-    wire.process = Some(Process { pid: 1, tid: 1, comm: "ünïcode".into(), thread: String::new() });
+    wire.process = Some(Process { pid: 1, tid: 1, comm: "ünïcode".into(), thread: "".into() });
     vec![
         (Record::Packet(full), Some("critical-app/client")),
         (Record::Packet(ingress), Some("critical-app/client")),

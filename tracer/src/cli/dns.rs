@@ -181,7 +181,11 @@ pub fn run(g: &Global, args: &DnsArgs) -> anyhow::Result<()> {
         true
     }))?;
     pipe.stats.source_errors = src.stats.bad_items;
+    let (read, lost) = (pipe.stats.records, pipe.stats.lost_events);
     pipe.finish();
+    // On stderr whatever the output format, so scripts (and the benchmarks)
+    // see losses without parsing the stats record.
+    eprintln!("ktrace: stopped: {read} events read, {lost} lost in the kernel (ring buffer full)");
     Ok(())
 }
 

@@ -60,6 +60,30 @@ pub struct Global {
     /// Never contact the Kubernetes API, even when credentials are found.
     #[arg(long, global = true)]
     pub no_kube_api: bool,
+    /// Run ktrace's userspace under `SCHED_IDLE`: it only takes CPU time the
+    /// workload leaves idle, so it never delays the traced processes. When the
+    /// CPUs are saturated it falls behind, the ring buffer fills and events are
+    /// lost (counted and reported); the default keeps up instead.
+    #[arg(long, global = true)]
+    pub sched_idle: bool,
+}
+
+impl Global {
+    /// Applies `--sched-idle` to this process (threads started later inherit it).
+    ///
+    /// # Errors
+    /// If the kernel refuses the policy.
+    pub fn apply_sched(&self) -> std::io::Result<()> {
+        if !self.sched_idle {
+            return Ok(());
+        }
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: pid 0 is this thread; `param` is a valid sched_param.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &raw const param) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
 
 /// Output formats.

@@ -116,7 +116,7 @@ pub fn run(g: &Global, args: &ReplayArgs) -> anyhow::Result<()> {
                         let proc_ = p.process.as_ref();
                         let v = json!({
                             "type": "packet", "ts": ts, "node": p.node.as_deref(), "hook": p.hook,
-                            "pid": proc_.map(|x| x.pid), "comm": proc_.map(|x| x.comm.as_str()),
+                            "pid": proc_.map(|x| x.pid), "comm": proc_.map(|x| x.comm.as_ref()),
                             "netns": p.netns_ino, "cgroup_id": p.cgroup_id,
                             "src": e.src.to_string(), "dst": e.dst.to_string(), "transport": e.transport,
                             "src_pod": pod_json(e.src_pod.as_ref()), "dst_pod": pod_json(e.dst_pod.as_ref()),
@@ -159,7 +159,7 @@ pub fn run(g: &Global, args: &ReplayArgs) -> anyhow::Result<()> {
                     );
                 }
                 Record::Conn(c) => {
-                    let v = json!({"type": "conn", "ts": ts, "node": c.node.as_deref(), "kind": c.kind, "src": c.src.to_string(), "dst": c.dst.to_string(), "pid": c.process.as_ref().map(|p| p.pid), "comm": c.process.as_ref().map(|p| p.comm.as_str())});
+                    let v = json!({"type": "conn", "ts": ts, "node": c.node.as_deref(), "kind": c.kind, "src": c.src.to_string(), "dst": c.dst.to_string(), "pid": c.process.as_ref().map(|p| p.pid), "comm": c.process.as_ref().map(|p| p.comm.as_ref())});
                     emit(&mut out, v, format!("{ts} CONN {:?} {} -> {}", c.kind, c.src, c.dst));
                 }
                 Record::ResolvConf(rc) => {

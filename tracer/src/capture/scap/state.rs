@@ -723,7 +723,7 @@ impl Decoder {
             if dst.ip.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) };
         let src = src.unwrap_or(Endpoint { ip: unspec, port: 0 });
         let src = Endpoint { ip: self.own_ip(tid, src.ip, dst.ip), port: src.port };
-        let process = Process { pid: pid as u32, tid: tid as u32, comm: comm.to_string(), thread: thread.to_string() };
+        let process = Process { pid: pid as u32, tid: tid as u32, comm, thread };
         self.sock_seq = self.sock_seq.wrapping_add(1);
         // Opaque, never a kernel address (those have the top bits set).
         let sock = self.sock_seq | (1 << 62);
@@ -1095,12 +1095,7 @@ impl Decoder {
         };
         let (pid, comm, thread, container) = self.who(tid);
         let cgroup_id = self.cgroup_id(container.as_ref());
-        let process = egress.then(|| Process {
-            pid: pid as u32,
-            tid: tid as u32,
-            comm: comm.to_string(),
-            thread: thread.to_string(),
-        });
+        let process = egress.then_some(Process { pid: pid as u32, tid: tid as u32, comm, thread });
         let rec = PacketRecord {
             ts_ns: ts,
             hook: if egress { Hook::SocketEgress } else { Hook::SocketIngress },

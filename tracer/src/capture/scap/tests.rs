@@ -181,7 +181,7 @@ fn check_against_golden(path: &Path) {
         assert!(!d.partial);
         if g.egress {
             let p = d.rec.process.as_ref().unwrap();
-            assert_eq!((p.pid, p.tid, p.comm.as_str(), p.thread.as_str()), (17497, g.tid, g.comm.as_str(), "curl"));
+            assert_eq!((p.pid, p.tid, p.comm.as_ref(), p.thread.as_ref()), (17497, g.tid, g.comm.as_ref(), "curl"));
         }
         assert_eq!(d.rec.node.as_deref(), Some("ip-10-0-0-79"));
     }
@@ -637,7 +637,7 @@ fn check_incident(items: &[Item], extra: usize) {
         assert_eq!(d.rec.cgroup_id, synthetic_cgroup_id("pod:critical-app/client-7d9f"));
         if d.rec.hook == Hook::SocketEgress {
             let p = d.rec.process.as_ref().unwrap();
-            assert_eq!((p.pid, p.comm.as_str()), (100, "getent"));
+            assert_eq!((p.pid, p.comm.as_ref()), (100, "getent"));
             assert_eq!(d.src.ip, IpAddr::from(POD_IP));
         }
     }
@@ -666,7 +666,7 @@ fn check_incident(items: &[Item], extra: usize) {
         assert_eq!((c.src.to_string(), c.dst.to_string()), ("10.244.1.10:40002".into(), "10.244.2.20:8080".into()));
         assert_eq!(c.sock, conns[0].sock);
     }
-    assert_eq!(conns[0].process.as_ref().map(|p| (p.pid, p.comm.as_str())), Some((100, "getent")));
+    assert_eq!(conns[0].process.as_ref().map(|p| (p.pid, p.comm.as_ref())), Some((100, "getent")));
     assert!(conns[1].process.is_none() && conns[0].ts_ns < conns[2].ts_ns);
 }
 
@@ -714,7 +714,7 @@ fn v2_incident_with_container_json() {
     let dns = decode(&items);
     let d = dns.last().unwrap();
     assert_eq!(e.local_pod(&d.rec).unwrap().to_string(), "data/db-0");
-    assert_eq!(d.rec.process.as_ref().unwrap().comm, "db");
+    assert_eq!(&*d.rec.process.as_ref().unwrap().comm, "db");
 }
 
 #[test]
@@ -1158,7 +1158,7 @@ fn check_slow_dns_findings(path: &Path) {
     for f in &fo {
         assert_eq!(f.pod.as_deref(), Some("critical-app/client-7d9f"), "{f:#?}");
         let p = f.process.as_ref().unwrap();
-        assert_eq!((p.pid, p.comm.as_str()), (PID_GETENT as u32, "getent"));
+        assert_eq!((p.pid, p.comm.as_ref()), (PID_GETENT as u32, "getent"));
         let suffixes: Vec<String> = f
             .attempts
             .iter()
@@ -1182,7 +1182,7 @@ fn check_slow_dns_findings(path: &Path) {
     assert!(!ups.is_empty(), "no upstream_timeout: {:#?}\n{}", c.findings, dump());
     for u in &ups {
         assert_eq!(u.resolver.pod.as_deref(), Some("kube-system/kube-dns-abc"), "{u:#?}");
-        assert_eq!(u.resolver.process.as_ref().map(|p| p.comm.as_str()), Some("dnsmasq"));
+        assert_eq!(u.resolver.process.as_ref().map(|p| p.comm.as_ref()), Some("dnsmasq"));
         assert_eq!(u.upstream, "192.168.77.53:53");
         assert_eq!(u.qname, format!("{BASE_NAME}.localdomain"));
         assert_eq!(u.client.pod.as_deref(), Some("critical-app/client-7d9f"));
@@ -1245,7 +1245,7 @@ fn refused_tcp_connect_is_a_drops_conn_fail() {
     assert_eq!(v["node"], "node-a");
     assert_eq!(v["pending"], false);
     let p = c.process.as_ref().unwrap();
-    assert_eq!((p.pid, p.comm.as_str()), (PID_NC as u32, "nc"));
+    assert_eq!((p.pid, p.comm.as_ref()), (PID_NC as u32, "nc"));
     // From connect() to the RST.
     assert!(c.last_ts_ns >= c.first_ts_ns);
 
@@ -1266,7 +1266,7 @@ fn wildcard_forward_gets_the_pods_address() {
     assert_eq!(fwd.len(), 2);
     for d in fwd {
         assert_eq!(d.src.ip, IpAddr::from(KUBE_DNS_IP));
-        assert_eq!(d.rec.process.as_ref().map(|p| p.comm.as_str()), Some("dnsmasq"));
+        assert_eq!(d.rec.process.as_ref().map(|p| p.comm.as_ref()), Some("dnsmasq"));
     }
 }
 
