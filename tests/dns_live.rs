@@ -121,6 +121,38 @@ fn probe_read_fallback_names_process_and_netns() {
     assert_ne!(t["netns"], 0, "client netns inode known: {t}");
 }
 
+/// `--sched-idle`: ktrace's threads run under `SCHED_IDLE`, still trace, and
+/// the exit line on stderr reports events read and lost.
+#[test]
+fn sched_idle_runs_idle_and_reports_losses() {
+    if !bpf_available("sched_idle") || !tools_available("sched_idle", &["dnsmasq", "dig", "ip"]) {
+        return;
+    }
+    let mut net = NetnsPair::new("ktt2d");
+    net.start_dnsmasq();
+    let kt = Ktrace::start(&["--sched-idle", "dns", "-o", "json", "--duration", "60s", "--netns", &net.client]);
+    let sched = std::fs::read_to_string(format!("/proc/{}/sched", kt.pid())).expect("/proc/PID/sched");
+    let policy = sched.lines().find(|l| l.starts_with("policy")).unwrap_or_default();
+    assert!(policy.trim_end().ends_with(" 5"), "SCHED_IDLE is policy 5: {policy}");
+    let st = net
+        .exec(&net.client, "dig")
+        .args(["+short", "+tries=1", "@10.253.0.1", "example.test"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("dig");
+    assert!(st.success());
+    std::thread::sleep(Duration::from_millis(200));
+    let (out, err) = kt.stop_with_stderr();
+    let v = json_lines(&out);
+    assert!(
+        of_type(&v, "dns").iter().any(|t| t["qname"] == "example.test" && t["comm"] == "dig"),
+        "transaction missing: {out:?}"
+    );
+    let exit =
+        err.iter().find(|l| l.starts_with("ktrace: stopped: ")).unwrap_or_else(|| panic!("no exit line: {err:?}"));
+    assert!(exit.contains(" 0 lost in the kernel") && exit.contains("--sched-idle"), "{exit}");
+}
+
 /// Ctrl-C detaches everything: a second run right after works, and no
 /// ktrace program stays attached to the cgroup2 root.
 #[test]

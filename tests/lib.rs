@@ -182,9 +182,21 @@ impl Ktrace {
         k
     }
 
+    /// The ktrace process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGINT, waits for exit (bounded), returns stdout lines.
     #[must_use]
-    pub fn stop(mut self) -> Vec<String> {
+    pub fn stop(self) -> Vec<String> {
+        self.stop_with_stderr().0
+    }
+
+    /// [`Ktrace::stop`], also returning every stderr line.
+    #[must_use]
+    pub fn stop_with_stderr(mut self) -> (Vec<String>, Vec<String>) {
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -204,7 +216,11 @@ impl Ktrace {
         while let Ok(l) = self.stdout.recv_timeout(Duration::from_secs(2)) {
             lines.push(l);
         }
-        lines
+        // stdout reached EOF, so the process is gone; give the stderr reader
+        // a moment to take the last lines from its pipe.
+        std::thread::sleep(Duration::from_millis(200));
+        let err = self.stderr.lock().map(|v| v.clone()).unwrap_or_default();
+        (lines, err)
     }
 }
 

@@ -84,6 +84,21 @@ macro_rules! prog {
     }};
 }
 
+/// Loads ktrace's real `dns_egress` with `TASK_BTF` set (as `DnsCapture`
+/// first tries), without attaching it: the verifier's answer is the result.
+fn task_btf() -> Result<String, String> {
+    let offsets = super::kernel_offsets().ok_or("no BTF offsets")?;
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(tracer_common::MAP_EVENTS, 4096)
+        .override_global("OFFSETS", &offsets, true)
+        .override_global("TASK_BTF", &1u32, true)
+        .load(OBJECT)
+        .map_err(|e| err_chain(&e))?;
+    let p = prog!(ebpf, "dns_egress", CgroupSkb);
+    p.load().map_err(|e| format!("verifier refused it, ktrace uses probe reads: {}", err_chain(&e)))?;
+    Ok("dns_egress reads the task with direct loads".into())
+}
+
 /// Runs every probe. Needs root; without it every probe reports the permission error.
 #[must_use]
 pub fn run() -> Vec<Check> {
@@ -145,6 +160,12 @@ pub fn run() -> Vec<Check> {
             Ok(false) => Err("bpf_get_netns_cookie not allowed in cgroup_skb (kernel < 6.15?)".into()),
             Err(e) => Err(err_chain(&e)),
         },
+    ));
+    out.push(check(
+        "task_btf",
+        "cheaper process/netns reads on egress (bpf_get_current_task_btf + BTF-checked loads; else probe reads)",
+        false,
+        task_btf(),
     ));
     out.push(check(
         "tracepoint",

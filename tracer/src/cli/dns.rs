@@ -185,7 +185,12 @@ pub fn run(g: &Global, args: &DnsArgs) -> anyhow::Result<()> {
     pipe.finish();
     // On stderr whatever the output format, so scripts (and the benchmarks)
     // see losses without parsing the stats record.
-    eprintln!("ktrace: stopped: {read} events read, {lost} lost in the kernel (ring buffer full)");
+    let boosts = if g.sched_idle {
+        format!("; --sched-idle: raised to normal priority {} time(s) to catch up", src.stats.boosts)
+    } else {
+        String::new()
+    };
+    eprintln!("ktrace: stopped: {read} events read, {lost} lost in the kernel (ring buffer full){boosts}");
     Ok(())
 }
 

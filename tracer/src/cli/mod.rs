@@ -61,9 +61,10 @@ pub struct Global {
     #[arg(long, global = true)]
     pub no_kube_api: bool,
     /// Run ktrace's userspace under `SCHED_IDLE`: it only takes CPU time the
-    /// workload leaves idle, so it never delays the traced processes. When the
-    /// CPUs are saturated it falls behind, the ring buffer fills and events are
-    /// lost (counted and reported); the default keeps up instead.
+    /// workload leaves idle, so it hardly delays the traced processes. When
+    /// the ring buffer backs up (a quarter full) ktrace runs at normal
+    /// priority for a second to catch up, so events are lost only if even
+    /// that is not enough (counted and reported).
     #[arg(long, global = true)]
     pub sched_idle: bool,
 }

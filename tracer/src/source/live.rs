@@ -46,6 +46,8 @@ pub struct LiveStats {
     pub bad_items: u64,
     /// Batches drained.
     pub batches: u64,
+    /// Times `--sched-idle` raised ktrace to normal priority because the ring backed up.
+    pub boosts: u64,
 }
 
 /// Live capture driver.
@@ -185,6 +187,7 @@ impl LiveSource {
         // SAFETY: the ring buffer's fd stays open for as long as `fd` lives:
         // both are owned by this call frame / `self.cap`, and `fd` is dropped first.
         let fd = unsafe { AsyncFd::register(self.cap.ring().as_raw_fd()) }.map_err(|e| e.into_parts().1)?;
+        let booster = super::sched::IdleBooster::start_if_idle(self.cap.ring().as_raw_fd());
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut tick = tokio::time::interval(Duration::from_millis(10));
@@ -215,6 +218,9 @@ impl LiveSource {
             on(e);
             true
         });
+        if let Some(b) = booster {
+            self.stats.boosts = b.boosts();
+        }
         Ok(reason)
     }
 }

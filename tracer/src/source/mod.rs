@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod file;
 pub mod live;
+pub mod sched;
 
 pub use crate::capture::ClockRef;
 

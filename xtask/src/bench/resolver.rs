@@ -264,9 +264,10 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
     let _ = writeln!(
         s,
         "`--sched-idle` runs ktrace's userspace under `SCHED_IDLE`: it only gets CPU time the resolver and \
-         dnsperf leave idle, so at saturation it falls behind and the kernel drops what does not fit in the \
-         ring (\"ktrace events lost\", counted by the kernel, never silent); the default keeps up and loses \
-         nothing, at the cost of CPU taken from the workload.\n\n\
+         dnsperf leave idle, and when the ring buffer backs up (a quarter full, the kernel's forced wakeup) a \
+         normal-priority thread raises it to normal priority for 100 ms to catch up. Whatever still does not \
+         fit in the ring is dropped by the kernel and counted (\"ktrace events lost\", never silent). The \
+         default runs at normal priority throughout.\n\n\
          Reading the tables: on two cores every tracer's userspace CPU (\"tracer CPU µs/query\") is taken from \
          the resolver or from dnsperf, so throughput at saturation falls roughly with it; `tcpdump -w` pays \
          mostly in the kernel (AF_PACKET copies, counted in the server's and dnsperf's system time). With \
