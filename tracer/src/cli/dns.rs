@@ -185,7 +185,9 @@ pub fn run(g: &Global, args: &DnsArgs) -> anyhow::Result<()> {
     pipe.finish();
     // On stderr whatever the output format, so scripts (and the benchmarks)
     // see losses without parsing the stats record.
-    let boosts = if g.sched_idle {
+    let boosts = if g.no_catch_up {
+        "; --sched-idle without catch-up".to_owned()
+    } else if g.sched_idle {
         format!("; --sched-idle: raised to normal priority {} time(s) to catch up", src.stats.boosts)
     } else {
         String::new()

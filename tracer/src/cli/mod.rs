@@ -67,6 +67,11 @@ pub struct Global {
     /// that is not enough (counted and reported).
     #[arg(long, global = true)]
     pub sched_idle: bool,
+    /// With `--sched-idle`: stay idle even when the ring buffer backs up.
+    /// ktrace then never competes with the workload for CPU, and what it
+    /// cannot keep up with is lost (counted and reported).
+    #[arg(long, global = true, requires = "sched_idle")]
+    pub no_catch_up: bool,
 }
 
 impl Global {
@@ -78,6 +83,7 @@ impl Global {
         if !self.sched_idle {
             return Ok(());
         }
+        crate::source::sched::set_catch_up(!self.no_catch_up);
         let param = libc::sched_param { sched_priority: 0 };
         // SAFETY: pid 0 is this thread; `param` is a valid sched_param.
         if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &raw const param) } != 0 {

@@ -25,6 +25,14 @@ use std::{
 /// boosts again at once.
 const HOLD: Duration = Duration::from_millis(100);
 
+/// Whether idle threads are raised to catch up (`--no-catch-up` clears it).
+static CATCH_UP: AtomicBool = AtomicBool::new(true);
+
+/// Sets whether [`IdleBooster::start_if_idle`] starts a booster at all.
+pub fn set_catch_up(on: bool) {
+    CATCH_UP.store(on, Ordering::Relaxed);
+}
+
 /// The booster thread; stops (and leaves every thread idle) when dropped.
 #[derive(Debug)]
 pub struct IdleBooster {
@@ -68,7 +76,7 @@ impl IdleBooster {
     /// `ring_fd` is the ring buffer map's fd; it must outlive the booster.
     #[must_use]
     pub fn start_if_idle(ring_fd: RawFd) -> Option<Self> {
-        if !current_is_idle() {
+        if !current_is_idle() || !CATCH_UP.load(Ordering::Relaxed) {
             return None;
         }
         let stop = Arc::new(AtomicBool::new(false));

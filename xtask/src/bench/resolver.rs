@@ -14,16 +14,21 @@ use super::{Ctx, Server, load, start_server, sys};
 enum Mode {
     Off,
     KtraceDns,
-    /// `ktrace --sched-idle dns`: yields the CPU to the workload, loses events under saturation.
+    /// `ktrace --sched-idle dns`: yields the CPU to the workload, catches up when the ring backs up.
     KtraceDnsIdle,
+    /// `ktrace --sched-idle --no-catch-up dns`: never competes, loses events under saturation.
+    KtraceDnsIdleStrict,
     KtraceRecord,
     Tcpdump,
 }
 
-const N_MODES: usize = 5;
-const MODES: [Mode; N_MODES] = [Mode::Off, Mode::KtraceDns, Mode::KtraceDnsIdle, Mode::KtraceRecord, Mode::Tcpdump];
+const N_MODES: usize = 6;
+const MODES: [Mode; N_MODES] =
+    [Mode::Off, Mode::KtraceDns, Mode::KtraceDnsIdle, Mode::KtraceDnsIdleStrict, Mode::KtraceRecord, Mode::Tcpdump];
 /// Index of [`Mode::KtraceDnsIdle`] in [`MODES`].
 const IDLE: usize = 2;
+/// Index of [`Mode::KtraceDnsIdleStrict`] in [`MODES`].
+const STRICT: usize = 3;
 
 impl Mode {
     fn label(self) -> &'static str {
@@ -31,6 +36,7 @@ impl Mode {
             Self::Off => "off",
             Self::KtraceDns => "`ktrace dns -o json > /dev/null`",
             Self::KtraceDnsIdle => "`ktrace --sched-idle dns -o json > /dev/null`",
+            Self::KtraceDnsIdleStrict => "`ktrace --sched-idle --no-catch-up dns -o json > /dev/null`",
             Self::KtraceRecord => "`ktrace record -w FILE`",
             Self::Tcpdump => "`tcpdump -w FILE` (server veth)",
         }
@@ -59,10 +65,13 @@ fn start_tracer(ctx: &Ctx, mode: Mode) -> Result<Option<sys::Proc>> {
     let err = ctx.work.join("tracer.err");
     let p = match mode {
         Mode::Off => return Ok(None),
-        Mode::KtraceDns | Mode::KtraceDnsIdle => {
+        Mode::KtraceDns | Mode::KtraceDnsIdle | Mode::KtraceDnsIdleStrict => {
             let mut c = sys::pinned(None, &ctx.bin);
-            if mode == Mode::KtraceDnsIdle {
+            if mode != Mode::KtraceDns {
                 c.arg("--sched-idle");
+            }
+            if mode == Mode::KtraceDnsIdleStrict {
+                c.arg("--no-catch-up");
             }
             c.args(["dns", "-o", "json"]);
             let mut p = sys::Proc::spawn("ktrace dns", c, None, &err)?;
@@ -99,7 +108,7 @@ fn one(ctx: &mut Ctx, server: &sys::Proc, mode: Mode, secs: u32, qps: Option<u32
     let mut events = None;
     if let Some(t) = tracer.as_mut() {
         t.stop(Duration::from_secs(10));
-        if matches!(mode, Mode::KtraceDns | Mode::KtraceDnsIdle) {
+        if matches!(mode, Mode::KtraceDns | Mode::KtraceDnsIdle | Mode::KtraceDnsIdleStrict) {
             events = parse_stopped(&t.stderr());
         }
         if mode == Mode::KtraceRecord {
@@ -179,9 +188,9 @@ fn events_cell(rs: &[[Sample; N_MODES]], i: usize) -> String {
     format!("{lost} of {} ({:.1} %)", read + lost, lost as f64 * 100.0 / (read + lost).max(1) as f64)
 }
 
-/// Share of ring events lost by the `--sched-idle` tracer over all rounds.
-fn idle_loss(rs: &[[Sample; N_MODES]]) -> Option<f64> {
-    let got: Vec<(u64, u64)> = rs.iter().filter_map(|r| r[IDLE].events).collect();
+/// Share of ring events lost by the tracer of mode index `i` over all rounds.
+fn idle_loss(rs: &[[Sample; N_MODES]], i: usize) -> Option<f64> {
+    let got: Vec<(u64, u64)> = rs.iter().filter_map(|r| r[i].events).collect();
     let read: u64 = got.iter().map(|e| e.0).sum();
     let lost: u64 = got.iter().map(|e| e.1).sum();
     (read + lost > 0).then(|| lost as f64 * 100.0 / (read + lost) as f64)
@@ -248,7 +257,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
     let _ = writeln!(
         s,
         "dnsperf (`-c 4 -q 200`, {secs} s per run, UDP) in `ktb-cli` on CPU 0 against the resolver in `ktb-srv` on \
-         CPU 1, answering every name of a local zone itself (no upstream). {n} rounds × 5 modes, interleaved \
+         CPU 1, answering every name of a local zone itself (no upstream). {n} rounds × 6 modes, interleaved \
          (order rotated each round); ratios are per round against that round's \"off\" run. Saturation: as \
          many queries as the server answers. 50 %: `-Q` at half the median untraced saturation qps, with `-v` so \
          p50/p99 come from every query's latency (dnsperf itself only prints average and stddev). \
@@ -267,7 +276,8 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
          dnsperf leave idle, and when the ring buffer backs up (a quarter full, the kernel's forced wakeup) a \
          normal-priority thread raises it to normal priority for 100 ms to catch up. Whatever still does not \
          fit in the ring is dropped by the kernel and counted (\"ktrace events lost\", never silent). The \
-         default runs at normal priority throughout.\n\n\
+         default runs at normal priority throughout. `--no-catch-up` keeps it idle regardless: it never \
+         competes with the workload, and loses (and counts) what it cannot keep up with.\n\n\
          Reading the tables: on two cores every tracer's userspace CPU (\"tracer CPU µs/query\") is taken from \
          the resolver or from dnsperf, so throughput at saturation falls roughly with it; `tcpdump -w` pays \
          mostly in the kernel (AF_PACKET copies, counted in the server's and dnsperf's system time). With \
@@ -295,15 +305,18 @@ fn one_server(ctx: &mut Ctx, s: &mut String, server: Server, n: usize, secs: u32
     let _ = writeln!(s, "### {} at 50 % of the untraced maximum ({half} qps)\n\n{}", server.name(), table(&lat, true));
     if server == Server::Dnsmasq {
         let qr = ratios(&col(&sat, 1, |x| x.qps), &col(&sat, 0, |x| x.qps));
-        let qr_idle = ratios(&col(&sat, IDLE, |x| x.qps), &col(&sat, 0, |x| x.qps));
         if let Some((m, lo, hi)) = summary(&qr) {
-            let idle = summary(&qr_idle).map_or(String::new(), |(mi, _, _)| {
-                format!(
-                    "; with `--sched-idle` {:.1} %, {:.1} % of events lost (counted)",
-                    mi * 100.0,
-                    idle_loss(&sat).unwrap_or(f64::NAN)
-                )
-            });
+            let idle: String = [(IDLE, "`--sched-idle`"), (STRICT, "`--sched-idle --no-catch-up`")]
+                .into_iter()
+                .filter_map(|(i, label)| {
+                    let (mi, _, _) = summary(&ratios(&col(&sat, i, |x| x.qps), &col(&sat, 0, |x| x.qps)))?;
+                    Some(format!(
+                        "; {label} {:.1} %, {:.1} % of events lost (counted)",
+                        mi * 100.0,
+                        idle_loss(&sat, i).unwrap_or(f64::NAN)
+                    ))
+                })
+                .collect();
             ctx.target(
                 "Resolver throughput with `ktrace dns` ≥ 97 % of untraced at saturation (dnsmasq)",
                 format!("{:.1} % [{:.1}–{:.1}], zero loss{idle}", m * 100.0, lo * 100.0, hi * 100.0),
@@ -311,15 +324,18 @@ fn one_server(ctx: &mut Ctx, s: &mut String, server: Server, n: usize, secs: u32
             );
         }
         let pr = ratios(&col(&lat, 1, |x| x.p99_us), &col(&lat, 0, |x| x.p99_us));
-        let pr_idle = ratios(&col(&lat, IDLE, |x| x.p99_us), &col(&lat, 0, |x| x.p99_us));
         if let Some((m, lo, hi)) = summary(&pr) {
-            let idle = summary(&pr_idle).map_or(String::new(), |(mi, _, _)| {
-                format!(
-                    "; with `--sched-idle` {:+.1} %, {:.1} % of events lost",
-                    (mi - 1.0) * 100.0,
-                    idle_loss(&lat).unwrap_or(f64::NAN)
-                )
-            });
+            let idle: String = [(IDLE, "`--sched-idle`"), (STRICT, "`--sched-idle --no-catch-up`")]
+                .into_iter()
+                .filter_map(|(i, label)| {
+                    let (mi, _, _) = summary(&ratios(&col(&lat, i, |x| x.p99_us), &col(&lat, 0, |x| x.p99_us)))?;
+                    Some(format!(
+                        "; {label} {:+.1} %, {:.1} % of events lost",
+                        (mi - 1.0) * 100.0,
+                        idle_loss(&lat, i).unwrap_or(f64::NAN)
+                    ))
+                })
+                .collect();
             ctx.target(
                 "p99 latency at 50 % load within +5 % with `ktrace dns` (dnsmasq)",
                 format!("{:+.1} % [{:+.1}–{:+.1}]{idle}", (m - 1.0) * 100.0, (lo - 1.0) * 100.0, (hi - 1.0) * 100.0),
