@@ -177,6 +177,18 @@ fn col(rs: &[[Sample; N_MODES]], i: usize, f: fn(&Sample) -> f64) -> Vec<f64> {
     rs.iter().map(|r| f(&r[i])).collect()
 }
 
+/// "; MODE RATIO, LOSS % of events LOST" for both `--sched-idle` modes: the
+/// median per-round ratio of `f` to the untraced run's, shown by `show`.
+fn idle_modes(rs: &[[Sample; N_MODES]], f: fn(&Sample) -> f64, show: impl Fn(f64) -> String, lost: &str) -> String {
+    [(IDLE, "`--sched-idle`"), (STRICT, "`--sched-idle --no-catch-up`")]
+        .into_iter()
+        .filter_map(|(i, label)| {
+            let (m, _, _) = summary(&ratios(&col(rs, i, f), &col(rs, 0, f)))?;
+            Some(format!("; {label} {}, {:.1} % of events {lost}", show(m), idle_loss(rs, i).unwrap_or(f64::NAN)))
+        })
+        .collect()
+}
+
 /// "lost of read (share)" summed over rounds, for the `ktrace dns` modes.
 fn events_cell(rs: &[[Sample; N_MODES]], i: usize) -> String {
     let got: Vec<(u64, u64)> = rs.iter().filter_map(|r| r[i].events).collect();
@@ -306,17 +318,7 @@ fn one_server(ctx: &mut Ctx, s: &mut String, server: Server, n: usize, secs: u32
     if server == Server::Dnsmasq {
         let qr = ratios(&col(&sat, 1, |x| x.qps), &col(&sat, 0, |x| x.qps));
         if let Some((m, lo, hi)) = summary(&qr) {
-            let idle: String = [(IDLE, "`--sched-idle`"), (STRICT, "`--sched-idle --no-catch-up`")]
-                .into_iter()
-                .filter_map(|(i, label)| {
-                    let (mi, _, _) = summary(&ratios(&col(&sat, i, |x| x.qps), &col(&sat, 0, |x| x.qps)))?;
-                    Some(format!(
-                        "; {label} {:.1} %, {:.1} % of events lost (counted)",
-                        mi * 100.0,
-                        idle_loss(&sat, i).unwrap_or(f64::NAN)
-                    ))
-                })
-                .collect();
+            let idle = idle_modes(&sat, |x| x.qps, |m| format!("{:.1} %", m * 100.0), "lost (counted)");
             ctx.target(
                 "Resolver throughput with `ktrace dns` ≥ 97 % of untraced at saturation (dnsmasq)",
                 format!("{:.1} % [{:.1}–{:.1}], zero loss{idle}", m * 100.0, lo * 100.0, hi * 100.0),
@@ -325,17 +327,7 @@ fn one_server(ctx: &mut Ctx, s: &mut String, server: Server, n: usize, secs: u32
         }
         let pr = ratios(&col(&lat, 1, |x| x.p99_us), &col(&lat, 0, |x| x.p99_us));
         if let Some((m, lo, hi)) = summary(&pr) {
-            let idle: String = [(IDLE, "`--sched-idle`"), (STRICT, "`--sched-idle --no-catch-up`")]
-                .into_iter()
-                .filter_map(|(i, label)| {
-                    let (mi, _, _) = summary(&ratios(&col(&lat, i, |x| x.p99_us), &col(&lat, 0, |x| x.p99_us)))?;
-                    Some(format!(
-                        "; {label} {:+.1} %, {:.1} % of events lost",
-                        (mi - 1.0) * 100.0,
-                        idle_loss(&lat, i).unwrap_or(f64::NAN)
-                    ))
-                })
-                .collect();
+            let idle = idle_modes(&lat, |x| x.p99_us, |m| format!("{:+.1} %", (m - 1.0) * 100.0), "lost");
             ctx.target(
                 "p99 latency at 50 % load within +5 % with `ktrace dns` (dnsmasq)",
                 format!("{:+.1} % [{:+.1}–{:+.1}]{idle}", (m - 1.0) * 100.0, (lo - 1.0) * 100.0, (hi - 1.0) * 100.0),
