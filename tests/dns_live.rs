@@ -15,6 +15,21 @@ fn find<'a>(txs: &[&'a Value], qname: &str, qtype: &str, transport: &str) -> &'a
         .unwrap_or_else(|| panic!("no {transport} {qtype} {qname} transaction in {txs:#?}"))
 }
 
+/// `dig example.test` from the client namespace; asserts it succeeded, gives
+/// the ring buffer's 10 ms drain time to pass, returns dig's pid.
+fn dig_example(net: &NetnsPair) -> u32 {
+    let child = net
+        .exec(&net.client, "dig")
+        .args(["+short", "+tries=1", "@10.253.0.1", "example.test"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("dig");
+    let pid = child.id();
+    assert!(child.wait_with_output().expect("dig").status.success(), "dig example.test failed");
+    std::thread::sleep(Duration::from_millis(200));
+    pid
+}
+
 #[test]
 fn dns_transactions_between_two_namespaces() {
     if !bpf_available("dns_transactions_between_two_namespaces")
@@ -101,15 +116,7 @@ fn probe_read_fallback_names_process_and_netns() {
         &["dns", "-o", "json", "--duration", "60s", "--netns", &net.client],
         &[("KTRACE_NO_TASK_BTF", "1")],
     );
-    let child = net
-        .exec(&net.client, "dig")
-        .args(["+short", "+tries=1", "@10.253.0.1", "example.test"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("dig");
-    let pid = child.id();
-    assert!(child.wait_with_output().expect("dig").status.success());
-    std::thread::sleep(Duration::from_millis(200));
+    let pid = dig_example(&net);
     let v = json_lines(&kt.stop());
     let txs = of_type(&v, "dns");
     let t = txs
@@ -134,14 +141,7 @@ fn sched_idle_runs_idle_and_reports_losses() {
     let sched = std::fs::read_to_string(format!("/proc/{}/sched", kt.pid())).expect("/proc/PID/sched");
     let policy = sched.lines().find(|l| l.starts_with("policy")).unwrap_or_default();
     assert!(policy.trim_end().ends_with(" 5"), "SCHED_IDLE is policy 5: {policy}");
-    let st = net
-        .exec(&net.client, "dig")
-        .args(["+short", "+tries=1", "@10.253.0.1", "example.test"])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("dig");
-    assert!(st.success());
-    std::thread::sleep(Duration::from_millis(200));
+    dig_example(&net);
     let (out, err) = kt.stop_with_stderr();
     let v = json_lines(&out);
     assert!(
@@ -165,13 +165,7 @@ fn second_run_after_sigint_works_and_nothing_stays_attached() {
     net.start_dnsmasq();
     for round in 0..2 {
         let kt = Ktrace::start(&["dns", "-o", "json", "--duration", "60s"]);
-        let st = net
-            .exec(&net.client, "dig")
-            .args(["+short", "+tries=1", "@10.253.0.1", "example.test"])
-            .status()
-            .expect("dig");
-        assert!(st.success());
-        std::thread::sleep(Duration::from_millis(200));
+        dig_example(&net);
         let v = json_lines(&kt.stop());
         assert!(
             of_type(&v, "dns").iter().any(|t| t["qname"] == "example.test" && t["comm"] == "dig"),

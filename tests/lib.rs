@@ -126,6 +126,8 @@ pub struct Ktrace {
     stdout: mpsc::Receiver<String>,
     /// stderr lines seen so far.
     pub stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The thread copying stderr into `stderr`; it ends at EOF.
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Ktrace {
@@ -159,7 +161,7 @@ impl Ktrace {
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
         let se = std::sync::Arc::clone(&stderr);
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             for l in BufReader::new(err).lines().map_while(Result::ok) {
                 if l.contains("attached") {
                     let _ = ready_tx.send(());
@@ -170,7 +172,7 @@ impl Ktrace {
                 }
             }
         });
-        let mut k = Self { child, stdout: rx, stderr };
+        let mut k = Self { child, stdout: rx, stderr, stderr_reader: Some(stderr_reader) };
         if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
             let st = k.child.try_wait().ok().flatten();
             let _ = k.child.kill();
@@ -216,9 +218,10 @@ impl Ktrace {
         while let Ok(l) = self.stdout.recv_timeout(Duration::from_secs(2)) {
             lines.push(l);
         }
-        // stdout reached EOF, so the process is gone; give the stderr reader
-        // a moment to take the last lines from its pipe.
-        std::thread::sleep(Duration::from_millis(200));
+        // The process has exited, so its stderr reaches EOF and the reader ends.
+        if let Some(h) = self.stderr_reader.take() {
+            let _ = h.join();
+        }
         let err = self.stderr.lock().map(|v| v.clone()).unwrap_or_default();
         (lines, err)
     }

@@ -97,8 +97,9 @@ static TP_RETRANSMIT: TpFields = TpFields::NONE;
 static WAKEUP_BYTES: u64 = 1 << 20;
 /// Non-zero to read the current task through `bpf_get_current_task_btf` and
 /// direct loads (the verifier turns them into fault-safe loads at BTF-checked
-/// offsets) instead of one `bpf_probe_read_kernel` call per field, ~5x
-/// cheaper. Userspace sets it, and falls back to 0 if the verifier refuses.
+/// offsets) instead of one `bpf_probe_read_kernel` call per field (~1.6x
+/// cheaper for the whole program in a hot loop: BENCHMARKS.md section 1).
+/// Userspace sets it, and falls back to 0 if the verifier refuses.
 #[unsafe(no_mangle)]
 static TASK_BTF: u32 = 0;
 /// Non-zero if `bpf_get_netns_cookie` is allowed in `cgroup_skb` (kernel >= 6.15).

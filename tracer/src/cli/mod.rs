@@ -83,13 +83,7 @@ impl Global {
         if !self.sched_idle {
             return Ok(());
         }
-        crate::source::sched::set_catch_up(!self.no_catch_up);
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: pid 0 is this thread; `param` is a valid sched_param.
-        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &raw const param) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
+        crate::source::sched::enter_idle(!self.no_catch_up)
     }
 }
 

@@ -25,12 +25,19 @@ use std::{
 /// boosts again at once.
 const HOLD: Duration = Duration::from_millis(100);
 
-/// Whether idle threads are raised to catch up (`--no-catch-up` clears it).
-static CATCH_UP: AtomicBool = AtomicBool::new(true);
+/// Set by [`enter_idle`] with catch-up on: [`IdleBooster::start_if_idle`] starts a booster.
+static CATCH_UP: AtomicBool = AtomicBool::new(false);
 
-/// Sets whether [`IdleBooster::start_if_idle`] starts a booster at all.
-pub fn set_catch_up(on: bool) {
-    CATCH_UP.store(on, Ordering::Relaxed);
+/// Puts this thread (and the threads it starts later, which inherit the
+/// policy) under `SCHED_IDLE`; with `catch_up`, live sources raise them to
+/// normal priority while the ring buffer backs up (`--no-catch-up` clears it).
+///
+/// # Errors
+/// If the kernel refuses the policy.
+pub fn enter_idle(catch_up: bool) -> std::io::Result<()> {
+    set_policy(0, libc::SCHED_IDLE)?;
+    CATCH_UP.store(catch_up, Ordering::Relaxed);
+    Ok(())
 }
 
 /// The booster thread; stops (and leaves every thread idle) when dropped.
@@ -39,13 +46,6 @@ pub struct IdleBooster {
     stop: Arc<AtomicBool>,
     boosts: Arc<AtomicU64>,
     handle: Option<JoinHandle<()>>,
-}
-
-/// Whether the calling thread runs under `SCHED_IDLE`.
-#[must_use]
-pub fn current_is_idle() -> bool {
-    // SAFETY: no arguments beyond the pid (0 = this thread).
-    unsafe { libc::sched_getscheduler(0) == libc::SCHED_IDLE }
 }
 
 fn set_policy(tid: libc::pid_t, policy: libc::c_int) -> std::io::Result<()> {
@@ -72,11 +72,11 @@ fn set_all(policy: libc::c_int, except: libc::pid_t) {
 }
 
 impl IdleBooster {
-    /// Starts the booster if this thread is under `SCHED_IDLE` (`--sched-idle`).
+    /// Starts the booster if [`enter_idle`] ran with catch-up (`--sched-idle`).
     /// `ring_fd` is the ring buffer map's fd; it must outlive the booster.
     #[must_use]
     pub fn start_if_idle(ring_fd: RawFd) -> Option<Self> {
-        if !current_is_idle() || !CATCH_UP.load(Ordering::Relaxed) {
+        if !CATCH_UP.load(Ordering::Relaxed) {
             return None;
         }
         let stop = Arc::new(AtomicBool::new(false));

@@ -189,23 +189,28 @@ fn idle_modes(rs: &[[Sample; N_MODES]], f: fn(&Sample) -> f64, show: impl Fn(f64
         .collect()
 }
 
-/// "lost of read (share)" summed over rounds, for the `ktrace dns` modes.
-fn events_cell(rs: &[[Sample; N_MODES]], i: usize) -> String {
+/// Ring events (lost, generated) by the tracer of mode index `i`, summed over
+/// rounds; `None` for modes that are not `ktrace dns`.
+fn events_lost(rs: &[[Sample; N_MODES]], i: usize) -> Option<(u64, u64)> {
     let got: Vec<(u64, u64)> = rs.iter().filter_map(|r| r[i].events).collect();
     if got.is_empty() {
-        return "—".into();
+        return None;
     }
-    let read: u64 = got.iter().map(|e| e.0).sum();
     let lost: u64 = got.iter().map(|e| e.1).sum();
-    format!("{lost} of {} ({:.1} %)", read + lost, lost as f64 * 100.0 / (read + lost).max(1) as f64)
+    Some((lost, got.iter().map(|e| e.0).sum::<u64>() + lost))
+}
+
+/// "lost of generated (share)", for the `ktrace dns` modes.
+fn events_cell(rs: &[[Sample; N_MODES]], i: usize) -> String {
+    events_lost(rs, i).map_or_else(
+        || "—".into(),
+        |(lost, all)| format!("{lost} of {all} ({:.1} %)", lost as f64 * 100.0 / all.max(1) as f64),
+    )
 }
 
 /// Share of ring events lost by the tracer of mode index `i` over all rounds.
 fn idle_loss(rs: &[[Sample; N_MODES]], i: usize) -> Option<f64> {
-    let got: Vec<(u64, u64)> = rs.iter().filter_map(|r| r[i].events).collect();
-    let read: u64 = got.iter().map(|e| e.0).sum();
-    let lost: u64 = got.iter().map(|e| e.1).sum();
-    (read + lost > 0).then(|| lost as f64 * 100.0 / (read + lost) as f64)
+    events_lost(rs, i).filter(|&(_, all)| all > 0).map(|(lost, all)| lost as f64 * 100.0 / all as f64)
 }
 
 fn table(rs: &[[Sample; N_MODES]], latency: bool) -> String {
