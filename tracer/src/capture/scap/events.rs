@@ -38,6 +38,7 @@ pub(super) mod ev {
     pub(crate) const RECVFROM_X: u16 = 35;
     pub(crate) const SENDMSG_E: u16 = 48;
     pub(crate) const SENDMSG_X: u16 = 49;
+    pub(crate) const SENDMMSG_E: u16 = 50;
     pub(crate) const SENDMMSG_X: u16 = 51;
     pub(crate) const RECVMSG_E: u16 = 52;
     pub(crate) const RECVMSG_X: u16 = 53;
@@ -98,7 +99,7 @@ pub(super) fn max_params(t: u16) -> Option<usize> {
         PROCEXIT_E => 0,
         SOCKET_E => 3,
         SOCKET_X | CONNECT_X => 4,
-        BIND_E | RECVMSG_E | READV_E => 1,
+        BIND_E | RECVMSG_E | READV_E | SENDMMSG_E => 1,
         BIND_X | CONNECT_E => 2,
         ACCEPT_X | ACCEPT4_X => 3,
         SENDTO_E | SENDMSG_E => 3,

@@ -97,6 +97,9 @@ pub struct ScapStats {
     pub io_other: u64,
     /// Payloads too large for one synthesised packet.
     pub io_too_large: u64,
+    /// Client queries sent with no data in the capture (old drivers record
+    /// `sendmmsg` without parameters), synthesised from the resolver's view.
+    pub dns_inferred: u64,
     /// Connection failures reported (`conn_fail/v1`).
     pub conn_failures: u64,
     /// resolv.conf contents reported.

@@ -13,6 +13,8 @@ use std::{
 
 use serde_json::Value;
 
+mod kube_dns_2016;
+
 use super::{
     ScapStats,
     state::{container_id, k8s_name, synthetic_cgroup_id},
@@ -424,7 +426,11 @@ impl Scap {
         s16(&mut b, b"");
         s16(&mut b, b"/");
         b.extend_from_slice(&1024u64.to_le_bytes());
-        b.extend_from_slice(&[0u8; 12]);
+        // A thread shares its process's fds (CLONE_FILES | CLONE_FS |
+        // CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM), as sysdig's tables need.
+        let flags: u32 = if tid == pid { 0 } else { 1 | 2 | 1 << 11 | 1 << 12 | 1 << 13 };
+        b.extend_from_slice(&flags.to_le_bytes());
+        b.extend_from_slice(&[0u8; 8]);
         b.extend_from_slice(&[0u8; 28]);
         s16(&mut b, b"");
         b.extend_from_slice(&tid.to_le_bytes());
