@@ -17,9 +17,9 @@ use std::{
     sync::Arc,
 };
 
+use k8s::Container;
 #[cfg(test)]
 pub(super) use k8s::{container_id, k8s_name, synthetic_cgroup_id};
-use k8s::Container;
 use net::{Tuple, sockaddr, tuple, unspecified};
 use resolv::ResolvBuf;
 
@@ -225,7 +225,7 @@ impl Decoder {
                     }
                 }
             }
-            READ_E | WRITE_E | SEND_E | RECV_E | RECVFROM_E | RECVMSG_E | READV_E | WRITEV_E | BIND_E => {
+            READ_E | WRITE_E | SEND_E | RECV_E | RECVFROM_E | RECVMSG_E | READV_E | WRITEV_E | BIND_E | SENDMMSG_E => {
                 self.pend(tid, Pending { etype, fd: p.int(0), ..Pending::default() });
             }
             SENDTO_E | SENDMSG_E => {
@@ -274,7 +274,6 @@ impl Decoder {
             SENDTO_X | SENDMSG_X => {
                 self.io(ts, tid, etype, true, p.int(0), p.get(1), p.int(2), tuple(p.get(4)));
             }
-            SENDMMSG_E => self.pend(tid, Pending { etype, fd: p.int(0), ..Pending::default() }),
             SENDMMSG_X => {
                 if p.len() >= 5 {
                     self.io(ts, tid, etype, true, p.int(0), p.get(3), p.int(1), tuple(p.get(4)));
@@ -352,4 +351,3 @@ impl Decoder {
         Some(p)
     }
 }
-

@@ -12,13 +12,12 @@ use serde_json::json;
 use super::{DNS_PORT, Decoder, EINPROGRESS, Fd, MAX_STREAMS};
 use crate::{
     capture::{
-        MetaBlock,
+        Item, MetaBlock,
         scap::{
             blocks::L4,
             events::{Params, ev},
             synth::{self, TCP_PSH_ACK, TCP_SYN},
         },
-        Item,
     },
     event::{ConnKind, ConnRecord, Endpoint, Hook, PacketRecord, Process, Record, tcp_state},
 };

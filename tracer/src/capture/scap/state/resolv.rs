@@ -10,8 +10,6 @@ pub(super) struct ResolvBuf {
     pub(super) done: bool,
 }
 
-
-
 impl Decoder {
     pub(super) fn flush_resolv(&mut self, ts: u64, pid: u64, fd: i64) {
         let Some(Fd::File { path, resolv: Some(buf) }) = self.fds.get_mut(&pid).and_then(|t| t.get_mut(&fd)) else {

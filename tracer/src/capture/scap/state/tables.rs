@@ -16,8 +16,6 @@ use crate::{
     event::Endpoint,
 };
 
-
-
 impl Decoder {
     pub(super) fn set_thread(&mut self, tid: u64, pid: u64, comm: Arc<str>, container: Option<Arc<str>>) {
         if let Some(t) = self.threads.get_mut(&tid) {

@@ -313,10 +313,9 @@ pub(super) fn kube_dns_2016(t: Traits) -> Scap {
             "k8s_kubedns_kube-dns-v20-h35xt_kube-system_2f1d7a10-a59e-11e6-9c43-0800272d9b1a_0",
         )
     };
-    for (cid, name, image) in [
-        (CID_KUBEDNS, kubedns, "gcr.io/google_containers/kubedns-amd64:1.8"),
-        (CID_CLIENT, client, "curlimages/curl"),
-    ] {
+    for (cid, name, image) in
+        [(CID_KUBEDNS, kubedns, "gcr.io/google_containers/kubedns-amd64:1.8"), (CID_CLIENT, client, "curlimages/curl")]
+    {
         let id = format!("{}\0", &cid[..12]);
         s.event(0, 228, &[id.as_bytes(), &u32p(0), format!("{name}\0").as_bytes(), format!("{image}\0").as_bytes()]);
     }
@@ -376,14 +375,15 @@ fn node_dns() -> Endpoint {
 }
 
 /// The findings the live lab gives, from `ktrace dns -r` on the capture.
-fn check_findings(path: &Path, t: Traits) -> Collect {
+fn check_findings(path: &Path, traits: Traits) -> Collect {
     let (c, stats) = ktrace_dns(path);
     if std::env::var_os("KTRACE_TEST_DUMP").is_some() {
         eprintln!("{stats:?}\n{}\n{:#?}", dump(&c), c.findings);
     }
     // 10 client queries, each joined across curl's and kube-dns's views,
     // and 4 forwards to 8.8.8.8.
-    let client_txs: Vec<_> = c.txs.iter().filter(|t| t.server.port == 53 && t.server.ip != std::net::IpAddr::from(UPSTREAM_IP)).collect();
+    let client_txs: Vec<_> =
+        c.txs.iter().filter(|t| t.server.port == 53 && t.server.ip != std::net::IpAddr::from(UPSTREAM_IP)).collect();
     assert_eq!(client_txs.len(), 10, "{stats:?}\n{}", dump(&c));
     for t in &client_txs {
         assert_eq!(t.server, node_dns(), "the address the client used\n{}", dump(&c));
@@ -398,7 +398,7 @@ fn check_findings(path: &Path, t: Traits) -> Collect {
         }
     }
     // Forwards from one unconnected socket: the retry is the same exchange again.
-    let fwd = if t.connected_upstream { 4 } else { 2 };
+    let fwd = if traits.connected_upstream { 4 } else { 2 };
     let fwds: Vec<_> = c.txs.iter().filter(|t| t.server.ip == std::net::IpAddr::from(UPSTREAM_IP)).collect();
     assert_eq!(fwds.len(), fwd, "{}", dump(&c));
     assert_eq!(fwds.iter().map(|t| 1 + t.retransmits).sum::<u32>(), 4, "{}", dump(&c));
@@ -413,28 +413,28 @@ fn check_findings(path: &Path, t: Traits) -> Collect {
         })
         .collect();
     assert_eq!(fanouts.len(), 1, "{:#?}\n{}", c.findings, dump(&c));
-    let f = fanouts[0];
-    assert_eq!(f.pod.as_deref(), Some("critical-app/client"), "{f:#?}");
-    let p = f.process.as_ref().unwrap();
-    assert_eq!((p.pid, p.comm.as_ref()), (PID_CURL as u32, "curl"));
-    assert_eq!(f.server, node_dns());
-    assert_eq!(f.base_name, BASE_NAME);
+    let fo = fanouts[0];
+    assert_eq!(fo.pod.as_deref(), Some("critical-app/client"), "{fo:#?}");
+    let curl = fo.process.as_ref().unwrap();
+    assert_eq!((curl.pid, curl.comm.as_ref()), (PID_CURL as u32, "curl"));
+    assert_eq!(fo.server, node_dns());
+    assert_eq!(fo.base_name, BASE_NAME);
     let mut suffixes: Vec<&str> = Vec::new();
-    for a in &f.attempts {
-        if let Some(s) = a.qname.strip_prefix(&format!("{BASE_NAME}.")) {
-            if !suffixes.contains(&s) {
-                suffixes.push(s);
-            }
+    for a in &fo.attempts {
+        if let Some(s) = a.qname.strip_prefix(&format!("{BASE_NAME}."))
+            && !suffixes.contains(&s)
+        {
+            suffixes.push(s);
         }
     }
-    assert_eq!(suffixes, SUFFIXES, "{f:#?}");
-    assert_eq!(f.answered_by.as_deref(), Some(BASE_NAME), "{f:#?}");
-    assert!((7900.0..8200.0).contains(&f.total_ms), "total {} ms: {f:#?}", f.total_ms);
-    assert_eq!(f.resolv_conf_source, "observed", "{f:#?}");
-    assert_eq!(f.resolv_conf_path.as_deref(), Some("/etc/resolv.conf"));
-    assert_eq!((f.ndots, f.search.as_slice()), (Some(5), &SUFFIXES.map(str::to_owned)[..]));
-    assert_eq!(f.timed_out_suffixes, ["localdomain"], "{f:#?}");
-    assert_eq!(f.forwarded_upstream.first().map(|u| u.upstream.as_str()), Some("8.8.8.8:53"), "{f:#?}");
+    assert_eq!(suffixes, SUFFIXES, "{fo:#?}");
+    assert_eq!(fo.answered_by.as_deref(), Some(BASE_NAME), "{fo:#?}");
+    assert!((7900.0..8200.0).contains(&fo.total_ms), "total {} ms: {fo:#?}", fo.total_ms);
+    assert_eq!(fo.resolv_conf_source, "observed", "{fo:#?}");
+    assert_eq!(fo.resolv_conf_path.as_deref(), Some("/etc/resolv.conf"));
+    assert_eq!((fo.ndots, fo.search.as_slice()), (Some(5), &SUFFIXES.map(str::to_owned)[..]));
+    assert_eq!(fo.timed_out_suffixes, ["localdomain"], "{fo:#?}");
+    assert_eq!(fo.forwarded_upstream.first().map(|x| x.upstream.as_str()), Some("8.8.8.8:53"), "{fo:#?}");
 
     let ups: Vec<_> = c
         .findings
@@ -445,16 +445,16 @@ fn check_findings(path: &Path, t: Traits) -> Collect {
         })
         .collect();
     assert_eq!(ups.len(), 1, "{:#?}", c.findings);
-    let u = ups[0];
-    assert_eq!(u.resolver.pod.as_deref(), Some("kube-system/kube-dns-v20-h35xt"), "{u:#?}");
-    assert_eq!(u.resolver.process.as_ref().map(|p| p.comm.as_ref()), Some("kube-dns"));
-    assert_eq!(u.resolver.address, "10.0.2.15:53");
-    assert_eq!(u.upstream, "8.8.8.8:53");
-    assert_eq!(u.qname, format!("{BASE_NAME}.localdomain"));
-    assert_eq!(u.attempts, 4, "{u:#?}");
-    assert_eq!(u.client.pod.as_deref(), Some("critical-app/client"));
-    assert_eq!(u.client.process.as_ref().map(|p| p.comm.as_ref()), Some("curl"));
-    assert!((7900.0..8200.0).contains(&u.waited_ms), "waited {} ms: {u:#?}", u.waited_ms);
+    let up = ups[0];
+    assert_eq!(up.resolver.pod.as_deref(), Some("kube-system/kube-dns-v20-h35xt"), "{up:#?}");
+    assert_eq!(up.resolver.process.as_ref().map(|p| p.comm.as_ref()), Some("kube-dns"));
+    assert_eq!(up.resolver.address, "10.0.2.15:53");
+    assert_eq!(up.upstream, "8.8.8.8:53");
+    assert_eq!(up.qname, format!("{BASE_NAME}.localdomain"));
+    assert_eq!(up.attempts, 4, "{up:#?}");
+    assert_eq!(up.client.pod.as_deref(), Some("critical-app/client"));
+    assert_eq!(up.client.process.as_ref().map(|p| p.comm.as_ref()), Some("curl"));
+    assert!((7900.0..8200.0).contains(&up.waited_ms), "waited {} ms: {up:#?}", up.waited_ms);
     assert!(!format!("{:?}", c.findings).contains("0.0.0.0"), "{:#?}", c.findings);
     c
 }
@@ -533,7 +533,10 @@ fn kube_dns_2016_all_traits() {
     let c = run(Traits::ALL, "all");
     eprintln!("{} transactions, {} findings", c.txs.len(), c.findings.len());
     // Kept for the end-to-end check by hand (`ktrace dns -r`).
-    let _ = std::fs::write(std::env::temp_dir().join("ktrace-scap-kube-dns-2016.scap.gz"), kube_dns_2016(Traits::ALL).gzip());
+    let _ = std::fs::write(
+        std::env::temp_dir().join("ktrace-scap-kube-dns-2016.scap.gz"),
+        kube_dns_2016(Traits::ALL).gzip(),
+    );
 }
 
 /// `sysdig -r` (0.29.3 reads 2016 files) sees every DNS read and write of
