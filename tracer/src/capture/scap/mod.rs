@@ -97,6 +97,9 @@ pub struct ScapStats {
     pub io_other: u64,
     /// Payloads too large for one synthesised packet.
     pub io_too_large: u64,
+    /// Sends recorded without parameters (old drivers' `sendmmsg`): their
+    /// messages can only come from the receiver's view (`dns_inferred`).
+    pub sends_without_data: u64,
     /// Client queries sent with no data in the capture (old drivers record
     /// `sendmmsg` without parameters), synthesised from the resolver's view.
     pub dns_inferred: u64,

@@ -737,6 +737,12 @@ fn container_ids_and_kubernetes_names() {
         (c.as_str(), p.namespace.as_str(), p.name.as_str(), uid.as_deref()),
         ("app", "critical-app", "client-7d9f", Some("0f1e"))
     );
+    // Before Kubernetes 1.5: `<container>.<spec hash>` and a random last part.
+    let (c, p, uid) = k8s_name("k8s_client.eee910bc_client_critical-app_da587b4d-a5f1_bacd01b6").unwrap();
+    assert_eq!(
+        (c.as_str(), p.namespace.as_str(), p.name.as_str(), uid.as_deref()),
+        ("client", "critical-app", "client", Some("da587b4d-a5f1"))
+    );
     assert!(k8s_name("nginx").is_none());
     assert!(k8s_name("k8s_a").is_none());
     assert_ne!(synthetic_cgroup_id("a"), synthetic_cgroup_id("b"));

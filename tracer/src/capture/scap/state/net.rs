@@ -195,6 +195,7 @@ impl Clients {
 impl Decoder {
     /// A send the capture has no data for (old drivers' `sendmmsg`).
     pub(super) fn invisible_send(&mut self, ts: u64, tid: u64) {
+        self.stats.sends_without_data += 1;
         let pid = self.pid_of(tid);
         let c = &mut self.clients;
         if c.invisible.len() >= MAX_SENDERS && !c.invisible.contains_key(&pid) {

@@ -558,7 +558,10 @@ fn kube_dns_2016_agrees_with_sysdig_when_installed() {
         let (items, err, stats) = super::read_all(&path);
         let _ = std::fs::remove_file(&path);
         assert!(err.is_none());
-        let inferred = stats.unwrap().dns_inferred as usize;
+        let stats = stats.unwrap();
+        let inferred = stats.dns_inferred as usize;
+        // One data-less sendmmsg per candidate name, each carrying A and AAAA.
+        assert_eq!(stats.sends_without_data, if t.sendmmsg { 5 } else { 0 }, "{name}");
         let mut ours = Vec::new();
         for i in &items {
             let Item::Record(Record::Packet(p)) = i else { continue };
