@@ -151,8 +151,9 @@ struct ClientSock {
 #[derive(Debug, Default)]
 pub(super) struct Clients {
     by_addr: HashMap<Endpoint, ClientSock>,
-    /// Data-less sends per process: (time, thread), oldest first.
-    invisible: HashMap<u64, VecDeque<(u64, u64)>>,
+    /// Data-less sends per process: (time, thread, messages recovered from
+    /// it so far), oldest first.
+    invisible: HashMap<u64, VecDeque<(u64, u64, u64)>>,
 }
 
 impl Clients {
@@ -206,7 +207,7 @@ impl Decoder {
         if sends.len() >= MAX_SENDS_PER_PROCESS {
             sends.pop_front();
         }
-        sends.push_back((ts, tid));
+        sends.push_back((ts, tid, 0));
     }
 
     fn learn_client(&mut self, ts: u64, pid: u64, own: Endpoint, server: Endpoint, visible: bool) {
@@ -239,10 +240,14 @@ impl Decoder {
         // QR bit clear: a query.
         let query = data.get(2).is_some_and(|b| b & 0x80 == 0);
         if !egress && query && !closed {
-            let send = self.clients.invisible.get(&cpid).and_then(|s| {
-                s.iter().rev().find(|(t, _)| *t <= ts && *t >= since && visible.is_none_or(|v| *t > v)).copied()
+            let send = self.clients.invisible.get_mut(&cpid).and_then(|s| {
+                s.iter_mut().rev().find(|(t, _, _)| *t <= ts && *t >= since && visible.is_none_or(|v| *t > v))
             });
-            if let Some((sts, stid)) = send {
+            if let Some((sts, stid, n)) = send {
+                // One syscall sent them all; a nanosecond apiece keeps them in
+                // the order the resolver received them (A before AAAA).
+                let (sts, stid) = (*sts + *n, *stid);
+                *n += 1;
                 self.stats.dns_inferred += 1;
                 self.emit_packet(sts, stid, true, canon(peer), server, None, data, full);
             }

@@ -428,6 +428,9 @@ fn check_findings(path: &Path, traits: Traits) -> Collect {
         }
     }
     assert_eq!(suffixes, SUFFIXES, "{fo:#?}");
+    // In the order sent: A, then AAAA, per name.
+    let types: Vec<&str> = fo.attempts.iter().map(|a| a.qtype.as_str()).collect();
+    assert_eq!(types, ["A", "AAAA"].repeat(5), "{fo:#?}");
     assert_eq!(fo.answered_by.as_deref(), Some(BASE_NAME), "{fo:#?}");
     assert!((7900.0..8200.0).contains(&fo.total_ms), "total {} ms: {fo:#?}", fo.total_ms);
     assert_eq!(fo.resolv_conf_source, "observed", "{fo:#?}");
