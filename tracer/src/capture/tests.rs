@@ -704,3 +704,96 @@ fn merge_by_time_interleaves_nodes_on_the_wall_clock() {
         .collect();
     assert_eq!(merged, vec![(0, 0), (1, 500), (0, 1000), (1, 1500), (0, 2000)]);
 }
+
+/// Writes the seed corpora of the capture, agent, packet and DNS fuzz
+/// targets (`fuzz/seeds/<target>/`, committed) from this file's sample
+/// capture and the pcap fixtures. Run by `cargo xtask fuzz --write-seeds`,
+/// which sets `KTRACE_FUZZ_SEEDS`.
+#[test]
+#[ignore = "writes fuzz seeds; run by `cargo xtask fuzz --write-seeds`"]
+fn write_fuzz_seeds() {
+    use prost::Message as _;
+
+    use crate::{
+        agent::proto::{Finding, Progress, SubscribeResponse},
+        decode::{dns::test_pcap, packet},
+    };
+
+    let root = PathBuf::from(std::env::var_os("KTRACE_FUZZ_SEEDS").expect("KTRACE_FUZZ_SEEDS names fuzz/seeds"));
+    let put = |target: &str, name: &str, data: &[u8]| {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).expect("seed dir");
+        std::fs::write(dir.join(name), data).expect("write seed");
+    };
+
+    // pcapng_read: a ktrace capture with every record and meta kind, plain and zstd.
+    for (name, compress) in [("ktrace-sample.pcapng", false), ("ktrace-sample.pcapng.zst", true)] {
+        let path = tmp(name);
+        write_sample(&path, false);
+        let mut bytes = std::fs::read(&path).expect("read sample");
+        if compress {
+            bytes = zstd::encode_all(&bytes[..], 3).expect("zstd");
+        }
+        put("pcapng_read", name, &bytes);
+    }
+    // agent_stream: the same capture as an agent streams it, a few records
+    // per message, with findings and progress counters between them.
+    let mut w = CaptureWriter::in_memory(header("node-a", CLOCK));
+    let mut msgs = Vec::new();
+    let metas = sample_meta();
+    w.write_meta(&metas[0]).expect("meta");
+    for (i, (r, hint)) in sample_records().into_iter().enumerate() {
+        w.write_record(&r, hint).expect("record");
+        if i % 3 == 2 {
+            let mut m = SubscribeResponse { pcapng: w.take_bytes(), ..Default::default() };
+            m.progress = Some(Progress { watermark_unix_ns: CLOCK.wall_ns + i as u64, kernel_lost: 1, ..Default::default() });
+            if i == 2 {
+                m.findings.push(Finding { ts_unix_ns: CLOCK.wall_ns, json: r#"{"kind":"ndots_fanout"}"#.into() });
+            }
+            msgs.push(m);
+        }
+    }
+    for m in &metas[1..] {
+        w.write_meta(m).expect("meta");
+    }
+    msgs.push(SubscribeResponse { pcapng: w.take_bytes(), ..Default::default() });
+    let mut framed = Vec::new();
+    for m in &msgs {
+        let b = m.encode_to_vec();
+        framed.extend_from_slice(&u16::try_from(b.len()).expect("small message").to_be_bytes());
+        framed.extend_from_slice(&b);
+    }
+    put("agent_stream", "ktrace-sample.msgs", &framed);
+
+    // The pcap fixtures: whole files for the reader, their IP packets for the
+    // packet parsers (one packet, and the whole file as a length-framed
+    // sequence), their DNS payloads for the DNS decoder.
+    let dir = fixtures("pcap").expect("pcap fixtures");
+    let mut names: Vec<_> = std::fs::read_dir(&dir).expect("fixtures").map(|e| e.expect("entry").file_name()).collect();
+    names.sort();
+    for name in names {
+        let name = name.to_string_lossy().into_owned();
+        put("pcapng_read", &name, &std::fs::read(dir.join(&name)).expect("fixture"));
+        let pkts = test_pcap::read(&name).expect("fixture packets");
+        let mut seq = Vec::new();
+        for (i, (_, ip)) in pkts.iter().enumerate() {
+            if let Ok(n) = u16::try_from(ip.len()) {
+                seq.extend_from_slice(&n.to_be_bytes());
+                seq.extend_from_slice(ip);
+            }
+            if i < 3 {
+                put("packet_parse", &format!("{name}.{i}"), ip);
+            }
+            let Ok(v) = packet::parse(ip) else { continue };
+            let dns = match v.transport {
+                crate::event::Transport::Tcp if v.payload.len() > 2 => &v.payload[2..],
+                crate::event::Transport::Udp => v.payload,
+                crate::event::Transport::Tcp => continue,
+            };
+            if i < 6 && !dns.is_empty() {
+                put("dns_decode", &format!("{name}.{i}"), dns);
+            }
+        }
+        put("packet_parse", &format!("{name}.seq"), &seq);
+    }
+}
