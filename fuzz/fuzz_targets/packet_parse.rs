@@ -27,10 +27,7 @@ fuzz_target!(|data: &[u8]| {
         let n = usize::from(u16::from_be_bytes([*a, *b])).min(tail.len());
         let (pkt, next) = tail.split_at(n);
         let _ = fuzz_parse_headers(pkt, &[4789]);
-        dec.push(
-            Arc::new(PacketRecord::bare(0, Hook::Wire, bytes::Bytes::copy_from_slice(pkt))),
-            &mut out,
-        );
+        dec.push(Arc::new(PacketRecord::bare(0, Hook::Wire, bytes::Bytes::copy_from_slice(pkt))), &mut out);
         rest = next;
     }
 });

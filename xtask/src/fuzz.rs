@@ -145,7 +145,9 @@ fn parse_output(text: &str) -> Outcome {
             o.artifact = Some(p.trim().to_owned());
         }
         if o.error.is_none()
-            && (line.contains("== ERROR: libFuzzer") || line.contains("panicked at") || line.contains("ERROR: libFuzzer"))
+            && (line.contains("== ERROR: libFuzzer")
+                || line.contains("panicked at")
+                || line.contains("ERROR: libFuzzer"))
         {
             o.error = Some(line.trim().to_owned());
         }
@@ -241,13 +243,20 @@ pub(crate) fn main(opts: &Options) -> anyhow::Result<()> {
             eprintln!("[xtask] {} FAILED: {err}", t.name);
             match &o.artifact {
                 Some(a) => eprintln!("[xtask] reproducer: {a}\n[xtask] replay: {} {a}", binary(t.name).display()),
-                None => eprintln!("[xtask] no reproducer saved; see {}/artifacts/{}/last-run.log", fuzz_dir().display(), t.name),
+                None => eprintln!(
+                    "[xtask] no reproducer saved; see {}/artifacts/{}/last-run.log",
+                    fuzz_dir().display(),
+                    t.name
+                ),
             }
             failed.push(t.name);
         }
         rows.push((t.name, o));
     }
-    println!("\n{:<14} {:>10} {:>8} {:>6} {:>7} {:>7} {:>6} {:>7}  result", "target", "execs", "exec/s", "cov", "ft", "corpus", "new", "rss MB");
+    println!(
+        "\n{:<14} {:>10} {:>8} {:>6} {:>7} {:>7} {:>6} {:>7}  result",
+        "target", "execs", "exec/s", "cov", "ft", "corpus", "new", "rss MB"
+    );
     for (name, o) in &rows {
         println!(
             "{name:<14} {:>10} {:>8} {:>6} {:>7} {:>7} {:>6} {:>7}  {}",
@@ -264,7 +273,11 @@ pub(crate) fn main(opts: &Options) -> anyhow::Result<()> {
     let run_s: f64 = rows.iter().map(|(_, o)| o.secs).sum();
     println!("build {build_s:.0} s, fuzzing {run_s:.0} s ({} targets × {} s)", rows.len(), opts.seconds);
     if !failed.is_empty() {
-        bail!("fuzz targets crashed: {} (reproducers under {})", failed.join(", "), Path::new("fuzz/artifacts").display());
+        bail!(
+            "fuzz targets crashed: {} (reproducers under {})",
+            failed.join(", "),
+            Path::new("fuzz/artifacts").display()
+        );
     }
     Ok(())
 }
@@ -287,7 +300,10 @@ stat::slowest_unit_time_sec:    0
 stat::peak_rss_mb:              32
 ";
         let o = parse_output(text);
-        assert_eq!((o.execs, o.exec_per_s, o.cov, o.ft, o.corpus_units, o.new_units, o.peak_rss_mb), (9000, 4500, 161, 230, 12, 7, 32));
+        assert_eq!(
+            (o.execs, o.exec_per_s, o.cov, o.ft, o.corpus_units, o.new_units, o.peak_rss_mb),
+            (9000, 4500, 161, 230, 12, 7, 32)
+        );
         assert!(o.error.is_none() && o.artifact.is_none());
     }
 

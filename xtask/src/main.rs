@@ -212,9 +212,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Lab { args } => xtask::lab::lab_main(&args),
         Cmd::Lint => lint(),
-        Cmd::Fuzz { seconds, targets, write_seeds } => {
-            fuzz::main(&fuzz::Options { seconds, targets, write_seeds })
-        }
+        Cmd::Fuzz { seconds, targets, write_seeds } => fuzz::main(&fuzz::Options { seconds, targets, write_seeds }),
         Cmd::Bench { quick } => {
             let bin = build_with(&[
                 "--example",

@@ -1041,7 +1041,12 @@ mod tests {
             "task_struct",
             9856,
             false,
-            &[("__state", uint, 0), ("group_leader", p_task, 20_480), ("comm", comm, 24_704), ("nsproxy", p_nsproxy, 25_216)],
+            &[
+                ("__state", uint, 0),
+                ("group_leader", p_task, 20_480),
+                ("comm", comm, 24_704),
+                ("nsproxy", p_nsproxy, 25_216),
+            ],
         ); // 15
         let possible_net_t = b.composite(kind::STRUCT, "", 8, false, &[("net", p_net, 0)]); // 16
         let net_device = b.composite(
@@ -1088,7 +1093,11 @@ mod tests {
         b.enum32(
             "skb_drop_reason_subsys",
             false,
-            &[("SKB_DROP_REASON_SUBSYS_CORE", 0), ("SKB_DROP_REASON_SUBSYS_OPENVSWITCH", 3), ("SKB_DROP_REASON_SUBSYS_NUM", 4)],
+            &[
+                ("SKB_DROP_REASON_SUBSYS_CORE", 0),
+                ("SKB_DROP_REASON_SUBSYS_OPENVSWITCH", 3),
+                ("SKB_DROP_REASON_SUBSYS_NUM", 4),
+            ],
         ); // 27
         b.enum32("ovs_drop_reason", false, &[("OVS_DROP_LAST_ACTION", 0x30001)]); // 28
         b.build()

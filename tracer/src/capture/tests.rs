@@ -736,17 +736,91 @@ fn write_fuzz_seeds() {
         }
         put("pcapng_read", name, &bytes);
     }
+    // The records `ktrace drops` records besides packets: a kernel drop
+    // (IPv4 UDP in VXLAN, cut at 128 bytes) and TCP connection events.
+    let vxlan = {
+        let inner = dns_query("x.svc", 7, [10, 244, 1, 5], [10, 244, 2, 7], 41000);
+        let mut outer = dns_query("", 0, [192, 168, 0, 1], [192, 168, 0, 2], 50000);
+        outer.truncate(28);
+        outer[22..24].copy_from_slice(&4789u16.to_be_bytes());
+        outer.extend_from_slice(&[0x08, 0, 0, 0, 0, 0, 0x2a, 0]);
+        outer.extend_from_slice(&[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0]);
+        outer.extend_from_slice(&inner);
+        let total = u16::try_from(outer.len()).expect("small");
+        outer[2..4].copy_from_slice(&total.to_be_bytes());
+        outer[24..26].copy_from_slice(&(total - 20).to_be_bytes());
+        outer.truncate(128);
+        outer
+    };
+    put("packet_parse", "vxlan-drop-128", &vxlan);
+    let ep = |ip: [u8; 4], port| crate::event::Endpoint { ip: std::net::IpAddr::from(ip), port };
+    let mut more = vec![(
+        Record::Drop(crate::event::DropRecord {
+            ts_ns: CLOCK.mono_ns + 6_000,
+            reason: 8,
+            reason_name: Arc::from("NETFILTER_DROP"),
+            location: 0xffff_ffff_8100_0000,
+            ifindex: 4,
+            netns_ino: 4_026_532_001,
+            wire_len: 1400,
+            data: Bytes::from(vxlan),
+            node: Some(Arc::from("node-a")),
+            process: None,
+        }),
+        None,
+    )];
+    for (i, kind) in [
+        crate::event::ConnKind::State { old: 7, new: 2 },
+        crate::event::ConnKind::Retransmit { state: 2 },
+        crate::event::ConnKind::ResetReceived { state: 2 },
+        crate::event::ConnKind::ResetSent { state: 1 },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        more.push((
+            Record::Conn(crate::event::ConnRecord {
+                ts_ns: CLOCK.mono_ns + 7_000 + i as u64,
+                kind,
+                src: ep([10, 244, 1, 5], 43210),
+                dst: ep([10, 244, 2, 7], 8080),
+                sock: 0xffff_8880_0000_1000,
+                process: (i == 0).then(|| Process { pid: 77, tid: 77, comm: "curl".into(), thread: "curl".into() }),
+                netns_ino: 4_026_532_001,
+                node: Some(Arc::from("node-a")),
+            }),
+            None,
+        ));
+    }
+    {
+        let mut w = CaptureWriter::in_memory(header("node-a", CLOCK));
+        for m in sample_meta() {
+            w.write_meta(&m).expect("meta");
+        }
+        for (r, hint) in sample_records().into_iter().chain(more.clone()) {
+            w.write_record(&r, hint).expect("record");
+        }
+        let bytes = w.take_bytes();
+        let (recs, _, errs) = read_all(open_reader("seed", Cursor::new(bytes.clone())).expect("seed opens"));
+        assert!(errs.is_empty(), "{errs:?}");
+        let drops = recs.iter().filter(|r| matches!(r, Record::Drop(_))).count();
+        let conns = recs.iter().filter(|r| matches!(r, Record::Conn(_))).count();
+        assert_eq!((drops, conns), (1, 4));
+        put("pcapng_read", "ktrace-drops-conn.pcapng", &bytes);
+    }
+
     // agent_stream: the same capture as an agent streams it, a few records
     // per message, with findings and progress counters between them.
     let mut w = CaptureWriter::in_memory(header("node-a", CLOCK));
     let mut msgs = Vec::new();
     let metas = sample_meta();
     w.write_meta(&metas[0]).expect("meta");
-    for (i, (r, hint)) in sample_records().into_iter().enumerate() {
+    for (i, (r, hint)) in sample_records().into_iter().chain(more).enumerate() {
         w.write_record(&r, hint).expect("record");
         if i % 3 == 2 {
             let mut m = SubscribeResponse { pcapng: w.take_bytes(), ..Default::default() };
-            m.progress = Some(Progress { watermark_unix_ns: CLOCK.wall_ns + i as u64, kernel_lost: 1, ..Default::default() });
+            m.progress =
+                Some(Progress { watermark_unix_ns: CLOCK.wall_ns + i as u64, kernel_lost: 1, ..Default::default() });
             if i == 2 {
                 m.findings.push(Finding { ts_unix_ns: CLOCK.wall_ns, json: r#"{"kind":"ndots_fanout"}"#.into() });
             }
