@@ -68,7 +68,7 @@ fn cargo_fuzz() -> Command {
 }
 
 /// Builds every target once: no sanitizer (the parsers are safe Rust, and
-/// ASan would halve the executions), debug assertions and overflow checks on
+/// `ASan` would halve the executions), debug assertions and overflow checks on
 /// (an overflow is a finding, not a silent wrap).
 fn build() -> anyhow::Result<()> {
     let mut c = cargo_fuzz();
@@ -326,7 +326,7 @@ artifact_prefix='fuzz/artifacts/dns_decode/'; Test unit written to fuzz/artifact
             let src = fuzz_dir().join("fuzz_targets").join(format!("{}.rs", t.name));
             assert!(src.is_file(), "{} missing", src.display());
             let seeds = fuzz_dir().join("seeds").join(t.name);
-            let n = std::fs::read_dir(&seeds).map(Iterator::count).unwrap_or(0);
+            let n = std::fs::read_dir(&seeds).map_or(0, Iterator::count);
             assert!(n > 0, "no seeds in {}", seeds.display());
         }
     }
