@@ -1,10 +1,13 @@
-//! `packet::parse` on any bytes, and the whole decoder (UDP + TCP
-//! reassembly) on a packet sequence cut out of the input.
+//! The packet parsers on any bytes: the strict one DNS uses
+//! (`decode::packet::parse`), the lax, truncation-tolerant one drops use
+//! (`analyze::drops::parse_headers`, with and without VXLAN), and the whole
+//! DNS decoder (UDP + TCP reassembly) on a packet sequence cut out of the input.
 #![no_main]
 
 use std::sync::Arc;
 
 use ktrace::{
+    analyze::drops::fuzz_parse_headers,
     decode::{DnsDecoder, packet},
     event::{Hook, PacketRecord},
 };
@@ -14,6 +17,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(v) = packet::parse(data) {
         assert!(v.payload.len() <= data.len());
     }
+    let _ = fuzz_parse_headers(data, &[]);
+    let _ = fuzz_parse_headers(data, &[4789, 8472]);
     // Two length bytes before each packet: a sequence for the TCP tables.
     let mut dec = DnsDecoder::with_max_streams(4);
     let mut out = Vec::new();
@@ -21,10 +26,8 @@ fuzz_target!(|data: &[u8]| {
     while let [a, b, tail @ ..] = rest {
         let n = usize::from(u16::from_be_bytes([*a, *b])).min(tail.len());
         let (pkt, next) = tail.split_at(n);
-        dec.push(
-            Arc::new(PacketRecord::bare(0, Hook::Wire, bytes::Bytes::copy_from_slice(pkt))),
-            &mut out,
-        );
+        let _ = fuzz_parse_headers(pkt, &[4789]);
+        dec.push(Arc::new(PacketRecord::bare(0, Hook::Wire, bytes::Bytes::copy_from_slice(pkt))), &mut out);
         rest = next;
     }
 });

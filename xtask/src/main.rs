@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod setup;
 
 use std::{
@@ -44,6 +45,19 @@ enum Cmd {
     },
     /// Run clippy the three ways the workspace needs (userspace, eBPF on host, eBPF for BPF).
     Lint,
+    /// Set up, build the fuzz targets (cargo-fuzz, pinned nightly) and run each for
+    /// `--seconds`; fails on any crash, with the reproducer saved under fuzz/artifacts/.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Only this target (repeatable); default: all.
+        #[arg(long = "target")]
+        targets: Vec<String>,
+        /// Regenerate the committed seeds (fuzz/seeds/) first.
+        #[arg(long)]
+        write_seeds: bool,
+    },
     /// Set up, build, and measure ktrace's overhead, pipeline, replay speed and hot paths;
     /// writes BENCHMARKS.md (root; about 12 minutes, `--quick` about 2).
     Bench {
@@ -198,6 +212,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Lab { args } => xtask::lab::lab_main(&args),
         Cmd::Lint => lint(),
+        Cmd::Fuzz { seconds, targets, write_seeds } => fuzz::main(&fuzz::Options { seconds, targets, write_seeds }),
         Cmd::Bench { quick } => {
             let bin = build_with(&[
                 "--example",

@@ -28,6 +28,7 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ("unbound", "benchmarks: second resolver"),
     ("valgrind", "benchmarks: callgrind profile of replay"),
     ("prometheus", "tests: promtool checks the agent's /metrics"),
+    ("g++", "fuzzing: libfuzzer-sys compiles libFuzzer (C++)"),
     ("sysdig", "benchmarks: `sysdig -r` next to `ktrace dns -r` (replay only, no kernel module)"),
 ];
 
@@ -39,6 +40,10 @@ pub(crate) const EBPF_TOOLCHAIN: &str = "nightly-2026-06-15";
 
 /// The bpf-linker version known to work with LLVM 22 and rustc 1.95.
 const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// cargo-fuzz for `cargo xtask fuzz` (run on [`EBPF_TOOLCHAIN`], whose
+/// libFuzzer support it needs; the tool itself builds on stable).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 fn say(msg: &str) {
     eprintln!("[setup] {msg}");
@@ -128,6 +133,17 @@ pub(crate) fn setup() -> anyhow::Result<()> {
             ])
             .env("PATH", path))
         .context("cargo install bpf-linker")?;
+    }
+    let fuzz_ok = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION));
+    if fuzz_ok {
+        say("cargo-fuzz: present");
+    } else {
+        say(&format!("installing cargo-fuzz {CARGO_FUZZ_VERSION} (cargo xtask fuzz; about a minute, once)"));
+        run(Command::new("cargo").args(["install", "cargo-fuzz", "--version", CARGO_FUZZ_VERSION, "--locked"]))
+            .context("cargo install cargo-fuzz")?;
     }
     // build.rs runs `bpf-linker` by name: make sure child cargo processes find it.
     let bin = cargo_bin_dir();

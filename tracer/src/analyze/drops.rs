@@ -688,6 +688,18 @@ fn parse_headers(data: &[u8], vxlan_ports: &[u16]) -> Option<Headers> {
     Some(Headers { outer, inner })
 }
 
+/// [`parse_headers`] for the fuzz target `fuzz/fuzz_targets/packet_parse.rs`
+/// (a separate crate, so it cannot reach the private parser): whether
+/// headers were found, and whether a VXLAN inner packet was. Not an API.
+#[doc(hidden)]
+#[must_use]
+pub fn fuzz_parse_headers(data: &[u8], vxlan_ports: &[u16]) -> Option<bool> {
+    parse_headers(data, vxlan_ports).map(|h| {
+        let _ = h.innermost();
+        h.inner.is_some()
+    })
+}
+
 fn is_unicast(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(a) => !(a.is_broadcast() || a.is_multicast() || a.is_unspecified() || a.octets()[3] == 255),

@@ -1015,6 +1015,118 @@ mod tests {
         assert!(matches!(err, BtfError::TooDeep { .. }), "{err}");
     }
 
+    /// The types ktrace reads from a kernel, shaped as in the kernel (anonymous
+    /// unions in `sk_buff`, `sock_common` nested in `sock`, `ns_common` in
+    /// `net`, the drop-reason enums); offsets as on 6.18. A seed for the BTF
+    /// fuzz target that reaches every query `kernel_offsets` makes.
+    fn kernel_shaped() -> Vec<u8> {
+        let mut b = Builder::new();
+        let u8t = b.int("unsigned char", 1, 8); // 1
+        let u16t = b.int("short unsigned int", 2, 16); // 2
+        let uint = b.int("unsigned int", 4, 32); // 3
+        let int = b.int("int", 4, (1 << 24) | 32); // 4
+        let char_t = b.int("char", 1, 8); // 5
+        let comm = b.ty("", kind::ARRAY, 0, false, 0); // 6
+        b.words(&[char_t, int, 16]);
+        let fwd_net = b.ty("net", kind::FWD, 0, false, 0); // 7
+        let p_net = b.ty("", kind::PTR, 0, false, fwd_net); // 8
+        let ns_common = b.composite(kind::STRUCT, "ns_common", 24, false, &[("stashed", uint, 0), ("inum", uint, 128)]); // 9
+        b.composite(kind::STRUCT, "net", 256, false, &[("passive", uint, 0), ("ns", ns_common, 1024)]); // 10
+        let nsproxy = b.composite(kind::STRUCT, "nsproxy", 56, false, &[("count", int, 0), ("net_ns", p_net, 320)]); // 11
+        let p_nsproxy = b.ty("", kind::PTR, 0, false, nsproxy); // 12
+        let fwd_task = b.ty("task_struct", kind::FWD, 0, false, 0); // 13
+        let p_task = b.ty("", kind::PTR, 0, false, fwd_task); // 14
+        b.composite(
+            kind::STRUCT,
+            "task_struct",
+            9856,
+            false,
+            &[
+                ("__state", uint, 0),
+                ("group_leader", p_task, 20_480),
+                ("comm", comm, 24_704),
+                ("nsproxy", p_nsproxy, 25_216),
+            ],
+        ); // 15
+        let possible_net_t = b.composite(kind::STRUCT, "", 8, false, &[("net", p_net, 0)]); // 16
+        let net_device = b.composite(
+            kind::STRUCT,
+            "net_device",
+            2432,
+            false,
+            &[("flags", uint, 0), ("ifindex", int, 1792), ("nd_net", possible_net_t, 2048)],
+        ); // 17
+        let p_dev = b.ty("", kind::PTR, 0, false, net_device); // 18
+        let dev_union = b.composite(kind::UNION, "", 8, false, &[("dev", p_dev, 0), ("dev_scratch", uint, 0)]); // 19
+        let p_u8 = b.ty("", kind::PTR, 0, false, u8t); // 20
+        let hdrs = b.composite(
+            kind::STRUCT,
+            "",
+            6,
+            false,
+            &[("transport_header", u16t, 0), ("network_header", u16t, 16), ("mac_header", u16t, 32)],
+        ); // 21
+        let hdrs_union = b.composite(kind::UNION, "", 6, false, &[("", hdrs, 0), ("headers", hdrs, 0)]); // 22
+        b.composite(
+            kind::STRUCT,
+            "sk_buff",
+            232,
+            false,
+            &[("", dev_union, 128), ("len", uint, 896), ("", hdrs_union, 1440), ("head", p_u8, 1600)],
+        ); // 23
+        let sock_common =
+            b.composite(kind::STRUCT, "sock_common", 136, false, &[("skc_family", u16t, 128), ("skc_state", u8t, 144)]); // 24
+        b.composite(kind::STRUCT, "sock", 760, false, &[("__sk_common", sock_common, 0)]); // 25
+        b.enum32(
+            "skb_drop_reason",
+            false,
+            &[
+                ("SKB_NOT_DROPPED_YET", 0),
+                ("SKB_CONSUMED", 1),
+                ("SKB_DROP_REASON_NOT_SPECIFIED", 2),
+                ("SKB_DROP_REASON_NO_SOCKET", 3),
+                ("SKB_DROP_REASON_NETFILTER_DROP", 8),
+                ("SKB_DROP_REASON_MAX", 9),
+                ("SKB_DROP_REASON_SUBSYS_MASK", 0xffff_0000_u32 as i32),
+            ],
+        ); // 26
+        b.enum32(
+            "skb_drop_reason_subsys",
+            false,
+            &[
+                ("SKB_DROP_REASON_SUBSYS_CORE", 0),
+                ("SKB_DROP_REASON_SUBSYS_OPENVSWITCH", 3),
+                ("SKB_DROP_REASON_SUBSYS_NUM", 4),
+            ],
+        ); // 27
+        b.enum32("ovs_drop_reason", false, &[("OVS_DROP_LAST_ACTION", 0x30001)]); // 28
+        b.build()
+    }
+
+    #[test]
+    fn kernel_shaped_blob_gives_every_offset() {
+        let btf = Btf::parse(kernel_shaped()).expect("kernel-shaped blob parses");
+        let off = kernel_offsets(&btf).expect("kernel offsets");
+        assert_eq!((off.valid, off.skb_valid), (1, 1));
+        assert_eq!((off.task_group_leader, off.task_comm, off.task_nsproxy), (2560, 3088, 3152));
+        assert_eq!((off.nsproxy_net_ns, off.net_ns_inum), (40, 144));
+        assert_eq!((off.skb_dev, off.skb_len, off.skb_network_header, off.skb_head), (16, 112, 182, 200));
+        assert_eq!((off.dev_ifindex, off.dev_nd_net, off.sock_state), (224, 256, 18));
+        assert_eq!(btf.drop_reason_name(8), "NETFILTER_DROP");
+        assert_eq!(btf.drop_reason_name(0x30001), "OVS_DROP_LAST_ACTION");
+    }
+
+    /// Writes the BTF fuzz target's seeds (`fuzz/seeds/btf_parse/`, committed).
+    #[test]
+    #[ignore = "writes fuzz seeds; run by `cargo xtask fuzz --write-seeds`"]
+    fn write_fuzz_seeds() {
+        let root = PathBuf::from(std::env::var_os("KTRACE_FUZZ_SEEDS").expect("KTRACE_FUZZ_SEEDS names fuzz/seeds"));
+        let dir = root.join("btf_parse");
+        std::fs::create_dir_all(&dir).expect("seed dir");
+        std::fs::write(dir.join("every-kind.btf"), sample()).expect("write seed");
+        std::fs::write(dir.join("kernel-shaped.btf"), kernel_shaped()).expect("write seed");
+    }
+
     /// The running kernel's BTF, or None (said on stderr) where there is none.
     fn vmlinux() -> Option<Btf> {
         if !Path::new(VMLINUX_BTF).exists() {

@@ -704,3 +704,170 @@ fn merge_by_time_interleaves_nodes_on_the_wall_clock() {
         .collect();
     assert_eq!(merged, vec![(0, 0), (1, 500), (0, 1000), (1, 1500), (0, 2000)]);
 }
+
+/// Writes the seed corpora of the capture, agent, packet and DNS fuzz
+/// targets (`fuzz/seeds/<target>/`, committed) from this file's sample
+/// capture and the pcap fixtures. Run by `cargo xtask fuzz --write-seeds`,
+/// which sets `KTRACE_FUZZ_SEEDS`.
+#[test]
+#[ignore = "writes fuzz seeds; run by `cargo xtask fuzz --write-seeds`"]
+fn write_fuzz_seeds() {
+    use prost::Message as _;
+
+    use crate::{
+        agent::proto::{Finding, Progress, SubscribeResponse},
+        decode::{dns::test_pcap, packet},
+    };
+
+    let root = PathBuf::from(std::env::var_os("KTRACE_FUZZ_SEEDS").expect("KTRACE_FUZZ_SEEDS names fuzz/seeds"));
+    let put = |target: &str, name: &str, data: &[u8]| {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).expect("seed dir");
+        std::fs::write(dir.join(name), data).expect("write seed");
+    };
+
+    // pcapng_read: a ktrace capture with every record and meta kind, plain and zstd.
+    for (name, compress) in [("ktrace-sample.pcapng", false), ("ktrace-sample.pcapng.zst", true)] {
+        let path = tmp(name);
+        write_sample(&path, false);
+        let mut bytes = std::fs::read(&path).expect("read sample");
+        if compress {
+            bytes = zstd::encode_all(&bytes[..], 3).expect("zstd");
+        }
+        put("pcapng_read", name, &bytes);
+    }
+    // The records `ktrace drops` records besides packets: a kernel drop
+    // (IPv4 UDP in VXLAN, cut at 128 bytes) and TCP connection events.
+    let vxlan = {
+        let inner = dns_query("x.svc", 7, [10, 244, 1, 5], [10, 244, 2, 7], 41000);
+        let mut outer = dns_query("", 0, [192, 168, 0, 1], [192, 168, 0, 2], 50000);
+        outer.truncate(28);
+        outer[22..24].copy_from_slice(&4789u16.to_be_bytes());
+        outer.extend_from_slice(&[0x08, 0, 0, 0, 0, 0, 0x2a, 0]);
+        outer.extend_from_slice(&[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0]);
+        outer.extend_from_slice(&inner);
+        let total = u16::try_from(outer.len()).expect("small");
+        outer[2..4].copy_from_slice(&total.to_be_bytes());
+        outer[24..26].copy_from_slice(&(total - 20).to_be_bytes());
+        outer.truncate(128);
+        outer
+    };
+    put("packet_parse", "vxlan-drop-128", &vxlan);
+    let ep = |ip: [u8; 4], port| crate::event::Endpoint { ip: std::net::IpAddr::from(ip), port };
+    let mut more = vec![(
+        Record::Drop(crate::event::DropRecord {
+            ts_ns: CLOCK.mono_ns + 6_000,
+            reason: 8,
+            reason_name: Arc::from("NETFILTER_DROP"),
+            location: 0xffff_ffff_8100_0000,
+            ifindex: 4,
+            netns_ino: 4_026_532_001,
+            wire_len: 1400,
+            data: Bytes::from(vxlan),
+            node: Some(Arc::from("node-a")),
+            process: None,
+        }),
+        None,
+    )];
+    for (i, kind) in [
+        crate::event::ConnKind::State { old: 7, new: 2 },
+        crate::event::ConnKind::Retransmit { state: 2 },
+        crate::event::ConnKind::ResetReceived { state: 2 },
+        crate::event::ConnKind::ResetSent { state: 1 },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        more.push((
+            Record::Conn(crate::event::ConnRecord {
+                ts_ns: CLOCK.mono_ns + 7_000 + i as u64,
+                kind,
+                src: ep([10, 244, 1, 5], 43210),
+                dst: ep([10, 244, 2, 7], 8080),
+                sock: 0xffff_8880_0000_1000,
+                process: (i == 0).then(|| Process { pid: 77, tid: 77, comm: "curl".into(), thread: "curl".into() }),
+                netns_ino: 4_026_532_001,
+                node: Some(Arc::from("node-a")),
+            }),
+            None,
+        ));
+    }
+    {
+        let mut w = CaptureWriter::in_memory(header("node-a", CLOCK));
+        for m in sample_meta() {
+            w.write_meta(&m).expect("meta");
+        }
+        for (r, hint) in sample_records().into_iter().chain(more.clone()) {
+            w.write_record(&r, hint).expect("record");
+        }
+        let bytes = w.take_bytes();
+        let (recs, _, errs) = read_all(open_reader("seed", Cursor::new(bytes.clone())).expect("seed opens"));
+        assert!(errs.is_empty(), "{errs:?}");
+        let drops = recs.iter().filter(|r| matches!(r, Record::Drop(_))).count();
+        let conns = recs.iter().filter(|r| matches!(r, Record::Conn(_))).count();
+        assert_eq!((drops, conns), (1, 4));
+        put("pcapng_read", "ktrace-drops-conn.pcapng", &bytes);
+    }
+
+    // agent_stream: the same capture as an agent streams it, a few records
+    // per message, with findings and progress counters between them.
+    let mut w = CaptureWriter::in_memory(header("node-a", CLOCK));
+    let mut msgs = Vec::new();
+    let metas = sample_meta();
+    w.write_meta(&metas[0]).expect("meta");
+    for (i, (r, hint)) in sample_records().into_iter().chain(more).enumerate() {
+        w.write_record(&r, hint).expect("record");
+        if i % 3 == 2 {
+            let mut m = SubscribeResponse { pcapng: w.take_bytes(), ..Default::default() };
+            m.progress =
+                Some(Progress { watermark_unix_ns: CLOCK.wall_ns + i as u64, kernel_lost: 1, ..Default::default() });
+            if i == 2 {
+                m.findings.push(Finding { ts_unix_ns: CLOCK.wall_ns, json: r#"{"kind":"ndots_fanout"}"#.into() });
+            }
+            msgs.push(m);
+        }
+    }
+    for m in &metas[1..] {
+        w.write_meta(m).expect("meta");
+    }
+    msgs.push(SubscribeResponse { pcapng: w.take_bytes(), ..Default::default() });
+    let mut framed = Vec::new();
+    for m in &msgs {
+        let b = m.encode_to_vec();
+        framed.extend_from_slice(&u16::try_from(b.len()).expect("small message").to_be_bytes());
+        framed.extend_from_slice(&b);
+    }
+    put("agent_stream", "ktrace-sample.msgs", &framed);
+
+    // The pcap fixtures: whole files for the reader, their IP packets for the
+    // packet parsers (one packet, and the whole file as a length-framed
+    // sequence), their DNS payloads for the DNS decoder.
+    let dir = fixtures("pcap").expect("pcap fixtures");
+    let mut names: Vec<_> = std::fs::read_dir(&dir).expect("fixtures").map(|e| e.expect("entry").file_name()).collect();
+    names.sort();
+    for name in names {
+        let name = name.to_string_lossy().into_owned();
+        put("pcapng_read", &name, &std::fs::read(dir.join(&name)).expect("fixture"));
+        let pkts = test_pcap::read(&name).expect("fixture packets");
+        let mut seq = Vec::new();
+        for (i, (_, ip)) in pkts.iter().enumerate() {
+            if let Ok(n) = u16::try_from(ip.len()) {
+                seq.extend_from_slice(&n.to_be_bytes());
+                seq.extend_from_slice(ip);
+            }
+            if i < 3 {
+                put("packet_parse", &format!("{name}.{i}"), ip);
+            }
+            let Ok(v) = packet::parse(ip) else { continue };
+            let dns = match v.transport {
+                crate::event::Transport::Tcp if v.payload.len() > 2 => &v.payload[2..],
+                crate::event::Transport::Udp => v.payload,
+                crate::event::Transport::Tcp => continue,
+            };
+            if i < 6 && !dns.is_empty() {
+                put("dns_decode", &format!("{name}.{i}"), dns);
+            }
+        }
+        put("packet_parse", &format!("{name}.seq"), &seq);
+    }
+}
