@@ -21,6 +21,8 @@ use crate::hash::FastMap;
 use super::{Finding, Transaction, findings::SearchFanout};
 
 const RCODE_SERVFAIL: &str = "SERVFAIL";
+/// glibc's default per-try timeout (`options timeout:5`).
+const DEFAULT_TRY_MS: f64 = 5000.0;
 
 /// Limits and thresholds of the condensing stage.
 #[derive(Clone, Copy, Debug)]
@@ -555,19 +557,13 @@ fn cause_key(f: &Finding) -> Option<(&'static str, String)> {
                     .filter(|x| !x.is_empty())
                     .map_or_else(|| q.to_owned(), |x| format!("*.{x}"))
             };
-            let mut failing: Vec<String> = s.timed_out_suffixes.iter().map(|x| suffix_of(&format!("{}.{x}", s.base_name))).collect();
-            for a in s.attempts.iter().filter(|a| a.rcode.as_deref() == Some(RCODE_SERVFAIL)) {
+            // Timed-out or SERVFAIL names, as suffixes (`*.localdomain`), or
+            // as the name itself when the literal name failed.
+            let mut failing: Vec<String> = Vec::new();
+            for a in s.attempts.iter().filter(|a| a.timed_out || a.rcode.as_deref() == Some(RCODE_SERVFAIL)) {
                 let x = suffix_of(&a.qname);
                 if !failing.contains(&x) {
                     failing.push(x);
-                }
-            }
-            // A timed-out literal name is reported as the name itself.
-            for x in &mut failing {
-                if let Some(rest) = x.strip_prefix("*.")
-                    && *rest == *s.base_name
-                {
-                    *x = rest.to_owned();
                 }
             }
             failing.sort();
@@ -622,7 +618,12 @@ fn who(f: &Finding) -> String {
 pub fn lost_ns(f: &Finding) -> u64 {
     let ns = |x: f64| (x.max(0.0) * 1e6) as u64;
     match f {
-        Finding::SearchFanout(s) if s.answered_by.is_none() => ns(s.total_ms),
+        // An exhausted walk that ended in a timeout has no end: the client
+        // waited at least until its last query's answer or timeout (glibc's
+        // default `timeout:5`).
+        Finding::SearchFanout(s) if s.answered_by.is_none() => ns(s.attempts.iter().fold(s.total_ms, |m, a| {
+            m.max(a.start_ms + a.latency_ms.unwrap_or(if a.timed_out { DEFAULT_TRY_MS } else { 0.0 }))
+        })),
         Finding::SearchFanout(s) => ns(s.wasted_ms),
         Finding::UpstreamTimeout(u) => ns(u.waited_ms),
         Finding::Repeated(r) => ns(r.client_time_lost_ms),

@@ -16,7 +16,7 @@
 //!   (`missing-svc`) 25 times a second for a minute;
 //! - **a slow pod**: one pod whose every answer takes 40 ms (walks of 160 ms).
 
-#![allow(dead_code, reason = "the example and the test use different parts")]
+#![allow(dead_code, unreachable_pub, reason = "the example and the test use different parts")]
 
 use std::{
     net::Ipv4Addr,
@@ -266,24 +266,30 @@ fn snapshot() -> String {
     serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string()
 }
 
-/// Every record of the busy node, in time order, starting at `t0` (monotonic ns).
-pub fn records(t0: u64) -> (Vec<Record>, Generated) {
-    let mut g = Gen { recs: Vec::new(), node: NODE.into(), seq: vec![0; PODS as usize], out: Generated::default() };
-    for p in 0..PODS {
-        let ns = pod_ns(p);
-        g.recs.push(Record::ResolvConf(ResolvConfEvidence {
+/// Every pod's resolv.conf as kubelet writes it, read at `t0`.
+pub fn resolv_confs(t0: u64) -> Vec<ResolvConfEvidence> {
+    (0..PODS)
+        .map(|p| ResolvConfEvidence {
             ts_ns: t0,
             pid: 10_000 + p,
             netns_ino: pod_netns(p),
             path: format!("/proc/{}/root/etc/resolv.conf", 10_000 + p),
             text: Some(format!(
-                "search {ns}.svc.cluster.local svc.cluster.local cluster.local\nnameserver {RESOLVER}\noptions ndots:5\n"
+                "search {}.svc.cluster.local svc.cluster.local cluster.local\nnameserver {RESOLVER}\noptions ndots:5\n",
+                pod_ns(p)
             )),
             error: None,
-        }));
-    }
+        })
+        .collect()
+}
+
+/// Every record of the busy node, in time order, starting at `t0` (monotonic ns).
+pub fn records(t0: u64) -> (Vec<Record>, Generated) {
+    let mut g = Gen { recs: Vec::new(), node: NODE.into(), seq: vec![0; PODS as usize], out: Generated::default() };
+    g.recs.extend(resolv_confs(t0).into_iter().map(Record::ResolvConf));
     let start = t0 + 100 * MS;
     for p in 0..PODS {
+        let ns = pod_ns(p);
         // 40 rounds of one external and one internal lookup, spread over 110 s.
         let phase = (jitter(u64::from(p)) * 2_000.0) as u64 * MS;
         for r in 0..40u64 {
