@@ -128,10 +128,7 @@ fn busy_capture_findings_stay_signal() {
     assert_eq!(slow_pod.len(), 1, "the slow pod's walks are one cause: {fanouts:#?}");
     assert!(slow_pod[0].total_ms >= 100.0);
     // Fast walks only in aggregate.
-    assert!(
-        fanouts.iter().all(|f| f.total_ms >= 100.0 || f.attempts.iter().any(|a| a.timed_out)),
-        "{fanouts:#?}"
-    );
+    assert!(fanouts.iter().all(|f| f.total_ms >= 100.0 || f.attempts.iter().any(|a| a.timed_out)), "{fanouts:#?}");
     let ups: Vec<_> = c
         .findings
         .iter()

@@ -234,10 +234,13 @@ struct Group {
 struct Cause {
     kind: &'static str,
     first_ts: u64,
-    first_cause: String,
+    first_text: String,
     last_ts: u64,
     count: u64,
+    /// `count` when last reported (in full or in a [`Repeated`] update).
     reported: u64,
+    /// Client processes whose finding of this cause was shown in full.
+    full_pids: Vec<u32>,
     pods: FastMap<String, u64>,
     other_pods: u64,
     lost_ns: u64,
@@ -293,6 +296,9 @@ pub struct Condenser {
     next_report: Option<u64>,
     now: u64,
 }
+
+/// Processes of one pod whose findings of one cause are shown in full.
+const SAME_POD_IN_FULL: usize = 3;
 
 /// Most resolvers whose query totals are kept.
 const MAX_RESOLVERS: usize = 4096;
@@ -353,10 +359,11 @@ impl Condenser {
             Cause {
                 kind,
                 first_ts: ts,
-                first_cause: cause_of(&f).to_owned(),
+                first_text: cause_of(&f).to_owned(),
                 last_ts: ts,
                 count: 0,
                 reported: 1,
+                full_pids: Vec::new(),
                 pods: FastMap::default(),
                 other_pods: 0,
                 lost_ns: 0,
@@ -365,6 +372,16 @@ impl Condenser {
         c.count += 1;
         c.last_ts = c.last_ts.max(ts);
         c.lost_ns = c.lost_ns.saturating_add(lost);
+        // One pod's few processes hitting the cause are one incident told
+        // in full (curl after getent in the same pod); the same process
+        // again, or a second pod, is folded.
+        let pid = pid_of(&f);
+        let own_incident = !fresh
+            && c.full_pids.len() < SAME_POD_IN_FULL
+            && c.other_pods == 0
+            && c.pods.len() == 1
+            && c.pods.contains_key(&pod)
+            && pid.is_some_and(|p| !c.full_pids.contains(&p));
         if let Some(n) = c.pods.get_mut(&pod) {
             *n += 1;
         } else if c.pods.len() < cfg.max_pods_per_cause.max(1) {
@@ -375,7 +392,13 @@ impl Condenser {
         if evicted.is_some() {
             self.stats.causes_evicted += 1;
         }
-        if fresh {
+        if fresh || own_incident {
+            if let Some(p) = pid.filter(|_| c.full_pids.len() < SAME_POD_IN_FULL) {
+                c.full_pids.push(p);
+            }
+            if own_incident {
+                c.reported += 1;
+            }
             out.push(f);
         } else {
             self.stats.repeats_folded += 1;
@@ -467,7 +490,7 @@ impl Condenser {
                 of_kind: c.kind.to_owned(),
                 cause_key: key.clone(),
                 first_ts_ns: c.first_ts,
-                first_cause: c.first_cause.clone(),
+                first_cause: c.first_text.clone(),
                 last_ts_ns: c.last_ts,
                 count: c.count,
                 new,
@@ -599,6 +622,15 @@ fn cause_of(f: &Finding) -> &str {
         Finding::NxdomainStorm(n) => &n.cause,
         Finding::SearchFanoutSummary(s) => &s.cause,
         Finding::Repeated(r) => &r.cause,
+    }
+}
+
+/// The client process a finding is about.
+fn pid_of(f: &Finding) -> Option<u32> {
+    match f {
+        Finding::SearchFanout(s) => s.process.as_ref().map(|p| p.pid),
+        Finding::UpstreamTimeout(u) => u.client.process.as_ref().map(|p| p.pid),
+        _ => None,
     }
 }
 

@@ -169,7 +169,7 @@ fn live(
     eprintln!(
         "ktrace: attached at {}: tracing kernel drops and TCP failures{}; Ctrl-C to stop",
         cap.cgroup.display(),
-        if underlay.is_empty() { String::new() } else { format!(", underlay {:?}", underlay) }
+        if underlay.is_empty() { String::new() } else { format!(", underlay {underlay:?}") }
     );
     let _clock = ClockRef::now();
     let mut src = LiveSource::new(cap, Some(node.clone()));

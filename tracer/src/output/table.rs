@@ -287,11 +287,11 @@ fn condensed_diagnosis(findings: &[Value]) -> Vec<String> {
         match v.get("kind").and_then(Value::as_str) {
             Some("search_fanout_summary") => summary = Some(v),
             Some("repeated") => {
-                let first = num(v, "first_ts_ns");
+                let first = v.get("first_ts_ns").and_then(Value::as_u64);
                 let of = v.get("of_kind");
                 let cause = v.get("first_cause");
                 if let Some(r) = rows.iter_mut().find(|r| {
-                    r.v.get("kind") == of && num(r.v, "ts_ns") == first && r.v.get("cause") == cause
+                    r.v.get("kind") == of && r.v.get("ts_ns").and_then(Value::as_u64) == first && r.v.get("cause") == cause
                 }) {
                     r.lost = r.lost.max(lost_ms(v));
                     r.count = r.count.max(num(v, "count") as u64);

@@ -2,14 +2,14 @@
 //! library's capture writer. Shared by `examples/busy_capture.rs` and the
 //! `busy_capture` test (`#[path]` include).
 //!
-//! 300 pods on one node ask CoreDNS (10.244.1.10) directly, client-side
+//! 300 pods on one node ask `CoreDNS` (10.244.1.10) directly, client-side
 //! records as `ktrace record` stores them, each pod with the resolv.conf
 //! kubelet writes (`search <ns>.svc.cluster.local svc.cluster.local
 //! cluster.local`, `ndots:5`):
 //! - **fast walks**: external names (`apiN.example.com`, 2 dots) walk the
 //!   three suffixes, A and AAAA in parallel, every answer in about 1 ms;
 //! - **direct lookups**: short service names answered by the first suffix;
-//! - **a dead upstream**: 30 pods resolve `legacy.corp.example`; CoreDNS
+//! - **a dead upstream**: 30 pods resolve `legacy.corp.example`; `CoreDNS`
 //!   forwards the literal name to 10.0.0.53, which never answers; the clients
 //!   time out (three rounds, 40 s apart);
 //! - **an NXDOMAIN storm**: 3 pods resolve a name that exists nowhere
@@ -18,11 +18,7 @@
 
 #![allow(dead_code, unreachable_pub, reason = "the example and the test use different parts")]
 
-use std::{
-    net::Ipv4Addr,
-    path::Path,
-    sync::Arc,
-};
+use std::{net::Ipv4Addr, path::Path, sync::Arc};
 
 use bytes::Bytes;
 use ktrace::{
@@ -191,7 +187,13 @@ impl Gen {
         let id = (s.wrapping_mul(7919) & 0xffff) as u16;
         let process = Process { pid: 10_000 + p, tid: 10_000 + p, comm: "app".into(), thread: "app".into() };
         let ip = pod_ip(p);
-        self.packet(ts, Hook::SocketEgress, pod_netns(p), Some(process), udp(ip, sport, RESOLVER, 53, &dns(id, false, 0, qname, qtype, false)));
+        self.packet(
+            ts,
+            Hook::SocketEgress,
+            pod_netns(p),
+            Some(process),
+            udp(ip, sport, RESOLVER, 53, &dns(id, false, 0, qname, qtype, false)),
+        );
         self.out.queries += 1;
         match outcome {
             Outcome::Answer(rcode, data, after) => {
@@ -208,9 +210,10 @@ impl Gen {
         }
     }
 
-    /// CoreDNS forwarding `qname` to the dead upstream (never answered).
+    /// `CoreDNS` forwarding `qname` to the dead upstream (never answered).
     fn forward(&mut self, ts: u64, n: u32, qname: &str, qtype: u16) {
-        let process = Process { pid: RESOLVER_PID, tid: RESOLVER_PID, comm: "coredns".into(), thread: "coredns".into() };
+        let process =
+            Process { pid: RESOLVER_PID, tid: RESOLVER_PID, comm: "coredns".into(), thread: "coredns".into() };
         let sport = 50_000 + (n % 10_000) as u16;
         let id = (n.wrapping_mul(31) & 0xffff) as u16;
         self.packet(
@@ -225,26 +228,23 @@ impl Gen {
 
     /// A walk of `base` through pod `p`'s search list, A and AAAA in
     /// parallel; `last` decides the literal name's fate.
-    fn walk(&mut self, p: u32, t0: u64, base: &str, step: u64, suffix_rcode: u8, last: Outcome) -> u64 {
-        let ns = pod_ns(p);
+    fn walk(&mut self, pod: u32, t0: u64, base: &str, step: u64, suffix_rcode: u8, last: Outcome) -> u64 {
+        let ns = pod_ns(pod);
         let mut t = t0;
-        for s in [format!("{ns}.svc.cluster.local"), "svc.cluster.local".into(), "cluster.local".into()] {
-            let q = format!("{base}.{s}");
-            let j = (jitter(t) * step as f64 * 0.4) as u64;
-            let a = self.exchange(p, t, &q, 1, Outcome::Answer(suffix_rcode, false, step + j));
-            let b = self.exchange(p, t + 40_000, &q, 28, Outcome::Answer(suffix_rcode, false, step + j / 2));
-            t = a.max(b) + 30_000;
+        for suffix in [format!("{ns}.svc.cluster.local"), "svc.cluster.local".into(), "cluster.local".into()] {
+            let qname = format!("{base}.{suffix}");
+            let jit = (jitter(t) * step as f64 * 0.4) as u64;
+            let end_a = self.exchange(pod, t, &qname, 1, Outcome::Answer(suffix_rcode, false, step + jit));
+            let end_aaaa =
+                self.exchange(pod, t + 40_000, &qname, 28, Outcome::Answer(suffix_rcode, false, step + jit / 2));
+            t = end_a.max(end_aaaa) + 30_000;
         }
-        let a = self.exchange(p, t, base, 1, last);
-        let b = self.exchange(p, t + 40_000, base, 28, match last {
-            Outcome::Answer(rc, data, after) => Outcome::Answer(rc, data, after),
-            Outcome::Silent => Outcome::Silent,
-        });
-        a.max(b)
+        let end_a = self.exchange(pod, t, base, 1, last);
+        end_a.max(self.exchange(pod, t + 40_000, base, 28, last))
     }
 }
 
-/// The Kubernetes List stored in the capture: the pods and CoreDNS.
+/// The Kubernetes List stored in the capture: the pods and `CoreDNS`.
 fn snapshot() -> String {
     let mut items = Vec::new();
     for p in 0..PODS {

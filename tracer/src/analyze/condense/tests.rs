@@ -71,7 +71,11 @@ fn walk(ts: u64, pod: &str, base: &str, step_ms: f64, fail: Option<(usize, &str,
 }
 
 fn upstream(ts: u64, pod: &str, upstream: &str) -> Finding {
-    let party = |pod: Option<&str>, address: &str| Party { pod: pod.map(str::to_owned), process: None, address: address.into() };
+    let party = |pod: Option<&str>, address: &str| Party {
+        pod: pod.map(str::to_owned),
+        process: None,
+        address: address.into(),
+    };
     Finding::UpstreamTimeout(UpstreamTimeout {
         ts_ns: ts,
         node: None,
@@ -306,4 +310,27 @@ fn histogram_quantiles() {
     assert!((p50 - 50.0).abs() / 50.0 < 0.1, "{p50}");
     assert!((p99 - 99.0).abs() / 99.0 < 0.1, "{p99}");
     assert!(Hist::default().quantile_ms(0.5).abs() < f64::EPSILON);
+}
+
+#[test]
+fn one_pods_own_few_repeats_stay_in_full() {
+    // The demo: getent then curl in one pod, both waiting on *.localdomain.
+    let mut c = Condenser::new(CondenseConfig::default());
+    let mut out = Vec::new();
+    let proc_ = |pid: u32, comm: &str| crate::event::Process { pid, tid: pid, comm: comm.into(), thread: comm.into() };
+    for (i, (pid, comm)) in
+        [(10, "getent"), (11, "curl"), (11, "curl"), (12, "wget"), (13, "python"), (14, "x")].into_iter().enumerate()
+    {
+        let mut w = walk(i as u64 * MS, "critical-app/client", BASE, 1.0, Some((2, "", true)));
+        w.process = Some(proc_(pid, comm));
+        c.push(Finding::SearchFanout(w), &mut out);
+    }
+    // getent, curl, wget in full; curl again and the fourth process counted.
+    assert_eq!(kinds(&out), ["search_fanout"; 3]);
+    // A second pod: folded at once.
+    c.push(Finding::SearchFanout(walk(9 * MS, "critical-app/other", BASE, 1.0, Some((2, "", true)))), &mut out);
+    assert_eq!(out.len(), 3);
+    c.finish(&mut out);
+    let Some(Finding::Repeated(r)) = out.last() else { panic!("{out:#?}") };
+    assert_eq!((r.count, r.new, r.pods), (7, 4, 2));
 }
