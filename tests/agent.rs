@@ -486,3 +486,53 @@ fn agent_memory_stays_bounded_under_a_dns_flood() {
     assert!(requests + kernel_lost >= sent * 0.98, "{requests} requests + {kernel_lost} lost vs {sent} sent");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 19: an agent whose only listener it must refuse (TCP without a
+/// bearer token) exits non-zero with the reason instead of running and
+/// serving nothing — before it attaches anything.
+#[test]
+fn agent_with_only_a_refused_listener_exits_with_the_reason() {
+    if !can_run("agent_refused_listener") {
+        return;
+    }
+    let lab = LabGuard::up(&LabOptions::healthy()).expect("lab up");
+    let dir = std::env::temp_dir().join(format!("ktrace-e2e-refused-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let empty_token = dir.join("token");
+    std::fs::write(&empty_token, "").expect("token file");
+    for extra in [vec![], vec!["--token-file".to_owned(), empty_token.display().to_string()]] {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", "kt-node-a"])
+            .arg(ktrace_bin())
+            .args(["agent", "--node-name", "node-a", "--netns-scope", "kt-node-a", "--kube-snapshot"])
+            .arg(lab.snapshot_path())
+            .args(["--listen", "127.0.0.1:4247", "--duration", "20s", "--capture-dir"])
+            .arg(dir.join("cap"))
+            .args(&extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start agent");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                break st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("agent with only a refused listener kept running ({extra:?})");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        assert!(!status.success(), "{status}: {err}");
+        assert!(err.contains("127.0.0.1:4247") && err.contains("--token-file"), "{err}");
+        assert!(!err.contains("attached at"), "refused before attaching: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -24,10 +24,12 @@ fn can_run(test: &str) -> bool {
 struct Recorder {
     child: Child,
     path: PathBuf,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Recorder {
-    fn start(node: &str, snapshot: &str, tag: &str) -> Self {
+    /// `underlay`: the `--underlay` arguments (none: the default, `auto`).
+    fn start(node: &str, snapshot: &str, tag: &str, underlay: &[&str]) -> Self {
         let path = std::env::temp_dir().join(format!("ktrace-e2e-{tag}-{node}.pcapng"));
         let _ = std::fs::remove_file(&path);
         let ns = format!("kt-{node}");
@@ -40,12 +42,11 @@ impl Recorder {
                 node,
                 "--netns-scope",
                 &ns,
-                "--underlay",
-                "eth0",
                 "--kube-snapshot",
                 snapshot,
-                "-w",
             ])
+            .args(underlay)
+            .arg("-w")
             .arg(&path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -55,6 +56,8 @@ impl Recorder {
         // Wait for "attached" on stderr (bounded).
         let err = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = std::sync::Arc::clone(&stderr);
         std::thread::spawn(move || {
             use std::io::BufRead as _;
             for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
@@ -62,10 +65,17 @@ impl Recorder {
                 if l.contains("attached") {
                     let _ = tx.send(());
                 }
+                if let Ok(mut v) = lines.lock() {
+                    v.push(l);
+                }
             }
         });
         rx.recv_timeout(Duration::from_secs(20)).expect("recorder attached");
-        Self { child, path }
+        Self { child, path, stderr }
+    }
+
+    fn attached_line(&self) -> String {
+        self.stderr.lock().map(|v| v.iter().find(|l| l.contains("attached")).cloned().unwrap_or_default()).unwrap_or_default()
     }
 
     fn stop(mut self) -> PathBuf {
@@ -93,6 +103,10 @@ impl Drop for Recorder {
 }
 
 fn drops(files: &[PathBuf], extra: &[&str]) -> Vec<Value> {
+    drops_with_stderr(files, extra).0
+}
+
+fn drops_with_stderr(files: &[PathBuf], extra: &[&str]) -> (Vec<Value>, String) {
     let mut c = Command::new(ktrace_bin());
     c.arg("drops");
     for f in files {
@@ -101,17 +115,28 @@ fn drops(files: &[PathBuf], extra: &[&str]) -> Vec<Value> {
     let out = c.args(["-o", "json"]).args(extra).output().expect("ktrace drops");
     assert!(out.status.success(), "ktrace drops: {}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
-    json_lines(&lines)
+    (json_lines(&lines), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 fn record_both(lab: &LabGuard, tag: &str, traffic: impl FnOnce(&LabGuard)) -> Vec<PathBuf> {
+    record_both_with(lab, tag, &["--underlay", "eth0"], traffic).0
+}
+
+/// Records both nodes with these `--underlay` arguments; also returns each recorder's "attached" line.
+fn record_both_with(
+    lab: &LabGuard,
+    tag: &str,
+    underlay: &[&str],
+    traffic: impl FnOnce(&LabGuard),
+) -> (Vec<PathBuf>, Vec<String>) {
     let snap = lab.snapshot_path();
     let snap = snap.to_str().expect("utf-8");
-    let a = Recorder::start("node-a", snap, tag);
-    let b = Recorder::start("node-b", snap, tag);
+    let a = Recorder::start("node-a", snap, tag, underlay);
+    let b = Recorder::start("node-b", snap, tag, underlay);
     traffic(lab);
     std::thread::sleep(Duration::from_millis(1500));
-    vec![a.stop(), b.stop()]
+    let attached = vec![a.attached_line(), b.attached_line()];
+    (vec![a.stop(), b.stop()], attached)
 }
 
 fn dig_from_backend(lab: &LabGuard) {
@@ -143,6 +168,65 @@ fn fabric_dropping_vxlan_is_a_fabric_loss_between_nodes() {
     let blamed: Vec<&Value> =
         of_type(&v, "drop").into_iter().filter(|d| !d["src_pod"].is_null() || !d["dst_pod"].is_null()).collect();
     assert!(blamed.is_empty(), "no kernel drop is blamed: {blamed:#?}");
+    for f in files {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+/// Issue 19: recorders started with no underlay flag at all fingerprint the
+/// node's VXLAN lower device (`--underlay auto` is the default), so the
+/// captures a new user makes find the loss between nodes.
+#[test]
+fn default_underlay_auto_finds_the_vxlan_device_and_the_loss() {
+    if !can_run("default_underlay_auto") {
+        return;
+    }
+    let lab = LabGuard::up(&LabOptions::default().with(Fault::FabricDropVxlan)).expect("lab up");
+    let (files, attached) = record_both_with(&lab, "auto", &[], dig_from_backend);
+    for l in &attached {
+        // The lab nodes have no default route: eth0 is found as the VXLAN's `dev`.
+        assert!(l.contains("underlay eth0"), "{l}");
+    }
+    let (v, stderr) = drops_with_stderr(&files, &[]);
+    let loss: Vec<&Value> = of_type(&v, "finding").into_iter().filter(|f| f["kind"] == "fabric_loss").collect();
+    assert!(loss.iter().any(|f| f["from_node"] == "node-b" && f["to_node"] == "node-a"), "{v:#?}");
+    let stats = of_type(&v, "stats");
+    assert!(stats[0]["underlay_fingerprints"].as_u64().unwrap_or(0) > 0, "{stats:#?}");
+    assert_eq!(stats[0]["nodes_without_underlay"], serde_json::json!([]), "{stats:#?}");
+    assert!(!stderr.contains("no underlay fingerprints"), "{stderr}");
+    for f in files {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+/// Issue 19: captures recorded without fingerprints (`--underlay none`) do
+/// not pass for a healthy fabric: `drops -r` says so, and what to do.
+#[test]
+fn captures_without_fingerprints_are_named() {
+    if !can_run("captures_without_fingerprints") {
+        return;
+    }
+    let lab = LabGuard::up(&LabOptions::default().with(Fault::FabricDropVxlan)).expect("lab up");
+    let (files, attached) = record_both_with(&lab, "none", &["--underlay", "none"], dig_from_backend);
+    assert!(attached.iter().all(|l| l.contains("no underlay")), "{attached:?}");
+    let (v, stderr) = drops_with_stderr(&files, &[]);
+    assert!(of_type(&v, "finding").iter().all(|f| f["kind"] != "fabric_loss"), "{v:#?}");
+    assert!(stderr.contains("no underlay fingerprints") && stderr.contains("ktrace record"), "{stderr}");
+    let stats = of_type(&v, "stats");
+    assert_eq!(stats[0]["underlay_fingerprints"], 0, "{stats:#?}");
+    assert_eq!(stats[0]["nodes_without_underlay"], serde_json::json!(["node-a", "node-b"]), "{stats:#?}");
+    assert!(
+        stats[0]["warnings"].as_array().is_some_and(|w| w.iter().any(|x| x.as_str().unwrap_or("").contains("no underlay fingerprints"))),
+        "{stats:#?}"
+    );
+    // Table output says it on stderr too.
+    let mut c = Command::new(ktrace_bin());
+    c.arg("drops");
+    for f in &files {
+        c.arg("-r").arg(f);
+    }
+    let out = c.output().expect("ktrace drops");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no underlay fingerprints"));
     for f in files {
         let _ = std::fs::remove_file(f);
     }

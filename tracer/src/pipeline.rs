@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::{
     analyze::{
         Analyzer, Finding, Pairer, Transaction,
+        condense::{CondenseConfig, CondenseStats, Condenser},
         pairing::{PairConfig, PairStats},
     },
     decode::{DecodeStats, DnsDecoder, DnsEvent},
@@ -238,6 +239,8 @@ pub struct RunStats {
     pub source_errors: u64,
     /// Packets that were not DNS (underlay fingerprints, other ports).
     pub other_packets: u64,
+    /// What the condensing stage counted instead of reporting one by one.
+    pub condensed: CondenseStats,
     /// Extra notes (truncated capture, missing metadata...).
     pub warnings: Vec<String>,
 }
@@ -247,6 +250,7 @@ pub struct Pipeline<S: Sink> {
     decoder: DnsDecoder,
     pairer: Pairer,
     analyzer: Analyzer,
+    condenser: Condenser,
     filter: Filter,
     /// Rendering context.
     pub ctx: Context,
@@ -254,6 +258,7 @@ pub struct Pipeline<S: Sink> {
     evs: Vec<DnsEvent>,
     txs: Vec<Transaction>,
     findings: Vec<Finding>,
+    shown_findings: Vec<Finding>,
     /// Counters.
     pub stats: RunStats,
     last_ts: u64,
@@ -274,17 +279,24 @@ impl<S: Sink> Pipeline<S> {
                 pair_timeout_ns: pair.timeout_ns,
                 ..Default::default()
             }),
+            condenser: Condenser::new(CondenseConfig::default()),
             filter,
             ctx,
             sink,
             evs: Vec::new(),
             txs: Vec::new(),
             findings: Vec::new(),
+            shown_findings: Vec::new(),
             stats: RunStats::default(),
             last_ts: 0,
             dns_ports: vec![53],
             live_output: true,
         }
+    }
+
+    /// Replaces the condensing limits (`--slow`, report period).
+    pub fn set_condense(&mut self, cfg: CondenseConfig) {
+        self.condenser = Condenser::new(cfg);
     }
 
     /// Feeds one record (in time order).
@@ -319,6 +331,8 @@ impl<S: Sink> Pipeline<S> {
         self.flush();
         self.analyzer.expire(now_ns, &mut self.findings);
         self.flush();
+        self.condenser.tick(now_ns, &mut self.shown_findings);
+        self.flush();
         if self.live_output {
             self.sink.flush_output();
         }
@@ -337,13 +351,19 @@ impl<S: Sink> Pipeline<S> {
                 self.stats.shown += 1;
                 self.sink.transaction(&self.ctx, &tx);
             }
+            self.condenser.transaction(&tx);
             self.analyzer.push_shared(Arc::new(tx), &mut self.findings);
         }
+        // Filtered before condensing: aggregates and repeat counts then
+        // cover only the pods shown.
         for f in self.findings.drain(..) {
             if self.filter.finding(&f) {
-                self.stats.findings += 1;
-                self.sink.finding(&self.ctx, &f);
+                self.condenser.push(f, &mut self.shown_findings);
             }
+        }
+        for f in self.shown_findings.drain(..) {
+            self.stats.findings += 1;
+            self.sink.finding(&self.ctx, &f);
         }
     }
 
@@ -353,6 +373,9 @@ impl<S: Sink> Pipeline<S> {
         self.flush();
         self.analyzer.finish(&mut self.findings);
         self.flush();
+        self.condenser.finish(&mut self.shown_findings);
+        self.flush();
+        self.stats.condensed = self.condenser.stats();
         self.stats.decode = self.decoder.stats();
         self.stats.pairing = self.pairer.stats();
         self.sink.finish(&self.ctx, &self.stats);

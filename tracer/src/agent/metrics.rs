@@ -372,14 +372,20 @@ impl Metrics {
 
     /// Counts one finding.
     pub fn finding(&self, f: &Finding) {
-        let kind = match f {
-            Finding::SearchFanout(_) => "search_fanout",
-            Finding::UpstreamTimeout(_) => "upstream_timeout",
-            Finding::NxdomainStorm(_) => "nxdomain_storm",
+        // Condensed records stand for many findings: the counter counts those.
+        let (kind, n) = match f {
+            Finding::SearchFanout(_) => ("search_fanout", 1),
+            Finding::UpstreamTimeout(_) => ("upstream_timeout", 1),
+            Finding::NxdomainStorm(_) => ("nxdomain_storm", 1),
+            Finding::SearchFanoutSummary(s) => ("search_fanout", s.new_lookups),
+            Finding::Repeated(r) => (r.of_kind.as_str(), r.new),
         };
+        if n == 0 {
+            return;
+        }
         let mut g = self.lock();
         let [ns, name] = g.finding_pods.fold(f.pod().map(split_pod));
-        g.findings.add(vec![kind.to_owned(), ns, name], 1.0);
+        g.findings.add(vec![kind.to_owned(), ns, name], n as f64);
     }
 
     /// Counts one kernel packet drop, by its reason name.

@@ -101,6 +101,10 @@ pub enum Finding {
     UpstreamTimeout(UpstreamTimeout),
     /// A pod produces NXDOMAINs for search-suffixed names at a high rate.
     NxdomainStorm(NxdomainStorm),
+    /// Fast search-list walks, counted per pod and name (see [`super::condense`]).
+    SearchFanoutSummary(super::condense::FanoutSummary),
+    /// More findings of a cause already reported in full (see [`super::condense`]).
+    Repeated(super::condense::Repeated),
 }
 
 impl Finding {
@@ -111,6 +115,7 @@ impl Finding {
             Self::SearchFanout(f) => f.pod.as_deref(),
             Self::UpstreamTimeout(f) => f.client.pod.as_deref(),
             Self::NxdomainStorm(f) => f.pod.as_deref(),
+            Self::SearchFanoutSummary(_) | Self::Repeated(_) => None,
         }
     }
 
@@ -139,6 +144,8 @@ impl Finding {
                 f.window_ms / 1000.0,
                 f.rate_per_s
             ),
+            Self::SearchFanoutSummary(f) => format!("search_fanout_summary: {}", f.cause),
+            Self::Repeated(f) => format!("repeated {}: {}", f.of_kind, f.cause),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Analysis: pairing DNS queries with responses into [`Transaction`]s, then
 //! explaining them ([`findings`]) and summarising ([`summary`]).
 
+pub mod condense;
 pub mod drops;
 pub mod findings;
 pub mod pairing;

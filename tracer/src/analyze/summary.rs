@@ -219,6 +219,8 @@ impl Summary {
             Finding::UpstreamTimeout(u) => {
                 (Scope::Resolver, u.resolver.pod.clone().unwrap_or_else(|| u.resolver.address.clone()))
             }
+            // Aggregates: their findings are counted where they are reported in full.
+            Finding::SearchFanoutSummary(_) | Finding::Repeated(_) => return,
         };
         self.row(scope, name).findings += 1;
     }

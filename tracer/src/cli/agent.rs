@@ -54,7 +54,8 @@ pub struct AgentArgs {
     #[arg(long, value_delimiter = ',', default_value = "53")]
     pub ports: Vec<u16>,
     /// Underlay interface(s) to fingerprint with tc (for cross-node loss);
-    /// `auto`: the interface of the default route (where the overlay's VXLAN goes out).
+    /// `auto`: the lower devices of the node's VXLAN, Geneve and IPIP links and
+    /// the default route's device (where the overlay's packets go out).
     #[arg(long, value_name = "DEV")]
     pub underlay: Vec<String>,
     /// Only this node's network namespaces (inode or /run/netns name; lab nodes share one kernel).
@@ -106,21 +107,12 @@ fn discover_peers(g: &Global, tls: bool) -> anyhow::Result<Vec<Target>> {
         .collect())
 }
 
-/// The interface of the IPv4 default route (`/proc/net/route`).
-fn default_route_dev() -> anyhow::Result<String> {
-    let t = std::fs::read_to_string("/proc/net/route").context("reading /proc/net/route")?;
-    parse_default_route(&t).context("--underlay auto: no IPv4 default route; name the device")
-}
-
-fn parse_default_route(table: &str) -> Option<String> {
-    table.lines().skip(1).find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.len() > 7 && f[1] == "00000000" && f[7] == "00000000").then(|| f[0].to_owned())
-    })
-}
-
 /// Runs `ktrace agent`.
 pub fn run(g: &Global, a: &AgentArgs) -> anyhow::Result<()> {
+    let underlay = super::underlay::resolve(&a.underlay)?;
+    if underlay.is_empty() && a.underlay.iter().any(|u| u == "auto") {
+        anyhow::bail!("--underlay auto: no tunnel lower device and no IPv4 default route in this network namespace; name the device");
+    }
     let token = match &a.token_file {
         Some(p) => match std::fs::read_to_string(p) {
             Ok(t) if !t.trim().is_empty() => Some(t.trim().to_owned()),
@@ -135,6 +127,7 @@ pub fn run(g: &Global, a: &AgentArgs) -> anyhow::Result<()> {
         },
         None => None,
     };
+    check_listeners(&a.listen, token.is_some())?;
     let mut peers = a.peer.iter().map(|p| p.parse::<Target>()).collect::<Result<Vec<_>, _>>()?;
     if a.peers {
         // The node's own tracing matters more than correlation: an API that is
@@ -167,11 +160,7 @@ pub fn run(g: &Global, a: &AgentArgs) -> anyhow::Result<()> {
         history_bytes: a.history_mib.max(1) << 20,
         ports: a.ports.clone(),
         ring_bytes: a.ring_mib.max(1).next_power_of_two() << 20,
-        underlay: a
-            .underlay
-            .iter()
-            .map(|d| if d == "auto" { default_route_dev() } else { Ok(d.clone()) })
-            .collect::<anyhow::Result<_>>()?,
+        underlay,
         netns_scope: a.netns_scope.iter().map(|n| netns_arg(n)).collect::<anyhow::Result<_>>()?,
         duration: a.duration,
         top_pods: a.top_pods,
@@ -182,14 +171,32 @@ pub fn run(g: &Global, a: &AgentArgs) -> anyhow::Result<()> {
     run_daemon(g, &cfg)
 }
 
+/// An agent that would serve no gRPC listener at all is a configuration
+/// error, not a daemon: TCP listeners need a bearer token.
+fn check_listeners(listen: &[ListenAddr], have_token: bool) -> anyhow::Result<()> {
+    let served = listen.iter().any(|l| !matches!(l, ListenAddr::Tcp(_)) || have_token);
+    if !served {
+        let list: Vec<String> = listen.iter().map(ToString::to_string).collect();
+        anyhow::bail!(
+            "no listener left to serve: {} need(s) a bearer token (--token-file with a non-empty token; TCP never serves node data unauthenticated); add the token or a Unix socket (--listen unix:/run/ktrace/agent.sock)",
+            list.join(", ")
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn default_route() {
-        let t = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
-                 eth1\t0002A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
-                 ens5\t00000000\t0102A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
-        assert_eq!(super::parse_default_route(t).as_deref(), Some("ens5"));
-        assert_eq!(super::parse_default_route("Iface\n"), None);
+    fn refused_only_listener_is_an_error() {
+        let tcp: ListenAddr = "127.0.0.1:4247".parse().unwrap();
+        let unix: ListenAddr = "unix:/run/ktrace/agent.sock".parse().unwrap();
+        let e = check_listeners(std::slice::from_ref(&tcp), false).unwrap_err().to_string();
+        assert!(e.contains("127.0.0.1:4247") && e.contains("--token-file"), "{e}");
+        check_listeners(std::slice::from_ref(&tcp), true).unwrap();
+        check_listeners(&[tcp, unix], false).unwrap();
+        assert!(check_listeners(&[], true).is_err());
     }
 }

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::{
-    analyze::{Finding, Transaction, pairing::PairConfig, summary::Summary},
+    analyze::{Finding, Transaction, condense::CondenseConfig, pairing::PairConfig, summary::Summary},
     bpf::{CaptureConfig, DnsCapture},
     output::{json::JsonSink, table::TableSink},
     pipeline::{Context, Filter, Pipeline, RunStats, Sink},
@@ -45,6 +45,14 @@ pub struct DnsArgs {
     /// A query unanswered this long is reported as timed out.
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub timeout: Duration,
+    /// A search-list walk is reported on its own when it took this long or
+    /// holds a timeout or SERVFAIL; faster walks are counted per pod and name
+    /// (`search_fanout_summary`).
+    #[arg(long, value_parser = parse_duration, default_value = "100ms")]
+    pub slow: Duration,
+    /// How often counted walks and repeats of a cause already reported are summed up (record time).
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub report_every: Duration,
     /// Print per-pod and per-resolver statistics instead of every transaction.
     #[arg(long)]
     pub summary: bool,
@@ -60,6 +68,16 @@ pub struct DnsArgs {
 }
 
 impl DnsArgs {
+    /// The condensing limits these arguments describe.
+    #[must_use]
+    pub fn condense(&self) -> CondenseConfig {
+        CondenseConfig {
+            slow_ns: self.slow.as_nanos() as u64,
+            report_every_ns: (self.report_every.as_nanos() as u64).max(1_000_000_000),
+            ..CondenseConfig::default()
+        }
+    }
+
     /// The display filter these arguments describe.
     pub fn filter(&self, g: &Global) -> anyhow::Result<Filter> {
         Ok(Filter {
@@ -169,6 +187,7 @@ pub fn run(g: &Global, args: &DnsArgs) -> anyhow::Result<()> {
     let clock = ClockRef::now();
     let ctx = Context { clock_offset_ns: clock.offset(), enricher };
     let mut pipe = Pipeline::new(ctx, filter, pair, sink(g, args));
+    pipe.set_condense(args.condense());
     pipe.dns_ports.clone_from(&args.ports);
     let node = g.node();
     let mut src = LiveSource::new(cap, Some(node));
@@ -202,6 +221,7 @@ fn replay(g: &Global, args: &DnsArgs, filter: Filter, pair: PairConfig) -> anyho
     // Replayed records are in wall-clock time (see source::file).
     let ctx = Context { clock_offset_ns: 0, enricher };
     let mut pipe = Pipeline::new(ctx, filter, pair, sink(g, args));
+    pipe.set_condense(args.condense());
     pipe.dns_ports.clone_from(&args.ports);
     pipe.live_output = false;
     let user_snapshot = snap.is_some();
@@ -231,6 +251,7 @@ fn from_agents(g: &Global, args: &DnsArgs, filter: Filter, pair: PairConfig) -> 
     // Agent streams carry wall-clock times, as replayed captures do.
     let ctx = Context { clock_offset_ns: 0, enricher: enricher.clone() };
     let mut pipe = Pipeline::new(ctx, filter, pair, sink(g, args));
+    pipe.set_condense(args.condense());
     pipe.dns_ports.clone_from(&args.ports);
     let warnings = args.agents.read(g, "DNS", &[Kind::Dns], args.duration, &meta, |ev| match ev {
         AgentEvent::File(FileEvent::Record(r)) => pipe.push(r),

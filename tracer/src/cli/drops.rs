@@ -36,8 +36,10 @@ pub struct DropsArgs {
     /// Stop after this long; default: until Ctrl-C.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Underlay interface(s) to fingerprint live with tc (repeatable).
-    #[arg(long, value_name = "DEV")]
+    /// Underlay interface(s) to fingerprint live with tc (repeatable). `auto`
+    /// (default): the lower devices of this namespace's VXLAN, Geneve and IPIP
+    /// links and the default route's device; `none`: no fingerprints.
+    #[arg(long, value_name = "DEV", default_value = "auto")]
     pub underlay: Vec<String>,
     /// Only traffic of these network namespaces (inode or /run/netns name; repeatable),
     /// plus the pods the snapshot places on this node.
@@ -54,6 +56,7 @@ pub struct DropsArgs {
 /// Runs `ktrace drops`.
 pub fn run(g: &Global, args: &DropsArgs) -> anyhow::Result<()> {
     let filter = args.scope.filter(g);
+    let mut underlay_status: Option<UnderlaySeen> = None;
     let mut analyzer = DropAnalyzer::new(crate::analyze::drops::DropConfig::default());
     let (report, enricher, warnings) = if args.agents.active() {
         from_agents(g, args, &mut analyzer)?
@@ -63,21 +66,90 @@ pub fn run(g: &Global, args: &DropsArgs) -> anyhow::Result<()> {
         let snap = g.snapshot()?;
         let user_snapshot = snap.is_some();
         let enricher = snap.as_ref().map_or_else(Enricher::empty, Enricher::from_snapshot);
-        let warnings = file::replay(&args.read, |ev| match ev {
-            FileEvent::Record(r) => analyzer.push(&r, &enricher),
+        let mut underlay = UnderlaySeen::default();
+        let mut warnings = file::replay(&args.read, |ev| match ev {
+            FileEvent::Record(r) => {
+                underlay.record(&r);
+                analyzer.push(&r, &enricher);
+            }
             FileEvent::Snapshot(s) => {
                 if !user_snapshot {
                     enricher.apply_snapshot(&s);
                 }
             }
-            FileEvent::Coverage { node, from_ns, to_ns, tc } => analyzer.observed(&node, from_ns, to_ns, tc, &enricher),
-            FileEvent::Header { .. } | FileEvent::NetState { .. } => {}
+            FileEvent::Coverage { node, from_ns, to_ns, tc } => {
+                underlay.coverage(&node, tc);
+                analyzer.observed(&node, from_ns, to_ns, tc, &enricher);
+            }
+            FileEvent::Header { node, .. } => underlay.node(&node),
+            FileEvent::NetState { .. } => {}
         })?;
+        warnings.extend(underlay.warning());
+        underlay_status = Some(underlay);
         let report = analyzer.finish(&enricher);
         (report, enricher, warnings)
     };
     let _ = enricher;
-    print(g, args, &filter, &report, &warnings)
+    print(g, args, &filter, &report, &warnings, underlay_status.as_ref())
+}
+
+/// Which nodes' captures hold underlay fingerprints (without them no
+/// `fabric_loss` can be found, and an empty report would look like health).
+#[derive(Debug, Default)]
+struct UnderlaySeen {
+    /// Every node a capture came from, in order.
+    nodes: Vec<String>,
+    /// Nodes whose recorder fingerprinted an underlay device.
+    with_tc: Vec<String>,
+    /// Fingerprint records read.
+    fingerprints: u64,
+}
+
+impl UnderlaySeen {
+    fn node(&mut self, node: &str) {
+        if !self.nodes.iter().any(|n| n == node) {
+            self.nodes.push(node.to_owned());
+        }
+    }
+    fn coverage(&mut self, node: &str, tc: bool) {
+        self.node(node);
+        if tc && !self.with_tc.iter().any(|n| n == node) {
+            self.with_tc.push(node.to_owned());
+        }
+    }
+    fn record(&mut self, r: &crate::event::Record) {
+        if let crate::event::Record::Packet(p) = r
+            && matches!(p.hook, crate::event::Hook::TcEgress | crate::event::Hook::TcIngress)
+        {
+            self.fingerprints += 1;
+            if let Some(n) = &p.node
+                && !self.with_tc.iter().any(|x| **x == **n)
+            {
+                self.with_tc.push(n.to_string());
+            }
+        }
+    }
+    fn without(&self) -> Vec<&str> {
+        self.nodes.iter().filter(|n| !self.with_tc.contains(n)).map(String::as_str).collect()
+    }
+    /// What to tell the user, if anything is missing.
+    fn warning(&self) -> Option<String> {
+        let without = self.without();
+        if self.with_tc.is_empty() {
+            Some(format!(
+                "the captures hold no underlay fingerprints{}: packets lost between nodes (fabric_loss) cannot be found, only kernel drops and failed connections. Record each node again with `ktrace record` (--underlay auto is the default; name the device with --underlay eth0 if auto finds none)",
+                if self.nodes.is_empty() { String::new() } else { format!(" ({})", self.nodes.join(", ")) }
+            ))
+        } else if !without.is_empty() {
+            Some(format!(
+                "no underlay fingerprints from {}: losses towards or from {} cannot be found; record it again with `ktrace record` (--underlay auto is the default)",
+                without.join(", "),
+                if without.len() == 1 { "it" } else { "them" }
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 fn live(
@@ -85,7 +157,8 @@ fn live(
     args: &DropsArgs,
     analyzer: &mut DropAnalyzer,
 ) -> anyhow::Result<(DropReport, Enricher, Vec<String>)> {
-    let cfg = CaptureConfig { drops: true, underlay: args.underlay.clone(), ..CaptureConfig::default() };
+    let underlay = super::underlay::resolve(&args.underlay)?;
+    let cfg = CaptureConfig { drops: true, underlay: underlay.clone(), ..CaptureConfig::default() };
     let cap = DnsCapture::attach(&cfg).context("attaching the drop tracers (are you root? try `ktrace doctor`)")?;
     let warnings = cap.warnings.clone();
     for w in &warnings {
@@ -96,7 +169,7 @@ fn live(
     eprintln!(
         "ktrace: attached at {}: tracing kernel drops and TCP failures{}; Ctrl-C to stop",
         cap.cgroup.display(),
-        if args.underlay.is_empty() { String::new() } else { format!(", underlay {:?}", args.underlay) }
+        if underlay.is_empty() { String::new() } else { format!(", underlay {underlay:?}") }
     );
     let _clock = ClockRef::now();
     let mut src = LiveSource::new(cap, Some(node.clone()));
@@ -162,6 +235,7 @@ fn print(
     filter: &Filter,
     report: &DropReport,
     warnings: &[String],
+    underlay: Option<&UnderlaySeen>,
 ) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let keep = |v: &Value| -> bool {
@@ -239,7 +313,11 @@ fn print(
             if args.all { "" } else { " (background drops hidden; --all shows them)" }
         )?;
     } else {
-        let stats = serde_json::json!({"type": "stats", "shown": shown, "warnings": warnings});
+        let mut stats = serde_json::json!({"type": "stats", "shown": shown, "warnings": warnings});
+        if let (Some(u), Value::Object(m)) = (underlay, &mut stats) {
+            m.insert("underlay_fingerprints".into(), Value::from(u.fingerprints));
+            m.insert("nodes_without_underlay".into(), Value::from(u.without()));
+        }
         writeln!(out, "{stats}")?;
     }
     for w in warnings {

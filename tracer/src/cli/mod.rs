@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod drops;
 pub mod record;
 pub mod replay;
+pub mod underlay;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 

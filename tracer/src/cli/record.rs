@@ -64,7 +64,9 @@ pub struct RecordArgs {
     pub ring_mib: u32,
     /// Underlay interface(s) of this node to fingerprint with tc, for cross-node
     /// loss analysis (`ktrace drops -r a -r b`); repeatable, e.g. `--underlay eth0`.
-    #[arg(long, value_name = "DEV")]
+    /// `auto` (default): the lower devices of this namespace's VXLAN, Geneve and
+    /// IPIP links and the default route's device; `none`: no fingerprints.
+    #[arg(long, value_name = "DEV", default_value = "auto")]
     pub underlay: Vec<String>,
     /// Do not record kernel drops and TCP connection events.
     #[arg(long)]
@@ -155,12 +157,18 @@ pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(!args.on_node, "--on-node needs --agent or --agents");
     let node = g.node();
+    let underlay = super::underlay::resolve(&args.underlay)?;
+    if underlay.is_empty() && !args.underlay.iter().any(|u| u == "none") {
+        eprintln!(
+            "ktrace: warning: --underlay auto found no tunnel lower device and no default route: no underlay fingerprints, so `ktrace drops -r` cannot see packets lost between nodes; name the device (--underlay eth0)"
+        );
+    }
     let cfg = CaptureConfig {
         ports: args.ports.clone(),
         ring_bytes: args.ring_mib.max(1).next_power_of_two() << 20,
         cgroup: None,
         drops: !args.no_drops,
-        underlay: args.underlay.clone(),
+        underlay: underlay.clone(),
         ..CaptureConfig::default()
     };
     let cap = DnsCapture::attach(&cfg).context("attaching the DNS capture (are you root? try `ktrace doctor`)")?;
@@ -168,7 +176,12 @@ pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
     for w in &cap.warnings {
         eprintln!("ktrace: warning: {w}");
     }
-    eprintln!("ktrace: attached at {}: recording to {}; Ctrl-C to stop", cap.cgroup.display(), args.write.display());
+    eprintln!(
+        "ktrace: attached at {}: recording to {}{}; Ctrl-C to stop",
+        cap.cgroup.display(),
+        args.write.display(),
+        if underlay.is_empty() { ", no underlay".to_owned() } else { format!(", underlay {}", underlay.join(",")) }
+    );
     let header = CaptureHeader {
         node: node.to_string(),
         ktrace_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -257,7 +270,7 @@ pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
         node: node.to_string(),
         start_mono_ns: start_mono,
         end_mono_ns: crate::source::monotonic_ns(),
-        underlay: args.underlay.clone(),
+        underlay: underlay.clone(),
     };
     let _ = tx.send(ToWriter::Meta(MetaBlock::Custom {
         name: crate::source::file::COVERAGE.into(),

@@ -24,6 +24,7 @@ pub struct TableSink<W: Write> {
     pub explain_first: bool,
     held: Vec<String>,
     held_dropped: u64,
+    summary_advised: bool,
 }
 
 impl<W: Write> TableSink<W> {
@@ -37,7 +38,13 @@ impl<W: Write> TableSink<W> {
             explain_first: false,
             held: Vec::new(),
             held_dropped: 0,
+            summary_advised: false,
         }
+    }
+
+    /// The writer (tests read what was written).
+    pub fn get_ref(&self) -> &W {
+        &self.out
     }
 }
 
@@ -107,14 +114,12 @@ pub fn render(x: &Value) -> String {
 pub fn describe(v: &Value) -> Vec<String> {
     let mut out = Vec::new();
     let kind = v.get("kind").and_then(Value::as_str).unwrap_or("finding");
-    let title = match kind {
-        "search_fanout" => "SLOW DNS: search-list fan-out",
-        "upstream_timeout" => "SLOW DNS: upstream resolver did not answer",
-        "nxdomain_storm" => "DNS: NXDOMAIN storm",
-        "fabric_loss" => "PACKETS LOST between nodes",
-        other => other,
-    };
-    out.push(format!("== {title} =="));
+    match kind {
+        "search_fanout_summary" => return describe_fanout_summary(v),
+        "repeated" => return describe_repeated(v),
+        _ => {}
+    }
+    out.push(format!("== {} ==", title(kind)));
     if let Some(c) = v.get("cause").and_then(Value::as_str) {
         out.push(format!("   cause: {c}"));
     }
@@ -162,7 +167,26 @@ pub fn describe(v: &Value) -> Vec<String> {
             other => out.push(format!("   attempts: {other}")),
         }
     }
+    advice_lines(v, &mut out);
+    out
+}
+
+fn title(kind: &str) -> &str {
+    match kind {
+        "search_fanout" => "SLOW DNS: search-list fan-out",
+        "upstream_timeout" => "SLOW DNS: upstream resolver did not answer",
+        "nxdomain_storm" => "DNS: NXDOMAIN storm",
+        "fabric_loss" => "PACKETS LOST between nodes",
+        "search_fanout_summary" => "DNS: fast search-list walks (counted, not slow)",
+        other => other,
+    }
+}
+
+fn advice_lines(v: &Value, out: &mut Vec<String>) {
     if let Some(Value::Array(adv)) = v.get("advice") {
+        if adv.is_empty() {
+            return;
+        }
         out.push("   advice:".into());
         for a in adv {
             if let Some(s) = a.as_str() {
@@ -172,7 +196,153 @@ pub fn describe(v: &Value) -> Vec<String> {
             }
         }
     }
+}
+
+fn num(v: &Value, k: &str) -> f64 {
+    v.get(k).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+fn text<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or("?")
+}
+
+/// Fast walks: one sentence, then the (pod, name) groups wasting the most time.
+fn describe_fanout_summary(v: &Value) -> Vec<String> {
+    let mut out = vec![format!("== {} ==", title("search_fanout_summary"))];
+    out.push(format!("   cause: {}", text(v, "cause")));
+    if let Some(Value::Array(top)) = v.get("top")
+        && !top.is_empty()
+    {
+        out.push(format!(
+            "   {:<36} {:<40} {:>8} {:>7} {:>6} {:>9} {:>9}",
+            "POD", "NAME", "LOOKUPS", "EXTRA/L", "SHARE", "WASTE p50", "WASTE p99"
+        ));
+        for g in top {
+            out.push(format!(
+                "   {:<36} {:<40} {:>8} {:>7.1} {:>5.1}% {:>7.1}ms {:>7.1}ms",
+                text(g, "pod"),
+                text(g, "base_name"),
+                num(g, "lookups"),
+                num(g, "extra_queries_per_lookup"),
+                num(g, "share_of_resolver_queries") * 100.0,
+                num(g, "wasted_p50_ms"),
+                num(g, "wasted_p99_ms"),
+            ));
+        }
+        let more = num(v, "groups") as u64;
+        if more > top.len() as u64 {
+            out.push(format!("   … {} more pod/name group(s) (all in -o json totals)", more - top.len() as u64));
+        }
+    }
+    advice_lines(v, &mut out);
     out
+}
+
+/// Repeats of a cause reported in full earlier: counts and the pods hit.
+fn describe_repeated(v: &Value) -> Vec<String> {
+    let kind = text(v, "of_kind");
+    let mut out = vec![format!(
+        "== {} again: {} more (×{} in all, {} pod(s)) ==",
+        title(kind),
+        num(v, "new") as u64,
+        num(v, "count") as u64,
+        num(v, "pods") as u64
+    )];
+    out.push(format!("   cause: {}", text(v, "cause")));
+    out.push(format!("   first: {}", text(v, "first_cause")));
+    if let Some(Value::Array(top)) = v.get("top_pods") {
+        let pods: Vec<String> = top.iter().map(|p| format!("{} ×{}", text(p, "pod"), num(p, "count") as u64)).collect();
+        out.push(format!("   top pods: {}", pods.join(", ")));
+    }
+    out
+}
+
+/// Client time a finding (JSON) says was lost, in ms.
+fn lost_ms(v: &Value) -> f64 {
+    match v.get("kind").and_then(Value::as_str) {
+        Some("search_fanout") if v.get("answered_by").is_none_or(Value::is_null) => num(v, "total_ms"),
+        Some("search_fanout") => num(v, "wasted_ms"),
+        Some("upstream_timeout") => num(v, "waited_ms"),
+        Some("repeated") => num(v, "client_time_lost_ms"),
+        _ => 0.0,
+    }
+}
+
+/// Most causes listed in the condensed diagnosis.
+const DIAGNOSIS_CAUSES: usize = 8;
+
+/// The diagnosis of a busy run: one row per cause (repeats folded in),
+/// ranked by client time lost, then the fast walks' counts.
+fn condensed_diagnosis(findings: &[Value]) -> Vec<String> {
+    struct Row<'a> {
+        v: &'a Value,
+        lost: f64,
+        count: u64,
+        pods: u64,
+        top: String,
+    }
+    let mut rows: Vec<Row> = Vec::new();
+    let mut summary: Option<&Value> = None;
+    for v in findings {
+        match v.get("kind").and_then(Value::as_str) {
+            Some("search_fanout_summary") => summary = Some(v),
+            Some("repeated") => {
+                let first = v.get("first_ts_ns").and_then(Value::as_u64);
+                let of = v.get("of_kind");
+                let cause = v.get("first_cause");
+                if let Some(r) = rows.iter_mut().find(|r| {
+                    r.v.get("kind") == of && r.v.get("ts_ns").and_then(Value::as_u64) == first && r.v.get("cause") == cause
+                }) {
+                    r.lost = r.lost.max(lost_ms(v));
+                    r.count = r.count.max(num(v, "count") as u64);
+                    r.pods = r.pods.max(num(v, "pods") as u64);
+                    if let Some(Value::Array(t)) = v.get("top_pods") {
+                        r.top = t
+                            .iter()
+                            .take(3)
+                            .map(|p| format!("{} ×{}", text(p, "pod"), num(p, "count") as u64))
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                    }
+                }
+            }
+            _ => rows.push(Row { v, lost: lost_ms(v), count: 1, pods: 1, top: String::new() }),
+        }
+    }
+    rows.sort_by(|a, b| b.lost.total_cmp(&a.lost).then(b.count.cmp(&a.count)));
+    let mut out = vec![format!(
+        "\n=== Diagnosis: {} cause(s), ranked by client time lost ({} finding record(s); -o json has every one) ===",
+        rows.len(),
+        findings.len()
+    )];
+    for (i, r) in rows.iter().take(DIAGNOSIS_CAUSES).enumerate() {
+        let kind = r.v.get("kind").and_then(Value::as_str).unwrap_or("finding");
+        let lost = if r.lost > 0.0 { format!("{:.1} s lost", r.lost / 1000.0) } else { "no wait".to_owned() };
+        out.push(format!("{:>2}. {lost}, ×{}, {} pod(s): {}", i + 1, r.count, r.pods, title(kind)));
+        out.push(format!("    cause: {}", text(r.v, "cause")));
+        if !r.top.is_empty() {
+            out.push(format!("    top pods: {}", r.top));
+        }
+        if let Some(a) = r.v.get("advice").and_then(|a| a.get(0)).and_then(Value::as_str) {
+            out.push(format!("    advice: {}", a.lines().next().unwrap_or(a)));
+        }
+    }
+    if rows.len() > DIAGNOSIS_CAUSES {
+        out.push(format!("    … {} more cause(s) (-o json)", rows.len() - DIAGNOSIS_CAUSES));
+    }
+    if let Some(s) = summary {
+        out.push(String::new());
+        out.extend(describe_fanout_summary(s));
+    }
+    out
+}
+
+/// A run is shown condensed when it folded repeats or found more than a few
+/// causes; a single incident keeps its full blocks.
+fn needs_condensing(findings: &[Value]) -> bool {
+    let kind = |v: &Value| v.get("kind").and_then(Value::as_str).map(str::to_owned);
+    findings.iter().any(|v| kind(v).as_deref() == Some("repeated"))
+        || findings.iter().filter(|v| kind(v).as_deref() != Some("search_fanout_summary")).count() > 5
 }
 
 impl<W: Write> Sink for TableSink<W> {
@@ -229,7 +399,15 @@ impl<W: Write> Sink for TableSink<W> {
         let v = super::json::finding(f);
         if !self.explain_first {
             let _ = writeln!(self.out);
-            for l in describe(&v) {
+            let mut shown = v.clone();
+            // The fast walks' advice is the same every period: once is enough.
+            if matches!(f, Finding::SearchFanoutSummary(_)) {
+                if self.summary_advised && let Value::Object(m) = &mut shown {
+                    m.remove("advice");
+                }
+                self.summary_advised = true;
+            }
+            for l in describe(&shown) {
                 let _ = writeln!(self.out, "{l}");
             }
             let _ = writeln!(self.out);
@@ -244,10 +422,22 @@ impl<W: Write> Sink for TableSink<W> {
 
     fn finish(&mut self, _ctx: &Context, s: &RunStats) {
         if !self.findings.is_empty() && !self.quiet {
-            let _ = writeln!(self.out, "\n=== Diagnosis ({} finding(s)) ===", self.findings.len());
-            for v in &self.findings {
-                for l in describe(v) {
+            if needs_condensing(&self.findings) {
+                for l in condensed_diagnosis(&self.findings) {
                     let _ = writeln!(self.out, "{l}");
+                }
+            } else {
+                let _ = writeln!(self.out, "\n=== Diagnosis ({} finding(s)) ===", self.findings.len());
+                // Summaries are cumulative: the last one says it all.
+                let is_sum = |v: &Value| v.get("kind").and_then(Value::as_str) == Some("search_fanout_summary");
+                let last_sum = self.findings.iter().rposition(is_sum);
+                for (i, v) in self.findings.iter().enumerate() {
+                    if is_sum(v) && Some(i) != last_sum {
+                        continue;
+                    }
+                    for l in describe(v) {
+                        let _ = writeln!(self.out, "{l}");
+                    }
                 }
             }
         }
