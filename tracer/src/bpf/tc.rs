@@ -335,7 +335,7 @@ impl Nl {
         let mut b = tcmsg(ifindex, f.handle, f.parent, (u32::from(f.prio) << 16) | u32::from(f.protocol));
         push_attr(&mut b, TCA_KIND, b"bpf\0");
         match self.request(RTM_DELTFILTER, NLM_F_ACK, &b) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             r => r.map(drop),
         }
     }
@@ -486,7 +486,7 @@ fn settle_qdisc(nl: &mut Nl, netns: &str, ifindex: u32, report: &mut Cleanup) ->
             fs::remove_file(&path)?;
             File::open(STATE_DIR)?.sync_all()?;
             match nl.del_clsact(ifindex) {
-                Err(e) if e.raw_os_error() != Some(libc::ENOENT) && e.raw_os_error() != Some(libc::EINVAL) => {
+                Err(e) if !matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::InvalidInput) => {
                     return Err(e);
                 }
                 _ => report.removed_qdiscs.push(ifname(ifindex)),
@@ -612,7 +612,7 @@ impl ClsactGuard {
             match nl.add_clsact(ifindex) {
                 Ok(()) => write_durable(&path, &format!("created {}\n", ifname(ifindex)))?,
                 // Someone created it in between: not ours.
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => fs::remove_file(&path)?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fs::remove_file(&path)?,
                 Err(e) => {
                     let _ = fs::remove_file(&path);
                     return Err(io::Error::new(e.kind(), format!("creating clsact qdisc: {e}")));
@@ -689,7 +689,7 @@ pub fn probe_classic(ebpf: &mut aya::Ebpf, dev: &str) -> Result<(), String> {
     let ifindex = nix::net::if_::if_nametoindex(dev).map_err(|e| format!("{dev}: {e}"))?;
     let mut nl = Nl::open().map_err(|e| format!("netlink: {e}"))?;
     match nl.add_clsact(ifindex) {
-        Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(format!("creating clsact: {e}")),
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(format!("creating clsact: {e}")),
         _ => {}
     }
     let handle = std::process::id();
