@@ -8,6 +8,7 @@
 
 pub mod btf;
 pub mod doctor;
+pub mod programs;
 pub mod raw;
 
 use std::{
@@ -23,7 +24,7 @@ use aya::{
     sys::{BpfHelper, is_helper_supported},
 };
 use thiserror::Error;
-use tracer_common::{KernelOffsets, MAP_EVENTS, MAP_LOST, MAP_STATS, PORTS_MAX, STATS_LEN};
+use tracer_common::{KernelOffsets, MAP_EVENTS, MAP_LOST, MAP_STATS, PORTS_MAX, STATS_LEN, pid_source};
 
 /// The eBPF object built by `build.rs`, embedded so `ktrace` is one file.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -173,6 +174,10 @@ pub struct DnsCapture {
     pub has_offsets: bool,
     /// Whether the kernel gives us netns cookies.
     pub has_netns_cookie: bool,
+    /// Where the `cgroup_skb` programs take the sender's pid from (`tracer_common::pid_source`).
+    pub pid_source: u32,
+    /// Whether the egress program reads the task through BTF pointers (else probe reads).
+    pub task_btf: bool,
     /// What ring-buffer decoding needs (drop reason names).
     pub decode_ctx: raw::DecodeCtx,
     /// Hooks that could not be attached (the features they feed are degraded).
@@ -228,13 +233,95 @@ pub fn kernel_offsets() -> Option<KernelOffsets> {
     }
 }
 
-impl DnsCapture {
-    /// Loads the DNS capture programs and attaches them to the cgroup2 root.
-    pub fn attach(cfg: &CaptureConfig) -> Result<Self, BpfError> {
-        if OBJECT.is_empty() {
-            return Err(BpfError::NoObject);
+/// What the running kernel lets the programs do, probed once before loading
+/// them and written into their frozen globals: the verifier then never
+/// explores the branches that need what this kernel lacks.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelFit {
+    /// `tracer_common::pid_source` for the `cgroup_skb` programs.
+    pub pid_source: u32,
+    /// `bpf_get_netns_cookie` is allowed in `cgroup_skb` (6.15 or so).
+    pub netns_cookie: bool,
+    /// `bpf_get_current_pid_tgid` is allowed in `cgroup_skb` (6.10).
+    pub pid_tgid_helper: bool,
+    /// `bpf_get_current_task` is allowed in `cgroup_skb`.
+    pub current_task_helper: bool,
+    /// `bpf_get_current_task_btf` is allowed in `cgroup_skb`.
+    pub current_task_btf_helper: bool,
+}
+
+impl KernelFit {
+    /// Probes the helpers `cgroup_skb` may call here. `have_offsets`: the
+    /// task offsets from BTF are known (reading pid/tgid from the task needs them).
+    ///
+    /// `KTRACE_PID_FROM_TASK=1` forces the pre-6.10 path (pid/tgid read from
+    /// the task) on any kernel, so it is tested where the helper exists too.
+    #[must_use]
+    pub fn probe(have_offsets: bool) -> Self {
+        let helper = |h| is_helper_supported(ProgramType::CgroupSkb, h).unwrap_or(false);
+        let force_task = std::env::var_os("KTRACE_PID_FROM_TASK").is_some_and(|v| v == "1");
+        let pid_tgid_helper = helper(BpfHelper::BPF_FUNC_get_current_pid_tgid);
+        let current_task_helper = helper(BpfHelper::BPF_FUNC_get_current_task);
+        let pid_source = if !force_task && pid_tgid_helper {
+            pid_source::HELPER
+        } else if have_offsets && current_task_helper {
+            pid_source::TASK
+        } else {
+            pid_source::NONE
+        };
+        Self {
+            pid_source,
+            netns_cookie: helper(BpfHelper::BPF_FUNC_get_netns_cookie),
+            pid_tgid_helper,
+            current_task_helper,
+            current_task_btf_helper: helper(BpfHelper::BPF_FUNC_get_current_task_btf),
         }
-        raise_memlock();
+    }
+
+    /// How the sender's pid is found: `bpf_get_current_pid_tgid`,
+    /// `task_struct` (pid/tgid read from `bpf_get_current_task` at BTF
+    /// offsets) or `none`.
+    #[must_use]
+    pub fn pid_source_name(&self) -> &'static str {
+        match self.pid_source {
+            pid_source::HELPER => "bpf_get_current_pid_tgid",
+            pid_source::TASK => "task_struct",
+            _ => "none",
+        }
+    }
+}
+
+/// The frozen globals the programs are specialised with for this kernel and
+/// configuration, computed once and used for every load of the object.
+pub struct Globals {
+    ports: [u16; PORTS_MAX as usize],
+    offsets: KernelOffsets,
+    /// Whether kernel offsets from BTF were available.
+    pub has_offsets: bool,
+    drop_skip: [u32; 2],
+    /// One per `CONN_TRACEPOINTS` entry, or empty (drops not wanted).
+    tp_fields: Vec<tracer_common::TpFields>,
+    /// What the kernel allows (pid source, netns cookie).
+    pub fit: KernelFit,
+    use_cookie: u32,
+    pid_source: u32,
+    wake: u64,
+    ring_bytes: u32,
+    /// The running kernel's BTF, if readable.
+    pub btf: Option<btf::Btf>,
+    /// What ring-buffer decoding needs (drop reason names).
+    pub decode_ctx: raw::DecodeCtx,
+    /// Problems found while preparing (missing tracefs or tracepoints).
+    pub warnings: Vec<String>,
+}
+
+const TASK_BTF_ON: u32 = 1;
+const TASK_BTF_OFF: u32 = 0;
+
+impl Globals {
+    /// Reads BTF offsets, drop reasons and tracepoint layouts, and probes the kernel.
+    #[must_use]
+    pub fn prepare(cfg: &CaptureConfig) -> Self {
         let mut ports = [0u16; PORTS_MAX as usize];
         for (slot, p) in ports.iter_mut().zip(cfg.ports.iter()) {
             *slot = *p;
@@ -268,26 +355,50 @@ impl DnsCapture {
                 }));
             }
         }
-        let has_netns_cookie =
-            is_helper_supported(ProgramType::CgroupSkb, BpfHelper::BPF_FUNC_get_netns_cookie).unwrap_or(false);
-        let use_cookie: u32 = u32::from(has_netns_cookie);
-        // Wake the reader early only when a quarter of the ring is full; below
-        // that it drains on its timer (batched: ~10x cheaper per event).
-        let wake: u64 = cfg.wakeup_bytes.unwrap_or(u64::from(cfg.ring_bytes / 4));
-        let load_object = |task_btf: u32| -> Result<Ebpf, BpfError> {
-            let mut loader = EbpfLoader::new();
-            loader
-                .override_global("DNS_PORTS", &ports[..], true)
-                .override_global("OFFSETS", &offsets, true)
-                .override_global("TASK_BTF", &task_btf, true)
-                .override_global("WAKEUP_BYTES", &wake, true)
-                .override_global("USE_NETNS_COOKIE", &use_cookie, true)
-                .override_global("DROP_SKIP", &drop_skip[..], true)
-                .map_max_entries(MAP_EVENTS, cfg.ring_bytes);
-            for ((_, _, _, global), f) in CONN_TRACEPOINTS.iter().zip(tp_fields.iter()) {
-                loader.override_global(global, f, true);
-            }
-            let mut ebpf = loader.load(OBJECT)?;
+        let fit = KernelFit::probe(has_offsets);
+        Self {
+            ports,
+            offsets,
+            has_offsets,
+            drop_skip,
+            tp_fields,
+            fit,
+            use_cookie: u32::from(fit.netns_cookie),
+            pid_source: fit.pid_source,
+            // Wake the reader early only when a quarter of the ring is full; below
+            // that it drains on its timer (batched: ~10x cheaper per event).
+            wake: cfg.wakeup_bytes.unwrap_or(u64::from(cfg.ring_bytes / 4)),
+            ring_bytes: cfg.ring_bytes,
+            btf: btf_info,
+            decode_ctx,
+            warnings,
+        }
+    }
+
+    /// Parses the object with these globals; no program is loaded yet.
+    pub fn open(&self, task_btf: bool) -> Result<Ebpf, BpfError> {
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global("DNS_PORTS", &self.ports[..], true)
+            .override_global("OFFSETS", &self.offsets, true)
+            .override_global("TASK_BTF", if task_btf { &TASK_BTF_ON } else { &TASK_BTF_OFF }, true)
+            .override_global("PID_SOURCE", &self.pid_source, true)
+            .override_global("WAKEUP_BYTES", &self.wake, true)
+            .override_global("USE_NETNS_COOKIE", &self.use_cookie, true)
+            .override_global("DROP_SKIP", &self.drop_skip[..], true)
+            .map_max_entries(MAP_EVENTS, self.ring_bytes);
+        for ((_, _, _, global), f) in CONN_TRACEPOINTS.iter().zip(self.tp_fields.iter()) {
+            loader.override_global(global, f, true);
+        }
+        Ok(loader.load(OBJECT)?)
+    }
+
+    /// Opens the object and loads the two `cgroup_skb` programs, with direct
+    /// BTF task reads if the verifier takes them, else with probe reads.
+    /// Returns the object and whether the direct reads are in use.
+    pub fn load_capture(&self) -> Result<(Ebpf, bool), BpfError> {
+        let load = |task_btf: bool| -> Result<Ebpf, BpfError> {
+            let mut ebpf = self.open(task_btf)?;
             for name in ["dns_egress", "dns_ingress"] {
                 let prog: &mut CgroupSkb = ebpf
                     .program_mut(name)
@@ -301,15 +412,33 @@ impl DnsCapture {
         // Direct BTF loads of the current task need the verifier to accept
         // `bpf_get_current_task_btf` in cgroup_skb (CAP_PERFMON, kernel >= 5.19
         // or so); elsewhere the per-field probe reads still work.
-        let want_btf = has_offsets && std::env::var_os("KTRACE_NO_TASK_BTF").is_none();
-        let mut ebpf = match load_object(u32::from(want_btf)) {
-            Ok(e) => e,
+        let want_btf = self.has_offsets && std::env::var_os("KTRACE_NO_TASK_BTF").is_none();
+        match load(want_btf) {
+            Ok(e) => Ok((e, want_btf)),
             Err(e) if want_btf => {
                 log::info!("direct task reads refused ({e}); using bpf_probe_read_kernel");
-                load_object(0)?
+                Ok((load(false)?, false))
             }
-            Err(e) => return Err(e),
-        };
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl DnsCapture {
+    /// Loads the DNS capture programs and attaches them to the cgroup2 root.
+    pub fn attach(cfg: &CaptureConfig) -> Result<Self, BpfError> {
+        if OBJECT.is_empty() {
+            return Err(BpfError::NoObject);
+        }
+        raise_memlock();
+        let mut g = Globals::prepare(cfg);
+        let (mut ebpf, task_btf) = g.load_capture()?;
+        let has_offsets = g.has_offsets;
+        let has_netns_cookie = g.fit.netns_cookie;
+        let pid_source = g.fit.pid_source;
+        let mut warnings = std::mem::take(&mut g.warnings);
+        let decode_ctx = std::mem::take(&mut g.decode_ctx);
+        let btf_info = g.btf.take();
         let cgroup = match &cfg.cgroup {
             Some(p) => p.clone(),
             None => cgroup2_root()?,
@@ -339,7 +468,19 @@ impl DnsCapture {
         let ring = take(&mut ebpf, MAP_EVENTS, RingBuf::try_from)?;
         let lost = take(&mut ebpf, MAP_LOST, PerCpuArray::try_from)?;
         let stats = take(&mut ebpf, MAP_STATS, PerCpuArray::try_from)?;
-        Ok(Self { ebpf, ring, lost, stats, cgroup, has_offsets, has_netns_cookie, decode_ctx, warnings })
+        Ok(Self {
+            ebpf,
+            ring,
+            lost,
+            stats,
+            cgroup,
+            has_offsets,
+            has_netns_cookie,
+            pid_source,
+            task_btf,
+            decode_ctx,
+            warnings,
+        })
     }
 
     /// Total events the kernel could not reserve space for, across CPUs.
