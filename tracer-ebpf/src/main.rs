@@ -253,6 +253,25 @@ unsafe fn zero_words(p: *mut u8, words: usize) {
     }
 }
 
+/// `n` (already checked to be in `1..=max`, `max` a power of two) in a form
+/// every verifier can bound: `((n - 1) & (max - 1)) + 1`, computed on a
+/// value LLVM cannot see through (a volatile round trip through the stack).
+///
+/// Without it LLVM moves the `n > max` check onto the value `n` was derived
+/// from (6.1's verifier does not carry the bound across), and 6.1 learns no
+/// lower bound from `n != 0` (a zero length is refused for
+/// `bpf_skb_load_bytes`); 6.12 and 6.18 follow both.
+#[inline(always)]
+fn bounded_len(n: usize, max: usize) -> usize {
+    let mut slot = n;
+    // SAFETY: a local.
+    let n = unsafe {
+        core::ptr::write_volatile(&raw mut slot, n);
+        core::ptr::read_volatile(&raw const slot)
+    };
+    (n.wrapping_sub(1) & (max - 1)) + 1
+}
+
 /// Stores `v` with a volatile store, so LLVM cannot merge it with its
 /// neighbours into a `memset` call (see [`zero_words`]).
 #[inline(always)]
@@ -495,6 +514,7 @@ fn capture(ctx: &SkBuffContext, which: u8) -> i32 {
     if n == 0 {
         return 1;
     }
+    let n = bounded_len(n, SNAP_LEN);
     // SAFETY: n is in 1..=SNAP_LEN, the size of ev.data.
     let r = unsafe { bpf_skb_load_bytes(skb.cast(), 0, ev.data.as_mut_ptr().cast(), n as u32) };
     if r != 0 {
@@ -734,6 +754,7 @@ fn underlay(ctx: &TcContext, which: u8) -> i32 {
     if n == 0 {
         return TCX_NEXT;
     }
+    let n = bounded_len(n, DROP_SNAP);
     // SAFETY: n in 1..=DROP_SNAP <= SNAP_LEN, the size of ev.data.
     if unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), 14, ev.data.as_mut_ptr().cast(), n as u32) } != 0 {
         bump(Stat::LoadError);
