@@ -109,12 +109,12 @@ pub fn report() -> Result<(FitReport, Vec<ProgramReport>), super::BpfError> {
         return Err(super::BpfError::NoObject);
     }
     raise_memlock();
-    let g = Globals::prepare(&CaptureConfig { drops: true, ring_bytes: 1 << 16, ..CaptureConfig::default() });
+    let g = Globals::new(&CaptureConfig { drops: true, ring_bytes: 1 << 16, ..CaptureConfig::default() });
     let (mut ebpf, task_btf) = match g.load_capture() {
         Ok(v) => v,
         // The capture programs are refused either way: report that per
         // program and still try the others.
-        Err(_) => (g.open(false)?, false),
+        Err(_) => (g.load(0)?, false),
     };
     let btf = aya::Btf::from_sys_fs().ok();
     let mut out = Vec::new();
