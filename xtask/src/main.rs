@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod kernels;
 mod setup;
 
 use std::{
@@ -51,6 +52,9 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Set up, build, and run ktrace's checks on Debian's 6.1 and 6.12 kernels under qemu
+    /// and on the host kernel; writes KERNELS.md (root; about N minutes).
+    Kernels(kernels::Opts),
 }
 
 /// The workspace root (xtask/ is one level below it).
@@ -198,6 +202,10 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Lab { args } => xtask::lab::lab_main(&args),
         Cmd::Lint => lint(),
+        Cmd::Kernels(opts) => {
+            let bin = build()?;
+            kernels::run(&bin, &root(), &opts)
+        }
         Cmd::Bench { quick } => {
             let bin = build_with(&[
                 "--example",

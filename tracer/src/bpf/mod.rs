@@ -8,6 +8,7 @@
 
 pub mod btf;
 pub mod doctor;
+pub mod programs;
 pub mod raw;
 pub mod tc;
 
@@ -24,7 +25,7 @@ use aya::{
     sys::{BpfHelper, is_helper_supported},
 };
 use thiserror::Error;
-use tracer_common::{KernelOffsets, MAP_EVENTS, MAP_LOST, MAP_STATS, PORTS_MAX, STATS_LEN};
+use tracer_common::{KernelOffsets, MAP_EVENTS, MAP_LOST, MAP_STATS, PORTS_MAX, STATS_LEN, pid_source};
 
 /// The eBPF object built by `build.rs`, embedded so `ktrace` is one file.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -174,6 +175,10 @@ pub struct DnsCapture {
     pub has_offsets: bool,
     /// Whether the kernel gives us netns cookies.
     pub has_netns_cookie: bool,
+    /// Where the `cgroup_skb` programs take the sender's pid from (`tracer_common::pid_source`).
+    pub pid_source: u32,
+    /// Whether the egress program reads the task through BTF pointers (else probe reads).
+    pub task_btf: bool,
     /// What ring-buffer decoding needs (drop reason names).
     pub decode_ctx: raw::DecodeCtx,
     /// Hooks that could not be attached (the features they feed are degraded).
@@ -231,6 +236,64 @@ pub fn kernel_offsets() -> Option<KernelOffsets> {
     }
 }
 
+/// What the running kernel lets the `cgroup_skb` programs call, probed once
+/// before loading them and written into their frozen globals: the verifier
+/// then never explores the branches that need what this kernel lacks.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelFit {
+    /// `tracer_common::pid_source` for the `cgroup_skb` programs.
+    pub pid_source: u32,
+    /// `bpf_get_netns_cookie` is allowed in `cgroup_skb`.
+    pub netns_cookie: bool,
+    /// `bpf_get_current_pid_tgid` is allowed in `cgroup_skb` (6.10).
+    pub pid_tgid_helper: bool,
+    /// `bpf_get_current_task` is allowed in `cgroup_skb`.
+    pub current_task_helper: bool,
+    /// `bpf_get_current_task_btf` is allowed in `cgroup_skb`.
+    pub current_task_btf_helper: bool,
+}
+
+impl KernelFit {
+    /// Probes the helpers `cgroup_skb` may call here. `have_offsets`: the
+    /// task offsets from BTF are known (reading pid/tgid from the task needs them).
+    ///
+    /// `KTRACE_PID_FROM_TASK=1` forces the pre-6.10 path (pid/tgid read from
+    /// the task) on any kernel, so it is tested where the helper exists too.
+    #[must_use]
+    pub fn probe(have_offsets: bool) -> Self {
+        let helper = |h| is_helper_supported(ProgramType::CgroupSkb, h).unwrap_or(false);
+        let force_task = std::env::var_os("KTRACE_PID_FROM_TASK").is_some_and(|v| v == "1");
+        let pid_tgid_helper = helper(BpfHelper::BPF_FUNC_get_current_pid_tgid);
+        let current_task_helper = helper(BpfHelper::BPF_FUNC_get_current_task);
+        let pid_source = if !force_task && pid_tgid_helper {
+            pid_source::HELPER
+        } else if have_offsets && current_task_helper {
+            pid_source::TASK
+        } else {
+            pid_source::NONE
+        };
+        Self {
+            pid_source,
+            netns_cookie: helper(BpfHelper::BPF_FUNC_get_netns_cookie),
+            pid_tgid_helper,
+            current_task_helper,
+            current_task_btf_helper: helper(BpfHelper::BPF_FUNC_get_current_task_btf),
+        }
+    }
+
+    /// How the sender's pid is found: `bpf_get_current_pid_tgid`,
+    /// `task_struct` (pid/tgid read from `bpf_get_current_task` at BTF
+    /// offsets) or `none`.
+    #[must_use]
+    pub fn pid_source_name(&self) -> &'static str {
+        match self.pid_source {
+            pid_source::HELPER => "bpf_get_current_pid_tgid",
+            pid_source::TASK => "task_struct",
+            _ => "none",
+        }
+    }
+}
+
 /// The programs' global values, worked out once from the running kernel
 /// (BTF offsets, tracefs formats, helper support). Shared by the capture and
 /// `ktrace doctor`, so doctor verifies exactly the programs ktrace loads.
@@ -243,6 +306,8 @@ pub struct Globals {
     tp_fields: Vec<tracer_common::TpFields>,
     /// Whether the kernel gives cgroup_skb programs netns cookies (else the netns inode is read).
     pub has_netns_cookie: bool,
+    /// What `cgroup_skb` may call here (pid source, netns cookie).
+    pub fit: KernelFit,
     wake: u64,
     ring_bytes: u32,
     /// Kernel BTF as ktrace's own reader parsed it.
@@ -290,8 +355,8 @@ impl Globals {
                 }));
             }
         }
-        let has_netns_cookie =
-            is_helper_supported(ProgramType::CgroupSkb, BpfHelper::BPF_FUNC_get_netns_cookie).unwrap_or(false);
+        let fit = KernelFit::probe(has_offsets);
+        let has_netns_cookie = fit.netns_cookie;
         // Wake the reader early only when a quarter of the ring is full; below
         // that it drains on its timer (batched: ~10x cheaper per event).
         let wake: u64 = cfg.wakeup_bytes.unwrap_or(u64::from(cfg.ring_bytes / 4));
@@ -302,6 +367,7 @@ impl Globals {
             drop_skip,
             tp_fields,
             has_netns_cookie,
+            fit,
             wake,
             ring_bytes: cfg.ring_bytes,
             btf_info,
@@ -318,6 +384,7 @@ impl Globals {
             .override_global("DNS_PORTS", &self.ports[..], true)
             .override_global("OFFSETS", &self.offsets, true)
             .override_global("TASK_BTF", &task_btf, true)
+            .override_global("PID_SOURCE", &self.fit.pid_source, true)
             .override_global("WAKEUP_BYTES", &self.wake, true)
             .override_global("USE_NETNS_COOKIE", &use_cookie, true)
             .override_global("DROP_SKIP", &self.drop_skip[..], true)
@@ -326,6 +393,36 @@ impl Globals {
             loader.override_global(global, f, true);
         }
         Ok(loader.load(OBJECT)?)
+    }
+
+    /// Loads the object and its two `cgroup_skb` programs, with direct BTF
+    /// task reads if the verifier takes them, else with probe reads. Returns
+    /// the object and whether the direct reads are in use.
+    pub fn load_capture(&self) -> Result<(Ebpf, bool), BpfError> {
+        let load_object = |task_btf: u32| -> Result<Ebpf, BpfError> {
+            let mut ebpf = self.load(task_btf)?;
+            for name in ["dns_egress", "dns_ingress"] {
+                let prog: &mut CgroupSkb = ebpf
+                    .program_mut(name)
+                    .ok_or(BpfError::Map { name, reason: "program missing from object".into() })?
+                    .try_into()
+                    .map_err(|source| BpfError::Program { name, source })?;
+                prog.load().map_err(|source| BpfError::Program { name, source })?;
+            }
+            Ok(ebpf)
+        };
+        // Direct BTF loads of the current task need the verifier to accept
+        // `bpf_get_current_task_btf` in cgroup_skb (CAP_PERFMON, kernel >= 5.19
+        // or so); elsewhere the per-field probe reads still work.
+        let want_btf = self.has_offsets && std::env::var_os("KTRACE_NO_TASK_BTF").is_none();
+        match load_object(u32::from(want_btf)) {
+            Ok(e) => Ok((e, want_btf)),
+            Err(e) if want_btf => {
+                log::info!("direct task reads refused ({e}); using bpf_probe_read_kernel");
+                Ok((load_object(0)?, false))
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -337,32 +434,10 @@ impl DnsCapture {
         }
         raise_memlock();
         let g = Globals::new(cfg);
-        let load_object = |task_btf: u32| -> Result<Ebpf, BpfError> {
-            let mut ebpf = g.load(task_btf)?;
-            for name in ["dns_egress", "dns_ingress"] {
-                let prog: &mut CgroupSkb = ebpf
-                    .program_mut(name)
-                    .ok_or(BpfError::Map { name, reason: "program missing from object".into() })?
-                    .try_into()
-                    .map_err(|source| BpfError::Program { name, source })?;
-                prog.load().map_err(|source| BpfError::Program { name, source })?;
-            }
-            Ok(ebpf)
-        };
+        let (mut ebpf, task_btf) = g.load_capture()?;
         let has_offsets = g.has_offsets;
         let has_netns_cookie = g.has_netns_cookie;
-        // Direct BTF loads of the current task need the verifier to accept
-        // `bpf_get_current_task_btf` in cgroup_skb (CAP_PERFMON, kernel >= 5.19
-        // or so); elsewhere the per-field probe reads still work.
-        let want_btf = has_offsets && std::env::var_os("KTRACE_NO_TASK_BTF").is_none();
-        let mut ebpf = match load_object(u32::from(want_btf)) {
-            Ok(e) => e,
-            Err(e) if want_btf => {
-                log::info!("direct task reads refused ({e}); using bpf_probe_read_kernel");
-                load_object(0)?
-            }
-            Err(e) => return Err(e),
-        };
+        let pid_source = g.fit.pid_source;
         let Globals { btf_info, decode_ctx, mut warnings, .. } = g;
         let cgroup = match &cfg.cgroup {
             Some(p) => p.clone(),
@@ -405,7 +480,20 @@ impl DnsCapture {
         let ring = take(&mut ebpf, MAP_EVENTS, RingBuf::try_from)?;
         let lost = take(&mut ebpf, MAP_LOST, PerCpuArray::try_from)?;
         let stats = take(&mut ebpf, MAP_STATS, PerCpuArray::try_from)?;
-        Ok(Self { ebpf, ring, lost, stats, cgroup, has_offsets, has_netns_cookie, decode_ctx, warnings, underlay })
+        Ok(Self {
+            ebpf,
+            ring,
+            lost,
+            stats,
+            cgroup,
+            has_offsets,
+            has_netns_cookie,
+            pid_source,
+            task_btf,
+            decode_ctx,
+            warnings,
+            underlay,
+        })
     }
 
     /// Total events the kernel could not reserve space for, across CPUs.
