@@ -4,7 +4,7 @@
 //! SIGKILL and check that the next ktrace (or `ktrace doctor`) removes exactly
 //! what ktrace left, that a clsact qdisc ktrace did not create is never
 //! deleted and its foreign filter survives (and still runs: ktrace's program
-//! returns TC_ACT_UNSPEC, "next filter"), and that doctor reports ktrace's
+//! returns `TC_ACT_UNSPEC`, "next filter"), and that doctor reports ktrace's
 //! real programs. Run under the host lock: `flock /tmp/ktrace-host.lock cargo test …`.
 
 use std::{
@@ -62,8 +62,11 @@ fn replay(file: &Path) -> Vec<Value> {
     json_lines(&lines)
 }
 
+/// `(egress?, src, dst, sport, dport)`.
+type Fingerprint = (bool, [u8; 4], [u8; 4], u16, u16);
+
 /// Underlay fingerprints (tc hooks) in a capture: `(egress?, src, dst, sport, dport)` of IPv4/UDP ones.
-fn fingerprints(file: &Path) -> Vec<(bool, [u8; 4], [u8; 4], u16, u16)> {
+fn fingerprints(file: &Path) -> Vec<Fingerprint> {
     use ktrace::{
         event::{Hook, Record},
         source::file::{FileEvent, replay},

@@ -399,7 +399,7 @@ fn real_dns(g: &super::Globals, rep: &mut Report) {
     rep.checks.push(tb);
 }
 
-/// `drop_kfree_skb` (tp_btf) and the `conn_*` tracepoints, attached and detached.
+/// `drop_kfree_skb` (`tp_btf`) and the `conn_*` tracepoints, attached and detached.
 fn real_drops(g: &super::Globals, btf: Option<&aya::Btf>, tracefs: &Result<(), String>, rep: &mut Report) {
     let mut ebpf = match g.load(0) {
         Ok(e) => e,
@@ -408,7 +408,7 @@ fn real_drops(g: &super::Globals, btf: Option<&aya::Btf>, tracefs: &Result<(), S
             return;
         }
     };
-    let r = (|| -> Result<(String, Option<u32>), (bool, String)> {
+    let res = (|| -> Result<(String, Option<u32>), (bool, String)> {
         let btf = btf.ok_or((false, "no kernel BTF".to_owned()))?;
         let p: &mut BtfTracePoint = ebpf
             .program_mut("drop_kfree_skb")
@@ -424,28 +424,28 @@ fn real_drops(g: &super::Globals, btf: Option<&aya::Btf>, tracefs: &Result<(), S
     rep.programs.push(ProgramCheck {
         name: "drop_kfree_skb",
         hook: "tp_btf/kfree_skb",
-        loads: matches!(r, Ok(_) | Err((true, _))),
-        attaches: match &r {
+        loads: matches!(res, Ok(_) | Err((true, _))),
+        attaches: match &res {
             Ok(_) => Some(true),
             Err((true, _)) => Some(false),
             Err((false, _)) => None,
         },
         path: None,
-        reason: r.as_ref().err().map(|(_, e)| e.clone()),
-        verified_insns: r.as_ref().ok().and_then(|(_, v)| *v),
+        reason: res.as_ref().err().map(|(_, e)| e.clone()),
+        verified_insns: res.as_ref().ok().and_then(|(_, v)| *v),
         used_by: USED_DROPS,
     });
-    let mut c = check(
+    let mut chk = check(
         "tp_btf",
         "ktrace drops: kernel drop reasons (skb:kfree_skb with skb_drop_reason)",
         true,
-        r.map(|(d, _)| d).map_err(|(_, e)| e),
+        res.map(|(d, _)| d).map_err(|(_, e)| e),
     );
-    c.programs = vec!["drop_kfree_skb"];
-    rep.checks.push(c);
+    chk.programs = vec!["drop_kfree_skb"];
+    rep.checks.push(chk);
     let mut failures = Vec::new();
     for (name, cat, tp, _) in super::CONN_TRACEPOINTS {
-        let r = (|| -> Result<Option<u32>, (bool, String)> {
+        let res = (|| -> Result<Option<u32>, (bool, String)> {
             tracefs.clone().map_err(|e| (false, e))?;
             let p: &mut TracePoint = ebpf
                 .program_mut(name)
@@ -458,7 +458,7 @@ fn real_drops(g: &super::Globals, btf: Option<&aya::Btf>, tracefs: &Result<(), S
             p.detach(id).map_err(|e| (true, err_chain(&e)))?;
             Ok(v)
         })();
-        if let Err((_, e)) = &r {
+        if let Err((_, e)) = &res {
             failures.push(format!("{name} ({cat}:{tp}): {e}"));
         }
         rep.programs.push(ProgramCheck {
@@ -469,19 +469,19 @@ fn real_drops(g: &super::Globals, btf: Option<&aya::Btf>, tracefs: &Result<(), S
                 "conn_send_reset" => "tracepoint/tcp:tcp_send_reset",
                 _ => "tracepoint/tcp:tcp_retransmit_skb",
             },
-            loads: matches!(r, Ok(_) | Err((true, _))),
-            attaches: match &r {
+            loads: matches!(res, Ok(_) | Err((true, _))),
+            attaches: match &res {
                 Ok(_) => Some(true),
                 Err((true, _)) => Some(false),
                 Err((false, _)) => None,
             },
             path: None,
-            reason: r.as_ref().err().map(|(_, e)| e.clone()),
-            verified_insns: r.ok().flatten(),
+            reason: res.as_ref().err().map(|(_, e)| e.clone()),
+            verified_insns: res.ok().flatten(),
             used_by: USED_DROPS,
         });
     }
-    let mut c = check(
+    let mut chk = check(
         "tracepoint",
         "ktrace drops: failed connections (sock:inet_sock_set_state, tcp:tcp_retransmit_skb, resets)",
         true,
@@ -491,8 +491,8 @@ fn real_drops(g: &super::Globals, btf: Option<&aya::Btf>, tracefs: &Result<(), S
             Err(failures.join("; "))
         },
     );
-    c.programs = super::CONN_TRACEPOINTS.iter().map(|(n, ..)| *n).collect();
-    rep.checks.push(c);
+    chk.programs = super::CONN_TRACEPOINTS.iter().map(|(n, ..)| *n).collect();
+    rep.checks.push(chk);
 }
 
 /// `underlay_egress` / `underlay_ingress`: TCX and classic tc (clsact),
@@ -517,7 +517,7 @@ fn real_underlay(g: &super::Globals, rep: &mut Report) {
     let all_loaded = loaded.iter().all(|(_, r)| r.is_ok());
     let (tcx, classic) = if all_loaded {
         std::thread::scope(|s| {
-            s.spawn(|| -> Result<(Result<(), String>, Result<(), String>), String> {
+            s.spawn(|| -> Result<(Probe, Probe), String> {
                 // The unshare affects only this thread, which ends right after.
                 nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
                     .map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))?;
@@ -584,7 +584,10 @@ fn real_underlay(g: &super::Globals, rep: &mut Report) {
     rep.checks.push(c);
 }
 
-fn probe_tcx(ebpf: &mut Ebpf) -> Result<(), String> {
+/// Outcome of attaching (and detaching) on one tc path.
+type Probe = Result<(), String>;
+
+fn probe_tcx(ebpf: &mut Ebpf) -> Probe {
     for (name, ty) in [("underlay_egress", TcAttachType::Egress), ("underlay_ingress", TcAttachType::Ingress)] {
         let p = prog!(ebpf, name, SchedClassifier);
         let id = p
@@ -728,4 +731,22 @@ fn features(g: &super::Globals, rep: &mut Report) {
         detail: format!("{dns_detail}; with --drops/--underlay: {drops_works} ({drops_detail})"),
     });
     rep.features.push(FeatureCheck { command: "agent", works: drops_works, detail: drops_detail });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verifier_reason;
+
+    #[test]
+    fn verifier_reason_is_the_last_lines_without_statistics() {
+        let log = "0: R1=ctx() R10=fp0\n1: (85) call bpf_get_current_pid_tgid#14\nunknown func bpf_get_current_pid_tgid#14\n\
+                   processed 12 insns (limit 1000000) max_states_per_insn 0 total_states 1\n\
+                   verification time 55 usec\nstack depth 0\n";
+        assert_eq!(
+            verifier_reason(log),
+            "1: (85) call bpf_get_current_pid_tgid#14 / unknown func bpf_get_current_pid_tgid#14"
+        );
+        assert_eq!(verifier_reason(""), "");
+        assert_eq!(verifier_reason("only line"), "only line");
+    }
 }

@@ -304,7 +304,7 @@ pub struct Globals {
     pub has_offsets: bool,
     drop_skip: [u32; 2],
     tp_fields: Vec<tracer_common::TpFields>,
-    /// Whether the kernel gives cgroup_skb programs netns cookies (else the netns inode is read).
+    /// Whether the kernel gives `cgroup_skb` programs netns cookies (else the netns inode is read).
     pub has_netns_cookie: bool,
     /// What `cgroup_skb` may call here (pid source, netns cookie).
     pub fit: KernelFit,

@@ -28,7 +28,7 @@
 //! each other's state consistently.
 //!
 //! Both modes run the same program: it returns -1, which is `TCX_NEXT` for
-//! TCX and `TC_ACT_UNSPEC` for a direct-action cls_bpf filter; both mean
+//! TCX and `TC_ACT_UNSPEC` for a direct-action `cls_bpf` filter; both mean
 //! "not my business, run the next program/filter, then pass", so ktrace never
 //! short-circuits filters that other tools attached after it.
 
@@ -381,11 +381,10 @@ pub enum QdiscAction {
 #[must_use]
 pub fn qdisc_action(state: Option<QdiscState>, exists: bool, filters_left: usize) -> QdiscAction {
     match (state, exists) {
-        (None, _) => QdiscAction::Keep,
         (Some(_), false) => QdiscAction::ForgetState,
         (Some(QdiscState::Intent), true) => QdiscAction::Ambiguous,
         (Some(QdiscState::Created), true) if filters_left == 0 => QdiscAction::Delete,
-        (Some(QdiscState::Created), true) => QdiscAction::Keep,
+        (None, _) | (Some(QdiscState::Created), true) => QdiscAction::Keep,
     }
 }
 
@@ -541,10 +540,10 @@ fn sweep(nl: &mut Nl) -> io::Result<Cleanup> {
             {
                 let _ = fs::remove_file(e.path());
             }
-        } else if let Some(i) = name.strip_prefix(&format!("clsact-{netns}-")) {
-            if let Ok(i) = i.parse::<u32>() {
-                states.push(i);
-            }
+        } else if let Some(i) = name.strip_prefix(&format!("clsact-{netns}-"))
+            && let Ok(i) = i.parse::<u32>()
+        {
+            states.push(i);
         }
     }
     for ifindex in states {
@@ -554,7 +553,7 @@ fn sweep(nl: &mut Nl) -> io::Result<Cleanup> {
 }
 
 /// Finds and removes ktrace's stale tc state in this network namespace
-/// (what a SIGKILLed ktrace in clsact mode left behind). `ktrace doctor` and
+/// (what a killed (SIGKILL) ktrace in clsact mode left behind). `ktrace doctor` and
 /// every underlay attach run it.
 pub fn cleanup_stale() -> io::Result<Cleanup> {
     let _lock = GlobalLock::take()?;
