@@ -130,12 +130,11 @@ fi
 stop drops
 
 # --- 4. the underlay programs on a veth: fingerprints seen ---
-if start underlay "$B" record --underlay vb --duration 120s -w "$T/u.pcapng"; then
+if start underlay "$B" drops -o json --underlay vb --duration 120s; then
     dig_once dig_underlay
     sleep 1
 fi
 stop underlay
-run replay "$KT" replay -r "$T/u.pcapng" -o json
 
 # --- 5. SIGKILL, restart, stop: nothing left attached ---
 CG=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
