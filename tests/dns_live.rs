@@ -136,17 +136,14 @@ fn probe_read_fallback_names_process_and_netns() {
 /// not dig's worker thread) and netns.
 #[test]
 fn pid_from_task_fallback_names_the_process() {
-    if !bpf_available("pid_from_task_fallback")
-        || !tools_available("pid_from_task_fallback", &["dnsmasq", "dig", "ip"])
+    if !bpf_available("pid_from_task_fallback") || !tools_available("pid_from_task_fallback", &["dnsmasq", "dig", "ip"])
     {
         return;
     }
     let mut net = NetnsPair::new("ktt2e");
     net.start_dnsmasq();
-    for env in [
-        &[("KTRACE_PID_FROM_TASK", "1")][..],
-        &[("KTRACE_PID_FROM_TASK", "1"), ("KTRACE_NO_TASK_BTF", "1")][..],
-    ] {
+    for env in [&[("KTRACE_PID_FROM_TASK", "1")][..], &[("KTRACE_PID_FROM_TASK", "1"), ("KTRACE_NO_TASK_BTF", "1")][..]]
+    {
         let kt = Ktrace::start_env(&["dns", "-o", "json", "--duration", "60s", "--netns", &net.client], env);
         let pid = dig_example(&net);
         let v = json_lines(&kt.stop());
