@@ -462,11 +462,15 @@ fn capture(ctx: &SkBuffContext, which: u8) -> i32 {
         if proto != IPPROTO_UDP && proto != IPPROTO_TCP {
             return 1;
         }
-        let (Some(sport), Some(dport)) = (load::<u16>(ctx, l4), load::<u16>(ctx, l4 + 2)) else {
+        // Both ports in one load: one helper result to check. With two,
+        // LLVM tested the first result after the second call from a stack
+        // copy, which 6.1's verifier does not tie to the register it checked
+        // (it then explores an impossible path and refuses the program).
+        let Some(ports) = load::<u32>(ctx, l4) else {
             bump(Stat::ParseError);
             return 1;
         };
-        (ver, proto, u16::from_be(sport), u16::from_be(dport))
+        (ver, proto, u16::from_be(ports as u16), u16::from_be((ports >> 16) as u16))
     };
     if proto != IPPROTO_UDP && proto != IPPROTO_TCP {
         return 1;

@@ -77,7 +77,7 @@ pub fn run(g: &Global, args: &DropsArgs) -> anyhow::Result<()> {
         (report, enricher, warnings)
     };
     let _ = enricher;
-    print(g, args, &filter, &report, &warnings)
+    print(g, args, &filter, &report, &warnings, analyzer.stats().packets)
 }
 
 fn live(
@@ -162,6 +162,7 @@ fn print(
     filter: &Filter,
     report: &DropReport,
     warnings: &[String],
+    underlay_packets: u64,
 ) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let keep = |v: &Value| -> bool {
@@ -239,7 +240,9 @@ fn print(
             if args.all { "" } else { " (background drops hidden; --all shows them)" }
         )?;
     } else {
-        let stats = serde_json::json!({"type": "stats", "shown": shown, "warnings": warnings});
+        let stats = serde_json::json!({
+            "type": "stats", "shown": shown, "warnings": warnings, "underlay_packets": underlay_packets,
+        });
         writeln!(out, "{stats}")?;
     }
     for w in warnings {

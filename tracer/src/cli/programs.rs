@@ -36,7 +36,11 @@ pub fn run(g: &Global) -> anyhow::Result<()> {
                 if fit.task_btf { "BTF pointers" } else { "probe reads" },
                 if fit.netns_cookie { "yes" } else { "no" }
             )?;
-            writeln!(out, "{:<18} {:<11} {:<7} {:>7} {:>10}  ERROR", "PROGRAM", "TYPE", "LOADED", "INSNS", "PROCESSED")?;
+            writeln!(
+                out,
+                "{:<18} {:<11} {:<7} {:>7} {:>10}  ERROR",
+                "PROGRAM", "TYPE", "LOADED", "INSNS", "PROCESSED"
+            )?;
             for p in &progs {
                 let n = |v: Option<u32>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
                 writeln!(

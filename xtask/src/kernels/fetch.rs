@@ -54,9 +54,8 @@ fn abi_number(s: Series, name: &str) -> Option<u32> {
 
 /// The newest package of `s` in the apt index (`apt-get update` first if none is listed).
 pub(crate) fn newest(s: Series) -> anyhow::Result<String> {
-    let pick = |names: &[String]| {
-        names.iter().filter_map(|n| abi_number(s, n).map(|v| (v, n.clone()))).max().map(|(_, n)| n)
-    };
+    let pick =
+        |names: &[String]| names.iter().filter_map(|n| abi_number(s, n).map(|v| (v, n.clone()))).max().map(|(_, n)| n);
     if let Some(n) = pick(&apt_names(s.prefix)?) {
         return Ok(n);
     }

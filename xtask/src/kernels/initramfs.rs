@@ -18,7 +18,8 @@ use anyhow::{Context as _, bail};
 use super::fetch::Kernel;
 
 /// The tools the scenario runs (all from Debian packages `cargo xtask setup` installs).
-const TOOLS: [&str; 6] = ["/usr/sbin/ip", "/usr/sbin/tc", "/usr/sbin/nft", "/usr/sbin/dnsmasq", "/usr/bin/dig", "/usr/sbin/bpftool"];
+const TOOLS: [&str; 6] =
+    ["/usr/sbin/ip", "/usr/sbin/tc", "/usr/sbin/nft", "/usr/sbin/dnsmasq", "/usr/bin/dig", "/usr/sbin/bpftool"];
 
 /// Modules the scenario needs where the Debian config has them as modules:
 /// veth (the namespace pair), nf_tables (the drop), sch_ingress + cls_bpf
@@ -215,9 +216,7 @@ fn module_order(dir: &Path, wanted: &[&str]) -> anyhow::Result<Vec<(String, Path
     let idx = module_index(dir)?;
     let builtin = fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
     let is_builtin = |n: &str| {
-        builtin.lines().any(|l| {
-            l.rsplit('/').next().and_then(|f| f.strip_suffix(".ko")).is_some_and(|f| norm(f) == n)
-        })
+        builtin.lines().any(|l| l.rsplit('/').next().and_then(|f| f.strip_suffix(".ko")).is_some_and(|f| norm(f) == n))
     };
     let mut order: Vec<(String, PathBuf)> = Vec::new();
     let mut visiting = BTreeSet::new();

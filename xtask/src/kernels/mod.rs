@@ -233,7 +233,10 @@ pub(crate) fn run(bin: &Path, root: &Path, opts: &Opts) -> anyhow::Result<()> {
         println!("[kernels] wrote {}", md_path.display());
     }
     if failed {
-        bail!("kernel matrix failed{}", if errors.is_empty() { String::new() } else { format!(": {}", errors.join("; ")) });
+        bail!(
+            "kernel matrix failed{}",
+            if errors.is_empty() { String::new() } else { format!(": {}", errors.join("; ")) }
+        );
     }
     Ok(())
 }
@@ -247,13 +250,14 @@ fn line(r: &Run) -> String {
     let checks: Vec<String> = r.result.verdicts.iter().map(|v| format!("{} {}", v.name, pf(v.pass))).collect();
     let facts: Vec<String> = r.result.facts.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!(
-        "{} ({}): {} — {} [{}] {:.0} s",
+        "{} ({}): {} — {} [{}] {:.0} s{}",
         r.label,
         r.release,
         if r.result.passed() { "PASS" } else { "FAIL" },
         checks.join(", "),
         facts.join(" "),
-        r.seconds
+        r.seconds,
+        r.result.scenario_seconds.map_or_else(String::new, |s| format!(" (scenario {s:.0} s)"))
     )
 }
 
@@ -293,7 +297,14 @@ fn render(runs: &[Run], total: Duration) -> String {
     }
     let _ = writeln!(s, "\n## Details\n");
     for r in runs {
-        let _ = writeln!(s, "**{}** ({}, {:.0} s)\n", r.label, r.release, r.seconds);
+        let _ = writeln!(
+            s,
+            "**{}** ({}, {:.0} s in all{})\n",
+            r.label,
+            r.release,
+            r.seconds,
+            r.result.scenario_seconds.map_or_else(String::new, |s| format!(", scenario {s:.0} s"))
+        );
         for v in &r.result.verdicts {
             let _ = writeln!(s, "- {} {}: {}", v.name, pf(v.pass), v.detail.replace('|', "/"));
         }
@@ -395,6 +406,7 @@ mod tests {
                 }],
                 facts: vec![],
                 notes: vec![],
+                scenario_seconds: None,
             },
             seconds: 1.0,
         }
