@@ -119,7 +119,11 @@ pub fn verifier_reason(log: &str) -> String {
 
 /// A load error as one line: errno and the verifier's reason.
 fn load_reason(e: &dyn std::error::Error) -> String {
-    let full = err_chain(e);
+    // Not the whole chain: its source (the errno) would follow the log again.
+    let full = e.to_string();
+    if !full.contains("Verifier output:") {
+        return err_chain(e);
+    }
     match full.split_once("Verifier output:") {
         Some((head, log)) => {
             let head = head.trim().trim_end_matches('.');
