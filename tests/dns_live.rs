@@ -128,6 +128,36 @@ fn probe_read_fallback_names_process_and_netns() {
     assert_ne!(t["netns"], 0, "client netns inode known: {t}");
 }
 
+/// Kernels before 6.10 refuse `bpf_get_current_pid_tgid` in `cgroup_skb`
+/// (6.1: `unknown func bpf_get_current_pid_tgid#14`); ktrace then reads the
+/// pid and tgid from the current task at BTF offsets. Forced here with
+/// `KTRACE_PID_FROM_TASK=1`, through both task readers (BTF loads and probe
+/// reads), it must name the same process (the thread-group leader's pid,
+/// not dig's worker thread) and netns.
+#[test]
+fn pid_from_task_fallback_names_the_process() {
+    if !bpf_available("pid_from_task_fallback") || !tools_available("pid_from_task_fallback", &["dnsmasq", "dig", "ip"])
+    {
+        return;
+    }
+    let mut net = NetnsPair::new("ktt2e");
+    net.start_dnsmasq();
+    for env in [&[("KTRACE_PID_FROM_TASK", "1")][..], &[("KTRACE_PID_FROM_TASK", "1"), ("KTRACE_NO_TASK_BTF", "1")][..]]
+    {
+        let kt = Ktrace::start_env(&["dns", "-o", "json", "--duration", "60s", "--netns", &net.client], env);
+        let pid = dig_example(&net);
+        let v = json_lines(&kt.stop());
+        let txs = of_type(&v, "dns");
+        let t = txs
+            .iter()
+            .find(|t| t["qname"] == "example.test" && t["server"] == "10.253.0.1:53")
+            .unwrap_or_else(|| panic!("{env:?}: no transaction in {txs:#?}"));
+        assert_eq!(t["comm"], "dig", "{env:?}: {t}");
+        assert_eq!(t["pid"], pid, "{env:?}: the tgid, read from the task: {t}");
+        assert_ne!(t["netns"], 0, "{env:?}: client netns inode known: {t}");
+    }
+}
+
 /// `--sched-idle`: ktrace's threads run under `SCHED_IDLE`, still trace, and
 /// the exit line on stderr reports events read and lost.
 #[test]

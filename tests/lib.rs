@@ -140,9 +140,21 @@ impl Ktrace {
     /// [`Ktrace::start`] with extra environment variables.
     #[must_use]
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(ktrace_bin())
-            .args(args)
-            .envs(env.iter().copied())
+        let mut cmd = Command::new(ktrace_bin());
+        cmd.args(args).envs(env.iter().copied());
+        Self::start_cmd(cmd, args)
+    }
+
+    /// [`Ktrace::start_env`] inside network namespace `ns` (`ip netns exec`, same pid).
+    #[must_use]
+    pub fn start_in_netns(ns: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns]).arg(ktrace_bin()).args(args).envs(env.iter().copied());
+        Self::start_cmd(cmd, args)
+    }
+
+    fn start_cmd(mut cmd: Command, args: &[&str]) -> Self {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -188,6 +200,12 @@ impl Ktrace {
     #[must_use]
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGKILL (no cleanup of its own can run), then reap it.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGINT, waits for exit (bounded), returns stdout lines.

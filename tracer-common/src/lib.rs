@@ -182,6 +182,25 @@ pub struct KernelOffsets {
     pub sock_state: u32,
     /// Non-zero when the `sk_buff/net_device/sock` offsets are valid.
     pub skb_valid: u32,
+    /// `offsetof(struct task_struct, pid)` (`pid_t`): the thread id, read from
+    /// the task where `bpf_get_current_pid_tgid` is not allowed (`cgroup_skb`
+    /// before 6.10). 0 = unknown.
+    pub task_pid: u32,
+    /// `offsetof(struct task_struct, tgid)` (`pid_t`). 0 = unknown.
+    pub task_tgid: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
+
+/// Where the `cgroup_skb` programs take the sender's pid/tgid from (the
+/// `PID_SOURCE` global, chosen by userspace at load time).
+pub mod pid_source {
+    /// `bpf_get_current_pid_tgid` (allowed in `cgroup_skb` since 6.10).
+    pub const HELPER: u32 = 0;
+    /// `task_struct.pid`/`.tgid` of `bpf_get_current_task` at BTF offsets.
+    pub const TASK: u32 = 1;
+    /// Neither is available: no process attribution on egress.
+    pub const NONE: u32 = 2;
 }
 
 /// Bytes of a dropped packet copied from its network header.
@@ -346,7 +365,8 @@ mod tests {
         assert_eq!(core::mem::offset_of!(EventHeader, comm), 32);
         assert_eq!(core::mem::offset_of!(PacketEvent, netns_cookie), 64);
         assert_eq!(core::mem::offset_of!(PacketEvent, cap_len), 84);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 56);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 64);
+        assert_eq!(core::mem::offset_of!(KernelOffsets, task_pid), 56);
         assert_eq!(core::mem::offset_of!(DropEvent, data), 96);
         assert_eq!(core::mem::offset_of!(ConnEvent, saddr), 88);
     }

@@ -35,7 +35,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     ConnEvent, DROP_SNAP, DropEvent, EVENT_VERSION, EventHeader, EventKind, KernelOffsets, PACKET_EVENT_HDR_LEN,
-    PORTS_MAX, PacketEvent, SNAP_LEN, STATS_LEN, Stat, TpFields, conn_kind, flags, hook,
+    PORTS_MAX, PacketEvent, SNAP_LEN, STATS_LEN, Stat, TpFields, conn_kind, flags, hook, pid_source,
 };
 
 /// Ring buffer size; userspace may override it at load time.
@@ -77,6 +77,8 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     dev_nd_net: 0,
     sock_state: 0,
     skb_valid: 0,
+    task_pid: 0,
+    task_tgid: 0,
 };
 /// Drop reasons that are not drops (`NOT_DROPPED_YET`, `CONSUMED`), from BTF.
 #[unsafe(no_mangle)]
@@ -102,6 +104,12 @@ static WAKEUP_BYTES: u64 = 1 << 20;
 /// Userspace sets it, and falls back to 0 if the verifier refuses.
 #[unsafe(no_mangle)]
 static TASK_BTF: u32 = 0;
+/// Where `cgroup_skb` programs get the sender's pid/tgid (a
+/// `tracer_common::pid_source` value): the helper where the kernel allows it
+/// there (>= 6.10), else the task's fields. A frozen global, so the verifier
+/// never sees the helper call on kernels that refuse it (dead branch).
+#[unsafe(no_mangle)]
+static PID_SOURCE: u32 = pid_source::HELPER;
 /// Non-zero if `bpf_get_netns_cookie` is allowed in `cgroup_skb` (kernel >= 6.15).
 #[unsafe(no_mangle)]
 static USE_NETNS_COOKIE: u32 = 0;
@@ -224,50 +232,115 @@ fn wake_flag() -> u64 {
     if EVENTS.query(BPF_RB_AVAIL_DATA) >= wake { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }
 }
 
+/// Zeroes `words` u64 words at `p`, one volatile store each.
+///
+/// LLVM turns runs of zero stores and `[0; N]` assignments into a `memset`,
+/// which for byte arrays becomes a call to an out-of-line `memset`
+/// subprogram: a BPF-to-BPF call with a map-value or stack pointer argument,
+/// which 6.1's verifier refuses (`reg type unsupported for arg#0 function
+/// memset`). Volatile stores are never merged into one.
+///
+/// # Safety
+/// `p` must be 8-aligned and valid for `words * 8` bytes of writes.
 #[inline(always)]
-fn header(kind: EventKind) -> EventHeader {
-    EventHeader {
-        kind: kind as u32,
-        version: EVENT_VERSION,
-        flags: 0,
-        // SAFETY: helper without arguments.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        tid: 0,
-        tgid: 0,
-        cgroup_id: 0,
-        comm: [0; 16],
-        thread_comm: [0; 16],
+unsafe fn zero_words(p: *mut u8, words: usize) {
+    let w = p.cast::<u64>();
+    let mut i = 0;
+    while i < words {
+        // SAFETY: see the function's contract.
+        unsafe { w.add(i).write_volatile(0) };
+        i += 1;
     }
+}
+
+/// `n` (already checked to be in `1..=max`, `max` a power of two) in a form
+/// every verifier can bound: `((n - 1) & (max - 1)) + 1`, computed on a
+/// value LLVM cannot see through (a volatile round trip through the stack).
+///
+/// Without it LLVM moves the `n > max` check onto the value `n` was derived
+/// from (6.1's verifier does not carry the bound across), and 6.1 learns no
+/// lower bound from `n != 0` (a zero length is refused for
+/// `bpf_skb_load_bytes`); 6.12 and 6.18 follow both.
+#[inline(always)]
+fn bounded_len(n: usize, max: usize) -> usize {
+    let mut slot = n;
+    // SAFETY: a local.
+    let n = unsafe {
+        core::ptr::write_volatile(&raw mut slot, n);
+        core::ptr::read_volatile(&raw const slot)
+    };
+    (n.wrapping_sub(1) & (max - 1)) + 1
+}
+
+/// Stores `v` with a volatile store, so LLVM cannot merge it with its
+/// neighbours into a `memset` call (see [`zero_words`]).
+#[inline(always)]
+fn set<T: Copy>(field: &mut T, v: T) {
+    // SAFETY: a valid, aligned `&mut`.
+    unsafe { core::ptr::from_mut(field).write_volatile(v) };
+}
+
+/// Starts an event header in place: kind, version, timestamp, everything else zero.
+#[inline(always)]
+fn init_header(h: &mut EventHeader, kind: EventKind) {
+    // SAFETY: the header is 64 bytes and 8-aligned (asserted in tracer-common).
+    unsafe { zero_words(core::ptr::from_mut(h).cast(), core::mem::size_of::<EventHeader>() / 8) };
+    h.kind = kind as u32;
+    h.version = EVENT_VERSION;
+    // SAFETY: helper without arguments.
+    h.ts_ns = unsafe { bpf_ktime_get_ns() };
 }
 
 /// Fills pid/comm/netns of the current task into a header (tracepoints run in
 /// whatever context the kernel was in: the caller decides if that is meaningful).
+///
+/// `in_skb`: called from a `cgroup_skb` program, where `PID_SOURCE` says how
+/// to get the pid (`bpf_get_current_pid_tgid` is only allowed there since
+/// 6.10); tracepoints always have the helper.
 #[inline(always)]
-fn fill_task(hdr: &mut EventHeader) -> u32 {
-    let id = bpf_get_current_pid_tgid();
-    hdr.tgid = (id >> 32) as u32;
-    hdr.tid = id as u32;
-    if hdr.tgid == 0 {
+fn fill_task(hdr: &mut EventHeader, in_skb: bool) -> u32 {
+    // SAFETY: loader-written globals.
+    let (off, src) = unsafe {
+        (
+            read_volatile(&raw const OFFSETS),
+            if in_skb { read_volatile(&raw const PID_SOURCE) } else { pid_source::HELPER },
+        )
+    };
+    if src == pid_source::HELPER {
+        let id = bpf_get_current_pid_tgid();
+        hdr.tgid = (id >> 32) as u32;
+        hdr.tid = id as u32;
+        if hdr.tgid == 0 {
+            return 0;
+        }
+        hdr.flags |= flags::HAS_PROCESS;
+    } else if src != pid_source::TASK {
         return 0;
     }
-    hdr.flags |= flags::HAS_PROCESS;
-    // SAFETY: loader-written global.
-    let off = unsafe { read_volatile(&raw const OFFSETS) };
     if off.valid == 0 {
         return 0;
     }
+    let pid_from_task = src == pid_source::TASK;
     // SAFETY: loader-written global.
     if unsafe { read_volatile(&raw const TASK_BTF) } != 0 {
         // SAFETY: a trusted BTF pointer to the current task; every load below
         // is at an offset userspace took from this kernel's BTF, so the
         // verifier checks it against the field's type and makes it fault-safe.
-        return unsafe { fill_task_btf(hdr, &off) };
+        return unsafe { fill_task_btf(hdr, &off, pid_from_task) };
     }
     // SAFETY: helper without arguments; probe reads at BTF offsets.
     unsafe {
         let task = bpf_get_current_task();
         if task == 0 {
             return 0;
+        }
+        if pid_from_task {
+            hdr.tid = kread::<u32>(task, off.task_pid).unwrap_or(0);
+            hdr.tgid = kread::<u32>(task, off.task_tgid).unwrap_or(0);
+            if hdr.tgid == 0 {
+                return 0;
+            }
+            hdr.flags |= flags::HAS_PROCESS;
         }
         let _ = bpf_probe_read_kernel(
             hdr.thread_comm.as_mut_ptr().cast(),
@@ -298,12 +371,20 @@ fn fill_task(hdr: &mut EventHeader) -> u32 {
 /// `off` must hold this kernel's BTF offsets (the verifier rejects the
 /// program otherwise, which userspace handles by loading it with `TASK_BTF` 0).
 #[inline(always)]
-unsafe fn fill_task_btf(hdr: &mut EventHeader, off: &KernelOffsets) -> u32 {
+unsafe fn fill_task_btf(hdr: &mut EventHeader, off: &KernelOffsets, pid_from_task: bool) -> u32 {
     // SAFETY: see the function's contract; loads through BTF pointers are
     // rewritten by the verifier into exception-table loads (a NULL or bad
     // pointer reads as zero).
     unsafe {
         let task = aya_ebpf::helpers::generated::bpf_get_current_task_btf() as usize;
+        if pid_from_task {
+            hdr.tid = read_volatile((task + off.task_pid as usize) as *const u32);
+            hdr.tgid = read_volatile((task + off.task_tgid as usize) as *const u32);
+            if hdr.tgid == 0 {
+                return 0;
+            }
+            hdr.flags |= flags::HAS_PROCESS;
+        }
         hdr.thread_comm = read_volatile((task + off.task_comm as usize) as *const [u8; 16]);
         let leader: usize = read_volatile((task + off.task_group_leader as usize) as *const usize);
         hdr.comm = read_volatile((leader + off.task_comm as usize) as *const [u8; 16]);
@@ -381,11 +462,15 @@ fn capture(ctx: &SkBuffContext, which: u8) -> i32 {
         if proto != IPPROTO_UDP && proto != IPPROTO_TCP {
             return 1;
         }
-        let (Some(sport), Some(dport)) = (load::<u16>(ctx, l4), load::<u16>(ctx, l4 + 2)) else {
+        // Both ports in one load: one helper result to check. With two,
+        // LLVM tested the first result after the second call from a stack
+        // copy, which 6.1's verifier does not tie to the register it checked
+        // (it then explores an impossible path and refuses the program).
+        let Some(ports) = load::<u32>(ctx, l4) else {
             bump(Stat::ParseError);
             return 1;
         };
-        (ver, proto, u16::from_be(sport), u16::from_be(dport))
+        (ver, proto, u16::from_be(ports as u16), u16::from_be((ports >> 16) as u16))
     };
     if proto != IPPROTO_UDP && proto != IPPROTO_TCP {
         return 1;
@@ -401,18 +486,11 @@ fn capture(ctx: &SkBuffContext, which: u8) -> i32 {
     let ev = unsafe { &mut *ev };
     let skb = ctx.skb.skb;
     let len = ctx.len();
-    ev.hdr.kind = EventKind::DnsPacket as u32;
-    ev.hdr.version = EVENT_VERSION;
-    ev.hdr.flags = 0;
-    ev.hdr.ts_ns = unsafe { bpf_ktime_get_ns() };
-    ev.hdr.tid = 0;
-    ev.hdr.tgid = 0;
-    ev.hdr.comm = [0; 16];
-    ev.hdr.thread_comm = [0; 16];
+    init_header(&mut ev.hdr, EventKind::DnsPacket);
     // SAFETY: helper on our own context.
     ev.hdr.cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
-    ev.netns_ino = 0;
-    ev.netns_cookie = 0;
+    set(&mut ev.netns_ino, 0);
+    set(&mut ev.netns_cookie, 0);
     // SAFETY: reading a loader-written global.
     if unsafe { read_volatile(&raw const USE_NETNS_COOKIE) } != 0 {
         // SAFETY: helper on our own context.
@@ -426,7 +504,7 @@ fn capture(ctx: &SkBuffContext, which: u8) -> i32 {
     ev.ip_version = ver;
     // Egress of a socket runs in the sending task (UDP sendmsg, TCP send).
     if which == hook::CGROUP_EGRESS {
-        let ino = fill_task(&mut ev.hdr);
+        let ino = fill_task(&mut ev.hdr, true);
         if ino != 0 {
             ev.netns_ino = ino;
             ev.hdr.flags |= flags::HAS_NETNS_INO;
@@ -440,6 +518,7 @@ fn capture(ctx: &SkBuffContext, which: u8) -> i32 {
     if n == 0 {
         return 1;
     }
+    let n = bounded_len(n, SNAP_LEN);
     // SAFETY: n is in 1..=SNAP_LEN, the size of ev.data.
     let r = unsafe { bpf_skb_load_bytes(skb.cast(), 0, ev.data.as_mut_ptr().cast(), n as u32) };
     if r != 0 {
@@ -487,13 +566,13 @@ fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     let Some(ev) = DROP_SCRATCH.get_ptr_mut(0) else { return 0 };
     // SAFETY: per-CPU scratch, ours until we return.
     let ev = unsafe { &mut *ev };
-    ev.hdr = header(EventKind::Drop);
+    init_header(&mut ev.hdr, EventKind::Drop);
     ev.location = location;
     ev.reason = reason;
-    ev.ifindex = 0;
-    ev.netns_ino = 0;
-    ev.pkt_len = 0;
-    ev.cap_len = 0;
+    set(&mut ev.ifindex, 0);
+    set(&mut ev.netns_ino, 0);
+    set(&mut ev.pkt_len, 0);
+    set(&mut ev.cap_len, 0);
     // SAFETY: probe reads at BTF-derived offsets of live kernel objects.
     unsafe {
         ev.pkt_len = kread::<u32>(skb, off.skb_len).unwrap_or(0);
@@ -544,31 +623,38 @@ fn tp_field<T: Copy + Default>(ctx: &TracePointContext, off: u16) -> T {
 
 #[inline(always)]
 fn conn_event(ctx: &TracePointContext, f: &TpFields, what: u8) -> u32 {
-    let mut ev = ConnEvent {
-        hdr: header(EventKind::Conn),
-        sock: tp_field::<u64>(ctx, f.skaddr),
-        netns_ino: 0,
-        what,
-        old_state: 0,
-        new_state: 0,
-        family: tp_field::<u16>(ctx, f.family) as u8,
-        sport: tp_field::<u16>(ctx, f.sport),
-        dport: tp_field::<u16>(ctx, f.dport),
-        pad: 0,
-        saddr: [0; 16],
-        daddr: [0; 16],
-    };
     if f.protocol != u16::MAX && tp_field::<u16>(ctx, f.protocol) != u16::from(IPPROTO_TCP) {
         return 0;
     }
-    if ev.family == 2 {
-        let s: [u8; 4] = tp_field(ctx, f.saddr);
-        let d: [u8; 4] = tp_field(ctx, f.daddr);
-        ev.saddr[..4].copy_from_slice(&s);
-        ev.daddr[..4].copy_from_slice(&d);
-    } else {
-        ev.saddr = tp_field(ctx, f.saddr_v6);
-        ev.daddr = tp_field(ctx, f.daddr_v6);
+    let mut slot = core::mem::MaybeUninit::<ConnEvent>::uninit();
+    // SAFETY: the stack slot is 8-aligned and size_of::<ConnEvent>() bytes
+    // (a multiple of 8, asserted in tracer-common); all-zero is a valid
+    // ConnEvent (integers and byte arrays only).
+    let ev = unsafe {
+        zero_words(slot.as_mut_ptr().cast(), core::mem::size_of::<ConnEvent>() / 8);
+        slot.assume_init_mut()
+    };
+    init_header(&mut ev.hdr, EventKind::Conn);
+    ev.sock = tp_field::<u64>(ctx, f.skaddr);
+    ev.what = what;
+    ev.family = tp_field::<u16>(ctx, f.family) as u8;
+    ev.sport = tp_field::<u16>(ctx, f.sport);
+    ev.dport = tp_field::<u16>(ctx, f.dport);
+    // SAFETY: saddr and daddr are 16 bytes at 8-aligned offsets (88, 104) of
+    // the 8-aligned event; word stores, so no memcpy is emitted.
+    unsafe {
+        let sa = (&raw mut ev.saddr).cast::<u64>();
+        let da = (&raw mut ev.daddr).cast::<u64>();
+        if ev.family == 2 {
+            sa.cast::<u32>().write_volatile(tp_field::<u32>(ctx, f.saddr));
+            da.cast::<u32>().write_volatile(tp_field::<u32>(ctx, f.daddr));
+        } else {
+            let at = |off: u16, i: u16| if off == u16::MAX { off } else { off + 8 * i };
+            sa.write_volatile(tp_field::<u64>(ctx, f.saddr_v6));
+            sa.add(1).write_volatile(tp_field::<u64>(ctx, at(f.saddr_v6, 1)));
+            da.write_volatile(tp_field::<u64>(ctx, f.daddr_v6));
+            da.add(1).write_volatile(tp_field::<u64>(ctx, at(f.daddr_v6, 1)));
+        }
     }
     if what == conn_kind::STATE {
         ev.old_state = tp_field::<i32>(ctx, f.oldstate) as u8;
@@ -587,13 +673,13 @@ fn conn_event(ctx: &TracePointContext, f: &TpFields, what: u8) -> u32 {
     // most retransmits run in softirq, where "current" is whoever was interrupted.
     let process_ctx = what == conn_kind::STATE && ev.new_state == 2;
     if process_ctx {
-        ev.netns_ino = fill_task(&mut ev.hdr);
+        ev.netns_ino = fill_task(&mut ev.hdr, false);
     }
     // SAFETY: a plain stack value of its own size.
     let r = unsafe {
         bpf_ringbuf_output(
             (&raw const EVENTS).cast_mut().cast(),
-            (&raw mut ev).cast(),
+            core::ptr::from_mut(ev).cast(),
             core::mem::size_of::<ConnEvent>() as u64,
             wake_flag(),
         )
@@ -651,9 +737,9 @@ fn underlay(ctx: &TcContext, which: u8) -> i32 {
     let Some(ev) = SCRATCH.get_ptr_mut(0) else { return TCX_NEXT };
     // SAFETY: per-CPU scratch, ours until we return.
     let ev = unsafe { &mut *ev };
-    ev.hdr = header(EventKind::DnsPacket);
-    ev.netns_cookie = 0;
-    ev.netns_ino = 0;
+    init_header(&mut ev.hdr, EventKind::DnsPacket);
+    set(&mut ev.netns_cookie, 0);
+    set(&mut ev.netns_ino, 0);
     // SAFETY: reading the context's own fields.
     ev.ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let len = ctx.len();
@@ -672,6 +758,7 @@ fn underlay(ctx: &TcContext, which: u8) -> i32 {
     if n == 0 {
         return TCX_NEXT;
     }
+    let n = bounded_len(n, DROP_SNAP);
     // SAFETY: n in 1..=DROP_SNAP <= SNAP_LEN, the size of ev.data.
     if unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), 14, ev.data.as_mut_ptr().cast(), n as u32) } != 0 {
         bump(Stat::LoadError);

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use ktrace::cli::{Cli, Command, agent, dns, doctor, drops, record, replay};
+use ktrace::cli::{Cli, Command, agent, dns, doctor, drops, programs, record, replay};
 
 // Per-event allocations dominate userspace cost; mimalloc's thread-local
 // free lists make them several times cheaper than glibc's (BENCHMARKS.md).
@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Command::Record(a) => record::run(&cli.global, a),
         Command::Replay(a) => replay::run(&cli.global, a),
         Command::Doctor => doctor::run(&cli.global),
+        Command::Programs => programs::run(&cli.global),
         Command::Agent(a) => agent::run(&cli.global, a),
     };
     match r {

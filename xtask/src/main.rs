@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod fuzz;
+mod kernels;
 mod setup;
 
 use std::{
@@ -65,6 +66,9 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Set up, build, and run ktrace's checks on Debian's 6.1 and 6.12 kernels under qemu
+    /// and on the host kernel; writes KERNELS.md (root; about 7 minutes, `--check` compares instead).
+    Kernels(kernels::Opts),
 }
 
 /// The workspace root (xtask/ is one level below it).
@@ -213,6 +217,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Lab { args } => xtask::lab::lab_main(&args),
         Cmd::Lint => lint(),
         Cmd::Fuzz { seconds, targets, write_seeds } => fuzz::main(&fuzz::Options { seconds, targets, write_seeds }),
+        Cmd::Kernels(opts) => {
+            let bin = build()?;
+            kernels::run(&bin, &root(), &opts)
+        }
         Cmd::Bench { quick } => {
             let bin = build_with(&[
                 "--example",

@@ -30,6 +30,11 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ("prometheus", "tests: promtool checks the agent's /metrics"),
     ("g++", "fuzzing: libfuzzer-sys compiles libFuzzer (C++)"),
     ("sysdig", "benchmarks: `sysdig -r` next to `ktrace dns -r` (replay only, no kernel module)"),
+    ("qemu-system-x86", "kernel matrix: boots Debian's 6.1 and 6.12 kernels (TCG)"),
+    ("busybox-static", "kernel matrix: the guests' shell and tools; nc in the scenario"),
+    ("cpio", "kernel matrix: packs the guests' initramfs"),
+    ("xz-utils", "kernel matrix: unpacks 6.12's .ko.xz modules"),
+    ("util-linux", "kernel matrix: flock around the host run"),
 ];
 
 /// The nightly that builds the eBPF crate. Pinned: its LLVM must be the one

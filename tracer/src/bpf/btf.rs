@@ -682,6 +682,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<tracer_common::KernelOffsets, BtfErro
         task_nsproxy: btf.member_offset("task_struct", &["nsproxy"])?,
         nsproxy_net_ns: btf.member_offset("nsproxy", &["net_ns"])?,
         net_ns_inum: btf.member_offset("net", &["ns", "inum"])?,
+        task_pid: btf.member_offset("task_struct", &["pid"])?,
+        task_tgid: btf.member_offset("task_struct", &["tgid"])?,
         valid: 1,
         ..skb_offsets(btf).unwrap_or_default()
     })
@@ -1146,9 +1148,11 @@ mod tests {
         let off = kernel_offsets(&btf).expect("kernel offsets");
         eprintln!("task_struct is {task} bytes; {off:?}");
         assert_eq!(off.valid, 1);
-        for o in [off.task_comm, off.task_group_leader, off.task_nsproxy] {
+        for o in [off.task_comm, off.task_group_leader, off.task_nsproxy, off.task_pid, off.task_tgid] {
             assert!(o > 0 && o + 8 <= task, "offset {o} outside task_struct ({task} bytes)");
         }
+        // pid_t pid; pid_t tgid; next to each other in every kernel since 2.6.
+        assert_eq!(off.task_tgid, off.task_pid + 4);
         assert!(off.nsproxy_net_ns < btf.type_size("nsproxy").expect("nsproxy"));
         assert!(off.net_ns_inum < btf.type_size("net").expect("net"));
     }

@@ -8,7 +8,9 @@
 
 pub mod btf;
 pub mod doctor;
+pub mod programs;
 pub mod raw;
+pub mod tc;
 
 use std::{
     fs::File,
@@ -23,7 +25,7 @@ use aya::{
     sys::{BpfHelper, is_helper_supported},
 };
 use thiserror::Error;
-use tracer_common::{KernelOffsets, MAP_EVENTS, MAP_LOST, MAP_STATS, PORTS_MAX, STATS_LEN};
+use tracer_common::{KernelOffsets, MAP_EVENTS, MAP_LOST, MAP_STATS, PORTS_MAX, STATS_LEN, pid_source};
 
 /// The eBPF object built by `build.rs`, embedded so `ktrace` is one file.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -101,7 +103,7 @@ impl Default for CaptureConfig {
 }
 
 /// The tracepoints behind connection events, and the global holding each one's field offsets.
-const CONN_TRACEPOINTS: [(&str, &str, &str, &str); 4] = [
+pub(crate) const CONN_TRACEPOINTS: [(&str, &str, &str, &str); 4] = [
     ("conn_set_state", "sock", "inet_sock_set_state", "TP_SET_STATE"),
     ("conn_recv_reset", "tcp", "tcp_receive_reset", "TP_RECV_RESET"),
     ("conn_send_reset", "tcp", "tcp_send_reset", "TP_SEND_RESET"),
@@ -173,10 +175,16 @@ pub struct DnsCapture {
     pub has_offsets: bool,
     /// Whether the kernel gives us netns cookies.
     pub has_netns_cookie: bool,
+    /// Where the `cgroup_skb` programs take the sender's pid from (`tracer_common::pid_source`).
+    pub pid_source: u32,
+    /// Whether the egress program reads the task through BTF pointers (else probe reads).
+    pub task_btf: bool,
     /// What ring-buffer decoding needs (drop reason names).
     pub decode_ctx: raw::DecodeCtx,
     /// Hooks that could not be attached (the features they feed are degraded).
     pub warnings: Vec<String>,
+    /// Underlay interfaces and how each is attached (classic tc ones are cleaned up on drop).
+    pub underlay: Vec<UnderlayAttach>,
 }
 
 /// Raises `RLIMIT_MEMLOCK` for kernels < 5.11; failing is harmless on newer
@@ -228,13 +236,92 @@ pub fn kernel_offsets() -> Option<KernelOffsets> {
     }
 }
 
-impl DnsCapture {
-    /// Loads the DNS capture programs and attaches them to the cgroup2 root.
-    pub fn attach(cfg: &CaptureConfig) -> Result<Self, BpfError> {
-        if OBJECT.is_empty() {
-            return Err(BpfError::NoObject);
+/// What the running kernel lets the `cgroup_skb` programs call, probed once
+/// before loading them and written into their frozen globals: the verifier
+/// then never explores the branches that need what this kernel lacks.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelFit {
+    /// `tracer_common::pid_source` for the `cgroup_skb` programs.
+    pub pid_source: u32,
+    /// `bpf_get_netns_cookie` is allowed in `cgroup_skb`.
+    pub netns_cookie: bool,
+    /// `bpf_get_current_pid_tgid` is allowed in `cgroup_skb` (6.10).
+    pub pid_tgid_helper: bool,
+    /// `bpf_get_current_task` is allowed in `cgroup_skb`.
+    pub current_task_helper: bool,
+    /// `bpf_get_current_task_btf` is allowed in `cgroup_skb`.
+    pub current_task_btf_helper: bool,
+}
+
+impl KernelFit {
+    /// Probes the helpers `cgroup_skb` may call here. `have_offsets`: the
+    /// task offsets from BTF are known (reading pid/tgid from the task needs them).
+    ///
+    /// `KTRACE_PID_FROM_TASK=1` forces the pre-6.10 path (pid/tgid read from
+    /// the task) on any kernel, so it is tested where the helper exists too.
+    #[must_use]
+    pub fn probe(have_offsets: bool) -> Self {
+        let helper = |h| is_helper_supported(ProgramType::CgroupSkb, h).unwrap_or(false);
+        let force_task = std::env::var_os("KTRACE_PID_FROM_TASK").is_some_and(|v| v == "1");
+        let pid_tgid_helper = helper(BpfHelper::BPF_FUNC_get_current_pid_tgid);
+        let current_task_helper = helper(BpfHelper::BPF_FUNC_get_current_task);
+        let pid_source = if !force_task && pid_tgid_helper {
+            pid_source::HELPER
+        } else if have_offsets && current_task_helper {
+            pid_source::TASK
+        } else {
+            pid_source::NONE
+        };
+        Self {
+            pid_source,
+            netns_cookie: helper(BpfHelper::BPF_FUNC_get_netns_cookie),
+            pid_tgid_helper,
+            current_task_helper,
+            current_task_btf_helper: helper(BpfHelper::BPF_FUNC_get_current_task_btf),
         }
-        raise_memlock();
+    }
+
+    /// How the sender's pid is found: `bpf_get_current_pid_tgid`,
+    /// `task_struct` (pid/tgid read from `bpf_get_current_task` at BTF
+    /// offsets) or `none`.
+    #[must_use]
+    pub fn pid_source_name(&self) -> &'static str {
+        match self.pid_source {
+            pid_source::HELPER => "bpf_get_current_pid_tgid",
+            pid_source::TASK => "task_struct",
+            _ => "none",
+        }
+    }
+}
+
+/// The programs' global values, worked out once from the running kernel
+/// (BTF offsets, tracefs formats, helper support). Shared by the capture and
+/// `ktrace doctor`, so doctor verifies exactly the programs ktrace loads.
+pub struct Globals {
+    ports: [u16; PORTS_MAX as usize],
+    offsets: KernelOffsets,
+    /// Whether kernel offsets from BTF were available (process names, netns inode).
+    pub has_offsets: bool,
+    drop_skip: [u32; 2],
+    tp_fields: Vec<tracer_common::TpFields>,
+    /// Whether the kernel gives `cgroup_skb` programs netns cookies (else the netns inode is read).
+    pub has_netns_cookie: bool,
+    /// What `cgroup_skb` may call here (pid source, netns cookie).
+    pub fit: KernelFit,
+    wake: u64,
+    ring_bytes: u32,
+    /// Kernel BTF as ktrace's own reader parsed it.
+    pub btf_info: Option<btf::Btf>,
+    /// What ring-buffer decoding needs (drop reason names).
+    pub decode_ctx: raw::DecodeCtx,
+    /// Degradations found while working the values out.
+    pub warnings: Vec<String>,
+}
+
+impl Globals {
+    /// Works out every global for `cfg` on this kernel.
+    #[must_use]
+    pub fn new(cfg: &CaptureConfig) -> Self {
         let mut ports = [0u16; PORTS_MAX as usize];
         for (slot, p) in ports.iter_mut().zip(cfg.ports.iter()) {
             *slot = *p;
@@ -268,26 +355,52 @@ impl DnsCapture {
                 }));
             }
         }
-        let has_netns_cookie =
-            is_helper_supported(ProgramType::CgroupSkb, BpfHelper::BPF_FUNC_get_netns_cookie).unwrap_or(false);
-        let use_cookie: u32 = u32::from(has_netns_cookie);
+        let fit = KernelFit::probe(has_offsets);
+        let has_netns_cookie = fit.netns_cookie;
         // Wake the reader early only when a quarter of the ring is full; below
         // that it drains on its timer (batched: ~10x cheaper per event).
         let wake: u64 = cfg.wakeup_bytes.unwrap_or(u64::from(cfg.ring_bytes / 4));
+        Self {
+            ports,
+            offsets,
+            has_offsets,
+            drop_skip,
+            tp_fields,
+            has_netns_cookie,
+            fit,
+            wake,
+            ring_bytes: cfg.ring_bytes,
+            btf_info,
+            decode_ctx,
+            warnings,
+        }
+    }
+
+    /// Loads the object with these globals (programs not yet loaded into the kernel).
+    pub fn load(&self, task_btf: u32) -> Result<Ebpf, BpfError> {
+        let use_cookie: u32 = u32::from(self.has_netns_cookie);
+        let mut loader = EbpfLoader::new();
+        loader
+            .override_global("DNS_PORTS", &self.ports[..], true)
+            .override_global("OFFSETS", &self.offsets, true)
+            .override_global("TASK_BTF", &task_btf, true)
+            .override_global("PID_SOURCE", &self.fit.pid_source, true)
+            .override_global("WAKEUP_BYTES", &self.wake, true)
+            .override_global("USE_NETNS_COOKIE", &use_cookie, true)
+            .override_global("DROP_SKIP", &self.drop_skip[..], true)
+            .map_max_entries(MAP_EVENTS, self.ring_bytes);
+        for ((_, _, _, global), f) in CONN_TRACEPOINTS.iter().zip(self.tp_fields.iter()) {
+            loader.override_global(global, f, true);
+        }
+        Ok(loader.load(OBJECT)?)
+    }
+
+    /// Loads the object and its two `cgroup_skb` programs, with direct BTF
+    /// task reads if the verifier takes them, else with probe reads. Returns
+    /// the object and whether the direct reads are in use.
+    pub fn load_capture(&self) -> Result<(Ebpf, bool), BpfError> {
         let load_object = |task_btf: u32| -> Result<Ebpf, BpfError> {
-            let mut loader = EbpfLoader::new();
-            loader
-                .override_global("DNS_PORTS", &ports[..], true)
-                .override_global("OFFSETS", &offsets, true)
-                .override_global("TASK_BTF", &task_btf, true)
-                .override_global("WAKEUP_BYTES", &wake, true)
-                .override_global("USE_NETNS_COOKIE", &use_cookie, true)
-                .override_global("DROP_SKIP", &drop_skip[..], true)
-                .map_max_entries(MAP_EVENTS, cfg.ring_bytes);
-            for ((_, _, _, global), f) in CONN_TRACEPOINTS.iter().zip(tp_fields.iter()) {
-                loader.override_global(global, f, true);
-            }
-            let mut ebpf = loader.load(OBJECT)?;
+            let mut ebpf = self.load(task_btf)?;
             for name in ["dns_egress", "dns_ingress"] {
                 let prog: &mut CgroupSkb = ebpf
                     .program_mut(name)
@@ -301,15 +414,31 @@ impl DnsCapture {
         // Direct BTF loads of the current task need the verifier to accept
         // `bpf_get_current_task_btf` in cgroup_skb (CAP_PERFMON, kernel >= 5.19
         // or so); elsewhere the per-field probe reads still work.
-        let want_btf = has_offsets && std::env::var_os("KTRACE_NO_TASK_BTF").is_none();
-        let mut ebpf = match load_object(u32::from(want_btf)) {
-            Ok(e) => e,
+        let want_btf = self.has_offsets && std::env::var_os("KTRACE_NO_TASK_BTF").is_none();
+        match load_object(u32::from(want_btf)) {
+            Ok(e) => Ok((e, want_btf)),
             Err(e) if want_btf => {
                 log::info!("direct task reads refused ({e}); using bpf_probe_read_kernel");
-                load_object(0)?
+                Ok((load_object(0)?, false))
             }
-            Err(e) => return Err(e),
-        };
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl DnsCapture {
+    /// Loads the DNS capture programs and attaches them to the cgroup2 root.
+    pub fn attach(cfg: &CaptureConfig) -> Result<Self, BpfError> {
+        if OBJECT.is_empty() {
+            return Err(BpfError::NoObject);
+        }
+        raise_memlock();
+        let g = Globals::new(cfg);
+        let (mut ebpf, task_btf) = g.load_capture()?;
+        let has_offsets = g.has_offsets;
+        let has_netns_cookie = g.has_netns_cookie;
+        let pid_source = g.fit.pid_source;
+        let Globals { btf_info, decode_ctx, mut warnings, .. } = g;
         let cgroup = match &cfg.cgroup {
             Some(p) => p.clone(),
             None => cgroup2_root()?,
@@ -331,15 +460,40 @@ impl DnsCapture {
         if cfg.drops {
             attach_drops(&mut ebpf, btf_info.is_some(), &mut warnings);
         }
+        let mut underlay = Vec::new();
         for dev in &cfg.underlay {
-            if let Err(e) = attach_underlay(&mut ebpf, dev) {
-                return Err(BpfError::Cgroup(format!("tc on {dev}: {e}")));
+            let u = attach_underlay(&mut ebpf, dev).map_err(|e| BpfError::Cgroup(format!("tc on {dev}: {e}")))?;
+            for f in &u.cleanup.removed_filters {
+                warnings.push(format!("removed a stale ktrace tc filter (a killed ktrace's): {f}"));
             }
+            for q in &u.cleanup.removed_qdiscs {
+                warnings.push(format!("removed the clsact qdisc a killed ktrace had created on {q}"));
+            }
+            for q in &u.cleanup.ambiguous_qdiscs {
+                warnings.push(format!(
+                    "clsact qdisc on {q}: a ktrace crashed while creating it, so it may not be ktrace's; left in place"
+                ));
+            }
+            log::info!("underlay {dev}: {:?}", u.mode);
+            underlay.push(u);
         }
         let ring = take(&mut ebpf, MAP_EVENTS, RingBuf::try_from)?;
         let lost = take(&mut ebpf, MAP_LOST, PerCpuArray::try_from)?;
         let stats = take(&mut ebpf, MAP_STATS, PerCpuArray::try_from)?;
-        Ok(Self { ebpf, ring, lost, stats, cgroup, has_offsets, has_netns_cookie, decode_ctx, warnings })
+        Ok(Self {
+            ebpf,
+            ring,
+            lost,
+            stats,
+            cgroup,
+            has_offsets,
+            has_netns_cookie,
+            pid_source,
+            task_btf,
+            decode_ctx,
+            warnings,
+            underlay,
+        })
     }
 
     /// Total events the kernel could not reserve space for, across CPUs.
@@ -415,10 +569,28 @@ fn attach_drops(ebpf: &mut Ebpf, have_btf: bool, warnings: &mut Vec<String>) {
     }
 }
 
-/// Attaches the underlay fingerprint programs to `dev` (TCX: detached when we exit).
-fn attach_underlay(ebpf: &mut Ebpf, dev: &str) -> Result<(), String> {
-    use aya::programs::{SchedClassifier, TcAttachType};
-    for (name, ty) in [("underlay_egress", TcAttachType::Egress), ("underlay_ingress", TcAttachType::Ingress)] {
+/// How the underlay programs are attached to one interface, and what undoes it.
+pub struct UnderlayAttach {
+    /// The interface.
+    pub dev: String,
+    /// TCX or classic tc.
+    pub mode: tc::TcMode,
+    /// What the stale-state sweep before attaching removed (classic mode).
+    pub cleanup: tc::Cleanup,
+    // Classic mode: removes our filters (and the qdisc if ktrace created it) on drop.
+    _guard: Option<tc::ClsactGuard>,
+}
+
+/// Attaches the underlay fingerprint programs to `dev`: TCX where the kernel
+/// has it (>= 6.6; links vanish when we exit), else classic tc filters on a
+/// clsact qdisc (see [`tc`] for how they are cleaned up, even after a crash).
+pub fn attach_underlay(ebpf: &mut Ebpf, dev: &str) -> Result<UnderlayAttach, String> {
+    use aya::programs::{
+        LinkOrder, SchedClassifier, TcAttachType,
+        tc::{NlOptions, TcAttachOptions, TcHandle},
+    };
+    let hooks = [("underlay_egress", TcAttachType::Egress), ("underlay_ingress", TcAttachType::Ingress)];
+    for (name, _) in hooks {
         let p: &mut SchedClassifier = ebpf
             .program_mut(name)
             .ok_or("program missing")?
@@ -427,9 +599,54 @@ fn attach_underlay(ebpf: &mut Ebpf, dev: &str) -> Result<(), String> {
         if p.fd().is_err() {
             p.load().map_err(|e| format!("{e:?}"))?;
         }
-        p.attach(dev, ty).map_err(|e| format!("{e}"))?;
     }
-    Ok(())
+    let ifindex = nix::net::if_::if_nametoindex(dev).map_err(|e| format!("no interface {dev}: {e}"))?;
+    let mut tcx_err = None;
+    if tc::tcx_wanted() {
+        let mut ids = Vec::new();
+        for (name, ty) in hooks {
+            let p: &mut SchedClassifier =
+                ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or("program missing")?;
+            match p.attach_with_options(dev, ty, TcAttachOptions::TcxOrder(LinkOrder::default())) {
+                Ok(id) => ids.push((name, id)),
+                Err(e) => {
+                    tcx_err = Some(format!("{e}"));
+                    break;
+                }
+            }
+        }
+        if tcx_err.is_none() {
+            // A stale classic filter from a killed ktrace would fingerprint twice.
+            let cleanup = tc::cleanup_stale().unwrap_or_else(|e| {
+                log::warn!("sweeping stale ktrace tc filters: {e}");
+                tc::Cleanup::default()
+            });
+            return Ok(UnderlayAttach { dev: dev.into(), mode: tc::TcMode::Tcx, cleanup, _guard: None });
+        }
+        for (name, id) in ids {
+            if let Some(p) = ebpf.program_mut(name).and_then(|p| <&mut SchedClassifier>::try_from(p).ok()) {
+                let _ = p.detach(id);
+            }
+        }
+        log::info!(
+            "TCX unavailable on {dev} ({}); using classic tc with a clsact qdisc",
+            tcx_err.as_deref().unwrap_or("")
+        );
+    }
+    let (mut guard, cleanup) = tc::ClsactGuard::prepare(ifindex).map_err(|e| format!("clsact on {dev}: {e}"))?;
+    for ((name, ty), (parent, _)) in hooks.into_iter().zip(tc::HOOKS) {
+        let p: &mut SchedClassifier =
+            ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or("program missing")?;
+        // Recorded before attaching: if the kernel applied it but the answer got lost, drop still removes it.
+        guard.attached(parent, name);
+        let opts = NlOptions { priority: tc::PRIO, handle: TcHandle::from(guard.handle()), classid: None };
+        let id = p
+            .attach_with_options(dev, ty, TcAttachOptions::Netlink(opts))
+            .map_err(|e| format!("classic tc filter {name} on {dev}: {}", doctor::err_chain(&e)))?;
+        // The guard owns removal (it also knows whether the qdisc goes); aya's link would detach on drop too.
+        std::mem::forget(p.take_link(id).map_err(|e| e.to_string())?);
+    }
+    Ok(UnderlayAttach { dev: dev.into(), mode: tc::TcMode::Clsact, cleanup, _guard: Some(guard) })
 }
 
 fn sum_percpu(a: &PerCpuArray<MapData, u64>, idx: u32) -> u64 {

@@ -90,7 +90,7 @@ pub fn run(g: &Global, args: &DropsArgs) -> anyhow::Result<()> {
         (report, enricher, warnings)
     };
     let _ = enricher;
-    print(g, args, &filter, &report, &warnings, underlay_status.as_ref())
+    print(g, args, &filter, &report, &warnings, underlay_status.as_ref(), analyzer.stats().packets)
 }
 
 /// Which nodes' captures hold underlay fingerprints (without them no
@@ -236,6 +236,7 @@ fn print(
     report: &DropReport,
     warnings: &[String],
     underlay: Option<&UnderlaySeen>,
+    underlay_packets: u64,
 ) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let keep = |v: &Value| -> bool {
@@ -313,7 +314,9 @@ fn print(
             if args.all { "" } else { " (background drops hidden; --all shows them)" }
         )?;
     } else {
-        let mut stats = serde_json::json!({"type": "stats", "shown": shown, "warnings": warnings});
+        let mut stats = serde_json::json!({
+            "type": "stats", "shown": shown, "warnings": warnings, "underlay_packets": underlay_packets,
+        });
         if let (Some(u), Value::Object(m)) = (underlay, &mut stats) {
             m.insert("underlay_fingerprints".into(), Value::from(u.fingerprints));
             m.insert("nodes_without_underlay".into(), Value::from(u.without()));

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod dns;
 pub mod doctor;
 pub mod drops;
+pub mod programs;
 pub mod record;
 pub mod replay;
 pub mod underlay;
@@ -113,6 +114,10 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     /// Check which kernel hooks work here and what ktrace can do with them.
     Doctor,
+    /// Load every kernel program without attaching it and report the
+    /// verifier's figures per program (for `cargo xtask kernels`).
+    #[command(hide = true)]
+    Programs,
     /// Node daemon: owns this node's BPF programs and streams what they see over
     /// gRPC to `ktrace dns|drops|record --agent…`; Prometheus metrics, /healthz, /readyz.
     Agent(agent::AgentArgs),
