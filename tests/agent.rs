@@ -281,6 +281,22 @@ fn agents_explain_the_seed_incident_and_fabric_loss_live_like_captures() {
     assert!((total - measured).abs() <= measured * 0.10, "finding total {total} ms vs getent {measured} ms");
     let ut = finding(&live, "upstream_timeout");
     assert!(ut.iter().any(|u| u["upstream"] == "192.168.77.53:53"), "upstream_timeout: {ut:#?}");
+    assert!(
+        ut.iter().any(|u| u["client"]["pod"] == "critical-app/client"),
+        "the waiting client is named: {ut:#?}"
+    );
+    // Through the kube-dns Service (DNAT): one transaction per lookup with
+    // both views, the Service asked and the pod that answered.
+    let local = format!("{BACKEND}.localdomain");
+    let mine: Vec<&Value> = of_type(&live, "dns")
+        .into_iter()
+        .filter(|t| t["qname"] == local.as_str() && t["qtype"] == "A" && t["client_pod"]["name"] == "client")
+        .collect();
+    assert_eq!(mine.len(), 1, "one transaction for the lookup: {mine:#?}");
+    assert_eq!(mine[0]["server"], "10.96.0.10:53");
+    assert_eq!(mine[0]["server_service"], "kube-system/kube-dns");
+    assert_eq!(mine[0]["resolver"], "10.244.1.10:53");
+    assert_eq!(mine[0]["resolver_pod"]["name"], "kube-dns");
 
     // Drops: the fabric loss between the nodes, live.
     let loss = finding(&live_drops, "fabric_loss");
