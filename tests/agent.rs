@@ -281,10 +281,7 @@ fn agents_explain_the_seed_incident_and_fabric_loss_live_like_captures() {
     assert!((total - measured).abs() <= measured * 0.10, "finding total {total} ms vs getent {measured} ms");
     let ut = finding(&live, "upstream_timeout");
     assert!(ut.iter().any(|u| u["upstream"] == "192.168.77.53:53"), "upstream_timeout: {ut:#?}");
-    assert!(
-        ut.iter().any(|u| u["client"]["pod"] == "critical-app/client"),
-        "the waiting client is named: {ut:#?}"
-    );
+    assert!(ut.iter().any(|u| u["client"]["pod"] == "critical-app/client"), "the waiting client is named: {ut:#?}");
     // Through the kube-dns Service (DNAT): one transaction per lookup with
     // both views, the Service asked and the pod that answered.
     let local = format!("{BACKEND}.localdomain");

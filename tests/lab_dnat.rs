@@ -128,7 +128,9 @@ fn lookups_through_the_kube_dns_service_are_one_transaction_live() {
     let snap = lab.snapshot_path();
     let snap = snap.to_str().expect("utf-8 path");
     let resolv = std::fs::read_to_string(
-        PathBuf::from("/etc/netns").join(lab.pod("critical-app", "backend").expect("backend").netns()).join("resolv.conf"),
+        PathBuf::from("/etc/netns")
+            .join(lab.pod("critical-app", "backend").expect("backend").netns())
+            .join("resolv.conf"),
     )
     .expect("backend resolv.conf");
     assert!(resolv.contains("nameserver 10.96.0.10\n"), "{resolv}");

@@ -306,10 +306,8 @@ impl Pairer {
         let order = (ts, self.seq);
         self.order.push_back((order, key));
         self.index(key);
-        self.pending.insert(
-            key,
-            Pending { tx, order, client_query_ns, server_query_ns, server_answer: None, alias: None },
-        );
+        self.pending
+            .insert(key, Pending { tx, order, client_query_ns, server_query_ns, server_answer: None, alias: None });
         // Answered entries linger until their timeout passes; keep them from
         // outnumbering the live ones (amortised O(1) per query).
         if self.order.len() > 2 * self.pending.len() + 1024 {
@@ -923,8 +921,11 @@ mod tests {
         qi.src_pod = src.starts_with("10.244.").then(|| pod("critical-app", "client"));
         let mut v = vec![qi];
         if let Some(t) = answer_at {
-            let mut a =
-                with_proc(event(t, Hook::SocketEgress, resolver, src, id, q, 1, Some((0, 1))), process(20, "coredns"), 55);
+            let mut a = with_proc(
+                event(t, Hook::SocketEgress, resolver, src, id, q, 1, Some((0, 1))),
+                process(20, "coredns"),
+                55,
+            );
             a.src_pod = Some(pod("kube-system", "coredns-b"));
             v.push(a);
         }
@@ -953,7 +954,9 @@ mod tests {
     #[test]
     fn dnat_views_join_into_one_transaction() {
         // Client on one node, resolver pod on another: two captures merged by time.
-        let evs = sorted([client_view(0, C, 7, Q, Some(4 * MS)), resolver_view(MS, C, REMOTE_POD, 7, Q, Some(3 * MS))].concat());
+        let evs = sorted(
+            [client_view(0, C, 7, Q, Some(4 * MS)), resolver_view(MS, C, REMOTE_POD, 7, Q, Some(3 * MS))].concat(),
+        );
         let (out, mut p) = run(&evs, PairConfig::default());
         assert_eq!(out.len(), 1, "one lookup, one transaction: {out:#?}");
         assert_joined(&out[0], C, REMOTE_POD, C);
@@ -983,7 +986,9 @@ mod tests {
     fn snat_views_join_and_late_copies_are_duplicates() {
         // The path masquerades: the resolver sees the node's address.
         let node = "192.168.77.11:61000";
-        let mut evs = sorted([client_view(0, C, 7, Q, Some(4 * MS)), resolver_view(MS, node, REMOTE_POD, 7, Q, Some(3 * MS))].concat());
+        let mut evs = sorted(
+            [client_view(0, C, 7, Q, Some(4 * MS)), resolver_view(MS, node, REMOTE_POD, 7, Q, Some(3 * MS))].concat(),
+        );
         // The resolver answers again (a duplicate), after the lookup completed.
         evs.extend(resolver_view(0, node, REMOTE_POD, 7, Q, Some(5 * MS)).split_off(1));
         evs.extend(client_view(0, C, 7, Q, Some(5 * MS + 1)).split_off(1));
@@ -1036,12 +1041,21 @@ mod tests {
     #[test]
     fn a_different_name_or_a_pod_source_is_not_joined() {
         // Same id, other name: two lookups.
-        let evs = sorted([client_view(0, C, 7, Q, Some(4 * MS)), resolver_view(MS, C, REMOTE_POD, 7, "other.example", Some(3 * MS))].concat());
+        let evs = sorted(
+            [client_view(0, C, 7, Q, Some(4 * MS)), resolver_view(MS, C, REMOTE_POD, 7, "other.example", Some(3 * MS))]
+                .concat(),
+        );
         let (out, p) = run(&evs, PairConfig::default());
         assert_eq!(out.len(), 2);
         assert_eq!(p.stats().joined_views, 0);
         // Another pod asking the resolver directly is not an SNAT of this client.
-        let evs = sorted([client_view(0, C, 7, Q, Some(4 * MS)), resolver_view(MS, "10.244.2.30:5000", REMOTE_POD, 7, Q, Some(3 * MS))].concat());
+        let evs = sorted(
+            [
+                client_view(0, C, 7, Q, Some(4 * MS)),
+                resolver_view(MS, "10.244.2.30:5000", REMOTE_POD, 7, Q, Some(3 * MS)),
+            ]
+            .concat(),
+        );
         let (out, p) = run(&evs, PairConfig::default());
         assert_eq!(out.len(), 2);
         assert_eq!(p.stats().joined_views, 0);
@@ -1089,7 +1103,7 @@ mod tests {
         let (out, _) = run(&evs, PairConfig::default());
         assert_eq!(out.len(), 2);
     }
-
+}
 
 /// Hash of `name` in ASCII lower case, without allocating.
 fn name_hash(state: &foldhash::fast::RandomState, name: &str) -> u64 {

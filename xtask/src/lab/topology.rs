@@ -370,7 +370,8 @@ pub fn kube_proxy_nft(faults: &[Fault]) -> String {
             let _ = writeln!(svc_chains, "  chain {chain}_ep{i} {{");
             for port in s.ports {
                 let proto = port.protocol.to_ascii_lowercase();
-                let _ = writeln!(svc_chains, "    meta l4proto {proto} th dport {p} dnat to {}:{p}", ep.ip, p = port.port);
+                let _ =
+                    writeln!(svc_chains, "    meta l4proto {proto} th dport {p} dnat to {}:{p}", ep.ip, p = port.port);
             }
             svc_chains.push_str("  }\n");
         }
