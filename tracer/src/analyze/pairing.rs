@@ -397,6 +397,34 @@ impl Pairer {
         Some((k, if side == Side::Wire { Side::Server } else { side }))
     }
 
+    /// An answer reaching the client from another address than its query
+    /// went to: the query was rewritten before the client's own egress hook
+    /// saw it (DNAT on the `output` hook: a host-network client asking a
+    /// Service, kube-proxy in the client's namespace), and conntrack
+    /// rewrote the answer's source back to the Service address the client
+    /// asked. Joined when it is the client's only lookup with this id, name
+    /// and type; the Service address becomes `server`.
+    fn join_answer(&mut self, key: Key, side: Side) -> Option<(Key, Side)> {
+        if side != Side::Client {
+            return None;
+        }
+        let slot = self.by_client.get(&(Loose::of(&key), key.client))?;
+        let k = slot.key.filter(|_| slot.n == 1)?;
+        if k.server == key.server {
+            return None;
+        }
+        let p = self.pending.get_mut(&k)?;
+        if p.client_query_ns.is_none() || p.alias.is_some() {
+            return None;
+        }
+        p.tx.resolver.get_or_insert(p.tx.server);
+        p.tx.server = key.server;
+        p.alias = Some(key);
+        self.aliases.insert(key, k);
+        self.stats.joined_views += 1;
+        Some((k, side))
+    }
+
     /// Adds a new one-sided lookup to the join indexes.
     fn index(&mut self, key: Key) {
         let loose = Loose::of(&key);
@@ -421,7 +449,7 @@ impl Pairer {
 
     fn response(&mut self, key: Key, side: Side, ev: &DnsEvent, out: &mut Vec<Transaction>) {
         let ts = ev.rec.ts_ns;
-        let Some((pkey, side)) = self.waiting_key(key, side) else {
+        let Some((pkey, side)) = self.waiting_key(key, side).or_else(|| self.join_answer(key, side)) else {
             match self.recent.get(&key) {
                 // A Both exchange completes at the client; the server's copy of a
                 // later duplicate is the same duplicate, seen earlier: count once.
@@ -1076,6 +1104,39 @@ mod tests {
         assert_eq!((t.client, t.server, t.resolver), (ep(C), ep(VIP), Some(ep(POD))));
         assert_eq!(t.process.as_ref().map(|p| p.pid), Some(10));
         assert!(p.aliases.is_empty() && p.by_client.is_empty() && p.by_query.is_empty());
+    }
+
+    #[test]
+    fn answer_from_the_service_address_joins_a_query_rewritten_before_egress() {
+        // DNAT on the client's own `output` hook: its egress already shows
+        // the pod, the answer comes back from the Service address.
+        let mut q = with_proc(event(0, Hook::SocketEgress, C, POD, 7, Q, 1, None), process(10, "getent"), 99);
+        q.dst_pod = Some(pod("kube-system", "coredns-b"));
+        let evs = [
+            q,
+            event(MS / 10, Hook::SocketIngress, C, POD, 7, Q, 1, None),
+            event(2 * MS, Hook::SocketEgress, POD, C, 7, Q, 1, Some((0, 1))),
+            event(3 * MS, Hook::SocketIngress, VIP, C, 7, Q, 1, Some((0, 1))),
+        ];
+        let (out, mut p) = run(&evs, PairConfig::default());
+        assert_eq!(out.len(), 1, "{out:#?}");
+        let t = &out[0];
+        assert_eq!((t.server, t.resolver, t.timed_out), (ep(VIP), Some(ep(POD)), false));
+        assert_eq!((t.latency_ns, t.observed), (Some(3 * MS), Observed::Both));
+        assert_eq!((p.stats().joined_views, p.stats().unmatched_responses), (1, 0));
+        let mut rest = Vec::new();
+        p.finish(&mut rest);
+        assert!(rest.is_empty() && p.aliases.is_empty());
+        // An answer from elsewhere to a client with two such lookups (musl
+        // asking two nameservers with one id) is not guessed.
+        let evs = [
+            event(0, Hook::SocketEgress, C, POD, 7, Q, 1, None),
+            event(1, Hook::SocketEgress, C, REMOTE_POD, 7, Q, 1, None),
+            event(3 * MS, Hook::SocketIngress, VIP, C, 7, Q, 1, Some((0, 1))),
+        ];
+        let (out, p) = run(&evs, PairConfig::default());
+        assert!(out.is_empty());
+        assert_eq!(p.stats().unmatched_responses, 1);
     }
 
     #[test]
