@@ -438,9 +438,9 @@ fn agents_join_a_cross_node_lookup_through_the_kube_dns_service() {
     }
     let lab = LabGuard::up(&LabOptions::default()).expect("lab up");
     let dir = tmpdir("dnat");
-    let a = Agent::start(&lab, &dir, "node-a", 9975, &[]);
-    let b = Agent::start(&lab, &dir, "node-b", 9976, &[]);
-    let (aa, ba) = (a.addr(), b.addr());
+    let agent_a = Agent::start(&lab, &dir, "node-a", 9975, &[]);
+    let agent_b = Agent::start(&lab, &dir, "node-b", 9976, &[]);
+    let (aa, ba) = (agent_a.addr(), agent_b.addr());
     let dns = Ktrace::start(&["dns", "--agent", &aa, "--agent", &ba, "-o", "json", "--timeout", "3s"]);
     std::thread::sleep(Duration::from_secs(1));
     let child = lab
@@ -470,13 +470,13 @@ fn agents_join_a_cross_node_lookup_through_the_kube_dns_service() {
     // Metrics: counted by the client's node, not again by the resolver's.
     let q = [("namespace", "critical-app"), ("pod", "backend"), ("qtype", "A"), ("rcode", "NOERROR")];
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut mb = b.metrics();
+    let mut mb = agent_b.metrics();
     while series(&mb, "ktrace_dns_requests_total", &q).is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(250));
-        mb = b.metrics();
+        mb = agent_b.metrics();
     }
     assert_eq!(series(&mb, "ktrace_dns_requests_total", &q), Some(1.0), "{mb}");
-    let ma = a.metrics();
+    let ma = agent_a.metrics();
     assert_eq!(series(&ma, "ktrace_dns_requests_total", &q), None, "{ma}");
     let _ = std::fs::remove_dir_all(&dir);
 }

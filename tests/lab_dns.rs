@@ -5,7 +5,7 @@
 //! attribute every message to the right pod and process, explain the wait as
 //! one `search_fanout` plus an `upstream_timeout`, record it all, and replay
 //! the capture to the same answers — which tshark also reads. The client asks
-//! the kube-dns Service (10.96.0.10, DNATed to the pod by the node's
+//! the kube-dns Service (`10.96.0.10`, rewritten to the pod by the node's
 //! kube-proxy rules): every lookup is one transaction with both views.
 
 use std::{

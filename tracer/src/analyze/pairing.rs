@@ -533,7 +533,7 @@ impl Pairer {
     /// Takes the pending query `key` if `order` is still its entry (not
     /// answered, not replaced by a later query with the same key).
     fn take_current(&mut self, order: (u64, u64), key: &Key) -> Option<Pending> {
-        if !self.pending.get(key).is_some_and(|p| p.order == order) {
+        if self.pending.get(key).is_none_or(|p| p.order != order) {
             return None;
         }
         let p = self.pending.remove(key)?;
@@ -931,7 +931,7 @@ mod tests {
     const POD: &str = "10.244.1.10:53";
     const REMOTE_POD: &str = "10.244.2.10:53";
 
-    /// The client's view: C → VIP, answer VIP → C (un-DNATed by conntrack).
+    /// The client's view: C → VIP, answer VIP → C (rewritten back by conntrack).
     fn client_view(t0: u64, c: &str, id: u16, q: &str, answer_at: Option<u64>) -> Vec<DnsEvent> {
         let mut qe = with_proc(event(t0, Hook::SocketEgress, c, VIP, id, q, 1, None), process(10, "getent"), 99);
         qe.src_pod = Some(pod("critical-app", "client"));

@@ -352,7 +352,7 @@ impl ServiceSpec {
 /// traffic included via `bridge-nf-call-iptables`) and `output` (the node's
 /// own processes) jump to one chain per Service, which DNATs to an endpoint;
 /// with several endpoints one is picked at random per connection, like
-/// kube-proxy's `statistic mode random`. Conntrack un-DNATs the answers.
+/// kube-proxy's `statistic mode random`. Conntrack rewrites the answers back.
 #[must_use]
 pub fn kube_proxy_nft(faults: &[Fault]) -> String {
     let mut svc_chains = String::new();
