@@ -281,6 +281,19 @@ fn agents_explain_the_seed_incident_and_fabric_loss_live_like_captures() {
     assert!((total - measured).abs() <= measured * 0.10, "finding total {total} ms vs getent {measured} ms");
     let ut = finding(&live, "upstream_timeout");
     assert!(ut.iter().any(|u| u["upstream"] == "192.168.77.53:53"), "upstream_timeout: {ut:#?}");
+    assert!(ut.iter().any(|u| u["client"]["pod"] == "critical-app/client"), "the waiting client is named: {ut:#?}");
+    // Through the kube-dns Service (DNAT): one transaction per lookup with
+    // both views, the Service asked and the pod that answered.
+    let local = format!("{BACKEND}.localdomain");
+    let mine: Vec<&Value> = of_type(&live, "dns")
+        .into_iter()
+        .filter(|t| t["qname"] == local.as_str() && t["qtype"] == "A" && t["client_pod"]["name"] == "client")
+        .collect();
+    assert_eq!(mine.len(), 1, "one transaction for the lookup: {mine:#?}");
+    assert_eq!(mine[0]["server"], "10.96.0.10:53");
+    assert_eq!(mine[0]["server_service"], "kube-system/kube-dns");
+    assert_eq!(mine[0]["resolver"], "10.244.1.10:53");
+    assert_eq!(mine[0]["resolver_pod"]["name"], "kube-dns");
 
     // Drops: the fabric loss between the nodes, live.
     let loss = finding(&live_drops, "fabric_loss");
@@ -409,6 +422,62 @@ fn agent_killed_and_restarted_leaves_nothing_behind_and_streaming_resumes() {
     let st = a2.wait(Duration::from_secs(10));
     assert!(st.success(), "agent exit on SIGTERM: {st}; {:?}", a2.stderr.lock().map(|v| v.clone()));
     assert_eq!(ours(&bpf_state("node-a")), before, "detached on SIGTERM");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// DNS through the kube-dns Service across nodes, read from two agents: the
+/// backend (node-b) asks 10.96.0.10, node-b's kube-proxy rules send it over
+/// VXLAN to the kube-dns pod on node-a. node-b's agent sees the client's
+/// view, node-a's the resolver's; `ktrace dns --agent a --agent b` makes
+/// each lookup one transaction, and the metrics count it once (at the
+/// client's node).
+#[test]
+fn agents_join_a_cross_node_lookup_through_the_kube_dns_service() {
+    if !can_run("agents_join_a_cross_node_lookup") {
+        return;
+    }
+    let lab = LabGuard::up(&LabOptions::default()).expect("lab up");
+    let dir = tmpdir("dnat");
+    let agent_a = Agent::start(&lab, &dir, "node-a", 9975, &[]);
+    let agent_b = Agent::start(&lab, &dir, "node-b", 9976, &[]);
+    let (aa, ba) = (agent_a.addr(), agent_b.addr());
+    let dns = Ktrace::start(&["dns", "--agent", &aa, "--agent", &ba, "-o", "json", "--timeout", "3s"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let child = lab
+        .pod_command("critical-app", "backend", "getent")
+        .args(["ahostsv4", &format!("{BACKEND}.")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("getent");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("getent");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("10.244.2.30"));
+    std::thread::sleep(Duration::from_secs(2));
+    let v = json_lines(&dns.stop());
+    let mine: Vec<&Value> = of_type(&v, "dns").into_iter().filter(|t| t["pid"] == pid).collect();
+    assert_eq!(mine.len(), 1, "one A query, one transaction: {v:#?}");
+    let t = mine[0];
+    assert_eq!(t["client_pod"]["name"], "backend", "{t}");
+    assert_eq!(t["node"], "node-b", "{t}");
+    assert_eq!(t["server"], "10.96.0.10:53", "{t}");
+    assert_eq!(t["server_service"], "kube-system/kube-dns", "{t}");
+    assert_eq!(t["resolver"], "10.244.1.10:53", "{t}");
+    assert_eq!(t["resolver_pod"]["node"], "node-a", "{t}");
+    assert_eq!(t["observed"], "both", "{t}");
+    assert_eq!(t["server_process"]["comm"], "dnsmasq", "the resolver's process, from node-a's agent: {t}");
+    let same = of_type(&v, "dns").into_iter().filter(|o| o["id"] == t["id"] && o["qname"] == t["qname"]).count();
+    assert_eq!(same, 1, "the resolver's view is not a second transaction: {v:#?}");
+    // Metrics: counted by the client's node, not again by the resolver's.
+    let q = [("namespace", "critical-app"), ("pod", "backend"), ("qtype", "A"), ("rcode", "NOERROR")];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut mb = agent_b.metrics();
+    while series(&mb, "ktrace_dns_requests_total", &q).is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        mb = agent_b.metrics();
+    }
+    assert_eq!(series(&mb, "ktrace_dns_requests_total", &q), Some(1.0), "{mb}");
+    let ma = agent_a.metrics();
+    assert_eq!(series(&ma, "ktrace_dns_requests_total", &q), None, "{ma}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

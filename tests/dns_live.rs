@@ -210,3 +210,53 @@ fn second_run_after_sigint_works_and_nothing_stays_attached() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("dns_egress") && !text.contains("dns_ingress"), "programs left attached:\n{text}");
 }
+
+/// A Service-style DNAT (kube-proxy's rewrite, here in the client's own
+/// namespace): dig asks 10.96.0.10, nftables sends it to dnsmasq at
+/// 10.253.0.1, conntrack rewrites the answer back. The client's socket and
+/// the resolver's see different addresses; ktrace reports ONE transaction
+/// with the address asked and the resolver that answered.
+#[test]
+fn dnat_to_the_resolver_is_one_transaction() {
+    if !bpf_available("dnat_to_the_resolver")
+        || !tools_available("dnat_to_the_resolver", &["dnsmasq", "dig", "ip", "nft"])
+    {
+        return;
+    }
+    let mut net = NetnsPair::new("ktt2e");
+    net.start_dnsmasq();
+    let vc = "ktt2e-c";
+    ktrace_e2e::ip(&["-n", &net.client, "route", "add", "10.96.0.0/12", "dev", vc]);
+    let rules = "table ip kt_svc {\n  chain out {\n    type nat hook output priority -100;\n    \
+                 ip daddr 10.96.0.10 udp dport 53 dnat to 10.253.0.1:53\n  }\n}\n";
+    let mut nft =
+        net.exec(&net.client, "nft").args(["-f", "-"]).stdin(std::process::Stdio::piped()).spawn().expect("nft");
+    std::io::Write::write_all(nft.stdin.as_mut().expect("stdin"), rules.as_bytes()).expect("nft rules");
+    assert!(nft.wait().expect("nft").success(), "nft DNAT rules");
+    let kt = Ktrace::start(&["dns", "-o", "json", "--duration", "60s"]);
+    let child = net
+        .exec(&net.client, "dig")
+        .args(["+short", "+tries=1", "+time=2", "@10.96.0.10", "example.test"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("dig");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("dig");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("10.1.2.3"), "the DNATed query answered");
+    std::thread::sleep(Duration::from_millis(300));
+    let v = json_lines(&kt.stop());
+    let txs = of_type(&v, "dns");
+    let mine: Vec<&&Value> = txs.iter().filter(|t| t["pid"] == pid).collect();
+    assert_eq!(mine.len(), 1, "{txs:#?}");
+    let t = mine[0];
+    assert_eq!(t["server"], "10.96.0.10:53", "the address dig asked: {t}");
+    assert_eq!(t["resolver"], "10.253.0.1:53", "the resolver that answered: {t}");
+    assert_eq!(t["resolver_client"], t["client"], "{t}");
+    assert_eq!(t["observed"], "both", "{t}");
+    assert_eq!(t["rcode"], "NOERROR");
+    assert_eq!(t["comm"], "dig");
+    assert_eq!(t["server_process"]["comm"], "dnsmasq", "{t}");
+    let views = txs.iter().filter(|o| o["id"] == t["id"] && o["qname"] == "example.test").count();
+    assert_eq!(views, 1, "the resolver's view is not a second transaction: {txs:#?}");
+    assert!(of_type(&v, "stats")[0]["pairing"]["joined_views"].as_u64() >= Some(1));
+}

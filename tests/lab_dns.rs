@@ -4,7 +4,9 @@
 //! `.localdomain` names to an upstream that never answers. ktrace must
 //! attribute every message to the right pod and process, explain the wait as
 //! one `search_fanout` plus an `upstream_timeout`, record it all, and replay
-//! the capture to the same answers — which tshark also reads.
+//! the capture to the same answers — which tshark also reads. The client asks
+//! the kube-dns Service (`10.96.0.10`, rewritten to the pod by the node's
+//! kube-proxy rules): every lookup is one transaction with both views.
 
 use std::{
     path::PathBuf,
@@ -93,7 +95,17 @@ fn seed_incident_is_explained_live_and_after_replay() {
         assert_eq!(t["client_pod"]["name"], "client", "{t}");
         assert_eq!(t["server_pod"]["namespace"], "kube-system", "{t}");
         assert_eq!(t["server_pod"]["name"], "kube-dns", "{t}");
+        // The client asked the kube-dns Service; kube-proxy's DNAT sent it
+        // to the pod, and both views are one transaction.
+        assert_eq!(t["server"], "10.96.0.10:53", "{t}");
+        assert_eq!(t["server_service"], "kube-system/kube-dns", "{t}");
+        assert_eq!(t["resolver"], "10.244.1.10:53", "{t}");
+        assert_eq!(t["resolver_pod"]["name"], "kube-dns", "{t}");
+        assert_eq!(t["observed"], "both", "{t}");
     }
+    // Counted once: the resolver's view of each query is not a second record.
+    let at_pod = txs.iter().filter(|t| t["server"] == "10.244.1.10:53" && t["client_pod"]["name"] == "client").count();
+    assert_eq!(at_pod, 0, "resolver views left unjoined: {txs:#?}");
     for q in ["A", "AAAA"] {
         for s in SUFFIXES {
             let name = format!("{BACKEND}.{s}");

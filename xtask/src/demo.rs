@@ -50,7 +50,8 @@ pub(crate) fn run(bin: &Path) -> anyhow::Result<()> {
     // Attaching takes ~100 ms; leave room on a loaded machine.
     std::thread::sleep(Duration::from_millis(1500));
     println!(
-        "[demo] client pod runs: getent hosts {BACKEND}   (resolv.conf: ndots:5, 4 search suffixes, one is localdomain)"
+        "[demo] client pod runs: getent hosts {BACKEND}   (resolv.conf: nameserver 10.96.0.10 = the kube-dns Service, \
+         DNATed by the node's kube-proxy rules to the kube-dns pod; ndots:5, 4 search suffixes, one is localdomain)"
     );
     show("getent", lab.pod_command("critical-app", "client", "getent").args(["hosts", BACKEND]));
     show(
@@ -65,6 +66,12 @@ pub(crate) fn run(bin: &Path) -> anyhow::Result<()> {
             "20",
             &format!("http://{BACKEND}:8080/"),
         ]),
+    );
+    // The backend pod runs on node-b: its lookup crosses nodes (VXLAN) to
+    // the kube-dns pod on node-a, and is still one transaction.
+    show(
+        "backend (node-b) → kube-dns Service → kube-dns pod (node-a)",
+        lab.pod_command("critical-app", "backend", "getent").args(["ahostsv4", &format!("{BACKEND}.")]),
     );
     std::thread::sleep(Duration::from_millis(500));
     // SIGINT: ktrace reports queries still waiting as unanswered and prints its diagnosis.

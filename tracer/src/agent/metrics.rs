@@ -350,6 +350,17 @@ impl Metrics {
     /// `rcode="timeout"`), and either `ktrace_dns_timeouts_total` or the
     /// latency histogram (by client namespace).
     pub fn dns_transaction(&self, tx: &Transaction) {
+        // Only the resolver's side was seen here, and the client runs on
+        // another node: that node's agent counts the lookup (with the
+        // latency its client saw). Counting it here too would count every
+        // cross-node lookup twice in a sum over nodes.
+        if tx.observed == crate::analyze::Observed::Server
+            && let (Some(here), Some(there)) =
+                (tx.node.as_deref(), tx.client_pod.as_ref().and_then(|p| p.node.as_deref()))
+            && here != there
+        {
+            return;
+        }
         let pod = tx.client_pod.as_ref().map(|p| (&*p.namespace, &*p.name));
         let qtype = qtype_str(tx.qtype).filter(|q| QTYPES.contains(q)).unwrap_or(OTHER).to_owned();
         let rcode = match tx.rcode {
@@ -992,6 +1003,9 @@ mod tests {
             server: ep,
             client_pod: pod,
             server_pod: None,
+            resolver: None,
+            resolver_client: None,
+            resolver_pod: None,
             transport: Transport::Udp,
             id: 1,
             qname: "example.com".into(),
@@ -1071,6 +1085,28 @@ mod tests {
         m.set_gauge("ktrace_history_bytes", "Bytes held in the replay history.", 1024.0);
         m.set_gauge("ktrace_subscribers", "Connected stream subscribers.", 2.0);
         m
+    }
+
+    #[test]
+    fn a_remote_clients_lookup_seen_only_at_the_resolver_is_counted_at_the_clients_node() {
+        let m = Metrics::new(MetricsConfig::default());
+        let mut client = pod("shop", "web-1");
+        client.node = Some(Arc::from("node-b"));
+        let mut t = tx(Some(client), 1, Some(0), Some(1_000_000));
+        t.node = Some(Arc::from("node-a"));
+        t.observed = Observed::Server;
+        m.dns_transaction(&t);
+        let q = [("namespace", "shop"), ("pod", "web-1"), ("qtype", "A"), ("rcode", "NOERROR")];
+        let s = check(&m.render());
+        assert!(find(&s, "ktrace_dns_requests_total", &q).is_none(), "counted at the client's node only");
+        // The client's own node counts it; so does the resolver's node when the client is local.
+        t.node = Some(Arc::from("node-b"));
+        m.dns_transaction(&t);
+        t.observed = Observed::Both;
+        t.node = Some(Arc::from("node-a"));
+        m.dns_transaction(&t);
+        let s = check(&m.render());
+        assert!((value(&s, "ktrace_dns_requests_total", &q) - 2.0).abs() < 1e-9);
     }
 
     #[test]

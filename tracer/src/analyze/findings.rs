@@ -591,6 +591,9 @@ pub struct Analyzer {
     clients: FastMap<ClientKey, ClientState>,
     resolvers: FastMap<IpAddr, ResolverState>,
     resolver_pods: Bounded<PodRef, IpAddr>,
+    /// A resolver pod's own address → the Service address its clients asked
+    /// (DNAT): its forwards are the Service's.
+    resolver_addrs: Bounded<IpAddr, IpAddr>,
     resolver_pids: Bounded<(u32, Option<Arc<str>>), IpAddr>,
     upstream: Vec<UpGroup>,
     /// Lower-case name → where it was forwarded (for `forwarded_upstream`).
@@ -1003,6 +1006,11 @@ impl Analyzer {
         if let Some(p) = &tx.server_pod {
             self.resolver_pods.insert(p.clone(), ip, self.cfg.max_evidence);
         }
+        if let Some(r) = tx.resolver
+            && r.ip != ip
+        {
+            self.resolver_addrs.insert(r.ip, ip, self.cfg.max_evidence);
+        }
         if let Some(p) = &tx.server_process {
             self.resolver_pids.insert((p.pid, tx.node.clone()), ip, self.cfg.max_evidence);
         }
@@ -1034,6 +1042,9 @@ impl Analyzer {
             return Some(tx.client.ip);
         }
         if let Some(ip) = tx.client_pod.as_ref().and_then(|p| self.resolver_pods.get(p)) {
+            return Some(*ip);
+        }
+        if let Some(ip) = self.resolver_addrs.get(&tx.client.ip) {
             return Some(*ip);
         }
         tx.process.as_ref().and_then(|p| self.resolver_pids.get(&(p.pid, tx.node.clone()))).copied()

@@ -27,7 +27,9 @@ pub enum Observed {
     Client,
     /// Only the server's side (query reached the server socket / answer left it).
     Server,
-    /// Both sides were seen on this node (client and server both local).
+    /// Both sides were seen: on this node (client and server both local), or
+    /// joined across nodes' captures or agents (the resolver's view of a query
+    /// the client sent to a Service address).
     Both,
     /// A foreign capture: wire packets, direction inferred from ports.
     Wire,
@@ -58,6 +60,15 @@ pub struct Transaction {
     pub client_pod: Option<PodRef>,
     /// Server pod.
     pub server_pod: Option<PodRef>,
+    /// The address the resolver received the query on, when its side was
+    /// observed: differs from `server` when the client asked a Service
+    /// `ClusterIP` that kube-proxy (or an eBPF datapath) rewrote (DNAT).
+    pub resolver: Option<Endpoint>,
+    /// The client address as the resolver saw it (differs from `client` when
+    /// the path source-NATs, e.g. masquerading cross-node traffic).
+    pub resolver_client: Option<Endpoint>,
+    /// The pod at `resolver` (the resolver pod that answered).
+    pub resolver_pod: Option<PodRef>,
     /// UDP or TCP.
     pub transport: Transport,
     /// Message id.

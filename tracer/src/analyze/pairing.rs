@@ -12,6 +12,20 @@
 //! Sightings are keyed by (client, server, transport, id, qname, qtype) so the
 //! client's and the server's view of one exchange merge into one transaction.
 //! Wire (foreign pcap) and tc sightings pair by key alone.
+//!
+//! On a cluster the two views of one lookup differ in their keys: the client
+//! asks the kube-dns `ClusterIP` (`10.96.0.10:53`), kube-proxy rewrites the
+//! destination to a resolver pod (DNAT), so the resolver sees the query sent
+//! to its own address, and its answer is rewritten back to the `ClusterIP`
+//! before it reaches the client. Some datapaths also rewrite the source
+//! (SNAT, e.g. masquerading cross-node traffic). A sighting whose key waits
+//! nowhere is therefore matched against the lookups seen from the other side
+//! only: same transport, id, name and type, and the same client address
+//! (DNAT), or — when the resolver saw a non-pod source — the only such lookup
+//! waiting (SNAT). The joined view is remembered as an alias of the first, so
+//! the resolver's answer and any later copies find the one transaction.
+//! Two candidates are never guessed between: the sighting stays its own
+//! transaction and `ambiguous_views` counts it.
 
 use std::collections::VecDeque;
 
@@ -53,6 +67,11 @@ pub struct PairStats {
     pub unmatched_responses: u64,
     /// Answers seen again shortly after their exchange completed.
     pub duplicate_answers: u64,
+    /// Client and resolver views of one lookup joined across an address
+    /// rewrite (Service DNAT, SNAT).
+    pub joined_views: u64,
+    /// Views left unjoined because more than one lookup could have been theirs.
+    pub ambiguous_views: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -70,6 +89,29 @@ struct Key {
     /// (seeded per run) is not a practical concern.
     qname: u64,
     qtype: u16,
+}
+
+/// A key without its addresses: what both views of one lookup share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Loose {
+    transport: Transport,
+    id: u16,
+    qname: u64,
+    qtype: u16,
+}
+
+impl Loose {
+    fn of(k: &Key) -> Self {
+        Self { transport: k.transport, id: k.id, qname: k.qname, qtype: k.qtype }
+    }
+}
+
+/// Lookups seen from one side only sharing a [`Loose`] key (and, in the
+/// by-client index, a client address): the one key if there is exactly one.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    key: Option<Key>,
+    n: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +135,8 @@ struct Pending {
     client_query_ns: Option<u64>,
     server_query_ns: Option<u64>,
     server_answer: Option<ServerAnswer>,
+    /// The other view's key, once joined across an address rewrite.
+    alias: Option<Key>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -116,6 +160,12 @@ pub struct Pairer {
     recent_order: VecDeque<(u64, Key)>,
     /// Seed of the name hashes in keys (random per run: names come from the network).
     names: foldhash::fast::RandomState,
+    /// A joined view's key → the key its transaction waits under.
+    aliases: FastMap<Key, Key>,
+    /// One-sided lookups by (loose key, client address): DNAT joins.
+    by_client: FastMap<(Loose, Endpoint), Slot>,
+    /// One-sided lookups by loose key alone: SNAT joins.
+    by_query: FastMap<Loose, Slot>,
 }
 
 impl Pairer {
@@ -150,16 +200,30 @@ impl Pairer {
         }
     }
 
+    /// The key the transaction of the sighting `key` waits under, and the
+    /// side the sighting counts as: a joined view's Wire sighting is the
+    /// resolver's (the client's view was there first).
+    fn waiting_key(&self, key: Key, side: Side) -> Option<(Key, Side)> {
+        if self.pending.contains_key(&key) {
+            return Some((key, side));
+        }
+        let k = *self.aliases.get(&key)?;
+        Some((k, if side == Side::Wire { Side::Server } else { side }))
+    }
+
     fn query(&mut self, key: Key, side: Side, ev: &DnsEvent, out: &mut Vec<Transaction>) {
         let ts = ev.rec.ts_ns;
-        if let Some(p) = self.pending.get_mut(&key) {
+        let found = self.waiting_key(key, side).or_else(|| self.join(key, side, ev));
+        if let Some((pkey, side)) = found
+            && let Some(p) = self.pending.get_mut(&pkey)
+        {
             match side {
                 Side::Client => {
                     if p.client_query_ns.is_some() {
                         p.tx.retransmits = p.tx.retransmits.saturating_add(1);
                     } else {
                         // The server's sighting came first (clock skew between
-                        // hooks): the client's view takes over.
+                        // hooks or nodes): the client's view takes over.
                         p.client_query_ns = Some(ts);
                         p.tx.ts_ns = p.tx.ts_ns.min(ts);
                         fill_client(&mut p.tx, ev);
@@ -177,6 +241,7 @@ impl Pairer {
                         if p.tx.server_pod.is_none() {
                             p.tx.server_pod.clone_from(&ev.dst_pod);
                         }
+                        note_resolver(&mut p.tx, &key, ev.dst_pod.as_ref());
                         p.tx.observed = Observed::Both;
                     }
                 }
@@ -201,6 +266,9 @@ impl Pairer {
             server: key.server,
             client_pod: ev.src_pod.clone(),
             server_pod: ev.dst_pod.clone(),
+            resolver: None,
+            resolver_client: None,
+            resolver_pod: None,
             transport: ev.transport,
             id: ev.msg.id,
             qname: ev.msg.qname.clone(),
@@ -223,7 +291,10 @@ impl Pairer {
                 fill_client(&mut tx, ev);
                 client_query_ns = Some(ts);
             }
-            Side::Server => server_query_ns = Some(ts),
+            Side::Server => {
+                note_resolver(&mut tx, &key, ev.dst_pod.as_ref());
+                server_query_ns = Some(ts);
+            }
             Side::Wire => {
                 // A pcap taken inside the client's namespace: whatever we know.
                 tx.netns = ev.rec.netns_ino;
@@ -234,7 +305,9 @@ impl Pairer {
         self.seq = self.seq.wrapping_add(1);
         let order = (ts, self.seq);
         self.order.push_back((order, key));
-        self.pending.insert(key, Pending { tx, order, client_query_ns, server_query_ns, server_answer: None });
+        self.index(key);
+        self.pending
+            .insert(key, Pending { tx, order, client_query_ns, server_query_ns, server_answer: None, alias: None });
         // Answered entries linger until their timeout passes; keep them from
         // outnumbering the live ones (amortised O(1) per query).
         if self.order.len() > 2 * self.pending.len() + 1024 {
@@ -243,18 +316,150 @@ impl Pairer {
         }
     }
 
+    /// Joins a query sighting whose key waits nowhere to the one lookup seen
+    /// only from the other side under different addresses (see the module
+    /// docs); returns the key it waits under and the side it counts as.
+    fn join(&mut self, key: Key, side: Side, ev: &DnsEvent) -> Option<(Key, Side)> {
+        if self.by_query.is_empty() {
+            return None;
+        }
+        let loose = Loose::of(&key);
+        // What the other view looks like: a resolver's sighting joins a
+        // client-only lookup and vice versa. A Wire sighting joins an earlier
+        // Wire one only when it went to a pod and the earlier one did not (a
+        // Service address rewritten to a pod): both could be a client asking
+        // two nameservers at once otherwise (musl does).
+        let other = |p: &Pending| match side {
+            Side::Server => p.tx.observed == Observed::Client,
+            Side::Client => p.tx.observed == Observed::Server,
+            Side::Wire => p.tx.observed == Observed::Wire && p.tx.server_pod.is_none() && ev.dst_pod.is_some(),
+        };
+        let mut ambiguous = false;
+        let mut pick = None;
+        if let Some(slot) = self.by_client.get(&(loose, key.client)) {
+            match slot.key {
+                Some(k) if slot.n == 1 => {
+                    if k.server != key.server && self.pending.get(&k).is_some_and(other) {
+                        pick = Some(k);
+                    }
+                }
+                _ => ambiguous = true,
+            }
+        }
+        // SNAT: the resolver saw the query from an address that is no pod
+        // (the node's, after masquerading). Joined only when it is the one
+        // lookup with this id, name and type waiting for its other view.
+        let snat_side = match side {
+            Side::Server => ev.src_pod.is_none(),
+            Side::Client => true,
+            Side::Wire => false,
+        };
+        if pick.is_none()
+            && !ambiguous
+            && snat_side
+            && let Some(slot) = self.by_query.get(&loose)
+        {
+            match slot.key {
+                Some(k) if slot.n == 1 => {
+                    let snat_ok = |p: &Pending| side != Side::Client || p.tx.client_pod.is_none();
+                    if k.server != key.server
+                        && k.client != key.client
+                        && self.pending.get(&k).is_some_and(|p| other(p) && snat_ok(p))
+                    {
+                        pick = Some(k);
+                    }
+                }
+                // A client's own new query is no evidence of ambiguity.
+                _ => ambiguous = side == Side::Server,
+            }
+        }
+        let Some(k) = pick else {
+            if ambiguous && side != Side::Client {
+                self.stats.ambiguous_views += 1;
+            }
+            return None;
+        };
+        let p = self.pending.get_mut(&k)?;
+        p.alias = Some(key);
+        if side == Side::Client {
+            // The resolver's view came first: the lookup is what the client
+            // asked; the resolver's addresses move to the resolver fields.
+            p.tx.resolver.get_or_insert(p.tx.server);
+            p.tx.resolver_client.get_or_insert(p.tx.client);
+            if p.tx.resolver_pod.is_none() {
+                p.tx.resolver_pod.clone_from(&p.tx.server_pod);
+            }
+            p.tx.server = key.server;
+            p.tx.client = key.client;
+        }
+        self.aliases.insert(key, k);
+        self.stats.joined_views += 1;
+        Some((k, if side == Side::Wire { Side::Server } else { side }))
+    }
+
+    /// An answer reaching the client from another address than its query
+    /// went to: the query was rewritten before the client's own egress hook
+    /// saw it (DNAT on the `output` hook: a host-network client asking a
+    /// Service, kube-proxy in the client's namespace), and conntrack
+    /// rewrote the answer's source back to the Service address the client
+    /// asked. Joined when it is the client's only lookup with this id, name
+    /// and type; the Service address becomes `server`.
+    fn join_answer(&mut self, key: Key, side: Side) -> Option<(Key, Side)> {
+        if side != Side::Client {
+            return None;
+        }
+        let slot = self.by_client.get(&(Loose::of(&key), key.client))?;
+        let k = slot.key.filter(|_| slot.n == 1)?;
+        if k.server == key.server {
+            return None;
+        }
+        let p = self.pending.get_mut(&k)?;
+        if p.client_query_ns.is_none() || p.alias.is_some() {
+            return None;
+        }
+        p.tx.resolver.get_or_insert(p.tx.server);
+        p.tx.server = key.server;
+        p.alias = Some(key);
+        self.aliases.insert(key, k);
+        self.stats.joined_views += 1;
+        Some((k, side))
+    }
+
+    /// Adds a new one-sided lookup to the join indexes.
+    fn index(&mut self, key: Key) {
+        let loose = Loose::of(&key);
+        for slot in [
+            self.by_client.entry((loose, key.client)).or_insert(Slot { key: None, n: 0 }),
+            self.by_query.entry(loose).or_insert(Slot { key: None, n: 0 }),
+        ] {
+            slot.n += 1;
+            slot.key = (slot.n == 1).then_some(key);
+        }
+    }
+
+    /// Removes a lookup that stops waiting: its index entries and alias.
+    fn forget(&mut self, key: &Key, p: &Pending) {
+        let loose = Loose::of(key);
+        unslot(&mut self.by_client, (loose, key.client));
+        unslot(&mut self.by_query, loose);
+        if let Some(a) = p.alias {
+            self.aliases.remove(&a);
+        }
+    }
+
     fn response(&mut self, key: Key, side: Side, ev: &DnsEvent, out: &mut Vec<Transaction>) {
         let ts = ev.rec.ts_ns;
-        let Some(p) = self.pending.get_mut(&key) else {
+        let Some((pkey, side)) = self.waiting_key(key, side).or_else(|| self.join_answer(key, side)) else {
             match self.recent.get(&key) {
                 // A Both exchange completes at the client; the server's copy of a
                 // later duplicate is the same duplicate, seen earlier: count once.
-                Some(r) if side == Side::Server && r.observed == Observed::Both => {}
+                Some(r) if side != Side::Client && r.observed == Observed::Both => {}
                 Some(_) => self.stats.duplicate_answers += 1,
                 None => self.stats.unmatched_responses += 1,
             }
             return;
         };
+        let Some(p) = self.pending.get_mut(&pkey) else { return };
         let complete = match side {
             Side::Client | Side::Wire => {
                 let start = p.client_query_ns.unwrap_or(p.tx.ts_ns);
@@ -273,6 +478,7 @@ impl Pairer {
                 if p.tx.server_pod.is_none() {
                     p.tx.server_pod.clone_from(&ev.src_pod);
                 }
+                note_resolver(&mut p.tx, &key, ev.src_pod.as_ref());
                 if p.client_query_ns.is_some() {
                     // The client's socket is on this node: its view of the answer
                     // (and its latency) is the one that matters; wait for it.
@@ -288,12 +494,17 @@ impl Pairer {
         if !complete {
             return;
         }
-        let Some(p) = self.pending.remove(&key) else { return };
+        let Some(p) = self.pending.remove(&pkey) else { return };
+        self.forget(&pkey, &p);
+        let alias = p.alias;
         let mut tx = p.tx;
         tx.end_ns = Some(ts);
         tx.rcode = Some(ev.msg.rcode);
         tx.answers.clone_from(&ev.msg.answers);
-        self.remember(key, ts, tx.observed);
+        self.remember(pkey, ts, tx.observed);
+        if let Some(a) = alias {
+            self.remember(a, ts, tx.observed);
+        }
         out.push(tx);
     }
 
@@ -322,7 +533,12 @@ impl Pairer {
     /// Takes the pending query `key` if `order` is still its entry (not
     /// answered, not replaced by a later query with the same key).
     fn take_current(&mut self, order: (u64, u64), key: &Key) -> Option<Pending> {
-        if self.pending.get(key).is_some_and(|p| p.order == order) { self.pending.remove(key) } else { None }
+        if self.pending.get(key).is_none_or(|p| p.order != order) {
+            return None;
+        }
+        let p = self.pending.remove(key)?;
+        self.forget(key, &p);
+        Some(p)
     }
 
     fn evict_oldest(&mut self, out: &mut Vec<Transaction>) {
@@ -370,6 +586,26 @@ impl Pairer {
     #[must_use]
     pub fn stats(&self) -> PairStats {
         self.stats
+    }
+}
+
+/// One fewer lookup under `k` in a join index.
+fn unslot<K: std::hash::Hash + Eq>(map: &mut FastMap<K, Slot>, k: K) {
+    if let std::collections::hash_map::Entry::Occupied(mut e) = map.entry(k) {
+        let s = e.get_mut();
+        s.n = s.n.saturating_sub(1);
+        if s.n == 0 {
+            e.remove();
+        }
+    }
+}
+
+/// The resolver's side of `key` (a sighting at the resolver's socket).
+fn note_resolver(tx: &mut Transaction, key: &Key, pod: Option<&crate::enrich::PodRef>) {
+    tx.resolver.get_or_insert(key.server);
+    tx.resolver_client.get_or_insert(key.client);
+    if tx.resolver_pod.is_none() {
+        tx.resolver_pod = pod.cloned();
     }
 }
 
@@ -507,6 +743,9 @@ pub(crate) mod test_util {
             server: ep(server),
             client_pod: Some(pod("critical-app", "client")),
             server_pod: None,
+            resolver: None,
+            resolver_client: None,
+            resolver_pod: None,
             transport: Transport::Udp,
             id: 1,
             qname: qname.to_owned(),
@@ -684,6 +923,246 @@ mod tests {
         );
         assert_eq!(out.len(), 1);
         assert_eq!(p.inflight(), 1);
+    }
+
+    // ---- Service DNAT / SNAT: one lookup, two addresses ----
+
+    const VIP: &str = "10.96.0.10:53";
+    const POD: &str = "10.244.1.10:53";
+    const REMOTE_POD: &str = "10.244.2.10:53";
+
+    /// The client's view: C → VIP, answer VIP → C (rewritten back by conntrack).
+    fn client_view(t0: u64, c: &str, id: u16, q: &str, answer_at: Option<u64>) -> Vec<DnsEvent> {
+        let mut qe = with_proc(event(t0, Hook::SocketEgress, c, VIP, id, q, 1, None), process(10, "getent"), 99);
+        qe.src_pod = Some(pod("critical-app", "client"));
+        let mut v = vec![qe];
+        if let Some(t) = answer_at {
+            v.push(event(t, Hook::SocketIngress, VIP, c, id, q, 1, Some((0, 1))));
+        }
+        v
+    }
+
+    /// The resolver's view: `src` → resolver pod, answer resolver pod → `src`.
+    fn resolver_view(t0: u64, src: &str, resolver: &str, id: u16, q: &str, answer_at: Option<u64>) -> Vec<DnsEvent> {
+        let mut qi = event(t0, Hook::SocketIngress, src, resolver, id, q, 1, None);
+        qi.dst_pod = Some(pod("kube-system", "coredns-b"));
+        qi.src_pod = src.starts_with("10.244.").then(|| pod("critical-app", "client"));
+        let mut v = vec![qi];
+        if let Some(t) = answer_at {
+            let mut a = with_proc(
+                event(t, Hook::SocketEgress, resolver, src, id, q, 1, Some((0, 1))),
+                process(20, "coredns"),
+                55,
+            );
+            a.src_pod = Some(pod("kube-system", "coredns-b"));
+            v.push(a);
+        }
+        v
+    }
+
+    fn sorted(mut evs: Vec<DnsEvent>) -> Vec<DnsEvent> {
+        evs.sort_by_key(|e| e.rec.ts_ns);
+        evs
+    }
+
+    fn assert_joined(t: &Transaction, client: &str, resolver: &str, resolver_client: &str) {
+        assert_eq!(t.observed, Observed::Both, "{t:#?}");
+        assert_eq!(t.client, ep(client));
+        assert_eq!(t.server, ep(VIP), "the address the client asked");
+        assert_eq!(t.resolver, Some(ep(resolver)));
+        assert_eq!(t.resolver_client, Some(ep(resolver_client)));
+        assert_eq!(t.resolver_pod.as_ref().map(ToString::to_string).as_deref(), Some("kube-system/coredns-b"));
+        assert_eq!(t.server_pod.as_ref().map(ToString::to_string).as_deref(), Some("kube-system/coredns-b"));
+        assert_eq!(t.client_pod.as_ref().map(ToString::to_string).as_deref(), Some("critical-app/client"));
+        assert_eq!(t.process.as_ref().map(|p| p.pid), Some(10));
+        assert_eq!(t.server_process.as_ref().map(|p| p.pid), Some(20));
+        assert_eq!((t.rcode, t.timed_out, t.netns), (Some(0), false, 99));
+    }
+
+    #[test]
+    fn dnat_views_join_into_one_transaction() {
+        // Client on one node, resolver pod on another: two captures merged by time.
+        let evs = sorted(
+            [client_view(0, C, 7, Q, Some(4 * MS)), resolver_view(MS, C, REMOTE_POD, 7, Q, Some(3 * MS))].concat(),
+        );
+        let (out, mut p) = run(&evs, PairConfig::default());
+        assert_eq!(out.len(), 1, "one lookup, one transaction: {out:#?}");
+        assert_joined(&out[0], C, REMOTE_POD, C);
+        assert_eq!(out[0].latency_ns, Some(4 * MS), "latency as the client experienced it");
+        let st = p.stats();
+        assert_eq!((st.joined_views, st.ambiguous_views, st.unmatched_responses), (1, 0, 0));
+        let mut rest = Vec::new();
+        p.finish(&mut rest);
+        assert!(rest.is_empty() && p.aliases.is_empty() && p.by_client.is_empty() && p.by_query.is_empty());
+    }
+
+    #[test]
+    fn dnat_join_when_the_resolver_view_comes_first() {
+        // Clock skew between two nodes' captures: the resolver's sighting first.
+        let mut evs = resolver_view(0, C, REMOTE_POD, 7, Q, None);
+        evs.extend(client_view(MS, C, 7, Q, None));
+        evs.extend(resolver_view(0, C, REMOTE_POD, 7, Q, Some(2 * MS)).split_off(1));
+        evs.extend(client_view(0, C, 7, Q, Some(3 * MS)).split_off(1));
+        let (out, p) = run(&evs, PairConfig::default());
+        assert_eq!(out.len(), 1, "{out:#?}");
+        assert_joined(&out[0], C, REMOTE_POD, C);
+        assert_eq!(out[0].latency_ns, Some(2 * MS));
+        assert_eq!(p.stats().joined_views, 1);
+    }
+
+    #[test]
+    fn snat_views_join_and_late_copies_are_duplicates() {
+        // The path masquerades: the resolver sees the node's address.
+        let node = "192.168.77.11:61000";
+        let mut evs = sorted(
+            [client_view(0, C, 7, Q, Some(4 * MS)), resolver_view(MS, node, REMOTE_POD, 7, Q, Some(3 * MS))].concat(),
+        );
+        // The resolver answers again (a duplicate), after the lookup completed.
+        evs.extend(resolver_view(0, node, REMOTE_POD, 7, Q, Some(5 * MS)).split_off(1));
+        evs.extend(client_view(0, C, 7, Q, Some(5 * MS + 1)).split_off(1));
+        let (out, p) = run(&evs, PairConfig::default());
+        assert_eq!(out.len(), 1, "{out:#?}");
+        assert_joined(&out[0], C, REMOTE_POD, node);
+        assert_eq!((p.stats().duplicate_answers, p.stats().unmatched_responses), (1, 0));
+    }
+
+    #[test]
+    fn two_clients_with_one_id_and_name_stay_apart() {
+        let c2 = "10.244.1.21:40000";
+        // DNAT keeps the client address: each resolver view finds its own client.
+        let evs = sorted(
+            [
+                client_view(0, C, 7, Q, Some(4 * MS)),
+                client_view(MS / 2, c2, 7, Q, Some(5 * MS)),
+                resolver_view(MS, c2, REMOTE_POD, 7, Q, Some(2 * MS)),
+                resolver_view(MS + 1, C, REMOTE_POD, 7, Q, Some(3 * MS)),
+            ]
+            .concat(),
+        );
+        let (out, p) = run(&evs, PairConfig::default());
+        assert_eq!(out.len(), 2, "{out:#?}");
+        for t in &out {
+            assert_eq!(t.resolver_client, Some(t.client), "{t:#?}");
+            assert_eq!(t.observed, Observed::Both);
+        }
+        assert_eq!(p.stats().joined_views, 2);
+
+        // SNAT hides the client address: two candidates, no guess.
+        let n1 = "192.168.77.11:61000";
+        let n2 = "192.168.77.11:61001";
+        let evs = sorted(
+            [
+                client_view(0, C, 7, Q, Some(4 * MS)),
+                client_view(MS / 2, c2, 7, Q, Some(5 * MS)),
+                resolver_view(MS, n1, REMOTE_POD, 7, Q, Some(2 * MS)),
+                resolver_view(MS + 1, n2, REMOTE_POD, 7, Q, Some(3 * MS)),
+            ]
+            .concat(),
+        );
+        let (out, p) = run(&evs, PairConfig::default());
+        let clients: Vec<_> = out.iter().filter(|t| t.observed == Observed::Client).collect();
+        assert_eq!(clients.len(), 2, "{out:#?}");
+        assert!(clients.iter().all(|t| t.resolver.is_none()));
+        assert_eq!((p.stats().joined_views, p.stats().ambiguous_views), (0, 2));
+    }
+
+    #[test]
+    fn a_different_name_or_a_pod_source_is_not_joined() {
+        // Same id, other name: two lookups.
+        let evs = sorted(
+            [client_view(0, C, 7, Q, Some(4 * MS)), resolver_view(MS, C, REMOTE_POD, 7, "other.example", Some(3 * MS))]
+                .concat(),
+        );
+        let (out, p) = run(&evs, PairConfig::default());
+        assert_eq!(out.len(), 2);
+        assert_eq!(p.stats().joined_views, 0);
+        // Another pod asking the resolver directly is not an SNAT of this client.
+        let evs = sorted(
+            [
+                client_view(0, C, 7, Q, Some(4 * MS)),
+                resolver_view(MS, "10.244.2.30:5000", REMOTE_POD, 7, Q, Some(3 * MS)),
+            ]
+            .concat(),
+        );
+        let (out, p) = run(&evs, PairConfig::default());
+        assert_eq!(out.len(), 2);
+        assert_eq!(p.stats().joined_views, 0);
+    }
+
+    #[test]
+    fn dnat_timeout_names_the_waiting_client_and_the_resolver() {
+        // The resolver got the query and answered SERVFAIL, but nothing reached the client.
+        let mut evs = client_view(0, C, 7, Q, None);
+        evs.extend(resolver_view(MS, C, POD, 7, Q, None));
+        let (out, mut p) = run(&evs, PairConfig::default());
+        assert!(out.is_empty());
+        let mut out = Vec::new();
+        p.finish(&mut out);
+        assert_eq!(out.len(), 1);
+        let t = &out[0];
+        assert!(t.timed_out);
+        assert_eq!((t.client, t.server, t.resolver), (ep(C), ep(VIP), Some(ep(POD))));
+        assert_eq!(t.process.as_ref().map(|p| p.pid), Some(10));
+        assert!(p.aliases.is_empty() && p.by_client.is_empty() && p.by_query.is_empty());
+    }
+
+    #[test]
+    fn answer_from_the_service_address_joins_a_query_rewritten_before_egress() {
+        // DNAT on the client's own `output` hook: its egress already shows
+        // the pod, the answer comes back from the Service address.
+        let mut q = with_proc(event(0, Hook::SocketEgress, C, POD, 7, Q, 1, None), process(10, "getent"), 99);
+        q.dst_pod = Some(pod("kube-system", "coredns-b"));
+        let evs = [
+            q,
+            event(MS / 10, Hook::SocketIngress, C, POD, 7, Q, 1, None),
+            event(2 * MS, Hook::SocketEgress, POD, C, 7, Q, 1, Some((0, 1))),
+            event(3 * MS, Hook::SocketIngress, VIP, C, 7, Q, 1, Some((0, 1))),
+        ];
+        let (out, mut p) = run(&evs, PairConfig::default());
+        assert_eq!(out.len(), 1, "{out:#?}");
+        let t = &out[0];
+        assert_eq!((t.server, t.resolver, t.timed_out), (ep(VIP), Some(ep(POD)), false));
+        assert_eq!((t.latency_ns, t.observed), (Some(3 * MS), Observed::Both));
+        assert_eq!((p.stats().joined_views, p.stats().unmatched_responses), (1, 0));
+        let mut rest = Vec::new();
+        p.finish(&mut rest);
+        assert!(rest.is_empty() && p.aliases.is_empty());
+        // An answer from elsewhere to a client with two such lookups (musl
+        // asking two nameservers with one id) is not guessed.
+        let evs = [
+            event(0, Hook::SocketEgress, C, POD, 7, Q, 1, None),
+            event(1, Hook::SocketEgress, C, REMOTE_POD, 7, Q, 1, None),
+            event(3 * MS, Hook::SocketIngress, VIP, C, 7, Q, 1, Some((0, 1))),
+        ];
+        let (out, p) = run(&evs, PairConfig::default());
+        assert!(out.is_empty());
+        assert_eq!(p.stats().unmatched_responses, 1);
+    }
+
+    #[test]
+    fn wire_captures_join_pre_and_post_dnat_copies() {
+        // tcpdump on the node bridge: the query before DNAT (to the Service)
+        // and after (to the pod), the answer before and after un-DNAT.
+        let mut evs = vec![
+            event(0, Hook::Wire, C, VIP, 9, Q, 1, None),
+            event(10, Hook::Wire, C, POD, 9, Q, 1, None),
+            event(2 * MS, Hook::Wire, POD, C, 9, Q, 1, Some((0, 1))),
+            event(2 * MS + 10, Hook::Wire, VIP, C, 9, Q, 1, Some((0, 1))),
+        ];
+        evs[1].dst_pod = Some(pod("kube-system", "coredns-b"));
+        evs[2].src_pod = Some(pod("kube-system", "coredns-b"));
+        let (out, p) = run(&evs, PairConfig::default());
+        assert_eq!(out.len(), 1, "{out:#?}");
+        assert_eq!((out[0].server, out[0].resolver), (ep(VIP), Some(ep(POD))));
+        assert_eq!(out[0].latency_ns, Some(2 * MS + 10));
+        assert_eq!(p.stats().joined_views, 1);
+        // Without pod knowledge two destinations may be two nameservers (musl): kept apart.
+        for e in &mut evs {
+            e.src_pod = None;
+            e.dst_pod = None;
+        }
+        let (out, _) = run(&evs, PairConfig::default());
+        assert_eq!(out.len(), 2);
     }
 }
 

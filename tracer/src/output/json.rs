@@ -43,6 +43,9 @@ pub fn transaction(ctx: &Context, tx: &Transaction) -> Value {
         "server_pod": pod(tx.server_pod.as_ref()),
         "server_service": service.map(|s| format!("{}/{}", s.namespace, s.name)),
         "server_process": process(tx.server_process.as_ref()),
+        "resolver": tx.resolver.map(|r| r.to_string()),
+        "resolver_client": tx.resolver_client.map(|r| r.to_string()),
+        "resolver_pod": pod(tx.resolver_pod.as_ref()),
         "transport": tx.transport,
         "id": tx.id,
         "qname": tx.qname,
@@ -125,6 +128,9 @@ struct TxOut<'a> {
     qname: &'a str,
     qtype: Disp<QtypeName>,
     rcode: Option<Disp<RcodeName>>,
+    resolver: Option<Disp<crate::event::Endpoint>>,
+    resolver_client: Option<Disp<crate::event::Endpoint>>,
+    resolver_pod: Option<PodOut<'a>>,
     retransmits: u32,
     server: Disp<crate::event::Endpoint>,
     server_pod: Option<PodOut<'a>>,
@@ -180,6 +186,9 @@ pub fn write_transaction<W: Write>(out: W, ctx: &Context, tx: &Transaction) -> s
         qname: &tx.qname,
         qtype: Disp(QtypeName(tx.qtype)),
         rcode: tx.rcode.map(|r| Disp(RcodeName(r))),
+        resolver: tx.resolver.map(Disp),
+        resolver_client: tx.resolver_client.map(Disp),
+        resolver_pod: PodOut::of(tx.resolver_pod.as_ref()),
         retransmits: tx.retransmits,
         server: Disp(tx.server),
         server_pod: PodOut::of(tx.server_pod.as_ref()),
@@ -292,6 +301,9 @@ mod tests {
             server: ep("10.96.0.10", 53),
             client_pod: None,
             server_pod: None,
+            resolver: None,
+            resolver_client: None,
+            resolver_pod: None,
             transport: Transport::Udp,
             id: 1,
             qname: "a.example".into(),
@@ -319,6 +331,9 @@ mod tests {
         full.server_process = Some(Process { pid: 9, tid: 9, comm: "dnsmasq".into(), thread: "dnsmasq".into() });
         full.client_pod = Some(pod("critical-app", "client", Some("node-a")));
         full.server_pod = Some(pod("kube-system", "coredns-0", None));
+        full.resolver = Some(ep("10.244.2.10", 53));
+        full.resolver_client = Some(ep("192.168.77.10", 61000));
+        full.resolver_pod = Some(pod("kube-system", "coredns-0", Some("node-b")));
         full.transport = Transport::Tcp;
         full.id = u16::MAX;
         full.qname = "weird\\.name\t\u{7f}é.example".into();

@@ -39,8 +39,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 
 pub use topology::{
-    BACKEND, BACKEND_PORT, CLIENT, CLUSTER_DOMAIN, Fault, KUBE_DNS, LOCK_PATH, NODES, NodeSpec, PODS, PREFIX, PodSpec,
-    REFUSED_PORT, STATE_DIR, UPSTREAM_IP, UnknownFault,
+    BACKEND, BACKEND_PORT, CLIENT, CLUSTER_DOMAIN, Fault, KUBE_DNS, KUBE_DNS_CLUSTER_IP, LOCK_PATH, NODES, NodeSpec,
+    PODS, PREFIX, PodSpec, REFUSED_PORT, STATE_DIR, UPSTREAM_IP, UnknownFault,
 };
 use topology::{
     CGROUP_PARENT, CGROUP2_ROOT, FABRIC_BRIDGE, FABRIC_NETNS, OVERLAY_PREFIX_LEN, POD_BRIDGE, POD_MTU, POD_PREFIX_LEN,
@@ -153,6 +153,11 @@ pub fn missing_prerequisites() -> Vec<String> {
     if !Path::new(CGROUP2_ROOT).join("cgroup.procs").exists() {
         missing.push(format!("cgroup2 mounted at {CGROUP2_ROOT}"));
     }
+    // kube-proxy's DNAT of a pod's query to a resolver pod on the same
+    // bridge needs bridged answers to pass conntrack (as on every node).
+    if !Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
+        missing.push("the br_netfilter kernel module (`modprobe br_netfilter`)".to_owned());
+    }
     missing
 }
 
@@ -210,6 +215,10 @@ impl Lab {
         }
         for p in &PODS {
             build_pod(p)?;
+        }
+        for n in &NODES {
+            sys::nft_load(n.netns, &topology::kube_proxy_nft(&self.faults))
+                .with_context(|| format!("kube-proxy rules in {}", n.name))?;
         }
         self.start_servers()?;
         for f in &self.faults {
@@ -387,6 +396,12 @@ impl Lab {
                 p.cgroup()
             );
         }
+        let _ = writeln!(
+            s,
+            "service kube-system/kube-dns: {KUBE_DNS_CLUSTER_IP}:53 → {}:53 (kube-proxy DNAT, table ip {} in each node)",
+            KUBE_DNS.ip,
+            topology::KUBE_PROXY_TABLE
+        );
         let _ = writeln!(s, "upstream resolver: {UPSTREAM_IP} (netns {UPSTREAM_NETNS})");
         let _ = writeln!(s, "snapshot: {}", snapshot_path().display());
         s
@@ -440,10 +455,17 @@ impl Lab {
         topology::node(name)
     }
 
-    /// kube-dns's address (pod IP = service IP: there is no kube-proxy).
+    /// The kube-dns pod's address (where kube-proxy sends the Service's traffic).
     #[must_use]
     pub fn kube_dns_ip(&self) -> Ipv4Addr {
         KUBE_DNS.ip
+    }
+
+    /// The kube-dns Service `ClusterIP`, the `nameserver` of every
+    /// `ClusterFirst` pod.
+    #[must_use]
+    pub fn kube_dns_service_ip(&self) -> Ipv4Addr {
+        KUBE_DNS_CLUSTER_IP
     }
 
     /// The backend pod's address.
@@ -507,6 +529,10 @@ fn build_node(n: &NodeSpec) -> Result<()> {
         n.netns,
         &[("net.ipv4.ip_forward", "1"), ("net.ipv4.conf.all.rp_filter", "0"), ("net.ipv4.conf.default.rp_filter", "0")],
     )?;
+    // What kube-proxy requires of a node: bridged pod-to-pod packets go
+    // through netfilter, so a resolver pod's answer to a client on the same
+    // bridge is un-DNATed back to the Service address.
+    sys::sysctl(n.netns, &[("net.bridge.bridge-nf-call-iptables", "1")])?;
     sys::ip(ns, &["addr", "add", &format!("{}/{UNDERLAY_PREFIX_LEN}", n.underlay_ip), "dev", UNDERLAY_DEV])?;
     sys::ip(ns, &["link", "set", UNDERLAY_DEV, "up"])?;
     let (id, port, local, remote) =

@@ -1,4 +1,4 @@
-//! The lab's "cluster" as a `kubectl get pods,services,nodes -A -o json` List.
+//! The lab's "cluster" as a `kubectl get pods,services,endpoints,nodes -A -o json` List.
 //!
 //! Besides the standard fields, pods and nodes carry annotations that map the
 //! kernel's view back to them: `ktrace.io/netns` (netns name under
@@ -194,6 +194,39 @@ fn service_json(s: &ServiceSpec) -> Value {
     })
 }
 
+/// The Service's `Endpoints` (as `kubectl get endpoints -o json` prints
+/// them): the pods its selector picks, with their node and a `targetRef`.
+fn endpoints_json(s: &ServiceSpec) -> Value {
+    let addresses: Vec<Value> = s
+        .endpoints()
+        .into_iter()
+        .map(|p| {
+            json!({
+                "ip": p.ip.to_string(),
+                "nodeName": p.node,
+                "targetRef": {
+                    "kind": "Pod",
+                    "namespace": p.namespace,
+                    "name": p.name,
+                    "uid": fake_uid("Pod", &format!("{}/{}", p.namespace, p.name)),
+                },
+            })
+        })
+        .collect();
+    let ports: Vec<Value> =
+        s.ports.iter().map(|p| json!({"name": p.name, "port": p.port, "protocol": p.protocol})).collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {
+            "namespace": s.namespace,
+            "name": s.name,
+            "uid": fake_uid("Endpoints", &format!("{}/{}", s.namespace, s.name)),
+        },
+        "subsets": [{"addresses": addresses, "ports": ports}],
+    })
+}
+
 /// The snapshot List for these faults.
 pub(crate) fn snapshot(faults: &[Fault], ids: &dyn KernelIds) -> Value {
     let mut items = Vec::new();
@@ -203,6 +236,7 @@ pub(crate) fn snapshot(faults: &[Fault], ids: &dyn KernelIds) -> Value {
         }
     }
     items.extend(services(faults).into_iter().map(service_json));
+    items.extend(services(faults).into_iter().map(endpoints_json));
     items.extend(NODES.iter().map(|n| node_json(n, ids)));
     json!({
         "apiVersion": "v1",
@@ -260,7 +294,12 @@ mod tests {
         assert_eq!(b["spec"]["podCIDR"], "10.244.2.0/24");
         assert_eq!(b["status"]["addresses"][0]["address"], "192.168.77.11");
         assert!(b["metadata"]["annotations"].get("ktrace.io/netns-ino").is_none());
-        assert_eq!(find(&v, "Service", "kube-dns")["spec"]["clusterIP"], "10.244.1.10");
+        assert_eq!(find(&v, "Service", "kube-dns")["spec"]["clusterIP"], "10.96.0.10");
+        let ep = find(&v, "Endpoints", "kube-dns");
+        assert_eq!(ep["subsets"][0]["addresses"][0]["ip"], "10.244.1.10");
+        assert_eq!(ep["subsets"][0]["addresses"][0]["nodeName"], "node-a");
+        assert_eq!(ep["subsets"][0]["addresses"][0]["targetRef"]["name"], "kube-dns");
+        assert_eq!(ep["subsets"][0]["ports"][0]["port"], 53);
         assert_eq!(find(&v, "Service", "refused"), &Value::Null);
         let with = snapshot(&[Fault::Refused], &NoIds);
         assert_eq!(find(&with, "Service", "refused")["spec"]["ports"][0]["port"], 8081);

@@ -57,6 +57,14 @@ pub const BACKEND_PORT: u16 = 8080;
 /// Port of the `refused` service: it targets the backend pod on a port where
 /// nothing listens (a Service `targetPort` mismatch), so connects get a RST.
 pub const REFUSED_PORT: u16 = 8081;
+/// The kube-dns Service `ClusterIP` (kubeadm's default: the tenth address of
+/// the service CIDR). Pods ask it; each node's kube-proxy table rewrites it
+/// to a resolver pod (see [`kube_proxy_nft`]).
+pub const KUBE_DNS_CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+/// The cluster's service CIDR (no route anywhere: only DNAT gives it meaning).
+pub const SERVICE_CIDR: &str = "10.96.0.0/12";
+/// nftables table holding each node's kube-proxy rules.
+pub const KUBE_PROXY_TABLE: &str = "kt_kube_proxy";
 /// resolv.conf options of the cluster-DNS pods; `timeout:2 attempts:1` keeps
 /// the blackholed `.localdomain` lookups to 2 s each.
 pub const RESOLV_OPTIONS: &str = "ndots:5 timeout:2 attempts:1";
@@ -177,7 +185,7 @@ impl PodSpec {
                 "search {ns}.svc.{d} svc.{d} {d} localdomain\nnameserver {dns}\noptions {RESOLV_OPTIONS}\n",
                 ns = self.namespace,
                 d = CLUSTER_DOMAIN,
-                dns = KUBE_DNS.ip,
+                dns = KUBE_DNS_CLUSTER_IP,
             ),
             PodDns::Default => format!("nameserver {UPSTREAM_IP}\n"),
         }
@@ -255,20 +263,22 @@ pub const PODS: [PodSpec; 3] = [KUBE_DNS, CLIENT, BACKEND];
 pub struct ServicePort {
     /// Port name.
     pub name: &'static str,
-    /// Port number (port and targetPort are equal: there is no kube-proxy).
+    /// Port number (port and targetPort are equal).
     pub port: u16,
     /// `UDP` or `TCP`.
     pub protocol: &'static str,
 }
 
-/// A Service. There is no kube-proxy, so the `ClusterIP` is the pod IP.
+/// A Service. kube-dns has a real `ClusterIP`, rewritten to its pods by the
+/// nodes' kube-proxy rules; the others use the pod IP as `ClusterIP` (they
+/// need no rewriting to be found).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServiceSpec {
     /// Kubernetes namespace.
     pub namespace: &'static str,
     /// Service name.
     pub name: &'static str,
-    /// `ClusterIP` (= the selected pod's IP).
+    /// `ClusterIP`.
     pub cluster_ip: Ipv4Addr,
     /// Ports.
     pub ports: &'static [ServicePort],
@@ -291,7 +301,7 @@ pub const SERVICES: [ServiceSpec; 3] = [
     ServiceSpec {
         namespace: "kube-system",
         name: "kube-dns",
-        cluster_ip: KUBE_DNS.ip,
+        cluster_ip: KUBE_DNS_CLUSTER_IP,
         ports: &[
             ServicePort { name: "dns", port: 53, protocol: "UDP" },
             ServicePort { name: "dns-tcp", port: 53, protocol: "TCP" },
@@ -321,6 +331,67 @@ pub const SERVICES: [ServiceSpec; 3] = [
 #[must_use]
 pub fn services(faults: &[Fault]) -> Vec<&'static ServiceSpec> {
     SERVICES.iter().filter(|s| s.only_with.is_none_or(|f| faults.contains(&f))).collect()
+}
+
+impl ServiceSpec {
+    /// The pods the selector picks (the Service's endpoints).
+    #[must_use]
+    pub fn endpoints(&self) -> Vec<&'static PodSpec> {
+        PODS.iter().filter(|p| self.selector.iter().all(|sel| p.labels.contains(sel))).collect()
+    }
+
+    /// Whether the `ClusterIP` is a virtual address kube-proxy rewrites.
+    #[must_use]
+    pub fn is_virtual(&self) -> bool {
+        !PODS.iter().any(|p| p.ip == self.cluster_ip)
+    }
+}
+
+/// The kube-proxy rules of one node (nftables, the shape of kube-proxy's
+/// iptables mode): `prerouting` (pod traffic arriving on `cni0`, bridged
+/// traffic included via `bridge-nf-call-iptables`) and `output` (the node's
+/// own processes) jump to one chain per Service, which DNATs to an endpoint;
+/// with several endpoints one is picked at random per connection, like
+/// kube-proxy's `statistic mode random`. Conntrack rewrites the answers back.
+#[must_use]
+pub fn kube_proxy_nft(faults: &[Fault]) -> String {
+    let mut svc_chains = String::new();
+    let mut jumps = String::new();
+    for s in services(faults).into_iter().filter(|s| s.is_virtual()) {
+        let eps = s.endpoints();
+        if eps.is_empty() {
+            continue;
+        }
+        let chain = format!("svc_{}_{}", s.namespace.replace('-', "_"), s.name.replace('-', "_"));
+        // One chain per endpoint (kube-proxy's KUBE-SEP-*), picked at random
+        // per connection when there are several (KUBE-SVC-*).
+        let mut pick = String::new();
+        for (i, ep) in eps.iter().enumerate() {
+            let _ = writeln!(svc_chains, "  chain {chain}_ep{i} {{");
+            for port in s.ports {
+                let proto = port.protocol.to_ascii_lowercase();
+                let _ =
+                    writeln!(svc_chains, "    meta l4proto {proto} th dport {p} dnat to {}:{p}", ep.ip, p = port.port);
+            }
+            svc_chains.push_str("  }\n");
+        }
+        if eps.len() == 1 {
+            let _ = writeln!(pick, "    jump {chain}_ep0");
+        } else {
+            let arms: Vec<String> = (0..eps.len()).map(|i| format!("{i} : jump {chain}_ep{i}")).collect();
+            let _ = writeln!(pick, "    numgen random mod {} vmap {{ {} }}", eps.len(), arms.join(", "));
+        }
+        let _ = write!(svc_chains, "  chain {chain} {{\n{pick}  }}\n");
+        for port in s.ports {
+            let proto = port.protocol.to_ascii_lowercase();
+            let _ = writeln!(jumps, "    ip daddr {} {proto} dport {} jump {chain}", s.cluster_ip, port.port);
+        }
+    }
+    format!(
+        "table ip {KUBE_PROXY_TABLE} {{\n{svc_chains}  chain services {{\n{jumps}  }}\n  \
+         chain prerouting {{\n    type nat hook prerouting priority dstnat;\n    jump services\n  }}\n  \
+         chain output {{\n    type nat hook output priority -100;\n    jump services\n  }}\n}}\n"
+    )
 }
 
 /// Looks a node up by name (`node-a`).
@@ -537,9 +608,27 @@ mod tests {
     fn client_resolv_conf_has_the_incident_search_list() {
         let r = CLIENT.resolv_conf();
         assert!(r.contains("search critical-app.svc.cluster.local svc.cluster.local cluster.local localdomain\n"));
-        assert!(r.contains("nameserver 10.244.1.10\n"));
+        assert!(r.contains("nameserver 10.96.0.10\n"), "pods ask the kube-dns ClusterIP: {r}");
         assert!(r.contains("options ndots:5 timeout:2 attempts:1\n"));
         assert_eq!(KUBE_DNS.resolv_conf(), "nameserver 192.168.77.53\n");
+    }
+
+    #[test]
+    fn kube_proxy_dnats_the_kube_dns_cluster_ip_to_its_pod() {
+        let dns = SERVICES.iter().find(|s| s.name == "kube-dns").expect("kube-dns service");
+        assert!(dns.is_virtual());
+        assert_eq!(dns.endpoints(), [&KUBE_DNS]);
+        let backend = SERVICES.iter().find(|s| s.name == "backend").expect("backend service");
+        assert!(!backend.is_virtual());
+        let r = kube_proxy_nft(&[]);
+        assert!(r.starts_with("table ip kt_kube_proxy {\n"), "{r}");
+        assert!(r.contains("ip daddr 10.96.0.10 udp dport 53 jump svc_kube_system_kube_dns\n"), "{r}");
+        assert!(r.contains("ip daddr 10.96.0.10 tcp dport 53 jump svc_kube_system_kube_dns\n"), "{r}");
+        assert!(r.contains("meta l4proto udp th dport 53 dnat to 10.244.1.10:53\n"), "{r}");
+        assert!(r.contains("type nat hook prerouting priority dstnat;") && r.contains("type nat hook output"));
+        assert!(!r.contains("10.244.2.30"), "only virtual ClusterIPs are rewritten: {r}");
+        assert_eq!(r.matches('{').count(), r.matches('}').count(), "{r}");
+        assert!(dns_hosts(&[]).contains("10.96.0.10\tkube-dns.kube-system.svc.cluster.local\n"));
     }
 
     #[test]
