@@ -103,7 +103,7 @@ fn load_one(ebpf: &mut Ebpf, name: &str, kind: &str, btf: Option<&aya::Btf>) -> 
 }
 
 /// Loads every program (nothing is attached) and reports each one.
-/// Needs root (CAP_BPF + CAP_PERFMON); errors are per program.
+/// Needs root (`CAP_BPF` + `CAP_PERFMON`); errors are per program.
 pub fn report() -> Result<(FitReport, Vec<ProgramReport>), super::BpfError> {
     if OBJECT.is_empty() {
         return Err(super::BpfError::NoObject);
