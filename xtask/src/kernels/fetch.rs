@@ -75,7 +75,8 @@ pub(crate) fn fetch(s: Series, package: &str, cache: &Path) -> anyhow::Result<Ke
     let find_deb = || -> Option<PathBuf> {
         fs::read_dir(&debs).ok()?.filter_map(Result::ok).map(|e| e.path()).find(|p| {
             p.file_name().and_then(|f| f.to_str()).is_some_and(|f| {
-                f.strip_prefix(package).is_some_and(|rest| rest.starts_with('_')) && f.ends_with(".deb")
+                f.strip_prefix(package).is_some_and(|rest| rest.starts_with('_'))
+                    && Path::new(f).extension().is_some_and(|e| e.eq_ignore_ascii_case("deb"))
             })
         })
     };

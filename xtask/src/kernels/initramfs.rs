@@ -22,7 +22,7 @@ const TOOLS: [&str; 6] =
     ["/usr/sbin/ip", "/usr/sbin/tc", "/usr/sbin/nft", "/usr/sbin/dnsmasq", "/usr/bin/dig", "/usr/sbin/bpftool"];
 
 /// Modules the scenario needs where the Debian config has them as modules:
-/// veth (the namespace pair), nf_tables (the drop), sch_ingress + cls_bpf
+/// `veth` (the namespace pair), `nf_tables` (the drop), `sch_ingress` + `cls_bpf`
 /// (classic tc with clsact where TCX is missing). Dependencies are added
 /// from each module's `.modinfo`.
 const MODULES: [&str; 4] = ["veth", "nf_tables", "sch_ingress", "cls_bpf"];
@@ -212,6 +212,7 @@ fn module_index(dir: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {
 /// `wanted` and their dependencies, dependencies first. A soft dependency
 /// that names a crypto algorithm (`crc32c`) rather than a module is
 /// resolved to its generic implementation (`crc32c_generic`).
+#[expect(clippy::items_after_statements, reason = "the recursive helper reads best next to its only caller")]
 fn module_order(dir: &Path, wanted: &[&str]) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let idx = module_index(dir)?;
     let builtin = fs::read_to_string(dir.join("modules.builtin")).unwrap_or_default();
