@@ -165,6 +165,23 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         e2e.args(["test", "--no-fail-fast", "-p", "ktrace-e2e", "--tests", "--"]).arg("--test-threads=1").args(extra);
         e2e.env("KTRACE_BIN", &bin);
         ok &= run_tests(e2e, &mut totals)?;
+        // The kernel matrix (Debian 6.1 and 6.12 in qemu, and this host's
+        // kernel) and a short fuzz run of every parser: each counts as one
+        // test here, their own output lists the checks and targets.
+        if std::env::var("KTRACE_SKIP_KERNELS").as_deref() == Ok("1") {
+            eprintln!("[xtask] KTRACE_SKIP_KERNELS=1: kernel matrix skipped");
+            totals.ignored += 1;
+        } else {
+            let opts = kernels::Opts { check: true, ..kernels::Opts::default() };
+            stage("kernel matrix", kernels::run(&bin, &root(), &opts), &mut totals);
+        }
+        if std::env::var("KTRACE_SKIP_FUZZ").as_deref() == Ok("1") {
+            eprintln!("[xtask] KTRACE_SKIP_FUZZ=1: fuzzing skipped");
+            totals.ignored += 1;
+        } else {
+            let opts = fuzz::Options { seconds: 20, targets: Vec::new(), write_seeds: false };
+            stage("fuzz (20 s per target)", fuzz::main(&opts), &mut totals);
+        }
     } else if std::env::var("KTRACE_REQUIRE_BPF").as_deref() == Ok("1") {
         bail!("end-to-end tests need root to load BPF programs and KTRACE_REQUIRE_BPF=1 is set");
     } else {
@@ -175,6 +192,20 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         bail!("tests failed");
     }
     Ok(())
+}
+
+/// Counts one xtask stage of the test run as a passed or failed test.
+fn stage(name: &str, r: anyhow::Result<()>, t: &mut Totals) {
+    match r {
+        Ok(()) => {
+            println!("[xtask] {name}: ok");
+            t.passed += 1;
+        }
+        Err(e) => {
+            println!("[xtask] {name}: FAILED: {e:#}");
+            t.failed += 1;
+        }
+    }
 }
 
 fn lint() -> anyhow::Result<()> {

@@ -1045,6 +1045,8 @@ mod tests {
             false,
             &[
                 ("__state", uint, 0),
+                ("pid", int, 20_032),
+                ("tgid", int, 20_064),
                 ("group_leader", p_task, 20_480),
                 ("comm", comm, 24_704),
                 ("nsproxy", p_nsproxy, 25_216),
@@ -1112,6 +1114,7 @@ mod tests {
         assert_eq!((off.valid, off.skb_valid), (1, 1));
         assert_eq!((off.task_group_leader, off.task_comm, off.task_nsproxy), (2560, 3088, 3152));
         assert_eq!((off.nsproxy_net_ns, off.net_ns_inum), (40, 144));
+        assert_eq!((off.task_pid, off.task_tgid), (2504, 2508));
         assert_eq!((off.skb_dev, off.skb_len, off.skb_network_header, off.skb_head), (16, 112, 182, 200));
         assert_eq!((off.dev_ifindex, off.dev_nd_net, off.sock_state), (224, 256, 18));
         assert_eq!(btf.drop_reason_name(8), "NETFILTER_DROP");
