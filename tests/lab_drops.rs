@@ -36,15 +36,7 @@ impl Recorder {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &ns])
             .arg(ktrace_bin())
-            .args([
-                "record",
-                "--node-name",
-                node,
-                "--netns-scope",
-                &ns,
-                "--kube-snapshot",
-                snapshot,
-            ])
+            .args(["record", "--node-name", node, "--netns-scope", &ns, "--kube-snapshot", snapshot])
             .args(underlay)
             .arg("-w")
             .arg(&path)
@@ -75,7 +67,10 @@ impl Recorder {
     }
 
     fn attached_line(&self) -> String {
-        self.stderr.lock().map(|v| v.iter().find(|l| l.contains("attached")).cloned().unwrap_or_default()).unwrap_or_default()
+        self.stderr
+            .lock()
+            .map(|v| v.iter().find(|l| l.contains("attached")).cloned().unwrap_or_default())
+            .unwrap_or_default()
     }
 
     fn stop(mut self) -> PathBuf {
@@ -216,7 +211,9 @@ fn captures_without_fingerprints_are_named() {
     assert_eq!(stats[0]["underlay_fingerprints"], 0, "{stats:#?}");
     assert_eq!(stats[0]["nodes_without_underlay"], serde_json::json!(["node-a", "node-b"]), "{stats:#?}");
     assert!(
-        stats[0]["warnings"].as_array().is_some_and(|w| w.iter().any(|x| x.as_str().unwrap_or("").contains("no underlay fingerprints"))),
+        stats[0]["warnings"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|x| x.as_str().unwrap_or("").contains("no underlay fingerprints"))),
         "{stats:#?}"
     );
     // Table output says it on stderr too.

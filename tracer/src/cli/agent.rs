@@ -111,7 +111,9 @@ fn discover_peers(g: &Global, tls: bool) -> anyhow::Result<Vec<Target>> {
 pub fn run(g: &Global, a: &AgentArgs) -> anyhow::Result<()> {
     let underlay = super::underlay::resolve(&a.underlay)?;
     if underlay.is_empty() && a.underlay.iter().any(|u| u == "auto") {
-        anyhow::bail!("--underlay auto: no tunnel lower device and no IPv4 default route in this network namespace; name the device");
+        anyhow::bail!(
+            "--underlay auto: no tunnel lower device and no IPv4 default route in this network namespace; name the device"
+        );
     }
     let token = match &a.token_file {
         Some(p) => match std::fs::read_to_string(p) {

@@ -291,7 +291,9 @@ fn condensed_diagnosis(findings: &[Value]) -> Vec<String> {
                 let of = v.get("of_kind");
                 let cause = v.get("first_cause");
                 if let Some(r) = rows.iter_mut().find(|r| {
-                    r.v.get("kind") == of && r.v.get("ts_ns").and_then(Value::as_u64) == first && r.v.get("cause") == cause
+                    r.v.get("kind") == of
+                        && r.v.get("ts_ns").and_then(Value::as_u64) == first
+                        && r.v.get("cause") == cause
                 }) {
                     r.lost = r.lost.max(lost_ms(v));
                     r.count = r.count.max(num(v, "count") as u64);
@@ -402,7 +404,9 @@ impl<W: Write> Sink for TableSink<W> {
             let mut shown = v.clone();
             // The fast walks' advice is the same every period: once is enough.
             if matches!(f, Finding::SearchFanoutSummary(_)) {
-                if self.summary_advised && let Value::Object(m) = &mut shown {
+                if self.summary_advised
+                    && let Value::Object(m) = &mut shown
+                {
                     m.remove("advice");
                 }
                 self.summary_advised = true;
