@@ -58,7 +58,7 @@ mod tests {
     fn completions_name_every_subcommand_and_flag() {
         for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
             let s = script(shell);
-            for word in ["dns", "drops", "record", "replay", "doctor", "agent", "--explain-first", "--kube-snapshot"] {
+            for word in ["dns", "drops", "record", "replay", "doctor", "agent", "explain-first", "kube-snapshot"] {
                 assert!(s.contains(word), "{shell:?} completion lacks {word}");
             }
         }

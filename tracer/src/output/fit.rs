@@ -108,7 +108,11 @@ impl Layout {
                 out.push(' ');
             }
             let cell = &cells[i];
-            let text = if self.cut { ellipsize_middle(cell.text, w) } else { Cow::Borrowed(cell.text) };
+            let text = match (self.cut, cell.alt) {
+                (false, _) => Cow::Borrowed(cell.text),
+                (true, Some(alt)) if cell.text.chars().count() > w => ellipsize_middle(alt, w),
+                (true, _) => ellipsize_middle(cell.text, w),
+            };
             let len = text.chars().count();
             let pad = w.saturating_sub(len);
             let last = n + 1 == self.shown.len();
@@ -230,13 +234,22 @@ pub struct Cell<'a> {
     pub text: &'a str,
     /// The colour, if any.
     pub style: Option<Style>,
+    /// A shorter text to use when `text` does not fit a fitted column
+    /// (`-> 10.96.0.10:53 (svc kube-system/kube-dns)` for client -> server).
+    pub alt: Option<&'a str>,
 }
 
 impl<'a> Cell<'a> {
     /// Uncoloured text.
     #[must_use]
     pub fn plain(text: &'a str) -> Self {
-        Self { text, style: None }
+        Self { text, style: None, alt: None }
+    }
+
+    /// `text`, or `alt` when it does not fit.
+    #[must_use]
+    pub fn or_shorter(text: &'a str, alt: &'a str) -> Self {
+        Self { text, style: None, alt: Some(alt) }
     }
 }
 
@@ -356,7 +369,7 @@ mod tests {
             Cell::plain("12:00:00"),
             Cell::plain("a-very-long-name.with.many.labels.example"),
             Cell::plain("x"),
-            Cell { text: "NXDOMAIN", style: Some(Style::Warn) },
+            Cell { text: "NXDOMAIN", style: Some(Style::Warn), alt: None },
         ];
         let line = l.line(&COLS, &cells);
         let plain = line.replace("\x1b[33m", "").replace(RESET, "");
@@ -387,6 +400,15 @@ mod tests {
         // Cannot fit: names stop at their minimum.
         let l = fit_line(segs(), Some(10));
         assert!(l.starts_with("DROP  ") && l.contains(" -> "), "{l}");
+    }
+
+    #[test]
+    fn shorter_text_when_the_full_one_does_not_fit() {
+        let cols = [col("ENDS", 40, 20, 0)];
+        let cells = [Cell::or_shorter("10.244.1.20:58089 -> 10.96.0.10:53", "-> 10.96.0.10:53")];
+        assert_eq!(Layout::fit(&cols, 20).line(&cols, &cells), "-> 10.96.0.10:53");
+        assert_eq!(Layout::fit(&cols, 40).line(&cols, &cells), "10.244.1.20:58089 -> 10.96.0.10:53");
+        assert_eq!(Layout::full(&cols).line(&cols, &cells), "10.244.1.20:58089 -> 10.96.0.10:53");
     }
 
     #[test]

@@ -281,9 +281,10 @@ impl<W: Write> Sink for TableSink<W> {
         let proc_ = tx.process.as_ref().map_or("-".into(), |p| format!("{}[{}]", p.comm, p.pid));
         let rcode = if tx.timed_out { "TIMEOUT".into() } else { tx.rcode.map_or("-".into(), rcode_name) };
         let lat = tx.latency_ns.map_or("-".into(), |l| format!("{:.1}ms", l as f64 / 1e6));
+        let srv = server(ctx, tx);
         let (who, ends, id, ty, ans) = (
             who(tx),
-            format!("{} -> {}", tx.client, server(ctx, tx)),
+            format!("{} -> {srv}", tx.client),
             tx.id.to_string(),
             qtype_name(tx.qtype),
             answers(tx),
@@ -292,11 +293,11 @@ impl<W: Write> Sink for TableSink<W> {
             Cell::plain(time),
             Cell::plain(&who),
             Cell::plain(&proc_),
-            Cell::plain(&ends),
+            Cell::or_shorter(&ends, &ends[ends.len() - srv.len() - 3..]),
             Cell::plain(&id),
             Cell::plain(&tx.qname),
             Cell::plain(&ty),
-            Cell { text: &rcode, style: if self.colour { rcode_style(&rcode) } else { None } },
+            Cell { text: &rcode, style: if self.colour { rcode_style(&rcode) } else { None }, alt: None },
             Cell::plain(&ans),
             Cell::plain(&lat),
         ];
