@@ -3,7 +3,7 @@
 //! a buildah storage of its own, runs the image with what the DaemonSet
 //! grants (capabilities BPF, PERFMON, NET_ADMIN, `SYS_PTRACE`, every other
 //! one dropped; the host's BTF, tracefs and cgroup tree mounted read-only;
-//! the host's PID and network namespaces), and checks `ktrace doctor` and a
+//! the host's PID and network namespaces; seccomp unconfined), and checks `ktrace doctor` and a
 //! live DNS transaction seen from inside it.
 //!
 //! Root and BPF, under the host lock; built only with `--features image`:
@@ -65,6 +65,9 @@ impl Image {
     fn run(&self, args: &[&str]) -> Command {
         let mut c = buildah(&self.storage);
         c.args(["run", "--isolation", "chroot", "--cap-drop", "all", "--cap-add", CAPS]);
+        // The DaemonSet's `seccompProfile: Unconfined`: default profiles allow
+        // bpf() only with SYS_ADMIN (map creation fails with EPERM).
+        c.args(["--security-opt", "seccomp=unconfined"]);
         for m in ["/sys/kernel/btf", "/sys/kernel/tracing", "/sys/fs/cgroup"] {
             c.args(["-v", &format!("{m}:{m}:ro")]);
         }

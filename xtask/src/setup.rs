@@ -31,6 +31,7 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ("sysdig", "benchmarks: `sysdig -r` next to `ktrace dns -r` (replay only, no kernel module)"),
     ("musl-tools", "cargo xtask image/dist: the static binary (musl-gcc for the C dependencies)"),
     ("buildah", "cargo xtask image: builds the OCI image; tests/image.rs runs it"),
+    ("binutils", "cargo xtask image/dist: strip the static binary"),
 ];
 
 /// The nightly that builds the eBPF crate. Pinned: its LLVM must be the one
