@@ -66,7 +66,10 @@ fn plain(s: &str) -> String {
 
 fn table_lines(out: &str) -> Vec<String> {
     let text = plain(out);
-    let start = text.lines().position(|l| l.contains("QNAME") && l.contains("RCODE")).unwrap_or_else(|| panic!("no table header: {text}"));
+    let start = text
+        .lines()
+        .position(|l| l.contains("QNAME") && l.contains("RCODE"))
+        .unwrap_or_else(|| panic!("no table header: {text}"));
     text.lines().skip(start).take_while(|l| !l.is_empty()).map(str::to_owned).collect()
 }
 
@@ -114,12 +117,8 @@ fn the_terminals_own_width_without_columns() {
 
 #[test]
 fn pipes_and_wide_get_the_full_table() {
-    let piped = Command::new(ktrace_bin())
-        .args(["dns", "-r"])
-        .arg(fixture())
-        .env_remove("COLUMNS")
-        .output()
-        .expect("ktrace");
+    let piped =
+        Command::new(ktrace_bin()).args(["dns", "-r"]).arg(fixture()).env_remove("COLUMNS").output().expect("ktrace");
     assert!(piped.status.success());
     let piped = String::from_utf8(piped.stdout).unwrap();
     assert!(!piped.contains('\x1b'), "no colour on a pipe");
@@ -130,12 +129,8 @@ fn pipes_and_wide_get_the_full_table() {
     let wide = on_pty(&format!("stty cols 80; exec {}", dns_replay("-o wide")), &[]);
     assert_eq!(table_lines(&wide), lines, "-o wide is the full table");
     // COLUMNS on a pipe fits it.
-    let fitted = Command::new(ktrace_bin())
-        .args(["dns", "-r"])
-        .arg(fixture())
-        .env("COLUMNS", "80")
-        .output()
-        .expect("ktrace");
+    let fitted =
+        Command::new(ktrace_bin()).args(["dns", "-r"]).arg(fixture()).env("COLUMNS", "80").output().expect("ktrace");
     assert!(widest(&table_lines(&String::from_utf8_lossy(&fitted.stdout))) <= 80);
 }
 

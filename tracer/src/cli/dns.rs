@@ -187,7 +187,8 @@ pub fn run(g: &Global, args: &DnsArgs) -> anyhow::Result<()> {
     let clock = ClockRef::now();
     let ctx = Context { clock_offset_ns: clock.offset(), enricher };
     // Only runs with an end get a status line: an open-ended run is read as it scrolls.
-    let mut status = if args.duration.is_some() { StatusLine::new("ktrace dns", args.duration) } else { StatusLine::off() };
+    let mut status =
+        if args.duration.is_some() { StatusLine::new("ktrace dns", args.duration) } else { StatusLine::off() };
     let mut pipe = Pipeline::new(ctx, filter, pair, sink(g, args, &status));
     pipe.dns_ports.clone_from(&args.ports);
     let node = g.node();
@@ -263,7 +264,8 @@ fn from_agents(g: &Global, args: &DnsArgs, filter: Filter, pair: PairConfig) -> 
     let enricher = meta.0.clone();
     // Agent streams carry wall-clock times, as replayed captures do.
     let ctx = Context { clock_offset_ns: 0, enricher: enricher.clone() };
-    let mut status = if args.duration.is_some() { StatusLine::new("ktrace dns", args.duration) } else { StatusLine::off() };
+    let mut status =
+        if args.duration.is_some() { StatusLine::new("ktrace dns", args.duration) } else { StatusLine::off() };
     let mut pipe = Pipeline::new(ctx, filter, pair, sink(g, args, &status));
     pipe.dns_ports.clone_from(&args.ports);
     let warnings = args.agents.read(g, "DNS", &[Kind::Dns], args.duration, &meta, |ev| match ev {

@@ -275,7 +275,10 @@ fn drop_line(v: &Value, width: Option<usize>, colour: bool) -> String {
             Seg::fixed(format!(" {}:{}", s(v, "dst"), s(v, "dport"))),
             Seg::optional(format!("  node={}", s(v, "node")), 2),
             Seg::optional(format!(" dev={}", s(v, "dev")), 1),
-            Seg::optional(v.get("inner").filter(|x| !x.is_null()).map_or(String::new(), |i| format!("  inner: {i}")), 1),
+            Seg::optional(
+                v.get("inner").filter(|x| !x.is_null()).map_or(String::new(), |i| format!("  inner: {i}")),
+                1,
+            ),
         ],
         width.map(|w| w + tag.len() - 4),
     )

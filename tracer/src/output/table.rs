@@ -282,13 +282,8 @@ impl<W: Write> Sink for TableSink<W> {
         let rcode = if tx.timed_out { "TIMEOUT".into() } else { tx.rcode.map_or("-".into(), rcode_name) };
         let lat = tx.latency_ns.map_or("-".into(), |l| format!("{:.1}ms", l as f64 / 1e6));
         let srv = server(ctx, tx);
-        let (who, ends, id, ty, ans) = (
-            who(tx),
-            format!("{} -> {srv}", tx.client),
-            tx.id.to_string(),
-            qtype_name(tx.qtype),
-            answers(tx),
-        );
+        let (who, ends, id, ty, ans) =
+            (who(tx), format!("{} -> {srv}", tx.client), tx.id.to_string(), qtype_name(tx.qtype), answers(tx));
         let cells = [
             Cell::plain(time),
             Cell::plain(&who),
