@@ -1,7 +1,7 @@
 //! The container image, run: `cargo xtask image` builds
 //! `target/image/ktrace-VERSION.oci.tar`; this test loads that archive into
-//! a buildah storage of its own, runs the image with what the DaemonSet
-//! grants (capabilities BPF, PERFMON, NET_ADMIN, `SYS_PTRACE` on top of
+//! a buildah storage of its own, runs the image with what the `DaemonSet`
+//! grants (capabilities `BPF`, `PERFMON`, `NET_ADMIN`, `SYS_PTRACE` on top of
 //! buildah's default set; the host's BTF, tracefs and cgroup tree mounted read-only;
 //! the host's PID and network namespaces; seccomp unconfined), and checks `ktrace doctor` and a
 //! live DNS transaction seen from inside it.
@@ -20,7 +20,7 @@ use std::{
 use ktrace_e2e::{NetnsPair, bpf_available, json_lines, of_type, tools_available};
 use xtask::image::{archive_path, buildah, image_dir, image_ref};
 
-/// The DaemonSet's capabilities (deploy/daemonset.yaml; tests/manifests.rs checks that list).
+/// The `DaemonSet`'s capabilities (deploy/daemonset.yaml; tests/manifests.rs checks that list).
 const CAPS: &str = "CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN,CAP_SYS_PTRACE";
 const CONTAINER: &str = "ktrace-image-test";
 
@@ -64,7 +64,7 @@ impl Image {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// `buildah run` of `ktrace ARGS` in the image, as the DaemonSet runs it.
+    /// `buildah run` of `ktrace ARGS` in the image, as the `DaemonSet` runs it.
     fn run(&self, args: &[&str]) -> Command {
         let mut c = buildah(&self.storage);
         // buildah 1.28 with `--cap-drop all` before `--cap-add` leaves bpf()

@@ -240,7 +240,7 @@ fn replay(g: &Global, args: &DnsArgs, filter: Filter, pair: PairConfig) -> anyho
             pipe.tick(ts);
             // Looking at the clock costs: every 4096 records is plenty for 1 s.
             n = n.wrapping_add(1);
-            if n % 4096 == 0 {
+            if n.is_multiple_of(4096) {
                 status.tick(|| format!("{} · {}", progress.describe(), live_status(&pipe.stats)));
             }
         }

@@ -147,7 +147,7 @@ fn distribute(cols: &[Column], active: &[usize], extra: usize) -> Vec<(usize, us
         .iter()
         .map(|&i| {
             let c = &cols[i];
-            let share = if want == 0 { 0 } else { extra * (c.natural - c.min) / want };
+            let share = (extra * (c.natural - c.min)).checked_div(want).unwrap_or(0);
             (i, (c.min + share).min(c.natural))
         })
         .collect();

@@ -227,7 +227,7 @@ impl Progress {
     #[must_use]
     pub fn describe(&self) -> String {
         let (read, total) = self.get();
-        let pct = if total == 0 { 100 } else { read.min(total) * 100 / total };
+        let pct = (read.min(total) * 100).checked_div(total).unwrap_or(100);
         format!("{pct}% of {} read", crate::output::term::bytes(total))
     }
 }
