@@ -452,6 +452,9 @@ fn daemonset_runs_one_unprivileged_agent_per_node() {
     assert!(!limits.contains_key("cpu"), "a CPU limit would throttle ring-buffer draining");
     assert!(requests.contains_key("memory") && requests.contains_key("cpu"));
     assert!(c.image.as_deref().is_some_and(|i| i.contains(':') && !i.ends_with(":latest")), "a pinned image");
+    // The image `cargo xtask image` builds, at this version (a registry of
+    // one's own is a kustomize `images:` override, docs/deploy.md).
+    assert_eq!(c.image.as_deref(), Some(xtask::image::image_ref().as_str()), "the image the build produces");
 
     let env = c.env.as_deref().unwrap_or_default();
     let node = env.iter().find(|e| e.name == "NODE_NAME").expect("NODE_NAME");

@@ -3,8 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-use ktrace::cli::{Cli, Command, agent, dns, doctor, drops, programs, record, replay};
+use ktrace::cli::{Cli, Command, agent, dns, doctor, drops, kubectl, programs, record, replay, shell};
 
 // Per-event allocations dominate userspace cost; mimalloc's thread-local
 // free lists make them several times cheaper than glibc's (BENCHMARKS.md).
@@ -12,7 +11,8 @@ use ktrace::cli::{Cli, Command, agent, dns, doctor, drops, programs, record, rep
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Also `kubectl ktrace …`, by argv[0] (cli::kubectl).
+    let cli = Cli::parse_env();
     let level = match cli.global.verbose {
         0 => "warn",
         1 => "info",
@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     if let Err(e) = cli.global.apply_sched() {
-        eprintln!("ktrace: --sched-idle: {e}");
+        eprintln!("{}: --sched-idle: {e}", kubectl::program());
         return ExitCode::FAILURE;
     }
     let r = match &cli.cmd {
@@ -31,11 +31,16 @@ fn main() -> ExitCode {
         Command::Doctor => doctor::run(&cli.global),
         Command::Programs => programs::run(&cli.global),
         Command::Agent(a) => agent::run(&cli.global, a),
+        Command::Completions(a) => {
+            shell::completions(a, &mut std::io::stdout().lock());
+            Ok(())
+        }
+        Command::Man(a) => shell::man(a, &mut std::io::stdout().lock()),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ktrace: {e:#}");
+            eprintln!("{}: {e:#}", kubectl::program());
             ExitCode::FAILURE
         }
     }

@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod fuzz;
 mod kernels;
+mod release;
 mod setup;
 
 use std::{
@@ -44,6 +45,12 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the container image: ktrace static (musl) `FROM scratch` with buildah, tagged
+    /// localhost/ktrace:VERSION and exported to target/image/ktrace-VERSION.oci.tar.
+    Image,
+    /// Build the release archive target/dist/ktrace-VERSION-x86_64-linux-musl.tar.gz (binary,
+    /// kubectl plugin link, completions, man pages, deploy/, SHA256SUMS) and its krew manifest.
+    Dist,
     /// Run clippy the three ways the workspace needs (userspace, eBPF on host, eBPF for BPF).
     Lint,
     /// Set up, build the fuzz targets (cargo-fuzz, pinned nightly) and run each for
@@ -252,6 +259,8 @@ fn main() -> anyhow::Result<()> {
             let bin = build()?;
             kernels::run(&bin, &root(), &opts)
         }
+        Cmd::Image => release::image(),
+        Cmd::Dist => release::dist(),
         Cmd::Bench { quick } => {
             let bin = build_with(&[
                 "--example",

@@ -35,6 +35,9 @@ pub(crate) const PACKAGES: &[(&str, &str)] = &[
     ("cpio", "kernel matrix: packs the guests' initramfs"),
     ("xz-utils", "kernel matrix: unpacks 6.12's .ko.xz modules"),
     ("util-linux", "kernel matrix: flock around the host run"),
+    ("musl-tools", "cargo xtask image/dist: the static binary (musl-gcc for the C dependencies)"),
+    ("buildah", "cargo xtask image: builds the OCI image; tests/image.rs runs it"),
+    ("binutils", "cargo xtask image/dist: strip the static binary"),
 ];
 
 /// The nightly that builds the eBPF crate. Pinned: its LLVM must be the one
@@ -119,6 +122,17 @@ pub(crate) fn setup() -> anyhow::Result<()> {
         say(&format!("installing {EBPF_TOOLCHAIN} with rust-src (eBPF builds core with -Z build-std)"));
         run(Command::new("rustup").args(["toolchain", "install", EBPF_TOOLCHAIN, "--profile", "minimal"]))?;
         run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", EBPF_TOOLCHAIN]))?;
+    }
+
+    let has_musl = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l == xtask::image::MUSL_TARGET));
+    if has_musl {
+        say(&format!("rust target {}: present", xtask::image::MUSL_TARGET));
+    } else {
+        say(&format!("adding rust target {} (the static binary of the image)", xtask::image::MUSL_TARGET));
+        run(Command::new("rustup").args(["target", "add", xtask::image::MUSL_TARGET]))?;
     }
 
     if which("bpf-linker").is_some() {

@@ -10,7 +10,11 @@ use clap::Args;
 use crate::{
     analyze::{Finding, Transaction, condense::CondenseConfig, pairing::PairConfig, summary::Summary},
     bpf::{CaptureConfig, DnsCapture},
-    output::{json::JsonSink, table::TableSink},
+    output::{
+        json::JsonSink,
+        table::TableSink,
+        term::{self, StatusLine, count},
+    },
     pipeline::{Context, Filter, Pipeline, RunStats, Sink},
     source::{
         ClockRef,
@@ -109,7 +113,7 @@ impl<S: Sink> Sink for SummarySink<S> {
     fn finish(&mut self, ctx: &Context, stats: &RunStats) {
         let mut out = std::io::stdout().lock();
         match self.format {
-            Format::Table => {
+            Format::Table | Format::Wide => {
                 let _ = writeln!(out, "{}", self.summary.render_table());
             }
             Format::Json => {
@@ -122,25 +126,37 @@ impl<S: Sink> Sink for SummarySink<S> {
     }
 }
 
-fn sink(g: &Global, args: &DnsArgs) -> Box<dyn Sink> {
+fn sink(g: &Global, args: &DnsArgs, status: &StatusLine) -> Box<dyn Sink> {
     // Stdout is line-buffered: a BufWriter on top makes it one write per batch.
-    let out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+    let out = std::io::BufWriter::with_capacity(64 * 1024, status.guard(std::io::stdout()));
+    let table = |out| TableSink::new(out).fitted(term::table_width(g.output == Format::Wide), term::colour_stdout());
     match (g.output, args.summary) {
         (Format::Json, false) => Box::new(JsonSink::new(out)),
-        (Format::Table, false) => {
-            let mut t = TableSink::new(out);
+        (Format::Table | Format::Wide, false) => {
+            let mut t = table(out);
             t.explain_first = args.explain_first;
             Box::new(t)
         }
         (Format::Json, true) => {
             Box::new(SummarySink { inner: JsonSink::new(out), summary: Summary::default(), format: Format::Json })
         }
-        (Format::Table, true) => {
-            let mut t = TableSink::new(out);
+        (Format::Table | Format::Wide, true) => {
+            let mut t = table(out);
             t.quiet = true;
             Box::new(SummarySink { inner: t, summary: Summary::default(), format: Format::Table })
         }
     }
+}
+
+/// The status line of a live run: counts so far.
+fn live_status(st: &RunStats) -> String {
+    format!(
+        "{} · {} · {} · {} lost",
+        count(st.records, "event", "events"),
+        count(st.transactions, "transaction", "transactions"),
+        count(st.findings, "finding", "findings"),
+        st.lost_events
+    )
 }
 
 impl Sink for Box<dyn Sink> {
@@ -176,7 +192,9 @@ pub fn run(g: &Global, args: &DnsArgs) -> anyhow::Result<()> {
         ring_bytes: args.ring_mib.max(1).next_power_of_two() << 20,
         ..CaptureConfig::default()
     };
-    let cap = DnsCapture::attach(&cfg).context("attaching the DNS capture (are you root? try `ktrace doctor`)")?;
+    let cap = DnsCapture::attach(&cfg).with_context(|| {
+        format!("attaching the DNS capture (are you root? try `{} doctor`)", super::kubectl::program())
+    })?;
     let (enricher, _snap) = g.live_metadata(&cap.cgroup)?;
     eprintln!(
         "ktrace: attached at {}: tracing DNS on port(s) {:?} in every network namespace{}; Ctrl-C to stop",
@@ -186,7 +204,10 @@ pub fn run(g: &Global, args: &DnsArgs) -> anyhow::Result<()> {
     );
     let clock = ClockRef::now();
     let ctx = Context { clock_offset_ns: clock.offset(), enricher };
-    let mut pipe = Pipeline::new(ctx, filter, pair, sink(g, args));
+    // Only runs with an end get a status line: an open-ended run is read as it scrolls.
+    let mut status =
+        if args.duration.is_some() { StatusLine::new("ktrace dns", args.duration) } else { StatusLine::off() };
+    let mut pipe = Pipeline::new(ctx, filter, pair, sink(g, args, &status));
     pipe.set_condense(args.condense());
     pipe.dns_ports.clone_from(&args.ports);
     let node = g.node();
@@ -195,10 +216,14 @@ pub fn run(g: &Global, args: &DnsArgs) -> anyhow::Result<()> {
     rt.block_on(src.run(args.duration, |ev| {
         match ev {
             LiveEvent::Record(r) => pipe.push(r),
-            LiveEvent::Tick(now) => pipe.tick(now),
+            LiveEvent::Tick(now) => {
+                pipe.tick(now);
+                status.tick(|| live_status(&pipe.stats));
+            }
         }
         true
     }))?;
+    status.clear();
     pipe.stats.source_errors = src.stats.bad_items;
     let (read, lost) = (pipe.stats.records, pipe.stats.lost_events);
     pipe.finish();
@@ -220,16 +245,24 @@ fn replay(g: &Global, args: &DnsArgs, filter: Filter, pair: PairConfig) -> anyho
     let enricher = snap.as_ref().map_or_else(crate::enrich::Enricher::empty, crate::enrich::Enricher::from_snapshot);
     // Replayed records are in wall-clock time (see source::file).
     let ctx = Context { clock_offset_ns: 0, enricher };
-    let mut pipe = Pipeline::new(ctx, filter, pair, sink(g, args));
+    let mut status = StatusLine::new("ktrace dns", None);
+    let mut pipe = Pipeline::new(ctx, filter, pair, sink(g, args, &status));
     pipe.set_condense(args.condense());
     pipe.dns_ports.clone_from(&args.ports);
     pipe.live_output = false;
     let user_snapshot = snap.is_some();
-    let warnings = file::replay(&args.read, |ev| match ev {
+    let progress = file::Progress::default();
+    let mut n = 0u32;
+    let warnings = file::replay_with_progress(&args.read, &progress, |ev| match ev {
         FileEvent::Record(r) => {
             let ts = r.ts_ns();
             pipe.push(r);
             pipe.tick(ts);
+            // Looking at the clock costs: every 4096 records is plenty for 1 s.
+            n = n.wrapping_add(1);
+            if n.is_multiple_of(4096) {
+                status.tick(|| format!("{} · {}", progress.describe(), live_status(&pipe.stats)));
+            }
         }
         FileEvent::Snapshot(s) => {
             if !user_snapshot {
@@ -239,6 +272,7 @@ fn replay(g: &Global, args: &DnsArgs, filter: Filter, pair: PairConfig) -> anyho
         }
         FileEvent::Header { .. } | FileEvent::NetState { .. } | FileEvent::Coverage { .. } => {}
     })?;
+    status.clear();
     pipe.stats.warnings.extend(warnings);
     pipe.finish();
     Ok(())
@@ -250,14 +284,20 @@ fn from_agents(g: &Global, args: &DnsArgs, filter: Filter, pair: PairConfig) -> 
     let enricher = meta.0.clone();
     // Agent streams carry wall-clock times, as replayed captures do.
     let ctx = Context { clock_offset_ns: 0, enricher: enricher.clone() };
-    let mut pipe = Pipeline::new(ctx, filter, pair, sink(g, args));
+    let mut status =
+        if args.duration.is_some() { StatusLine::new("ktrace dns", args.duration) } else { StatusLine::off() };
+    let mut pipe = Pipeline::new(ctx, filter, pair, sink(g, args, &status));
     pipe.set_condense(args.condense());
     pipe.dns_ports.clone_from(&args.ports);
     let warnings = args.agents.read(g, "DNS", &[Kind::Dns], args.duration, &meta, |ev| match ev {
         AgentEvent::File(FileEvent::Record(r)) => pipe.push(r),
-        AgentEvent::Tick(t) => pipe.tick(t),
+        AgentEvent::Tick(t) => {
+            pipe.tick(t);
+            status.tick(|| live_status(&pipe.stats));
+        }
         _ => {}
     })?;
+    status.clear();
     pipe.stats.warnings.extend(warnings);
     pipe.finish();
     Ok(())

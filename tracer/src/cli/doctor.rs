@@ -42,7 +42,7 @@ pub fn run(g: &Global) -> anyhow::Result<()> {
             });
             writeln!(out, "{cleanup}")?;
         }
-        Format::Table => {
+        Format::Table | Format::Wide => {
             let kernel =
                 nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
             writeln!(out, "ktrace {} on kernel {kernel}\n", env!("CARGO_PKG_VERSION"))?;

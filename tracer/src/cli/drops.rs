@@ -13,7 +13,12 @@ use crate::{
     analyze::drops::{DropAnalyzer, DropReport},
     bpf::{CaptureConfig, DnsCapture},
     enrich::{Enricher, Snapshot},
-    output::{rfc3339, table::describe},
+    output::{
+        fit::{Seg, Style, fit_line},
+        rfc3339,
+        table::{describe, paint_finding_line},
+        term::{self, StatusLine, count},
+    },
     pipeline::Filter,
     source::{
         ClockRef,
@@ -159,7 +164,9 @@ fn live(
 ) -> anyhow::Result<(DropReport, Enricher, Vec<String>)> {
     let underlay = super::underlay::resolve(&args.underlay)?;
     let cfg = CaptureConfig { drops: true, underlay: underlay.clone(), ..CaptureConfig::default() };
-    let cap = DnsCapture::attach(&cfg).context("attaching the drop tracers (are you root? try `ktrace doctor`)")?;
+    let cap = DnsCapture::attach(&cfg).with_context(|| {
+        format!("attaching the drop tracers (are you root? try `{} doctor`)", super::kubectl::program())
+    })?;
     let warnings = cap.warnings.clone();
     for w in &warnings {
         eprintln!("ktrace: warning: {w}");
@@ -176,12 +183,23 @@ fn live(
     let scope = args.netns_scope.iter().map(|n| netns_arg(n)).collect::<anyhow::Result<Vec<u32>>>()?;
     src.scope_to_node(&scope, snap.as_ref(), &node);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut status =
+        if args.duration.is_some() { StatusLine::new("ktrace drops", args.duration) } else { StatusLine::off() };
+    let (mut events, mut lost_seen) = (0u64, 0u64);
     rt.block_on(src.run(args.duration, |ev| {
-        if let LiveEvent::Record(r) = ev {
-            analyzer.push(&r, &enricher);
+        match ev {
+            LiveEvent::Record(r) => {
+                events += 1;
+                if let crate::event::Record::Lost { count, .. } = &r {
+                    lost_seen += count;
+                }
+                analyzer.push(&r, &enricher);
+            }
+            LiveEvent::Tick(_) => status.tick(|| drops_status(events, &analyzer.stats(), lost_seen)),
         }
         true
     }))?;
+    status.clear();
     let lost = src.capture().lost();
     let mut warnings = warnings;
     if lost > 0 {
@@ -189,6 +207,16 @@ fn live(
     }
     let report = analyzer.finish(&enricher);
     Ok((report, enricher, warnings))
+}
+
+/// The status line of a live run: counts so far.
+fn drops_status(events: u64, st: &crate::analyze::drops::DropStats, lost: u64) -> String {
+    format!(
+        "{} · {} · {} · {lost} lost",
+        count(events, "event", "events"),
+        count(st.drops, "kernel drop", "kernel drops"),
+        count(st.conn_events, "TCP event", "TCP events"),
+    )
 }
 
 fn from_agents(
@@ -267,47 +295,27 @@ fn print(
     for f in &report.findings {
         rows.push(with_type(serde_json::to_value(f)?, "finding"));
     }
+    let width = term::table_width(g.output == Format::Wide);
+    let colour = term::colour_stdout();
     let mut shown = 0usize;
     for mut v in rows.into_iter().filter(|v| keep(v)) {
         shown += 1;
         ts_field(&mut v);
         match g.output {
             Format::Json => writeln!(out, "{v}")?,
-            Format::Table => match v.get("type").and_then(Value::as_str) {
-                Some("drop") => writeln!(
-                    out,
-                    "DROP  {:<22} x{:<5} {} {} -> {} {}:{}  node={} dev={}{}",
-                    s(&v, "reason"),
-                    v.get("count").and_then(Value::as_u64).unwrap_or(0),
-                    s(&v, "proto"),
-                    pod_or(&v, "src_pod", "src"),
-                    pod_or(&v, "dst_pod", "dst"),
-                    s(&v, "dst"),
-                    s(&v, "dport"),
-                    s(&v, "node"),
-                    s(&v, "dev"),
-                    v.get("inner").filter(|x| !x.is_null()).map_or(String::new(), |i| format!("  inner: {i}")),
-                )?,
-                Some("conn_fail") => writeln!(
-                    out,
-                    "CONN  {:<22} x{:<5} {} -> {}  process={} node={}",
-                    s(&v, "kind"),
-                    v.get("count").and_then(Value::as_u64).unwrap_or(0),
-                    pod_or(&v, "src_pod", "src"),
-                    s(&v, "dst"),
-                    v.get("process").map_or("-".into(), |p| format!("{}[{}]", s(p, "comm"), s(p, "pid"))),
-                    s(&v, "node"),
-                )?,
+            Format::Table | Format::Wide => match v.get("type").and_then(Value::as_str) {
+                Some("drop") => writeln!(out, "{}", drop_line(&v, width, colour))?,
+                Some("conn_fail") => writeln!(out, "{}", conn_line(&v, width, colour))?,
                 _ => {
                     writeln!(out)?;
                     for l in describe(&v) {
-                        writeln!(out, "{l}")?;
+                        writeln!(out, "{}", paint_finding_line(&l, colour))?;
                     }
                 }
             },
         }
     }
-    if g.output == Format::Table {
+    if g.output.is_table() {
         writeln!(
             out,
             "\n{shown} result(s){}",
@@ -327,6 +335,60 @@ fn print(
         eprintln!("warning: {w}");
     }
     Ok(())
+}
+
+/// A kernel drop as one line: the full line of old for pipes and `-o wide`;
+/// on a terminal the device, then the node, then the inner packet are left
+/// out and pod names shortened in the middle until it fits.
+fn drop_line(v: &Value, width: Option<usize>, colour: bool) -> String {
+    let tag = if colour { Style::Bad.paint("DROP") } else { "DROP".to_owned() };
+    fit_line(
+        vec![
+            Seg::fixed(format!(
+                "{tag}  {:<22} x{:<5} {} ",
+                s(v, "reason"),
+                v.get("count").and_then(Value::as_u64).unwrap_or(0),
+                s(v, "proto")
+            )),
+            Seg::name(pod_or(v, "src_pod", "src"), 16),
+            Seg::fixed(" -> "),
+            Seg::name(pod_or(v, "dst_pod", "dst"), 16),
+            Seg::fixed(format!(" {}:{}", s(v, "dst"), s(v, "dport"))),
+            Seg::optional(format!("  node={}", s(v, "node")), 2),
+            Seg::optional(format!(" dev={}", s(v, "dev")), 1),
+            Seg::optional(
+                v.get("inner").filter(|x| !x.is_null()).map_or(String::new(), |i| format!("  inner: {i}")),
+                1,
+            ),
+        ],
+        width.map(|w| w + tag.len() - 4),
+    )
+}
+
+/// A failed connection as one line (see [`drop_line`]).
+fn conn_line(v: &Value, width: Option<usize>, colour: bool) -> String {
+    let tag = if colour { Style::Bad.paint("CONN") } else { "CONN".to_owned() };
+    fit_line(
+        vec![
+            Seg::fixed(format!(
+                "{tag}  {:<22} x{:<5} ",
+                s(v, "kind"),
+                v.get("count").and_then(Value::as_u64).unwrap_or(0)
+            )),
+            Seg::name(pod_or(v, "src_pod", "src"), 16),
+            Seg::fixed(" -> "),
+            Seg::name(s(v, "dst"), 16),
+            Seg::optional(
+                format!(
+                    "  process={}",
+                    v.get("process").map_or("-".into(), |p| format!("{}[{}]", s(p, "comm"), s(p, "pid")))
+                ),
+                2,
+            ),
+            Seg::optional(format!(" node={}", s(v, "node")), 1),
+        ],
+        width.map(|w| w + tag.len() - 4),
+    )
 }
 
 fn s(v: &Value, k: &str) -> String {

@@ -5,9 +5,11 @@ pub mod agent;
 pub mod dns;
 pub mod doctor;
 pub mod drops;
+pub mod kubectl;
 pub mod programs;
 pub mod record;
 pub mod replay;
+pub mod shell;
 pub mod underlay;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -92,10 +94,20 @@ impl Global {
 /// Output formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
-    /// Human-readable table with plain-language findings.
+    /// Human-readable table with plain-language findings, fitted to the terminal.
     Table,
     /// JSON Lines (see docs/json.md).
     Json,
+    /// The table with every column at full width, whatever the terminal (as `kubectl -o wide`).
+    Wide,
+}
+
+impl Format {
+    /// Whether this is one of the human-readable tables (`table` or `wide`).
+    #[must_use]
+    pub fn is_table(self) -> bool {
+        matches!(self, Self::Table | Self::Wide)
+    }
 }
 
 /// Subcommands.
@@ -121,6 +133,10 @@ pub enum Command {
     /// Node daemon: owns this node's BPF programs and streams what they see over
     /// gRPC to `ktrace dns|drops|record --agent…`; Prometheus metrics, /healthz, /readyz.
     Agent(agent::AgentArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(shell::CompletionsArgs),
+    /// Write the manual pages (ktrace.1 and one per subcommand), or print ktrace.1.
+    Man(shell::ManArgs),
 }
 
 /// Reading from node agents instead of this kernel (`dns`, `drops`, `record`).
@@ -295,7 +311,7 @@ impl AgentSelect {
 #[derive(Clone, Debug, Default, Args)]
 pub struct PodScope {
     /// Only pods of this Kubernetes namespace.
-    #[arg(long = "ns", value_name = "NAMESPACE")]
+    #[arg(short = 'n', long = "ns", visible_alias = "namespace", value_name = "NAMESPACE")]
     pub namespace: Option<String>,
     /// Only this pod (`name` or `namespace/name`).
     #[arg(long)]
@@ -434,5 +450,9 @@ mod tests {
         let c =
             Cli::try_parse_from(["ktrace", "dns", "--ns", "critical-app", "-o", "json", "--duration", "5s"]).unwrap();
         assert_eq!(c.global.output, Format::Json);
+        let c = Cli::try_parse_from(["ktrace", "dns", "-n", "critical-app", "-o", "wide"]).unwrap();
+        assert_eq!(c.global.output, Format::Wide);
+        let Command::Dns(d) = c.cmd else { panic!("dns") };
+        assert_eq!(d.scope.namespace.as_deref(), Some("critical-app"));
     }
 }

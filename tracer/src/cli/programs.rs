@@ -28,7 +28,7 @@ pub fn run(g: &Global) -> anyhow::Result<()> {
                 writeln!(out, "{v}")?;
             }
         }
-        Format::Table => {
+        Format::Table | Format::Wide => {
             writeln!(
                 out,
                 "pid source: {}; task reads: {}; netns cookie: {}\n",

@@ -14,6 +14,7 @@ use std::{
     process::Command,
     sync::{
         Arc,
+        atomic::{AtomicU64, Ordering},
         mpsc::{TrySendError, sync_channel},
     },
     time::Duration,
@@ -24,12 +25,13 @@ use clap::Args;
 
 use crate::{
     bpf::{CaptureConfig, DnsCapture},
-    capture::{CaptureHeader, CaptureWriter, ClockRef, MetaBlock},
+    capture::{CaptureHeader, CaptureWriter, ClockRef, MetaBlock, WriterStats},
     decode::packet,
     enrich::{Enricher, PodRef},
     event::Record,
+    output::term::{self, StatusLine, count},
     pipeline::ScopeKeeper,
-    source::live::{LiveEvent, LiveSource},
+    source::live::{LiveEvent, LiveSource, StopReason},
 };
 
 use super::{AgentSelect, Global, PodScope, netns_arg, parse_duration};
@@ -171,7 +173,9 @@ pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
         underlay: underlay.clone(),
         ..CaptureConfig::default()
     };
-    let cap = DnsCapture::attach(&cfg).context("attaching the DNS capture (are you root? try `ktrace doctor`)")?;
+    let cap = DnsCapture::attach(&cfg).with_context(|| {
+        format!("attaching the DNS capture (are you root? try `{} doctor`)", super::kubectl::program())
+    })?;
     let (enricher, snap) = g.live_metadata(&cap.cgroup)?;
     for w in &cap.warnings {
         eprintln!("ktrace: warning: {w}");
@@ -199,6 +203,9 @@ pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
 
     let (tx, rx) = sync_channel::<ToWriter>(65_536);
     let path = args.write.clone();
+    // pcapng bytes so far, for the status line.
+    let bytes = Arc::new(AtomicU64::new(0));
+    let bytes_w = Arc::clone(&bytes);
     let writer_thread =
         std::thread::Builder::new().name("ktrace-writer".into()).spawn(move || -> anyhow::Result<_> {
             for m in rx {
@@ -207,21 +214,27 @@ pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
                     ToWriter::Meta(m) => writer.write_meta(&m),
                 }
                 .with_context(|| format!("writing {}", path.display()))?;
+                bytes_w.store(writer.stats().bytes, Ordering::Relaxed);
             }
             Ok(writer.finish()?)
         })?;
+    let mut status = StatusLine::new("ktrace record", args.duration);
 
     let mut filter = RecordFilter(ScopeKeeper::new(args.scope.filter(g)));
     let mut src = LiveSource::new(cap, Some(node.clone()));
     let scope = args.netns_scope.iter().map(|n| netns_arg(n)).collect::<anyhow::Result<Vec<u32>>>()?;
     src.scope_to_node(&scope, snap.as_ref(), &node);
     let mut queue_lost = 0u64;
+    let mut kernel_lost_seen = 0u64;
     let mut written = 0u64;
     let mut last_clock = std::time::Instant::now();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let reason = rt.block_on(src.run(args.duration, |ev| {
         match ev {
             LiveEvent::Record(r) => {
+                if let Record::Lost { count, .. } = &r {
+                    kernel_lost_seen += count;
+                }
                 if !filter.keep(&enricher, &r) {
                     return true;
                 }
@@ -238,6 +251,14 @@ pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
                 }
             }
             LiveEvent::Tick(_) => {
+                status.tick(|| {
+                    format!(
+                        "{} · {} written · {} lost",
+                        count(written, "event", "events"),
+                        term::bytes(bytes.load(Ordering::Relaxed)),
+                        queue_lost + kernel_lost_seen,
+                    )
+                });
                 // Clocks drift: refresh the reference now and then.
                 if last_clock.elapsed() > Duration::from_secs(10) {
                     last_clock = std::time::Instant::now();
@@ -252,6 +273,7 @@ pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
         }
         true
     }))?;
+    status.clear();
     let kernel_lost = src.capture().lost();
     let mut counters = BTreeMap::new();
     counters.insert("kernel_lost".to_owned(), kernel_lost);
@@ -278,11 +300,55 @@ pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
     }));
     drop(tx);
     let stats = writer_thread.join().map_err(|_| anyhow::anyhow!("writer thread panicked"))??;
-    eprintln!(
-        "ktrace record: {} ({reason:?}): {written} records written, lost: {kernel_lost} in the kernel, {queue_lost} behind a slow disk; {stats:?}",
-        args.write.display()
-    );
+    for line in record_summary(&args.write, reason, status.elapsed(), written, &stats, kernel_lost, queue_lost) {
+        eprintln!("ktrace record: {line}");
+    }
     Ok(())
+}
+
+/// What `record` tells at the end, in plain words: what was written, why it
+/// stopped, and what was lost (bench/resolver.rs reads "wrote N records").
+#[must_use]
+pub fn record_summary(
+    path: &std::path::Path,
+    reason: StopReason,
+    took: Duration,
+    written: u64,
+    stats: &WriterStats,
+    kernel_lost: u64,
+    queue_lost: u64,
+) -> Vec<String> {
+    let why = match reason {
+        StopReason::Duration => "--duration elapsed",
+        StopReason::Signal => "interrupted",
+        StopReason::Consumer => "stopped",
+    };
+    let mut lines = vec![format!(
+        "wrote {written} records to {} ({}) in {}; {why}.",
+        path.display(),
+        term::bytes(stats.bytes),
+        term::clock(took)
+    )];
+    lines.push(format!(
+        "{}, {} (resolv.conf, lost-event notes), {} of context (node, clock, pods, network state, counters).",
+        count(stats.packets, "packet", "packets"),
+        count(stats.records, "other record", "other records"),
+        count(stats.meta_blocks, "block", "blocks"),
+    ));
+    lines.push(match (kernel_lost, queue_lost) {
+        (0, 0) => "Nothing was lost.".to_owned(),
+        (k, q) => {
+            let mut parts = Vec::new();
+            if k > 0 {
+                parts.push(format!("{} in the kernel (ring buffer full; try --ring-mib)", count(k, "event", "events")));
+            }
+            if q > 0 {
+                parts.push(format!("{} behind a slow disk", count(q, "event", "events")));
+            }
+            format!("Lost {}; the capture records how many, so replays say so too.", parts.join(" and "))
+        }
+    });
+    lines
 }
 
 /// `FILE` for one agent; `FILE` with `node` before the extension for several.

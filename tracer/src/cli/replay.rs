@@ -30,7 +30,7 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub netstate: bool,
     /// Only events involving pods of this namespace.
-    #[arg(long = "ns", value_name = "NAMESPACE")]
+    #[arg(short = 'n', long = "ns", visible_alias = "namespace", value_name = "NAMESPACE")]
     pub namespace: Option<String>,
     /// Only events involving this pod (`name` or `namespace/name`).
     #[arg(long)]
@@ -59,7 +59,7 @@ pub fn run(g: &Global, args: &ReplayArgs) -> anyhow::Result<()> {
         }
         let r = match g.output {
             Format::Json => writeln!(out, "{v}"),
-            Format::Table => writeln!(out, "{text}"),
+            Format::Table | Format::Wide => writeln!(out, "{text}"),
         };
         if let Err(e) = r {
             failed = Some(e);

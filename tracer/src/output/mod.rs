@@ -1,8 +1,10 @@
 //! Output sinks: the live table and JSON Lines. Formatters never parse:
 //! they render [`crate::analyze::Transaction`]s and findings as given.
 
+pub mod fit;
 pub mod json;
 pub mod table;
+pub mod term;
 
 /// RFC 3339 UTC time with microseconds, from Unix nanoseconds.
 #[must_use]

@@ -11,7 +11,10 @@ use crate::{
     pipeline::{Context, RunStats, Sink},
 };
 
-use super::rfc3339;
+use super::{
+    fit::{Align, Cell, Column, Layout, Style, rcode_style},
+    rfc3339,
+};
 
 /// Table writer.
 pub struct TableSink<W: Write> {
@@ -25,6 +28,11 @@ pub struct TableSink<W: Write> {
     held: Vec<String>,
     held_dropped: u64,
     summary_advised: bool,
+    /// Fit transaction lines into this many characters (`None`: the full table).
+    pub width: Option<usize>,
+    /// Colour rcodes and finding titles.
+    pub colour: bool,
+    layout: Option<Layout>,
 }
 
 impl<W: Write> TableSink<W> {
@@ -39,12 +47,94 @@ impl<W: Write> TableSink<W> {
             held: Vec::new(),
             held_dropped: 0,
             summary_advised: false,
+            width: None,
+            colour: false,
+            layout: None,
         }
     }
 
     /// The writer (tests read what was written).
     pub fn get_ref(&self) -> &W {
         &self.out
+    }
+
+    /// Fitted to `width` (`None`: the full table), coloured or not.
+    #[must_use]
+    pub fn fitted(mut self, width: Option<usize>, colour: bool) -> Self {
+        self.width = width;
+        self.colour = colour;
+        self
+    }
+}
+
+/// The transaction table's columns. Full widths are the table's historical
+/// layout (`-o wide`, pipes); when fitted, names shrink towards `min` and
+/// columns go in `drop_rank` order: the query id, the answers, the
+/// process, the time, the addresses, the type. The pod, name, rcode and
+/// latency always stay.
+pub const TX_COLUMNS: [Column; 10] = [
+    Column { header: "TIME", full: 15, natural: 15, min: 15, drop_rank: 4, align: Align::Left },
+    Column { header: "POD/NETNS", full: 26, natural: 32, min: 16, drop_rank: 7, align: Align::Left },
+    Column { header: "PROCESS", full: 16, natural: 20, min: 12, drop_rank: 3, align: Align::Left },
+    Column { header: "CLIENT -> SERVER", full: 44, natural: 64, min: 24, drop_rank: 5, align: Align::Left },
+    Column { header: "ID", full: 5, natural: 5, min: 5, drop_rank: 1, align: Align::Right },
+    Column { header: "QNAME", full: 44, natural: 64, min: 28, drop_rank: 0, align: Align::Left },
+    Column { header: "TYPE", full: 5, natural: 5, min: 5, drop_rank: 6, align: Align::Left },
+    Column { header: "RCODE", full: 9, natural: 9, min: 9, drop_rank: 0, align: Align::Left },
+    Column { header: "ANSWERS", full: 24, natural: 32, min: 16, drop_rank: 2, align: Align::Left },
+    Column { header: "LATENCY", full: 9, natural: 9, min: 9, drop_rank: 0, align: Align::Right },
+];
+
+/// The end-of-run recap in plain words: what was seen, then what was lost
+/// or could not be read (only the counters that are not zero).
+#[must_use]
+pub fn run_summary(s: &RunStats) -> String {
+    use super::term::count;
+    let mut out = format!(
+        "{} ({} shown), {}, from {}.",
+        count(s.transactions, "DNS transaction", "DNS transactions"),
+        s.shown,
+        count(s.findings, "finding", "findings"),
+        count(s.records, "record", "records"),
+    );
+    let mut bad = Vec::new();
+    if s.lost_events > 0 {
+        bad.push(format!("{} lost in the kernel (ring buffer full)", count(s.lost_events, "event", "events")));
+    }
+    if s.decode.bad_packets > 0 || s.decode.bad_dns > 0 {
+        bad.push(format!(
+            "{} and {} could not be decoded",
+            count(s.decode.bad_packets, "packet", "packets"),
+            count(s.decode.bad_dns, "DNS message", "DNS messages")
+        ));
+    }
+    if s.decode.tcp_evicted > 0 {
+        bad.push(format!("{} evicted unfinished", count(s.decode.tcp_evicted, "TCP stream", "TCP streams")));
+    }
+    if s.pairing.evicted > 0 {
+        bad.push(format!("{} evicted before an answer", count(s.pairing.evicted, "query", "queries")));
+    }
+    if s.pairing.unmatched_responses > 0 {
+        bad.push(format!("{} without a query", count(s.pairing.unmatched_responses, "response", "responses")));
+    }
+    if bad.is_empty() {
+        out.push_str(" Nothing lost, everything decoded.");
+    } else {
+        out.push(' ');
+        out.push_str(&bad.join("; "));
+        out.push('.');
+    }
+    out
+}
+
+/// A line of a finding's description as printed: its title in colour when
+/// `colour` is on.
+#[must_use]
+pub fn paint_finding_line(line: &str, colour: bool) -> std::borrow::Cow<'_, str> {
+    if colour && line.starts_with("== ") {
+        std::borrow::Cow::Owned(Style::Bad.paint(line))
+    } else {
+        std::borrow::Cow::Borrowed(line)
     }
 }
 
@@ -353,38 +443,32 @@ impl<W: Write> Sink for TableSink<W> {
             return;
         }
         let mut line = Vec::new();
+        let layout = self.layout.get_or_insert_with(|| Layout::new(&TX_COLUMNS, self.width));
         if !self.header_done {
             self.header_done = true;
-            let _ = writeln!(
-                line,
-                "{:<15} {:<26} {:<16} {:<44} {:>5} {:<44} {:<5} {:<9} {:<24} {:>9}",
-                "TIME",
-                "POD/NETNS",
-                "PROCESS",
-                "CLIENT -> SERVER",
-                "ID",
-                "QNAME",
-                "TYPE",
-                "RCODE",
-                "ANSWERS",
-                "LATENCY"
-            );
+            let _ = writeln!(line, "{}", layout.header(&TX_COLUMNS));
         }
         let t = rfc3339(ctx.wall_ns(tx.ts_ns));
         let time = t.get(11..26).unwrap_or(&t);
         let proc_ = tx.process.as_ref().map_or("-".into(), |p| format!("{}[{}]", p.comm, p.pid));
         let rcode = if tx.timed_out { "TIMEOUT".into() } else { tx.rcode.map_or("-".into(), rcode_name) };
         let lat = tx.latency_ns.map_or("-".into(), |l| format!("{:.1}ms", l as f64 / 1e6));
-        let _ = writeln!(
-            line,
-            "{time:<15} {:<26} {proc_:<16} {:<44} {:>5} {:<44} {:<5} {rcode:<9} {:<24} {lat:>9}",
-            who(tx),
-            format!("{} -> {}", tx.client, server(ctx, tx)),
-            tx.id,
-            tx.qname,
-            qtype_name(tx.qtype),
-            answers(tx),
-        );
+        let srv = server(ctx, tx);
+        let (who, ends, id, ty, ans) =
+            (who(tx), format!("{} -> {srv}", tx.client), tx.id.to_string(), qtype_name(tx.qtype), answers(tx));
+        let cells = [
+            Cell::plain(time),
+            Cell::plain(&who),
+            Cell::plain(&proc_),
+            Cell::or_shorter(&ends, &ends[ends.len() - srv.len() - 3..]),
+            Cell::plain(&id),
+            Cell::plain(&tx.qname),
+            Cell::plain(&ty),
+            Cell { text: &rcode, style: if self.colour { rcode_style(&rcode) } else { None }, alt: None },
+            Cell::plain(&ans),
+            Cell::plain(&lat),
+        ];
+        let _ = writeln!(line, "{}", layout.line(&TX_COLUMNS, &cells));
         if self.explain_first {
             // Bounded: a long run keeps the first 100k lines and counts the rest.
             if self.held.len() < 100_000 {
@@ -412,7 +496,7 @@ impl<W: Write> Sink for TableSink<W> {
                 self.summary_advised = true;
             }
             for l in describe(&shown) {
-                let _ = writeln!(self.out, "{l}");
+                let _ = writeln!(self.out, "{}", paint_finding_line(&l, self.colour));
             }
             let _ = writeln!(self.out);
             let _ = self.out.flush();
@@ -428,7 +512,7 @@ impl<W: Write> Sink for TableSink<W> {
         if !self.findings.is_empty() && !self.quiet {
             if needs_condensing(&self.findings) {
                 for l in condensed_diagnosis(&self.findings) {
-                    let _ = writeln!(self.out, "{l}");
+                    let _ = writeln!(self.out, "{}", paint_finding_line(&l, self.colour));
                 }
             } else {
                 let _ = writeln!(self.out, "\n=== Diagnosis ({} finding(s)) ===", self.findings.len());
@@ -440,7 +524,7 @@ impl<W: Write> Sink for TableSink<W> {
                         continue;
                     }
                     for l in describe(v) {
-                        let _ = writeln!(self.out, "{l}");
+                        let _ = writeln!(self.out, "{}", paint_finding_line(&l, self.colour));
                     }
                 }
             }
@@ -457,20 +541,7 @@ impl<W: Write> Sink for TableSink<W> {
                 let _ = writeln!(self.out, "... {} more transactions not shown", self.held_dropped);
             }
         }
-        let _ = writeln!(
-            self.out,
-            "\n{} transactions ({} shown), {} findings, {} records; lost kernel events: {}; undecodable: {} packets, {} DNS; TCP streams evicted: {}; pairing evictions: {}, unmatched responses: {}",
-            s.transactions,
-            s.shown,
-            s.findings,
-            s.records,
-            s.lost_events,
-            s.decode.bad_packets,
-            s.decode.bad_dns,
-            s.decode.tcp_evicted,
-            s.pairing.evicted,
-            s.pairing.unmatched_responses
-        );
+        let _ = writeln!(self.out, "\n{}", run_summary(s));
         for w in &s.warnings {
             let _ = writeln!(self.out, "warning: {w}");
         }

@@ -207,14 +207,80 @@ impl Stream {
     }
 }
 
+/// How far a replay has read through its files (bytes as stored: compressed
+/// files count their compressed bytes), for a progress line.
+#[derive(Debug, Default)]
+pub struct Progress {
+    read: Arc<std::sync::atomic::AtomicU64>,
+    total: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    /// Bytes read so far and the files' total size.
+    #[must_use]
+    pub fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.read.load(Relaxed), self.total.load(Relaxed))
+    }
+
+    /// `42% of 1.2 GiB read`.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let (read, total) = self.get();
+        let pct = (read.min(total) * 100).checked_div(total).unwrap_or(100);
+        format!("{pct}% of {} read", crate::output::term::bytes(total))
+    }
+}
+
+/// Counts the bytes read through it into a [`Progress`].
+struct Counting<R> {
+    inner: R,
+    read: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: std::io::Read> std::io::Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
 /// Replays `paths` merged by wall-clock time, calling `on` for every event.
 /// Returns warnings (truncated files, unknown blocks) for the caller to show.
-pub fn replay(paths: &[PathBuf], mut on: impl FnMut(FileEvent)) -> anyhow::Result<Vec<String>> {
+pub fn replay(paths: &[PathBuf], on: impl FnMut(FileEvent)) -> anyhow::Result<Vec<String>> {
+    replay_inner(paths, None, on)
+}
+
+/// [`replay`], counting the bytes read into `progress`.
+pub fn replay_with_progress(
+    paths: &[PathBuf],
+    progress: &Progress,
+    on: impl FnMut(FileEvent),
+) -> anyhow::Result<Vec<String>> {
+    replay_inner(paths, Some(progress), on)
+}
+
+fn replay_inner(
+    paths: &[PathBuf],
+    progress: Option<&Progress>,
+    mut on: impl FnMut(FileEvent),
+) -> anyhow::Result<Vec<String>> {
     let mut streams = Vec::with_capacity(paths.len());
     for p in paths {
+        let reader = match progress {
+            None => open(p)?,
+            Some(pr) => {
+                let f = std::fs::File::open(p).with_context(|| format!("opening capture {}", p.display()))?;
+                let len = f.metadata().map_or(0, |m| m.len());
+                pr.total.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+                let counted = Counting { inner: f, read: Arc::clone(&pr.read) };
+                capture::open_reader(p, counted).with_context(|| format!("opening capture {}", p.display()))?
+            }
+        };
         streams.push(Stream {
             path: p.clone(),
-            reader: open(p)?,
+            reader,
             clock: None,
             node: None,
             start: 0,

@@ -49,7 +49,10 @@ pub struct IdleBooster {
 }
 
 fn set_policy(tid: libc::pid_t, policy: libc::c_int) -> std::io::Result<()> {
-    let param = libc::sched_param { sched_priority: 0 };
+    // Zeroed rather than a literal: musl's sched_param has more fields than
+    // glibc's (the static build of the image), and all-zero is priority 0.
+    // SAFETY: sched_param is plain integers; all-zero is a valid value.
+    let param: libc::sched_param = unsafe { std::mem::zeroed() };
     // SAFETY: `param` is a valid sched_param; a vanished tid is an error, not UB.
     if unsafe { libc::sched_setscheduler(tid, policy, &raw const param) } == 0 {
         Ok(())

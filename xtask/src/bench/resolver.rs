@@ -112,10 +112,11 @@ fn one(ctx: &mut Ctx, server: &sys::Proc, mode: Mode, secs: u32, qps: Option<u32
             events = parse_stopped(&t.stderr());
         }
         if mode == Mode::KtraceRecord {
+            // "ktrace record: wrote N records to FILE …" (cli/record.rs).
             let written = t
                 .stderr()
-                .split(": ")
-                .find_map(|p| p.strip_suffix(" records written").and_then(|n| n.trim().parse::<u64>().ok()));
+                .lines()
+                .find_map(|l| l.strip_prefix("ktrace record: wrote ")?.split(' ').next()?.parse::<u64>().ok());
             let size = std::fs::metadata(ctx.work.join("rec.pcapng")).map_or(0, |m| m.len());
             if let Some(n) = written.filter(|n| *n > 0) {
                 ctx.live_record_bytes = Some((size, n));
