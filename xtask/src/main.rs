@@ -28,7 +28,9 @@ enum Cmd {
     Setup,
     /// Set up, then build the `ktrace` binary (release) with its embedded eBPF object.
     Build,
-    /// Set up, build, and run every test: unit tests, then root end-to-end tests.
+    /// Set up, build, and run every test: unit tests, root end-to-end tests, the kernel
+    /// matrix (`kernels --check`), 20 s of fuzzing per target, and the container image run.
+    /// `KTRACE_SKIP_KERNELS=1`, `KTRACE_SKIP_FUZZ=1`, `KTRACE_SKIP_IMAGE=1` skip (and count) a stage.
     Test {
         /// Extra arguments for the end-to-end test run (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
@@ -188,6 +190,23 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         } else {
             let opts = fuzz::Options { seconds: 20, targets: Vec::new(), write_seeds: false };
             stage("fuzz (20 s per target)", fuzz::main(&opts), &mut totals);
+        }
+        // The container image: built from the static (musl) binary, then run
+        // with the DaemonSet's capabilities (tests/image.rs).
+        if std::env::var("KTRACE_SKIP_IMAGE").as_deref() == Ok("1") {
+            eprintln!("[xtask] KTRACE_SKIP_IMAGE=1: image test skipped");
+            totals.ignored += 1;
+        } else {
+            match release::image() {
+                Ok(()) => {
+                    let mut img = cargo();
+                    img.args(["test", "-p", "ktrace-e2e", "--features", "image", "--test", "image", "--"])
+                        .arg("--test-threads=1");
+                    img.env("KTRACE_BIN", &bin);
+                    ok &= run_tests(img, &mut totals)?;
+                }
+                Err(e) => stage("container image build", Err(e), &mut totals),
+            }
         }
     } else if std::env::var("KTRACE_REQUIRE_BPF").as_deref() == Ok("1") {
         bail!("end-to-end tests need root to load BPF programs and KTRACE_REQUIRE_BPF=1 is set");
