@@ -192,6 +192,7 @@ pub fn run(g: &Global, args: &DnsArgs) -> anyhow::Result<()> {
         ring_bytes: args.ring_mib.max(1).next_power_of_two() << 20,
         ..CaptureConfig::default()
     };
+    crate::source::live::hold_stop_signals();
     let cap = DnsCapture::attach(&cfg).with_context(|| {
         format!("attaching the DNS capture (are you root? try `{} doctor`)", super::kubectl::program())
     })?;

@@ -164,6 +164,7 @@ fn live(
 ) -> anyhow::Result<(DropReport, Enricher, Vec<String>)> {
     let underlay = super::underlay::resolve(&args.underlay)?;
     let cfg = CaptureConfig { drops: true, underlay: underlay.clone(), ..CaptureConfig::default() };
+    crate::source::live::hold_stop_signals();
     let cap = DnsCapture::attach(&cfg).with_context(|| {
         format!("attaching the drop tracers (are you root? try `{} doctor`)", super::kubectl::program())
     })?;

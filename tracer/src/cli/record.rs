@@ -173,6 +173,7 @@ pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
         underlay: underlay.clone(),
         ..CaptureConfig::default()
     };
+    crate::source::live::hold_stop_signals();
     let cap = DnsCapture::attach(&cfg).with_context(|| {
         format!("attaching the DNS capture (are you root? try `{} doctor`)", super::kubectl::program())
     })?;

@@ -2,7 +2,14 @@
 //! timer, or when the kernel forces a wakeup at a fill threshold), adds host
 //! evidence (resolv.conf of each querying process), and reports kernel losses.
 
-use std::{os::fd::AsRawFd as _, sync::Arc, time::Duration};
+use std::{
+    os::fd::AsRawFd as _,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use tokio::{
     io::unix::AsyncFd,
@@ -190,6 +197,9 @@ impl LiveSource {
         let booster = super::sched::IdleBooster::start_if_idle(self.cap.ring().as_raw_fd());
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
+        // A signal that came between attaching and here was caught by
+        // `hold_stop_signals`: stop now, as if it had come a moment later.
+        let early = STOP_REQUESTED.load(Ordering::Relaxed);
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let deadline = duration.map(|d| tokio::time::Instant::now() + d);
@@ -198,6 +208,9 @@ impl LiveSource {
         );
         tokio::pin!(sleep);
         let reason = loop {
+            if early {
+                break StopReason::Signal;
+            }
             tokio::select! {
                 _ = sigint.recv() => break StopReason::Signal,
                 _ = sigterm.recv() => break StopReason::Signal,
@@ -222,5 +235,30 @@ impl LiveSource {
             self.stats.boosts = b.boosts();
         }
         Ok(reason)
+    }
+}
+
+/// Set by the handler `hold_stop_signals` installs.
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn note_stop(_: libc::c_int) {
+    STOP_REQUESTED.store(true, Ordering::Relaxed);
+}
+
+/// Catches SIGINT and SIGTERM from now on instead of dying of them, until
+/// [`LiveSource::run`] registers its own handlers (which then see the
+/// signal). Call it before attaching programs: a signal between "attached"
+/// and the run loop (a user's quick Ctrl-C, a test's stop) must still end the
+/// run through the normal path, which detaches netlink tc filters — those
+/// outlive a process killed by the signal's default action.
+pub fn hold_stop_signals() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let act = SigAction::new(SigHandler::Handler(note_stop), SaFlags::SA_RESTART, SigSet::empty());
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe);
+        // tokio's signal registration later chains to it.
+        if let Err(e) = unsafe { sigaction(sig, &act) } {
+            log::warn!("catching {sig} before the run: {e}");
+        }
     }
 }
