@@ -2,6 +2,7 @@
 //! explaining them ([`findings`]) and summarising ([`summary`]).
 
 pub mod condense;
+pub mod detector;
 pub mod drops;
 pub mod findings;
 pub mod pairing;
@@ -16,6 +17,7 @@ use crate::{
     event::{Endpoint, Process, Transport},
 };
 
+pub use detector::Detector;
 pub use findings::{Analyzer, Finding};
 pub use pairing::Pairer;
 
