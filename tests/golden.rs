@@ -157,24 +157,22 @@ fn run(case: &Case) -> String {
 fn unified_diff(name: &str, expected: &str, actual: &str) -> String {
     let dir = std::env::temp_dir().join(format!("ktrace-golden-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
-    let (e, a) = (dir.join(format!("{name}.expected")), dir.join(format!("{name}.actual")));
-    let diff = std::fs::write(&e, expected)
-        .and_then(|()| std::fs::write(&a, actual))
-        .and_then(|()| Command::new("diff").arg("-u").arg(&e).arg(&a).output());
+    let (exp_path, act_path) = (dir.join(format!("{name}.expected")), dir.join(format!("{name}.actual")));
+    let diff = std::fs::write(&exp_path, expected)
+        .and_then(|()| std::fs::write(&act_path, actual))
+        .and_then(|()| Command::new("diff").arg("-u").arg(&exp_path).arg(&act_path).output());
     let _ = std::fs::remove_dir_all(&dir);
     match diff {
         Ok(o) if !o.stdout.is_empty() => String::from_utf8_lossy(&o.stdout).into_owned(),
         _ => {
-            let (mut el, mut al) = (expected.lines(), actual.lines());
-            let mut n = 1;
-            loop {
-                match (el.next(), al.next()) {
-                    (Some(x), Some(y)) if x == y => n += 1,
-                    (x, y) => {
-                        return format!("first difference at line {n}:\n-{}\n+{}\n", x.unwrap_or(""), y.unwrap_or(""));
-                    }
-                }
-            }
+            let (exp_lines, act_lines): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), actual.lines().collect());
+            let line = exp_lines.iter().zip(&act_lines).take_while(|(x, y)| x == y).count();
+            format!(
+                "first difference at line {}:\n-{}\n+{}\n",
+                line + 1,
+                exp_lines.get(line).unwrap_or(&""),
+                act_lines.get(line).unwrap_or(&"")
+            )
         }
     }
 }
