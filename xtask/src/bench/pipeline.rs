@@ -157,13 +157,23 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
             num(1e6 / us)
         ));
     }
+    let inexact: Vec<String> = pts
+        .iter()
+        .filter(|p| i128::from(p.flood.hook_events()) != i128::from(p.delivered) + i128::from(p.lost))
+        .map(|p| p.target.map_or("max".into(), |t| t.to_string()))
+        .collect();
+    let exact = if inexact.is_empty() {
+        "generated = delivered + lost at every rate".to_owned()
+    } else {
+        format!("generated ≠ delivered + lost at {} msgs/s", inexact.join(", "))
+    };
     match best_zero {
         Some(m) => ctx.target(
-            "Zero lost events up to ≥ 100k DNS messages/s",
-            format!("zero loss up to {} msgs/s (highest rate tested with zero loss)", num(m)),
-            Some(m >= 95_000.0),
+            super::goal::ZERO_LOSS,
+            format!("zero loss up to {} msgs/s (highest rate tested with zero loss); {exact}", num(m)),
+            Some(m >= 95_000.0 && inexact.is_empty()),
         ),
-        None => ctx.target("Zero lost events up to ≥ 100k DNS messages/s", "losses at every rate".into(), Some(false)),
+        None => ctx.target(super::goal::ZERO_LOSS, format!("losses at every rate; {exact}"), Some(false)),
     }
     ring_section(ctx, &mut s)?;
     Ok(s)
