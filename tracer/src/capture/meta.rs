@@ -341,9 +341,36 @@ pub(crate) struct PacketMeta {
     pub(crate) process: Option<Process>,
 }
 
-/// Decodes the per-packet option value (after the PEN); `None` if malformed
-/// or of an unknown version (the reader then falls back to the EPB fields).
-pub(crate) fn decode_packet_meta(v: &[u8]) -> Option<PacketMeta> {
+/// Process and thread names seen by one reader, shared between the packets
+/// that carry them: a name repeats on every packet its process sends, and
+/// two fresh `Arc<str>`s per packet were most of the reader's allocations.
+/// Bounded: cleared when full.
+#[derive(Default)]
+pub(crate) struct Names {
+    map: crate::hash::FastMap<Box<[u8]>, Arc<str>>,
+}
+
+impl Names {
+    /// Most names kept (a node runs far fewer distinct process names).
+    const MAX: usize = 4096;
+
+    pub(crate) fn get(&mut self, b: &[u8]) -> Arc<str> {
+        if let Some(a) = self.map.get(b) {
+            return Arc::clone(a);
+        }
+        let a: Arc<str> = String::from_utf8_lossy(b).into();
+        if self.map.len() >= Self::MAX {
+            self.map.clear();
+        }
+        self.map.insert(b.into(), Arc::clone(&a));
+        a
+    }
+}
+
+/// Decodes the per-packet option value (after the PEN), process names made
+/// by `name` ([`Names::get`]); `None` if malformed or of an unknown version
+/// (the reader then falls back to the EPB fields).
+pub(crate) fn decode_packet_meta_with(v: &[u8], name: &mut dyn FnMut(&[u8]) -> Arc<str>) -> Option<PacketMeta> {
     let mut c = Cur::new(v, true);
     if c.u16()? != V1 {
         return None;
@@ -360,10 +387,10 @@ pub(crate) fn decode_packet_meta(v: &[u8]) -> Option<PacketMeta> {
         let pid = c.u32()?;
         let tid = c.u32()?;
         let n = usize::from(c.u8()?);
-        let comm = String::from_utf8_lossy(c.take(n)?).into_owned();
+        let comm = c.take(n)?;
         let n = usize::from(c.u8()?);
-        let thread = String::from_utf8_lossy(c.take(n)?).into_owned();
-        Some(Process { pid, tid, comm: comm.into(), thread: thread.into() })
+        let thread = c.take(n)?;
+        Some(Process { pid, tid, comm: name(comm), thread: name(thread) })
     } else {
         None
     };

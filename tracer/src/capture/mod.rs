@@ -14,6 +14,7 @@
 //! everything up to the last complete block, then [`CaptureError::Truncated`].
 
 mod foreign;
+mod mapped;
 mod meta;
 mod pcapng;
 mod reader;
@@ -28,7 +29,7 @@ use crate::event::Record;
 
 pub use foreign::LinkType;
 pub use meta::{MetaBlock, record_type};
-pub use reader::{CaptureReader, Format, MergeByTime, ReaderStats, merge_by_time, open, open_reader};
+pub use reader::{CaptureReader, Format, MergeByTime, ReaderStats, merge_by_time, open, open_counted, open_reader};
 pub use writer::{CaptureWriter, WriterStats, ZSTD_LEVEL, byte_sink, open_private, record_block};
 
 /// Private Enterprise Number tagging ktrace's pcapng custom blocks and options.

@@ -330,3 +330,64 @@ impl<R: Read> BlockReader<R> {
         Ok(Some(BlockHdr { kind, start }))
     }
 }
+
+/// [`BlockReader::next_block`] for a mapped file: the same checks in the
+/// same order (so the same errors at the same offsets), the body returned as
+/// a range of the mapping instead of copied. Advances `m` past the block.
+pub(crate) fn next_mapped_block(
+    m: &mut super::mapped::Mapped,
+    le: &mut bool,
+) -> Result<Option<(BlockHdr, std::ops::Range<usize>)>, ParseError> {
+    let start = m.pos();
+    let start64 = start as u64;
+    let rest = m.rest();
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    let Some(hdr) = rest.get(..8) else {
+        return Err(ParseError::Truncated(start64));
+    };
+    let raw_kind = [hdr[0], hdr[1], hdr[2], hdr[3]];
+    let raw_len = [hdr[4], hdr[5], hdr[6], hdr[7]];
+    if u32::from_le_bytes(raw_kind) == BT_SHB {
+        let Some(b) = rest.get(8..12) else {
+            return Err(ParseError::Truncated(start64));
+        };
+        let bom = [b[0], b[1], b[2], b[3]];
+        *le = if u32::from_le_bytes(bom) == BYTE_ORDER_MAGIC {
+            true
+        } else if u32::from_be_bytes(bom) == BYTE_ORDER_MAGIC {
+            false
+        } else {
+            return Err(ParseError::corrupt(start64, format!("section header with bad byte-order magic {bom:02x?}")));
+        };
+    }
+    let (kind, len) = if *le {
+        (u32::from_le_bytes(raw_kind), u32::from_le_bytes(raw_len))
+    } else {
+        (u32::from_be_bytes(raw_kind), u32::from_be_bytes(raw_len))
+    };
+    let min = if kind == BT_SHB { 28 } else { 12 };
+    if len < min || len % 4 != 0 || len > MAX_BLOCK_LEN {
+        return Err(ParseError::corrupt(
+            start64,
+            format!(
+                "block type {kind:#x} has invalid length {len} (must be a multiple of 4 between {min} and {MAX_BLOCK_LEN})"
+            ),
+        ));
+    }
+    let len_us = len as usize;
+    let Some(trailer) = rest.get(len_us - 4..len_us) else {
+        return Err(ParseError::Truncated(start64));
+    };
+    let trailer = [trailer[0], trailer[1], trailer[2], trailer[3]];
+    let tlen = if *le { u32::from_le_bytes(trailer) } else { u32::from_be_bytes(trailer) };
+    if tlen != len {
+        return Err(ParseError::corrupt(
+            start64,
+            format!("block type {kind:#x}: trailing length {tlen} differs from leading length {len}"),
+        ));
+    }
+    m.set_pos(start + len_us);
+    Ok(Some((BlockHdr { kind, start: start64 }, start + 8..start + len_us - 4)))
+}

@@ -5,7 +5,10 @@ use std::{
     fs::File,
     io::{BufReader, Cursor, Read},
     path::Path,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use bytes::Bytes;
@@ -13,11 +16,12 @@ use bytes::Bytes;
 use super::{
     CaptureError, CaptureHeader, ClockRef, Item, KTRACE_PEN, MAX_BLOCK_LEN, MetaBlock, ParseError,
     foreign::{L3, LinkType, l3_offset},
-    meta::{IfaceMeta, PacketMeta, decode_custom, decode_iface_meta, decode_packet_meta},
+    mapped::Mapped,
+    meta::{IfaceMeta, Names, PacketMeta, decode_custom, decode_iface_meta, decode_packet_meta_with},
     pcapng::{
         BT_CUSTOM_COPY, BT_CUSTOM_NOCOPY, BT_EPB, BT_IDB, BT_PB, BT_SHB, BT_SPB, BlockHdr, BlockReader, Cur,
         OPT_CUSTOM_BIN, OPT_CUSTOM_BIN_NOCOPY, OPT_IF_NAME, OPT_IF_TSOFFSET, OPT_IF_TSRESOL, OPT_SHB_USERAPPL, io_err,
-        options, pad4, read_body, read_full,
+        next_mapped_block, options, pad4, read_body, read_full,
     },
 };
 use crate::event::{Hook, PacketRecord, Record};
@@ -98,18 +102,72 @@ struct NgIface {
     name: Option<String>,
 }
 
+/// Where pcapng blocks come from: a stream copied block by block into a
+/// reused buffer (compressed files, pipes), or a mapped file parsed in place.
+enum Blocks {
+    Stream(BlockReader<BufReader<Src>>),
+    Mapped { m: Mapped, le: bool, body: std::ops::Range<usize> },
+}
+
+impl Blocks {
+    fn next_block(&mut self) -> Result<Option<BlockHdr>, ParseError> {
+        match self {
+            Self::Stream(br) => br.next_block(),
+            Self::Mapped { m, le, body } => Ok(next_mapped_block(m, le)?.map(|(h, r)| {
+                *body = r;
+                h
+            })),
+        }
+    }
+
+    fn offset(&self) -> u64 {
+        match self {
+            Self::Stream(br) => br.offset(),
+            Self::Mapped { m, .. } => m.pos() as u64,
+        }
+    }
+
+    fn le(&self) -> bool {
+        match self {
+            Self::Stream(br) => br.le,
+            Self::Mapped { le, .. } => *le,
+        }
+    }
+
+    fn body(&self) -> &[u8] {
+        match self {
+            Self::Stream(br) => br.body.as_slice(),
+            Self::Mapped { m, body, .. } => m.data().get(body.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+/// `sub` (a slice of the current block or record) as [`Bytes`]: shared with
+/// the mapping when there is one, copied otherwise.
+fn share(m: Option<&Mapped>, sub: &[u8]) -> Bytes {
+    match m {
+        Some(m) => m.share(sub),
+        None => Bytes::copy_from_slice(sub),
+    }
+}
+
 struct Ng {
-    br: BlockReader<BufReader<Src>>,
+    br: Blocks,
     ifaces: Vec<NgIface>,
+    names: Names,
+}
+
+enum ClassicSrc {
+    Stream { r: BufReader<Src>, buf: Vec<u8> },
+    Mapped(Mapped),
 }
 
 struct Classic {
-    r: BufReader<Src>,
+    src: ClassicSrc,
     offset: u64,
     le: bool,
     nanos: bool,
     link: LinkType,
-    buf: Vec<u8>,
 }
 
 enum Kind {
@@ -143,6 +201,8 @@ pub struct CaptureReader {
     pending: Option<Result<Item, ParseError>>,
     done: bool,
     truncated: Option<u64>,
+    /// Mapped files: file bytes read, added to a shared progress counter.
+    progress: Option<(Arc<AtomicU64>, u64)>,
 }
 
 /// Opens a capture file: ktrace or foreign pcapng, classic pcap (either byte
@@ -152,9 +212,63 @@ pub struct CaptureReader {
 ///
 /// Errors: the file cannot be read, is not a capture, or its first block is malformed.
 pub fn open(path: impl AsRef<Path>) -> Result<CaptureReader, CaptureError> {
+    open_counted(path, None)
+}
+
+/// [`open`], adding the file bytes read to `progress` as reading goes on
+/// (compressed files count their compressed bytes).
+///
+/// Plain pcapng and pcap files are memory-mapped and read in place; other
+/// files (compressed, scap, pipes) are streamed.
+pub fn open_counted(path: impl AsRef<Path>, progress: Option<Arc<AtomicU64>>) -> Result<CaptureReader, CaptureError> {
     let path = path.as_ref();
     let f = File::open(path).map_err(|source| CaptureError::Open { path: Arc::from(path), source })?;
-    open_reader(path, f)
+    if let Some(m) = Mapped::new(&f) {
+        let name: Arc<Path> = Arc::from(path);
+        let mapped = match m.data().get(..4) {
+            Some([0x0A, 0x0D, 0x0D, 0x0A]) => {
+                // scap shares pcapng's section header: that one is streamed.
+                let probe: Src = Box::new(Cursor::new(m.bytes().clone()));
+                match super::scap::sniff(probe) {
+                    Ok((false, _)) => {
+                        Some(CaptureReader::new_ng(name, Blocks::Mapped { m, le: true, body: 0..0 }, None))
+                    }
+                    _ => None,
+                }
+            }
+            Some(
+                [0xD4, 0xC3, 0xB2, 0xA1]
+                | [0xA1, 0xB2, 0xC3, 0xD4]
+                | [0x4D, 0x3C, 0xB2, 0xA1]
+                | [0xA1, 0xB2, 0x3C, 0x4D],
+            ) => Some(CaptureReader::new_classic_mapped(name, m)),
+            _ => None,
+        };
+        if let Some(r) = mapped {
+            let mut r = r?;
+            r.progress = progress.map(|p| (p, 0));
+            r.report_progress(false);
+            return Ok(r);
+        }
+    }
+    match progress {
+        None => open_reader(path, f),
+        Some(read) => open_reader(path, Counting { inner: f, read }),
+    }
+}
+
+/// Counts the bytes read through it.
+struct Counting<R> {
+    inner: R,
+    read: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 /// Like [`open`], for any byte stream (stdin, a test buffer); `name` is used in errors.
@@ -183,7 +297,8 @@ pub fn open_reader(name: impl AsRef<Path>, r: impl Read + Send + 'static) -> Res
                 if is_scap {
                     return Ok(CaptureReader::new_scap(path, s, compression));
                 }
-                return CaptureReader::new_ng(path, s, compression);
+                let br = Blocks::Stream(BlockReader::new(BufReader::with_capacity(BUF_CAP, s)));
+                return CaptureReader::new_ng(path, br, compression);
             }
             [0xD4, 0xC3, 0xB2, 0xA1]
             | [0xA1, 0xB2, 0xC3, 0xD4]
@@ -220,8 +335,8 @@ fn new_state(format: Format) -> State {
 }
 
 impl CaptureReader {
-    fn new_ng(path: Arc<Path>, src: Src, compression: Option<&'static str>) -> Result<Self, CaptureError> {
-        let mut ng = Ng { br: BlockReader::new(BufReader::with_capacity(BUF_CAP, src)), ifaces: Vec::new() };
+    fn new_ng(path: Arc<Path>, br: Blocks, compression: Option<&'static str>) -> Result<Self, CaptureError> {
+        let mut ng = Ng { br, ifaces: Vec::new(), names: Names::default() };
         let mut st = new_state(Format::Pcapng);
         let first = ng.br.next_block().map_err(|e| e.with_path(&path))?;
         let Some(h) = first else {
@@ -243,19 +358,43 @@ impl CaptureReader {
             Ok(None) => None,
             Err(e) => Some(Err(e)),
         };
-        Ok(Self { path, kind: Kind::Ng(ng), st, compression, pending, done: false, truncated: None })
+        Ok(Self { path, kind: Kind::Ng(ng), st, compression, pending, done: false, truncated: None, progress: None })
     }
 
     fn new_scap(path: Arc<Path>, src: Src, compression: Option<&'static str>) -> Self {
         let kind = Kind::Scap(Box::new(super::scap::ScapSource::new(src)));
-        Self { path, kind, st: new_state(Format::Scap), compression, pending: None, done: false, truncated: None }
+        Self {
+            path,
+            kind,
+            st: new_state(Format::Scap),
+            compression,
+            pending: None,
+            done: false,
+            truncated: None,
+            progress: None,
+        }
     }
 
     fn new_classic(path: Arc<Path>, src: Src, compression: Option<&'static str>) -> Result<Self, CaptureError> {
         let mut r = BufReader::with_capacity(BUF_CAP, src);
         let mut h = [0u8; 24];
         let n = read_full(&mut r, &mut h).map_err(|e| io_err(0, e).with_path(&path))?;
-        if n < 24 {
+        Self::classic(path, &h[..n], ClassicSrc::Stream { r, buf: Vec::new() }, compression)
+    }
+
+    fn new_classic_mapped(path: Arc<Path>, mut m: Mapped) -> Result<Self, CaptureError> {
+        let h = m.data().get(..24).unwrap_or(m.data()).to_vec();
+        m.set_pos(24);
+        Self::classic(path, &h, ClassicSrc::Mapped(m), None)
+    }
+
+    fn classic(
+        path: Arc<Path>,
+        h: &[u8],
+        src: ClassicSrc,
+        compression: Option<&'static str>,
+    ) -> Result<Self, CaptureError> {
+        if h.len() < 24 {
             return Err(ParseError::Truncated(0).with_path(&path));
         }
         let (le, nanos) = match [h[0], h[1], h[2], h[3]] {
@@ -276,12 +415,13 @@ impl CaptureReader {
         st.stats.bytes = 24;
         Ok(Self {
             path,
-            kind: Kind::Classic(Classic { r, offset: 24, le, nanos, link: LinkType(link), buf: Vec::new() }),
+            kind: Kind::Classic(Classic { src, offset: 24, le, nanos, link: LinkType(link) }),
             st,
             compression,
             pending: None,
             done: false,
             truncated: None,
+            progress: None,
         })
     }
 
@@ -390,6 +530,28 @@ impl CaptureReader {
         }
     }
 
+    /// Adds the mapped bytes read since the last report to the progress
+    /// counter: every 64 KiB (an atomic add per record would show), and at the end.
+    fn report_progress(&mut self, end: bool) {
+        let pos = match &self.kind {
+            Kind::Ng(Ng { br: Blocks::Mapped { m, .. }, .. })
+            | Kind::Classic(Classic { src: ClassicSrc::Mapped(m), .. }) => {
+                if end {
+                    m.data().len() as u64
+                } else {
+                    m.pos() as u64
+                }
+            }
+            _ => return,
+        };
+        if let Some((counter, reported)) = &mut self.progress
+            && (end || pos >= *reported + (64 << 10))
+        {
+            counter.fetch_add(pos.saturating_sub(*reported), Ordering::Relaxed);
+            *reported = pos.max(*reported);
+        }
+    }
+
     fn deliver(&mut self, r: Result<Option<Item>, ParseError>) -> Option<Result<Item, CaptureError>> {
         match r {
             Ok(Some(item)) => Some(Ok(item)),
@@ -419,7 +581,11 @@ impl Iterator for CaptureReader {
             return None;
         }
         let r = self.read_item();
-        self.deliver(r)
+        let out = self.deliver(r);
+        if self.progress.is_some() {
+            self.report_progress(self.done);
+        }
+        out
     }
 }
 
@@ -465,8 +631,12 @@ fn account(st: &mut State, item: Item, ktrace_ts: bool) -> Item {
 }
 
 fn handle_block(ng: &mut Ng, st: &mut State, h: BlockHdr) -> Result<Option<Item>, ParseError> {
-    let le = ng.br.le;
-    let body = ng.br.body.as_slice();
+    let le = ng.br.le();
+    let body = ng.br.body();
+    let mapped = match &ng.br {
+        Blocks::Mapped { m, .. } => Some(m),
+        Blocks::Stream(_) => None,
+    };
     let bad = |what: &str| ParseError::corrupt(h.start, format!("block type {:#x}: {what}", h.kind));
     match h.kind {
         BT_SHB => {
@@ -549,11 +719,11 @@ fn handle_block(ng: &mut Ng, st: &mut State, h: BlockHdr) -> Result<Option<Item>
             let pm = options(c.rest(), le)
                 .filter(|(code, _)| matches!(*code, OPT_CUSTOM_BIN | OPT_CUSTOM_BIN_NOCOPY))
                 .find_map(|(_, v)| ktrace_value(v, le))
-                .and_then(decode_packet_meta);
+                .and_then(|v| decode_packet_meta_with(v, &mut |b| ng.names.get(b)));
             let iface =
                 ng.ifaces.get(id as usize).ok_or_else(|| bad(&format!("packet on undeclared interface {id}")))?;
             let ts_ns = add_offset(iface.res.to_ns(ts), iface.offset_s);
-            Ok(packet(st, iface, ts_ns, data, orig, pm))
+            Ok(packet(st, iface, ts_ns, data, mapped, orig, pm))
         }
         BT_SPB => {
             let mut c = Cur::new(body, le);
@@ -566,7 +736,7 @@ fn handle_block(ng: &mut Ng, st: &mut State, h: BlockHdr) -> Result<Option<Item>
             let data = c.take(cap).unwrap_or_default();
             // No timestamp in an SPB: keep the previous packet's.
             let ts = st.last_ts;
-            Ok(packet(st, iface, ts, data, orig, None))
+            Ok(packet(st, iface, ts, data, mapped, orig, None))
         }
         BT_CUSTOM_COPY | BT_CUSTOM_NOCOPY => {
             let mut c = Cur::new(body, le);
@@ -607,6 +777,7 @@ fn packet(
     iface: &NgIface,
     wire_ts: u64,
     data: &[u8],
+    mapped: Option<&Mapped>,
     orig: u32,
     pm: Option<PacketMeta>,
 ) -> Option<Item> {
@@ -623,7 +794,7 @@ fn packet(
             netns_ino: m.netns_ino,
             ifindex: m.ifindex,
             wire_len: m.wire_len,
-            data: Bytes::copy_from_slice(data),
+            data: share(mapped, data),
             node,
         };
         st.last_ts = wire_ts;
@@ -641,15 +812,16 @@ fn packet(
             return None;
         }
     };
-    let rec = wire_record(wire_ts, data.get(off..).unwrap_or_default(), orig, off, node);
+    let rec = wire_record(wire_ts, share(mapped, data.get(off..).unwrap_or_default()), orig, off, node);
     Some(account(st, Item::Record(Record::Packet(rec)), false))
 }
 
-fn wire_record(ts_ns: u64, l3: &[u8], orig: u32, link_hdr: usize, node: Option<Arc<str>>) -> PacketRecord {
-    let mut r = PacketRecord::bare(ts_ns, Hook::Wire, Bytes::copy_from_slice(l3));
+fn wire_record(ts_ns: u64, l3: Bytes, orig: u32, link_hdr: usize, node: Option<Arc<str>>) -> PacketRecord {
+    let l3_len = l3.len() as u32;
+    let mut r = PacketRecord::bare(ts_ns, Hook::Wire, l3);
     // On the wire from the IP header on, like `data`, so `wire_len >
     // data.len()` means exactly "cut by the snap length".
-    r.wire_len = orig.saturating_sub(link_hdr as u32).max(l3.len() as u32);
+    r.wire_len = orig.saturating_sub(link_hdr as u32).max(l3_len);
     r.node = node;
     r
 }
@@ -665,7 +837,14 @@ enum ClassicNext {
 fn classic_next(cl: &mut Classic, st: &mut State) -> Result<ClassicNext, ParseError> {
     let start = cl.offset;
     let mut hdr = [0u8; 16];
-    let got = read_full(&mut cl.r, &mut hdr).map_err(|e| io_err(start, e))?;
+    let got = match &mut cl.src {
+        ClassicSrc::Stream { r, .. } => read_full(r, &mut hdr).map_err(|e| io_err(start, e))?,
+        ClassicSrc::Mapped(m) => {
+            let n = m.rest().len().min(16);
+            hdr[..n].copy_from_slice(&m.rest()[..n]);
+            n
+        }
+    };
     if got == 0 {
         return Ok(ClassicNext::End);
     }
@@ -682,11 +861,24 @@ fn classic_next(cl: &mut Classic, st: &mut State) -> Result<ClassicNext, ParseEr
             format!("packet record with captured length {cap} (over {MAX_BLOCK_LEN})"),
         ));
     }
-    read_body(&mut cl.r, &mut cl.buf, cap as usize, start)?;
+    let (data, mapped): (&[u8], Option<&Mapped>) = match &mut cl.src {
+        ClassicSrc::Stream { r, buf } => {
+            read_body(r, buf, cap as usize, start)?;
+            (buf.as_slice(), None)
+        }
+        ClassicSrc::Mapped(m) => {
+            if m.rest().len() < 16 + cap as usize {
+                return Err(ParseError::Truncated(start));
+            }
+            let at = m.pos();
+            m.set_pos(at + 16 + cap as usize);
+            (m.data().get(at + 16..at + 16 + cap as usize).unwrap_or_default(), Some(&*m))
+        }
+    };
     cl.offset = start + 16 + u64::from(cap);
     let ts_ns = u64::from(sec) * 1_000_000_000 + u64::from(frac) * if cl.nanos { 1 } else { 1000 };
     st.last_ts = ts_ns;
-    let off = match l3_offset(cl.link, &cl.buf) {
+    let off = match l3_offset(cl.link, data) {
         L3::Ip(off) => off,
         L3::NotIp => {
             st.stats.non_ip += 1;
@@ -697,7 +889,7 @@ fn classic_next(cl: &mut Classic, st: &mut State) -> Result<ClassicNext, ParseEr
             return Ok(ClassicNext::Skipped);
         }
     };
-    let rec = wire_record(ts_ns, cl.buf.get(off..).unwrap_or_default(), orig, off, None);
+    let rec = wire_record(ts_ns, share(mapped, data.get(off..).unwrap_or_default()), orig, off, None);
     Ok(ClassicNext::Item(account(st, Item::Record(Record::Packet(rec)), false)))
 }
 

@@ -871,3 +871,55 @@ fn write_fuzz_seeds() {
         put("packet_parse", &format!("{name}.seq"), &seq);
     }
 }
+
+/// Everything a reader gives, as text: items, then errors, then counters.
+fn transcript(r: Result<super::CaptureReader, CaptureError>) -> String {
+    match r {
+        Err(e) => format!("open error: {e}"),
+        Ok(mut r) => {
+            let mut s = String::new();
+            for it in r.by_ref().take(100_000) {
+                match it {
+                    Ok(i) => s.push_str(&format!("{i:?}\n")),
+                    Err(e) => s.push_str(&format!("error: {e} (truncation {})\n", e.is_truncation())),
+                }
+            }
+            s.push_str(&format!("{:?} {:?} {:?}", r.stats(), r.format(), r.truncated()));
+            s
+        }
+    }
+}
+
+/// Issue 18: a plain capture opened by path is memory-mapped and parsed in
+/// place; it must give exactly what the streaming reader gives (items,
+/// errors at the same offsets, counters), for whole files and for files cut
+/// at every byte (pcapng) or at every 31st byte (pcap fixtures).
+#[test]
+fn mapped_and_streamed_reading_give_identical_items_and_errors() {
+    let path = tmp("mapped.pcapng");
+    write_sample(&path, false);
+    let raw = std::fs::read(&path).expect("read");
+    let mut inputs: Vec<(String, Vec<u8>, usize)> = vec![("sample.pcapng".into(), raw, 1)];
+    if let Some(dir) = fixtures("pcap") {
+        for f in ["tcpdump__dns_tcp.pcap", "zeek__dns-edns-ecs.pcap"] {
+            inputs.push((f.into(), std::fs::read(dir.join(f)).expect("fixture"), 31));
+        }
+    }
+    let cut_path = tmp("mapped-cut");
+    for (name, raw, step) in inputs {
+        for cut in (0..=raw.len()).step_by(step).chain([raw.len()]) {
+            std::fs::write(&cut_path, &raw[..cut]).expect("write cut");
+            // The reader names the file in errors: give both the same name.
+            let mapped = transcript(open(&cut_path));
+            let streamed = transcript(open_reader(&cut_path, Cursor::new(raw[..cut].to_vec())));
+            assert_eq!(mapped, streamed, "{name} cut at {cut}");
+        }
+    }
+    // A shared packet is a view of the mapping, not a copy.
+    let mut r = open(&path).expect("open");
+    let first = r.find_map(|i| match i {
+        Ok(Item::Record(Record::Packet(p))) => Some(p),
+        _ => None,
+    });
+    assert!(first.is_some_and(|p| !p.data.is_empty()));
+}

@@ -16,6 +16,10 @@ use super::{
     rfc3339,
 };
 
+/// Most findings kept for the diagnosis at the end of a run (each is
+/// printed as it comes; condensing makes a long run's findings few).
+const MAX_KEPT_FINDINGS: usize = 10_000;
+
 /// Table writer.
 pub struct TableSink<W: Write> {
     out: W,
@@ -27,6 +31,10 @@ pub struct TableSink<W: Write> {
     pub explain_first: bool,
     held: Vec<String>,
     held_dropped: u64,
+    /// A finding came that a quiet table did not keep.
+    any_finding: bool,
+    /// Findings beyond [`MAX_KEPT_FINDINGS`], printed but not kept.
+    findings_dropped: u64,
     summary_advised: bool,
     /// Fit transaction lines into this many characters (`None`: the full table).
     pub width: Option<usize>,
@@ -46,6 +54,8 @@ impl<W: Write> TableSink<W> {
             explain_first: false,
             held: Vec::new(),
             held_dropped: 0,
+            any_finding: false,
+            findings_dropped: 0,
             summary_advised: false,
             width: None,
             colour: false,
@@ -501,7 +511,16 @@ impl<W: Write> Sink for TableSink<W> {
             let _ = writeln!(self.out);
             let _ = self.out.flush();
         }
-        self.findings.push(v);
+        // Kept only for the diagnosis at the end, which a quiet table (the
+        // `--summary` one) does not print: keeping them there grew memory
+        // with the length of the run.
+        if self.quiet && !self.explain_first {
+            self.any_finding = true;
+        } else if self.findings.len() < MAX_KEPT_FINDINGS {
+            self.findings.push(v);
+        } else {
+            self.findings_dropped += 1;
+        }
     }
 
     fn flush_output(&mut self) {
@@ -529,8 +548,15 @@ impl<W: Write> Sink for TableSink<W> {
                 }
             }
         }
+        if self.findings_dropped > 0 && !self.quiet {
+            let _ = writeln!(
+                self.out,
+                "... {} more finding(s) not kept for this diagnosis (bounded memory; each was printed as it came)",
+                self.findings_dropped
+            );
+        }
         if self.explain_first {
-            if self.findings.is_empty() {
+            if self.findings.is_empty() && !self.any_finding {
                 let _ = writeln!(self.out, "\n=== Diagnosis: nothing to explain ===");
             }
             let _ = writeln!(self.out, "\n=== The transactions behind it ===");

@@ -232,20 +232,6 @@ impl Progress {
     }
 }
 
-/// Counts the bytes read through it into a [`Progress`].
-struct Counting<R> {
-    inner: R,
-    read: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl<R: std::io::Read> std::io::Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.read.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(n)
-    }
-}
-
 /// Replays `paths` merged by wall-clock time, calling `on` for every event.
 /// Returns warnings (truncated files, unknown blocks) for the caller to show.
 pub fn replay(paths: &[PathBuf], on: impl FnMut(FileEvent)) -> anyhow::Result<Vec<String>> {
@@ -271,11 +257,10 @@ fn replay_inner(
         let reader = match progress {
             None => open(p)?,
             Some(pr) => {
-                let f = std::fs::File::open(p).with_context(|| format!("opening capture {}", p.display()))?;
-                let len = f.metadata().map_or(0, |m| m.len());
+                let len = std::fs::metadata(p).map_or(0, |m| m.len());
                 pr.total.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
-                let counted = Counting { inner: f, read: Arc::clone(&pr.read) };
-                capture::open_reader(p, counted).with_context(|| format!("opening capture {}", p.display()))?
+                capture::open_counted(p, Some(Arc::clone(&pr.read)))
+                    .with_context(|| format!("opening capture {}", p.display()))?
             }
         };
         streams.push(Stream {
