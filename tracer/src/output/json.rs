@@ -60,7 +60,7 @@ pub fn transaction(ctx: &Context, tx: &Transaction) -> Value {
     })
 }
 
-/// `"..."` with serde_json's escaping: `"` and `\` backslashed, the short
+/// `"..."` with `serde_json`'s escaping: `"` and `\` backslashed, the short
 /// forms `\b \f \n \r \t`, other control bytes as `\u00xx`; everything else
 /// (DEL, non-ASCII) as is.
 fn put_str(b: &mut Vec<u8>, s: &str) {
