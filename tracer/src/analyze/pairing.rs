@@ -500,7 +500,12 @@ impl Pairer {
         let mut tx = p.tx;
         tx.end_ns = Some(ts);
         tx.rcode = Some(ev.msg.rcode);
-        tx.answers.clone_from(&ev.msg.answers);
+        match p.server_answer {
+            // The server's copy of this very answer (both sockets on this
+            // node): moved over instead of cloning the client's again.
+            Some(sa) if sa.answers == ev.msg.answers => tx.answers = sa.answers,
+            _ => tx.answers.clone_from(&ev.msg.answers),
+        }
         self.remember(pkey, ts, tx.observed);
         if let Some(a) = alias {
             self.remember(a, ts, tx.observed);

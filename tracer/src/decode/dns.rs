@@ -15,10 +15,7 @@
 //!
 //! The unit tests cross-check against `simple-dns`, a maintained full decoder.
 
-use std::{
-    fmt::Write as _,
-    net::{Ipv4Addr, Ipv6Addr},
-};
+use std::{fmt::Write as _, net::Ipv6Addr};
 
 use serde::Serialize;
 use thiserror::Error;
@@ -165,8 +162,16 @@ fn walk_records(
     }
     for _ in 0..an {
         let keep = msg.answers.len() < MAX_ANSWERS;
-        let mut name = String::new();
-        let after = read_name(m, off, keep.then_some(&mut name))?;
+        // Most owner names are a pointer to the question's name (0xc00c):
+        // that name is already rendered, so copy it instead of walking and
+        // growing a new string label by label.
+        let (mut name, after) = if keep && m.get(off..off + 2) == Some(&[0xc0, 12]) {
+            (msg.qname.clone(), off + 2)
+        } else {
+            let mut name = if keep { String::with_capacity(64) } else { String::new() };
+            let after = read_name(m, off, keep.then_some(&mut name))?;
+            (name, after)
+        };
         let (rtype, ttl, rd_start, rd_end) = rr_fixed(m, after)?;
         if keep {
             if name.is_empty() {
@@ -311,6 +316,25 @@ fn render_rdata(m: &[u8], rtype: u16, start: usize, end: usize) -> String {
     })
 }
 
+/// `Ipv4Addr`'s `Display` form, written without the formatting machinery
+/// (every A answer goes through here).
+fn dotted_quad(a: [u8; 4]) -> String {
+    let mut s = String::with_capacity(15);
+    for (i, o) in a.into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        if o >= 100 {
+            s.push(char::from(b'0' + o / 100));
+        }
+        if o >= 10 {
+            s.push(char::from(b'0' + (o / 10) % 10));
+        }
+        s.push(char::from(b'0' + o % 10));
+    }
+    s
+}
+
 fn render_known(m: &[u8], rtype: u16, start: usize, end: usize) -> Option<String> {
     let rd = m.get(start..end)?;
     // A name inside rdata must end inside rdata (pointers may leave it).
@@ -318,7 +342,7 @@ fn render_known(m: &[u8], rtype: u16, start: usize, end: usize) -> Option<String
     match rtype {
         1 => {
             let a: [u8; 4] = rd.try_into().ok()?;
-            Some(Ipv4Addr::from(a).to_string())
+            Some(dotted_quad(a))
         }
         28 => {
             let a: [u8; 16] = rd.try_into().ok()?;
@@ -584,8 +608,17 @@ pub(crate) mod test_pcap {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
     use crate::decode::packet;
+
+    #[test]
+    fn dotted_quad_is_ipv4_display() {
+        for a in [[0, 0, 0, 0], [10, 0, 0, 1], [255, 255, 255, 255], [9, 10, 99, 100], [1, 20, 200, 109]] {
+            assert_eq!(dotted_quad(a), Ipv4Addr::from(a).to_string());
+        }
+    }
 
     /// Appends `name` as uncompressed labels.
     fn put_name(b: &mut Vec<u8>, name: &str) {

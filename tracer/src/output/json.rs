@@ -60,152 +60,247 @@ pub fn transaction(ctx: &Context, tx: &Transaction) -> Value {
     })
 }
 
-/// Renders a `Display` value as a JSON string without an intermediate `String`.
-struct Disp<T>(T);
+/// `"..."` with `serde_json`'s escaping: `"` and `\` backslashed, the short
+/// forms `\b \f \n \r \t`, other control bytes as `\u00xx`; everything else
+/// (DEL, non-ASCII) as is.
+fn put_str(b: &mut Vec<u8>, s: &str) {
+    b.push(b'"');
+    let bytes = s.as_bytes();
+    let mut from = 0;
+    for (i, &c) in bytes.iter().enumerate() {
+        let esc: &[u8] = match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => &[],
+            _ => continue,
+        };
+        b.extend_from_slice(&bytes[from..i]);
+        if esc.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            b.extend_from_slice(b"\\u00");
+            b.push(HEX[usize::from(c >> 4)]);
+            b.push(HEX[usize::from(c & 0xf)]);
+        } else {
+            b.extend_from_slice(esc);
+        }
+        from = i + 1;
+    }
+    b.extend_from_slice(&bytes[from..]);
+    b.push(b'"');
+}
 
-impl<T: std::fmt::Display> serde::Serialize for Disp<T> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&self.0)
+fn put_opt_str(b: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => put_str(b, s),
+        None => b.extend_from_slice(b"null"),
     }
 }
 
-#[derive(serde::Serialize)]
-struct PodOut<'a> {
-    name: &'a str,
-    namespace: &'a str,
-    node: Option<&'a str>,
-}
-
-impl<'a> PodOut<'a> {
-    fn of(p: Option<&'a PodRef>) -> Option<Self> {
-        p.map(|p| Self { name: &p.name, namespace: &p.namespace, node: p.node.as_deref() })
-    }
-}
-
-#[derive(serde::Serialize)]
-struct ProcessOut<'a> {
-    comm: &'a str,
-    pid: u32,
-    thread: &'a str,
-    tid: u32,
-}
-
-#[derive(serde::Serialize)]
-struct AnswerOut<'a> {
-    data: &'a str,
-    name: &'a str,
-    ttl: u32,
-    #[serde(rename = "type")]
-    rtype: &'a str,
-}
-
-struct Answers<'a>(&'a [crate::decode::dns::Answer]);
-
-impl serde::Serialize for Answers<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|a| AnswerOut { data: &a.data, name: &a.name, ttl: a.ttl, rtype: &a.rtype }))
-    }
-}
-
-/// A transaction record as [`transaction`] builds it, borrowed instead of
-/// built: fields in the byte order `serde_json::Value` (a sorted map) prints
-/// them, so both paths give identical lines (a test checks it). The `Value`
-/// path allocated a map node per field, ~40 % of replay time.
-#[derive(serde::Serialize)]
-struct TxOut<'a> {
-    answers: Answers<'a>,
-    cgroup_id: u64,
-    client: Disp<crate::event::Endpoint>,
-    client_pod: Option<PodOut<'a>>,
-    comm: Option<&'a str>,
-    id: u16,
-    latency_ms: Option<f64>,
-    metadata_stale: bool,
-    netns: u32,
-    node: Option<&'a str>,
-    observed: crate::analyze::Observed,
-    pid: Option<u32>,
-    qname: &'a str,
-    qtype: Disp<QtypeName>,
-    rcode: Option<Disp<RcodeName>>,
-    resolver: Option<Disp<crate::event::Endpoint>>,
-    resolver_client: Option<Disp<crate::event::Endpoint>>,
-    resolver_pod: Option<PodOut<'a>>,
-    retransmits: u32,
-    server: Disp<crate::event::Endpoint>,
-    server_pod: Option<PodOut<'a>>,
-    server_process: Option<ProcessOut<'a>>,
-    server_service: Option<Disp<super::NsName<'a>>>,
-    thread: Option<&'a str>,
-    timed_out: bool,
-    transport: crate::event::Transport,
-    ts: Disp<super::Rfc3339>,
-    #[serde(rename = "type")]
-    kind: &'static str,
-}
-
-struct QtypeName(u16);
-
-impl std::fmt::Display for QtypeName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match crate::decode::dns::qtype_str(self.0) {
-            Some(s) => f.write_str(s),
-            None => write!(f, "TYPE{}", self.0),
+/// Decimal digits of `v`.
+fn put_u64(b: &mut Vec<u8>, mut v: u64) {
+    let mut d = [0u8; 20];
+    let mut i = d.len();
+    loop {
+        i -= 1;
+        d[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
         }
     }
+    // Byte by byte: a `memcpy` call costs more than these few digits.
+    for &c in &d[i..] {
+        b.push(c);
+    }
 }
 
-struct RcodeName(u16);
+/// A `Display` value inside quotes; only for values that never need escaping
+/// (addresses, times, type names).
+fn put_display(b: &mut Vec<u8>, v: impl std::fmt::Display) {
+    b.push(b'"');
+    let _ = write!(b, "{v}");
+    b.push(b'"');
+}
 
-impl std::fmt::Display for RcodeName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match crate::decode::dns::rcode_str(self.0) {
-            Some(s) => f.write_str(s),
-            None => write!(f, "RCODE{}", self.0),
+/// An endpoint as its `Display` form, quoted (`10.0.0.1:53`, `[fd00::1]:53`).
+fn put_endpoint(b: &mut Vec<u8>, e: &crate::event::Endpoint) {
+    match e.ip {
+        std::net::IpAddr::V4(a) => {
+            b.push(b'"');
+            for (i, o) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    b.push(b'.');
+                }
+                put_u64(b, u64::from(o));
+            }
+            b.push(b':');
+            put_u64(b, u64::from(e.port));
+            b.push(b'"');
         }
+        std::net::IpAddr::V6(_) => put_display(b, e),
     }
+}
+
+fn put_opt_endpoint(b: &mut Vec<u8>, e: Option<&crate::event::Endpoint>) {
+    match e {
+        Some(e) => put_endpoint(b, e),
+        None => b.extend_from_slice(b"null"),
+    }
+}
+
+fn put_pod(b: &mut Vec<u8>, p: Option<&PodRef>) {
+    let Some(p) = p else {
+        b.extend_from_slice(b"null");
+        return;
+    };
+    b.extend_from_slice(b"{\"name\":");
+    put_str(b, &p.name);
+    b.extend_from_slice(b",\"namespace\":");
+    put_str(b, &p.namespace);
+    b.extend_from_slice(b",\"node\":");
+    put_opt_str(b, p.node.as_deref());
+    b.push(b'}');
+}
+
+fn put_bool(b: &mut Vec<u8>, v: bool) {
+    b.extend_from_slice(if v { b"true" } else { b"false" });
+}
+
+/// Appends a transaction's JSON line (without the newline) to `b`: the same
+/// bytes as serialising [`transaction`] (a `serde_json::Value`, whose keys
+/// print sorted), written field by field without building anything.
+pub fn put_transaction(b: &mut Vec<u8>, ctx: &Context, tx: &Transaction) {
+    b.extend_from_slice(b"{\"answers\":[");
+    for (i, a) in tx.answers.iter().enumerate() {
+        if i > 0 {
+            b.push(b',');
+        }
+        b.extend_from_slice(b"{\"data\":");
+        put_str(b, &a.data);
+        b.extend_from_slice(b",\"name\":");
+        put_str(b, &a.name);
+        b.extend_from_slice(b",\"ttl\":");
+        put_u64(b, u64::from(a.ttl));
+        b.extend_from_slice(b",\"type\":");
+        put_str(b, &a.rtype);
+        b.push(b'}');
+    }
+    b.extend_from_slice(b"],\"cgroup_id\":");
+    put_u64(b, tx.cgroup_id);
+    b.extend_from_slice(b",\"client\":");
+    put_endpoint(b, &tx.client);
+    b.extend_from_slice(b",\"client_pod\":");
+    put_pod(b, tx.client_pod.as_ref());
+    b.extend_from_slice(b",\"comm\":");
+    put_opt_str(b, tx.process.as_ref().map(|p| &*p.comm));
+    b.extend_from_slice(b",\"id\":");
+    put_u64(b, u64::from(tx.id));
+    b.extend_from_slice(b",\"latency_ms\":");
+    match tx.latency_ns {
+        // serde_json's own float formatting (shortest round-trip form).
+        Some(ns) => {
+            let _ = serde_json::to_writer(&mut *b, &ms(ns));
+        }
+        None => b.extend_from_slice(b"null"),
+    }
+    b.extend_from_slice(b",\"metadata_stale\":");
+    put_bool(b, ctx.enricher.stale());
+    b.extend_from_slice(b",\"netns\":");
+    put_u64(b, u64::from(tx.netns));
+    b.extend_from_slice(b",\"node\":");
+    put_opt_str(b, tx.node.as_deref());
+    b.extend_from_slice(b",\"observed\":");
+    b.extend_from_slice(match tx.observed {
+        crate::analyze::Observed::Client => b"\"client\"",
+        crate::analyze::Observed::Server => b"\"server\"",
+        crate::analyze::Observed::Both => b"\"both\"",
+        crate::analyze::Observed::Wire => b"\"wire\"",
+    });
+    b.extend_from_slice(b",\"pid\":");
+    match &tx.process {
+        Some(p) => put_u64(b, u64::from(p.pid)),
+        None => b.extend_from_slice(b"null"),
+    }
+    b.extend_from_slice(b",\"qname\":");
+    put_str(b, &tx.qname);
+    b.extend_from_slice(b",\"qtype\":");
+    match crate::decode::dns::qtype_str(tx.qtype) {
+        Some(s) => put_str(b, s),
+        None => put_display(b, format_args!("TYPE{}", tx.qtype)),
+    }
+    b.extend_from_slice(b",\"rcode\":");
+    match tx.rcode {
+        Some(r) => match crate::decode::dns::rcode_str(r) {
+            Some(s) => put_str(b, s),
+            None => put_display(b, format_args!("RCODE{r}")),
+        },
+        None => b.extend_from_slice(b"null"),
+    }
+    b.extend_from_slice(b",\"resolver\":");
+    put_opt_endpoint(b, tx.resolver.as_ref());
+    b.extend_from_slice(b",\"resolver_client\":");
+    put_opt_endpoint(b, tx.resolver_client.as_ref());
+    b.extend_from_slice(b",\"resolver_pod\":");
+    put_pod(b, tx.resolver_pod.as_ref());
+    b.extend_from_slice(b",\"retransmits\":");
+    put_u64(b, u64::from(tx.retransmits));
+    b.extend_from_slice(b",\"server\":");
+    put_endpoint(b, &tx.server);
+    b.extend_from_slice(b",\"server_pod\":");
+    put_pod(b, tx.server_pod.as_ref());
+    b.extend_from_slice(b",\"server_process\":");
+    match &tx.server_process {
+        Some(p) => {
+            b.extend_from_slice(b"{\"comm\":");
+            put_str(b, &p.comm);
+            b.extend_from_slice(b",\"pid\":");
+            put_u64(b, u64::from(p.pid));
+            b.extend_from_slice(b",\"thread\":");
+            put_str(b, &p.thread);
+            b.extend_from_slice(b",\"tid\":");
+            put_u64(b, u64::from(p.tid));
+            b.push(b'}');
+        }
+        None => b.extend_from_slice(b"null"),
+    }
+    b.extend_from_slice(b",\"server_service\":");
+    match ctx.enricher.service_by_ip(&tx.server.ip) {
+        // Names from the API may hold anything: escaped like any string.
+        Some(s) => {
+            let mut ns = String::with_capacity(s.namespace.len() + 1 + s.name.len());
+            let _ = std::fmt::Write::write_fmt(&mut ns, format_args!("{}", super::NsName(&s.namespace, &s.name)));
+            put_str(b, &ns);
+        }
+        None => b.extend_from_slice(b"null"),
+    }
+    b.extend_from_slice(b",\"thread\":");
+    put_opt_str(b, tx.process.as_ref().map(|p| &*p.thread));
+    b.extend_from_slice(b",\"timed_out\":");
+    put_bool(b, tx.timed_out);
+    b.extend_from_slice(b",\"transport\":");
+    b.extend_from_slice(match tx.transport {
+        crate::event::Transport::Udp => b"\"udp\"",
+        crate::event::Transport::Tcp => b"\"tcp\"",
+    });
+    b.extend_from_slice(b",\"ts\":");
+    put_display(b, super::Rfc3339(ctx.wall_ns(tx.ts_ns)));
+    b.extend_from_slice(b",\"type\":\"dns\"}");
 }
 
 /// Writes a transaction's JSON line (without the newline) to `out`:
 /// the same bytes as serialising [`transaction`], without building it.
-pub fn write_transaction<W: Write>(out: W, ctx: &Context, tx: &Transaction) -> serde_json::Result<()> {
-    let service = ctx.enricher.service_by_ip(&tx.server.ip);
-    let v = TxOut {
-        answers: Answers(&tx.answers),
-        cgroup_id: tx.cgroup_id,
-        client: Disp(tx.client),
-        client_pod: PodOut::of(tx.client_pod.as_ref()),
-        comm: tx.process.as_ref().map(|p| p.comm.as_ref()),
-        id: tx.id,
-        latency_ms: tx.latency_ns.map(ms),
-        metadata_stale: ctx.enricher.stale(),
-        netns: tx.netns,
-        node: tx.node.as_deref(),
-        observed: tx.observed,
-        pid: tx.process.as_ref().map(|p| p.pid),
-        qname: &tx.qname,
-        qtype: Disp(QtypeName(tx.qtype)),
-        rcode: tx.rcode.map(|r| Disp(RcodeName(r))),
-        resolver: tx.resolver.map(Disp),
-        resolver_client: tx.resolver_client.map(Disp),
-        resolver_pod: PodOut::of(tx.resolver_pod.as_ref()),
-        retransmits: tx.retransmits,
-        server: Disp(tx.server),
-        server_pod: PodOut::of(tx.server_pod.as_ref()),
-        server_process: tx.server_process.as_ref().map(|p| ProcessOut {
-            comm: &p.comm,
-            pid: p.pid,
-            thread: &p.thread,
-            tid: p.tid,
-        }),
-        server_service: service.as_ref().map(|s| Disp(super::NsName(&s.namespace, &s.name))),
-        thread: tx.process.as_ref().map(|p| p.thread.as_ref()),
-        timed_out: tx.timed_out,
-        transport: tx.transport,
-        ts: Disp(super::Rfc3339(ctx.wall_ns(tx.ts_ns))),
-        kind: "dns",
-    };
-    serde_json::to_writer(out, &v)
+///
+/// # Errors
+/// When `out` fails.
+pub fn write_transaction<W: Write>(mut out: W, ctx: &Context, tx: &Transaction) -> std::io::Result<()> {
+    let mut b = Vec::with_capacity(512);
+    put_transaction(&mut b, ctx, tx);
+    out.write_all(&b)
 }
 
 /// The JSON object for a finding.
@@ -228,39 +323,67 @@ pub fn stats(s: &RunStats) -> Value {
     v
 }
 
-/// Writes JSON Lines to any writer, buffered; flushed on every pipeline tick
-/// (10 ms live) so pipes still see events promptly without a write per line.
+/// Writes JSON Lines to any writer: lines are built in a reused buffer and
+/// written with one `write` per pipeline tick (10 ms live), or sooner when
+/// the buffer passes [`JsonSink::FLUSH_AT`], so pipes still see events
+/// promptly without a write per line.
 pub struct JsonSink<W: Write> {
-    out: std::io::BufWriter<W>,
+    out: W,
+    buf: Vec<u8>,
 }
 
 impl<W: Write> JsonSink<W> {
+    /// Buffered bytes that trigger a write before the next tick.
+    const FLUSH_AT: usize = 64 * 1024;
+
     /// A sink over `out`.
     pub fn new(out: W) -> Self {
-        Self { out: std::io::BufWriter::with_capacity(64 * 1024, out) }
+        Self { out, buf: Vec::with_capacity(Self::FLUSH_AT + 4096) }
     }
 
     fn line(&mut self, v: &Value) {
-        // A closed pipe (| head) must not panic; the run ends on its own.
-        let _ = serde_json::to_writer(&mut self.out, v);
-        let _ = self.out.write_all(b"\n");
+        let _ = serde_json::to_writer(&mut self.buf, v);
+        self.end_line();
+    }
+
+    fn end_line(&mut self) {
+        self.buf.push(b'\n');
+        if self.buf.len() >= Self::FLUSH_AT {
+            self.write_out();
+        }
+    }
+
+    fn write_out(&mut self) {
+        if !self.buf.is_empty() {
+            // A closed pipe (| head) must not panic; the run ends on its own.
+            let _ = self.out.write_all(&self.buf);
+            self.buf.clear();
+        }
     }
 }
 
 impl<W: Write> Sink for JsonSink<W> {
     fn transaction(&mut self, ctx: &Context, tx: &Transaction) {
-        // A closed pipe (| head) must not panic; the run ends on its own.
-        let _ = write_transaction(&mut self.out, ctx, tx);
-        let _ = self.out.write_all(b"\n");
+        put_transaction(&mut self.buf, ctx, tx);
+        self.end_line();
     }
     fn finding(&mut self, _ctx: &Context, f: &Finding) {
         self.line(&finding(f));
     }
     fn finish(&mut self, _ctx: &Context, s: &RunStats) {
         self.line(&stats(s));
+        self.write_out();
         let _ = self.out.flush();
     }
     fn flush_output(&mut self) {
+        self.write_out();
+        let _ = self.out.flush();
+    }
+}
+
+impl<W: Write> Drop for JsonSink<W> {
+    fn drop(&mut self) {
+        self.write_out();
         let _ = self.out.flush();
     }
 }
@@ -342,6 +465,12 @@ mod tests {
         full.answers = vec![
             Answer { name: "a".into(), rtype: "A".into(), ttl: 30, data: "10.0.0.1".into() },
             Answer { name: "b".into(), rtype: "TYPE99".into(), ttl: 0, data: "\"x\"".into() },
+            Answer {
+                name: "\u{8}\u{c}\n\r\u{1f}\u{0}".into(),
+                rtype: "CNAME".into(),
+                ttl: u32::MAX,
+                data: "€/".into(),
+            },
         ];
         full.latency_ns = Some(1_234_567);
         full.timed_out = false;

@@ -108,71 +108,50 @@ impl LiveSource {
         &self.cap
     }
 
-    /// With a netns scope (a recorder per lab node), keeps only what happened
-    /// in those namespaces: sockets by their task's netns (egress) or cgroup,
-    /// drops by their device's netns, connection events by the connecting
-    /// task's netns (later softirq events of a socket follow its connect).
-    fn in_scope(&mut self, rec: &Record) -> bool {
-        if self.netns_scope.is_empty() {
-            return true;
-        }
-        match rec {
-            Record::Packet(p) => match p.hook {
-                // tc programs are attached to this node's own devices.
-                Hook::TcEgress | Hook::TcIngress => true,
-                _ => self.netns_scope.contains(&p.netns_ino) || self.cgroup_scope.contains(&p.cgroup_id),
-            },
-            Record::Drop(d) => self.netns_scope.contains(&d.netns_ino),
-            Record::Conn(c) => {
-                if c.netns_ino != 0 {
-                    let ok = self.netns_scope.contains(&c.netns_ino);
-                    if ok && self.scoped_socks.len() < 65_536 {
-                        self.scoped_socks.insert(c.sock);
-                    }
-                    ok
-                } else {
-                    self.scoped_socks.contains(&c.sock)
-                }
-            }
-            _ => true,
-        }
-    }
-
-    fn drain(&mut self, on: &mut impl FnMut(LiveEvent) -> bool) -> bool {
+    /// Reads what the ring holds; with `check_lost` (every tenth batch and
+    /// the last one) also the kernel's lost counter, a syscall that cost
+    /// more than the batch itself at a few thousand events per second.
+    fn drain(&mut self, check_lost: bool, on: &mut impl FnMut(LiveEvent) -> bool) -> bool {
         self.stats.batches += 1;
-        let mut items = Vec::new();
+        let Self { cap, host, node, stats, netns_scope, cgroup_scope, scoped_socks, .. } = self;
+        let mut scope = Scope { netns: netns_scope, cgroups: cgroup_scope, socks: scoped_socks };
         {
-            let (ring, ctx) = self.cap.ring_and_ctx();
-            // Bounded batch so a flood cannot starve timers and signals.
-            while items.len() < 65_536 {
+            let (ring, ctx) = cap.ring_and_ctx();
+            // Each item is decoded and handed on while it is still in the
+            // ring: no batch of owned records in between (that was a copy of
+            // every record and a vector up to 64k long per wakeup). Bounded
+            // so a flood cannot starve timers and signals.
+            for _ in 0..65_536 {
                 let Some(item) = ring.next() else { break };
-                items.push(raw::decode(&item, self.node.as_ref(), ctx));
-            }
-        }
-        for r in items {
-            self.stats.items += 1;
-            let rec = match r {
-                Ok(rec) => rec,
-                Err(e) => {
-                    self.stats.bad_items += 1;
-                    log::debug!("undecodable ring item: {e}");
+                let r = raw::decode(&item, node.as_ref(), ctx);
+                drop(item);
+                stats.items += 1;
+                let rec = match r {
+                    Ok(rec) => rec,
+                    Err(e) => {
+                        stats.bad_items += 1;
+                        log::debug!("undecodable ring item: {e}");
+                        continue;
+                    }
+                };
+                if !scope.keeps(&rec) {
                     continue;
                 }
-            };
-            if !self.in_scope(&rec) {
-                continue;
+                if let Record::Packet(p) = &rec
+                    && p.hook == Hook::SocketEgress
+                    && let Some(proc_) = &p.process
+                    && let Some(ev) = host.resolv_conf_once(proc_.pid, p.netns_ino, p.ts_ns)
+                    && !on(LiveEvent::Record(Record::ResolvConf(ev)))
+                {
+                    return false;
+                }
+                if !on(LiveEvent::Record(rec)) {
+                    return false;
+                }
             }
-            if let Record::Packet(p) = &rec
-                && p.hook == Hook::SocketEgress
-                && let Some(proc_) = &p.process
-                && let Some(ev) = self.host.resolv_conf_once(proc_.pid, p.netns_ino, p.ts_ns)
-                && !on(LiveEvent::Record(Record::ResolvConf(ev)))
-            {
-                return false;
-            }
-            if !on(LiveEvent::Record(rec)) {
-                return false;
-            }
+        }
+        if !check_lost && !self.stats.batches.is_multiple_of(10) {
+            return true;
         }
         let lost = self.cap.lost();
         if lost > self.lost_reported {
@@ -218,16 +197,16 @@ impl LiveSource {
                 r = fd.readable() => {
                     let mut guard = r?;
                     guard.clear_ready();
-                    if !self.drain(&mut on) { break StopReason::Consumer; }
+                    if !self.drain(false, &mut on) { break StopReason::Consumer; }
                 }
                 _ = tick.tick() => {
-                    if !self.drain(&mut on) { break StopReason::Consumer; }
+                    if !self.drain(false, &mut on) { break StopReason::Consumer; }
                     if !on(LiveEvent::Tick(monotonic_ns())) { break StopReason::Consumer; }
                 }
             }
         };
         // Whatever the kernel already produced belongs to the run.
-        self.drain(&mut |e| {
+        self.drain(true, &mut |e| {
             on(e);
             true
         });
@@ -235,6 +214,46 @@ impl LiveSource {
             self.stats.boosts = b.boosts();
         }
         Ok(reason)
+    }
+}
+
+/// A node's scope (see [`LiveSource::scope_to_node`]), borrowed apart from
+/// the ring so records can be checked while the ring is being read.
+struct Scope<'a> {
+    netns: &'a [u32],
+    cgroups: &'a [u64],
+    socks: &'a mut std::collections::HashSet<u64>,
+}
+
+impl Scope<'_> {
+    /// With a netns scope (a recorder per lab node), keeps only what happened
+    /// in those namespaces: sockets by their task's netns (egress) or cgroup,
+    /// drops by their device's netns, connection events by the connecting
+    /// task's netns (later softirq events of a socket follow its connect).
+    fn keeps(&mut self, rec: &Record) -> bool {
+        if self.netns.is_empty() {
+            return true;
+        }
+        match rec {
+            Record::Packet(p) => match p.hook {
+                // tc programs are attached to this node's own devices.
+                Hook::TcEgress | Hook::TcIngress => true,
+                _ => self.netns.contains(&p.netns_ino) || self.cgroups.contains(&p.cgroup_id),
+            },
+            Record::Drop(d) => self.netns.contains(&d.netns_ino),
+            Record::Conn(c) => {
+                if c.netns_ino != 0 {
+                    let ok = self.netns.contains(&c.netns_ino);
+                    if ok && self.socks.len() < 65_536 {
+                        self.socks.insert(c.sock);
+                    }
+                    ok
+                } else {
+                    self.socks.contains(&c.sock)
+                }
+            }
+            _ => true,
+        }
     }
 }
 

@@ -113,28 +113,25 @@ impl Drop for IdleBooster {
 }
 
 fn run(ring_fd: RawFd, stop: &AtomicBool, boosts: &AtomicU64) -> std::io::Result<()> {
+    use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
     // SAFETY: gettid has no preconditions.
     let me = unsafe { libc::gettid() };
     // Created under SCHED_IDLE like every thread of the process: leave it.
     set_policy(0, libc::SCHED_OTHER)?;
-    // SAFETY: plain syscall; the fd is closed below.
-    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if ep < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLET) as u32, u64: 0 };
-    // SAFETY: `ep` and `ring_fd` are open fds; `ev` is valid for the call.
-    if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, ring_fd, &raw mut ev) } != 0 {
-        let e = std::io::Error::last_os_error();
-        // SAFETY: our own fd.
-        unsafe { libc::close(ep) };
-        return Err(e);
-    }
+    // An `OwnedFd` inside: closed on every return.
+    let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+    // SAFETY: the caller keeps the ring's fd open for the booster's lifetime
+    // (see `start_if_idle`), which this borrow does not outlive.
+    let ring = unsafe { std::os::fd::BorrowedFd::borrow_raw(ring_fd) };
+    ep.add(ring, EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, 0))?;
     let mut boosted_until: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
-        let mut out = [libc::epoll_event { events: 0, u64: 0 }; 1];
-        // SAFETY: `out` has room for the one event asked for.
-        let n = unsafe { libc::epoll_wait(ep, out.as_mut_ptr(), 1, 20) };
+        let mut out = [EpollEvent::empty(); 1];
+        let n = match ep.wait(&mut out, EpollTimeout::from(20u8)) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => 0,
+            Err(e) => return Err(e.into()),
+        };
         let now = Instant::now();
         if n > 0 {
             if boosted_until.is_none() {
@@ -147,7 +144,5 @@ fn run(ring_fd: RawFd, stop: &AtomicBool, boosts: &AtomicU64) -> std::io::Result
             boosted_until = None;
         }
     }
-    // SAFETY: our own fd.
-    unsafe { libc::close(ep) };
     Ok(())
 }

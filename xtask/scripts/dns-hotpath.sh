@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# One resolver pair, alone, in under a minute: dnsperf (CPU 0, netns khp-cli)
+# against dnsmasq (CPU 1, netns khp-srv), with ktrace off, `ktrace dns -o json
+# > /dev/null` and `ktrace dns -o json --summary > /dev/null`, in interleaved
+# rounds. Prints, per mode: qps at saturation, ktrace userspace CPU
+# (user+system, from /proc/PID/task/*/schedstat) per completed query, events read/lost, and at half
+# the untraced saturation rate p50/p99 and their ratio to the untraced run.
+#
+# The measurement loop of issue #18's userspace hot-path work (section 2 of
+# `cargo xtask bench` measures the same setup with every mode; this is the
+# quick one to run after each change). Needs root and the host lock:
+#   flock /tmp/ktrace-host.lock xtask/scripts/dns-hotpath.sh target/release/ktrace
+# Env: ROUNDS (3), SECS (3 s per run), MODES ("off json summary"; also
+# "idle" = --sched-idle, "strict" = --sched-idle --no-catch-up; "base-json"
+# etc. run the binary in $BASE for a side-by-side before/after),
+# HALF=0 skips the latency part, PERF=FILE records `perf record -g` of the
+# json mode's (PERF_MODE) saturation run of the last round into FILE.
+# QPS=N replaces the saturation part by runs at a fixed N queries/s (the CPU
+# per query then compares at one rate across modes).
+# Traffic stays between the two namespaces this script creates; they are
+# deleted on exit, also on failure.
+set -euo pipefail
+
+BIN=$(realpath "${1:?usage: dns-hotpath.sh KTRACE_BIN}")
+ROUNDS=${ROUNDS:-3}
+SECS=${SECS:-3}
+MODES=${MODES:-"off json summary"}
+HALF=${HALF:-1}
+PERF=${PERF:-}
+CLI=khp-cli SRV=khp-srv CIP=10.214.0.1 SIP=10.214.0.2
+WORK=$(mktemp -d /tmp/khp.XXXXXX)
+
+down() {
+    for ns in $CLI $SRV; do
+        [ -e /run/netns/$ns ] || continue
+        for p in $(ip netns pids $ns 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+        for _ in $(seq 50); do [ -z "$(ip netns pids $ns 2>/dev/null)" ] && break; sleep 0.05; done
+        ip netns del $ns 2>/dev/null || true
+    done
+}
+cleanup() {
+    [ -n "${KT:-}" ] && kill -INT "$KT" 2>/dev/null && wait "$KT" 2>/dev/null || true
+    down
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+down
+ip netns add $CLI
+ip netns add $SRV
+ip -n $CLI link add khp-c type veth peer name khp-s netns $SRV
+ip -n $CLI addr add $CIP/24 dev khp-c
+ip -n $SRV addr add $SIP/24 dev khp-s
+for ns in $CLI $SRV; do ip -n $ns link set lo up; done
+ip -n $CLI link set khp-c up txqueuelen 10000
+ip -n $SRV link set khp-s up txqueuelen 10000
+
+for i in $(seq 0 199); do echo "host$i.bench.test A"; done >"$WORK/q.txt"
+taskset -c 1 ip netns exec $SRV dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces \
+    --pid-file= --cache-size=0 --log-facility=/dev/null --user=root --listen-address=$SIP \
+    --local=/bench.test/ --address=/bench.test/10.0.0.1 2>"$WORK/dnsmasq.err" &
+for _ in $(seq 100); do ip netns exec $SRV ss -uln | grep -q "$SIP:53" && break; sleep 0.1; done
+
+# CPU time of every thread of the process in ns (schedstat: user + system,
+# at ns resolution; /proc/PID/stat's clock ticks are 10 ms, too coarse here).
+cpu() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{t += $1} END {printf "%d", t}'; }
+
+# dnsperf SECS [QPS] -> "qps completed" (+ latencies in $WORK/lat when QPS given)
+perfrun() {
+    local args=(-s $SIP -d "$WORK/q.txt" -l "$1" -c 4 -q 200 -t 2)
+    [ -n "${2:-}" ] && args+=(-Q "$2" -v)
+    timeout $(($1 + 20)) taskset -c 0 ip netns exec $CLI dnsperf "${args[@]}" >"$WORK/dp.out" 2>&1
+    if [ -n "${2:-}" ]; then awk '/^> /{print $NF}' "$WORK/dp.out" | sort -g >"$WORK/lat"; fi
+    awk '/Queries per second:/{q=$4} /Queries completed:/{c=$3} END{print q, c}' "$WORK/dp.out"
+}
+pct() { awk -v p="$1" '{a[NR]=$1} END{i=int(NR*p/100); if(i<1)i=1; printf "%.1f", a[i]*1e6}' "$WORK/lat"; }
+
+start_kt() {
+    local m=$1 bin=$BIN
+    KT=
+    [ "$m" = off ] && return
+    # "base-MODE": the same mode with the binary in $BASE (side-by-side before/after).
+    if [ "${m#base-}" != "$m" ]; then
+        m=${m#base-}
+        bin=$(realpath "${BASE:?base- modes need BASE=KTRACE_BIN}")
+    fi
+    local pre=() post=(dns -o json)
+    case $m in
+    summary) post+=(--summary) ;;
+    idle) pre+=(--sched-idle) ;;
+    strict) pre+=(--sched-idle --no-catch-up) ;;
+    esac
+    "$bin" "${pre[@]}" "${post[@]}" >/dev/null 2>"$WORK/kt.err" &
+    KT=$!
+    for _ in $(seq 200); do grep -q attached "$WORK/kt.err" && return; sleep 0.05; done
+    echo "ktrace did not attach: $(cat "$WORK/kt.err")" >&2
+    exit 1
+}
+stop_kt() {
+    [ -z "$KT" ] && { echo "- -"; return; }
+    kill -INT "$KT"
+    # `wait` alone can return before the exit line is on disk: poll for it.
+    for _ in $(seq 400); do grep -q "^ktrace: stopped" "$WORK/kt.err" && break; sleep 0.05; done
+    wait "$KT" 2>/dev/null || true
+    KT=
+    sed -n "s/^ktrace: stopped: \([0-9]*\) events read, \([0-9]*\) lost.*/\1 \2/p" "$WORK/kt.err" | grep . || { echo "- -"; tail -3 "$WORK/kt.err" | sed "s/^/[kt] /" >&2; }
+}
+
+# one MODE SECS [QPS] -> "mode qps tracer_us_per_query read lost [p50 p99]"
+one() {
+    local m=$1 secs=$2 qps=${3:-} perf_pid=
+    start_kt "$m"
+    local c0=0 c1=0
+    [ -n "$KT" ] && c0=$(cpu "$KT")
+    if [ -n "$PERF" ] && [ "$m" = "${PERF_MODE:-json}" ] && [ "$LAST" = 1 ]; then
+        perf record -F ${PERF_FREQ:-10000} ${PERF_CG:--g} -o "$PERF" -p "$KT" 2>/dev/null >/dev/null &
+        perf_pid=$!
+    fi
+    # Instructions retired in ktrace's userspace: unlike CPU time, not
+    # inflated by other work on the machine competing for caches and cores.
+    local stat_pid=
+    if [ -n "$KT" ]; then
+        perf stat -e instructions:u -x, -o "$WORK/pstat" -p "$KT" 2>/dev/null &
+        stat_pid=$!
+    fi
+    read -r q n < <(perfrun "$secs" "$qps")
+    [ -n "$KT" ] && c1=$(cpu "$KT")
+    [ -n "$perf_pid" ] && { kill -INT $perf_pid; wait $perf_pid || true; }
+    local ins=-
+    if [ -n "$stat_pid" ]; then
+        kill -INT $stat_pid
+        wait $stat_pid 2>/dev/null || true
+        ins=$(awk -F, -v n="$n" '/instructions/ {printf "%.0f", $1 / n}' "$WORK/pstat")
+    fi
+    local us
+    us=$(awk -v a="$c0" -v b="$c1" -v n="$n" 'BEGIN{printf "%.2f", (b-a)/1000/n}')
+    local ev
+    ev=$(stop_kt)
+    local lat="- -"
+    [ -n "$qps" ] && lat="$(pct 50) $(pct 99)"
+    echo "$m $q $us $ev $lat ${ins:--}"
+}
+
+ip netns exec $CLI true
+perfrun 1 >/dev/null # warm-up
+: >"$WORK/sat"
+for r in $(seq "$ROUNDS"); do
+    LAST=$([ "$r" = "$ROUNDS" ] && echo 1 || echo 0)
+    set -- $MODES
+    k=$(( (r - 1) % $# ))
+    ordered=("${@:k+1}" "${@:1:k}")
+    for m in "${ordered[@]}"; do one "$m" "$SECS" "${QPS:-}" | tee -a "$WORK/sat" >&2; done
+done
+stats() { python3 - "$@" <<'PY'
+import sys, statistics as st
+kind, path, modes = sys.argv[1], sys.argv[2], sys.argv[3].split()
+rows = [l.split() for l in open(path) if l.strip()]
+num = lambda x: float(x) if x not in ("-", "") else 0.0
+med = lambda xs: st.median(xs) if xs else float("nan")
+if kind == "sat":
+    print("mode qps tracer_us/query user_instructions/query events_read events_lost")
+    for m in modes:
+        r = [x for x in rows if x[0] == m]
+        print(m, round(med([num(x[1]) for x in r])), "%.2f" % med([num(x[2]) for x in r]),
+              round(med([num(x[7]) for x in r])),
+              int(sum(num(x[3]) for x in r)), int(sum(num(x[4]) for x in r)))
+else:
+    print("mode p50_us p99_us p50_ratio p99_ratio tracer_us/query user_instructions/query events_lost")
+    rounds = [rows[i:i + len(modes)] for i in range(0, len(rows), len(modes))]
+    for m in modes:
+        a50, a99, p50, p99, us, ins, lost = [], [], [], [], [], [], 0
+        for rd in rounds:
+            off = [x for x in rd if x[0] == "off"]
+            for x in rd:
+                if x[0] != m:
+                    continue
+                p50.append(num(x[5])); p99.append(num(x[6])); us.append(num(x[2])); ins.append(num(x[7])); lost += num(x[4])
+                if off:
+                    a50.append(num(x[5]) / num(off[0][5])); a99.append(num(x[6]) / num(off[0][6]))
+        print(m, "%.1f %.1f %.2f %.2f %.2f %.0f %d" % (med(p50), med(p99), med(a50), med(a99), med(us), med(ins), lost))
+PY
+}
+echo "## saturation ($ROUNDS rounds × ${SECS}s; medians)"
+stats sat "$WORK/sat" "$MODES"
+[ "$HALF" = 1 ] || exit 0
+half=$(python3 -c 'import sys,statistics as s; print(int(s.median([float(l.split()[1]) for l in open(sys.argv[1]) if l.startswith("off ")])/2))' "$WORK/sat")
+: >"$WORK/half"
+for r in $(seq "$ROUNDS"); do
+    LAST=0
+    set -- $MODES
+    k=$(( (r - 1) % $# ))
+    ordered=("${@:k+1}" "${@:1:k}")
+    for m in "${ordered[@]}"; do one "$m" "$SECS" "$half" | tee -a "$WORK/half" >&2; done
+done
+echo "## half load ($half qps; medians of per-round ratios to that round's off run)"
+stats half "$WORK/half" "$MODES"
