@@ -30,3 +30,37 @@ pub struct DropEvent {
 }
 
 const _: () = assert!(core::mem::size_of::<DropEvent>() == 64 + 8 + 16 + 8 + DROP_SNAP);
+
+/// The fixed part of a [`DropEvent`], everything before `data`, field for
+/// field: what userspace reads before the `cap_len` bytes that follow it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DropEventHead {
+    /// As [`DropEvent::hdr`].
+    pub hdr: EventHeader,
+    /// As [`DropEvent::location`].
+    pub location: u64,
+    /// As [`DropEvent::reason`].
+    pub reason: u32,
+    /// As [`DropEvent::ifindex`].
+    pub ifindex: u32,
+    /// As [`DropEvent::netns_ino`].
+    pub netns_ino: u32,
+    /// As [`DropEvent::pkt_len`].
+    pub pkt_len: u32,
+    /// As [`DropEvent::cap_len`].
+    pub cap_len: u16,
+    /// As [`DropEvent::pad`].
+    pub pad: [u8; 6],
+}
+
+const _: () = {
+    use core::mem::offset_of;
+    assert!(core::mem::size_of::<DropEventHead>() == offset_of!(DropEvent, data));
+    assert!(offset_of!(DropEventHead, location) == offset_of!(DropEvent, location));
+    assert!(offset_of!(DropEventHead, reason) == offset_of!(DropEvent, reason));
+    assert!(offset_of!(DropEventHead, ifindex) == offset_of!(DropEvent, ifindex));
+    assert!(offset_of!(DropEventHead, netns_ino) == offset_of!(DropEvent, netns_ino));
+    assert!(offset_of!(DropEventHead, pkt_len) == offset_of!(DropEvent, pkt_len));
+    assert!(offset_of!(DropEventHead, cap_len) == offset_of!(DropEvent, cap_len));
+};

@@ -22,8 +22,8 @@ pub mod task;
 pub mod underlay;
 
 pub use conn::{ConnEvent, TpFields, conn_kind};
-pub use dns::{PACKET_EVENT_HDR_LEN, PORTS_MAX, PacketEvent, SNAP_LEN};
-pub use drops::{DROP_SNAP, DropEvent};
+pub use dns::{PACKET_EVENT_HDR_LEN, PORTS_MAX, PacketEvent, PacketEventHead, SNAP_LEN};
+pub use drops::{DROP_SNAP, DropEvent, DropEventHead};
 pub use task::{KernelOffsets, pid_source};
 pub use underlay::UNDERLAY_SNAP;
 
@@ -133,6 +133,10 @@ mod user {
     unsafe impl aya::Pod for super::PacketEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DropEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PacketEventHead {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DropEventHead {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ConnEvent {}
     // SAFETY: as above.
