@@ -22,6 +22,7 @@ fn tp_field<T: Copy + Default>(ctx: &TracePointContext, off: u16) -> T {
 }
 
 #[inline(always)]
+#[expect(clippy::cast_ptr_alignment, reason = "saddr/daddr sit at 8-aligned offsets of an 8-aligned event")]
 fn conn_event(ctx: &TracePointContext, f: &TpFields, what: u8) -> u32 {
     if f.protocol != u16::MAX && tp_field::<u16>(ctx, f.protocol) != u16::from(IPPROTO_TCP) {
         return 0;

@@ -8,6 +8,10 @@ use aya_ebpf::{
     macros::cgroup_skb,
     programs::SkBuffContext,
 };
+use network_types::{
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    udp::UdpHdr,
+};
 use tracer_common::{EventKind, PACKET_EVENT_HDR_LEN, PORTS_MAX, SNAP_LEN, Stat, flags, hook};
 
 use crate::{
@@ -87,50 +91,45 @@ fn l4_of(ctx: &SkBuffContext) -> Option<(u8, u8, u32)> {
     }
 }
 
-/// Reads `T` at `off` of a packet range the caller has bounds-checked.
-///
-/// # Safety
-/// `data + off + size_of::<T>()` must be at most `data_end`, checked by the
-/// caller in a form the verifier tracks (one `data + N > data_end` test:
-/// LLVM turns a `+ 1` check into `data >= data_end`, which it does not).
-#[inline(always)]
-unsafe fn at<T: Copy>(data: usize, off: usize) -> T {
-    // SAFETY: see the function's contract.
-    unsafe { core::ptr::read_unaligned((data + off) as *const T) }
-}
-
 /// The common case without a single helper call: IPv4 without options or
 /// IPv6 without extension headers, read directly from the packet's linear
 /// head (`cgroup_skb` programs may read packet data). Returns (IP version, L4
 /// protocol, source port, destination port), ports in host order; `None`
 /// sends the packet down the general path (options, extension headers,
-/// headers outside the linear head, packets under 24 bytes).
+/// headers outside the linear head, packets under 28 bytes).
 #[inline(always)]
 fn ports_direct(skb: *mut aya_ebpf::bindings::__sk_buff) -> Option<(u8, u8, u16, u16)> {
     // SAFETY: reading our own context's fields.
     let (data, end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
-    if data + 24 > end {
+    // Whole headers, so that the references below cover valid bytes: every
+    // UDP or TCP packet is at least this long.
+    if data + Ipv4Hdr::LEN + UdpHdr::LEN > end {
         return None;
     }
-    // SAFETY: 24 bytes checked above.
-    let b0: u8 = unsafe { at(data, 0) };
-    if b0 == 0x45 {
-        // SAFETY: within the 24 bytes checked above.
-        let (frag, proto, ports) = unsafe { (at::<u16>(data, 6), at::<u8>(data, 9), at::<u32>(data, 20)) };
-        if u16::from_be(frag) & 0x1fff != 0 {
+    // SAFETY: 28 bytes checked above (one `data + N > data_end` test, the
+    // form the verifier tracks: LLVM turns a `+ 1` check into `data >=
+    // data_end`, which it does not): an IPv4 header without options and the
+    // first eight bytes of a UDP or TCP header. network-types'
+    // headers are byte arrays (alignment 1), so any address is fine.
+    let ip4 = unsafe { &*(data as *const Ipv4Hdr) };
+    if ip4.vihl == 0x45 {
+        if ip4.frag_offset() != 0 {
             // A later fragment: no ports, never DNS to us.
             return Some((4, 0, 0, 0));
         }
-        return Some((4, proto, u16::from_be(ports as u16), u16::from_be((ports >> 16) as u16)));
+        // SAFETY: as above; UDP and TCP both start with the two ports.
+        let l4 = unsafe { &*((data + Ipv4Hdr::LEN) as *const UdpHdr) };
+        return Some((4, ip4.proto, l4.src_port(), l4.dst_port()));
     }
-    if b0 >> 4 == 6 {
-        if data + 44 > end {
+    if ip4.vihl >> 4 == 6 {
+        if data + Ipv6Hdr::LEN + UdpHdr::LEN > end {
             return None;
         }
-        // SAFETY: 44 bytes checked above.
-        let (next, ports) = unsafe { (at::<u8>(data, 6), at::<u32>(data, 40)) };
+        // SAFETY: 48 bytes checked above.
+        let (ip6, l4) = unsafe { (&*(data as *const Ipv6Hdr), &*((data + Ipv6Hdr::LEN) as *const UdpHdr)) };
+        let next = ip6.next_hdr;
         if next == IPPROTO_UDP || next == IPPROTO_TCP {
-            return Some((6, next, u16::from_be(ports as u16), u16::from_be((ports >> 16) as u16)));
+            return Some((6, next, l4.src_port(), l4.dst_port()));
         }
     }
     None

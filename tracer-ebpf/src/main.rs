@@ -176,6 +176,7 @@ pub(crate) fn wake_flag() -> u64 {
 /// # Safety
 /// `p` must be 8-aligned and valid for `words * 8` bytes of writes.
 #[inline(always)]
+#[expect(clippy::cast_ptr_alignment, reason = "8-aligned by the function's contract")]
 pub(crate) unsafe fn zero_words(p: *mut u8, words: usize) {
     let w = p.cast::<u64>();
     let mut i = 0;

@@ -6,6 +6,7 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
+use network_types::eth::EthHdr;
 use tracer_common::{EventKind, PACKET_EVENT_HDR_LEN, Stat, UNDERLAY_SNAP, flags, hook};
 
 use crate::{EVENTS, SCRATCH, bounded_len, bump, count_lost, init_header, set, wake_flag};
@@ -15,7 +16,8 @@ use crate::{EVENTS, SCRATCH, bounded_len, bump, count_lost, init_header, set, wa
 #[inline(always)]
 fn underlay(ctx: &TcContext, which: u8) -> i32 {
     const TCX_NEXT: i32 = -1;
-    let Ok(proto) = ctx.load::<u16>(12) else { return TCX_NEXT };
+    // The EtherType alone, not the whole header: one 2-byte load.
+    let Ok(proto) = ctx.load::<u16>(core::mem::offset_of!(EthHdr, ether_type)) else { return TCX_NEXT };
     let proto = u16::from_be(proto);
     let ver = match proto {
         0x0800 => 4,
@@ -31,14 +33,14 @@ fn underlay(ctx: &TcContext, which: u8) -> i32 {
     // SAFETY: reading the context's own fields.
     ev.ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let len = ctx.len();
-    ev.pkt_len = len.saturating_sub(14);
+    ev.pkt_len = len.saturating_sub(EthHdr::LEN as u32);
     ev.hook = which;
     ev.ip_version = ver;
     let avail = len as usize;
-    if avail <= 14 {
+    if avail <= EthHdr::LEN {
         return TCX_NEXT;
     }
-    let mut n = avail - 14;
+    let mut n = avail - EthHdr::LEN;
     if n > UNDERLAY_SNAP {
         n = UNDERLAY_SNAP;
         ev.hdr.flags |= flags::TRUNCATED;
@@ -48,7 +50,8 @@ fn underlay(ctx: &TcContext, which: u8) -> i32 {
     }
     let n = bounded_len(n, UNDERLAY_SNAP);
     // SAFETY: n in 1..=UNDERLAY_SNAP <= SNAP_LEN, the size of ev.data.
-    if unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), 14, ev.data.as_mut_ptr().cast(), n as u32) } != 0 {
+    if unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), EthHdr::LEN as u32, ev.data.as_mut_ptr().cast(), n as u32) } != 0
+    {
         bump(Stat::LoadError);
         return TCX_NEXT;
     }
