@@ -15,14 +15,17 @@ pub const MAP_PORTS: &str = "DNS_PORTS";
 /// Name of the per-CPU array of program statistics (see [`Stat`]).
 pub const MAP_STATS: &str = "STATS";
 
-/// How many DNS ports can be configured at once.
-pub const PORTS_MAX: u32 = 8;
+pub mod conn;
+pub mod dns;
+pub mod drops;
+pub mod task;
+pub mod underlay;
 
-/// Bytes of each packet (from the IP header on) copied into an event.
-///
-/// 1024 covers a 512-byte classic DNS message behind the largest IPv6 + TCP
-/// headers with room for EDNS; longer messages are truncated and flagged.
-pub const SNAP_LEN: usize = 1024;
+pub use conn::{ConnEvent, TpFields, conn_kind};
+pub use dns::{PACKET_EVENT_HDR_LEN, PORTS_MAX, PacketEvent, PacketEventHead, SNAP_LEN};
+pub use drops::{DROP_SNAP, DropEvent, DropEventHead};
+pub use task::{KernelOffsets, pid_source};
+pub use underlay::UNDERLAY_SNAP;
 
 /// Kinds of event, the first field of every event.
 #[repr(u32)]
@@ -101,35 +104,6 @@ pub struct EventHeader {
 
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 64);
 
-/// A packet seen by a capture hook, from its IP header on.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct PacketEvent {
-    /// Common header; `kind` is [`EventKind::DnsPacket`].
-    pub hdr: EventHeader,
-    /// Network namespace cookie (`bpf_get_netns_cookie`), 0 if unavailable.
-    pub netns_cookie: u64,
-    /// Network namespace inode of the current task (egress only), 0 if unknown.
-    pub netns_ino: u32,
-    /// `skb->ifindex` (the device, in the packet's namespace).
-    pub ifindex: u32,
-    /// Length of the whole packet on the wire (L3 on).
-    pub pkt_len: u32,
-    /// Bytes of `data` that are valid.
-    pub cap_len: u16,
-    /// One of the [`hook`] constants.
-    pub hook: u8,
-    /// 4 or 6.
-    pub ip_version: u8,
-    /// The packet, from the IP header on.
-    pub data: [u8; SNAP_LEN],
-}
-
-/// Bytes of a [`PacketEvent`] before `data`.
-pub const PACKET_EVENT_HDR_LEN: usize = 64 + 8 + 4 + 4 + 4 + 2 + 1 + 1;
-const _: () = assert!(core::mem::size_of::<PacketEvent>() == PACKET_EVENT_HDR_LEN + SNAP_LEN);
-const _: () = assert!(core::mem::offset_of!(PacketEvent, data) == PACKET_EVENT_HDR_LEN);
-
 /// Slots of the statistics array ([`MAP_STATS`]).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,188 +123,6 @@ pub enum Stat {
 /// Number of slots in [`MAP_STATS`].
 pub const STATS_LEN: u32 = 4;
 
-/// Offsets into kernel structures, read from BTF in userspace at load time
-/// and written into the program's read-only globals (Rust eBPF has no CO-RE).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct KernelOffsets {
-    /// `offsetof(struct task_struct, group_leader)`.
-    pub task_group_leader: u32,
-    /// `offsetof(struct task_struct, comm)`.
-    pub task_comm: u32,
-    /// `offsetof(struct task_struct, nsproxy)`.
-    pub task_nsproxy: u32,
-    /// `offsetof(struct nsproxy, net_ns)`.
-    pub nsproxy_net_ns: u32,
-    /// `offsetof(struct net, ns) + offsetof(struct ns_common, inum)`.
-    pub net_ns_inum: u32,
-    /// Non-zero when the offsets above are valid.
-    pub valid: u32,
-    /// `offsetof(struct sk_buff, head)`.
-    pub skb_head: u32,
-    /// `offsetof(struct sk_buff, network_header)` (u16).
-    pub skb_network_header: u32,
-    /// `offsetof(struct sk_buff, len)` (u32).
-    pub skb_len: u32,
-    /// `offsetof(struct sk_buff, dev)`.
-    pub skb_dev: u32,
-    /// `offsetof(struct net_device, ifindex)` (int).
-    pub dev_ifindex: u32,
-    /// `offsetof(struct net_device, nd_net)` (`possible_net_t`: one `struct net *`).
-    pub dev_nd_net: u32,
-    /// `offsetof(struct sock, __sk_common.skc_state)` (u8).
-    pub sock_state: u32,
-    /// Non-zero when the `sk_buff/net_device/sock` offsets are valid.
-    pub skb_valid: u32,
-    /// `offsetof(struct task_struct, pid)` (`pid_t`): the thread id, read from
-    /// the task where `bpf_get_current_pid_tgid` is not allowed (`cgroup_skb`
-    /// before 6.10). 0 = unknown.
-    pub task_pid: u32,
-    /// `offsetof(struct task_struct, tgid)` (`pid_t`). 0 = unknown.
-    pub task_tgid: u32,
-}
-
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
-
-/// Where the `cgroup_skb` programs take the sender's pid/tgid from (the
-/// `PID_SOURCE` global, chosen by userspace at load time).
-pub mod pid_source {
-    /// `bpf_get_current_pid_tgid` (allowed in `cgroup_skb` since 6.10).
-    pub const HELPER: u32 = 0;
-    /// `task_struct.pid`/`.tgid` of `bpf_get_current_task` at BTF offsets.
-    pub const TASK: u32 = 1;
-    /// Neither is available: no process attribution on egress.
-    pub const NONE: u32 = 2;
-}
-
-/// Bytes of a dropped packet copied from its network header.
-pub const DROP_SNAP: usize = 128;
-
-/// A packet freed by the kernel with a drop reason.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct DropEvent {
-    /// Header; `kind` is [`EventKind::Drop`]. Process fields when in process context.
-    pub hdr: EventHeader,
-    /// Kernel text address that freed it.
-    pub location: u64,
-    /// `enum skb_drop_reason` value.
-    pub reason: u32,
-    /// `skb->dev->ifindex` (0 if no device).
-    pub ifindex: u32,
-    /// Network namespace inode of `skb->dev` (0 if unknown).
-    pub netns_ino: u32,
-    /// `skb->len`.
-    pub pkt_len: u32,
-    /// Valid bytes of `data`.
-    pub cap_len: u16,
-    /// Explicit padding.
-    pub pad: [u8; 6],
-    /// From the network header on.
-    pub data: [u8; DROP_SNAP],
-}
-
-const _: () = assert!(core::mem::size_of::<DropEvent>() == 64 + 8 + 16 + 8 + DROP_SNAP);
-
-/// Which tracepoint a [`ConnEvent`] came from.
-pub mod conn_kind {
-    /// `sock:inet_sock_set_state` (old → new).
-    pub const STATE: u8 = 1;
-    /// `tcp:tcp_receive_reset`.
-    pub const RESET_RECEIVED: u8 = 2;
-    /// `tcp:tcp_send_reset`.
-    pub const RESET_SENT: u8 = 3;
-    /// `tcp:tcp_retransmit_skb`.
-    pub const RETRANSMIT: u8 = 4;
-}
-
-/// A TCP socket event.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct ConnEvent {
-    /// Header; `kind` is [`EventKind::Conn`].
-    pub hdr: EventHeader,
-    /// Kernel address of the socket: identity across events.
-    pub sock: u64,
-    /// Netns inode of the current task (process context only).
-    pub netns_ino: u32,
-    /// One of [`conn_kind`].
-    pub what: u8,
-    /// Old state (STATE) or current state (others).
-    pub old_state: u8,
-    /// New state (STATE).
-    pub new_state: u8,
-    /// `AF_INET` (2) or `AF_INET6` (10).
-    pub family: u8,
-    /// Local port (host order).
-    pub sport: u16,
-    /// Remote port (host order).
-    pub dport: u16,
-    /// Explicit padding.
-    pub pad: u32,
-    /// Local address (IPv4 in the first 4 bytes).
-    pub saddr: [u8; 16],
-    /// Remote address (IPv4 in the first 4 bytes).
-    pub daddr: [u8; 16],
-}
-
-const _: () = assert!(core::mem::size_of::<ConnEvent>() == 64 + 8 + 8 + 8 + 32);
-
-/// Offsets of one tracepoint's fields in its raw record (from
-/// `/sys/kernel/tracing/events/<cat>/<name>/format`), `u16::MAX` = absent.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct TpFields {
-    /// `skaddr`.
-    pub skaddr: u16,
-    /// `sport`.
-    pub sport: u16,
-    /// `dport`.
-    pub dport: u16,
-    /// `family`.
-    pub family: u16,
-    /// `saddr` (4 bytes).
-    pub saddr: u16,
-    /// `daddr` (4 bytes).
-    pub daddr: u16,
-    /// `saddr_v6` (16 bytes).
-    pub saddr_v6: u16,
-    /// `daddr_v6` (16 bytes).
-    pub daddr_v6: u16,
-    /// `oldstate` (int).
-    pub oldstate: u16,
-    /// `newstate` (int).
-    pub newstate: u16,
-    /// `state` (int).
-    pub state: u16,
-    /// `protocol` (u16).
-    pub protocol: u16,
-}
-
-impl TpFields {
-    /// Every field absent.
-    pub const NONE: Self = Self {
-        skaddr: u16::MAX,
-        sport: u16::MAX,
-        dport: u16::MAX,
-        family: u16::MAX,
-        saddr: u16::MAX,
-        daddr: u16::MAX,
-        saddr_v6: u16::MAX,
-        daddr_v6: u16::MAX,
-        oldstate: u16::MAX,
-        newstate: u16::MAX,
-        state: u16::MAX,
-        protocol: u16::MAX,
-    };
-}
-
-impl Default for TpFields {
-    fn default() -> Self {
-        Self::NONE
-    }
-}
-
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain-old-data `#[repr(C)]` structs of integers and byte arrays.
@@ -341,6 +133,10 @@ mod user {
     unsafe impl aya::Pod for super::PacketEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DropEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PacketEventHead {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DropEventHead {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ConnEvent {}
     // SAFETY: as above.

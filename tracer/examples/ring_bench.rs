@@ -27,7 +27,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use ktrace::bpf::{CaptureConfig, DnsCapture, cgroup2_root, raw};
+use ktrace::bpf::{CaptureConfig, Probes, cgroup2_root, raw};
 
 /// Most events one run may produce (bounds the run whatever the rate).
 const MAX_EVENTS: u64 = 200_000_000;
@@ -88,7 +88,7 @@ fn test_run(fd: RawFd, pkt: &[u8], repeat: u32) -> anyhow::Result<u32> {
 /// `dns_ingress` on the query (`BPF_PROG_TEST_RUN` timing, no network stack
 /// around it), in rounds of `REPEAT` runs with the ring drained in between so
 /// every run takes the batched (no-wakeup) path. Prints the median per program.
-fn cost(cap: &mut DnsCapture, pkt: &[u8], rounds: u32) -> anyhow::Result<()> {
+fn cost(cap: &mut Probes, pkt: &[u8], rounds: u32) -> anyhow::Result<()> {
     const REPEAT: u32 = 10_000;
     let mut out = Vec::new();
     for name in ["dns_egress", "dns_ingress"] {
@@ -183,7 +183,7 @@ fn main() -> anyhow::Result<()> {
         wakeup_bytes: wakeup.then_some(0),
         ..CaptureConfig::default()
     };
-    let mut cap = DnsCapture::attach(&cfg).context("attaching ktrace's programs")?;
+    let mut cap = Probes::attach(&cfg).context("attaching ktrace's programs")?;
     let pkt = packet();
     if mode == "cost" {
         pin(0);

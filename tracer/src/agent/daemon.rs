@@ -29,7 +29,7 @@ use super::{
 };
 use crate::{
     analyze::{Finding, Transaction, pairing::PairConfig},
-    bpf::{CaptureConfig, DnsCapture},
+    bpf::{CaptureConfig, Probes},
     capture::{ClockRef, MetaBlock},
     cli::Global,
     event::{ConnKind, Record},
@@ -114,7 +114,7 @@ pub fn run(g: &Global, cfg: &AgentConfig) -> anyhow::Result<()> {
     std::fs::set_permissions(&capture_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let capture = DnsCapture::attach(&CaptureConfig {
+    let capture = Probes::attach(&CaptureConfig {
         ports: cfg.ports.clone(),
         ring_bytes: cfg.ring_bytes,
         cgroup: None,

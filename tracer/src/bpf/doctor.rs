@@ -281,7 +281,7 @@ impl Drop for TempCgroup {
 }
 
 /// `dns_egress` / `dns_ingress`: the task-read path (BTF loads, else probe
-/// reads) as `DnsCapture` chooses it, the netns path, and a cgroup attach.
+/// reads) as `Probes` chooses it, the netns path, and a cgroup attach.
 fn real_dns(g: &super::Globals, rep: &mut Report) {
     let want_btf = g.has_offsets && std::env::var_os("KTRACE_NO_TASK_BTF").is_none();
     let mut btf_refusal = None;

@@ -162,8 +162,11 @@ pub fn parse_format(text: &str) -> tracer_common::TpFields {
     f
 }
 
-/// The loaded, attached DNS capture. Dropping it detaches everything.
-pub struct DnsCapture {
+/// Every kernel program ktrace runs, loaded from one object and attached:
+/// the DNS capture (`cgroup_skb`), and on request kernel drops and TCP
+/// connection events (tracepoints) and underlay fingerprints (tc), all
+/// feeding one ring buffer. Dropping it detaches everything.
+pub struct Probes {
     // Keeps the programs and their links alive.
     ebpf: Ebpf,
     ring: RingBuf<MapData>,
@@ -426,8 +429,10 @@ impl Globals {
     }
 }
 
-impl DnsCapture {
-    /// Loads the DNS capture programs and attaches them to the cgroup2 root.
+impl Probes {
+    /// Loads the programs `cfg` asks for and attaches them: the DNS capture to
+    /// the cgroup2 root, drops and connection events to their tracepoints,
+    /// underlay fingerprints to each interface.
     pub fn attach(cfg: &CaptureConfig) -> Result<Self, BpfError> {
         if OBJECT.is_empty() {
             return Err(BpfError::NoObject);

@@ -1,16 +1,20 @@
-//! Raw ring-buffer bytes → typed [`Record`]s. Never trusts the length: a
-//! short or unknown event is an error the caller counts, not a panic.
-
-use std::sync::Arc;
-
-use bytes::Bytes;
-use thiserror::Error;
-use tracer_common::{EventKind, PACKET_EVENT_HDR_LEN, flags};
+//! Raw ring-buffer bytes → typed [`Record`]s. Each record is read as its
+//! `#[repr(C)]` struct from `tracer_common` (length checked first, then one
+//! unaligned copy), and its header's version is checked before anything
+//! else is trusted: a short record, an unknown kind or version is an error
+//! the caller counts (`ring_bad_items`), never a panic.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
-use tracer_common::{ConnEvent, DROP_SNAP, DropEvent, conn_kind};
+use aya::Pod;
+use bytes::Bytes;
+use thiserror::Error;
+use tracer_common::{
+    ConnEvent, DROP_SNAP, DropEventHead, EVENT_VERSION, EventHeader, EventKind, PACKET_EVENT_HDR_LEN, PacketEventHead,
+    SNAP_LEN, conn_kind, flags,
+};
 
 use crate::event::{ConnKind, ConnRecord, DropRecord, Endpoint, Hook, PacketRecord, Process, Record};
 
@@ -30,27 +34,44 @@ impl DecodeCtx {
 /// Why a ring-buffer item could not be decoded.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum RawError {
-    /// Shorter than its header says.
+    /// Shorter than its layout (or its own length field) says.
     #[error("event of {0} bytes is too short")]
     Short(usize),
     /// An event kind this userspace does not know (newer kernel object?).
     #[error("unknown event kind {0}")]
     UnknownKind(u32),
+    /// A layout version this userspace does not read: the kernel object and
+    /// the userspace decoding it come from different builds.
+    #[error(
+        "event kind {kind} has layout version {version}, this ktrace reads version {expected} \
+         (kernel object and userspace from different builds?)"
+    )]
+    UnknownVersion {
+        /// The record's kind.
+        kind: u32,
+        /// The version the kernel wrote.
+        version: u16,
+        /// The version this build reads ([`EVENT_VERSION`]).
+        expected: u16,
+    },
     /// A hook value this userspace does not know.
     #[error("unknown hook {0}")]
     UnknownHook(u8),
 }
 
-fn u16_at(b: &[u8], off: usize) -> u16 {
-    u16::from_ne_bytes([b[off], b[off + 1]])
-}
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    u32::from_ne_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
-}
-fn u64_at(b: &[u8], off: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[off..off + 8]);
-    u64::from_ne_bytes(a)
+/// Reads a plain-data record from the front of `b`.
+///
+/// `T: Pod` (implemented by `tracer_common` for its `#[repr(C)]` layouts of
+/// integers and byte arrays) is valid for any bytes; the ring gives no
+/// alignment guarantee the type system can see, hence the unaligned read.
+fn read<T: Pod>(b: &[u8]) -> Result<T, RawError> {
+    if b.len() < size_of::<T>() {
+        return Err(RawError::Short(b.len()));
+    }
+    // SAFETY: `b` holds at least `size_of::<T>()` bytes (checked above), any
+    // bit pattern is a valid `T` (`Pod`), and `read_unaligned` has no
+    // alignment requirement.
+    Ok(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<T>()) })
 }
 
 /// A NUL-padded kernel string.
@@ -71,78 +92,77 @@ thread_local! {
 
 /// The 16-byte kernel `comm` as a shared string: the same few names repeat on
 /// every event, and two allocations per event were ~3 % of live CPU.
-fn intern_comm(b: &[u8]) -> Arc<str> {
-    let mut key = [0u8; 16];
-    let n = b.len().min(16);
-    key[..n].copy_from_slice(&b[..n]);
+fn intern_comm(key: &[u8; 16]) -> Arc<str> {
     COMMS.with_borrow_mut(|m| {
-        if let Some(a) = m.get(&key) {
+        if let Some(a) = m.get(key) {
             return Arc::clone(a);
         }
         if m.len() >= MAX_COMMS {
             m.clear();
         }
-        let a: Arc<str> = comm_str(b).into();
-        m.insert(key, Arc::clone(&a));
+        let a: Arc<str> = comm_str(key).into();
+        m.insert(*key, Arc::clone(&a));
         a
     })
 }
 
-fn process_of(b: &[u8]) -> Option<Process> {
-    (u16_at(b, 6) & flags::HAS_PROCESS != 0).then(|| Process {
-        pid: u32_at(b, 20),
-        tid: u32_at(b, 16),
-        comm: intern_comm(&b[32..48]),
-        thread: intern_comm(&b[48..64]),
+fn process_of(h: &EventHeader) -> Option<Process> {
+    (h.flags & flags::HAS_PROCESS != 0).then(|| Process {
+        pid: h.tgid,
+        tid: h.tid,
+        comm: intern_comm(&h.comm),
+        thread: intern_comm(&h.thread_comm),
     })
 }
 
-fn addr(family: u8, a: &[u8]) -> IpAddr {
-    if family == 10 {
-        let mut x = [0u8; 16];
-        x.copy_from_slice(&a[..16]);
-        IpAddr::V6(Ipv6Addr::from(x))
-    } else {
-        IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
-    }
+fn addr(family: u8, a: &[u8; 16]) -> IpAddr {
+    if family == 10 { IpAddr::V6(Ipv6Addr::from(*a)) } else { IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3])) }
+}
+
+/// The `cap_len` bytes after a fixed part of `head` bytes, at most `max`.
+fn payload(b: &[u8], head: usize, cap_len: u16, max: usize) -> Result<Bytes, RawError> {
+    let end = head + usize::from(cap_len).min(max);
+    b.get(head..end).map(Bytes::copy_from_slice).ok_or(RawError::Short(b.len()))
+}
+
+fn decode_packet(b: &[u8], node: Option<&Arc<str>>) -> Result<Record, RawError> {
+    let ev: PacketEventHead = read(b)?;
+    let hook = Hook::from_raw(ev.hook).ok_or(RawError::UnknownHook(ev.hook))?;
+    let fl = ev.hdr.flags;
+    Ok(Record::Packet(PacketRecord {
+        ts_ns: ev.hdr.ts_ns,
+        hook,
+        process: process_of(&ev.hdr),
+        cgroup_id: ev.hdr.cgroup_id,
+        netns_cookie: if fl & flags::HAS_NETNS_COOKIE != 0 { ev.netns_cookie } else { 0 },
+        netns_ino: if fl & flags::HAS_NETNS_INO != 0 { ev.netns_ino } else { 0 },
+        ifindex: ev.ifindex,
+        wire_len: ev.pkt_len,
+        data: payload(b, PACKET_EVENT_HDR_LEN, ev.cap_len, SNAP_LEN)?,
+        node: node.cloned(),
+    }))
 }
 
 fn decode_drop(b: &[u8], node: Option<&Arc<str>>, ctx: &DecodeCtx) -> Result<Record, RawError> {
-    let hdr = std::mem::size_of::<DropEvent>() - DROP_SNAP;
-    if b.len() < hdr {
-        return Err(RawError::Short(b.len()));
-    }
-    let cap = usize::from(u16_at(b, std::mem::offset_of!(DropEvent, cap_len))).min(DROP_SNAP);
-    if b.len() < hdr + cap {
-        return Err(RawError::Short(b.len()));
-    }
-    let reason = u32_at(b, std::mem::offset_of!(DropEvent, reason));
+    let ev: DropEventHead = read(b)?;
     Ok(Record::Drop(DropRecord {
-        ts_ns: u64_at(b, 8),
-        reason,
-        reason_name: ctx.reason(reason),
-        location: u64_at(b, std::mem::offset_of!(DropEvent, location)),
-        ifindex: u32_at(b, std::mem::offset_of!(DropEvent, ifindex)),
-        netns_ino: u32_at(b, std::mem::offset_of!(DropEvent, netns_ino)),
-        wire_len: u32_at(b, std::mem::offset_of!(DropEvent, pkt_len)),
-        data: Bytes::copy_from_slice(&b[hdr..hdr + cap]),
+        ts_ns: ev.hdr.ts_ns,
+        reason: ev.reason,
+        reason_name: ctx.reason(ev.reason),
+        location: ev.location,
+        ifindex: ev.ifindex,
+        netns_ino: ev.netns_ino,
+        wire_len: ev.pkt_len,
+        data: payload(b, size_of::<DropEventHead>(), ev.cap_len, DROP_SNAP)?,
         node: node.cloned(),
-        process: process_of(b),
+        process: process_of(&ev.hdr),
     }))
 }
 
 fn decode_conn(b: &[u8], node: Option<&Arc<str>>) -> Result<Record, RawError> {
-    use std::mem::offset_of;
-    if b.len() < std::mem::size_of::<ConnEvent>() {
-        return Err(RawError::Short(b.len()));
-    }
-    let (what, old, new, family) = (
-        b[offset_of!(ConnEvent, what)],
-        b[offset_of!(ConnEvent, old_state)],
-        b[offset_of!(ConnEvent, new_state)],
-        b[offset_of!(ConnEvent, family)],
-    );
-    let kind = match what {
+    let ev: ConnEvent = read(b)?;
+    let (old, new) = (ev.old_state, ev.new_state);
+    let kind = match ev.what {
         conn_kind::STATE => ConnKind::State { old, new },
         conn_kind::RESET_RECEIVED => ConnKind::ResetReceived { state: old },
         conn_kind::RESET_SENT => ConnKind::ResetSent { state: old },
@@ -150,103 +170,66 @@ fn decode_conn(b: &[u8], node: Option<&Arc<str>>) -> Result<Record, RawError> {
         other => return Err(RawError::UnknownHook(other)),
     };
     Ok(Record::Conn(ConnRecord {
-        ts_ns: u64_at(b, 8),
+        ts_ns: ev.hdr.ts_ns,
         kind,
-        src: Endpoint {
-            ip: addr(family, &b[offset_of!(ConnEvent, saddr)..][..16]),
-            port: u16_at(b, offset_of!(ConnEvent, sport)),
-        },
-        dst: Endpoint {
-            ip: addr(family, &b[offset_of!(ConnEvent, daddr)..][..16]),
-            port: u16_at(b, offset_of!(ConnEvent, dport)),
-        },
-        sock: u64_at(b, offset_of!(ConnEvent, sock)),
-        process: process_of(b),
-        netns_ino: u32_at(b, offset_of!(ConnEvent, netns_ino)),
+        src: Endpoint { ip: addr(ev.family, &ev.saddr), port: ev.sport },
+        dst: Endpoint { ip: addr(ev.family, &ev.daddr), port: ev.dport },
+        sock: ev.sock,
+        process: process_of(&ev.hdr),
+        netns_ino: ev.netns_ino,
         node: node.cloned(),
     }))
 }
 
-/// Decodes one ring-buffer item. Offsets follow the `tracer_common` layouts
-/// (checked by their layout tests).
+/// Decodes one ring-buffer item: its header first (kind and layout
+/// version), then the record of that kind.
 pub fn decode(b: &[u8], node: Option<&Arc<str>>, ctx: &DecodeCtx) -> Result<Record, RawError> {
-    if b.len() < 64 {
-        return Err(RawError::Short(b.len()));
+    let hdr: EventHeader = read(b)?;
+    let kind = EventKind::try_from(hdr.kind).map_err(RawError::UnknownKind)?;
+    if hdr.version != EVENT_VERSION {
+        return Err(RawError::UnknownVersion { kind: hdr.kind, version: hdr.version, expected: EVENT_VERSION });
     }
-    let kind = u32_at(b, 0);
-    match EventKind::try_from(kind) {
-        Ok(EventKind::DnsPacket) => {}
-        Ok(EventKind::Drop) => return decode_drop(b, node, ctx),
-        Ok(EventKind::Conn) => return decode_conn(b, node),
-        Err(k) => return Err(RawError::UnknownKind(k)),
+    match kind {
+        EventKind::DnsPacket => decode_packet(b, node),
+        EventKind::Drop => decode_drop(b, node, ctx),
+        EventKind::Conn => decode_conn(b, node),
     }
-    if b.len() < PACKET_EVENT_HDR_LEN {
-        return Err(RawError::Short(b.len()));
-    }
-    let fl = u16_at(b, 6);
-    let ts_ns = u64_at(b, 8);
-    let tid = u32_at(b, 16);
-    let tgid = u32_at(b, 20);
-    let cgroup_id = u64_at(b, 24);
-    let netns_cookie = u64_at(b, 64);
-    let netns_ino = u32_at(b, 72);
-    let ifindex = u32_at(b, 76);
-    let wire_len = u32_at(b, 80);
-    let cap_len = usize::from(u16_at(b, 84));
-    let hook = b[86];
-    let hook = Hook::from_raw(hook).ok_or(RawError::UnknownHook(hook))?;
-    let end = PACKET_EVENT_HDR_LEN + cap_len;
-    if b.len() < end {
-        return Err(RawError::Short(b.len()));
-    }
-    let _ = (tid, tgid);
-    let process = process_of(b);
-    Ok(Record::Packet(PacketRecord {
-        ts_ns,
-        hook,
-        process,
-        cgroup_id,
-        netns_cookie: if fl & flags::HAS_NETNS_COOKIE != 0 { netns_cookie } else { 0 },
-        netns_ino: if fl & flags::HAS_NETNS_INO != 0 { netns_ino } else { 0 },
-        ifindex,
-        wire_len,
-        data: Bytes::copy_from_slice(&b[PACKET_EVENT_HDR_LEN..end]),
-        node: node.cloned(),
-    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tracer_common::{EventHeader, PacketEvent, SNAP_LEN, hook};
+    use tracer_common::{DropEvent, PacketEvent, hook};
 
-    fn as_bytes(ev: &PacketEvent, n: usize) -> Vec<u8> {
-        // SAFETY: PacketEvent is repr(C) plain data.
-        let all = unsafe {
-            std::slice::from_raw_parts(std::ptr::from_ref(ev).cast::<u8>(), std::mem::size_of::<PacketEvent>())
-        };
-        all[..PACKET_EVENT_HDR_LEN + n].to_vec()
+    /// The bytes of a plain-data record, as the ring hands them over.
+    fn bytes_of<T: Pod>(v: &T) -> Vec<u8> {
+        // SAFETY: `T: Pod` is plain data of `size_of::<T>()` bytes.
+        unsafe { std::slice::from_raw_parts(std::ptr::from_ref(v).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
 
-    fn sample() -> PacketEvent {
+    fn header(kind: EventKind) -> EventHeader {
         let mut comm = [0u8; 16];
         comm[..3].copy_from_slice(b"dig");
         let mut thread = [0u8; 16];
         thread[..12].copy_from_slice(b"isc-net-0000");
+        EventHeader {
+            kind: kind as u32,
+            version: EVENT_VERSION,
+            flags: flags::HAS_PROCESS | flags::HAS_NETNS_INO,
+            ts_ns: 42,
+            tid: 101,
+            tgid: 100,
+            cgroup_id: 7,
+            comm,
+            thread_comm: thread,
+        }
+    }
+
+    fn packet() -> PacketEvent {
         let mut data = [0u8; SNAP_LEN];
         data[..4].copy_from_slice(&[0x45, 0, 0, 40]);
         PacketEvent {
-            hdr: EventHeader {
-                kind: EventKind::DnsPacket as u32,
-                version: 1,
-                flags: flags::HAS_PROCESS | flags::HAS_NETNS_INO,
-                ts_ns: 42,
-                tid: 101,
-                tgid: 100,
-                cgroup_id: 7,
-                comm,
-                thread_comm: thread,
-            },
+            hdr: header(EventKind::DnsPacket),
             netns_cookie: 9,
             netns_ino: 4_026_531_840,
             ifindex: 3,
@@ -258,25 +241,16 @@ mod tests {
         }
     }
 
-    #[test]
-    fn decodes_a_packet_event() {
-        let ev = sample();
-        let Record::Packet(p) = decode(&as_bytes(&ev, 4), None, &DecodeCtx::default()).unwrap() else {
-            panic!("not a packet")
-        };
-        assert_eq!(p.ts_ns, 42);
-        assert_eq!(p.hook, Hook::SocketEgress);
-        let proc_ = p.process.unwrap();
-        assert_eq!((proc_.pid, proc_.tid, &*proc_.comm, &*proc_.thread), (100, 101, "dig", "isc-net-0000"));
-        assert_eq!(p.netns_ino, 4_026_531_840);
-        assert_eq!(p.netns_cookie, 0, "cookie flag not set");
-        assert_eq!(&p.data[..], &[0x45, 0, 0, 40]);
+    /// A packet record as the kernel submits it: header plus `cap_len` bytes.
+    fn packet_bytes(ev: &PacketEvent) -> Vec<u8> {
+        let mut b = bytes_of(ev);
+        b.truncate(PACKET_EVENT_HDR_LEN + usize::from(ev.cap_len));
+        b
     }
 
-    #[test]
-    fn drop_and_conn_events_decode() {
+    fn drop_event() -> DropEvent {
         let mut d = DropEvent {
-            hdr: sample().hdr,
+            hdr: header(EventKind::Drop),
             location: 0xffff_ffff_8100_0000,
             reason: 12,
             ifindex: 3,
@@ -286,23 +260,20 @@ mod tests {
             pad: [0; 6],
             data: [0; DROP_SNAP],
         };
-        d.hdr.kind = EventKind::Drop as u32;
         d.data[..2].copy_from_slice(&[0x45, 0]);
-        // SAFETY: repr(C) plain data.
-        let b = unsafe {
-            std::slice::from_raw_parts(std::ptr::from_ref(&d).cast::<u8>(), std::mem::size_of::<DropEvent>())
-        };
-        let mut ctx = DecodeCtx::default();
-        ctx.reason_names.insert(12, "NETFILTER_DROP".into());
-        let Record::Drop(r) = decode(b, None, &ctx).unwrap() else { panic!("not a drop") };
-        assert_eq!(
-            (&*r.reason_name, r.ifindex, r.netns_ino, r.wire_len, &r.data[..]),
-            ("NETFILTER_DROP", 3, 77, 60, &[0x45u8, 0][..])
-        );
-        assert_eq!(r.location, 0xffff_ffff_8100_0000);
+        d
+    }
 
+    /// A drop record as the kernel submits it: the fixed part plus `cap_len` bytes.
+    fn drop_bytes(d: &DropEvent) -> Vec<u8> {
+        let mut b = bytes_of(d);
+        b.truncate(size_of::<DropEventHead>() + usize::from(d.cap_len));
+        b
+    }
+
+    fn conn_event() -> ConnEvent {
         let mut c = ConnEvent {
-            hdr: sample().hdr,
+            hdr: header(EventKind::Conn),
             sock: 0xabc,
             netns_ino: 5,
             what: conn_kind::STATE,
@@ -315,29 +286,178 @@ mod tests {
             saddr: [0; 16],
             daddr: [0; 16],
         };
-        c.hdr.kind = EventKind::Conn as u32;
         c.saddr[..4].copy_from_slice(&[10, 244, 1, 20]);
         c.daddr[..4].copy_from_slice(&[10, 244, 2, 30]);
-        // SAFETY: repr(C) plain data.
-        let b = unsafe {
-            std::slice::from_raw_parts(std::ptr::from_ref(&c).cast::<u8>(), std::mem::size_of::<ConnEvent>())
-        };
-        let Record::Conn(r) = decode(b, None, &ctx).unwrap() else { panic!("not a conn") };
-        assert_eq!(r.kind, ConnKind::State { old: 7, new: 2 });
-        assert_eq!(r.src.to_string(), "10.244.1.20:40000");
-        assert_eq!(r.dst.to_string(), "10.244.2.30:8081");
-        assert_eq!((r.sock, r.netns_ino), (0xabc, 5));
+        c
+    }
+
+    fn reasons() -> DecodeCtx {
+        let mut ctx = DecodeCtx::default();
+        ctx.reason_names.insert(12, "NETFILTER_DROP".into());
+        ctx
     }
 
     #[test]
-    fn short_and_unknown_events_are_errors() {
-        let ev = sample();
-        let b = as_bytes(&ev, 4);
-        for n in 0..b.len() {
-            assert!(decode(&b[..n], None, &DecodeCtx::default()).is_err(), "len {n}");
+    fn packet_round_trips() {
+        let ev = packet();
+        let Record::Packet(p) = decode(&packet_bytes(&ev), None, &DecodeCtx::default()).unwrap() else {
+            panic!("not a packet")
+        };
+        assert_eq!(p.ts_ns, 42);
+        assert_eq!(p.hook, Hook::SocketEgress);
+        let proc_ = p.process.unwrap();
+        assert_eq!((proc_.pid, proc_.tid, &*proc_.comm, &*proc_.thread), (100, 101, "dig", "isc-net-0000"));
+        assert_eq!((p.cgroup_id, p.ifindex, p.wire_len), (7, 3, 40));
+        assert_eq!(p.netns_ino, 4_026_531_840);
+        assert_eq!(p.netns_cookie, 0, "cookie flag not set");
+        assert_eq!(&p.data[..], &[0x45, 0, 0, 40]);
+
+        let mut ev = packet();
+        ev.hdr.flags = flags::HAS_NETNS_COOKIE;
+        ev.hook = hook::TC_INGRESS;
+        let node: Arc<str> = "node-a".into();
+        let Record::Packet(p) = decode(&packet_bytes(&ev), Some(&node), &DecodeCtx::default()).unwrap() else {
+            panic!("not a packet")
+        };
+        assert_eq!((p.netns_cookie, p.netns_ino, p.hook), (9, 0, Hook::TcIngress));
+        assert!(p.process.is_none(), "no HAS_PROCESS flag");
+        assert_eq!(p.node.as_deref(), Some("node-a"));
+    }
+
+    #[test]
+    fn a_full_snap_and_an_empty_packet_decode() {
+        let mut ev = packet();
+        ev.cap_len = SNAP_LEN as u16;
+        ev.data[SNAP_LEN - 1] = 0xaa;
+        let Record::Packet(p) = decode(&packet_bytes(&ev), None, &DecodeCtx::default()).unwrap() else {
+            panic!("not a packet")
+        };
+        assert_eq!((p.data.len(), p.data[SNAP_LEN - 1]), (SNAP_LEN, 0xaa));
+        ev.cap_len = 0;
+        let Record::Packet(p) = decode(&packet_bytes(&ev), None, &DecodeCtx::default()).unwrap() else {
+            panic!("not a packet")
+        };
+        assert!(p.data.is_empty());
+    }
+
+    #[test]
+    fn drop_round_trips() {
+        let Record::Drop(r) = decode(&drop_bytes(&drop_event()), None, &reasons()).unwrap() else {
+            panic!("not a drop")
+        };
+        assert_eq!(
+            (&*r.reason_name, r.reason, r.ifindex, r.netns_ino, r.wire_len, &r.data[..]),
+            ("NETFILTER_DROP", 12, 3, 77, 60, &[0x45u8, 0][..])
+        );
+        assert_eq!((r.location, r.ts_ns), (0xffff_ffff_8100_0000, 42));
+        assert_eq!(r.process.unwrap().pid, 100);
+        let mut d = drop_event();
+        d.reason = 99;
+        let Record::Drop(r) = decode(&drop_bytes(&d), None, &reasons()).unwrap() else { panic!("not a drop") };
+        assert_eq!(&*r.reason_name, "REASON_99");
+    }
+
+    #[test]
+    fn conn_round_trips() {
+        let Record::Conn(r) = decode(&bytes_of(&conn_event()), None, &DecodeCtx::default()).unwrap() else {
+            panic!("not a conn")
+        };
+        assert_eq!(r.kind, ConnKind::State { old: 7, new: 2 });
+        assert_eq!(r.src.to_string(), "10.244.1.20:40000");
+        assert_eq!(r.dst.to_string(), "10.244.2.30:8081");
+        assert_eq!((r.sock, r.netns_ino, r.ts_ns), (0xabc, 5, 42));
+
+        let mut c = conn_event();
+        c.family = 10;
+        c.what = conn_kind::RETRANSMIT;
+        c.saddr = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        c.daddr = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+        let Record::Conn(r) = decode(&bytes_of(&c), None, &DecodeCtx::default()).unwrap() else { panic!("not a conn") };
+        assert_eq!(r.kind, ConnKind::Retransmit { state: 7 });
+        assert_eq!(r.src.to_string(), "[fd00::1]:40000");
+        assert_eq!(r.dst.to_string(), "[fd00::2]:8081");
+        c.what = 9;
+        assert_eq!(decode(&bytes_of(&c), None, &DecodeCtx::default()).unwrap_err(), RawError::UnknownHook(9));
+    }
+
+    /// Every kind of record, as submitted by the kernel.
+    fn all_records() -> Vec<Vec<u8>> {
+        vec![packet_bytes(&packet()), drop_bytes(&drop_event()), bytes_of(&conn_event())]
+    }
+
+    #[test]
+    fn every_truncation_is_a_short_error() {
+        for full in all_records() {
+            for n in 0..full.len() {
+                assert_eq!(
+                    decode(&full[..n], None, &reasons()).unwrap_err(),
+                    RawError::Short(n),
+                    "{} of {} bytes",
+                    n,
+                    full.len()
+                );
+            }
+            assert!(decode(&full, None, &reasons()).is_ok());
         }
-        let mut bad = b.clone();
-        bad[0] = 99;
-        assert_eq!(decode(&bad, None, &DecodeCtx::default()).unwrap_err(), RawError::UnknownKind(99));
+    }
+
+    #[test]
+    fn a_length_field_beyond_the_record_is_short() {
+        let mut ev = packet();
+        let b = packet_bytes(&ev);
+        ev.cap_len += 1;
+        let mut longer = bytes_of(&ev);
+        longer.truncate(b.len());
+        assert_eq!(decode(&longer, None, &DecodeCtx::default()).unwrap_err(), RawError::Short(b.len()));
+        let mut d = drop_event();
+        d.cap_len = 3;
+        let mut b = bytes_of(&d);
+        b.truncate(size_of::<DropEventHead>() + 2);
+        assert_eq!(decode(&b, None, &reasons()).unwrap_err(), RawError::Short(b.len()));
+        // A length past the layout's array is cut to it, never read beyond.
+        d.cap_len = u16::MAX;
+        let Record::Drop(r) = decode(&bytes_of(&d), None, &reasons()).unwrap() else { panic!("not a drop") };
+        assert_eq!(r.data.len(), DROP_SNAP);
+    }
+
+    #[test]
+    fn other_versions_and_kinds_are_rejected() {
+        for full in all_records() {
+            let kind = u32::from_ne_bytes(full[..4].try_into().unwrap());
+            for version in [0, EVENT_VERSION + 1, u16::MAX] {
+                let mut b = full.clone();
+                b[4..6].copy_from_slice(&version.to_ne_bytes());
+                let e = decode(&b, None, &reasons()).unwrap_err();
+                assert_eq!(e, RawError::UnknownVersion { kind, version, expected: EVENT_VERSION });
+                assert!(e.to_string().contains(&format!("version {version}")), "{e}");
+            }
+            let mut b = full.clone();
+            b[..4].copy_from_slice(&99u32.to_ne_bytes());
+            assert_eq!(decode(&b, None, &reasons()).unwrap_err(), RawError::UnknownKind(99));
+        }
+        let mut ev = packet();
+        ev.hook = 0;
+        assert_eq!(decode(&packet_bytes(&ev), None, &reasons()).unwrap_err(), RawError::UnknownHook(0));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        // A fixed xorshift stream: the same inputs every run.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for full in all_records() {
+            for _ in 0..2000 {
+                let mut b = full.clone();
+                let n = (next() % b.len() as u64) as usize;
+                b[n] = next() as u8;
+                let cut = (next() % (b.len() as u64 + 1)) as usize;
+                let _ = decode(&b[..cut], None, &reasons());
+            }
+        }
     }
 }

@@ -9,7 +9,7 @@ use clap::Args;
 
 use crate::{
     analyze::{Finding, Transaction, condense::CondenseConfig, pairing::PairConfig, summary::Summary},
-    bpf::{CaptureConfig, DnsCapture},
+    bpf::{CaptureConfig, Probes},
     output::{
         json::JsonSink,
         table::TableSink,
@@ -193,7 +193,7 @@ pub fn run(g: &Global, args: &DnsArgs) -> anyhow::Result<()> {
         ..CaptureConfig::default()
     };
     crate::source::live::hold_stop_signals();
-    let cap = DnsCapture::attach(&cfg).with_context(|| {
+    let cap = Probes::attach(&cfg).with_context(|| {
         format!("attaching the DNS capture (are you root? try `{} doctor`)", super::kubectl::program())
     })?;
     let (enricher, _snap) = g.live_metadata(&cap.cgroup)?;

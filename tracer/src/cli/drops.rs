@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::{
     analyze::drops::{DropAnalyzer, DropReport},
-    bpf::{CaptureConfig, DnsCapture},
+    bpf::{CaptureConfig, Probes},
     enrich::{Enricher, Snapshot},
     output::{
         fit::{Seg, Style, fit_line},
@@ -165,7 +165,7 @@ fn live(
     let underlay = super::underlay::resolve(&args.underlay)?;
     let cfg = CaptureConfig { drops: true, underlay: underlay.clone(), ..CaptureConfig::default() };
     crate::source::live::hold_stop_signals();
-    let cap = DnsCapture::attach(&cfg).with_context(|| {
+    let cap = Probes::attach(&cfg).with_context(|| {
         format!("attaching the drop tracers (are you root? try `{} doctor`)", super::kubectl::program())
     })?;
     let warnings = cap.warnings.clone();

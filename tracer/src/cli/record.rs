@@ -24,7 +24,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::{
-    bpf::{CaptureConfig, DnsCapture},
+    bpf::{CaptureConfig, Probes},
     capture::{CaptureHeader, CaptureWriter, ClockRef, MetaBlock, WriterStats},
     decode::packet,
     enrich::{Enricher, PodRef},
@@ -174,7 +174,7 @@ pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
         ..CaptureConfig::default()
     };
     crate::source::live::hold_stop_signals();
-    let cap = DnsCapture::attach(&cfg).with_context(|| {
+    let cap = Probes::attach(&cfg).with_context(|| {
         format!("attaching the DNS capture (are you root? try `{} doctor`)", super::kubectl::program())
     })?;
     let (enricher, snap) = g.live_metadata(&cap.cgroup)?;

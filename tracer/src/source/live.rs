@@ -17,7 +17,7 @@ use tokio::{
 };
 
 use crate::{
-    bpf::{DnsCapture, raw},
+    bpf::{Probes, raw},
     enrich::host::HostEvidence,
     event::{Hook, Record},
 };
@@ -59,7 +59,7 @@ pub struct LiveStats {
 
 /// Live capture driver.
 pub struct LiveSource {
-    cap: DnsCapture,
+    cap: Probes,
     host: HostEvidence,
     node: Option<Arc<str>>,
     lost_reported: u64,
@@ -75,7 +75,7 @@ pub struct LiveSource {
 impl LiveSource {
     /// Wraps an attached capture.
     #[must_use]
-    pub fn new(cap: DnsCapture, node: Option<Arc<str>>) -> Self {
+    pub fn new(cap: Probes, node: Option<Arc<str>>) -> Self {
         Self {
             cap,
             host: HostEvidence::new(),
@@ -104,7 +104,7 @@ impl LiveSource {
 
     /// The attached capture (for counters).
     #[must_use]
-    pub fn capture(&self) -> &DnsCapture {
+    pub fn capture(&self) -> &Probes {
         &self.cap
     }
 
