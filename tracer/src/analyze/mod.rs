@@ -3,9 +3,9 @@
 
 pub mod condense;
 pub mod detector;
+pub mod dns;
 pub mod drops;
 pub mod findings;
-pub mod pairing;
 pub mod resolvconf;
 pub mod summary;
 
@@ -18,8 +18,8 @@ use crate::{
 };
 
 pub use detector::Detector;
+pub use dns::pairing::{self, Pairer};
 pub use findings::{Analyzer, Finding};
-pub use pairing::Pairer;
 
 /// Where a transaction was observed from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
