@@ -1,4 +1,4 @@
-//! An agent's stream as `ktrace dns --agent` reads it (`source::agent`):
+//! An agent's stream as `ktrace dns --agent` reads it (`agent::reader`):
 //! gRPC `SubscribeResponse` messages (protobuf), whose `pcapng` bytes are
 //! one capture delivered in arbitrary chunks and read incrementally by
 //! `CaptureEvents`, plus findings and progress counters.

@@ -13,6 +13,8 @@ pub mod decode;
 pub mod enrich;
 pub mod event;
 pub mod hash;
+pub mod model;
 pub mod output;
 pub mod pipeline;
 pub mod source;
+pub mod time;

@@ -8,13 +8,17 @@ use serde::Serialize;
 
 use crate::{
     analyze::{
-        Analyzer, Finding, Pairer, Transaction,
+        Detector,
         condense::{CondenseConfig, CondenseStats, Condenser},
-        pairing::{PairConfig, PairStats},
+        dns::{
+            Analyzer, AnalyzerConfig, Pairer,
+            pairing::{PairConfig, PairStats},
+        },
     },
     decode::{DecodeStats, DnsDecoder, DnsEvent},
     enrich::Enricher,
     event::Record,
+    model::{Finding, PodRef, Transaction},
 };
 
 /// Where results go.
@@ -28,6 +32,15 @@ pub trait Sink {
     /// Pushes buffered output out (called on every timer tick, so output
     /// stays live without a write per transaction).
     fn flush_output(&mut self) {}
+    /// Whether the sink lists every record and DNS message (`ktrace
+    /// replay`): only then are [`Self::record`] and [`Self::message`] called.
+    fn lists_records(&self) -> bool {
+        false
+    }
+    /// A record as it enters the pipeline (before decoding), in time order.
+    fn record(&mut self, _ctx: &Context, _rec: &Record) {}
+    /// A DNS message, decoded and attributed to pods, before pairing.
+    fn message(&mut self, _ctx: &Context, _ev: &DnsEvent) {}
 }
 
 /// What sinks need to render: the clock and the metadata.
@@ -72,7 +85,7 @@ impl Filter {
 
     /// Whether a pod matches the namespace, pod (`name` or `namespace/name`) and node selection.
     #[must_use]
-    pub fn pod_matches(&self, p: Option<&crate::enrich::PodRef>) -> bool {
+    pub fn pod_matches(&self, p: Option<&PodRef>) -> bool {
         let Some(p) = p else { return false };
         if let Some(ns) = &self.namespace
             && *p.namespace != **ns
@@ -115,7 +128,7 @@ impl Filter {
             return self.pod_matches(tx.client_pod.as_ref()) || self.pod_matches(tx.server_pod.as_ref());
         }
         if let Some(n) = &self.node {
-            let on = |p: Option<&crate::enrich::PodRef>| p.and_then(|p| p.node.as_deref()) == Some(n.as_str());
+            let on = |p: Option<&PodRef>| p.and_then(|p| p.node.as_deref()) == Some(n.as_str());
             return tx.node.as_deref() == Some(n.as_str()) || on(tx.client_pod.as_ref()) || on(tx.server_pod.as_ref());
         }
         true
@@ -127,8 +140,18 @@ impl Filter {
         if self.namespace.is_none() && self.pod.is_none() && self.node.is_none() {
             return true;
         }
-        let Ok(v) = serde_json::to_value(f) else { return true };
-        json_mentions_pod(self, &v)
+        // Findings name pods as `namespace/name` without their node, so
+        // `--node` keeps every finding that names a pod.
+        f.pods().into_iter().filter_map(|p| p.split_once('/')).any(|(ns, name)| self.names_pod(ns, name))
+    }
+
+    /// Whether `namespace/name` matches the namespace and pod selection.
+    fn names_pod(&self, ns: &str, name: &str) -> bool {
+        self.namespace.as_deref().is_none_or(|w| w == ns)
+            && self.pod.as_deref().is_none_or(|w| match w.split_once('/') {
+                Some((a, b)) => a == ns && b == name,
+                None => w == name,
+            })
     }
 }
 
@@ -138,7 +161,7 @@ impl Filter {
 #[derive(Debug, Default)]
 pub struct ScopeKeeper {
     pods: Filter,
-    resolvers: std::collections::HashSet<crate::enrich::PodRef>,
+    resolvers: std::collections::HashSet<PodRef>,
 }
 
 impl ScopeKeeper {
@@ -159,7 +182,7 @@ impl ScopeKeeper {
 
     /// Whether a record involving `pods` (its local pod, source and
     /// destination pods) is kept; learns the peers of matching pods.
-    pub fn keep(&mut self, pods: &[&crate::enrich::PodRef]) -> bool {
+    pub fn keep(&mut self, pods: &[&PodRef]) -> bool {
         if !self.active() {
             return true;
         }
@@ -175,7 +198,8 @@ impl ScopeKeeper {
     }
 }
 
-/// Whether a JSON record mentions a pod matching the filter's namespace/pod/node.
+/// Whether a JSON record mentions a pod matching the filter's namespace/pod/node
+/// (records that are not typed findings yet: the drops side).
 #[must_use]
 pub fn json_mentions_pod(filter: &Filter, v: &serde_json::Value) -> bool {
     {
@@ -267,18 +291,18 @@ pub struct Pipeline<S: Sink> {
     /// Flush output on every tick (live: ticks are a 10 ms timer; replay
     /// ticks per record and leaves flushing to the end).
     pub live_output: bool,
+    /// The sink lists records and messages (asked once: a branch, not a call, per record).
+    lists_records: bool,
 }
 
 impl<S: Sink> Pipeline<S> {
     /// A pipeline writing to `sink`.
     pub fn new(ctx: Context, filter: Filter, pair: PairConfig, sink: S) -> Self {
+        let lists_records = sink.lists_records();
         Self {
             decoder: DnsDecoder::new(),
             pairer: Pairer::new(pair),
-            analyzer: Analyzer::with_config(crate::analyze::findings::AnalyzerConfig {
-                pair_timeout_ns: pair.timeout_ns,
-                ..Default::default()
-            }),
+            analyzer: Analyzer::with_config(AnalyzerConfig { pair_timeout_ns: pair.timeout_ns, ..Default::default() }),
             condenser: Condenser::new(CondenseConfig::default()),
             filter,
             ctx,
@@ -291,6 +315,7 @@ impl<S: Sink> Pipeline<S> {
             last_ts: 0,
             dns_ports: vec![53],
             live_output: true,
+            lists_records,
         }
     }
 
@@ -303,6 +328,9 @@ impl<S: Sink> Pipeline<S> {
     pub fn push(&mut self, rec: Record) {
         self.stats.records += 1;
         self.last_ts = self.last_ts.max(rec.ts_ns());
+        if self.lists_records {
+            self.sink.record(&self.ctx, &rec);
+        }
         match rec {
             Record::Packet(p) => {
                 if !crate::decode::is_dns(&p, &self.dns_ports) {
@@ -313,7 +341,10 @@ impl<S: Sink> Pipeline<S> {
                 let mut evs = std::mem::take(&mut self.evs);
                 for mut ev in evs.drain(..) {
                     self.ctx.enricher.enrich(&mut ev);
-                    self.pairer.push(&ev, &mut self.txs);
+                    if self.lists_records {
+                        self.sink.message(&self.ctx, &ev);
+                    }
+                    Detector::push(&mut self.pairer, ev, &mut self.txs);
                 }
                 self.evs = evs;
                 self.flush();
@@ -327,15 +358,20 @@ impl<S: Sink> Pipeline<S> {
 
     /// Time passes (live: a timer; replay: each record's time): expire waiting queries.
     pub fn tick(&mut self, now_ns: u64) {
-        self.pairer.expire(now_ns, &mut self.txs);
+        Detector::expire(&mut self.pairer, now_ns, &mut self.txs);
         self.flush();
-        self.analyzer.expire(now_ns, &mut self.findings);
+        Detector::expire(&mut self.analyzer, now_ns, &mut self.findings);
         self.flush();
         self.condenser.tick(now_ns, &mut self.shown_findings);
         self.flush();
         if self.live_output {
             self.sink.flush_output();
         }
+    }
+
+    /// The sink (to write what does not pass through the pipeline: capture headers).
+    pub fn sink_mut(&mut self) -> &mut S {
+        &mut self.sink
     }
 
     /// Timestamp of the newest record seen.
@@ -352,7 +388,7 @@ impl<S: Sink> Pipeline<S> {
                 self.sink.transaction(&self.ctx, &tx);
             }
             self.condenser.transaction(&tx);
-            self.analyzer.push_shared(Arc::new(tx), &mut self.findings);
+            Detector::push(&mut self.analyzer, Arc::new(tx), &mut self.findings);
         }
         // Filtered before condensing: aggregates and repeat counts then
         // cover only the pods shown.
@@ -369,9 +405,9 @@ impl<S: Sink> Pipeline<S> {
 
     /// End of input: unanswered queries are reported, pending findings emitted.
     pub fn finish(mut self) -> (S, RunStats) {
-        self.pairer.finish(&mut self.txs);
+        Detector::finish(&mut self.pairer, &mut self.txs);
         self.flush();
-        self.analyzer.finish(&mut self.findings);
+        Detector::finish(&mut self.analyzer, &mut self.findings);
         self.flush();
         self.condenser.finish(&mut self.shown_findings);
         self.flush();
@@ -380,5 +416,38 @@ impl<S: Sink> Pipeline<S> {
         self.stats.pairing = self.pairer.stats();
         self.sink.finish(&self.ctx, &self.stats);
         (self.sink, self.stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::finding::samples::findings;
+
+    /// Typed finding filters keep exactly what walking the JSON kept.
+    #[test]
+    fn typed_finding_filter_matches_the_json_walk() {
+        let filters = [
+            Filter::default(),
+            Filter { namespace: Some("critical-app".into()), ..Filter::default() },
+            Filter { namespace: Some("kube-system".into()), ..Filter::default() },
+            Filter { namespace: Some("team".into()), pod: Some("app".into()), ..Filter::default() },
+            Filter { pod: Some("a/b".into()), ..Filter::default() },
+            Filter { pod: Some("c/d".into()), ..Filter::default() },
+            Filter { pod: Some("client".into()), ..Filter::default() },
+            Filter { node: Some("node-a".into()), ..Filter::default() },
+            Filter { namespace: Some("nobody".into()), ..Filter::default() },
+        ];
+        let mut kept = 0;
+        for f in findings() {
+            let v = serde_json::to_value(&f).unwrap();
+            for flt in &filters {
+                let want = !flt.is_pod_scoped() || json_mentions_pod(flt, &v);
+                assert_eq!(flt.finding(&f), want, "{} with {flt:?}", f.kind());
+                kept += usize::from(want);
+            }
+        }
+        // The cases are not all alike.
+        assert!(kept > findings().len() && kept < findings().len() * filters.len());
     }
 }

@@ -28,6 +28,7 @@ use ktrace::{
             self, InfoRequest, Kind, RecordRequest, SubscribeRequest, SubscribeResponse,
             agent_server::{Agent, AgentServer},
         },
+        reader::{AgentEvent, AgentSourceConfig, AgentSourceStats, run},
         server::{ListenAddr, Service, Shared, TlsFiles, serve},
     },
     analyze::{Finding, Transaction, pairing::PairConfig},
@@ -36,7 +37,6 @@ use ktrace::{
     event::{Hook, PacketRecord, Record},
     pipeline::{Context, Filter, Pipeline, RunStats, Sink},
     source::{
-        agent::{AgentEvent, AgentSourceConfig, AgentSourceStats, run},
         file::{CaptureEvents, FileEvent},
         monotonic_ns, realtime_ns,
     },
@@ -398,7 +398,7 @@ impl Sink for Collect {
     fn finish(&mut self, _ctx: &Context, _s: &RunStats) {}
 }
 
-/// What `source::agent::run` handed over.
+/// What `agent::reader::run` handed over.
 #[derive(Default)]
 struct Merged {
     records: Vec<Record>,

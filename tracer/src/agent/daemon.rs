@@ -307,10 +307,8 @@ fn spawn_correlation(
     use crate::{
         agent::proto::{Kind, SubscribeRequest},
         analyze::drops::{DropAnalyzer, DropConfig, DropFinding},
-        source::{
-            agent::{AgentEvent, AgentSourceConfig, run_until},
-            file::FileEvent,
-        },
+        agent::reader::{AgentEvent, AgentSourceConfig, run_until},
+        source::file::FileEvent,
     };
     let src = AgentSourceConfig {
         targets: cfg.peers.clone(),

@@ -6,6 +6,7 @@ pub mod encode;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod reader;
 pub mod server;
 pub mod stream;
 

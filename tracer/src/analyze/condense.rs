@@ -18,6 +18,8 @@ use serde::Serialize;
 
 use crate::hash::FastMap;
 
+pub use crate::model::finding::{FanoutGroup, FanoutSummary, PodCount, Repeated};
+
 use super::{Finding, Transaction, findings::SearchFanout};
 
 const RCODE_SERVFAIL: &str = "SERVFAIL";
@@ -66,108 +68,6 @@ pub struct CondenseStats {
     pub groups_evicted: u64,
     /// Causes forgotten to stay bounded (a later repeat is reported in full again).
     pub causes_evicted: u64,
-}
-
-/// One (pod, base name) row of a [`FanoutSummary`].
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct FanoutGroup {
-    /// Client pod (`namespace/name`), or the client address when unknown.
-    pub pod: String,
-    /// Client process name (of the latest walk).
-    pub comm: Option<String>,
-    /// The name the application asked for.
-    pub base_name: String,
-    /// Resolver asked (`ip:port`).
-    pub server: String,
-    /// Walks counted.
-    pub lookups: u64,
-    /// Queries for names that failed before the answer, per lookup.
-    pub extra_queries_per_lookup: f64,
-    /// Share of the resolver's queries (in the run so far) these extra queries are.
-    pub share_of_resolver_queries: f64,
-    /// Time spent on the failed suffixes per walk: median.
-    pub wasted_p50_ms: f64,
-    /// …and 99th percentile.
-    pub wasted_p99_ms: f64,
-    /// Sum of the wasted time over every walk.
-    pub wasted_total_ms: f64,
-}
-
-/// `search_fanout_summary`: fast search-list walks, counted.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct FanoutSummary {
-    /// Monotonic ns of the update (end of the period).
-    pub ts_ns: u64,
-    /// First walk counted.
-    pub first_ts_ns: u64,
-    /// Walks counted since the run began.
-    pub lookups: u64,
-    /// Walks counted since the previous update.
-    pub new_lookups: u64,
-    /// Distinct (pod, base name) groups currently tracked.
-    pub groups: u64,
-    /// Distinct client pods (or addresses) among the tracked groups.
-    pub pods: u64,
-    /// Queries for failed names, per walk.
-    pub extra_queries_per_lookup: f64,
-    /// Those extra queries as a share of every query the resolvers involved received.
-    pub share_of_resolver_queries: f64,
-    /// Wasted time per walk: median.
-    pub wasted_p50_ms: f64,
-    /// …and 99th percentile.
-    pub wasted_p99_ms: f64,
-    /// Sum of the wasted time over every walk.
-    pub wasted_total_ms: f64,
-    /// The `--slow` threshold below which walks are counted here.
-    pub slow_ms: f64,
-    /// Groups with the most wasted time, most first.
-    pub top: Vec<FanoutGroup>,
-    /// Groups forgotten to stay bounded (their walks stay in the totals).
-    pub groups_evicted: u64,
-    /// The explanation in one sentence.
-    pub cause: String,
-    /// What to do about it (the same for every walk).
-    pub advice: Vec<String>,
-}
-
-/// A pod and how often a cause hit it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct PodCount {
-    /// Pod (`namespace/name`), or the client address when unknown.
-    pub pod: String,
-    /// Findings of this cause for that pod.
-    pub count: u64,
-}
-
-/// `repeated`: more findings of a cause already reported in full.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Repeated {
-    /// Monotonic ns of the update.
-    pub ts_ns: u64,
-    /// Kind of the folded findings (`search_fanout`, `upstream_timeout`, `nxdomain_storm`).
-    pub of_kind: String,
-    /// What the folded findings share (resolver, failing suffix or name, upstream).
-    pub cause_key: String,
-    /// `ts_ns` of the finding reported in full.
-    pub first_ts_ns: u64,
-    /// Its `cause`.
-    pub first_cause: String,
-    /// Newest folded finding.
-    pub last_ts_ns: u64,
-    /// Findings of this cause in the run, the first one included.
-    pub count: u64,
-    /// Of which since the previous update.
-    pub new: u64,
-    /// Distinct pods hit (pods beyond the per-cause bound are counted once each in `other_pods`).
-    pub pods: u64,
-    /// Findings of pods beyond the per-cause bound.
-    pub other_pods: u64,
-    /// Pods hit most, most first.
-    pub top_pods: Vec<PodCount>,
-    /// Client time lost over every finding of this cause (walk time or wait).
-    pub client_time_lost_ms: f64,
-    /// The explanation in one sentence.
-    pub cause: String,
 }
 
 /// Log-bucketed durations: 4 buckets per doubling from 1 µs (±10 %).

@@ -17,9 +17,9 @@ use crate::{
     },
     pipeline::{Context, Filter, Pipeline, RunStats, Sink},
     source::{
-        ClockRef,
+        ClockRef, FileSource, LiveRun, Source, SourceEvent,
         file::{self, FileEvent},
-        live::{LiveEvent, LiveSource},
+        live::LiveSource,
     },
 };
 
@@ -172,6 +172,15 @@ impl Sink for Box<dyn Sink> {
     fn flush_output(&mut self) {
         (**self).flush_output();
     }
+    fn lists_records(&self) -> bool {
+        (**self).lists_records()
+    }
+    fn record(&mut self, ctx: &Context, rec: &crate::event::Record) {
+        (**self).record(ctx, rec);
+    }
+    fn message(&mut self, ctx: &Context, ev: &crate::decode::DnsEvent) {
+        (**self).message(ctx, ev);
+    }
 }
 
 /// Runs `ktrace dns`.
@@ -211,21 +220,11 @@ pub fn run(g: &Global, args: &DnsArgs) -> anyhow::Result<()> {
     let mut pipe = Pipeline::new(ctx, filter, pair, sink(g, args, &status));
     pipe.set_condense(args.condense());
     pipe.dns_ports.clone_from(&args.ports);
-    let node = g.node();
-    let mut src = LiveSource::new(cap, Some(node));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(src.run(args.duration, |ev| {
-        match ev {
-            LiveEvent::Record(r) => pipe.push(r),
-            LiveEvent::Tick(now) => {
-                pipe.tick(now);
-                status.tick(|| live_status(&pipe.stats));
-            }
-        }
-        true
-    }))?;
+    let mut src = LiveRun::new(LiveSource::new(cap, Some(g.node())), args.duration);
+    let warnings = feed(&mut src, &mut pipe, &mut status, None, true)?;
     status.clear();
-    pipe.stats.source_errors = src.stats.bad_items;
+    pipe.stats.warnings.extend(warnings);
+    pipe.stats.source_errors = src.source.stats.bad_items;
     let (read, lost) = (pipe.stats.records, pipe.stats.lost_events);
     pipe.finish();
     // On stderr whatever the output format, so scripts (and the benchmarks)
@@ -233,7 +232,7 @@ pub fn run(g: &Global, args: &DnsArgs) -> anyhow::Result<()> {
     let boosts = if g.no_catch_up {
         "; --sched-idle without catch-up".to_owned()
     } else if g.sched_idle {
-        format!("; --sched-idle: raised to normal priority {} time(s) to catch up", src.stats.boosts)
+        format!("; --sched-idle: raised to normal priority {} time(s) to catch up", src.source.stats.boosts)
     } else {
         String::new()
     };
@@ -251,53 +250,70 @@ fn replay(g: &Global, args: &DnsArgs, filter: Filter, pair: PairConfig) -> anyho
     pipe.set_condense(args.condense());
     pipe.dns_ports.clone_from(&args.ports);
     pipe.live_output = false;
-    let user_snapshot = snap.is_some();
-    let progress = file::Progress::default();
-    let mut n = 0u32;
-    let warnings = file::replay_with_progress(&args.read, &progress, |ev| match ev {
-        FileEvent::Record(r) => {
-            let ts = r.ts_ns();
-            pipe.push(r);
-            pipe.tick(ts);
-            // Looking at the clock costs: every 4096 records is plenty for 1 s.
-            n = n.wrapping_add(1);
-            if n.is_multiple_of(4096) {
-                status.tick(|| format!("{} · {}", progress.describe(), live_status(&pipe.stats)));
-            }
-        }
-        FileEvent::Snapshot(s) => {
-            if !user_snapshot {
-                // Merged, not replaced: earlier pods keep their time ranges.
-                pipe.ctx.enricher.apply_snapshot(&s);
-            }
-        }
-        FileEvent::Header { .. } | FileEvent::NetState { .. } | FileEvent::Coverage { .. } => {}
-    })?;
+    let mut src = FileSource::new(args.read.clone());
+    let progress = std::sync::Arc::clone(&src.progress);
+    let warnings = feed(&mut src, &mut pipe, &mut status, Some(&progress), snap.is_none())?;
     status.clear();
     pipe.stats.warnings.extend(warnings);
     pipe.finish();
     Ok(())
 }
 
+/// Runs the pipeline over any source: records in, ticks expire what waits,
+/// stored metadata updates the enricher (unless `--kube-snapshot` gave it),
+/// notices go to stderr. The status line shows the counts so far (and how
+/// far through the files a replay is).
+fn feed(
+    src: &mut dyn Source,
+    pipe: &mut Pipeline<Box<dyn Sink>>,
+    status: &mut StatusLine,
+    progress: Option<&file::Progress>,
+    apply_snapshots: bool,
+) -> anyhow::Result<Vec<String>> {
+    let mut n = 0u32;
+    src.run(&mut |ev| {
+        match ev {
+            SourceEvent::Record(r) => {
+                pipe.push(r);
+                n = n.wrapping_add(1);
+            }
+            SourceEvent::Tick(now) => {
+                pipe.tick(now);
+                match progress {
+                    None => status.tick(|| live_status(&pipe.stats)),
+                    // Looking at the clock costs: every 4096 records is plenty for 1 s.
+                    Some(p) if n.is_multiple_of(4096) => {
+                        status.tick(|| format!("{} · {}", p.describe(), live_status(&pipe.stats)));
+                    }
+                    Some(_) => {}
+                }
+            }
+            SourceEvent::Context(FileEvent::Snapshot(s)) => {
+                if apply_snapshots {
+                    // Merged, not replaced: earlier pods keep their time ranges
+                    // and each agent lists its own node's pods.
+                    pipe.ctx.enricher.apply_snapshot(&s);
+                }
+            }
+            SourceEvent::Notice(n) => eprintln!("ktrace: {n}"),
+            SourceEvent::Context(_) | SourceEvent::AgentFinding { .. } => {}
+        }
+        true
+    })
+}
+
 fn from_agents(g: &Global, args: &DnsArgs, filter: Filter, pair: PairConfig) -> anyhow::Result<()> {
-    use crate::{agent::proto::Kind, source::agent::AgentEvent};
+    use crate::agent::proto::Kind;
     let meta = AgentSelect::enricher(g)?;
-    let enricher = meta.0.clone();
     // Agent streams carry wall-clock times, as replayed captures do.
-    let ctx = Context { clock_offset_ns: 0, enricher: enricher.clone() };
+    let ctx = Context { clock_offset_ns: 0, enricher: meta.0.clone() };
     let mut status =
         if args.duration.is_some() { StatusLine::new("ktrace dns", args.duration) } else { StatusLine::off() };
     let mut pipe = Pipeline::new(ctx, filter, pair, sink(g, args, &status));
     pipe.set_condense(args.condense());
     pipe.dns_ports.clone_from(&args.ports);
-    let warnings = args.agents.read(g, "DNS", &[Kind::Dns], args.duration, &meta, |ev| match ev {
-        AgentEvent::File(FileEvent::Record(r)) => pipe.push(r),
-        AgentEvent::Tick(t) => {
-            pipe.tick(t);
-            status.tick(|| live_status(&pipe.stats));
-        }
-        _ => {}
-    })?;
+    let mut src = args.agents.source(g, "DNS", &[Kind::Dns], args.duration)?;
+    let warnings = feed(&mut src, &mut pipe, &mut status, None, !meta.1)?;
     status.clear();
     pipe.stats.warnings.extend(warnings);
     pipe.finish();

@@ -225,7 +225,7 @@ fn from_agents(
     args: &DropsArgs,
     analyzer: &mut DropAnalyzer,
 ) -> anyhow::Result<(DropReport, Enricher, Vec<String>)> {
-    use crate::{agent::proto::Kind, source::agent::AgentEvent};
+    use crate::{agent::proto::Kind, agent::reader::AgentEvent};
     let meta = AgentSelect::enricher(g)?;
     let enricher = meta.0.clone();
     let kinds = [Kind::Drops, Kind::Conn];

@@ -194,8 +194,35 @@ impl AgentSelect {
         Ok((snap.as_ref().map_or_else(Enricher::empty, Enricher::from_snapshot), snap.is_some()))
     }
 
-    /// Reads the agents' `kinds` until `duration` or Ctrl-C, as `dns` and
-    /// `drops` do: the streams' snapshots go into the enricher of `meta`
+    /// The agents' `kinds` as a source, read until `duration` or Ctrl-C.
+    /// Unscoped: the resolver's forwarded query explains a client's wait,
+    /// and only the client side knows which pod it belongs to.
+    pub fn source(
+        &self,
+        g: &Global,
+        what: &str,
+        kinds: &[crate::agent::proto::Kind],
+        duration: Option<Duration>,
+    ) -> anyhow::Result<crate::agent::reader::AgentSource> {
+        let (targets, auth) = self.resolve(g)?;
+        eprintln!("ktrace: reading {what} from {} agent(s); Ctrl-C to stop", targets.len());
+        let cfg = crate::agent::reader::AgentSourceConfig {
+            targets,
+            auth,
+            request: crate::agent::proto::SubscribeRequest {
+                kinds: kinds.iter().map(|k| *k as i32).collect(),
+                since_unix_ns: self.since_ns(),
+                ..Default::default()
+            },
+            duration,
+            lag: Duration::from_millis(200),
+            local: None,
+        };
+        Ok(crate::agent::reader::AgentSource { cfg })
+    }
+
+    /// Reads the agents' `kinds` until `duration` or Ctrl-C, as `drops`
+    /// does: the streams' snapshots go into the enricher of `meta`
     /// (from [`Self::enricher`]; not when it came from `--kube-snapshot`),
     /// notices to stderr, everything else to `on`. Returns
     /// the warnings to show; fails when every agent refused this client.
@@ -206,30 +233,11 @@ impl AgentSelect {
         kinds: &[crate::agent::proto::Kind],
         duration: Option<Duration>,
         meta: &(Enricher, bool),
-        mut on: impl FnMut(crate::source::agent::AgentEvent),
+        mut on: impl FnMut(crate::agent::reader::AgentEvent),
     ) -> anyhow::Result<Vec<String>> {
-        use crate::source::{
-            agent::{self, AgentEvent, AgentSourceConfig},
-            file::FileEvent,
-        };
+        use crate::{agent::reader::AgentEvent, source::file::FileEvent};
         let (enricher, user_snapshot) = (&meta.0, meta.1);
-        let (targets, auth) = self.resolve(g)?;
-        eprintln!("ktrace: reading {what} from {} agent(s); Ctrl-C to stop", targets.len());
-        let cfg = AgentSourceConfig {
-            targets,
-            auth,
-            // Unscoped: the resolver's forwarded query explains a client's
-            // wait, and only the client side knows which pod it belongs to.
-            request: crate::agent::proto::SubscribeRequest {
-                kinds: kinds.iter().map(|k| *k as i32).collect(),
-                since_unix_ns: self.since_ns(),
-                ..Default::default()
-            },
-            duration,
-            lag: Duration::from_millis(200),
-            local: None,
-        };
-        let st = agent::run(&cfg, |ev| {
+        self.source(g, what, kinds, duration)?.run_events(|ev| {
             match ev {
                 AgentEvent::File(FileEvent::Snapshot(s)) => {
                     if !user_snapshot {
@@ -241,17 +249,7 @@ impl AgentSelect {
                 other => on(other),
             }
             true
-        })?;
-        anyhow::ensure!(
-            st.refused.len() < cfg.targets.len(),
-            "every agent refused this client: {}",
-            st.refused.join("; ")
-        );
-        let mut warnings = st.warnings;
-        if st.subscriber_dropped > 0 {
-            warnings.push(format!("{} records missed: this client read too slowly", st.subscriber_dropped));
-        }
-        Ok(warnings)
+        })
     }
 
     /// Whether agents were asked for.

@@ -17,7 +17,6 @@
 
 use std::{fmt::Write as _, net::Ipv6Addr};
 
-use serde::Serialize;
 use thiserror::Error;
 
 /// Why a payload is not a DNS message we can use.
@@ -34,18 +33,7 @@ pub enum DnsError {
     BadName(usize),
 }
 
-/// One answer record, rendered for display.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Answer {
-    /// Owner name, no trailing dot.
-    pub name: String,
-    /// Type mnemonic (`A`, `AAAA`, `CNAME`, or `TYPE123`).
-    pub rtype: String,
-    /// TTL in seconds.
-    pub ttl: u32,
-    /// Presentation form of the data (`10.0.0.1`, `target.example`), best effort.
-    pub data: String,
-}
+pub use crate::model::Answer;
 
 /// A decoded DNS message: what pairing and findings need.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -31,9 +31,9 @@ pub struct DnsEvent {
     /// True when the packet was cut by the snap length and the message may be incomplete.
     pub partial: bool,
     /// Pod owning `src`, filled by [`crate::enrich`] (None from the decoder).
-    pub src_pod: Option<crate::enrich::PodRef>,
+    pub src_pod: Option<crate::model::PodRef>,
     /// Pod owning `dst`, filled by [`crate::enrich`] (None from the decoder).
-    pub dst_pod: Option<crate::enrich::PodRef>,
+    pub dst_pod: Option<crate::model::PodRef>,
 }
 
 /// Counters of what could not be decoded: reported, never silently dropped.

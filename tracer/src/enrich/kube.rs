@@ -299,7 +299,7 @@ impl WatchShared {
     pub(crate) fn list_json(&self) -> String {
         let mut meta = Map::new();
         meta.insert("resourceVersion".into(), json!(""));
-        meta.insert(OBSERVED_AT.into(), json!(crate::output::rfc3339(now_wall_ns())));
+        meta.insert(OBSERVED_AT.into(), json!(crate::time::rfc3339(now_wall_ns())));
         if let Some(n) = &self.scope_node {
             meta.insert(NODE_SCOPE.into(), json!(n));
         }
@@ -696,7 +696,7 @@ fn remember_deleted(o: &mut Objects, old: Option<&str>, v: &Value, at: i128) {
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         let ann = meta.entry("annotations").or_insert_with(|| Value::Object(Map::new()));
         if let Some(a) = ann.as_object_mut() {
-            a.insert(DELETED_AT.into(), json!(crate::output::rfc3339(at)));
+            a.insert(DELETED_AT.into(), json!(crate::time::rfc3339(at)));
         }
     }
     o.deleted.push_back((Instant::now(), v.to_string().into()));

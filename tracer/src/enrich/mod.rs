@@ -14,32 +14,11 @@ mod index;
 pub mod kube;
 pub mod snapshot;
 
-use std::sync::Arc;
-
-use serde::Serialize;
-
-/// A pod, as shown in every event: `namespace/name` on `node`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
-pub struct PodRef {
-    /// Kubernetes namespace.
-    pub namespace: Arc<str>,
-    /// Pod name.
-    pub name: Arc<str>,
-    /// Node the pod runs on, if known.
-    pub node: Option<Arc<str>>,
-}
-
-impl std::fmt::Display for PodRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
 use std::{
     net::IpAddr,
     path::Path,
     sync::{
-        Mutex, PoisonError, RwLock, RwLockReadGuard,
+        Arc, Mutex, PoisonError, RwLock, RwLockReadGuard,
         atomic::{AtomicI64, Ordering},
     },
     time::Duration,
@@ -50,6 +29,7 @@ use crate::{
     event::{Hook, PacketRecord},
 };
 
+pub use crate::model::PodRef;
 pub use snapshot::{ServiceRef, Snapshot};
 
 /// Answers "which pod is this?" for addresses, network namespaces and cgroups.

@@ -6,8 +6,8 @@ use std::io::Write;
 use serde_json::Value;
 
 use crate::{
-    analyze::{Finding, Transaction},
     decode::dns::{qtype_name, rcode_name},
+    model::{FanoutSummary, Finding, Party, Repeated, Transaction},
     pipeline::{Context, RunStats, Sink},
 };
 
@@ -24,7 +24,7 @@ const MAX_KEPT_FINDINGS: usize = 10_000;
 pub struct TableSink<W: Write> {
     out: W,
     header_done: bool,
-    findings: Vec<Value>,
+    findings: Vec<Finding>,
     /// Print only findings (no per-transaction lines).
     pub quiet: bool,
     /// Hold transaction lines until the end and print the diagnosis first.
@@ -207,8 +207,147 @@ pub fn render(x: &Value) -> String {
     }
 }
 
-/// Plain-language lines for a finding, from its JSON form (so new finding
-/// kinds render without touching this file).
+/// A number as the JSON output writes it (`12.0`, `0.25`), or None when it
+/// has no JSON form (not finite: the JSON holds `null`, and the line is left out).
+fn json_num(x: f64) -> Option<String> {
+    serde_json::Number::from_f64(x).map(|n| n.to_string())
+}
+
+fn process_text(p: &crate::event::Process) -> String {
+    format!("{}[{}]", p.comm, p.pid)
+}
+
+fn party_text(p: &Party) -> String {
+    match (&p.pod, &p.process) {
+        (Some(w), Some(pr)) => format!("{w} ({}) at {}", process_text(pr), p.address),
+        (Some(w), None) => format!("{w} at {}", p.address),
+        (None, Some(pr)) => format!("{} at {}", process_text(pr), p.address),
+        (None, None) => p.address.clone(),
+    }
+}
+
+fn advice_text(advice: &[String], out: &mut Vec<String>) {
+    if advice.is_empty() {
+        return;
+    }
+    out.push("   advice:".into());
+    for s in advice {
+        for (i, line) in s.lines().enumerate() {
+            out.push(format!("     {} {line}", if i == 0 { "-" } else { " " }));
+        }
+    }
+}
+
+/// Plain-language lines for a DNS finding; `advice` includes what to do
+/// (left out when it would repeat, e.g. every period's fast-walk summary).
+#[must_use]
+pub fn describe_finding(f: &Finding, advice: bool) -> Vec<String> {
+    let none: &[String] = &[];
+    let mut out = Vec::new();
+    match f {
+        Finding::SearchFanoutSummary(s) => return fanout_summary_lines(s, if advice { &s.advice } else { none }),
+        Finding::Repeated(r) => return repeated_lines(r),
+        _ => {}
+    }
+    out.push(format!("== {} ==", title(f.kind())));
+    out.push(format!("   cause: {}", f.cause()));
+    let mut field = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            out.push(format!("   {k}: {v}"));
+        }
+    };
+    match f {
+        Finding::SearchFanout(s) => {
+            field("pod", s.pod.clone());
+            field("process", s.process.as_ref().map(process_text));
+            field("base_name", Some(s.base_name.clone()));
+            field("answered_by", s.answered_by.clone());
+            field("total_ms", json_num(s.total_ms));
+            field("wasted_ms", json_num(s.wasted_ms));
+            field("ndots", s.ndots.map(|n| n.to_string()));
+            field("search", Some(s.search.join(", ")));
+            field("nameservers", Some(s.nameservers.join(", ")));
+            field("resolv_conf_source", Some(s.resolv_conf_source.to_owned()));
+            field("client", Some(s.client.to_string()));
+            out.push("   attempts:".into());
+            for at in &s.attempts {
+                let r = at.rcode.as_deref().unwrap_or("no answer");
+                let l = at.latency_ms.filter(|l| l.is_finite()).map_or("-".into(), |l| format!("{l:.1} ms"));
+                out.push(format!(
+                    "     {:<55} {:<5} {:<10} {l}",
+                    at.qname,
+                    at.qtype,
+                    if at.timed_out { "TIMEOUT" } else { r }
+                ));
+            }
+        }
+        Finding::UpstreamTimeout(u) => {
+            field("resolver", Some(party_text(&u.resolver)));
+            field("upstream", Some(u.upstream.clone()));
+            field("qname", Some(u.qname.clone()));
+            field("waited_ms", json_num(u.waited_ms));
+            field("client", Some(party_text(&u.client)));
+            out.push(format!("   attempts: {}", u.attempts));
+        }
+        Finding::NxdomainStorm(n) => {
+            field("pod", n.pod.clone());
+            field("client", Some(n.client.clone()));
+            field("rate_per_s", json_num(n.rate_per_s));
+            let names: Vec<String> = n
+                .top_names
+                .iter()
+                .map(|c| serde_json::to_value(c).map(|v| v.to_string()).unwrap_or_default())
+                .collect();
+            field("top_names", Some(names.join(", ")));
+        }
+        Finding::SearchFanoutSummary(_) | Finding::Repeated(_) => {}
+    }
+    advice_text(if advice { f.advice() } else { none }, &mut out);
+    out
+}
+
+/// Fast walks: one sentence, then the (pod, name) groups wasting the most time.
+fn fanout_summary_lines(s: &FanoutSummary, advice: &[String]) -> Vec<String> {
+    let mut out = vec![format!("== {} ==", title("search_fanout_summary"))];
+    out.push(format!("   cause: {}", s.cause));
+    if !s.top.is_empty() {
+        out.push(format!(
+            "   {:<36} {:<40} {:>8} {:>7} {:>6} {:>9} {:>9}",
+            "POD", "NAME", "LOOKUPS", "EXTRA/L", "SHARE", "WASTE p50", "WASTE p99"
+        ));
+        for g in &s.top {
+            out.push(format!(
+                "   {:<36} {:<40} {:>8} {:>7.1} {:>5.1}% {:>7.1}ms {:>7.1}ms",
+                g.pod,
+                g.base_name,
+                g.lookups as f64,
+                g.extra_queries_per_lookup,
+                g.share_of_resolver_queries * 100.0,
+                g.wasted_p50_ms,
+                g.wasted_p99_ms,
+            ));
+        }
+        if s.groups > s.top.len() as u64 {
+            out.push(format!("   … {} more pod/name group(s) (all in -o json totals)", s.groups - s.top.len() as u64));
+        }
+    }
+    advice_text(advice, &mut out);
+    out
+}
+
+/// Repeats of a cause reported in full earlier: counts and the pods hit.
+fn repeated_lines(r: &Repeated) -> Vec<String> {
+    let mut out =
+        vec![format!("== {} again: {} more (×{} in all, {} pod(s)) ==", title(&r.of_kind), r.new, r.count, r.pods)];
+    out.push(format!("   cause: {}", r.cause));
+    out.push(format!("   first: {}", r.first_cause));
+    let pods: Vec<String> = r.top_pods.iter().map(|p| format!("{} ×{}", p.pod, p.count)).collect();
+    out.push(format!("   top pods: {}", pods.join(", ")));
+    out
+}
+
+/// Plain-language lines for a finding, from its JSON form: the drops side's
+/// findings (`fabric_loss`, …), which are not typed [`Finding`]s yet.
 #[must_use]
 #[expect(clippy::many_single_char_names, reason = "short-lived closure arguments")]
 pub fn describe(v: &Value) -> Vec<String> {
@@ -357,58 +496,41 @@ fn describe_repeated(v: &Value) -> Vec<String> {
     out
 }
 
-/// Client time a finding (JSON) says was lost, in ms.
-fn lost_ms(v: &Value) -> f64 {
-    match v.get("kind").and_then(Value::as_str) {
-        Some("search_fanout") if v.get("answered_by").is_none_or(Value::is_null) => num(v, "total_ms"),
-        Some("search_fanout") => num(v, "wasted_ms"),
-        Some("upstream_timeout") => num(v, "waited_ms"),
-        Some("repeated") => num(v, "client_time_lost_ms"),
-        _ => 0.0,
-    }
-}
-
 /// Most causes listed in the condensed diagnosis.
 const DIAGNOSIS_CAUSES: usize = 8;
 
 /// The diagnosis of a busy run: one row per cause (repeats folded in),
 /// ranked by client time lost, then the fast walks' counts.
-fn condensed_diagnosis(findings: &[Value]) -> Vec<String> {
+fn condensed_diagnosis(findings: &[Finding]) -> Vec<String> {
     struct Row<'a> {
-        v: &'a Value,
+        f: &'a Finding,
         lost: f64,
         count: u64,
         pods: u64,
         top: String,
     }
     let mut rows: Vec<Row> = Vec::new();
-    let mut summary: Option<&Value> = None;
-    for v in findings {
-        match v.get("kind").and_then(Value::as_str) {
-            Some("search_fanout_summary") => summary = Some(v),
-            Some("repeated") => {
-                let first = v.get("first_ts_ns").and_then(Value::as_u64);
-                let of = v.get("of_kind");
-                let cause = v.get("first_cause");
+    let mut summary: Option<&FanoutSummary> = None;
+    for f in findings {
+        match f {
+            Finding::SearchFanoutSummary(s) => summary = Some(s),
+            Finding::Repeated(rep) => {
                 if let Some(r) = rows.iter_mut().find(|r| {
-                    r.v.get("kind") == of
-                        && r.v.get("ts_ns").and_then(Value::as_u64) == first
-                        && r.v.get("cause") == cause
+                    r.f.kind() == rep.of_kind && r.f.ts_ns() == rep.first_ts_ns && r.f.cause() == rep.first_cause
                 }) {
-                    r.lost = r.lost.max(lost_ms(v));
-                    r.count = r.count.max(num(v, "count") as u64);
-                    r.pods = r.pods.max(num(v, "pods") as u64);
-                    if let Some(Value::Array(t)) = v.get("top_pods") {
-                        r.top = t
-                            .iter()
-                            .take(3)
-                            .map(|p| format!("{} ×{}", text(p, "pod"), num(p, "count") as u64))
-                            .collect::<Vec<_>>()
-                            .join(", ");
-                    }
+                    r.lost = r.lost.max(f.lost_ms());
+                    r.count = r.count.max(rep.count);
+                    r.pods = r.pods.max(rep.pods);
+                    r.top = rep
+                        .top_pods
+                        .iter()
+                        .take(3)
+                        .map(|p| format!("{} ×{}", p.pod, p.count))
+                        .collect::<Vec<_>>()
+                        .join(", ");
                 }
             }
-            _ => rows.push(Row { v, lost: lost_ms(v), count: 1, pods: 1, top: String::new() }),
+            _ => rows.push(Row { f, lost: f.lost_ms(), count: 1, pods: 1, top: String::new() }),
         }
     }
     rows.sort_by(|a, b| b.lost.total_cmp(&a.lost).then(b.count.cmp(&a.count)));
@@ -418,14 +540,13 @@ fn condensed_diagnosis(findings: &[Value]) -> Vec<String> {
         findings.len()
     )];
     for (i, r) in rows.iter().take(DIAGNOSIS_CAUSES).enumerate() {
-        let kind = r.v.get("kind").and_then(Value::as_str).unwrap_or("finding");
         let lost = if r.lost > 0.0 { format!("{:.1} s lost", r.lost / 1000.0) } else { "no wait".to_owned() };
-        out.push(format!("{:>2}. {lost}, ×{}, {} pod(s): {}", i + 1, r.count, r.pods, title(kind)));
-        out.push(format!("    cause: {}", text(r.v, "cause")));
+        out.push(format!("{:>2}. {lost}, ×{}, {} pod(s): {}", i + 1, r.count, r.pods, title(r.f.kind())));
+        out.push(format!("    cause: {}", r.f.cause()));
         if !r.top.is_empty() {
             out.push(format!("    top pods: {}", r.top));
         }
-        if let Some(a) = r.v.get("advice").and_then(|a| a.get(0)).and_then(Value::as_str) {
+        if let Some(a) = r.f.advice().first() {
             out.push(format!("    advice: {}", a.lines().next().unwrap_or(a)));
         }
     }
@@ -434,17 +555,16 @@ fn condensed_diagnosis(findings: &[Value]) -> Vec<String> {
     }
     if let Some(s) = summary {
         out.push(String::new());
-        out.extend(describe_fanout_summary(s));
+        out.extend(fanout_summary_lines(s, &s.advice));
     }
     out
 }
 
 /// A run is shown condensed when it folded repeats or found more than a few
 /// causes; a single incident keeps its full blocks.
-fn needs_condensing(findings: &[Value]) -> bool {
-    let kind = |v: &Value| v.get("kind").and_then(Value::as_str).map(str::to_owned);
-    findings.iter().any(|v| kind(v).as_deref() == Some("repeated"))
-        || findings.iter().filter(|v| kind(v).as_deref() != Some("search_fanout_summary")).count() > 5
+fn needs_condensing(findings: &[Finding]) -> bool {
+    findings.iter().any(|f| matches!(f, Finding::Repeated(_)))
+        || findings.iter().filter(|f| !matches!(f, Finding::SearchFanoutSummary(_))).count() > 5
 }
 
 impl<W: Write> Sink for TableSink<W> {
@@ -492,20 +612,15 @@ impl<W: Write> Sink for TableSink<W> {
     }
 
     fn finding(&mut self, _ctx: &Context, f: &Finding) {
-        let v = super::json::finding(f);
         if !self.explain_first {
             let _ = writeln!(self.out);
-            let mut shown = v.clone();
             // The fast walks' advice is the same every period: once is enough.
+            let mut advice = true;
             if matches!(f, Finding::SearchFanoutSummary(_)) {
-                if self.summary_advised
-                    && let Value::Object(m) = &mut shown
-                {
-                    m.remove("advice");
-                }
+                advice = !self.summary_advised;
                 self.summary_advised = true;
             }
-            for l in describe(&shown) {
+            for l in describe_finding(f, advice) {
                 let _ = writeln!(self.out, "{}", paint_finding_line(&l, self.colour));
             }
             let _ = writeln!(self.out);
@@ -517,7 +632,7 @@ impl<W: Write> Sink for TableSink<W> {
         if self.quiet && !self.explain_first {
             self.any_finding = true;
         } else if self.findings.len() < MAX_KEPT_FINDINGS {
-            self.findings.push(v);
+            self.findings.push(f.clone());
         } else {
             self.findings_dropped += 1;
         }
@@ -536,13 +651,13 @@ impl<W: Write> Sink for TableSink<W> {
             } else {
                 let _ = writeln!(self.out, "\n=== Diagnosis ({} finding(s)) ===", self.findings.len());
                 // Summaries are cumulative: the last one says it all.
-                let is_sum = |v: &Value| v.get("kind").and_then(Value::as_str) == Some("search_fanout_summary");
+                let is_sum = |f: &Finding| matches!(f, Finding::SearchFanoutSummary(_));
                 let last_sum = self.findings.iter().rposition(is_sum);
-                for (i, v) in self.findings.iter().enumerate() {
-                    if is_sum(v) && Some(i) != last_sum {
+                for (i, f) in self.findings.iter().enumerate() {
+                    if is_sum(f) && Some(i) != last_sum {
                         continue;
                     }
-                    for l in describe(v) {
+                    for l in describe_finding(f, true) {
                         let _ = writeln!(self.out, "{}", paint_finding_line(&l, self.colour));
                     }
                 }
@@ -572,5 +687,51 @@ impl<W: Write> Sink for TableSink<W> {
             let _ = writeln!(self.out, "warning: {w}");
         }
         let _ = self.out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::finding::samples::findings;
+
+    /// The typed description says exactly what the description walked from
+    /// the JSON record said (the table output stays byte for byte the same).
+    #[test]
+    fn typed_description_matches_the_json_walk() {
+        for f in findings() {
+            let v = super::super::json::finding(&f);
+            assert_eq!(describe_finding(&f, true), describe(&v), "{}", f.kind());
+            let mut bare = v.clone();
+            if let Value::Object(m) = &mut bare {
+                m.remove("advice");
+            }
+            assert_eq!(describe_finding(&f, false), describe(&bare), "{} without advice", f.kind());
+        }
+    }
+
+    /// Typed lost time and cause matching give the condensed diagnosis the
+    /// JSON walk gave.
+    #[test]
+    fn lost_time_is_what_the_json_says() {
+        for f in findings() {
+            let v = super::super::json::finding(&f);
+            let num = |k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+            let want = match f.kind() {
+                "search_fanout" if v.get("answered_by").is_none_or(Value::is_null) => num("total_ms"),
+                "search_fanout" => num("wasted_ms"),
+                "upstream_timeout" => num("waited_ms"),
+                "repeated" => num("client_time_lost_ms"),
+                _ => 0.0,
+            };
+            assert!((f.lost_ms() - want).abs() < f64::EPSILON, "{}", f.kind());
+            assert_eq!(v.get("kind").and_then(Value::as_str), Some(f.kind()));
+            assert_eq!(v.get("cause").and_then(Value::as_str), Some(f.cause()));
+        }
+        let lines = condensed_diagnosis(&findings());
+        assert!(
+            lines.iter().any(|l| l.contains("50.0 s lost, ×5, 2 pod(s): SLOW DNS: upstream resolver")),
+            "{lines:#?}"
+        );
     }
 }

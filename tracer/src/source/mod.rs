@@ -1,12 +1,124 @@
-//! Sources of records: the kernel ring buffer (live) or capture files (replay).
-//! Both hand the pipeline the same [`crate::event::Record`]s.
+//! Sources of records: the kernel ring buffer (live), capture files (pcap,
+//! pcapng, scap; replay) and node agents' streams. Each is a [`Source`]: it
+//! hands the one [`crate::pipeline::Pipeline`] the same
+//! [`crate::event::Record`]s, in time order, and says when time passes.
 
-pub mod agent;
 pub mod file;
 pub mod live;
 pub mod sched;
 
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
 pub use crate::capture::ClockRef;
+use crate::event::Record;
+
+/// What a [`Source`] hands its consumer.
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// A record, in time order.
+    Record(Record),
+    /// Every record up to this time (the records' clock) has been handed
+    /// over: the pipeline may expire what waits for an answer.
+    Tick(u64),
+    /// Context stored with the records: Kubernetes metadata, capture
+    /// headers, coverage, network state (never [`file::FileEvent::Record`]).
+    Context(file::FileEvent),
+    /// A finding an agent computed itself.
+    AgentFinding {
+        /// Agent.
+        agent: String,
+        /// The finding's JSON.
+        json: String,
+    },
+    /// News for the user (an agent connected, lost, retrying).
+    Notice(String),
+}
+
+impl From<file::FileEvent> for SourceEvent {
+    fn from(ev: file::FileEvent) -> Self {
+        match ev {
+            file::FileEvent::Record(r) => Self::Record(r),
+            other => Self::Context(other),
+        }
+    }
+}
+
+/// Records in, in time order, from anywhere: the kernel, files or agents.
+pub trait Source {
+    /// Hands every event to `on` until the source ends, the run is stopped
+    /// (duration, Ctrl-C) or `on` returns false. Returns warnings for the
+    /// run's stats (truncated files, agents that dropped records).
+    ///
+    /// # Errors
+    /// When the source cannot be read at all (a file that does not open,
+    /// every agent refusing this client, the ring buffer failing).
+    fn run(&mut self, on: &mut dyn FnMut(SourceEvent) -> bool) -> anyhow::Result<Vec<String>>;
+}
+
+/// Captures (ktrace pcapng, foreign pcap/pcapng, sysdig scap) merged by
+/// wall-clock time. Each record is followed by a [`SourceEvent::Tick`] at
+/// its time: in a file, nothing older can still arrive. Files are read to
+/// the end (`on` returning false is ignored: the run's totals cover them whole).
+#[derive(Debug)]
+pub struct FileSource {
+    paths: Vec<PathBuf>,
+    /// Bytes read so far, for a progress line.
+    pub progress: Arc<file::Progress>,
+}
+
+impl FileSource {
+    /// The captures at `paths`.
+    #[must_use]
+    pub fn new(paths: Vec<PathBuf>) -> Self {
+        Self { paths, progress: Arc::default() }
+    }
+}
+
+impl Source for FileSource {
+    fn run(&mut self, on: &mut dyn FnMut(SourceEvent) -> bool) -> anyhow::Result<Vec<String>> {
+        file::replay_with_progress(&self.paths, &self.progress, |ev| match ev {
+            file::FileEvent::Record(r) => {
+                let ts = r.ts_ns();
+                on(SourceEvent::Record(r));
+                on(SourceEvent::Tick(ts));
+            }
+            other => {
+                on(SourceEvent::Context(other));
+            }
+        })
+    }
+}
+
+/// The kernel ring buffer, read until `duration`, Ctrl-C or the consumer
+/// stops; ticks every 10 ms with the monotonic time.
+pub struct LiveRun {
+    /// The attached source (its counters stay readable after the run).
+    pub source: live::LiveSource,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Why the last run ended.
+    pub stopped: Option<live::StopReason>,
+}
+
+impl LiveRun {
+    /// Reads `source` for `duration` (`None`: until Ctrl-C).
+    #[must_use]
+    pub fn new(source: live::LiveSource, duration: Option<Duration>) -> Self {
+        Self { source, duration, stopped: None }
+    }
+}
+
+impl Source for LiveRun {
+    fn run(&mut self, on: &mut dyn FnMut(SourceEvent) -> bool) -> anyhow::Result<Vec<String>> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let reason = rt.block_on(self.source.run(self.duration, |ev| match ev {
+            live::LiveEvent::Record(r) => on(SourceEvent::Record(r)),
+            live::LiveEvent::Tick(now) => on(SourceEvent::Tick(now)),
+        }))?;
+        self.stopped = Some(reason);
+        Ok(Vec::new())
+    }
+}
 
 fn clock_ns(id: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };

@@ -1,4 +1,4 @@
-//! The agent source: live streams from node agents, merged by time, handed
+//! Reading agents (the agent source): live streams from node agents, merged by time, handed
 //! on as the same [`FileEvent`]s replay produces, so `dns` and `drops` run
 //! the same analysis on agents as on captures.
 //!
@@ -26,13 +26,16 @@ use std::{
 
 use bytes::Bytes;
 
-use super::file::{CaptureEvents, FileEvent};
+use super::{
+    client::{ClientAuth, Target, connect},
+    proto::SubscribeRequest,
+};
 use crate::{
-    agent::{
-        client::{ClientAuth, Target, connect},
-        proto::SubscribeRequest,
-    },
     event::Record,
+    source::{
+        Source, SourceEvent,
+        file::{CaptureEvents, FileEvent},
+    },
 };
 
 /// An agent silent this long no longer holds back the others.
@@ -299,6 +302,48 @@ async fn connection(
         let _ = out.send(Msg::Ended(idx, why));
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// The agents as a [`Source`]: records merged by time, a tick whenever every
+/// agent has reported progress, snapshots and coverage as context.
+#[derive(Debug)]
+pub struct AgentSource {
+    /// Where and how to read.
+    pub cfg: AgentSourceConfig,
+}
+
+impl AgentSource {
+    /// [`run`], then the checks every command makes: fails when every agent
+    /// refused this client; returns the warnings to show.
+    ///
+    /// # Errors
+    /// No agents, a runtime that cannot start, or every agent refusing.
+    pub fn run_events(&mut self, on: impl FnMut(AgentEvent) -> bool) -> anyhow::Result<Vec<String>> {
+        let st = run(&self.cfg, on)?;
+        anyhow::ensure!(
+            st.refused.len() < self.cfg.targets.len(),
+            "every agent refused this client: {}",
+            st.refused.join("; ")
+        );
+        let mut warnings = st.warnings;
+        if st.subscriber_dropped > 0 {
+            warnings.push(format!("{} records missed: this client read too slowly", st.subscriber_dropped));
+        }
+        Ok(warnings)
+    }
+}
+
+impl Source for AgentSource {
+    fn run(&mut self, on: &mut dyn FnMut(SourceEvent) -> bool) -> anyhow::Result<Vec<String>> {
+        self.run_events(|ev| {
+            on(match ev {
+                AgentEvent::File(f) => f.into(),
+                AgentEvent::Finding { agent, json } => SourceEvent::AgentFinding { agent, json },
+                AgentEvent::Tick(t) => SourceEvent::Tick(t),
+                AgentEvent::Notice(n) => SourceEvent::Notice(n),
+            })
+        })
     }
 }
 

@@ -36,7 +36,7 @@ use crate::{
     event::{Endpoint, Hook, Transport},
 };
 
-use super::{Observed, Transaction};
+use crate::analyze::{Observed, Transaction};
 
 /// How long a completed exchange is remembered to recognise duplicate answers.
 const RECENT_WINDOW_NS: u64 = 1_000_000_000;

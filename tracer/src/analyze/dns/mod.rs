@@ -1,0 +1,369 @@
+//! DNS analysis: the [`pairing`] of queries with answers into transactions,
+//! and the [`Analyzer`] that explains them with three detectors: search-list
+//! fan-out ([`fanout`]), upstream timeouts ([`upstream`]) and NXDOMAIN
+//! storms ([`storm`]). The detectors share one view of clients, resolvers
+//! and resolv.conf evidence (a chain names the upstream its timed-out
+//! suffix was forwarded to), so they are impl blocks of one state rather
+//! than separate structs.
+//!
+//! Transactions arrive in completion order, not start order: an attempt that
+//! timed out is only reported by the [`Pairer`] `timeout_ns` after it
+//! started, long after the quick answers that followed it. Chains are
+//! therefore formed when their answer arrives and kept open, absorbing late
+//! attempts, until either the resolv.conf evidence says every search
+//! candidate has been seen, or the pairing timeout guarantees that nothing
+//! that started before the answer can still arrive.
+
+mod bounded;
+mod fanout;
+pub mod pairing;
+mod storm;
+mod upstream;
+
+use std::{
+    collections::{HashSet, VecDeque},
+    fmt::Write as _,
+    net::IpAddr,
+    sync::Arc,
+};
+
+use serde::Serialize;
+
+use crate::{
+    analyze::{
+        Detector, Transaction,
+        resolvconf::{ResolvConf, dots},
+    },
+    decode::{
+        DnsEvent,
+        dns::{qtype_name, rcode_name},
+    },
+    event::{Endpoint, ResolvConfEvidence},
+    hash::FastMap,
+    model::PodRef,
+};
+
+pub use crate::model::finding::{
+    Attempt, Finding, ForwardedUpstream, NameCount, NxdomainStorm, Party, SearchFanout, UpstreamTimeout,
+};
+pub use pairing::Pairer;
+
+use bounded::Bounded;
+use fanout::{ClientState, MAX_CHAIN_ATTEMPTS, PARALLEL_NS, ends_with_label};
+use storm::{StormKey, StormState};
+use upstream::{ResolverState, UpGroup};
+
+const RCODE_SERVFAIL: u16 = 2;
+const RCODE_NXDOMAIN: u16 = 3;
+/// How often [`Analyzer::expire`] looks at every client (it may be called per record).
+const SCAN_EVERY_NS: u64 = 100_000_000;
+
+/// Analyzer limits and timing.
+#[derive(Clone, Copy, Debug)]
+pub struct AnalyzerConfig {
+    /// The pairer's `timeout_ns`: after this, every attempt that started
+    /// before a given instant has been reported.
+    pub pair_timeout_ns: u64,
+    /// Quiet time after a complete chain's last attempt before it is reported
+    /// (lets the parallel AAAA of an answered A arrive).
+    pub grace_ns: u64,
+    /// Most clients tracked at once (oldest evicted beyond).
+    pub max_clients: usize,
+    /// Most buffered attempts per client (oldest dropped beyond).
+    pub max_attempts_per_client: usize,
+    /// Most open chains per client (oldest reported early beyond).
+    pub max_chains_per_client: usize,
+    /// Most resolv.conf evidence entries kept (per pid and per netns each).
+    pub max_evidence: usize,
+    /// NXDOMAIN rate per second (over `storm_window_ns`) that makes a storm.
+    pub storm_per_sec: u32,
+    /// Sliding window of the storm rate.
+    pub storm_window_ns: u64,
+}
+
+impl Default for AnalyzerConfig {
+    fn default() -> Self {
+        Self {
+            pair_timeout_ns: pairing::PairConfig::default().timeout_ns,
+            grace_ns: 500_000_000,
+            max_clients: 4096,
+            max_attempts_per_client: 256,
+            max_chains_per_client: 16,
+            max_evidence: 4096,
+            storm_per_sec: 20,
+            storm_window_ns: 10_000_000_000,
+        }
+    }
+}
+
+/// Analyzer counters: what was dropped to stay bounded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AnalyzerStats {
+    /// Clients forgotten because too many were tracked.
+    pub clients_evicted: u64,
+    /// Buffered attempts dropped because a client had too many.
+    pub attempts_dropped: u64,
+    /// Chains reported before their evidence was complete (too many open).
+    pub chains_evicted: u64,
+}
+
+/// resolv.conf evidence, parsed.
+#[derive(Debug)]
+struct Conf {
+    parsed: Option<ResolvConf>,
+    path: String,
+    error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ClientKey {
+    pod: Option<PodRef>,
+    netns: u32,
+    pid: u32,
+    ip: IpAddr,
+}
+
+impl ClientKey {
+    fn of(tx: &Transaction) -> Self {
+        Self {
+            pod: tx.client_pod.clone(),
+            netns: tx.netns,
+            pid: tx.process.as_ref().map_or(0, |p| p.pid),
+            ip: tx.client.ip,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Att {
+    /// Lower-case name, shared with the buffers that index it.
+    lname: Arc<str>,
+    /// Shared: an attempt sits in several buffers (chain, forwards, resolver).
+    tx: Arc<Transaction>,
+    /// Already looked at as the possible end of an unanswered walk.
+    checked: bool,
+}
+
+impl Att {
+    fn failed(&self) -> bool {
+        self.tx.timed_out || self.tx.rcode != Some(0) || self.tx.answers.is_empty()
+    }
+}
+
+/// Turns transactions into findings.
+#[derive(Debug, Default)]
+pub struct Analyzer {
+    cfg: AnalyzerConfig,
+    stats: AnalyzerStats,
+    now: u64,
+    by_pid: Bounded<u32, Arc<Conf>>,
+    by_netns: Bounded<u32, Arc<Conf>>,
+    /// Union of every observed search list (to recognise search-suffixed names).
+    known_suffixes: Bounded<String, ()>,
+    clients: FastMap<ClientKey, ClientState>,
+    resolvers: FastMap<IpAddr, ResolverState>,
+    resolver_pods: Bounded<PodRef, IpAddr>,
+    /// A resolver pod's own address → the Service address its clients asked
+    /// (DNAT): its forwards are the Service's.
+    resolver_addrs: Bounded<IpAddr, IpAddr>,
+    resolver_pids: Bounded<(u32, Option<Arc<str>>), IpAddr>,
+    upstream: Vec<UpGroup>,
+    /// Lower-case name → where it was forwarded (for `forwarded_upstream`).
+    forwarded: Bounded<String, ForwardedUpstream>,
+    /// Failed transactions that may be a resolver's forwards, in arrival
+    /// order, until every client query that started before them is known.
+    pending_fwd: VecDeque<Att>,
+    /// The full expiry scan runs at most every [`SCAN_EVERY_NS`].
+    next_scan: u64,
+    storms: FastMap<StormKey, StormState>,
+}
+
+impl Analyzer {
+    /// Empty analyzer with the default limits (pairing timeout 10 s).
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Empty analyzer; `cfg.pair_timeout_ns` must match the pairer's.
+    #[must_use]
+    pub fn with_config(cfg: AnalyzerConfig) -> Self {
+        Self { cfg, ..Self::default() }
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> AnalyzerStats {
+        self.stats
+    }
+
+    /// Records what a process's resolver was configured with.
+    pub fn resolv_conf(&mut self, ev: &ResolvConfEvidence) {
+        let conf = ev.text.as_deref().map(ResolvConf::parse);
+        if let Some(c) = &conf {
+            for s in &c.search {
+                self.known_suffixes.insert(s.clone(), (), self.cfg.max_evidence);
+            }
+        }
+        let conf = Arc::new(Conf { parsed: conf, path: ev.path.clone(), error: ev.error.clone() });
+        if ev.pid != 0 {
+            self.by_pid.insert(ev.pid, Arc::clone(&conf), self.cfg.max_evidence);
+        }
+        if ev.netns_ino != 0 {
+            self.by_netns.insert(ev.netns_ino, conf, self.cfg.max_evidence);
+        }
+    }
+
+    fn conf_for(&self, tx: &Transaction) -> Option<Arc<Conf>> {
+        lookup_conf(&self.by_pid, &self.by_netns, tx)
+    }
+
+    /// Feeds a transaction (in completion order).
+    ///
+    /// Timed-out transactions must come from the same [`super::Pairer`]
+    /// stream; call [`Self::expire`] regularly and [`Self::finish`] after the
+    /// pairer's `finish`.
+    pub fn push(&mut self, tx: &Transaction, out: &mut Vec<Finding>) {
+        self.push_shared(Arc::new(tx.clone()), out);
+    }
+
+    /// [`Self::push`] for a transaction already behind an `Arc` (no copy).
+    pub fn push_shared(&mut self, tx: Arc<Transaction>, out: &mut Vec<Finding>) {
+        let seen = match tx.end_ns {
+            Some(end) => end,
+            None if tx.timed_out => tx.ts_ns.saturating_add(self.cfg.pair_timeout_ns),
+            None => tx.ts_ns,
+        };
+        self.now = self.now.max(seen);
+        let att = Att { lname: Arc::from(tx.qname.trim_end_matches('.').to_ascii_lowercase()), tx, checked: false };
+        self.track_resolver(&att);
+        if att.tx.timed_out || att.tx.rcode == Some(RCODE_SERVFAIL) {
+            if self.pending_fwd.len() >= self.cfg.max_attempts_per_client.max(1).saturating_mul(16) {
+                self.pending_fwd.pop_front();
+                self.stats.attempts_dropped += 1;
+            }
+            self.pending_fwd.push_back(att.clone());
+        }
+        self.count_storm(&att, out);
+        self.fanout(att, out);
+        self.expire(self.now, out);
+    }
+
+    /// Emits findings whose chains ended before `now_ns`.
+    pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Finding>) {
+        self.now = self.now.max(now_ns);
+        let now = self.now;
+        // Forwards first: chains reported below name the upstream they hit.
+        self.settle_forwards(now);
+        if now < self.next_scan {
+            return;
+        }
+        self.next_scan = now.saturating_add(SCAN_EVERY_NS);
+        let keep_ns = self.cfg.pair_timeout_ns.saturating_mul(2).saturating_add(30_000_000_000);
+        self.expire_chains(now, keep_ns, out);
+        self.expire_upstream(now, keep_ns, out);
+        self.expire_storms(now, keep_ns);
+    }
+
+    /// End of input: emit everything pending.
+    pub fn finish(&mut self, out: &mut Vec<Finding>) {
+        self.expire(u64::MAX, out);
+    }
+}
+
+/// The resolv.conf of the process that sent `tx` (by pid, else by netns).
+fn lookup_conf(
+    by_pid: &Bounded<u32, Arc<Conf>>,
+    by_netns: &Bounded<u32, Arc<Conf>>,
+    tx: &Transaction,
+) -> Option<Arc<Conf>> {
+    tx.process
+        .as_ref()
+        .and_then(|p| by_pid.get(&p.pid))
+        .or_else(|| (tx.netns != 0).then(|| by_netns.get(&tx.netns)).flatten())
+        .cloned()
+}
+
+/// When every attempt started by `ts` has been reported by the pairer.
+fn settled_at(cfg: &AnalyzerConfig, ts: u64) -> u64 {
+    ts.saturating_add(cfg.pair_timeout_ns).saturating_add(cfg.grace_ns)
+}
+
+/// Total length of a union of intervals.
+fn union_len(iter: impl Iterator<Item = (u64, u64)>) -> u64 {
+    let mut v: Vec<(u64, u64)> = iter.map(|(a, b)| (a, b.max(a))).collect();
+    v.sort_unstable();
+    let mut total = 0u64;
+    let mut cur: Option<(u64, u64)> = None;
+    for (a, b) in v {
+        cur = match cur {
+            Some((s, e)) if a <= e => Some((s, e.max(b))),
+            Some((s, e)) => {
+                total = total.saturating_add(e - s);
+                Some((a, b))
+            }
+            None => Some((a, b)),
+        };
+    }
+    if let Some((s, e)) = cur {
+        total = total.saturating_add(e - s);
+    }
+    total
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn times(n: u32) -> String {
+    match n {
+        1 => "once".to_owned(),
+        2 => "twice".to_owned(),
+        n => format!("{n} times"),
+    }
+}
+
+fn ms(ns: u64) -> f64 {
+    (ns as f64 / 1000.0).round() / 1000.0
+}
+
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+impl Detector for Analyzer {
+    type Input = Arc<Transaction>;
+    type Output = Finding;
+
+    fn push(&mut self, tx: Arc<Transaction>, out: &mut Vec<Finding>) {
+        self.push_shared(tx, out);
+    }
+
+    fn expire(&mut self, now_ns: u64, out: &mut Vec<Finding>) {
+        Analyzer::expire(self, now_ns, out);
+    }
+
+    fn finish(&mut self, out: &mut Vec<Finding>) {
+        Analyzer::finish(self, out);
+    }
+}
+
+impl Detector for Pairer {
+    type Input = DnsEvent;
+    type Output = Transaction;
+
+    fn push(&mut self, ev: DnsEvent, out: &mut Vec<Transaction>) {
+        Pairer::push(self, &ev, out);
+    }
+
+    fn expire(&mut self, now_ns: u64, out: &mut Vec<Transaction>) {
+        Pairer::expire(self, now_ns, out);
+    }
+
+    fn finish(&mut self, out: &mut Vec<Transaction>) {
+        Pairer::finish(self, out);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,113 @@
+//! NXDOMAIN storms: one client producing NXDOMAINs for search-suffixed
+//! names at a high rate.
+
+use std::collections::HashMap;
+
+use super::{
+    Analyzer, Arc, Att, Finding, IpAddr, NameCount, NxdomainStorm, PodRef, RCODE_NXDOMAIN, VecDeque, ends_with_label, ms,
+    secs,
+};
+
+/// Most names listed as top offenders of an NXDOMAIN storm.
+pub(super) const STORM_TOP: usize = 5;
+
+/// Who an NXDOMAIN storm is counted for: the client pod, else its address
+/// (kept as values: formatting them for every NXDOMAIN was a measurable cost).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) enum StormKey {
+    Pod(PodRef),
+    Ip(IpAddr),
+}
+
+impl std::fmt::Display for StormKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Pod(p) => p.fmt(f),
+            Self::Ip(ip) => ip.fmt(f),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct StormState {
+    pub(super) events: VecDeque<(u64, Arc<str>)>,
+    pub(super) quiet_until: u64,
+}
+
+impl Analyzer {
+    /// Forgets clients whose storm window has long passed.
+    pub(super) fn expire_storms(&mut self, now: u64, keep_ns: u64) {
+        self.storms.retain(|_, s| s.events.back().is_some_and(|(ts, _)| ts.saturating_add(keep_ns) >= now));
+    }
+
+    pub(super) fn count_storm(&mut self, att: &Att, out: &mut Vec<Finding>) {
+        if att.tx.rcode != Some(RCODE_NXDOMAIN) {
+            return;
+        }
+        let suffixed = match self.conf_for(&att.tx).as_ref().and_then(|c| c.parsed.as_ref()) {
+            Some(c) => c.search.iter().any(|s| ends_with_label(&att.lname, s)),
+            None if self.known_suffixes.map.is_empty() => true,
+            None => self.known_suffixes.map.keys().any(|s| ends_with_label(&att.lname, s)),
+        };
+        if !suffixed {
+            return;
+        }
+        let key = att.tx.client_pod.as_ref().map_or(StormKey::Ip(att.tx.client.ip), |p| StormKey::Pod(p.clone()));
+        if !self.storms.contains_key(&key) && self.storms.len() >= self.cfg.max_clients.max(1) {
+            return;
+        }
+        let window = self.cfg.storm_window_ns.max(1);
+        let threshold = (u64::from(self.cfg.storm_per_sec) * window / 1_000_000_000).max(1);
+        let cap = usize::try_from(threshold).unwrap_or(usize::MAX).saturating_mul(2).min(100_000);
+        let ts = att.tx.ts_ns;
+        let s = self.storms.entry(key.clone()).or_default();
+        if s.events.len() >= cap {
+            s.events.pop_front();
+        }
+        let pos = s.events.partition_point(|(t, _)| *t <= ts);
+        s.events.insert(pos, (ts, att.lname.clone()));
+        let newest = s.events.back().map_or(ts, |(t, _)| *t);
+        while s.events.front().is_some_and(|(t, _)| t.saturating_add(window) < newest) {
+            s.events.pop_front();
+        }
+        if (s.events.len() as u64) < threshold || newest < s.quiet_until {
+            return;
+        }
+        let mut counts: HashMap<&str, u32> = HashMap::new();
+        for (_, n) in &s.events {
+            *counts.entry(&**n).or_default() += 1;
+        }
+        let mut top: Vec<NameCount> =
+            counts.into_iter().map(|(q, count)| NameCount { qname: q.to_owned(), count }).collect();
+        top.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.qname.cmp(&b.qname)));
+        top.truncate(STORM_TOP);
+        let n = s.events.len() as u32;
+        let span = s.events.front().map_or(window, |(t, _)| newest.saturating_sub(*t)).max(1_000_000_000);
+        let rate = f64::from(n) / (span as f64 / 1e9);
+        let cause = format!(
+            "{key} got {n} NXDOMAIN answers for search-suffixed names in {:.1} s ({rate:.1}/s), most for {}",
+            secs(span),
+            top.first().map_or("?", |t| t.qname.as_str())
+        );
+        out.push(Finding::NxdomainStorm(NxdomainStorm {
+            cause,
+            ts_ns: newest,
+            pod: match &key {
+                StormKey::Pod(p) => Some(p.to_string()),
+                StormKey::Ip(_) => None,
+            },
+            client: key.to_string(),
+            nxdomain: n,
+            window_ms: ms(span),
+            rate_per_s: rate,
+            top_names: top,
+            advice: vec![
+                "Each short name costs one NXDOMAIN per search suffix (ndots:5): use fully-qualified names with a trailing dot in the application's configuration.".to_owned(),
+                "Lower ndots for this pod: spec.dnsConfig.options: [{name: ndots, value: \"2\"}].".to_owned(),
+                "Cache negative answers close to the client (NodeLocal DNSCache) to spare the cluster DNS.".to_owned(),
+            ],
+        }));
+        s.quiet_until = newest.saturating_add(window);
+        s.events.clear();
+    }
+}

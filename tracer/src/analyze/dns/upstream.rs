@@ -1,0 +1,302 @@
+//! Upstream timeouts: a resolver forwarded a client's query to an upstream
+//! that did not answer (or answered SERVFAIL), and the client waited.
+
+use super::{
+    Analyzer, Arc, Att, Bounded, ClientKey, Endpoint, FastMap, Finding, ForwardedUpstream, IpAddr, MAX_CHAIN_ATTEMPTS,
+    PARALLEL_NS, Party, RCODE_SERVFAIL, Transaction, UpstreamTimeout, VecDeque, ms, qtype_name, secs, settled_at, times,
+    union_len,
+};
+
+/// Most client queries remembered per name and resolver.
+pub(super) const MAX_PER_NAME: usize = 32;
+
+/// A client query as the resolver received it.
+#[derive(Clone, Debug)]
+pub(super) struct ClientQuery {
+    pub(super) key: ClientKey,
+    pub(super) lname: Arc<str>,
+    pub(super) ts: u64,
+    pub(super) end: Option<u64>,
+    pub(super) tx: Arc<Transaction>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct ResolverState {
+    /// Per client: (start, name) of its recent queries to this resolver, in
+    /// start order (to see when it gave up waiting and moved on).
+    pub(super) clients: FastMap<ClientKey, VecDeque<(u64, Arc<str>)>>,
+    /// Per name: recent client queries (to correlate forwards).
+    pub(super) by_name: Bounded<Arc<str>, VecDeque<ClientQuery>>,
+    pub(super) last_ts: u64,
+}
+
+#[derive(Debug)]
+pub(super) struct UpGroup {
+    pub(super) resolver_ip: IpAddr,
+    pub(super) upstream: Endpoint,
+    pub(super) lname: String,
+    pub(super) first_ts: u64,
+    pub(super) last_ts: u64,
+    pub(super) attempts: u32,
+    pub(super) servfail: u32,
+    pub(super) qtypes: Vec<u16>,
+    pub(super) forwarder: Arc<Transaction>,
+    /// Client queries that waited (deduplicated by client, id, qtype, start).
+    pub(super) waiting: Vec<ClientQuery>,
+}
+
+impl Analyzer {
+    /// Checks the failed transactions every client query before which is now known.
+    pub(super) fn settle_forwards(&mut self, now: u64) {
+        while self.pending_fwd.front().is_some_and(|a| settled_at(&self.cfg, a.tx.ts_ns) <= now) {
+            if let Some(a) = self.pending_fwd.pop_front() {
+                self.check_upstream(&a);
+            }
+        }
+    }
+
+    /// Reports the forward groups that can no longer grow; forgets old queries.
+    pub(super) fn expire_upstream(&mut self, now: u64, keep_ns: u64, out: &mut Vec<Finding>) {
+        // A forward joins a group if it started within one pairing timeout of
+        // the group's last forward, and reaches us (timed out) one more
+        // timeout later: only then can the group be complete. Settling any
+        // earlier splits one wait into two findings that count it twice.
+        let settle = self.cfg.pair_timeout_ns.saturating_mul(2).saturating_add(self.cfg.grace_ns);
+        let (done, open): (Vec<UpGroup>, Vec<UpGroup>) =
+            std::mem::take(&mut self.upstream).into_iter().partition(|g| g.last_ts.saturating_add(settle) <= now);
+        self.upstream = open;
+        for g in done {
+            out.push(Finding::UpstreamTimeout(self.report_upstream(g)));
+        }
+        for r in self.resolvers.values_mut() {
+            r.clients.retain(|_, qs| {
+                while qs.front().is_some_and(|(ts, _)| ts.saturating_add(keep_ns) < now) {
+                    qs.pop_front();
+                }
+                !qs.is_empty()
+            });
+            r.by_name.retain(|_, qs| {
+                while qs.front().is_some_and(|q| q.ts.saturating_add(keep_ns) < now) {
+                    qs.pop_front();
+                }
+                !qs.is_empty()
+            });
+        }
+        self.resolvers.retain(|_, r| !r.clients.is_empty() || r.last_ts.saturating_add(keep_ns) >= now);
+    }
+
+    /// Remembers client queries per resolver (server IP).
+    pub(super) fn track_resolver(&mut self, att: &Att) {
+        let tx = &att.tx;
+        let ip = tx.server.ip;
+        if let Some(p) = &tx.server_pod {
+            self.resolver_pods.insert(p.clone(), ip, self.cfg.max_evidence);
+        }
+        if let Some(r) = tx.resolver
+            && r.ip != ip
+        {
+            self.resolver_addrs.insert(r.ip, ip, self.cfg.max_evidence);
+        }
+        if let Some(p) = &tx.server_process {
+            self.resolver_pids.insert((p.pid, tx.node.clone()), ip, self.cfg.max_evidence);
+        }
+        if !self.resolvers.contains_key(&ip) && self.resolvers.len() >= self.cfg.max_clients.max(1) {
+            return;
+        }
+        let r = self.resolvers.entry(ip).or_default();
+        r.last_ts = r.last_ts.max(tx.ts_ns);
+        let key = ClientKey::of(tx);
+        if r.clients.contains_key(&key) || r.clients.len() < self.cfg.max_clients.max(1) {
+            let qs = r.clients.entry(key.clone()).or_default();
+            if qs.len() >= self.cfg.max_attempts_per_client.max(1) {
+                qs.pop_front();
+            }
+            let pos = qs.partition_point(|(ts, _)| *ts <= tx.ts_ns);
+            qs.insert(pos, (tx.ts_ns, att.lname.clone()));
+        }
+        if let Some(qs) = r.by_name.get_or_insert(&att.lname, self.cfg.max_evidence) {
+            if qs.len() >= MAX_PER_NAME {
+                qs.pop_front();
+            }
+            qs.push_back(ClientQuery { key, lname: att.lname.clone(), ts: tx.ts_ns, end: tx.end_ns, tx: tx.clone() });
+        }
+    }
+
+    /// The resolver (by its service IP) that sent `tx`, if `tx` is a forward.
+    pub(super) fn forwarder_of(&self, tx: &Transaction) -> Option<IpAddr> {
+        if self.resolvers.get(&tx.client.ip).is_some_and(|r| r.clients.keys().any(|k| k.ip != tx.client.ip)) {
+            return Some(tx.client.ip);
+        }
+        if let Some(ip) = tx.client_pod.as_ref().and_then(|p| self.resolver_pods.get(p)) {
+            return Some(*ip);
+        }
+        if let Some(ip) = self.resolver_addrs.get(&tx.client.ip) {
+            return Some(*ip);
+        }
+        tx.process.as_ref().and_then(|p| self.resolver_pids.get(&(p.pid, tx.node.clone()))).copied()
+    }
+
+    /// Where `lname` was forwarded, from correlated or still pending forwards.
+    pub(super) fn forwarded_for(&self, lname: &str) -> Option<ForwardedUpstream> {
+        if let Some(f) = self.forwarded.get(&lname.to_owned()) {
+            return Some(f.clone());
+        }
+        self.pending_fwd.iter().filter(|u| *u.lname == *lname).find_map(|u| {
+            let rip = self.forwarder_of(&u.tx)?;
+            Some(ForwardedUpstream {
+                qname: u.lname.to_string(),
+                resolver: rip.to_string(),
+                upstream: u.tx.server.to_string(),
+            })
+        })
+    }
+
+    pub(super) fn check_upstream(&mut self, att: &Att) {
+        let u = &att.tx;
+        if !(u.timed_out || u.rcode == Some(RCODE_SERVFAIL)) {
+            return;
+        }
+        let Some(rip) = self.forwarder_of(u) else { return };
+        let Some(r) = self.resolvers.get(&rip) else { return };
+        let lo = u.ts_ns.saturating_sub(self.cfg.pair_timeout_ns);
+        // A client query the forward served: same name, still waiting when it was sent.
+        let waiting: Vec<ClientQuery> = r
+            .by_name
+            .get(&att.lname)
+            .into_iter()
+            .flatten()
+            .filter(|q| q.key.ip != u.client.ip)
+            .filter(|q| q.ts >= lo && q.ts <= u.ts_ns.saturating_add(PARALLEL_NS))
+            .filter(|q| q.end.is_none_or(|e| e >= u.ts_ns))
+            .cloned()
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        let resolver_addr = waiting.first().map_or_else(|| rip.to_string(), |q| q.tx.server.to_string());
+        self.forwarded.insert(
+            att.lname.to_string(),
+            ForwardedUpstream { qname: att.lname.to_string(), resolver: resolver_addr, upstream: u.server.to_string() },
+            self.cfg.max_evidence,
+        );
+        let group = self.upstream.iter_mut().find(|g| {
+            g.resolver_ip == rip
+                && g.upstream == u.server
+                && *g.lname == *att.lname
+                && u.ts_ns <= g.last_ts.saturating_add(self.cfg.pair_timeout_ns)
+        });
+        let n = 1 + u.retransmits;
+        let sf = u32::from(u.rcode == Some(RCODE_SERVFAIL));
+        if let Some(g) = group {
+            g.attempts = g.attempts.saturating_add(n);
+            g.servfail += sf;
+            g.first_ts = g.first_ts.min(u.ts_ns);
+            g.last_ts = g.last_ts.max(u.ts_ns);
+            if !g.qtypes.contains(&u.qtype) {
+                g.qtypes.push(u.qtype);
+            }
+            for q in waiting {
+                let dup = g
+                    .waiting
+                    .iter()
+                    .any(|w| w.key == q.key && w.ts == q.ts && w.tx.id == q.tx.id && w.tx.qtype == q.tx.qtype);
+                if !dup && g.waiting.len() < MAX_CHAIN_ATTEMPTS {
+                    g.waiting.push(q);
+                }
+            }
+        } else {
+            if self.upstream.len() >= self.cfg.max_clients.max(1) {
+                return;
+            }
+            let mut waiting = waiting;
+            waiting.truncate(MAX_CHAIN_ATTEMPTS);
+            self.upstream.push(UpGroup {
+                resolver_ip: rip,
+                upstream: u.server,
+                lname: att.lname.to_string(),
+                first_ts: u.ts_ns,
+                last_ts: u.ts_ns,
+                attempts: n,
+                servfail: sf,
+                qtypes: vec![u.qtype],
+                forwarder: u.clone(),
+                waiting,
+            });
+        }
+    }
+
+    pub(super) fn report_upstream(&self, g: UpGroup) -> UpstreamTimeout {
+        let r = self.resolvers.get(&g.resolver_ip);
+        // How long each client waited: until the answer, or until the same
+        // client moved on to another name (it gave up), or the pairing timeout.
+        let wait_end = |q: &ClientQuery| -> u64 {
+            if let Some(e) = q.end {
+                return e;
+            }
+            let next = r
+                .and_then(|r| r.clients.get(&q.key))
+                .and_then(|qs| qs.iter().filter(|(ts, n)| *ts > q.ts && *n != q.lname).map(|(ts, _)| *ts).min());
+            next.unwrap_or_else(|| q.ts.saturating_add(self.cfg.pair_timeout_ns))
+        };
+        let waited = union_len(g.waiting.iter().map(|q| (q.ts, wait_end(q))));
+        let first = g.waiting.iter().min_by_key(|q| q.ts);
+        let resolver = Party {
+            pod: first
+                .and_then(|q| q.tx.server_pod.as_ref())
+                .or(g.forwarder.client_pod.as_ref())
+                .map(ToString::to_string),
+            process: first.and_then(|q| q.tx.server_process.clone()).or_else(|| g.forwarder.process.clone()),
+            address: first.map_or_else(|| g.resolver_ip.to_string(), |q| q.tx.server.to_string()),
+        };
+        let client = Party {
+            pod: first.and_then(|q| q.tx.client_pod.as_ref()).map(ToString::to_string),
+            process: first.and_then(|q| q.tx.process.clone()),
+            address: first.map_or_else(String::new, |q| q.tx.client.to_string()),
+        };
+        let tail = g.lname.rsplit('.').next().unwrap_or(&g.lname).to_owned();
+        let advice = vec![
+            format!(
+                "The upstream {} does not answer for {}: fix or replace it, or stop sending it such names.",
+                g.upstream, g.lname
+            ),
+            format!(
+                "Answer *.{tail} locally so it fails fast: in CoreDNS add a server block `{tail}:53 {{ template ANY ANY {{ rcode NXDOMAIN }} }}` (or a stub domain / forward to a server that answers; dnsmasq: `local=/{tail}/`)."
+            ),
+            format!(
+                "If *.{tail} comes from a search suffix, remove `{tail}` from the node's /etc/resolv.conf that kubelet copies into pods (or point kubelet --resolv-conf at a file without it)."
+            ),
+        ];
+        let who = resolver.pod.clone().unwrap_or_else(|| resolver.address.clone());
+        let fails = if g.servfail == g.attempts {
+            "answered SERVFAIL".to_owned()
+        } else if g.servfail == 0 {
+            "never answered".to_owned()
+        } else {
+            format!("never answered or SERVFAILed ({} SERVFAIL)", g.servfail)
+        };
+        let cause = format!(
+            "{who} forwarded {} to the upstream {} {}, which {fails}; {} client quer{} waited {:.1} s",
+            g.lname,
+            g.upstream,
+            times(g.attempts),
+            g.waiting.len(),
+            if g.waiting.len() == 1 { "y" } else { "ies" },
+            secs(waited)
+        );
+        UpstreamTimeout {
+            cause,
+            ts_ns: g.first_ts,
+            node: g.forwarder.node.clone(),
+            resolver,
+            upstream: g.upstream.to_string(),
+            qname: g.lname,
+            qtypes: g.qtypes.into_iter().map(qtype_name).collect(),
+            attempts: g.attempts,
+            servfail: g.servfail,
+            waited_ms: ms(waited),
+            client,
+            client_queries: g.waiting.len() as u32,
+            advice,
+        }
+    }
+}
