@@ -1,0 +1,3 @@
+//! The typed values every stage passes on and every sink renders.
+
+pub mod drops;
