@@ -389,6 +389,7 @@ pub struct DropsSink<W: Write> {
 
 impl<W: Write> DropsSink<W> {
     /// A sink printing to `out`.
+    #[must_use]
     pub fn new(out: W, format: DropsFormat, all: bool) -> Self {
         Self { out, format, all, shown: 0, error: None }
     }
@@ -438,5 +439,279 @@ impl<W: Write> Sink for DropsSink<W> {
 
     fn flush_output(&mut self) {
         let _ = self.out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{net::IpAddr, sync::Arc};
+
+    use serde_json::Value;
+
+    use super::*;
+
+    /// What `ktrace drops` printed before the typed views: the record's
+    /// serde form through `serde_json::Value` (sorted keys), `type` added,
+    /// `first_ts`/`last_ts` rendered.
+    fn old_json(r: &DropOutput) -> String {
+        let mut v = match r {
+            DropOutput::Drop(d) => serde_json::to_value(d),
+            DropOutput::Conn(c) => serde_json::to_value(c),
+            DropOutput::Finding(f) => serde_json::to_value(f),
+        }
+        .unwrap();
+        if let Value::Object(m) = &mut v {
+            m.insert("type".into(), Value::String(r.type_name().into()));
+            for k in ["first_ts_ns", "last_ts_ns"] {
+                if let Some(ns) = m.get(k).and_then(Value::as_u64) {
+                    m.insert(k.trim_end_matches("_ns").to_owned(), Value::String(rfc3339(i128::from(ns))));
+                }
+            }
+        }
+        v.to_string()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn drop_row(vxlan: bool) -> DropRow {
+        DropRow {
+            reason: Arc::from("NETFILTER_DROP"),
+            count: 3,
+            src: Some(ip("10.244.1.20")),
+            dst: vxlan.then(|| ip("fd00::2")),
+            proto: Some("tcp"),
+            sport: Some(51_000),
+            dport: vxlan.then_some(8080),
+            src_pod: Some("a/client".into()),
+            dst_pod: None,
+            node: vxlan.then(|| Arc::from("node-b")),
+            ifindex: 3,
+            dev: None,
+            netns: 4_026_532_001,
+            netns_pod: vxlan.then(|| "a/x".into()),
+            first_ts_ns: 1_765_000_000_123_456_789,
+            last_ts_ns: 1_765_000_001_000_000_000,
+            samples: vec!["+0.000ms tcp \"quoted\" \\ é".into()],
+            inner: vxlan.then(|| FlowTuple {
+                src: ip("10.244.1.20"),
+                dst: ip("10.244.2.30"),
+                proto: "tcp",
+                sport: 1,
+                dport: 2,
+            }),
+            outer_src: vxlan.then(|| ip("192.168.77.10")),
+            outer_dst: vxlan.then(|| ip("192.168.77.11")),
+            outer_proto: vxlan.then_some("udp"),
+            outer_dport: vxlan.then_some(4789),
+            background: !vxlan,
+        }
+    }
+
+    fn conn(process: bool) -> ConnFail {
+        ConnFail {
+            kind: if process { ConnFailKind::Refused } else { ConnFailKind::Timeout },
+            src: ip("10.244.1.20"),
+            dst: Endpoint { ip: ip("fd00::1"), port: 443 },
+            src_pod: process.then(|| "a/client".into()),
+            dst_pod: None,
+            process: process.then(|| ProcessBrief { pid: 42, comm: "curl".into() }),
+            count: 2,
+            syn_retransmits: 5,
+            node: Some(Arc::from("node-a")),
+            first_ts_ns: 5,
+            last_ts_ns: 7,
+            pending: !process,
+        }
+    }
+
+    fn findings() -> Vec<DropFinding> {
+        vec![
+            DropFinding::FabricLoss(FabricLoss {
+                from_node: Arc::from("node-a"),
+                to_node: Arc::from("node-b"),
+                packets: 300,
+                delivered: 0,
+                proto: "udp",
+                dport: 4789,
+                outer_src: ip("192.168.77.10"),
+                outer_dst: ip("192.168.77.11"),
+                encapsulation: Some("vxlan"),
+                inner_src: ip("10.244.1.20"),
+                inner_dst: ip("10.244.2.30"),
+                inner_src_pod: Some("a/client".into()),
+                inner_dst_pod: None,
+                inner_proto: "tcp",
+                inner_dport: 8080,
+                first_ts_ns: 1,
+                last_ts_ns: 2,
+                cause: "lost".into(),
+                advice: vec!["one".into(), "two\nlines".into()],
+            }),
+            DropFinding::OverlayWrongSource(OverlayWrongSource {
+                node: Arc::from("node-b"),
+                outer_src: ip("10.0.0.99"),
+                expected: vec![ip("192.168.77.11"), ip("fd00::11")],
+                outer_dst: ip("192.168.77.10"),
+                to_node: None,
+                dport: 4789,
+                packets: 20,
+                first_ts_ns: 0,
+                last_ts_ns: 19_000_000,
+                cause: "wrong".into(),
+                advice: vec![],
+            }),
+        ]
+    }
+
+    #[test]
+    fn typed_json_is_what_the_value_walk_printed() {
+        let mut all: Vec<DropOutput> = vec![
+            DropOutput::Drop(drop_row(true)),
+            DropOutput::Drop(drop_row(false)),
+            DropOutput::Conn(conn(true)),
+            DropOutput::Conn(conn(false)),
+        ];
+        all.extend(findings().into_iter().map(DropOutput::Finding));
+        for r in &all {
+            assert_eq!(output_json(r).unwrap(), old_json(r), "{r:?}");
+        }
+        // The agent's finding stream: no RFC 3339 times.
+        for f in findings() {
+            let mut v = serde_json::to_value(&f).unwrap();
+            if let Value::Object(m) = &mut v {
+                m.insert("type".into(), "finding".into());
+            }
+            assert_eq!(finding_json(&f, false).unwrap(), v.to_string());
+        }
+    }
+
+    #[test]
+    fn stats_record_keeps_its_order() {
+        let w = vec!["w".to_owned()];
+        let s = DropsStatsJson {
+            nodes_without_underlay: Some(vec!["node-b"]),
+            shown: 3,
+            ty: "stats",
+            underlay_fingerprints: Some(0),
+            underlay_packets: 9,
+            warnings: &w,
+        };
+        let old = serde_json::json!({
+            "type": "stats", "shown": 3, "warnings": w, "underlay_packets": 9,
+            "underlay_fingerprints": 0, "nodes_without_underlay": ["node-b"],
+        });
+        assert_eq!(serde_json::to_string(&s).unwrap(), old.to_string());
+        let s = DropsStatsJson { nodes_without_underlay: None, underlay_fingerprints: None, ..s };
+        let old = serde_json::json!({"type": "stats", "shown": 3, "warnings": w, "underlay_packets": 9});
+        assert_eq!(serde_json::to_string(&s).unwrap(), old.to_string());
+    }
+
+    fn s(v: &Value, k: &str) -> String {
+        match v.get(k) {
+            None | Some(Value::Null) => "-".into(),
+            Some(Value::String(x)) => x.clone(),
+            Some(x) => x.to_string(),
+        }
+    }
+
+    fn pod_or(v: &Value, pod: &str, addr: &str) -> String {
+        match v.get(pod).and_then(Value::as_str) {
+            Some(p) => p.to_owned(),
+            None => s(v, addr),
+        }
+    }
+
+    /// The table line of old, from the JSON form.
+    fn old_line(v: &Value, width: Option<usize>, colour: bool) -> String {
+        if v["type"] == "drop" {
+            let tag = if colour { Style::Bad.paint("DROP") } else { "DROP".to_owned() };
+            fit_line(
+                vec![
+                    Seg::fixed(format!(
+                        "{tag}  {:<22} x{:<5} {} ",
+                        s(v, "reason"),
+                        v.get("count").and_then(Value::as_u64).unwrap_or(0),
+                        s(v, "proto")
+                    )),
+                    Seg::name(pod_or(v, "src_pod", "src"), 16),
+                    Seg::fixed(" -> "),
+                    Seg::name(pod_or(v, "dst_pod", "dst"), 16),
+                    Seg::fixed(format!(" {}:{}", s(v, "dst"), s(v, "dport"))),
+                    Seg::optional(format!("  node={}", s(v, "node")), 2),
+                    Seg::optional(format!(" dev={}", s(v, "dev")), 1),
+                    Seg::optional(
+                        v.get("inner").filter(|x| !x.is_null()).map_or(String::new(), |i| format!("  inner: {i}")),
+                        1,
+                    ),
+                ],
+                width.map(|w| w + tag.len() - 4),
+            )
+        } else {
+            let tag = if colour { Style::Bad.paint("CONN") } else { "CONN".to_owned() };
+            fit_line(
+                vec![
+                    Seg::fixed(format!(
+                        "{tag}  {:<22} x{:<5} ",
+                        s(v, "kind"),
+                        v.get("count").and_then(Value::as_u64).unwrap_or(0)
+                    )),
+                    Seg::name(pod_or(v, "src_pod", "src"), 16),
+                    Seg::fixed(" -> "),
+                    Seg::name(s(v, "dst"), 16),
+                    Seg::optional(
+                        format!(
+                            "  process={}",
+                            v.get("process").map_or("-".into(), |p| format!("{}[{}]", s(p, "comm"), s(p, "pid")))
+                        ),
+                        2,
+                    ),
+                    Seg::optional(format!(" node={}", s(v, "node")), 1),
+                ],
+                width.map(|w| w + tag.len() - 4),
+            )
+        }
+    }
+
+    #[test]
+    fn typed_table_lines_are_the_old_lines() {
+        let rows = [
+            DropOutput::Drop(drop_row(true)),
+            DropOutput::Drop(drop_row(false)),
+            DropOutput::Conn(conn(true)),
+            DropOutput::Conn(conn(false)),
+        ];
+        for r in &rows {
+            let v: Value = serde_json::from_str(&old_json(r)).unwrap();
+            for width in [None, Some(40), Some(80), Some(200)] {
+                for colour in [false, true] {
+                    let new = match r {
+                        DropOutput::Drop(d) => drop_line(d, width, colour),
+                        DropOutput::Conn(c) => conn_line(c, width, colour),
+                        DropOutput::Finding(_) => unreachable!(),
+                    };
+                    assert_eq!(new, old_line(&v, width, colour), "{r:?} {width:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn typed_finding_lines_are_the_old_description() {
+        for f in findings() {
+            let v: Value = serde_json::from_str(&old_json(&DropOutput::Finding(f.clone()))).unwrap();
+            assert_eq!(finding_lines(&f), crate::output::table::describe(&v));
+        }
+    }
+
+    #[test]
+    fn table_lines_of_missing_fields() {
+        let l = conn_line(&conn(false), None, false);
+        assert!(l.contains("process=-[-]") && l.contains("timeout"), "{l}");
+        let l = drop_line(&drop_row(false), None, false);
+        assert!(l.contains(" -:-") && l.contains("node=-") && !l.contains("inner:"), "{l}");
+        let l = drop_line(&drop_row(true), None, false);
+        assert!(l.contains(r#"inner: {"dport":2,"dst":"10.244.2.30","proto":"tcp","sport":1,"src":"10.244.1.20"}"#), "{l}");
     }
 }

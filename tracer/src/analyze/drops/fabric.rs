@@ -10,7 +10,7 @@ use std::{
     sync::Arc,
 };
 
-use super::{DropConfig, DropStats, MS, NO_NODE, Who, overlay::OverlayCheck, pod_string, report, who};
+use super::{DropConfig, DropStats, NO_NODE, Who, overlay::OverlayCheck, pod_string, report, who};
 use crate::{
     analyze::Detector,
     decode::packet::{Headers, PROTO_TCP, proto_name},
@@ -36,8 +36,6 @@ pub(super) const GRO_MIN_LEN: u32 = 1600;
 const MAX_GRO_FLOWS: usize = 65_536;
 /// Ranges remembered per flow.
 const GRO_RANGES: usize = 8;
-
-const _: u64 = MS;
 
 pub(super) fn is_unicast(ip: IpAddr) -> bool {
     match ip {
