@@ -296,7 +296,7 @@ fn ipv6(data: &[u8]) -> Result<L3, PacketError> {
 
 /// ICMP.
 pub const PROTO_ICMP: u8 = 1;
-/// ICMPv6.
+/// `ICMPv6`.
 pub const PROTO_ICMPV6: u8 = 58;
 /// SCTP.
 pub const PROTO_SCTP: u8 = 132;

@@ -28,7 +28,7 @@ impl Filter {
 
     fn drop_matches(&self, nodes: &[Option<&str>], pods: &[Option<&str>]) -> bool {
         if let Some(n) = &self.node
-            && !nodes.iter().any(|x| *x == Some(n.as_str()))
+            && !nodes.contains(&Some(n.as_str()))
         {
             return false;
         }
