@@ -129,7 +129,11 @@ fn from_files(
     Ok((pipe, warnings, Some(underlay)))
 }
 
-fn live(g: &Global, args: &DropsArgs, filter: Filter) -> anyhow::Result<(DropsPipeline, Vec<String>, Option<UnderlaySeen>)> {
+fn live(
+    g: &Global,
+    args: &DropsArgs,
+    filter: Filter,
+) -> anyhow::Result<(DropsPipeline, Vec<String>, Option<UnderlaySeen>)> {
     let underlay = crate::compose::underlay::resolve(&args.underlay)?;
     let cfg = CaptureConfig { drops: true, underlay: underlay.clone(), ..CaptureConfig::default() };
     crate::source::live::hold_stop_signals();

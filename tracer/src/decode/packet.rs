@@ -290,7 +290,6 @@ fn ipv6(data: &[u8]) -> Result<L3, PacketError> {
     Err(PacketError::Malformed(off))
 }
 
-
 // ---------------------------------------------------------------------------
 // The lax parser: drops, fabric correlation and the agent's attribution.
 

@@ -282,7 +282,6 @@ pub struct DropReport {
     pub findings: Vec<DropFinding>,
 }
 
-
 impl DropFinding {
     /// The nodes it is about (sender, receiver), for `--node`.
     #[must_use]
@@ -366,4 +365,30 @@ impl DropReport {
 
 fn display<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::tcp_state::{CLOSE, ESTABLISHED, SYN_RECV, SYN_SENT};
+
+    #[test]
+    fn one_vocabulary_for_rows_and_metrics() {
+        for k in [ConnFailKind::Refused, ConnFailKind::Timeout, ConnFailKind::Reset] {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+        let label = |k| ConnSignal::of(k).map(ConnSignal::label);
+        // The agent's label values of earlier releases, unchanged.
+        assert_eq!(label(ConnKind::ResetReceived { state: SYN_SENT }), Some("refused"));
+        assert_eq!(label(ConnKind::ResetReceived { state: ESTABLISHED }), Some("reset"));
+        assert_eq!(label(ConnKind::ResetReceived { state: SYN_RECV }), Some("reset"));
+        assert_eq!(label(ConnKind::Retransmit { state: SYN_SENT }), Some("syn_retransmit"));
+        assert_eq!(label(ConnKind::Retransmit { state: ESTABLISHED }), Some("retransmit"));
+        assert_eq!(label(ConnKind::ResetSent { state: ESTABLISHED }), None);
+        assert_eq!(label(ConnKind::State { old: SYN_SENT, new: CLOSE }), None);
+        assert_eq!(
+            ConnSignal::of(ConnKind::ResetReceived { state: SYN_SENT }),
+            Some(ConnSignal::Failed(ConnFailKind::Refused))
+        );
+    }
 }

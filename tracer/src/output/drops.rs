@@ -712,6 +712,9 @@ mod tests {
         let l = drop_line(&drop_row(false), None, false);
         assert!(l.contains(" -:-") && l.contains("node=-") && !l.contains("inner:"), "{l}");
         let l = drop_line(&drop_row(true), None, false);
-        assert!(l.contains(r#"inner: {"dport":2,"dst":"10.244.2.30","proto":"tcp","sport":1,"src":"10.244.1.20"}"#), "{l}");
+        assert!(
+            l.contains(r#"inner: {"dport":2,"dst":"10.244.2.30","proto":"tcp","sport":1,"src":"10.244.1.20"}"#),
+            "{l}"
+        );
     }
 }

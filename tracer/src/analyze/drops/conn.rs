@@ -300,22 +300,20 @@ impl ConnRows {
     pub(super) fn rows(&mut self, name: impl Fn(u16) -> Option<Arc<str>>, out: &mut Vec<ConnFail>) {
         let conns: Vec<(ConnKey, ConnAgg)> = self.conns.drain().collect();
         let start = out.len();
-        out.extend(conns
-            .into_iter()
-            .map(|(k, a)| ConnFail {
-                kind: k.kind,
-                src: a.src,
-                dst: k.dst,
-                src_pod: pod_string(&k.src),
-                dst_pod: a.dst_pod.map(|p| p.to_string()),
-                process: a.process,
-                count: a.count,
-                syn_retransmits: a.syn_retx,
-                node: name(a.node),
-                first_ts_ns: a.first_ts,
-                last_ts_ns: a.last_ts,
-                pending: k.pending,
-            }));
+        out.extend(conns.into_iter().map(|(k, a)| ConnFail {
+            kind: k.kind,
+            src: a.src,
+            dst: k.dst,
+            src_pod: pod_string(&k.src),
+            dst_pod: a.dst_pod.map(|p| p.to_string()),
+            process: a.process,
+            count: a.count,
+            syn_retransmits: a.syn_retx,
+            node: name(a.node),
+            first_ts_ns: a.first_ts,
+            last_ts_ns: a.last_ts,
+            pending: k.pending,
+        }));
         out[start..].sort_by(|a, b| b.count.cmp(&a.count).then(a.first_ts_ns.cmp(&b.first_ts_ns)));
     }
 }

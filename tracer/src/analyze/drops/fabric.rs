@@ -92,7 +92,6 @@ impl Nodes {
         self.list.get(usize::from(i)).map(|n| n.name.clone())
     }
 
-
     pub(super) fn learn(&mut self, ip: IpAddr, node: u16) {
         if !is_unicast(ip) || self.learned.len() >= MAX_LEARNED {
             return;
@@ -163,7 +162,6 @@ pub(super) struct LossAgg {
 
 /// Delivered packets per (from, to, proto, dport): count and largest size.
 type PathKey = (u16, u16, u8, u16);
-
 
 /// One underlay (tc) packet, parsed, for [`FabricCorrelator`].
 #[derive(Clone, Copy, Debug)]
@@ -377,7 +375,15 @@ impl Fabric {
             }
             self.pending.insert(
                 fp,
-                Pending { first_ts: ts, last_ts: ts, count: 1, node, wire_len: p.wire_len, key: hdr.key(&self.hasher), hdr },
+                Pending {
+                    first_ts: ts,
+                    last_ts: ts,
+                    count: 1,
+                    node,
+                    wire_len: p.wire_len,
+                    key: hdr.key(&self.hasher),
+                    hdr,
+                },
             );
             self.pending_q.push_back((ts, fp));
             if self.pending_q.len() > self.cfg.max_pending.saturating_mul(2) {
@@ -687,7 +693,7 @@ impl Fabric {
     fn finding_rows(&mut self, enr: &Enricher, out: &mut Vec<DropFinding>) {
         let mut losses: Vec<(LossKey, LossAgg)> = self.losses.drain().collect();
         losses.sort_by(|a, b| b.1.packets.cmp(&a.1.packets).then(a.1.first_ts.cmp(&b.1.first_ts)));
-                let mut between: HashMap<(u16, u16), u64> = HashMap::new();
+        let mut between: HashMap<(u16, u16), u64> = HashMap::new();
         for (p, v) in &self.delivered {
             *between.entry((p.0, p.1)).or_default() += v.0;
         }

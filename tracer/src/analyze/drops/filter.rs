@@ -15,7 +15,9 @@ impl Filter {
                 &[d.node.as_deref()],
                 &[d.src_pod.as_deref(), d.dst_pod.as_deref(), d.netns_pod.as_deref()],
             ),
-            DropOutput::Conn(c) => self.drop_matches(&[c.node.as_deref()], &[c.src_pod.as_deref(), c.dst_pod.as_deref()]),
+            DropOutput::Conn(c) => {
+                self.drop_matches(&[c.node.as_deref()], &[c.src_pod.as_deref(), c.dst_pod.as_deref()])
+            }
             DropOutput::Finding(f) => self.drop_finding(f),
         }
     }
@@ -47,5 +49,55 @@ impl Filter {
             None => w == name,
         });
         ok_ns && ok_pod
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::{
+        event::Endpoint,
+        model::drops::{ConnFail, ConnFailKind, DropOutput},
+        pipeline::Filter,
+    };
+
+    fn conn(node: &str, src_pod: Option<&str>) -> DropOutput {
+        DropOutput::Conn(ConnFail {
+            kind: ConnFailKind::Refused,
+            src: "10.0.0.1".parse().unwrap(),
+            dst: Endpoint { ip: "10.0.0.2".parse().unwrap(), port: 80 },
+            src_pod: src_pod.map(str::to_owned),
+            dst_pod: None,
+            process: None,
+            count: 1,
+            syn_retransmits: 0,
+            node: Some(Arc::from(node)),
+            first_ts_ns: 0,
+            last_ts_ns: 0,
+            pending: false,
+        })
+    }
+
+    #[test]
+    fn node_namespace_and_pod_select_typed_results() {
+        let f = |node: Option<&str>, ns: Option<&str>, pod: Option<&str>| Filter {
+            node: node.map(str::to_owned),
+            namespace: ns.map(str::to_owned),
+            pod: pod.map(str::to_owned),
+            ..Filter::default()
+        };
+        let r = conn("node-a", Some("shop/web-1"));
+        assert!(f(None, None, None).drop_output(&r));
+        assert!(f(Some("node-a"), None, None).drop_output(&r));
+        assert!(!f(Some("node-b"), None, None).drop_output(&r));
+        assert!(f(None, Some("shop"), None).drop_output(&r));
+        assert!(!f(None, Some("other"), None).drop_output(&r));
+        assert!(f(None, None, Some("web-1")).drop_output(&r));
+        assert!(f(None, None, Some("shop/web-1")).drop_output(&r));
+        assert!(!f(None, None, Some("other/web-1")).drop_output(&r));
+        assert!(!f(Some("node-b"), Some("shop"), None).drop_output(&r));
+        // No pod named: a pod selection hides it.
+        assert!(!f(None, Some("shop"), None).drop_output(&conn("node-a", None)));
     }
 }

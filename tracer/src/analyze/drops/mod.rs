@@ -52,18 +52,18 @@ pub use self::{
     fabric::{FabricCorrelator, FabricInput, UnderlayPacket},
     kernel::{KernelDrop, KernelDrops},
 };
+use crate::{
+    analyze::Detector,
+    decode::packet::{Headers, parse_lax},
+    enrich::{Enricher, PodRef},
+    event::{Hook, Record},
+};
 pub use crate::{
     decode::packet::proto_name,
     model::drops::{
         ConnFail, ConnFailKind, DropFinding, DropOutput, DropReport, DropRow, FabricLoss, FlowTuple,
         OverlayWrongSource, ProcessBrief,
     },
-};
-use crate::{
-    analyze::Detector,
-    decode::packet::{Headers, parse_lax},
-    enrich::{Enricher, PodRef},
-    event::{Hook, Record},
 };
 
 pub(super) const MS: u64 = 1_000_000;

@@ -3,7 +3,10 @@
 
 use std::{fmt::Write as _, net::IpAddr};
 
-use super::{Who, fabric::{LossAgg, LossKey}};
+use super::{
+    Who,
+    fabric::{LossAgg, LossKey},
+};
 use crate::{
     decode::packet::{Headers, L3L4, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP, proto_name},
     enrich::Enricher,

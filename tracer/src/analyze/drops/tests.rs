@@ -151,8 +151,7 @@ fn exchange(n: u32, skew_a: i64, skew_b: i64, lose: impl Fn(u32) -> bool) -> Vec
     let mut recs = Vec::new();
     for i in 0..n {
         let t = i64::from(i) * 10 * MS as i64;
-        let req =
-            vxlan(NA, NB, 40_000, 0, &ipv4(CLIENT, BACKEND, PROTO_TCP, i as u16, &tcp(51_000, 8080, i, 0x18)));
+        let req = vxlan(NA, NB, 40_000, 0, &ipv4(CLIENT, BACKEND, PROTO_TCP, i as u16, &tcp(51_000, 8080, i, 0x18)));
         recs.push(pkt(at(t, skew_a), A, Hook::TcEgress, &req));
         recs.push(pkt(at(t + MS as i64, skew_b), B, Hook::TcIngress, &req));
         let rsp =
@@ -306,9 +305,7 @@ fn netfilter_drops_aggregate_by_inner_pods() {
     let plain = ipv4(CLIENT, BACKEND, PROTO_TCP, 1, &tcp(50_000, 8080, 1, 0x02));
     a.push(&drop_rec(21 * MS, B, "NO_SOCKET", &plain));
     // Host noise: no pod, no node.
-    a.push(
-        &drop_rec(22 * MS, B, "NOT_SPECIFIED", &ipv4("172.17.0.2", "172.17.0.1", PROTO_UDP, 0, &udp(1, 2, b""))),
-    );
+    a.push(&drop_rec(22 * MS, B, "NOT_SPECIFIED", &ipv4("172.17.0.2", "172.17.0.1", PROTO_UDP, 0, &udp(1, 2, b""))));
     a.push(&drop_rec(23 * MS, B, "NOT_SPECIFIED", &[0x00, 0x01, 0x08, 0x00]));
     let rep = a.finish();
     assert_eq!(rep.drops.len(), 5, "{:#?}", rep.drops);
@@ -346,9 +343,7 @@ fn refused_carries_the_process_from_connect() {
         let t = k * 100 * MS;
         let sport = 40_000 + k as u16;
         a.push(&conn(t, sock, state(CLOSE, SYN_SENT), 0, (BACKEND, 8081), true));
-        a.push(
-            &conn(t + MS, sock, ConnKind::ResetReceived { state: SYN_SENT }, sport, (BACKEND, 8081), false),
-        );
+        a.push(&conn(t + MS, sock, ConnKind::ResetReceived { state: SYN_SENT }, sport, (BACKEND, 8081), false));
         a.push(&conn(t + MS, sock, state(SYN_SENT, CLOSE), sport, (BACKEND, 8081), false));
     }
     let rep = a.finish();
@@ -440,9 +435,7 @@ fn caps_bound_memory_and_count_evictions() {
     for i in 0..1000u32 {
         let inner = ipv4(CLIENT, BACKEND, PROTO_UDP, i as u16, &udp(5000, 53, b"x"));
         a.push(&pkt(u64::from(i), A, Hook::TcEgress, &vxlan(NA, NB, 1, 0, &inner)));
-        a.push(
-            &conn(u64::from(i), u64::from(i), state(tcp_state::CLOSE, tcp_state::SYN_SENT), 0, (BACKEND, 1), true),
-        );
+        a.push(&conn(u64::from(i), u64::from(i), state(tcp_state::CLOSE, tcp_state::SYN_SENT), 0, (BACKEND, 1), true));
     }
     let st = a.stats();
     assert!(st.pending <= 100 && st.evicted >= 900, "{st:?}");
@@ -573,11 +566,7 @@ fn throughput() {
     let start = std::time::Instant::now();
     let (rep, st) = run(&recs, &enr);
     let el = start.elapsed();
-    eprintln!(
-        "{} packets in {el:?}: {:.0} ns/packet; {st:?}",
-        recs.len(),
-        el.as_nanos() as f64 / recs.len() as f64
-    );
+    eprintln!("{} packets in {el:?}: {:.0} ns/packet; {st:?}", recs.len(), el.as_nanos() as f64 / recs.len() as f64);
     assert!(rep.findings.is_empty());
     assert_eq!(st.matched, 500_000);
 }
