@@ -94,7 +94,7 @@ fn per_packet(n: u64) -> f64 {
         ..Snapshot::default()
     };
     let enr = Enricher::from_snapshot(&snap);
-    let mut an = DropAnalyzer::new(DropConfig { max_pending: usize::MAX, ..DropConfig::default() });
+    let mut an = DropAnalyzer::new(DropConfig { max_pending: usize::MAX, ..DropConfig::default() }, &enr);
     let node: Arc<str> = Arc::from("node-a");
     let a = Ipv4Addr::new(192, 168, 77, 10);
     let b = Ipv4Addr::new(192, 168, 77, 11);
@@ -127,7 +127,7 @@ fn per_packet(n: u64) -> f64 {
             data: Bytes::from(data),
             node: Some(Arc::clone(&node)),
         });
-        an.push(&rec, &enr);
+        an.push(&rec);
     }
     let after = live();
     let pending = an.stats().pending;

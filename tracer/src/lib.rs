@@ -9,6 +9,7 @@ pub mod analyze;
 pub mod bpf;
 pub mod capture;
 pub mod cli;
+pub mod compose;
 pub mod decode;
 pub mod enrich;
 pub mod event;

@@ -41,6 +41,9 @@ pub trait Sink {
     fn record(&mut self, _ctx: &Context, _rec: &Record) {}
     /// A DNS message, decoded and attributed to pods, before pairing.
     fn message(&mut self, _ctx: &Context, _ev: &DnsEvent) {}
+    /// A result of the drops stage (kernel drop row, failed connection,
+    /// fabric finding), after `--node`/`--ns`/`--pod`; only with a drops stage.
+    fn drop_output(&mut self, _ctx: &Context, _r: &crate::model::drops::DropOutput) {}
 }
 
 /// What sinks need to render: the clock and the metadata.
@@ -293,6 +296,10 @@ pub struct Pipeline<S: Sink> {
     pub live_output: bool,
     /// The sink lists records and messages (asked once: a branch, not a call, per record).
     lists_records: bool,
+    /// The drops stage (`ktrace drops`): sees every record; its results go
+    /// to [`Sink::drop_output`].
+    drops: Option<crate::analyze::drops::DropAnalyzer>,
+    drop_out: Vec<crate::model::drops::DropOutput>,
 }
 
 impl<S: Sink> Pipeline<S> {
@@ -316,6 +323,26 @@ impl<S: Sink> Pipeline<S> {
             dns_ports: vec![53],
             live_output: true,
             lists_records,
+            drops: None,
+            drop_out: Vec::new(),
+        }
+    }
+
+    /// Adds the drops stage.
+    pub fn set_drops(&mut self, stage: crate::analyze::drops::DropAnalyzer) {
+        self.drops = Some(stage);
+    }
+
+    /// The drops stage, if any (to declare a node's coverage).
+    pub fn drops_mut(&mut self) -> Option<&mut crate::analyze::drops::DropAnalyzer> {
+        self.drops.as_mut()
+    }
+
+    fn flush_drops(&mut self) {
+        for r in self.drop_out.drain(..) {
+            if self.filter.drop_output(&r) {
+                self.sink.drop_output(&self.ctx, &r);
+            }
         }
     }
 
@@ -330,6 +357,11 @@ impl<S: Sink> Pipeline<S> {
         self.last_ts = self.last_ts.max(rec.ts_ns());
         if self.lists_records {
             self.sink.record(&self.ctx, &rec);
+        }
+        if let Some(d) = &mut self.drops {
+            // By reference: the drops stage sees every record (each one
+            // extends its node's observed span), DNS still gets them after.
+            d.push(&rec);
         }
         match rec {
             Record::Packet(p) => {
@@ -364,6 +396,10 @@ impl<S: Sink> Pipeline<S> {
         self.flush();
         self.condenser.tick(now_ns, &mut self.shown_findings);
         self.flush();
+        if let Some(d) = &mut self.drops {
+            crate::analyze::Detector::expire(d, now_ns, &mut self.drop_out);
+            self.flush_drops();
+        }
         if self.live_output {
             self.sink.flush_output();
         }
@@ -411,6 +447,10 @@ impl<S: Sink> Pipeline<S> {
         self.flush();
         self.condenser.finish(&mut self.shown_findings);
         self.flush();
+        if let Some(d) = &mut self.drops {
+            crate::analyze::Detector::finish(d, &mut self.drop_out);
+            self.flush_drops();
+        }
         self.stats.condensed = self.condenser.stats();
         self.stats.decode = self.decoder.stats();
         self.stats.pairing = self.pairer.stats();

@@ -31,8 +31,9 @@ use crate::{
     analyze::{Finding, Transaction, pairing::PairConfig},
     bpf::{CaptureConfig, Probes},
     capture::{ClockRef, MetaBlock},
-    cli::Global,
-    event::{ConnKind, Record},
+    compose::MetaSource,
+    event::Record,
+    model::drops::ConnSignal,
     pipeline::{Context, Filter, Pipeline, RunStats, Sink},
     source::live::{LiveEvent, LiveSource},
 };
@@ -106,8 +107,8 @@ const PROGRAMS: &[&str] = &[
 ];
 
 /// Runs the agent until a signal (or `duration`).
-pub fn run(g: &Global, cfg: &AgentConfig) -> anyhow::Result<()> {
-    let node = g.node();
+pub fn run(meta: &MetaSource, cfg: &AgentConfig) -> anyhow::Result<()> {
+    let node = meta.node();
     std::fs::create_dir_all(&cfg.capture_dir).with_context(|| format!("creating {}", cfg.capture_dir.display()))?;
     let capture_dir = cfg.capture_dir.canonicalize()?;
     // 0700: recordings hold DNS names of every pod on the node.
@@ -126,7 +127,7 @@ pub fn run(g: &Global, cfg: &AgentConfig) -> anyhow::Result<()> {
     for w in &capture.warnings {
         eprintln!("ktrace agent: warning: {w}");
     }
-    let (enricher, snap) = g.live_metadata(&capture.cgroup)?;
+    let (enricher, snap) = meta.live_metadata(&capture.cgroup)?;
     let _stats_fd = enable_bpf_stats();
 
     let (mut enc, head) = Encoder::new(Arc::clone(&node), cfg.underlay.clone(), 1024);
@@ -134,7 +135,7 @@ pub fn run(g: &Global, cfg: &AgentConfig) -> anyhow::Result<()> {
     if let Some(s) = &snap {
         enc.meta(&MetaBlock::KubeSnapshot(s.raw.clone()), &hub);
     }
-    enc.meta(&MetaBlock::NetState(crate::cli::record::netstate()), &hub);
+    enc.meta(&MetaBlock::NetState(crate::compose::netstate::netstate()), &hub);
 
     let metrics = Arc::new(Metrics::new(MetricsConfig {
         top_pods: cfg.top_pods,
@@ -247,9 +248,9 @@ pub fn run(g: &Global, cfg: &AgentConfig) -> anyhow::Result<()> {
                         metrics.drop_reason(&d.reason_name, pod.as_ref().map(|p| (&*p.namespace, &*p.name)));
                     }
                     Record::Conn(c) => {
-                        if let Some(kind) = conn_kind(c.kind) {
+                        if let Some(signal) = ConnSignal::of(c.kind) {
                             let pod = enricher.pod_by_ip(&c.src.ip);
-                            metrics.conn_failure(kind, pod.as_ref().map(|p| (&*p.namespace, &*p.name)));
+                            metrics.conn_failure(signal.label(), pod.as_ref().map(|p| (&*p.namespace, &*p.name)));
                         }
                     }
                     _ => {}
@@ -322,39 +323,36 @@ fn spawn_correlation(
         // Its own metadata: peers' snapshots name their pods, which the
         // node's own watch (restricted to this node) does not know.
         let enr = crate::enrich::Enricher::empty();
-        let mut an = DropAnalyzer::new(DropConfig::default());
+        let mut an = DropAnalyzer::new(DropConfig::default(), &enr);
         let mut born = Instant::now();
         let mut drained = Instant::now();
         let r = run_until(&src, &stop, |ev| {
             match ev {
-                AgentEvent::File(FileEvent::Record(r)) => an.push(&r, &enr),
+                AgentEvent::File(FileEvent::Record(r)) => an.push(&r),
                 AgentEvent::File(FileEvent::Snapshot(s)) => enr.apply_snapshot(&s),
                 AgentEvent::File(FileEvent::Coverage { node: n, from_ns, to_ns, tc }) => {
-                    an.observed(&n, from_ns, to_ns, tc, &enr);
+                    an.observed(&n, from_ns, to_ns, tc);
                 }
                 AgentEvent::Tick(upto) if drained.elapsed() >= Duration::from_secs(1) => {
                     drained = Instant::now();
-                    for l in an.drain_fabric_losses(upto, &enr) {
+                    for l in an.drain_fabric_losses(upto) {
                         if *l.to_node != *node {
                             continue;
                         }
                         metrics.fabric_loss(&l.from_node, &l.to_node, l.packets);
-                        if let Ok(mut v) = serde_json::to_value(DropFinding::FabricLoss(l)) {
-                            if let serde_json::Value::Object(m) = &mut v {
-                                m.insert("type".into(), "finding".into());
-                            }
+                        if let Ok(line) = crate::output::drops::finding_json(&DropFinding::FabricLoss(l), false) {
                             hub.publish(Entry {
                                 ts_ns: upto,
                                 kind: EntryKind::Finding,
                                 pods: Vec::new(),
-                                bytes: v.to_string().into(),
+                                bytes: line.into(),
                             });
                         }
                     }
                     // Bounded state in a long-running daemon: start afresh now and then.
                     if born.elapsed() > Duration::from_mins(10) {
                         born = Instant::now();
-                        an = DropAnalyzer::new(DropConfig::default());
+                        an = DropAnalyzer::new(DropConfig::default(), &enr);
                     }
                 }
                 AgentEvent::Notice(n) => log::info!("correlation: {n}"),
@@ -368,21 +366,12 @@ fn spawn_correlation(
     })
 }
 
-/// The metric kind of a TCP event that signals trouble (`None`: routine state changes).
-fn conn_kind(k: ConnKind) -> Option<&'static str> {
-    use crate::event::tcp_state::SYN_SENT;
-    match k {
-        ConnKind::ResetReceived { state: SYN_SENT } => Some("refused"),
-        ConnKind::ResetReceived { .. } => Some("reset"),
-        ConnKind::Retransmit { state: SYN_SENT } => Some("syn_retransmit"),
-        ConnKind::Retransmit { .. } => Some("retransmit"),
-        ConnKind::ResetSent { .. } | ConnKind::State { .. } => None,
-    }
-}
-
+/// The pod a kernel drop hurts: the (inner, for VXLAN) packet's source pod,
+/// else its destination pod. Lax parsing: drops carry at most 128 bytes.
 fn pod_of_drop(e: &crate::enrich::Enricher, d: &crate::event::DropRecord) -> Option<crate::enrich::PodRef> {
-    let v = crate::decode::packet::parse(&d.data).ok()?;
-    e.pod_by_ip(&v.src).or_else(|| e.pod_by_ip(&v.dst))
+    let h = crate::decode::packet::parse_lax(&d.data, &crate::analyze::drops::VXLAN_PORTS)?;
+    let i = h.innermost();
+    e.pod_by_ip(&i.t.src).or_else(|| e.pod_by_ip(&i.t.dst))
 }
 
 fn rss_bytes() -> u64 {

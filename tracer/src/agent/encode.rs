@@ -50,7 +50,7 @@ impl Encoder {
         let wall = self.clock.to_wall(rec.ts_ns());
         let (kind, pods, hint) = match rec {
             Record::Packet(p) => {
-                let pods = crate::cli::record::packet_pods(enr, p);
+                let pods = crate::compose::packet_pods(enr, p);
                 let hint = pods[0].as_ref().map(|pod| format!("{}/{}", pod.namespace, pod.name));
                 let kind =
                     if matches!(p.hook, Hook::TcEgress | Hook::TcIngress) { EntryKind::Drops } else { EntryKind::Dns };

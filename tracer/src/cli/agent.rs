@@ -109,7 +109,7 @@ fn discover_peers(g: &Global, tls: bool) -> anyhow::Result<Vec<Target>> {
 
 /// Runs `ktrace agent`.
 pub fn run(g: &Global, a: &AgentArgs) -> anyhow::Result<()> {
-    let underlay = super::underlay::resolve(&a.underlay)?;
+    let underlay = crate::compose::underlay::resolve(&a.underlay)?;
     if underlay.is_empty() && a.underlay.iter().any(|u| u == "auto") {
         anyhow::bail!(
             "--underlay auto: no tunnel lower device and no IPv4 default route in this network namespace; name the device"
@@ -170,7 +170,7 @@ pub fn run(g: &Global, a: &AgentArgs) -> anyhow::Result<()> {
         peers,
         peer_auth,
     };
-    run_daemon(g, &cfg)
+    run_daemon(&g.meta(), &cfg)
 }
 
 /// An agent that would serve no gRPC listener at all is a configuration

@@ -7,11 +7,9 @@
 //! disk never stalls the ring-buffer reader: what does not fit is counted as
 //! lost and recorded as such.
 
-use std::fmt::Write as _;
 use std::{
     collections::BTreeMap,
     path::PathBuf,
-    process::Command,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -26,8 +24,7 @@ use clap::Args;
 use crate::{
     bpf::{CaptureConfig, Probes},
     capture::{CaptureHeader, CaptureWriter, ClockRef, MetaBlock, WriterStats},
-    decode::packet,
-    enrich::{Enricher, PodRef},
+    enrich::Enricher,
     event::Record,
     output::term::{self, StatusLine, count},
     pipeline::ScopeKeeper,
@@ -92,59 +89,9 @@ impl RecordFilter {
             return true;
         }
         let Record::Packet(p) = rec else { return true };
-        let pods = packet_pods(e, p);
+        let pods = crate::compose::packet_pods(e, p);
         self.0.keep(&pods.iter().flatten().collect::<Vec<_>>())
     }
-}
-
-/// The pods a packet involves: the pod whose socket it passed, its source and its destination.
-#[must_use]
-pub fn packet_pods(e: &Enricher, p: &crate::event::PacketRecord) -> [Option<PodRef>; 3] {
-    let local = e.local_pod(p);
-    let (src, dst) = match packet::parse(&p.data) {
-        Ok(v) => (e.pod_by_ip(&v.src), e.pod_by_ip(&v.dst)),
-        Err(_) => (None, None),
-    };
-    [local, src, dst]
-}
-
-/// Collects the node's network state: what tells a wrong-NIC overlay or a
-/// forgotten drop rule apart after the fact. Missing tools are noted, not fatal.
-#[must_use]
-pub fn netstate() -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    let cmds: &[(&str, &[&str])] = &[
-        ("ip -d addr", &["ip", "-d", "addr"]),
-        ("ip route", &["ip", "route"]),
-        ("ip -6 route", &["ip", "-6", "route"]),
-        ("ip -d link show type vxlan", &["ip", "-d", "link", "show", "type", "vxlan"]),
-        ("bridge fdb show", &["bridge", "fdb", "show"]),
-        ("ip neigh", &["ip", "neigh"]),
-        ("nft list ruleset", &["nft", "list", "ruleset"]),
-        ("ip netns list", &["ip", "netns", "list"]),
-    ];
-    for (name, argv) in cmds {
-        let text = match Command::new(argv[0]).args(&argv[1..]).output() {
-            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
-            Ok(o) => format!("(exit {}) {}", o.status, String::from_utf8_lossy(&o.stderr)),
-            Err(e) => format!("(not run: {e})"),
-        };
-        m.insert((*name).to_owned(), text);
-    }
-    let mut sysctls = String::new();
-    for k in [
-        "net/ipv4/ip_forward",
-        "net/ipv4/conf/all/rp_filter",
-        "net/ipv4/conf/default/rp_filter",
-        "net/ipv6/conf/all/forwarding",
-        "net/bridge/bridge-nf-call-iptables",
-    ] {
-        let v = std::fs::read_to_string(format!("/proc/sys/{k}"))
-            .map_or_else(|e| format!("({e})"), |s| s.trim().to_owned());
-        let _ = writeln!(sysctls, "{} = {v}", k.replace('/', "."));
-    }
-    m.insert("sysctl".into(), sysctls);
-    m
 }
 
 enum ToWriter {
@@ -159,7 +106,7 @@ pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(!args.on_node, "--on-node needs --agent or --agents");
     let node = g.node();
-    let underlay = super::underlay::resolve(&args.underlay)?;
+    let underlay = crate::compose::underlay::resolve(&args.underlay)?;
     if underlay.is_empty() && !args.underlay.iter().any(|u| u == "none") {
         eprintln!(
             "ktrace: warning: --underlay auto found no tunnel lower device and no default route: no underlay fingerprints, so `ktrace drops -r` cannot see packets lost between nodes; name the device (--underlay eth0)"
@@ -200,7 +147,7 @@ pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
     if let Some(s) = &snap {
         writer.write_meta(&MetaBlock::KubeSnapshot(s.raw.clone()))?;
     }
-    writer.write_meta(&MetaBlock::NetState(netstate()))?;
+    writer.write_meta(&MetaBlock::NetState(crate::compose::netstate::netstate()))?;
 
     let (tx, rx) = sync_channel::<ToWriter>(65_536);
     let path = args.write.clone();

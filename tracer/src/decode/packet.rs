@@ -5,7 +5,10 @@
 //! and never panics: every read is bounds-checked and the IPv6
 //! extension-header walk is bounded.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    hash::{BuildHasher, Hasher},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use thiserror::Error;
 
@@ -74,8 +77,10 @@ pub mod tcp_flags {
     pub const ACK: u8 = 0x10;
 }
 
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
+/// TCP.
+pub const PROTO_TCP: u8 = 6;
+/// UDP.
+pub const PROTO_UDP: u8 = 17;
 /// IPv6 extension headers walked before giving up: real stacks send one or
 /// two, and the bound keeps a crafted chain from costing more than this.
 const MAX_EXT_HEADERS: usize = 8;
@@ -283,6 +288,287 @@ fn ipv6(data: &[u8]) -> Result<L3, PacketError> {
         }
     }
     Err(PacketError::Malformed(off))
+}
+
+// ---------------------------------------------------------------------------
+// The lax parser: drops, fabric correlation and the agent's attribution.
+
+/// ICMP.
+pub const PROTO_ICMP: u8 = 1;
+/// `ICMPv6`.
+pub const PROTO_ICMPV6: u8 = 58;
+/// SCTP.
+pub const PROTO_SCTP: u8 = 132;
+
+/// Name of an IP protocol number.
+#[must_use]
+pub fn proto_name(p: u8) -> &'static str {
+    match p {
+        PROTO_ICMP => "icmp",
+        2 => "igmp",
+        4 => "ipip",
+        PROTO_TCP => "tcp",
+        PROTO_UDP => "udp",
+        41 => "ipv6",
+        47 => "gre",
+        50 => "esp",
+        PROTO_ICMPV6 => "icmpv6",
+        PROTO_SCTP => "sctp",
+        _ => "other",
+    }
+}
+
+fn ip_words(ip: IpAddr) -> (u64, u64) {
+    match ip {
+        IpAddr::V4(a) => (u64::from(u32::from(a)), 4),
+        IpAddr::V6(a) => {
+            let b = u128::from(a);
+            ((b >> 64) as u64, b as u64)
+        }
+    }
+}
+
+/// Addresses, protocol and ports of a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Source port (0 when the protocol has none or the header is cut).
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+}
+
+/// IP and transport header fields of one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L3L4 {
+    /// Addresses, protocol and ports.
+    pub t: Tuple,
+    /// IPv4 id, or the IPv6 fragment header's low 16 bits.
+    pub id: u16,
+    /// TCP sequence; ICMP bytes 4..8 (echo id and sequence).
+    pub seq: u32,
+    /// TCP flags byte (0 when not TCP or cut).
+    pub tcp_flags: u8,
+    /// ICMP type << 8 | code.
+    pub icmp: u16,
+    /// TCP payload length the headers claim (0 when unknown): a GRO
+    /// super-packet covers `seq..seq + tcp_len`.
+    pub tcp_len: u32,
+}
+
+impl L3L4 {
+    /// Feeds the fields that survive the trip across the fabric (never TTL,
+    /// checksums or lengths) to `h`.
+    pub fn feed<H: Hasher>(&self, h: &mut H) {
+        let (src_hi, src_lo) = ip_words(self.t.src);
+        let (dst_hi, dst_lo) = ip_words(self.t.dst);
+        h.write_u64(src_hi);
+        h.write_u64(src_lo);
+        h.write_u64(dst_hi);
+        h.write_u64(dst_lo);
+        h.write_u64(
+            u64::from(self.t.proto)
+                | u64::from(self.t.sport) << 8
+                | u64::from(self.t.dport) << 24
+                | u64::from(self.id) << 40,
+        );
+        h.write_u64(u64::from(self.seq) | u64::from(self.icmp) << 32);
+    }
+}
+
+/// A packet's headers, and those of the packet inside it (VXLAN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Headers {
+    /// The packet itself (the underlay packet, for VXLAN).
+    pub outer: L3L4,
+    /// The packet inside a VXLAN packet.
+    pub inner: Option<L3L4>,
+}
+
+impl Headers {
+    /// The packet inside the VXLAN packet, else the packet itself.
+    #[must_use]
+    pub fn innermost(&self) -> &L3L4 {
+        self.inner.as_ref().unwrap_or(&self.outer)
+    }
+
+    /// Identity of the whole packet as it crosses the fabric (`s`: the
+    /// correlating stage's seeded hasher).
+    #[must_use]
+    pub fn fingerprint(&self, s: &impl BuildHasher) -> u64 {
+        let mut h = s.build_hasher();
+        h.write_u64(0x5151);
+        self.outer.feed(&mut h);
+        if let Some(i) = &self.inner {
+            i.feed(&mut h);
+        }
+        h.finish()
+    }
+
+    /// Identity of the connection (no IP id, no sequence), for GRO ranges.
+    #[must_use]
+    pub fn flow_hash(&self, s: &impl BuildHasher) -> u64 {
+        let mut h = s.build_hasher();
+        h.write_u64(0x6a6a);
+        for l in [Some(&self.outer), self.inner.as_ref()].into_iter().flatten() {
+            let strip = L3L4 { t: l.t, id: 0, seq: 0, tcp_flags: 0, icmp: 0, tcp_len: 0 };
+            strip.feed(&mut h);
+        }
+        h.finish()
+    }
+
+    /// Identity of the innermost packet: what a kernel drop after
+    /// decapsulation carries.
+    #[must_use]
+    pub fn key(&self, s: &impl BuildHasher) -> u64 {
+        let mut h = s.build_hasher();
+        h.write_u64(0x7777);
+        self.innermost().feed(&mut h);
+        h.finish()
+    }
+}
+
+fn get16(d: &[u8], at: usize) -> Option<u16> {
+    match d.get(at..at.checked_add(2)?) {
+        Some(&[a, b]) => Some(u16::from_be_bytes([a, b])),
+        _ => None,
+    }
+}
+
+fn get32(d: &[u8], at: usize) -> Option<u32> {
+    match d.get(at..at.checked_add(4)?) {
+        Some(&[b0, b1, b2, b3]) => Some(u32::from_be_bytes([b0, b1, b2, b3])),
+        _ => None,
+    }
+}
+
+/// Parses IP + transport header fields; returns them and the UDP payload.
+fn parse_l3l4(d: &[u8]) -> Option<(L3L4, &[u8])> {
+    let (src, dst, proto, id, l4, nonfirst, claim) = match d.first()? >> 4 {
+        4 => {
+            let h: &[u8; 20] = d.get(..20)?.try_into().ok()?;
+            let ihl = usize::from(h[0] & 0x0f) * 4;
+            if ihl < 20 {
+                return None;
+            }
+            let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+            // Total length 0 (TSO super-packets): trust the capture.
+            let end = if total < ihl { d.len() } else { total.min(d.len()) };
+            let frag = u16::from_be_bytes([h[6], h[7]]);
+            (
+                IpAddr::V4(Ipv4Addr::new(h[12], h[13], h[14], h[15])),
+                IpAddr::V4(Ipv4Addr::new(h[16], h[17], h[18], h[19])),
+                h[9],
+                u16::from_be_bytes([h[4], h[5]]),
+                d.get(ihl..end).unwrap_or(&[]),
+                frag & 0x1fff != 0,
+                total.saturating_sub(ihl),
+            )
+        }
+        6 => {
+            let h: &[u8; 40] = d.get(..40)?.try_into().ok()?;
+            let mut s = [0u8; 16];
+            s.copy_from_slice(&h[8..24]);
+            let mut t = [0u8; 16];
+            t.copy_from_slice(&h[24..40]);
+            let plen = usize::from(u16::from_be_bytes([h[4], h[5]]));
+            let end = if plen == 0 { d.len() } else { (40 + plen).min(d.len()) };
+            let mut next = h[6];
+            let mut off = 40usize;
+            let mut id = 0u16;
+            let mut nonfirst = false;
+            // Bounded walk: real stacks send one or two extension headers.
+            for _ in 0..8 {
+                let len = match next {
+                    0 | 43 | 60 => (usize::from(*d.get(off + 1)?) + 1) * 8,
+                    44 => {
+                        nonfirst = get16(d, off + 2)? & 0xfff8 != 0;
+                        id = get16(d, off + 6)?;
+                        8
+                    }
+                    51 => (usize::from(*d.get(off + 1)?) + 2) * 4,
+                    _ => break,
+                };
+                next = *d.get(off)?;
+                off += len;
+            }
+            (
+                IpAddr::V6(Ipv6Addr::from(s)),
+                IpAddr::V6(Ipv6Addr::from(t)),
+                next,
+                id,
+                d.get(off..end).unwrap_or(&[]),
+                nonfirst,
+                (40 + plen).saturating_sub(off),
+            )
+        }
+        _ => return None,
+    };
+    let mut l =
+        L3L4 { t: Tuple { src, dst, proto, sport: 0, dport: 0 }, id, seq: 0, tcp_flags: 0, icmp: 0, tcp_len: 0 };
+    let mut payload: &[u8] = &[];
+    if !nonfirst {
+        match proto {
+            PROTO_TCP | PROTO_UDP | PROTO_SCTP => {
+                if let (Some(sp), Some(dp)) = (get16(l4, 0), get16(l4, 2)) {
+                    l.t.sport = sp;
+                    l.t.dport = dp;
+                }
+                if proto == PROTO_TCP {
+                    l.seq = get32(l4, 4).unwrap_or(0);
+                    l.tcp_flags = l4.get(13).copied().unwrap_or(0);
+                    if let Some(doff) = l4.get(12).map(|b| usize::from(b >> 4) * 4) {
+                        l.tcp_len = claim.saturating_sub(doff) as u32;
+                    }
+                } else if proto == PROTO_UDP {
+                    payload = l4.get(8..).unwrap_or(&[]);
+                }
+            }
+            PROTO_ICMP | PROTO_ICMPV6 => {
+                l.icmp = get16(l4, 0).unwrap_or(0);
+                l.seq = get32(l4, 4).unwrap_or(0);
+            }
+            _ => {}
+        }
+    }
+    Some((l, payload))
+}
+
+/// The packet inside a VXLAN UDP payload (flags with the I bit, then Ethernet).
+fn vxlan_inner(p: &[u8]) -> Option<L3L4> {
+    if p.first()? & 0x08 == 0 {
+        return None;
+    }
+    let eth = p.get(8..)?;
+    let mut et = get16(eth, 12)?;
+    let mut off = 14;
+    if et == 0x8100 || et == 0x88a8 {
+        et = get16(eth, 16)?;
+        off = 18;
+    }
+    if et != 0x0800 && et != 0x86dd {
+        return None;
+    }
+    parse_l3l4(eth.get(off..)?).map(|(l, _)| l)
+}
+
+/// The lax parser: IP and transport header fields of a packet that starts
+/// at its IP header, and of the packet inside it when it is VXLAN to one of
+/// `vxlan_ports`. Unlike [`parse`] it accepts any protocol (addresses only)
+/// and cut headers (fields missing are 0): kernel drops carry at most 128
+/// bytes, so a VXLAN packet's inner TCP options are often cut. `None` only
+/// when not even the IP header is there.
+#[must_use]
+pub fn parse_lax(data: &[u8], vxlan_ports: &[u16]) -> Option<Headers> {
+    let (outer, payload) = parse_l3l4(data)?;
+    let inner =
+        if outer.t.proto == PROTO_UDP && vxlan_ports.contains(&outer.t.dport) { vxlan_inner(payload) } else { None };
+    Some(Headers { outer, inner })
 }
 
 #[cfg(test)]

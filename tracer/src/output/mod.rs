@@ -1,6 +1,7 @@
 //! Output sinks: the live table and JSON Lines. Formatters never parse:
 //! they render [`crate::analyze::Transaction`]s and findings as given.
 
+pub mod drops;
 pub mod fit;
 pub mod json;
 pub mod records;

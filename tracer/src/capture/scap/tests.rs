@@ -1228,16 +1228,16 @@ fn ktrace_drops(path: &Path) -> crate::analyze::drops::DropReport {
         source::file::{FileEvent, replay},
     };
     let enricher = Enricher::empty();
-    let mut analyzer = DropAnalyzer::new(crate::analyze::drops::DropConfig::default());
+    let mut analyzer = DropAnalyzer::new(crate::analyze::drops::DropConfig::default(), &enricher);
     let warnings = replay(&[path.to_path_buf()], |ev| match ev {
-        FileEvent::Record(r) => analyzer.push(&r, &enricher),
+        FileEvent::Record(r) => analyzer.push(&r),
         FileEvent::Snapshot(s) => enricher.apply_snapshot(&s),
-        FileEvent::Coverage { node, from_ns, to_ns, tc } => analyzer.observed(&node, from_ns, to_ns, tc, &enricher),
+        FileEvent::Coverage { node, from_ns, to_ns, tc } => analyzer.observed(&node, from_ns, to_ns, tc),
         FileEvent::Header { .. } | FileEvent::NetState { .. } => {}
     })
     .unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
-    analyzer.finish(&enricher)
+    analyzer.finish()
 }
 
 #[test]

@@ -224,6 +224,71 @@ fn parse_link(body: &[u8]) -> Option<Link> {
     Some(l)
 }
 
+/// Which nodes' captures hold underlay fingerprints (without them no
+/// `fabric_loss` can be found, and an empty report would look like health).
+#[derive(Debug, Default)]
+pub struct UnderlaySeen {
+    /// Every node a capture came from, in order.
+    nodes: Vec<String>,
+    /// Nodes whose recorder fingerprinted an underlay device.
+    with_tc: Vec<String>,
+    /// Fingerprint records read.
+    pub fingerprints: u64,
+}
+
+impl UnderlaySeen {
+    /// A capture of `node` (its header).
+    pub fn node(&mut self, node: &str) {
+        if !self.nodes.iter().any(|n| n == node) {
+            self.nodes.push(node.to_owned());
+        }
+    }
+    /// `node`'s recorder covered its span, with tc on its underlay when `tc`.
+    pub fn coverage(&mut self, node: &str, tc: bool) {
+        self.node(node);
+        if tc && !self.with_tc.iter().any(|n| n == node) {
+            self.with_tc.push(node.to_owned());
+        }
+    }
+    /// A record read.
+    pub fn record(&mut self, r: &crate::event::Record) {
+        if let crate::event::Record::Packet(p) = r
+            && matches!(p.hook, crate::event::Hook::TcEgress | crate::event::Hook::TcIngress)
+        {
+            self.fingerprints += 1;
+            if let Some(n) = &p.node
+                && !self.with_tc.iter().any(|x| **x == **n)
+            {
+                self.with_tc.push(n.to_string());
+            }
+        }
+    }
+    /// Nodes whose captures hold no underlay fingerprints.
+    #[must_use]
+    pub fn without(&self) -> Vec<&str> {
+        self.nodes.iter().filter(|n| !self.with_tc.contains(n)).map(String::as_str).collect()
+    }
+    /// What to tell the user, if anything is missing.
+    #[must_use]
+    pub fn warning(&self) -> Option<String> {
+        let without = self.without();
+        if self.with_tc.is_empty() {
+            Some(format!(
+                "the captures hold no underlay fingerprints{}: packets lost between nodes (fabric_loss) cannot be found, only kernel drops and failed connections. Record each node again with `ktrace record` (--underlay auto is the default; name the device with --underlay eth0 if auto finds none)",
+                if self.nodes.is_empty() { String::new() } else { format!(" ({})", self.nodes.join(", ")) }
+            ))
+        } else if !without.is_empty() {
+            Some(format!(
+                "no underlay fingerprints from {}: losses towards or from {} cannot be found; record it again with `ktrace record` (--underlay auto is the default)",
+                without.join(", "),
+                if without.len() == 1 { "it" } else { "them" }
+            ))
+        } else {
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
