@@ -16,3 +16,5 @@ pub mod hash;
 pub mod output;
 pub mod pipeline;
 pub mod source;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
