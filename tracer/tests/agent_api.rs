@@ -31,11 +31,11 @@ use ktrace::{
         },
         server::{ListenAddr, Service, Shared, TlsFiles, serve},
     },
-    analyze::{Finding, Transaction, pairing::PairConfig},
+    analyze::pairing::PairConfig,
     capture::{self, Item},
     enrich::Enricher,
     event::{Hook, PacketRecord, Record},
-    pipeline::{Context, Filter, Pipeline, RunStats, Sink},
+    pipeline::{Context, Filter, Pipeline},
     source::{
         agent::{AgentEvent, AgentSourceConfig, AgentSourceStats, run},
         file::{CaptureEvents, FileEvent},
@@ -344,18 +344,7 @@ async fn read_to_end(client: &mut Client, req: SubscribeRequest) -> Vec<u8> {
     out
 }
 
-#[derive(Default)]
-struct Collect {
-    txs: Vec<Transaction>,
-}
-
-impl Sink for Collect {
-    fn transaction(&mut self, _ctx: &Context, tx: &Transaction) {
-        self.txs.push(tx.clone());
-    }
-    fn finding(&mut self, _ctx: &Context, _f: &Finding) {}
-    fn finish(&mut self, _ctx: &Context, _s: &RunStats) {}
-}
+use ktrace::testkit::Collect;
 
 /// What `source::agent::run` handed over.
 #[derive(Default)]

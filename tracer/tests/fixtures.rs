@@ -6,24 +6,13 @@
 use std::path::PathBuf;
 
 use ktrace::{
-    analyze::{Finding, Transaction, pairing::PairConfig},
+    analyze::pairing::PairConfig,
     enrich::Enricher,
-    pipeline::{Context, Filter, Pipeline, RunStats, Sink},
+    pipeline::{Context, Filter, Pipeline, RunStats},
     source::file::{FileEvent, replay},
 };
 
-#[derive(Default)]
-struct Collect {
-    txs: Vec<Transaction>,
-}
-
-impl Sink for Collect {
-    fn transaction(&mut self, _ctx: &Context, tx: &Transaction) {
-        self.txs.push(tx.clone());
-    }
-    fn finding(&mut self, _ctx: &Context, _f: &Finding) {}
-    fn finish(&mut self, _ctx: &Context, _s: &RunStats) {}
-}
+use ktrace::testkit::Collect;
 
 /// The vendored pcap fixtures (a missing one fails the test).
 fn fixtures() -> PathBuf {

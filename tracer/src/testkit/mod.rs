@@ -1,12 +1,37 @@
 //! What tests share (dev-only: compiled for the tracer's own tests, and for
 //! other crates' tests with the `testkit` feature): the vendored fixtures,
-//! packet and DNS builders, and a strict reader of the metrics exposition.
+//! packet and DNS builders, a collecting sink, and a strict reader of the
+//! metrics exposition.
 
 pub mod dns;
 pub mod exposition;
 pub mod packet;
 
 use std::path::PathBuf;
+
+use crate::{
+    analyze::{Finding, Transaction},
+    pipeline::{Context, RunStats, Sink},
+};
+
+/// A sink that keeps every transaction and finding the pipeline hands it.
+#[derive(Debug, Default)]
+pub struct Collect {
+    /// Transactions, in the order they completed.
+    pub txs: Vec<Transaction>,
+    /// Findings, in the order they were made.
+    pub findings: Vec<Finding>,
+}
+
+impl Sink for Collect {
+    fn transaction(&mut self, _ctx: &Context, tx: &Transaction) {
+        self.txs.push(tx.clone());
+    }
+    fn finding(&mut self, _ctx: &Context, f: &Finding) {
+        self.findings.push(f.clone());
+    }
+    fn finish(&mut self, _ctx: &Context, _stats: &RunStats) {}
+}
 
 /// The repository's `tests/fixtures/` (pcap and scap files from other
 /// projects' test suites; licences in its README).

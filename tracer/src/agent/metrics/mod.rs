@@ -22,9 +22,9 @@
 mod bpf;
 mod caps;
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod old;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::BTreeMap,
@@ -231,7 +231,12 @@ impl Collector for Families {
                 "DNS queries that got no answer within the pairing timeout, by client pod.",
                 &self.dns_timeouts.family,
             ),
-            ("ktrace_drops_total", "ktrace_drops", "Packets the kernel dropped, by drop reason and pod.", &self.drops.family),
+            (
+                "ktrace_drops_total",
+                "ktrace_drops",
+                "Packets the kernel dropped, by drop reason and pod.",
+                &self.drops.family,
+            ),
             (
                 "ktrace_fabric_loss_packets_total",
                 "ktrace_fabric_loss_packets",

@@ -628,99 +628,97 @@ fn kernel_name_matches(full: &str, kernel: &[u8]) -> bool {
     !kernel.is_empty() && kernel == &b[..b.len().min(BPF_OBJ_NAME_LEN - 1)]
 }
 
-
 #[cfg(test)]
 mod generate {
-    use std::sync::Arc;
     use super::*;
     use crate::enrich::PodRef;
+    use std::sync::Arc;
     fn pod(ns: &str, name: &str) -> PodRef {
         PodRef { namespace: Arc::from(ns), name: Arc::from(name), node: None }
     }
     fn tx(p: Option<PodRef>, q: u16, r: Option<u16>, l: Option<u64>) -> Transaction {
         super::super::tests::tx(p, q, r, l)
     }
-/// One input that touches every family, every cap and the escapes: the
-/// exposition it gives is compared with `exposition_before.prom`.
-fn contract_input() -> Metrics {
-    let m = Metrics::new(MetricsConfig { top_pods: 3, max_namespaces: 2, node: "node-\"a\"".into() });
-    let qtypes = [1, 28, 5, 33, 12, 255, 65, 64, 15, 2, 6, 16, 99, 65_000];
-    let rcodes = [Some(0), Some(1), Some(2), Some(3), Some(4), Some(5), Some(9), Some(16), None];
-    let pods = [("shop", "web-1"), ("shop", "web-2"), ("kube-system", "coredns-0"), ("shop", "web-3"), ("x", "y")];
-    for (i, (ns, p)) in pods.iter().enumerate() {
-        for (j, q) in qtypes.iter().enumerate() {
-            let r = rcodes[(i + j) % rcodes.len()];
-            let lat = [1_000_000_u64, 5_000_000, 5_000_001, 250_000_000, 20_000_000_000][(i + j) % 5];
-            m.dns_transaction(&tx(Some(pod(ns, p)), *q, r, r.map(|_| lat)));
+    /// One input that touches every family, every cap and the escapes: the
+    /// exposition it gives is compared with `exposition_before.prom`.
+    fn contract_input() -> Metrics {
+        let m = Metrics::new(MetricsConfig { top_pods: 3, max_namespaces: 2, node: "node-\"a\"".into() });
+        let qtypes = [1, 28, 5, 33, 12, 255, 65, 64, 15, 2, 6, 16, 99, 65_000];
+        let rcodes = [Some(0), Some(1), Some(2), Some(3), Some(4), Some(5), Some(9), Some(16), None];
+        let pods = [("shop", "web-1"), ("shop", "web-2"), ("kube-system", "coredns-0"), ("shop", "web-3"), ("x", "y")];
+        for (i, (ns, p)) in pods.iter().enumerate() {
+            for (j, q) in qtypes.iter().enumerate() {
+                let r = rcodes[(i + j) % rcodes.len()];
+                let lat = [1_000_000_u64, 5_000_000, 5_000_001, 250_000_000, 20_000_000_000][(i + j) % 5];
+                m.dns_transaction(&tx(Some(pod(ns, p)), *q, r, r.map(|_| lat)));
+            }
         }
-    }
-    m.dns_transaction(&tx(None, 1, Some(0), Some(3_000_000)));
-    m.dns_transaction(&tx(None, 1, None, None));
-    let f = |kind: &str, pod: Option<&str>, new: u64| {
-        use crate::analyze::{condense::Repeated, findings::NxdomainStorm};
-        if kind == "nxdomain_storm" {
-            Finding::NxdomainStorm(NxdomainStorm {
-                ts_ns: 0,
-                pod: pod.map(str::to_owned),
-                client: "10.0.0.1".into(),
-                nxdomain: 300,
-                window_ms: 10_000.0,
-                rate_per_s: 30.0,
-                top_names: Vec::new(),
-                cause: String::new(),
-                advice: Vec::new(),
-            })
-        } else {
-            let r = Repeated {
-                ts_ns: 0,
-                of_kind: kind.to_owned(),
-                cause_key: String::new(),
-                first_ts_ns: 0,
-                first_cause: String::new(),
-                last_ts_ns: 0,
-                count: new,
-                new,
-                pods: 0,
-                other_pods: 0,
-                top_pods: Vec::new(),
-                client_time_lost_ms: 0.0,
-                cause: String::new(),
-            };
-            Finding::Repeated(r)
+        m.dns_transaction(&tx(None, 1, Some(0), Some(3_000_000)));
+        m.dns_transaction(&tx(None, 1, None, None));
+        let f = |kind: &str, pod: Option<&str>, new: u64| {
+            use crate::analyze::{condense::Repeated, findings::NxdomainStorm};
+            if kind == "nxdomain_storm" {
+                Finding::NxdomainStorm(NxdomainStorm {
+                    ts_ns: 0,
+                    pod: pod.map(str::to_owned),
+                    client: "10.0.0.1".into(),
+                    nxdomain: 300,
+                    window_ms: 10_000.0,
+                    rate_per_s: 30.0,
+                    top_names: Vec::new(),
+                    cause: String::new(),
+                    advice: Vec::new(),
+                })
+            } else {
+                let r = Repeated {
+                    ts_ns: 0,
+                    of_kind: kind.to_owned(),
+                    cause_key: String::new(),
+                    first_ts_ns: 0,
+                    first_cause: String::new(),
+                    last_ts_ns: 0,
+                    count: new,
+                    new,
+                    pods: 0,
+                    other_pods: 0,
+                    top_pods: Vec::new(),
+                    client_time_lost_ms: 0.0,
+                    cause: String::new(),
+                };
+                Finding::Repeated(r)
+            }
+        };
+        m.finding(&f("nxdomain_storm", Some("shop/web-1"), 1));
+        m.finding(&f("nxdomain_storm", None, 1));
+        m.finding(&f("upstream_timeout", Some("shop/web-2"), 4));
+        m.finding(&f("search_fanout", Some("kube-system/coredns-0"), 0));
+        for (i, (ns, p)) in pods.iter().enumerate() {
+            for r in ["NETFILTER_DROP", "", "TCP_INVALID_SEQUENCE", "NO_SOCKET"].iter().take(i + 1) {
+                m.drop_reason(r, Some((ns, p)));
+            }
+            for k in ["refused", "reset", "syn_timeout", "timeout"].iter().take(i + 1) {
+                m.conn_failure(k, Some((ns, p)));
+            }
         }
-    };
-    m.finding(&f("nxdomain_storm", Some("shop/web-1"), 1));
-    m.finding(&f("nxdomain_storm", None, 1));
-    m.finding(&f("upstream_timeout", Some("shop/web-2"), 4));
-    m.finding(&f("search_fanout", Some("kube-system/coredns-0"), 0));
-    for (i, (ns, p)) in pods.iter().enumerate() {
-        for r in ["NETFILTER_DROP", "", "TCP_INVALID_SEQUENCE", "NO_SOCKET"].iter().take(i + 1) {
-            m.drop_reason(r, Some((ns, p)));
+        for i in 0..40 {
+            m.conn_failure(&format!("kind{i}"), None);
+            m.drop_reason(&format!("REASON_{i}"), None);
         }
-        for k in ["refused", "reset", "syn_timeout", "timeout"].iter().take(i + 1) {
-            m.conn_failure(k, Some((ns, p)));
+        for i in 0..300 {
+            m.fabric_loss(&format!("n{}", i % 290), "node-b", i);
         }
+        m.conn_failure("refused", Some(("ns", "p\"o\\d\nx")));
+        m.set_lost_events(5, 2, 1);
+        m.set_lost_events(4, 3, 1);
+        m.set_program_stats(&[
+            ProgramStat { name: "ktrace_cgroup_egress".into(), run_count: 10, run_time_ns: 1_500_000_000 },
+            ProgramStat { name: "ktrace_cgroup_ingress".into(), run_count: 3, run_time_ns: 2_000 },
+        ]);
+        m.set_gauge("ktrace_history_bytes", "Bytes held in the replay history.", 1024.0);
+        m.set_gauge("ktrace_subscribers", "Connected stream subscribers.", 2.0);
+        m.set_gauge("ktrace_weird", "Help with \\ backslash\nand newline.", 0.5);
+        m
     }
-    for i in 0..40 {
-        m.conn_failure(&format!("kind{i}"), None);
-        m.drop_reason(&format!("REASON_{i}"), None);
-    }
-    for i in 0..300 {
-        m.fabric_loss(&format!("n{}", i % 290), "node-b", i);
-    }
-    m.conn_failure("refused", Some(("ns", "p\"o\\d\nx")));
-    m.set_lost_events(5, 2, 1);
-    m.set_lost_events(4, 3, 1);
-    m.set_program_stats(&[
-        ProgramStat { name: "ktrace_cgroup_egress".into(), run_count: 10, run_time_ns: 1_500_000_000 },
-        ProgramStat { name: "ktrace_cgroup_ingress".into(), run_count: 3, run_time_ns: 2_000 },
-    ]);
-    m.set_gauge("ktrace_history_bytes", "Bytes held in the replay history.", 1024.0);
-    m.set_gauge("ktrace_subscribers", "Connected stream subscribers.", 2.0);
-    m.set_gauge("ktrace_weird", "Help with \\ backslash\nand newline.", 0.5);
-    m
-}
-
 
     #[test]
     #[ignore = "writes exposition_before.prom"]
@@ -735,15 +733,27 @@ fn contract_input() -> Metrics {
     #[ignore = "timing; run by hand with --release"]
     fn per_event_cost_side_by_side() {
         use std::{hint::black_box, time::Instant};
-        let pods: Vec<PodRef> = (0..40).map(|i| pod(["shop", "kube-system", "web"][i % 3], &format!("pod-{i}"))).collect();
+        let pods: Vec<PodRef> =
+            (0..40).map(|i| pod(["shop", "kube-system", "web"][i % 3], &format!("pod-{i}"))).collect();
         let txs: Vec<Transaction> = (0..4096)
             .map(|i| {
                 let r = [Some(0), Some(3), Some(0), None][i % 4];
-                tx(Some(pods[i * 7 % pods.len()].clone()), [1, 28, 1, 33, 12][i % 5], r, r.map(|_| (i as u64 % 50) * 1_000_000))
+                tx(
+                    Some(pods[i * 7 % pods.len()].clone()),
+                    [1, 28, 1, 33, 12][i % 5],
+                    r,
+                    r.map(|_| (i as u64 % 50) * 1_000_000),
+                )
             })
             .collect();
         let drops: Vec<(&str, &str, &str)> = (0..4096)
-            .map(|i| (["NETFILTER_DROP", "NO_SOCKET", "TCP_INVALID_SEQUENCE"][i % 3], "shop", ["pod-1", "pod-4", "pod-7"][i % 3]))
+            .map(|i| {
+                (
+                    ["NETFILTER_DROP", "NO_SOCKET", "TCP_INVALID_SEQUENCE"][i % 3],
+                    "shop",
+                    ["pod-1", "pod-4", "pod-7"][i % 3],
+                )
+            })
             .collect();
         let rounds = 7;
         let n = 200;

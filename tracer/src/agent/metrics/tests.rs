@@ -288,8 +288,7 @@ fn render_parses_back() {
     let drop = [("reason", "NETFILTER_DROP"), web[0], web[1]];
     assert!((value(&s, "ktrace_drops_total", &drop) - 2.0).abs() < 1e-9);
     assert!(
-        (value(&s, "ktrace_drops_total", &[("reason", "unknown"), ("namespace", ""), ("pod", "")]) - 1.0).abs()
-            < 1e-9
+        (value(&s, "ktrace_drops_total", &[("reason", "unknown"), ("namespace", ""), ("pod", "")]) - 1.0).abs() < 1e-9
     );
     assert!((value(&s, "ktrace_conn_failures_total", &[("kind", "refused"), web[0], web[1]]) - 1.0).abs() < 1e-9);
     let nodes = [("from_node", "node-a"), ("to_node", "node-b")];
@@ -347,9 +346,7 @@ fn findings_are_counted_by_kind_and_pod() {
     m.finding(&storm(None));
     let s = check(&m.render());
     let k = ("kind", "nxdomain_storm");
-    assert!(
-        (value(&s, "ktrace_dns_findings_total", &[k, ("namespace", "shop"), ("pod", "web-1")]) - 2.0).abs() < 1e-9
-    );
+    assert!((value(&s, "ktrace_dns_findings_total", &[k, ("namespace", "shop"), ("pod", "web-1")]) - 2.0).abs() < 1e-9);
     assert!((value(&s, "ktrace_dns_findings_total", &[k, ("namespace", ""), ("pod", "")]) - 1.0).abs() < 1e-9);
 }
 
@@ -368,11 +365,7 @@ fn cardinality_is_folded() {
     }
     let s = check(&m.render());
     let req = |ns, p| {
-        value(
-            &s,
-            "ktrace_dns_requests_total",
-            &[("namespace", ns), ("pod", p), ("qtype", "A"), ("rcode", "NOERROR")],
-        )
+        value(&s, "ktrace_dns_requests_total", &[("namespace", ns), ("pod", p), ("qtype", "A"), ("rcode", "NOERROR")])
     };
     assert!((req("a", "p1") - 2.0).abs() < 1e-9, "admitted pods keep counting");
     assert!((req("a", "p2") - 1.0).abs() < 1e-9);
@@ -412,12 +405,8 @@ fn series_are_capped_per_family() {
     assert!((value(&s, "ktrace_dns_requests_total", &all_other) - 10.0).abs() < 1e-9);
     // BADVERS is not one of the named rcodes.
     assert!(
-        find(
-            &s,
-            "ktrace_dns_requests_total",
-            &[("namespace", "ns"), ("pod", "p0"), ("qtype", "A"), ("rcode", OTHER)]
-        )
-        .is_some()
+        find(&s, "ktrace_dns_requests_total", &[("namespace", "ns"), ("pod", "p0"), ("qtype", "A"), ("rcode", OTHER)])
+            .is_some()
     );
 }
 
@@ -432,12 +421,9 @@ fn labels_and_help_are_escaped() {
     assert!(text.contains(r"# HELP ktrace_weird Help with \\ backslash\nand newline."), "{text}");
     let s = check(&text);
     assert!(
-        find(&s, "ktrace_conn_failures_total", &[("kind", "refused"), ("namespace", "ns"), ("pod", weird)])
-            .is_some()
+        find(&s, "ktrace_conn_failures_total", &[("kind", "refused"), ("namespace", "ns"), ("pod", weird)]).is_some()
     );
-    assert!(
-        find(&s, "ktrace_agent_info", &[("node", "a\"b\\c\nd"), ("version", env!("CARGO_PKG_VERSION"))]).is_some()
-    );
+    assert!(find(&s, "ktrace_agent_info", &[("node", "a\"b\\c\nd"), ("version", env!("CARGO_PKG_VERSION"))]).is_some());
 }
 
 #[test]
@@ -452,11 +438,11 @@ fn gauges_are_bounded_and_cannot_shadow_families() {
     assert!(!text.contains("Clash") && !text.contains("bad name"));
     assert!(value(&s, "ktrace_ok", &[]).is_nan());
     let names: &[&'static str] = &[
-        "g00", "g01", "g02", "g03", "g04", "g05", "g06", "g07", "g08", "g09", "g10", "g11", "g12", "g13", "g14",
-        "g15", "g16", "g17", "g18", "g19", "g20", "g21", "g22", "g23", "g24", "g25", "g26", "g27", "g28", "g29",
-        "g30", "g31", "g32", "g33", "g34", "g35", "g36", "g37", "g38", "g39", "g40", "g41", "g42", "g43", "g44",
-        "g45", "g46", "g47", "g48", "g49", "g50", "g51", "g52", "g53", "g54", "g55", "g56", "g57", "g58", "g59",
-        "g60", "g61", "g62", "g63", "g64", "g65", "g66",
+        "g00", "g01", "g02", "g03", "g04", "g05", "g06", "g07", "g08", "g09", "g10", "g11", "g12", "g13", "g14", "g15",
+        "g16", "g17", "g18", "g19", "g20", "g21", "g22", "g23", "g24", "g25", "g26", "g27", "g28", "g29", "g30", "g31",
+        "g32", "g33", "g34", "g35", "g36", "g37", "g38", "g39", "g40", "g41", "g42", "g43", "g44", "g45", "g46", "g47",
+        "g48", "g49", "g50", "g51", "g52", "g53", "g54", "g55", "g56", "g57", "g58", "g59", "g60", "g61", "g62", "g63",
+        "g64", "g65", "g66",
     ];
     for n in names {
         m.set_gauge(n, "Many.", 1.0);
@@ -508,4 +494,9 @@ fn bpf_helpers_do_not_fail_without_privileges() {
     let stats = bpf_program_stats(&["ktrace_no_such_program_name"]);
     assert!(stats.is_empty());
     drop(fd);
+}
+
+#[test]
+fn served_as_the_format_the_encoder_writes() {
+    assert_eq!(crate::agent::http::METRICS_CONTENT_TYPE, prometheus_client::encoding::prometheus_text::CONTENT_TYPE);
 }

@@ -1041,21 +1041,7 @@ fn slow_dns_incident_snaplen(v2: bool, snaplen: usize) -> Scap {
     s
 }
 
-#[derive(Default)]
-struct Collect {
-    txs: Vec<crate::analyze::Transaction>,
-    findings: Vec<crate::analyze::Finding>,
-}
-
-impl crate::pipeline::Sink for Collect {
-    fn transaction(&mut self, _ctx: &crate::pipeline::Context, tx: &crate::analyze::Transaction) {
-        self.txs.push(tx.clone());
-    }
-    fn finding(&mut self, _ctx: &crate::pipeline::Context, f: &crate::analyze::Finding) {
-        self.findings.push(f.clone());
-    }
-    fn finish(&mut self, _ctx: &crate::pipeline::Context, _s: &crate::pipeline::RunStats) {}
-}
+use crate::testkit::Collect;
 
 /// `ktrace dns -r FILE` (default `--timeout 5s`), collecting what it would print.
 fn ktrace_dns(path: &Path) -> (Collect, crate::pipeline::RunStats) {
