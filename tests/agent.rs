@@ -10,7 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ktrace_e2e::{Ktrace, json_lines, ktrace_bin, of_type, tools_available};
+use ktrace_e2e::{Ktrace, dig_from_backend, finding, json_lines, ktrace_bin, of_type, run_json, tools_available};
+use nix::sys::signal::Signal;
 use serde_json::Value;
 use xtask::lab::{Fault, LabGuard, LabOptions};
 
@@ -94,9 +95,8 @@ impl Agent {
         body
     }
 
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
+    fn signal(&self, sig: Signal) {
+        ktrace_e2e::signal(&self.child, sig);
     }
 
     fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
@@ -156,29 +156,9 @@ fn getent(lab: &LabGuard) -> Duration {
     t.elapsed()
 }
 
-fn dig_from_backend(lab: &LabGuard) {
-    // backend (node-b) → kube-dns (node-a): crosses the fabric in VXLAN.
-    let _ = lab
-        .pod_command("critical-app", "backend", "dig")
-        .args(["+tries=2", "+time=1", "@10.244.1.10", "kube-dns.kube-system.svc.cluster.local"])
-        .stdout(Stdio::null())
-        .status();
-}
-
-fn run_json(args: &[&str]) -> Vec<Value> {
-    let out = Command::new(ktrace_bin()).args(args).output().expect("ktrace");
-    assert!(out.status.success(), "ktrace {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
-    json_lines(&lines)
-}
-
-fn finding<'a>(v: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    of_type(v, "finding").into_iter().filter(|f| f["kind"] == kind).collect()
-}
-
 /// The value of one series in a Prometheus text exposition.
 fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let samples = ktrace::agent::metrics::parse_exposition(text).expect("valid exposition");
+    let samples = ktrace::testkit::exposition::parse_exposition(text).expect("valid exposition");
     samples
         .iter()
         .find(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
@@ -390,7 +370,7 @@ fn agent_killed_and_restarted_leaves_nothing_behind_and_streaming_resumes() {
     let attached = ours(&bpf_state("node-a"));
     assert!(attached > before, "the agent's programs are visible while it runs");
     let cli = Ktrace::start(&["dns", "--agent", &a.addr(), "-o", "json", "--timeout", "2s"]);
-    a.signal(libc::SIGKILL);
+    a.signal(Signal::SIGKILL);
     let _ = a.wait(Duration::from_secs(10));
     // BPF links die with their owner: nothing of ours stays attached.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -418,7 +398,7 @@ fn agent_killed_and_restarted_leaves_nothing_behind_and_streaming_resumes() {
         "the query after the restart streamed through: {v:#?}"
     );
     // SIGTERM: detaches within the grace period, exit 0.
-    a2.signal(libc::SIGTERM);
+    a2.signal(Signal::SIGTERM);
     let st = a2.wait(Duration::from_secs(10));
     assert!(st.success(), "agent exit on SIGTERM: {st}; {:?}", a2.stderr.lock().map(|v| v.clone()));
     assert_eq!(ours(&bpf_state("node-a")), before, "detached on SIGTERM");
@@ -529,7 +509,7 @@ fn agent_memory_stays_bounded_under_a_dns_flood() {
     let kernel_lost = series(&m, "ktrace_lost_events_total", &[("where", "kernel")]).expect("lost events exported");
     let evicted = series(&m, "ktrace_lost_events_total", &[("where", "history")]).expect("evictions exported");
     let hist = series(&m, "ktrace_history_bytes", &[]).expect("history size exported");
-    let requests: f64 = ktrace::agent::metrics::parse_exposition(&m)
+    let requests: f64 = ktrace::testkit::exposition::parse_exposition(&m)
         .expect("exposition")
         .iter()
         .filter(|s| s.name == "ktrace_dns_requests_total")

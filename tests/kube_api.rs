@@ -60,28 +60,8 @@ fn now_ns() -> i128 {
 
 /// IPv4 + UDP + a DNS message (query for `backend.critical-app.svc.cluster.local` A, or its answer).
 fn dns_packet(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, response: bool) -> Vec<u8> {
-    let mut dns = vec![0x12, 0x34, if response { 0x81 } else { 0x01 }, if response { 0x80 } else { 0x00 }];
-    dns.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in ["backend", "critical-app", "svc", "cluster", "local"] {
-        dns.push(label.len() as u8);
-        dns.extend_from_slice(label.as_bytes());
-    }
-    dns.extend_from_slice(&[0, 0, 1, 0, 1]);
-    let udp_len = 8 + dns.len();
-    let total = 20 + udp_len;
-    let mut p = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 17, 0, 0];
-    p.extend_from_slice(&src);
-    p.extend_from_slice(&dst);
-    let sum: u32 = p.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
-    let sum = (sum & 0xffff) + (sum >> 16);
-    let csum = !((sum & 0xffff) + (sum >> 16)) as u16;
-    p[10..12].copy_from_slice(&csum.to_be_bytes());
-    p.extend_from_slice(&sport.to_be_bytes());
-    p.extend_from_slice(&dport.to_be_bytes());
-    p.extend_from_slice(&(udp_len as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(&dns);
-    p
+    let dns = ktrace::testkit::dns::message(0x1234, response, 0, "backend.critical-app.svc.cluster.local", 1, None);
+    ktrace::testkit::packet::ipv4_udp(src.into(), sport, dst.into(), dport, &dns)
 }
 
 fn packet(ts_ns: u64, data: Vec<u8>) -> Record {

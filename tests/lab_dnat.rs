@@ -8,11 +8,11 @@
 
 use std::{
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
-use ktrace_e2e::{Ktrace, json_lines, ktrace_bin, of_type};
+use ktrace_e2e::{Ktrace, Recorder, finding, json_lines, of_type, run_json};
 use serde_json::Value;
 use xtask::lab::{LabGuard, LabOptions};
 
@@ -36,13 +36,6 @@ fn getent(lab: &LabGuard, pod: &str, db: &str, name: &str) -> (u32, Duration, St
     let pid = child.id();
     let out = child.wait_with_output().expect("getent");
     (pid, t.elapsed(), String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn run_json(args: &[String]) -> Vec<Value> {
-    let out = Command::new(ktrace_bin()).args(args).output().expect("ktrace");
-    assert!(out.status.success(), "ktrace {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
-    json_lines(&lines)
 }
 
 fn replay(files: &[&PathBuf]) -> Vec<Value> {
@@ -85,10 +78,6 @@ fn assert_one_joined_transaction_per_lookup(v: &[Value], mine: &[&Value], pod: &
             .collect();
         assert_eq!(same.len(), 1, "one lookup, one transaction: {same:#?}");
     }
-}
-
-fn finding<'a>(v: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    of_type(v, "finding").into_iter().filter(|f| f["kind"] == kind).collect()
 }
 
 /// The backend's (node-b) walk for `BACKEND`, crossing nodes: one
@@ -159,66 +148,6 @@ fn lookups_through_the_kube_dns_service_are_one_transaction_live() {
     assert!(joined >= 11, "every lookup joined across the DNAT: {stats:#?}");
 }
 
-/// `ktrace record` inside a node's namespace, scoped to that node and its pods.
-struct Recorder {
-    child: Child,
-    path: PathBuf,
-}
-
-impl Recorder {
-    fn start(node: &str, snapshot: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("ktrace-e2e-dnat-{node}.pcapng"));
-        let _ = std::fs::remove_file(&path);
-        let ns = format!("kt-{node}");
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns])
-            .arg(ktrace_bin())
-            .args(["record", "--node-name", node, "--netns-scope", &ns, "--kube-snapshot", snapshot, "-w"])
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start recorder");
-        let err = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-                eprintln!("[recorder] {l}");
-                if l.contains("attached") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(20)).expect("recorder attached");
-        Self { child, path }
-    }
-
-    fn stop(mut self) -> PathBuf {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        for _ in 0..200 {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                assert!(st.success(), "recorder exit {st}");
-                return self.path.clone();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        panic!("recorder did not stop");
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 #[test]
 fn two_node_captures_join_the_client_and_resolver_views() {
     if !can_run("two_node_captures_join_the_client_and_resolver_views") {
@@ -227,8 +156,8 @@ fn two_node_captures_join_the_client_and_resolver_views() {
     let lab = LabGuard::up(&LabOptions::default()).expect("lab up");
     let snap = lab.snapshot_path();
     let snap = snap.to_str().expect("utf-8 path");
-    let a = Recorder::start("node-a", snap);
-    let b = Recorder::start("node-b", snap);
+    let a = Recorder::start("node-a", snap, "dnat", &[]);
+    let b = Recorder::start("node-b", snap, "dnat", &[]);
     let (cross_pid, took, out) = getent(&lab, "backend", "hosts", BACKEND);
     assert!(out.contains("10.244.2.30"), "{out}");
     let (same_pid, _, out) = getent(&lab, "client", "ahostsv4", &format!("{BACKEND}."));

@@ -8,93 +8,16 @@
 
 use std::{
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
-use ktrace_e2e::{json_lines, ktrace_bin, of_type};
+use ktrace_e2e::{Recorder, dig_from_backend, json_lines, ktrace_bin, of_type};
 use serde_json::Value;
 use xtask::lab::{Fault, LabGuard, LabOptions};
 
 fn can_run(test: &str) -> bool {
     ktrace_e2e::lab_can_run(test, &["dnsmasq", "dig", "curl", "ip", "nft"])
-}
-
-/// `ktrace record` inside a node's namespace, scoped to that node.
-struct Recorder {
-    child: Child,
-    path: PathBuf,
-    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Recorder {
-    /// `underlay`: the `--underlay` arguments (none: the default, `auto`).
-    fn start(node: &str, snapshot: &str, tag: &str, underlay: &[&str]) -> Self {
-        let path = std::env::temp_dir().join(format!("ktrace-e2e-{tag}-{node}.pcapng"));
-        let _ = std::fs::remove_file(&path);
-        let ns = format!("kt-{node}");
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns])
-            .arg(ktrace_bin())
-            .args(["record", "--node-name", node, "--netns-scope", &ns, "--kube-snapshot", snapshot])
-            .args(underlay)
-            .arg("-w")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start recorder");
-        // Wait for "attached" on stderr (bounded).
-        let err = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let lines = std::sync::Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
-                eprintln!("[recorder] {l}");
-                if l.contains("attached") {
-                    let _ = tx.send(());
-                }
-                if let Ok(mut v) = lines.lock() {
-                    v.push(l);
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(20)).expect("recorder attached");
-        Self { child, path, stderr }
-    }
-
-    fn attached_line(&self) -> String {
-        self.stderr
-            .lock()
-            .map(|v| v.iter().find(|l| l.contains("attached")).cloned().unwrap_or_default())
-            .unwrap_or_default()
-    }
-
-    fn stop(mut self) -> PathBuf {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        for _ in 0..200 {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                assert!(st.success(), "recorder exit {st}");
-                return self.path.clone();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        panic!("recorder did not stop");
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 fn drops(files: &[PathBuf], extra: &[&str]) -> Vec<Value> {
@@ -132,15 +55,6 @@ fn record_both_with(
     std::thread::sleep(Duration::from_millis(1500));
     let attached = vec![a.attached_line(), b.attached_line()];
     (vec![a.stop(), b.stop()], attached)
-}
-
-fn dig_from_backend(lab: &LabGuard) {
-    // backend (node-b) → kube-dns (node-a) over UDP: crosses the fabric in VXLAN.
-    let _ = lab
-        .pod_command("critical-app", "backend", "dig")
-        .args(["+tries=2", "+time=1", "@10.244.1.10", "kube-dns.kube-system.svc.cluster.local"])
-        .stdout(Stdio::null())
-        .status();
 }
 
 #[test]

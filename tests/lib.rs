@@ -11,15 +11,19 @@ use std::{
     time::{Duration, Instant},
 };
 
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
 use serde_json::Value;
+use xtask::lab::LabGuard;
 
 /// True if this test can load BPF programs. Otherwise prints why on stderr
 /// and returns false — or panics when `KTRACE_REQUIRE_BPF=1` (CI), so a
 /// machine that cannot run the real thing never passes silently.
 #[must_use]
 pub fn bpf_available(test: &str) -> bool {
-    // SAFETY: trivial syscall.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = nix::unistd::geteuid().is_root();
     let why = if !root {
         Some("not root")
     } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
@@ -217,8 +221,7 @@ impl Ktrace {
     /// [`Ktrace::stop`], also returning every stderr line.
     #[must_use]
     pub fn stop_with_stderr(mut self) -> (Vec<String>, Vec<String>) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        signal(&self.child, Signal::SIGINT);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(st)) = self.child.try_wait() {
@@ -317,8 +320,7 @@ impl NetnsPair {
             if let Ok(o) = Command::new("ip").args(["netns", "pids", ns]).output() {
                 for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
                     if let Ok(pid) = pid.parse::<i32>() {
-                        // SAFETY: kill(2).
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                     }
                 }
             }
@@ -383,5 +385,118 @@ impl Drop for NetnsPair {
             let _ = c.wait();
         }
         Self::cleanup(&self.server, &self.client);
+    }
+}
+
+/// Sends `sig` to a child of this test (already exited: nothing happens).
+pub fn signal(child: &Child, sig: Signal) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = kill(Pid::from_raw(pid), sig);
+    }
+}
+
+/// Runs `ktrace ARGS` to completion; its stdout as JSON Lines.
+pub fn run_json<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> Vec<Value> {
+    let out = Command::new(ktrace_bin()).args(args).output().expect("ktrace");
+    assert!(out.status.success(), "ktrace {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    json_lines(&lines)
+}
+
+/// The findings of `kind` among the records.
+#[must_use]
+pub fn finding<'a>(v: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    of_type(v, "finding").into_iter().filter(|f| f["kind"] == kind).collect()
+}
+
+/// A lookup from the lab's backend pod (node-b) to kube-dns (node-a) over
+/// UDP: it crosses the fabric in VXLAN.
+pub fn dig_from_backend(lab: &LabGuard) {
+    let _ = lab
+        .pod_command("critical-app", "backend", "dig")
+        .args(["+tries=2", "+time=1", "@10.244.1.10", "kube-dns.kube-system.svc.cluster.local"])
+        .stdout(Stdio::null())
+        .status();
+}
+
+/// `ktrace record` inside a lab node's namespace, scoped to that node;
+/// killed when dropped.
+pub struct Recorder {
+    child: Child,
+    path: PathBuf,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Recorder {
+    /// Starts recording to `$TMP/ktrace-e2e-TAG-NODE.pcapng` and waits (up
+    /// to 20 s) until it attached. `underlay`: the `--underlay` arguments
+    /// (none: the default, `auto`).
+    #[must_use]
+    pub fn start(node: &str, snapshot: &str, tag: &str, underlay: &[&str]) -> Self {
+        let path = std::env::temp_dir().join(format!("ktrace-e2e-{tag}-{node}.pcapng"));
+        let _ = std::fs::remove_file(&path);
+        let ns = format!("kt-{node}");
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(ktrace_bin())
+            .args(["record", "--node-name", node, "--netns-scope", &ns, "--kube-snapshot", snapshot])
+            .args(underlay)
+            .arg("-w")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start recorder");
+        let err = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = std::sync::Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("[recorder] {l}");
+                if l.contains("attached") {
+                    let _ = tx.send(());
+                }
+                if let Ok(mut v) = lines.lock() {
+                    v.push(l);
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(20)).expect("recorder attached");
+        Self { child, path, stderr }
+    }
+
+    /// The recorder's "attached" line.
+    #[must_use]
+    pub fn attached_line(&self) -> String {
+        self.stderr
+            .lock()
+            .map(|v| v.iter().find(|l| l.contains("attached")).cloned().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// SIGINT, then waits (up to 10 s) for a clean exit; the capture's path.
+    #[must_use]
+    pub fn stop(mut self) -> PathBuf {
+        signal(&self.child, Signal::SIGINT);
+        for _ in 0..200 {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                assert!(st.success(), "recorder exit {st}");
+                return self.path.clone();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("recorder did not stop");
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }

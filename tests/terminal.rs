@@ -7,7 +7,7 @@
 //! the status-line tests load BPF (root, under the host lock).
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Stdio},
 };
 
@@ -18,10 +18,7 @@ const FIXTURE: &str = "zeek__dns_long-connection.pcap";
 const FIXTURE_V6: &str = "zeek__ipv6-fragmented-dns.pcap";
 
 fn fixture_named(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/pcap").join(name);
-    let p = if p.exists() { p } else { PathBuf::from("/work/shared/fixtures/pcap").join(name) };
-    assert!(p.is_file(), "fixture {} is missing", p.display());
-    p
+    ktrace::testkit::fixture(&format!("pcap/{name}"))
 }
 
 fn fixture() -> PathBuf {

@@ -19,3 +19,5 @@ pub mod output;
 pub mod pipeline;
 pub mod source;
 pub mod time;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;

@@ -9,6 +9,7 @@
 use std::{
     collections::BTreeSet,
     io::Cursor,
+    net::Ipv4Addr,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     sync::{
@@ -31,11 +32,11 @@ use ktrace::{
         reader::{AgentEvent, AgentSourceConfig, AgentSourceStats, run},
         server::{ListenAddr, Service, Shared, TlsFiles, serve},
     },
-    analyze::{Finding, Transaction, pairing::PairConfig},
+    analyze::pairing::PairConfig,
     capture::{self, Item},
     enrich::Enricher,
     event::{Hook, PacketRecord, Record},
-    pipeline::{Context, Filter, Pipeline, RunStats, Sink},
+    pipeline::{Context, Filter, Pipeline},
     source::{
         file::{CaptureEvents, FileEvent},
         monotonic_ns, realtime_ns,
@@ -76,56 +77,14 @@ impl Drop for TempDir {
     }
 }
 
-fn checksum(b: &[u8]) -> u16 {
-    let mut sum = 0u32;
-    for c in b.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while sum > 0xFFFF {
-        sum = (sum & 0xFFFF) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// A DNS message for `QNAME` type A: a query, or an answer with one A record.
 fn dns_message(id: u16, answer: Option<[u8; 4]>) -> Vec<u8> {
-    let mut m = Vec::new();
-    m.extend_from_slice(&id.to_be_bytes());
-    // Query: RD. Answer: QR RD RA, NOERROR.
-    m.extend_from_slice(&(if answer.is_some() { 0x8180u16 } else { 0x0100 }).to_be_bytes());
-    m.extend_from_slice(&1u16.to_be_bytes());
-    m.extend_from_slice(&u16::from(answer.is_some()).to_be_bytes());
-    m.extend_from_slice(&[0, 0, 0, 0]);
-    for label in QNAME.split('.') {
-        m.push(label.len() as u8);
-        m.extend_from_slice(label.as_bytes());
-    }
-    m.push(0);
-    m.extend_from_slice(&[0, 1, 0, 1]);
-    if let Some(ip) = answer {
-        // Name: pointer to the question's name at offset 12.
-        m.extend_from_slice(&[0xC0, 0x0C, 0, 1, 0, 1]);
-        m.extend_from_slice(&30u32.to_be_bytes());
-        m.extend_from_slice(&4u16.to_be_bytes());
-        m.extend_from_slice(&ip);
-    }
-    m
+    ktrace::testkit::dns::message(id, answer.is_some(), 0, QNAME, 1, answer.map(Ipv4Addr::from))
 }
 
 /// An IPv4/UDP packet (header checksum set, UDP checksum 0 = none).
 fn ipv4_udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Bytes {
-    let total = 28 + payload.len();
-    let mut p = vec![0x45, 0, (total >> 8) as u8, total as u8, 0x12, 0x34, 0x40, 0, 64, 17, 0, 0];
-    p.extend_from_slice(&src);
-    p.extend_from_slice(&dst);
-    let sum = checksum(&p);
-    p[10..12].copy_from_slice(&sum.to_be_bytes());
-    p.extend_from_slice(&sport.to_be_bytes());
-    p.extend_from_slice(&dport.to_be_bytes());
-    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(payload);
-    Bytes::from(p)
+    Bytes::from(ktrace::testkit::packet::ipv4_udp(src.into(), sport, dst.into(), dport, payload))
 }
 
 /// Transaction `i`: the client's query leaving its socket and the answer
@@ -385,18 +344,7 @@ async fn read_to_end(client: &mut Client, req: SubscribeRequest) -> Vec<u8> {
     out
 }
 
-#[derive(Default)]
-struct Collect {
-    txs: Vec<Transaction>,
-}
-
-impl Sink for Collect {
-    fn transaction(&mut self, _ctx: &Context, tx: &Transaction) {
-        self.txs.push(tx.clone());
-    }
-    fn finding(&mut self, _ctx: &Context, _f: &Finding) {}
-    fn finish(&mut self, _ctx: &Context, _s: &RunStats) {}
-}
+use ktrace::testkit::Collect;
 
 /// What `agent::reader::run` handed over.
 #[derive(Default)]

@@ -1,4 +1,4 @@
-//! Every foreign capture in `../shared/fixtures/pcap/` replays through the
+//! Every foreign capture in `tests/fixtures/pcap/` (vendored) replays through the
 //! same pipeline as live tracing, with transaction counts verified by hand
 //! against `tshark -Y 'dns.flags.response==0'` / `==1` on the same files.
 //! No root needed.
@@ -6,37 +6,21 @@
 use std::path::PathBuf;
 
 use ktrace::{
-    analyze::{Finding, Transaction, pairing::PairConfig},
+    analyze::pairing::PairConfig,
     enrich::Enricher,
-    pipeline::{Context, Filter, Pipeline, RunStats, Sink},
+    pipeline::{Context, Filter, Pipeline, RunStats},
     source::file::{FileEvent, replay},
 };
 
-#[derive(Default)]
-struct Collect {
-    txs: Vec<Transaction>,
-}
+use ktrace::testkit::Collect;
 
-impl Sink for Collect {
-    fn transaction(&mut self, _ctx: &Context, tx: &Transaction) {
-        self.txs.push(tx.clone());
-    }
-    fn finding(&mut self, _ctx: &Context, _f: &Finding) {}
-    fn finish(&mut self, _ctx: &Context, _s: &RunStats) {}
-}
-
-fn fixtures() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/pcap");
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!("SKIP: {} not found", p.display());
-        None
-    }
+/// The vendored pcap fixtures (a missing one fails the test).
+fn fixtures() -> PathBuf {
+    ktrace::testkit::fixture("pcap")
 }
 
 fn run(file: &str) -> (Collect, RunStats) {
-    let path = fixtures().expect("fixtures").join(file);
+    let path = fixtures().join(file);
     let ctx = Context { clock_offset_ns: 0, enricher: Enricher::empty() };
     let mut pipe = Pipeline::new(
         ctx,
@@ -58,9 +42,6 @@ fn run(file: &str) -> (Collect, RunStats) {
 
 #[test]
 fn every_pcap_fixture_replays_with_the_expected_transactions() {
-    if fixtures().is_none() {
-        return;
-    }
     // (file, transactions, answered, DNS messages, unmatched responses, undecodable DNS payloads)
     let expected = [
         // tshark: 2 queries, 2 responses (BADCOOKIE, then a successful retry).
@@ -93,9 +74,6 @@ fn every_pcap_fixture_replays_with_the_expected_transactions() {
 
 #[test]
 fn badcookie_and_tcp_details() {
-    if fixtures().is_none() {
-        return;
-    }
     let (c, _) = run("tcpdump__dns-badcookie.pcap");
     let rcodes: Vec<Option<u16>> = c.txs.iter().map(|t| t.rcode).collect();
     assert!(rcodes.contains(&Some(23)), "extended rcode BADCOOKIE (23): {rcodes:?}");

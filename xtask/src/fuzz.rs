@@ -85,8 +85,7 @@ fn write_seeds() -> anyhow::Result<()> {
     c.args(["test", "-p", "tracer", "--lib", "write_fuzz_seeds", "--", "--ignored", "--test-threads=1"]);
     c.env("KTRACE_FUZZ_SEEDS", &seeds);
     run(c)?;
-    let shared = std::env::var_os("KTRACE_SHARED_DIR").map_or_else(|| root().join("../shared"), PathBuf::from);
-    let scap = shared.join("fixtures/scap");
+    let scap = root().join("tests/fixtures/scap");
     let out = seeds.join("scap_read");
     std::fs::create_dir_all(&out)?;
     for e in std::fs::read_dir(&scap).with_context(|| format!("reading {}", scap.display()))? {

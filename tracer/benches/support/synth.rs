@@ -16,67 +16,7 @@ use ktrace::event::{Hook, PacketRecord, Process, Record};
 /// Search suffixes of a pod in namespace `ns{n}`, as kubelet writes them.
 const SUFFIXES: [&str; 4] = ["critical-app.svc.cluster.local", "svc.cluster.local", "cluster.local", "localdomain"];
 
-/// Appends `name` in DNS wire form (labels, no compression).
-fn put_name(out: &mut Vec<u8>, name: &str) {
-    for label in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
-        let l = &label.as_bytes()[..label.len().min(63)];
-        out.push(l.len() as u8);
-        out.extend_from_slice(l);
-    }
-    out.push(0);
-}
-
-/// A DNS message: header, one question, and for a NOERROR response one A answer
-/// (the name compressed as a pointer to the question, as servers do).
-#[must_use]
-pub fn dns_message(id: u16, response: bool, rcode: u8, qname: &str, qtype: u16, answer: Option<Ipv4Addr>) -> Vec<u8> {
-    let mut m = Vec::with_capacity(64 + qname.len());
-    m.extend_from_slice(&id.to_be_bytes());
-    let flags: u16 = if response { 0x8180 | u16::from(rcode & 0x0f) } else { 0x0100 };
-    m.extend_from_slice(&flags.to_be_bytes());
-    let ancount = u16::from(response && answer.is_some());
-    for v in [1u16, ancount, 0, 0] {
-        m.extend_from_slice(&v.to_be_bytes());
-    }
-    put_name(&mut m, qname);
-    m.extend_from_slice(&qtype.to_be_bytes());
-    m.extend_from_slice(&1u16.to_be_bytes());
-    if let (true, Some(ip)) = (response, answer) {
-        m.extend_from_slice(&[0xc0, 0x0c]);
-        m.extend_from_slice(&1u16.to_be_bytes());
-        m.extend_from_slice(&1u16.to_be_bytes());
-        m.extend_from_slice(&30u32.to_be_bytes());
-        m.extend_from_slice(&4u16.to_be_bytes());
-        m.extend_from_slice(&ip.octets());
-    }
-    m
-}
-
-/// An IPv4/UDP packet (header checksum filled in, UDP checksum 0 as allowed).
-#[must_use]
-pub fn ipv4_udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let total = 28 + payload.len();
-    let mut p = Vec::with_capacity(total);
-    p.extend_from_slice(&[0x45, 0]);
-    p.extend_from_slice(&(total as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    let mut sum: u32 = 0;
-    for c in p.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    p.extend_from_slice(&sport.to_be_bytes());
-    p.extend_from_slice(&dport.to_be_bytes());
-    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(payload);
-    p
-}
+pub use ktrace::testkit::{dns::message as dns_message, packet::ipv4_udp};
 
 /// The resolver every synthetic client asks (kube-dns).
 pub const RESOLVER: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 10);

@@ -171,7 +171,10 @@ fn is_transient(e: &io::Error) -> bool {
             | io::ErrorKind::Interrupted
             | io::ErrorKind::WouldBlock
             | io::ErrorKind::OutOfMemory
-    ) || matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EPROTO))
+    ) || e.raw_os_error().is_some_and(|n| {
+        use nix::errno::Errno;
+        matches!(Errno::from_raw(n), Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM | Errno::EPROTO)
+    })
 }
 
 async fn connection(
@@ -272,7 +275,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::agent::metrics::{MetricsConfig, parse_exposition};
+    use crate::{agent::metrics::MetricsConfig, testkit::exposition::parse_exposition};
 
     struct Server {
         addr: SocketAddr,

@@ -268,8 +268,7 @@ impl PeerPolicy {
     /// Whether a peer with these credentials may connect.
     #[must_use]
     pub fn allows(&self, uid: u32, gid: u32) -> bool {
-        // SAFETY: trivial syscall.
-        let me = unsafe { libc::geteuid() };
+        let me = nix::unistd::geteuid().as_raw();
         uid == 0 || uid == me || self.gid.is_some_and(|g| g == gid)
     }
 }

@@ -23,6 +23,7 @@ mod writer;
 
 use std::{path::Path, sync::Arc};
 
+use nix::time::ClockId;
 use serde::{Deserialize, Serialize};
 
 use crate::event::Record;
@@ -62,8 +63,8 @@ impl ClockRef {
     /// Reads both clocks now (back to back; the gap is well under a microsecond).
     #[must_use]
     pub fn now() -> Self {
-        let mono_ns = clock_ns(libc::CLOCK_MONOTONIC);
-        let wall_ns = clock_ns(libc::CLOCK_REALTIME);
+        let mono_ns = clock_ns(ClockId::CLOCK_MONOTONIC);
+        let wall_ns = clock_ns(ClockId::CLOCK_REALTIME);
         Self { mono_ns, wall_ns }
     }
 
@@ -88,14 +89,9 @@ impl ClockRef {
     }
 }
 
-fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes it.
-    let rc = unsafe { libc::clock_gettime(clock, &raw mut ts) };
-    if rc != 0 {
-        return 0;
-    }
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+fn clock_ns(clock: ClockId) -> u64 {
+    let Ok(ts) = nix::time::clock_gettime(clock) else { return 0 };
+    (ts.tv_sec() as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec() as u64)
 }
 
 /// What a ktrace capture says about itself: the first custom block of every

@@ -538,21 +538,15 @@ pub fn rcode_name(r: u16) -> String {
 pub(crate) mod test_pcap {
     use std::path::PathBuf;
 
-    /// `../shared/fixtures/pcap/NAME` from the project root, or under
-    /// `$KTRACE_SHARED_DIR` when set.
+    /// The vendored `tests/fixtures/pcap/NAME` (panics when missing).
     pub(crate) fn fixture(name: &str) -> PathBuf {
-        let shared = std::env::var_os("KTRACE_SHARED_DIR")
-            .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"), PathBuf::from);
-        shared.join("fixtures/pcap").join(name)
+        crate::testkit::fixture(&format!("pcap/{name}"))
     }
 
-    /// Reads a fixture; None (with a note on stderr) when it is not there.
+    /// Reads a fixture (panics when it is not there).
     pub(crate) fn read(name: &str) -> Option<Vec<(u32, Vec<u8>)>> {
         let path = fixture(name);
-        let Ok(f) = std::fs::read(&path) else {
-            eprintln!("skipping: {} not found", path.display());
-            return None;
-        };
+        let f = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
         let magic = u32::from_le_bytes(f[0..4].try_into().unwrap());
         let le = match magic {
             0xa1b2_c3d4 | 0xa1b2_3c4d => true,

@@ -119,7 +119,7 @@ fn ips_of(v: &Value) -> Vec<IpAddr> {
 /// RFC 3339 time (`2026-05-01T10:00:00Z`) as Unix ns; `None` if absent or malformed.
 #[must_use]
 pub fn parse_time_ns(s: &str) -> Option<i128> {
-    s.parse::<k8s_openapi::jiff::Timestamp>().ok().map(k8s_openapi::jiff::Timestamp::as_nanosecond)
+    s.parse::<jiff::Timestamp>().ok().map(jiff::Timestamp::as_nanosecond)
 }
 
 /// Annotation ktrace adds to pods it saw deleted, kept for a while in the

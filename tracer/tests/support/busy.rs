@@ -76,14 +76,6 @@ fn pod_netns(p: u32) -> u32 {
     4_026_540_000 + p
 }
 
-fn put_name(out: &mut Vec<u8>, name: &str) {
-    for label in name.split('.').filter(|l| !l.is_empty()) {
-        out.push(label.len() as u8);
-        out.extend_from_slice(label.as_bytes());
-    }
-    out.push(0);
-}
-
 /// A DNS message with one question and, for a NOERROR answer with data, one A or AAAA record.
 fn dns(id: u16, response: bool, rcode: u8, qname: &str, qtype: u16, data: bool) -> Vec<u8> {
     let mut m = Vec::with_capacity(96);
@@ -94,7 +86,7 @@ fn dns(id: u16, response: bool, rcode: u8, qname: &str, qtype: u16, data: bool) 
     for v in [1u16, an, 0, 0] {
         m.extend_from_slice(&v.to_be_bytes());
     }
-    put_name(&mut m, qname);
+    ktrace::testkit::dns::put_name(&mut m, qname);
     m.extend_from_slice(&qtype.to_be_bytes());
     m.extend_from_slice(&1u16.to_be_bytes());
     if response && data {
@@ -114,27 +106,7 @@ fn dns(id: u16, response: bool, rcode: u8, qname: &str, qtype: u16, data: bool) 
 }
 
 fn udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let total = 28 + payload.len();
-    let mut p = Vec::with_capacity(total);
-    p.extend_from_slice(&[0x45, 0]);
-    p.extend_from_slice(&(total as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    let mut sum: u32 = 0;
-    for c in p.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    p.extend_from_slice(&sport.to_be_bytes());
-    p.extend_from_slice(&dport.to_be_bytes());
-    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(payload);
-    p
+    ktrace::testkit::packet::ipv4_udp(src, sport, dst, dport, payload)
 }
 
 /// Deterministic jitter in [0, 1).

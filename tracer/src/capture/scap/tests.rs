@@ -27,7 +27,7 @@ use crate::{
 };
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/scap")
+    crate::testkit::fixture("scap")
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -518,27 +518,7 @@ fn tuple4(s: [u8; 4], sp: u16, d: [u8; 4], dp: u16) -> Vec<u8> {
 }
 
 fn dns_msg(id: u16, name: &str, qtype: u16, response: bool, rcode: u8) -> Vec<u8> {
-    let mut m = id.to_be_bytes().to_vec();
-    m.extend_from_slice(&[
-        if response { 0x81 } else { 0x01 },
-        if response { 0x80 | rcode } else { 0 },
-        0,
-        1,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-    ]);
-    for l in name.split('.') {
-        m.push(l.len() as u8);
-        m.extend_from_slice(l.as_bytes());
-    }
-    m.extend_from_slice(&[0]);
-    m.extend_from_slice(&qtype.to_be_bytes());
-    m.extend_from_slice(&[0, 1]);
-    m
+    crate::testkit::dns::message(id, response, rcode, name, qtype, None)
 }
 
 const CID: &str = "3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899";
@@ -900,19 +880,7 @@ fn sockaddr4(ip: [u8; 4], port: u16) -> Vec<u8> {
 /// `answer` (A or AAAA rdata) under a pointer to the question name, TTL 0
 /// (dnsmasq's `host-record`s).
 fn dns_response(query: &[u8], rcode: u8, answer: Option<&[u8]>) -> Vec<u8> {
-    let mut r = query.to_vec();
-    r[2] = 0x81;
-    r[3] = 0x80 | rcode;
-    if let Some(rdata) = answer {
-        r[7] = 1;
-        let qtype = if rdata.len() == 4 { 1u16 } else { 28 };
-        r.extend_from_slice(&[0xc0, 0x0c]);
-        r.extend_from_slice(&qtype.to_be_bytes());
-        r.extend_from_slice(&[0, 1, 0, 0, 0, 0]);
-        r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
-        r.extend_from_slice(rdata);
-    }
-    r
+    crate::testkit::dns::response_to(query, rcode, answer)
 }
 
 /// What happens to one query of getent's walk.
@@ -1073,21 +1041,7 @@ fn slow_dns_incident_snaplen(v2: bool, snaplen: usize) -> Scap {
     s
 }
 
-#[derive(Default)]
-struct Collect {
-    txs: Vec<crate::analyze::Transaction>,
-    findings: Vec<crate::analyze::Finding>,
-}
-
-impl crate::pipeline::Sink for Collect {
-    fn transaction(&mut self, _ctx: &crate::pipeline::Context, tx: &crate::analyze::Transaction) {
-        self.txs.push(tx.clone());
-    }
-    fn finding(&mut self, _ctx: &crate::pipeline::Context, f: &crate::analyze::Finding) {
-        self.findings.push(f.clone());
-    }
-    fn finish(&mut self, _ctx: &crate::pipeline::Context, _s: &crate::pipeline::RunStats) {}
-}
+use crate::testkit::Collect;
 
 /// `ktrace dns -r FILE` (default `--timeout 5s`), collecting what it would print.
 fn ktrace_dns(path: &Path) -> (Collect, crate::pipeline::RunStats) {
