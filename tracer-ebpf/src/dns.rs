@@ -4,15 +4,17 @@
 use core::ptr::read_volatile;
 
 use aya_ebpf::{
-    helpers::generated::{bpf_get_netns_cookie, bpf_ringbuf_output, bpf_skb_cgroup_id, bpf_skb_load_bytes},
+    helpers::generated::{bpf_get_netns_cookie, bpf_skb_cgroup_id, bpf_skb_load_bytes},
     macros::cgroup_skb,
     programs::SkBuffContext,
 };
-use tracer_common::{EventKind, PACKET_EVENT_HDR_LEN, PORTS_MAX, SNAP_LEN, Stat, flags, hook};
+use tracer_common::{
+    EventHeader, EventKind, PACKET_EVENT_HDR_LEN, PORTS_MAX, PacketEvent, SNAP_LEN, Stat, flags, hook,
+};
 
 use crate::{
-    BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, DNS_PORTS, EVENTS, IPPROTO_TCP, IPPROTO_UDP, SCRATCH,
-    USE_NETNS_COOKIE, WAKEUP_BYTES, bounded_len, bump, count_lost, init_header, set, task::fill_task,
+    BPF_RB_NO_WAKEUP, DNS_PORTS, EVENTS, IPPROTO_TCP, IPPROTO_UDP, USE_NETNS_COOKIE, bounded_len, bump, count_lost,
+    init_header, set, task::fill_task, wake_flag,
 };
 
 #[inline(always)]
@@ -136,6 +138,89 @@ fn ports_direct(skb: *mut aya_ebpf::bindings::__sk_buff) -> Option<(u8, u8, u16,
     None
 }
 
+/// Most bytes of a DNS packet copied into its record (1..=`SNAP_LEN`), set by
+/// userspace at load time: `SNAP_LEN` when the decoder reads the messages
+/// (it walks answers, authority and additional records for the EDNS rcode,
+/// so a response is needed whole), `record --snaplen` when recording.
+#[unsafe(no_mangle)]
+static DNS_SNAP: u32 = SNAP_LEN as u32;
+
+/// A packet record as it is reserved in the ring: the fields of
+/// [`tracer_common::PacketEvent`] before `data`, then room for `N` bytes of
+/// packet. The packet is loaded straight into the reservation (one copy, no
+/// per-CPU scratch), and a small packet takes a small slot: the ring's
+/// reservation size must be a constant, so there is one size class per power
+/// of two from 128 to `SNAP_LEN` (`cap_len` says how much of `data` is valid;
+/// userspace ignores the rest).
+#[repr(C)]
+struct PacketSlot<const N: usize> {
+    hdr: EventHeader,
+    netns_cookie: u64,
+    netns_ino: u32,
+    ifindex: u32,
+    pkt_len: u32,
+    cap_len: u16,
+    hook: u8,
+    ip_version: u8,
+    data: [u8; N],
+}
+
+const _: () = assert!(core::mem::offset_of!(PacketSlot<128>, data) == PACKET_EVENT_HDR_LEN);
+const _: () = assert!(core::mem::size_of::<PacketSlot<SNAP_LEN>>() == core::mem::size_of::<PacketEvent>());
+
+/// Reserves a `PacketSlot<N>`, fills it and loads the first `n` (1..=N) bytes
+/// of the packet into it.
+#[inline(always)]
+fn emit<const N: usize>(ctx: &SkBuffContext, which: u8, ver: u8, n: usize, truncated: bool) {
+    let Some(mut entry) = EVENTS.reserve::<PacketSlot<N>>(0) else {
+        count_lost();
+        return;
+    };
+    // SAFETY: the reservation is ours until it is submitted or discarded, and
+    // every field userspace reads is written below (ring memory is not zeroed).
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    let skb = ctx.skb.skb;
+    init_header(&mut ev.hdr, EventKind::DnsPacket);
+    if truncated {
+        ev.hdr.flags |= flags::TRUNCATED;
+    }
+    // SAFETY: helper on our own context.
+    ev.hdr.cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
+    set(&mut ev.netns_ino, 0);
+    set(&mut ev.netns_cookie, 0);
+    // SAFETY: reading a loader-written global.
+    if unsafe { read_volatile(&raw const USE_NETNS_COOKIE) } != 0 {
+        // SAFETY: helper on our own context.
+        ev.netns_cookie = unsafe { bpf_get_netns_cookie(skb.cast()) };
+        ev.hdr.flags |= flags::HAS_NETNS_COOKIE;
+    }
+    // SAFETY: reading the context's fields.
+    unsafe {
+        ev.ifindex = (*skb).ifindex;
+        ev.pkt_len = (*skb).len;
+    }
+    ev.hook = which;
+    ev.ip_version = ver;
+    // Egress of a socket runs in the sending task (UDP sendmsg, TCP send).
+    if which == hook::CGROUP_EGRESS {
+        let ino = fill_task(&mut ev.hdr, true);
+        if ino != 0 {
+            ev.netns_ino = ino;
+            ev.hdr.flags |= flags::HAS_NETNS_INO;
+        }
+    }
+    let n = bounded_len(n, N);
+    // SAFETY: n is in 1..=N, the size of ev.data.
+    let r = unsafe { bpf_skb_load_bytes(skb.cast(), 0, ev.data.as_mut_ptr().cast(), n as u32) };
+    if r != 0 {
+        bump(Stat::LoadError);
+        entry.discard(BPF_RB_NO_WAKEUP);
+        return;
+    }
+    ev.cap_len = n as u16;
+    entry.submit(wake_flag());
+}
+
 #[inline(always)]
 fn capture(ctx: &SkBuffContext, which: u8) -> i32 {
     // No per-packet counter here: most packets are not DNS, and the kernel's
@@ -166,62 +251,22 @@ fn capture(ctx: &SkBuffContext, which: u8) -> i32 {
         return 1;
     }
     bump(Stat::Matched);
-    let Some(ev) = SCRATCH.get_ptr_mut(0) else {
-        return 1;
-    };
-    // SAFETY: the per-CPU scratch slot is ours until this program returns.
-    let ev = unsafe { &mut *ev };
-    let skb = ctx.skb.skb;
-    let len = ctx.len();
-    init_header(&mut ev.hdr, EventKind::DnsPacket);
-    // SAFETY: helper on our own context.
-    ev.hdr.cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
-    set(&mut ev.netns_ino, 0);
-    set(&mut ev.netns_cookie, 0);
+    let len = ctx.len() as usize;
     // SAFETY: reading a loader-written global.
-    if unsafe { read_volatile(&raw const USE_NETNS_COOKIE) } != 0 {
-        // SAFETY: helper on our own context.
-        ev.netns_cookie = unsafe { bpf_get_netns_cookie(skb.cast()) };
-        ev.hdr.flags |= flags::HAS_NETNS_COOKIE;
-    }
-    // SAFETY: reading the context's ifindex field.
-    ev.ifindex = unsafe { (*skb).ifindex };
-    ev.pkt_len = len;
-    ev.hook = which;
-    ev.ip_version = ver;
-    // Egress of a socket runs in the sending task (UDP sendmsg, TCP send).
-    if which == hook::CGROUP_EGRESS {
-        let ino = fill_task(&mut ev.hdr, true);
-        if ino != 0 {
-            ev.netns_ino = ino;
-            ev.hdr.flags |= flags::HAS_NETNS_INO;
-        }
-    }
-    let mut n = len as usize;
-    if n > SNAP_LEN {
-        n = SNAP_LEN;
-        ev.hdr.flags |= flags::TRUNCATED;
-    }
+    let snap = unsafe { read_volatile(&raw const DNS_SNAP) } as usize;
+    let snap = if snap == 0 || snap > SNAP_LEN { SNAP_LEN } else { snap };
+    let (n, truncated) = if len > snap { (snap, true) } else { (len, false) };
     if n == 0 {
         return 1;
     }
-    let n = bounded_len(n, SNAP_LEN);
-    // SAFETY: n is in 1..=SNAP_LEN, the size of ev.data.
-    let r = unsafe { bpf_skb_load_bytes(skb.cast(), 0, ev.data.as_mut_ptr().cast(), n as u32) };
-    if r != 0 {
-        bump(Stat::LoadError);
-        return 1;
-    }
-    ev.cap_len = n as u16;
-    // SAFETY: loader-written global; the ring buffer map.
-    let wake = unsafe { read_volatile(&raw const WAKEUP_BYTES) };
-    let fl = if EVENTS.query(BPF_RB_AVAIL_DATA) >= wake { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
-    let size = (PACKET_EVENT_HDR_LEN + n) as u64;
-    // SAFETY: `ev` is PACKET_EVENT_HDR_LEN + SNAP_LEN bytes and size is at most that.
-    let r =
-        unsafe { bpf_ringbuf_output((&raw const EVENTS).cast_mut().cast(), core::ptr::from_mut(ev).cast(), size, fl) };
-    if r != 0 {
-        count_lost();
+    if n <= 128 {
+        emit::<128>(ctx, which, ver, n, truncated);
+    } else if n <= 256 {
+        emit::<256>(ctx, which, ver, n, truncated);
+    } else if n <= 512 {
+        emit::<512>(ctx, which, ver, n, truncated);
+    } else {
+        emit::<SNAP_LEN>(ctx, which, ver, n, truncated);
     }
     1
 }

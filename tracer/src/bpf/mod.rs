@@ -25,7 +25,7 @@ use aya::{
     sys::{BpfHelper, is_helper_supported},
 };
 use thiserror::Error;
-use tracer_common::{KernelOffsets, MAP_EVENTS, MAP_LOST, MAP_STATS, PORTS_MAX, STATS_LEN, pid_source};
+use tracer_common::{KernelOffsets, MAP_EVENTS, MAP_LOST, MAP_STATS, PORTS_MAX, SNAP_LEN, STATS_LEN, pid_source};
 
 /// The eBPF object built by `build.rs`, embedded so `ktrace` is one file.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -87,6 +87,9 @@ pub struct CaptureConfig {
     /// a quarter of the ring (the reader drains on its timer below that).
     /// `Some(0)` wakes it for every event (the benchmark's comparison mode).
     pub wakeup_bytes: Option<u64>,
+    /// Most bytes of each DNS packet the kernel copies (`record --snaplen`);
+    /// 0 = `SNAP_LEN`, what the DNS decoder reads.
+    pub snaplen: u32,
 }
 
 impl Default for CaptureConfig {
@@ -98,6 +101,7 @@ impl Default for CaptureConfig {
             drops: false,
             underlay: Vec::new(),
             wakeup_bytes: None,
+            snaplen: 0,
         }
     }
 }
@@ -310,6 +314,7 @@ pub struct Globals {
     pub fit: KernelFit,
     wake: u64,
     ring_bytes: u32,
+    dns_snap: u32,
     /// Kernel BTF as ktrace's own reader parsed it.
     pub btf_info: Option<btf::Btf>,
     /// What ring-buffer decoding needs (drop reason names).
@@ -369,6 +374,7 @@ impl Globals {
             has_netns_cookie,
             fit,
             wake,
+            dns_snap: if cfg.snaplen == 0 { SNAP_LEN as u32 } else { cfg.snaplen.min(SNAP_LEN as u32) },
             ring_bytes: cfg.ring_bytes,
             btf_info,
             decode_ctx,
@@ -382,6 +388,7 @@ impl Globals {
         let mut loader = EbpfLoader::new();
         loader
             .override_global("DNS_PORTS", &self.ports[..], true)
+            .override_global("DNS_SNAP", &self.dns_snap, true)
             .override_global("OFFSETS", &self.offsets, true)
             .override_global("TASK_BTF", &task_btf, true)
             .override_global("PID_SOURCE", &self.fit.pid_source, true)
