@@ -4,19 +4,28 @@
 use core::ptr::read_volatile;
 
 use aya_ebpf::{
-    helpers::generated::{bpf_get_netns_cookie, bpf_ringbuf_output, bpf_skb_cgroup_id, bpf_skb_load_bytes},
-    macros::cgroup_skb,
-    programs::SkBuffContext,
+    bindings::__sk_buff,
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{
+            bpf_get_current_task, bpf_get_current_task_btf, bpf_get_netns_cookie, bpf_sk_storage_get,
+            bpf_skb_cgroup_id, bpf_skb_load_bytes,
+        },
+    },
+    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr},
+    programs::{SkBuffContext, SockAddrContext, SockContext},
+};
+use tracer_common::{
+    EventHeader, EventKind, PACKET_EVENT_HDR_LEN, PORTS_MAX, PacketEvent, SNAP_LEN, Stat, flags, hook, pid_source,
 };
 use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
     udp::UdpHdr,
 };
-use tracer_common::{EventKind, PACKET_EVENT_HDR_LEN, PORTS_MAX, SNAP_LEN, Stat, flags, hook};
 
 use crate::{
-    BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, DNS_PORTS, EVENTS, IPPROTO_TCP, IPPROTO_UDP, SCRATCH,
-    USE_NETNS_COOKIE, WAKEUP_BYTES, bounded_len, bump, count_lost, init_header, set, task::fill_task,
+    BPF_RB_NO_WAKEUP, DNS_PORTS, EVENTS, IPPROTO_TCP, IPPROTO_UDP, OFFSETS, PID_SOURCE, TASK_BTF, USE_NETNS_COOKIE,
+    bounded_len, bump, count_lost, init_header, kread, set, task::fill_task, wake_flag, zero_words,
 };
 
 #[inline(always)]
@@ -135,6 +144,301 @@ fn ports_direct(skb: *mut aya_ebpf::bindings::__sk_buff) -> Option<(u8, u8, u16,
     None
 }
 
+/// Most bytes of a DNS packet copied into its record (1..=`SNAP_LEN`), set by
+/// userspace at load time: `SNAP_LEN` when the decoder reads the messages
+/// (it walks answers, authority and additional records for the EDNS rcode,
+/// so a response is needed whole), `record --snaplen` when recording.
+#[unsafe(no_mangle)]
+static DNS_SNAP: u32 = SNAP_LEN as u32;
+
+/// A packet record as it is reserved in the ring: the fields of
+/// [`tracer_common::PacketEvent`] before `data`, then room for `N` bytes of
+/// packet. The packet is loaded straight into the reservation (one copy, no
+/// per-CPU scratch), and a small packet takes a small slot: the ring's
+/// reservation size must be a constant, so there is one size class per power
+/// of two from 128 to `SNAP_LEN` (`cap_len` says how much of `data` is valid;
+/// userspace ignores the rest).
+#[repr(C)]
+struct PacketSlot<const N: usize> {
+    hdr: EventHeader,
+    netns_cookie: u64,
+    netns_ino: u32,
+    ifindex: u32,
+    pkt_len: u32,
+    cap_len: u16,
+    hook: u8,
+    ip_version: u8,
+    data: [u8; N],
+}
+
+const _: () = assert!(core::mem::offset_of!(PacketSlot<128>, data) == PACKET_EVENT_HDR_LEN);
+const _: () = assert!(core::mem::size_of::<PacketSlot<SNAP_LEN>>() == core::mem::size_of::<PacketEvent>());
+
+/// Reserves a `PacketSlot<N>`, fills it and loads the first `n` (1..=N) bytes
+/// of the packet into it.
+#[inline(always)]
+fn emit<const N: usize>(ctx: &SkBuffContext, which: u8, ver: u8, udp: bool, n: usize, truncated: bool) {
+    let Some(mut entry) = EVENTS.reserve::<PacketSlot<N>>(0) else {
+        count_lost();
+        return;
+    };
+    // SAFETY: the reservation is ours until it is submitted or discarded, and
+    // every field userspace reads is written below (ring memory is not zeroed).
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    let skb = ctx.skb.skb;
+    init_header(&mut ev.hdr, EventKind::DnsPacket);
+    if truncated {
+        ev.hdr.flags |= flags::TRUNCATED;
+    }
+    // SAFETY: helper on our own context.
+    ev.hdr.cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
+    set(&mut ev.netns_ino, 0);
+    set(&mut ev.netns_cookie, 0);
+    // SAFETY: reading a loader-written global.
+    if unsafe { read_volatile(&raw const USE_NETNS_COOKIE) } != 0 {
+        // SAFETY: helper on our own context.
+        ev.netns_cookie = unsafe { bpf_get_netns_cookie(skb.cast()) };
+        ev.hdr.flags |= flags::HAS_NETNS_COOKIE;
+    }
+    // SAFETY: reading the context's fields.
+    unsafe {
+        ev.ifindex = (*skb).ifindex;
+        ev.pkt_len = (*skb).len;
+    }
+    ev.hook = which;
+    ev.ip_version = ver;
+    // The socket's owner where the socket hooks recorded one: on egress the
+    // sender, on ingress the receiver. Else, on egress, the current task
+    // (egress of a socket runs in the sending task: UDP sendmsg, TCP send).
+    // SAFETY: reading a loader-written global.
+    let by_sock = unsafe { read_volatile(&raw const SOCK_ATTR) } != 0
+        && owner_into(skb, &mut ev.hdr, &mut ev.netns_ino, which == hook::CGROUP_EGRESS && udp);
+    if !by_sock && which == hook::CGROUP_EGRESS {
+        let ino = fill_task(&mut ev.hdr, true);
+        if ino != 0 {
+            ev.netns_ino = ino;
+            ev.hdr.flags |= flags::HAS_NETNS_INO;
+        }
+    }
+    let n = bounded_len(n, N);
+    // SAFETY: n is in 1..=N, the size of ev.data.
+    let r = unsafe { bpf_skb_load_bytes(skb.cast(), 0, ev.data.as_mut_ptr().cast(), n as u32) };
+    if r != 0 {
+        bump(Stat::LoadError);
+        entry.discard(BPF_RB_NO_WAKEUP);
+        return;
+    }
+    ev.cap_len = n as u16;
+    entry.submit(wake_flag());
+}
+
+/// Who a socket belongs to: written when the socket is created
+/// (`cgroup/sock_create`), refreshed when it connects or sends to a DNS port
+/// (`cgroup/connect4|6`, `cgroup/sendmsg4|6`), and read by the `cgroup_skb`
+/// programs through the packet's socket, so the task is read once per socket
+/// instead of once per packet, and ingress knows its receiver.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct SockOwner {
+    /// tid, tgid, comm, thread comm and the `HAS_PROCESS` flag, in the
+    /// header's own layout (filled by `fill_task`); the other fields are unused.
+    hdr: EventHeader,
+    /// Network namespace inode of the task that created the socket (0 = unknown).
+    netns_ino: u32,
+    pad: u32,
+}
+
+/// Socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`), a BTF-defined map as
+/// the kernel requires. `BPF_F_CLONE`: a socket accepted from a listener
+/// inherits the listener's owner (a TCP server's connections).
+#[repr(C)]
+pub(crate) struct SockStorage {
+    r#type: *const [i32; 24], // BPF_MAP_TYPE_SK_STORAGE
+    key: *const i32,
+    value: *const SockOwner,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; 1 | 512], // BPF_F_NO_PREALLOC | BPF_F_CLONE
+}
+// SAFETY: placeholder pointers for the loader; never dereferenced.
+unsafe impl Sync for SockStorage {}
+
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "SOCK_OWNER")]
+static SOCK_OWNER: SockStorage = SockStorage {
+    r#type: core::ptr::null(),
+    key: core::ptr::null(),
+    value: core::ptr::null(),
+    max_entries: core::ptr::null(),
+    map_flags: core::ptr::null(),
+};
+
+/// Non-zero when the socket hooks are loaded and attached: the `cgroup_skb`
+/// programs then look the owner up in `SOCK_OWNER` before reading the task.
+/// A frozen global: where it is 0, the verifier never sees the map calls.
+#[unsafe(no_mangle)]
+static SOCK_ATTR: u32 = 0;
+
+#[inline(always)]
+fn owner_map() -> *mut core::ffi::c_void {
+    (&raw const SOCK_OWNER).cast_mut().cast()
+}
+
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+const BPF_SK_STORAGE_GET_F_CREATE: u64 = 1;
+
+/// The storage of socket `sk` (a `struct bpf_sock *` the verifier knows as
+/// a socket, or a cgroup_sock context), created if `create`; null if none.
+#[inline(always)]
+fn owner_of(sk: *mut core::ffi::c_void, create: bool) -> *mut SockOwner {
+    let fl = if create { BPF_SK_STORAGE_GET_F_CREATE } else { 0 };
+    // SAFETY: the helper checks the socket (a full socket, else NULL).
+    unsafe { bpf_sk_storage_get(owner_map(), sk, core::ptr::null_mut(), fl) }.cast()
+}
+
+/// (Re)writes the owner from the current task.
+#[inline(always)]
+fn fill_owner(o: &mut SockOwner) {
+    // SAFETY: the header is 64 bytes and 8-aligned.
+    unsafe { zero_words(core::ptr::from_mut(&mut o.hdr).cast(), core::mem::size_of::<EventHeader>() / 8) };
+    let ino = fill_task(&mut o.hdr, true);
+    set(&mut o.netns_ino, ino);
+}
+
+/// The current thread id, as cheaply as this kernel allows (0 = unknown).
+#[inline(always)]
+fn current_tid() -> u32 {
+    // SAFETY: loader-written globals.
+    let (src, btf, off) = unsafe {
+        (read_volatile(&raw const PID_SOURCE), read_volatile(&raw const TASK_BTF), read_volatile(&raw const OFFSETS))
+    };
+    if src == pid_source::HELPER {
+        return bpf_get_current_pid_tgid() as u32;
+    }
+    if src != pid_source::TASK || off.valid == 0 {
+        return 0;
+    }
+    if btf != 0 {
+        // SAFETY: a BTF load at this kernel's offset (see `fill_task_btf`).
+        return unsafe {
+            let task = bpf_get_current_task_btf() as usize;
+            read_volatile((task + off.task_pid as usize) as *const u32)
+        };
+    }
+    // SAFETY: probe read at a BTF offset.
+    unsafe { kread::<u32>(bpf_get_current_task(), off.task_pid) }.unwrap_or(0)
+}
+
+/// A socket is created: record its owner (inet UDP and TCP sockets only).
+#[cgroup_sock(sock_create)]
+fn dns_sock_create(ctx: SockContext) -> i32 {
+    let sk = ctx.sock;
+    // SAFETY: reading our own context's fields.
+    let (family, proto) = unsafe { ((*sk).family, (*sk).protocol) };
+    if (family != AF_INET && family != AF_INET6) || (proto != u32::from(IPPROTO_UDP) && proto != u32::from(IPPROTO_TCP))
+    {
+        return 1;
+    }
+    let o = owner_of(sk.cast(), true);
+    if !o.is_null() {
+        // SAFETY: the socket's storage, valid until this program returns.
+        fill_owner(unsafe { &mut *o });
+    }
+    1
+}
+
+/// A socket connects or sends to an address: if that is a DNS port, make
+/// sure its owner is the current thread (sockets from before ktrace started
+/// have none; a socket may have changed hands since it was created).
+#[inline(always)]
+fn refresh(ctx: &SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    // SAFETY: reading our own context's fields.
+    let (port, sk) = unsafe { ((*sa).user_port, (*sa).__bindgen_anon_1.sk) };
+    if !port_wanted(u16::from_be(port as u16)) {
+        return 1;
+    }
+    let o = owner_of(sk.cast(), true);
+    if o.is_null() {
+        return 1;
+    }
+    // SAFETY: the socket's storage, valid until this program returns.
+    let o = unsafe { &mut *o };
+    let tid = current_tid();
+    if tid == 0 || o.hdr.tid != tid {
+        fill_owner(o);
+    }
+    1
+}
+
+#[cgroup_sock_addr(connect4)]
+fn dns_connect4(ctx: SockAddrContext) -> i32 {
+    refresh(&ctx)
+}
+
+#[cgroup_sock_addr(connect6)]
+fn dns_connect6(ctx: SockAddrContext) -> i32 {
+    refresh(&ctx)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+fn dns_sendmsg4(ctx: SockAddrContext) -> i32 {
+    refresh(&ctx)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+fn dns_sendmsg6(ctx: SockAddrContext) -> i32 {
+    refresh(&ctx)
+}
+
+/// Copies the packet socket's owner into `ev`'s header; false if it has
+/// none (then the caller reads the task, as without the socket hooks).
+/// `create`: on a miss, record the current task as the owner (UDP egress,
+/// which always runs in the sending thread).
+#[inline(always)]
+fn owner_into(skb: *mut __sk_buff, hdr: &mut EventHeader, netns_ino: &mut u32, create: bool) -> bool {
+    // SAFETY: reading our own context's field.
+    let sk = unsafe { (*skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return false;
+    }
+    let mut o = owner_of(sk.cast(), false);
+    if o.is_null() {
+        if !create {
+            return false;
+        }
+        o = owner_of(sk.cast(), true);
+        if o.is_null() {
+            return false;
+        }
+        // SAFETY: the socket's storage, valid until this program returns.
+        fill_owner(unsafe { &mut *o });
+    }
+    // SAFETY: as above.
+    let o = unsafe { &*o };
+    if o.hdr.flags & flags::HAS_PROCESS == 0 {
+        return false;
+    }
+    // Word copies: LLVM would turn a 16-byte array copy into a memcpy call.
+    // SAFETY: both headers are 8-aligned and 64 bytes; words 2..8 are tid/tgid, cgroup (skipped), comm, thread comm.
+    unsafe {
+        let src = core::ptr::from_ref(&o.hdr).cast::<u64>();
+        let dst = core::ptr::from_mut(hdr).cast::<u64>();
+        dst.add(2).write_volatile(src.add(2).read_volatile());
+        let mut i = 4;
+        while i < 8 {
+            dst.add(i).write_volatile(src.add(i).read_volatile());
+            i += 1;
+        }
+    }
+    hdr.flags |= flags::HAS_PROCESS;
+    if o.netns_ino != 0 {
+        *netns_ino = o.netns_ino;
+        hdr.flags |= flags::HAS_NETNS_INO;
+    }
+    true
+}
+
 #[inline(always)]
 fn capture(ctx: &SkBuffContext, which: u8) -> i32 {
     // No per-packet counter here: most packets are not DNS, and the kernel's
@@ -165,62 +469,23 @@ fn capture(ctx: &SkBuffContext, which: u8) -> i32 {
         return 1;
     }
     bump(Stat::Matched);
-    let Some(ev) = SCRATCH.get_ptr_mut(0) else {
-        return 1;
-    };
-    // SAFETY: the per-CPU scratch slot is ours until this program returns.
-    let ev = unsafe { &mut *ev };
-    let skb = ctx.skb.skb;
-    let len = ctx.len();
-    init_header(&mut ev.hdr, EventKind::DnsPacket);
-    // SAFETY: helper on our own context.
-    ev.hdr.cgroup_id = unsafe { bpf_skb_cgroup_id(skb) };
-    set(&mut ev.netns_ino, 0);
-    set(&mut ev.netns_cookie, 0);
+    let udp = proto == IPPROTO_UDP;
+    let len = ctx.len() as usize;
     // SAFETY: reading a loader-written global.
-    if unsafe { read_volatile(&raw const USE_NETNS_COOKIE) } != 0 {
-        // SAFETY: helper on our own context.
-        ev.netns_cookie = unsafe { bpf_get_netns_cookie(skb.cast()) };
-        ev.hdr.flags |= flags::HAS_NETNS_COOKIE;
-    }
-    // SAFETY: reading the context's ifindex field.
-    ev.ifindex = unsafe { (*skb).ifindex };
-    ev.pkt_len = len;
-    ev.hook = which;
-    ev.ip_version = ver;
-    // Egress of a socket runs in the sending task (UDP sendmsg, TCP send).
-    if which == hook::CGROUP_EGRESS {
-        let ino = fill_task(&mut ev.hdr, true);
-        if ino != 0 {
-            ev.netns_ino = ino;
-            ev.hdr.flags |= flags::HAS_NETNS_INO;
-        }
-    }
-    let mut n = len as usize;
-    if n > SNAP_LEN {
-        n = SNAP_LEN;
-        ev.hdr.flags |= flags::TRUNCATED;
-    }
+    let snap = unsafe { read_volatile(&raw const DNS_SNAP) } as usize;
+    let snap = if snap == 0 || snap > SNAP_LEN { SNAP_LEN } else { snap };
+    let (n, truncated) = if len > snap { (snap, true) } else { (len, false) };
     if n == 0 {
         return 1;
     }
-    let n = bounded_len(n, SNAP_LEN);
-    // SAFETY: n is in 1..=SNAP_LEN, the size of ev.data.
-    let r = unsafe { bpf_skb_load_bytes(skb.cast(), 0, ev.data.as_mut_ptr().cast(), n as u32) };
-    if r != 0 {
-        bump(Stat::LoadError);
-        return 1;
-    }
-    ev.cap_len = n as u16;
-    // SAFETY: loader-written global; the ring buffer map.
-    let wake = unsafe { read_volatile(&raw const WAKEUP_BYTES) };
-    let fl = if EVENTS.query(BPF_RB_AVAIL_DATA) >= wake { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
-    let size = (PACKET_EVENT_HDR_LEN + n) as u64;
-    // SAFETY: `ev` is PACKET_EVENT_HDR_LEN + SNAP_LEN bytes and size is at most that.
-    let r =
-        unsafe { bpf_ringbuf_output((&raw const EVENTS).cast_mut().cast(), core::ptr::from_mut(ev).cast(), size, fl) };
-    if r != 0 {
-        count_lost();
+    if n <= 128 {
+        emit::<128>(ctx, which, ver, udp, n, truncated);
+    } else if n <= 256 {
+        emit::<256>(ctx, which, ver, udp, n, truncated);
+    } else if n <= 512 {
+        emit::<512>(ctx, which, ver, udp, n, truncated);
+    } else {
+        emit::<SNAP_LEN>(ctx, which, ver, udp, n, truncated);
     }
     1
 }

@@ -688,6 +688,16 @@ fn features(g: &super::Globals, rep: &mut Report) {
     {
         dns_notes.push(format!("netns: {path}"));
     }
+    if dns {
+        // The same choice the live commands make (socket programs loaded too).
+        dns_notes.push(match g.load_capture() {
+            Ok((_, _, true)) => {
+                "attribution: per socket (sk_storage; cgroup/sock_create, connect4/6, sendmsg4/6)".to_owned()
+            }
+            Ok(_) => "attribution: per packet (task read at egress; socket hooks refused)".to_owned(),
+            Err(e) => format!("attribution: {}", err_chain(&e)),
+        });
+    }
     let dns_detail = if dns {
         dns_notes.join("; ")
     } else {

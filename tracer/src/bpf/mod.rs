@@ -25,7 +25,7 @@ use aya::{
     sys::{BpfHelper, is_helper_supported},
 };
 use thiserror::Error;
-use tracer_common::{KernelOffsets, MAP_EVENTS, MAP_LOST, MAP_STATS, PORTS_MAX, STATS_LEN, pid_source};
+use tracer_common::{KernelOffsets, MAP_EVENTS, MAP_LOST, MAP_STATS, PORTS_MAX, SNAP_LEN, STATS_LEN, pid_source};
 
 /// The eBPF object built by `build.rs`, embedded so `ktrace` is one file.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -87,6 +87,9 @@ pub struct CaptureConfig {
     /// a quarter of the ring (the reader drains on its timer below that).
     /// `Some(0)` wakes it for every event (the benchmark's comparison mode).
     pub wakeup_bytes: Option<u64>,
+    /// Most bytes of each DNS packet the kernel copies (`record --snaplen`);
+    /// 0 = `SNAP_LEN`, what the DNS decoder reads.
+    pub snaplen: u32,
 }
 
 impl Default for CaptureConfig {
@@ -98,6 +101,7 @@ impl Default for CaptureConfig {
             drops: false,
             underlay: Vec::new(),
             wakeup_bytes: None,
+            snaplen: 0,
         }
     }
 }
@@ -182,6 +186,9 @@ pub struct Probes {
     pub pid_source: u32,
     /// Whether the egress program reads the task through BTF pointers (else probe reads).
     pub task_btf: bool,
+    /// Whether packets are attributed through their socket's owner (the
+    /// socket hooks and socket-local storage), else by a task read per packet.
+    pub sock_attr: bool,
     /// What ring-buffer decoding needs (drop reason names).
     pub decode_ctx: raw::DecodeCtx,
     /// Hooks that could not be attached (the features they feed are degraded).
@@ -313,6 +320,7 @@ pub struct Globals {
     pub fit: KernelFit,
     wake: u64,
     ring_bytes: u32,
+    dns_snap: u32,
     /// Kernel BTF as ktrace's own reader parsed it.
     pub btf_info: Option<btf::Btf>,
     /// What ring-buffer decoding needs (drop reason names).
@@ -372,6 +380,7 @@ impl Globals {
             has_netns_cookie,
             fit,
             wake,
+            dns_snap: if cfg.snaplen == 0 { SNAP_LEN as u32 } else { cfg.snaplen.min(SNAP_LEN as u32) },
             ring_bytes: cfg.ring_bytes,
             btf_info,
             decode_ctx,
@@ -379,12 +388,21 @@ impl Globals {
         }
     }
 
-    /// Loads the object with these globals (programs not yet loaded into the kernel).
+    /// Loads the object with these globals (programs not yet loaded into the
+    /// kernel), the `cgroup_skb` programs reading the task per packet.
     pub fn load(&self, task_btf: u32) -> Result<Ebpf, BpfError> {
+        self.load_with(task_btf, 0)
+    }
+
+    /// [`Self::load`], with `sock_attr` non-zero when the `cgroup_skb`
+    /// programs look the packet's socket owner up first ([`SOCK_PROGRAMS`]).
+    pub fn load_with(&self, task_btf: u32, sock_attr: u32) -> Result<Ebpf, BpfError> {
         let use_cookie: u32 = u32::from(self.has_netns_cookie);
         let mut loader = EbpfLoader::new();
         loader
             .override_global("DNS_PORTS", &self.ports[..], true)
+            .override_global("DNS_SNAP", &self.dns_snap, true)
+            .override_global("SOCK_ATTR", &sock_attr, true)
             .override_global("OFFSETS", &self.offsets, true)
             .override_global("TASK_BTF", &task_btf, true)
             .override_global("PID_SOURCE", &self.fit.pid_source, true)
@@ -399,11 +417,13 @@ impl Globals {
     }
 
     /// Loads the object and its two `cgroup_skb` programs, with direct BTF
-    /// task reads if the verifier takes them, else with probe reads. Returns
-    /// the object and whether the direct reads are in use.
-    pub fn load_capture(&self) -> Result<(Ebpf, bool), BpfError> {
-        let load_object = |task_btf: u32| -> Result<Ebpf, BpfError> {
-            let mut ebpf = self.load(task_btf)?;
+    /// task reads if the verifier takes them, else with probe reads, and with
+    /// per-socket attribution ([`SOCK_PROGRAMS`] loaded too) where the kernel
+    /// takes it, else with the task read per packet. Returns the object,
+    /// whether the direct reads are in use and whether the socket programs are.
+    pub fn load_capture(&self) -> Result<(Ebpf, bool, bool), BpfError> {
+        let load_object = |task_btf: u32, sock_attr: u32| -> Result<Ebpf, BpfError> {
+            let mut ebpf = self.load_with(task_btf, sock_attr)?;
             for name in ["dns_egress", "dns_ingress"] {
                 let prog: &mut CgroupSkb = ebpf
                     .program_mut(name)
@@ -412,21 +432,73 @@ impl Globals {
                     .map_err(|source| BpfError::Program { name, source })?;
                 prog.load().map_err(|source| BpfError::Program { name, source })?;
             }
+            if sock_attr != 0 {
+                load_sock_programs(&mut ebpf)?;
+            }
             Ok(ebpf)
         };
         // Direct BTF loads of the current task need the verifier to accept
         // `bpf_get_current_task_btf` in cgroup_skb (CAP_PERFMON, kernel >= 5.19
         // or so); elsewhere the per-field probe reads still work.
         let want_btf = self.has_offsets && std::env::var_os("KTRACE_NO_TASK_BTF").is_none();
-        match load_object(u32::from(want_btf)) {
-            Ok(e) => Ok((e, want_btf)),
-            Err(e) if want_btf => {
-                log::info!("direct task reads refused ({e}); using bpf_probe_read_kernel");
-                Ok((load_object(0)?, false))
+        let want_sock = std::env::var_os("KTRACE_NO_SOCK_ATTR").is_none();
+        let mut last = None;
+        for (btf, sock) in [(want_btf, want_sock), (want_btf, false), (false, want_sock), (false, false)] {
+            if (btf && !want_btf) || (sock && !want_sock) {
+                continue;
             }
-            Err(e) => Err(e),
+            match load_object(u32::from(btf), u32::from(sock)) {
+                Ok(e) => return Ok((e, btf, sock)),
+                Err(e) => {
+                    log::info!("capture programs refused with task_btf={btf} sock_attr={sock} ({e}); trying without");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or(BpfError::NoObject))
+    }
+}
+
+/// The socket programs behind per-socket attribution: they record a
+/// socket's owner (pid, names, netns) in socket-local storage when it is
+/// created and when it connects or sends to a DNS port.
+pub const SOCK_PROGRAMS: [&str; 5] =
+    ["dns_sock_create", "dns_connect4", "dns_connect6", "dns_sendmsg4", "dns_sendmsg6"];
+
+fn load_sock_programs(ebpf: &mut Ebpf) -> Result<(), BpfError> {
+    use aya::programs::{CgroupSock, CgroupSockAddr};
+    for name in SOCK_PROGRAMS {
+        let p = ebpf.program_mut(name).ok_or(BpfError::Map { name, reason: "program missing from object".into() })?;
+        let r = if name == "dns_sock_create" {
+            <&mut CgroupSock>::try_from(p).and_then(CgroupSock::load)
+        } else {
+            <&mut CgroupSockAddr>::try_from(p).and_then(CgroupSockAddr::load)
+        };
+        match r {
+            // Owners are then recorded at connect/sendmsg and at UDP egress only.
+            Err(e) if name == "dns_sock_create" => log::info!("dns_sock_create refused: {e}"),
+            r => r.map_err(|source| BpfError::Program { name, source })?,
         }
     }
+    Ok(())
+}
+
+/// Attaches the loaded [`SOCK_PROGRAMS`] to the cgroup.
+fn attach_sock_programs(ebpf: &mut Ebpf, cg: &File) -> Result<(), BpfError> {
+    use aya::programs::{CgroupSock, CgroupSockAddr};
+    for name in SOCK_PROGRAMS {
+        let p = ebpf.program_mut(name).ok_or(BpfError::Map { name, reason: "program missing from object".into() })?;
+        if p.fd().is_err() {
+            continue; // refused at load (see load_sock_programs)
+        }
+        let r = if name == "dns_sock_create" {
+            <&mut CgroupSock>::try_from(p).and_then(|p| p.attach(cg.as_fd(), CgroupAttachMode::Single).map(drop))
+        } else {
+            <&mut CgroupSockAddr>::try_from(p).and_then(|p| p.attach(cg.as_fd(), CgroupAttachMode::Single).map(drop))
+        };
+        r.map_err(|source| BpfError::Program { name, source })?;
+    }
+    Ok(())
 }
 
 impl Probes {
@@ -439,7 +511,7 @@ impl Probes {
         }
         raise_memlock();
         let g = Globals::new(cfg);
-        let (mut ebpf, task_btf) = g.load_capture()?;
+        let (mut ebpf, task_btf, mut sock_attr) = g.load_capture()?;
         let has_offsets = g.has_offsets;
         let has_netns_cookie = g.has_netns_cookie;
         let pid_source = g.fit.pid_source;
@@ -461,6 +533,13 @@ impl Probes {
             // coexists with systemd's programs and other ktrace instances.
             prog.attach(cg.as_fd(), ty, CgroupAttachMode::Single)
                 .map_err(|source| BpfError::Program { name, source })?;
+        }
+        if sock_attr && let Err(e) = attach_sock_programs(&mut ebpf, &cg) {
+            // The cgroup_skb programs still work: without owners in the
+            // sockets' storage they read the task per packet (and record
+            // UDP senders' owners themselves).
+            warnings.push(format!("socket hooks: {e}: process attribution per packet"));
+            sock_attr = false;
         }
         if cfg.drops {
             attach_drops(&mut ebpf, btf_info.is_some(), &mut warnings);
@@ -495,6 +574,7 @@ impl Probes {
             has_netns_cookie,
             pid_source,
             task_btf,
+            sock_attr,
             decode_ctx,
             warnings,
             underlay,

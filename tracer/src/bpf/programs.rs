@@ -20,7 +20,7 @@ use super::{CaptureConfig, Globals, OBJECT, raise_memlock};
 pub struct ProgramReport {
     /// Program name in the object, e.g. `dns_egress`.
     pub name: &'static str,
-    /// Program type (`cgroup_skb`, `tp_btf`, `tracepoint`, `tc`).
+    /// Program type (`cgroup_skb`, `cgroup_sock`, `cgroup_sock_addr`, `tp_btf`, `tracepoint`, `tc`).
     pub kind: &'static str,
     /// Whether the verifier accepted it.
     pub loaded: bool,
@@ -46,9 +46,14 @@ pub struct FitReport {
 }
 
 /// Every real program and how to load it.
-const PROGRAMS: [(&str, &str); 9] = [
+const PROGRAMS: [(&str, &str); 14] = [
     ("dns_egress", "cgroup_skb"),
     ("dns_ingress", "cgroup_skb"),
+    ("dns_sock_create", "cgroup_sock"),
+    ("dns_connect4", "cgroup_sock_addr"),
+    ("dns_connect6", "cgroup_sock_addr"),
+    ("dns_sendmsg4", "cgroup_sock_addr"),
+    ("dns_sendmsg6", "cgroup_sock_addr"),
     ("drop_kfree_skb", "tp_btf"),
     ("conn_set_state", "tracepoint"),
     ("conn_recv_reset", "tracepoint"),
@@ -95,6 +100,14 @@ fn load_one(ebpf: &mut Ebpf, name: &str, kind: &str, btf: Option<&aya::Btf>) -> 
             let p: &mut TracePoint = prog.try_into().map_err(conv)?;
             p.load().map_err(conv)
         }
+        "cgroup_sock" => {
+            let p: &mut aya::programs::CgroupSock = prog.try_into().map_err(conv)?;
+            p.load().map_err(conv)
+        }
+        "cgroup_sock_addr" => {
+            let p: &mut aya::programs::CgroupSockAddr = prog.try_into().map_err(conv)?;
+            p.load().map_err(conv)
+        }
         _ => {
             let p: &mut SchedClassifier = prog.try_into().map_err(conv)?;
             p.load().map_err(conv)
@@ -111,7 +124,7 @@ pub fn report() -> Result<(FitReport, Vec<ProgramReport>), super::BpfError> {
     raise_memlock();
     let g = Globals::new(&CaptureConfig { drops: true, ring_bytes: 1 << 16, ..CaptureConfig::default() });
     let (mut ebpf, task_btf) = match g.load_capture() {
-        Ok(v) => v,
+        Ok((e, btf, _)) => (e, btf),
         // The capture programs are refused either way: report that per
         // program and still try the others.
         Err(_) => (g.load(0)?, false),

@@ -118,6 +118,8 @@ pub fn run(g: &Global, args: &RecordArgs) -> anyhow::Result<()> {
         cgroup: None,
         drops: !args.no_drops,
         underlay: underlay.clone(),
+        // The kernel copies no more than the capture keeps (0: all it can).
+        snaplen: args.snaplen,
         ..CaptureConfig::default()
     };
     crate::source::live::hold_stop_signals();

@@ -165,6 +165,19 @@ pub(crate) fn judge(o: &Output) -> KernelResult {
             r.facts.push((name.to_owned(), if c["ok"] == true { "yes".into() } else { "no".into() }));
         }
     }
+    // Which attribution path the DNS programs took: per socket (sk_storage) or per packet.
+    if let Some(d) = doctor.iter().find(|c| c["type"] == "doctor_feature" && c["command"] == "dns")
+        && let Some(detail) = d["detail"].as_str()
+    {
+        let path = if detail.contains("attribution: per socket") {
+            "socket"
+        } else if detail.contains("attribution: per packet") {
+            "packet"
+        } else {
+            "?"
+        };
+        r.facts.push(("attribution".to_owned(), path.into()));
+    }
 
     let progs = o.json("programs.out");
     for p in &progs {
