@@ -2,6 +2,10 @@
 //! source → decode → enrich → pair → explain → sink. Live and replay differ
 //! only in who calls [`Pipeline::push`] and [`Pipeline::tick`].
 
+// `--node`/`--ns`/`--pod` on the drops stage's results: filters belong to
+// the pipeline, which runs the stages, not to a stage.
+mod drops_filter;
+
 use std::sync::Arc;
 
 use serde::Serialize;

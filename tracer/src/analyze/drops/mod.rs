@@ -38,7 +38,6 @@
 
 pub mod conn;
 pub mod fabric;
-mod filter;
 pub mod kernel;
 pub mod overlay;
 pub mod report;
