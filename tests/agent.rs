@@ -187,7 +187,7 @@ fn promtool_ok(text: &str) {
 }
 
 #[test]
-#[allow(clippy::many_single_char_names)]
+#[allow(clippy::many_single_char_names, reason = "a, b, c name the three nodes as in the scenario")]
 fn agents_explain_the_seed_incident_and_fabric_loss_live_like_captures() {
     if !can_run("agents_live") {
         return;

@@ -6,8 +6,10 @@
 //! Without root or the tools the tests skip; with `KTRACE_REQUIRE_BPF=1` they
 //! fail instead.
 
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::{
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
 
 use xtask::lab::{BACKEND, BACKEND_PORT, Fault, Lab, LabGuard, LabOptions, REFUSED_PORT};
 

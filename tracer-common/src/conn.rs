@@ -45,7 +45,7 @@ pub struct ConnEvent {
     pub daddr: [u8; 16],
 }
 
-const _: () = assert!(core::mem::size_of::<ConnEvent>() == 64 + 8 + 8 + 8 + 32);
+const _: () = assert!(size_of::<ConnEvent>() == 64 + 8 + 8 + 8 + 32);
 
 /// Offsets of one tracepoint's fields in its raw record (from
 /// `/sys/kernel/tracing/events/<cat>/<name>/format`), `u16::MAX` = absent.

@@ -62,11 +62,11 @@ pub struct PacketEventHead {
 
 /// Bytes of a [`PacketEvent`] before `data`.
 pub const PACKET_EVENT_HDR_LEN: usize = 64 + 8 + 4 + 4 + 4 + 2 + 1 + 1;
-const _: () = assert!(core::mem::size_of::<PacketEvent>() == PACKET_EVENT_HDR_LEN + SNAP_LEN);
+const _: () = assert!(size_of::<PacketEvent>() == PACKET_EVENT_HDR_LEN + SNAP_LEN);
 const _: () = assert!(core::mem::offset_of!(PacketEvent, data) == PACKET_EVENT_HDR_LEN);
 const _: () = {
     use core::mem::offset_of;
-    assert!(core::mem::size_of::<PacketEventHead>() == PACKET_EVENT_HDR_LEN);
+    assert!(size_of::<PacketEventHead>() == PACKET_EVENT_HDR_LEN);
     assert!(offset_of!(PacketEventHead, netns_cookie) == offset_of!(PacketEvent, netns_cookie));
     assert!(offset_of!(PacketEventHead, netns_ino) == offset_of!(PacketEvent, netns_ino));
     assert!(offset_of!(PacketEventHead, ifindex) == offset_of!(PacketEvent, ifindex));

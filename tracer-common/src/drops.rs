@@ -29,7 +29,7 @@ pub struct DropEvent {
     pub data: [u8; DROP_SNAP],
 }
 
-const _: () = assert!(core::mem::size_of::<DropEvent>() == 64 + 8 + 16 + 8 + DROP_SNAP);
+const _: () = assert!(size_of::<DropEvent>() == 64 + 8 + 16 + 8 + DROP_SNAP);
 
 /// The fixed part of a [`DropEvent`], everything before `data`, field for
 /// field: what userspace reads before the `cap_len` bytes that follow it.
@@ -56,7 +56,7 @@ pub struct DropEventHead {
 
 const _: () = {
     use core::mem::offset_of;
-    assert!(core::mem::size_of::<DropEventHead>() == offset_of!(DropEvent, data));
+    assert!(size_of::<DropEventHead>() == offset_of!(DropEvent, data));
     assert!(offset_of!(DropEventHead, location) == offset_of!(DropEvent, location));
     assert!(offset_of!(DropEventHead, reason) == offset_of!(DropEvent, reason));
     assert!(offset_of!(DropEventHead, ifindex) == offset_of!(DropEvent, ifindex));

@@ -102,7 +102,7 @@ pub struct EventHeader {
     pub thread_comm: [u8; 16],
 }
 
-const _: () = assert!(core::mem::size_of::<EventHeader>() == 64);
+const _: () = assert!(size_of::<EventHeader>() == 64);
 
 /// Slots of the statistics array ([`MAP_STATS`]).
 #[repr(u32)]
@@ -155,13 +155,13 @@ mod tests {
 
     #[test]
     fn layouts_are_stable() {
-        assert_eq!(core::mem::size_of::<EventHeader>(), 64);
+        assert_eq!(size_of::<EventHeader>(), 64);
         assert_eq!(core::mem::offset_of!(EventHeader, ts_ns), 8);
         assert_eq!(core::mem::offset_of!(EventHeader, cgroup_id), 24);
         assert_eq!(core::mem::offset_of!(EventHeader, comm), 32);
         assert_eq!(core::mem::offset_of!(PacketEvent, netns_cookie), 64);
         assert_eq!(core::mem::offset_of!(PacketEvent, cap_len), 84);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 64);
+        assert_eq!(size_of::<KernelOffsets>(), 64);
         assert_eq!(core::mem::offset_of!(KernelOffsets, task_pid), 56);
         assert_eq!(core::mem::offset_of!(DropEvent, data), 96);
         assert_eq!(core::mem::offset_of!(ConnEvent, saddr), 88);

@@ -43,7 +43,7 @@ pub struct KernelOffsets {
     pub task_tgid: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
+const _: () = assert!(size_of::<KernelOffsets>() == 64);
 
 /// Where the `cgroup_skb` programs take the sender's pid/tgid from (the
 /// `PID_SOURCE` global, chosen by userspace at load time).

@@ -32,7 +32,7 @@ fn conn_event(ctx: &TracePointContext, f: &TpFields, what: u8) -> u32 {
     // (a multiple of 8, asserted in tracer-common); all-zero is a valid
     // ConnEvent (integers and byte arrays only).
     let ev = unsafe {
-        zero_words(slot.as_mut_ptr().cast(), core::mem::size_of::<ConnEvent>() / 8);
+        zero_words(slot.as_mut_ptr().cast(), size_of::<ConnEvent>() / 8);
         slot.assume_init_mut()
     };
     init_header(&mut ev.hdr, EventKind::Conn);
@@ -81,7 +81,7 @@ fn conn_event(ctx: &TracePointContext, f: &TpFields, what: u8) -> u32 {
         bpf_ringbuf_output(
             (&raw const EVENTS).cast_mut().cast(),
             core::ptr::from_mut(ev).cast(),
-            core::mem::size_of::<ConnEvent>() as u64,
+            size_of::<ConnEvent>() as u64,
             wake_flag(),
         )
     };

@@ -15,12 +15,12 @@ use aya_ebpf::{
     macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr},
     programs::{SkBuffContext, SockAddrContext, SockContext},
 };
-use tracer_common::{
-    EventHeader, EventKind, PACKET_EVENT_HDR_LEN, PORTS_MAX, PacketEvent, SNAP_LEN, Stat, flags, hook, pid_source,
-};
 use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
     udp::UdpHdr,
+};
+use tracer_common::{
+    EventHeader, EventKind, PACKET_EVENT_HDR_LEN, PORTS_MAX, PacketEvent, SNAP_LEN, Stat, flags, hook, pid_source,
 };
 
 use crate::{
@@ -107,7 +107,7 @@ fn l4_of(ctx: &SkBuffContext) -> Option<(u8, u8, u32)> {
 /// sends the packet down the general path (options, extension headers,
 /// headers outside the linear head, packets under 28 bytes).
 #[inline(always)]
-fn ports_direct(skb: *mut aya_ebpf::bindings::__sk_buff) -> Option<(u8, u8, u16, u16)> {
+fn ports_direct(skb: *mut __sk_buff) -> Option<(u8, u8, u16, u16)> {
     // SAFETY: reading our own context's fields.
     let (data, end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
     // Whole headers, so that the references below cover valid bytes: every
@@ -172,7 +172,7 @@ struct PacketSlot<const N: usize> {
 }
 
 const _: () = assert!(core::mem::offset_of!(PacketSlot<128>, data) == PACKET_EVENT_HDR_LEN);
-const _: () = assert!(core::mem::size_of::<PacketSlot<SNAP_LEN>>() == core::mem::size_of::<PacketEvent>());
+const _: () = assert!(size_of::<PacketSlot<SNAP_LEN>>() == size_of::<PacketEvent>());
 
 /// Reserves a `PacketSlot<N>`, fills it and loads the first `n` (1..=N) bytes
 /// of the packet into it.
@@ -288,7 +288,7 @@ const AF_INET6: u32 = 10;
 const BPF_SK_STORAGE_GET_F_CREATE: u64 = 1;
 
 /// The storage of socket `sk` (a `struct bpf_sock *` the verifier knows as
-/// a socket, or a cgroup_sock context), created if `create`; null if none.
+/// a socket, or a `cgroup_sock` context), created if `create`; null if none.
 #[inline(always)]
 fn owner_of(sk: *mut core::ffi::c_void, create: bool) -> *mut SockOwner {
     let fl = if create { BPF_SK_STORAGE_GET_F_CREATE } else { 0 };
@@ -300,7 +300,7 @@ fn owner_of(sk: *mut core::ffi::c_void, create: bool) -> *mut SockOwner {
 #[inline(always)]
 fn fill_owner(o: &mut SockOwner) {
     // SAFETY: the header is 64 bytes and 8-aligned.
-    unsafe { zero_words(core::ptr::from_mut(&mut o.hdr).cast(), core::mem::size_of::<EventHeader>() / 8) };
+    unsafe { zero_words(core::ptr::from_mut(&mut o.hdr).cast(), size_of::<EventHeader>() / 8) };
     let ino = fill_task(&mut o.hdr, true);
     set(&mut o.netns_ino, ino);
 }

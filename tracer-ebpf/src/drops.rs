@@ -59,9 +59,8 @@ fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
             }
         }
     }
-    let size = (core::mem::size_of::<DropEvent>() - DROP_SNAP + ev.cap_len as usize) as u64;
-    let size =
-        if size > core::mem::size_of::<DropEvent>() as u64 { core::mem::size_of::<DropEvent>() as u64 } else { size };
+    let size = (size_of::<DropEvent>() - DROP_SNAP + ev.cap_len as usize) as u64;
+    let size = if size > size_of::<DropEvent>() as u64 { size_of::<DropEvent>() as u64 } else { size };
     // SAFETY: `ev` is size_of::<DropEvent>() bytes and size is at most that.
     let r = unsafe {
         bpf_ringbuf_output((&raw const EVENTS).cast_mut().cast(), core::ptr::from_mut(ev).cast(), size, wake_flag())

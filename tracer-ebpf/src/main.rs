@@ -148,11 +148,7 @@ pub(crate) unsafe fn kread<T: Copy + Default>(base: u64, off: u32) -> Option<T> 
     let mut v = T::default();
     // SAFETY: bpf_probe_read_kernel validates the address and fails cleanly.
     let r = unsafe {
-        bpf_probe_read_kernel(
-            (&raw mut v).cast(),
-            core::mem::size_of::<T>() as u32,
-            (base + u64::from(off)) as *const _,
-        )
+        bpf_probe_read_kernel((&raw mut v).cast(), size_of::<T>() as u32, (base + u64::from(off)) as *const _)
     };
     if r == 0 { Some(v) } else { None }
 }
@@ -201,7 +197,7 @@ pub(crate) fn bounded_len(n: usize, max: usize) -> usize {
     // SAFETY: a local.
     let n = unsafe {
         core::ptr::write_volatile(&raw mut slot, n);
-        core::ptr::read_volatile(&raw const slot)
+        read_volatile(&raw const slot)
     };
     (n.wrapping_sub(1) & (max - 1)) + 1
 }
@@ -218,7 +214,7 @@ pub(crate) fn set<T: Copy>(field: &mut T, v: T) {
 #[inline(always)]
 pub(crate) fn init_header(h: &mut EventHeader, kind: EventKind) {
     // SAFETY: the header is 64 bytes and 8-aligned (asserted in tracer-common).
-    unsafe { zero_words(core::ptr::from_mut(h).cast(), core::mem::size_of::<EventHeader>() / 8) };
+    unsafe { zero_words(core::ptr::from_mut(h).cast(), size_of::<EventHeader>() / 8) };
     h.kind = kind as u32;
     h.version = EVENT_VERSION;
     // SAFETY: helper without arguments.

@@ -71,12 +71,7 @@ fn test_run(fd: RawFd, pkt: &[u8], repeat: u32) -> anyhow::Result<u32> {
     // SAFETY: attr is a valid bpf_attr prefix of the size passed; data_in
     // points to pkt.len() readable bytes; no output buffers are given.
     let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            std::ptr::from_mut(&mut attr),
-            std::mem::size_of::<TestRunAttr>() as u32,
-        )
+        libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, std::ptr::from_mut(&mut attr), size_of::<TestRunAttr>() as u32)
     };
     if r != 0 {
         bail!("BPF_PROG_TEST_RUN: {}", std::io::Error::last_os_error());
@@ -141,7 +136,7 @@ fn pin(cpu: usize) {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        let _ = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set);
+        let _ = libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set);
     }
 }
 

@@ -18,6 +18,6 @@ pub mod model;
 pub mod output;
 pub mod pipeline;
 pub mod source;
-pub mod time;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+pub mod time;

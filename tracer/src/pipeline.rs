@@ -401,7 +401,7 @@ impl<S: Sink> Pipeline<S> {
         self.condenser.tick(now_ns, &mut self.shown_findings);
         self.flush();
         if let Some(d) = &mut self.drops {
-            crate::analyze::Detector::expire(d, now_ns, &mut self.drop_out);
+            Detector::expire(d, now_ns, &mut self.drop_out);
             self.flush_drops();
         }
         if self.live_output {
@@ -452,7 +452,7 @@ impl<S: Sink> Pipeline<S> {
         self.condenser.finish(&mut self.shown_findings);
         self.flush();
         if let Some(d) = &mut self.drops {
-            crate::analyze::Detector::finish(d, &mut self.drop_out);
+            Detector::finish(d, &mut self.drop_out);
             self.flush_drops();
         }
         self.stats.condensed = self.condenser.stats();

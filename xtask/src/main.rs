@@ -239,10 +239,14 @@ fn lint() -> anyhow::Result<()> {
     let mut user = cargo();
     user.args(["clippy", "--workspace", "--exclude", "tracer-ebpf", "--all-targets", "--", "-D", "warnings"]);
     run(user)?;
-    // setup installs the pinned nightly minimal (no clippy); adding it is a no-op once present.
+    // setup installs the pinned nightly minimal (no clippy, no rustfmt); adding them is a no-op once present.
     let mut comp = Command::new("rustup");
-    comp.args(["component", "add", "clippy", "--toolchain", setup::EBPF_TOOLCHAIN]);
+    comp.args(["component", "add", "clippy", "rustfmt", "--toolchain", setup::EBPF_TOOLCHAIN]);
     run(comp)?;
+    // rustfmt.toml asks for `imports_granularity`, which only a nightly rustfmt applies.
+    let mut fmt = Command::new("rustup");
+    fmt.env_remove("RUSTC").env_remove("CARGO").args(["run", setup::EBPF_TOOLCHAIN, "cargo", "fmt", "--all", "--", "--check"]);
+    run(fmt)?;
     // `$CARGO` is the toolchain's own cargo, which does not understand
     // `+toolchain`: go through rustup for the pinned nightly.
     let mut ebpf = Command::new("rustup");

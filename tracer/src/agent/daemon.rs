@@ -306,9 +306,11 @@ fn spawn_correlation(
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     use crate::{
-        agent::proto::{Kind, SubscribeRequest},
+        agent::{
+            proto::{Kind, SubscribeRequest},
+            reader::{AgentEvent, AgentSourceConfig, run_until},
+        },
         analyze::drops::{DropAnalyzer, DropConfig, DropFinding},
-        agent::reader::{AgentEvent, AgentSourceConfig, run_until},
         source::file::FileEvent,
     };
     let src = AgentSourceConfig {

@@ -195,7 +195,7 @@ impl Hub {
 
     /// Memory an entry holds, as counted against the history bound.
     fn cost(e: &Entry) -> usize {
-        e.bytes.len() + ENTRY_OVERHEAD + e.pods.capacity() * std::mem::size_of::<PodRef>()
+        e.bytes.len() + ENTRY_OVERHEAD + e.pods.capacity() * size_of::<PodRef>()
     }
 
     fn remember(g: &mut Inner, stats: &HubStats, e: Arc<Entry>) {

@@ -7,7 +7,10 @@ use std::{
     os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     pin::Pin,
-    sync::{Arc, atomic::AtomicBool, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -337,7 +340,7 @@ pub async fn serve(
     token: Option<String>,
     tls: Option<TlsFiles>,
     unix_gid: Option<u32>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
     use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};

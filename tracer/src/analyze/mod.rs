@@ -12,5 +12,7 @@ pub use crate::model::{Observed, Transaction};
 pub use detector::Detector;
 /// The DNS detectors' old home; kept so existing paths compile.
 pub use dns as findings;
-pub use dns::pairing::{self, Pairer};
-pub use dns::{Analyzer, Finding};
+pub use dns::{
+    Analyzer, Finding,
+    pairing::{self, Pairer},
+};

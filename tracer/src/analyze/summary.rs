@@ -234,22 +234,21 @@ impl Summary {
 
     fn row_of(&mut self, scope: Scope, who: Who) -> &mut Counters {
         let key = (scope, who);
-        let i = match self.by_who.get(&key) {
-            Some(&i) => i,
-            None => {
-                let name = match &key.1 {
-                    Who::Pod(ns, name) => format!("{ns}/{name}"),
-                    Who::Ip(ip) => ip.to_string(),
-                    Who::Sock(ip, port) => crate::event::Endpoint { ip: *ip, port: *port }.to_string(),
-                };
-                let i = self.index(scope, name);
-                // Keys folded into `(other)` could be unbounded in number:
-                // past the bound they take the slow path instead.
-                if self.by_who.len() < 4 * MAX_ROWS {
-                    self.by_who.insert(key, i);
-                }
-                i
+        let i = if let Some(&i) = self.by_who.get(&key) {
+            i
+        } else {
+            let name = match &key.1 {
+                Who::Pod(ns, name) => format!("{ns}/{name}"),
+                Who::Ip(ip) => ip.to_string(),
+                Who::Sock(ip, port) => crate::event::Endpoint { ip: *ip, port: *port }.to_string(),
+            };
+            let i = self.index(scope, name);
+            // Keys folded into `(other)` could be unbounded in number:
+            // past the bound they take the slow path instead.
+            if self.by_who.len() < 4 * MAX_ROWS {
+                self.by_who.insert(key, i);
             }
+            i
         };
         &mut self.rows[i].2
     }

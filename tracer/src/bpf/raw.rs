@@ -4,9 +4,11 @@
 //! else is trusted: a short record, an unknown kind or version is an error
 //! the caller counts (`ring_bad_items`), never a panic.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+};
 
 use aya::Pod;
 use bytes::Bytes;

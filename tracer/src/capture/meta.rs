@@ -4,7 +4,10 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use super::{CaptureHeader, ClockRef, Item, pcapng::BlockBuf, pcapng::Cur};
+use super::{
+    CaptureHeader, ClockRef, Item,
+    pcapng::{BlockBuf, Cur},
+};
 use crate::event::{Hook, PacketRecord, Process, Record, ResolvConfEvidence};
 
 /// Record types of ktrace custom blocks (the `u16` after the PEN).

@@ -3,6 +3,7 @@
 
 use std::{
     collections::BTreeMap,
+    fmt::Write as _,
     io::{Cursor, Write},
     path::{Path, PathBuf},
     process::Command,
@@ -850,11 +851,15 @@ fn transcript(r: Result<super::CaptureReader, CaptureError>) -> String {
             let mut s = String::new();
             for it in r.by_ref().take(100_000) {
                 match it {
-                    Ok(i) => s.push_str(&format!("{i:?}\n")),
-                    Err(e) => s.push_str(&format!("error: {e} (truncation {})\n", e.is_truncation())),
+                    Ok(i) => {
+                        let _ = writeln!(s, "{i:?}");
+                    }
+                    Err(e) => {
+                        let _ = writeln!(s, "error: {e} (truncation {})", e.is_truncation());
+                    }
                 }
             }
-            s.push_str(&format!("{:?} {:?} {:?}", r.stats(), r.format(), r.truncated()));
+            let _ = write!(s, "{:?} {:?} {:?}", r.stats(), r.format(), r.truncated());
             s
         }
     }

@@ -200,7 +200,7 @@ fn from_agents(
     args: &DropsArgs,
     filter: Filter,
 ) -> anyhow::Result<(DropsPipeline, Vec<String>, Option<UnderlaySeen>)> {
-    use crate::{agent::proto::Kind, agent::reader::AgentEvent};
+    use crate::agent::{proto::Kind, reader::AgentEvent};
     let meta = AgentSelect::enricher(g)?;
     let enricher = meta.0.clone();
     let mut pipe = pipeline(g, args, filter, &enricher);

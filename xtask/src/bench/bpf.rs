@@ -4,9 +4,11 @@
 //! `cgroup_skb` program linked at the cgroup2 root (a BPF link: detached when
 //! its fd closes, even on SIGKILL), and per-program counters from `bpftool`.
 
-use std::collections::BTreeMap;
-use std::os::fd::{FromRawFd as _, OwnedFd};
-use std::process::Command;
+use std::{
+    collections::BTreeMap,
+    os::fd::{FromRawFd as _, OwnedFd},
+    process::Command,
+};
 
 use anyhow::{Context as _, Result, bail};
 

@@ -6,15 +6,15 @@
 //! query and per in-flight underlay packet comes from `bench_memory.rs`
 //! (a counting allocator around the library's own analysis).
 
-use std::fmt::Write as _;
-use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
+use std::{fmt::Write as _, path::Path, process::Command, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::stats::{median, num};
-use super::{Ctx, sys};
+use super::{
+    Ctx,
+    stats::{median, num},
+    sys,
+};
 
 const LOSE_EVERY: u64 = 1000;
 

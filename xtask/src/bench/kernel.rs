@@ -4,15 +4,17 @@
 //! a no-op `cgroup_skb` program linked on the same hooks and a no-op `tp_btf`
 //! program on `kfree_skb`, during the same load.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::time::Duration;
+use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
 use anyhow::{Result, bail};
 
-use super::bpf::{self, ATTACH_EGRESS, ATTACH_INGRESS, Noop, StatsOn};
-use super::stats::{num, ratio_cell, summary};
-use super::{Ctx, Server, load, start_server, sys};
+use super::{
+    Ctx, Server,
+    bpf::{self, ATTACH_EGRESS, ATTACH_INGRESS, Noop, StatsOn},
+    load, start_server,
+    stats::{num, ratio_cell, summary},
+    sys,
+};
 
 /// Names of the programs `ktrace record` attaches.
 const KTRACE_PROGS: [&str; 7] = [

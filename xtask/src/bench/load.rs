@@ -2,14 +2,18 @@
 //! flood with an echoing sink (event-pipeline and in-kernel sections), both
 //! only between the benchmark's own namespaces, bounded in count and time.
 
-use std::fmt::Write as _;
-use std::fs;
-use std::net::{SocketAddrV4, UdpSocket};
-use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::{
+    fmt::Write as _,
+    fs,
+    net::{SocketAddrV4, UdpSocket},
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result, bail};
 

@@ -4,15 +4,16 @@
 //! (two node captures): a bounded mode's peak RSS hardly moves. The agent's
 //! RSS over a live run comes from section 2.
 
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::stats::num;
-use super::{Ctx, goal, sys};
+use super::{Ctx, goal, stats::num, sys};
 
 /// Longest a replay may take before it is killed.
 const TIMEOUT: Duration = Duration::from_mins(10);

@@ -1,9 +1,11 @@
 //! Section 5: `cargo bench -p tracer --bench hot_paths` (divan), its table
 //! copied into the report, plus ratios between the DNS decoders.
 
-use std::fmt::Write as _;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::{
+    fmt::Write as _,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result, bail};
 

@@ -30,11 +30,13 @@ mod resolver;
 mod stats;
 mod sys;
 
-use std::fmt::Write as _;
-use std::fs;
-use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::{
+    fmt::Write as _,
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result, bail};
 

@@ -5,14 +5,15 @@
 //! drops from `/proc/net/snmp` of each namespace), so generated = delivered +
 //! lost can be checked exactly against ktrace's closing stats line.
 
-use std::fmt::Write as _;
-use std::io::{Read as _, Seek as _, SeekFrom};
-use std::time::Duration;
+use std::{
+    fmt::Write as _,
+    io::{Read as _, Seek as _, SeekFrom},
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result};
 
-use super::stats::num;
-use super::{Ctx, load, sys};
+use super::{Ctx, load, stats::num, sys};
 
 /// Port of the flood: nothing else on the machine uses it, so ktrace sees only the flood.
 const PORT: u16 = 5354;

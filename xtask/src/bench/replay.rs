@@ -5,15 +5,20 @@
 //! capture bytes per DNS message raw and with zstd; and a callgrind profile
 //! of the replay path (hardware counters are not available on these machines).
 
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::stats::{median, num, ratio_cell, ratios};
-use super::{Ctx, sys};
+use super::{
+    Ctx,
+    stats::{median, num, ratio_cell, ratios},
+    sys,
+};
 
 /// Builds the capture generator (`tracer/examples/bench_capture.rs`) and the
 /// other benchmark helpers (`ring_bench.rs`, `bench_fabric.rs`, `bench_memory.rs`),

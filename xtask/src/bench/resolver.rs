@@ -4,16 +4,23 @@
 //! of the untraced maximum, in interleaved rounds; then the agent alone at
 //! 10k DNS messages/s (CPU and memory over the run).
 
-use std::fmt::Write as _;
-use std::io::{Read as _, Write as _};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::{
+    fmt::Write as _,
+    io::{Read as _, Write as _},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::stats::{median, num, percentile, ratio_cell, ratios, summary};
-use super::{Ctx, Server, load, start_server, sys};
+use super::{
+    Ctx, Server, load, start_server,
+    stats::{median, num, percentile, ratio_cell, ratios, summary},
+    sys,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {

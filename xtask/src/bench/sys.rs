@@ -1,13 +1,15 @@
 //! Processes, CPU accounting from `/proc`, and the benchmark's own network
 //! namespace pair (torn down on drop, also after a failure or a panic).
 
-use std::fs;
-use std::io::{BufRead as _, BufReader, Read as _};
-use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::{
+    fs,
+    io::{BufRead as _, BufReader, Read as _},
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -352,7 +354,7 @@ pub(crate) fn pin_thread(cpu: usize) {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         if cpu < libc::CPU_SETSIZE as usize {
             libc::CPU_SET(cpu, &mut set);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set);
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set);
         }
     }
 }

@@ -25,16 +25,17 @@ mod snapshot;
 mod sys;
 pub mod topology;
 
-use std::fmt::Write as _;
-use std::fs;
-use std::io;
-use std::net::Ipv4Addr;
-use std::ops::{Deref, DerefMut};
-use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::{
+    fmt::Write as _,
+    fs, io,
+    net::Ipv4Addr,
+    ops::{Deref, DerefMut},
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result, bail};
 

@@ -1,19 +1,18 @@
 //! Thin wrappers over `ip`, `nft`, `sysctl`, `/proc` and cgroupfs.
 
-use std::collections::HashSet;
-use std::ffi::CString;
-use std::fs;
-use std::io::{self, Write as _};
-use std::net::Ipv4Addr;
-use std::os::unix::ffi::OsStrExt as _;
-use std::os::unix::fs::MetadataExt as _;
-use std::os::unix::process::CommandExt as _;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashSet,
+    ffi::CString,
+    fs,
+    io::{self, Write as _},
+    net::Ipv4Addr,
+    os::unix::{ffi::OsStrExt as _, fs::MetadataExt as _, process::CommandExt as _},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{Mutex, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result, bail};
 

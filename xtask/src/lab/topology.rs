@@ -3,10 +3,12 @@
 //! Everything here is plain data so it can be unit-tested without root and
 //! read by tests that need an address. See `docs/lab.md` for the diagram.
 
-use std::fmt::{self, Write as _};
-use std::net::Ipv4Addr;
-use std::path::PathBuf;
-use std::str::FromStr;
+use std::{
+    fmt::{self, Write as _},
+    net::Ipv4Addr,
+    path::PathBuf,
+    str::FromStr,
+};
 
 /// Prefix of every network namespace and `/etc/netns` directory the lab
 /// creates; cleanup deletes everything that starts with it.

@@ -1,4 +1,9 @@
-#![allow(dead_code, clippy::pedantic, unreachable_pub)]
+#![allow(
+    dead_code,
+    clippy::pedantic,
+    unreachable_pub,
+    reason = "the pre-prometheus-client registry, kept only as the reference the tests compare against"
+)]
 //! Prometheus metrics of the agent.
 //!
 //! A small hand-written registry rather than the `prometheus` crate: the set

@@ -198,9 +198,12 @@ fn contract_input() -> Metrics {
     m
 }
 
+/// Every sample of an exposition: (family, labels) → value.
+pub(super) type Samples = BTreeMap<(String, Vec<(String, String)>), String>;
+
 /// HELP and TYPE per family, and every sample with its value: what an
 /// exposition says, whatever the order of families and series in it.
-pub(super) fn contract(text: &str) -> (BTreeMap<String, String>, BTreeMap<(String, Vec<(String, String)>), String>) {
+pub(super) fn contract(text: &str) -> (BTreeMap<String, String>, Samples) {
     let mut headers = BTreeMap::new();
     for l in text.lines() {
         for kw in ["# HELP ", "# TYPE "] {
@@ -498,5 +501,5 @@ fn bpf_helpers_do_not_fail_without_privileges() {
 
 #[test]
 fn served_as_the_format_the_encoder_writes() {
-    assert_eq!(crate::agent::http::METRICS_CONTENT_TYPE, prometheus_client::encoding::prometheus_text::CONTENT_TYPE);
+    assert_eq!(crate::agent::http::METRICS_CONTENT_TYPE, prometheus_text::CONTENT_TYPE);
 }

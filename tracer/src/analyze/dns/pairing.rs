@@ -676,7 +676,7 @@ pub(crate) mod test_util {
     }
 
     /// One DNS message seen at `hook`, from `src` to `dst`.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, reason = "a test builder: every field of a DNS sighting, by position")]
     pub(crate) fn event(
         ts_ns: u64,
         hook: Hook,

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use super::{
-    Analyzer, Arc, Att, Finding, IpAddr, NameCount, NxdomainStorm, PodRef, RCODE_NXDOMAIN, VecDeque, ends_with_label, ms,
-    secs,
+    Analyzer, Arc, Att, Finding, IpAddr, NameCount, NxdomainStorm, PodRef, RCODE_NXDOMAIN, VecDeque, ends_with_label,
+    ms, secs,
 };
 
 /// Most names listed as top offenders of an NXDOMAIN storm.

@@ -492,7 +492,7 @@ fn seed_incident_from_packets_through_pairer() {
     feed(&mut txs, &mut an, &mut out);
     an.finish(&mut out);
     assert_eq!(before_end, out.len(), "everything was reported before the end of input");
-    assert_eq!(pairer.stats(), crate::analyze::pairing::PairStats::default());
+    assert_eq!(pairer.stats(), pairing::PairStats::default());
     check_seed(&out, 2, 4004.0, "twice (4.0 s of 4.0 s)");
 }
 

@@ -3,8 +3,8 @@
 
 use super::{
     Analyzer, Arc, Att, Bounded, ClientKey, Endpoint, FastMap, Finding, ForwardedUpstream, IpAddr, MAX_CHAIN_ATTEMPTS,
-    PARALLEL_NS, Party, RCODE_SERVFAIL, Transaction, UpstreamTimeout, VecDeque, ms, qtype_name, secs, settled_at, times,
-    union_len,
+    PARALLEL_NS, Party, RCODE_SERVFAIL, Transaction, UpstreamTimeout, VecDeque, ms, qtype_name, secs, settled_at,
+    times, union_len,
 };
 
 /// Most client queries remembered per name and resolver.
