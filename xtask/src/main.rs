@@ -245,7 +245,15 @@ fn lint() -> anyhow::Result<()> {
     run(comp)?;
     // rustfmt.toml asks for `imports_granularity`, which only a nightly rustfmt applies.
     let mut fmt = Command::new("rustup");
-    fmt.env_remove("RUSTC").env_remove("CARGO").args(["run", setup::EBPF_TOOLCHAIN, "cargo", "fmt", "--all", "--", "--check"]);
+    fmt.env_remove("RUSTC").env_remove("CARGO").args([
+        "run",
+        setup::EBPF_TOOLCHAIN,
+        "cargo",
+        "fmt",
+        "--all",
+        "--",
+        "--check",
+    ]);
     run(fmt)?;
     // `$CARGO` is the toolchain's own cargo, which does not understand
     // `+toolchain`: go through rustup for the pinned nightly.
