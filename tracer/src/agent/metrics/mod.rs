@@ -22,8 +22,6 @@
 mod bpf;
 mod caps;
 #[cfg(test)]
-mod old;
-#[cfg(test)]
 mod tests;
 
 use std::{
