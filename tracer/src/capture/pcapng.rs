@@ -295,20 +295,7 @@ impl<R: Read> BlockReader<R> {
             };
             already = 4;
         }
-        let (kind, len) = if self.le {
-            (u32::from_le_bytes(raw_kind), u32::from_le_bytes(raw_len))
-        } else {
-            (u32::from_be_bytes(raw_kind), u32::from_be_bytes(raw_len))
-        };
-        let min = if kind == BT_SHB { 28 } else { 12 };
-        if len < min || len % 4 != 0 || len > MAX_BLOCK_LEN {
-            return Err(ParseError::corrupt(
-                start,
-                format!(
-                    "block type {kind:#x} has invalid length {len} (must be a multiple of 4 between {min} and {MAX_BLOCK_LEN})"
-                ),
-            ));
-        }
+        let (kind, len) = kind_and_len(self.le, raw_kind, raw_len, start)?;
         let body_len = len as usize - 12;
         read_body(&mut self.r, &mut self.body, body_len - already, start)?;
         if already > 0 {
@@ -362,20 +349,7 @@ pub(crate) fn next_mapped_block(
             return Err(ParseError::corrupt(start64, format!("section header with bad byte-order magic {bom:02x?}")));
         };
     }
-    let (kind, len) = if *le {
-        (u32::from_le_bytes(raw_kind), u32::from_le_bytes(raw_len))
-    } else {
-        (u32::from_be_bytes(raw_kind), u32::from_be_bytes(raw_len))
-    };
-    let min = if kind == BT_SHB { 28 } else { 12 };
-    if len < min || len % 4 != 0 || len > MAX_BLOCK_LEN {
-        return Err(ParseError::corrupt(
-            start64,
-            format!(
-                "block type {kind:#x} has invalid length {len} (must be a multiple of 4 between {min} and {MAX_BLOCK_LEN})"
-            ),
-        ));
-    }
+    let (kind, len) = kind_and_len(*le, raw_kind, raw_len, start64)?;
     let len_us = len as usize;
     let Some(trailer) = rest.get(len_us - 4..len_us) else {
         return Err(ParseError::Truncated(start64));
@@ -390,4 +364,24 @@ pub(crate) fn next_mapped_block(
     }
     m.set_pos(start + len_us);
     Ok(Some((BlockHdr { kind, start: start64 }, start + 8..start + len_us - 4)))
+}
+
+/// A block's type and total length in the section's byte order, with the
+/// length checked the same way for streamed and mapped reading.
+fn kind_and_len(le: bool, raw_kind: [u8; 4], raw_len: [u8; 4], start: u64) -> Result<(u32, u32), ParseError> {
+    let (kind, len) = if le {
+        (u32::from_le_bytes(raw_kind), u32::from_le_bytes(raw_len))
+    } else {
+        (u32::from_be_bytes(raw_kind), u32::from_be_bytes(raw_len))
+    };
+    let min = if kind == BT_SHB { 28 } else { 12 };
+    if len < min || len % 4 != 0 || len > MAX_BLOCK_LEN {
+        return Err(ParseError::corrupt(
+            start,
+            format!(
+                "block type {kind:#x} has invalid length {len} (must be a multiple of 4 between {min} and {MAX_BLOCK_LEN})"
+            ),
+        ));
+    }
+    Ok((kind, len))
 }
