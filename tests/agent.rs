@@ -2,6 +2,11 @@
 //! node's namespaces, as a `DaemonSet` pod would be), the CLI reading both.
 //! Real programs, real resolvers, real VXLAN, real nftables faults.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "an integration test links every dependency of its package and uses a few; unused ones are caught on the library"
+)]
+
 use std::{
     io::BufRead as _,
     path::{Path, PathBuf},

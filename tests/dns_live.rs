@@ -3,6 +3,11 @@
 //! IPv4 and IPv6, and `ktrace dns -o json` reports names, rcodes, the
 //! process (thread-group leader, not dig's worker thread) and latencies.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "an integration test links every dependency of its package and uses a few; unused ones are caught on the library"
+)]
+
 use std::{process::Command, time::Duration};
 
 use ktrace_e2e::{Ktrace, NetnsPair, bpf_available, json_lines, of_type, tools_available};

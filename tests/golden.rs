@@ -16,6 +16,11 @@
 //! Each command runs in the directory of its inputs with bare file names,
 //! so warnings that name a file do not depend on where the checkout is.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "an integration test links every dependency of its package and uses a few; unused ones are caught on the library"
+)]
+
 use std::{
     fmt::Write as _,
     path::{Path, PathBuf},

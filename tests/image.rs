@@ -9,6 +9,11 @@
 //! Root and BPF, under the host lock; built only with `--features image`:
 //! `cargo xtask image && cargo test -p ktrace-e2e --features image --test image`.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "an integration test links every dependency of its package and uses a few; unused ones are caught on the library"
+)]
+
 use std::{
     io::{BufRead as _, BufReader},
     path::PathBuf,

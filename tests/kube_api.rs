@@ -4,6 +4,11 @@
 //! relist), bad credentials, and a pod deleted with its IP reused.
 //! Needs no root: nothing here touches the kernel.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "an integration test links every dependency of its package and uses a few; unused ones are caught on the library"
+)]
+
 mod apiserver;
 
 use std::{

@@ -6,6 +6,11 @@
 //! asked and the resolver pod that answered — live, and when the two views
 //! come from two nodes' captures — and the findings must count it once.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "an integration test links every dependency of its package and uses a few; unused ones are caught on the library"
+)]
+
 use std::{
     path::PathBuf,
     process::Stdio,

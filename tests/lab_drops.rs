@@ -6,6 +6,11 @@
 //! right pods), a connection refused (`conn_fail` with pod and process), and
 //! nothing at all without a fault.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "an integration test links every dependency of its package and uses a few; unused ones are caught on the library"
+)]
+
 use std::{
     path::PathBuf,
     process::{Command, Stdio},

@@ -6,6 +6,11 @@
 //! Without root or the tools the tests skip; with `KTRACE_REQUIRE_BPF=1` they
 //! fail instead.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "an integration test links every dependency of its package and uses a few; unused ones are caught on the library"
+)]
+
 use std::{
     process::{Command, Output},
     time::{Duration, Instant},

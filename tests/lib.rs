@@ -3,6 +3,14 @@
 //! the background, and small network-namespace fixtures that clean up after
 //! themselves even when a test panics.
 
+#![cfg_attr(
+    test,
+    allow(
+        unused_crate_dependencies,
+        reason = "the end-to-end tests' dev-dependencies; this library's unit tests use none"
+    )
+)]
+
 use std::{
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},

@@ -8,6 +8,11 @@
 //! the policy: what the agent may do on the node, how its pieces refer to
 //! each other, and that its arguments parse with ktrace's own CLI.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "an integration test links every dependency of its package and uses a few; unused ones are caught on the library"
+)]
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt::Write as _,

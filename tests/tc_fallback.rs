@@ -7,6 +7,11 @@
 //! returns `TC_ACT_UNSPEC`, "next filter"), and that doctor reports ktrace's
 //! real programs. Run under the host lock: `flock /tmp/ktrace-host.lock cargo test …`.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "an integration test links every dependency of its package and uses a few; unused ones are caught on the library"
+)]
+
 use std::{
     path::{Path, PathBuf},
     process::Command,

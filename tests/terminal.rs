@@ -6,6 +6,11 @@
 //! completions and man pages. `cargo test -p ktrace-e2e --test terminal`;
 //! the status-line tests load BPF (root, under the host lock).
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "an integration test links every dependency of its package and uses a few; unused ones are caught on the library"
+)]
+
 use std::{
     path::PathBuf,
     process::{Command, Stdio},

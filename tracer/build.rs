@@ -10,6 +10,9 @@
 use std::{env, fs, path::PathBuf};
 
 use anyhow::{Context as _, anyhow};
+// A build-dependency only so that cargo reruns this script when the kernel
+// programs change (see the `[build-dependencies]` note in Cargo.toml).
+use tracer_ebpf as _;
 
 /// The nightly that builds the eBPF crate: its LLVM (22) must match
 /// bpf-linker's; a newer nightly's bitcode fails to link with "Invalid

@@ -30,6 +30,9 @@ mod probes;
 mod task;
 mod underlay;
 
+// This package's empty library (src/lib.rs): there for cargo's rebuild tracking only.
+use tracer_ebpf as _;
+
 use core::ptr::read_volatile;
 
 use aya_ebpf::{

@@ -10,6 +10,11 @@
 //!
 //! Inputs come from `synth.rs`, the same mix the replay benchmark uses.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "a bench links every dependency of its package and uses a few; unused ones are caught on the library"
+)]
+
 #[path = "support/synth.rs"]
 mod synth;
 

@@ -5,6 +5,11 @@
 //! client's socket; the mix is search-list fan-out (see `benches/support/synth.rs`).
 //! Prints one JSON line: messages, bytes written, file size, seconds.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "an example links every dependency of its package and uses a few; unused ones are caught on the library"
+)]
+
 #[path = "../benches/support/synth.rs"]
 mod synth;
 

@@ -10,13 +10,18 @@
 //! Kubernetes snapshot (nodes and pods) and a coverage block, as `ktrace
 //! record --underlay` writes them. Prints one JSON line.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "an example links every dependency of its package and uses a few; unused ones are caught on the library"
+)]
+
 use std::{net::Ipv4Addr, path::Path, sync::Arc, time::Instant};
 
-use bytes::Bytes;
 use ktrace::{
     capture::{CaptureHeader, CaptureWriter, ClockRef, MetaBlock},
-    event::{Hook, PacketRecord, Record},
+    event::Hook,
     source::file::{COVERAGE, Coverage},
+    testkit::{packet, packet_record as pkt},
 };
 
 /// Simulated time between exchanges (10,000 exchanges/s per node pair).
@@ -31,35 +36,9 @@ const NODE_B: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 11);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 20);
 const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 30);
 
-/// IPv4 header (checksum filled in) + UDP (checksum 0) + payload.
+/// IPv4 (id `id`, checksum filled in) + UDP (checksum 0) + payload.
 fn ipv4_udp(src: Ipv4Addr, dst: Ipv4Addr, id: u16, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let total = 28 + payload.len();
-    let mut p = Vec::with_capacity(total);
-    p.extend_from_slice(&[0x45, 0]);
-    p.extend_from_slice(&(total as u16).to_be_bytes());
-    p.extend_from_slice(&id.to_be_bytes());
-    p.extend_from_slice(&[0x40, 0, 64, 17, 0, 0]);
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    let mut sum: u32 = p.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    p.extend_from_slice(&sport.to_be_bytes());
-    p.extend_from_slice(&dport.to_be_bytes());
-    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(payload);
-    p
-}
-
-/// `inner` in VXLAN (VNI 1, inner Ethernet) between two nodes.
-fn vxlan(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, inner: &[u8]) -> Vec<u8> {
-    let mut pl = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
-    pl.extend([0x0a, 0x58, 0x0a, 0xf4, 0x02, 0x1e, 0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x14, 0x08, 0x00]);
-    pl.extend_from_slice(inner);
-    ipv4_udp(src, dst, 0, sport, 4789, &pl)
+    packet::ipv4_id(src, dst, 17, id, &packet::udp(sport, dport, payload))
 }
 
 fn snapshot() -> String {
@@ -95,21 +74,6 @@ fn writer(dir: &Path, node: &str, clock: ClockRef) -> anyhow::Result<CaptureWrit
     Ok(w)
 }
 
-fn pkt(ts: u64, node: &Arc<str>, hook: Hook, data: &[u8]) -> Record {
-    Record::Packet(PacketRecord {
-        ts_ns: ts,
-        hook,
-        process: None,
-        cgroup_id: 0,
-        netns_cookie: 0,
-        netns_ino: 0,
-        ifindex: 2,
-        wire_len: data.len() as u32,
-        data: Bytes::copy_from_slice(data),
-        node: Some(Arc::clone(node)),
-    })
-}
-
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(dir), Some(n), Some(lose)) = (args.first(), args.get(1), args.get(2)) else {
@@ -130,8 +94,20 @@ fn main() -> anyhow::Result<()> {
         let seq = i.to_be_bytes();
         let id = i as u16;
         let sport = 32_768 + (i % 28_000) as u16;
-        let req = vxlan(NODE_A, NODE_B, 40_000 + (i % 1000) as u16, &ipv4_udp(CLIENT, BACKEND, id, sport, 8080, &seq));
-        let rsp = vxlan(NODE_B, NODE_A, 41_000 + (i % 1000) as u16, &ipv4_udp(BACKEND, CLIENT, id, 8080, sport, &seq));
+        let req = packet::vxlan(
+            NODE_A,
+            NODE_B,
+            40_000 + (i % 1000) as u16,
+            0,
+            &ipv4_udp(CLIENT, BACKEND, id, sport, 8080, &seq),
+        );
+        let rsp = packet::vxlan(
+            NODE_B,
+            NODE_A,
+            41_000 + (i % 1000) as u16,
+            0,
+            &ipv4_udp(BACKEND, CLIENT, id, 8080, sport, &seq),
+        );
         wa.write_record(&pkt(t, &na, Hook::TcEgress, &req), Some("eth0"))?;
         wb.write_record(&pkt(t + HOP_NS, &nb, Hook::TcIngress, &req), Some("eth0"))?;
         wb.write_record(&pkt(t + HOP_NS + 50_000, &nb, Hook::TcEgress, &rsp), Some("eth0"))?;

@@ -4,19 +4,16 @@
 //! underlay packet waiting for its arrival on the other node (`fabric_loss`
 //! correlation), measured by a counting allocator around N of each.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "an example links every dependency of its package and uses a few; unused ones are caught on the library"
+)]
+
 #[path = "../benches/support/synth.rs"]
 mod synth;
 
-use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    net::Ipv4Addr,
-    sync::{
-        Arc,
-        atomic::{AtomicIsize, Ordering},
-    },
-};
+use std::{net::Ipv4Addr, sync::Arc};
 
-use bytes::Bytes;
 use ktrace::{
     analyze::{
         Pairer,
@@ -25,39 +22,15 @@ use ktrace::{
     },
     decode::DnsDecoder,
     enrich::{Enricher, Snapshot},
-    event::{Hook, PacketRecord, Record},
+    event::{Hook, Record},
+    testkit::{
+        alloc::{Counting, live},
+        packet, packet_record,
+    },
 };
-
-/// Live heap bytes (allocated minus freed).
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-struct Counting;
-
-// SAFETY: forwards to the system allocator; only counts sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: same layout contract as ours.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: p came from System.alloc with l.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
-        // SAFETY: as for dealloc.
-        unsafe { System.realloc(p, l, new) }
-    }
-}
 
 #[global_allocator]
 static A: Counting = Counting;
-
-fn live() -> isize {
-    LIVE.load(Ordering::Relaxed)
-}
 
 /// Bytes per query: N client queries (the synthetic mix) without answers.
 fn per_query(n: u64) -> f64 {
@@ -100,33 +73,17 @@ fn per_packet(n: u64) -> f64 {
     let b = Ipv4Addr::new(192, 168, 77, 11);
     let before = live();
     for i in 0..n {
-        let mut inner = synth::ipv4_udp(
+        // A distinct IP id per packet, as a sender's kernel would stamp.
+        let inner = packet::ipv4_id(
             Ipv4Addr::new(10, 244, 1, 20),
-            32_768 + (i % 28_000) as u16,
             Ipv4Addr::new(10, 244, 2, 30),
-            8080,
-            &i.to_be_bytes(),
+            17,
+            i as u16,
+            &packet::udp(32_768 + (i % 28_000) as u16, 8080, &i.to_be_bytes()),
         );
-        // A distinct IP id per packet, as a sender's kernel would stamp
-        // (fingerprints ignore the checksum, so it is left as is).
-        inner[4..6].copy_from_slice(&(i as u16).to_be_bytes());
-        let mut pl = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
-        pl.extend([0x0a, 0x58, 0x0a, 0xf4, 0x02, 0x1e, 0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x14, 0x08, 0x00]);
-        pl.extend_from_slice(&inner);
-        let data = synth::ipv4_udp(a, 40_000 + (i % 1000) as u16, b, 4789, &pl);
+        let data = packet::vxlan(a, b, 40_000 + (i % 1000) as u16, 0, &inner);
         // Within one matching window, so every packet is still waiting.
-        let rec = Record::Packet(PacketRecord {
-            ts_ns: 1_000_000_000 + i,
-            hook: Hook::TcEgress,
-            process: None,
-            cgroup_id: 0,
-            netns_cookie: 0,
-            netns_ino: 0,
-            ifindex: 2,
-            wire_len: data.len() as u32,
-            data: Bytes::from(data),
-            node: Some(Arc::clone(&node)),
-        });
+        let rec = packet_record(1_000_000_000 + i, &node, Hook::TcEgress, &data);
         an.push(&rec);
     }
     let after = live();

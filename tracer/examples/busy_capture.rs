@@ -2,6 +2,11 @@
 //! of 300 pods, a dead upstream, an NXDOMAIN storm, a slow pod):
 //! `busy_capture OUT.pcapng`. Prints what it generated as one JSON line.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "an example links every dependency of its package and uses a few; unused ones are caught on the library"
+)]
+
 #[path = "../tests/support/busy.rs"]
 mod busy;
 

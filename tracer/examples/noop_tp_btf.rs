@@ -5,6 +5,11 @@
 //! `attached`, and stays until a signal ends it (the link dies with the
 //! process) or `SECS` pass (default 600).
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "an example links every dependency of its package and uses a few; unused ones are caught on the library"
+)]
+
 use std::time::Duration;
 
 use anyhow::Context as _;

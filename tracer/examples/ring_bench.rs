@@ -16,6 +16,11 @@
 //! `ring_bench cost ROUNDS 0` instead prints the kernel's mean ns per run of
 //! `dns_egress` and `dns_ingress` on the same query (median over rounds).
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "an example links every dependency of its package and uses a few; unused ones are caught on the library"
+)]
+
 use std::{
     os::fd::{AsRawFd as _, RawFd},
     path::PathBuf,

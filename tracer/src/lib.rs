@@ -21,3 +21,12 @@ pub mod source;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod time;
+
+// The `ktrace` binary's (src/main.rs: logging set-up, the allocator); a
+// package's dependencies are shared by all its targets.
+use env_logger as _;
+use mimalloc as _;
+// Dev-dependencies of the integration tests and benches, which the unit
+// tests are built with too (`ktrace` is this crate with `testkit`).
+#[cfg(test)]
+use {divan as _, ktrace as _, rcgen as _};

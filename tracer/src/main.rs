@@ -1,6 +1,11 @@
 //! The `ktrace` binary: parses arguments and runs a subcommand. Library code
 //! returns typed errors; here they become messages and an exit status.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "the package's dependencies are the library's; `main` only calls into it (its own, mimalloc and env_logger, are named in lib.rs)"
+)]
+
 use std::process::ExitCode;
 
 use ktrace::cli::{Cli, Command, agent, dns, doctor, drops, kubectl, programs, record, replay, shell};

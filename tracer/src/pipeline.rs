@@ -205,50 +205,6 @@ impl ScopeKeeper {
     }
 }
 
-/// Whether a JSON record mentions a pod matching the filter's namespace/pod/node
-/// (records that are not typed findings yet: the drops side).
-#[must_use]
-pub fn json_mentions_pod(filter: &Filter, v: &serde_json::Value) -> bool {
-    {
-        let this = filter;
-        let mut found = false;
-        walk_pods(v, &mut |ns, name, node| {
-            let ok_ns = this.namespace.as_deref().is_none_or(|w| w == ns);
-            let ok_pod = this.pod.as_deref().is_none_or(|w| match w.split_once('/') {
-                Some((a, b)) => a == ns && b == name,
-                None => w == name,
-            });
-            let ok_node = this.node.as_deref().is_none_or(|w| node.is_none() || node == Some(w));
-            found |= ok_ns && ok_pod && ok_node;
-        });
-        found
-    }
-}
-
-/// Calls `f(namespace, name, node)` for every `{namespace, name}` object in a JSON tree.
-fn walk_pods(v: &serde_json::Value, f: &mut dyn FnMut(&str, &str, Option<&str>)) {
-    match v {
-        serde_json::Value::Object(m) => {
-            if let (Some(ns), Some(name)) =
-                (m.get("namespace").and_then(|x| x.as_str()), m.get("name").and_then(|x| x.as_str()))
-            {
-                f(ns, name, m.get("node").and_then(|x| x.as_str()));
-            }
-            // Findings name pods as "namespace/name" strings.
-            for (k, x) in m {
-                if k.ends_with("pod")
-                    && let Some((ns, name)) = x.as_str().and_then(|s| s.split_once('/'))
-                {
-                    f(ns, name, None);
-                }
-                walk_pods(x, f);
-            }
-        }
-        serde_json::Value::Array(a) => a.iter().for_each(|x| walk_pods(x, f)),
-        _ => {}
-    }
-}
-
 /// Counters shown at the end of a run and in the JSON `type:"stats"` record.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RunStats {
@@ -466,7 +422,7 @@ impl<S: Sink> Pipeline<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::finding::samples::findings;
+    use crate::{model::finding::samples::findings, testkit::walk::json_mentions_pod};
 
     /// Typed finding filters keep exactly what walking the JSON kept.
     #[test]

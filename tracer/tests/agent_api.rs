@@ -6,6 +6,11 @@
 //! Every test has its own temporary directory, its own runtimes and a time
 //! bound; nothing leaves the machine (Unix sockets and 127.0.0.1 only).
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "an integration test links every dependency of its package and uses a few; unused ones are caught on the library"
+)]
+
 use std::{
     collections::BTreeSet,
     io::Cursor,

@@ -4,6 +4,11 @@
 //! written with the capture writer and replayed through the pipeline every
 //! command runs. No root needed.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "an integration test links every dependency of its package and uses a few; unused ones are caught on the library"
+)]
+
 #[path = "support/busy.rs"]
 mod busy;
 

@@ -3,36 +3,17 @@
 //! asserts only that they are bounded, not their values (they depend on the
 //! allocator and the pods' shape). Run with `--nocapture` to see them.
 
-use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    fmt::Write as _,
-    sync::atomic::{AtomicIsize, Ordering},
+#![allow(
+    unused_crate_dependencies,
+    reason = "an integration test links every dependency of its package and uses a few; unused ones are caught on the library"
+)]
+
+use std::fmt::Write as _;
+
+use ktrace::{
+    enrich::{Enricher, Snapshot},
+    testkit::alloc::{Counting, live},
 };
-
-use ktrace::enrich::{Enricher, Snapshot};
-
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: same layout contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        // SAFETY: `p` came from `alloc` with this layout.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
-        // SAFETY: as for `realloc`.
-        unsafe { System.realloc(p, l, new) }
-    }
-}
 
 #[global_allocator]
 static A: Counting = Counting;
@@ -84,9 +65,9 @@ fn memory_per_thousand_pods() {
         let list = synthetic_list(n);
         let snap = Snapshot::parse(&list, "synthetic").expect("synthetic List parses");
         assert_eq!(snap.pods.len(), n);
-        let before = LIVE.load(Ordering::Relaxed);
+        let before = live();
         let e = Enricher::from_snapshot(&snap);
-        let index = LIVE.load(Ordering::Relaxed) - before;
+        let index = live() - before;
         assert_eq!(e.counts().0, n);
         // The watcher also keeps each object's trimmed JSON for recorded Lists: about the List's size.
         let per_k = |b: isize| b as f64 / (n as f64 / 1000.0) / 1024.0;

@@ -3,6 +3,11 @@
 //! against `tshark -Y 'dns.flags.response==0'` / `==1` on the same files.
 //! No root needed.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "an integration test links every dependency of its package and uses a few; unused ones are caught on the library"
+)]
+
 use std::path::PathBuf;
 
 use ktrace::{

@@ -7,6 +7,11 @@
 //! documented bound (docs/memory.md). A size assertion, not
 //! a timing one. No root needed.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "an integration test links every dependency of its package and uses a few; unused ones are caught on the library"
+)]
+
 #[path = "../benches/support/synth.rs"]
 mod synth;
 

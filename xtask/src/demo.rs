@@ -9,6 +9,10 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
 use xtask::lab::{LabGuard, LabOptions, missing_prerequisites};
 
 const BACKEND: &str = "backend.critical-app.svc.cluster.local";
@@ -75,8 +79,7 @@ pub(crate) fn run(bin: &Path) -> anyhow::Result<()> {
     );
     std::thread::sleep(Duration::from_millis(500));
     // SIGINT: ktrace reports queries still waiting as unanswered and prints its diagnosis.
-    // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(kt.id() as i32, libc::SIGINT) };
+    let _ = kill(Pid::from_raw(kt.id() as i32), Signal::SIGINT);
     let st = kt.wait()?;
     drop(lab);
     println!("[demo] lab down. ktrace exited with {st}.");

@@ -13,7 +13,9 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+// The library's (lab errors); the binary uses it through `xtask::lab`.
 use clap::{Parser, Subcommand};
+use thiserror as _;
 
 #[derive(Debug, Parser)]
 #[command(name = "xtask", about = "ktrace developer tasks")]

@@ -75,8 +75,7 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
 /// Whether we are root (installing packages and loading BPF both need it).
 #[must_use]
 pub(crate) fn is_root() -> bool {
-    // SAFETY: trivial syscall.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 fn cargo_bin_dir() -> PathBuf {

@@ -33,10 +33,14 @@
 //! short-circuits filters that other tools attached after it.
 
 use std::{
-    fs::{self, File, OpenOptions},
+    fs::{self, File, OpenOptions, TryLockError},
     io::{self, Write as _},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::{AsRawFd as _, OwnedFd},
     path::{Path, PathBuf},
+};
+
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send, socket,
 };
 
 /// Priority of ktrace's classic tc filters ("KT"); a dedicated value so they
@@ -203,16 +207,13 @@ struct Nl {
 
 impl Nl {
     fn open() -> io::Result<Self> {
-        // SAFETY: plain syscalls; the fd is owned right after creation.
-        unsafe {
-            let fd = libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE);
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let fd = OwnedFd::from_raw_fd(fd);
-            let one: libc::c_int = 1;
-            // Error messages from the kernel ("Parent Qdisc doesn't exists"), without the echoed request.
-            for opt in [libc::NETLINK_EXT_ACK, libc::NETLINK_CAP_ACK] {
+        let fd = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkRoute)?;
+        let one: libc::c_int = 1;
+        // Error messages from the kernel ("Parent Qdisc doesn't exists"), without the echoed request.
+        // libc: nix has no socket option for these two.
+        for opt in [libc::NETLINK_EXT_ACK, libc::NETLINK_CAP_ACK] {
+            // SAFETY: a valid fd and an int option value that outlives the call.
+            unsafe {
                 libc::setsockopt(
                     fd.as_raw_fd(),
                     libc::SOL_NETLINK,
@@ -221,13 +222,9 @@ impl Nl {
                     size_of::<libc::c_int>() as u32,
                 );
             }
-            let mut sa: libc::sockaddr_nl = std::mem::zeroed();
-            sa.nl_family = libc::AF_NETLINK as u16;
-            if libc::bind(fd.as_raw_fd(), (&raw const sa).cast(), size_of::<libc::sockaddr_nl>() as u32) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(Self { fd, seq: 1 })
         }
+        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
+        Ok(Self { fd, seq: 1 })
     }
 
     /// Sends one request; returns the payloads of the answers (dumps) once
@@ -242,25 +239,17 @@ impl Nl {
         msg.extend_from_slice(&seq.to_ne_bytes());
         msg.extend_from_slice(&0u32.to_ne_bytes());
         msg.extend_from_slice(body);
-        // SAFETY: valid buffer.
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        send(self.fd.as_raw_fd(), &msg, MsgFlags::empty())?;
         let mut out = Vec::new();
         let mut buf = vec![0u8; 1 << 16];
         // Bounded: a dump of one interface's filters is a few messages.
         for _ in 0..100_000 {
-            // SAFETY: valid buffer.
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            let mut b = &buf[..n as usize];
+            let n = match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let mut b = &buf[..n];
             while b.len() >= 16 {
                 let len = u32_at(b, 0).unwrap_or(0) as usize;
                 if len < 16 || len > b.len() {
@@ -391,26 +380,19 @@ pub fn qdisc_action(state: Option<QdiscState>, exists: bool, filters_left: usize
 /// A network namespace id for state file names: the netns cookie (never
 /// reused while the machine is up), else the namespace inode.
 fn netns_id() -> String {
-    // SAFETY: plain syscalls on a socket we close right after.
-    unsafe {
-        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd >= 0 {
-            let fd = OwnedFd::from_raw_fd(fd);
-            let mut cookie: u64 = 0;
-            let mut len = size_of::<u64>() as libc::socklen_t;
-            // SO_NETNS_COOKIE (kernel >= 5.14).
-            if libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, 71, (&raw mut cookie).cast(), &raw mut len) == 0 {
-                return format!("c{cookie}");
-            }
+    if let Ok(fd) = socket(AddressFamily::Unix, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None) {
+        let mut cookie: u64 = 0;
+        let mut len = size_of::<u64>() as libc::socklen_t;
+        // SO_NETNS_COOKIE (kernel >= 5.14). libc: nix has no socket option for it.
+        // SAFETY: a valid fd; `cookie` and `len` outlive the call and match.
+        if unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, 71, (&raw mut cookie).cast(), &raw mut len) }
+            == 0
+        {
+            return format!("c{cookie}");
         }
     }
     fs::metadata("/proc/self/ns/net")
         .map_or_else(|_| "unknown".into(), |m| format!("i{}", std::os::unix::fs::MetadataExt::ino(&m)))
-}
-
-fn flock(f: &File, op: libc::c_int) -> io::Result<()> {
-    // SAFETY: valid fd.
-    if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 fn state_dir() -> io::Result<PathBuf> {
@@ -425,7 +407,7 @@ struct GlobalLock(#[expect(dead_code, reason = "held for its flock")] File);
 impl GlobalLock {
     fn take() -> io::Result<Self> {
         let f = OpenOptions::new().create(true).truncate(false).write(true).open(state_dir()?.join("lock"))?;
-        flock(&f, libc::LOCK_EX)?;
+        f.lock()?;
         Ok(Self(f))
     }
 }
@@ -438,10 +420,7 @@ fn owner_path(handle: u32) -> PathBuf {
 /// its owner lock is held. Caller holds the global lock.
 fn owner_alive(handle: u32) -> bool {
     let Ok(f) = File::open(owner_path(handle)) else { return false };
-    match flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
-        Ok(()) => false,
-        Err(e) => e.raw_os_error() == Some(libc::EWOULDBLOCK),
-    }
+    matches!(f.try_lock(), Err(TryLockError::WouldBlock))
 }
 
 fn qdisc_state_path(netns: &str, ifindex: u32) -> PathBuf {
@@ -598,7 +577,8 @@ impl ClsactGuard {
         let report = sweep(&mut nl)?;
         let handle = std::process::id();
         let owner = OpenOptions::new().create(true).truncate(false).write(true).open(owner_path(handle))?;
-        flock(&owner, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| {
+        owner.try_lock().map_err(|e| {
+            let e = io::Error::from(e);
             io::Error::new(
                 e.kind(),
                 format!("owner lock {}: {e} (another ktrace with id {handle}?)", owner_path(handle).display()),

@@ -8,9 +8,10 @@
 //! the node's own traffic, goes out). Read from the current network
 //! namespace with one rtnetlink dump: no `ip` binary needed in the image.
 
-use std::io;
+use std::{io, os::fd::AsRawFd as _};
 
 use anyhow::Context as _;
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, recv, send, socket};
 
 /// Devices named by `--underlay` values; `auto` expanded, `none` alone means none.
 ///
@@ -100,14 +101,8 @@ const IFINFO: usize = 16;
 
 /// One `RTM_GETLINK` dump of the current network namespace.
 fn dump_links() -> io::Result<Vec<Link>> {
-    // SAFETY: plain socket(2); the fd is owned right below.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor nobody else owns.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    let fd = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkRoute)?;
+    let raw = fd.as_raw_fd();
     let mut req = Vec::with_capacity(NLMSG_HDR + IFINFO);
     req.extend_from_slice(&((NLMSG_HDR + IFINFO) as u32).to_ne_bytes());
     req.extend_from_slice(&libc::RTM_GETLINK.to_ne_bytes());
@@ -115,21 +110,13 @@ fn dump_links() -> io::Result<Vec<Link>> {
     req.extend_from_slice(&1u32.to_ne_bytes());
     req.extend_from_slice(&0u32.to_ne_bytes());
     req.extend_from_slice(&[0u8; IFINFO]);
-    // SAFETY: sending our own buffer on our own socket (to the kernel: pid 0).
-    let n = unsafe { libc::send(raw, req.as_ptr().cast(), req.len(), 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // To the kernel (pid 0): an unbound netlink socket's default peer.
+    send(raw, &req, MsgFlags::empty())?;
     let mut links = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     // Bounded: a dump of a namespace with thousands of links is a few hundred reads.
     for _ in 0..10_000 {
-        // SAFETY: receiving into our own buffer of the given length.
-        let n = unsafe { libc::recv(raw, buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = usize::try_from(n).unwrap_or(0);
+        let n = recv(raw, &mut buf, MsgFlags::empty())?;
         if n == 0 {
             break;
         }

@@ -701,7 +701,7 @@ mod tests {
     fn typed_finding_lines_are_the_old_description() {
         for f in findings() {
             let v: Value = serde_json::from_str(&old_json(&DropOutput::Finding(f.clone()))).unwrap();
-            assert_eq!(finding_lines(&f), crate::output::table::describe(&v));
+            assert_eq!(finding_lines(&f), crate::testkit::walk::describe(&v));
         }
     }
 

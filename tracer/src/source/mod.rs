@@ -9,6 +9,8 @@ pub mod sched;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
+use nix::time::{ClockId, clock_gettime};
+
 pub use crate::capture::ClockRef;
 use crate::event::Record;
 
@@ -120,21 +122,20 @@ impl Source for LiveRun {
     }
 }
 
-fn clock_ns(id: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid pointer; the clock ids used are always supported.
-    unsafe { libc::clock_gettime(id, &raw mut ts) };
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+fn clock_ns(id: ClockId) -> u64 {
+    // The clock ids used are always supported; 0 if not.
+    clock_gettime(id)
+        .map_or(0, |ts| (ts.tv_sec() as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec() as u64))
 }
 
 /// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns`.
 #[must_use]
 pub fn monotonic_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC)
+    clock_ns(ClockId::CLOCK_MONOTONIC)
 }
 
 /// `CLOCK_REALTIME` in ns.
 #[must_use]
 pub fn realtime_ns() -> u64 {
-    clock_ns(libc::CLOCK_REALTIME)
+    clock_ns(ClockId::CLOCK_REALTIME)
 }

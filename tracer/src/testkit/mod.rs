@@ -1,16 +1,21 @@
 //! What tests share (dev-only: compiled for the tracer's own tests, and for
 //! other crates' tests with the `testkit` feature): the vendored fixtures,
-//! packet and DNS builders, a collecting sink, and a strict reader of the
-//! metrics exposition.
+//! packet and DNS builders, a collecting sink, a strict reader of the
+//! metrics exposition, and the old JSON walkers the typed code is checked against.
 
+pub mod alloc;
 pub mod dns;
 pub mod exposition;
 pub mod packet;
+pub mod walk;
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc};
+
+use bytes::Bytes;
 
 use crate::{
     analyze::{Finding, Transaction},
+    event::{Hook, PacketRecord, Record},
     pipeline::{Context, RunStats, Sink},
 };
 
@@ -31,6 +36,24 @@ impl Sink for Collect {
         self.findings.push(f.clone());
     }
     fn finish(&mut self, _ctx: &Context, _stats: &RunStats) {}
+}
+
+/// A packet as a tc or cgroup program on `node` reports it: ifindex 2, no
+/// process, socket or namespace, the whole packet captured.
+#[must_use]
+pub fn packet_record(ts_ns: u64, node: &Arc<str>, hook: Hook, data: &[u8]) -> Record {
+    Record::Packet(PacketRecord {
+        ts_ns,
+        hook,
+        process: None,
+        cgroup_id: 0,
+        netns_cookie: 0,
+        netns_ino: 0,
+        ifindex: 2,
+        wire_len: data.len() as u32,
+        data: Bytes::copy_from_slice(data),
+        node: Some(Arc::clone(node)),
+    })
 }
 
 /// The repository's `tests/fixtures/` (pcap and scap files from other

@@ -19,11 +19,19 @@ pub fn ipv4_checksum(h: &[u8]) -> u16 {
 /// An IPv4 packet (no options, DF, TTL 64, id 0, header checksum filled in) carrying `l4`.
 #[must_use]
 pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> Vec<u8> {
+    ipv4_id(src, dst, proto, 0, l4)
+}
+
+/// [`ipv4`] with the IP id `id`, as a sender's kernel stamps it (what
+/// fabric correlation tells packets apart by).
+#[must_use]
+pub fn ipv4_id(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, id: u16, l4: &[u8]) -> Vec<u8> {
     let total = 20 + l4.len();
     let mut p = Vec::with_capacity(total);
     p.extend_from_slice(&[0x45, 0]);
     p.extend_from_slice(&(total as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
+    p.extend_from_slice(&id.to_be_bytes());
+    p.extend_from_slice(&[0x40, 0, 64, proto, 0, 0]);
     p.extend_from_slice(&src.octets());
     p.extend_from_slice(&dst.octets());
     let sum = ipv4_checksum(&p);
@@ -48,6 +56,29 @@ pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
 #[must_use]
 pub fn ipv4_udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
     ipv4(src, dst, 17, &udp(sport, dport, payload))
+}
+
+/// A TCP header (no options, window 65535, checksum 0) with `flags` (`0x02` SYN, `0x04` RST, …).
+#[must_use]
+pub fn tcp(sport: u16, dport: u16, seq: u32, flags: u8) -> Vec<u8> {
+    let mut t = Vec::with_capacity(20);
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&seq.to_be_bytes());
+    t.extend_from_slice(&[0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    t
+}
+
+/// `inner` (an IP packet) in VXLAN between two nodes: outer IPv4 (id
+/// `outer_id`) / UDP `sport` → 4789, VXLAN header (VNI 1), inner Ethernet
+/// (fixed MACs, IPv4), as a node's underlay interface carries it.
+#[must_use]
+pub fn vxlan(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, outer_id: u16, inner: &[u8]) -> Vec<u8> {
+    let mut pl = Vec::with_capacity(22 + inner.len());
+    pl.extend_from_slice(&[0x08, 0, 0, 0, 0, 0, 1, 0]);
+    pl.extend_from_slice(&[0x0a, 0x58, 0x0a, 0xf4, 0x02, 0x1e, 0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x14, 0x08, 0x00]);
+    pl.extend_from_slice(inner);
+    ipv4_id(src, dst, 17, outer_id, &udp(sport, 4789, &pl))
 }
 
 #[cfg(test)]

@@ -270,8 +270,7 @@ fn section(out: &mut String, title: &str, ctx: &mut Ctx, f: fn(&mut Ctx) -> Resu
 
 /// Runs the benchmarks with the release binary `bin` and writes `BENCHMARKS.md` in `root`.
 pub(crate) fn run(bin: &Path, root: &Path, quick: bool) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         bail!("cargo xtask bench needs root (BPF programs, network namespaces)");
     }
     for tool in ["ip", "taskset", "dnsperf", "dnsmasq", "bpftool"] {

@@ -12,6 +12,14 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use nix::{
+    sched::{CloneFlags, CpuSet, sched_setaffinity, setns},
+    sys::{
+        signal::{Signal, kill},
+        wait::waitpid,
+    },
+    unistd::{Pid, SysconfVar, sysconf},
+};
 
 /// Client-side namespace (load generators).
 pub(crate) const CLI_NS: &str = "ktb-cli";
@@ -101,9 +109,10 @@ pub(crate) fn pinned(cpu: Option<usize>, program: &Path) -> Command {
 
 /// Clock ticks per second of `/proc` CPU times.
 fn hz() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if v > 0 { v as f64 } else { 100.0 }
+    match sysconf(SysconfVar::CLK_TCK) {
+        Ok(Some(v)) if v > 0 => v as f64,
+        _ => 100.0,
+    }
 }
 
 /// user+system CPU seconds of a process (or of a task: `/proc/<pid>/task/<tid>`).
@@ -210,8 +219,8 @@ impl Proc {
     pub(crate) fn stop(&mut self, grace: Duration) -> Option<f64> {
         let mut child = self.child.take()?;
         let pid = child.id() as i32;
-        // SAFETY: signalling our own child, which has not been reaped yet.
-        unsafe { libc::kill(pid, libc::SIGINT) };
+        // Our own child, not reaped yet: the pid is still its.
+        let _ = kill(Pid::from_raw(pid), Signal::SIGINT);
         let deadline = Instant::now() + grace;
         loop {
             let mut status = 0;
@@ -270,11 +279,8 @@ pub(crate) fn run_timed(mut cmd: Command, stdout: &Path, timeout: Duration) -> R
             bail!("wait4 on {cmd:?}: {}", std::io::Error::last_os_error());
         }
         if Instant::now() > deadline {
-            // SAFETY: killing and reaping our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &raw mut status, 0);
-            }
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(pid), None);
             bail!("{cmd:?} did not finish within {timeout:?}");
         }
         thread::sleep(Duration::from_millis(2));
@@ -322,8 +328,8 @@ impl BenchNet {
             }
             let pids = run(Command::new("ip").args(["netns", "pids", ns])).unwrap_or_default();
             for p in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
-                // SAFETY: plain kill(2); these processes live in our own namespace.
-                unsafe { libc::kill(p, libc::SIGKILL) };
+                // These processes live in our own namespace.
+                let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
             }
             let deadline = Instant::now() + Duration::from_secs(3);
             while Instant::now() < deadline {
@@ -348,26 +354,18 @@ impl Drop for BenchNet {
 
 /// Pins the calling thread to `cpu`.
 pub(crate) fn pin_thread(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it (cpu < CPU_SETSIZE
-    // on any machine this runs on); sched_setaffinity(0) targets this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if cpu < libc::CPU_SETSIZE as usize {
-            libc::CPU_SET(cpu, &mut set);
-            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set);
-        }
+    let mut set = CpuSet::new();
+    // Pid 0: this thread. A cpu past CPU_SETSIZE leaves it unpinned.
+    if set.set(cpu).is_ok() {
+        let _ = sched_setaffinity(Pid::from_raw(0), &set);
     }
 }
 
 /// Moves the calling thread into the network namespace `/run/netns/<ns>`.
 pub(crate) fn enter_netns(ns: &str) -> Result<()> {
-    use std::os::fd::AsRawFd as _;
     let f = fs::File::open(Path::new("/run/netns").join(ns)).with_context(|| format!("opening netns {ns}"))?;
-    // SAFETY: setns on a namespace fd we hold open; affects only this thread.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        bail!("setns {ns}: {}", std::io::Error::last_os_error());
-    }
-    Ok(())
+    // Affects only this thread.
+    setns(&f, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from).with_context(|| format!("setns {ns}"))
 }
 
 /// `RcvbufErrors` of UDP in the calling thread's network namespace.

@@ -142,8 +142,7 @@ fn state(name: &str) -> PathBuf {
 #[must_use]
 pub fn missing_prerequisites() -> Vec<String> {
     let mut missing = Vec::new();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         missing.push("root privileges".to_owned());
     }
     for tool in ["ip", "nft", "dnsmasq", "python3", "sysctl"] {
@@ -514,9 +513,9 @@ impl Lab {
             // dnsmasq re-reads addn-hosts files on SIGHUP.
             let pid = fs::read_to_string(state("kube-dns-dnsmasq.pid")).context("kube-dns pid file")?;
             let pid: i32 = pid.trim().parse().context("kube-dns pid file")?;
-            // SAFETY: kill(2) has no memory-safety preconditions.
-            if pid > 1 && unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
-                bail!("cannot signal kube-dns (pid {pid}): {}", io::Error::last_os_error());
+            if pid > 1 {
+                let hup = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP);
+                hup.map_err(io::Error::from).with_context(|| format!("cannot signal kube-dns (pid {pid})"))?;
             }
         }
         self.write_state()
@@ -675,7 +674,6 @@ pub struct LabLock {
 impl LabLock {
     /// Waits (bounded, 10 min) for the lock.
     pub fn acquire() -> Result<Self> {
-        use std::os::fd::AsRawFd as _;
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -684,13 +682,10 @@ impl LabLock {
             .with_context(|| format!("cannot open {LOCK_PATH}"))?;
         let deadline = Instant::now() + LOCK_TIMEOUT;
         loop {
-            // SAFETY: flock on a file descriptor we own.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                return Ok(Self { _file: file });
-            }
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(err).with_context(|| format!("flock {LOCK_PATH}"));
+            match file.try_lock() {
+                Ok(()) => return Ok(Self { _file: file }),
+                Err(fs::TryLockError::WouldBlock) => {}
+                Err(fs::TryLockError::Error(err)) => return Err(err).with_context(|| format!("flock {LOCK_PATH}")),
             }
             if Instant::now() >= deadline {
                 bail!("another lab held {LOCK_PATH} for {LOCK_TIMEOUT:?}");

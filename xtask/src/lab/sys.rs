@@ -15,6 +15,14 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use nix::{
+    fcntl::{OFlag, open},
+    sys::{
+        signal::{Signal, kill},
+        stat::Mode,
+    },
+    unistd::{Pid, write},
+};
 
 use super::topology::PREFIX;
 
@@ -60,7 +68,7 @@ pub(crate) fn run_stdin(cmd: &mut Command, input: Option<&str>) -> Result<String
         let _ = tx.send(child.wait_with_output());
     });
     let Ok(out) = rx.recv_timeout(CMD_TIMEOUT) else {
-        signal(pid as i32, libc::SIGKILL);
+        signal(pid as i32, Some(Signal::SIGKILL));
         bail!("`{line}` did not finish within {CMD_TIMEOUT:?}");
     };
     let out = out.with_context(|| format!("waiting for `{line}`"))?;
@@ -113,19 +121,11 @@ pub(crate) fn enter_cgroup_before_exec(cmd: &mut Command, cgroup_dir: &Path) {
         let Some(path) = path.as_ref() else {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "cgroup path has a NUL byte"));
         };
-        // SAFETY: open/write/close on a NUL-terminated path and a static
-        // buffer are async-signal-safe; "0" means "the writing process".
-        let ok = unsafe {
-            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 {
-                false
-            } else {
-                let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-                n == 1
-            }
-        };
-        if ok { Ok(()) } else { Err(io::Error::last_os_error()) }
+        // open/write/close on a NUL-terminated path and a static buffer
+        // (nix passes a `CStr` through without allocating) are
+        // async-signal-safe; "0" means "the writing process".
+        let fd = open(path.as_c_str(), OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())?;
+        if write(&fd, b"0")? == 1 { Ok(()) } else { Err(io::ErrorKind::WriteZero.into()) }
     };
     // SAFETY: the hook allocates nothing and calls only async-signal-safe
     // functions (see above).
@@ -171,12 +171,10 @@ pub(crate) fn child_exited(pid: u32) -> Option<String> {
     }
 }
 
-fn signal(pid: i32, sig: i32) {
+/// `kill(2)`; `None` only checks the process exists.
+fn signal(pid: i32, sig: Option<Signal>) {
     if pid > 1 && pid != std::process::id() as i32 {
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe {
-            libc::kill(pid, sig);
-        }
+        let _ = kill(Pid::from_raw(pid), sig);
     }
 }
 
@@ -194,9 +192,9 @@ pub(crate) fn kill_and_wait(pids: &[i32], grace: Duration) {
     let me = std::process::id() as i32;
     let pids: Vec<i32> = pids.iter().copied().filter(|&p| p > 1 && p != me).collect();
     for &p in &pids {
-        signal(p, libc::SIGTERM);
+        signal(p, Some(Signal::SIGTERM));
     }
-    for (sig, wait) in [(libc::SIGKILL, grace), (0, Duration::from_secs(2))] {
+    for (sig, wait) in [(Some(Signal::SIGKILL), grace), (None, Duration::from_secs(2))] {
         let deadline = Instant::now() + wait;
         loop {
             reap_children();
@@ -208,7 +206,7 @@ pub(crate) fn kill_and_wait(pids: &[i32], grace: Duration) {
             }
             thread::sleep(Duration::from_millis(20));
         }
-        if sig != 0 {
+        if sig.is_some() {
             for &p in pids.iter().filter(|&&p| alive(p)) {
                 signal(p, sig);
             }

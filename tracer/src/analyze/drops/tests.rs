@@ -8,7 +8,11 @@ use super::{fabric::GRO_MIN_LEN, *};
 use crate::{
     decode::packet::{PROTO_TCP, PROTO_UDP},
     enrich::{Snapshot, snapshot::PodInfo},
-    event::{ConnKind, ConnRecord, DropRecord, Endpoint, PacketRecord, Process, tcp_state},
+    event::{ConnKind, ConnRecord, DropRecord, Endpoint, Process, tcp_state},
+    testkit::{
+        packet::{self, tcp, udp},
+        packet_record,
+    },
 };
 
 const A: &str = "node-a";
@@ -23,47 +27,17 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn v4(s: &str) -> [u8; 4] {
-    s.parse::<Ipv4Addr>().unwrap().octets()
+fn v4(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
 }
 
 fn ipv4(src: &str, dst: &str, proto: u8, id: u16, l4: &[u8]) -> Vec<u8> {
-    let total = (20 + l4.len()) as u16;
-    let mut p = vec![0x45, 0];
-    p.extend(total.to_be_bytes());
-    p.extend(id.to_be_bytes());
-    p.extend([0x40, 0, 64, proto, 0, 0]);
-    p.extend(v4(src));
-    p.extend(v4(dst));
-    p.extend(l4);
-    p
-}
-
-fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut u = Vec::new();
-    u.extend(sport.to_be_bytes());
-    u.extend(dport.to_be_bytes());
-    u.extend(((payload.len() + 8) as u16).to_be_bytes());
-    u.extend([0, 0]);
-    u.extend(payload);
-    u
-}
-
-fn tcp(sport: u16, dport: u16, seq: u32, flags: u8) -> Vec<u8> {
-    let mut t = Vec::new();
-    t.extend(sport.to_be_bytes());
-    t.extend(dport.to_be_bytes());
-    t.extend(seq.to_be_bytes());
-    t.extend([0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    t
+    packet::ipv4_id(v4(src), v4(dst), proto, id, l4)
 }
 
 /// A VXLAN packet: outer IPv4/UDP 4789, VXLAN header (VNI 1), inner Ethernet, `inner`.
 fn vxlan(osrc: &str, odst: &str, osport: u16, oid: u16, inner: &[u8]) -> Vec<u8> {
-    let mut pl = vec![0x08, 0, 0, 0, 0, 0, 1, 0];
-    pl.extend([0x0a, 0x58, 0x0a, 0xf4, 0x02, 0x1e, 0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x14, 0x08, 0x00]);
-    pl.extend(inner);
-    ipv4(osrc, odst, PROTO_UDP, oid, &udp(osport, 4789, &pl))
+    packet::vxlan(v4(osrc), v4(odst), osport, oid, inner)
 }
 
 fn node(n: &str) -> Arc<str> {
@@ -71,18 +45,7 @@ fn node(n: &str) -> Arc<str> {
 }
 
 fn pkt(ts: u64, n: &str, hook: Hook, data: &[u8]) -> Record {
-    Record::Packet(PacketRecord {
-        ts_ns: ts,
-        hook,
-        process: None,
-        cgroup_id: 0,
-        netns_cookie: 0,
-        netns_ino: 0,
-        ifindex: 2,
-        wire_len: data.len() as u32,
-        data: Bytes::copy_from_slice(data),
-        node: Some(node(n)),
-    })
+    packet_record(ts, &node(n), hook, data)
 }
 
 fn drop_rec(ts: u64, n: &str, reason: &str, data: &[u8]) -> Record {
