@@ -101,11 +101,9 @@ mod tests {
             i128::from(i64::MIN),
         ];
         // Deterministic spread over the whole range and over sub-second digits.
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rng = crate::testkit::Rng(crate::testkit::Rng::SEED);
         for _ in 0..200_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next();
             let span = (max - min) as u128;
             values.push(min + (u128::from(x) * 4_294_967_291 % span) as i128);
             values.push(i128::from(x >> 1) - i128::from(u64::MAX >> 2));

@@ -349,7 +349,7 @@ async fn read_to_end(client: &mut Client, req: SubscribeRequest) -> Vec<u8> {
     out
 }
 
-use ktrace::testkit::Collect;
+use ktrace::testkit::{Collect, Rng};
 
 /// What `agent::reader::run` handed over.
 #[derive(Default)]
@@ -988,21 +988,6 @@ fn record_rpc_writes_private_capture() {
     assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
     assert!(!target.exists(), "wrote through a symlink");
     assert!(std::fs::symlink_metadata(captures.join("l.pcapng")).expect("link").file_type().is_symlink());
-}
-
-/// Deterministic xorshift for the hostile-input loops.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 /// A valid stream as a subscriber with full history receives it.

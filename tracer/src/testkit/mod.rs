@@ -38,6 +38,30 @@ impl Sink for Collect {
     fn finish(&mut self, _ctx: &Context, _stats: &RunStats) {}
 }
 
+/// Deterministic xorshift64 for the hostile-input loops: the same seed gives
+/// the same bytes on every run, so a failing case can be replayed.
+#[derive(Clone, Debug)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The seed most of the tests use.
+    pub const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    /// The next value (xorshift 13/7/17).
+    #[expect(clippy::should_implement_trait, reason = "an endless generator, not an iterator")]
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A value in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
 /// A packet as a tc or cgroup program on `node` reports it: ifindex 2, no
 /// process, socket or namespace, the whole packet captured.
 #[must_use]

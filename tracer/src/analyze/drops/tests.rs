@@ -10,6 +10,7 @@ use crate::{
     enrich::{Snapshot, snapshot::PodInfo},
     event::{ConnKind, ConnRecord, DropRecord, Endpoint, Process, tcp_state},
     testkit::{
+        Rng,
         packet::{self, tcp, udp},
         packet_record,
     },
@@ -410,14 +411,13 @@ fn caps_bound_memory_and_count_evictions() {
 fn garbage_never_panics() {
     let enr = enricher();
     let mut a = DropAnalyzer::new(DropConfig::default(), &enr);
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rng = Rng(Rng::SEED);
+    let mut x = 0;
     let mut buf = [0u8; 140];
     let good = vxlan(NA, NB, 1, 2, &ipv4(CLIENT, BACKEND, PROTO_TCP, 3, &tcp(1, 2, 3, 4)));
     for i in 0..20_000u64 {
         for b in &mut buf {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            x = rng.next();
             *b = x as u8;
         }
         let n = (x as usize) % buf.len();
