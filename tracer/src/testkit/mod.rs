@@ -67,16 +67,9 @@ impl Rng {
 #[must_use]
 pub fn packet_record(ts_ns: u64, node: &Arc<str>, hook: Hook, data: &[u8]) -> Record {
     Record::Packet(PacketRecord {
-        ts_ns,
-        hook,
-        process: None,
-        cgroup_id: 0,
-        netns_cookie: 0,
-        netns_ino: 0,
         ifindex: 2,
-        wire_len: data.len() as u32,
-        data: Bytes::copy_from_slice(data),
         node: Some(Arc::clone(node)),
+        ..PacketRecord::bare(ts_ns, hook, Bytes::copy_from_slice(data))
     })
 }
 

@@ -30,6 +30,8 @@ const MAX_PAGES: usize = 10_000;
 /// A list request that takes longer than this is abandoned and retried.
 const LIST_TIMEOUT: Duration = Duration::from_mins(1);
 
+/// What each kind's task works with: the index it updates, the state it
+/// reports health and objects to, and the settings.
 pub(super) struct Ctx {
     pub(super) enricher: Enricher,
     pub(super) shared: Arc<WatchShared>,
