@@ -274,8 +274,14 @@ pub fn run(meta: &MetaSource, cfg: &AgentConfig) -> anyhow::Result<()> {
         }
         true
     }))?;
-    kernel_lost.fetch_max(src.capture().lost(), Ordering::Relaxed);
+    let lost = src.capture().lost();
+    kernel_lost.fetch_max(lost, Ordering::Relaxed);
     ready.store(false, Ordering::Relaxed);
+    // The same closing line as `ktrace dns` (scripts and benchmarks read it).
+    eprintln!(
+        "ktrace agent: stopped: {} events read, {lost} lost in the kernel (ring buffer full); raised to normal priority {} time(s) to catch up",
+        src.stats.items, src.stats.boosts
+    );
     // Subscribers get what was produced up to now, then their streams end.
     enc.heartbeat(&hub);
     eprintln!("ktrace agent: stopping ({reason:?}); detaching");

@@ -1,6 +1,16 @@
-//! `--sched-idle` without losing events: ktrace's threads run under
-//! `SCHED_IDLE` (they only get CPU time the workload leaves idle) until the
-//! ring buffer backs up, then run at normal priority until they caught up.
+//! Idle priority without losing events (the default of live tracing, and
+//! `--sched-idle`): ktrace's threads run under `SCHED_IDLE` (they only get
+//! CPU time the workload leaves idle) until the ring buffer backs up, then
+//! run at normal priority until they caught up. `--sched-normal` opts out.
+//!
+//! Why it is the default: on a node whose CPUs the workload keeps busy, a
+//! normal-priority reader that wakes every 10 ms and then decodes a batch
+//! for a few milliseconds takes the resolver's core for that long (wakeup
+//! preemption); every answer behind it waits. That runqueue wait, not the
+//! kernel programs (they run in the packet path either way) nor the wakeups
+//! themselves, is what multiplied the resolver's p50 (BENCHMARKS.md section 2;
+//! docs/overhead.md has the measurement). An idle-class thread never
+//! preempts a normal one, so the same work moves into the gaps.
 //!
 //! The trigger is the kernel's own: programs submit with `BPF_RB_NO_WAKEUP`
 //! and force a wakeup once `WAKEUP_BYTES` (a quarter of the ring) wait. A
@@ -25,8 +35,52 @@ use std::{
 /// boosts again at once.
 const HOLD: Duration = Duration::from_millis(100);
 
-/// Set by [`enter_idle`] with catch-up on: [`IdleBooster::start_if_idle`] starts a booster.
+/// Set by [`enter_idle`] or [`idle_when_live`] with catch-up on: [`IdleBooster::start_if_idle`] starts a booster.
 static CATCH_UP: AtomicBool = AtomicBool::new(false);
+/// Set by [`idle_when_live`]: live sources put the process under `SCHED_IDLE`
+/// when they start reading the ring, and back to normal when they stop.
+static IDLE_WHEN_LIVE: AtomicBool = AtomicBool::new(false);
+
+/// Which scheduling policy the process asked for (`--sched-idle`,
+/// `--sched-normal`, `--no-catch-up`, or none of them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// `--sched-normal`: normal priority throughout.
+    Normal,
+    /// The default: `SCHED_IDLE` while a live source reads the ring buffer
+    /// (replays, doctor and clients of an agent stay at normal priority).
+    IdleWhenLive {
+        /// Raise to normal priority while the ring backs up.
+        catch_up: bool,
+    },
+    /// `--sched-idle`: the whole process under `SCHED_IDLE` from the start.
+    Idle {
+        /// Raise to normal priority while the ring backs up.
+        catch_up: bool,
+    },
+}
+
+impl Policy {
+    /// Applies the policy: `Idle` at once to this thread (threads started
+    /// later inherit it); `IdleWhenLive` is remembered for live sources.
+    ///
+    /// # Errors
+    /// If the kernel refuses `SCHED_IDLE`.
+    pub fn apply(self) -> std::io::Result<()> {
+        match self {
+            Self::Normal => {
+                IDLE_WHEN_LIVE.store(false, Ordering::Relaxed);
+                CATCH_UP.store(false, Ordering::Relaxed);
+                Ok(())
+            }
+            Self::IdleWhenLive { catch_up } => {
+                idle_when_live(catch_up);
+                Ok(())
+            }
+            Self::Idle { catch_up } => enter_idle(catch_up),
+        }
+    }
+}
 
 /// Puts this thread (and the threads it starts later, which inherit the
 /// policy) under `SCHED_IDLE`; with `catch_up`, live sources raise them to
@@ -40,12 +94,32 @@ pub fn enter_idle(catch_up: bool) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The booster thread; stops (and leaves every thread idle) when dropped.
+/// The default: live sources run the process under `SCHED_IDLE` while they
+/// read the ring buffer (see [`IdleBooster::start_if_idle`]).
+pub fn idle_when_live(catch_up: bool) {
+    IDLE_WHEN_LIVE.store(true, Ordering::Relaxed);
+    CATCH_UP.store(catch_up, Ordering::Relaxed);
+}
+
+/// The scheduling policy of thread `tid` (0: this thread), e.g. `libc::SCHED_IDLE`.
+///
+/// # Errors
+/// If the thread does not exist.
+pub fn policy_of(tid: libc::pid_t) -> std::io::Result<libc::c_int> {
+    // SAFETY: sched_getscheduler only reads the thread's policy.
+    let p = unsafe { libc::sched_getscheduler(tid) };
+    if p < 0 { Err(std::io::Error::last_os_error()) } else { Ok(p) }
+}
+
+/// While live: the booster thread (with catch-up), and whether the process
+/// goes back to normal priority when it is dropped (the default policy,
+/// which idles only while the ring is read).
 #[derive(Debug)]
 pub struct IdleBooster {
     stop: Arc<AtomicBool>,
     boosts: Arc<AtomicU64>,
     handle: Option<JoinHandle<()>>,
+    restore: bool,
 }
 
 fn set_policy(tid: libc::pid_t, policy: libc::c_int) -> std::io::Result<()> {
@@ -75,25 +149,38 @@ fn set_all(policy: libc::c_int, except: libc::pid_t) {
 }
 
 impl IdleBooster {
-    /// Starts the booster if [`enter_idle`] ran with catch-up (`--sched-idle`).
+    /// Called by live sources when they start reading the ring: under the
+    /// default policy puts every thread of the process under `SCHED_IDLE`
+    /// (until the returned value is dropped); with catch-up (the default, and
+    /// `--sched-idle` without `--no-catch-up`) starts the booster.
     /// `ring_fd` is the ring buffer map's fd; it must outlive the booster.
     #[must_use]
     pub fn start_if_idle(ring_fd: RawFd) -> Option<Self> {
-        if !CATCH_UP.load(Ordering::Relaxed) {
+        let restore = IDLE_WHEN_LIVE.load(Ordering::Relaxed);
+        let catch_up = CATCH_UP.load(Ordering::Relaxed);
+        if restore {
+            set_all(libc::SCHED_IDLE, 0);
+        }
+        if !restore && !catch_up {
             return None;
         }
         let stop = Arc::new(AtomicBool::new(false));
         let boosts = Arc::new(AtomicU64::new(0));
         let (s, b) = (Arc::clone(&stop), Arc::clone(&boosts));
-        let handle = std::thread::Builder::new()
-            .name("ktrace-boost".into())
-            .spawn(move || {
-                if let Err(e) = run(ring_fd, &s, &b) {
-                    log::warn!("--sched-idle: no boost when the ring backs up ({e}); events may be lost");
-                }
+        let handle = catch_up
+            .then(|| {
+                std::thread::Builder::new()
+                    .name("ktrace-boost".into())
+                    .spawn(move || {
+                        if let Err(e) = run(ring_fd, &s, &b) {
+                            log::warn!("idle priority: no boost when the ring backs up ({e}); events may be lost");
+                        }
+                    })
+                    .map_err(|e| log::warn!("idle priority: no booster thread ({e}); events may be lost"))
+                    .ok()
             })
-            .ok()?;
-        Some(Self { stop, boosts, handle: Some(handle) })
+            .flatten();
+        Some(Self { stop, boosts, handle, restore })
     }
 
     /// Times the threads were raised to normal priority.
@@ -108,6 +195,11 @@ impl Drop for IdleBooster {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
+        }
+        // What follows the live run (closing findings, detaching, a
+        // subscriber's grace period) should not wait behind a busy workload.
+        if self.restore {
+            set_all(libc::SCHED_OTHER, 0);
         }
     }
 }
