@@ -205,11 +205,18 @@ impl Drop for IdleBooster {
 }
 
 fn run(ring_fd: RawFd, stop: &AtomicBool, boosts: &AtomicU64) -> std::io::Result<()> {
-    use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
     // SAFETY: gettid has no preconditions.
     let me = unsafe { libc::gettid() };
     // Created under SCHED_IDLE like every thread of the process: leave it.
     set_policy(0, libc::SCHED_OTHER)?;
+    watch(ring_fd, stop, boosts, &|policy| set_all(policy, me))
+}
+
+/// The booster's loop: `apply(SCHED_OTHER)` on a wakeup of `ring_fd` (the
+/// kernel's forced wakeup of a backed-up ring), `apply(SCHED_IDLE)` once
+/// [`HOLD`] passed without another.
+fn watch(ring_fd: RawFd, stop: &AtomicBool, boosts: &AtomicU64, apply: &dyn Fn(libc::c_int)) -> std::io::Result<()> {
+    use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
     // An `OwnedFd` inside: closed on every return.
     let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     // SAFETY: the caller keeps the ring's fd open for the booster's lifetime
@@ -219,7 +226,10 @@ fn run(ring_fd: RawFd, stop: &AtomicBool, boosts: &AtomicU64) -> std::io::Result
     let mut boosted_until: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         let mut out = [EpollEvent::empty(); 1];
-        let n = match ep.wait(&mut out, EpollTimeout::from(20u8)) {
+        // Short while boosted (to give the CPU back soon after a burst),
+        // longer otherwise: a wakeup every 100 ms only to look at `stop`.
+        let timeout = if boosted_until.is_some() { 20u8 } else { 100u8 };
+        let n = match ep.wait(&mut out, EpollTimeout::from(timeout)) {
             Ok(n) => n,
             Err(nix::errno::Errno::EINTR) => 0,
             Err(e) => return Err(e.into()),
@@ -227,14 +237,80 @@ fn run(ring_fd: RawFd, stop: &AtomicBool, boosts: &AtomicU64) -> std::io::Result
         let now = Instant::now();
         if n > 0 {
             if boosted_until.is_none() {
-                set_all(libc::SCHED_OTHER, me);
+                apply(libc::SCHED_OTHER);
                 boosts.fetch_add(1, Ordering::Relaxed);
             }
             boosted_until = Some(now + HOLD);
         } else if boosted_until.is_some_and(|t| now >= t) {
-            set_all(libc::SCHED_IDLE, me);
+            apply(libc::SCHED_IDLE);
             boosted_until = None;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        os::fd::{AsFd as _, AsRawFd as _},
+        sync::{Arc, Mutex},
+    };
+
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::Cli;
+
+    fn policy(args: &[&str]) -> Result<Policy, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ktrace").chain(args.iter().copied())).map(|c| c.global.sched_policy())
+    }
+
+    #[test]
+    fn idle_when_live_is_the_default_and_flags_choose_otherwise() {
+        assert_eq!(policy(&["dns"]).unwrap(), Policy::IdleWhenLive { catch_up: true });
+        assert_eq!(policy(&["--no-catch-up", "dns"]).unwrap(), Policy::IdleWhenLive { catch_up: false });
+        assert_eq!(policy(&["--sched-idle", "dns"]).unwrap(), Policy::Idle { catch_up: true });
+        assert_eq!(policy(&["agent", "--sched-idle", "--no-catch-up"]).unwrap(), Policy::Idle { catch_up: false });
+        assert_eq!(policy(&["record", "-w", "x.pcapng", "--sched-normal"]).unwrap(), Policy::Normal);
+        assert!(policy(&["--sched-normal", "--sched-idle", "dns"]).is_err(), "contradicting flags are refused");
+        assert!(policy(&["--sched-normal", "--no-catch-up", "dns"]).is_err(), "contradicting flags are refused");
+    }
+
+    /// The catch-up path on an eventfd standing in for the ring: a wakeup
+    /// boosts once however many follow within the hold time, and the policy
+    /// goes back to idle after it.
+    #[test]
+    fn a_wakeup_boosts_then_the_hold_time_ends_it() {
+        let efd = nix::sys::eventfd::EventFd::new().expect("eventfd");
+        let fd = efd.as_fd().as_raw_fd();
+        let stop = Arc::new(AtomicBool::new(false));
+        let boosts = Arc::new(AtomicU64::new(0));
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let (s, b, a) = (Arc::clone(&stop), Arc::clone(&boosts), Arc::clone(&applied));
+        let t = std::thread::spawn(move || {
+            watch(fd, &s, &b, &|p| a.lock().unwrap().push(p)).expect("watch");
+        });
+        let wait_for = |what: &str, f: &dyn Fn() -> bool| {
+            for _ in 0..500 {
+                if f() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            panic!("timed out waiting for {what}: {:?}", applied.lock().unwrap());
+        };
+        for _ in 0..3 {
+            efd.write(1).expect("eventfd write");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        wait_for("the boost", &|| boosts.load(Ordering::Relaxed) == 1);
+        wait_for("the return to idle", &|| applied.lock().unwrap().len() == 2);
+        assert_eq!(*applied.lock().unwrap(), vec![libc::SCHED_OTHER, libc::SCHED_IDLE]);
+        assert_eq!(boosts.load(Ordering::Relaxed), 1, "wakeups within the hold time boost once");
+        efd.write(1).expect("eventfd write");
+        wait_for("the second boost", &|| boosts.load(Ordering::Relaxed) == 2);
+        stop.store(true, Ordering::Relaxed);
+        t.join().expect("watch thread");
+        drop(efd);
+    }
 }
