@@ -131,7 +131,7 @@ stop_kt() {
     sed -n "s/^ktrace\( agent\)\?: stopped: \([0-9]*\) events read, \([0-9]*\) lost.*/\2 \3/p" "$WORK/kt.err" | grep . || { echo "- -"; tail -3 "$WORK/kt.err" | sed "s/^/[kt] /" >&2; }
 }
 
-# one MODE SECS [QPS] -> "mode qps tracer_us_per_query read lost p50 p99 ins srv_wait_us_per_query"
+# one MODE SECS [QPS] -> "mode qps tracer_us_per_query read lost p50 p99 ins srv_wait_us_per_query peak_rss_kib"
 one() {
     local m=$1 secs=$2 qps=${3:-} perf_pid=
     start_kt "$m"
@@ -159,6 +159,9 @@ one() {
         wait $stat_pid 2>/dev/null || true
         ins=$(awk -F, -v n="$n" '/instructions/ {printf "%.0f", $1 / n}' "$WORK/pstat")
     fi
+    # Peak resident set of the tracer so far (KiB; last column).
+    local hwm=-
+    [ -n "$KT" ] && hwm=$(awk '/^VmHWM:/ {print $2}' /proc/"$KT"/status 2>/dev/null || echo -)
     local us
     us=$(awk -v a="$c0" -v b="$c1" -v n="$n" 'BEGIN{printf "%.2f", (b-a)/1000/n}')
     local ev
@@ -167,7 +170,7 @@ one() {
     [ -n "$qps" ] && lat="$(pct 50) $(pct 99)"
     local wait
     wait=$(awk -v a="$w0" -v b="$w1" -v n="$n" 'BEGIN{printf "%.2f", (b-a)/1000/n}')
-    echo "$m $q $us $ev $lat ${ins:--} $wait"
+    echo "$m $q $us $ev $lat ${ins:--} $wait ${hwm:--}"
 }
 
 ip netns exec $CLI true

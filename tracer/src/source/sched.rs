@@ -8,9 +8,10 @@
 //! for a few milliseconds takes the resolver's core for that long (wakeup
 //! preemption); every answer behind it waits. That runqueue wait, not the
 //! kernel programs (they run in the packet path either way) nor the wakeups
-//! themselves, is what multiplied the resolver's p50 (BENCHMARKS.md section 2;
-//! docs/overhead.md has the measurement). An idle-class thread never
-//! preempts a normal one, so the same work moves into the gaps.
+//! themselves, is what multiplied the resolver's p50 (BENCHMARKS.md section 2,
+//! and `xtask/scripts/dns-hotpath.sh`'s resolver runqueue wait per query).
+//! An idle-class thread never preempts a normal one, so the same work moves
+//! into the gaps.
 //!
 //! The trigger is the kernel's own: programs submit with `BPF_RB_NO_WAKEUP`
 //! and force a wakeup once `WAKEUP_BYTES` (a quarter of the ring) wait. A
