@@ -9,8 +9,8 @@ use super::hub::{ContextSlot, Entry, EntryKind, Hub};
 use crate::{
     capture::{CaptureHeader, CaptureWriter, ClockRef, MetaBlock},
     enrich::{Enricher, PodRef},
-    hash::FastMap,
     event::{Hook, PacketRecord, Record},
+    hash::FastMap,
     source::file::{COVERAGE, Coverage},
 };
 
@@ -27,6 +27,9 @@ fn one_block_not_idb(buf: &[u8]) -> bool {
 /// whatever the number of sockets or addresses).
 const POD_CACHE_MAX: usize = 4096;
 
+/// A socket owner's pod and its interface hint (`namespace/name`).
+type LocalPod = Option<(PodRef, Arc<str>)>;
+
 /// Pods of recent packets, so that the node's every packet does not repeat
 /// the enricher's lookups (a lock, a cgroup path parsed per packet): by
 /// socket owner (cgroup, netns) with its interface hint, and by address.
@@ -34,7 +37,7 @@ const POD_CACHE_MAX: usize = 4096;
 /// seen at most that late.
 #[derive(Default)]
 struct PodCache {
-    local: FastMap<(u64, u32), Option<(PodRef, Arc<str>)>>,
+    local: FastMap<(u64, u32), LocalPod>,
     by_ip: FastMap<IpAddr, Option<PodRef>>,
 }
 
