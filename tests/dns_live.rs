@@ -244,9 +244,10 @@ fn idle_priority_is_the_default_and_catches_up() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
     // 600 queries × 4 events (query and answer at both sockets) ≈ 500 KB:
     // past the 256 KiB wakeup mark, short of the 1 MiB ring.
-    const N: usize = 600;
+    let n_queries = 600;
     let batch = std::env::temp_dir().join(format!("ktt2i-{}.dig", std::process::id()));
-    std::fs::write(&batch, "+short +tries=1 +time=2 @10.253.0.1 example.test A\n".repeat(N)).expect("batch file");
+    std::fs::write(&batch, "+short +tries=1 +time=2 @10.253.0.1 example.test A\n".repeat(n_queries))
+        .expect("batch file");
     let out = net.exec(&net.client, "dig").arg("-f").arg(&batch).output();
     let _ = std::fs::remove_file(&batch);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
@@ -266,7 +267,7 @@ fn idle_priority_is_the_default_and_catches_up() {
         .unwrap_or_else(|| panic!("no boost count: {exit}"));
     assert!(boosts >= 1, "the backed-up ring raised ktrace to normal priority: {exit}");
     assert!(exit.contains(" 0 lost in the kernel"), "{exit}");
-    assert_eq!(n, N, "every query delivered: {exit}");
+    assert_eq!(n, n_queries, "every query delivered: {exit}");
 }
 
 /// Ctrl-C detaches everything: a second run right after works, and no
