@@ -188,6 +188,93 @@ fn sched_idle_runs_idle_and_reports_losses() {
     assert!(exit.contains(" 0 lost in the kernel") && exit.contains("--sched-idle"), "{exit}");
 }
 
+/// (thread name, scheduling policy) of every thread of `pid`, from
+/// /proc/PID/task/TID/{comm,sched} (policy 0 is `SCHED_OTHER`, 5 `SCHED_IDLE`).
+fn thread_policies(pid: u32) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc/PID/task").flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default().trim().to_owned();
+        let sched = std::fs::read_to_string(t.path().join("sched")).unwrap_or_default();
+        let policy = sched
+            .lines()
+            .find(|l| l.starts_with("policy"))
+            .and_then(|l| l.split_whitespace().last()?.parse().ok())
+            .unwrap_or(u32::MAX);
+        out.push((comm, policy));
+    }
+    out
+}
+
+/// Idle priority is the default of live tracing: once ktrace reads the ring,
+/// every thread but the booster runs under `SCHED_IDLE`, and `--sched-normal`
+/// keeps all at normal priority. The catch-up path: with a 1 MiB ring and
+/// ktrace stopped (SIGSTOP) while 600 queries happen, the ring backs up past
+/// a quarter (the kernel's forced wakeup); after SIGCONT the booster raises
+/// ktrace (the exit line counts it) and every query is delivered, none lost.
+#[test]
+fn idle_priority_is_the_default_and_catches_up() {
+    if !bpf_available("idle_priority_default") || !tools_available("idle_priority_default", &["dnsmasq", "dig", "ip"]) {
+        return;
+    }
+    let mut net = NetnsPair::new("ktt2i");
+    net.start_dnsmasq();
+
+    let kt = Ktrace::start(&["--sched-normal", "dns", "-o", "json", "--duration", "60s", "--netns", &net.client]);
+    dig_example(&net);
+    let threads = thread_policies(kt.pid());
+    assert!(threads.iter().all(|(_, p)| *p == 0), "--sched-normal: every thread SCHED_OTHER: {threads:?}");
+    assert!(!threads.iter().any(|(c, _)| c == "ktrace-boost"), "--sched-normal: no booster: {threads:?}");
+    let (_, err) = kt.stop_with_stderr();
+    let exit = err.iter().find(|l| l.starts_with("ktrace: stopped: ")).expect("exit line");
+    assert!(!exit.contains("--sched-idle"), "{exit}");
+
+    let kt = Ktrace::start(&["dns", "-o", "json", "--ring-mib", "1", "--duration", "60s", "--netns", &net.client]);
+    // Live sources switch to idle when they start reading, just after "attached".
+    let mut threads = Vec::new();
+    for _ in 0..100 {
+        threads = thread_policies(kt.pid());
+        if threads.iter().any(|(c, p)| c == "ktrace-boost" && *p == 0)
+            && threads.iter().filter(|(c, _)| c != "ktrace-boost").all(|(_, p)| *p == 5)
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        threads.iter().any(|(c, p)| c == "ktrace-boost" && *p == 0)
+            && threads.iter().filter(|(c, _)| c != "ktrace-boost").all(|(_, p)| *p == 5),
+        "default: SCHED_IDLE (5) but the booster (0): {threads:?}"
+    );
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(kt.pid()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    // 600 queries × 4 events (query and answer at both sockets) ≈ 500 KB:
+    // past the 256 KiB wakeup mark, short of the 1 MiB ring.
+    let n_queries = 600;
+    let batch = std::env::temp_dir().join(format!("ktt2i-{}.dig", std::process::id()));
+    std::fs::write(&batch, "+short +tries=1 +time=2 @10.253.0.1 example.test A\n".repeat(n_queries))
+        .expect("batch file");
+    let out = net.exec(&net.client, "dig").arg("-f").arg(&batch).output();
+    let _ = std::fs::remove_file(&batch);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
+    let out = out.expect("dig -f");
+    assert!(out.status.success(), "dig -f failed");
+    std::thread::sleep(Duration::from_millis(500));
+    let (out, err) = kt.stop_with_stderr();
+    let n = of_type(&json_lines(&out), "dns")
+        .iter()
+        .filter(|t| t["qname"] == "example.test" && t["comm"] == "dig" && t["rcode"] == "NOERROR")
+        .count();
+    let exit = err.iter().find(|l| l.starts_with("ktrace: stopped: ")).expect("exit line");
+    let boosts: u64 = exit
+        .split("raised to normal priority ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no boost count: {exit}"));
+    assert!(boosts >= 1, "the backed-up ring raised ktrace to normal priority: {exit}");
+    assert!(exit.contains(" 0 lost in the kernel"), "{exit}");
+    assert_eq!(n, n_queries, "every query delivered: {exit}");
+}
+
 /// Ctrl-C detaches everything: a second run right after works, and no
 /// ktrace program stays attached to the cgroup2 root.
 #[test]

@@ -11,8 +11,9 @@
 # quick one to run after each change). Needs root and the host lock:
 #   flock /tmp/ktrace-host.lock xtask/scripts/dns-hotpath.sh target/release/ktrace
 # Env: ROUNDS (3), SECS (3 s per run), MODES ("off json summary"; also
-# "idle" = --sched-idle, "strict" = --sched-idle --no-catch-up; "base-json"
-# etc. run the binary in $BASE for a side-by-side before/after),
+# "idle" = --sched-idle, "strict" = --sched-idle --no-catch-up, "normal" =
+# --sched-normal, "agent" = `ktrace agent --metrics` scraped every second;
+# "base-json" etc. run the binary in $BASE for a side-by-side before/after),
 # HALF=0 skips the latency part, PERF=FILE records `perf record -g` of the
 # json mode's (PERF_MODE) saturation run of the last round into FILE.
 # QPS=N replaces the saturation part by runs at a fixed N queries/s (the CPU
@@ -39,6 +40,7 @@ down() {
     done
 }
 cleanup() {
+    [ -n "${SCRAPER:-}" ] && kill "$SCRAPER" 2>/dev/null || true
     [ -n "${KT:-}" ] && kill -INT "$KT" 2>/dev/null && wait "$KT" 2>/dev/null || true
     down
     rm -rf "$WORK"
@@ -59,10 +61,17 @@ taskset -c 1 ip netns exec $SRV dnsmasq --keep-in-foreground --no-resolv --no-ho
     --pid-file= --cache-size=0 --log-facility=/dev/null --user=root --listen-address=$SIP \
     --local=/bench.test/ --address=/bench.test/10.0.0.1 2>"$WORK/dnsmasq.err" &
 for _ in $(seq 100); do ip netns exec $SRV ss -uln | grep -q "$SIP:53" && break; sleep 0.1; done
+# `ip netns exec` forks: the resolver is the dnsmasq inside the namespace.
+SRVPID=
+for p in $(ip netns pids $SRV); do [ "$(cat /proc/"$p"/comm 2>/dev/null)" = dnsmasq ] && SRVPID=$p; done
+for _ in $(seq 100); do ip netns exec $SRV ss -uln | grep -q "$SIP:53" && break; sleep 0.1; done
 
 # CPU time of every thread of the process in ns (schedstat: user + system,
 # at ns resolution; /proc/PID/stat's clock ticks are 10 ms, too coarse here).
-cpu() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{t += $1} END {printf "%d", t}'; }
+cpu() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{t += $1} END {printf "%.0f", t}'; }
+# Time the resolver's threads waited runnable for a CPU (schedstat field 2,
+# ns): what a tracer competing for its core adds to every answer.
+waited() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{t += $2} END {printf "%.0f", t}'; }
 
 # dnsperf SECS [QPS] -> "qps completed" (+ latencies in $WORK/lat when QPS given)
 perfrun() {
@@ -88,29 +97,47 @@ start_kt() {
     summary) post+=(--summary) ;;
     idle) pre+=(--sched-idle) ;;
     strict) pre+=(--sched-idle --no-catch-up) ;;
+    normal) pre+=(--sched-normal) ;;
+    agent)
+        APORT=$((20000 + RANDOM % 20000))
+        post=(--no-kube-api agent --grace 0s --metrics 127.0.0.1:$APORT --listen "unix:$WORK/agent.sock"
+            --capture-dir "$WORK/captures")
+        ;;
     esac
     "$bin" "${pre[@]}" "${post[@]}" >/dev/null 2>"$WORK/kt.err" &
     KT=$!
-    for _ in $(seq 200); do grep -q attached "$WORK/kt.err" && return; sleep 0.05; done
+    for _ in $(seq 200); do
+        if grep -q attached "$WORK/kt.err"; then
+            # Prometheus-style scraping, every second (its cost is the agent's).
+            if [ "$m" = agent ]; then
+                (for _ in $(seq 600); do sleep 1; curl -s -m 2 "http://127.0.0.1:$APORT/metrics" >/dev/null || true; done) &
+                SCRAPER=$!
+            fi
+            return
+        fi
+        sleep 0.05
+    done
     echo "ktrace did not attach: $(cat "$WORK/kt.err")" >&2
     exit 1
 }
 stop_kt() {
     [ -z "$KT" ] && { echo "- -"; return; }
+    [ -n "${SCRAPER:-}" ] && { kill "$SCRAPER" 2>/dev/null; wait "$SCRAPER" 2>/dev/null || true; SCRAPER=; }
     kill -INT "$KT"
     # `wait` alone can return before the exit line is on disk: poll for it.
-    for _ in $(seq 400); do grep -q "^ktrace: stopped" "$WORK/kt.err" && break; sleep 0.05; done
+    for _ in $(seq 400); do grep -q "^ktrace\( agent\)\?: stopped" "$WORK/kt.err" && break; sleep 0.05; done
     wait "$KT" 2>/dev/null || true
     KT=
-    sed -n "s/^ktrace: stopped: \([0-9]*\) events read, \([0-9]*\) lost.*/\1 \2/p" "$WORK/kt.err" | grep . || { echo "- -"; tail -3 "$WORK/kt.err" | sed "s/^/[kt] /" >&2; }
+    sed -n "s/^ktrace\( agent\)\?: stopped: \([0-9]*\) events read, \([0-9]*\) lost.*/\2 \3/p" "$WORK/kt.err" | grep . || { echo "- -"; tail -3 "$WORK/kt.err" | sed "s/^/[kt] /" >&2; }
 }
 
-# one MODE SECS [QPS] -> "mode qps tracer_us_per_query read lost [p50 p99]"
+# one MODE SECS [QPS] -> "mode qps tracer_us_per_query read lost p50 p99 ins srv_wait_us_per_query peak_rss_kib"
 one() {
     local m=$1 secs=$2 qps=${3:-} perf_pid=
     start_kt "$m"
-    local c0=0 c1=0
+    local c0=0 c1=0 w0 w1
     [ -n "$KT" ] && c0=$(cpu "$KT")
+    w0=$(waited "$SRVPID")
     if [ -n "$PERF" ] && [ "$m" = "${PERF_MODE:-json}" ] && [ "$LAST" = 1 ]; then
         perf record -F ${PERF_FREQ:-10000} ${PERF_CG:--g} -o "$PERF" -p "$KT" 2>/dev/null >/dev/null &
         perf_pid=$!
@@ -124,6 +151,7 @@ one() {
     fi
     read -r q n < <(perfrun "$secs" "$qps")
     [ -n "$KT" ] && c1=$(cpu "$KT")
+    w1=$(waited "$SRVPID")
     [ -n "$perf_pid" ] && { kill -INT $perf_pid; wait $perf_pid || true; }
     local ins=-
     if [ -n "$stat_pid" ]; then
@@ -131,13 +159,18 @@ one() {
         wait $stat_pid 2>/dev/null || true
         ins=$(awk -F, -v n="$n" '/instructions/ {printf "%.0f", $1 / n}' "$WORK/pstat")
     fi
+    # Peak resident set of the tracer so far (KiB; last column).
+    local hwm=-
+    [ -n "$KT" ] && hwm=$(awk '/^VmHWM:/ {print $2}' /proc/"$KT"/status 2>/dev/null || echo -)
     local us
     us=$(awk -v a="$c0" -v b="$c1" -v n="$n" 'BEGIN{printf "%.2f", (b-a)/1000/n}')
     local ev
     ev=$(stop_kt)
     local lat="- -"
     [ -n "$qps" ] && lat="$(pct 50) $(pct 99)"
-    echo "$m $q $us $ev $lat ${ins:--}"
+    local wait
+    wait=$(awk -v a="$w0" -v b="$w1" -v n="$n" 'BEGIN{printf "%.2f", (b-a)/1000/n}')
+    echo "$m $q $us $ev $lat ${ins:--} $wait ${hwm:--}"
 }
 
 ip netns exec $CLI true
@@ -157,26 +190,28 @@ rows = [l.split() for l in open(path) if l.strip()]
 num = lambda x: float(x) if x not in ("-", "") else 0.0
 med = lambda xs: st.median(xs) if xs else float("nan")
 if kind == "sat":
-    print("mode qps tracer_us/query user_instructions/query events_read events_lost")
+    print("mode qps tracer_us/query user_instructions/query events_read events_lost srv_wait_us/query")
     for m in modes:
         r = [x for x in rows if x[0] == m]
         print(m, round(med([num(x[1]) for x in r])), "%.2f" % med([num(x[2]) for x in r]),
               round(med([num(x[7]) for x in r])),
-              int(sum(num(x[3]) for x in r)), int(sum(num(x[4]) for x in r)))
+              int(sum(num(x[3]) for x in r)), int(sum(num(x[4]) for x in r)),
+              "%.2f" % med([num(x[8]) for x in r if len(x) > 8]))
 else:
-    print("mode p50_us p99_us p50_ratio p99_ratio tracer_us/query user_instructions/query events_lost")
+    print("mode p50_us p99_us p50_ratio p99_ratio tracer_us/query user_instructions/query events_lost srv_wait_us/query")
     rounds = [rows[i:i + len(modes)] for i in range(0, len(rows), len(modes))]
     for m in modes:
-        a50, a99, p50, p99, us, ins, lost = [], [], [], [], [], [], 0
+        a50, a99, p50, p99, us, ins, lost, wt = [], [], [], [], [], [], 0, []
         for rd in rounds:
             off = [x for x in rd if x[0] == "off"]
             for x in rd:
                 if x[0] != m:
                     continue
                 p50.append(num(x[5])); p99.append(num(x[6])); us.append(num(x[2])); ins.append(num(x[7])); lost += num(x[4])
+                wt.append(num(x[8]) if len(x) > 8 else 0.0)
                 if off:
                     a50.append(num(x[5]) / num(off[0][5])); a99.append(num(x[6]) / num(off[0][6]))
-        print(m, "%.1f %.1f %.2f %.2f %.2f %.0f %d" % (med(p50), med(p99), med(a50), med(a99), med(us), med(ins), lost))
+        print(m, "%.1f %.1f %.2f %.2f %.2f %.0f %d %.2f" % (med(p50), med(p99), med(a50), med(a99), med(us), med(ins), lost, med(wt)))
 PY
 }
 echo "## saturation ($ROUNDS rounds × ${SECS}s; medians)"

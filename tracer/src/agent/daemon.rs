@@ -235,7 +235,12 @@ pub fn run(meta: &MetaSource, cfg: &AgentConfig) -> anyhow::Result<()> {
     );
     let mut last_hb = Instant::now();
     let mut last_meta = Instant::now();
-    let reason = rt.block_on(src.run(cfg.duration, |ev| {
+    // The ring is read on this thread with its own single-threaded runtime:
+    // under the multi-threaded one (gRPC, HTTP) its timer and readiness
+    // events arrive at a worker thread, which then has to wake this one,
+    // two context switches per 10 ms tick instead of one.
+    let live_rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let reason = live_rt.block_on(src.run(cfg.duration, |ev| {
         match ev {
             LiveEvent::Record(r) => {
                 if let Record::Lost { count, .. } = &r {
@@ -274,8 +279,14 @@ pub fn run(meta: &MetaSource, cfg: &AgentConfig) -> anyhow::Result<()> {
         }
         true
     }))?;
-    kernel_lost.fetch_max(src.capture().lost(), Ordering::Relaxed);
+    let lost = src.capture().lost();
+    kernel_lost.fetch_max(lost, Ordering::Relaxed);
     ready.store(false, Ordering::Relaxed);
+    // The same closing line as `ktrace dns` (scripts and benchmarks read it).
+    eprintln!(
+        "ktrace agent: stopped: {} events read, {lost} lost in the kernel (ring buffer full); raised to normal priority {} time(s) to catch up",
+        src.stats.items, src.stats.boosts
+    );
     // Subscribers get what was produced up to now, then their streams end.
     enc.heartbeat(&hub);
     eprintln!("ktrace agent: stopping ({reason:?}); detaching");

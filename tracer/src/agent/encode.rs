@@ -1,20 +1,79 @@
 //! Records → hub entries: each record is encoded once, as the pcapng blocks
 //! `ktrace record` would write, tagged with its kind and pods.
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
 use bytes::Bytes;
 
 use super::hub::{ContextSlot, Entry, EntryKind, Hub};
 use crate::{
     capture::{CaptureHeader, CaptureWriter, ClockRef, MetaBlock},
-    enrich::Enricher,
-    event::{Hook, Record},
+    enrich::{Enricher, PodRef},
+    event::{Hook, PacketRecord, Record},
+    hash::FastMap,
     source::file::{COVERAGE, Coverage},
 };
 
 /// pcapng block type of an Interface Description Block.
 const BT_IDB: u32 = 1;
+
+/// Whether `buf` is exactly one pcapng block, and not an interface declaration.
+fn one_block_not_idb(buf: &[u8]) -> bool {
+    let word = |at: usize| buf.get(at..at + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
+    matches!((word(0), word(4)), (Some(ty), Some(len)) if ty != BT_IDB && len as usize == buf.len())
+}
+
+/// Most entries of each pod cache before it starts afresh (bounded memory
+/// whatever the number of sockets or addresses).
+const POD_CACHE_MAX: usize = 4096;
+
+/// A socket owner's pod and its interface hint (`namespace/name`).
+type LocalPod = Option<(PodRef, Arc<str>)>;
+
+/// Pods of recent packets, so that the node's every packet does not repeat
+/// the enricher's lookups (a lock, a cgroup path parsed per packet): by
+/// socket owner (cgroup, netns) with its interface hint, and by address.
+/// Emptied at each heartbeat (every 100 ms), so a pod that comes or goes is
+/// seen at most that late.
+#[derive(Default)]
+struct PodCache {
+    local: FastMap<(u64, u32), LocalPod>,
+    by_ip: FastMap<IpAddr, Option<PodRef>>,
+}
+
+impl PodCache {
+    fn clear(&mut self) {
+        self.local.clear();
+        self.by_ip.clear();
+    }
+
+    /// `compose::packet_pods` through the cache: (local, source, destination), and the local pod's hint.
+    fn pods(&mut self, enr: &Enricher, p: &PacketRecord) -> ([Option<PodRef>; 3], Option<Arc<str>>) {
+        if self.local.len() >= POD_CACHE_MAX || self.by_ip.len() >= POD_CACHE_MAX {
+            self.clear();
+        }
+        let (local, hint) = self
+            .local
+            .entry((p.cgroup_id, p.netns_ino))
+            .or_insert_with(|| {
+                enr.local_pod(p).map(|pod| {
+                    let hint = Arc::from(format!("{}/{}", pod.namespace, pod.name));
+                    (pod, hint)
+                })
+            })
+            .clone()
+            .unzip();
+        // Lax: a packet cut after its addresses still names its pods.
+        let (src, dst) = match crate::decode::packet::parse_lax(&p.data, &[]) {
+            Some(h) => {
+                let mut by_ip = |ip: IpAddr| self.by_ip.entry(ip).or_insert_with(|| enr.pod_by_ip(&ip)).clone();
+                (by_ip(h.outer.t.src), by_ip(h.outer.t.dst))
+            }
+            None => (None, None),
+        };
+        ([local, src, dst], hint)
+    }
+}
 
 /// Encodes records for the hub.
 pub struct Encoder {
@@ -23,6 +82,7 @@ pub struct Encoder {
     node: Arc<str>,
     start_mono: u64,
     underlay: Vec<String>,
+    pods: PodCache,
     /// Records the writer refused (a block over the format's size limit).
     pub errors: u64,
 }
@@ -42,7 +102,7 @@ impl Encoder {
         };
         let mut writer = CaptureWriter::in_memory(header);
         let head = Bytes::from(writer.take_bytes());
-        (Self { writer, clock, node, start_mono: clock.mono_ns, underlay, errors: 0 }, head)
+        (Self { writer, clock, node, start_mono: clock.mono_ns, underlay, pods: PodCache::default(), errors: 0 }, head)
     }
 
     /// Encodes one live record (monotonic time) and hands it to the hub.
@@ -50,8 +110,7 @@ impl Encoder {
         let wall = self.clock.to_wall(rec.ts_ns());
         let (kind, pods, hint) = match rec {
             Record::Packet(p) => {
-                let pods = crate::compose::packet_pods(enr, p);
-                let hint = pods[0].as_ref().map(|pod| format!("{}/{}", pod.namespace, pod.name));
+                let (pods, hint) = self.pods.pods(enr, p);
                 let kind =
                     if matches!(p.hook, Hook::TcEgress | Hook::TcIngress) { EntryKind::Drops } else { EntryKind::Dns };
                 (kind, pods.into_iter().flatten().collect(), hint)
@@ -67,15 +126,24 @@ impl Encoder {
             return;
         }
         let bytes = Bytes::from(self.writer.take_bytes());
-        let mut body: Option<Bytes> = None;
-        for (ty, blk) in super::hub::split_blocks(&bytes) {
-            if ty == BT_IDB {
-                hub.context(wall, ContextSlot::Append, bytes.slice_ref(blk));
-            } else {
-                body = Some(bytes.slice_ref(blk));
+        // Usually one block, the record's: hand the buffer on as it is (a
+        // slice of it would make `Bytes` allocate a shared header). An
+        // interface declaration comes first when the record is the first of
+        // its interface.
+        let body = if one_block_not_idb(&bytes) {
+            bytes
+        } else {
+            let mut body: Option<Bytes> = None;
+            for (ty, blk) in super::hub::split_blocks(&bytes) {
+                if ty == BT_IDB {
+                    hub.context(wall, ContextSlot::Append, bytes.slice_ref(blk));
+                } else {
+                    body = Some(bytes.slice_ref(blk));
+                }
             }
-        }
-        let Some(body) = body else { return };
+            let Some(body) = body else { return };
+            body
+        };
         match rec {
             Record::ResolvConf(_) => hub.context(wall, ContextSlot::ResolvConf, body),
             Record::Lost { .. } => hub.context(wall, ContextSlot::None, body),
@@ -103,6 +171,7 @@ impl Encoder {
     /// with it, and take its wall time as "complete up to here") plus the
     /// coverage so far (this node was observing, with or without tc).
     pub fn heartbeat(&mut self, hub: &Hub) {
+        self.pods.clear();
         let now = ClockRef::now();
         self.clock = now;
         let cov = Coverage {

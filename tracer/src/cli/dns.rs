@@ -229,12 +229,12 @@ pub fn run(g: &Global, args: &DnsArgs) -> anyhow::Result<()> {
     pipe.finish();
     // On stderr whatever the output format, so scripts (and the benchmarks)
     // see losses without parsing the stats record.
-    let boosts = if g.no_catch_up {
-        "; --sched-idle without catch-up".to_owned()
-    } else if g.sched_idle {
-        format!("; --sched-idle: raised to normal priority {} time(s) to catch up", src.source.stats.boosts)
-    } else {
+    let boosts = if g.sched_normal {
         String::new()
+    } else if g.no_catch_up {
+        "; --sched-idle without catch-up".to_owned()
+    } else {
+        format!("; --sched-idle: raised to normal priority {} time(s) to catch up", src.source.stats.boosts)
     };
     eprintln!("ktrace: stopped: {read} events read, {lost} lost in the kernel (ring buffer full){boosts}");
     Ok(())

@@ -64,30 +64,48 @@ pub struct Global {
     /// Never contact the Kubernetes API, even when credentials are found.
     #[arg(long, global = true)]
     pub no_kube_api: bool,
-    /// Run ktrace's userspace under `SCHED_IDLE`: it only takes CPU time the
-    /// workload leaves idle, so it hardly delays the traced processes. When
-    /// the ring buffer backs up (a quarter full) ktrace runs at normal
-    /// priority for a second to catch up, so events are lost only if even
-    /// that is not enough (counted and reported).
-    #[arg(long, global = true)]
+    /// Run ktrace's userspace under `SCHED_IDLE` from the start, whatever the
+    /// subcommand. Live tracing (`dns`, `drops`, `record`, `agent`) already
+    /// does so by default while it reads the ring buffer: it only takes CPU
+    /// time the workload leaves idle, so it hardly delays the traced
+    /// processes. When the ring buffer backs up (a quarter full) ktrace runs
+    /// at normal priority for 100 ms at a time to catch up, so events are
+    /// lost only if even that is not enough (counted and reported).
+    #[arg(long, global = true, conflicts_with = "sched_normal")]
     pub sched_idle: bool,
-    /// With `--sched-idle`: stay idle even when the ring buffer backs up.
-    /// ktrace then never competes with the workload for CPU, and what it
-    /// cannot keep up with is lost (counted and reported).
-    #[arg(long, global = true, requires = "sched_idle")]
+    /// Stay idle even when the ring buffer backs up. ktrace then never
+    /// competes with the workload for CPU, and what it cannot keep up with
+    /// is lost (counted and reported).
+    #[arg(long, global = true, conflicts_with = "sched_normal")]
     pub no_catch_up: bool,
+    /// Run at normal priority throughout (the behaviour before idle priority
+    /// became the default): ktrace keeps up with the ring buffer at the cost
+    /// of taking CPU time from a busy workload.
+    #[arg(long, global = true)]
+    pub sched_normal: bool,
 }
 
 impl Global {
-    /// Applies `--sched-idle` to this process (threads started later inherit it).
+    /// The scheduling policy the flags ask for.
+    #[must_use]
+    pub fn sched_policy(&self) -> crate::source::sched::Policy {
+        use crate::source::sched::Policy;
+        let catch_up = !self.no_catch_up;
+        if self.sched_normal {
+            Policy::Normal
+        } else if self.sched_idle {
+            Policy::Idle { catch_up }
+        } else {
+            Policy::IdleWhenLive { catch_up }
+        }
+    }
+
+    /// Applies the scheduling flags to this process (see [`crate::source::sched::Policy`]).
     ///
     /// # Errors
     /// If the kernel refuses the policy.
     pub fn apply_sched(&self) -> std::io::Result<()> {
-        if !self.sched_idle {
-            return Ok(());
-        }
-        crate::source::sched::enter_idle(!self.no_catch_up)
+        self.sched_policy().apply()
     }
 }
 

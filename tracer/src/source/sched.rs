@@ -1,6 +1,17 @@
-//! `--sched-idle` without losing events: ktrace's threads run under
-//! `SCHED_IDLE` (they only get CPU time the workload leaves idle) until the
-//! ring buffer backs up, then run at normal priority until they caught up.
+//! Idle priority without losing events (the default of live tracing, and
+//! `--sched-idle`): ktrace's threads run under `SCHED_IDLE` (they only get
+//! CPU time the workload leaves idle) until the ring buffer backs up, then
+//! run at normal priority until they caught up. `--sched-normal` opts out.
+//!
+//! Why it is the default: on a node whose CPUs the workload keeps busy, a
+//! normal-priority reader that wakes every 10 ms and then decodes a batch
+//! for a few milliseconds takes the resolver's core for that long (wakeup
+//! preemption); every answer behind it waits. That runqueue wait, not the
+//! kernel programs (they run in the packet path either way) nor the wakeups
+//! themselves, is what multiplied the resolver's p50 (BENCHMARKS.md section 2,
+//! and `xtask/scripts/dns-hotpath.sh`'s resolver runqueue wait per query).
+//! An idle-class thread never preempts a normal one, so the same work moves
+//! into the gaps.
 //!
 //! The trigger is the kernel's own: programs submit with `BPF_RB_NO_WAKEUP`
 //! and force a wakeup once `WAKEUP_BYTES` (a quarter of the ring) wait. A
@@ -25,8 +36,52 @@ use std::{
 /// boosts again at once.
 const HOLD: Duration = Duration::from_millis(100);
 
-/// Set by [`enter_idle`] with catch-up on: [`IdleBooster::start_if_idle`] starts a booster.
+/// Set by [`enter_idle`] or [`idle_when_live`] with catch-up on: [`IdleBooster::start_if_idle`] starts a booster.
 static CATCH_UP: AtomicBool = AtomicBool::new(false);
+/// Set by [`idle_when_live`]: live sources put the process under `SCHED_IDLE`
+/// when they start reading the ring, and back to normal when they stop.
+static IDLE_WHEN_LIVE: AtomicBool = AtomicBool::new(false);
+
+/// Which scheduling policy the process asked for (`--sched-idle`,
+/// `--sched-normal`, `--no-catch-up`, or none of them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// `--sched-normal`: normal priority throughout.
+    Normal,
+    /// The default: `SCHED_IDLE` while a live source reads the ring buffer
+    /// (replays, doctor and clients of an agent stay at normal priority).
+    IdleWhenLive {
+        /// Raise to normal priority while the ring backs up.
+        catch_up: bool,
+    },
+    /// `--sched-idle`: the whole process under `SCHED_IDLE` from the start.
+    Idle {
+        /// Raise to normal priority while the ring backs up.
+        catch_up: bool,
+    },
+}
+
+impl Policy {
+    /// Applies the policy: `Idle` at once to this thread (threads started
+    /// later inherit it); `IdleWhenLive` is remembered for live sources.
+    ///
+    /// # Errors
+    /// If the kernel refuses `SCHED_IDLE`.
+    pub fn apply(self) -> std::io::Result<()> {
+        match self {
+            Self::Normal => {
+                IDLE_WHEN_LIVE.store(false, Ordering::Relaxed);
+                CATCH_UP.store(false, Ordering::Relaxed);
+                Ok(())
+            }
+            Self::IdleWhenLive { catch_up } => {
+                idle_when_live(catch_up);
+                Ok(())
+            }
+            Self::Idle { catch_up } => enter_idle(catch_up),
+        }
+    }
+}
 
 /// Puts this thread (and the threads it starts later, which inherit the
 /// policy) under `SCHED_IDLE`; with `catch_up`, live sources raise them to
@@ -40,12 +95,32 @@ pub fn enter_idle(catch_up: bool) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The booster thread; stops (and leaves every thread idle) when dropped.
+/// The default: live sources run the process under `SCHED_IDLE` while they
+/// read the ring buffer (see [`IdleBooster::start_if_idle`]).
+pub fn idle_when_live(catch_up: bool) {
+    IDLE_WHEN_LIVE.store(true, Ordering::Relaxed);
+    CATCH_UP.store(catch_up, Ordering::Relaxed);
+}
+
+/// The scheduling policy of thread `tid` (0: this thread), e.g. `libc::SCHED_IDLE`.
+///
+/// # Errors
+/// If the thread does not exist.
+pub fn policy_of(tid: libc::pid_t) -> std::io::Result<libc::c_int> {
+    // SAFETY: sched_getscheduler only reads the thread's policy.
+    let p = unsafe { libc::sched_getscheduler(tid) };
+    if p < 0 { Err(std::io::Error::last_os_error()) } else { Ok(p) }
+}
+
+/// While live: the booster thread (with catch-up), and whether the process
+/// goes back to normal priority when it is dropped (the default policy,
+/// which idles only while the ring is read).
 #[derive(Debug)]
 pub struct IdleBooster {
     stop: Arc<AtomicBool>,
     boosts: Arc<AtomicU64>,
     handle: Option<JoinHandle<()>>,
+    restore: bool,
 }
 
 fn set_policy(tid: libc::pid_t, policy: libc::c_int) -> std::io::Result<()> {
@@ -75,25 +150,38 @@ fn set_all(policy: libc::c_int, except: libc::pid_t) {
 }
 
 impl IdleBooster {
-    /// Starts the booster if [`enter_idle`] ran with catch-up (`--sched-idle`).
+    /// Called by live sources when they start reading the ring: under the
+    /// default policy puts every thread of the process under `SCHED_IDLE`
+    /// (until the returned value is dropped); with catch-up (the default, and
+    /// `--sched-idle` without `--no-catch-up`) starts the booster.
     /// `ring_fd` is the ring buffer map's fd; it must outlive the booster.
     #[must_use]
     pub fn start_if_idle(ring_fd: RawFd) -> Option<Self> {
-        if !CATCH_UP.load(Ordering::Relaxed) {
+        let restore = IDLE_WHEN_LIVE.load(Ordering::Relaxed);
+        let catch_up = CATCH_UP.load(Ordering::Relaxed);
+        if restore {
+            set_all(libc::SCHED_IDLE, 0);
+        }
+        if !restore && !catch_up {
             return None;
         }
         let stop = Arc::new(AtomicBool::new(false));
         let boosts = Arc::new(AtomicU64::new(0));
         let (s, b) = (Arc::clone(&stop), Arc::clone(&boosts));
-        let handle = std::thread::Builder::new()
-            .name("ktrace-boost".into())
-            .spawn(move || {
-                if let Err(e) = run(ring_fd, &s, &b) {
-                    log::warn!("--sched-idle: no boost when the ring backs up ({e}); events may be lost");
-                }
+        let handle = catch_up
+            .then(|| {
+                std::thread::Builder::new()
+                    .name("ktrace-boost".into())
+                    .spawn(move || {
+                        if let Err(e) = run(ring_fd, &s, &b) {
+                            log::warn!("idle priority: no boost when the ring backs up ({e}); events may be lost");
+                        }
+                    })
+                    .map_err(|e| log::warn!("idle priority: no booster thread ({e}); events may be lost"))
+                    .ok()
             })
-            .ok()?;
-        Some(Self { stop, boosts, handle: Some(handle) })
+            .flatten();
+        Some(Self { stop, boosts, handle, restore })
     }
 
     /// Times the threads were raised to normal priority.
@@ -109,15 +197,27 @@ impl Drop for IdleBooster {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
+        // What follows the live run (closing findings, detaching, a
+        // subscriber's grace period) should not wait behind a busy workload.
+        if self.restore {
+            set_all(libc::SCHED_OTHER, 0);
+        }
     }
 }
 
 fn run(ring_fd: RawFd, stop: &AtomicBool, boosts: &AtomicU64) -> std::io::Result<()> {
-    use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
     // SAFETY: gettid has no preconditions.
     let me = unsafe { libc::gettid() };
     // Created under SCHED_IDLE like every thread of the process: leave it.
     set_policy(0, libc::SCHED_OTHER)?;
+    watch(ring_fd, stop, boosts, &|policy| set_all(policy, me))
+}
+
+/// The booster's loop: `apply(SCHED_OTHER)` on a wakeup of `ring_fd` (the
+/// kernel's forced wakeup of a backed-up ring), `apply(SCHED_IDLE)` once
+/// [`HOLD`] passed without another.
+fn watch(ring_fd: RawFd, stop: &AtomicBool, boosts: &AtomicU64, apply: &dyn Fn(libc::c_int)) -> std::io::Result<()> {
+    use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
     // An `OwnedFd` inside: closed on every return.
     let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     // SAFETY: the caller keeps the ring's fd open for the booster's lifetime
@@ -127,7 +227,10 @@ fn run(ring_fd: RawFd, stop: &AtomicBool, boosts: &AtomicU64) -> std::io::Result
     let mut boosted_until: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         let mut out = [EpollEvent::empty(); 1];
-        let n = match ep.wait(&mut out, EpollTimeout::from(20u8)) {
+        // Short while boosted (to give the CPU back soon after a burst),
+        // longer otherwise: a wakeup every 100 ms only to look at `stop`.
+        let timeout = if boosted_until.is_some() { 20u8 } else { 100u8 };
+        let n = match ep.wait(&mut out, EpollTimeout::from(timeout)) {
             Ok(n) => n,
             Err(nix::errno::Errno::EINTR) => 0,
             Err(e) => return Err(e.into()),
@@ -135,14 +238,80 @@ fn run(ring_fd: RawFd, stop: &AtomicBool, boosts: &AtomicU64) -> std::io::Result
         let now = Instant::now();
         if n > 0 {
             if boosted_until.is_none() {
-                set_all(libc::SCHED_OTHER, me);
+                apply(libc::SCHED_OTHER);
                 boosts.fetch_add(1, Ordering::Relaxed);
             }
             boosted_until = Some(now + HOLD);
         } else if boosted_until.is_some_and(|t| now >= t) {
-            set_all(libc::SCHED_IDLE, me);
+            apply(libc::SCHED_IDLE);
             boosted_until = None;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        os::fd::{AsFd as _, AsRawFd as _},
+        sync::{Arc, Mutex},
+    };
+
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::Cli;
+
+    fn policy(args: &[&str]) -> Result<Policy, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ktrace").chain(args.iter().copied())).map(|c| c.global.sched_policy())
+    }
+
+    #[test]
+    fn idle_when_live_is_the_default_and_flags_choose_otherwise() {
+        assert_eq!(policy(&["dns"]).unwrap(), Policy::IdleWhenLive { catch_up: true });
+        assert_eq!(policy(&["--no-catch-up", "dns"]).unwrap(), Policy::IdleWhenLive { catch_up: false });
+        assert_eq!(policy(&["--sched-idle", "dns"]).unwrap(), Policy::Idle { catch_up: true });
+        assert_eq!(policy(&["agent", "--sched-idle", "--no-catch-up"]).unwrap(), Policy::Idle { catch_up: false });
+        assert_eq!(policy(&["record", "-w", "x.pcapng", "--sched-normal"]).unwrap(), Policy::Normal);
+        assert!(policy(&["--sched-normal", "--sched-idle", "dns"]).is_err(), "contradicting flags are refused");
+        assert!(policy(&["--sched-normal", "--no-catch-up", "dns"]).is_err(), "contradicting flags are refused");
+    }
+
+    /// The catch-up path on an eventfd standing in for the ring: a wakeup
+    /// boosts once however many follow within the hold time, and the policy
+    /// goes back to idle after it.
+    #[test]
+    fn a_wakeup_boosts_then_the_hold_time_ends_it() {
+        let efd = nix::sys::eventfd::EventFd::new().expect("eventfd");
+        let fd = efd.as_fd().as_raw_fd();
+        let stop = Arc::new(AtomicBool::new(false));
+        let boosts = Arc::new(AtomicU64::new(0));
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let (s, b, a) = (Arc::clone(&stop), Arc::clone(&boosts), Arc::clone(&applied));
+        let t = std::thread::spawn(move || {
+            watch(fd, &s, &b, &|p| a.lock().unwrap().push(p)).expect("watch");
+        });
+        let wait_for = |what: &str, f: &dyn Fn() -> bool| {
+            for _ in 0..500 {
+                if f() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            panic!("timed out waiting for {what}: {:?}", applied.lock().unwrap());
+        };
+        for _ in 0..3 {
+            efd.write(1).expect("eventfd write");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        wait_for("the boost", &|| boosts.load(Ordering::Relaxed) == 1);
+        wait_for("the return to idle", &|| applied.lock().unwrap().len() == 2);
+        assert_eq!(*applied.lock().unwrap(), vec![libc::SCHED_OTHER, libc::SCHED_IDLE]);
+        assert_eq!(boosts.load(Ordering::Relaxed), 1, "wakeups within the hold time boost once");
+        efd.write(1).expect("eventfd write");
+        wait_for("the second boost", &|| boosts.load(Ordering::Relaxed) == 2);
+        stop.store(true, Ordering::Relaxed);
+        t.join().expect("watch thread");
+        drop(efd);
+    }
 }

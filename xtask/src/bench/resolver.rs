@@ -1,5 +1,5 @@
 //! Section 2: dnsperf against dnsmasq (and unbound) with ktrace off,
-//! `ktrace dns` (JSON, `--summary`, `--sched-idle`), `ktrace agent` (metrics
+//! `ktrace dns` (JSON, `--summary`, `--sched-normal`, `--no-catch-up`), `ktrace agent` (metrics
 //! scraped), `ktrace record` and `tcpdump -w` on, at saturation and at 50 %
 //! of the untraced maximum, in interleaved rounds; then the agent alone at
 //! 10k DNS messages/s (CPU and memory over the run).
@@ -30,9 +30,10 @@ enum Mode {
     KtraceDnsSummary,
     /// `ktrace agent` with its metrics endpoint scraped every second.
     KtraceAgent,
-    /// `ktrace --sched-idle dns`: yields the CPU to the workload, catches up when the ring backs up.
+    /// `ktrace --sched-normal dns`: normal priority throughout (the default
+    /// is idle priority with catch-up since issue 18; this shows what it saves).
     KtraceDnsIdle,
-    /// `ktrace --sched-idle --no-catch-up dns`: never competes, loses events under saturation.
+    /// `ktrace --no-catch-up dns`: never competes, loses events under saturation.
     KtraceDnsIdleStrict,
     KtraceRecord,
     Tcpdump,
@@ -69,8 +70,8 @@ impl Mode {
             Self::KtraceDns => "`ktrace dns -o json > /dev/null`",
             Self::KtraceDnsSummary => "`ktrace dns --summary -o json > /dev/null`",
             Self::KtraceAgent => "`ktrace agent --metrics …` (scraped every second)",
-            Self::KtraceDnsIdle => "`ktrace --sched-idle dns -o json > /dev/null`",
-            Self::KtraceDnsIdleStrict => "`ktrace --sched-idle --no-catch-up dns -o json > /dev/null`",
+            Self::KtraceDnsIdle => "`ktrace --sched-normal dns -o json > /dev/null`",
+            Self::KtraceDnsIdleStrict => "`ktrace --no-catch-up dns -o json > /dev/null`",
             Self::KtraceRecord => "`ktrace record -w FILE`",
             Self::Tcpdump => "`tcpdump -w FILE` (server veth)",
         }
@@ -82,7 +83,7 @@ impl Mode {
     }
 }
 
-/// The modes of a run: `--quick` leaves out the two `--sched-idle` modes
+/// The modes of a run: `--quick` leaves out the `--sched-normal` and `--no-catch-up` modes
 /// (the full run keeps them, to show whether they still help).
 fn active_modes(quick: bool) -> Vec<usize> {
     (0..N_MODES).filter(|&i| !quick || !matches!(MODES[i], Mode::KtraceDnsIdle | Mode::KtraceDnsIdleStrict)).collect()
@@ -116,8 +117,8 @@ fn start_tracer(ctx: &Ctx, mode: Mode) -> Result<Option<sys::Proc>> {
         Mode::Off => return Ok(None),
         Mode::KtraceDns | Mode::KtraceDnsSummary | Mode::KtraceDnsIdle | Mode::KtraceDnsIdleStrict => {
             let mut c = sys::pinned(None, &ctx.bin);
-            if matches!(mode, Mode::KtraceDnsIdle | Mode::KtraceDnsIdleStrict) {
-                c.arg("--sched-idle");
+            if mode == Mode::KtraceDnsIdle {
+                c.arg("--sched-normal");
             }
             if mode == Mode::KtraceDnsIdleStrict {
                 c.arg("--no-catch-up");
@@ -324,10 +325,10 @@ fn ran(rs: &[[Sample; N_MODES]], i: usize) -> bool {
     rs.iter().any(|r| r[i].ran)
 }
 
-/// "; MODE RATIO, LOSS % of events LOST" for both `--sched-idle` modes: the
+/// "; MODE RATIO, LOSS % of events LOST" for the `--sched-normal` and `--no-catch-up` modes: the
 /// median per-round ratio of `f` to the untraced run's, shown by `show`.
 fn idle_modes(rs: &[[Sample; N_MODES]], f: fn(&Sample) -> f64, show: impl Fn(f64) -> String, lost: &str) -> String {
-    [(IDLE, "`--sched-idle`"), (STRICT, "`--sched-idle --no-catch-up`")]
+    [(IDLE, "`--sched-normal`"), (STRICT, "`--no-catch-up`")]
         .into_iter()
         .filter_map(|(i, label)| {
             let (m, _, _) = summary(&ratios(&col(rs, i, f), &col(rs, 0, f)))?;
@@ -435,7 +436,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
          \"machine CPU\" is all busy time of both CPUs (`/proc/stat`) per query, which includes other work on \
          the machine.{}\n",
         active_modes(ctx.quick).len(),
-        if ctx.quick { " `--quick` leaves out the two `--sched-idle` modes." } else { "" }
+        if ctx.quick { " `--quick` leaves out the `--sched-normal` and `--no-catch-up` modes." } else { "" }
     );
     for server in servers {
         if let Err(e) = one_server(ctx, &mut s, server, n, secs) {
@@ -445,12 +446,13 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
     }
     let _ = writeln!(
         s,
-        "`--sched-idle` runs ktrace's userspace under `SCHED_IDLE`: it only gets CPU time the resolver and \
+        "By default live ktrace runs its userspace under `SCHED_IDLE`: it only gets CPU time the resolver and \
          dnsperf leave idle, and when the ring buffer backs up (a quarter full, the kernel's forced wakeup) a \
          normal-priority thread raises it to normal priority for 100 ms to catch up. Whatever still does not \
-         fit in the ring is dropped by the kernel and counted (\"ktrace events lost\", never silent). The \
-         default runs at normal priority throughout. `--no-catch-up` keeps it idle regardless: it never \
-         competes with the workload, and loses (and counts) what it cannot keep up with.\n\n\
+         fit in the ring is dropped by the kernel and counted (\"ktrace events lost\", never silent). \
+         `--sched-normal` runs at normal priority throughout (the default before issue 18). `--no-catch-up` \
+         keeps it idle regardless: it never competes with the workload, and loses (and counts) what it cannot \
+         keep up with.\n\n\
          Reading the tables: on two cores every tracer's userspace CPU (\"tracer CPU µs/query\") is taken from \
          the resolver or from dnsperf, so throughput at saturation falls roughly with it; `tcpdump -w` pays \
          mostly in the kernel (AF_PACKET copies, counted in the server's and dnsperf's system time). With \
