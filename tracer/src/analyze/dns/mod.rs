@@ -394,7 +394,7 @@ impl Detector for Pairer {
     type Output = Transaction;
 
     fn push(&mut self, ev: DnsEvent, out: &mut Vec<Transaction>) {
-        Pairer::push(self, &ev, out);
+        Pairer::push_owned(self, ev, out);
     }
 
     fn expire(&mut self, now_ns: u64, out: &mut Vec<Transaction>) {
