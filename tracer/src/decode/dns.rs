@@ -268,15 +268,30 @@ fn name_string(m: &[u8], off: usize) -> Result<(String, usize), DnsError> {
 /// Appends a label, escaping as `dig` does: `\.`, `\\` and `\DDD` for bytes
 /// outside printable ASCII, so a name never smuggles control characters.
 fn push_label(s: &mut String, label: &[u8]) {
-    for &b in label {
+    // Runs of plain characters are appended at once (a name is almost
+    // always one run per label), not character by character.
+    let mut from = 0;
+    for (i, &b) in label.iter().enumerate() {
+        if matches!(b, 0x21..=0x7e) && b != b'.' && b != b'\\' {
+            continue;
+        }
+        push_plain(s, &label[from..i]);
         match b {
             b'.' | b'\\' => {
                 s.push('\\');
                 s.push(b as char);
             }
-            0x21..=0x7e => s.push(b as char),
             _ => push_ddd(s, b),
         }
+        from = i + 1;
+    }
+    push_plain(s, &label[from..]);
+}
+
+/// Appends printable ASCII (checked by the caller; anything else would be a bug, and is dropped).
+fn push_plain(s: &mut String, run: &[u8]) {
+    if let Ok(run) = std::str::from_utf8(run) {
+        s.push_str(run);
     }
 }
 
@@ -598,6 +613,25 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::decode::packet;
+
+    /// Labels are escaped as dig does, whether the odd byte starts, ends or splits a run.
+    #[test]
+    fn labels_escape_like_dig() {
+        let cases: [(&[u8], &str); 7] = [
+            (b"plain-label_09", "plain-label_09"),
+            (b"a.b", "a\\.b"),
+            (b"\\x", "\\\\x"),
+            (b" lead", "\\032lead"),
+            (b"trail\x7f", "trail\\127"),
+            (b"mid\x00dle\xff", "mid\\000dle\\255"),
+            (b"", ""),
+        ];
+        for (label, want) in cases {
+            let mut s = String::from("x");
+            push_label(&mut s, label);
+            assert_eq!(s, format!("x{want}"), "{label:?}");
+        }
+    }
 
     #[test]
     fn dotted_quad_is_ipv4_display() {
