@@ -99,7 +99,15 @@ struct Key {
 }
 
 impl Key {
-    fn new(seed: &Seed, client: Endpoint, server: Endpoint, transport: Transport, id: u16, qname: u64, qtype: u16) -> Self {
+    fn new(
+        seed: &Seed,
+        client: Endpoint,
+        server: Endpoint,
+        transport: Transport,
+        id: u16,
+        qname: u64,
+        qtype: u16,
+    ) -> Self {
         let h = seed.hash_one((client, server, transport, id, qname, qtype));
         Self { client, server, transport, id, qname, qtype, h }
     }
