@@ -100,13 +100,36 @@ pub struct CgroupPaths {
     paths: HashMap<u64, String>,
     scanned: Option<Instant>,
     min_rescan: Duration,
+    /// Ids whose path names no pod or container (the node's own services):
+    /// parsed once per scan instead of once per packet. At most `paths`' size.
+    plain: crate::hash::FastSet<u64>,
 }
 
 impl CgroupPaths {
     /// A cache over the cgroup2 hierarchy mounted at `root`.
     #[must_use]
     pub fn new(root: &Path, min_rescan: Duration) -> Self {
-        Self { root: root.to_owned(), paths: HashMap::new(), scanned: None, min_rescan }
+        Self {
+            root: root.to_owned(),
+            paths: HashMap::new(),
+            scanned: None,
+            min_rescan,
+            plain: crate::hash::FastSet::default(),
+        }
+    }
+
+    /// What the path of cgroup `id` says about its pod and container; None
+    /// when the id is unknown or its path names neither.
+    pub fn container_info(&mut self, id: u64) -> Option<CgroupInfo> {
+        if self.plain.contains(&id) {
+            return None;
+        }
+        let info = parse_cgroup_path(self.path_of(id)?);
+        if info.container_id.is_none() && info.pod_uid.is_none() {
+            self.plain.insert(id);
+            return None;
+        }
+        Some(info)
     }
 
     /// The path (relative to the root, starting with `/`) of cgroup `id`.
@@ -124,6 +147,7 @@ impl CgroupPaths {
     pub fn rescan(&mut self) {
         self.scanned = Some(Instant::now());
         self.paths.clear();
+        self.plain.clear();
         let mut stack = vec![(self.root.clone(), String::new(), 0usize)];
         while let Some((dir, rel, depth)) = stack.pop() {
             if self.paths.len() >= MAX_SCAN {
@@ -222,6 +246,13 @@ mod tests {
         c.rescan();
         assert_eq!(c.path_of(late_ino), Some("/late"));
         assert!(c.path_of(0).is_none());
+        // A plain cgroup is remembered as such; a pod's still parses.
+        assert_eq!(c.container_info(ino).and_then(|i| i.container_id).as_deref(), Some(CID));
+        assert!(c.container_info(late_ino).is_none());
+        assert!(c.plain.contains(&late_ino));
+        assert!(c.container_info(late_ino).is_none());
+        c.rescan();
+        assert!(c.plain.is_empty(), "a rescan forgets what it may have renamed");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -155,7 +155,7 @@ impl Enricher {
     fn pod_by_cgroup_path(&self, id: u64, netns_ino: u32) -> Option<PodRef> {
         let info = {
             let mut c = self.cgroups.as_ref()?.lock().unwrap_or_else(PoisonError::into_inner);
-            cgroup::parse_cgroup_path(c.path_of(id)?)
+            c.container_info(id)?
         };
         if info.container_id.is_none() && info.pod_uid.is_none() {
             return None;

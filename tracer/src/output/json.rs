@@ -102,48 +102,107 @@ fn put_opt_str(b: &mut Vec<u8>, s: Option<&str>) {
 }
 
 /// Decimal digits of `v`.
-fn put_u64(b: &mut Vec<u8>, mut v: u64) {
-    let mut d = [0u8; 20];
-    let mut i = d.len();
-    loop {
-        i -= 1;
-        d[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+/// "00" to "99": two digits per division.
+const DIGITS2: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
     }
-    // Byte by byte: a `memcpy` call costs more than these few digits.
-    for &c in &d[i..] {
-        b.push(c);
+    t
+};
+
+/// Writes `v` in decimal at the end of `d[..end]`; returns where it starts.
+fn digits_before(d: &mut [u8], mut end: usize, mut v: u64) -> usize {
+    while v >= 100 {
+        let r = (v % 100) as usize * 2;
+        v /= 100;
+        end -= 2;
+        d[end..end + 2].copy_from_slice(&DIGITS2[r..r + 2]);
     }
+    if v >= 10 {
+        let r = v as usize * 2;
+        end -= 2;
+        d[end..end + 2].copy_from_slice(&DIGITS2[r..r + 2]);
+    } else {
+        end -= 1;
+        d[end] = b'0' + v as u8;
+    }
+    end
 }
 
-/// A `Display` value inside quotes; only for values that never need escaping
-/// (addresses, times, type names).
+fn put_u64(b: &mut Vec<u8>, v: u64) {
+    if v < 10 {
+        b.push(b'0' + v as u8);
+        return;
+    }
+    let mut d = [0u8; 20];
+    let at = digits_before(&mut d, 20, v);
+    b.extend_from_slice(&d[at..]);
+}
+
 fn put_display(b: &mut Vec<u8>, v: impl std::fmt::Display) {
     b.push(b'"');
     let _ = write!(b, "{v}");
     b.push(b'"');
 }
 
-/// An endpoint as its `Display` form, quoted (`10.0.0.1:53`, `[fd00::1]:53`).
 fn put_endpoint(b: &mut Vec<u8>, e: &crate::event::Endpoint) {
     match e.ip {
         std::net::IpAddr::V4(a) => {
-            b.push(b'"');
-            for (i, o) in a.octets().into_iter().enumerate() {
-                if i > 0 {
-                    b.push(b'.');
-                }
-                put_u64(b, u64::from(o));
+            // Built on the stack and appended once: `"255.255.255.255:65535"`.
+            let mut d = [0u8; 24];
+            let mut at = digits_before(&mut d, 23, u64::from(e.port));
+            d[23] = b'"';
+            at -= 1;
+            d[at] = b':';
+            for (i, o) in a.octets().into_iter().enumerate().rev() {
+                at = digits_before(&mut d, at, u64::from(o));
+                at -= 1;
+                d[at] = if i == 0 { b'"' } else { b'.' };
             }
-            b.push(b':');
-            put_u64(b, u64::from(e.port));
-            b.push(b'"');
+            b.extend_from_slice(&d[at..]);
         }
         std::net::IpAddr::V6(_) => put_display(b, e),
     }
+}
+
+thread_local! {
+    /// The last second written and its `YYYY-MM-DDTHH:MM:SS` (one per second, not per line).
+    static TS_SECOND: std::cell::Cell<(i64, [u8; 19])> = const { std::cell::Cell::new((-1, [0; 19])) };
+}
+
+/// [`super::Rfc3339`] as a JSON string, the date and time of day formatted
+/// once per second; the same bytes.
+fn put_ts(b: &mut Vec<u8>, wall_ns: i128) {
+    /// Last microsecond of year 9999 (beyond, the formatter clamps).
+    const MAX_US: i128 = 253_402_300_799_999_999;
+    let us = wall_ns.div_euclid(1000);
+    if !(0..=MAX_US).contains(&us) {
+        put_display(b, super::Rfc3339(wall_ns));
+        return;
+    }
+    let (sec, micros) = ((us / 1_000_000) as i64, (us % 1_000_000) as u64);
+    let mut prefix = TS_SECOND.get();
+    if prefix.0 != sec {
+        let mut full = [0u8; 32];
+        let mut w = &mut full[..];
+        let _ = write!(w, "{}", super::Rfc3339(i128::from(sec) * 1_000_000_000));
+        prefix.0 = sec;
+        prefix.1.copy_from_slice(&full[..19]);
+        TS_SECOND.set(prefix);
+    }
+    let mut d = [0u8; 29];
+    d[0] = b'"';
+    d[1..20].copy_from_slice(&prefix.1);
+    d[20] = b'.';
+    d[21..27].fill(b'0');
+    digits_before(&mut d, 27, micros);
+    d[27] = b'Z';
+    d[28] = b'"';
+    b.extend_from_slice(&d);
 }
 
 fn put_opt_endpoint(b: &mut Vec<u8>, e: Option<&crate::event::Endpoint>) {
@@ -288,7 +347,7 @@ pub fn put_transaction(b: &mut Vec<u8>, ctx: &Context, tx: &Transaction) {
         crate::event::Transport::Tcp => b"\"tcp\"",
     });
     b.extend_from_slice(b",\"ts\":");
-    put_display(b, super::Rfc3339(ctx.wall_ns(tx.ts_ns)));
+    put_ts(b, ctx.wall_ns(tx.ts_ns));
     b.extend_from_slice(b",\"type\":\"dns\"}");
 }
 
@@ -482,9 +541,36 @@ mod tests {
         v6.rcode = Some(4095);
         v6.latency_ns = Some(999);
         v6.ts_ns = 0;
-        for (enricher, offset) in [(Enricher::empty(), 0), (Enricher::from_snapshot(&snap), -5_000_000_000)] {
+        // Numbers of every width, times in one second and across seconds,
+        // days and years, and before 1970.
+        let mut more = Vec::new();
+        for (i, ts) in [
+            1,
+            999_999_999,
+            1_000_000_000,
+            1_795_433_602_000_000_000,
+            1_795_433_602_999_999_999,
+            1_795_433_603_000_000_001,
+            4_102_444_799_999_999_000,
+            u64::MAX,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut t = full.clone();
+            t.ts_ns = ts;
+            t.cgroup_id = 10u64.pow(u32::try_from(i).unwrap() * 2) - 1;
+            t.netns = u32::try_from(i * 37).unwrap();
+            t.client = ep(&format!("{}.{}.0.{}", i * 31, i, 255 - i), u16::try_from(i * 7919).unwrap());
+            more.push(t);
+        }
+        for (enricher, offset) in [
+            (Enricher::empty(), 0),
+            (Enricher::from_snapshot(&snap), -5_000_000_000),
+            (Enricher::empty(), -1_795_433_602_500_000_000),
+        ] {
             let ctx = Context { clock_offset_ns: offset, enricher };
-            for tx in [base(), full.clone(), v6.clone()] {
+            for tx in [base(), full.clone(), v6.clone()].into_iter().chain(more.iter().cloned()) {
                 let want = serde_json::to_string(&transaction(&ctx, &tx)).unwrap();
                 let mut got = Vec::new();
                 write_transaction(&mut got, &ctx, &tx).unwrap();

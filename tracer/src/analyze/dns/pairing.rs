@@ -29,7 +29,9 @@
 
 use std::collections::VecDeque;
 
-use crate::hash::FastMap;
+use std::hash::BuildHasher as _;
+
+use crate::hash::{PreHashedMap, Seed};
 
 use crate::{
     decode::{DnsEvent, dns::Answer},
@@ -74,7 +76,10 @@ pub struct PairStats {
     pub ambiguous_views: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A sighting's identity. Hashed once per message (`h`); the maps it is
+/// looked up in pass that hash through instead of hashing ~50 bytes per
+/// lookup (a message is looked up three to six times).
+#[derive(Clone, Copy, Debug)]
 struct Key {
     client: Endpoint,
     server: Endpoint,
@@ -89,10 +94,47 @@ struct Key {
     /// (seeded per run) is not a practical concern.
     qname: u64,
     qtype: u16,
+    /// Seeded hash of the fields above.
+    h: u64,
+}
+
+impl Key {
+    fn new(
+        seed: &Seed,
+        client: Endpoint,
+        server: Endpoint,
+        transport: Transport,
+        id: u16,
+        qname: u64,
+        qtype: u16,
+    ) -> Self {
+        let h = seed.hash_one((client, server, transport, id, qname, qtype));
+        Self { client, server, transport, id, qname, qtype, h }
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, o: &Self) -> bool {
+        self.h == o.h
+            && self.qname == o.qname
+            && self.id == o.id
+            && self.qtype == o.qtype
+            && self.transport == o.transport
+            && self.client == o.client
+            && self.server == o.server
+    }
+}
+
+impl Eq for Key {}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.h);
+    }
 }
 
 /// A key without its addresses: what both views of one lookup share.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Loose {
     transport: Transport,
     id: u16,
@@ -103,6 +145,47 @@ struct Loose {
 impl Loose {
     fn of(k: &Key) -> Self {
         Self { transport: k.transport, id: k.id, qname: k.qname, qtype: k.qtype }
+    }
+
+    /// The name hash is seeded already: mixing in the small fields is enough.
+    fn mix(&self) -> u64 {
+        let small = (u64::from(self.id) << 24) | (u64::from(self.qtype) << 8) | self.transport as u64;
+        (self.qname ^ small.wrapping_mul(0x9e37_79b9_7f4a_7c15)).rotate_left(17)
+    }
+}
+
+impl std::hash::Hash for Loose {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.mix());
+    }
+}
+
+/// The by-client join index's key: a loose key and the client address.
+#[derive(Clone, Copy, Debug)]
+struct ByClient {
+    loose: Loose,
+    client: Endpoint,
+    h: u64,
+}
+
+impl ByClient {
+    fn of(seed: &Seed, k: &Key) -> Self {
+        let loose = Loose::of(k);
+        Self { loose, client: k.client, h: seed.hash_one((loose.mix(), k.client)) }
+    }
+}
+
+impl PartialEq for ByClient {
+    fn eq(&self, o: &Self) -> bool {
+        self.h == o.h && self.loose == o.loose && self.client == o.client
+    }
+}
+
+impl Eq for ByClient {}
+
+impl std::hash::Hash for ByClient {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.h);
     }
 }
 
@@ -150,22 +233,22 @@ struct Recent {
 pub struct Pairer {
     cfg: PairConfig,
     stats: PairStats,
-    pending: FastMap<Key, Pending>,
+    pending: PreHashedMap<Key, Pending>,
     /// (first seen, sequence, key), oldest first, for expiry and eviction.
     /// Answered queries are not removed here (that was a B-tree delete per
     /// answer): an entry counts only while `pending` holds the same order.
     order: VecDeque<((u64, u64), Key)>,
     seq: u64,
-    recent: FastMap<Key, Recent>,
+    recent: PreHashedMap<Key, Recent>,
     recent_order: VecDeque<(u64, Key)>,
     /// Seed of the name hashes in keys (random per run: names come from the network).
-    names: foldhash::fast::RandomState,
+    names: Seed,
     /// A joined view's key → the key its transaction waits under.
-    aliases: FastMap<Key, Key>,
+    aliases: PreHashedMap<Key, Key>,
     /// One-sided lookups by (loose key, client address): DNAT joins.
-    by_client: FastMap<(Loose, Endpoint), Slot>,
+    by_client: PreHashedMap<ByClient, Slot>,
     /// One-sided lookups by loose key alone: SNAT joins.
-    by_query: FastMap<Loose, Slot>,
+    by_query: PreHashedMap<Loose, Slot>,
 }
 
 impl Pairer {
@@ -176,7 +259,16 @@ impl Pairer {
     }
 
     /// Feeds one message; completed transactions are appended to `out`.
+    /// Copies the name and answers it keeps ([`Self::push_owned`] moves them).
     pub fn push(&mut self, ev: &DnsEvent, out: &mut Vec<Transaction>) {
+        self.push_owned(ev.clone(), out);
+    }
+
+    /// [`Self::push`] for an event the caller hands over: the query's name
+    /// and the answers move into the transaction instead of being copied
+    /// (an allocation per string, four or five per exchange).
+    pub fn push_owned(&mut self, mut ev: DnsEvent, out: &mut Vec<Transaction>) {
+        let ev = &mut ev;
         let ts = ev.rec.ts_ns;
         self.prune_recent(ts);
         let side = match (ev.rec.hook, ev.msg.is_response) {
@@ -185,14 +277,8 @@ impl Pairer {
             (Hook::Wire | Hook::TcEgress | Hook::TcIngress, _) => Side::Wire,
         };
         let (client, server) = if ev.msg.is_response { (ev.dst, ev.src) } else { (ev.src, ev.dst) };
-        let key = Key {
-            client,
-            server,
-            transport: ev.transport,
-            id: ev.msg.id,
-            qname: name_hash(&self.names, &ev.msg.qname),
-            qtype: ev.msg.qtype,
-        };
+        let qname = name_hash(&self.names, &ev.msg.qname);
+        let key = Key::new(&self.names, client, server, ev.transport, ev.msg.id, qname, ev.msg.qtype);
         if ev.msg.is_response {
             self.response(key, side, ev, out);
         } else {
@@ -211,7 +297,7 @@ impl Pairer {
         Some((k, if side == Side::Wire { Side::Server } else { side }))
     }
 
-    fn query(&mut self, key: Key, side: Side, ev: &DnsEvent, out: &mut Vec<Transaction>) {
+    fn query(&mut self, key: Key, side: Side, ev: &mut DnsEvent, out: &mut Vec<Transaction>) {
         let ts = ev.rec.ts_ns;
         let found = self.waiting_key(key, side).or_else(|| self.join(key, side, ev));
         if let Some((pkey, side)) = found
@@ -271,7 +357,7 @@ impl Pairer {
             resolver_pod: None,
             transport: ev.transport,
             id: ev.msg.id,
-            qname: ev.msg.qname.clone(),
+            qname: std::mem::take(&mut ev.msg.qname),
             qtype: ev.msg.qtype,
             rcode: None,
             answers: Vec::new(),
@@ -336,7 +422,7 @@ impl Pairer {
         };
         let mut ambiguous = false;
         let mut pick = None;
-        if let Some(slot) = self.by_client.get(&(loose, key.client)) {
+        if let Some(slot) = self.by_client.get(&ByClient::of(&self.names, &key)) {
             match slot.key {
                 Some(k) if slot.n == 1 => {
                     if k.server != key.server && self.pending.get(&k).is_some_and(other) {
@@ -408,7 +494,7 @@ impl Pairer {
         if side != Side::Client {
             return None;
         }
-        let slot = self.by_client.get(&(Loose::of(&key), key.client))?;
+        let slot = self.by_client.get(&ByClient::of(&self.names, &key))?;
         let k = slot.key.filter(|_| slot.n == 1)?;
         if k.server == key.server {
             return None;
@@ -429,7 +515,7 @@ impl Pairer {
     fn index(&mut self, key: Key) {
         let loose = Loose::of(&key);
         for slot in [
-            self.by_client.entry((loose, key.client)).or_insert(Slot { key: None, n: 0 }),
+            self.by_client.entry(ByClient::of(&self.names, &key)).or_insert(Slot { key: None, n: 0 }),
             self.by_query.entry(loose).or_insert(Slot { key: None, n: 0 }),
         ] {
             slot.n += 1;
@@ -440,14 +526,14 @@ impl Pairer {
     /// Removes a lookup that stops waiting: its index entries and alias.
     fn forget(&mut self, key: &Key, p: &Pending) {
         let loose = Loose::of(key);
-        unslot(&mut self.by_client, (loose, key.client));
+        unslot(&mut self.by_client, ByClient::of(&self.names, key));
         unslot(&mut self.by_query, loose);
         if let Some(a) = p.alias {
             self.aliases.remove(&a);
         }
     }
 
-    fn response(&mut self, key: Key, side: Side, ev: &DnsEvent, out: &mut Vec<Transaction>) {
+    fn response(&mut self, key: Key, side: Side, ev: &mut DnsEvent, out: &mut Vec<Transaction>) {
         let ts = ev.rec.ts_ns;
         let Some((pkey, side)) = self.waiting_key(key, side).or_else(|| self.join_answer(key, side)) else {
             match self.recent.get(&key) {
@@ -460,6 +546,8 @@ impl Pairer {
             return;
         };
         let Some(p) = self.pending.get_mut(&pkey) else { return };
+        // This sighting's answers moved into `server_answer` (a server-side view that completes alone).
+        let mut moved = false;
         let complete = match side {
             Side::Client | Side::Wire => {
                 let start = p.client_query_ns.unwrap_or(p.tx.ts_ns);
@@ -471,7 +559,9 @@ impl Pairer {
                     p.tx.duplicate_answers = p.tx.duplicate_answers.saturating_add(1);
                     return;
                 }
-                p.server_answer = Some(ServerAnswer { rcode: ev.msg.rcode, answers: ev.msg.answers.clone() });
+                p.server_answer =
+                    Some(ServerAnswer { rcode: ev.msg.rcode, answers: std::mem::take(&mut ev.msg.answers) });
+                moved = true;
                 if let Some(proc_) = &ev.rec.process {
                     p.tx.server_process = Some(proc_.clone());
                 }
@@ -503,8 +593,8 @@ impl Pairer {
         match p.server_answer {
             // The server's copy of this very answer (both sockets on this
             // node): moved over instead of cloning the client's again.
-            Some(sa) if sa.answers == ev.msg.answers => tx.answers = sa.answers,
-            _ => tx.answers.clone_from(&ev.msg.answers),
+            Some(sa) if moved || sa.answers == ev.msg.answers => tx.answers = sa.answers,
+            _ => tx.answers = std::mem::take(&mut ev.msg.answers),
         }
         self.remember(pkey, ts, tx.observed);
         if let Some(a) = alias {
@@ -595,7 +685,7 @@ impl Pairer {
 }
 
 /// One fewer lookup under `k` in a join index.
-fn unslot<K: std::hash::Hash + Eq>(map: &mut FastMap<K, Slot>, k: K) {
+fn unslot<K: std::hash::Hash + Eq>(map: &mut PreHashedMap<K, Slot>, k: K) {
     if let std::collections::hash_map::Entry::Occupied(mut e) = map.entry(k) {
         let s = e.get_mut();
         s.n = s.n.saturating_sub(1);
@@ -1172,7 +1262,7 @@ mod tests {
 }
 
 /// Hash of `name` in ASCII lower case, without allocating.
-fn name_hash(state: &foldhash::fast::RandomState, name: &str) -> u64 {
+fn name_hash(state: &Seed, name: &str) -> u64 {
     use std::hash::{BuildHasher as _, Hasher as _};
     let mut h = state.build_hasher();
     let mut buf = [0u8; 64];

@@ -560,3 +560,20 @@ fn label_helpers() {
     assert!(!ends_with_label("xcluster.local", "cluster.local"));
     assert_eq!(union_len([(0, 10), (5, 20), (30, 31)].into_iter()), 21);
 }
+
+/// Lower-cased names are shared per distinct name, and the table stays bounded.
+#[test]
+fn names_are_lowered_once_and_shared() {
+    let mut n = Names::default();
+    let a = n.lower("Backend.Critical-App.svc.cluster.local.");
+    let b = n.lower("backend.critical-app.svc.cluster.local");
+    assert_eq!(&*a, "backend.critical-app.svc.cluster.local");
+    assert!(Arc::ptr_eq(&a, &b), "one copy per distinct name");
+    assert_eq!(&*n.lower("."), "");
+    for i in 0..MAX_NAMES + 10 {
+        n.lower(&format!("host{i}.example"));
+    }
+    assert!(n.set.len() <= MAX_NAMES);
+    // A name held elsewhere outlives the table's reset.
+    assert_eq!(&*a, "backend.critical-app.svc.cluster.local");
+}
