@@ -326,3 +326,27 @@ impl Analyzer {
         }
     }
 }
+
+#[cfg(test)]
+mod bound_tests {
+    use super::{super::AnalyzerConfig, Analyzer, VecDeque};
+    use crate::analyze::pairing::test_util::{MS, tx};
+
+    /// A resolver's table holds at most `max_queries_per_resolver` client
+    /// queries over all names; every query is either held or counted as evicted.
+    #[test]
+    fn resolver_tables_stay_within_their_query_bound() {
+        let cfg = AnalyzerConfig { max_queries_per_resolver: 100, ..AnalyzerConfig::default() };
+        let mut an = Analyzer::with_config(cfg);
+        let mut out = Vec::new();
+        for i in 0..1000u64 {
+            let name = format!("n{}.example", i % 300);
+            an.push(&tx(i * MS, "10.0.1.5:40000", "10.0.2.53:53", &name, 1, Some((3, MS, 0))), &mut out);
+        }
+        let held: usize = an.resolvers.values().map(|r| r.held).sum();
+        let real: usize = an.resolvers.values().map(|r| r.by_name.map.values().map(VecDeque::len).sum::<usize>()).sum();
+        assert_eq!(held, real, "the count matches the table");
+        assert!(held <= 100 && held > 50, "{held}");
+        assert_eq!(an.stats().resolver_queries_evicted + held as u64, 1000);
+    }
+}
