@@ -412,6 +412,13 @@ impl<S: Sink> Pipeline<S> {
             self.flush_drops();
         }
         self.stats.condensed = self.condenser.stats();
+        // Said only when it happened: a bounded table forgot evidence.
+        let evicted = self.analyzer.stats().resolver_queries_evicted;
+        if evicted > 0 {
+            self.stats.warnings.push(format!(
+                "{evicted} client queries forgotten by the resolver tables to stay bounded (forwards older than that are not correlated)"
+            ));
+        }
         self.stats.decode = self.decoder.stats();
         self.stats.pairing = self.pairer.stats();
         self.sink.finish(&self.ctx, &self.stats);

@@ -72,7 +72,6 @@ fn peak_kib(file: &Path, args: &[&str]) -> u64 {
 }
 
 #[test]
-#[ignore = "known open (#18): peak RSS still grows about 47 MiB from 1x to 10x (64 -> 111 MiB), streamed or mapped alike, so the growth is in analysis state; run with --ignored"]
 fn replay_peak_memory_does_not_grow_with_capture_length() {
     let dir = std::env::temp_dir().join(format!("ktrace-replay-memory-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");

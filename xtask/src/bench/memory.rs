@@ -16,19 +16,29 @@ use anyhow::{Context as _, Result, bail};
 use super::{Ctx, goal, stats::num, sys};
 
 /// Longest a replay may take before it is killed.
-const TIMEOUT: Duration = Duration::from_mins(10);
-/// Peak RSS on the 10× capture over that on the 1× capture, at most.
-const MAX_GROWTH: f64 = 1.25;
+const TIMEOUT: Duration = Duration::from_mins(15);
+/// Peak RSS on the 10× capture may exceed that on the 1× capture by at most
+/// this (MiB): the same margin `tracer/tests/replay_memory.rs` asserts
+/// (allocator arenas and hash tables settle in steps).
+pub(super) const MAX_GROWTH_MIB: f64 = 24.0;
 
-/// Runs `cmd` (pinned, output discarded) to completion: (wall s, peak RSS KiB from `wait4`).
-fn peak_rss(mut cmd: Command, what: &str) -> Result<(f64, u64)> {
+/// What one run of a child cost: wall and CPU seconds, peak RSS.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Cost {
+    /// Spawn to exit, seconds.
+    pub(super) wall: f64,
+    /// User + system CPU seconds (`wait4`).
+    pub(super) cpu: f64,
+    /// Peak resident set, KiB (`ru_maxrss`).
+    pub(super) rss_kib: u64,
+}
+
+/// Runs `cmd` to completion, stdin from /dev/null (stdout and stderr as the
+/// caller set them): its [`Cost`]. The one place the benchmark reads a
+/// child's peak RSS, so sections 4 and 7 measure memory the same way.
+pub(super) fn measure(mut cmd: Command, what: &str) -> Result<Cost> {
     let start = Instant::now();
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {what}"))?;
+    let child = cmd.stdin(Stdio::null()).spawn().with_context(|| format!("starting {what}"))?;
     let pid = child.id() as i32;
     loop {
         let mut status = 0;
@@ -40,8 +50,13 @@ fn peak_rss(mut cmd: Command, what: &str) -> Result<(f64, u64)> {
             if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
                 bail!("{what} failed (status {status})");
             }
+            let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
             // ru_maxrss is in KiB on Linux.
-            return Ok((start.elapsed().as_secs_f64(), ru.ru_maxrss as u64));
+            return Ok(Cost {
+                wall: start.elapsed().as_secs_f64(),
+                cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+                rss_kib: ru.ru_maxrss as u64,
+            });
         }
         if r < 0 || start.elapsed() > TIMEOUT {
             // SAFETY: killing and reaping our own child.
@@ -51,8 +66,14 @@ fn peak_rss(mut cmd: Command, what: &str) -> Result<(f64, u64)> {
             }
             bail!("{what} did not finish within {TIMEOUT:?}");
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// [`measure`] with output discarded: (wall s, peak RSS KiB).
+fn peak_rss(mut cmd: Command, what: &str) -> Result<(f64, u64)> {
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    measure(cmd, what).map(|c| (c.wall, c.rss_kib))
 }
 
 fn example(ctx: &Ctx, name: &str) -> PathBuf {
@@ -110,7 +131,8 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
          {dns_n} and {} exchanges (`bench_capture`, four of five exchanges a search-list miss), and two node \
          captures of {fabric_n} and {} VXLAN exchanges with one reply in 1000 lost between the nodes \
          (`bench_fabric`). Peak RSS is `ru_maxrss` from `wait4`; pinned to CPU 1, output to /dev/null. A mode \
-         whose memory is bounded by its configuration stays within {MAX_GROWTH}× on the longer capture.\n\n\
+         whose memory is bounded by its configuration grows by at most {MAX_GROWTH_MIB} MiB on the longer \
+         capture (the margin `tracer/tests/replay_memory.rs` asserts).\n\n\
          | mode | peak RSS MiB (1×) | peak RSS MiB (10×) | 10× ÷ 1× | wall s (10×) |\n|---|---|---|---|---|",
         dns_n * 10,
         fabric_n * 10
@@ -122,6 +144,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
     ];
     let mut cells = Vec::new();
     let mut worst: f64 = 0.0;
+    let mut worst_mib: f64 = 0.0;
     for (label, args, one, ten) in modes {
         // The DNS modes read one file: the pair holds it twice only to share the shape.
         let n = if args[0] == "dns" { 1 } else { 2 };
@@ -131,6 +154,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
         let growth = rss10 as f64 / rss1.max(1) as f64;
         worst = worst.max(growth);
         let mib = |k: u64| k as f64 / 1024.0;
+        worst_mib = worst_mib.max(mib(rss10) - mib(rss1));
         let _ = writeln!(s, "| {label} | {:.1} | {:.1} | {growth:.2} | {wall10:.2} |", mib(rss1), mib(rss10));
         cells.push(format!("{label} {:.0}→{:.0} MiB ({growth:.2}×)", mib(rss1), mib(rss10)));
     }
@@ -155,8 +179,11 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
     let _ = writeln!(s, "{agent_cell}.\n");
     ctx.target(
         goal::MEMORY,
-        format!("peak RSS on a 10× longer capture: {}; {agent_cell}", cells.join(", ")),
-        Some(worst <= MAX_GROWTH),
+        format!(
+            "peak RSS on a 10× longer capture: {} (worst growth {worst_mib:+.0} MiB, {worst:.2}×); {agent_cell}",
+            cells.join(", ")
+        ),
+        Some(worst_mib <= MAX_GROWTH_MIB),
     );
     Ok(s)
 }

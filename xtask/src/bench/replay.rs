@@ -1,7 +1,6 @@
 //! Section 4: replay speed (`ktrace dns -r`, `ktrace replay -r`) on a
 //! generated capture with millions of DNS messages, next to tshark
-//! extracting the same fields from the same file; peak memory of a 1× and a
-//! 10× capture (issue 18: bounded by configuration, not by capture length);
+//! extracting the same fields from the same file (issue 18's replay rows);
 //! capture bytes per DNS message raw and with zstd; and a callgrind profile
 //! of the replay path (hardware counters are not available on these machines).
 
@@ -15,7 +14,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use super::{
-    Ctx,
+    Ctx, goal, memory,
     stats::{median, num, ratio_cell, ratios},
     sys,
 };
@@ -83,17 +82,12 @@ fn ktrace_cmd(ctx: &Ctx, sub: &str, file: &Path) -> Command {
 }
 
 fn ktrace_dns(ctx: &Ctx, file: &Path, summary: bool) -> Result<(f64, f64)> {
-    ktrace_dns_rss(ctx, file, summary).map(|(w, c, _)| (w, c))
-}
-
-/// [`ktrace_dns`] with the peak RSS in KiB.
-fn ktrace_dns_rss(ctx: &Ctx, file: &Path, summary: bool) -> Result<(f64, f64, u64)> {
     let mut c = ktrace_cmd(ctx, "dns", file);
     if summary {
         c.arg("--summary");
     }
     c.stderr(std::process::Stdio::null());
-    timed_null_rss(c, "ktrace dns -r")
+    timed_null(c, "ktrace dns -r")
 }
 
 fn ktrace_replay(ctx: &Ctx, file: &Path) -> Result<(f64, f64)> {
@@ -129,40 +123,10 @@ fn tshark(file: &Path) -> Result<(f64, f64)> {
     timed_null(c, "tshark")
 }
 
-/// Like [`timed`] for a command whose output is already discarded.
+/// Like [`timed`] for a command whose output is already discarded
+/// (measured by the benchmark's one child-cost helper, [`memory::measure`]).
 fn timed_null(cmd: Command, what: &str) -> Result<(f64, f64)> {
-    timed_null_rss(cmd, what).map(|(w, c, _)| (w, c))
-}
-
-/// [`timed_null`] with the child's peak RSS (`ru_maxrss`, KiB).
-fn timed_null_rss(mut cmd: Command, what: &str) -> Result<(f64, f64, u64)> {
-    let start = std::time::Instant::now();
-    let child = cmd.stdin(std::process::Stdio::null()).spawn().with_context(|| format!("starting {what}"))?;
-    let pid = child.id() as i32;
-    let deadline = start + Duration::from_mins(15);
-    loop {
-        let mut status = 0;
-        // SAFETY: an all-zero rusage is a valid out-parameter.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: waiting for our own child with valid out-pointers.
-        let r = unsafe { libc::wait4(pid, &raw mut status, libc::WNOHANG, &raw mut ru) };
-        if r == pid {
-            if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-                bail!("{what} failed (status {status})");
-            }
-            let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-            return Ok((start.elapsed().as_secs_f64(), tv(ru.ru_utime) + tv(ru.ru_stime), ru.ru_maxrss as u64));
-        }
-        if r < 0 || std::time::Instant::now() > deadline {
-            // SAFETY: killing and reaping our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &raw mut status, 0);
-            }
-            bail!("{what} did not finish within 900 s");
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    memory::measure(cmd, what).map(|c| (c.wall, c.cpu))
 }
 
 /// Top self-cost functions of `ktrace dns -r` under callgrind.
@@ -367,35 +331,21 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
         Some(zbytes <= 15.0),
     );
     ctx.target(
-        "Replay `ktrace dns -r --summary` ≥ 2M messages/s per core",
+        goal::REPLAY_SUMMARY,
         format!("{} messages per CPU second (one pinned core, raw file)", num(summary_rate)),
         Some(summary_rate >= 2e6),
     );
     ctx.target(
-        "Replay `ktrace dns -r -o json` ≥ 1M messages/s per core",
+        goal::REPLAY_JSON,
         format!("{} messages per CPU second (one pinned core, raw file)", num(big_rate)),
         Some(big_rate >= 1e6),
     );
     if let Some((m, _, _)) = super::stats::summary(&speedup) {
-        ctx.target("Replay ≥ 30× tshark extracting the same fields", format!("{m:.1}× (wall)"), Some(m >= 30.0));
+        ctx.target(goal::REPLAY_TSHARK, format!("{m:.1}× (wall)"), Some(m >= 30.0));
     } else {
-        ctx.target("Replay ≥ 30× tshark extracting the same fields", "tshark not installed".into(), None);
+        ctx.target(goal::REPLAY_TSHARK, "tshark not installed".into(), None);
     }
-    let _ = writeln!(s, "### Memory: 1× and 10× the capture\n");
-    match memory(ctx, &generator, small) {
-        Ok((text, grew)) => {
-            s.push_str(&text);
-            ctx.target(
-                "Replay memory bounded by configuration (peak RSS of a 10× capture within 24 MiB of the 1×)",
-                grew.clone(),
-                Some(!grew.contains("grew")),
-            );
-        }
-        Err(e) => {
-            let _ = writeln!(s, "not measured: {e:#}\n");
-            ctx.target("Replay memory bounded by configuration", format!("not measured: {e:#}"), None);
-        }
-    }
+    // Memory on a 10× longer capture is section 7's (one measurement, one verdict).
     match &sysdig {
         Ok((_, m)) => ctx.target(
             "Replay faster than `sysdig -r`",
@@ -434,45 +384,6 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
         let _ = std::fs::remove_file(&g.path);
     }
     Ok(s)
-}
-
-/// Peak RSS of `ktrace dns -r` (with and without `--summary`) on a capture of
-/// `exchanges` and one 10× as long. Returns the table and a one-line verdict
-/// ("grew" in it when a mode's peak grew by more than 24 MiB).
-fn memory(ctx: &Ctx, generator: &Path, exchanges: u64) -> Result<(String, String)> {
-    let one = generate(ctx, generator, "mem1.pcapng", exchanges, false)?;
-    let ten = generate(ctx, generator, "mem10.pcapng", exchanges * 10, false)?;
-    let mut s = String::from(
-        "Peak RSS (`ru_maxrss`) of one pinned run each; the 10× capture has ten times the messages of the 1× \
-         one (same mix).\n\n| mode | messages 1× | peak RSS 1× MiB | messages 10× | peak RSS 10× MiB | growth MiB |\n\
-         |---|---|---|---|---|---|\n",
-    );
-    let mut verdict = Vec::new();
-    for (name, summary) in [("`ktrace dns -r -o json`", false), ("`ktrace dns -r --summary -o json`", true)] {
-        let (_, _, a) = ktrace_dns_rss(ctx, &one.path, summary)?;
-        let (_, _, b) = ktrace_dns_rss(ctx, &ten.path, summary)?;
-        let growth = (b as f64 - a as f64) / 1024.0;
-        let _ = writeln!(
-            s,
-            "| {name} | {} | {:.0} | {} | {:.0} | {growth:+.0} |",
-            one.messages,
-            a as f64 / 1024.0,
-            ten.messages,
-            b as f64 / 1024.0
-        );
-        let word = if growth > 24.0 { "grew" } else { "flat" };
-        verdict.push(format!(
-            "{}: {:.0} → {:.0} MiB ({word})",
-            if summary { "--summary" } else { "json" },
-            a as f64 / 1024.0,
-            b as f64 / 1024.0
-        ));
-    }
-    s.push('\n');
-    for g in [&one, &ten] {
-        let _ = std::fs::remove_file(&g.path);
-    }
-    Ok((s, verdict.join("; ")))
 }
 
 /// A scap file for the `sysdig -r` comparison: the falcosecurity/libs capture

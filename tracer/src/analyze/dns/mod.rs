@@ -75,6 +75,10 @@ pub struct AnalyzerConfig {
     pub max_chains_per_client: usize,
     /// Most resolv.conf evidence entries kept (per pid and per netns each).
     pub max_evidence: usize,
+    /// Most client queries remembered per resolver, over all names, to
+    /// correlate its forwards (issue 18: bounded by count, not by time; at
+    /// ~600 bytes each the default holds ~10 MiB per resolver).
+    pub max_queries_per_resolver: usize,
     /// NXDOMAIN rate per second (over `storm_window_ns`) that makes a storm.
     pub storm_per_sec: u32,
     /// Sliding window of the storm rate.
@@ -90,6 +94,7 @@ impl Default for AnalyzerConfig {
             max_attempts_per_client: 256,
             max_chains_per_client: 16,
             max_evidence: 4096,
+            max_queries_per_resolver: 16_384,
             storm_per_sec: 20,
             storm_window_ns: 10_000_000_000,
         }
@@ -105,6 +110,9 @@ pub struct AnalyzerStats {
     pub attempts_dropped: u64,
     /// Chains reported before their evidence was complete (too many open).
     pub chains_evicted: u64,
+    /// Client queries a resolver's table forgot (oldest first) to stay
+    /// within `max_queries_per_resolver`.
+    pub resolver_queries_evicted: u64,
 }
 
 /// resolv.conf evidence, parsed.

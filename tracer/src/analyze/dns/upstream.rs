@@ -27,7 +27,25 @@ pub(super) struct ResolverState {
     pub(super) clients: FastMap<ClientKey, VecDeque<(u64, Arc<str>)>>,
     /// Per name: recent client queries (to correlate forwards).
     pub(super) by_name: Bounded<Arc<str>, VecDeque<ClientQuery>>,
+    /// Client queries in `by_name`, over all names.
+    pub(super) held: usize,
     pub(super) last_ts: u64,
+}
+
+impl ResolverState {
+    /// Forgets the queries of the oldest names until one more fits in `cap`
+    /// (or a new name fits in `names`); returns how many were forgotten.
+    fn make_room(&mut self, cap: usize, new_name: bool, names: usize) -> u64 {
+        let mut forgot = 0;
+        while self.held >= cap.max(1) || (new_name && self.by_name.order.len() >= names.max(1)) {
+            let Some(old) = self.by_name.order.pop_front() else { break };
+            if let Some(qs) = self.by_name.map.remove(&old) {
+                self.held -= qs.len();
+                forgot += qs.len() as u64;
+            }
+        }
+        forgot
+    }
 }
 
 #[derive(Debug)]
@@ -81,6 +99,7 @@ impl Analyzer {
                 }
                 !qs.is_empty()
             });
+            r.held = r.by_name.map.values().map(VecDeque::len).sum();
         }
         self.resolvers.retain(|_, r| !r.clients.is_empty() || r.last_ts.saturating_add(keep_ns) >= now);
     }
@@ -114,10 +133,17 @@ impl Analyzer {
             let pos = qs.partition_point(|(ts, _)| *ts <= tx.ts_ns);
             qs.insert(pos, (tx.ts_ns, att.lname.clone()));
         }
+        // Bounded by count over all names (not only names × per name): a
+        // busy resolver's queries of the last `keep_ns` would be ~50 s of traffic.
+        let new_name = !r.by_name.map.contains_key(&att.lname);
+        self.stats.resolver_queries_evicted +=
+            r.make_room(self.cfg.max_queries_per_resolver, new_name, self.cfg.max_evidence);
         if let Some(qs) = r.by_name.get_or_insert(&att.lname, self.cfg.max_evidence) {
             if qs.len() >= MAX_PER_NAME {
                 qs.pop_front();
+                r.held -= 1;
             }
+            r.held += 1;
             qs.push_back(ClientQuery { key, lname: att.lname.clone(), ts: tx.ts_ns, end: tx.end_ns, tx: tx.clone() });
         }
     }
@@ -298,5 +324,29 @@ impl Analyzer {
             client_queries: g.waiting.len() as u32,
             advice,
         }
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::{super::AnalyzerConfig, Analyzer, VecDeque};
+    use crate::analyze::pairing::test_util::{MS, tx};
+
+    /// A resolver's table holds at most `max_queries_per_resolver` client
+    /// queries over all names; every query is either held or counted as evicted.
+    #[test]
+    fn resolver_tables_stay_within_their_query_bound() {
+        let cfg = AnalyzerConfig { max_queries_per_resolver: 100, ..AnalyzerConfig::default() };
+        let mut an = Analyzer::with_config(cfg);
+        let mut out = Vec::new();
+        for i in 0..1000u64 {
+            let name = format!("n{}.example", i % 300);
+            an.push(&tx(i * MS, "10.0.1.5:40000", "10.0.2.53:53", &name, 1, Some((3, MS, 0))), &mut out);
+        }
+        let held: usize = an.resolvers.values().map(|r| r.held).sum();
+        let real: usize = an.resolvers.values().map(|r| r.by_name.map.values().map(VecDeque::len).sum::<usize>()).sum();
+        assert_eq!(held, real, "the count matches the table");
+        assert!(held <= 100 && held > 50, "{held}");
+        assert_eq!(an.stats().resolver_queries_evicted + held as u64, 1000);
     }
 }
