@@ -28,7 +28,7 @@ fn conn_event(ctx: &TracePointContext, f: &TpFields, what: u8) -> u32 {
         return 0;
     }
     if f.family == u16::MAX {
-        crate::log::debug!("conn event {}: tracepoint field offsets unknown (tracefs unreadable?)", what);
+        crate::log::debug!("conn event {}: no address family field (not in this tracepoint's format)", what);
     }
     let mut slot = core::mem::MaybeUninit::<ConnEvent>::uninit();
     // SAFETY: the stack slot is 8-aligned and size_of::<ConnEvent>() bytes
