@@ -162,6 +162,31 @@ impl Drop for KernelLog {
     }
 }
 
+/// Whether the `.text` function at `offset` of the eBPF object writes
+/// aya-log records (it references `AYA_LOGS`): the log statements LLVM
+/// outlines. `programs.rs`' object check allows calls to these and nothing
+/// else; the log statements' `BPF_LOG` gate makes them dead code unless
+/// `--bpf-log` is given, and the verifier removes them (the instruction
+/// counts with and without in KERNELS.md show it).
+#[cfg(test)]
+pub(crate) fn is_log_writer(file: &object::File<'_>, offset: u64) -> bool {
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _, RelocationTarget, SymbolKind};
+    let Some(text) = file.section_by_name(".text") else { return false };
+    let Some(func) = file.symbols().find(|s| {
+        s.kind() == SymbolKind::Text
+            && s.section_index() == Some(text.index())
+            && (s.address()..s.address() + s.size()).contains(&offset)
+    }) else {
+        return false;
+    };
+    let range = func.address()..func.address() + func.size();
+    text.relocations().any(|(at, r)| {
+        range.contains(&at)
+            && matches!(r.target(), RelocationTarget::Symbol(i)
+                if file.symbol_by_index(i).ok().and_then(|s| s.name().ok()) == Some(MAP_LOGS))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,29 +228,4 @@ mod tests {
         }
         assert_eq!(level_number(log::LevelFilter::Off), 0);
     }
-}
-
-/// Whether the `.text` function at `offset` of the eBPF object writes
-/// aya-log records (it references `AYA_LOGS`): the log statements LLVM
-/// outlines. `programs.rs`' object check allows calls to these and nothing
-/// else; the log statements' `BPF_LOG` gate makes them dead code unless
-/// `--bpf-log` is given, and the verifier removes them (the instruction
-/// counts with and without in KERNELS.md show it).
-#[cfg(test)]
-pub(crate) fn is_log_writer(file: &object::File<'_>, offset: u64) -> bool {
-    use object::{Object as _, ObjectSection as _, ObjectSymbol as _, RelocationTarget, SymbolKind};
-    let Some(text) = file.section_by_name(".text") else { return false };
-    let Some(func) = file.symbols().find(|s| {
-        s.kind() == SymbolKind::Text
-            && s.section_index() == Some(text.index())
-            && (s.address()..s.address() + s.size()).contains(&offset)
-    }) else {
-        return false;
-    };
-    let range = func.address()..func.address() + func.size();
-    text.relocations().any(|(at, r)| {
-        range.contains(&at)
-            && matches!(r.target(), RelocationTarget::Symbol(i)
-                if file.symbol_by_index(i).ok().and_then(|s| s.name().ok()) == Some(MAP_LOGS))
-    })
 }
