@@ -8,7 +8,7 @@ use std::time::Duration;
 use ktrace_e2e::{Ktrace, NetnsPair, bpf_available, tools_available};
 
 /// A refused TCP connect from the client namespace (nothing listens on
-/// port 9): a SYN_SENT state change in the client, an RST back.
+/// port 9): a `SYN_SENT` state change in the client, an RST back.
 fn refused_connects(net: &NetnsPair) {
     for _ in 0..3 {
         let _ = net
