@@ -27,6 +27,9 @@ fn conn_event(ctx: &TracePointContext, f: &TpFields, what: u8) -> u32 {
     if f.protocol != u16::MAX && tp_field::<u16>(ctx, f.protocol) != u16::from(IPPROTO_TCP) {
         return 0;
     }
+    if f.family == u16::MAX {
+        crate::log::debug!("conn event {}: no address family field (not in this tracepoint's format)", what);
+    }
     let mut slot = core::mem::MaybeUninit::<ConnEvent>::uninit();
     // SAFETY: the stack slot is 8-aligned and size_of::<ConnEvent>() bytes
     // (a multiple of 8, asserted in tracer-common); all-zero is a valid
@@ -73,6 +76,14 @@ fn conn_event(ctx: &TracePointContext, f: &TpFields, what: u8) -> u32 {
     // connect() (CLOSE → SYN_SENT) runs in the connecting process; resets and
     // most retransmits run in softirq, where "current" is whoever was interrupted.
     let process_ctx = what == conn_kind::STATE && ev.new_state == 2;
+    crate::log::trace!(
+        "conn event {}: state {} -> {} port {} -> {}",
+        what,
+        ev.old_state,
+        ev.new_state,
+        ev.sport,
+        ev.dport
+    );
     if process_ctx {
         ev.netns_ino = fill_task(&mut ev.hdr, false);
     }

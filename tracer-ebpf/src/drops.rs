@@ -10,7 +10,9 @@ use aya_ebpf::{
 };
 use tracer_common::{DROP_SNAP, DropEvent, EventKind};
 
-use crate::{DROP_SCRATCH, DROP_SKIP, EVENTS, OFFSETS, count_lost, init_header, kread, set, wake_flag};
+use crate::{
+    DROP_REASON_MAX, DROP_SCRATCH, DROP_SKIP, EVENTS, OFFSETS, count_lost, init_header, kread, set, wake_flag,
+};
 
 /// `skb:kfree_skb` (`tp_btf)`: the kernel dropped a packet, and says why.
 #[btf_tracepoint(function = "kfree_skb")]
@@ -23,6 +25,13 @@ fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     let (skip, off) = unsafe { (read_volatile(&raw const DROP_SKIP), read_volatile(&raw const OFFSETS)) };
     if reason == skip[0] || reason == skip[1] || off.skb_valid == 0 || skb == 0 {
         return 0;
+    }
+    if crate::log::enabled() {
+        // SAFETY: loader-written global.
+        let max = unsafe { read_volatile(&raw const DROP_REASON_MAX) };
+        if reason >= max {
+            crate::log::debug!("drop reason {} outside the kernel's enum (max {})", reason, max);
+        }
     }
     let Some(ev) = DROP_SCRATCH.get_ptr_mut(0) else { return 0 };
     // SAFETY: per-CPU scratch, ours until we return.

@@ -26,6 +26,7 @@
 mod conn;
 mod dns;
 mod drops;
+mod log;
 mod probes;
 mod task;
 mod underlay;
@@ -91,6 +92,9 @@ pub(crate) static OFFSETS: KernelOffsets = KernelOffsets {
 /// Drop reasons that are not drops (`NOT_DROPPED_YET`, `CONSUMED`), from BTF.
 #[unsafe(no_mangle)]
 pub(crate) static DROP_SKIP: [u32; 2] = [u32::MAX, u32::MAX];
+/// `SKB_DROP_REASON_MAX` from BTF: reasons at or above it are logged (`--bpf-log`).
+#[unsafe(no_mangle)]
+pub(crate) static DROP_REASON_MAX: u32 = u32::MAX;
 /// Field offsets of the connection tracepoints, from their tracefs format files.
 #[unsafe(no_mangle)]
 pub(crate) static TP_SET_STATE: TpFields = TpFields::NONE;
@@ -131,6 +135,9 @@ pub(crate) const IPPROTO_UDP: u8 = 17;
 
 #[inline(always)]
 pub(crate) fn bump(stat: Stat) {
+    if !matches!(stat, Stat::Matched) {
+        log::debug!("packet not captured: stat {}", stat as u32);
+    }
     if let Some(p) = STATS.get_ptr_mut(stat as u32) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *p += 1 };
@@ -139,6 +146,7 @@ pub(crate) fn bump(stat: Stat) {
 
 #[inline(always)]
 pub(crate) fn count_lost() {
+    log::debug!("ring buffer full: event lost");
     if let Some(p) = LOST.get_ptr_mut(0) {
         // SAFETY: per-CPU slot.
         unsafe { *p += 1 };

@@ -38,6 +38,7 @@ pub(crate) fn fill_task(hdr: &mut EventHeader, in_skb: bool) -> u32 {
         return 0;
     }
     if off.valid == 0 {
+        crate::log::trace!("task: no BTF offsets, no process names or netns");
         return 0;
     }
     let pid_from_task = src == pid_source::TASK;
@@ -52,6 +53,7 @@ pub(crate) fn fill_task(hdr: &mut EventHeader, in_skb: bool) -> u32 {
     unsafe {
         let task = bpf_get_current_task();
         if task == 0 {
+            crate::log::debug!("task: bpf_get_current_task returned NULL");
             return 0;
         }
         if pid_from_task {

@@ -52,6 +52,7 @@ fn underlay(ctx: &TcContext, which: u8) -> i32 {
     // SAFETY: n in 1..=UNDERLAY_SNAP <= SNAP_LEN, the size of ev.data.
     if unsafe { bpf_skb_load_bytes(ctx.skb.skb.cast(), EthHdr::LEN as u32, ev.data.as_mut_ptr().cast(), n as u32) } != 0
     {
+        crate::log::debug!("underlay: bpf_skb_load_bytes of {} bytes failed (packet {})", n, len);
         bump(Stat::LoadError);
         return TCX_NEXT;
     }

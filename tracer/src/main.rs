@@ -24,6 +24,9 @@ fn main() -> ExitCode {
         _ => "debug",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    if let Some(w) = cli.global.apply_bpf_log() {
+        eprintln!("{}: {w}", kubectl::program());
+    }
     if let Err(e) = cli.global.apply_sched() {
         eprintln!("{}: --sched-idle: {e}", kubectl::program());
         return ExitCode::FAILURE;

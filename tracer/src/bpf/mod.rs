@@ -8,6 +8,8 @@
 
 pub mod btf;
 pub mod doctor;
+// Not `log`: that would shadow the `log` crate's macros in this module.
+pub mod klog;
 pub mod programs;
 pub mod raw;
 pub mod tc;
@@ -195,6 +197,8 @@ pub struct Probes {
     pub warnings: Vec<String>,
     /// Underlay interfaces and how each is attached (classic tc ones are cleaned up on drop).
     pub underlay: Vec<UnderlayAttach>,
+    /// The kernel log reader (`--bpf-log`), else `None`.
+    pub kernel_log: Option<klog::KernelLog>,
 }
 
 /// Raises `RLIMIT_MEMLOCK` for kernels < 5.11; failing is harmless on newer
@@ -398,7 +402,9 @@ impl Globals {
     /// programs look the packet's socket owner up first ([`SOCK_PROGRAMS`]).
     pub fn load_with(&self, task_btf: u32, sock_attr: u32) -> Result<Ebpf, BpfError> {
         let use_cookie: u32 = u32::from(self.has_netns_cookie);
+        let klog = klog::Switch::new(&self.decode_ctx);
         let mut loader = EbpfLoader::new();
+        klog.apply(&mut loader);
         loader
             .override_global("DNS_PORTS", &self.ports[..], true)
             .override_global("DNS_SNAP", &self.dns_snap, true)
@@ -561,6 +567,7 @@ impl Probes {
             log::info!("underlay {dev}: {:?}", u.mode);
             underlay.push(u);
         }
+        let kernel_log = klog::KernelLog::start(&mut ebpf)?;
         let ring = take(&mut ebpf, MAP_EVENTS, RingBuf::try_from)?;
         let lost = take(&mut ebpf, MAP_LOST, PerCpuArray::try_from)?;
         let stats = take(&mut ebpf, MAP_STATS, PerCpuArray::try_from)?;
@@ -578,6 +585,7 @@ impl Probes {
             decode_ctx,
             warnings,
             underlay,
+            kernel_log,
         })
     }
 

@@ -83,9 +83,29 @@ pub struct Global {
     /// of taking CPU time from a busy workload.
     #[arg(long, global = true)]
     pub sched_normal: bool,
+
+    /// Kernel debug logs: the programs say why they skipped or fell back
+    /// (debug and trace records, target `bpf`; shown with -vv or
+    /// `RUST_LOG=bpf=trace`). Off, the log statements are removed when the
+    /// programs are loaded and cost nothing.
+    #[arg(long, global = true)]
+    pub bpf_log: bool,
 }
 
 impl Global {
+    /// Applies `--bpf-log` to the programs loaded from now on, at the
+    /// logger's level (call after the logger is set up). Returns a warning
+    /// when that level prints none of the kernel's records.
+    #[must_use]
+    pub fn apply_bpf_log(&self) -> Option<&'static str> {
+        if !self.bpf_log {
+            return None;
+        }
+        crate::bpf::klog::enable(log::max_level());
+        (log::max_level() < log::LevelFilter::Debug)
+            .then_some("--bpf-log: the kernel's log records are debug and trace; add -vv to see them")
+    }
+
     /// The scheduling policy the flags ask for.
     #[must_use]
     pub fn sched_policy(&self) -> crate::source::sched::Policy {

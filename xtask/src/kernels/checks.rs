@@ -103,6 +103,8 @@ pub(crate) struct ProgramFigures {
 pub(crate) struct KernelResult {
     pub(crate) verdicts: Vec<Verdict>,
     pub(crate) programs: Vec<ProgramFigures>,
+    /// The same programs loaded with `--bpf-log` (kernel debug logs on).
+    pub(crate) programs_log: Vec<ProgramFigures>,
     /// Load-time choices (`pid_source`, `task_btf`, `netns_cookie`) and optional hooks.
     pub(crate) facts: Vec<(String, String)>,
     /// Extra observations (what a SIGKILL left behind until the restart).
@@ -139,7 +141,7 @@ fn stderr_tail(o: &Output, name: &str) -> String {
 }
 
 /// The check names, in report order.
-pub(crate) const CHECKS: [&str; 6] = ["doctor", "programs", "dns", "drops", "underlay", "restart"];
+pub(crate) const CHECKS: [&str; 7] = ["doctor", "programs", "bpf_log", "dns", "drops", "underlay", "restart"];
 
 /// Judges one kernel's scenario output.
 pub(crate) fn judge(o: &Output) -> KernelResult {
@@ -218,6 +220,31 @@ pub(crate) fn judge(o: &Output) -> KernelResult {
             Ok(format!("{} programs loaded", r.programs.len()))
         } else {
             Err(format!("refused: {}", refused.join("; ")))
+        },
+    ));
+    for p in o.json("programs_log.out").iter().filter(|p| p["type"] == "program") {
+        r.programs_log.push(ProgramFigures {
+            name: p["name"].as_str().unwrap_or("?").to_owned(),
+            loaded: p["loaded"] == true,
+            insns: p["insns"].as_u64(),
+            processed: p["processed"].as_u64(),
+            error: p["error"].as_str().map(str::to_owned),
+        });
+    }
+    let refused_log: Vec<String> = r
+        .programs_log
+        .iter()
+        .filter(|p| !p.loaded)
+        .map(|p| format!("{}: {}", p.name, p.error.as_deref().unwrap_or("?")))
+        .collect();
+    r.verdicts.push(verdict(
+        "bpf_log",
+        if r.programs_log.is_empty() {
+            Err(format!("no output: {}", stderr_tail(o, "programs_log")))
+        } else if refused_log.is_empty() {
+            Ok(format!("{} programs loaded with --bpf-log", r.programs_log.len()))
+        } else {
+            Err(format!("refused with --bpf-log: {}", refused_log.join("; ")))
         },
     ));
     r.verdicts.push(verdict("dns", judge_dns(o)));

@@ -334,6 +334,26 @@ fn render(runs: &[Run], total: Duration) -> String {
             );
         }
     }
+    let _ = writeln!(
+        s,
+        "\n## The same with `--bpf-log`\n\nThe programs loaded with the kernel's debug logs on at every level \
+         (`RUST_LOG=warn,bpf=trace ktrace --bpf-log programs -o json`); the table above is the default, where \
+         the frozen `BPF_LOG` global is 0 and the verifier removes the log statements (docs/kernels.md).\n"
+    );
+    let _ = writeln!(s, "| kernel | program | insns with logs | processed with logs |\n|---|---|---|---|");
+    for r in runs {
+        for p in &r.result.programs_log {
+            let n = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                r.label,
+                p.name,
+                if p.loaded { n(p.insns) } else { "refused".into() },
+                n(p.processed)
+            );
+        }
+    }
     s
 }
 
@@ -404,6 +424,7 @@ mod tests {
                     processed: Some(processed),
                     error: None,
                 }],
+                programs_log: vec![],
                 facts: vec![],
                 notes: vec![],
                 scenario_seconds: None,

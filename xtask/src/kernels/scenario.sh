@@ -88,6 +88,10 @@ note began "$(cut -d' ' -f1 /proc/uptime)"
 # --- 1. what doctor says, and what the verifier says per program ---
 run doctor "$KT" doctor -o json
 run programs "$KT" programs -o json
+# The same with the kernel's debug logs compiled in (`--bpf-log`, every level).
+export RUST_LOG=warn,bpf=trace
+run programs_log "$KT" --bpf-log programs -o json
+unset RUST_LOG
 
 # --- a network namespace pair: A serves DNS (dnsmasq) and drops TCP 8080 ---
 "$IP" netns del "$A" 2>/dev/null
