@@ -7,6 +7,7 @@
 //! ever left behind.
 
 pub mod btf;
+pub mod dedupe;
 pub mod doctor;
 pub mod programs;
 pub mod raw;
@@ -398,11 +399,14 @@ impl Globals {
     /// programs look the packet's socket owner up first ([`SOCK_PROGRAMS`]).
     pub fn load_with(&self, task_btf: u32, sock_attr: u32) -> Result<Ebpf, BpfError> {
         let use_cookie: u32 = u32::from(self.has_netns_cookie);
+        // One payload per DNS message (see `dedupe`); off for side-by-side measurements.
+        let dedupe: u32 = u32::from(std::env::var_os("KTRACE_NO_DEDUPE").is_none_or(|v| v != "1"));
         let mut loader = EbpfLoader::new();
         loader
             .override_global("DNS_PORTS", &self.ports[..], true)
             .override_global("DNS_SNAP", &self.dns_snap, true)
             .override_global("SOCK_ATTR", &sock_attr, true)
+            .override_global("DEDUPE", &dedupe, true)
             .override_global("OFFSETS", &self.offsets, true)
             .override_global("TASK_BTF", &task_btf, true)
             .override_global("PID_SOURCE", &self.fit.pid_source, true)
@@ -595,6 +599,17 @@ impl Probes {
             *o = sum_percpu(&self.stats, i as u32);
         }
         out
+    }
+
+    /// The kernel's one-payload-per-message counters ([`dedupe::DedupeStats`]'s kernel fields).
+    #[must_use]
+    pub fn dedupe_stats(&self) -> dedupe::DedupeStats {
+        let s = self.stats();
+        dedupe::DedupeStats {
+            kernel_misses: s[tracer_common::Stat::DedupeMiss as usize],
+            kernel_store_errors: s[tracer_common::Stat::DedupeStoreError as usize],
+            ..dedupe::DedupeStats::default()
+        }
     }
 
     /// A loaded program's file descriptor (for `BPF_PROG_TEST_RUN` in benchmarks).
