@@ -432,7 +432,7 @@ mod tests {
     }
 
     fn packet_ref() -> tracer_common::PacketRefEvent {
-        let mut head = [0u8; tracer_common::REF_HEAD_LEN];
+        let mut head = [0u8; REF_HEAD_LEN];
         head[..4].copy_from_slice(&[0x45, 0, 0, 40]);
         let mut hdr = header(EventKind::DnsPacketRef);
         hdr.comm[..7].copy_from_slice(b"dnsmasq");
