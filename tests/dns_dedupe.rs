@@ -1,5 +1,5 @@
 //! Issue 18, one payload per DNS message, end to end: a client (dig, glibc
-//! `getent`) asks a "ClusterIP" that nftables DNATs to dnsmasq's address in
+//! `getent`) asks a Service address that nftables DNATs to dnsmasq's address in
 //! another network namespace, on this node. The kernel copies each message's
 //! payload once (at its sender's egress); the receiver's ingress sighting is
 //! a reference that userspace joins to that payload. `ktrace dns -o json`
@@ -16,7 +16,7 @@ use serde_json::Value;
 const DIGS: usize = 4;
 
 /// One run: ktrace attached, `DIGS` digs and one getent against the
-/// ClusterIP. Returns ktrace's JSON records and the pids of the clients.
+/// Service address. Returns ktrace's JSON records and the pids of the clients.
 fn run(net: &NetnsPair, env: &[(&str, &str)]) -> (Vec<Value>, Vec<u32>) {
     let kt = Ktrace::start_env(&["dns", "-o", "json", "--duration", "60s"], env);
     let mut pids = Vec::new();
