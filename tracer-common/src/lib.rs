@@ -22,7 +22,10 @@ pub mod task;
 pub mod underlay;
 
 pub use conn::{ConnEvent, TpFields, conn_kind};
-pub use dns::{PACKET_EVENT_HDR_LEN, PORTS_MAX, PacketEvent, PacketEventHead, SNAP_LEN};
+pub use dns::{
+    DEDUPE_ENTRIES, DedupeKey, PACKET_EVENT_HDR_LEN, PORTS_MAX, PacketEvent, PacketEventHead, PacketRefEvent,
+    REF_HEAD_LEN, SNAP_LEN,
+};
 pub use drops::{DROP_SNAP, DropEvent, DropEventHead};
 pub use task::{KernelOffsets, pid_source};
 pub use underlay::UNDERLAY_SNAP;
@@ -37,6 +40,9 @@ pub enum EventKind {
     Drop = 2,
     /// A [`ConnEvent`] from the sock/tcp tracepoints.
     Conn = 3,
+    /// A [`PacketRefEvent`]: an ingress sighting of a DNS message whose
+    /// payload an earlier egress [`PacketEvent`] carries.
+    DnsPacketRef = 4,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -46,6 +52,7 @@ impl TryFrom<u32> for EventKind {
             1 => Ok(Self::DnsPacket),
             2 => Ok(Self::Drop),
             3 => Ok(Self::Conn),
+            4 => Ok(Self::DnsPacketRef),
             other => Err(other),
         }
     }
@@ -76,7 +83,8 @@ pub mod flags {
 }
 
 /// Current version of [`EventHeader`]-based layouts; bump on any change.
-pub const EVENT_VERSION: u16 = 1;
+/// 2: [`PacketEvent`] gained `seq`; [`PacketRefEvent`] is new.
+pub const EVENT_VERSION: u16 = 2;
 
 /// Common header at the start of every event.
 #[repr(C)]
@@ -118,10 +126,19 @@ pub enum Stat {
     ParseError = 2,
     /// `bpf_skb_load_bytes` failures.
     LoadError = 3,
+    /// Ingress DNS sightings sent as a [`PacketRefEvent`] (no payload copy).
+    DedupeRef = 4,
+    /// Ingress DNS sightings that could have been a reference but whose
+    /// egress sighting was not in the kernel's map (another node sent it, or
+    /// the LRU map forgot it): sent in full, nothing lost.
+    DedupeMiss = 5,
+    /// Egress sightings the kernel could not remember (map update failed):
+    /// their ingress sightings are then sent in full.
+    DedupeStoreError = 6,
 }
 
 /// Number of slots in [`MAP_STATS`].
-pub const STATS_LEN: u32 = 4;
+pub const STATS_LEN: u32 = 7;
 
 #[cfg(feature = "user")]
 mod user {
@@ -135,6 +152,10 @@ mod user {
     unsafe impl aya::Pod for super::DropEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PacketEventHead {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PacketRefEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DedupeKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DropEventHead {}
     // SAFETY: as above.

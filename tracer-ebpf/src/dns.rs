@@ -8,11 +8,12 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid,
         generated::{
-            bpf_get_current_task, bpf_get_current_task_btf, bpf_get_netns_cookie, bpf_sk_storage_get,
-            bpf_skb_cgroup_id, bpf_skb_load_bytes,
+            bpf_get_current_task, bpf_get_current_task_btf, bpf_get_netns_cookie, bpf_get_smp_processor_id,
+            bpf_sk_storage_get, bpf_skb_cgroup_id, bpf_skb_load_bytes,
         },
     },
-    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr},
+    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, map},
+    maps::{LruHashMap, PerCpuArray},
     programs::{SkBuffContext, SockAddrContext, SockContext},
 };
 use network_types::{
@@ -20,7 +21,8 @@ use network_types::{
     udp::UdpHdr,
 };
 use tracer_common::{
-    EventHeader, EventKind, PACKET_EVENT_HDR_LEN, PORTS_MAX, PacketEvent, SNAP_LEN, Stat, flags, hook, pid_source,
+    DEDUPE_ENTRIES, DedupeKey, EventHeader, EventKind, PACKET_EVENT_HDR_LEN, PORTS_MAX, PacketEvent, PacketRefEvent,
+    REF_HEAD_LEN, SNAP_LEN, Stat, flags, hook, pid_source,
 };
 
 use crate::{
@@ -168,16 +170,116 @@ struct PacketSlot<const N: usize> {
     cap_len: u16,
     hook: u8,
     ip_version: u8,
+    seq: u64,
     data: [u8; N],
 }
 
 const _: () = assert!(core::mem::offset_of!(PacketSlot<128>, data) == PACKET_EVENT_HDR_LEN);
 const _: () = assert!(size_of::<PacketSlot<SNAP_LEN>>() == size_of::<PacketEvent>());
+const _: () = assert!(size_of::<PacketSlot<REF_HEAD_LEN>>() == size_of::<PacketRefEvent>());
+
+/// The egress sightings of DNS messages, by [`DedupeKey`]: the `seq` of the
+/// ring record carrying each one's payload. Written at egress after that
+/// record's reservation, so a reference to it is always later in ring order.
+#[map(name = "DNS_DEDUPE")]
+static DNS_DEDUPE: LruHashMap<DedupeKey, u64> = LruHashMap::with_max_entries(DEDUPE_ENTRIES, 0);
+
+/// Per-CPU counter behind the egress records' `seq` (the CPU number in the top 16 bits).
+#[map(name = "DNS_SEQ")]
+static DNS_SEQ: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Non-zero: one payload per DNS message (egress sightings remembered,
+/// ingress sightings of a remembered message sent as a `PacketRefEvent`).
+/// A frozen global (`KTRACE_NO_DEDUPE=1` sets it to 0): where it is 0 the
+/// verifier never sees the map calls.
+#[unsafe(no_mangle)]
+static DEDUPE: u32 = 1;
+
+/// A new, never-zero sequence number for an egress record (0 if the counter is missing).
+#[inline(always)]
+fn next_seq() -> u64 {
+    let Some(c) = DNS_SEQ.get_ptr_mut(0) else { return 0 };
+    // SAFETY: per-CPU slot, no concurrent writer on this CPU; helper without arguments.
+    unsafe {
+        *c += 1;
+        (u64::from(bpf_get_smp_processor_id()) << 48) | (*c & 0xffff_ffff_ffff)
+    }
+}
+
+/// Reads `N` bytes at packet address `p` as one integer (byte by byte: no
+/// alignment assumed).
+#[inline(always)]
+unsafe fn rd<T: Copy>(p: usize) -> T {
+    // SAFETY: the caller checked the bytes are inside the packet.
+    unsafe { (p as *const T).read_unaligned() }
+}
+
+/// The key of a UDP DNS message for [`DNS_DEDUPE`] and the length of its IP
+/// and UDP headers, read directly from the packet's linear head (IPv4
+/// without options, IPv6 without extension headers, at least a DNS id and
+/// flags after the UDP header); None for anything else (sent in full).
+#[inline(always)]
+fn dedupe_key(skb: *mut __sk_buff, ver: u8) -> Option<(DedupeKey, usize)> {
+    // SAFETY: reading our own context's fields.
+    let (data, end) = unsafe { ((*skb).data as usize, (*skb).data_end as usize) };
+    let mut key = DedupeKey { addr: [0; 4], port: 0, id: 0, len: 0, proto: IPPROTO_UDP, qr: 0 };
+    let hl = if ver == 4 {
+        if data + Ipv4Hdr::LEN + UdpHdr::LEN + 4 > end {
+            return None;
+        }
+        // SAFETY: 32 bytes checked above.
+        unsafe {
+            if rd::<u8>(data) != 0x45 || rd::<u8>(data + 9) != IPPROTO_UDP {
+                return None;
+            }
+            let qr = rd::<u8>(data + 30) >> 7;
+            // The client side: a query's source, a response's destination.
+            let (a, p) = if qr == 0 { (data + 12, data + 20) } else { (data + 16, data + 22) };
+            key.addr[0] = rd::<u32>(a);
+            key.port = rd::<u16>(p);
+            key.id = rd::<u16>(data + 28);
+            key.len = rd::<u16>(data + 24);
+            key.qr = qr;
+        }
+        Ipv4Hdr::LEN + UdpHdr::LEN
+    } else {
+        if data + Ipv6Hdr::LEN + UdpHdr::LEN + 4 > end {
+            return None;
+        }
+        // SAFETY: 52 bytes checked above.
+        unsafe {
+            if rd::<u8>(data + 6) != IPPROTO_UDP {
+                return None;
+            }
+            let qr = rd::<u8>(data + 50) >> 7;
+            let (a, p) = if qr == 0 { (data + 8, data + 40) } else { (data + 24, data + 42) };
+            key.addr[0] = rd::<u32>(a);
+            key.addr[1] = rd::<u32>(a + 4);
+            key.addr[2] = rd::<u32>(a + 8);
+            key.addr[3] = rd::<u32>(a + 12);
+            key.port = rd::<u16>(p);
+            key.id = rd::<u16>(data + 48);
+            key.len = rd::<u16>(data + 44);
+            key.qr = qr;
+        }
+        Ipv6Hdr::LEN + UdpHdr::LEN
+    };
+    Some((key, hl))
+}
+
+/// What a record is: a full sighting (`seq` 0, or the sequence number it
+/// gets and the key it is remembered under) or a reference (`seq` of the
+/// egress record it refers to).
+#[derive(Clone, Copy)]
+enum Emit<'a> {
+    Full(Option<&'a DedupeKey>),
+    Ref(u64),
+}
 
 /// Reserves a `PacketSlot<N>`, fills it and loads the first `n` (1..=N) bytes
 /// of the packet into it.
 #[inline(always)]
-fn emit<const N: usize>(ctx: &SkBuffContext, which: u8, ver: u8, udp: bool, n: usize, truncated: bool) {
+fn emit<const N: usize>(ctx: &SkBuffContext, which: u8, ver: u8, udp: bool, n: usize, truncated: bool, what: Emit) {
     let Some(mut entry) = EVENTS.reserve::<PacketSlot<N>>(0) else {
         count_lost();
         return;
@@ -186,7 +288,8 @@ fn emit<const N: usize>(ctx: &SkBuffContext, which: u8, ver: u8, udp: bool, n: u
     // every field userspace reads is written below (ring memory is not zeroed).
     let ev = unsafe { &mut *entry.as_mut_ptr() };
     let skb = ctx.skb.skb;
-    init_header(&mut ev.hdr, EventKind::DnsPacket);
+    let kind = if let Emit::Ref(_) = what { EventKind::DnsPacketRef } else { EventKind::DnsPacket };
+    init_header(&mut ev.hdr, kind);
     if truncated {
         ev.hdr.flags |= flags::TRUNCATED;
     }
@@ -229,6 +332,22 @@ fn emit<const N: usize>(ctx: &SkBuffContext, which: u8, ver: u8, udp: bool, n: u
         return;
     }
     ev.cap_len = n as u16;
+    match what {
+        Emit::Ref(seq) => set(&mut ev.seq, seq),
+        Emit::Full(None) => set(&mut ev.seq, 0),
+        Emit::Full(Some(key)) => {
+            let seq = next_seq();
+            // After the reservation, so whatever refers to this record comes
+            // later in ring order; before the submission, so it is never read
+            // before it is remembered (no reference can be missed for that).
+            if seq != 0 && DNS_DEDUPE.insert(key, &seq, 0).is_ok() {
+                set(&mut ev.seq, seq);
+            } else {
+                bump(Stat::DedupeStoreError);
+                set(&mut ev.seq, 0);
+            }
+        }
+    }
     entry.submit(wake_flag());
 }
 
@@ -478,14 +597,38 @@ fn capture(ctx: &SkBuffContext, which: u8) -> i32 {
     if n == 0 {
         return 1;
     }
+    // One payload per message: the egress sighting is remembered, and an
+    // ingress sighting of a remembered message refers to it.
+    // SAFETY: reading a loader-written global.
+    let key = if udp && unsafe { read_volatile(&raw const DEDUPE) } != 0 { dedupe_key(ctx.skb.skb, ver) } else { None };
+    let mut remember = None;
+    if let Some((key, hl)) = &key {
+        if which == hook::CGROUP_EGRESS {
+            remember = Some(key);
+        } else if let Some(seq) = DNS_DEDUPE.get_ptr(key) {
+            // SAFETY: a value of the map, valid until this program returns.
+            let seq = unsafe { *seq };
+            bump(Stat::DedupeRef);
+            // IPv4 and UDP headers take a 32-byte slot, IPv6 ones a 64-byte one.
+            if *hl <= 32 {
+                emit::<32>(ctx, which, ver, udp, *hl, false, Emit::Ref(seq));
+            } else {
+                emit::<REF_HEAD_LEN>(ctx, which, ver, udp, *hl, false, Emit::Ref(seq));
+            }
+            return 1;
+        } else {
+            bump(Stat::DedupeMiss);
+        }
+    }
+    let what = Emit::Full(remember);
     if n <= 128 {
-        emit::<128>(ctx, which, ver, udp, n, truncated);
+        emit::<128>(ctx, which, ver, udp, n, truncated, what);
     } else if n <= 256 {
-        emit::<256>(ctx, which, ver, udp, n, truncated);
+        emit::<256>(ctx, which, ver, udp, n, truncated, what);
     } else if n <= 512 {
-        emit::<512>(ctx, which, ver, udp, n, truncated);
+        emit::<512>(ctx, which, ver, udp, n, truncated, what);
     } else {
-        emit::<SNAP_LEN>(ctx, which, ver, udp, n, truncated);
+        emit::<SNAP_LEN>(ctx, which, ver, udp, n, truncated, what);
     }
     1
 }

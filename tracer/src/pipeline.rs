@@ -230,6 +230,9 @@ pub struct RunStats {
     pub condensed: CondenseStats,
     /// Extra notes (truncated capture, missing metadata...).
     pub warnings: Vec<String>,
+    /// One payload per DNS message (live runs only; absent in replays).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dedupe: Option<crate::bpf::dedupe::DedupeStats>,
 }
 
 /// Pipeline state.

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use thiserror::Error;
 use tracer_common::{
     ConnEvent, DROP_SNAP, DropEventHead, EVENT_VERSION, EventHeader, EventKind, PACKET_EVENT_HDR_LEN, PacketEventHead,
-    SNAP_LEN, conn_kind, flags,
+    REF_HEAD_LEN, SNAP_LEN, conn_kind, flags,
 };
 
 use crate::event::{ConnKind, ConnRecord, DropRecord, Endpoint, Hook, PacketRecord, Process, Record};
@@ -59,6 +59,10 @@ pub enum RawError {
     /// A hook value this userspace does not know.
     #[error("unknown hook {0}")]
     UnknownHook(u8),
+    /// A reference to an earlier sighting's payload, given to [`decode`],
+    /// which cannot resolve it (`bpf::dedupe::Resolver` does).
+    #[error("reference item (to egress record {0}) outside a dedupe resolver")]
+    Reference(u64),
 }
 
 /// Reads a plain-data record from the front of `b`.
@@ -127,11 +131,14 @@ fn payload(b: &[u8], head: usize, cap_len: u16, max: usize) -> Result<Bytes, Raw
     b.get(head..end).map(Bytes::copy_from_slice).ok_or(RawError::Short(b.len()))
 }
 
-fn decode_packet(b: &[u8], node: Option<&Arc<str>>) -> Result<Record, RawError> {
+/// A packet record, or (a [`tracer_common::PacketRefEvent`], same fixed
+/// part) a reference's record with `data` holding its IP and UDP headers;
+/// with the record's `seq`.
+fn decode_packet(b: &[u8], node: Option<&Arc<str>>, max: usize) -> Result<(PacketRecord, u64), RawError> {
     let ev: PacketEventHead = read(b)?;
     let hook = Hook::from_raw(ev.hook).ok_or(RawError::UnknownHook(ev.hook))?;
     let fl = ev.hdr.flags;
-    Ok(Record::Packet(PacketRecord {
+    let rec = PacketRecord {
         ts_ns: ev.hdr.ts_ns,
         hook,
         process: process_of(&ev.hdr),
@@ -140,9 +147,10 @@ fn decode_packet(b: &[u8], node: Option<&Arc<str>>) -> Result<Record, RawError> 
         netns_ino: if fl & flags::HAS_NETNS_INO != 0 { ev.netns_ino } else { 0 },
         ifindex: ev.ifindex,
         wire_len: ev.pkt_len,
-        data: payload(b, PACKET_EVENT_HDR_LEN, ev.cap_len, SNAP_LEN)?,
+        data: payload(b, PACKET_EVENT_HDR_LEN, ev.cap_len, max)?,
         node: node.cloned(),
-    }))
+    };
+    Ok((rec, ev.seq))
 }
 
 fn decode_drop(b: &[u8], node: Option<&Arc<str>>, ctx: &DecodeCtx) -> Result<Record, RawError> {
@@ -183,18 +191,58 @@ fn decode_conn(b: &[u8], node: Option<&Arc<str>>) -> Result<Record, RawError> {
     }))
 }
 
+/// One decoded ring-buffer item.
+#[derive(Debug)]
+pub enum Item {
+    /// A complete record. `seq` is non-zero on an egress DNS packet that
+    /// later [`Item::Ref`]s may refer to.
+    Record {
+        /// The record.
+        record: Record,
+        /// [`tracer_common::PacketEvent::seq`], 0 for other records.
+        seq: u64,
+    },
+    /// An ingress sighting of a DNS message whose payload the egress record
+    /// `seq` carries: everything of the sighting's record but the payload
+    /// (`data` holds only its own IP and UDP headers).
+    Ref {
+        /// The sighting, with its headers as `data`.
+        record: PacketRecord,
+        /// The egress record it refers to.
+        seq: u64,
+    },
+}
+
 /// Decodes one ring-buffer item: its header first (kind and layout
-/// version), then the record of that kind.
-pub fn decode(b: &[u8], node: Option<&Arc<str>>, ctx: &DecodeCtx) -> Result<Record, RawError> {
+/// version), then the record of that kind. References stay references
+/// (`bpf::dedupe::Resolver` turns them into packets).
+pub fn decode_item(b: &[u8], node: Option<&Arc<str>>, ctx: &DecodeCtx) -> Result<Item, RawError> {
     let hdr: EventHeader = read(b)?;
     let kind = EventKind::try_from(hdr.kind).map_err(RawError::UnknownKind)?;
     if hdr.version != EVENT_VERSION {
         return Err(RawError::UnknownVersion { kind: hdr.kind, version: hdr.version, expected: EVENT_VERSION });
     }
+    let rec = |record| Item::Record { record, seq: 0 };
     match kind {
-        EventKind::DnsPacket => decode_packet(b, node),
-        EventKind::Drop => decode_drop(b, node, ctx),
-        EventKind::Conn => decode_conn(b, node),
+        EventKind::DnsPacket => {
+            let (p, seq) = decode_packet(b, node, SNAP_LEN)?;
+            Ok(Item::Record { record: Record::Packet(p), seq })
+        }
+        EventKind::DnsPacketRef => {
+            let (record, seq) = decode_packet(b, node, REF_HEAD_LEN)?;
+            Ok(Item::Ref { record, seq })
+        }
+        EventKind::Drop => decode_drop(b, node, ctx).map(rec),
+        EventKind::Conn => decode_conn(b, node).map(rec),
+    }
+}
+
+/// Decodes one ring-buffer item that is not a reference (a reference is
+/// [`RawError::Reference`]; see [`decode_item`]).
+pub fn decode(b: &[u8], node: Option<&Arc<str>>, ctx: &DecodeCtx) -> Result<Record, RawError> {
+    match decode_item(b, node, ctx)? {
+        Item::Record { record, .. } => Ok(record),
+        Item::Ref { seq, .. } => Err(RawError::Reference(seq)),
     }
 }
 
@@ -239,6 +287,7 @@ mod tests {
             cap_len: 4,
             hook: hook::CGROUP_EGRESS,
             ip_version: 4,
+            seq: 0,
             data,
         }
     }
@@ -382,9 +431,58 @@ mod tests {
         assert_eq!(decode(&bytes_of(&c), None, &DecodeCtx::default()).unwrap_err(), RawError::UnknownHook(9));
     }
 
+    fn packet_ref() -> tracer_common::PacketRefEvent {
+        let mut head = [0u8; REF_HEAD_LEN];
+        head[..4].copy_from_slice(&[0x45, 0, 0, 40]);
+        let mut hdr = header(EventKind::DnsPacketRef);
+        hdr.comm[..7].copy_from_slice(b"dnsmasq");
+        tracer_common::PacketRefEvent {
+            hdr,
+            netns_cookie: 0,
+            netns_ino: 5,
+            ifindex: 2,
+            pkt_len: 80,
+            cap_len: 28,
+            hook: hook::CGROUP_INGRESS,
+            ip_version: 4,
+            seq: 0x1_0000_0000_0007,
+            head,
+        }
+    }
+
+    /// A reference as far as userspace reads it: the fixed part and the
+    /// `cap_len` header bytes (the kernel submits up to 32 or 64).
+    fn ref_bytes(r: &tracer_common::PacketRefEvent) -> Vec<u8> {
+        let mut b = bytes_of(r);
+        b.truncate(PACKET_EVENT_HDR_LEN + usize::from(r.cap_len));
+        b
+    }
+
+    #[test]
+    fn a_reference_decodes_with_its_headers_and_seq() {
+        let Item::Ref { record, seq } = decode_item(&ref_bytes(&packet_ref()), None, &DecodeCtx::default()).unwrap()
+        else {
+            panic!("not a reference")
+        };
+        assert_eq!(seq, 0x1_0000_0000_0007);
+        assert_eq!((record.hook, record.wire_len, record.ifindex, record.netns_ino), (Hook::SocketIngress, 80, 2, 5));
+        assert_eq!(&*record.process.unwrap().comm, "dnsmasq");
+        assert_eq!(record.data.len(), 28);
+        assert_eq!(
+            decode(&ref_bytes(&packet_ref()), None, &DecodeCtx::default()).unwrap_err(),
+            RawError::Reference(0x1_0000_0000_0007)
+        );
+        let mut ev = packet();
+        ev.seq = 9;
+        let Item::Record { seq, .. } = decode_item(&packet_bytes(&ev), None, &DecodeCtx::default()).unwrap() else {
+            panic!("not a record")
+        };
+        assert_eq!(seq, 9);
+    }
+
     /// Every kind of record, as submitted by the kernel.
     fn all_records() -> Vec<Vec<u8>> {
-        vec![packet_bytes(&packet()), drop_bytes(&drop_event()), bytes_of(&conn_event())]
+        vec![packet_bytes(&packet()), drop_bytes(&drop_event()), bytes_of(&conn_event()), ref_bytes(&packet_ref())]
     }
 
     #[test]
@@ -392,14 +490,14 @@ mod tests {
         for full in all_records() {
             for n in 0..full.len() {
                 assert_eq!(
-                    decode(&full[..n], None, &reasons()).unwrap_err(),
+                    decode_item(&full[..n], None, &reasons()).unwrap_err(),
                     RawError::Short(n),
                     "{} of {} bytes",
                     n,
                     full.len()
                 );
             }
-            assert!(decode(&full, None, &reasons()).is_ok());
+            assert!(decode_item(&full, None, &reasons()).is_ok());
         }
     }
 
@@ -429,13 +527,13 @@ mod tests {
             for version in [0, EVENT_VERSION + 1, u16::MAX] {
                 let mut b = full.clone();
                 b[4..6].copy_from_slice(&version.to_ne_bytes());
-                let e = decode(&b, None, &reasons()).unwrap_err();
+                let e = decode_item(&b, None, &reasons()).unwrap_err();
                 assert_eq!(e, RawError::UnknownVersion { kind, version, expected: EVENT_VERSION });
                 assert!(e.to_string().contains(&format!("version {version}")), "{e}");
             }
             let mut b = full.clone();
             b[..4].copy_from_slice(&99u32.to_ne_bytes());
-            assert_eq!(decode(&b, None, &reasons()).unwrap_err(), RawError::UnknownKind(99));
+            assert_eq!(decode_item(&b, None, &reasons()).unwrap_err(), RawError::UnknownKind(99));
         }
         let mut ev = packet();
         ev.hook = 0;
@@ -458,7 +556,7 @@ mod tests {
                 let n = (next() % b.len() as u64) as usize;
                 b[n] = next() as u8;
                 let cut = (next() % (b.len() as u64 + 1)) as usize;
-                let _ = decode(&b[..cut], None, &reasons());
+                let _ = decode_item(&b[..cut], None, &reasons());
             }
         }
     }

@@ -225,6 +225,7 @@ pub fn run(g: &Global, args: &DnsArgs) -> anyhow::Result<()> {
     status.clear();
     pipe.stats.warnings.extend(warnings);
     pipe.stats.source_errors = src.source.stats.bad_items;
+    pipe.stats.dedupe = Some(src.source.dedupe_stats());
     let (read, lost) = (pipe.stats.records, pipe.stats.lost_events);
     pipe.finish();
     // On stderr whatever the output format, so scripts (and the benchmarks)

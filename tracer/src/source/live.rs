@@ -17,7 +17,7 @@ use tokio::{
 };
 
 use crate::{
-    bpf::{Probes, raw},
+    bpf::{Probes, dedupe},
     enrich::host::HostEvidence,
     event::{Hook, Record},
 };
@@ -70,6 +70,8 @@ pub struct LiveSource {
     /// Only keep packets whose cgroup id is one of these; empty = all.
     pub cgroup_scope: Vec<u64>,
     scoped_socks: std::collections::HashSet<u64>,
+    /// Turns the kernel's reference items back into packets (`bpf::dedupe`).
+    dedupe: dedupe::Resolver,
 }
 
 impl LiveSource {
@@ -85,6 +87,17 @@ impl LiveSource {
             netns_scope: Vec::new(),
             cgroup_scope: Vec::new(),
             scoped_socks: std::collections::HashSet::new(),
+            dedupe: dedupe::Resolver::default(),
+        }
+    }
+
+    /// One-payload-per-message counters: the resolver's and the kernel's.
+    #[must_use]
+    pub fn dedupe_stats(&self) -> dedupe::DedupeStats {
+        dedupe::DedupeStats {
+            refs: self.dedupe.stats.refs,
+            unresolved: self.dedupe.stats.unresolved,
+            ..self.cap.dedupe_stats()
         }
     }
 
@@ -113,7 +126,7 @@ impl LiveSource {
     /// more than the batch itself at a few thousand events per second.
     fn drain(&mut self, check_lost: bool, on: &mut impl FnMut(LiveEvent) -> bool) -> bool {
         self.stats.batches += 1;
-        let Self { cap, host, node, stats, netns_scope, cgroup_scope, scoped_socks, .. } = self;
+        let Self { cap, host, node, stats, netns_scope, cgroup_scope, scoped_socks, dedupe, .. } = self;
         let mut scope = Scope { netns: netns_scope, cgroups: cgroup_scope, socks: scoped_socks };
         {
             let (ring, ctx) = cap.ring_and_ctx();
@@ -123,11 +136,13 @@ impl LiveSource {
             // so a flood cannot starve timers and signals.
             for _ in 0..65_536 {
                 let Some(item) = ring.next() else { break };
-                let r = raw::decode(&item, node.as_ref(), ctx);
+                let r = dedupe.decode(&item, node.as_ref(), ctx);
                 drop(item);
                 stats.items += 1;
                 let rec = match r {
-                    Ok(rec) => rec,
+                    Ok(Some(rec)) => rec,
+                    // A sighting whose payload is gone: lost, and reported so.
+                    Ok(None) => Record::Lost { ts_ns: monotonic_ns(), count: 1, node: node.clone() },
                     Err(e) => {
                         stats.bad_items += 1;
                         log::debug!("undecodable ring item: {e}");
