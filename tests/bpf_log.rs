@@ -3,6 +3,11 @@
 //! starts and no kernel line appears (the programs' log statements are
 //! removed at load time: docs/kernels.md).
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "an integration test links every dependency of its package and uses a few; unused ones are caught on the library"
+)]
+
 use std::time::Duration;
 
 use ktrace_e2e::{Ktrace, NetnsPair, bpf_available, tools_available};

@@ -8,6 +8,11 @@
 //! sighting copied in full), each paired once, with the client's process and
 //! the resolver's.
 
+#![allow(
+    unused_crate_dependencies,
+    reason = "an integration test links every dependency of its package and uses a few; unused ones are caught on the library"
+)]
+
 use std::{collections::BTreeSet, time::Duration};
 
 use ktrace_e2e::{Ktrace, NetnsPair, bpf_available, json_lines, of_type, tools_available};

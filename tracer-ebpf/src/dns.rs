@@ -340,7 +340,7 @@ fn emit<const N: usize>(ctx: &SkBuffContext, which: u8, ver: u8, udp: bool, n: u
             // After the reservation, so whatever refers to this record comes
             // later in ring order; before the submission, so it is never read
             // before it is remembered (no reference can be missed for that).
-            if seq != 0 && DNS_DEDUPE.insert(key, &seq, 0).is_ok() {
+            if seq != 0 && DNS_DEDUPE.insert(key, seq, 0).is_ok() {
                 set(&mut ev.seq, seq);
             } else {
                 bump(Stat::DedupeStoreError);

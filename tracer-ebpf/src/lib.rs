@@ -4,5 +4,6 @@
 
 // The dependencies are the kernel programs' (the binary, `src/main.rs`).
 use aya_ebpf as _;
+use aya_log_ebpf as _;
 use network_types as _;
 use tracer_common as _;
