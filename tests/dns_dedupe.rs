@@ -92,13 +92,7 @@ fn one_payload_per_message_across_a_service_dnat() {
     }
     let mut net = NetnsPair::new("ktdd");
     net.start_dnsmasq();
-    ktrace_e2e::ip(&["-n", &net.client, "route", "add", "10.96.0.0/12", "dev", "ktdd-c"]);
-    let rules = "table ip kt_svc {\n  chain out {\n    type nat hook output priority -100;\n    \
-                 ip daddr 10.96.0.10 udp dport 53 dnat to 10.253.0.1:53\n  }\n}\n";
-    let mut nft =
-        net.exec(&net.client, "nft").args(["-f", "-"]).stdin(std::process::Stdio::piped()).spawn().expect("nft");
-    std::io::Write::write_all(nft.stdin.as_mut().expect("stdin"), rules.as_bytes()).expect("nft rules");
-    assert!(nft.wait().expect("nft").success(), "nft DNAT rules");
+    net.service_dnat();
     std::fs::write(
         std::path::Path::new("/etc/netns").join(&net.client).join("resolv.conf"),
         "nameserver 10.96.0.10\noptions timeout:2 attempts:1\n",

@@ -317,14 +317,7 @@ fn dnat_to_the_resolver_is_one_transaction() {
     }
     let mut net = NetnsPair::new("ktt2e");
     net.start_dnsmasq();
-    let vc = "ktt2e-c";
-    ktrace_e2e::ip(&["-n", &net.client, "route", "add", "10.96.0.0/12", "dev", vc]);
-    let rules = "table ip kt_svc {\n  chain out {\n    type nat hook output priority -100;\n    \
-                 ip daddr 10.96.0.10 udp dport 53 dnat to 10.253.0.1:53\n  }\n}\n";
-    let mut nft =
-        net.exec(&net.client, "nft").args(["-f", "-"]).stdin(std::process::Stdio::piped()).spawn().expect("nft");
-    std::io::Write::write_all(nft.stdin.as_mut().expect("stdin"), rules.as_bytes()).expect("nft rules");
-    assert!(nft.wait().expect("nft").success(), "nft DNAT rules");
+    net.service_dnat();
     let kt = Ktrace::start(&["dns", "-o", "json", "--duration", "60s"]);
     let child = net
         .exec(&net.client, "dig")

@@ -345,6 +345,19 @@ impl NetnsPair {
         c
     }
 
+    /// A Kubernetes Service in front of the resolver: in the client
+    /// namespace, UDP to 10.96.0.10:53 is rewritten by an nftables DNAT to dnsmasq's
+    /// address, as `kube-proxy` does for the cluster DNS Service.
+    pub fn service_dnat(&self) {
+        let veth = format!("{}-c", self.client.strip_suffix("-cli").expect("client namespace is <prefix>-cli"));
+        ip(&["-n", &self.client, "route", "add", "10.96.0.0/12", "dev", &veth]);
+        let rules = "table ip kt_svc {\n  chain out {\n    type nat hook output priority -100;\n    \
+                     ip daddr 10.96.0.10 udp dport 53 dnat to 10.253.0.1:53\n  }\n}\n";
+        let mut nft = self.exec(&self.client, "nft").args(["-f", "-"]).stdin(Stdio::piped()).spawn().expect("nft");
+        std::io::Write::write_all(nft.stdin.as_mut().expect("stdin"), rules.as_bytes()).expect("nft rules");
+        assert!(nft.wait().expect("nft").success(), "nft DNAT rules");
+    }
+
     /// Starts dnsmasq in the server namespace, authoritative for `test`:
     /// `example.test` → 10.1.2.3 / `fd00::123`, anything else under `test` → NXDOMAIN.
     pub fn start_dnsmasq(&mut self) {

@@ -321,19 +321,7 @@ fn render(runs: &[Run], total: Duration) -> String {
          do (same globals, same fallbacks) without attaching it.\n"
     );
     let _ = writeln!(s, "{FIGURES_HEADER}\n|---|---|---|---|");
-    for r in runs {
-        for p in &r.result.programs {
-            let n = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} |",
-                r.label,
-                p.name,
-                if p.loaded { n(p.insns) } else { "refused".into() },
-                n(p.processed)
-            );
-        }
-    }
+    program_rows(&mut s, runs, |r| &r.programs);
     let _ = writeln!(
         s,
         "\n## The same with `--bpf-log`\n\nThe programs loaded with the kernel's debug logs on as `ktrace -vv --bpf-log` has them \
@@ -342,9 +330,16 @@ fn render(runs: &[Run], total: Duration) -> String {
          the frozen `BPF_LOG` global is 0 and the verifier removes the log statements (docs/kernels.md).\n"
     );
     let _ = writeln!(s, "| kernel | program | insns with logs | processed with logs |\n|---|---|---|---|");
+    program_rows(&mut s, runs, |r| &r.programs_log);
+    s
+}
+
+/// `(kernel label, program) -> processed` from a KERNELS.md.
+/// One table row per program and kernel (`pick` chooses the default or the `--bpf-log` load).
+fn program_rows(s: &mut String, runs: &[Run], pick: impl Fn(&KernelResult) -> &Vec<checks::ProgramFigures>) {
+    let n = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
     for r in runs {
-        for p in &r.result.programs_log {
-            let n = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+        for p in pick(&r.result) {
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} |",
@@ -355,10 +350,8 @@ fn render(runs: &[Run], total: Duration) -> String {
             );
         }
     }
-    s
 }
 
-/// `(kernel label, program) -> processed` from a KERNELS.md.
 fn parse_figures(md: &str) -> Vec<(String, String, u64)> {
     let mut out = Vec::new();
     let mut in_table = false;
