@@ -98,6 +98,19 @@ pub(crate) struct ProgramFigures {
     pub(crate) error: Option<String>,
 }
 
+impl ProgramFigures {
+    /// One `program` record of `ktrace programs -o json`.
+    fn from_json(p: &Value) -> Self {
+        Self {
+            name: p["name"].as_str().unwrap_or("?").to_owned(),
+            loaded: p["loaded"] == true,
+            insns: p["insns"].as_u64(),
+            processed: p["processed"].as_u64(),
+            error: p["error"].as_str().map(str::to_owned),
+        }
+    }
+}
+
 /// Everything judged on one kernel.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct KernelResult {
@@ -142,6 +155,23 @@ fn stderr_tail(o: &Output, name: &str) -> String {
 
 /// The check names, in report order.
 pub(crate) const CHECKS: [&str; 7] = ["doctor", "programs", "bpf_log", "dns", "drops", "underlay", "restart"];
+
+/// Whether every program of one `ktrace programs` run (`name`.out) loaded;
+/// `with` names the variant in the message.
+fn judge_loads(o: &Output, name: &str, programs: &[ProgramFigures], with: &str) -> Result<String, String> {
+    let refused: Vec<String> = programs
+        .iter()
+        .filter(|p| !p.loaded)
+        .map(|p| format!("{}: {}", p.name, p.error.as_deref().unwrap_or("?")))
+        .collect();
+    if programs.is_empty() {
+        Err(format!("no output: {}", stderr_tail(o, name)))
+    } else if refused.is_empty() {
+        Ok(format!("{} programs loaded{with}", programs.len()))
+    } else {
+        Err(format!("refused{with}: {}", refused.join("; ")))
+    }
+}
 
 /// Judges one kernel's scenario output.
 pub(crate) fn judge(o: &Output) -> KernelResult {
@@ -197,56 +227,14 @@ pub(crate) fn judge(o: &Output) -> KernelResult {
                 ));
             }
         } else if p["type"] == "program" {
-            r.programs.push(ProgramFigures {
-                name: p["name"].as_str().unwrap_or("?").to_owned(),
-                loaded: p["loaded"] == true,
-                insns: p["insns"].as_u64(),
-                processed: p["processed"].as_u64(),
-                error: p["error"].as_str().map(str::to_owned),
-            });
+            r.programs.push(ProgramFigures::from_json(p));
         }
     }
-    let refused: Vec<String> = r
-        .programs
-        .iter()
-        .filter(|p| !p.loaded)
-        .map(|p| format!("{}: {}", p.name, p.error.as_deref().unwrap_or("?")))
-        .collect();
-    r.verdicts.push(verdict(
-        "programs",
-        if r.programs.is_empty() {
-            Err(format!("no output: {}", stderr_tail(o, "programs")))
-        } else if refused.is_empty() {
-            Ok(format!("{} programs loaded", r.programs.len()))
-        } else {
-            Err(format!("refused: {}", refused.join("; ")))
-        },
-    ));
+    r.verdicts.push(verdict("programs", judge_loads(o, "programs", &r.programs, "")));
     for p in o.json("programs_log.out").iter().filter(|p| p["type"] == "program") {
-        r.programs_log.push(ProgramFigures {
-            name: p["name"].as_str().unwrap_or("?").to_owned(),
-            loaded: p["loaded"] == true,
-            insns: p["insns"].as_u64(),
-            processed: p["processed"].as_u64(),
-            error: p["error"].as_str().map(str::to_owned),
-        });
+        r.programs_log.push(ProgramFigures::from_json(p));
     }
-    let refused_log: Vec<String> = r
-        .programs_log
-        .iter()
-        .filter(|p| !p.loaded)
-        .map(|p| format!("{}: {}", p.name, p.error.as_deref().unwrap_or("?")))
-        .collect();
-    r.verdicts.push(verdict(
-        "bpf_log",
-        if r.programs_log.is_empty() {
-            Err(format!("no output: {}", stderr_tail(o, "programs_log")))
-        } else if refused_log.is_empty() {
-            Ok(format!("{} programs loaded with --bpf-log", r.programs_log.len()))
-        } else {
-            Err(format!("refused with --bpf-log: {}", refused_log.join("; ")))
-        },
-    ));
+    r.verdicts.push(verdict("bpf_log", judge_loads(o, "programs_log", &r.programs_log, " with --bpf-log")));
     r.verdicts.push(verdict("dns", judge_dns(o)));
     r.verdicts.push(verdict("drops", judge_drops(o)));
     r.verdicts.push(verdict("underlay", judge_underlay(o)));
