@@ -17,6 +17,9 @@ pub(super) struct Chain {
     pub(super) base: String,
     /// Every name the resolver would try, in order.
     pub(super) candidates: Vec<String>,
+    /// Their hashes ([`Att::nh`]): every transaction of the client is
+    /// matched against every open chain's candidates.
+    pub(super) cand_h: Vec<u64>,
     /// Index in `candidates` of the one that answered.
     pub(super) answered: usize,
     pub(super) search: Vec<String>,
@@ -34,8 +37,9 @@ pub(super) struct Chain {
 }
 
 impl Chain {
-    pub(super) fn index(&self, lname: &str) -> Option<usize> {
-        self.candidates.iter().take(self.answered + 1).position(|c| c == lname)
+    /// Where the name hashed to `nh` is in the walk, up to the answered one.
+    pub(super) fn index(&self, nh: u64) -> Option<usize> {
+        self.cand_h.iter().take(self.answered + 1).position(|&c| c == nh)
     }
 
     /// With observed evidence: every candidate up to the answered one has an
@@ -60,21 +64,24 @@ impl Chain {
             return false;
         }
         let qtypes: HashSet<u16> = self.atts.iter().map(|a| a.tx.qtype).collect();
-        self.candidates
+        self.cand_h
             .iter()
             .take(self.answered + 1)
-            .all(|c| qtypes.iter().all(|qt| self.atts.iter().any(|a| *a.lname == **c && a.tx.qtype == *qt)))
+            .all(|&c| qtypes.iter().all(|qt| self.atts.iter().any(|a| a.nh == c && a.tx.qtype == *qt)))
     }
 }
 
 /// A client's attempts not (yet) part of a chain, in start order, with an
 /// index of their names so chain formation costs O(candidates), not O(buffer).
+/// The indexes count by the names' seeded hashes ([`Att::nh`], [`Att::fh`]):
+/// a name is hashed once when first seen, not per buffer operation (and the
+/// first label was a `String` allocated per buffered attempt).
 #[derive(Debug, Default)]
 pub(super) struct Buf {
     pub(super) atts: VecDeque<Att>,
-    pub(super) names: FastMap<Arc<str>, u32>,
+    pub(super) names: PreHashedMap<u64, u32>,
     /// Every name of a walk starts with the base's first label.
-    pub(super) first_labels: FastMap<String, u32>,
+    pub(super) first_labels: PreHashedMap<u64, u32>,
 }
 
 impl Buf {
@@ -90,37 +97,37 @@ impl Buf {
     pub(super) fn iter(&self) -> impl Iterator<Item = &Att> {
         self.atts.iter()
     }
-    pub(super) fn has_name(&self, lname: &str) -> bool {
-        self.names.contains_key(lname)
+    /// Whether a buffered attempt has the name hashed to `nh`.
+    pub(super) fn has_name(&self, nh: u64) -> bool {
+        self.names.contains_key(&nh)
     }
-    /// Buffered attempts whose name starts with the same label as `lname`.
-    pub(super) fn same_first_label(&self, lname: &str) -> u32 {
-        self.first_labels.get(first_label(lname)).copied().unwrap_or(0)
+    /// Buffered attempts whose name's first label hashes to `fh`.
+    pub(super) fn same_first_label(&self, fh: u64) -> u32 {
+        self.first_labels.get(&fh).copied().unwrap_or(0)
     }
     pub(super) fn insert(&mut self, att: Att) {
-        *self.names.entry(att.lname.clone()).or_default() += 1;
-        *self.first_labels.entry(first_label(&att.lname).to_owned()).or_default() += 1;
-        let pos = self.atts.partition_point(|a| a.tx.ts_ns <= att.tx.ts_ns);
+        *self.names.entry(att.nh).or_default() += 1;
+        *self.first_labels.entry(att.fh).or_default() += 1;
+        let pos = if self.atts.back().is_none_or(|a| a.tx.ts_ns <= att.tx.ts_ns) {
+            self.atts.len()
+        } else {
+            self.atts.partition_point(|a| a.tx.ts_ns <= att.tx.ts_ns)
+        };
         self.atts.insert(pos, att);
     }
-    pub(super) fn forget(&mut self, lname: &str) {
-        if let Some(n) = self.names.get_mut(lname) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.names.remove(lname);
-            }
-        }
-        let first = first_label(lname);
-        if let Some(n) = self.first_labels.get_mut(first) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.first_labels.remove(first);
+    fn forget(&mut self, a: &Att) {
+        for (map, h) in [(&mut self.names, a.nh), (&mut self.first_labels, a.fh)] {
+            if let std::collections::hash_map::Entry::Occupied(mut e) = map.entry(h) {
+                *e.get_mut() = e.get().saturating_sub(1);
+                if *e.get() == 0 {
+                    e.remove();
+                }
             }
         }
     }
     pub(super) fn remove(&mut self, i: usize) -> Option<Att> {
         let a = self.atts.remove(i)?;
-        self.forget(&a.lname);
+        self.forget(&a);
         Some(a)
     }
     pub(super) fn pop_front(&mut self) -> Option<Att> {
@@ -156,7 +163,7 @@ impl Analyzer {
                 if settled_at(&self.cfg, l.tx.ts_ns) > now {
                     break;
                 }
-                let maybe_end = !l.checked && st.buf.same_first_label(&l.lname) > 1 && {
+                let maybe_end = !l.checked && st.buf.same_first_label(l.fh) > 1 && {
                     let prefix = format!("{}.", l.lname);
                     st.buf.iter().any(|a| a.lname.starts_with(&prefix))
                 };
@@ -168,7 +175,7 @@ impl Analyzer {
                     continue;
                 };
                 let conf = lookup_conf(&self.by_pid, &self.by_netns, &term.tx);
-                if let Some(ch) = form_chain(&self.cfg, conf, &term, &mut st.buf, true) {
+                if let Some(ch) = form_chain(&self.cfg, &self.names, conf, &term, &mut st.buf, true) {
                     let pos = st.buf.atts.iter().position(|a| a.tx == term.tx);
                     if let Some(pos) = pos {
                         st.buf.remove(pos);
@@ -195,8 +202,7 @@ impl Analyzer {
         }
     }
 
-    pub(super) fn fanout(&mut self, att: Att, out: &mut Vec<Finding>) {
-        let key = ClientKey::of(&att.tx);
+    pub(super) fn fanout(&mut self, att: Att, key: ClientKey, out: &mut Vec<Finding>) {
         if !self.clients.contains_key(&key) && self.clients.len() >= self.cfg.max_clients.max(1) {
             self.evict_client(out);
         }
@@ -205,7 +211,7 @@ impl Analyzer {
         let st = self.clients.entry(key).or_default();
         st.last_ts = st.last_ts.max(att.tx.ts_ns);
         for ch in &mut st.chains {
-            if ch.index(&att.lname).is_some()
+            if ch.index(att.nh).is_some()
                 && (ch.window_start..=ch.window_end).contains(&att.tx.ts_ns)
                 && may_join(&ch.atts, &att, ch.try_ns)
             {
@@ -227,6 +233,7 @@ impl Analyzer {
             {
                 ch.search.push(s.to_owned());
                 ch.candidates.insert(ch.answered, att.lname.to_string());
+                ch.cand_h.insert(ch.answered, att.nh);
                 ch.answered += 1;
                 ch.deadline = ch.deadline.max(settled_at(&cfg, att.tx.ts_ns));
                 ch.last_activity = self.now;
@@ -243,7 +250,7 @@ impl Analyzer {
             st.buf.insert(att);
             return;
         }
-        let Some(mut chain) = form_chain(&cfg, conf, &att, &mut st.buf, false) else { return };
+        let Some(mut chain) = form_chain(&cfg, &self.names, conf, &att, &mut st.buf, false) else { return };
         chain.last_activity = self.now;
         st.chains.push(chain);
         if st.chains.len() > cfg.max_chains_per_client.max(1) {
@@ -435,6 +442,7 @@ pub(super) fn may_join(atts: &[Att], a: &Att, try_ns: u64) -> bool {
 /// walk of its own name: the walk was exhausted.
 pub(super) fn form_chain(
     cfg: &AnalyzerConfig,
+    names: &Names,
     conf: Option<Arc<Conf>>,
     term: &Att,
     buf: &mut Buf,
@@ -459,7 +467,7 @@ pub(super) fn form_chain(
             if literal_only && idx + 1 != cands.len() {
                 continue;
             }
-            let matches = cands.iter().take(idx).filter(|c| buf.has_name(c)).count();
+            let matches = cands.iter().take(idx).filter(|c| buf.has_name(names.hash(c))).count();
             if best.as_ref().is_none_or(|(m, ..)| matches > *m) {
                 best = Some((matches, b, cands, idx));
             }
@@ -471,10 +479,11 @@ pub(super) fn form_chain(
         let per_try = u64::from(rc.timeout_s) * u64::from(rc.attempts) * 1_000_000_000;
         (b, cands, idx, rc.search.clone(), per_try)
     } else {
-        infer_chain(q, term.tx.ts_ns, buf, literal_only)?
+        infer_chain(q, term.fh, term.tx.ts_ns, buf, literal_only)?
     };
     // A walk is at most every candidate, tried per query type, twice (A then AAAA).
     let span = per_try_ns.saturating_mul(2 * candidates.len() as u64).saturating_add(1_000_000_000);
+    let cand_h: Vec<u64> = candidates.iter().map(|c| names.hash(c)).collect();
     let window_start = term.tx.ts_ns.saturating_sub(span);
     let window_end = term.tx.ts_ns.saturating_add(span);
     let mut atts: Vec<Att> = vec![term.clone()];
@@ -483,7 +492,7 @@ pub(super) fn form_chain(
     while i > 0 {
         i -= 1;
         let Some(a) = buf.get(i) else { break };
-        let wanted = candidates.iter().take(answered + 1).any(|c| **c == *a.lname)
+        let wanted = cand_h.iter().take(answered + 1).any(|&c| c == a.nh)
             && (window_start..=window_end).contains(&a.tx.ts_ns)
             && may_join(&atts, a, try_ns);
         if wanted && let Some(a) = buf.remove(i) {
@@ -497,6 +506,7 @@ pub(super) fn form_chain(
         try_ns,
         base,
         candidates,
+        cand_h,
         answered,
         search,
         conf,
@@ -514,8 +524,8 @@ pub(super) type Inferred = (String, Vec<String>, usize, Vec<String>, u64);
 /// names are `base.suffix`; or the answered name is `prefix.suffix` after
 /// failed `prefix.other-suffix` names whose suffixes end with its suffix
 /// (Kubernetes search lists nest: `ns.svc.cluster.local`, `svc.cluster.local`).
-pub(super) fn infer_chain(q: &str, ts: u64, buf: &Buf, literal_only: bool) -> Option<Inferred> {
-    if buf.same_first_label(q) == 0 {
+pub(super) fn infer_chain(q: &str, q_fh: u64, ts: u64, buf: &Buf, literal_only: bool) -> Option<Inferred> {
+    if buf.same_first_label(q_fh) == 0 {
         return None;
     }
     let lo = ts.saturating_sub(60_000_000_000);

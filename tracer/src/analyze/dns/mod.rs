@@ -23,6 +23,7 @@ mod upstream;
 use std::{
     collections::{HashSet, VecDeque},
     fmt::Write as _,
+    hash::BuildHasher as _,
     net::IpAddr,
     sync::Arc,
 };
@@ -39,7 +40,7 @@ use crate::{
         dns::{qtype_name, rcode_name},
     },
     event::{Endpoint, ResolvConfEvidence},
-    hash::{FastMap, FastSet},
+    hash::{FastMap, PreHashedMap, Seed},
     model::PodRef,
 };
 
@@ -123,22 +124,36 @@ struct Conf {
     error: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Who asked: hashed once per transaction (`h`); the maps it is looked up
+/// in (per client, per resolver and client) pass that hash through.
+#[derive(Clone, Debug)]
 struct ClientKey {
     pod: Option<PodRef>,
     netns: u32,
     pid: u32,
     ip: IpAddr,
+    h: u64,
 }
 
 impl ClientKey {
-    fn of(tx: &Transaction) -> Self {
-        Self {
-            pod: tx.client_pod.clone(),
-            netns: tx.netns,
-            pid: tx.process.as_ref().map_or(0, |p| p.pid),
-            ip: tx.client.ip,
-        }
+    fn of(seed: &Seed, tx: &Transaction) -> Self {
+        let pid = tx.process.as_ref().map_or(0, |p| p.pid);
+        let h = seed.hash_one((&tx.client_pod, tx.netns, pid, tx.client.ip));
+        Self { pod: tx.client_pod.clone(), netns: tx.netns, pid, ip: tx.client.ip, h }
+    }
+}
+
+impl PartialEq for ClientKey {
+    fn eq(&self, o: &Self) -> bool {
+        self.h == o.h && self.netns == o.netns && self.pid == o.pid && self.ip == o.ip && self.pod == o.pod
+    }
+}
+
+impl Eq for ClientKey {}
+
+impl std::hash::Hash for ClientKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.h);
     }
 }
 
@@ -146,6 +161,11 @@ impl ClientKey {
 struct Att {
     /// Lower-case name, shared with the buffers that index it.
     lname: Arc<str>,
+    /// Seeded hashes of `lname` and of its first label, computed once per
+    /// distinct name: the per-client and per-resolver indexes are keyed by
+    /// them instead of hashing the name again in each.
+    nh: u64,
+    fh: u64,
     /// Shared: an attempt sits in several buffers (chain, forwards, resolver).
     tx: Arc<Transaction>,
     /// Already looked at as the possible end of an unanswered walk.
@@ -168,7 +188,7 @@ pub struct Analyzer {
     by_netns: Bounded<u32, Arc<Conf>>,
     /// Union of every observed search list (to recognise search-suffixed names).
     known_suffixes: Bounded<String, ()>,
-    clients: FastMap<ClientKey, ClientState>,
+    clients: PreHashedMap<ClientKey, ClientState>,
     resolvers: FastMap<IpAddr, ResolverState>,
     resolver_pods: Bounded<PodRef, IpAddr>,
     /// A resolver pod's own address → the Service address its clients asked
@@ -196,16 +216,19 @@ pub const MAX_NAMES: usize = 16_384;
 /// lower-cased `Arc<str>` per transaction was an allocation and a copy each
 /// (13 % of live `-o json` CPU with the hashing around it). A cache, not a
 /// registry: when it is full it is emptied, and names still held elsewhere
-/// keep their copy.
+/// keep their copy. Each name comes with its hash and its first label's
+/// (see [`Att`]), computed when the name is first seen.
 #[derive(Debug, Default)]
 struct Names {
-    set: FastSet<Arc<str>>,
+    set: FastMap<Arc<str>, (u64, u64)>,
+    /// Seed of the name hashes (random per run: names come from the network).
+    seed: Seed,
     /// Lower-casing scratch for names sent with upper-case letters (0x20).
     buf: String,
 }
 
 impl Names {
-    fn lower(&mut self, qname: &str) -> Arc<str> {
+    fn lower(&mut self, qname: &str) -> (Arc<str>, u64, u64) {
         let name = qname.trim_end_matches('.');
         let lowered = if name.bytes().any(|b| b.is_ascii_uppercase()) {
             self.buf.clear();
@@ -215,15 +238,21 @@ impl Names {
         } else {
             name
         };
-        if let Some(a) = self.set.get(lowered) {
-            return Arc::clone(a);
+        if let Some((a, &(nh, fh))) = self.set.get_key_value(lowered) {
+            return (Arc::clone(a), nh, fh);
         }
         if self.set.len() >= MAX_NAMES {
             self.set.clear();
         }
         let a: Arc<str> = Arc::from(lowered);
-        self.set.insert(Arc::clone(&a));
-        a
+        let (nh, fh) = (self.hash(&a), self.hash(fanout::first_label(&a)));
+        self.set.insert(Arc::clone(&a), (nh, fh));
+        (a, nh, fh)
+    }
+
+    /// The hash [`Att::nh`] / [`Att::fh`] would have for `name`.
+    fn hash(&self, name: &str) -> u64 {
+        self.seed.hash_one(name)
     }
 }
 
@@ -284,8 +313,10 @@ impl Analyzer {
             None => tx.ts_ns,
         };
         self.now = self.now.max(seen);
-        let att = Att { lname: self.names.lower(&tx.qname), tx, checked: false };
-        self.track_resolver(&att);
+        let (lname, nh, fh) = self.names.lower(&tx.qname);
+        let att = Att { lname, nh, fh, tx, checked: false };
+        let key = ClientKey::of(&self.names.seed, &att.tx);
+        self.track_resolver(&att, &key);
         if att.tx.timed_out || att.tx.rcode == Some(RCODE_SERVFAIL) {
             if self.pending_fwd.len() >= self.cfg.max_attempts_per_client.max(1).saturating_mul(16) {
                 self.pending_fwd.pop_front();
@@ -294,7 +325,7 @@ impl Analyzer {
             self.pending_fwd.push_back(att.clone());
         }
         self.count_storm(&att, out);
-        self.fanout(att, out);
+        self.fanout(att, key, out);
         self.expire(self.now, out);
     }
 

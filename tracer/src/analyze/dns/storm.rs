@@ -1,11 +1,9 @@
 //! NXDOMAIN storms: one client producing NXDOMAINs for search-suffixed
 //! names at a high rate.
 
-use std::collections::HashMap;
-
 use super::{
-    Analyzer, Arc, Att, Finding, IpAddr, NameCount, NxdomainStorm, PodRef, RCODE_NXDOMAIN, VecDeque, ends_with_label,
-    ms, secs,
+    Analyzer, Arc, Att, FastMap, Finding, IpAddr, NameCount, NxdomainStorm, PodRef, RCODE_NXDOMAIN, VecDeque,
+    ends_with_label, ms, secs,
 };
 
 /// Most names listed as top offenders of an NXDOMAIN storm.
@@ -53,18 +51,27 @@ impl Analyzer {
             return;
         }
         let key = att.tx.client_pod.as_ref().map_or(StormKey::Ip(att.tx.client.ip), |p| StormKey::Pod(p.clone()));
-        if !self.storms.contains_key(&key) && self.storms.len() >= self.cfg.max_clients.max(1) {
-            return;
-        }
         let window = self.cfg.storm_window_ns.max(1);
         let threshold = (u64::from(self.cfg.storm_per_sec) * window / 1_000_000_000).max(1);
         let cap = usize::try_from(threshold).unwrap_or(usize::MAX).saturating_mul(2).min(100_000);
         let ts = att.tx.ts_ns;
-        let s = self.storms.entry(key.clone()).or_default();
+        // One lookup of the key (hashing it cost more than the rest here).
+        let s = if self.storms.len() >= self.cfg.max_clients.max(1) {
+            match self.storms.get_mut(&key) {
+                Some(s) => s,
+                None => return,
+            }
+        } else {
+            self.storms.entry(key.clone()).or_default()
+        };
         if s.events.len() >= cap {
             s.events.pop_front();
         }
-        let pos = s.events.partition_point(|(t, _)| *t <= ts);
+        let pos = if s.events.back().is_none_or(|(t, _)| *t <= ts) {
+            s.events.len()
+        } else {
+            s.events.partition_point(|(t, _)| *t <= ts)
+        };
         s.events.insert(pos, (ts, att.lname.clone()));
         let newest = s.events.back().map_or(ts, |(t, _)| *t);
         while s.events.front().is_some_and(|(t, _)| t.saturating_add(window) < newest) {
@@ -73,14 +80,20 @@ impl Analyzer {
         if (s.events.len() as u64) < threshold || newest < s.quiet_until {
             return;
         }
-        let mut counts: HashMap<&str, u32> = HashMap::new();
+        let mut counts: FastMap<&str, u32> = FastMap::default();
         for (_, n) in &s.events {
             *counts.entry(&**n).or_default() += 1;
         }
-        let mut top: Vec<NameCount> =
-            counts.into_iter().map(|(q, count)| NameCount { qname: q.to_owned(), count }).collect();
-        top.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.qname.cmp(&b.qname)));
-        top.truncate(STORM_TOP);
+        let mut top: Vec<(&str, u32)> = counts.into_iter().collect();
+        // Names are distinct, so the order is total: the first few of a
+        // partial selection, sorted, are the first few of a full sort.
+        let order = |a: &(&str, u32), b: &(&str, u32)| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0));
+        if top.len() > STORM_TOP {
+            top.select_nth_unstable_by(STORM_TOP, order);
+            top.truncate(STORM_TOP);
+        }
+        top.sort_by(order);
+        let top: Vec<NameCount> = top.into_iter().map(|(q, count)| NameCount { qname: q.to_owned(), count }).collect();
         let n = s.events.len() as u32;
         let span = s.events.front().map_or(window, |(t, _)| newest.saturating_sub(*t)).max(1_000_000_000);
         let rate = f64::from(n) / (span as f64 / 1e9);

@@ -565,11 +565,14 @@ fn label_helpers() {
 #[test]
 fn names_are_lowered_once_and_shared() {
     let mut n = Names::default();
-    let a = n.lower("Backend.Critical-App.svc.cluster.local.");
-    let b = n.lower("backend.critical-app.svc.cluster.local");
+    let (a, ah, af) = n.lower("Backend.Critical-App.svc.cluster.local.");
+    let (b, bh, bf) = n.lower("backend.critical-app.svc.cluster.local");
     assert_eq!(&*a, "backend.critical-app.svc.cluster.local");
     assert!(Arc::ptr_eq(&a, &b), "one copy per distinct name");
-    assert_eq!(&*n.lower("."), "");
+    // The hashes the indexes use are the name's and its first label's.
+    assert_eq!((ah, af), (bh, bf));
+    assert_eq!((ah, af), (n.hash(&a), n.hash("backend")));
+    assert_eq!(&*n.lower(".").0, "");
     for i in 0..MAX_NAMES + 10 {
         n.lower(&format!("host{i}.example"));
     }

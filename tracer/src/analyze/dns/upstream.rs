@@ -2,9 +2,9 @@
 //! that did not answer (or answered SERVFAIL), and the client waited.
 
 use super::{
-    Analyzer, Arc, Att, Bounded, ClientKey, Endpoint, FastMap, Finding, ForwardedUpstream, IpAddr, MAX_CHAIN_ATTEMPTS,
-    PARALLEL_NS, Party, RCODE_SERVFAIL, Transaction, UpstreamTimeout, VecDeque, ms, qtype_name, secs, settled_at,
-    times, union_len,
+    Analyzer, Arc, Att, Bounded, ClientKey, Endpoint, Finding, ForwardedUpstream, IpAddr, MAX_CHAIN_ATTEMPTS,
+    PARALLEL_NS, Party, PreHashedMap, RCODE_SERVFAIL, Transaction, UpstreamTimeout, VecDeque, ms, qtype_name, secs,
+    settled_at, times, union_len,
 };
 
 /// Most client queries remembered per name and resolver.
@@ -14,7 +14,8 @@ pub(super) const MAX_PER_NAME: usize = 32;
 #[derive(Clone, Debug)]
 pub(super) struct ClientQuery {
     pub(super) key: ClientKey,
-    pub(super) lname: Arc<str>,
+    /// Hash of the lower-case name ([`Att::nh`]).
+    pub(super) nh: u64,
     pub(super) ts: u64,
     pub(super) end: Option<u64>,
     pub(super) tx: Arc<Transaction>,
@@ -22,11 +23,11 @@ pub(super) struct ClientQuery {
 
 #[derive(Debug, Default)]
 pub(super) struct ResolverState {
-    /// Per client: (start, name) of its recent queries to this resolver, in
-    /// start order (to see when it gave up waiting and moved on).
-    pub(super) clients: FastMap<ClientKey, VecDeque<(u64, Arc<str>)>>,
-    /// Per name: recent client queries (to correlate forwards).
-    pub(super) by_name: Bounded<Arc<str>, VecDeque<ClientQuery>>,
+    /// Per client: (start, name hash) of its recent queries to this
+    /// resolver, in start order (to see when it gave up waiting and moved on).
+    pub(super) clients: PreHashedMap<ClientKey, VecDeque<(u64, u64)>>,
+    /// Per name (by [`Att::nh`]): recent client queries (to correlate forwards).
+    pub(super) by_name: Bounded<u64, VecDeque<ClientQuery>>,
     /// Client queries in `by_name`, over all names.
     pub(super) held: usize,
     pub(super) last_ts: u64,
@@ -105,7 +106,7 @@ impl Analyzer {
     }
 
     /// Remembers client queries per resolver (server IP).
-    pub(super) fn track_resolver(&mut self, att: &Att) {
+    pub(super) fn track_resolver(&mut self, att: &Att, key: &ClientKey) {
         let tx = &att.tx;
         let ip = tx.server.ip;
         if let Some(p) = &tx.server_pod {
@@ -124,27 +125,31 @@ impl Analyzer {
         }
         let r = self.resolvers.entry(ip).or_default();
         r.last_ts = r.last_ts.max(tx.ts_ns);
-        let key = ClientKey::of(tx);
-        if r.clients.contains_key(&key) || r.clients.len() < self.cfg.max_clients.max(1) {
-            let qs = r.clients.entry(key.clone()).or_default();
+        let full = r.clients.len() >= self.cfg.max_clients.max(1);
+        let qs = if full { r.clients.get_mut(key) } else { Some(r.clients.entry(key.clone()).or_default()) };
+        if let Some(qs) = qs {
             if qs.len() >= self.cfg.max_attempts_per_client.max(1) {
                 qs.pop_front();
             }
-            let pos = qs.partition_point(|(ts, _)| *ts <= tx.ts_ns);
-            qs.insert(pos, (tx.ts_ns, att.lname.clone()));
+            let pos = if qs.back().is_none_or(|(ts, _)| *ts <= tx.ts_ns) {
+                qs.len()
+            } else {
+                qs.partition_point(|(ts, _)| *ts <= tx.ts_ns)
+            };
+            qs.insert(pos, (tx.ts_ns, att.nh));
         }
         // Bounded by count over all names (not only names × per name): a
         // busy resolver's queries of the last `keep_ns` would be ~50 s of traffic.
-        let new_name = !r.by_name.map.contains_key(&att.lname);
+        let new_name = !r.by_name.map.contains_key(&att.nh);
         self.stats.resolver_queries_evicted +=
             r.make_room(self.cfg.max_queries_per_resolver, new_name, self.cfg.max_evidence);
-        if let Some(qs) = r.by_name.get_or_insert(&att.lname, self.cfg.max_evidence) {
+        if let Some(qs) = r.by_name.get_or_insert(&att.nh, self.cfg.max_evidence) {
             if qs.len() >= MAX_PER_NAME {
                 qs.pop_front();
                 r.held -= 1;
             }
             r.held += 1;
-            qs.push_back(ClientQuery { key, lname: att.lname.clone(), ts: tx.ts_ns, end: tx.end_ns, tx: tx.clone() });
+            qs.push_back(ClientQuery { key: key.clone(), nh: att.nh, ts: tx.ts_ns, end: tx.end_ns, tx: tx.clone() });
         }
     }
 
@@ -188,7 +193,7 @@ impl Analyzer {
         // A client query the forward served: same name, still waiting when it was sent.
         let waiting: Vec<ClientQuery> = r
             .by_name
-            .get(&att.lname)
+            .get(&att.nh)
             .into_iter()
             .flatten()
             .filter(|q| q.key.ip != u.client.ip)
@@ -261,7 +266,7 @@ impl Analyzer {
             }
             let next = r
                 .and_then(|r| r.clients.get(&q.key))
-                .and_then(|qs| qs.iter().filter(|(ts, n)| *ts > q.ts && *n != q.lname).map(|(ts, _)| *ts).min());
+                .and_then(|qs| qs.iter().filter(|(ts, n)| *ts > q.ts && *n != q.nh).map(|(ts, _)| *ts).min());
             next.unwrap_or_else(|| q.ts.saturating_add(self.cfg.pair_timeout_ns))
         };
         let waited = union_len(g.waiting.iter().map(|q| (q.ts, wait_end(q))));
