@@ -161,9 +161,21 @@ impl<K, V> Default for Fifo<K, V> {
 
 impl<K: std::hash::Hash + Eq + Clone, V> Fifo<K, V> {
     /// The entry for `k`, made with `make` if new; the evicted entry, if any.
-    fn entry(&mut self, k: &K, cap: usize, make: impl FnOnce() -> V) -> (&mut V, Option<(K, V)>) {
+    fn entry(&mut self, k: K, cap: usize, make: impl FnOnce() -> V) -> (&mut V, Option<(K, V)>) {
+        // Below the bound nothing is evicted: one lookup (this runs per
+        // fast walk, and hashing the key twice was most of its cost).
+        if self.map.len() < cap.max(1) {
+            let v = match self.map.entry(k) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    self.order.push_back(e.key().clone());
+                    e.insert(make())
+                }
+            };
+            return (v, None);
+        }
         let mut evicted = None;
-        if !self.map.contains_key(k) {
+        if !self.map.contains_key(&k) {
             if self.map.len() >= cap.max(1)
                 && let Some(old) = self.order.pop_front()
                 && let Some(v) = self.map.remove(&old)
@@ -172,7 +184,7 @@ impl<K: std::hash::Hash + Eq + Clone, V> Fifo<K, V> {
             }
             self.order.push_back(k.clone());
         }
-        (self.map.entry(k.clone()).or_insert_with(make), evicted)
+        (self.map.entry(k).or_insert_with(make), evicted)
     }
 }
 
@@ -254,7 +266,7 @@ impl Condenser {
         let lost = lost_ns(&f);
         let ts = ts_of(&f);
         let (cfg, mut fresh) = (self.cfg, false);
-        let (c, evicted) = self.causes.entry(&key, cfg.max_causes, || {
+        let (c, evicted) = self.causes.entry(key, cfg.max_causes, || {
             fresh = true;
             Cause {
                 kind,
@@ -318,7 +330,7 @@ impl Condenser {
         let extra = f.attempts.iter().filter(|a| Some(&a.qname) != f.answered_by.as_ref()).count() as u64;
         let wasted = (f.wasted_ms * 1e6) as u64;
         let cfg = self.cfg;
-        let (g, evicted) = self.groups.entry(&(pod, f.base_name.clone()), cfg.max_groups, || Group {
+        let (g, evicted) = self.groups.entry((pod, f.base_name.clone()), cfg.max_groups, || Group {
             comm: None,
             server: f.server.to_string(),
             server_ip: f.server.ip,
@@ -331,7 +343,9 @@ impl Condenser {
         g.extra += extra;
         g.wasted_ns = g.wasted_ns.saturating_add(wasted);
         g.hist.add(wasted);
-        if let Some(p) = &f.process {
+        if let Some(p) = &f.process
+            && g.comm.as_deref() != Some(&*p.comm)
+        {
             g.comm = Some(p.comm.to_string());
         }
         if evicted.is_some() {

@@ -529,7 +529,10 @@ pub(super) fn infer_chain(q: &str, q_fh: u64, ts: u64, buf: &Buf, literal_only: 
         return None;
     }
     let lo = ts.saturating_sub(60_000_000_000);
-    let recent = || buf.iter().filter(|a| a.tx.ts_ns >= lo && a.tx.ts_ns <= ts);
+    // Both searches below need a name sharing `q`'s first label (a
+    // `q.suffix`, or a whole-label common prefix): comparing the labels'
+    // hashes first skips the string work for the rest of the buffer.
+    let recent = || buf.iter().filter(|a| a.fh == q_fh && a.tx.ts_ns >= lo && a.tx.ts_ns <= ts);
     let mut suffixes: Vec<String> = Vec::new();
     for a in recent() {
         if let Some(s) = a.lname.strip_prefix(q).and_then(|s| s.strip_prefix('.'))

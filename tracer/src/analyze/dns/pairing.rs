@@ -613,9 +613,10 @@ impl Pairer {
 
     fn pop_recent(&mut self) {
         if let Some((ts, key)) = self.recent_order.pop_front()
-            && self.recent.get(&key).is_some_and(|r| r.ts_ns == ts)
+            && let std::collections::hash_map::Entry::Occupied(e) = self.recent.entry(key)
+            && e.get().ts_ns == ts
         {
-            self.recent.remove(&key);
+            e.remove();
         }
     }
 
