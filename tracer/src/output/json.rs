@@ -122,6 +122,14 @@ fn needs_escape(w: u64) -> bool {
     (below_space | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\')))) & HIGH != 0
 }
 
+/// A type or rcode mnemonic: ASCII letters, digits and `-`, nothing to escape.
+fn put_mnemonic(b: &mut Vec<u8>, s: &'static str) {
+    debug_assert!(s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'), "{s}");
+    b.push(b'"');
+    b.extend_from_slice(s.as_bytes());
+    b.push(b'"');
+}
+
 fn put_opt_str(b: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => put_str(b, s),
@@ -317,13 +325,13 @@ pub fn put_transaction(b: &mut Vec<u8>, ctx: &Context, tx: &Transaction) {
     put_str(b, &tx.qname);
     b.extend_from_slice(b",\"qtype\":");
     match crate::decode::dns::qtype_str(tx.qtype) {
-        Some(s) => put_str(b, s),
+        Some(s) => put_mnemonic(b, s),
         None => put_display(b, format_args!("TYPE{}", tx.qtype)),
     }
     b.extend_from_slice(b",\"rcode\":");
     match tx.rcode {
         Some(r) => match crate::decode::dns::rcode_str(r) {
-            Some(s) => put_str(b, s),
+            Some(s) => put_mnemonic(b, s),
             None => put_display(b, format_args!("RCODE{r}")),
         },
         None => b.extend_from_slice(b"null"),
@@ -617,13 +625,34 @@ mod tests {
                 for c in specials {
                     for c2 in ['a', '"', '\u{1}'] {
                         let s: String = (0..len)
-                            .map(|i| if i == at { c } else if i == len - 1 { c2 } else { 'x' })
+                            .map(|i| {
+                                if i == at {
+                                    c
+                                } else if i == len - 1 {
+                                    c2
+                                } else {
+                                    'x'
+                                }
+                            })
                             .collect();
                         let mut got = Vec::new();
                         put_str(&mut got, &s);
                         assert_eq!(String::from_utf8(got).unwrap(), serde_json::to_string(&s).unwrap(), "{s:?}");
                     }
                 }
+            }
+        }
+    }
+
+    /// Type and rcode mnemonics are written without the escape scan: none needs one.
+    #[test]
+    fn mnemonics_need_no_escape() {
+        use crate::decode::dns::{qtype_str, rcode_str};
+        for t in 0..=u16::MAX {
+            for s in [qtype_str(t), rcode_str(t)].into_iter().flatten() {
+                let mut b = Vec::new();
+                put_mnemonic(&mut b, s);
+                assert_eq!(b, serde_json::to_vec(s).unwrap());
             }
         }
     }
