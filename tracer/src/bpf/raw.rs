@@ -91,9 +91,11 @@ pub fn comm_str(b: &[u8]) -> String {
 /// bounded memory whatever the processes are called).
 const MAX_COMMS: usize = 4096;
 
+/// A process's and its thread's 16-byte names, back to back → both interned.
+type NamePairs = crate::hash::FastMap<[u8; 32], (Arc<str>, Arc<str>)>;
+
 thread_local! {
-    static COMMS: std::cell::RefCell<crate::hash::FastMap<[u8; 32], (Arc<str>, Arc<str>)>> =
-        std::cell::RefCell::new(crate::hash::FastMap::default());
+    static COMMS: std::cell::RefCell<NamePairs> = std::cell::RefCell::new(NamePairs::default());
 }
 
 /// The 16-byte kernel `comm`s of a process and its thread as shared
