@@ -210,7 +210,11 @@ fn rr_fixed(m: &[u8], off: usize) -> Result<(u16, u32, usize, usize), DnsError> 
 ///
 /// With `out == None` the name is only skipped: pointers are not followed,
 /// which is all the record walk needs.
-fn read_name(m: &[u8], start: usize, mut out: Option<&mut String>) -> Result<usize, DnsError> {
+fn read_name(m: &[u8], start: usize, out: Option<&mut String>) -> Result<usize, DnsError> {
+    // SAFETY: only ASCII is appended below (plain label bytes are 0x21..=0x7e,
+    // everything else is escaped with ASCII), so the string stays UTF-8 even
+    // when the walk stops half-way with an error.
+    let mut out = out.map(|s| unsafe { s.as_mut_vec() });
     let mut pos = start;
     let mut jumps = 0usize;
     let mut wire = 1usize; // the root label's length byte
@@ -243,9 +247,9 @@ fn read_name(m: &[u8], start: usize, mut out: Option<&mut String>) -> Result<usi
                 let label = m.get(pos + 1..pos + 1 + n).ok_or(DnsError::Truncated(pos + 1))?;
                 if let Some(s) = out.as_deref_mut() {
                     if !s.is_empty() {
-                        s.push('.');
+                        s.push(b'.');
                     }
-                    push_label(s, label);
+                    push_label_ascii(s, label);
                 }
                 pos += 1 + n;
             }
@@ -267,26 +271,37 @@ fn name_string(m: &[u8], off: usize) -> Result<(String, usize), DnsError> {
 
 /// Appends a label, escaping as `dig` does: `\.`, `\\` and `\DDD` for bytes
 /// outside printable ASCII, so a name never smuggles control characters.
-fn push_label(s: &mut String, label: &[u8]) {
-    // Character by character: labels are short, and appending runs at once
-    // (UTF-8 check + copy per run) measured 4 % more instructions per query.
+/// Appends only ASCII (see [`read_name`]).
+fn push_label_ascii(s: &mut Vec<u8>, label: &[u8]) {
+    // Nearly every label needs no escape: one check, one copy.
+    if label.iter().all(|&b| matches!(b, 0x21..=0x7e) && b != b'.' && b != b'\\') {
+        s.extend_from_slice(label);
+        return;
+    }
     for &b in label {
         match b {
-            b'.' | b'\\' => {
-                s.push('\\');
-                s.push(b as char);
-            }
-            0x21..=0x7e => s.push(b as char),
-            _ => push_ddd(s, b),
+            b'.' | b'\\' => s.extend_from_slice(&[b'\\', b]),
+            0x21..=0x7e => s.push(b),
+            _ => s.extend_from_slice(&ddd(b)),
         }
     }
 }
 
+/// [`push_label_ascii`] onto a string (what the tests check).
+#[cfg(test)]
+fn push_label(s: &mut String, label: &[u8]) {
+    let mut v = std::mem::take(s).into_bytes();
+    push_label_ascii(&mut v, label);
+    *s = String::from_utf8(v).expect("labels are escaped to ASCII");
+}
+
+/// `\DDD`: a byte in decimal.
+fn ddd(b: u8) -> [u8; 4] {
+    [b'\\', b'0' + b / 100, b'0' + (b / 10) % 10, b'0' + b % 10]
+}
+
 fn push_ddd(s: &mut String, b: u8) {
-    s.push('\\');
-    s.push((b'0' + b / 100) as char);
-    s.push((b'0' + (b / 10) % 10) as char);
-    s.push((b'0' + b % 10) as char);
+    s.extend(ddd(b).map(char::from));
 }
 
 /// Presentation form of rdata; the RFC 3597 generic form when the type is

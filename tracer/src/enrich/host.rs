@@ -22,7 +22,9 @@ pub struct HostEvidence {
     /// (pid, netns) pairs already read: one process may have threads in
     /// several network namespaces, and alternating between them must not
     /// re-read the file on every packet.
-    seen_pids: std::collections::HashSet<(u32, u32)>,
+    seen_pids: crate::hash::FastSet<(u32, u32)>,
+    /// The pair asked about last: a busy client sends packet after packet.
+    last_seen: (u32, u32),
     proc_root: PathBuf,
 }
 
@@ -39,7 +41,8 @@ impl HostEvidence {
         Self {
             netns_names: HashMap::new(),
             scanned: None,
-            seen_pids: std::collections::HashSet::new(),
+            seen_pids: crate::hash::FastSet::default(),
+            last_seen: (0, 0),
             proc_root: "/proc".into(),
         }
     }
@@ -82,13 +85,18 @@ impl HostEvidence {
     /// honours its mount namespace and `ip netns exec` bind mounts), else the
     /// file `ip netns exec` would mount for its named netns, else says why not.
     pub fn resolv_conf_once(&mut self, pid: u32, netns_ino: u32, ts_ns: u64) -> Option<ResolvConfEvidence> {
-        if pid == 0 || self.seen_pids.contains(&(pid, netns_ino)) {
+        if pid == 0 || self.last_seen == (pid, netns_ino) {
+            return None;
+        }
+        if self.seen_pids.contains(&(pid, netns_ino)) {
+            self.last_seen = (pid, netns_ino);
             return None;
         }
         if self.seen_pids.len() >= MAX_PIDS {
             self.seen_pids.clear();
         }
         self.seen_pids.insert((pid, netns_ino));
+        self.last_seen = (pid, netns_ino);
         let via_proc = self.proc_root.join(pid.to_string()).join("root/etc/resolv.conf");
         let mut errors = Vec::new();
         match read_small(&via_proc) {

@@ -137,7 +137,8 @@ impl Enricher {
     }
 
     /// The pod that owns the socket a packet was observed at: cgroup id
-    /// (annotation, else the cgroup's path → container id / pod uid), then netns.
+    /// (annotation, else the cgroup's path → container id / pod uid), then
+    /// netns. ([`Self::enrich`] does the same under its own lock.)
     #[must_use]
     pub fn local_pod(&self, rec: &PacketRecord) -> Option<PodRef> {
         {
@@ -236,8 +237,20 @@ impl Enricher {
     pub fn enrich(&self, ev: &mut DnsEvent) {
         let t = self.wall_ns(ev.rec.ts_ns);
         self.last_seen.fetch_max(i64::try_from(t).unwrap_or(i64::MAX), Ordering::Relaxed);
-        let local = self.local_pod(&ev.rec);
-        let ix = self.read();
+        // One read lock for the whole message where the cgroup path is not needed.
+        let mut ix = self.read();
+        let local = match ix.pod_by_cgroup(ev.rec.cgroup_id) {
+            Some(p) => Some(p),
+            None if self.cgroups.is_none() => ix.pod_by_netns(ev.rec.netns_ino),
+            None => {
+                drop(ix);
+                let p = self
+                    .pod_by_cgroup_path(ev.rec.cgroup_id, ev.rec.netns_ino)
+                    .or_else(|| self.read().pod_by_netns(ev.rec.netns_ino));
+                ix = self.read();
+                p
+            }
+        };
         let by_ip = |ip: &IpAddr| ix.pod_by_ip_at(ip, t);
         match ev.rec.hook {
             Hook::SocketEgress | Hook::TcEgress => {

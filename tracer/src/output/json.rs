@@ -64,10 +64,27 @@ pub fn transaction(ctx: &Context, tx: &Transaction) -> Value {
 /// forms `\b \f \n \r \t`, other control bytes as `\u00xx`; everything else
 /// (DEL, non-ASCII) as is.
 fn put_str(b: &mut Vec<u8>, s: &str) {
-    b.push(b'"');
     let bytes = s.as_bytes();
+    b.reserve(bytes.len() + 2);
+    b.push(b'"');
     let mut from = 0;
-    for (i, &c) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while i < bytes.len() {
+        // Eight bytes at a time past what needs no escape (nearly everything).
+        if let Some(w) = bytes.get(i..i + 8) {
+            if !needs_escape(u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]])) {
+                i += 8;
+                continue;
+            }
+        } else {
+            let mut tail = [b'a'; 8];
+            tail[..bytes.len() - i].copy_from_slice(&bytes[i..]);
+            if !needs_escape(u64::from_le_bytes(tail)) {
+                break;
+            }
+        }
+        let c = bytes[i];
+        i += 1;
         let esc: &[u8] = match c {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -79,7 +96,7 @@ fn put_str(b: &mut Vec<u8>, s: &str) {
             0..=0x1f => &[],
             _ => continue,
         };
-        b.extend_from_slice(&bytes[from..i]);
+        b.extend_from_slice(&bytes[from..i - 1]);
         if esc.is_empty() {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             b.extend_from_slice(b"\\u00");
@@ -88,9 +105,28 @@ fn put_str(b: &mut Vec<u8>, s: &str) {
         } else {
             b.extend_from_slice(esc);
         }
-        from = i + 1;
+        from = i;
     }
     b.extend_from_slice(&bytes[from..]);
+    b.push(b'"');
+}
+
+/// Whether any of the eight bytes of `w` is `"`, `\` or below 0x20 (exact
+/// as to whether there is one; which byte is left to the byte loop).
+#[inline]
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w;
+    (below_space | zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\')))) & HIGH != 0
+}
+
+/// A type or rcode mnemonic: ASCII letters, digits and `-`, nothing to escape.
+fn put_mnemonic(b: &mut Vec<u8>, s: &'static str) {
+    debug_assert!(s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'), "{s}");
+    b.push(b'"');
+    b.extend_from_slice(s.as_bytes());
     b.push(b'"');
 }
 
@@ -289,13 +325,13 @@ pub fn put_transaction(b: &mut Vec<u8>, ctx: &Context, tx: &Transaction) {
     put_str(b, &tx.qname);
     b.extend_from_slice(b",\"qtype\":");
     match crate::decode::dns::qtype_str(tx.qtype) {
-        Some(s) => put_str(b, s),
+        Some(s) => put_mnemonic(b, s),
         None => put_display(b, format_args!("TYPE{}", tx.qtype)),
     }
     b.extend_from_slice(b",\"rcode\":");
     match tx.rcode {
         Some(r) => match crate::decode::dns::rcode_str(r) {
-            Some(s) => put_str(b, s),
+            Some(s) => put_mnemonic(b, s),
             None => put_display(b, format_args!("RCODE{r}")),
         },
         None => b.extend_from_slice(b"null"),
@@ -575,6 +611,48 @@ mod tests {
                 let mut got = Vec::new();
                 write_transaction(&mut got, &ctx, &tx).unwrap();
                 assert_eq!(String::from_utf8(got).unwrap(), want);
+            }
+        }
+    }
+
+    /// The word-at-a-time scan escapes exactly what `serde_json` escapes,
+    /// wherever the byte falls in a word and whatever the length.
+    #[test]
+    fn put_str_matches_serde_json_at_every_position() {
+        let specials = ['"', '\\', '\u{0}', '\u{8}', '\u{c}', '\n', '\r', '\t', '\u{1f}', ' ', '\u{7f}', 'é', '€', 'a'];
+        for len in 0..20 {
+            for at in 0..len.max(1) {
+                for c in specials {
+                    for c2 in ['a', '"', '\u{1}'] {
+                        let s: String = (0..len)
+                            .map(|i| {
+                                if i == at {
+                                    c
+                                } else if i == len - 1 {
+                                    c2
+                                } else {
+                                    'x'
+                                }
+                            })
+                            .collect();
+                        let mut got = Vec::new();
+                        put_str(&mut got, &s);
+                        assert_eq!(String::from_utf8(got).unwrap(), serde_json::to_string(&s).unwrap(), "{s:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Type and rcode mnemonics are written without the escape scan: none needs one.
+    #[test]
+    fn mnemonics_need_no_escape() {
+        use crate::decode::dns::{qtype_str, rcode_str};
+        for t in 0..=u16::MAX {
+            for s in [qtype_str(t), rcode_str(t)].into_iter().flatten() {
+                let mut b = Vec::new();
+                put_mnemonic(&mut b, s);
+                assert_eq!(b, serde_json::to_vec(s).unwrap());
             }
         }
     }
