@@ -246,7 +246,10 @@ pub fn read(data: &[u8]) -> Result<Parsed<'_>, PacketError> {
 }
 
 /// The network layer of `data`: where every view starts.
-#[expect(clippy::inline_always, reason = "DNS parses every packet twice; a call here measured +40 % instructions")]
+#[expect(
+    clippy::inline_always,
+    reason = "DNS parses every packet twice: inlined, the parser costs 8.6M instead of 9.3M instructions on a 25k-packet replay"
+)]
 #[inline(always)]
 fn l3(data: &[u8]) -> Result<L3<'_>, PacketError> {
     match data.first().map(|b| b >> 4) {
