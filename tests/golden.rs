@@ -51,10 +51,10 @@ const SCAP: [&str; 4] = [
 /// ktrace's own captures in `tests/golden/captures/`.
 const CAPTURES: [&str; 6] = [
     "ktrace-sample.pcapng",
-    // The fuzz seed is compressed twice (an error path: "not a … capture
-    // after zstd decompression"); the single-zstd copy is the readable one.
+    // The fuzz seed, zstd-compressed by the writer.
     "ktrace-sample.pcapng.zst",
-    "ktrace-sample-single-zstd.pcapng.zst",
+    // Compressed twice (an error path: "not a … capture after zstd decompression").
+    "ktrace-sample-double-zstd.pcapng.zst",
     "ktrace-drops-conn.pcapng",
     "lab-node-a.pcapng",
     "lab-node-b.pcapng",

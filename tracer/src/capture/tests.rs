@@ -281,23 +281,15 @@ fn truncated_zstd_and_gzip_streams_yield_a_prefix_then_a_truncation_warning() {
     }
 }
 
-/// xorshift: deterministic noise without a dependency.
-fn noise(seed: &mut u64) -> u64 {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    *seed
-}
-
 #[test]
 fn corrupted_and_garbage_input_never_panics_or_hangs() {
     let path = tmp("flip.pcapng");
     write_sample(&path, false);
     let raw = std::fs::read(&path).expect("read");
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = crate::testkit::Rng(crate::testkit::Rng::SEED);
     for i in 0..raw.len() {
         let mut d = raw.clone();
-        d[i] ^= (noise(&mut seed) as u8) | 1;
+        d[i] ^= (rng.next() as u8) | 1;
         if let Ok(r) = open_reader("flip", Cursor::new(d)) {
             let _ = read_all(r);
         }
@@ -311,7 +303,7 @@ fn corrupted_and_garbage_input_never_panics_or_hangs() {
             &[0x1f, 0x8b][..],
         ] {
             let mut d = prefix.to_vec();
-            d.extend((0..len).map(|_| noise(&mut seed) as u8));
+            d.extend((0..len).map(|_| rng.next() as u8));
             if let Ok(r) = open_reader("garbage", Cursor::new(d)) {
                 let _ = read_all(r);
             }
@@ -676,6 +668,23 @@ fn merge_by_time_interleaves_nodes_on_the_wall_clock() {
     assert_eq!(merged, vec![(0, 0), (1, 500), (0, 1000), (1, 1500), (0, 2000)]);
 }
 
+/// The committed seeds in ktrace's own format read as whole captures,
+/// compressed or not: a seed that only reaches an error (as the
+/// twice-compressed `.zst` one did) fuzzes nothing past the opening.
+#[test]
+fn committed_capture_seeds_read_whole() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/pcapng_read");
+    let fresh = tmp("seed-check.pcapng");
+    let (recs, metas) = write_sample(&fresh, false);
+    for (name, zst) in [("ktrace-sample.pcapng", false), ("ktrace-sample.pcapng.zst", true)] {
+        let r = open(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!((r.format(), r.compression().is_some()), (Format::Ktrace, zst), "{name}");
+        let (got, got_meta, errs) = read_all(r);
+        assert!(errs.is_empty(), "{name}: {errs:?}");
+        assert_eq!((got.len(), got_meta.len()), (recs.len(), metas.len() + 1), "{name}: records, meta blocks");
+    }
+}
+
 /// Writes the seed corpora of the capture, agent, packet and DNS fuzz
 /// targets (`fuzz/seeds/<target>/`, committed) from this file's sample
 /// capture and the pcap fixtures. Run by `cargo xtask fuzz --write-seeds`,
@@ -697,15 +706,12 @@ fn write_fuzz_seeds() {
         std::fs::write(dir.join(name), data).expect("write seed");
     };
 
-    // pcapng_read: a ktrace capture with every record and meta kind, plain and zstd.
-    for (name, compress) in [("ktrace-sample.pcapng", false), ("ktrace-sample.pcapng.zst", true)] {
+    // pcapng_read: a ktrace capture with every record and meta kind, plain
+    // and zstd (the writer compresses a `.zst` path itself: once).
+    for name in ["ktrace-sample.pcapng", "ktrace-sample.pcapng.zst"] {
         let path = tmp(name);
         write_sample(&path, false);
-        let mut bytes = std::fs::read(&path).expect("read sample");
-        if compress {
-            bytes = zstd::encode_all(&bytes[..], 3).expect("zstd");
-        }
-        put("pcapng_read", name, &bytes);
+        put("pcapng_read", name, &std::fs::read(&path).expect("read sample"));
     }
     // The records `ktrace drops` records besides packets: a kernel drop
     // (IPv4 UDP in VXLAN, cut at 128 bytes) and TCP connection events.

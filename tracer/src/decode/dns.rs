@@ -610,11 +610,17 @@ pub(crate) mod test_pcap {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::decode::packet;
+    use crate::{
+        decode::packet,
+        testkit::{
+            Rng,
+            dns::{build, put_name},
+        },
+    };
 
     /// Labels are escaped as dig does, wherever the odd byte sits.
     #[test]
@@ -640,55 +646,6 @@ pub(crate) mod tests {
         for a in [[0, 0, 0, 0], [10, 0, 0, 1], [255, 255, 255, 255], [9, 10, 99, 100], [1, 20, 200, 109]] {
             assert_eq!(dotted_quad(a), Ipv4Addr::from(a).to_string());
         }
-    }
-
-    /// Appends `name` as uncompressed labels.
-    fn put_name(b: &mut Vec<u8>, name: &str) {
-        if name != "." {
-            for l in name.split('.') {
-                b.push(l.len() as u8);
-                b.extend_from_slice(l.as_bytes());
-            }
-        }
-        b.push(0);
-    }
-
-    /// A message with one question and the given answers (owner = a pointer
-    /// to the qname) and, when `opt_ttl` is set, an OPT record.
-    pub(crate) fn build(
-        id: u16,
-        flags: u16,
-        qname: &str,
-        qtype: u16,
-        answers: &[(u16, &[u8])],
-        opt_ttl: Option<u32>,
-    ) -> Vec<u8> {
-        let mut b = Vec::new();
-        b.extend_from_slice(&id.to_be_bytes());
-        b.extend_from_slice(&flags.to_be_bytes());
-        b.extend_from_slice(&1u16.to_be_bytes());
-        b.extend_from_slice(&(answers.len() as u16).to_be_bytes());
-        b.extend_from_slice(&0u16.to_be_bytes());
-        b.extend_from_slice(&u16::from(opt_ttl.is_some()).to_be_bytes());
-        put_name(&mut b, qname);
-        b.extend_from_slice(&qtype.to_be_bytes());
-        b.extend_from_slice(&1u16.to_be_bytes());
-        for (t, rd) in answers {
-            b.extend_from_slice(&[0xc0, 12]);
-            b.extend_from_slice(&t.to_be_bytes());
-            b.extend_from_slice(&1u16.to_be_bytes());
-            b.extend_from_slice(&300u32.to_be_bytes());
-            b.extend_from_slice(&(rd.len() as u16).to_be_bytes());
-            b.extend_from_slice(rd);
-        }
-        if let Some(ttl) = opt_ttl {
-            b.push(0);
-            b.extend_from_slice(&41u16.to_be_bytes());
-            b.extend_from_slice(&1232u16.to_be_bytes());
-            b.extend_from_slice(&ttl.to_be_bytes());
-            b.extend_from_slice(&0u16.to_be_bytes());
-        }
-        b
     }
 
     fn name_rd(name: &str) -> Vec<u8> {
@@ -870,16 +827,14 @@ pub(crate) mod tests {
 
     #[test]
     fn random_bytes_never_panic() {
-        let mut x: u64 = 0x1234_5678_9abc_def1;
+        let mut rng = Rng(0x1234_5678_9abc_def1);
         let base = build(3, 0x8180, "a.example.com", 1, &[(1, &[1, 2, 3, 4]), (5, &[0xc0, 14])], Some(0));
         let mut buf = vec![0u8; 200];
         for i in 0..10_000 {
             for b in &mut buf {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *b = x as u8;
+                *b = rng.next() as u8;
             }
+            let x = rng.0;
             let n = (x >> 32) as usize % buf.len();
             let _ = decode(&buf[..n]);
             // Mutate a valid message too, so the deep paths are reached.

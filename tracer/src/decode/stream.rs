@@ -372,9 +372,13 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::decode::{
-        dns::{test_pcap, tests::build},
-        packet::tests::{ipv4_pkt, tcp, udp},
+    use crate::{
+        decode::dns::test_pcap,
+        testkit::{
+            Rng,
+            dns::build,
+            packet::{ipv4_frag, tcp_data, udp},
+        },
     };
 
     fn rec(data: Vec<u8>) -> Arc<PacketRecord> {
@@ -389,7 +393,7 @@ mod tests {
     }
 
     fn seg(seq: u32, flags: u8, payload: &[u8]) -> Arc<PacketRecord> {
-        rec(ipv4_pkt(6, 0, &[], &tcp(40000, 53, seq, flags, payload)))
+        rec(ipv4_frag(6, 0, &[], &tcp_data(40000, 53, seq, flags, payload)))
     }
 
     fn ids(ev: &[DnsEvent]) -> Vec<u16> {
@@ -403,7 +407,7 @@ mod tests {
     fn udp_message() {
         let mut d = DnsDecoder::new();
         let mut out = Vec::new();
-        d.push(rec(ipv4_pkt(17, 0, &[], &udp(5000, 53, &build(42, 0x0100, "a.b", 1, &[], None)))), &mut out);
+        d.push(rec(ipv4_frag(17, 0, &[], &udp(5000, 53, &build(42, 0x0100, "a.b", 1, &[], None)))), &mut out);
         assert_eq!(out.len(), 1);
         let e = &out[0];
         assert_eq!(e.msg.id, 42);
@@ -420,10 +424,10 @@ mod tests {
         let mut d = DnsDecoder::new();
         let mut out = Vec::new();
         d.push(rec(vec![0x45, 0, 0]), &mut out);
-        d.push(rec(ipv4_pkt(17, 0, &[], &udp(5000, 53, b"not dns"))), &mut out);
-        d.push(rec(ipv4_pkt(17, 100, &[], b"fragment tail")), &mut out);
+        d.push(rec(ipv4_frag(17, 0, &[], &udp(5000, 53, b"not dns"))), &mut out);
+        d.push(rec(ipv4_frag(17, 100, &[], b"fragment tail")), &mut out);
         // Snapped: wire_len says more than was captured.
-        let full = ipv4_pkt(17, 0, &[], &udp(5000, 53, &build(1, 0x8180, "x.y", 1, &[(1, &[1, 2, 3, 4])], None)));
+        let full = ipv4_frag(17, 0, &[], &udp(5000, 53, &build(1, 0x8180, "x.y", 1, &[(1, &[1, 2, 3, 4])], None)));
         let mut r = (*rec(full[..full.len() - 4].to_vec())).clone();
         r.wire_len = full.len() as u32;
         d.push(Arc::new(r), &mut out);
@@ -520,7 +524,7 @@ mod tests {
         d.push(seg(6, tcp_flags::RST, b""), &mut out);
         assert_eq!(d.tcp_streams(), 0);
         // The other direction is its own stream.
-        let back = rec(ipv4_pkt(6, 0, &[], &tcp(53, 40000, 77, PSH, &framed(10, "y"))));
+        let back = rec(ipv4_frag(6, 0, &[], &tcp_data(53, 40000, 77, PSH, &framed(10, "y"))));
         d.push(back, &mut out);
         assert_eq!(ids(&out), [9, 10]);
         assert_eq!(out[1].src.port, 53);
@@ -531,7 +535,7 @@ mod tests {
         let mut d = DnsDecoder::with_max_streams(4);
         let mut out = Vec::new();
         for port in 0..10u16 {
-            let r = rec(ipv4_pkt(6, 0, &[], &tcp(1000 + port, 53, 1, ACK, &framed(port, "a")[..5])));
+            let r = rec(ipv4_frag(6, 0, &[], &tcp_data(1000 + port, 53, 1, ACK, &framed(port, "a")[..5])));
             d.push(r, &mut out);
         }
         assert_eq!(d.tcp_streams(), 4);
@@ -542,22 +546,16 @@ mod tests {
     fn tcp_random_segments_never_panic() {
         let mut dec = DnsDecoder::with_max_streams(16);
         let mut out = Vec::new();
-        let mut state: u64 = 0xdead_beef_cafe_f00d;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = Rng(0xdead_beef_cafe_f00d);
         let stream = [framed(1, "a.example"), framed(2, "bb.example"), framed(3, "c")].concat();
         for _ in 0..10_000 {
-            let r = next();
+            let r = rng.next();
             let lo = (r as usize) % stream.len();
             let hi = (lo + (r >> 16) as usize % 40).min(stream.len());
             let flags = [ACK, PSH, tcp_flags::SYN, tcp_flags::FIN, tcp_flags::RST][(r >> 40) as usize % 5];
             let sport = 1000 + (r >> 50) as u16 % 4;
             let seqbase = if r & (1 << 60) != 0 { 0 } else { (r >> 8) as u32 };
-            let p = ipv4_pkt(6, 0, &[], &tcp(sport, 53, seqbase.wrapping_add(lo as u32), flags, &stream[lo..hi]));
+            let p = ipv4_frag(6, 0, &[], &tcp_data(sport, 53, seqbase.wrapping_add(lo as u32), flags, &stream[lo..hi]));
             dec.push(rec(p), &mut out);
             assert!(dec.streams.values().all(|s| s.buf.len() <= MAX_FRAME && s.pending_bytes <= MAX_PENDING_BYTES));
         }

@@ -12,6 +12,40 @@ pub fn put_name(out: &mut Vec<u8>, name: &str) {
     out.push(0);
 }
 
+/// A DNS message with the header flags `flags`, one question (class IN),
+/// the `answers` (type, rdata; class IN, TTL 300, named by a pointer to the
+/// question) and, when `opt_ttl` is set, an OPT record with that TTL (the
+/// extended rcode and flags): the decoder's tests build every shape with it.
+#[must_use]
+pub fn build(id: u16, flags: u16, qname: &str, qtype: u16, answers: &[(u16, &[u8])], opt_ttl: Option<u32>) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&id.to_be_bytes());
+    b.extend_from_slice(&flags.to_be_bytes());
+    b.extend_from_slice(&1u16.to_be_bytes());
+    b.extend_from_slice(&(answers.len() as u16).to_be_bytes());
+    b.extend_from_slice(&0u16.to_be_bytes());
+    b.extend_from_slice(&u16::from(opt_ttl.is_some()).to_be_bytes());
+    put_name(&mut b, qname);
+    b.extend_from_slice(&qtype.to_be_bytes());
+    b.extend_from_slice(&1u16.to_be_bytes());
+    for (t, rd) in answers {
+        b.extend_from_slice(&[0xc0, 12]);
+        b.extend_from_slice(&t.to_be_bytes());
+        b.extend_from_slice(&1u16.to_be_bytes());
+        b.extend_from_slice(&300u32.to_be_bytes());
+        b.extend_from_slice(&(rd.len() as u16).to_be_bytes());
+        b.extend_from_slice(rd);
+    }
+    if let Some(ttl) = opt_ttl {
+        b.push(0);
+        b.extend_from_slice(&41u16.to_be_bytes());
+        b.extend_from_slice(&1232u16.to_be_bytes());
+        b.extend_from_slice(&ttl.to_be_bytes());
+        b.extend_from_slice(&0u16.to_be_bytes());
+    }
+    b
+}
+
 /// A DNS message: header (RD; for a response also QR and RA, and `rcode`),
 /// one question (class IN), and for a response with `answer` one A record
 /// (TTL 30, the name compressed as a pointer to the question, as servers do).

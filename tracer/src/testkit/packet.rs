@@ -1,7 +1,7 @@
 //! IP packet builders: packets as the kernel programs capture them
 //! (starting at the IP header).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// The IPv4 header checksum of `h` (its checksum field zero).
 #[must_use]
@@ -52,6 +52,37 @@ pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     u
 }
 
+/// An IPv4 packet 10.0.0.1 → 10.0.0.2 (id 0x1234, TTL 64, checksum left 0)
+/// with the flags and fragment offset `frag` and the IP options `opts`,
+/// carrying `l4`: the header shapes the parser's tests need.
+#[must_use]
+pub fn ipv4_frag(proto: u8, frag: u16, opts: &[u8], l4: &[u8]) -> Vec<u8> {
+    let ihl = 20 + opts.len();
+    let total = (ihl + l4.len()) as u16;
+    let mut p = vec![0x40 | (ihl / 4) as u8, 0];
+    p.extend_from_slice(&total.to_be_bytes());
+    p.extend_from_slice(&0x1234u16.to_be_bytes());
+    p.extend_from_slice(&frag.to_be_bytes());
+    p.extend_from_slice(&[64, proto, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+    p.extend_from_slice(opts);
+    p.extend_from_slice(l4);
+    p
+}
+
+/// An IPv6 packet `2001:db8::1` → `2001:db8::2` (hop limit 64) whose first next
+/// header is `next`, carrying the extension headers `ext` and then `l4`.
+#[must_use]
+pub fn ipv6(next: u8, ext: &[u8], l4: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&((ext.len() + l4.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&[next, 64]);
+    p.extend_from_slice(&Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1).octets());
+    p.extend_from_slice(&Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2).octets());
+    p.extend_from_slice(ext);
+    p.extend_from_slice(l4);
+    p
+}
+
 /// An IPv4/UDP packet (header checksum filled in, UDP checksum 0 as allowed).
 #[must_use]
 pub fn ipv4_udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
@@ -66,6 +97,20 @@ pub fn tcp(sport: u16, dport: u16, seq: u32, flags: u8) -> Vec<u8> {
     t.extend_from_slice(&dport.to_be_bytes());
     t.extend_from_slice(&seq.to_be_bytes());
     t.extend_from_slice(&[0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    t
+}
+
+/// A TCP segment with data offset 6 (one 4-byte option of NOPs, so a
+/// parser must honour the offset), window 65535, checksum 0, and `payload`.
+#[must_use]
+pub fn tcp_data(sport: u16, dport: u16, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut t = Vec::with_capacity(24 + payload.len());
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&seq.to_be_bytes());
+    t.extend_from_slice(&[0, 0, 0, 0, 0x60, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    t.extend_from_slice(&[1, 1, 1, 1]);
+    t.extend_from_slice(payload);
     t
 }
 

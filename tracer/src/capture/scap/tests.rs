@@ -326,19 +326,9 @@ fn truncated_gzip_is_a_truncation() {
     }
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn hostile_input_never_panics() {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = crate::testkit::Rng(crate::testkit::Rng::SEED);
     let small = small_capture();
     let head = &small[..boundaries(&small)[2]];
     for round in 0..400 {
