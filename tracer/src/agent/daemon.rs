@@ -89,7 +89,7 @@ impl Sink for AgentSink {
         self.metrics.finding(f);
         let json = crate::output::json::finding(f).to_string();
         let ts = u64::try_from(ctx.wall_ns(crate::source::monotonic_ns())).unwrap_or(0);
-        self.hub.publish(Entry { ts_ns: ts, kind: EntryKind::Finding, pods: Vec::new(), bytes: json.into() });
+        self.hub.publish(Entry { ts_ns: ts, kind: EntryKind::Finding, pods: None, bytes: json.into() });
     }
     fn finish(&mut self, _ctx: &Context, _stats: &RunStats) {}
 }
@@ -357,7 +357,7 @@ fn spawn_correlation(
                             hub.publish(Entry {
                                 ts_ns: upto,
                                 kind: EntryKind::Finding,
-                                pods: Vec::new(),
+                                pods: None,
                                 bytes: line.into(),
                             });
                         }

@@ -3,9 +3,9 @@
 
 use std::{net::IpAddr, sync::Arc};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
-use super::hub::{ContextSlot, Entry, EntryKind, Hub};
+use super::hub::{ContextSlot, Entry, EntryKind, Hub, Pods};
 use crate::{
     capture::{CaptureHeader, CaptureWriter, ClockRef, MetaBlock},
     enrich::{Enricher, PodRef},
@@ -30,26 +30,46 @@ const POD_CACHE_MAX: usize = 4096;
 /// A socket owner's pod and its interface hint (`namespace/name`).
 type LocalPod = Option<(PodRef, Arc<str>)>;
 
+/// What a flow's packets carry into the hub: their pods, shared by every
+/// entry of the flow, and the local pod's interface hint.
+#[derive(Clone, Default)]
+struct FlowPods {
+    pods: Pods,
+    hint: Option<Arc<str>>,
+}
+
+/// Socket owner (cgroup, netns) and the packet's outer addresses.
+type FlowKey = (u64, u32, Option<(IpAddr, IpAddr)>);
+
 /// Pods of recent packets, so that the node's every packet does not repeat
-/// the enricher's lookups (a lock, a cgroup path parsed per packet): by
-/// socket owner (cgroup, netns) with its interface hint, and by address.
+/// the enricher's lookups (a lock, a cgroup path parsed per packet) nor
+/// allocate its pod list: one lookup per packet by flow, the enricher's
+/// answers by socket owner (cgroup, netns) and by address behind it.
 /// Emptied at each heartbeat (every 100 ms), so a pod that comes or goes is
 /// seen at most that late.
 #[derive(Default)]
 struct PodCache {
+    flows: FastMap<FlowKey, FlowPods>,
     local: FastMap<(u64, u32), LocalPod>,
     by_ip: FastMap<IpAddr, Option<PodRef>>,
 }
 
 impl PodCache {
     fn clear(&mut self) {
+        self.flows.clear();
         self.local.clear();
         self.by_ip.clear();
     }
 
     /// `compose::packet_pods` through the cache: (local, source, destination), and the local pod's hint.
-    fn pods(&mut self, enr: &Enricher, p: &PacketRecord) -> ([Option<PodRef>; 3], Option<Arc<str>>) {
-        if self.local.len() >= POD_CACHE_MAX || self.by_ip.len() >= POD_CACHE_MAX {
+    fn pods(&mut self, enr: &Enricher, p: &PacketRecord) -> FlowPods {
+        // Lax: a packet cut after its addresses still names its pods.
+        let addrs = crate::decode::packet::parse_lax(&p.data, &[]).map(|h| (h.outer.t.src, h.outer.t.dst));
+        let key = (p.cgroup_id, p.netns_ino, addrs);
+        if let Some(f) = self.flows.get(&key) {
+            return f.clone();
+        }
+        if self.flows.len() >= POD_CACHE_MAX || self.local.len() >= POD_CACHE_MAX || self.by_ip.len() >= POD_CACHE_MAX {
             self.clear();
         }
         let (local, hint) = self
@@ -63,17 +83,25 @@ impl PodCache {
             })
             .clone()
             .unzip();
-        // Lax: a packet cut after its addresses still names its pods.
-        let (src, dst) = match crate::decode::packet::parse_lax(&p.data, &[]) {
-            Some(h) => {
+        let (src, dst) = match addrs {
+            Some((s, d)) => {
                 let mut by_ip = |ip: IpAddr| self.by_ip.entry(ip).or_insert_with(|| enr.pod_by_ip(&ip)).clone();
-                (by_ip(h.outer.t.src), by_ip(h.outer.t.dst))
+                (by_ip(s), by_ip(d))
             }
             None => (None, None),
         };
-        ([local, src, dst], hint)
+        let set: Vec<PodRef> = [local, src, dst].into_iter().flatten().collect();
+        let f = FlowPods { pods: (!set.is_empty()).then(|| Arc::from(set)), hint };
+        self.flows.insert(key, f.clone());
+        f
     }
 }
+
+/// Size of the buffers entries' bytes are cut from: one allocation per
+/// chunk instead of one per record, freed when the last entry cut from it
+/// leaves the history (entries leave in order, so at most one chunk beyond
+/// the history bound stays pinned, plus those live subscribers still hold).
+const ARENA_CHUNK: usize = 64 * 1024;
 
 /// Encodes records for the hub.
 pub struct Encoder {
@@ -83,6 +111,8 @@ pub struct Encoder {
     start_mono: u64,
     underlay: Vec<String>,
     pods: PodCache,
+    /// The current chunk entries' bytes are cut from.
+    arena: BytesMut,
     /// Records the writer refused (a block over the format's size limit).
     pub errors: u64,
 }
@@ -102,7 +132,27 @@ impl Encoder {
         };
         let mut writer = CaptureWriter::in_memory(header);
         let head = Bytes::from(writer.take_bytes());
-        (Self { writer, clock, node, start_mono: clock.mono_ns, underlay, pods: PodCache::default(), errors: 0 }, head)
+        let enc = Self {
+            writer,
+            clock,
+            node,
+            start_mono: clock.mono_ns,
+            underlay,
+            pods: PodCache::default(),
+            arena: BytesMut::new(),
+            errors: 0,
+        };
+        (enc, head)
+    }
+
+    /// The writer's bytes since the last call, as a slice of the arena.
+    fn take(&mut self) -> Bytes {
+        let v = self.writer.take_bytes();
+        if self.arena.capacity() - self.arena.len() < v.len() {
+            self.arena = BytesMut::with_capacity(ARENA_CHUNK.max(v.len()));
+        }
+        self.arena.extend_from_slice(&v);
+        self.arena.split().freeze()
     }
 
     /// Encodes one live record (monotonic time) and hands it to the hub.
@@ -110,14 +160,14 @@ impl Encoder {
         let wall = self.clock.to_wall(rec.ts_ns());
         let (kind, pods, hint) = match rec {
             Record::Packet(p) => {
-                let (pods, hint) = self.pods.pods(enr, p);
+                let FlowPods { pods, hint } = self.pods.pods(enr, p);
                 let kind =
                     if matches!(p.hook, Hook::TcEgress | Hook::TcIngress) { EntryKind::Drops } else { EntryKind::Dns };
-                (kind, pods.into_iter().flatten().collect(), hint)
+                (kind, pods, hint)
             }
-            Record::Drop(_) => (EntryKind::Drops, Vec::new(), None),
-            Record::Conn(_) => (EntryKind::Conn, Vec::new(), None),
-            Record::Lost { .. } | Record::ResolvConf(_) => (EntryKind::Context, Vec::new(), None),
+            Record::Drop(_) => (EntryKind::Drops, None, None),
+            Record::Conn(_) => (EntryKind::Conn, None, None),
+            Record::Lost { .. } | Record::ResolvConf(_) => (EntryKind::Context, None, None),
         };
         if let Err(e) = self.writer.write_record(rec, hint.as_deref()) {
             self.errors += 1;
@@ -125,18 +175,19 @@ impl Encoder {
             let _ = self.writer.take_bytes();
             return;
         }
-        let bytes = Bytes::from(self.writer.take_bytes());
-        // Usually one block, the record's: hand the buffer on as it is (a
-        // slice of it would make `Bytes` allocate a shared header). An
-        // interface declaration comes first when the record is the first of
-        // its interface.
+        // Context stays for the agent's lifetime: its own allocation, so it
+        // never pins an arena chunk.
+        let context = matches!(rec, Record::ResolvConf(_) | Record::Lost { .. });
+        let bytes = if context { Bytes::from(self.writer.take_bytes()) } else { self.take() };
+        // Usually one block, the record's. An interface declaration comes
+        // first when the record is the first of its interface.
         let body = if one_block_not_idb(&bytes) {
             bytes
         } else {
             let mut body: Option<Bytes> = None;
             for (ty, blk) in super::hub::split_blocks(&bytes) {
                 if ty == BT_IDB {
-                    hub.context(wall, ContextSlot::Append, bytes.slice_ref(blk));
+                    hub.context(wall, ContextSlot::Append, Bytes::copy_from_slice(blk));
                 } else {
                     body = Some(bytes.slice_ref(blk));
                 }
@@ -188,9 +239,9 @@ impl Encoder {
                     data: serde_json::to_vec(&cov).unwrap_or_default(),
                 })
                 .is_ok();
-        let bytes = Bytes::from(self.writer.take_bytes());
+        let bytes = self.take();
         if ok {
-            hub.publish(Entry { ts_ns: now.wall_ns, kind: EntryKind::Heartbeat, pods: Vec::new(), bytes });
+            hub.publish(Entry { ts_ns: now.wall_ns, kind: EntryKind::Heartbeat, pods: None, bytes });
         }
     }
 }
