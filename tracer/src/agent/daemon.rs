@@ -131,6 +131,7 @@ pub fn run(meta: &MetaSource, cfg: &AgentConfig) -> anyhow::Result<()> {
     let _stats_fd = enable_bpf_stats();
 
     let (mut enc, head) = Encoder::new(Arc::clone(&node), cfg.underlay.clone(), 1024);
+    enc.recycle_for(cfg.history_bytes);
     let hub = Arc::new(Hub::new(head, cfg.history_bytes));
     if let Some(s) = &snap {
         enc.meta(&MetaBlock::KubeSnapshot(s.raw.clone()), &hub);

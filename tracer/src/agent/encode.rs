@@ -1,7 +1,7 @@
 //! Records → hub entries: each record is encoded once, as the pcapng blocks
 //! `ktrace record` would write, tagged with its kind and pods.
 
-use std::{net::IpAddr, sync::Arc};
+use std::{collections::VecDeque, net::IpAddr, sync::Arc};
 
 use bytes::{Bytes, BytesMut};
 
@@ -98,9 +98,11 @@ impl PodCache {
 }
 
 /// Size of the buffers entries' bytes are cut from: one allocation per
-/// chunk instead of one per record, freed when the last entry cut from it
-/// leaves the history (entries leave in order, so at most one chunk beyond
-/// the history bound stays pinned, plus those live subscribers still hold).
+/// chunk instead of one per record. A full chunk is retired; once the last
+/// entry cut from it left the history (entries leave in order) and no live
+/// subscriber holds one, it is reused, so a full history recycles its
+/// memory instead of returning it to the allocator and faulting fresh pages
+/// in for every new chunk.
 const ARENA_CHUNK: usize = 64 * 1024;
 
 /// Encodes records for the hub.
@@ -113,6 +115,10 @@ pub struct Encoder {
     pods: PodCache,
     /// The current chunk entries' bytes are cut from.
     arena: BytesMut,
+    /// Full chunks, oldest first, until reused.
+    retired: VecDeque<BytesMut>,
+    /// Most retired chunks kept: the history's bound in chunks, and some.
+    max_retired: usize,
     /// Records the writer refused (a block over the format's size limit).
     pub errors: u64,
 }
@@ -140,19 +146,45 @@ impl Encoder {
             underlay,
             pods: PodCache::default(),
             arena: BytesMut::new(),
+            retired: VecDeque::new(),
+            max_retired: 64,
             errors: 0,
         };
         (enc, head)
+    }
+
+    /// Sizes the pool of retired chunks for a history of `bytes` (chunks
+    /// beyond it are freed once unused).
+    pub fn recycle_for(&mut self, history_bytes: usize) {
+        self.max_retired = history_bytes / ARENA_CHUNK + 64;
     }
 
     /// The writer's bytes since the last call, as a slice of the arena.
     fn take(&mut self) -> Bytes {
         let v = self.writer.take_bytes();
         if self.arena.capacity() - self.arena.len() < v.len() {
-            self.arena = BytesMut::with_capacity(ARENA_CHUNK.max(v.len()));
+            let next = self.next_chunk(v.len());
+            let full = std::mem::replace(&mut self.arena, next);
+            if self.retired.len() < self.max_retired {
+                self.retired.push_back(full);
+            }
         }
         self.arena.extend_from_slice(&v);
         self.arena.split().freeze()
+    }
+
+    /// The oldest retired chunk if nothing refers to it any more, else a new one.
+    fn next_chunk(&mut self, need: usize) -> BytesMut {
+        if need <= ARENA_CHUNK
+            && let Some(old) = self.retired.front_mut()
+            // Succeeds only when this handle is the chunk's last reference
+            // (then it moves back to the chunk's start, without copying).
+            && old.try_reclaim(ARENA_CHUNK)
+            && let Some(c) = self.retired.pop_front()
+        {
+            return c;
+        }
+        BytesMut::with_capacity(ARENA_CHUNK.max(need))
     }
 
     /// Encodes one live record (monotonic time) and hands it to the hub.
