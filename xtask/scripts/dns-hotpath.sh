@@ -16,6 +16,7 @@
 # "base-json" etc. run the binary in $BASE for a side-by-side before/after),
 # HALF=0 skips the latency part, PERF=FILE records `perf record -g` of the
 # json mode's (PERF_MODE) saturation run of the last round into FILE.
+# AGENT_ARGS adds arguments to the agent modes (e.g. "--history-mib 4").
 # STAT_EVENT=EV counts another perf event per query in the instructions
 # column (e.g. page-faults, a software event, where the machine has no PMU).
 # QPS=N replaces the saturation part by runs at a fixed N queries/s (the CPU
@@ -103,7 +104,7 @@ start_kt() {
     agent)
         APORT=$((20000 + RANDOM % 20000))
         post=(--no-kube-api agent --grace 0s --metrics 127.0.0.1:$APORT --listen "unix:$WORK/agent.sock"
-            --capture-dir "$WORK/captures")
+            --capture-dir "$WORK/captures" ${AGENT_ARGS:-})
         ;;
     esac
     "$bin" "${pre[@]}" "${post[@]}" >/dev/null 2>"$WORK/kt.err" &

@@ -24,7 +24,7 @@ use super::{
     encode::Encoder,
     http::{HttpState, serve as serve_http},
     hub::{Entry, EntryKind, Hub},
-    metrics::{Metrics, MetricsConfig, bpf_program_stats, enable_bpf_stats},
+    metrics::{DnsSeries, Metrics, MetricsConfig, bpf_program_stats, enable_bpf_stats},
     server::{ListenAddr, Service, Shared, TlsFiles, serve},
 };
 use crate::{
@@ -78,12 +78,14 @@ pub struct AgentConfig {
 /// Feeds metrics and publishes findings.
 struct AgentSink {
     metrics: Arc<Metrics>,
+    /// This thread's handles of the DNS series (no lock per transaction).
+    dns: DnsSeries,
     hub: Arc<Hub>,
 }
 
 impl Sink for AgentSink {
     fn transaction(&mut self, _ctx: &Context, tx: &Transaction) {
-        self.metrics.dns_transaction(tx);
+        self.metrics.dns_transaction_cached(&mut self.dns, tx);
     }
     fn finding(&mut self, ctx: &Context, f: &Finding) {
         self.metrics.finding(f);
@@ -222,7 +224,7 @@ pub fn run(meta: &MetaSource, cfg: &AgentConfig) -> anyhow::Result<()> {
         ctx,
         Filter::default(),
         PairConfig::default(),
-        AgentSink { metrics: Arc::clone(&metrics), hub: Arc::clone(&hub) },
+        AgentSink { metrics: Arc::clone(&metrics), dns: DnsSeries::default(), hub: Arc::clone(&hub) },
     );
     pipe.dns_ports.clone_from(&cfg.ports);
     pipe.live_output = false;

@@ -117,8 +117,10 @@ pub struct Encoder {
     arena: BytesMut,
     /// Full chunks, oldest first, until reused.
     retired: VecDeque<BytesMut>,
-    /// Most retired chunks kept: the history's bound in chunks, and some.
+    /// Most retired chunks kept: the history's bound in chunks, and a few.
     max_retired: usize,
+    /// Chunks allocated so far (not reused).
+    chunks: u64,
     /// Records the writer refused (a block over the format's size limit).
     pub errors: u64,
 }
@@ -148,6 +150,7 @@ impl Encoder {
             arena: BytesMut::new(),
             retired: VecDeque::new(),
             max_retired: 64,
+            chunks: 0,
             errors: 0,
         };
         (enc, head)
@@ -156,16 +159,19 @@ impl Encoder {
     /// Sizes the pool of retired chunks for a history of `bytes` (chunks
     /// beyond it are freed once unused).
     pub fn recycle_for(&mut self, history_bytes: usize) {
-        self.max_retired = history_bytes / ARENA_CHUNK + 64;
+        self.max_retired = history_bytes / ARENA_CHUNK + 8;
     }
 
     /// The writer's bytes since the last call, as a slice of the arena.
     fn take(&mut self) -> Bytes {
         let v = self.writer.take_bytes();
         if self.arena.capacity() - self.arena.len() < v.len() {
+            // The first arena is the empty `BytesMut::new()`: never a chunk to
+            // reuse (kept in the pool, it would block the reuse of every other).
+            let allocated = self.chunks > 0;
             let next = self.next_chunk(v.len());
             let full = std::mem::replace(&mut self.arena, next);
-            if self.retired.len() < self.max_retired {
+            if allocated && self.retired.len() < self.max_retired {
                 self.retired.push_back(full);
             }
         }
@@ -184,6 +190,7 @@ impl Encoder {
         {
             return c;
         }
+        self.chunks += 1;
         BytesMut::with_capacity(ARENA_CHUNK.max(need))
     }
 
@@ -275,5 +282,33 @@ impl Encoder {
         if ok {
             hub.publish(Entry { ts_ns: now.wall_ns, kind: EntryKind::Heartbeat, pods: None, bytes });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::packet::ipv4_udp;
+
+    /// A full history recycles its arena chunks: however many records pass,
+    /// the chunks allocated stay at what the history bound holds.
+    #[test]
+    fn a_full_history_reuses_its_chunks() {
+        let history = 1 << 20;
+        let (mut enc, head) = Encoder::new(Arc::from("n"), Vec::new(), 1024);
+        enc.recycle_for(history);
+        let hub = Hub::new(head, history);
+        let enr = Enricher::empty();
+        let pkt = Bytes::from(ipv4_udp([10, 0, 0, 1].into(), 40_000, [10, 0, 0, 2].into(), 53, &[0u8; 40]));
+        let n = 50_000u64;
+        for i in 0..n {
+            enc.record(&Record::Packet(PacketRecord::bare(i, Hook::SocketEgress, pkt.clone())), &enr, &hub);
+        }
+        let (entries, bytes, _) = hub.history_size();
+        assert!(bytes <= history, "{bytes} bytes of history");
+        assert!(entries > 1000 && (entries as u64) < n, "{entries} entries kept");
+        let bound = (history / ARENA_CHUNK) as u64 + 3;
+        assert!(enc.chunks <= bound, "{} chunks allocated for {n} records (bound {bound})", enc.chunks);
+        assert!(enc.retired.len() <= enc.max_retired);
     }
 }

@@ -153,10 +153,7 @@ impl Hub {
                 snapshot: None,
                 netstate: None,
                 resolv: VecDeque::new(),
-                // Room for a history of typical DNS entries (~160 bytes of
-                // pcapng each) from the start: growing by doubling would copy
-                // it, and fault fresh pages in, each time.
-                history: VecDeque::with_capacity((max_bytes / (160 + ENTRY_OVERHEAD)).min(1 << 20)),
+                history: VecDeque::new(),
                 history_bytes: 0,
                 max_bytes,
             }),
