@@ -215,7 +215,7 @@ impl Hub {
     /// sets are shared between the entries of a flow; counting them in full
     /// for each entry overestimates).
     fn cost(e: &Entry) -> usize {
-        e.bytes.len() + ENTRY_OVERHEAD + e.pods().len() * size_of::<PodRef>()
+        e.bytes.len() + ENTRY_OVERHEAD + size_of_val(e.pods())
     }
 
     fn remember(g: &mut Inner, stats: &HubStats, e: Entry) {

@@ -335,6 +335,9 @@ impl<S: Clone + Hash + Eq> Bounded<S> {
 const QT_SLOTS: usize = QTYPES.len() + 1;
 const RC_SLOTS: usize = RCODES.len() + 2;
 
+/// A client pod by namespace and name (None: not attributed to a pod).
+type PodKey = Option<(Arc<str>, Arc<str>)>;
+
 /// The DNS series of one client pod (or of no pod), resolved on first use.
 #[derive(Default)]
 struct PodSeries {
@@ -351,7 +354,7 @@ struct PodSeries {
 /// stays right; the cache is emptied past [`DnsSeries::MAX_PODS`] pods.
 #[derive(Default)]
 pub struct DnsSeries {
-    by_pod: FastMap<Option<(Arc<str>, Arc<str>)>, Box<PodSeries>>,
+    by_pod: FastMap<PodKey, Box<PodSeries>>,
 }
 
 impl DnsSeries {
