@@ -16,6 +16,9 @@
 # "base-json" etc. run the binary in $BASE for a side-by-side before/after),
 # HALF=0 skips the latency part, PERF=FILE records `perf record -g` of the
 # json mode's (PERF_MODE) saturation run of the last round into FILE.
+# AGENT_ARGS adds arguments to the agent modes (e.g. "--history-mib 4").
+# STAT_EVENT=EV counts another perf event per query in the instructions
+# column (e.g. page-faults, a software event, where the machine has no PMU).
 # QPS=N replaces the saturation part by runs at a fixed N queries/s (the CPU
 # per query then compares at one rate across modes).
 # Traffic stays between the two namespaces this script creates; they are
@@ -101,7 +104,7 @@ start_kt() {
     agent)
         APORT=$((20000 + RANDOM % 20000))
         post=(--no-kube-api agent --grace 0s --metrics 127.0.0.1:$APORT --listen "unix:$WORK/agent.sock"
-            --capture-dir "$WORK/captures")
+            --capture-dir "$WORK/captures" ${AGENT_ARGS:-})
         ;;
     esac
     "$bin" "${pre[@]}" "${post[@]}" >/dev/null 2>"$WORK/kt.err" &
@@ -146,7 +149,7 @@ one() {
     # inflated by other work on the machine competing for caches and cores.
     local stat_pid=
     if [ -n "$KT" ]; then
-        perf stat -e instructions:u -x, -o "$WORK/pstat" -p "$KT" 2>/dev/null &
+        perf stat -e "${STAT_EVENT:-instructions:u}" -x, -o "$WORK/pstat" -p "$KT" 2>/dev/null &
         stat_pid=$!
     fi
     read -r q n < <(perfrun "$secs" "$qps")
@@ -157,7 +160,7 @@ one() {
     if [ -n "$stat_pid" ]; then
         kill -INT $stat_pid
         wait $stat_pid 2>/dev/null || true
-        ins=$(awk -F, -v n="$n" '/instructions/ {printf "%.0f", $1 / n}' "$WORK/pstat")
+        ins=$(awk -F, -v n="$n" -v ev="${STAT_EVENT:-instructions}" 'index($0, ev) && $1 ~ /^[0-9.]+$/ {printf "%.2f", $1 / n}' "$WORK/pstat")
     fi
     # Peak resident set of the tracer so far (KiB; last column).
     local hwm=-
@@ -170,7 +173,10 @@ one() {
     [ -n "$qps" ] && lat="$(pct 50) $(pct 99)"
     local wait
     wait=$(awk -v a="$w0" -v b="$w1" -v n="$n" 'BEGIN{printf "%.2f", (b-a)/1000/n}')
-    echo "$m $q $us $ev $lat ${ins:--} $wait ${hwm:--}"
+    # Times the idle-priority reader was raised to normal priority (catch-up).
+    local boosts=-
+    [ "$m" != off ] && boosts=$(sed -n 's/.*raised to normal priority \([0-9]*\) time.*/\1/p' "$WORK/kt.err" | tail -1)
+    echo "$m $q $us $ev $lat ${ins:--} $wait ${hwm:--} ${boosts:--}"
 }
 
 ip netns exec $CLI true
@@ -190,18 +196,19 @@ rows = [l.split() for l in open(path) if l.strip()]
 num = lambda x: float(x) if x not in ("-", "") else 0.0
 med = lambda xs: st.median(xs) if xs else float("nan")
 if kind == "sat":
-    print("mode qps tracer_us/query user_instructions/query events_read events_lost srv_wait_us/query")
+    print("mode qps tracer_us/query user_instructions/query events_read events_lost srv_wait_us/query peak_rss_kib boosts")
     for m in modes:
         r = [x for x in rows if x[0] == m]
         print(m, round(med([num(x[1]) for x in r])), "%.2f" % med([num(x[2]) for x in r]),
-              round(med([num(x[7]) for x in r])),
+              "%.2f" % med([num(x[7]) for x in r]),
               int(sum(num(x[3]) for x in r)), int(sum(num(x[4]) for x in r)),
-              "%.2f" % med([num(x[8]) for x in r if len(x) > 8]))
+              "%.2f" % med([num(x[8]) for x in r if len(x) > 8]),
+              round(med([num(x[9]) for x in r if len(x) > 9])), round(med([num(x[10]) for x in r if len(x) > 10])))
 else:
-    print("mode p50_us p99_us p50_ratio p99_ratio tracer_us/query user_instructions/query events_lost srv_wait_us/query")
+    print("mode p50_us p99_us p50_ratio p99_ratio tracer_us/query user_instructions/query events_lost srv_wait_us/query boosts")
     rounds = [rows[i:i + len(modes)] for i in range(0, len(rows), len(modes))]
     for m in modes:
-        a50, a99, p50, p99, us, ins, lost, wt = [], [], [], [], [], [], 0, []
+        a50, a99, p50, p99, us, ins, lost, wt, bo = [], [], [], [], [], [], 0, [], []
         for rd in rounds:
             off = [x for x in rd if x[0] == "off"]
             for x in rd:
@@ -209,9 +216,10 @@ else:
                     continue
                 p50.append(num(x[5])); p99.append(num(x[6])); us.append(num(x[2])); ins.append(num(x[7])); lost += num(x[4])
                 wt.append(num(x[8]) if len(x) > 8 else 0.0)
+                bo.append(num(x[10]) if len(x) > 10 else 0.0)
                 if off:
                     a50.append(num(x[5]) / num(off[0][5])); a99.append(num(x[6]) / num(off[0][6]))
-        print(m, "%.1f %.1f %.2f %.2f %.2f %.0f %d %.2f" % (med(p50), med(p99), med(a50), med(a99), med(us), med(ins), lost, med(wt)))
+        print(m, "%.1f %.1f %.2f %.2f %.2f %.2f %d %.2f %.0f" % (med(p50), med(p99), med(a50), med(a99), med(us), med(ins), lost, med(wt), med(bo)))
 PY
 }
 echo "## saturation ($ROUNDS rounds × ${SECS}s; medians)"

@@ -24,7 +24,7 @@ use super::{
     encode::Encoder,
     http::{HttpState, serve as serve_http},
     hub::{Entry, EntryKind, Hub},
-    metrics::{Metrics, MetricsConfig, bpf_program_stats, enable_bpf_stats},
+    metrics::{DnsSeries, Metrics, MetricsConfig, bpf_program_stats, enable_bpf_stats},
     server::{ListenAddr, Service, Shared, TlsFiles, serve},
 };
 use crate::{
@@ -78,18 +78,20 @@ pub struct AgentConfig {
 /// Feeds metrics and publishes findings.
 struct AgentSink {
     metrics: Arc<Metrics>,
+    /// This thread's handles of the DNS series (no lock per transaction).
+    dns: DnsSeries,
     hub: Arc<Hub>,
 }
 
 impl Sink for AgentSink {
     fn transaction(&mut self, _ctx: &Context, tx: &Transaction) {
-        self.metrics.dns_transaction(tx);
+        self.metrics.dns_transaction_cached(&mut self.dns, tx);
     }
     fn finding(&mut self, ctx: &Context, f: &Finding) {
         self.metrics.finding(f);
         let json = crate::output::json::finding(f).to_string();
         let ts = u64::try_from(ctx.wall_ns(crate::source::monotonic_ns())).unwrap_or(0);
-        self.hub.publish(Entry { ts_ns: ts, kind: EntryKind::Finding, pods: Vec::new(), bytes: json.into() });
+        self.hub.publish(Entry { ts_ns: ts, kind: EntryKind::Finding, pods: None, bytes: json.into() });
     }
     fn finish(&mut self, _ctx: &Context, _stats: &RunStats) {}
 }
@@ -131,6 +133,7 @@ pub fn run(meta: &MetaSource, cfg: &AgentConfig) -> anyhow::Result<()> {
     let _stats_fd = enable_bpf_stats();
 
     let (mut enc, head) = Encoder::new(Arc::clone(&node), cfg.underlay.clone(), 1024);
+    enc.recycle_for(cfg.history_bytes);
     let hub = Arc::new(Hub::new(head, cfg.history_bytes));
     if let Some(s) = &snap {
         enc.meta(&MetaBlock::KubeSnapshot(s.raw.clone()), &hub);
@@ -221,7 +224,7 @@ pub fn run(meta: &MetaSource, cfg: &AgentConfig) -> anyhow::Result<()> {
         ctx,
         Filter::default(),
         PairConfig::default(),
-        AgentSink { metrics: Arc::clone(&metrics), hub: Arc::clone(&hub) },
+        AgentSink { metrics: Arc::clone(&metrics), dns: DnsSeries::default(), hub: Arc::clone(&hub) },
     );
     pipe.dns_ports.clone_from(&cfg.ports);
     pipe.live_output = false;
@@ -357,7 +360,7 @@ fn spawn_correlation(
                             hub.publish(Entry {
                                 ts_ns: upto,
                                 kind: EntryKind::Finding,
-                                pods: Vec::new(),
+                                pods: None,
                                 bytes: line.into(),
                             });
                         }

@@ -1,11 +1,11 @@
 //! Records → hub entries: each record is encoded once, as the pcapng blocks
 //! `ktrace record` would write, tagged with its kind and pods.
 
-use std::{net::IpAddr, sync::Arc};
+use std::{collections::VecDeque, net::IpAddr, sync::Arc};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
-use super::hub::{ContextSlot, Entry, EntryKind, Hub};
+use super::hub::{ContextSlot, Entry, EntryKind, Hub, Pods};
 use crate::{
     capture::{CaptureHeader, CaptureWriter, ClockRef, MetaBlock},
     enrich::{Enricher, PodRef},
@@ -30,26 +30,46 @@ const POD_CACHE_MAX: usize = 4096;
 /// A socket owner's pod and its interface hint (`namespace/name`).
 type LocalPod = Option<(PodRef, Arc<str>)>;
 
+/// What a flow's packets carry into the hub: their pods, shared by every
+/// entry of the flow, and the local pod's interface hint.
+#[derive(Clone, Default)]
+struct FlowPods {
+    pods: Pods,
+    hint: Option<Arc<str>>,
+}
+
+/// Socket owner (cgroup, netns) and the packet's outer addresses.
+type FlowKey = (u64, u32, Option<(IpAddr, IpAddr)>);
+
 /// Pods of recent packets, so that the node's every packet does not repeat
-/// the enricher's lookups (a lock, a cgroup path parsed per packet): by
-/// socket owner (cgroup, netns) with its interface hint, and by address.
+/// the enricher's lookups (a lock, a cgroup path parsed per packet) nor
+/// allocate its pod list: one lookup per packet by flow, the enricher's
+/// answers by socket owner (cgroup, netns) and by address behind it.
 /// Emptied at each heartbeat (every 100 ms), so a pod that comes or goes is
 /// seen at most that late.
 #[derive(Default)]
 struct PodCache {
+    flows: FastMap<FlowKey, FlowPods>,
     local: FastMap<(u64, u32), LocalPod>,
     by_ip: FastMap<IpAddr, Option<PodRef>>,
 }
 
 impl PodCache {
     fn clear(&mut self) {
+        self.flows.clear();
         self.local.clear();
         self.by_ip.clear();
     }
 
     /// `compose::packet_pods` through the cache: (local, source, destination), and the local pod's hint.
-    fn pods(&mut self, enr: &Enricher, p: &PacketRecord) -> ([Option<PodRef>; 3], Option<Arc<str>>) {
-        if self.local.len() >= POD_CACHE_MAX || self.by_ip.len() >= POD_CACHE_MAX {
+    fn pods(&mut self, enr: &Enricher, p: &PacketRecord) -> FlowPods {
+        // Lax: a packet cut after its addresses still names its pods.
+        let addrs = crate::decode::packet::parse_lax(&p.data, &[]).map(|h| (h.outer.t.src, h.outer.t.dst));
+        let key = (p.cgroup_id, p.netns_ino, addrs);
+        if let Some(f) = self.flows.get(&key) {
+            return f.clone();
+        }
+        if self.flows.len() >= POD_CACHE_MAX || self.local.len() >= POD_CACHE_MAX || self.by_ip.len() >= POD_CACHE_MAX {
             self.clear();
         }
         let (local, hint) = self
@@ -63,17 +83,27 @@ impl PodCache {
             })
             .clone()
             .unzip();
-        // Lax: a packet cut after its addresses still names its pods.
-        let (src, dst) = match crate::decode::packet::parse_lax(&p.data, &[]) {
-            Some(h) => {
+        let (src, dst) = match addrs {
+            Some((s, d)) => {
                 let mut by_ip = |ip: IpAddr| self.by_ip.entry(ip).or_insert_with(|| enr.pod_by_ip(&ip)).clone();
-                (by_ip(h.outer.t.src), by_ip(h.outer.t.dst))
+                (by_ip(s), by_ip(d))
             }
             None => (None, None),
         };
-        ([local, src, dst], hint)
+        let set: Vec<PodRef> = [local, src, dst].into_iter().flatten().collect();
+        let f = FlowPods { pods: (!set.is_empty()).then(|| Arc::from(set)), hint };
+        self.flows.insert(key, f.clone());
+        f
     }
 }
+
+/// Size of the buffers entries' bytes are cut from: one allocation per
+/// chunk instead of one per record. A full chunk is retired; once the last
+/// entry cut from it left the history (entries leave in order) and no live
+/// subscriber holds one, it is reused, so a full history recycles its
+/// memory instead of returning it to the allocator and faulting fresh pages
+/// in for every new chunk.
+const ARENA_CHUNK: usize = 64 * 1024;
 
 /// Encodes records for the hub.
 pub struct Encoder {
@@ -83,6 +113,14 @@ pub struct Encoder {
     start_mono: u64,
     underlay: Vec<String>,
     pods: PodCache,
+    /// The current chunk entries' bytes are cut from.
+    arena: BytesMut,
+    /// Full chunks, oldest first, until reused.
+    retired: VecDeque<BytesMut>,
+    /// Most retired chunks kept: the history's bound in chunks, and a few.
+    max_retired: usize,
+    /// Chunks allocated so far (not reused).
+    chunks: u64,
     /// Records the writer refused (a block over the format's size limit).
     pub errors: u64,
 }
@@ -102,7 +140,58 @@ impl Encoder {
         };
         let mut writer = CaptureWriter::in_memory(header);
         let head = Bytes::from(writer.take_bytes());
-        (Self { writer, clock, node, start_mono: clock.mono_ns, underlay, pods: PodCache::default(), errors: 0 }, head)
+        let enc = Self {
+            writer,
+            clock,
+            node,
+            start_mono: clock.mono_ns,
+            underlay,
+            pods: PodCache::default(),
+            arena: BytesMut::new(),
+            retired: VecDeque::new(),
+            max_retired: 64,
+            chunks: 0,
+            errors: 0,
+        };
+        (enc, head)
+    }
+
+    /// Sizes the pool of retired chunks for a history of `bytes` (chunks
+    /// beyond it are freed once unused).
+    pub fn recycle_for(&mut self, history_bytes: usize) {
+        self.max_retired = history_bytes / ARENA_CHUNK + 8;
+    }
+
+    /// The writer's bytes since the last call, as a slice of the arena.
+    fn take(&mut self) -> Bytes {
+        let v = self.writer.take_bytes();
+        if self.arena.capacity() - self.arena.len() < v.len() {
+            // The first arena is the empty `BytesMut::new()`: never a chunk to
+            // reuse (kept in the pool, it would block the reuse of every other).
+            let allocated = self.chunks > 0;
+            let next = self.next_chunk(v.len());
+            let full = std::mem::replace(&mut self.arena, next);
+            if allocated && self.retired.len() < self.max_retired {
+                self.retired.push_back(full);
+            }
+        }
+        self.arena.extend_from_slice(&v);
+        self.arena.split().freeze()
+    }
+
+    /// The oldest retired chunk if nothing refers to it any more, else a new one.
+    fn next_chunk(&mut self, need: usize) -> BytesMut {
+        if need <= ARENA_CHUNK
+            && let Some(old) = self.retired.front_mut()
+            // Succeeds only when this handle is the chunk's last reference
+            // (then it moves back to the chunk's start, without copying).
+            && old.try_reclaim(ARENA_CHUNK)
+            && let Some(c) = self.retired.pop_front()
+        {
+            return c;
+        }
+        self.chunks += 1;
+        BytesMut::with_capacity(ARENA_CHUNK.max(need))
     }
 
     /// Encodes one live record (monotonic time) and hands it to the hub.
@@ -110,14 +199,14 @@ impl Encoder {
         let wall = self.clock.to_wall(rec.ts_ns());
         let (kind, pods, hint) = match rec {
             Record::Packet(p) => {
-                let (pods, hint) = self.pods.pods(enr, p);
+                let FlowPods { pods, hint } = self.pods.pods(enr, p);
                 let kind =
                     if matches!(p.hook, Hook::TcEgress | Hook::TcIngress) { EntryKind::Drops } else { EntryKind::Dns };
-                (kind, pods.into_iter().flatten().collect(), hint)
+                (kind, pods, hint)
             }
-            Record::Drop(_) => (EntryKind::Drops, Vec::new(), None),
-            Record::Conn(_) => (EntryKind::Conn, Vec::new(), None),
-            Record::Lost { .. } | Record::ResolvConf(_) => (EntryKind::Context, Vec::new(), None),
+            Record::Drop(_) => (EntryKind::Drops, None, None),
+            Record::Conn(_) => (EntryKind::Conn, None, None),
+            Record::Lost { .. } | Record::ResolvConf(_) => (EntryKind::Context, None, None),
         };
         if let Err(e) = self.writer.write_record(rec, hint.as_deref()) {
             self.errors += 1;
@@ -125,18 +214,19 @@ impl Encoder {
             let _ = self.writer.take_bytes();
             return;
         }
-        let bytes = Bytes::from(self.writer.take_bytes());
-        // Usually one block, the record's: hand the buffer on as it is (a
-        // slice of it would make `Bytes` allocate a shared header). An
-        // interface declaration comes first when the record is the first of
-        // its interface.
+        // Context stays for the agent's lifetime: its own allocation, so it
+        // never pins an arena chunk.
+        let context = matches!(rec, Record::ResolvConf(_) | Record::Lost { .. });
+        let bytes = if context { Bytes::from(self.writer.take_bytes()) } else { self.take() };
+        // Usually one block, the record's. An interface declaration comes
+        // first when the record is the first of its interface.
         let body = if one_block_not_idb(&bytes) {
             bytes
         } else {
             let mut body: Option<Bytes> = None;
             for (ty, blk) in super::hub::split_blocks(&bytes) {
                 if ty == BT_IDB {
-                    hub.context(wall, ContextSlot::Append, bytes.slice_ref(blk));
+                    hub.context(wall, ContextSlot::Append, Bytes::copy_from_slice(blk));
                 } else {
                     body = Some(bytes.slice_ref(blk));
                 }
@@ -188,9 +278,37 @@ impl Encoder {
                     data: serde_json::to_vec(&cov).unwrap_or_default(),
                 })
                 .is_ok();
-        let bytes = Bytes::from(self.writer.take_bytes());
+        let bytes = self.take();
         if ok {
-            hub.publish(Entry { ts_ns: now.wall_ns, kind: EntryKind::Heartbeat, pods: Vec::new(), bytes });
+            hub.publish(Entry { ts_ns: now.wall_ns, kind: EntryKind::Heartbeat, pods: None, bytes });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::packet::ipv4_udp;
+
+    /// A full history recycles its arena chunks: however many records pass,
+    /// the chunks allocated stay at what the history bound holds.
+    #[test]
+    fn a_full_history_reuses_its_chunks() {
+        let history = 1 << 20;
+        let (mut enc, head) = Encoder::new(Arc::from("n"), Vec::new(), 1024);
+        enc.recycle_for(history);
+        let hub = Hub::new(head, history);
+        let enr = Enricher::empty();
+        let pkt = Bytes::from(ipv4_udp([10, 0, 0, 1].into(), 40_000, [10, 0, 0, 2].into(), 53, &[0u8; 40]));
+        let n = 50_000u64;
+        for i in 0..n {
+            enc.record(&Record::Packet(PacketRecord::bare(i, Hook::SocketEgress, pkt.clone())), &enr, &hub);
+        }
+        let (entries, bytes, _) = hub.history_size();
+        assert!(bytes <= history, "{bytes} bytes of history");
+        assert!(entries > 1000 && (entries as u64) < n, "{entries} entries kept");
+        let bound = (history / ARENA_CHUNK) as u64 + 3;
+        assert!(enc.chunks <= bound, "{} chunks allocated for {n} records (bound {bound})", enc.chunks);
+        assert!(enc.retired.len() <= enc.max_retired);
     }
 }

@@ -57,17 +57,31 @@ pub enum ContextSlot {
     None,
 }
 
-/// One encoded record (or finding).
-#[derive(Debug)]
+/// One encoded record (or finding). Cheap to clone (reference counts):
+/// the history keeps entries by value and each live subscriber clones its
+/// own, so publishing allocates nothing per entry.
+#[derive(Clone, Debug)]
 pub struct Entry {
     /// Wall-clock ns.
     pub ts_ns: u64,
     /// What it is.
     pub kind: EntryKind,
     /// Pods involved (local, source, destination), for pod-scoped subscribers.
-    pub pods: Vec<PodRef>,
+    pub pods: Pods,
     /// pcapng blocks, or a finding's JSON.
     pub bytes: Bytes,
+}
+
+/// The pods of an entry: shared between the entries of one flow (the
+/// encoder's pod cache hands out the same set), none for most non-packets.
+pub type Pods = Option<Arc<[PodRef]>>;
+
+impl Entry {
+    /// The entry's pods (empty when none is known).
+    #[must_use]
+    pub fn pods(&self) -> &[PodRef] {
+        self.pods.as_deref().unwrap_or_default()
+    }
 }
 
 /// What a new subscriber starts from.
@@ -75,9 +89,9 @@ pub struct Subscription {
     /// pcapng blocks: section header, node header, interfaces, metadata.
     pub context: Vec<Bytes>,
     /// History entries at or after the requested time, oldest first.
-    pub history: Vec<Arc<Entry>>,
+    pub history: Vec<Entry>,
     /// Live entries from here on.
-    pub live: broadcast::Receiver<Arc<Entry>>,
+    pub live: broadcast::Receiver<Entry>,
     /// Interface declarations included in `context`.
     pub ifaces: u32,
 }
@@ -88,7 +102,7 @@ struct Inner {
     snapshot: Option<Bytes>,
     netstate: Option<Bytes>,
     resolv: VecDeque<Bytes>,
-    history: VecDeque<Arc<Entry>>,
+    history: VecDeque<Entry>,
     history_bytes: usize,
     max_bytes: usize,
 }
@@ -109,13 +123,14 @@ pub struct HubStats {
 /// (one per pod network namespace) and [`Hub::MAX_RESOLV`].
 pub struct Hub {
     inner: Mutex<Inner>,
-    live: broadcast::Sender<Arc<Entry>>,
+    live: broadcast::Sender<Entry>,
     /// Counters.
     pub stats: HubStats,
 }
 
 /// Bookkeeping overhead counted per history entry, so that a flood of tiny
-/// entries is bounded too.
+/// entries is bounded too: the entry itself in the history's ring (64 bytes,
+/// which grows by doubling) and the arena chunk's tail it may leave unused.
 const ENTRY_OVERHEAD: usize = 96;
 
 impl Hub {
@@ -160,7 +175,7 @@ impl Hub {
             ContextSlot::Append => EntryKind::Interface(g.ifaces.len() as u32),
             _ => EntryKind::Context,
         };
-        let e = Arc::new(Entry { ts_ns, kind, pods: Vec::new(), bytes: bytes.clone() });
+        let e = Entry { ts_ns, kind, pods: None, bytes: bytes.clone() };
         match slot {
             ContextSlot::Append => {
                 if g.ifaces.len() < Self::MAX_IFACES {
@@ -175,7 +190,7 @@ impl Hub {
                 }
                 g.resolv.push_back(bytes);
             }
-            ContextSlot::None => Self::remember(&mut g, &self.stats, Arc::clone(&e)),
+            ContextSlot::None => Self::remember(&mut g, &self.stats, e.clone()),
         }
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         let _ = self.live.send(e);
@@ -183,22 +198,27 @@ impl Hub {
 
     /// Publishes an entry: kept in history (unless a heartbeat) and broadcast.
     pub fn publish(&self, e: Entry) {
-        let e = Arc::new(e);
         let mut g = self.lock();
+        // Subscribers register under the same lock: none now means none
+        // misses this entry, and the usual case (nobody streaming) skips the
+        // broadcast's own lock and the clone.
+        if self.live.receiver_count() > 0 {
+            let _ = self.live.send(e.clone());
+        }
         if e.kind != EntryKind::Heartbeat {
-            Self::remember(&mut g, &self.stats, Arc::clone(&e));
+            Self::remember(&mut g, &self.stats, e);
         }
         self.stats.published.fetch_add(1, Ordering::Relaxed);
-        // No receivers is fine: nobody is listening right now.
-        let _ = self.live.send(e);
     }
 
-    /// Memory an entry holds, as counted against the history bound.
+    /// Memory an entry holds, as counted against the history bound (pod
+    /// sets are shared between the entries of a flow; counting them in full
+    /// for each entry overestimates).
     fn cost(e: &Entry) -> usize {
-        e.bytes.len() + ENTRY_OVERHEAD + e.pods.capacity() * size_of::<PodRef>()
+        e.bytes.len() + ENTRY_OVERHEAD + size_of_val(e.pods())
     }
 
-    fn remember(g: &mut Inner, stats: &HubStats, e: Arc<Entry>) {
+    fn remember(g: &mut Inner, stats: &HubStats, e: Entry) {
         g.history_bytes += Self::cost(&e);
         g.history.push_back(e);
         while g.history_bytes > g.max_bytes {
@@ -287,7 +307,7 @@ mod tests {
     use super::*;
 
     fn entry(ts: u64, n: usize) -> Entry {
-        Entry { ts_ns: ts, kind: EntryKind::Dns, pods: Vec::new(), bytes: Bytes::from(vec![0u8; n]) }
+        Entry { ts_ns: ts, kind: EntryKind::Dns, pods: None, bytes: Bytes::from(vec![0u8; n]) }
     }
 
     #[test]
@@ -327,7 +347,7 @@ mod tests {
     #[test]
     fn heartbeats_are_not_history() {
         let hub = Hub::new(Bytes::new(), 1 << 20);
-        hub.publish(Entry { ts_ns: 5, kind: EntryKind::Heartbeat, pods: Vec::new(), bytes: Bytes::new() });
+        hub.publish(Entry { ts_ns: 5, kind: EntryKind::Heartbeat, pods: None, bytes: Bytes::new() });
         assert_eq!(hub.history_size().0, 0);
     }
 

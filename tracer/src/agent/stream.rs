@@ -143,7 +143,7 @@ impl Pump {
             }
             EntryKind::Dns | EntryKind::Drops | EntryKind::Conn => {
                 // Pod-less entries (drops, connection events) are kept, as `record` does.
-                if e.pods.is_empty() || self.keeper.keep(&e.pods.iter().collect::<Vec<_>>()) {
+                if e.pods().is_empty() || self.keeper.keep(&e.pods().iter().collect::<Vec<_>>()) {
                     self.chunk.pcapng.extend_from_slice(&e.bytes);
                 }
             }

@@ -15,7 +15,10 @@
 //! Per event nothing is allocated once a series exists and no lock is shared
 //! between families: the caps hand out interned label values, the label set
 //! is built from those and static strings, and a series is an atomic counter
-//! (a histogram series has its own small lock).
+//! (a histogram series has its own small lock). The agent's DNS path goes
+//! further ([`DnsSeries`]): it keeps the series' handles per client pod, so
+//! a transaction is one hash lookup and an atomic add (plus the latency
+//! histogram's own lock), without the families' and caps' locks.
 //!
 //! [`Metrics::render`] writes the text exposition format 0.0.4.
 
@@ -46,6 +49,7 @@ use crate::{
     analyze::{Finding, Transaction},
     decode::dns::{qtype_str, rcode_str},
     event::DropRecord,
+    hash::FastMap,
 };
 
 /// Upper bounds (seconds) of the DNS latency histogram buckets; `+Inf` follows.
@@ -309,12 +313,58 @@ impl<S: Clone + Hash + Eq> Bounded<S> {
             c.inc_by(by);
             return;
         }
+        self.handle(labels, folded).inc_by(by);
+    }
+
+    /// The series of `labels` (created if the bound allows, else the folded
+    /// one), as a handle that counts without the family's lock.
+    fn handle(&self, labels: S, folded: impl FnOnce() -> S) -> Counter {
+        if let Some(c) = self.family.get(&labels) {
+            return c.clone();
+        }
         let mut n = lock(&self.created);
         let labels = if *n >= MAX_SERIES { folded() } else { labels };
         if self.family.get(&labels).is_none() {
             *n += 1;
         }
-        self.family.get_or_create(&labels).inc_by(by);
+        self.family.get_or_create(&labels).clone()
+    }
+}
+
+/// Query type and rcode label values by index, as [`DnsSeries`] keeps them.
+const QT_SLOTS: usize = QTYPES.len() + 1;
+const RC_SLOTS: usize = RCODES.len() + 2;
+
+/// A client pod by namespace and name (None: not attributed to a pod).
+type PodKey = Option<(Arc<str>, Arc<str>)>;
+
+/// The DNS series of one client pod (or of no pod), resolved on first use.
+#[derive(Default)]
+struct PodSeries {
+    requests: [[Option<Counter>; RC_SLOTS]; QT_SLOTS],
+    timeouts: Option<Counter>,
+    latency: Option<Histogram>,
+}
+
+/// Handles of the DNS series, kept by the one thread that feeds
+/// transactions ([`Metrics::dns_transaction_cached`]): per transaction one
+/// hash lookup by client pod and an atomic add, without the families' and
+/// caps' locks and without building label sets. A series' labels never
+/// change once admitted (caps are first come, first kept), so a handle
+/// stays right; the cache is emptied past [`DnsSeries::MAX_PODS`] pods.
+#[derive(Default)]
+pub struct DnsSeries {
+    by_pod: FastMap<PodKey, Box<PodSeries>>,
+}
+
+impl DnsSeries {
+    /// Most client pods with cached handles.
+    pub const MAX_PODS: usize = 4096;
+}
+
+impl std::fmt::Debug for DnsSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsSeries").field("pods", &self.by_pod.len()).finish()
     }
 }
 
@@ -391,6 +441,59 @@ impl Metrics {
         } else if let Some(ns_lat) = tx.latency_ns {
             let namespace = self.dns_latency_namespaces.admit(pod.map_or("", |p| p.0));
             f.dns_latency.get_or_create(&NamespaceLabels { namespace }).observe(ns_lat as f64 / 1e9);
+        }
+    }
+
+    /// [`Metrics::dns_transaction`] through `cache`: the same series and
+    /// counts, without locks or label building once a pod's series exist.
+    pub fn dns_transaction_cached(&self, cache: &mut DnsSeries, tx: &Transaction) {
+        if tx.observed == crate::analyze::Observed::Server
+            && let (Some(here), Some(there)) =
+                (tx.node.as_deref(), tx.client_pod.as_ref().and_then(|p| p.node.as_deref()))
+            && here != there
+        {
+            return;
+        }
+        let qi = qtype_str(tx.qtype).and_then(|q| QTYPES.iter().position(|k| *k == q)).unwrap_or(QTYPES.len());
+        let timed_out = tx.timed_out || tx.rcode.is_none();
+        let ri = match tx.rcode {
+            _ if timed_out => RCODES.len() + 1,
+            Some(r) => rcode_str(r).and_then(|r| RCODES.iter().position(|k| *k == r)).unwrap_or(RCODES.len()),
+            None => RCODES.len() + 1,
+        };
+        let key = tx.client_pod.as_ref().map(|p| (Arc::clone(&p.namespace), Arc::clone(&p.name)));
+        if cache.by_pod.len() >= DnsSeries::MAX_PODS && !cache.by_pod.contains_key(&key) {
+            cache.by_pod.clear();
+        }
+        let series = cache.by_pod.entry(key).or_default();
+        let pod = tx.client_pod.as_ref().map(|p| (&*p.namespace, &*p.name));
+        let f = &*self.families;
+        series.requests[qi][ri]
+            .get_or_insert_with(|| {
+                let qtype = QTYPES.get(qi).copied().unwrap_or(OTHER);
+                let rcode =
+                    if ri == RCODES.len() + 1 { RCODE_TIMEOUT } else { RCODES.get(ri).copied().unwrap_or(OTHER) };
+                let [namespace, pod] = self.dns_request_pods.fold(pod);
+                let folded = || DnsRequestLabels { namespace: FOLDED, pod: FOLDED, qtype: OTHER, rcode: OTHER };
+                f.dns_requests.handle(DnsRequestLabels { namespace, pod, qtype, rcode }, folded)
+            })
+            .inc();
+        if timed_out {
+            series
+                .timeouts
+                .get_or_insert_with(|| {
+                    let [namespace, pod] = self.dns_timeout_pods.fold(pod);
+                    f.dns_timeouts.handle(PodLabels { namespace, pod }, || PodLabels { namespace: FOLDED, pod: FOLDED })
+                })
+                .inc();
+        } else if let Some(ns_lat) = tx.latency_ns {
+            series
+                .latency
+                .get_or_insert_with(|| {
+                    let namespace = self.dns_latency_namespaces.admit(pod.map_or("", |p| p.0));
+                    f.dns_latency.get_or_create(&NamespaceLabels { namespace }).clone()
+                })
+                .observe(ns_lat as f64 / 1e9);
         }
     }
 

@@ -503,3 +503,47 @@ fn bpf_helpers_do_not_fail_without_privileges() {
 fn served_as_the_format_the_encoder_writes() {
     assert_eq!(crate::agent::http::METRICS_CONTENT_TYPE, prometheus_text::CONTENT_TYPE);
 }
+
+/// The agent's path (handles cached per client pod) counts exactly what the
+/// direct path counts, caps, folds and skips included, also when the cache
+/// starts afresh past its pod bound.
+#[test]
+fn cached_handles_count_like_the_direct_path() {
+    let direct = Metrics::new(MetricsConfig { top_pods: 3, max_namespaces: 2, node: "n".into() });
+    let cached = Metrics::new(MetricsConfig { top_pods: 3, max_namespaces: 2, node: "n".into() });
+    let mut cache = DnsSeries::default();
+    let mut both = |t: &Transaction| {
+        direct.dns_transaction(t);
+        cached.dns_transaction_cached(&mut cache, t);
+    };
+    let qtypes = [1, 28, 5, 33, 12, 255, 65, 64, 15, 2, 6, 16, 99, 65_000];
+    let rcodes = [Some(0), Some(1), Some(2), Some(3), Some(4), Some(5), Some(9), Some(16), None];
+    let pods = [("shop", "web-1"), ("shop", "web-2"), ("kube-system", "coredns-0"), ("shop", "web-3"), ("x", "y")];
+    for round in 0..3 {
+        for (i, (ns, p)) in pods.iter().enumerate() {
+            for (j, q) in qtypes.iter().enumerate() {
+                let r = rcodes[(i + j + round) % rcodes.len()];
+                let lat = [1_000_000_u64, 5_000_000, 5_000_001, 250_000_000, 20_000_000_000][(i + j) % 5];
+                both(&tx(Some(pod(ns, p)), *q, r, r.map(|_| lat)));
+            }
+        }
+        both(&tx(None, 1, Some(0), Some(3_000_000)));
+        both(&tx(None, 1, None, None));
+    }
+    // Seen only at the resolver, client on another node: not counted here.
+    let mut remote = tx(Some(PodRef { node: Some("other".into()), ..pod("shop", "web-1") }), 1, Some(0), Some(1));
+    remote.node = Some("n".into());
+    remote.observed = Observed::Server;
+    both(&remote);
+    // Past the series bound and the cache's pod bound.
+    for i in 0..MAX_SERIES + 10 {
+        both(&tx(Some(pod("many", &format!("p{i}"))), 1, Some(0), Some(1)));
+    }
+    assert!(cache.by_pod.len() <= DnsSeries::MAX_PODS);
+    let lines = |m: &Metrics| {
+        let mut v: Vec<String> = m.render().lines().map(str::to_owned).collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(lines(&direct), lines(&cached));
+}
