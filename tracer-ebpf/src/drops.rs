@@ -10,9 +10,7 @@ use aya_ebpf::{
 };
 use tracer_common::{DROP_SNAP, DropEvent, EventKind};
 
-use crate::{
-    DROP_REASON_MAX, DROP_SCRATCH, DROP_SKIP, EVENTS, OFFSETS, count_lost, init_header, kread, set, wake_flag,
-};
+use crate::{DROP_SCRATCH, DROP_SKIP, EVENTS, OFFSETS, count_lost, init_header, kread, set, wake_flag};
 
 /// `skb:kfree_skb` (`tp_btf)`: the kernel dropped a packet, and says why.
 #[btf_tracepoint(function = "kfree_skb")]
@@ -26,9 +24,10 @@ fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     if reason == skip[0] || reason == skip[1] || off.skb_valid == 0 || skb == 0 {
         return 0;
     }
-    if crate::log::enabled() {
+    #[cfg(feature = "bpf-log")]
+    {
         // SAFETY: loader-written global.
-        let max = unsafe { read_volatile(&raw const DROP_REASON_MAX) };
+        let max = unsafe { read_volatile(&raw const crate::DROP_REASON_MAX) };
         if reason >= max {
             crate::log::debug!("drop reason {} outside the kernel's enum (max {})", reason, max);
         }

@@ -93,6 +93,7 @@ pub(crate) static OFFSETS: KernelOffsets = KernelOffsets {
 #[unsafe(no_mangle)]
 pub(crate) static DROP_SKIP: [u32; 2] = [u32::MAX, u32::MAX];
 /// `SKB_DROP_REASON_MAX` from BTF: reasons at or above it are logged (`--bpf-log`).
+#[cfg(feature = "bpf-log")]
 #[unsafe(no_mangle)]
 pub(crate) static DROP_REASON_MAX: u32 = u32::MAX;
 /// Field offsets of the connection tracepoints, from their tracefs format files.
