@@ -43,7 +43,7 @@ use aya_ebpf::{
     maps::{PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    DropEvent, EVENT_VERSION, EventHeader, EventKind, KernelOffsets, PORTS_MAX, PacketEvent, STATS_LEN, Stat, TpFields,
+    EVENT_VERSION, EventHeader, EventKind, KernelOffsets, PORTS_MAX, PacketEvent, STATS_LEN, Stat, TpFields,
     pid_source,
 };
 
@@ -63,8 +63,6 @@ pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_
 #[map(name = "SCRATCH")]
 pub(crate) static SCRATCH: PerCpuArray<PacketEvent> = PerCpuArray::with_max_entries(1, 0);
 
-#[map(name = "DROP_SCRATCH")]
-pub(crate) static DROP_SCRATCH: PerCpuArray<DropEvent> = PerCpuArray::with_max_entries(1, 0);
 
 // Read-only globals, set by userspace at load time (`EbpfLoader::set_global`).
 // A zero port ends the list.
