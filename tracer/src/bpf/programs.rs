@@ -165,7 +165,7 @@ pub fn report() -> Result<(FitReport, Vec<ProgramReport>), super::BpfError> {
 mod tests {
     use object::{Object as _, ObjectSection as _, ObjectSymbol as _, RelocationTarget, SectionKind};
 
-    use super::{OBJECT, OBJECT_LOG};
+    use super::super::{OBJECT, OBJECT_LOG};
 
     /// Names the compiler uses for out-of-line memory routines.
     const MEM_ROUTINES: [&str; 5] = ["memset", "memcpy", "memmove", "memcmp", "bcmp"];
