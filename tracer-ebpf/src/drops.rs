@@ -87,6 +87,6 @@ fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
             }
         }
     }
-    entry.submit(wake_flag());
+    entry.submit(wake_flag(size_of::<DropEvent>() as u64));
     0
 }
