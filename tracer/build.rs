@@ -1,8 +1,14 @@
-//! Builds the eBPF object (tracer-ebpf) with aya-build and leaves it in
-//! `OUT_DIR`, from where `src/bpf/mod.rs` embeds it into the `ktrace` binary.
+//! Builds the eBPF object (tracer-ebpf) twice with aya-build and leaves both
+//! in `OUT_DIR`, from where `src/bpf/mod.rs` embeds them into the `ktrace`
+//! binary: `tracer`, the default, without kernel logs, and `tracer-log`, with
+//! the `bpf-log` feature (aya-log statements), loaded only with `--bpf-log`.
+//! Two objects rather than one with its logs switched off at load time: the
+//! switch's residue cost the default programs up to 22 % more instructions
+//! (docs/kernels.md). Both builds share one target directory, so the second
+//! reuses every dependency the first compiled.
 //!
 //! With `AYA_BUILD_SKIP=1` (machines without bpf-linker, e.g. for
-//! unprivileged unit tests) an empty stub is written instead; loading it at
+//! unprivileged unit tests) empty stubs are written instead; loading one at
 //! run time fails with a clear error.
 //!
 //! It also compiles the agent's gRPC API (`proto/`) with protox, a pure-Rust
@@ -25,19 +31,32 @@ fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
     compile_protos()?;
     if skip {
-        fs::write(out_dir.join("tracer"), []).context("writing stub eBPF object")?;
+        for file in [OBJECT, OBJECT_LOG] {
+            fs::write(out_dir.join(file), []).context("writing stub eBPF object")?;
+        }
         return Ok(());
     }
     let root = cargo_metadata_root()?.join("tracer-ebpf");
-    let ebpf = aya_build::Package {
-        name: "tracer-ebpf",
-        root_dir: root.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?,
-        ..Default::default()
-    };
+    let root_dir = root.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?;
     println!("cargo:rerun-if-env-changed=KTRACE_EBPF_TOOLCHAIN");
     let toolchain = env::var("KTRACE_EBPF_TOOLCHAIN").unwrap_or_else(|_| EBPF_TOOLCHAIN.to_owned());
-    aya_build::build_ebpf([ebpf], aya_build::Toolchain::Custom(&toolchain))
+    // aya-build names its output after the binary (`tracer`): the logging
+    // build goes first and is renamed, the default one keeps the name.
+    for (file, features) in [(OBJECT_LOG, &["bpf-log"][..]), (OBJECT, &[][..])] {
+        let ebpf = aya_build::Package { name: "tracer-ebpf", root_dir, features, ..Default::default() };
+        aya_build::build_ebpf([ebpf], aya_build::Toolchain::Custom(&toolchain))?;
+        if file != OBJECT {
+            fs::rename(out_dir.join(OBJECT), out_dir.join(file))
+                .with_context(|| format!("naming the {file} object"))?;
+        }
+    }
+    Ok(())
 }
+
+/// The default object's file name in `OUT_DIR` (the eBPF binary's name).
+const OBJECT: &str = "tracer";
+/// The object with the `bpf-log` feature.
+const OBJECT_LOG: &str = "tracer-log";
 
 /// The workspace root: tracer/ is one level below it.
 fn cargo_metadata_root() -> anyhow::Result<PathBuf> {

@@ -93,7 +93,7 @@ fn conn_event(ctx: &TracePointContext, f: &TpFields, what: u8) -> u32 {
             (&raw const EVENTS).cast_mut().cast(),
             core::ptr::from_mut(ev).cast(),
             size_of::<ConnEvent>() as u64,
-            wake_flag(),
+            wake_flag(size_of::<ConnEvent>() as u64),
         )
     };
     if r != 0 {

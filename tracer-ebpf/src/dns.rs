@@ -348,7 +348,7 @@ fn emit<const N: usize>(ctx: &SkBuffContext, which: u8, ver: u8, udp: bool, n: u
             }
         }
     }
-    entry.submit(wake_flag());
+    entry.submit(wake_flag(size_of::<PacketSlot<N>>() as u64));
 }
 
 /// Who a socket belongs to: written when the socket is created

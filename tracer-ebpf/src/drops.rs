@@ -3,21 +3,35 @@
 
 use core::ptr::read_volatile;
 
-use aya_ebpf::{
-    helpers::generated::{bpf_probe_read_kernel, bpf_ringbuf_output},
-    macros::btf_tracepoint,
-    programs::BtfTracePointContext,
-};
+use aya_ebpf::{helpers::generated::bpf_probe_read_kernel, macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::{DROP_SNAP, DropEvent, EventKind};
 
-use crate::{
-    DROP_REASON_MAX, DROP_SCRATCH, DROP_SKIP, EVENTS, OFFSETS, count_lost, init_header, kread, set, wake_flag,
-};
+use crate::{DROP_SKIP, EVENTS, OFFSETS, count_lost, init_header, set, wake_flag};
+
+/// A `T` at `base + off` of a kernel object reached through a BTF pointer.
+///
+/// # Safety
+/// `base` must be a BTF pointer the verifier tracks (a `tp_btf` argument or
+/// a pointer loaded through one) and `off` a frozen global holding this
+/// kernel's offset of a `T` field: the verifier checks the access against
+/// the field's type and turns it into a fault-safe load (a bad pointer reads
+/// as zero), so no `bpf_probe_read_kernel` call is needed.
+#[inline(always)]
+unsafe fn field<T: Copy>(base: usize, off: u32) -> T {
+    // SAFETY: see the function's contract.
+    unsafe { read_volatile((base + off as usize) as *const T) }
+}
 
 /// `skb:kfree_skb` (`tp_btf)`: the kernel dropped a packet, and says why.
+///
+/// `tp_btf` arguments are trusted BTF pointers, so the skb and its device
+/// are read with direct loads (one helper call fewer per field), and the
+/// record is written straight into its ring reservation (no per-CPU scratch
+/// and second copy). Only the packet bytes, behind a plain `unsigned char *`,
+/// still need `bpf_probe_read_kernel`.
 #[btf_tracepoint(function = "kfree_skb")]
 fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
-    let skb: u64 = ctx.arg(0);
+    let skb: usize = ctx.arg(0);
     let location: u64 = ctx.arg(1);
     let reason: u64 = ctx.arg(2);
     let reason = reason as u32;
@@ -26,41 +40,46 @@ fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     if reason == skip[0] || reason == skip[1] || off.skb_valid == 0 || skb == 0 {
         return 0;
     }
-    if crate::log::enabled() {
+    #[cfg(feature = "bpf-log")]
+    {
         // SAFETY: loader-written global.
-        let max = unsafe { read_volatile(&raw const DROP_REASON_MAX) };
+        let max = unsafe { read_volatile(&raw const crate::DROP_REASON_MAX) };
         if reason >= max {
             crate::log::debug!("drop reason {} outside the kernel's enum (max {})", reason, max);
         }
     }
-    let Some(ev) = DROP_SCRATCH.get_ptr_mut(0) else { return 0 };
-    // SAFETY: per-CPU scratch, ours until we return.
-    let ev = unsafe { &mut *ev };
+    let Some(mut entry) = EVENTS.reserve::<DropEvent>(0) else {
+        count_lost();
+        return 0;
+    };
+    // SAFETY: the reservation is ours until it is submitted, and every field
+    // userspace reads is written below (ring memory is not zeroed; `data`
+    // past `cap_len` is never read).
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
     init_header(&mut ev.hdr, EventKind::Drop);
     ev.location = location;
     ev.reason = reason;
-    set(&mut ev.ifindex, 0);
-    set(&mut ev.netns_ino, 0);
-    set(&mut ev.pkt_len, 0);
     set(&mut ev.cap_len, 0);
-    // SAFETY: probe reads at BTF-derived offsets of live kernel objects.
+    // SAFETY: BTF loads at this kernel's offsets (`skb_valid`), see `field`.
     unsafe {
-        ev.pkt_len = kread::<u32>(skb, off.skb_len).unwrap_or(0);
-        if let Some(dev) = kread::<u64>(skb, off.skb_dev)
-            && dev != 0
-        {
-            ev.ifindex = kread::<u32>(dev, off.dev_ifindex).unwrap_or(0);
-            if let Some(net) = kread::<u64>(dev, off.dev_nd_net)
-                && net != 0
-            {
-                ev.netns_ino = kread::<u32>(net, off.net_ns_inum).unwrap_or(0);
+        let pkt_len: u32 = field(skb, off.skb_len);
+        ev.pkt_len = pkt_len;
+        let dev: usize = field(skb, off.skb_dev);
+        let (mut ifindex, mut netns) = (0u32, 0u32);
+        if dev != 0 {
+            ifindex = field(dev, off.dev_ifindex);
+            let net: usize = field(dev, off.dev_nd_net);
+            if net != 0 {
+                netns = field(net, off.net_ns_inum);
             }
         }
-        let head = kread::<u64>(skb, off.skb_head).unwrap_or(0);
-        let nh = kread::<u16>(skb, off.skb_network_header).unwrap_or(u16::MAX);
+        ev.ifindex = ifindex;
+        ev.netns_ino = netns;
+        let head: u64 = field(skb, off.skb_head);
+        let nh: u16 = field(skb, off.skb_network_header);
         // u16::MAX: network header not set (e.g. dropped before L3 parsing).
         if head != 0 && nh != u16::MAX {
-            let n = if (ev.pkt_len as usize) < DROP_SNAP { ev.pkt_len as usize } else { DROP_SNAP };
+            let n = if (pkt_len as usize) < DROP_SNAP { pkt_len as usize } else { DROP_SNAP };
             if n > 0
                 && bpf_probe_read_kernel(ev.data.as_mut_ptr().cast(), n as u32, (head + u64::from(nh)) as *const _) == 0
             {
@@ -68,14 +87,6 @@ fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
             }
         }
     }
-    let size = (size_of::<DropEvent>() - DROP_SNAP + ev.cap_len as usize) as u64;
-    let size = if size > size_of::<DropEvent>() as u64 { size_of::<DropEvent>() as u64 } else { size };
-    // SAFETY: `ev` is size_of::<DropEvent>() bytes and size is at most that.
-    let r = unsafe {
-        bpf_ringbuf_output((&raw const EVENTS).cast_mut().cast(), core::ptr::from_mut(ev).cast(), size, wake_flag())
-    };
-    if r != 0 {
-        count_lost();
-    }
+    entry.submit(wake_flag(size_of::<DropEvent>() as u64));
     0
 }

@@ -4,6 +4,7 @@
 
 // The dependencies are the kernel programs' (the binary, `src/main.rs`).
 use aya_ebpf as _;
+#[cfg(feature = "bpf-log")]
 use aya_log_ebpf as _;
 use network_types as _;
 use tracer_common as _;

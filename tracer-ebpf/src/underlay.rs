@@ -60,7 +60,7 @@ fn underlay(ctx: &TcContext, which: u8) -> i32 {
     let size = (PACKET_EVENT_HDR_LEN + n) as u64;
     // SAFETY: `ev` is PACKET_EVENT_HDR_LEN + SNAP_LEN bytes and size is at most that.
     let r = unsafe {
-        bpf_ringbuf_output((&raw const EVENTS).cast_mut().cast(), core::ptr::from_mut(ev).cast(), size, wake_flag())
+        bpf_ringbuf_output((&raw const EVENTS).cast_mut().cast(), core::ptr::from_mut(ev).cast(), size, wake_flag(size))
     };
     if r != 0 {
         count_lost();

@@ -1,12 +1,13 @@
 //! Kernel debug logs (`ktrace -vv --bpf-log`): the programs' aya-log records
 //! (`tracer-ebpf/src/log.rs`), printed through `log` under the target `bpf`.
 //!
-//! Off unless `--bpf-log` is given. Then the frozen global `BPF_LOG` is 0,
-//! the verifier removes every log statement from the programs it loads, the
-//! log ring shrinks to one page and no reader is started; the cost of that
-//! residue is in docs/kernels.md. With it, every program loaded afterwards
-//! writes its records at or below the `log` crate's maximum level (the kernel
-//! skips the others: `AYA_LOG_LEVEL`), and [`KernelLog`] prints them.
+//! Off unless `--bpf-log` is given. Then the default object is loaded, which
+//! has no log statements and no log ring, and no reader is started. With
+//! it, the object built with the `bpf-log` feature ([`super::OBJECT_LOG`]) is
+//! loaded instead: its programs write records at or below the `log` crate's
+//! maximum level (the kernel skips the others: `AYA_LOG_LEVEL`), and
+//! [`KernelLog`] prints them. docs/kernels.md has both objects' instruction
+//! counts.
 
 use std::{
     panic::{AssertUnwindSafe, catch_unwind},
@@ -60,13 +61,14 @@ fn level_number(max: log::LevelFilter) -> u8 {
 /// The load-time globals behind kernel logging, worked out once per load.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Switch {
-    /// `BPF_LOG`: 0 (the object's default) removes every log statement.
-    on: u32,
+    /// Whether the logging object is loaded (else the default one, and
+    /// nothing below is set: those globals and the ring are not in it).
+    on: bool,
     /// `AYA_LOG_LEVEL`: the most verbose level the kernel writes.
     level: u8,
     /// `DROP_REASON_MAX`: core drop reasons at or above it are logged as unknown.
     drop_reason_max: u32,
-    /// `AYA_LOGS`' size in bytes.
+    /// `AYA_LOGS`' size in bytes (logging object only).
     ring_bytes: u32,
 }
 
@@ -82,17 +84,25 @@ impl Switch {
         let drop_reason_max =
             ctx.reason_names.keys().filter(|r| *r >> 16 == 0).max().map_or(u32::MAX, |m| m.saturating_add(1));
         Self {
-            on: u32::from(level != 0),
+            on: level != 0,
             level,
             drop_reason_max,
             ring_bytes: if level == 0 { page } else { RING_BYTES_ON.max(page) },
         }
     }
 
-    /// Sets the globals (each must exist: the object and this code are one build).
+    /// The object to load: the logging one when logging is on.
+    pub(crate) fn object(&self) -> &'static [u8] {
+        if self.on { super::OBJECT_LOG } else { super::OBJECT }
+    }
+
+    /// Sets the logging object's globals (each must exist: the object and
+    /// this code are one build); nothing for the default object.
     pub(crate) fn apply<'a>(&'a self, loader: &mut EbpfLoader<'a>) {
+        if !self.on {
+            return;
+        }
         loader
-            .override_global("BPF_LOG", &self.on, true)
             .override_global("AYA_LOG_LEVEL", &self.level, true)
             .override_global("DROP_REASON_MAX", &self.drop_reason_max, true)
             .map_max_entries(MAP_LOGS, self.ring_bytes);
@@ -164,10 +174,8 @@ impl Drop for KernelLog {
 
 /// Whether the `.text` function at `offset` of the eBPF object writes
 /// aya-log records (it references `AYA_LOGS`): the log statements LLVM
-/// outlines. `programs.rs`' object check allows calls to these and nothing
-/// else; the log statements' `BPF_LOG` gate makes them dead code unless
-/// `--bpf-log` is given, and the verifier removes them (the instruction
-/// counts with and without in KERNELS.md show it).
+/// outlines. `programs.rs`' object check allows calls to these in the
+/// logging object and nothing else (the default object has none).
 #[cfg(test)]
 pub(crate) fn is_log_writer(file: &object::File<'_>, offset: u64) -> bool {
     use object::{Object as _, ObjectSection as _, ObjectSymbol as _, RelocationTarget, SymbolKind};
@@ -202,14 +210,16 @@ mod tests {
     #[test]
     fn off_by_default_shrinks_the_ring_and_zeroes_the_switch() {
         let s = Switch::with_level(0, &ctx(&[0, 1, 2, 3]), 4096);
-        assert_eq!(s, Switch { on: 0, level: 0, drop_reason_max: 4, ring_bytes: 4096 });
+        assert_eq!(s, Switch { on: false, level: 0, drop_reason_max: 4, ring_bytes: 4096 });
+        assert!(std::ptr::eq(s.object(), super::super::OBJECT));
     }
 
     #[test]
     fn on_sets_the_level_and_aya_logs_default_ring() {
         let s = Switch::with_level(level_number(log::LevelFilter::Debug), &ctx(&[2, 0x30001]), 4096);
         // Subsystem reasons (high bits) do not move the core range.
-        assert_eq!(s, Switch { on: 1, level: 4, drop_reason_max: 3, ring_bytes: 128 << 10 });
+        assert_eq!(s, Switch { on: true, level: 4, drop_reason_max: 3, ring_bytes: 128 << 10 });
+        assert!(std::ptr::eq(s.object(), super::super::OBJECT_LOG));
         assert_eq!(Switch::with_level(5, &ctx(&[]), 1 << 20).ring_bytes, 1 << 20, "at least a page");
         assert_eq!(Switch::with_level(5, &ctx(&[]), 4096).drop_reason_max, u32::MAX, "no BTF: nothing is unknown");
     }

@@ -32,6 +32,10 @@ use tracer_common::{KernelOffsets, MAP_EVENTS, MAP_LOST, MAP_STATS, PORTS_MAX, S
 
 /// The eBPF object built by `build.rs`, embedded so `ktrace` is one file.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+/// The same programs with their kernel debug logs compiled in (the
+/// `bpf-log` feature of tracer-ebpf), loaded instead of [`OBJECT`] only with
+/// `--bpf-log` (see [`klog`]).
+pub static OBJECT_LOG: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-log"));
 
 /// Errors from loading or attaching the kernel side.
 #[derive(Debug, Error)]
@@ -429,7 +433,7 @@ impl Globals {
         for ((_, _, _, global), f) in CONN_TRACEPOINTS.iter().zip(self.tp_fields.iter()) {
             loader.override_global(global, f, true);
         }
-        Ok(loader.load(OBJECT)?)
+        Ok(loader.load(klog.object())?)
     }
 
     /// Loads the object and its two `cgroup_skb` programs, with direct BTF

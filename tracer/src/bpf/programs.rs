@@ -165,7 +165,7 @@ pub fn report() -> Result<(FitReport, Vec<ProgramReport>), super::BpfError> {
 mod tests {
     use object::{Object as _, ObjectSection as _, ObjectSymbol as _, RelocationTarget, SectionKind};
 
-    use super::OBJECT;
+    use super::super::{OBJECT, OBJECT_LOG};
 
     /// Names the compiler uses for out-of-line memory routines.
     const MEM_ROUTINES: [&str; 5] = ["memset", "memcpy", "memmove", "memcmp", "bcmp"];
@@ -181,12 +181,35 @@ mod tests {
     /// large or variable-size zeroing and copies). Zero and copy with
     /// explicit stores instead. Every program is also one function: any
     /// BPF-to-BPF call is listed, so an outlined helper cannot slip in —
-    /// except calls into aya-log's record writers (`--bpf-log`), which LLVM
-    /// outlines; only the `BPF_LOG`-gated path reaches them, which the
-    /// verifier removes when logging is off (`klog::is_log_writer`).
+    /// except, in the logging object (`--bpf-log`), calls into aya-log's
+    /// record writers, which LLVM outlines (`klog::is_log_writer`). Both
+    /// embedded objects are checked.
     #[test]
     fn no_program_calls_out_of_line_memory_routines() {
-        if OBJECT.is_empty() {
+        check_object("default", OBJECT);
+        check_object("bpf-log", OBJECT_LOG);
+    }
+
+    /// The default object has no trace of aya-log: no log ring, no level
+    /// global, no record writer (what the `bpf-log` feature adds).
+    #[test]
+    fn default_object_has_no_logging_and_the_log_object_has() {
+        if OBJECT.is_empty() || OBJECT_LOG.is_empty() {
+            return;
+        }
+        let names = |obj: &[u8]| -> Vec<String> {
+            let file = object::File::parse(obj).expect("the embedded eBPF object parses as ELF");
+            file.symbols().filter_map(|s| s.name().ok().map(str::to_owned)).collect()
+        };
+        let (plain, log) = (names(OBJECT), names(OBJECT_LOG));
+        for sym in ["AYA_LOGS", "AYA_LOG_LEVEL", "DROP_REASON_MAX"] {
+            assert!(!plain.iter().any(|n| n == sym), "{sym} in the default object");
+            assert!(log.iter().any(|n| n == sym), "{sym} missing from the bpf-log object");
+        }
+    }
+
+    fn check_object(what: &str, obj: &[u8]) {
+        if obj.is_empty() {
             assert!(
                 std::env::var("KTRACE_REQUIRE_BPF").as_deref() != Ok("1"),
                 "built without the eBPF object (AYA_BUILD_SKIP) and KTRACE_REQUIRE_BPF=1"
@@ -194,7 +217,7 @@ mod tests {
             eprintln!("skipped: built without the eBPF object (AYA_BUILD_SKIP)");
             return;
         }
-        let file = object::File::parse(OBJECT).expect("the embedded eBPF object parses as ELF");
+        let file = object::File::parse(obj).expect("the embedded eBPF object parses as ELF");
         // compiler_builtins' memset & co. sit unused in .text; only a call
         // to them ends up in a loaded program.
         let mut bad = Vec::new();
@@ -238,7 +261,11 @@ mod tests {
                 bad.push(c.clone());
             }
         }
-        assert!(bad.is_empty(), "out-of-line memory routines in the eBPF object:\n{}", bad.join("\n"));
-        assert!(calls.is_empty(), "BPF-to-BPF calls (every program should be one function):\n{}", calls.join("\n"));
+        assert!(bad.is_empty(), "out-of-line memory routines in the {what} eBPF object:\n{}", bad.join("\n"));
+        assert!(
+            calls.is_empty(),
+            "BPF-to-BPF calls in the {what} object (every program should be one function):\n{}",
+            calls.join("\n")
+        );
     }
 }

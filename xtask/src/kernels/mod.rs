@@ -326,8 +326,8 @@ fn render(runs: &[Run], total: Duration) -> String {
         s,
         "\n## The same with `--bpf-log`\n\nThe programs loaded with the kernel's debug logs on as `ktrace -vv --bpf-log` has them \
          (`RUST_LOG=warn,bpf=debug ktrace --bpf-log programs -o json`; trace level adds per-event lines whose \
-         verification outlasts the scenario's 120 s bound on 6.1 under TCG, see docs/kernels.md); the table above is the default, where \
-         the frozen `BPF_LOG` global is 0 and the verifier removes the log statements (docs/kernels.md).\n"
+         verification outlasts the scenario's 120 s bound on 6.1 under TCG, see docs/kernels.md); the table above is the default object, \
+         built without the log statements (tracer-ebpf's `bpf-log` feature; docs/kernels.md).\n"
     );
     let _ = writeln!(s, "| kernel | program | insns with logs | processed with logs |\n|---|---|---|---|");
     program_rows(&mut s, runs, |r| &r.programs_log);
