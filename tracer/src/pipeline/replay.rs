@@ -151,7 +151,7 @@ impl<S: Sink> Pipeline<S> {
         if self.lists_records || self.drops.is_some() || !opts.threads.two(src.total_bytes()) {
             return self.replay_one(src, opts, on_progress);
         }
-        self.replay_two(src, opts, on_progress)
+        self.replay_two(src, opts, on_progress, BATCH_OPS)
     }
 
     fn replay_one(
@@ -180,11 +180,14 @@ impl<S: Sink> Pipeline<S> {
         })
     }
 
+    /// Two threads, handing over every `batch_ops` operations (tests use
+    /// tiny batches to cross the threads everywhere).
     fn replay_two(
         &mut self,
         src: &mut FileSource,
         opts: ReplayOptions,
         on_progress: &mut dyn FnMut(&RunStats),
+        batch_ops: usize,
     ) -> anyhow::Result<Vec<String>> {
         let Self { decoder, pairer, back, ctx, sink, evs, stats, dns_ports, live_output, .. } = self;
         let live_output = *live_output;
@@ -238,7 +241,7 @@ impl<S: Sink> Pipeline<S> {
                                 Detector::expire(&mut *pairer, now, &mut batch.txs);
                                 batch.took(before);
                                 batch.ops.push(Op::Tick(now));
-                                if batch.ops.len() >= BATCH_OPS {
+                                if batch.ops.len() >= batch_ops {
                                     alive = send(&mut batch);
                                 }
                             }
@@ -318,6 +321,92 @@ fn analyse<S: Sink>(
             Op::Barrier => {
                 let _ = ack.send(());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::{
+        analyze::pairing::PairConfig,
+        enrich::Enricher,
+        model::Finding,
+        pipeline::{Context, Filter},
+    };
+
+    /// Every sink call, in order, with everything it was given.
+    #[derive(Default)]
+    struct Log(Vec<String>);
+
+    impl Sink for Log {
+        fn transaction(&mut self, _: &Context, tx: &Transaction) {
+            self.0.push(format!("tx {tx:?}"));
+        }
+        fn finding(&mut self, _: &Context, f: &Finding) {
+            self.0.push(format!("finding {f:?}"));
+        }
+        fn finish(&mut self, _: &Context, stats: &RunStats) {
+            self.0.push(format!("stats {stats:?}"));
+        }
+    }
+
+    fn capture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/captures").join(name)
+    }
+
+    /// `None`: one thread; `Some(n)`: two, handing over every `n` operations.
+    fn run(files: &[PathBuf], snapshots: bool, batch: Option<usize>) -> Vec<String> {
+        let ctx = Context { clock_offset_ns: 0, enricher: Enricher::empty() };
+        let pair = PairConfig { timeout_ns: 5_000_000_000, ..PairConfig::default() };
+        let mut pipe = Pipeline::new(ctx, Filter::default(), pair, Log::default());
+        pipe.live_output = false;
+        let mut src = FileSource::new(files.to_vec());
+        let opts = ReplayOptions { apply_snapshots: snapshots, threads: ReplayThreads::One };
+        let warnings = match batch {
+            None => pipe.replay(&mut src, opts, &mut |_| {}),
+            Some(n) => pipe.replay_two(&mut src, opts, &mut |_| {}, n),
+        }
+        .expect("replay");
+        pipe.stats.warnings.extend(warnings);
+        let last = pipe.last_ts();
+        let (mut log, _) = pipe.finish();
+        log.0.push(format!("last record at {last}"));
+        log.0
+    }
+
+    /// The lab recording (two nodes, fan-out, forwarded upstream queries,
+    /// stored Kubernetes snapshots) gives the same sink calls on two threads
+    /// as on one, whatever the batch size (1: every operation crosses alone).
+    #[test]
+    fn two_threads_make_the_same_calls_as_one() {
+        let cases = [
+            vec![capture("lab-node-a.pcapng"), capture("lab-node-b.pcapng")],
+            vec![capture("lab-node-a.pcapng")],
+            vec![capture("ktrace-sample.pcapng")],
+            vec![capture("ktrace-drops-conn.pcapng")],
+        ];
+        for files in &cases {
+            for snapshots in [true, false] {
+                let one = run(files, snapshots, None);
+                assert!(one.iter().any(|l| l.starts_with("tx ")), "{files:?}: no transaction at all");
+                for batch in [1, 2, 3, 7, 64, BATCH_OPS] {
+                    let two = run(files, snapshots, Some(batch));
+                    assert!(one == two, "{files:?}, snapshots {snapshots}, batch {batch}: the sink calls differ");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn thread_choice() {
+        assert!(!ReplayThreads::One.two(Some(u64::MAX)));
+        assert!(ReplayThreads::Two.two(None));
+        if std::env::var_os("KTRACE_REPLAY_THREADS").is_none() {
+            assert!(!ReplayThreads::Auto.two(None), "a pipe stays on one thread");
+            assert!(!ReplayThreads::Auto.two(Some(TWO_THREADS_FROM_BYTES - 1)));
         }
     }
 }
