@@ -282,14 +282,28 @@ impl Back {
     /// the findings they complete. Every call that fills `findings` ends
     /// with a flush, so between calls only `txs` can hold anything.
     fn flush<S: Sink>(&mut self, ctx: &Context, sink: &mut S, stats: &mut RunStats) {
-        for tx in self.txs.drain(..) {
+        let mut txs = std::mem::take(&mut self.txs);
+        self.flush_shared(txs.drain(..).map(Arc::new), ctx, sink, stats);
+        self.txs = txs;
+    }
+
+    /// [`Self::flush`] of transactions already shared (a two-threaded
+    /// replay's reading thread wraps them, off the analysis thread).
+    fn flush_shared<S: Sink>(
+        &mut self,
+        txs: impl Iterator<Item = Arc<Transaction>>,
+        ctx: &Context,
+        sink: &mut S,
+        stats: &mut RunStats,
+    ) {
+        for tx in txs {
             stats.transactions += 1;
             if self.filter.transaction(&tx) {
                 stats.shown += 1;
                 sink.transaction(ctx, &tx);
             }
             self.condenser.transaction(&tx);
-            Detector::push(&mut self.analyzer, Arc::new(tx), &mut self.findings);
+            Detector::push(&mut self.analyzer, tx, &mut self.findings);
         }
         // Filtered before condensing: aggregates and repeat counts then
         // cover only the pods shown.

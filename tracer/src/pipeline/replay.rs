@@ -12,7 +12,10 @@
 //! Memory stays bounded: at most [`DEPTH`] + 2 batches exist, each of about
 //! [`BATCH_OPS`] operations, and they are reused.
 
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{
+    Arc,
+    mpsc::{SyncSender, sync_channel},
+};
 
 use super::{Back, Pipeline, RunStats, Sink, decode_and_pair};
 use crate::{
@@ -97,18 +100,19 @@ enum Op {
 #[derive(Default)]
 struct Batch {
     ops: Vec<Op>,
-    txs: Vec<Transaction>,
+    /// Shared here, so the allocation and the copy are the reading thread's.
+    txs: Vec<Arc<Transaction>>,
     resolv: Vec<ResolvConfEvidence>,
     /// Records read into this batch (for the progress line).
     records: u64,
 }
 
 impl Batch {
-    /// Notes the transactions the pairer appended since `before`.
-    fn took(&mut self, before: usize) {
-        let n = self.txs.len() - before;
-        if n > 0 {
-            self.ops.push(Op::Txs(u32::try_from(n).unwrap_or(u32::MAX)));
+    /// Takes the transactions the pairer completed.
+    fn take(&mut self, done: &mut Vec<Transaction>) {
+        if !done.is_empty() {
+            self.ops.push(Op::Txs(u32::try_from(done.len()).unwrap_or(u32::MAX)));
+            self.txs.extend(done.drain(..).map(Arc::new));
         }
     }
 
@@ -203,6 +207,7 @@ impl<S: Sink> Pipeline<S> {
                 .spawn_scoped(s, move || {
                     let mut counts = FrontCounts::default();
                     let mut batch = Batch::default();
+                    let mut done = Vec::new();
                     // False once the analysis thread is gone (it failed): the
                     // rest is read without work, the error comes from there.
                     let mut alive = true;
@@ -221,9 +226,8 @@ impl<S: Sink> Pipeline<S> {
                                 match r {
                                     Record::Packet(p) => {
                                         if crate::decode::is_dns(&p, ports) {
-                                            let before = batch.txs.len();
-                                            decode_and_pair(decoder, pairer, enricher, evs, p, &mut batch.txs, |_| {});
-                                            batch.took(before);
+                                            decode_and_pair(decoder, pairer, enricher, evs, p, &mut done, |_| {});
+                                            batch.take(&mut done);
                                         } else {
                                             counts.other_packets += 1;
                                         }
@@ -237,9 +241,8 @@ impl<S: Sink> Pipeline<S> {
                                 }
                             }
                             SourceEvent::Tick(now) => {
-                                let before = batch.txs.len();
-                                Detector::expire(&mut *pairer, now, &mut batch.txs);
-                                batch.took(before);
+                                Detector::expire(&mut *pairer, now, &mut done);
+                                batch.take(&mut done);
                                 batch.ops.push(Op::Tick(now));
                                 if batch.ops.len() >= batch_ops {
                                     alive = send(&mut batch);
@@ -303,10 +306,7 @@ fn analyse<S: Sink>(
     let mut resolv = batch.resolv.drain(..);
     for op in batch.ops.drain(..) {
         match op {
-            Op::Txs(n) => {
-                back.txs.extend(txs.by_ref().take(n as usize));
-                back.flush(ctx, sink, stats);
-            }
+            Op::Txs(n) => back.flush_shared(txs.by_ref().take(n as usize), ctx, sink, stats),
             Op::Tick(now) => {
                 back.tick(now, ctx, sink, stats);
                 if live_output {
