@@ -110,7 +110,7 @@ fn two_threads_print_what_one_prints() {
     let mut names: Vec<String> = std::fs::read_dir(&pcaps)
         .expect("pcap fixtures")
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".pcap"))
+        .filter(|n| Path::new(n).extension().is_some_and(|e| e.eq_ignore_ascii_case("pcap")))
         .collect();
     names.sort();
     assert!(names.len() >= 7, "pcap fixtures missing in {}", pcaps.display());
