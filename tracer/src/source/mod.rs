@@ -79,10 +79,7 @@ impl FileSource {
     /// (a pipe, a device): what decides whether a replay is worth two threads.
     #[must_use]
     pub fn total_bytes(&self) -> Option<u64> {
-        self.paths
-            .iter()
-            .map(|p| std::fs::metadata(p).ok().filter(std::fs::Metadata::is_file).map(|m| m.len()))
-            .sum()
+        self.paths.iter().map(|p| std::fs::metadata(p).ok().filter(std::fs::Metadata::is_file).map(|m| m.len())).sum()
     }
 }
 
