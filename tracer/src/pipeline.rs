@@ -5,6 +5,11 @@
 // `--node`/`--ns`/`--pod` on the drops stage's results: filters belong to
 // the pipeline, which runs the stages, not to a stage.
 mod drops_filter;
+// Replays on two threads: reading, decoding and pairing on one, the
+// analysis and the sink on the other.
+mod replay;
+
+pub use replay::{ReplayOptions, ReplayThreads, TWO_THREADS_FROM_BYTES};
 
 use std::sync::Arc;
 
@@ -239,16 +244,11 @@ pub struct RunStats {
 pub struct Pipeline<S: Sink> {
     decoder: DnsDecoder,
     pairer: Pairer,
-    analyzer: Analyzer,
-    condenser: Condenser,
-    filter: Filter,
+    back: Back,
     /// Rendering context.
     pub ctx: Context,
     sink: S,
     evs: Vec<DnsEvent>,
-    txs: Vec<Transaction>,
-    findings: Vec<Finding>,
-    shown_findings: Vec<Finding>,
     /// Counters.
     pub stats: RunStats,
     last_ts: u64,
@@ -265,6 +265,90 @@ pub struct Pipeline<S: Sink> {
     drop_out: Vec<crate::model::drops::DropOutput>,
 }
 
+/// The stages after pairing: filter, sink, condensing and findings. A
+/// two-threaded replay runs them on the thread that owns the sink.
+struct Back {
+    analyzer: Analyzer,
+    condenser: Condenser,
+    filter: Filter,
+    /// Transactions waiting for [`Back::flush`].
+    txs: Vec<Transaction>,
+    findings: Vec<Finding>,
+    shown_findings: Vec<Finding>,
+}
+
+impl Back {
+    /// Hands the waiting transactions to the sink and the analysis, then
+    /// the findings they complete. Every call that fills `findings` ends
+    /// with a flush, so between calls only `txs` can hold anything.
+    fn flush<S: Sink>(&mut self, ctx: &Context, sink: &mut S, stats: &mut RunStats) {
+        let mut txs = std::mem::take(&mut self.txs);
+        self.flush_shared(txs.drain(..).map(Arc::new), ctx, sink, stats);
+        self.txs = txs;
+    }
+
+    /// [`Self::flush`] of transactions already shared (a two-threaded
+    /// replay's reading thread wraps them, off the analysis thread).
+    fn flush_shared<S: Sink>(
+        &mut self,
+        txs: impl Iterator<Item = Arc<Transaction>>,
+        ctx: &Context,
+        sink: &mut S,
+        stats: &mut RunStats,
+    ) {
+        for tx in txs {
+            stats.transactions += 1;
+            if self.filter.transaction(&tx) {
+                stats.shown += 1;
+                sink.transaction(ctx, &tx);
+            }
+            self.condenser.transaction(&tx);
+            Detector::push(&mut self.analyzer, tx, &mut self.findings);
+        }
+        // Filtered before condensing: aggregates and repeat counts then
+        // cover only the pods shown.
+        for f in self.findings.drain(..) {
+            if self.filter.finding(&f) {
+                self.condenser.push(f, &mut self.shown_findings);
+            }
+        }
+        for f in self.shown_findings.drain(..) {
+            stats.findings += 1;
+            sink.finding(ctx, &f);
+        }
+    }
+
+    /// Time passes for the analysis (after pairing has expired its queries
+    /// and their transactions went through [`Self::flush`]).
+    fn tick<S: Sink>(&mut self, now_ns: u64, ctx: &Context, sink: &mut S, stats: &mut RunStats) {
+        Detector::expire(&mut self.analyzer, now_ns, &mut self.findings);
+        self.flush(ctx, sink, stats);
+        self.condenser.tick(now_ns, &mut self.shown_findings);
+        self.flush(ctx, sink, stats);
+    }
+}
+
+/// Decodes one DNS packet, names the pods of its messages and pairs them:
+/// completed transactions go to `txs`, each message to `message` first.
+/// One function for the one-threaded pipeline and a two-threaded replay's
+/// reading thread, so both do exactly the same.
+fn decode_and_pair(
+    decoder: &mut DnsDecoder,
+    pairer: &mut Pairer,
+    enricher: &Enricher,
+    evs: &mut Vec<DnsEvent>,
+    p: crate::event::PacketRecord,
+    txs: &mut Vec<Transaction>,
+    mut message: impl FnMut(&DnsEvent),
+) {
+    decoder.push(Arc::new(p), evs);
+    for mut ev in evs.drain(..) {
+        enricher.enrich(&mut ev);
+        message(&ev);
+        Detector::push(pairer, ev, txs);
+    }
+}
+
 impl<S: Sink> Pipeline<S> {
     /// A pipeline writing to `sink`.
     pub fn new(ctx: Context, filter: Filter, pair: PairConfig, sink: S) -> Self {
@@ -272,15 +356,20 @@ impl<S: Sink> Pipeline<S> {
         Self {
             decoder: DnsDecoder::new(),
             pairer: Pairer::new(pair),
-            analyzer: Analyzer::with_config(AnalyzerConfig { pair_timeout_ns: pair.timeout_ns, ..Default::default() }),
-            condenser: Condenser::new(CondenseConfig::default()),
-            filter,
+            back: Back {
+                analyzer: Analyzer::with_config(AnalyzerConfig {
+                    pair_timeout_ns: pair.timeout_ns,
+                    ..Default::default()
+                }),
+                condenser: Condenser::new(CondenseConfig::default()),
+                filter,
+                txs: Vec::new(),
+                findings: Vec::new(),
+                shown_findings: Vec::new(),
+            },
             ctx,
             sink,
             evs: Vec::new(),
-            txs: Vec::new(),
-            findings: Vec::new(),
-            shown_findings: Vec::new(),
             stats: RunStats::default(),
             last_ts: 0,
             dns_ports: vec![53],
@@ -303,7 +392,7 @@ impl<S: Sink> Pipeline<S> {
 
     fn flush_drops(&mut self) {
         for r in self.drop_out.drain(..) {
-            if self.filter.drop_output(&r) {
+            if self.back.filter.drop_output(&r) {
                 self.sink.drop_output(&self.ctx, &r);
             }
         }
@@ -311,7 +400,7 @@ impl<S: Sink> Pipeline<S> {
 
     /// Replaces the condensing limits (`--slow`, report period).
     pub fn set_condense(&mut self, cfg: CondenseConfig) {
-        self.condenser = Condenser::new(cfg);
+        self.back.condenser = Condenser::new(cfg);
     }
 
     /// Feeds one record (in time order).
@@ -332,20 +421,24 @@ impl<S: Sink> Pipeline<S> {
                     self.stats.other_packets += 1;
                     return;
                 }
-                self.decoder.push(Arc::new(p), &mut self.evs);
-                let mut evs = std::mem::take(&mut self.evs);
-                for mut ev in evs.drain(..) {
-                    self.ctx.enricher.enrich(&mut ev);
-                    if self.lists_records {
-                        self.sink.message(&self.ctx, &ev);
-                    }
-                    Detector::push(&mut self.pairer, ev, &mut self.txs);
-                }
-                self.evs = evs;
+                let (ctx, sink, lists) = (&self.ctx, &mut self.sink, self.lists_records);
+                decode_and_pair(
+                    &mut self.decoder,
+                    &mut self.pairer,
+                    &ctx.enricher,
+                    &mut self.evs,
+                    p,
+                    &mut self.back.txs,
+                    |ev| {
+                        if lists {
+                            sink.message(ctx, ev);
+                        }
+                    },
+                );
                 self.flush();
             }
             Record::Lost { count, .. } => self.stats.lost_events += count,
-            Record::ResolvConf(r) => self.analyzer.resolv_conf(&r),
+            Record::ResolvConf(r) => self.back.analyzer.resolv_conf(&r),
             // Drops and connection events are for `ktrace drops`.
             Record::Drop(_) | Record::Conn(_) => {}
         }
@@ -353,12 +446,9 @@ impl<S: Sink> Pipeline<S> {
 
     /// Time passes (live: a timer; replay: each record's time): expire waiting queries.
     pub fn tick(&mut self, now_ns: u64) {
-        Detector::expire(&mut self.pairer, now_ns, &mut self.txs);
+        Detector::expire(&mut self.pairer, now_ns, &mut self.back.txs);
         self.flush();
-        Detector::expire(&mut self.analyzer, now_ns, &mut self.findings);
-        self.flush();
-        self.condenser.tick(now_ns, &mut self.shown_findings);
-        self.flush();
+        self.back.tick(now_ns, &self.ctx, &mut self.sink, &mut self.stats);
         if let Some(d) = &mut self.drops {
             Detector::expire(d, now_ns, &mut self.drop_out);
             self.flush_drops();
@@ -380,43 +470,24 @@ impl<S: Sink> Pipeline<S> {
     }
 
     fn flush(&mut self) {
-        for tx in self.txs.drain(..) {
-            self.stats.transactions += 1;
-            if self.filter.transaction(&tx) {
-                self.stats.shown += 1;
-                self.sink.transaction(&self.ctx, &tx);
-            }
-            self.condenser.transaction(&tx);
-            Detector::push(&mut self.analyzer, Arc::new(tx), &mut self.findings);
-        }
-        // Filtered before condensing: aggregates and repeat counts then
-        // cover only the pods shown.
-        for f in self.findings.drain(..) {
-            if self.filter.finding(&f) {
-                self.condenser.push(f, &mut self.shown_findings);
-            }
-        }
-        for f in self.shown_findings.drain(..) {
-            self.stats.findings += 1;
-            self.sink.finding(&self.ctx, &f);
-        }
+        self.back.flush(&self.ctx, &mut self.sink, &mut self.stats);
     }
 
     /// End of input: unanswered queries are reported, pending findings emitted.
     pub fn finish(mut self) -> (S, RunStats) {
-        Detector::finish(&mut self.pairer, &mut self.txs);
+        Detector::finish(&mut self.pairer, &mut self.back.txs);
         self.flush();
-        Detector::finish(&mut self.analyzer, &mut self.findings);
+        Detector::finish(&mut self.back.analyzer, &mut self.back.findings);
         self.flush();
-        self.condenser.finish(&mut self.shown_findings);
+        self.back.condenser.finish(&mut self.back.shown_findings);
         self.flush();
         if let Some(d) = &mut self.drops {
             Detector::finish(d, &mut self.drop_out);
             self.flush_drops();
         }
-        self.stats.condensed = self.condenser.stats();
+        self.stats.condensed = self.back.condenser.stats();
         // Said only when it happened: a bounded table forgot evidence.
-        let evicted = self.analyzer.stats().resolver_queries_evicted;
+        let evicted = self.back.analyzer.stats().resolver_queries_evicted;
         if evicted > 0 {
             self.stats.warnings.push(format!(
                 "{evicted} client queries forgotten by the resolver tables to stay bounded (forwards older than that are not correlated)"

@@ -253,7 +253,11 @@ fn replay(g: &Global, args: &DnsArgs, filter: Filter, pair: PairConfig) -> anyho
     pipe.live_output = false;
     let mut src = FileSource::new(args.read.clone());
     let progress = std::sync::Arc::clone(&src.progress);
-    let warnings = feed(&mut src, &mut pipe, &mut status, Some(&progress), snap.is_none())?;
+    // One thread or two (large files): the same output either way.
+    let opts = crate::pipeline::ReplayOptions { apply_snapshots: snap.is_none(), ..Default::default() };
+    let warnings = pipe.replay(&mut src, opts, &mut |st| {
+        status.tick(|| format!("{} · {}", progress.describe(), live_status(st)));
+    })?;
     status.clear();
     pipe.stats.warnings.extend(warnings);
     pipe.finish();

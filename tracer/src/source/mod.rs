@@ -74,6 +74,13 @@ impl FileSource {
     pub fn new(paths: Vec<PathBuf>) -> Self {
         Self { paths, progress: Arc::default() }
     }
+
+    /// Total size of the captures, `None` when one is not a regular file
+    /// (a pipe, a device): what decides whether a replay is worth two threads.
+    #[must_use]
+    pub fn total_bytes(&self) -> Option<u64> {
+        self.paths.iter().map(|p| std::fs::metadata(p).ok().filter(std::fs::Metadata::is_file).map(|m| m.len())).sum()
+    }
 }
 
 impl Source for FileSource {

@@ -75,6 +75,8 @@ fn timed(ctx: &Ctx, cmd: Command, what: &str) -> Result<(f64, f64)> {
 
 fn ktrace_cmd(ctx: &Ctx, sub: &str, file: &Path) -> Command {
     let mut c = sys::pinned(Some(sys::CPU_SERVER), &ctx.bin);
+    // Pinned to one CPU, ktrace replays on one thread anyway; said explicitly.
+    c.env("KTRACE_REPLAY_THREADS", "1");
     c.args([sub, "-r"]).arg(file).args(["-o", "json"]);
     // Output to a pipe-less sink: only the tool's own work is timed.
     c.stdout(std::process::Stdio::null());
@@ -88,6 +90,19 @@ fn ktrace_dns(ctx: &Ctx, file: &Path, summary: bool) -> Result<(f64, f64)> {
     }
     c.stderr(std::process::Stdio::null());
     timed_null(c, "ktrace dns -r")
+}
+
+/// `ktrace dns -r` on both CPUs, on two threads (reading, decoding and
+/// pairing on one; analysis and output on the other).
+fn ktrace_dns_two(ctx: &Ctx, file: &Path, summary: bool) -> Result<(f64, f64)> {
+    let mut c = Command::new(&ctx.bin);
+    c.env("KTRACE_REPLAY_THREADS", "2");
+    c.args(["dns", "-r"]).arg(file).args(["-o", "json"]);
+    if summary {
+        c.arg("--summary");
+    }
+    c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    timed_null(c, "ktrace dns -r (two threads)")
 }
 
 fn ktrace_replay(ctx: &Ctx, file: &Path) -> Result<(f64, f64)> {
@@ -247,14 +262,28 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
         );
         g.messages as f64 / wall
     };
+    // One pinned thread, then two threads on both CPUs, per mode, back to back.
     let (wall, cpu) = ktrace_dns(ctx, &raw.path, false)?;
+    let two_json = ktrace_dns_two(ctx, &raw.path, false)?;
     row(&mut s, "`ktrace dns -r -o json`", &raw, "big, raw", &[wall], &[cpu]);
+    row(&mut s, "`ktrace dns -r -o json`, two threads on two CPUs", &raw, "big, raw", &[two_json.0], &[two_json.1]);
     // Per core: messages per CPU second of the pinned, single-threaded run
     // (wall time also counts waiting for a CPU other work holds).
     let big_rate = raw.messages as f64 / cpu.max(1e-9);
+    let one_json = (wall, cpu);
     let (wall, cpu) = ktrace_dns(ctx, &raw.path, true)?;
+    let two_summary = ktrace_dns_two(ctx, &raw.path, true)?;
     row(&mut s, "`ktrace dns -r --summary -o json`", &raw, "big, raw", &[wall], &[cpu]);
+    row(
+        &mut s,
+        "`ktrace dns -r --summary -o json`, two threads on two CPUs",
+        &raw,
+        "big, raw",
+        &[two_summary.0],
+        &[two_summary.1],
+    );
     let summary_rate = raw.messages as f64 / cpu.max(1e-9);
+    let one_summary = (wall, cpu);
     if !ctx.quick {
         let (wall, cpu) = ktrace_dns(ctx, &zst.path, false)?;
         row(&mut s, "`ktrace dns -r -o json`", &zst, "big, zstd", &[wall], &[cpu]);
@@ -295,6 +324,32 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
             TSHARK_FIELDS.join(" ")
         );
     }
+    let _ = writeln!(
+        s,
+        "### Both cores\n\nThe same big file, one thread pinned to one CPU next to two threads on both \
+         (`KTRACE_REPLAY_THREADS=2`; by default a replay of ≥ 16 MiB on a multi-core machine uses two). \
+         Speed-up: one thread's wall ÷ two threads' wall; the output is byte-identical \
+         (`tracer/tests/replay_threads.rs`).\n\n\
+         | mode | one thread: messages / CPU s | one thread: messages / s (wall) | two threads: messages / s (wall) | two threads: CPU s ÷ one's | speed-up (wall) |\n|---|---|---|---|---|---|"
+    );
+    for (mode, one, two) in [("`-o json`", one_json, two_json), ("`--summary -o json`", one_summary, two_summary)] {
+        let m = raw.messages as f64;
+        let _ = writeln!(
+            s,
+            "| {mode} | {} | {} | {} | {:.2} | **{:.2}×** |",
+            num(m / one.1.max(1e-9)),
+            num(m / one.0.max(1e-9)),
+            num(m / two.0.max(1e-9)),
+            two.1 / one.1.max(1e-9),
+            one.0 / two.0.max(1e-9)
+        );
+        ctx.notes.push(format!(
+            "replay {mode} on two threads: {:.2}× the one-thread wall speed ({} messages/s)",
+            one.0 / two.0.max(1e-9),
+            num(m / two.0.max(1e-9))
+        ));
+    }
+    s.push('\n');
     let sysdig = scap_vs_sysdig(ctx);
     match &sysdig {
         Ok((text, _)) => s.push_str(text),

@@ -1,0 +1,412 @@
+//! Replaying captures through the pipeline, on one thread or two.
+//!
+//! Two threads split the pipeline where it has one narrow waist: the
+//! reading thread reads the files, decodes DNS, names pods and pairs
+//! queries with answers; the calling thread (which owns the sink) filters,
+//! writes, condenses and runs the findings detectors. Everything crosses in
+//! order, in batches, so the sink sees exactly the calls a one-threaded run
+//! makes: the output is identical by construction, not by a merge. (A split
+//! by flow would not be: search-list fan-out is per client, and a forwarded
+//! query pairs a client's flow with the resolver's upstream flow.)
+//!
+//! Memory stays bounded: at most [`DEPTH`] + 2 batches exist, each of about
+//! [`BATCH_OPS`] operations, and they are reused.
+
+use std::sync::{
+    Arc,
+    mpsc::{SyncSender, sync_channel},
+};
+
+use super::{Back, Pipeline, RunStats, Sink, decode_and_pair};
+use crate::{
+    analyze::Detector,
+    event::{Record, ResolvConfEvidence},
+    model::Transaction,
+    source::{FileSource, Source, SourceEvent, file::FileEvent},
+};
+
+/// Operations per batch before it is handed over: large enough that the
+/// hand-over (a futex wake at most) is rare, small enough that the
+/// analysis thread starts early and the batches stay small.
+const BATCH_OPS: usize = 1024;
+/// Batches in flight between the threads.
+const DEPTH: usize = 4;
+/// Total capture size from which a replay uses two threads by default:
+/// below it, the run is over in well under a second anyway.
+pub const TWO_THREADS_FROM_BYTES: u64 = 16 << 20;
+/// Records between two progress reports.
+const PROGRESS_EVERY: u64 = 4096;
+
+/// How many threads a replay uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReplayThreads {
+    /// Two when the captures are large (≥ [`TWO_THREADS_FROM_BYTES`],
+    /// regular files) and this process may run on more than one CPU; else one.
+    /// `KTRACE_REPLAY_THREADS=1` or `=2` overrides the choice.
+    #[default]
+    Auto,
+    /// Always one.
+    One,
+    /// Always two (tests compare both).
+    Two,
+}
+
+impl ReplayThreads {
+    /// Whether to use two threads for captures of `bytes` in total (`None`:
+    /// not all regular files, e.g. a pipe).
+    #[must_use]
+    pub fn two(self, bytes: Option<u64>) -> bool {
+        match self {
+            Self::One => false,
+            Self::Two => true,
+            Self::Auto => match std::env::var("KTRACE_REPLAY_THREADS").ok().as_deref().map(str::trim) {
+                Some("1") => false,
+                Some("2") => true,
+                _ => {
+                    bytes.is_some_and(|b| b >= TWO_THREADS_FROM_BYTES)
+                        && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
+                }
+            },
+        }
+    }
+}
+
+/// How [`Pipeline::replay`] runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReplayOptions {
+    /// Apply the Kubernetes snapshots stored in the captures (not when the
+    /// user gave `--kube-snapshot`).
+    pub apply_snapshots: bool,
+    /// One thread or two.
+    pub threads: ReplayThreads,
+}
+
+/// One step of the analysis thread, in the order the one-threaded pipeline
+/// takes it.
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    /// The next `n` transactions of the batch, then a flush.
+    Txs(u32),
+    /// Time passes for the analysis.
+    Tick(u64),
+    /// The next resolv.conf evidence of the batch.
+    ResolvConf,
+    /// Everything before has been written: say so (a stored Kubernetes
+    /// snapshot is applied in between, as in a one-threaded run).
+    Barrier,
+}
+
+/// What crosses from the reading thread to the analysis thread.
+#[derive(Default)]
+struct Batch {
+    ops: Vec<Op>,
+    /// Shared here, so the allocation and the copy are the reading thread's.
+    txs: Vec<Arc<Transaction>>,
+    resolv: Vec<ResolvConfEvidence>,
+    /// Records read into this batch (for the progress line).
+    records: u64,
+}
+
+impl Batch {
+    /// Takes the transactions the pairer completed.
+    fn take(&mut self, done: &mut Vec<Transaction>) {
+        if !done.is_empty() {
+            self.ops.push(Op::Txs(u32::try_from(done.len()).unwrap_or(u32::MAX)));
+            self.txs.extend(done.drain(..).map(Arc::new));
+        }
+    }
+
+    /// Empty again, without the capacity a burst (a mass expiry) grew.
+    fn reset(&mut self) {
+        self.ops.clear();
+        self.txs.clear();
+        self.resolv.clear();
+        self.records = 0;
+        self.ops.shrink_to(BATCH_OPS * 2);
+        self.txs.shrink_to(BATCH_OPS);
+        self.resolv.shrink_to(16);
+    }
+}
+
+/// What the reading thread counted (the rest of [`RunStats`] is the analysis thread's).
+#[derive(Default)]
+struct FrontCounts {
+    lost_events: u64,
+    other_packets: u64,
+    last_ts: u64,
+}
+
+impl<S: Sink> Pipeline<S> {
+    /// Replays `src` to its end: records pushed, time ticked per record,
+    /// stored Kubernetes snapshots applied (with `apply_snapshots`),
+    /// `on_progress` called every few thousand records. On two threads when
+    /// [`ReplayOptions::threads`] says so and nothing needs every record on
+    /// the sink's thread (`ktrace replay`'s listing, the drops stage); the
+    /// output is the same either way. Returns the source's warnings.
+    ///
+    /// # Errors
+    /// When a capture cannot be read at all.
+    pub fn replay(
+        &mut self,
+        src: &mut FileSource,
+        opts: ReplayOptions,
+        on_progress: &mut dyn FnMut(&RunStats),
+    ) -> anyhow::Result<Vec<String>> {
+        if self.lists_records || self.drops.is_some() || !opts.threads.two(src.total_bytes()) {
+            return self.replay_one(src, opts, on_progress);
+        }
+        self.replay_two(src, opts, on_progress, BATCH_OPS)
+    }
+
+    fn replay_one(
+        &mut self,
+        src: &mut FileSource,
+        opts: ReplayOptions,
+        on_progress: &mut dyn FnMut(&RunStats),
+    ) -> anyhow::Result<Vec<String>> {
+        src.run(&mut |ev| {
+            match ev {
+                SourceEvent::Record(r) => self.push(r),
+                SourceEvent::Tick(now) => {
+                    self.tick(now);
+                    if self.stats.records.is_multiple_of(PROGRESS_EVERY) {
+                        on_progress(&self.stats);
+                    }
+                }
+                SourceEvent::Context(FileEvent::Snapshot(s)) if opts.apply_snapshots => {
+                    // Merged, not replaced: earlier pods keep their time ranges.
+                    self.ctx.enricher.apply_snapshot(&s);
+                }
+                SourceEvent::Notice(n) => eprintln!("ktrace: {n}"),
+                SourceEvent::Context(_) | SourceEvent::AgentFinding { .. } => {}
+            }
+            true
+        })
+    }
+
+    /// Two threads, handing over every `batch_ops` operations (tests use
+    /// tiny batches to cross the threads everywhere).
+    fn replay_two(
+        &mut self,
+        src: &mut FileSource,
+        opts: ReplayOptions,
+        on_progress: &mut dyn FnMut(&RunStats),
+        batch_ops: usize,
+    ) -> anyhow::Result<Vec<String>> {
+        let Self { decoder, pairer, back, ctx, sink, evs, stats, dns_ports, live_output, .. } = self;
+        let live_output = *live_output;
+        let (full_tx, full_rx) = sync_channel::<Batch>(DEPTH);
+        // Room for every batch that can exist: returning one never blocks.
+        let (free_tx, free_rx) = sync_channel::<Batch>(DEPTH + 2);
+        let (ack_tx, ack_rx) = sync_channel::<()>(1);
+        let enricher = &ctx.enricher;
+        let ports: &[u16] = dns_ports;
+        let (warnings, counts) = std::thread::scope(|s| {
+            let front = std::thread::Builder::new()
+                .name("ktrace-read".into())
+                .spawn_scoped(s, move || {
+                    let mut counts = FrontCounts::default();
+                    let mut batch = Batch::default();
+                    let mut done = Vec::new();
+                    // False once the analysis thread is gone (it failed): the
+                    // rest is read without work, the error comes from there.
+                    let mut alive = true;
+                    let send = |batch: &mut Batch| {
+                        let next = free_rx.try_recv().unwrap_or_default();
+                        full_tx.send(std::mem::replace(batch, next)).is_ok()
+                    };
+                    let warnings = src.run(&mut |ev| {
+                        if !alive {
+                            return false;
+                        }
+                        match ev {
+                            SourceEvent::Record(r) => {
+                                batch.records += 1;
+                                counts.last_ts = counts.last_ts.max(r.ts_ns());
+                                match r {
+                                    Record::Packet(p) => {
+                                        if crate::decode::is_dns(&p, ports) {
+                                            decode_and_pair(decoder, pairer, enricher, evs, p, &mut done, |_| {});
+                                            batch.take(&mut done);
+                                        } else {
+                                            counts.other_packets += 1;
+                                        }
+                                    }
+                                    Record::Lost { count, .. } => counts.lost_events += count,
+                                    Record::ResolvConf(r) => {
+                                        batch.resolv.push(r);
+                                        batch.ops.push(Op::ResolvConf);
+                                    }
+                                    Record::Drop(_) | Record::Conn(_) => {}
+                                }
+                            }
+                            SourceEvent::Tick(now) => {
+                                Detector::expire(&mut *pairer, now, &mut done);
+                                batch.take(&mut done);
+                                batch.ops.push(Op::Tick(now));
+                                if batch.ops.len() >= batch_ops {
+                                    alive = send(&mut batch);
+                                }
+                            }
+                            SourceEvent::Context(FileEvent::Snapshot(snap)) if opts.apply_snapshots => {
+                                // Applied when everything before it has been
+                                // written, before anything after it is named:
+                                // where a one-threaded run applies it.
+                                batch.ops.push(Op::Barrier);
+                                alive = send(&mut batch) && ack_rx.recv().is_ok();
+                                enricher.apply_snapshot(&snap);
+                            }
+                            SourceEvent::Notice(n) => eprintln!("ktrace: {n}"),
+                            SourceEvent::Context(_) | SourceEvent::AgentFinding { .. } => {}
+                        }
+                        alive
+                    });
+                    if alive {
+                        send(&mut batch);
+                    }
+                    warnings.map(|w| (w, counts))
+                })
+                .expect("spawning the replay's reading thread");
+            let mut records = 0u64;
+            for mut batch in full_rx {
+                analyse(&mut batch, back, ctx, sink, stats, &ack_tx, live_output);
+                let before = records;
+                records += batch.records;
+                if before / PROGRESS_EVERY != records / PROGRESS_EVERY {
+                    stats.records = records;
+                    on_progress(stats);
+                }
+                batch.reset();
+                let _ = free_tx.try_send(batch);
+            }
+            stats.records = records;
+            match front.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })?;
+        stats.lost_events += counts.lost_events;
+        stats.other_packets += counts.other_packets;
+        self.last_ts = self.last_ts.max(counts.last_ts);
+        Ok(warnings)
+    }
+}
+
+/// The analysis thread's share of a batch, in order.
+fn analyse<S: Sink>(
+    batch: &mut Batch,
+    back: &mut Back,
+    ctx: &super::Context,
+    sink: &mut S,
+    stats: &mut RunStats,
+    ack: &SyncSender<()>,
+    live_output: bool,
+) {
+    let mut txs = batch.txs.drain(..);
+    let mut resolv = batch.resolv.drain(..);
+    for op in batch.ops.drain(..) {
+        match op {
+            Op::Txs(n) => back.flush_shared(txs.by_ref().take(n as usize), ctx, sink, stats),
+            Op::Tick(now) => {
+                back.tick(now, ctx, sink, stats);
+                if live_output {
+                    sink.flush_output();
+                }
+            }
+            Op::ResolvConf => {
+                if let Some(r) = resolv.next() {
+                    back.analyzer.resolv_conf(&r);
+                }
+            }
+            Op::Barrier => {
+                let _ = ack.send(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::{
+        analyze::pairing::PairConfig,
+        enrich::Enricher,
+        model::Finding,
+        pipeline::{Context, Filter},
+    };
+
+    /// Every sink call, in order, with everything it was given.
+    #[derive(Default)]
+    struct Log(Vec<String>);
+
+    impl Sink for Log {
+        fn transaction(&mut self, _: &Context, tx: &Transaction) {
+            self.0.push(format!("tx {tx:?}"));
+        }
+        fn finding(&mut self, _: &Context, f: &Finding) {
+            self.0.push(format!("finding {f:?}"));
+        }
+        fn finish(&mut self, _: &Context, stats: &RunStats) {
+            self.0.push(format!("stats {stats:?}"));
+        }
+    }
+
+    fn capture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/captures").join(name)
+    }
+
+    /// `None`: one thread; `Some(n)`: two, handing over every `n` operations.
+    fn run(files: &[PathBuf], snapshots: bool, batch: Option<usize>) -> Vec<String> {
+        let ctx = Context { clock_offset_ns: 0, enricher: Enricher::empty() };
+        let pair = PairConfig { timeout_ns: 5_000_000_000, ..PairConfig::default() };
+        let mut pipe = Pipeline::new(ctx, Filter::default(), pair, Log::default());
+        pipe.live_output = false;
+        let mut src = FileSource::new(files.to_vec());
+        let opts = ReplayOptions { apply_snapshots: snapshots, threads: ReplayThreads::One };
+        let warnings = match batch {
+            None => pipe.replay(&mut src, opts, &mut |_| {}),
+            Some(n) => pipe.replay_two(&mut src, opts, &mut |_| {}, n),
+        }
+        .expect("replay");
+        pipe.stats.warnings.extend(warnings);
+        let last = pipe.last_ts();
+        let (mut log, _) = pipe.finish();
+        log.0.push(format!("last record at {last}"));
+        log.0
+    }
+
+    /// The lab recording (two nodes, fan-out, forwarded upstream queries,
+    /// stored Kubernetes snapshots) gives the same sink calls on two threads
+    /// as on one, whatever the batch size (1: every operation crosses alone).
+    #[test]
+    fn two_threads_make_the_same_calls_as_one() {
+        let cases = [
+            vec![capture("lab-node-a.pcapng"), capture("lab-node-b.pcapng")],
+            vec![capture("lab-node-a.pcapng")],
+            vec![capture("ktrace-sample.pcapng")],
+            vec![capture("ktrace-drops-conn.pcapng")],
+        ];
+        for files in &cases {
+            for snapshots in [true, false] {
+                let one = run(files, snapshots, None);
+                assert!(one.iter().any(|l| l.starts_with("tx ")), "{files:?}: no transaction at all");
+                for batch in [1, 2, 3, 7, 64, BATCH_OPS] {
+                    let two = run(files, snapshots, Some(batch));
+                    assert!(one == two, "{files:?}, snapshots {snapshots}, batch {batch}: the sink calls differ");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn thread_choice() {
+        assert!(!ReplayThreads::One.two(Some(u64::MAX)));
+        assert!(ReplayThreads::Two.two(None));
+        if std::env::var_os("KTRACE_REPLAY_THREADS").is_none() {
+            assert!(!ReplayThreads::Auto.two(None), "a pipe stays on one thread");
+            assert!(!ReplayThreads::Auto.two(Some(TWO_THREADS_FROM_BYTES - 1)));
+        }
+    }
+}
