@@ -332,6 +332,7 @@ fn l3_v4(d: &[u8]) -> Result<L3<'_>, PacketError> {
     })
 }
 
+#[inline]
 fn l3_v6(d: &[u8]) -> Result<L3<'_>, PacketError> {
     let Some(h) = d.first_chunk::<40>() else {
         return Err(PacketError::Truncated(d.len()));
