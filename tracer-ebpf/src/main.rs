@@ -43,8 +43,7 @@ use aya_ebpf::{
     maps::{PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    EVENT_VERSION, EventHeader, EventKind, KernelOffsets, PORTS_MAX, PacketEvent, STATS_LEN, Stat, TpFields,
-    pid_source,
+    EVENT_VERSION, EventHeader, EventKind, KernelOffsets, PORTS_MAX, PacketEvent, STATS_LEN, Stat, TpFields, pid_source,
 };
 
 /// Ring buffer size; userspace may override it at load time.
@@ -62,7 +61,6 @@ pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_
 /// Per-CPU scratch space: a `PacketEvent` is too large for the 512-byte stack.
 #[map(name = "SCRATCH")]
 pub(crate) static SCRATCH: PerCpuArray<PacketEvent> = PerCpuArray::with_max_entries(1, 0);
-
 
 // Read-only globals, set by userspace at load time (`EbpfLoader::set_global`).
 // A zero port ends the list.
