@@ -259,20 +259,27 @@ fn lint() -> anyhow::Result<()> {
     run(fmt)?;
     // `$CARGO` is the toolchain's own cargo, which does not understand
     // `+toolchain`: go through rustup for the pinned nightly.
-    let mut ebpf = Command::new("rustup");
-    ebpf.current_dir(root().join("tracer-ebpf")).env_remove("RUSTC").env_remove("CARGO").args([
-        "run",
-        setup::EBPF_TOOLCHAIN,
-        "cargo",
-        "clippy",
-        "--target",
-        "bpfel-unknown-none",
-        "-Zbuild-std=core",
-        "--",
-        "-D",
-        "warnings",
-    ]);
-    run(ebpf)
+    // Twice: ktrace embeds the default object and the `bpf-log` one, whose
+    // log statements only exist with the feature.
+    for features in [&[][..], &["--features", "bpf-log"][..]] {
+        let mut ebpf = Command::new("rustup");
+        ebpf.current_dir(root().join("tracer-ebpf"))
+            .env_remove("RUSTC")
+            .env_remove("CARGO")
+            .args([
+                "run",
+                setup::EBPF_TOOLCHAIN,
+                "cargo",
+                "clippy",
+                "--target",
+                "bpfel-unknown-none",
+                "-Zbuild-std=core",
+            ])
+            .args(features)
+            .args(["--", "-D", "warnings"]);
+        run(ebpf)?;
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
