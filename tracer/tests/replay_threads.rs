@@ -101,7 +101,7 @@ fn two_threads_print_what_one_prints() {
         &["lab-node-a.pcapng"],
         &["lab-node-b.pcapng"],
         &["ktrace-sample.pcapng"],
-        &["ktrace-sample-single-zstd.pcapng.zst"],
+        &["ktrace-sample.pcapng.zst"],
         &["ktrace-drops-conn.pcapng"],
     ] {
         compare(&captures, files, &mut failures);

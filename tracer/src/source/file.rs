@@ -222,14 +222,6 @@ impl Progress {
         use std::sync::atomic::Ordering::Relaxed;
         (self.read.load(Relaxed), self.total.load(Relaxed))
     }
-
-    /// `42% of 1.2 GiB read`.
-    #[must_use]
-    pub fn describe(&self) -> String {
-        let (read, total) = self.get();
-        let pct = (read.min(total) * 100).checked_div(total).unwrap_or(100);
-        format!("{pct}% of {} read", crate::output::term::bytes(total))
-    }
 }
 
 /// Replays `paths` merged by wall-clock time, calling `on` for every event.
