@@ -119,6 +119,101 @@ impl PacketRecord {
             node: None,
         }
     }
+
+    /// Everything but the bytes, copied (the names are shared).
+    #[must_use]
+    pub fn info(&self) -> PacketInfo {
+        PacketInfo {
+            ts_ns: self.ts_ns,
+            hook: self.hook,
+            process: self.process.clone(),
+            cgroup_id: self.cgroup_id,
+            netns_cookie: self.netns_cookie,
+            netns_ino: self.netns_ino,
+            ifindex: self.ifindex,
+            wire_len: self.wire_len,
+            node: self.node.clone(),
+        }
+    }
+
+    /// The record taken apart: what is known about the packet, and its bytes.
+    #[must_use]
+    pub fn into_parts(self) -> (PacketInfo, Bytes) {
+        let Self { ts_ns, hook, process, cgroup_id, netns_cookie, netns_ino, ifindex, wire_len, data, node } = self;
+        (PacketInfo { ts_ns, hook, process, cgroup_id, netns_cookie, netns_ino, ifindex, wire_len, node }, data)
+    }
+}
+
+/// What the kernel told us about a packet, without the packet: what a
+/// decoded DNS message keeps of the record it came in. The bytes are decoded
+/// where they lie (ring item, mapped capture) and not kept, so a message
+/// costs no shared record and no copy of its packet. Fields as in
+/// [`PacketRecord`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PacketInfo {
+    /// `CLOCK_MONOTONIC` nanoseconds on the observing node.
+    pub ts_ns: u64,
+    /// Observation point.
+    pub hook: Hook,
+    /// Sender process, when observed in its context.
+    pub process: Option<Process>,
+    /// cgroup v2 id of the socket; 0 if unknown.
+    pub cgroup_id: u64,
+    /// Network namespace cookie; 0 if unknown.
+    pub netns_cookie: u64,
+    /// Network namespace inode; 0 if unknown.
+    pub netns_ino: u32,
+    /// Interface index in the packet's namespace; 0 if unknown.
+    pub ifindex: u32,
+    /// Length on the wire.
+    pub wire_len: u32,
+    /// Name of the node that observed it.
+    pub node: Option<Arc<str>>,
+}
+
+/// The socket a packet was observed at, as the kernel named it: what finds
+/// the pod that owns it ([`crate::enrich::Enricher::local_pod`]).
+pub trait SocketIds {
+    /// cgroup v2 id of the socket (0 if unknown).
+    fn cgroup_id(&self) -> u64;
+    /// Network namespace inode (0 if unknown).
+    fn netns_ino(&self) -> u32;
+}
+
+impl SocketIds for PacketRecord {
+    fn cgroup_id(&self) -> u64 {
+        self.cgroup_id
+    }
+    fn netns_ino(&self) -> u32 {
+        self.netns_ino
+    }
+}
+
+impl SocketIds for PacketInfo {
+    fn cgroup_id(&self) -> u64 {
+        self.cgroup_id
+    }
+    fn netns_ino(&self) -> u32 {
+        self.netns_ino
+    }
+}
+
+impl PacketInfo {
+    /// A packet known only by its time and hook (tests, synthetic events).
+    #[must_use]
+    pub fn bare(ts_ns: u64, hook: Hook) -> Self {
+        Self {
+            ts_ns,
+            hook,
+            process: None,
+            cgroup_id: 0,
+            netns_cookie: 0,
+            netns_ino: 0,
+            ifindex: 0,
+            wire_len: 0,
+            node: None,
+        }
+    }
 }
 
 /// Anything that is not a packet and that a source can carry.

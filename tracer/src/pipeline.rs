@@ -344,9 +344,40 @@ fn decode_and_pair(
     evs: &mut Vec<DnsEvent>,
     p: crate::event::PacketRecord,
     txs: &mut Vec<Transaction>,
+    message: impl FnMut(&DnsEvent),
+) {
+    decoder.push(p, evs);
+    enrich_and_pair(pairer, enricher, evs, txs, message);
+}
+
+/// [`decode_and_pair`] of a packet that may not be DNS (by `ports`, as
+/// [`crate::decode::is_dns`] decides), with one parse of its headers; false
+/// when it is not DNS.
+#[expect(clippy::too_many_arguments, reason = "the stages it runs, by reference, as `decode_and_pair`")]
+fn decode_and_pair_if_dns(
+    decoder: &mut DnsDecoder,
+    pairer: &mut Pairer,
+    enricher: &Enricher,
+    evs: &mut Vec<DnsEvent>,
+    p: crate::event::PacketRecord,
+    ports: &[u16],
+    txs: &mut Vec<Transaction>,
+    message: impl FnMut(&DnsEvent),
+) -> bool {
+    if !decoder.push_if_dns(p, ports, evs) {
+        return false;
+    }
+    enrich_and_pair(pairer, enricher, evs, txs, message);
+    true
+}
+
+fn enrich_and_pair(
+    pairer: &mut Pairer,
+    enricher: &Enricher,
+    evs: &mut Vec<DnsEvent>,
+    txs: &mut Vec<Transaction>,
     mut message: impl FnMut(&DnsEvent),
 ) {
-    decoder.push(Arc::new(p), evs);
     for mut ev in evs.drain(..) {
         enricher.enrich(&mut ev);
         message(&ev);
@@ -422,17 +453,14 @@ impl<S: Sink> Pipeline<S> {
         }
         match rec {
             Record::Packet(p) => {
-                if !crate::decode::is_dns(&p, &self.dns_ports) {
-                    self.stats.other_packets += 1;
-                    return;
-                }
                 let (ctx, sink, lists) = (&self.ctx, &mut self.sink, self.lists_records);
-                decode_and_pair(
+                let dns = decode_and_pair_if_dns(
                     &mut self.decoder,
                     &mut self.pairer,
                     &ctx.enricher,
                     &mut self.evs,
                     p,
+                    &self.dns_ports,
                     &mut self.back.txs,
                     |ev| {
                         if lists {
@@ -440,6 +468,10 @@ impl<S: Sink> Pipeline<S> {
                         }
                     },
                 );
+                if !dns {
+                    self.stats.other_packets += 1;
+                    return;
+                }
                 self.flush();
             }
             Record::Lost { count, .. } => self.stats.lost_events += count,

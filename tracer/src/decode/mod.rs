@@ -6,20 +6,21 @@
 //! * [`DnsDecoder`]: [`crate::event::PacketRecord`] → [`DnsEvent`]s.
 
 pub mod dns;
+pub mod intern;
 pub mod packet;
 pub mod stream;
 
-use std::sync::Arc;
-
-use crate::event::{Endpoint, PacketRecord, Transport};
+use crate::event::{Endpoint, PacketInfo, PacketRecord, Transport};
 
 pub use dns::DnsMessage;
+pub use intern::Interner;
 
 /// One DNS message observed at one point, with where it was seen.
 #[derive(Clone, Debug)]
 pub struct DnsEvent {
-    /// The packet (or, for TCP, the packet that completed the message).
-    pub rec: Arc<PacketRecord>,
+    /// What is known about the packet (or, for TCP, the packet that
+    /// completed the message); its bytes are not kept.
+    pub rec: PacketInfo,
     /// Sender.
     pub src: Endpoint,
     /// Receiver.
@@ -64,7 +65,7 @@ pub struct DecodeStats {
     pub tcp_unsynced: u64,
 }
 
-pub use stream::DnsDecoder;
+pub use stream::{DnsDecoder, PacketInput};
 
 /// Whether a packet belongs to the DNS decoder: observed at a socket (or on
 /// the wire in a foreign capture) with a DNS port on either side. Underlay

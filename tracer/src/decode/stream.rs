@@ -10,10 +10,10 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use crate::event::{Endpoint, Hook, PacketRecord, Transport};
+use crate::event::{Endpoint, Hook, PacketInfo, PacketRecord, Transport};
 
 use super::{
-    DecodeStats, DnsEvent, dns,
+    DecodeStats, DnsEvent, Interner, dns,
     packet::{self, L4View, PacketError, tcp_flags},
 };
 
@@ -60,22 +60,50 @@ impl Stream {
     }
 }
 
+/// A packet the decoder takes: owned (its process and node move into its
+/// message), borrowed or shared (they are copied: reference counts). Either
+/// way the bytes are decoded where they are and not kept.
+pub trait PacketInput {
+    /// Calls `f` with what is known about the packet and its bytes.
+    fn with_parts<R>(self, f: impl FnOnce(PacketInfo, &[u8]) -> R) -> R;
+}
+
+impl PacketInput for PacketRecord {
+    fn with_parts<R>(self, f: impl FnOnce(PacketInfo, &[u8]) -> R) -> R {
+        let (info, data) = self.into_parts();
+        f(info, &data)
+    }
+}
+
+impl PacketInput for &PacketRecord {
+    fn with_parts<R>(self, f: impl FnOnce(PacketInfo, &[u8]) -> R) -> R {
+        f(self.info(), &self.data)
+    }
+}
+
+impl PacketInput for Arc<PacketRecord> {
+    fn with_parts<R>(self, f: impl FnOnce(PacketInfo, &[u8]) -> R) -> R {
+        f(self.info(), &self.data)
+    }
+}
+
 /// Where completed messages go.
 struct Sink<'a> {
-    rec: &'a Arc<PacketRecord>,
+    info: &'a PacketInfo,
     src: Endpoint,
     dst: Endpoint,
     out: &'a mut Vec<DnsEvent>,
     stats: &'a mut DecodeStats,
+    names: &'a mut Interner,
 }
 
 impl Sink<'_> {
     fn message(&mut self, bytes: &[u8], transport: Transport, partial: bool) {
-        match dns::decode(bytes) {
+        match dns::decode_with(bytes, self.names) {
             Ok(msg) => {
                 self.stats.messages += 1;
                 self.out.push(DnsEvent {
-                    rec: Arc::clone(self.rec),
+                    rec: self.info.clone(),
                     src: self.src,
                     dst: self.dst,
                     transport,
@@ -99,6 +127,8 @@ pub struct DnsDecoder {
     lru: BTreeMap<u64, StreamKey>,
     tick: u64,
     max_streams: usize,
+    /// Names and answer data, shared across messages (bounded).
+    names: Interner,
 }
 
 impl Default for DnsDecoder {
@@ -123,22 +153,48 @@ impl DnsDecoder {
             lru: BTreeMap::new(),
             tick: 0,
             max_streams: max.max(1),
+            names: Interner::new(),
         }
     }
 
     /// Decodes one packet; TCP segments may complete zero or several messages.
-    #[expect(clippy::needless_pass_by_value, reason = "the caller hands its record over; events share it")]
-    pub fn push(&mut self, rec: Arc<PacketRecord>, out: &mut Vec<DnsEvent>) {
+    pub fn push(&mut self, rec: impl PacketInput, out: &mut Vec<DnsEvent>) {
+        rec.with_parts(|info, data| self.push_parts(info, data, None, out));
+    }
+
+    /// [`Self::push`] when the packet is DNS by [`super::is_dns`] with
+    /// `ports`, with one parse of its headers instead of two; false (and
+    /// nothing counted) when it is not.
+    pub fn push_if_dns(&mut self, rec: impl PacketInput, ports: &[u16], out: &mut Vec<DnsEvent>) -> bool {
+        rec.with_parts(|info, data| self.push_parts(info, data, Some(ports), out))
+    }
+
+    fn push_parts(&mut self, info: PacketInfo, data: &[u8], ports: Option<&[u16]>, out: &mut Vec<DnsEvent>) -> bool {
+        if ports.is_some() && matches!(info.hook, Hook::TcEgress | Hook::TcIngress) {
+            return false;
+        }
+        let parsed = packet::parse(data);
+        if let Some(ports) = ports {
+            // As `is_dns`: a packet it cannot parse is the decoder's to count,
+            // except in a foreign capture, where it is someone else's traffic.
+            let dns = match &parsed {
+                Ok(v) => ports.contains(&v.sport) || ports.contains(&v.dport),
+                Err(_) => info.hook != Hook::Wire,
+            };
+            if !dns {
+                return false;
+            }
+        }
         self.stats.packets += 1;
-        let v = match packet::parse(&rec.data) {
+        let v = match parsed {
             Ok(v) => v,
             Err(PacketError::Fragment) => {
                 self.stats.fragments += 1;
-                return;
+                return true;
             }
             Err(_) => {
                 self.stats.bad_packets += 1;
-                return;
+                return true;
             }
         };
         if v.first_fragment {
@@ -149,20 +205,36 @@ impl DnsDecoder {
         let short = v.payload.len() < v.payload_len;
         match v.transport {
             Transport::Udp => {
-                let partial = rec.wire_len as usize > rec.data.len() || short;
+                let partial = info.wire_len as usize > data.len() || short;
                 if partial {
                     self.stats.truncated += 1;
                 }
-                let mut sink = Sink { rec: &rec, src, dst, out, stats: &mut self.stats };
-                sink.message(v.payload, Transport::Udp, partial);
+                // One message per datagram: the record's facts move into it.
+                match dns::decode_with(v.payload, &mut self.names) {
+                    Ok(msg) => {
+                        self.stats.messages += 1;
+                        out.push(DnsEvent {
+                            rec: info,
+                            src,
+                            dst,
+                            transport: Transport::Udp,
+                            msg,
+                            partial,
+                            src_pod: None,
+                            dst_pod: None,
+                        });
+                    }
+                    Err(_) => self.stats.bad_dns += 1,
+                }
             }
             Transport::Tcp => {
                 if short {
                     self.stats.truncated += 1;
                 }
-                self.push_tcp(&rec, &v, src, dst, out);
+                self.push_tcp(&info, &v, src, dst, out);
             }
         }
+        true
     }
 
     /// What could not be decoded so far.
@@ -177,14 +249,7 @@ impl DnsDecoder {
         self.streams.len()
     }
 
-    fn push_tcp(
-        &mut self,
-        rec: &Arc<PacketRecord>,
-        v: &L4View<'_>,
-        src: Endpoint,
-        dst: Endpoint,
-        out: &mut Vec<DnsEvent>,
-    ) {
+    fn push_tcp(&mut self, rec: &PacketInfo, v: &L4View<'_>, src: Endpoint, dst: Endpoint, out: &mut Vec<DnsEvent>) {
         let key = StreamKey {
             netns_cookie: rec.netns_cookie,
             netns_ino: rec.netns_ino,
@@ -223,7 +288,7 @@ impl DnsDecoder {
             seq = seq.wrapping_add(1);
             stream.next_seq = Some(seq);
         }
-        let mut sink = Sink { rec, src, dst, out, stats: &mut self.stats };
+        let mut sink = Sink { info: rec, src, dst, out, stats: &mut self.stats, names: &mut self.names };
         if !v.payload.is_empty() {
             segment(stream, seq, v.payload, &mut sink);
         }
@@ -435,7 +500,7 @@ mod tests {
         assert_eq!((s.packets, s.bad_packets, s.bad_dns, s.fragments, s.truncated), (4, 1, 1, 1, 1));
         assert_eq!(out.len(), 1);
         assert!(out[0].partial);
-        assert_eq!(out[0].msg.qname, "x.y");
+        assert_eq!(&*out[0].msg.qname, "x.y");
     }
 
     #[test]
@@ -458,10 +523,11 @@ mod tests {
         d.push(seg(1, ACK, &f[..1]), &mut out);
         d.push(seg(2, ACK, &f[1..10]), &mut out);
         assert!(out.is_empty());
-        let last = seg(11, PSH, &f[10..]);
-        d.push(Arc::clone(&last), &mut out);
+        let mut last = (*seg(11, PSH, &f[10..])).clone();
+        last.ts_ns = 99;
+        d.push(&last, &mut out);
         assert_eq!(ids(&out), [7]);
-        assert!(Arc::ptr_eq(&out[0].rec, &last), "the completing segment's record");
+        assert_eq!(out[0].rec, last.info(), "the completing segment's record");
     }
 
     #[test]
@@ -579,8 +645,8 @@ mod tests {
         let Some((ev, st)) = replay("tcpdump__dns_tcp.pcap") else { return };
         assert_eq!(ids(&ev), [17177, 17177]);
         assert!(!ev[0].msg.is_response && ev[1].msg.is_response);
-        assert_eq!(ev[0].msg.qname, "www.tcpdump.org");
-        let a: Vec<&str> = ev[1].msg.answers.iter().map(|a| a.data.as_str()).collect();
+        assert_eq!(&*ev[0].msg.qname, "www.tcpdump.org");
+        let a: Vec<&str> = ev[1].msg.answers.iter().map(|a| a.data.as_ref()).collect();
         assert_eq!(a, ["192.139.46.66", "198.199.88.104"]);
         assert_eq!((st.packets, st.bad_dns, st.bad_packets, st.tcp_gaps), (11, 0, 0, 0));
     }
@@ -597,7 +663,7 @@ mod tests {
         assert_eq!(partial, [false, false, false, false, true]);
         assert_eq!(st.truncated, 1);
         assert_eq!(ev[4].msg.id, 40849);
-        assert_eq!(ev[4].msg.qname, "txtpadding_3230.n1.netalyzr.icsi.berkeley.edu");
+        assert_eq!(&*ev[4].msg.qname, "txtpadding_3230.n1.netalyzr.icsi.berkeley.edu");
         assert_eq!(ev[4].msg.ancount, 1);
     }
 

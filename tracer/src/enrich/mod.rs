@@ -24,10 +24,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{
-    decode::DnsEvent,
-    event::{Hook, PacketRecord},
-};
+use crate::{decode::DnsEvent, event::Hook};
 
 pub use crate::model::PodRef;
 pub use snapshot::{ServiceRef, Snapshot};
@@ -140,17 +137,17 @@ impl Enricher {
     /// (annotation, else the cgroup's path → container id / pod uid), then
     /// netns. ([`Self::enrich`] does the same under its own lock.)
     #[must_use]
-    pub fn local_pod(&self, rec: &PacketRecord) -> Option<PodRef> {
+    pub fn local_pod(&self, rec: &impl crate::event::SocketIds) -> Option<PodRef> {
         {
             let ix = self.read();
-            if let Some(p) = ix.pod_by_cgroup(rec.cgroup_id) {
+            if let Some(p) = ix.pod_by_cgroup(rec.cgroup_id()) {
                 return Some(p);
             }
             if self.cgroups.is_none() {
-                return ix.pod_by_netns(rec.netns_ino);
+                return ix.pod_by_netns(rec.netns_ino());
             }
         }
-        self.pod_by_cgroup_path(rec.cgroup_id, rec.netns_ino).or_else(|| self.read().pod_by_netns(rec.netns_ino))
+        self.pod_by_cgroup_path(rec.cgroup_id(), rec.netns_ino()).or_else(|| self.read().pod_by_netns(rec.netns_ino()))
     }
 
     fn pod_by_cgroup_path(&self, id: u64, netns_ino: u32) -> Option<PodRef> {

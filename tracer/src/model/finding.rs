@@ -441,7 +441,7 @@ pub(crate) mod samples {
                 },
             ],
             answered_by: answered.then(|| "backend.critical-app.svc.cluster.local".into()),
-            answers: vec![Answer { name: "x".into(), rtype: "A".into(), ttl: 5, data: "10.0.0.1".into() }],
+            answers: vec![Answer { name: "x".into(), rtype: crate::model::RType(1), ttl: 5, data: "10.0.0.1".into() }],
             total_ms: 5001.0,
             wasted_ms: 5000.25,
             ndots: answered.then_some(5),

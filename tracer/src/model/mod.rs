@@ -9,6 +9,7 @@
 pub mod drops;
 pub mod finding;
 pub mod pod;
+pub mod rr;
 pub mod transaction;
 
 /// The process behind a packet arrives with the kernel's record, so it is
@@ -19,4 +20,5 @@ pub use finding::{
     Repeated, SearchFanout, UpstreamTimeout,
 };
 pub use pod::PodRef;
+pub use rr::RType;
 pub use transaction::{Answer, Observed, Transaction};

@@ -11,14 +11,15 @@ use crate::event::{Endpoint, Process, Transport};
 /// One answer record, rendered for display.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Answer {
-    /// Owner name, no trailing dot.
-    pub name: String,
-    /// Type mnemonic (`A`, `AAAA`, `CNAME`, or `TYPE123`).
-    pub rtype: String,
+    /// Owner name, no trailing dot (shared: usually the query's name).
+    pub name: Arc<str>,
+    /// Type, shown as its mnemonic (`A`, `AAAA`, `CNAME`, or `TYPE123`).
+    pub rtype: super::RType,
     /// TTL in seconds.
     pub ttl: u32,
-    /// Presentation form of the data (`10.0.0.1`, `target.example`), best effort.
-    pub data: String,
+    /// Presentation form of the data (`10.0.0.1`, `target.example`), best
+    /// effort (shared: the same addresses come back in answer after answer).
+    pub data: Arc<str>,
 }
 
 /// Where a transaction was observed from.
@@ -75,8 +76,8 @@ pub struct Transaction {
     pub transport: Transport,
     /// Message id.
     pub id: u16,
-    /// Queried name, no trailing dot.
-    pub qname: String,
+    /// Queried name, no trailing dot (shared with the messages that carried it).
+    pub qname: Arc<str>,
     /// Queried type.
     pub qtype: u16,
     /// Response code (None when unanswered).

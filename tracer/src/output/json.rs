@@ -282,7 +282,10 @@ pub fn put_transaction(b: &mut Vec<u8>, ctx: &Context, tx: &Transaction) {
         b.extend_from_slice(b",\"ttl\":");
         put_u64(b, u64::from(a.ttl));
         b.extend_from_slice(b",\"type\":");
-        put_str(b, &a.rtype);
+        match a.rtype.mnemonic() {
+            Some(s) => put_mnemonic(b, s),
+            None => put_display(b, a.rtype),
+        }
         b.push(b'}');
     }
     b.extend_from_slice(b"],\"cgroup_id\":");
@@ -490,7 +493,7 @@ mod tests {
     use super::*;
     use crate::{
         analyze::Observed,
-        decode::dns::Answer,
+        decode::dns::{Answer, RType},
         enrich::{Enricher, Snapshot},
         event::{Endpoint, Transport},
     };
@@ -558,14 +561,9 @@ mod tests {
         full.qtype = 65_000;
         full.rcode = Some(3);
         full.answers = vec![
-            Answer { name: "a".into(), rtype: "A".into(), ttl: 30, data: "10.0.0.1".into() },
-            Answer { name: "b".into(), rtype: "TYPE99".into(), ttl: 0, data: "\"x\"".into() },
-            Answer {
-                name: "\u{8}\u{c}\n\r\u{1f}\u{0}".into(),
-                rtype: "CNAME".into(),
-                ttl: u32::MAX,
-                data: "€/".into(),
-            },
+            Answer { name: "a".into(), rtype: RType(1), ttl: 30, data: "10.0.0.1".into() },
+            Answer { name: "b".into(), rtype: RType(65_280), ttl: 0, data: "\"x\"".into() },
+            Answer { name: "\u{8}\u{c}\n\r\u{1f}\u{0}".into(), rtype: RType(5), ttl: u32::MAX, data: "€/".into() },
         ];
         full.latency_ns = Some(1_234_567);
         full.timed_out = false;

@@ -168,7 +168,7 @@ fn answers(tx: &Transaction) -> String {
     if tx.answers.is_empty() {
         return "-".into();
     }
-    let mut s: Vec<String> = tx.answers.iter().take(3).map(|a| a.data.clone()).collect();
+    let mut s: Vec<String> = tx.answers.iter().take(3).map(|a| a.data.to_string()).collect();
     if tx.answers.len() > 3 {
         s.push(format!("+{}", tx.answers.len() - 3));
     }

@@ -108,7 +108,7 @@ mod tests {
     fn builds_what_the_decoder_reads() {
         let q = query(7, "web.shop.svc.cluster.local.", 28);
         let d = decode(&q).expect("query decodes");
-        assert_eq!((d.id, d.is_response, d.qname.as_str(), d.qtype), (7, false, "web.shop.svc.cluster.local", 28));
+        assert_eq!((d.id, d.is_response, d.qname.as_ref(), d.qtype), (7, false, "web.shop.svc.cluster.local", 28));
         let r = message(7, true, 0, "a.b", 1, Some(Ipv4Addr::new(10, 96, 0, 1)));
         let d = decode(&r).expect("response decodes");
         assert_eq!((d.is_response, d.rcode, d.answers.len()), (true, 0, 1));

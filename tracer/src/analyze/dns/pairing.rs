@@ -357,7 +357,7 @@ impl Pairer {
             resolver_pod: None,
             transport: ev.transport,
             id: ev.msg.id,
-            qname: std::mem::take(&mut ev.msg.qname),
+            qname: std::sync::Arc::clone(&ev.msg.qname),
             qtype: ev.msg.qtype,
             rcode: None,
             answers: Vec::new(),
@@ -738,13 +738,11 @@ fn timed_out(p: Pending) -> Transaction {
 pub(crate) mod test_util {
     use std::{net::IpAddr, sync::Arc};
 
-    use bytes::Bytes;
-
     use crate::{
         analyze::{Observed, Transaction},
         decode::{DnsEvent, DnsMessage, dns::Answer},
         enrich::PodRef,
-        event::{Endpoint, Hook, PacketRecord, Process, Transport},
+        event::{Endpoint, Hook, PacketInfo, Process, Transport},
     };
 
     pub(crate) const MS: u64 = 1_000_000;
@@ -763,7 +761,7 @@ pub(crate) mod test_util {
     }
 
     pub(crate) fn answer_a(name: &str) -> Answer {
-        Answer { name: name.to_owned(), rtype: "A".to_owned(), ttl: 30, data: "10.0.0.7".into() }
+        Answer { name: name.into(), rtype: crate::model::RType(1), ttl: 30, data: "10.0.0.7".into() }
     }
 
     /// One DNS message seen at `hook`, from `src` to `dst`.
@@ -781,7 +779,7 @@ pub(crate) mod test_util {
         let (is_response, rcode, n) = response.map_or((false, 0, 0), |(r, n)| (true, r, n));
         let answers = (0..n).map(|_| answer_a(qname)).collect::<Vec<_>>();
         DnsEvent {
-            rec: Arc::new(PacketRecord::bare(ts_ns, hook, Bytes::new())),
+            rec: PacketInfo::bare(ts_ns, hook),
             src: ep(src),
             dst: ep(dst),
             transport: Transport::Udp,
@@ -792,7 +790,7 @@ pub(crate) mod test_util {
                 rcode,
                 truncated: false,
                 recursion_desired: true,
-                qname: qname.to_owned(),
+                qname: qname.into(),
                 qtype,
                 ancount: answers.len() as u16,
                 answers,
@@ -805,7 +803,7 @@ pub(crate) mod test_util {
 
     /// Sets the record's process, netns and cgroup.
     pub(crate) fn with_proc(mut ev: DnsEvent, p: Process, netns: u32) -> DnsEvent {
-        let rec = Arc::make_mut(&mut ev.rec);
+        let rec = &mut ev.rec;
         rec.process = Some(p);
         rec.netns_ino = netns;
         rec.cgroup_id = u64::from(netns) + 1000;
@@ -844,7 +842,7 @@ pub(crate) mod test_util {
             resolver_pod: None,
             transport: Transport::Udp,
             id: 1,
-            qname: qname.to_owned(),
+            qname: qname.into(),
             qtype,
             rcode,
             answers,
@@ -998,14 +996,14 @@ mod tests {
         ];
         let (out, mut p) = run(&evs, cfg);
         // b answered first; a evicted when d arrived (table full with a and c).
-        assert_eq!(out.iter().map(|t| t.qname.as_str()).collect::<Vec<_>>(), ["b.x", "a.x"]);
+        assert_eq!(out.iter().map(|t| &*t.qname).collect::<Vec<_>>(), ["b.x", "a.x"]);
         assert!(out[1].timed_out && out[1].rcode.is_none());
         assert_eq!(p.stats().evicted, 1);
         let mut out = Vec::new();
         p.expire(2003 * MS, &mut out);
-        assert_eq!(out.iter().map(|t| t.qname.as_str()).collect::<Vec<_>>(), ["c.x"]);
+        assert_eq!(out.iter().map(|t| &*t.qname).collect::<Vec<_>>(), ["c.x"]);
         p.finish(&mut out);
-        assert_eq!(out.iter().map(|t| t.qname.as_str()).collect::<Vec<_>>(), ["c.x", "d.x"]);
+        assert_eq!(out.iter().map(|t| &*t.qname).collect::<Vec<_>>(), ["c.x", "d.x"]);
         assert!(out.iter().all(|t| t.timed_out && t.latency_ns.is_none()));
         assert_eq!(p.inflight(), 0);
     }

@@ -178,7 +178,7 @@ fn check_against_golden(path: &Path) {
         assert_eq!(d.rec.hook, if g.egress { Hook::SocketEgress } else { Hook::SocketIngress });
         assert_eq!((d.src, d.dst), (g.src, g.dst));
         assert_eq!(d.rec.wire_len as usize, 40 + 8 + g.res);
-        assert_eq!(d.msg.qname, "www.google.com");
+        assert_eq!(&*d.msg.qname, "www.google.com");
         assert_eq!(d.msg.is_response, !g.egress);
         assert!(!d.partial);
         if g.egress {

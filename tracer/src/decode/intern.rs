@@ -1,0 +1,167 @@
+//! Shared strings for the names and answer data the decoder renders.
+//!
+//! The same few names repeat on every message of a lookup (query and answer,
+//! at the client and at the resolver) and across lookups (a node asks for the
+//! same services all day), and so do the addresses in the answers. Rendering
+//! each into a fresh `String` cost an allocation per message and per answer.
+//! Here a rendered string is looked up in a small set-associative cache of
+//! `Arc<str>`: a hit is a reference count, a miss allocates once and takes
+//! the place of the least recently used string of its set. The cache never
+//! grows: [`Interner::SETS`] × [`Interner::WAYS`] strings of at most
+//! [`Interner::MAX_LEN`] bytes (longer ones are allocated each time and not
+//! kept), so memory stays bounded whatever the traffic.
+
+use std::sync::Arc;
+
+/// A bounded cache of shared strings (see the module docs).
+#[derive(Debug)]
+pub struct Interner {
+    /// `SETS * WAYS` slots, empty until the first string; within a set the
+    /// most recently used comes first.
+    slots: Vec<Slot>,
+    /// Seeded per cache: names come from the network, and a fixed hash
+    /// would let a sender aim them all at one set.
+    seed: crate::hash::Seed,
+    /// False for a one-off decode: every string is allocated, nothing kept.
+    cached: bool,
+    /// The decoder's scratch string, lent out while a message is rendered.
+    buf: String,
+    /// Counters, for tests and the curious.
+    hits: u64,
+    misses: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Slot {
+    hash: u64,
+    s: Option<Arc<str>>,
+}
+
+impl Default for Interner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Interner {
+    /// Sets in the cache.
+    pub const SETS: usize = 4096;
+    /// Strings per set.
+    pub const WAYS: usize = 4;
+    /// Longest string kept (a name's presentation form rarely passes 100
+    /// bytes; long TXT data are rare and not worth a slot).
+    pub const MAX_LEN: usize = 255;
+
+    /// An empty cache (allocates on first use).
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            slots: Vec::new(),
+            seed: crate::hash::Seed::default(),
+            cached: true,
+            buf: String::new(),
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    /// No cache: each string allocated (a one-off decode need not pay for
+    /// the table).
+    #[must_use]
+    pub fn uncached() -> Self {
+        Self { cached: false, ..Self::new() }
+    }
+
+    /// The scratch string (empty, its capacity kept between messages).
+    pub(super) fn take_buf(&mut self) -> String {
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Gives the scratch string back.
+    pub(super) fn put_buf(&mut self, mut buf: String) {
+        buf.clear();
+        self.buf = buf;
+    }
+
+    /// `s` as a shared string: the cached one when it was seen recently.
+    pub fn intern(&mut self, s: &str) -> Arc<str> {
+        if !self.cached || s.len() > Self::MAX_LEN {
+            return Arc::from(s);
+        }
+        if self.slots.is_empty() {
+            self.slots = vec![Slot::default(); Self::SETS * Self::WAYS];
+        }
+        let hash = std::hash::BuildHasher::hash_one(&self.seed, s.as_bytes());
+        let set = (hash as usize & (Self::SETS - 1)) * Self::WAYS;
+        let ways = &mut self.slots[set..set + Self::WAYS];
+        for i in 0..Self::WAYS {
+            if ways[i].hash == hash
+                && let Some(found) = &ways[i].s
+                && **found == *s
+            {
+                let found = Arc::clone(found);
+                // Most recently used first: the last way is the one evicted.
+                ways[..=i].rotate_right(1);
+                self.hits += 1;
+                return found;
+            }
+        }
+        self.misses += 1;
+        let new: Arc<str> = Arc::from(s);
+        ways.rotate_right(1);
+        ways[0] = Slot { hash, s: Some(Arc::clone(&new)) };
+        new
+    }
+
+    /// Lookups answered from the cache and lookups that allocated.
+    #[must_use]
+    pub fn counts(&self) -> (u64, u64) {
+        (self.hits, self.misses)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeats_share_one_string() {
+        let mut t = Interner::new();
+        let a = t.intern("svc.ns.svc.cluster.local");
+        let b = t.intern(&String::from("svc.ns.svc.cluster.local"));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(t.counts(), (1, 1));
+        assert_eq!(&*t.intern("other"), "other");
+    }
+
+    #[test]
+    fn long_strings_are_not_kept() {
+        let mut t = Interner::new();
+        let long = "x".repeat(Interner::MAX_LEN + 1);
+        let a = t.intern(&long);
+        let b = t.intern(&long);
+        assert_eq!(a, b);
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!(t.counts(), (0, 0));
+    }
+
+    /// Far more distinct strings than slots: every one comes back right,
+    /// the cache holds at most its slots, and recent ones still hit.
+    #[test]
+    fn bounded_and_correct_under_churn() {
+        let mut t = Interner::new();
+        let slots = Interner::SETS * Interner::WAYS;
+        for i in 0..slots * 3 {
+            let s = format!("name-{i}.example");
+            assert_eq!(&*t.intern(&s), s);
+        }
+        let held = t.slots.iter().filter(|s| s.s.is_some()).count();
+        assert!(held <= slots);
+        // Strings only the cache holds are freed when evicted: one owner each.
+        assert!(t.slots.iter().filter_map(|s| s.s.as_ref()).all(|s| Arc::strong_count(s) == 1));
+        let recent = format!("name-{}.example", slots * 3 - 1);
+        let before = t.counts().0;
+        t.intern(&recent);
+        assert_eq!(t.counts().0, before + 1);
+    }
+}
