@@ -127,12 +127,28 @@ fn decode_into(payload: &[u8], names: &mut Interner, buf: &mut String) -> Result
     if qdcount == 0 {
         return Err(DnsError::NoQuestion);
     }
-    buf.clear();
-    let off = read_name(m, 12, Some(buf))?;
-    if buf.is_empty() {
-        buf.push('.');
-    }
-    let qname = names.intern(buf);
+    // The question's name is nearly always plain labels, and the same name
+    // comes back message after message: known by its wire form, it is not
+    // rendered again.
+    let plain = plain_name_end(m, 12);
+    let (hash, known) = match plain {
+        Some(end) => names.lookup_wire(&m[12..end]),
+        None => (0, None),
+    };
+    let (qname, off) = if let (Some(q), Some(end)) = (known, plain) {
+        (q, end)
+    } else {
+        buf.clear();
+        let off = read_name(m, 12, Some(buf))?;
+        if buf.is_empty() {
+            buf.push('.');
+        }
+        let q = names.intern(buf);
+        if let Some(end) = plain {
+            names.store_wire(hash, &m[12..end], &q);
+        }
+        (q, off)
+    };
     let qtype = be16(m, off)?;
     be16(m, off + 2)?; // qclass: must be there, not needed
     let mut msg = DnsMessage {
@@ -208,6 +224,27 @@ fn walk_records(
         off = rd_end;
     }
     Ok(())
+}
+
+/// Where the name at `start` ends when it is only plain labels (no
+/// pointer, no extended label type), all in `m` and at most
+/// [`MAX_NAME_WIRE`] bytes: exactly the names [`read_name`] reads without a
+/// jump or an error, ending at the same offset.
+fn plain_name_end(m: &[u8], start: usize) -> Option<usize> {
+    let mut pos = start;
+    loop {
+        let len = *m.get(pos)?;
+        if len == 0 {
+            return Some(pos + 1);
+        }
+        if len & 0xc0 != 0 {
+            return None;
+        }
+        pos += 1 + usize::from(len);
+        if pos + 1 - start > MAX_NAME_WIRE {
+            return None;
+        }
+    }
 }
 
 /// Reads type, TTL and rdata bounds of a record whose name ends at `off`.
@@ -753,6 +790,37 @@ mod tests {
             }
             let _ = decode(&m);
         }
+    }
+
+    /// A shared cache changes nothing decoded: every mutated message (and
+    /// its repeats, which hit the caches) decodes as a one-off decode does,
+    /// including the errors; repeated names are one string.
+    #[test]
+    fn cached_decoding_is_the_one_off_decoding() {
+        let mut rng = Rng(0x0dd_ba11_5eed);
+        let mut names = Interner::new();
+        let bases = [
+            build(3, 0x8180, "a.example.com", 1, &[(1, &[1, 2, 3, 4]), (5, &[0xc0, 14])], Some(0)),
+            build(4, 0x0100, "Svc.NS.svc.cluster.local", 28, &[], None),
+            build(5, 0x8183, ".", 6, &[(6, &[0, 0, 0, 0])], None),
+        ];
+        for i in 0..20_000u32 {
+            let x = rng.next();
+            let mut m = bases[i as usize % bases.len()].clone();
+            if i % 2 == 1 {
+                let at = (x as usize >> 8) % m.len();
+                m[at] = (x >> 40) as u8;
+            }
+            let cut = if i % 7 == 0 { (x >> 16) as usize % (m.len() + 1) } else { m.len() };
+            let m = &m[..cut];
+            for _ in 0..2 {
+                assert_eq!(decode_with(m, &mut names), decode(m), "{m:02x?}");
+            }
+        }
+        let a = decode_with(&bases[1], &mut names).unwrap().qname;
+        let b = decode_with(&bases[1], &mut names).unwrap().qname;
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(names.counts().0 > 20_000, "the caches answer repeats");
     }
 
     #[test]

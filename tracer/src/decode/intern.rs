@@ -22,6 +22,10 @@ pub struct Interner {
     /// Seeded per cache: names come from the network, and a fixed hash
     /// would let a sender aim them all at one set.
     seed: crate::hash::Seed,
+    /// Question names by their wire form (labels only, no pointers) → the
+    /// shared rendered string: a name seen before is hashed and compared,
+    /// not walked label by label and rendered again. `WIRE_SETS * 2` slots.
+    wire: Vec<WireSlot>,
     /// False for a one-off decode: every string is allocated, nothing kept.
     cached: bool,
     /// The decoder's scratch string, lent out while a message is rendered.
@@ -29,6 +33,13 @@ pub struct Interner {
     /// Counters, for tests and the curious.
     hits: u64,
     misses: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct WireSlot {
+    hash: u64,
+    wire: Box<[u8]>,
+    s: Option<Arc<str>>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -57,6 +68,7 @@ impl Interner {
     pub fn new() -> Self {
         Self {
             slots: Vec::new(),
+            wire: Vec::new(),
             seed: crate::hash::Seed::default(),
             cached: true,
             buf: String::new(),
@@ -111,6 +123,47 @@ impl Interner {
         ways.rotate_right(1);
         ways[0] = Slot { hash, s: Some(Arc::clone(&new)) };
         new
+    }
+
+    /// Wire-form sets (two names each; a name is at most 255 wire bytes).
+    const WIRE_SETS: usize = 2048;
+
+    /// The shared string of a question name by its wire form `wire`
+    /// (labels and the root byte, no pointers), with the hash to
+    /// [`Self::store_wire`] it under when it is not known (or not cached).
+    pub(super) fn lookup_wire(&mut self, wire: &[u8]) -> (u64, Option<Arc<str>>) {
+        if !self.cached {
+            return (0, None);
+        }
+        if self.wire.is_empty() {
+            self.wire = vec![WireSlot::default(); Self::WIRE_SETS * 2];
+        }
+        let hash = std::hash::BuildHasher::hash_one(&self.seed, wire);
+        let set = (hash as usize & (Self::WIRE_SETS - 1)) * 2;
+        let ways = &mut self.wire[set..set + 2];
+        for i in 0..2 {
+            if ways[i].hash == hash
+                && *ways[i].wire == *wire
+                && let Some(s) = &ways[i].s
+            {
+                let s = Arc::clone(s);
+                ways[..=i].rotate_right(1);
+                self.hits += 1;
+                return (hash, Some(s));
+            }
+        }
+        (hash, None)
+    }
+
+    /// Remembers `s` as the rendering of the wire-form name `wire`.
+    pub(super) fn store_wire(&mut self, hash: u64, wire: &[u8], s: &Arc<str>) {
+        if !self.cached || self.wire.is_empty() {
+            return;
+        }
+        let set = (hash as usize & (Self::WIRE_SETS - 1)) * 2;
+        let ways = &mut self.wire[set..set + 2];
+        ways.rotate_right(1);
+        ways[0] = WireSlot { hash, wire: wire.into(), s: Some(Arc::clone(s)) };
     }
 
     /// Lookups answered from the cache and lookups that allocated.
