@@ -330,5 +330,5 @@ fn from_agents(g: &Global, args: &DnsArgs, filter: Filter, pair: PairConfig) -> 
 fn describe(p: &file::Progress) -> String {
     let (read, total) = p.get();
     let pct = (read.min(total) * 100).checked_div(total).unwrap_or(100);
-    format!("{pct}% of {} read", crate::output::term::bytes(total))
+    format!("{pct}% of {} read", term::bytes(total))
 }
