@@ -500,11 +500,24 @@ mod tests {
         pipeline::{Context, Filter},
     };
 
-    /// Every sink call, in order, with everything it was given.
+    /// Every sink call, in order, with everything it was given; with
+    /// `lists`, also every record and message (as `ktrace replay`'s sink).
     #[derive(Default)]
-    struct Log(Vec<String>);
+    struct Log(Vec<String>, bool);
 
     impl Sink for Log {
+        fn lists_records(&self) -> bool {
+            self.1
+        }
+        fn record(&mut self, _: &Context, rec: &Record) {
+            self.0.push(format!("record {rec:?}"));
+        }
+        fn message(&mut self, _: &Context, ev: &DnsEvent) {
+            self.0.push(format!("message {ev:?}"));
+        }
+        fn drop_output(&mut self, _: &Context, r: &DropOutput) {
+            self.0.push(format!("drop {r:?}"));
+        }
         fn transaction(&mut self, _: &Context, tx: &Transaction) {
             self.0.push(format!("tx {tx:?}"));
         }
@@ -520,17 +533,59 @@ mod tests {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/captures").join(name)
     }
 
+    /// Which command's pipeline a test runs.
+    #[derive(Clone, Copy, Debug)]
+    enum Cmd {
+        Dns,
+        /// Every record and message listed.
+        Replay,
+        /// The drops stage, no DNS, no ticks.
+        Drops,
+    }
+
+    /// Records every hook call into the same log as the sink's.
+    struct LogHooks;
+
+    impl ReplayHooks<Log> for LogHooks {
+        fn record(&mut self, rec: &Record) {
+            let _ = rec.ts_ns();
+        }
+        fn wants_records(&self) -> bool {
+            true
+        }
+        fn context(&mut self, sink: &mut Log, drops: Option<&mut DropAnalyzer>, ev: FileEvent) {
+            if let (Some(d), FileEvent::Coverage { node, from_ns, to_ns, tc }) = (drops, &ev) {
+                d.observed(node, *from_ns, *to_ns, *tc);
+            }
+            sink.0.push(format!("context {ev:?}"));
+        }
+    }
+
     /// `None`: one thread; `Some(n)`: two, handing over every `n` operations.
     fn run(files: &[PathBuf], snapshots: bool, batch: Option<usize>) -> Vec<String> {
-        let ctx = Context { clock_offset_ns: 0, enricher: Enricher::empty() };
+        run_cmd(Cmd::Dns, files, snapshots, batch)
+    }
+
+    fn run_cmd(cmd: Cmd, files: &[PathBuf], snapshots: bool, batch: Option<usize>) -> Vec<String> {
+        let enricher = Enricher::empty();
+        let ctx = Context { clock_offset_ns: 0, enricher: enricher.clone() };
         let pair = PairConfig { timeout_ns: 5_000_000_000, ..PairConfig::default() };
-        let mut pipe = Pipeline::new(ctx, Filter::default(), pair, Log::default());
+        let mut pipe = Pipeline::new(ctx, Filter::default(), pair, Log(Vec::new(), matches!(cmd, Cmd::Replay)));
         pipe.live_output = false;
+        if matches!(cmd, Cmd::Drops) {
+            pipe.dns_ports = Vec::new();
+            pipe.set_drops(DropAnalyzer::new(crate::analyze::drops::DropConfig::default(), &enricher));
+        }
         let mut src = FileSource::new(files.to_vec());
-        let opts = ReplayOptions { apply_snapshots: snapshots, threads: ReplayThreads::One, ..Default::default() };
+        let opts = ReplayOptions {
+            apply_snapshots: snapshots,
+            threads: ReplayThreads::One,
+            no_ticks: matches!(cmd, Cmd::Drops),
+        };
+        let mut hooks = LogHooks;
         let warnings = match batch {
-            None => pipe.replay(&mut src, opts, &mut |_| {}),
-            Some(n) => pipe.replay_two(&mut src, opts, &mut |_| {}, &mut NoHooks, n),
+            None => pipe.replay_with(&mut src, opts, &mut |_| {}, &mut hooks),
+            Some(n) => pipe.replay_two(&mut src, opts, &mut |_| {}, &mut hooks, n),
         }
         .expect("replay");
         pipe.stats.warnings.extend(warnings);
@@ -538,6 +593,27 @@ mod tests {
         let (mut log, _) = pipe.finish();
         log.0.push(format!("last record at {last}"));
         log.0
+    }
+
+    /// `ktrace replay`'s listing and `ktrace drops`' stage make the same
+    /// calls on two threads as on one, with the hooks in their places.
+    #[test]
+    fn listing_and_drops_make_the_same_calls_on_two_threads() {
+        let cases = [
+            vec![capture("lab-node-a.pcapng"), capture("lab-node-b.pcapng")],
+            vec![capture("ktrace-sample.pcapng")],
+            vec![capture("ktrace-drops-conn.pcapng")],
+        ];
+        for cmd in [Cmd::Replay, Cmd::Drops] {
+            for files in &cases {
+                let one = run_cmd(cmd, files, true, None);
+                assert!(one.iter().any(|l| l.starts_with("record ")) || matches!(cmd, Cmd::Drops));
+                for batch in [1, 3, 64, BATCH_OPS] {
+                    let two = run_cmd(cmd, files, true, Some(batch));
+                    assert!(one == two, "{cmd:?} {files:?}, batch {batch}: the sink calls differ");
+                }
+            }
+        }
     }
 
     /// The lab recording (two nodes, fan-out, forwarded upstream queries,
