@@ -14,7 +14,8 @@ use super::{
         meta::{PacketMeta, decode_custom, decode_iface_meta, decode_packet_meta_with},
         pcapng::{
             BT_CUSTOM_COPY, BT_CUSTOM_NOCOPY, BT_EPB, BT_IDB, BT_PB, BT_SHB, BT_SPB, BlockHdr, Cur, OPT_CUSTOM_BIN,
-            OPT_CUSTOM_BIN_NOCOPY, OPT_ENDOFOPT, OPT_IF_NAME, OPT_IF_TSOFFSET, OPT_IF_TSRESOL, OPT_SHB_USERAPPL, options, pad4,
+            OPT_CUSTOM_BIN_NOCOPY, OPT_ENDOFOPT, OPT_IF_NAME, OPT_IF_TSOFFSET, OPT_IF_TSRESOL, OPT_SHB_USERAPPL,
+            options, pad4,
         },
     },
     Blocks, MAX_IFACES, Ng, NgIface, State, TsRes, account, share,
