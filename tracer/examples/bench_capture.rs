@@ -13,13 +13,8 @@
 #[path = "../benches/support/synth.rs"]
 mod synth;
 
-use std::{sync::Arc, time::Instant};
+use std::{path::Path, time::Instant};
 
-use ktrace::capture::{CaptureHeader, CaptureWriter, ClockRef};
-
-/// Simulated time between exchanges: more than the 150 µs response delay,
-/// so records stay in time order.
-const SPACING_NS: u64 = 200_000;
 /// Most exchanges one call writes (bounds the run).
 const MAX_EXCHANGES: u64 = 50_000_000;
 
@@ -30,24 +25,8 @@ fn main() -> anyhow::Result<()> {
     };
     let n: u64 = n.parse::<u64>()?.min(MAX_EXCHANGES);
     let compress = args.iter().any(|a| a == "--zstd");
-    let clock = ClockRef::now();
-    let header = CaptureHeader {
-        node: "bench-node".into(),
-        ktrace_version: env!("CARGO_PKG_VERSION").into(),
-        clock,
-        snaplen: 1024,
-        compress,
-    };
-    let node: Arc<str> = Arc::from("bench-node");
     let start = Instant::now();
-    let mut w = CaptureWriter::create(out, header)?;
-    let t0 = clock.mono_ns;
-    for i in 0..n {
-        for rec in synth::exchange_records(i, t0 + i * SPACING_NS, &node) {
-            w.write_record(&rec, None)?;
-        }
-    }
-    let stats = w.finish()?;
+    let stats = synth::write_capture(Path::new(out), n, compress, "bench-node")?;
     let size = std::fs::metadata(out)?.len();
     println!(
         "{{\"messages\":{},\"pcapng_bytes\":{},\"file_bytes\":{size},\"seconds\":{:.3}}}",

@@ -9,7 +9,7 @@ mod drops_filter;
 // analysis and the sink on the other.
 mod replay;
 
-pub use replay::{ReplayOptions, ReplayThreads, TWO_THREADS_FROM_BYTES};
+pub use replay::{ReplayHooks, ReplayOptions, ReplayThreads, TWO_THREADS_FROM_BYTES};
 
 use std::sync::Arc;
 

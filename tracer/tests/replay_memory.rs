@@ -2,7 +2,8 @@
 //! the capture. The same synthetic traffic (`benches/support/synth.rs`: the
 //! replay benchmark's mix, four of five exchanges a search-list miss) is
 //! written 1× and 10× as long; `ktrace dns -r` replays both in every output
-//! mode and the peak resident set (`ru_maxrss` of the child) of the long run
+//! mode, `ktrace replay -r` and `ktrace drops -r` too, each on one thread
+//! and on two, and the peak resident set (`ru_maxrss` of the child) of the long run
 //! must stay within a small margin of the short one's and under the
 //! documented bound (docs/memory.md). A size assertion, not
 //! a timing one. No root needed.
@@ -15,14 +16,10 @@
 #[path = "../benches/support/synth.rs"]
 mod synth;
 
-use std::{path::Path, process::Command, sync::Arc};
-
-use ktrace::capture::{CaptureHeader, CaptureWriter, ClockRef};
+use std::{path::Path, process::Command};
 
 /// Exchanges (two DNS messages each) of the short capture.
 const SHORT: u64 = 20_000;
-/// Simulated time between exchanges (more than the synthetic response delay).
-const SPACING_NS: u64 = 200_000;
 /// Growth allowed from the short to the 10× capture: allocator arenas and
 /// hash tables settle in steps, so a little is noise, not growth.
 const MARGIN_KIB: u64 = 24 * 1024;
@@ -30,30 +27,16 @@ const MARGIN_KIB: u64 = 24 * 1024;
 const BOUND_KIB: u64 = 512 * 1024;
 
 fn write(path: &Path, exchanges: u64) {
-    let clock = ClockRef::now();
-    let header = CaptureHeader {
-        node: "memory-node".into(),
-        ktrace_version: env!("CARGO_PKG_VERSION").into(),
-        clock,
-        snaplen: 1024,
-        compress: false,
-    };
-    let node: Arc<str> = Arc::from("memory-node");
-    let mut w = CaptureWriter::create(path, header).expect("create capture");
-    for i in 0..exchanges {
-        for rec in synth::exchange_records(i, clock.mono_ns + i * SPACING_NS, &node) {
-            w.write_record(&rec, None).expect("write record");
-        }
-    }
-    w.finish().expect("finish capture");
+    synth::write_capture(path, exchanges, false, "memory-node").expect("write capture");
 }
 
-/// Peak RSS in KiB of `ktrace dns -r file args…`, output discarded.
-fn peak_kib(file: &Path, args: &[&str]) -> u64 {
+/// Peak RSS in KiB of `ktrace CMD -r file args…` on `threads` threads, output discarded.
+fn peak_kib(cmd: &str, file: &Path, args: &[&str], threads: &str) -> u64 {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ktrace"))
-        .args(["dns", "-r"])
+        .args([cmd, "-r"])
         .arg(file)
         .args(args)
+        .env("KTRACE_REPLAY_THREADS", threads)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -67,7 +50,7 @@ fn peak_kib(file: &Path, args: &[&str]) -> u64 {
     assert_eq!(r, pid, "wait4 failed: {}", std::io::Error::last_os_error());
     // Reaped by wait4 already; keeps `Child` from complaining.
     let _ = child.try_wait();
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "ktrace dns -r {args:?} failed: {status}");
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "ktrace {cmd} -r {args:?} failed: {status}");
     ru.ru_maxrss as u64
 }
 
@@ -79,14 +62,22 @@ fn replay_peak_memory_does_not_grow_with_capture_length() {
     let long = dir.join("long.pcapng");
     write(&short, SHORT);
     write(&long, SHORT * 10);
-    let modes: [&[&str]; 3] = [&["--summary", "-o", "json"], &["-o", "json"], &["--summary"]];
+    let modes: [(&str, &[&str]); 5] = [
+        ("dns", &["--summary", "-o", "json"]),
+        ("dns", &["-o", "json"]),
+        ("dns", &["--summary"]),
+        ("replay", &["-o", "json"]),
+        ("drops", &["-o", "json"]),
+    ];
     let mut failures = Vec::new();
-    for args in modes {
-        let a = peak_kib(&short, args);
-        let b = peak_kib(&long, args);
-        eprintln!("ktrace dns -r {args:?}: peak RSS {a} KiB (1×) → {b} KiB (10×)");
-        if b > a + MARGIN_KIB || b > BOUND_KIB {
-            failures.push(format!("{args:?}: {a} KiB → {b} KiB"));
+    for (cmd, args) in modes {
+        for threads in ["1", "2"] {
+            let a = peak_kib(cmd, &short, args, threads);
+            let b = peak_kib(cmd, &long, args, threads);
+            eprintln!("ktrace {cmd} -r {args:?}, {threads} thread(s): peak RSS {a} KiB (1×) → {b} KiB (10×)");
+            if b > a + MARGIN_KIB || b > BOUND_KIB {
+                failures.push(format!("{cmd} {args:?} on {threads} thread(s): {a} KiB → {b} KiB"));
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,5 +1,6 @@
-//! Issue 18 (replay on both cores): `ktrace dns -r` prints the same bytes
-//! on one thread and on two, in every output mode, on every fixture capture
+//! Issue 18 (replay on both cores): `ktrace dns -r`, `ktrace replay -r` and
+//! `ktrace drops -r` print the same bytes on one thread and on two, in
+//! every output mode, on every fixture capture
 //! (fan-out, forwarded upstream queries, two nodes merged, stored
 //! Kubernetes snapshots, TCP, fragments, compressed files) and on a
 //! generated capture large enough that two threads are the default.
@@ -18,47 +19,35 @@ mod synth;
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    sync::Arc,
 };
 
-use ktrace::{
-    capture::{CaptureHeader, CaptureWriter, ClockRef},
-    pipeline::TWO_THREADS_FROM_BYTES,
-};
+use ktrace::pipeline::TWO_THREADS_FROM_BYTES;
 
 /// Exchanges of the generated capture: ~490 bytes each, so above
 /// [`TWO_THREADS_FROM_BYTES`] (asserted).
 const EXCHANGES: u64 = 80_000;
-/// Simulated time between exchanges (more than the synthetic response delay).
-const SPACING_NS: u64 = 200_000;
 
-/// Output modes compared.
-const MODES: [&[&str]; 4] = [&["-o", "json"], &["--summary", "-o", "json"], &[], &["--summary"]];
+/// Commands and output modes compared.
+const MODES: [(&str, &[&str]); 8] = [
+    ("dns", &["-o", "json"]),
+    ("dns", &["--summary", "-o", "json"]),
+    ("dns", &[]),
+    ("dns", &["--summary"]),
+    ("replay", &["-o", "json"]),
+    ("replay", &[]),
+    ("drops", &["-o", "json"]),
+    ("drops", &["--all"]),
+];
 
 fn write(path: &Path, exchanges: u64, compress: bool) {
-    let clock = ClockRef::now();
-    let header = CaptureHeader {
-        node: "threads-node".into(),
-        ktrace_version: env!("CARGO_PKG_VERSION").into(),
-        clock,
-        snaplen: 1024,
-        compress,
-    };
-    let node: Arc<str> = Arc::from("threads-node");
-    let mut w = CaptureWriter::create(path, header).expect("create capture");
-    for i in 0..exchanges {
-        for rec in synth::exchange_records(i, clock.mono_ns + i * SPACING_NS, &node) {
-            w.write_record(&rec, None).expect("write record");
-        }
-    }
-    w.finish().expect("finish capture");
+    synth::write_capture(path, exchanges, compress, "threads-node").expect("write capture");
 }
 
-/// stdout and stderr of `ktrace dns -r files… args…` with `KTRACE_REPLAY_THREADS=threads`
+/// stdout and stderr of `ktrace CMD -r files… args…` with `KTRACE_REPLAY_THREADS=threads`
 /// (`None`: unset, the default choice), run in `dir` with bare names.
-fn dns(dir: &Path, files: &[&str], args: &[&str], threads: Option<&str>) -> (Vec<u8>, Vec<u8>) {
+fn run(dir: &Path, cmd: &str, files: &[&str], args: &[&str], threads: Option<&str>) -> (Vec<u8>, Vec<u8>) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ktrace"));
-    c.current_dir(dir).arg("dns");
+    c.current_dir(dir).arg(cmd);
     for f in files {
         c.args(["-r", f]);
     }
@@ -68,7 +57,7 @@ fn dns(dir: &Path, files: &[&str], args: &[&str], threads: Option<&str>) -> (Vec
         None => c.env_remove("KTRACE_REPLAY_THREADS"),
     };
     let out = c.output().expect("run ktrace");
-    assert!(out.status.success(), "ktrace dns -r {files:?} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "ktrace {cmd} -r {files:?} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     (out.stdout, out.stderr)
 }
 
@@ -83,11 +72,11 @@ fn pcap_dir() -> PathBuf {
 }
 
 fn compare(dir: &Path, files: &[&str], failures: &mut Vec<String>) {
-    for args in MODES {
-        let one = dns(dir, files, args, Some("1"));
-        let two = dns(dir, files, args, Some("2"));
+    for (cmd, args) in MODES {
+        let one = run(dir, cmd, files, args, Some("1"));
+        let two = run(dir, cmd, files, args, Some("2"));
         if one != two {
-            failures.push(format!("{files:?} {args:?}: one thread and two differ"));
+            failures.push(format!("{cmd} {files:?} {args:?}: one thread and two differ"));
         }
     }
 }
@@ -127,9 +116,9 @@ fn two_threads_print_what_one_prints() {
     compare(&dir, &["big.pcapng"], &mut failures);
     compare(&dir, &["big.pcapng.zst"], &mut failures);
     // The default (two threads on a multi-core machine) prints the same.
-    for args in MODES {
-        if dns(&dir, &["big.pcapng"], args, None) != dns(&dir, &["big.pcapng"], args, Some("1")) {
-            failures.push(format!("big.pcapng {args:?}: the default and one thread differ"));
+    for (cmd, args) in MODES {
+        if run(&dir, cmd, &["big.pcapng"], args, None) != run(&dir, cmd, &["big.pcapng"], args, Some("1")) {
+            failures.push(format!("{cmd} big.pcapng {args:?}: the default and one thread differ"));
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

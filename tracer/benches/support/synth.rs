@@ -1,5 +1,7 @@
-//! Synthetic DNS traffic for the benchmarks and the replay-capture generator
-//! (`examples/bench_capture.rs` and `hot_paths.rs` include this file with `#[path]`).
+//! Synthetic DNS traffic for the benchmarks, the replay-capture generator
+//! and the replay tests (`examples/bench_capture.rs`, `hot_paths.rs`,
+//! `tests/replay_memory.rs` and `tests/replay_threads.rs` include this file
+//! with `#[path]`); [`write_capture`] is the one writer of such captures.
 //!
 //! The mix imitates a Kubernetes node: clients in a few pods resolving
 //! service names through the ndots:5 search list (NXDOMAIN for the first
@@ -8,10 +10,13 @@
 
 #![allow(dead_code, unreachable_pub, reason = "each includer uses a different part")]
 
-use std::{net::Ipv4Addr, sync::Arc};
+use std::{net::Ipv4Addr, path::Path, sync::Arc};
 
 use bytes::Bytes;
-use ktrace::event::{Hook, PacketRecord, Process, Record};
+use ktrace::{
+    capture::{CaptureError, CaptureHeader, CaptureWriter, ClockRef, WriterStats},
+    event::{Hook, PacketRecord, Process, Record},
+};
 
 /// Search suffixes of a pod in namespace `ns{n}`, as kubelet writes them.
 const SUFFIXES: [&str; 4] = ["critical-app.svc.cluster.local", "svc.cluster.local", "cluster.local", "localdomain"];
@@ -75,4 +80,33 @@ pub fn exchange_records(i: u64, ts_ns: u64, node: &Arc<str>) -> [Record; 2] {
         })
     };
     [mk(q, ts_ns, Hook::SocketEgress, Some(process)), mk(r, ts_ns + 150_000, Hook::SocketIngress, None)]
+}
+
+/// Simulated time between exchanges: more than the 150 µs response delay,
+/// so records stay in time order.
+pub const SPACING_NS: u64 = 200_000;
+
+/// Writes the first `exchanges` exchanges of the mix as a ktrace capture
+/// recorded on `node` (snap length 1024, zstd-compressed when `compress`),
+/// one exchange every [`SPACING_NS`] from now.
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn write_capture(path: &Path, exchanges: u64, compress: bool, node: &str) -> Result<WriterStats, CaptureError> {
+    let clock = ClockRef::now();
+    let header = CaptureHeader {
+        node: node.into(),
+        ktrace_version: env!("CARGO_PKG_VERSION").into(),
+        clock,
+        snaplen: 1024,
+        compress,
+    };
+    let node: Arc<str> = Arc::from(node);
+    let mut w = CaptureWriter::create(path, header)?;
+    for i in 0..exchanges {
+        for rec in exchange_records(i, clock.mono_ns + i * SPACING_NS, &node) {
+            w.write_record(&rec, None)?;
+        }
+    }
+    w.finish()
 }

@@ -347,25 +347,44 @@ pub(crate) struct PacketMeta {
 /// Process and thread names seen by one reader, shared between the packets
 /// that carry them: a name repeats on every packet its process sends, and
 /// two fresh `Arc<str>`s per packet were most of the reader's allocations.
-/// Bounded: cleared when full.
+/// The last few names are compared byte for byte before the table is
+/// hashed: a busy node's packets come from a handful of processes, and the
+/// hash lookup was ~220 instructions per packet. Bounded: the table is
+/// cleared when full.
 #[derive(Default)]
 pub(crate) struct Names {
     map: crate::hash::FastMap<Box<[u8]>, Arc<str>>,
+    recent: [Option<Named>; Self::RECENT],
+    next: usize,
 }
+
+/// A name as stored and as shared.
+type Named = (Box<[u8]>, Arc<str>);
 
 impl Names {
     /// Most names kept (a node runs far fewer distinct process names).
     const MAX: usize = 4096;
+    /// Names compared before hashing.
+    const RECENT: usize = 4;
 
     pub(crate) fn get(&mut self, b: &[u8]) -> Arc<str> {
-        if let Some(a) = self.map.get(b) {
-            return Arc::clone(a);
+        for (k, v) in self.recent.iter().flatten() {
+            if **k == *b {
+                return Arc::clone(v);
+            }
         }
-        let a: Arc<str> = String::from_utf8_lossy(b).into();
-        if self.map.len() >= Self::MAX {
-            self.map.clear();
-        }
-        self.map.insert(b.into(), Arc::clone(&a));
+        let a = if let Some(a) = self.map.get(b) {
+            Arc::clone(a)
+        } else {
+            let a: Arc<str> = String::from_utf8_lossy(b).into();
+            if self.map.len() >= Self::MAX {
+                self.map.clear();
+            }
+            self.map.insert(b.into(), Arc::clone(&a));
+            a
+        };
+        self.recent[self.next] = Some((b.into(), Arc::clone(&a)));
+        self.next = (self.next + 1) % Self::RECENT;
         a
     }
 }
@@ -393,7 +412,10 @@ pub(crate) fn decode_packet_meta_with(v: &[u8], name: &mut dyn FnMut(&[u8]) -> A
         let comm = c.take(n)?;
         let n = usize::from(c.u8()?);
         let thread = c.take(n)?;
-        Some(Process { pid, tid, comm: name(comm), thread: name(thread) })
+        let comm = name(comm);
+        // A single-threaded process's thread is named like the process.
+        let thread = if *thread == *comm.as_bytes() { Arc::clone(&comm) } else { name(thread) };
+        Some(Process { pid, tid, comm, thread })
     } else {
         None
     };

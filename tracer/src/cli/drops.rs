@@ -24,10 +24,10 @@ use crate::{
         drops::{DropsFormat, DropsSink, DropsStatsJson},
         term::{self, StatusLine, count},
     },
-    pipeline::{Context, Filter, Pipeline},
+    pipeline::{Context, Filter, Pipeline, ReplayHooks, ReplayOptions},
     source::{
-        ClockRef,
-        file::{self, FileEvent},
+        ClockRef, FileSource,
+        file::FileEvent,
         live::{LiveEvent, LiveSource},
     },
 };
@@ -102,31 +102,47 @@ fn from_files(
     filter: Filter,
 ) -> anyhow::Result<(DropsPipeline, Vec<String>, Option<UnderlaySeen>)> {
     let snap = g.snapshot()?;
-    let user_snapshot = snap.is_some();
     let enricher = snap.as_ref().map_or_else(Enricher::empty, Enricher::from_snapshot);
     let mut pipe = pipeline(g, args, filter, &enricher);
-    let mut underlay = UnderlaySeen::default();
-    let mut warnings = file::replay(&args.read, |ev| match ev {
-        FileEvent::Record(r) => {
-            underlay.record(&r);
-            pipe.push(r);
-        }
-        FileEvent::Snapshot(s) => {
-            if !user_snapshot {
-                enricher.apply_snapshot(&s);
-            }
-        }
-        FileEvent::Coverage { node, from_ns, to_ns, tc } => {
-            underlay.coverage(&node, tc);
-            if let Some(d) = pipe.drops_mut() {
-                d.observed(&node, from_ns, to_ns, tc);
-            }
-        }
-        FileEvent::Header { node, .. } => underlay.node(&node),
-        FileEvent::NetState { .. } => {}
-    })?;
+    let mut hooks = FileHooks::default();
+    let mut src = FileSource::new(args.read.clone());
+    // Time does not pass per record: the drops stage has always seen a
+    // capture whole and expired nothing before the end.
+    let opts = ReplayOptions { apply_snapshots: snap.is_none(), no_ticks: true, ..ReplayOptions::default() };
+    let mut warnings = pipe.replay_with(&mut src, opts, &mut |_| {}, &mut hooks)?;
+    let underlay = hooks.underlay;
     warnings.extend(underlay.warning());
     Ok((pipe, warnings, Some(underlay)))
+}
+
+/// What `ktrace drops -r` does next to the pipeline: which nodes
+/// fingerprinted their underlay, and what span each recorder observed.
+#[derive(Default)]
+struct FileHooks {
+    underlay: UnderlaySeen,
+}
+
+impl<S> ReplayHooks<S> for FileHooks {
+    fn record(&mut self, rec: &crate::event::Record) {
+        self.underlay.record(rec);
+    }
+
+    fn wants_records(&self) -> bool {
+        true
+    }
+
+    fn context(&mut self, _sink: &mut S, drops: Option<&mut DropAnalyzer>, ev: FileEvent) {
+        match ev {
+            FileEvent::Coverage { node, from_ns, to_ns, tc } => {
+                self.underlay.coverage(&node, tc);
+                if let Some(d) = drops {
+                    d.observed(&node, from_ns, to_ns, tc);
+                }
+            }
+            FileEvent::Header { node, .. } => self.underlay.node(&node),
+            FileEvent::Record(_) | FileEvent::Snapshot(_) | FileEvent::NetState { .. } => {}
+        }
+    }
 }
 
 fn live(

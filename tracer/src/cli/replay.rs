@@ -11,10 +11,10 @@ use clap::Args;
 use serde_json::json;
 
 use crate::{
-    analyze::pairing::PairConfig,
+    analyze::{drops::DropAnalyzer, pairing::PairConfig},
     enrich::Enricher,
     output::records::RecordSink,
-    pipeline::{Context, Filter, Pipeline},
+    pipeline::{Context, Filter, Pipeline, ReplayHooks, ReplayOptions},
     source::{FileSource, Source, SourceEvent, file::FileEvent},
 };
 
@@ -57,36 +57,12 @@ pub fn run(g: &Global, args: &ReplayArgs) -> anyhow::Result<()> {
     let mut pipe = Pipeline::new(ctx, shown, pair, sink);
     pipe.live_output = false;
     let mut src = FileSource::new(args.read.clone());
-    let warnings = src.run(&mut |ev| {
-        match ev {
-            SourceEvent::Context(FileEvent::NetState { node, state }) if args.netstate => {
-                for (k, v) in state {
-                    pipe.sink_mut().emit(
-                        &json!({"type": "netstate", "node": node, "name": k, "text": v}),
-                        &format!("=== {node}: {k} ===\n{v}"),
-                    );
-                }
-            }
-            SourceEvent::Context(FileEvent::Header { path, node, version }) => {
-                if !args.netstate {
-                    pipe.sink_mut().emit(
-                        &json!({"type": "capture", "path": path.display().to_string(), "node": node, "ktrace_version": version}),
-                        &format!("# {}: recorded on node {node} by ktrace {version}", path.display()),
-                    );
-                }
-            }
-            SourceEvent::Context(FileEvent::Snapshot(s)) => {
-                if user_snapshot.is_none() {
-                    pipe.ctx.enricher.apply_snapshot(&s);
-                }
-            }
-            SourceEvent::Record(_) | SourceEvent::Tick(_) if args.netstate => {}
-            SourceEvent::Record(r) => pipe.push(r),
-            SourceEvent::Tick(now) => pipe.tick(now),
-            SourceEvent::Context(_) | SourceEvent::AgentFinding { .. } | SourceEvent::Notice(_) => {}
-        }
-        true
-    })?;
+    let warnings = if args.netstate {
+        netstate(&mut pipe, &mut src)?
+    } else {
+        let opts = ReplayOptions { apply_snapshots: user_snapshot.is_none(), ..ReplayOptions::default() };
+        pipe.replay_with(&mut src, opts, &mut |_| {}, &mut Headers)?
+    };
     for w in &warnings {
         eprintln!("warning: {w}");
     }
@@ -100,4 +76,35 @@ pub fn run(g: &Global, args: &ReplayArgs) -> anyhow::Result<()> {
         eprintln!("note: {} packets and {} DNS payloads could not be decoded", s.bad_packets, s.bad_dns);
     }
     Ok(())
+}
+
+type Sink = RecordSink<std::io::StdoutLock<'static>>;
+
+/// `--netstate`: each node's recorded network state, nothing else.
+fn netstate(pipe: &mut Pipeline<Sink>, src: &mut FileSource) -> anyhow::Result<Vec<String>> {
+    src.run(&mut |ev| {
+        if let SourceEvent::Context(FileEvent::NetState { node, state }) = ev {
+            for (k, v) in state {
+                pipe.sink_mut().emit(
+                    &json!({"type": "netstate", "node": node, "name": k, "text": v}),
+                    &format!("=== {node}: {k} ===\n{v}"),
+                );
+            }
+        }
+        true
+    })
+}
+
+/// Each capture's header, listed where the file has it.
+struct Headers;
+
+impl ReplayHooks<Sink> for Headers {
+    fn context(&mut self, sink: &mut Sink, _drops: Option<&mut DropAnalyzer>, ev: FileEvent) {
+        if let FileEvent::Header { path, node, version } = ev {
+            sink.emit(
+                &json!({"type": "capture", "path": path.display().to_string(), "node": node, "ktrace_version": version}),
+                &format!("# {}: recorded on node {node} by ktrace {version}", path.display()),
+            );
+        }
+    }
 }

@@ -9,6 +9,12 @@
 //! by flow would not be: search-list fan-out is per client, and a forwarded
 //! query pairs a client's flow with the resolver's upstream flow.)
 //!
+//! Every replaying command runs here (`ktrace dns -r`, `ktrace replay -r`,
+//! `ktrace drops -r`): when the sink lists every record and message
+//! (`replay`) or the drops stage needs every record (`drops`), the records
+//! and messages cross too, in their places, and so does the capture context
+//! the command handles itself ([`ReplayHooks`]).
+//!
 //! Memory stays bounded: at most [`DEPTH`] + 2 batches exist, each of about
 //! [`BATCH_OPS`] operations, and they are reused.
 
@@ -19,9 +25,10 @@ use std::sync::{
 
 use super::{Back, Pipeline, RunStats, Sink, decode_and_pair};
 use crate::{
-    analyze::Detector,
+    analyze::{Detector, drops::DropAnalyzer},
+    decode::DnsEvent,
     event::{Record, ResolvConfEvidence},
-    model::Transaction,
+    model::{Transaction, drops::DropOutput},
     source::{FileSource, Source, SourceEvent, file::FileEvent},
 };
 
@@ -79,7 +86,29 @@ pub struct ReplayOptions {
     pub apply_snapshots: bool,
     /// One thread or two.
     pub threads: ReplayThreads,
+    /// Time does not pass per record: nothing expires before the end
+    /// (`ktrace drops -r` has always read its captures so).
+    pub no_ticks: bool,
 }
+
+/// What a command does next to the pipeline during a replay, always on the
+/// sink's thread and in file order: the same calls on one thread or two.
+pub trait ReplayHooks<S> {
+    /// A record, before the pipeline takes it.
+    fn record(&mut self, _rec: &Record) {}
+    /// Capture context other than a Kubernetes snapshot (which
+    /// [`ReplayOptions::apply_snapshots`] covers), with the sink and the drops stage.
+    fn context(&mut self, _sink: &mut S, _drops: Option<&mut DropAnalyzer>, _ev: FileEvent) {}
+    /// Whether [`Self::record`] wants every record (so they cross to the sink's thread).
+    fn wants_records(&self) -> bool {
+        false
+    }
+}
+
+/// No hooks (`ktrace dns -r`).
+struct NoHooks;
+
+impl<S> ReplayHooks<S> for NoHooks {}
 
 /// One step of the analysis thread, in the order the one-threaded pipeline
 /// takes it.
@@ -94,6 +123,12 @@ enum Op {
     /// Everything before has been written: say so (a stored Kubernetes
     /// snapshot is applied in between, as in a one-threaded run).
     Barrier,
+    /// The next record of the batch, for the listing, the drops stage and the hooks.
+    Record,
+    /// The next DNS message of the batch, for the listing.
+    Message,
+    /// The next capture context of the batch, for the hooks.
+    Context,
 }
 
 /// What crosses from the reading thread to the analysis thread.
@@ -103,6 +138,9 @@ struct Batch {
     /// Shared here, so the allocation and the copy are the reading thread's.
     txs: Vec<Arc<Transaction>>,
     resolv: Vec<ResolvConfEvidence>,
+    recs: Vec<Record>,
+    msgs: Vec<DnsEvent>,
+    context: Vec<FileEvent>,
     /// Records read into this batch (for the progress line).
     records: u64,
 }
@@ -121,10 +159,16 @@ impl Batch {
         self.ops.clear();
         self.txs.clear();
         self.resolv.clear();
+        self.recs.clear();
+        self.msgs.clear();
+        self.context.clear();
         self.records = 0;
         self.ops.shrink_to(BATCH_OPS * 2);
         self.txs.shrink_to(BATCH_OPS);
         self.resolv.shrink_to(16);
+        self.recs.shrink_to(BATCH_OPS);
+        self.msgs.shrink_to(BATCH_OPS);
+        self.context.shrink_to(16);
     }
 }
 
@@ -140,9 +184,8 @@ impl<S: Sink> Pipeline<S> {
     /// Replays `src` to its end: records pushed, time ticked per record,
     /// stored Kubernetes snapshots applied (with `apply_snapshots`),
     /// `on_progress` called every few thousand records. On two threads when
-    /// [`ReplayOptions::threads`] says so and nothing needs every record on
-    /// the sink's thread (`ktrace replay`'s listing, the drops stage); the
-    /// output is the same either way. Returns the source's warnings.
+    /// [`ReplayOptions::threads`] says so; the output is the same either
+    /// way. Returns the source's warnings.
     ///
     /// # Errors
     /// When a capture cannot be read at all.
@@ -152,10 +195,25 @@ impl<S: Sink> Pipeline<S> {
         opts: ReplayOptions,
         on_progress: &mut dyn FnMut(&RunStats),
     ) -> anyhow::Result<Vec<String>> {
-        if self.lists_records || self.drops.is_some() || !opts.threads.two(src.total_bytes()) {
-            return self.replay_one(src, opts, on_progress);
+        self.replay_with(src, opts, on_progress, &mut NoHooks)
+    }
+
+    /// [`Self::replay`] with the command's own handling of records and
+    /// capture context ([`ReplayHooks`]).
+    ///
+    /// # Errors
+    /// When a capture cannot be read at all.
+    pub fn replay_with(
+        &mut self,
+        src: &mut FileSource,
+        opts: ReplayOptions,
+        on_progress: &mut dyn FnMut(&RunStats),
+        hooks: &mut dyn ReplayHooks<S>,
+    ) -> anyhow::Result<Vec<String>> {
+        if !opts.threads.two(src.total_bytes()) {
+            return self.replay_one(src, opts, on_progress, hooks);
         }
-        self.replay_two(src, opts, on_progress, BATCH_OPS)
+        self.replay_two(src, opts, on_progress, hooks, BATCH_OPS)
     }
 
     fn replay_one(
@@ -163,22 +221,33 @@ impl<S: Sink> Pipeline<S> {
         src: &mut FileSource,
         opts: ReplayOptions,
         on_progress: &mut dyn FnMut(&RunStats),
+        hooks: &mut dyn ReplayHooks<S>,
     ) -> anyhow::Result<Vec<String>> {
+        let wants = hooks.wants_records();
         src.run(&mut |ev| {
             match ev {
-                SourceEvent::Record(r) => self.push(r),
+                SourceEvent::Record(r) => {
+                    if wants {
+                        hooks.record(&r);
+                    }
+                    self.push(r);
+                }
+                SourceEvent::Tick(_) if opts.no_ticks => {}
                 SourceEvent::Tick(now) => {
                     self.tick(now);
                     if self.stats.records.is_multiple_of(PROGRESS_EVERY) {
                         on_progress(&self.stats);
                     }
                 }
-                SourceEvent::Context(FileEvent::Snapshot(s)) if opts.apply_snapshots => {
-                    // Merged, not replaced: earlier pods keep their time ranges.
-                    self.ctx.enricher.apply_snapshot(&s);
+                SourceEvent::Context(FileEvent::Snapshot(s)) => {
+                    if opts.apply_snapshots {
+                        // Merged, not replaced: earlier pods keep their time ranges.
+                        self.ctx.enricher.apply_snapshot(&s);
+                    }
                 }
+                SourceEvent::Context(ev) => hooks.context(&mut self.sink, self.drops.as_mut(), ev),
                 SourceEvent::Notice(n) => eprintln!("ktrace: {n}"),
-                SourceEvent::Context(_) | SourceEvent::AgentFinding { .. } => {}
+                SourceEvent::AgentFinding { .. } => {}
             }
             true
         })
@@ -191,10 +260,28 @@ impl<S: Sink> Pipeline<S> {
         src: &mut FileSource,
         opts: ReplayOptions,
         on_progress: &mut dyn FnMut(&RunStats),
+        hooks: &mut dyn ReplayHooks<S>,
         batch_ops: usize,
     ) -> anyhow::Result<Vec<String>> {
-        let Self { decoder, pairer, back, ctx, sink, evs, stats, dns_ports, live_output, .. } = self;
+        let Self {
+            decoder,
+            pairer,
+            back,
+            ctx,
+            sink,
+            evs,
+            stats,
+            dns_ports,
+            live_output,
+            lists_records,
+            drops,
+            drop_out,
+            ..
+        } = self;
         let live_output = *live_output;
+        let lists = *lists_records;
+        // Records cross when the sink's thread needs them.
+        let keep = lists || drops.is_some() || hooks.wants_records();
         let (full_tx, full_rx) = sync_channel::<Batch>(DEPTH);
         // Room for every batch that can exist: returning one never blocks.
         let (free_tx, free_rx) = sync_channel::<Batch>(DEPTH + 2);
@@ -223,23 +310,48 @@ impl<S: Sink> Pipeline<S> {
                             SourceEvent::Record(r) => {
                                 batch.records += 1;
                                 counts.last_ts = counts.last_ts.max(r.ts_ns());
-                                match r {
-                                    Record::Packet(p) => {
-                                        if crate::decode::is_dns(&p, ports) {
-                                            decode_and_pair(decoder, pairer, enricher, evs, p, &mut done, |_| {});
-                                            batch.take(&mut done);
-                                        } else {
-                                            counts.other_packets += 1;
-                                        }
+                                if let Record::Lost { count, .. } = &r {
+                                    counts.lost_events += count;
+                                }
+                                let dns = matches!(&r, Record::Packet(p) if crate::decode::is_dns(p, ports));
+                                if matches!(r, Record::Packet(_)) && !dns {
+                                    counts.other_packets += 1;
+                                }
+                                let r = if keep {
+                                    // The sink's thread lists it or the drops stage
+                                    // takes it first, as in `Pipeline::push`; only a
+                                    // record decoded here as well is cloned.
+                                    if dns || matches!(r, Record::ResolvConf(_)) {
+                                        batch.recs.push(r.clone());
+                                        batch.ops.push(Op::Record);
+                                        Some(r)
+                                    } else {
+                                        batch.recs.push(r);
+                                        batch.ops.push(Op::Record);
+                                        None
                                     }
-                                    Record::Lost { count, .. } => counts.lost_events += count,
-                                    Record::ResolvConf(r) => {
+                                } else {
+                                    Some(r)
+                                };
+                                match r {
+                                    Some(Record::Packet(p)) if dns => {
+                                        let Batch { ops, msgs, .. } = &mut batch;
+                                        decode_and_pair(decoder, pairer, enricher, evs, p, &mut done, |ev| {
+                                            if lists {
+                                                msgs.push(ev.clone());
+                                                ops.push(Op::Message);
+                                            }
+                                        });
+                                        batch.take(&mut done);
+                                    }
+                                    Some(Record::ResolvConf(r)) => {
                                         batch.resolv.push(r);
                                         batch.ops.push(Op::ResolvConf);
                                     }
-                                    Record::Drop(_) | Record::Conn(_) => {}
+                                    _ => {}
                                 }
                             }
+                            SourceEvent::Tick(_) if opts.no_ticks => {}
                             SourceEvent::Tick(now) => {
                                 Detector::expire(&mut *pairer, now, &mut done);
                                 batch.take(&mut done);
@@ -248,16 +360,26 @@ impl<S: Sink> Pipeline<S> {
                                     alive = send(&mut batch);
                                 }
                             }
-                            SourceEvent::Context(FileEvent::Snapshot(snap)) if opts.apply_snapshots => {
-                                // Applied when everything before it has been
-                                // written, before anything after it is named:
-                                // where a one-threaded run applies it.
-                                batch.ops.push(Op::Barrier);
-                                alive = send(&mut batch) && ack_rx.recv().is_ok();
-                                enricher.apply_snapshot(&snap);
+                            SourceEvent::Context(FileEvent::Snapshot(snap)) => {
+                                if opts.apply_snapshots {
+                                    // Applied when everything before it has been
+                                    // written, before anything after it is named:
+                                    // where a one-threaded run applies it.
+                                    batch.ops.push(Op::Barrier);
+                                    alive = send(&mut batch) && ack_rx.recv().is_ok();
+                                    enricher.apply_snapshot(&snap);
+                                }
+                            }
+                            SourceEvent::Context(ev) => {
+                                batch.context.push(ev);
+                                batch.ops.push(Op::Context);
                             }
                             SourceEvent::Notice(n) => eprintln!("ktrace: {n}"),
-                            SourceEvent::Context(_) | SourceEvent::AgentFinding { .. } => {}
+                            SourceEvent::AgentFinding { .. } => {}
+                        }
+                        // Without ticks, batches are handed over by size here.
+                        if alive && batch.ops.len() >= batch_ops {
+                            alive = send(&mut batch);
                         }
                         alive
                     });
@@ -268,18 +390,19 @@ impl<S: Sink> Pipeline<S> {
                 })
                 .expect("spawning the replay's reading thread");
             let mut records = 0u64;
+            let mut back_side = BackSide { back, ctx, sink, stats, drops: drops.as_mut(), drop_out, hooks, lists };
             for mut batch in full_rx {
-                analyse(&mut batch, back, ctx, sink, stats, &ack_tx, live_output);
+                back_side.analyse(&mut batch, &ack_tx, live_output);
                 let before = records;
                 records += batch.records;
                 if before / PROGRESS_EVERY != records / PROGRESS_EVERY {
-                    stats.records = records;
-                    on_progress(stats);
+                    back_side.stats.records = records;
+                    on_progress(back_side.stats);
                 }
                 batch.reset();
                 let _ = free_tx.try_send(batch);
             }
-            stats.records = records;
+            back_side.stats.records = records;
             match front.join() {
                 Ok(r) => r,
                 Err(panic) => std::panic::resume_unwind(panic),
@@ -292,34 +415,74 @@ impl<S: Sink> Pipeline<S> {
     }
 }
 
-/// The analysis thread's share of a batch, in order.
-fn analyse<S: Sink>(
-    batch: &mut Batch,
-    back: &mut Back,
-    ctx: &super::Context,
-    sink: &mut S,
-    stats: &mut RunStats,
-    ack: &SyncSender<()>,
-    live_output: bool,
-) {
-    let mut txs = batch.txs.drain(..);
-    let mut resolv = batch.resolv.drain(..);
-    for op in batch.ops.drain(..) {
-        match op {
-            Op::Txs(n) => back.flush_shared(txs.by_ref().take(n as usize), ctx, sink, stats),
-            Op::Tick(now) => {
-                back.tick(now, ctx, sink, stats);
-                if live_output {
-                    sink.flush_output();
+/// What the sink's thread owns during a two-threaded replay.
+struct BackSide<'a, S> {
+    back: &'a mut Back,
+    ctx: &'a super::Context,
+    sink: &'a mut S,
+    stats: &'a mut RunStats,
+    drops: Option<&'a mut DropAnalyzer>,
+    drop_out: &'a mut Vec<DropOutput>,
+    hooks: &'a mut dyn ReplayHooks<S>,
+    lists: bool,
+}
+
+impl<S: Sink> BackSide<'_, S> {
+    /// The sink thread's share of a batch, in order: what `Pipeline::push`
+    /// and `Pipeline::tick` do after decoding and pairing.
+    fn analyse(&mut self, batch: &mut Batch, ack: &SyncSender<()>, live_output: bool) {
+        let Self { back, ctx, sink, stats, drops, drop_out, hooks, lists } = self;
+        let mut txs = batch.txs.drain(..);
+        let mut resolv = batch.resolv.drain(..);
+        let mut recs = batch.recs.drain(..);
+        let mut msgs = batch.msgs.drain(..);
+        let mut context = batch.context.drain(..);
+        for op in batch.ops.drain(..) {
+            match op {
+                Op::Txs(n) => back.flush_shared(txs.by_ref().take(n as usize), ctx, *sink, stats),
+                Op::Tick(now) => {
+                    back.tick(now, ctx, *sink, stats);
+                    if let Some(d) = drops {
+                        Detector::expire(&mut **d, now, drop_out);
+                        for r in drop_out.drain(..) {
+                            if back.filter.drop_output(&r) {
+                                sink.drop_output(ctx, &r);
+                            }
+                        }
+                    }
+                    if live_output {
+                        sink.flush_output();
+                    }
                 }
-            }
-            Op::ResolvConf => {
-                if let Some(r) = resolv.next() {
-                    back.analyzer.resolv_conf(&r);
+                Op::ResolvConf => {
+                    if let Some(r) = resolv.next() {
+                        back.analyzer.resolv_conf(&r);
+                    }
                 }
-            }
-            Op::Barrier => {
-                let _ = ack.send(());
+                Op::Barrier => {
+                    let _ = ack.send(());
+                }
+                Op::Record => {
+                    if let Some(r) = recs.next() {
+                        hooks.record(&r);
+                        if *lists {
+                            sink.record(ctx, &r);
+                        }
+                        if let Some(d) = drops {
+                            d.push(&r);
+                        }
+                    }
+                }
+                Op::Message => {
+                    if let Some(ev) = msgs.next() {
+                        sink.message(ctx, &ev);
+                    }
+                }
+                Op::Context => {
+                    if let Some(ev) = context.next() {
+                        hooks.context(*sink, drops.as_deref_mut(), ev);
+                    }
+                }
             }
         }
     }
@@ -337,11 +500,24 @@ mod tests {
         pipeline::{Context, Filter},
     };
 
-    /// Every sink call, in order, with everything it was given.
+    /// Every sink call, in order, with everything it was given; with
+    /// `lists`, also every record and message (as `ktrace replay`'s sink).
     #[derive(Default)]
-    struct Log(Vec<String>);
+    struct Log(Vec<String>, bool);
 
     impl Sink for Log {
+        fn lists_records(&self) -> bool {
+            self.1
+        }
+        fn record(&mut self, _: &Context, rec: &Record) {
+            self.0.push(format!("record {rec:?}"));
+        }
+        fn message(&mut self, _: &Context, ev: &DnsEvent) {
+            self.0.push(format!("message {ev:?}"));
+        }
+        fn drop_output(&mut self, _: &Context, r: &DropOutput) {
+            self.0.push(format!("drop {r:?}"));
+        }
         fn transaction(&mut self, _: &Context, tx: &Transaction) {
             self.0.push(format!("tx {tx:?}"));
         }
@@ -357,17 +533,59 @@ mod tests {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/captures").join(name)
     }
 
+    /// Which command's pipeline a test runs.
+    #[derive(Clone, Copy, Debug)]
+    enum Cmd {
+        Dns,
+        /// Every record and message listed.
+        Replay,
+        /// The drops stage, no DNS, no ticks.
+        Drops,
+    }
+
+    /// Records every hook call into the same log as the sink's.
+    struct LogHooks;
+
+    impl ReplayHooks<Log> for LogHooks {
+        fn record(&mut self, rec: &Record) {
+            let _ = rec.ts_ns();
+        }
+        fn wants_records(&self) -> bool {
+            true
+        }
+        fn context(&mut self, sink: &mut Log, drops: Option<&mut DropAnalyzer>, ev: FileEvent) {
+            if let (Some(d), FileEvent::Coverage { node, from_ns, to_ns, tc }) = (drops, &ev) {
+                d.observed(node, *from_ns, *to_ns, *tc);
+            }
+            sink.0.push(format!("context {ev:?}"));
+        }
+    }
+
     /// `None`: one thread; `Some(n)`: two, handing over every `n` operations.
     fn run(files: &[PathBuf], snapshots: bool, batch: Option<usize>) -> Vec<String> {
-        let ctx = Context { clock_offset_ns: 0, enricher: Enricher::empty() };
+        run_cmd(Cmd::Dns, files, snapshots, batch)
+    }
+
+    fn run_cmd(cmd: Cmd, files: &[PathBuf], snapshots: bool, batch: Option<usize>) -> Vec<String> {
+        let enricher = Enricher::empty();
+        let ctx = Context { clock_offset_ns: 0, enricher: enricher.clone() };
         let pair = PairConfig { timeout_ns: 5_000_000_000, ..PairConfig::default() };
-        let mut pipe = Pipeline::new(ctx, Filter::default(), pair, Log::default());
+        let mut pipe = Pipeline::new(ctx, Filter::default(), pair, Log(Vec::new(), matches!(cmd, Cmd::Replay)));
         pipe.live_output = false;
+        if matches!(cmd, Cmd::Drops) {
+            pipe.dns_ports = Vec::new();
+            pipe.set_drops(DropAnalyzer::new(crate::analyze::drops::DropConfig::default(), &enricher));
+        }
         let mut src = FileSource::new(files.to_vec());
-        let opts = ReplayOptions { apply_snapshots: snapshots, threads: ReplayThreads::One };
+        let opts = ReplayOptions {
+            apply_snapshots: snapshots,
+            threads: ReplayThreads::One,
+            no_ticks: matches!(cmd, Cmd::Drops),
+        };
+        let mut hooks = LogHooks;
         let warnings = match batch {
-            None => pipe.replay(&mut src, opts, &mut |_| {}),
-            Some(n) => pipe.replay_two(&mut src, opts, &mut |_| {}, n),
+            None => pipe.replay_with(&mut src, opts, &mut |_| {}, &mut hooks),
+            Some(n) => pipe.replay_two(&mut src, opts, &mut |_| {}, &mut hooks, n),
         }
         .expect("replay");
         pipe.stats.warnings.extend(warnings);
@@ -375,6 +593,27 @@ mod tests {
         let (mut log, _) = pipe.finish();
         log.0.push(format!("last record at {last}"));
         log.0
+    }
+
+    /// `ktrace replay`'s listing and `ktrace drops`' stage make the same
+    /// calls on two threads as on one, with the hooks in their places.
+    #[test]
+    fn listing_and_drops_make_the_same_calls_on_two_threads() {
+        let cases = [
+            vec![capture("lab-node-a.pcapng"), capture("lab-node-b.pcapng")],
+            vec![capture("ktrace-sample.pcapng")],
+            vec![capture("ktrace-drops-conn.pcapng")],
+        ];
+        for cmd in [Cmd::Replay, Cmd::Drops] {
+            for files in &cases {
+                let one = run_cmd(cmd, files, true, None);
+                assert!(one.iter().any(|l| l.starts_with("record ")) || matches!(cmd, Cmd::Drops));
+                for batch in [1, 3, 64, BATCH_OPS] {
+                    let two = run_cmd(cmd, files, true, Some(batch));
+                    assert!(one == two, "{cmd:?} {files:?}, batch {batch}: the sink calls differ");
+                }
+            }
+        }
     }
 
     /// The lab recording (two nodes, fan-out, forwarded upstream queries,

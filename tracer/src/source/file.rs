@@ -25,8 +25,9 @@ use crate::{
 pub enum FileEvent {
     /// A record, `ts_ns` in wall-clock ns.
     Record(Record),
-    /// Kubernetes metadata stored in a capture.
-    Snapshot(Snapshot),
+    /// Kubernetes metadata stored in a capture (boxed: it is large and
+    /// rare, and every record moves through this enum).
+    Snapshot(Box<Snapshot>),
     /// A capture's header: who recorded it.
     Header {
         /// File.
@@ -141,7 +142,7 @@ impl Stream {
                         }
                     }
                     MetaBlock::KubeSnapshot(text) => match Snapshot::parse(&text, &self.path.display().to_string()) {
-                        Ok(s) => meta.push(FileEvent::Snapshot(s)),
+                        Ok(s) => meta.push(FileEvent::Snapshot(Box::new(s))),
                         Err(e) => warnings.push(format!("{}: kube snapshot unusable: {e}", self.path.display())),
                     },
                     MetaBlock::NetState(state) => {
@@ -159,14 +160,16 @@ impl Stream {
                     // ktrace captures store monotonic times plus a clock
                     // reference; foreign captures have wall-clock times only.
                     let clock = self.clock;
-                    let node = self.node.clone();
+                    // Cloned only where missing (ktrace packets carry their
+                    // interface's node already): two atomics per record saved.
+                    let node = || self.node.clone();
                     match &mut r {
                         Record::Packet(p) => {
                             if let Some(c) = clock {
                                 p.ts_ns = c.to_wall(p.ts_ns);
                             }
                             if p.node.is_none() {
-                                p.node = node;
+                                p.node = node();
                             }
                         }
                         Record::Lost { ts_ns, node: n, .. } => {
@@ -174,7 +177,7 @@ impl Stream {
                                 *ts_ns = c.to_wall(*ts_ns);
                             }
                             if n.is_none() {
-                                *n = node;
+                                *n = node();
                             }
                         }
                         Record::ResolvConf(e) => {
@@ -187,7 +190,7 @@ impl Stream {
                                 d.ts_ns = c.to_wall(d.ts_ns);
                             }
                             if d.node.is_none() {
-                                d.node = node;
+                                d.node = node();
                             }
                         }
                         Record::Conn(x) => {
@@ -195,7 +198,7 @@ impl Stream {
                                 x.ts_ns = c.to_wall(x.ts_ns);
                             }
                             if x.node.is_none() {
-                                x.node = node;
+                                x.node = node();
                             }
                         }
                     }
@@ -267,6 +270,18 @@ fn replay_inner(
     }
     let mut warnings = Vec::new();
     let mut meta = Vec::new();
+    if let [s] = &mut streams[..] {
+        // One capture (the usual case): nothing to merge, so no heap and
+        // no parking of records.
+        loop {
+            let next = s.next(&mut warnings, &mut meta);
+            if !meta.is_empty() {
+                meta.drain(..).for_each(&mut on);
+            }
+            let Some(r) = next else { return Ok(warnings) };
+            on(FileEvent::Record(r));
+        }
+    }
     // Heap of (time, stream index, seq) over each stream's next record; a
     // stream's metadata is delivered before its next record.
     let mut heads: Vec<Option<Record>> = Vec::with_capacity(streams.len());

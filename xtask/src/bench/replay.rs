@@ -95,14 +95,23 @@ fn ktrace_dns(ctx: &Ctx, file: &Path, summary: bool) -> Result<(f64, f64)> {
 /// `ktrace dns -r` on both CPUs, on two threads (reading, decoding and
 /// pairing on one; analysis and output on the other).
 fn ktrace_dns_two(ctx: &Ctx, file: &Path, summary: bool) -> Result<(f64, f64)> {
+    ktrace_two(ctx, "dns", file, if summary { &["--summary"] } else { &[] })
+}
+
+/// `ktrace SUB -r FILE -o json ARGS` on both CPUs, on two threads.
+fn ktrace_two(ctx: &Ctx, sub: &str, file: &Path, args: &[&str]) -> Result<(f64, f64)> {
     let mut c = Command::new(&ctx.bin);
     c.env("KTRACE_REPLAY_THREADS", "2");
-    c.args(["dns", "-r"]).arg(file).args(["-o", "json"]);
-    if summary {
-        c.arg("--summary");
-    }
+    c.args([sub, "-r"]).arg(file).args(["-o", "json"]).args(args);
     c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-    timed_null(c, "ktrace dns -r (two threads)")
+    timed_null(c, &format!("ktrace {sub} -r (two threads)"))
+}
+
+/// `ktrace SUB -r FILE -o json` pinned to one CPU, on one thread.
+fn ktrace_one(ctx: &Ctx, sub: &str, file: &Path) -> Result<(f64, f64)> {
+    let mut c = ktrace_cmd(ctx, sub, file);
+    c.stderr(std::process::Stdio::null());
+    timed_null(c, &format!("ktrace {sub} -r"))
 }
 
 fn ktrace_replay(ctx: &Ctx, file: &Path) -> Result<(f64, f64)> {
@@ -332,7 +341,16 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
          (`tracer/tests/replay_threads.rs`).\n\n\
          | mode | one thread: messages / CPU s | one thread: messages / s (wall) | two threads: messages / s (wall) | two threads: CPU s ÷ one's | speed-up (wall) |\n|---|---|---|---|---|---|"
     );
-    for (mode, one, two) in [("`-o json`", one_json, two_json), ("`--summary -o json`", one_summary, two_summary)] {
+    // `ktrace replay -r` and `ktrace drops -r` split the same way (issue 18):
+    // the listing and the drops stage run on the sink's thread.
+    let (replay_one, replay_two) = (ktrace_one(ctx, "replay", &raw.path)?, ktrace_two(ctx, "replay", &raw.path, &[])?);
+    let (drops_one, drops_two) = (ktrace_one(ctx, "drops", &raw.path)?, ktrace_two(ctx, "drops", &raw.path, &[])?);
+    for (mode, one, two) in [
+        ("`dns -r -o json`", one_json, two_json),
+        ("`dns -r --summary -o json`", one_summary, two_summary),
+        ("`replay -r -o json`", replay_one, replay_two),
+        ("`drops -r -o json`", drops_one, drops_two),
+    ] {
         let m = raw.messages as f64;
         let _ = writeln!(
             s,
@@ -344,7 +362,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
             one.0 / two.0.max(1e-9)
         );
         ctx.notes.push(format!(
-            "replay {mode} on two threads: {:.2}× the one-thread wall speed ({} messages/s)",
+            "{mode} on two threads: {:.2}× the one-thread wall speed ({} messages/s)",
             one.0 / two.0.max(1e-9),
             num(m / two.0.max(1e-9))
         ));

@@ -14,7 +14,8 @@ use super::{
         meta::{PacketMeta, decode_custom, decode_iface_meta, decode_packet_meta_with},
         pcapng::{
             BT_CUSTOM_COPY, BT_CUSTOM_NOCOPY, BT_EPB, BT_IDB, BT_PB, BT_SHB, BT_SPB, BlockHdr, Cur, OPT_CUSTOM_BIN,
-            OPT_CUSTOM_BIN_NOCOPY, OPT_IF_NAME, OPT_IF_TSOFFSET, OPT_IF_TSRESOL, OPT_SHB_USERAPPL, options, pad4,
+            OPT_CUSTOM_BIN_NOCOPY, OPT_ENDOFOPT, OPT_IF_NAME, OPT_IF_TSOFFSET, OPT_IF_TSRESOL, OPT_SHB_USERAPPL,
+            options, pad4,
         },
     },
     Blocks, MAX_IFACES, Ng, NgIface, State, TsRes, account, share,
@@ -107,10 +108,7 @@ pub(super) fn handle_block(ng: &mut Ng, st: &mut State, h: BlockHdr) -> Result<O
             let orig = c.u32().ok_or_else(short)?;
             let data = c.take(cap).ok_or_else(|| bad(&format!("captured length {cap} exceeds the block")))?;
             let _ = c.take(pad4(cap) - cap);
-            let pm = options(c.rest(), le)
-                .filter(|(code, _)| matches!(*code, OPT_CUSTOM_BIN | OPT_CUSTOM_BIN_NOCOPY))
-                .find_map(|(_, v)| ktrace_value(v, le))
-                .and_then(|v| decode_packet_meta_with(v, &mut |b| ng.names.get(b)));
+            let pm = packet_option(c.rest(), le).and_then(|v| decode_packet_meta_with(v, &mut |b| ng.names.get(b)));
             let iface =
                 ng.ifaces.get(id as usize).ok_or_else(|| bad(&format!("packet on undeclared interface {id}")))?;
             let ts_ns = add_offset(iface.res.to_ns(ts), iface.offset_s);
@@ -149,6 +147,32 @@ pub(super) fn handle_block(ng: &mut Ng, st: &mut State, h: BlockHdr) -> Result<O
             st.stats.blocks_skipped += 1;
             Ok(None)
         }
+    }
+}
+
+/// The value of the first ktrace custom option among a packet block's
+/// options: what `options(..).filter(custom).find_map(ktrace_value)` finds,
+/// without the iterator adapters (this runs once per packet).
+fn packet_option(mut b: &[u8], le: bool) -> Option<&[u8]> {
+    loop {
+        let (h, rest) = b.split_first_chunk::<4>()?;
+        let (code, len) = if le {
+            (u16::from_le_bytes([h[0], h[1]]), u16::from_le_bytes([h[2], h[3]]))
+        } else {
+            (u16::from_be_bytes([h[0], h[1]]), u16::from_be_bytes([h[2], h[3]]))
+        };
+        if code == OPT_ENDOFOPT {
+            return None;
+        }
+        let len = usize::from(len);
+        let v = rest.get(..len)?;
+        if matches!(code, OPT_CUSTOM_BIN | OPT_CUSTOM_BIN_NOCOPY)
+            && let Some(k) = ktrace_value(v, le)
+        {
+            return Some(k);
+        }
+        // Padding missing after the last option: nothing more fits anyway.
+        b = rest.get(pad4(len)..).unwrap_or_default();
     }
 }
 
