@@ -23,7 +23,7 @@ use std::sync::{
     mpsc::{SyncSender, sync_channel},
 };
 
-use super::{Back, Pipeline, RunStats, Sink, decode_and_pair};
+use super::{Back, Pipeline, RunStats, Sink, decode_and_pair, decode_and_pair_if_dns};
 use crate::{
     analyze::{Detector, drops::DropAnalyzer},
     decode::DnsEvent,
@@ -313,35 +313,43 @@ impl<S: Sink> Pipeline<S> {
                                 if let Record::Lost { count, .. } = &r {
                                     counts.lost_events += count;
                                 }
-                                let dns = matches!(&r, Record::Packet(p) if crate::decode::is_dns(p, ports));
-                                if matches!(r, Record::Packet(_)) && !dns {
-                                    counts.other_packets += 1;
-                                }
-                                let r = if keep {
+                                // Without a listing or drops stage nothing keeps the
+                                // record: its headers are parsed once, by the decoder.
+                                let (r, dns) = if keep {
+                                    let dns = matches!(&r, Record::Packet(p) if crate::decode::is_dns(p, ports));
+                                    if matches!(r, Record::Packet(_)) && !dns {
+                                        counts.other_packets += 1;
+                                    }
                                     // The sink's thread lists it or the drops stage
                                     // takes it first, as in `Pipeline::push`; only a
                                     // record decoded here as well is cloned.
+                                    batch.ops.push(Op::Record);
                                     if dns || matches!(r, Record::ResolvConf(_)) {
                                         batch.recs.push(r.clone());
-                                        batch.ops.push(Op::Record);
-                                        Some(r)
+                                        (Some(r), Some(true))
                                     } else {
                                         batch.recs.push(r);
-                                        batch.ops.push(Op::Record);
-                                        None
+                                        (None, Some(false))
                                     }
                                 } else {
-                                    Some(r)
+                                    (Some(r), None)
                                 };
                                 match r {
-                                    Some(Record::Packet(p)) if dns => {
+                                    Some(Record::Packet(p)) if dns != Some(false) => {
                                         let Batch { ops, msgs, .. } = &mut batch;
-                                        decode_and_pair(decoder, pairer, enricher, evs, p, &mut done, |ev| {
+                                        let message = |ev: &DnsEvent| {
                                             if lists {
                                                 msgs.push(ev.clone());
                                                 ops.push(Op::Message);
                                             }
-                                        });
+                                        };
+                                        if dns == Some(true) {
+                                            decode_and_pair(decoder, pairer, enricher, evs, p, &mut done, message);
+                                        } else if !decode_and_pair_if_dns(
+                                            decoder, pairer, enricher, evs, p, ports, &mut done, message,
+                                        ) {
+                                            counts.other_packets += 1;
+                                        }
                                         batch.take(&mut done);
                                     }
                                     Some(Record::ResolvConf(r)) => {
