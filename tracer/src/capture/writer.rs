@@ -617,7 +617,7 @@ mod tests {
     /// is new, at every snap length.
     #[test]
     fn appending_gives_the_bytes_writing_gives() {
-        let mut rng = Rng(0x5eed_18);
+        let mut rng = Rng(0x005e_ed18);
         let recs = records(&mut rng, 2000);
         for snaplen in [0, 64, 262_144] {
             let mut a = CaptureWriter::in_memory(header(snaplen));
