@@ -27,6 +27,9 @@ fn main() -> ExitCode {
     if let Some(w) = cli.global.apply_bpf_log() {
         eprintln!("{}: {w}", kubectl::program());
     }
+    if let Some(n) = cli.global.retired_sched_flags() {
+        eprintln!("{}: {n}", kubectl::program());
+    }
     if let Err(e) = cli.global.apply_sched() {
         eprintln!("{}: --sched-idle: {e}", kubectl::program());
         return ExitCode::FAILURE;

@@ -11,8 +11,8 @@
 # quick one to run after each change). Needs root and the host lock:
 #   flock /tmp/ktrace-host.lock xtask/scripts/dns-hotpath.sh target/release/ktrace
 # Env: ROUNDS (3), SECS (3 s per run), MODES ("off json summary"; also
-# "idle" = --sched-idle, "strict" = --sched-idle --no-catch-up, "normal" =
-# --sched-normal, "agent" = `ktrace agent --metrics` scraped every second;
+# "normal" = --sched-normal (the modes of the retired --sched-idle and
+# --no-catch-up are gone: both flags are no-ops since issue 18), "agent" = `ktrace agent --metrics` scraped every second;
 # "base-json" etc. run the binary in $BASE for a side-by-side before/after),
 # HALF=0 skips the latency part, PERF=FILE records `perf record -g` of the
 # json mode's (PERF_MODE) saturation run of the last round into FILE.
@@ -98,8 +98,6 @@ start_kt() {
     local pre=() post=(dns -o json)
     case $m in
     summary) post+=(--summary) ;;
-    idle) pre+=(--sched-idle) ;;
-    strict) pre+=(--sched-idle --no-catch-up) ;;
     normal) pre+=(--sched-normal) ;;
     agent)
         APORT=$((20000 + RANDOM % 20000))

@@ -14,13 +14,18 @@ use crate::{
     source::file::{COVERAGE, Coverage},
 };
 
-/// pcapng block type of an Interface Description Block.
-const BT_IDB: u32 = 1;
-
-/// Whether `buf` is exactly one pcapng block, and not an interface declaration.
-fn one_block_not_idb(buf: &[u8]) -> bool {
-    let word = |at: usize| buf.get(at..at + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
-    matches!((word(0), word(4)), (Some(ty), Some(len)) if ty != BT_IDB && len as usize == buf.len())
+/// About the most bytes `rec`'s blocks take, an interface declaration
+/// included: packet bytes plus headers, options, names and the process's
+/// names; other records are small (drops, TCP events).
+fn block_bound(rec: &Record, hint: Option<&str>) -> usize {
+    match rec {
+        Record::Packet(p) => {
+            let names = p.process.as_ref().map_or(0, |pr| pr.comm.len() + pr.thread.len());
+            let iface = hint.map_or(0, str::len) + p.node.as_deref().map_or(0, str::len);
+            p.data.len() + 2 * names + 3 * iface + 512
+        }
+        _ => 512,
+    }
 }
 
 /// Most entries of each pod cache before it starts afresh (bounded memory
@@ -162,21 +167,21 @@ impl Encoder {
         self.max_retired = history_bytes / ARENA_CHUNK + 8;
     }
 
-    /// The writer's bytes since the last call, as a slice of the arena.
-    fn take(&mut self) -> Bytes {
-        let v = self.writer.take_bytes();
-        if self.arena.capacity() - self.arena.len() < v.len() {
+    /// Makes room for `need` more bytes in the arena, moving to a fresh or
+    /// reused chunk if the current one cannot hold them. A block that turns
+    /// out larger than `need` still fits (the arena then grows into an
+    /// allocation of its own), so `need` only has to be right usually.
+    fn room(&mut self, need: usize) {
+        if self.arena.capacity() - self.arena.len() < need {
             // The first arena is the empty `BytesMut::new()`: never a chunk to
             // reuse (kept in the pool, it would block the reuse of every other).
             let allocated = self.chunks > 0;
-            let next = self.next_chunk(v.len());
+            let next = self.next_chunk(need);
             let full = std::mem::replace(&mut self.arena, next);
             if allocated && self.retired.len() < self.max_retired {
                 self.retired.push_back(full);
             }
         }
-        self.arena.extend_from_slice(&v);
-        self.arena.split().freeze()
     }
 
     /// The oldest retired chunk if nothing refers to it any more, else a new one.
@@ -208,37 +213,38 @@ impl Encoder {
             Record::Conn(_) => (EntryKind::Conn, None, None),
             Record::Lost { .. } | Record::ResolvConf(_) => (EntryKind::Context, None, None),
         };
-        if let Err(e) = self.writer.write_record(rec, hint.as_deref()) {
-            self.errors += 1;
-            log::debug!("record not encodable: {e}");
-            let _ = self.writer.take_bytes();
-            return;
-        }
         // Context stays for the agent's lifetime: its own allocation, so it
         // never pins an arena chunk.
-        let context = matches!(rec, Record::ResolvConf(_) | Record::Lost { .. });
-        let bytes = if context { Bytes::from(self.writer.take_bytes()) } else { self.take() };
-        // Usually one block, the record's. An interface declaration comes
-        // first when the record is the first of its interface.
-        let body = if one_block_not_idb(&bytes) {
-            bytes
-        } else {
-            let mut body: Option<Bytes> = None;
-            for (ty, blk) in super::hub::split_blocks(&bytes) {
-                if ty == BT_IDB {
-                    hub.context(wall, ContextSlot::Append, Bytes::copy_from_slice(blk));
-                } else {
-                    body = Some(bytes.slice_ref(blk));
-                }
+        if matches!(rec, Record::ResolvConf(_) | Record::Lost { .. }) {
+            if let Err(e) = self.writer.write_record(rec, None) {
+                self.errors += 1;
+                log::debug!("record not encodable: {e}");
+                let _ = self.writer.take_bytes();
+                return;
             }
-            let Some(body) = body else { return };
-            body
-        };
-        match rec {
-            Record::ResolvConf(_) => hub.context(wall, ContextSlot::ResolvConf, body),
-            Record::Lost { .. } => hub.context(wall, ContextSlot::None, body),
-            _ => hub.publish(Entry { ts_ns: wall, kind, pods, bytes: body }),
+            let slot = if matches!(rec, Record::ResolvConf(_)) { ContextSlot::ResolvConf } else { ContextSlot::None };
+            hub.context(wall, slot, Bytes::from(self.writer.take_bytes()));
+            return;
         }
+        // Encoded straight into the arena: one copy of the block, no allocation.
+        self.room(block_bound(rec, hint.as_deref()));
+        let iface = match self.writer.append_record(rec, hint.as_deref(), &mut self.arena) {
+            Ok(n) => n,
+            Err(e) => {
+                self.errors += 1;
+                log::debug!("record not encodable: {e}");
+                self.arena.clear();
+                return;
+            }
+        };
+        // An interface declaration comes first when the record is the first
+        // of its interface: context, in its own allocation.
+        if iface > 0 {
+            let decl = self.arena.split_to(iface);
+            hub.context(wall, ContextSlot::Append, Bytes::copy_from_slice(&decl));
+        }
+        let bytes = self.arena.split().freeze();
+        hub.publish(Entry { ts_ns: wall, kind, pods, bytes });
     }
 
     /// Encodes context (Kubernetes snapshot, network state) into its slot.
@@ -270,15 +276,11 @@ impl Encoder {
             end_mono_ns: now.mono_ns,
             underlay: self.underlay.clone(),
         };
-        let ok = self.writer.write_meta(&MetaBlock::ClockRef(now)).is_ok()
-            && self
-                .writer
-                .write_meta(&MetaBlock::Custom {
-                    name: COVERAGE.into(),
-                    data: serde_json::to_vec(&cov).unwrap_or_default(),
-                })
-                .is_ok();
-        let bytes = self.take();
+        let data = serde_json::to_vec(&cov).unwrap_or_default();
+        self.room(data.len() + 256);
+        let ok = self.writer.append_meta(&MetaBlock::ClockRef(now), &mut self.arena).is_ok()
+            && self.writer.append_meta(&MetaBlock::Custom { name: COVERAGE.into(), data }, &mut self.arena).is_ok();
+        let bytes = self.arena.split().freeze();
         if ok {
             hub.publish(Entry { ts_ns: now.wall_ns, kind: EntryKind::Heartbeat, pods: None, bytes });
         }

@@ -1,13 +1,14 @@
 //! [`CaptureWriter`]: ktrace records and context → pcapng (optionally zstd).
 
 use std::{
-    collections::HashMap,
     fmt::Write as _,
     fs::File,
     io::{self, BufWriter, Write},
     path::Path,
     sync::Arc,
 };
+
+use bytes::BufMut;
 
 use super::{
     CaptureError, CaptureHeader, ClockRef, KTRACE_PEN, MetaBlock, SCHEMA_VERSION,
@@ -18,7 +19,10 @@ use super::{
         OPT_IF_DESCRIPTION, OPT_IF_NAME, OPT_IF_TSRESOL, OPT_SHB_USERAPPL,
     },
 };
-use crate::event::{PacketRecord, Record};
+use crate::{
+    event::{PacketRecord, Record},
+    hash::FastMap,
+};
 
 /// zstd level of compressed captures. 9, not the usual 3: on ktrace's
 /// records it makes 13.8 instead of 16.2 bytes per DNS message, at about
@@ -84,8 +88,9 @@ pub struct CaptureWriter {
     sink: Option<Sink>,
     path: Arc<Path>,
     blk: BlockBuf,
-    comment: String,
-    ifaces: HashMap<(u64, u32), Vec<Iface>>,
+    /// A non-packet record's body, reused.
+    body: Vec<u8>,
+    ifaces: FastMap<(u64, u32), Vec<Iface>>,
     node: String,
     clock: ClockRef,
     snaplen: u32,
@@ -137,8 +142,8 @@ impl CaptureWriter {
             sink: Some(sink),
             path,
             blk: BlockBuf::default(),
-            comment: String::with_capacity(256),
-            ifaces: HashMap::new(),
+            body: Vec::with_capacity(256),
+            ifaces: FastMap::default(),
             node: header.node.clone(),
             clock: header.clock,
             snaplen: header.snaplen,
@@ -188,6 +193,16 @@ impl CaptureWriter {
         &self.path
     }
 
+    /// Emits the block in `blk`: into `out` when given (one copy, no
+    /// allocation once `out` has room), else to the sink.
+    fn emit_to(&mut self, out: Option<&mut dyn BufMut>) -> Result<(), CaptureError> {
+        let Some(out) = out else { return self.emit() };
+        let block = self.blk.finish();
+        out.put_slice(block);
+        self.stats.bytes += block.len() as u64;
+        Ok(())
+    }
+
     fn emit(&mut self) -> Result<(), CaptureError> {
         let offset = self.stats.bytes;
         let Some(sink) = self.sink.as_mut() else {
@@ -221,9 +236,8 @@ impl CaptureWriter {
         self.emit()
     }
 
-    /// Writes a custom block with `record type, version, body`.
-    fn write_custom(&mut self, body: &[u8], rt: u16, version: u16) -> Result<(), CaptureError> {
-        let b = &mut self.blk;
+    /// Builds a custom block with `record type, version, body`.
+    fn build_custom(b: &mut BlockBuf, body: &[u8], rt: u16, version: u16) {
         // Copiable: the context (node, clocks, netstate) stays true for any
         // subset of the packets, so a file cut with editcap should keep it.
         b.begin(BT_CUSTOM_COPY);
@@ -232,19 +246,31 @@ impl CaptureWriter {
         b.u16(version);
         b.u32(body.len() as u32);
         b.bytes(body);
-        self.emit()
     }
 
     /// Writes context. A [`MetaBlock::ClockRef`] also becomes the reference
     /// for the wall-clock timestamps of the packets that follow.
     pub fn write_meta(&mut self, m: &MetaBlock) -> Result<(), CaptureError> {
+        self.put_meta(m, None)
+    }
+
+    /// Like [`CaptureWriter::write_meta`], appending the block to `out`
+    /// instead of the writer's own output (a stream that keeps its blocks).
+    pub fn append_meta(&mut self, m: &MetaBlock, out: &mut impl BufMut) -> Result<(), CaptureError> {
+        self.put_meta(m, Some(out))
+    }
+
+    fn put_meta(&mut self, m: &MetaBlock, out: Option<&mut dyn BufMut>) -> Result<(), CaptureError> {
         if let MetaBlock::ClockRef(c) = m {
             self.clock = *c;
         }
-        let mut body = Vec::new();
+        let mut body = std::mem::take(&mut self.body);
+        body.clear();
         let (rt, v) = meta::encode_meta(m, &mut body);
-        self.check_len(body.len())?;
-        self.write_custom(&body, rt, v)?;
+        let r = self.check_len(body.len()).map(|()| Self::build_custom(&mut self.blk, &body, rt, v));
+        self.body = body;
+        r?;
+        self.emit_to(out)?;
         self.stats.meta_blocks += 1;
         Ok(())
     }
@@ -270,26 +296,66 @@ impl CaptureWriter {
     /// by (node, netns cookie, netns inode, hint): pass the same hint for a
     /// namespace every time, or it gets one interface per hint.
     pub fn write_record(&mut self, rec: &Record, iface_hint: Option<&str>) -> Result<(), CaptureError> {
+        self.put_record(rec, iface_hint, None).map(drop)
+    }
+
+    /// Like [`CaptureWriter::write_record`], appending the record's blocks to
+    /// the caller's `out` (e.g. a reused buffer whose records a stream keeps)
+    /// instead of the writer's own output: the same bytes, each copied once
+    /// into `out`, without allocating once `out` has room. Returns how many
+    /// of the appended bytes, at the start, declare a new interface (0 unless
+    /// the record is the first of its interface); the record's own block
+    /// follows them.
+    pub fn append_record(
+        &mut self,
+        rec: &Record,
+        iface_hint: Option<&str>,
+        out: &mut impl BufMut,
+    ) -> Result<usize, CaptureError> {
+        self.put_record(rec, iface_hint, Some(out))
+    }
+
+    fn put_record(
+        &mut self,
+        rec: &Record,
+        iface_hint: Option<&str>,
+        out: Option<&mut dyn BufMut>,
+    ) -> Result<usize, CaptureError> {
         match rec {
-            Record::Packet(p) => self.write_packet(p, iface_hint),
+            Record::Packet(p) => self.write_packet(p, iface_hint, out),
             other => {
-                let mut body = Vec::new();
-                if let Some((rt, v)) = meta::encode_record(other, &mut body) {
-                    self.check_len(body.len())?;
-                    self.write_custom(&body, rt, v)?;
+                let mut body = std::mem::take(&mut self.body);
+                body.clear();
+                let r = match meta::encode_record(other, &mut body) {
+                    Some((rt, v)) => self.check_len(body.len()).map(|()| {
+                        Self::build_custom(&mut self.blk, &body, rt, v);
+                        true
+                    }),
+                    None => Ok(false),
+                };
+                self.body = body;
+                if r? {
+                    self.emit_to(out)?;
                     self.stats.records += 1;
                 }
-                Ok(())
+                Ok(0)
             }
         }
     }
 
-    fn iface_id(&mut self, p: &PacketRecord, hint: Option<&str>) -> Result<u32, CaptureError> {
+    /// The interface of `p`, declared first (into `out`, or the sink) if new;
+    /// returns its id and the bytes of the declaration.
+    fn iface_id(
+        &mut self,
+        p: &PacketRecord,
+        hint: Option<&str>,
+        out: Option<&mut dyn BufMut>,
+    ) -> Result<(u32, usize), CaptureError> {
         let key = (p.netns_cookie, p.netns_ino);
         if let Some(list) = self.ifaces.get(&key)
             && let Some(i) = list.iter().find(|i| i.node.as_deref() == p.node.as_deref() && i.hint.as_deref() == hint)
         {
-            return Ok(i.id);
+            return Ok((i.id, 0));
         }
         let id = self.stats.interfaces;
         let node_name = p.node.as_deref().unwrap_or(&self.node);
@@ -318,27 +384,24 @@ impl CaptureWriter {
             encode_iface_meta(p.node.as_deref(), p.netns_cookie, p.netns_ino, hint, b);
         });
         b.end_options();
-        self.emit()?;
+        let before = self.stats.bytes;
+        self.emit_to(out)?;
         self.stats.interfaces += 1;
         self.ifaces.entry(key).or_default().push(Iface { node: p.node.clone(), hint: hint.map(Box::from), id });
-        Ok(id)
+        Ok((id, (self.stats.bytes - before) as usize))
     }
 
-    fn write_packet(&mut self, p: &PacketRecord, hint: Option<&str>) -> Result<(), CaptureError> {
-        let id = self.iface_id(p, hint)?;
+    fn write_packet(
+        &mut self,
+        p: &PacketRecord,
+        hint: Option<&str>,
+        mut out: Option<&mut dyn BufMut>,
+    ) -> Result<usize, CaptureError> {
+        let (id, iface_bytes) = self.iface_id(p, hint, out.as_mut().map(|o| &mut **o as &mut dyn BufMut))?;
         let cap = if self.snaplen == 0 { p.data.len() } else { p.data.len().min(self.snaplen as usize) };
         let cap = cap.min(super::MAX_BLOCK_LEN as usize - 4096);
         let data = &p.data[..cap];
         let wall = self.clock.to_wall(p.ts_ns);
-        self.comment.clear();
-        if let Some(pr) = &p.process {
-            let _ = write!(self.comment, "pid={} tid={} comm={} thread={} ", pr.pid, pr.tid, pr.comm, pr.thread);
-        }
-        // The interface name already says node and netns; keep the comment short.
-        let _ = write!(self.comment, "hook={} cgroup={}", hook_name(p.hook), p.cgroup_id);
-        if p.ifindex != 0 {
-            let _ = write!(self.comment, " ifindex={}", p.ifindex);
-        }
         let b = &mut self.blk;
         b.begin(BT_EPB);
         b.u32(id);
@@ -349,15 +412,38 @@ impl CaptureWriter {
         b.u32(p.wire_len.max(cap as u32));
         b.bytes(data);
         b.pad();
-        b.option(OPT_COMMENT, self.comment.as_bytes());
+        // Written in place, without `fmt` (the agent writes one per packet);
+        // the comment is far below an option's 65535 bytes.
+        b.option_with(OPT_COMMENT, |b| {
+            if let Some(pr) = &p.process {
+                b.bytes(b"pid=");
+                put_dec(b, pr.pid.into());
+                b.bytes(b" tid=");
+                put_dec(b, pr.tid.into());
+                b.bytes(b" comm=");
+                b.bytes(pr.comm.as_bytes());
+                b.bytes(b" thread=");
+                b.bytes(pr.thread.as_bytes());
+                b.bytes(b" ");
+            }
+            // The interface name already says node and netns; keep the comment short.
+            b.bytes(b"hook=");
+            b.bytes(hook_name(p.hook).as_bytes());
+            b.bytes(b" cgroup=");
+            put_dec(b, p.cgroup_id);
+            if p.ifindex != 0 {
+                b.bytes(b" ifindex=");
+                put_dec(b, p.ifindex.into());
+            }
+        });
         b.option_with(OPT_CUSTOM_BIN, |b| {
             b.u32(KTRACE_PEN);
             encode_packet_meta(p, b);
         });
         b.end_options();
-        self.emit()?;
+        self.emit_to(out)?;
         self.stats.packets += 1;
-        Ok(())
+        Ok(iface_bytes)
     }
 
     /// Pushes buffered data to the file (a zstd stream ends its current block,
@@ -396,6 +482,21 @@ impl Drop for CaptureWriter {
     }
 }
 
+/// Appends `v` in decimal, as `Display` writes it.
+fn put_dec(b: &mut BlockBuf, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    b.bytes(&digits[at..]);
+}
+
 /// Creates a capture file the way a daemon must: a new file only, never
 /// through a symlink, readable by its owner only (DNS names are sensitive).
 pub fn open_private(path: &Path) -> io::Result<File> {
@@ -430,4 +531,149 @@ pub fn record_block(rec: &Record) -> Option<Vec<u8>> {
     b.u32(body.len() as u32);
     b.bytes(&body);
     Some(b.finish().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Write as _;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::{
+        capture::pcapng::{options, pad4},
+        event::{DropRecord, Hook, Process},
+        testkit::{Rng, packet::ipv4_udp},
+    };
+
+    const CLOCK: ClockRef = ClockRef { mono_ns: 1_000_000_000, wall_ns: 1_700_000_000_000_000_000 };
+
+    fn header(snaplen: u32) -> CaptureHeader {
+        CaptureHeader {
+            node: "node-a".into(),
+            ktrace_version: "0.1.0-test".into(),
+            clock: CLOCK,
+            snaplen,
+            compress: false,
+        }
+    }
+
+    /// Packets over several namespaces, nodes and hints (so interfaces are
+    /// declared along the way), every optional field set and unset, extreme
+    /// numbers in the comment, and the non-packet records.
+    fn records(rng: &mut Rng, n: usize) -> Vec<(Record, Option<&'static str>)> {
+        let hints = [None, Some("critical-app/client"), Some("kube-system/coredns-0")];
+        let nodes = [None, Some(Arc::<str>::from("node-a")), Some(Arc::<str>::from("node-b"))];
+        let hooks = [Hook::SocketEgress, Hook::SocketIngress, Hook::TcEgress, Hook::TcIngress, Hook::Wire];
+        let numbers = [0, 1, 9, 10, 99, 100, 4_026_532_001, u64::from(u32::MAX), u64::MAX];
+        let mut out = Vec::new();
+        for i in 0..n {
+            let pick = |r: &mut Rng, k: usize| r.below(k);
+            let len = pick(rng, 300);
+            let data = ipv4_udp([10, 0, 0, 1].into(), 40_000, [10, 0, 0, 2].into(), 53, &vec![0xA5; len]);
+            let mut p =
+                PacketRecord::bare(CLOCK.mono_ns + i as u64 * 1000, hooks[pick(rng, hooks.len())], Bytes::from(data));
+            p.cgroup_id = numbers[pick(rng, numbers.len())];
+            p.netns_ino = [0, 4_026_532_001, 4_026_532_002][pick(rng, 3)];
+            p.netns_cookie = [0, 4096, 8192][pick(rng, 3)];
+            p.ifindex = numbers[pick(rng, numbers.len())] as u32;
+            p.wire_len = p.data.len() as u32 + [0, 1000][pick(rng, 2)];
+            p.node = nodes[pick(rng, nodes.len())].clone();
+            if pick(rng, 3) > 0 {
+                p.process = Some(Process {
+                    pid: numbers[pick(rng, numbers.len())] as u32,
+                    tid: numbers[pick(rng, numbers.len())] as u32,
+                    comm: ["dig", "ünïcode", ""][pick(rng, 3)].into(),
+                    thread: ["isc-net-0000", "x"][pick(rng, 2)].into(),
+                });
+            }
+            out.push((Record::Packet(p), hints[pick(rng, hints.len())]));
+            if i % 97 == 0 {
+                out.push((Record::Lost { ts_ns: CLOCK.mono_ns + i as u64, count: 17, node: nodes[1].clone() }, None));
+            }
+            if i % 89 == 0 {
+                out.push((
+                    Record::Drop(DropRecord {
+                        ts_ns: CLOCK.mono_ns + i as u64,
+                        reason: 2,
+                        reason_name: "NETFILTER_DROP".into(),
+                        location: 0xffff_ffff_8100_0000,
+                        ifindex: 3,
+                        netns_ino: 4_026_532_001,
+                        wire_len: 60,
+                        data: Bytes::from_static(&[0x45, 0, 0, 20]),
+                        node: None,
+                        process: None,
+                    }),
+                    None,
+                ));
+            }
+        }
+        out
+    }
+
+    /// Appending into a caller's buffer gives exactly the bytes the writer
+    /// writes to its own output, an interface declaration first where one
+    /// is new, at every snap length.
+    #[test]
+    fn appending_gives_the_bytes_writing_gives() {
+        let mut rng = Rng(0x005e_ed18);
+        let recs = records(&mut rng, 2000);
+        for snaplen in [0, 64, 262_144] {
+            let mut a = CaptureWriter::in_memory(header(snaplen));
+            let mut b = CaptureWriter::in_memory(header(snaplen));
+            let mut want = a.take_bytes();
+            let mut got = b.take_bytes();
+            assert_eq!(want, got);
+            let mut buf = Vec::new();
+            for (i, (r, hint)) in recs.iter().enumerate() {
+                a.write_record(r, *hint).expect("write");
+                want.extend_from_slice(&a.take_bytes());
+                buf.clear();
+                let iface = b.append_record(r, *hint, &mut buf).expect("append");
+                assert!(iface == 0 || u32::from_le_bytes(buf[..4].try_into().unwrap()) == BT_IDB, "record {i}");
+                assert_ne!(u32::from_le_bytes(buf[iface..iface + 4].try_into().unwrap()), BT_IDB, "record {i}");
+                got.extend_from_slice(&buf);
+                assert!(b.take_bytes().is_empty(), "appending leaves the writer's own output alone");
+                if i % 500 == 0 {
+                    let m = MetaBlock::ClockRef(ClockRef { mono_ns: i as u64, wall_ns: 7 });
+                    a.write_meta(&m).expect("meta");
+                    want.extend_from_slice(&a.take_bytes());
+                    b.append_meta(&m, &mut got).expect("meta");
+                }
+            }
+            assert_eq!(want.len(), got.len(), "snaplen {snaplen}");
+            assert!(want == got, "snaplen {snaplen}: appended bytes differ");
+            assert_eq!(a.stats(), b.stats());
+        }
+    }
+
+    /// The packet comment, written without `fmt`, is the text `write!`
+    /// made before (so captures are byte-identical to earlier ones).
+    #[test]
+    fn packet_comment_is_the_formatted_text() {
+        let mut rng = Rng(7);
+        let mut w = CaptureWriter::in_memory(header(0));
+        let _ = w.take_bytes();
+        let mut buf = Vec::new();
+        for (r, hint) in records(&mut rng, 500) {
+            let Record::Packet(p) = &r else { continue };
+            buf.clear();
+            let iface = w.append_record(&r, hint, &mut buf).expect("append");
+            let epb = &buf[iface..];
+            let body = &epb[8..epb.len() - 4];
+            let cap = u32::from_le_bytes(body[12..16].try_into().unwrap()) as usize;
+            let (code, comment) = options(&body[20 + pad4(cap)..], true).next().expect("an option");
+            assert_eq!(code, OPT_COMMENT);
+            let mut old = String::new();
+            if let Some(pr) = &p.process {
+                let _ = write!(old, "pid={} tid={} comm={} thread={} ", pr.pid, pr.tid, pr.comm, pr.thread);
+            }
+            let _ = write!(old, "hook={} cgroup={}", hook_name(p.hook), p.cgroup_id);
+            if p.ifindex != 0 {
+                let _ = write!(old, " ifindex={}", p.ifindex);
+            }
+            assert_eq!(std::str::from_utf8(comment).unwrap(), old);
+        }
+    }
 }

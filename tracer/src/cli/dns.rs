@@ -232,8 +232,6 @@ pub fn run(g: &Global, args: &DnsArgs) -> anyhow::Result<()> {
     // see losses without parsing the stats record.
     let boosts = if g.sched_normal {
         String::new()
-    } else if g.no_catch_up {
-        "; --sched-idle without catch-up".to_owned()
     } else {
         format!("; --sched-idle: raised to normal priority {} time(s) to catch up", src.source.stats.boosts)
     };

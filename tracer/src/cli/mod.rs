@@ -64,23 +64,23 @@ pub struct Global {
     /// Never contact the Kubernetes API, even when credentials are found.
     #[arg(long, global = true)]
     pub no_kube_api: bool,
-    /// Run ktrace's userspace under `SCHED_IDLE` from the start, whatever the
-    /// subcommand. Live tracing (`dns`, `drops`, `record`, `agent`) already
-    /// does so by default while it reads the ring buffer: it only takes CPU
-    /// time the workload leaves idle, so it hardly delays the traced
-    /// processes. When the ring buffer backs up (a quarter full) ktrace runs
-    /// at normal priority for 100 ms at a time to catch up, so events are
-    /// lost only if even that is not enough (counted and reported).
-    #[arg(long, global = true, conflicts_with = "sched_normal")]
+    /// Retired, no effect (prints a deprecation notice): live tracing runs
+    /// under `SCHED_IDLE` with catch-up by default, and measured no better
+    /// with this flag (see `source::sched`).
+    #[arg(long, global = true, hide = true)]
     pub sched_idle: bool,
-    /// Stay idle even when the ring buffer backs up. ktrace then never
-    /// competes with the workload for CPU, and what it cannot keep up with
-    /// is lost (counted and reported).
-    #[arg(long, global = true, conflicts_with = "sched_normal")]
+    /// Retired, no effect (prints a deprecation notice): its only measured
+    /// gain was throughput bought by losing events (see `source::sched`).
+    #[arg(long, global = true, hide = true)]
     pub no_catch_up: bool,
-    /// Run at normal priority throughout (the behaviour before idle priority
-    /// became the default): ktrace keeps up with the ring buffer at the cost
-    /// of taking CPU time from a busy workload.
+    /// Run at normal priority throughout. By default live tracing (`dns`,
+    /// `drops`, `record`, `agent`) reads the ring buffer under `SCHED_IDLE`:
+    /// it only takes CPU time the workload leaves idle, so it hardly delays
+    /// the traced processes, and when the ring buffer backs up (a quarter
+    /// full) it runs at normal priority for 100 ms at a time to catch up, so
+    /// events are lost only if even that is not enough (counted and
+    /// reported). With this flag ktrace keeps up with the ring buffer at the
+    /// cost of taking CPU time from a busy workload.
     #[arg(long, global = true)]
     pub sched_normal: bool,
 
@@ -110,13 +110,24 @@ impl Global {
     #[must_use]
     pub fn sched_policy(&self) -> crate::source::sched::Policy {
         use crate::source::sched::Policy;
-        let catch_up = !self.no_catch_up;
-        if self.sched_normal {
-            Policy::Normal
-        } else if self.sched_idle {
-            Policy::Idle { catch_up }
-        } else {
-            Policy::IdleWhenLive { catch_up }
+        if self.sched_normal { Policy::Normal } else { Policy::IdleWhenLive }
+    }
+
+    /// The one-line notice for the retired `--sched-idle`/`--no-catch-up`
+    /// (accepted so scripts keep working; they change nothing).
+    #[must_use]
+    pub fn retired_sched_flags(&self) -> Option<&'static str> {
+        match (self.sched_idle, self.no_catch_up) {
+            (false, false) => None,
+            (true, false) => Some(
+                "--sched-idle is deprecated and has no effect: live tracing runs at idle priority with catch-up by default",
+            ),
+            (false, true) => Some(
+                "--no-catch-up is deprecated and has no effect: live tracing catches up when the ring buffer backs up",
+            ),
+            (true, true) => Some(
+                "--sched-idle and --no-catch-up are deprecated and have no effect: live tracing runs at idle priority with catch-up by default",
+            ),
         }
     }
 

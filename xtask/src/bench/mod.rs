@@ -326,7 +326,7 @@ pub(crate) fn run(bin: &Path, root: &Path, quick: bool) -> Result<()> {
         let _ = writeln!(
             md,
             "**This is a `--quick` run**: 3 interleaved pairs instead of 7, shorter runs, dnsmasq only, no \
-             `--sched-normal`/`--no-catch-up` modes, smaller replay files and fewer micro-benchmark samples. Treat its ratios as \
+             `--sched-normal` mode, smaller replay files and fewer micro-benchmark samples. Treat its ratios as \
              indicative; `cargo xtask bench` (about 25 minutes) is the full run.\n"
         );
     }

@@ -1,5 +1,5 @@
 //! Section 2: dnsperf against dnsmasq (and unbound) with ktrace off,
-//! `ktrace dns` (JSON, `--summary`, `--sched-normal`, `--no-catch-up`), `ktrace agent` (metrics
+//! `ktrace dns` (JSON, `--summary`, `--sched-normal`), `ktrace agent` (metrics
 //! scraped), `ktrace record` and `tcpdump -w` on, at saturation and at 50 %
 //! of the untraced maximum, in interleaved rounds; then the agent alone at
 //! 10k DNS messages/s (CPU and memory over the run).
@@ -33,20 +33,19 @@ enum Mode {
     /// `ktrace --sched-normal dns`: normal priority throughout (the default
     /// is idle priority with catch-up since issue 18; this shows what it saves).
     KtraceDnsIdle,
-    /// `ktrace --no-catch-up dns`: never competes, loses events under saturation.
-    KtraceDnsIdleStrict,
     KtraceRecord,
     Tcpdump,
 }
 
-const N_MODES: usize = 8;
+// `--no-catch-up` had a mode here until it was retired (a no-op since
+// issue 18: its only gain was throughput bought by losing events).
+const N_MODES: usize = 7;
 const MODES: [Mode; N_MODES] = [
     Mode::Off,
     Mode::KtraceDns,
     Mode::KtraceDnsSummary,
     Mode::KtraceAgent,
     Mode::KtraceDnsIdle,
-    Mode::KtraceDnsIdleStrict,
     Mode::KtraceRecord,
     Mode::Tcpdump,
 ];
@@ -58,10 +57,8 @@ const SUMMARY: usize = 2;
 const AGENT: usize = 3;
 /// Index of [`Mode::KtraceDnsIdle`] in [`MODES`].
 const IDLE: usize = 4;
-/// Index of [`Mode::KtraceDnsIdleStrict`] in [`MODES`].
-const STRICT: usize = 5;
 /// Index of [`Mode::Tcpdump`] in [`MODES`].
-const TCPDUMP: usize = 7;
+const TCPDUMP: usize = 6;
 
 impl Mode {
     fn label(self) -> &'static str {
@@ -71,7 +68,6 @@ impl Mode {
             Self::KtraceDnsSummary => "`ktrace dns --summary -o json > /dev/null`",
             Self::KtraceAgent => "`ktrace agent --metrics …` (scraped every second)",
             Self::KtraceDnsIdle => "`ktrace --sched-normal dns -o json > /dev/null`",
-            Self::KtraceDnsIdleStrict => "`ktrace --no-catch-up dns -o json > /dev/null`",
             Self::KtraceRecord => "`ktrace record -w FILE`",
             Self::Tcpdump => "`tcpdump -w FILE` (server veth)",
         }
@@ -79,14 +75,14 @@ impl Mode {
 
     /// `ktrace dns` runs whose exit line gives events read and lost.
     fn is_dns(self) -> bool {
-        matches!(self, Self::KtraceDns | Self::KtraceDnsSummary | Self::KtraceDnsIdle | Self::KtraceDnsIdleStrict)
+        matches!(self, Self::KtraceDns | Self::KtraceDnsSummary | Self::KtraceDnsIdle)
     }
 }
 
-/// The modes of a run: `--quick` leaves out the `--sched-normal` and `--no-catch-up` modes
+/// The modes of a run: `--quick` leaves out the `--sched-normal` mode
 /// (the full run keeps them, to show whether they still help).
 fn active_modes(quick: bool) -> Vec<usize> {
-    (0..N_MODES).filter(|&i| !quick || !matches!(MODES[i], Mode::KtraceDnsIdle | Mode::KtraceDnsIdleStrict)).collect()
+    (0..N_MODES).filter(|&i| !quick || MODES[i] != Mode::KtraceDnsIdle).collect()
 }
 
 /// One dnsperf run with one mode.
@@ -115,13 +111,10 @@ fn start_tracer(ctx: &Ctx, mode: Mode) -> Result<Option<sys::Proc>> {
     let err = ctx.work.join("tracer.err");
     let p = match mode {
         Mode::Off => return Ok(None),
-        Mode::KtraceDns | Mode::KtraceDnsSummary | Mode::KtraceDnsIdle | Mode::KtraceDnsIdleStrict => {
+        Mode::KtraceDns | Mode::KtraceDnsSummary | Mode::KtraceDnsIdle => {
             let mut c = sys::pinned(None, &ctx.bin);
             if mode == Mode::KtraceDnsIdle {
                 c.arg("--sched-normal");
-            }
-            if mode == Mode::KtraceDnsIdleStrict {
-                c.arg("--no-catch-up");
             }
             c.args(["dns", "-o", "json"]);
             if mode == Mode::KtraceDnsSummary {
@@ -325,10 +318,10 @@ fn ran(rs: &[[Sample; N_MODES]], i: usize) -> bool {
     rs.iter().any(|r| r[i].ran)
 }
 
-/// "; MODE RATIO, LOSS % of events LOST" for the `--sched-normal` and `--no-catch-up` modes: the
+/// "; MODE RATIO, LOSS % of events LOST" for the `--sched-normal` mode: the
 /// median per-round ratio of `f` to the untraced run's, shown by `show`.
 fn idle_modes(rs: &[[Sample; N_MODES]], f: fn(&Sample) -> f64, show: impl Fn(f64) -> String, lost: &str) -> String {
-    [(IDLE, "`--sched-normal`"), (STRICT, "`--no-catch-up`")]
+    [(IDLE, "`--sched-normal`")]
         .into_iter()
         .filter_map(|(i, label)| {
             let (m, _, _) = summary(&ratios(&col(rs, i, f), &col(rs, 0, f)))?;
@@ -436,7 +429,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
          \"machine CPU\" is all busy time of both CPUs (`/proc/stat`) per query, which includes other work on \
          the machine.{}\n",
         active_modes(ctx.quick).len(),
-        if ctx.quick { " `--quick` leaves out the `--sched-normal` and `--no-catch-up` modes." } else { "" }
+        if ctx.quick { " `--quick` leaves out the `--sched-normal` mode." } else { "" }
     );
     for server in servers {
         if let Err(e) = one_server(ctx, &mut s, server, n, secs) {
@@ -450,9 +443,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
          dnsperf leave idle, and when the ring buffer backs up (a quarter full, the kernel's forced wakeup) a \
          normal-priority thread raises it to normal priority for 100 ms to catch up. Whatever still does not \
          fit in the ring is dropped by the kernel and counted (\"ktrace events lost\", never silent). \
-         `--sched-normal` runs at normal priority throughout (the default before issue 18). `--no-catch-up` \
-         keeps it idle regardless: it never competes with the workload, and loses (and counts) what it cannot \
-         keep up with.\n\n\
+         `--sched-normal` runs at normal priority throughout (the default before issue 18).\n\n\
          Reading the tables: on two cores every tracer's userspace CPU (\"tracer CPU µs/query\") is taken from \
          the resolver or from dnsperf, so throughput at saturation falls roughly with it; `tcpdump -w` pays \
          mostly in the kernel (AF_PACKET copies, counted in the server's and dnsperf's system time). With \
@@ -657,7 +648,7 @@ mod tests {
     fn quick_leaves_out_the_sched_idle_modes() {
         assert_eq!(active_modes(false).len(), N_MODES);
         let quick = active_modes(true);
-        assert!(!quick.contains(&IDLE) && !quick.contains(&STRICT));
+        assert!(!quick.contains(&IDLE));
         assert!([DNS, SUMMARY, AGENT, TCPDUMP].iter().all(|i| quick.contains(i)));
         assert_eq!(MODES[DNS], Mode::KtraceDns);
         assert_eq!(MODES[SUMMARY], Mode::KtraceDnsSummary);
