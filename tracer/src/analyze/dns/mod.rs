@@ -17,6 +17,7 @@
 mod bounded;
 mod fanout;
 pub mod pairing;
+mod slots;
 mod storm;
 mod upstream;
 
