@@ -21,13 +21,7 @@ mod slots;
 mod storm;
 mod upstream;
 
-use std::{
-    collections::{HashSet, VecDeque},
-    fmt::Write as _,
-    hash::BuildHasher as _,
-    net::IpAddr,
-    sync::Arc,
-};
+use std::{collections::VecDeque, fmt::Write as _, hash::BuildHasher as _, net::IpAddr, sync::Arc};
 
 use serde::Serialize;
 
