@@ -300,6 +300,52 @@ impl Analyzer {
         let wasted = total.saturating_sub(ok_time);
 
         let conf = ch.conf.as_ref().and_then(|c| c.parsed.as_ref());
+        let attempts = ch
+            .atts
+            .iter()
+            .map(|a| Attempt {
+                qname: a.lname.to_string(),
+                qtype: qtype_name(a.tx.qtype),
+                rcode: a.tx.rcode.map(rcode_name),
+                latency_ms: a.tx.latency_ns.map(ms),
+                timed_out: a.tx.timed_out,
+                start_ms: ms(a.tx.ts_ns.saturating_sub(start)),
+                retransmits: a.tx.retransmits,
+            })
+            .collect();
+        // What the condensing stage reads of a walk; the rest is filled in
+        // below, unless it will only count this one.
+        let mut sf = SearchFanout {
+            ts_ns: start,
+            node: first.tx.node.clone(),
+            pod: first.tx.client_pod.as_ref().map(ToString::to_string),
+            process: ch.atts.iter().find_map(|a| a.tx.process.clone()),
+            client: first.tx.client,
+            server: first.tx.server,
+            base_name: ch.base.clone(),
+            attempts,
+            answered_by: final_att.filter(|a| !a.failed()).map(|a| a.lname.to_string()),
+            answers: Vec::new(),
+            total_ms: ms(total),
+            wasted_ms: ms(wasted),
+            ndots: conf.map(|c| c.ndots),
+            search: Vec::new(),
+            nameservers: Vec::new(),
+            options: Vec::new(),
+            resolv_conf_source: if conf.is_some() { "observed" } else { "inferred" },
+            resolv_conf_path: None,
+            resolv_conf_error: None,
+            timed_out_suffixes: Vec::new(),
+            forwarded_upstream: Vec::new(),
+            cause: String::new(),
+            advice: Vec::new(),
+        };
+        // A fast walk is only counted by the condensing stage: its cause,
+        // advice and upstream lookups would be formatted for nothing
+        // (most of a busy node's walks).
+        if self.cfg.fold_fast_ns.is_some_and(|slow_ns| !crate::analyze::condense::walk_is_slow(&sf, slow_ns)) {
+            return Some(sf);
+        }
         let per_try_ns = conf.map_or(5_000_000_000, |c| u64::from(c.timeout_s) * 1_000_000_000);
         // A timed-out attempt cost the client the time until it moved on to
         // another candidate.
@@ -384,45 +430,18 @@ impl Analyzer {
         }
         let advice = fanout_advice(&ch, conf, literal, &answered_name, &slow);
         let search = conf.map_or_else(|| ch.search.clone(), |c| c.search.clone());
-        let attempts = ch
-            .atts
-            .iter()
-            .map(|a| Attempt {
-                qname: a.lname.to_string(),
-                qtype: qtype_name(a.tx.qtype),
-                rcode: a.tx.rcode.map(rcode_name),
-                latency_ms: a.tx.latency_ns.map(ms),
-                timed_out: a.tx.timed_out,
-                start_ms: ms(a.tx.ts_ns.saturating_sub(start)),
-                retransmits: a.tx.retransmits,
-            })
-            .collect();
         let src = ch.conf.as_deref();
-        Some(SearchFanout {
-            ts_ns: start,
-            node: first.tx.node.clone(),
-            pod: first.tx.client_pod.as_ref().map(ToString::to_string),
-            process: ch.atts.iter().find_map(|a| a.tx.process.clone()),
-            client: first.tx.client,
-            server: first.tx.server,
-            base_name: ch.base.clone(),
-            attempts,
-            answered_by: final_att.filter(|a| !a.failed()).map(|a| a.lname.to_string()),
-            answers: final_att.map(|a| a.tx.answers.clone()).unwrap_or_default(),
-            total_ms: ms(total),
-            wasted_ms: ms(wasted),
-            ndots: conf.map(|c| c.ndots),
-            search,
-            nameservers: conf.map(|c| c.nameservers.clone()).unwrap_or_default(),
-            options: conf.map(|c| c.options.clone()).unwrap_or_default(),
-            resolv_conf_source: if conf.is_some() { "observed" } else { "inferred" },
-            resolv_conf_path: src.map(|c| c.path.clone()),
-            resolv_conf_error: src.and_then(|c| c.error.clone()),
-            timed_out_suffixes: slow.iter().map(|(s, _, _)| s.clone()).collect(),
-            forwarded_upstream,
-            cause,
-            advice,
-        })
+        sf.answers = final_att.map(|a| a.tx.answers.clone()).unwrap_or_default();
+        sf.search = search;
+        sf.nameservers = conf.map(|c| c.nameservers.clone()).unwrap_or_default();
+        sf.options = conf.map(|c| c.options.clone()).unwrap_or_default();
+        sf.resolv_conf_path = src.map(|c| c.path.clone());
+        sf.resolv_conf_error = src.and_then(|c| c.error.clone());
+        sf.timed_out_suffixes = slow.iter().map(|(s, _, _)| s.clone()).collect();
+        sf.forwarded_upstream = forwarded_upstream;
+        sf.cause = cause;
+        sf.advice = advice;
+        Some(sf)
     }
 }
 
