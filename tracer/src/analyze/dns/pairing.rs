@@ -338,13 +338,12 @@ impl Pairer {
     fn query(&mut self, key: Key, side: Side, ev: &mut DnsEvent, out: &mut Vec<Transaction>) {
         let ts = ev.rec.ts_ns;
         let mut bc = None;
-        let found = match self.waiting_key(key, side) {
-            Some(f) => Some(f),
-            None => {
-                let h = by_client_hash(&self.names, &key);
-                bc = Some(h);
-                self.join(key, h, side, ev)
-            }
+        let found = if let Some(f) = self.waiting_key(key, side) {
+            Some(f)
+        } else {
+            let h = by_client_hash(&self.names, &key);
+            bc = Some(h);
+            self.join(key, h, side, ev)
         };
         if let Some((i, _, side)) = found
             && let Some(p) = self.pending.get_mut(i)

@@ -26,14 +26,14 @@ struct Slot<K, V> {
 #[derive(Debug)]
 pub(super) struct Slots<K, V> {
     index: HashTable<u32>,
-    slots: Vec<Slot<K, V>>,
+    entries: Vec<Slot<K, V>>,
     free: Vec<u32>,
     len: usize,
 }
 
 impl<K, V> Default for Slots<K, V> {
     fn default() -> Self {
-        Self { index: HashTable::new(), slots: Vec::new(), free: Vec::new(), len: 0 }
+        Self { index: HashTable::new(), entries: Vec::new(), free: Vec::new(), len: 0 }
     }
 }
 
@@ -46,18 +46,18 @@ impl<K: Hashed, V> Slots<K, V> {
     /// The slot holding `k`.
     #[inline]
     pub(super) fn find(&self, k: &K) -> Option<u32> {
-        let slots = &self.slots;
+        let slots = &self.entries;
         self.index.find(k.hash(), |&i| slots[i as usize].val.is_some() && slots[i as usize].key == *k).copied()
     }
 
     #[inline]
     pub(super) fn get(&self, i: u32) -> Option<&V> {
-        self.slots.get(i as usize)?.val.as_ref()
+        self.entries.get(i as usize)?.val.as_ref()
     }
 
     #[inline]
     pub(super) fn get_mut(&mut self, i: u32) -> Option<&mut V> {
-        self.slots.get_mut(i as usize)?.val.as_mut()
+        self.entries.get_mut(i as usize)?.val.as_mut()
     }
 
     /// The entry under `k`.
@@ -69,20 +69,20 @@ impl<K: Hashed, V> Slots<K, V> {
     /// The key of slot `i`.
     #[inline]
     pub(super) fn key(&self, i: u32) -> Option<K> {
-        self.slots.get(i as usize).filter(|s| s.val.is_some()).map(|s| s.key)
+        self.entries.get(i as usize).filter(|s| s.val.is_some()).map(|s| s.key)
     }
 
     /// Adds `v` under `k`, which must not be present; returns its slot.
     #[inline]
     pub(super) fn insert(&mut self, k: K, v: V) -> u32 {
         let i = if let Some(i) = self.free.pop() {
-            self.slots[i as usize] = Slot { key: k, val: Some(v) };
+            self.entries[i as usize] = Slot { key: k, val: Some(v) };
             i
         } else {
-            self.slots.push(Slot { key: k, val: Some(v) });
-            (self.slots.len() - 1) as u32
+            self.entries.push(Slot { key: k, val: Some(v) });
+            (self.entries.len() - 1) as u32
         };
-        let slots = &self.slots;
+        let slots = &self.entries;
         self.index.insert_unique(k.hash(), i, |&j| slots[j as usize].key.hash());
         self.len += 1;
         i
@@ -91,7 +91,7 @@ impl<K: Hashed, V> Slots<K, V> {
     /// Takes the entry out of slot `i`.
     #[inline]
     pub(super) fn remove(&mut self, i: u32) -> Option<V> {
-        let slot = self.slots.get_mut(i as usize)?;
+        let slot = self.entries.get_mut(i as usize)?;
         let v = slot.val.take()?;
         if let Ok(e) = self.index.find_entry(slot.key.hash(), |&j| j == i) {
             e.remove();
@@ -123,20 +123,23 @@ mod tests {
 
     #[test]
     fn slots_are_reused_and_lookups_follow_removals() {
-        let mut t: Slots<K, u64> = Slots::with_capacity(4);
-        let a = t.insert(K(1), 10);
-        let b = t.insert(K(8), 80);
-        assert_eq!((t.find(&K(1)), t.find(&K(8)), t.find(&K(15))), (Some(a), Some(b), None));
-        assert_eq!(t.remove(a), Some(10));
-        assert_eq!((t.remove(a), t.find(&K(1)), t.len()), (None, None, 1));
-        let c = t.insert(K(15), 150);
-        assert_eq!(c, a, "the freed slot is reused");
-        assert_eq!((t.get_key(&K(15)), t.get_key(&K(8)), t.key(b)), (Some(&150), Some(&80), Some(K(8))));
+        let mut table: Slots<K, u64> = Slots::with_capacity(4);
+        let first = table.insert(K(1), 10);
+        let second = table.insert(K(8), 80);
+        assert_eq!((table.find(&K(1)), table.find(&K(8)), table.find(&K(15))), (Some(first), Some(second), None));
+        assert_eq!(table.remove(first), Some(10));
+        assert_eq!((table.remove(first), table.find(&K(1)), table.len()), (None, None, 1));
+        let reused = table.insert(K(15), 150);
+        assert_eq!(reused, first, "the freed slot is reused");
+        assert_eq!(
+            (table.get_key(&K(15)), table.get_key(&K(8)), table.key(second)),
+            (Some(&150), Some(&80), Some(K(8)))
+        );
         for i in 0..1000 {
-            let s = t.insert(K(100 + i), i);
-            assert_eq!(t.remove(s), Some(i));
+            let slot = table.insert(K(100 + i), i);
+            assert_eq!(table.remove(slot), Some(i));
         }
-        assert_eq!(t.len(), 2);
-        assert!(t.slots.len() <= 3, "the slab does not grow under churn: {}", t.slots.len());
+        assert_eq!(table.len(), 2);
+        assert!(table.entries.len() <= 3, "the slab does not grow under churn: {}", table.entries.len());
     }
 }
