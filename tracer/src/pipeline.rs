@@ -395,6 +395,7 @@ impl<S: Sink> Pipeline<S> {
             back: Back {
                 analyzer: Analyzer::with_config(AnalyzerConfig {
                     pair_timeout_ns: pair.timeout_ns,
+                    fold_fast_ns: Some(CondenseConfig::default().slow_ns),
                     ..Default::default()
                 }),
                 condenser: Condenser::new(CondenseConfig::default()),
@@ -437,6 +438,7 @@ impl<S: Sink> Pipeline<S> {
     /// Replaces the condensing limits (`--slow`, report period).
     pub fn set_condense(&mut self, cfg: CondenseConfig) {
         self.back.condenser = Condenser::new(cfg);
+        self.back.analyzer.fold_fast_walks(Some(cfg.slow_ns));
     }
 
     /// Feeds one record (in time order).

@@ -57,6 +57,15 @@ impl Default for CondenseConfig {
     }
 }
 
+/// Whether a walk is reported on its own by a condenser with `slow_ns`
+/// (else it is only counted): the analyzer asks too, to skip writing the
+/// text of walks that will be folded.
+#[must_use]
+pub fn walk_is_slow(f: &SearchFanout, slow_ns: u64) -> bool {
+    f.total_ms * 1e6 >= slow_ns as f64
+        || f.attempts.iter().any(|a| a.timed_out || a.rcode.as_deref() == Some(RCODE_SERVFAIL))
+}
+
 /// What the condensing stage folded and what it had to forget.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct CondenseStats {
@@ -245,8 +254,7 @@ impl Condenser {
     /// Whether a walk is reported on its own.
     #[must_use]
     pub fn is_slow(&self, f: &SearchFanout) -> bool {
-        f.total_ms * 1e6 >= self.cfg.slow_ns as f64
-            || f.attempts.iter().any(|a| a.timed_out || a.rcode.as_deref() == Some(RCODE_SERVFAIL))
+        walk_is_slow(f, self.cfg.slow_ns)
     }
 
     /// Takes one finding; what is to be shown goes to `out`.

@@ -63,7 +63,13 @@ impl Chain {
         if !gap_explained {
             return false;
         }
-        let qtypes: HashSet<u16> = self.atts.iter().map(|a| a.tx.qtype).collect();
+        // A walk uses one or two query types: a list, not a (SipHash) set.
+        let mut qtypes: Vec<u16> = Vec::with_capacity(2);
+        for a in &self.atts {
+            if !qtypes.contains(&a.tx.qtype) {
+                qtypes.push(a.tx.qtype);
+            }
+        }
         self.cand_h
             .iter()
             .take(self.answered + 1)
@@ -294,6 +300,52 @@ impl Analyzer {
         let wasted = total.saturating_sub(ok_time);
 
         let conf = ch.conf.as_ref().and_then(|c| c.parsed.as_ref());
+        let attempts = ch
+            .atts
+            .iter()
+            .map(|a| Attempt {
+                qname: a.lname.to_string(),
+                qtype: qtype_name(a.tx.qtype),
+                rcode: a.tx.rcode.map(rcode_name),
+                latency_ms: a.tx.latency_ns.map(ms),
+                timed_out: a.tx.timed_out,
+                start_ms: ms(a.tx.ts_ns.saturating_sub(start)),
+                retransmits: a.tx.retransmits,
+            })
+            .collect();
+        // What the condensing stage reads of a walk; the rest is filled in
+        // below, unless it will only count this one.
+        let mut sf = SearchFanout {
+            ts_ns: start,
+            node: first.tx.node.clone(),
+            pod: first.tx.client_pod.as_ref().map(ToString::to_string),
+            process: ch.atts.iter().find_map(|a| a.tx.process.clone()),
+            client: first.tx.client,
+            server: first.tx.server,
+            base_name: ch.base.clone(),
+            attempts,
+            answered_by: final_att.filter(|a| !a.failed()).map(|a| a.lname.to_string()),
+            answers: Vec::new(),
+            total_ms: ms(total),
+            wasted_ms: ms(wasted),
+            ndots: conf.map(|c| c.ndots),
+            search: Vec::new(),
+            nameservers: Vec::new(),
+            options: Vec::new(),
+            resolv_conf_source: if conf.is_some() { "observed" } else { "inferred" },
+            resolv_conf_path: None,
+            resolv_conf_error: None,
+            timed_out_suffixes: Vec::new(),
+            forwarded_upstream: Vec::new(),
+            cause: String::new(),
+            advice: Vec::new(),
+        };
+        // A fast walk is only counted by the condensing stage: its cause,
+        // advice and upstream lookups would be formatted for nothing
+        // (most of a busy node's walks).
+        if self.cfg.fold_fast_ns.is_some_and(|slow_ns| !crate::analyze::condense::walk_is_slow(&sf, slow_ns)) {
+            return Some(sf);
+        }
         let per_try_ns = conf.map_or(5_000_000_000, |c| u64::from(c.timeout_s) * 1_000_000_000);
         // A timed-out attempt cost the client the time until it moved on to
         // another candidate.
@@ -378,45 +430,18 @@ impl Analyzer {
         }
         let advice = fanout_advice(&ch, conf, literal, &answered_name, &slow);
         let search = conf.map_or_else(|| ch.search.clone(), |c| c.search.clone());
-        let attempts = ch
-            .atts
-            .iter()
-            .map(|a| Attempt {
-                qname: a.lname.to_string(),
-                qtype: qtype_name(a.tx.qtype),
-                rcode: a.tx.rcode.map(rcode_name),
-                latency_ms: a.tx.latency_ns.map(ms),
-                timed_out: a.tx.timed_out,
-                start_ms: ms(a.tx.ts_ns.saturating_sub(start)),
-                retransmits: a.tx.retransmits,
-            })
-            .collect();
         let src = ch.conf.as_deref();
-        Some(SearchFanout {
-            ts_ns: start,
-            node: first.tx.node.clone(),
-            pod: first.tx.client_pod.as_ref().map(ToString::to_string),
-            process: ch.atts.iter().find_map(|a| a.tx.process.clone()),
-            client: first.tx.client,
-            server: first.tx.server,
-            base_name: ch.base.clone(),
-            attempts,
-            answered_by: final_att.filter(|a| !a.failed()).map(|a| a.lname.to_string()),
-            answers: final_att.map(|a| a.tx.answers.clone()).unwrap_or_default(),
-            total_ms: ms(total),
-            wasted_ms: ms(wasted),
-            ndots: conf.map(|c| c.ndots),
-            search,
-            nameservers: conf.map(|c| c.nameservers.clone()).unwrap_or_default(),
-            options: conf.map(|c| c.options.clone()).unwrap_or_default(),
-            resolv_conf_source: if conf.is_some() { "observed" } else { "inferred" },
-            resolv_conf_path: src.map(|c| c.path.clone()),
-            resolv_conf_error: src.and_then(|c| c.error.clone()),
-            timed_out_suffixes: slow.iter().map(|(s, _, _)| s.clone()).collect(),
-            forwarded_upstream,
-            cause,
-            advice,
-        })
+        sf.answers = final_att.map(|a| a.tx.answers.clone()).unwrap_or_default();
+        sf.search = search;
+        sf.nameservers = conf.map(|c| c.nameservers.clone()).unwrap_or_default();
+        sf.options = conf.map(|c| c.options.clone()).unwrap_or_default();
+        sf.resolv_conf_path = src.map(|c| c.path.clone());
+        sf.resolv_conf_error = src.and_then(|c| c.error.clone());
+        sf.timed_out_suffixes = slow.iter().map(|(s, _, _)| s.clone()).collect();
+        sf.forwarded_upstream = forwarded_upstream;
+        sf.cause = cause;
+        sf.advice = advice;
+        Some(sf)
     }
 }
 
@@ -452,30 +477,34 @@ pub(super) fn form_chain(
     let rc = conf.as_ref().and_then(|c| c.parsed.as_ref()).filter(|c| !c.search.is_empty());
     let try_ns = rc.map_or(DEFAULT_TRY_NS, |c| u64::from(c.timeout_s) * 1_000_000_000);
     let (base, candidates, answered, search, per_try_ns) = if let Some(rc) = rc {
-        let mut bases = vec![q.to_owned()];
-        for s in rc.search.iter().filter(|_| !literal_only) {
-            if let Some(p) = q.strip_suffix(s.as_str()).and_then(|p| p.strip_suffix('.'))
-                && !p.is_empty()
-            {
-                bases.push(p.to_owned());
-            }
+        // Every candidate of every base starts with `q`'s first label: with
+        // none of those buffered, no walk can end here (the common case).
+        if buf.same_first_label(term.fh) == 0 {
+            return None;
         }
-        let mut best: Option<(usize, String, Vec<String>, usize)> = None;
+        let bases =
+            std::iter::once(q).chain(rc.search.iter().filter(|_| !literal_only).filter_map(|s| {
+                q.strip_suffix(s.as_str()).and_then(|p| p.strip_suffix('.')).filter(|p| !p.is_empty())
+            }));
+        // Each base's walk is scanned in one scratch string; only the best
+        // one's candidates are built (a `format!` per candidate per base was
+        // most of the cost of a fan-out-heavy capture).
+        let mut scratch = String::new();
+        let mut best: Option<(usize, &str, usize)> = None;
         for b in bases {
-            let cands = rc.candidates(&b);
-            let Some(idx) = cands.iter().position(|c| c == q) else { continue };
-            if literal_only && idx + 1 != cands.len() {
+            let Some((idx, n, matches)) = scan_walk(rc, b, q, names, buf, &mut scratch) else { continue };
+            if literal_only && idx + 1 != n {
                 continue;
             }
-            let matches = cands.iter().take(idx).filter(|c| buf.has_name(names.hash(c))).count();
             if best.as_ref().is_none_or(|(m, ..)| matches > *m) {
-                best = Some((matches, b, cands, idx));
+                best = Some((matches, b, idx));
             }
         }
-        let (matches, b, cands, idx) = best?;
+        let (matches, b, idx) = best?;
         if matches == 0 {
             return None;
         }
+        let (b, cands) = (b.to_owned(), rc.candidates(b));
         let per_try = u64::from(rc.timeout_s) * u64::from(rc.attempts) * 1_000_000_000;
         (b, cands, idx, rc.search.clone(), per_try)
     } else {
@@ -516,6 +545,43 @@ pub(super) fn form_chain(
         deadline,
         last_activity: 0,
     })
+}
+
+/// Where `q` is in the walk of `base` (the first candidate equal to it),
+/// the walk's length, and how many candidates before `q` have a buffered
+/// attempt: what [`ResolvConf::candidates`] followed by a search would
+/// give, without building the candidates.
+fn scan_walk(
+    rc: &ResolvConf,
+    base: &str,
+    q: &str,
+    names: &Names,
+    buf: &Buf,
+    scratch: &mut String,
+) -> Option<(usize, usize, usize)> {
+    let n = rc.search.len() + 1;
+    let literal_first = dots(base) >= usize::from(rc.ndots);
+    let mut matches = 0;
+    for k in 0..n {
+        let suffix = match (literal_first, k) {
+            (true, 0) => None,
+            (true, k) => rc.search.get(k - 1),
+            (false, k) => rc.search.get(k),
+        };
+        scratch.clear();
+        scratch.push_str(base);
+        if let Some(s) = suffix {
+            scratch.push('.');
+            scratch.push_str(s);
+        }
+        if scratch == q {
+            return Some((k, n, matches));
+        }
+        if buf.has_name(names.hash(scratch)) {
+            matches += 1;
+        }
+    }
+    None
 }
 
 pub(super) type Inferred = (String, Vec<String>, usize, Vec<String>, u64);

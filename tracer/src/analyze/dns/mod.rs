@@ -17,16 +17,11 @@
 mod bounded;
 mod fanout;
 pub mod pairing;
+mod slots;
 mod storm;
 mod upstream;
 
-use std::{
-    collections::{HashSet, VecDeque},
-    fmt::Write as _,
-    hash::BuildHasher as _,
-    net::IpAddr,
-    sync::Arc,
-};
+use std::{collections::VecDeque, fmt::Write as _, hash::BuildHasher as _, net::IpAddr, sync::Arc};
 
 use serde::Serialize;
 
@@ -84,6 +79,10 @@ pub struct AnalyzerConfig {
     pub storm_per_sec: u32,
     /// Sliding window of the storm rate.
     pub storm_window_ns: u64,
+    /// The findings go to a condenser with this `slow_ns`: a walk it will
+    /// only count is reported without its text (cause, advice, upstreams,
+    /// resolv.conf lists). `None`: every walk in full.
+    pub fold_fast_ns: Option<u64>,
 }
 
 impl Default for AnalyzerConfig {
@@ -98,6 +97,7 @@ impl Default for AnalyzerConfig {
             max_queries_per_resolver: 16_384,
             storm_per_sec: 20,
             storm_window_ns: 10_000_000_000,
+            fold_fast_ns: None,
         }
     }
 }
@@ -267,6 +267,11 @@ impl Analyzer {
     #[must_use]
     pub fn with_config(cfg: AnalyzerConfig) -> Self {
         Self { cfg, ..Self::default() }
+    }
+
+    /// Sets [`AnalyzerConfig::fold_fast_ns`] (the condenser's `--slow` changed).
+    pub fn fold_fast_walks(&mut self, slow_ns: Option<u64>) {
+        self.cfg.fold_fast_ns = slow_ns;
     }
 
     /// Counters.

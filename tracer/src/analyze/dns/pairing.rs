@@ -31,6 +31,7 @@ use std::collections::VecDeque;
 
 use std::hash::BuildHasher as _;
 
+use super::slots::{Hashed, Slots};
 use crate::hash::{PreHashedMap, Seed};
 
 use crate::{
@@ -108,8 +109,29 @@ impl Key {
         qname: u64,
         qtype: u16,
     ) -> Self {
-        let h = seed.hash_one((client, server, transport, id, qname, qtype));
+        let (c0, c1) = words(client);
+        let (s0, s1) = words(server);
+        let small = (u64::from(id) << 24) | (u64::from(qtype) << 8) | transport as u64;
+        let h = seed.hash_one((qname ^ small.wrapping_mul(0x9e37_79b9_7f4a_7c15), c0, c1, s0, s1));
         Self { client, server, transport, id, qname, qtype, h }
+    }
+}
+
+impl Hashed for Key {
+    fn hash(&self) -> u64 {
+        self.h
+    }
+}
+
+/// An endpoint as two words to hash (cheaper than `IpAddr`'s derived
+/// `Hash`, which writes a discriminant and a length-prefixed byte slice).
+fn words(e: Endpoint) -> (u64, u64) {
+    match e.ip {
+        std::net::IpAddr::V4(a) => ((u64::from(u32::from(a)) << 16) | u64::from(e.port), 4),
+        std::net::IpAddr::V6(a) => {
+            let b = u128::from(a);
+            ((b >> 64) as u64 ^ u64::from(e.port), (b as u64).rotate_left(16) ^ 6)
+        }
     }
 }
 
@@ -169,10 +191,17 @@ struct ByClient {
 }
 
 impl ByClient {
-    fn of(seed: &Seed, k: &Key) -> Self {
-        let loose = Loose::of(k);
-        Self { loose, client: k.client, h: seed.hash_one((loose.mix(), k.client)) }
+    /// `h` is [`by_client_hash`] of `k`.
+    fn with(k: &Key, h: u64) -> Self {
+        Self { loose: Loose::of(k), client: k.client, h }
     }
+}
+
+/// The seeded hash of `k`'s [`ByClient`] key: computed once per new lookup
+/// (its join, its index entry) and kept for its removal.
+fn by_client_hash(seed: &Seed, k: &Key) -> u64 {
+    let (c0, c1) = words(k.client);
+    seed.hash_one((Loose::of(k).mix(), c0, c1))
 }
 
 impl PartialEq for ByClient {
@@ -215,6 +244,8 @@ struct ServerAnswer {
 struct Pending {
     tx: Transaction,
     order: (u64, u64),
+    /// [`by_client_hash`] of its key, for leaving the join index.
+    bc: u64,
     client_query_ns: Option<u64>,
     server_query_ns: Option<u64>,
     server_answer: Option<ServerAnswer>,
@@ -233,11 +264,13 @@ struct Recent {
 pub struct Pairer {
     cfg: PairConfig,
     stats: PairStats,
-    pending: PreHashedMap<Key, Pending>,
-    /// (first seen, sequence, key), oldest first, for expiry and eviction.
-    /// Answered queries are not removed here (that was a B-tree delete per
-    /// answer): an entry counts only while `pending` holds the same order.
-    order: VecDeque<((u64, u64), Key)>,
+    pending: Slots<Key, Pending>,
+    /// (first seen, sequence, slot), oldest first, for expiry and eviction:
+    /// arrivals come in time order, so this queue is the timing wheel with
+    /// one bucket. Answered queries are not removed here (that was a B-tree
+    /// delete per answer): an entry counts only while its slot holds the
+    /// same order, which is checked without a lookup.
+    order: VecDeque<(u64, u64, u32)>,
     seq: u64,
     recent: PreHashedMap<Key, Recent>,
     recent_order: VecDeque<(u64, Key)>,
@@ -255,7 +288,9 @@ impl Pairer {
     /// Empty pairing table.
     #[must_use]
     pub fn new(cfg: PairConfig) -> Self {
-        Self { cfg, ..Self::default() }
+        // The index of the in-flight table is allocated once, at its bound
+        // (about 9 bytes per query; the slab grows to the high-water mark).
+        Self { cfg, pending: Slots::with_capacity(cfg.max_inflight.clamp(1, 1 << 20)), ..Self::default() }
     }
 
     /// Feeds one message; completed transactions are appended to `out`.
@@ -289,19 +324,29 @@ impl Pairer {
     /// The key the transaction of the sighting `key` waits under, and the
     /// side the sighting counts as: a joined view's Wire sighting is the
     /// resolver's (the client's view was there first).
-    fn waiting_key(&self, key: Key, side: Side) -> Option<(Key, Side)> {
-        if self.pending.contains_key(&key) {
-            return Some((key, side));
+    fn waiting_key(&self, key: Key, side: Side) -> Option<(u32, Key, Side)> {
+        if let Some(i) = self.pending.find(&key) {
+            return Some((i, key, side));
+        }
+        if self.aliases.is_empty() {
+            return None;
         }
         let k = *self.aliases.get(&key)?;
-        Some((k, if side == Side::Wire { Side::Server } else { side }))
+        Some((self.pending.find(&k)?, k, if side == Side::Wire { Side::Server } else { side }))
     }
 
     fn query(&mut self, key: Key, side: Side, ev: &mut DnsEvent, out: &mut Vec<Transaction>) {
         let ts = ev.rec.ts_ns;
-        let found = self.waiting_key(key, side).or_else(|| self.join(key, side, ev));
-        if let Some((pkey, side)) = found
-            && let Some(p) = self.pending.get_mut(&pkey)
+        let mut bc = None;
+        let found = if let Some(f) = self.waiting_key(key, side) {
+            Some(f)
+        } else {
+            let h = by_client_hash(&self.names, &key);
+            bc = Some(h);
+            self.join(key, h, side, ev)
+        };
+        if let Some((i, _, side)) = found
+            && let Some(p) = self.pending.get_mut(i)
         {
             match side {
                 Side::Client => {
@@ -336,7 +381,9 @@ impl Pairer {
             return;
         }
         // A new exchange re-using a key that completed moments ago is not a duplicate.
-        self.recent.remove(&key);
+        if !self.recent.is_empty() {
+            self.recent.remove(&key);
+        }
         if self.pending.len() >= self.cfg.max_inflight.max(1) {
             self.evict_oldest(out);
         }
@@ -390,22 +437,24 @@ impl Pairer {
         }
         self.seq = self.seq.wrapping_add(1);
         let order = (ts, self.seq);
-        self.order.push_back((order, key));
-        self.index(key);
-        self.pending
-            .insert(key, Pending { tx, order, client_query_ns, server_query_ns, server_answer: None, alias: None });
+        let bc = bc.unwrap_or_else(|| by_client_hash(&self.names, &key));
+        self.index(key, bc);
+        let i = self
+            .pending
+            .insert(key, Pending { tx, order, bc, client_query_ns, server_query_ns, server_answer: None, alias: None });
+        self.order.push_back((ts, self.seq, i));
         // Answered entries linger until their timeout passes; keep them from
         // outnumbering the live ones (amortised O(1) per query).
         if self.order.len() > 2 * self.pending.len() + 1024 {
             let pending = &self.pending;
-            self.order.retain(|(o, k)| pending.get(k).is_some_and(|p| p.order == *o));
+            self.order.retain(|&(ts, seq, i)| current(pending, (ts, seq), i));
         }
     }
 
     /// Joins a query sighting whose key waits nowhere to the one lookup seen
     /// only from the other side under different addresses (see the module
     /// docs); returns the key it waits under and the side it counts as.
-    fn join(&mut self, key: Key, side: Side, ev: &DnsEvent) -> Option<(Key, Side)> {
+    fn join(&mut self, key: Key, bc: u64, side: Side, ev: &DnsEvent) -> Option<(u32, Key, Side)> {
         if self.by_query.is_empty() {
             return None;
         }
@@ -422,10 +471,10 @@ impl Pairer {
         };
         let mut ambiguous = false;
         let mut pick = None;
-        if let Some(slot) = self.by_client.get(&ByClient::of(&self.names, &key)) {
+        if let Some(slot) = self.by_client.get(&ByClient::with(&key, bc)) {
             match slot.key {
                 Some(k) if slot.n == 1 => {
-                    if k.server != key.server && self.pending.get(&k).is_some_and(other) {
+                    if k.server != key.server && self.pending.get_key(&k).is_some_and(other) {
                         pick = Some(k);
                     }
                 }
@@ -450,7 +499,7 @@ impl Pairer {
                     let snat_ok = |p: &Pending| side != Side::Client || p.tx.client_pod.is_none();
                     if k.server != key.server
                         && k.client != key.client
-                        && self.pending.get(&k).is_some_and(|p| other(p) && snat_ok(p))
+                        && self.pending.get_key(&k).is_some_and(|p| other(p) && snat_ok(p))
                     {
                         pick = Some(k);
                     }
@@ -465,7 +514,8 @@ impl Pairer {
             }
             return None;
         };
-        let p = self.pending.get_mut(&k)?;
+        let i = self.pending.find(&k)?;
+        let p = self.pending.get_mut(i)?;
         p.alias = Some(key);
         if side == Side::Client {
             // The resolver's view came first: the lookup is what the client
@@ -480,7 +530,7 @@ impl Pairer {
         }
         self.aliases.insert(key, k);
         self.stats.joined_views += 1;
-        Some((k, if side == Side::Wire { Side::Server } else { side }))
+        Some((i, k, if side == Side::Wire { Side::Server } else { side }))
     }
 
     /// An answer reaching the client from another address than its query
@@ -490,16 +540,17 @@ impl Pairer {
     /// rewrote the answer's source back to the Service address the client
     /// asked. Joined when it is the client's only lookup with this id, name
     /// and type; the Service address becomes `server`.
-    fn join_answer(&mut self, key: Key, side: Side) -> Option<(Key, Side)> {
-        if side != Side::Client {
+    fn join_answer(&mut self, key: Key, side: Side) -> Option<(u32, Key, Side)> {
+        if side != Side::Client || self.by_client.is_empty() {
             return None;
         }
-        let slot = self.by_client.get(&ByClient::of(&self.names, &key))?;
+        let slot = self.by_client.get(&ByClient::with(&key, by_client_hash(&self.names, &key)))?;
         let k = slot.key.filter(|_| slot.n == 1)?;
         if k.server == key.server {
             return None;
         }
-        let p = self.pending.get_mut(&k)?;
+        let i = self.pending.find(&k)?;
+        let p = self.pending.get_mut(i)?;
         if p.client_query_ns.is_none() || p.alias.is_some() {
             return None;
         }
@@ -508,14 +559,14 @@ impl Pairer {
         p.alias = Some(key);
         self.aliases.insert(key, k);
         self.stats.joined_views += 1;
-        Some((k, side))
+        Some((i, k, side))
     }
 
     /// Adds a new one-sided lookup to the join indexes.
-    fn index(&mut self, key: Key) {
+    fn index(&mut self, key: Key, bc: u64) {
         let loose = Loose::of(&key);
         for slot in [
-            self.by_client.entry(ByClient::of(&self.names, &key)).or_insert(Slot { key: None, n: 0 }),
+            self.by_client.entry(ByClient::with(&key, bc)).or_insert(Slot { key: None, n: 0 }),
             self.by_query.entry(loose).or_insert(Slot { key: None, n: 0 }),
         ] {
             slot.n += 1;
@@ -524,18 +575,18 @@ impl Pairer {
     }
 
     /// Removes a lookup that stops waiting: its index entries and alias.
-    fn forget(&mut self, key: &Key, p: &Pending) {
+    fn forget(&mut self, key: &Key, alias: Option<Key>, bc: u64) {
         let loose = Loose::of(key);
-        unslot(&mut self.by_client, ByClient::of(&self.names, key));
+        unslot(&mut self.by_client, ByClient::with(key, bc));
         unslot(&mut self.by_query, loose);
-        if let Some(a) = p.alias {
+        if let Some(a) = alias {
             self.aliases.remove(&a);
         }
     }
 
     fn response(&mut self, key: Key, side: Side, ev: &mut DnsEvent, out: &mut Vec<Transaction>) {
         let ts = ev.rec.ts_ns;
-        let Some((pkey, side)) = self.waiting_key(key, side).or_else(|| self.join_answer(key, side)) else {
+        let Some((i, pkey, side)) = self.waiting_key(key, side).or_else(|| self.join_answer(key, side)) else {
             match self.recent.get(&key) {
                 // A Both exchange completes at the client; the server's copy of a
                 // later duplicate is the same duplicate, seen earlier: count once.
@@ -545,7 +596,7 @@ impl Pairer {
             }
             return;
         };
-        let Some(p) = self.pending.get_mut(&pkey) else { return };
+        let Some(p) = self.pending.get_mut(i) else { return };
         // This sighting's answers moved into `server_answer` (a server-side view that completes alone).
         let mut moved = false;
         let complete = match side {
@@ -584,23 +635,24 @@ impl Pairer {
         if !complete {
             return;
         }
-        let Some(p) = self.pending.remove(&pkey) else { return };
-        self.forget(&pkey, &p);
-        let alias = p.alias;
-        let mut tx = p.tx;
-        tx.end_ns = Some(ts);
-        tx.rcode = Some(ev.msg.rcode);
-        match p.server_answer {
+        // Completed in its slot, then moved out once (the entry is large).
+        p.tx.end_ns = Some(ts);
+        p.tx.rcode = Some(ev.msg.rcode);
+        match p.server_answer.take() {
             // The server's copy of this very answer (both sockets on this
             // node): moved over instead of cloning the client's again.
-            Some(sa) if moved || sa.answers == ev.msg.answers => tx.answers = sa.answers,
-            _ => tx.answers = std::mem::take(&mut ev.msg.answers),
+            Some(sa) if moved || sa.answers == ev.msg.answers => p.tx.answers = sa.answers,
+            _ => p.tx.answers = std::mem::take(&mut ev.msg.answers),
         }
-        self.remember(pkey, ts, tx.observed);
+        let (alias, bc, observed) = (p.alias, p.bc, p.tx.observed);
+        self.forget(&pkey, alias, bc);
+        self.remember(pkey, ts, observed);
         if let Some(a) = alias {
-            self.remember(a, ts, tx.observed);
+            self.remember(a, ts, observed);
         }
-        out.push(tx);
+        if let Some(p) = self.pending.remove(i) {
+            out.push(p.tx);
+        }
     }
 
     fn remember(&mut self, key: Key, ts: u64, observed: Observed) {
@@ -626,20 +678,21 @@ impl Pairer {
         }
     }
 
-    /// Takes the pending query `key` if `order` is still its entry (not
-    /// answered, not replaced by a later query with the same key).
-    fn take_current(&mut self, order: (u64, u64), key: &Key) -> Option<Pending> {
-        if self.pending.get(key).is_none_or(|p| p.order != order) {
+    /// Takes the pending query in slot `i` if `order` is still its entry
+    /// (not answered, the slot not reused by a later query).
+    fn take_current(&mut self, order: (u64, u64), i: u32) -> Option<Pending> {
+        if !current(&self.pending, order, i) {
             return None;
         }
-        let p = self.pending.remove(key)?;
-        self.forget(key, &p);
+        let key = self.pending.key(i)?;
+        let p = self.pending.remove(i)?;
+        self.forget(&key, p.alias, p.bc);
         Some(p)
     }
 
     fn evict_oldest(&mut self, out: &mut Vec<Transaction>) {
-        while let Some((order, key)) = self.order.pop_front() {
-            if let Some(p) = self.take_current(order, &key) {
+        while let Some((ts, seq, i)) = self.order.pop_front() {
+            if let Some(p) = self.take_current((ts, seq), i) {
                 self.stats.evicted += 1;
                 out.push(timed_out(p));
                 return;
@@ -650,12 +703,12 @@ impl Pairer {
     /// Reports queries older than the timeout at `now_ns` as timed out.
     pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Transaction>) {
         self.prune_recent(now_ns);
-        while let Some(((ts, _), _)) = self.order.front() {
+        while let Some((ts, _, _)) = self.order.front() {
             if ts.saturating_add(self.cfg.timeout_ns) > now_ns {
                 break;
             }
-            let Some((order, key)) = self.order.pop_front() else { break };
-            if let Some(p) = self.take_current(order, &key) {
+            let Some((ts, seq, i)) = self.order.pop_front() else { break };
+            if let Some(p) = self.take_current((ts, seq), i) {
                 out.push(timed_out(p));
             }
         }
@@ -663,8 +716,8 @@ impl Pairer {
 
     /// End of input: every query still waiting is reported as unanswered.
     pub fn finish(&mut self, out: &mut Vec<Transaction>) {
-        while let Some((order, key)) = self.order.pop_front() {
-            if let Some(p) = self.take_current(order, &key) {
+        while let Some((ts, seq, i)) = self.order.pop_front() {
+            if let Some(p) = self.take_current((ts, seq), i) {
                 out.push(timed_out(p));
             }
         }
@@ -683,6 +736,11 @@ impl Pairer {
     pub fn stats(&self) -> PairStats {
         self.stats
     }
+}
+
+/// Whether slot `i` still holds the query queued with `order`.
+fn current(pending: &Slots<Key, Pending>, order: (u64, u64), i: u32) -> bool {
+    pending.get(i).is_some_and(|p| p.order == order)
 }
 
 /// One fewer lookup under `k` in a join index.

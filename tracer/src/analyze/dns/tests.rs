@@ -1,6 +1,6 @@
 //! The analyzer's detectors, fed transactions as the pairer reports them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{fanout::common_label_prefix, *};
 use crate::analyze::pairing::test_util::{MS, ep, pod, process, tx};
