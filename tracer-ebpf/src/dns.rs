@@ -690,12 +690,14 @@ fn capture(ctx: &SkBuffContext, which: u8) -> i32 {
 
 /// Every packet leaving a socket in any cgroup (attach at the cgroup2 root).
 #[cgroup_skb]
+#[inline(always)]
 fn dns_egress(ctx: SkBuffContext) -> i32 {
     capture(&ctx, hook::CGROUP_EGRESS)
 }
 
 /// Every packet delivered to a socket in any cgroup (attach at the cgroup2 root).
 #[cgroup_skb]
+#[inline(always)]
 fn dns_ingress(ctx: SkBuffContext) -> i32 {
     capture(&ctx, hook::CGROUP_INGRESS)
 }
