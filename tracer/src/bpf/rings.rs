@@ -106,6 +106,7 @@ impl Ring {
 
     /// The first committed record, skipping discarded ones; None if the ring
     /// is empty up to `prod` or its first record is still being written.
+    #[expect(clippy::cast_ptr_alignment, reason = "record headers are 8-aligned in the page-aligned data area")]
     fn head(&mut self) -> Option<&[u8]> {
         while self.cons < self.prod {
             let off = (self.cons & self.mask) as usize;
