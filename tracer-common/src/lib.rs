@@ -6,9 +6,11 @@
 //! on the layout byte for byte. Userspace decodes `kind` with `TryFrom<u32>`.
 #![no_std]
 
-/// Name of the ring buffer map that carries every event to userspace.
-pub const MAP_EVENTS: &str = "EVENTS";
-/// Name of the per-CPU array counting events that could not be reserved.
+/// Name of the array of ring buffer maps, one per CPU (indexed by CPU
+/// number), that carries every event to userspace.
+pub const MAP_RINGS: &str = "RINGS";
+/// Name of the per-CPU array counting events that could not be reserved
+/// (slot of CPU `i`: the losses of ring `i`).
 pub const MAP_LOST: &str = "LOST";
 /// Name of the array of DNS ports to capture (`PORTS_MAX` slots, 0 = unused).
 pub const MAP_PORTS: &str = "DNS_PORTS";

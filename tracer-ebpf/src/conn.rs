@@ -3,12 +3,12 @@
 
 use core::ptr::read_volatile;
 
-use aya_ebpf::{helpers::generated::bpf_ringbuf_output, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use tracer_common::{ConnEvent, EventKind, TpFields, conn_kind};
 
 use crate::{
-    EVENTS, IPPROTO_TCP, OFFSETS, TP_RECV_RESET, TP_RETRANSMIT, TP_SEND_RESET, TP_SET_STATE, count_lost, init_header,
-    kread, task::fill_task, wake_flag, zero_words,
+    IPPROTO_TCP, OFFSETS, TP_RECV_RESET, TP_RETRANSMIT, TP_SEND_RESET, TP_SET_STATE, count_lost, cpu_ring, init_header,
+    kread, ring_output, task::fill_task, zero_words,
 };
 
 /// Reads a tracepoint field at `off` if present.
@@ -87,16 +87,8 @@ fn conn_event(ctx: &TracePointContext, f: &TpFields, what: u8) -> u32 {
     if process_ctx {
         ev.netns_ino = fill_task(&mut ev.hdr, false);
     }
-    // SAFETY: a plain stack value of its own size.
-    let r = unsafe {
-        bpf_ringbuf_output(
-            (&raw const EVENTS).cast_mut().cast(),
-            core::ptr::from_mut(ev).cast(),
-            size_of::<ConnEvent>() as u64,
-            wake_flag(size_of::<ConnEvent>() as u64),
-        )
-    };
-    if r != 0 {
+    // SAFETY: a plain value of its own size.
+    if !unsafe { ring_output(cpu_ring(), core::ptr::from_mut(ev).cast(), size_of::<ConnEvent>() as u64) } {
         count_lost();
     }
     0

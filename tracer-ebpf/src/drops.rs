@@ -6,7 +6,7 @@ use core::ptr::read_volatile;
 use aya_ebpf::{helpers::generated::bpf_probe_read_kernel, macros::btf_tracepoint, programs::BtfTracePointContext};
 use tracer_common::{DROP_SNAP, DropEvent, EventKind};
 
-use crate::{DROP_SKIP, EVENTS, OFFSETS, count_lost, init_header, set, wake_flag};
+use crate::{DROP_SKIP, OFFSETS, Reserved, count_lost, cpu_ring, init_header, set, wake_flag};
 
 /// A `T` at `base + off` of a kernel object reached through a BTF pointer.
 ///
@@ -48,14 +48,14 @@ fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
             crate::log::debug!("drop reason {} outside the kernel's enum (max {})", reason, max);
         }
     }
-    let Some(mut entry) = EVENTS.reserve::<DropEvent>(0) else {
+    let ring = cpu_ring();
+    let Some(entry) = Reserved::<DropEvent>::new(ring) else {
         count_lost();
         return 0;
     };
-    // SAFETY: the reservation is ours until it is submitted, and every field
-    // userspace reads is written below (ring memory is not zeroed; `data`
-    // past `cap_len` is never read).
-    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    // Every field userspace reads is written below (ring memory is not
+    // zeroed; `data` past `cap_len` is never read).
+    let ev = entry.get();
     init_header(&mut ev.hdr, EventKind::Drop);
     ev.location = location;
     ev.reason = reason;
@@ -87,6 +87,6 @@ fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
             }
         }
     }
-    entry.submit(wake_flag(size_of::<DropEvent>() as u64));
+    entry.submit(wake_flag(ring, size_of::<DropEvent>() as u64));
     0
 }

@@ -1,15 +1,11 @@
 //! Underlay fingerprints: `underlay_egress` / `underlay_ingress` (tc/TCX on
 //! an interface) copy every IP packet's headers into the ring.
 
-use aya_ebpf::{
-    helpers::generated::{bpf_ringbuf_output, bpf_skb_load_bytes},
-    macros::classifier,
-    programs::TcContext,
-};
+use aya_ebpf::{helpers::generated::bpf_skb_load_bytes, macros::classifier, programs::TcContext};
 use network_types::eth::EthHdr;
 use tracer_common::{EventKind, PACKET_EVENT_HDR_LEN, Stat, UNDERLAY_SNAP, flags, hook};
 
-use crate::{EVENTS, SCRATCH, bounded_len, bump, count_lost, init_header, set, wake_flag};
+use crate::{SCRATCH, bounded_len, bump, count_lost, cpu_ring, init_header, ring_output, set};
 
 /// tc (TCX) on an underlay interface: every IP packet's headers (outer and,
 /// for VXLAN, inner), for matching what left one node with what reached another.
@@ -59,10 +55,7 @@ fn underlay(ctx: &TcContext, which: u8) -> i32 {
     ev.cap_len = n as u16;
     let size = (PACKET_EVENT_HDR_LEN + n) as u64;
     // SAFETY: `ev` is PACKET_EVENT_HDR_LEN + SNAP_LEN bytes and size is at most that.
-    let r = unsafe {
-        bpf_ringbuf_output((&raw const EVENTS).cast_mut().cast(), core::ptr::from_mut(ev).cast(), size, wake_flag(size))
-    };
-    if r != 0 {
+    if !unsafe { ring_output(cpu_ring(), core::ptr::from_mut(ev).cast(), size) } {
         count_lost();
     }
     TCX_NEXT

@@ -96,7 +96,7 @@ fn cost(cap: &mut Probes, pkt: &[u8], rounds: u32) -> anyhow::Result<()> {
         let mut ns = Vec::new();
         for _ in 0..rounds {
             ns.push(test_run(fd, pkt, REPEAT)?);
-            while cap.ring().next().is_some() {}
+            cap.rings().drain(0, true, usize::MAX, |_| true);
         }
         ns.sort_unstable();
         out.push(format!(
@@ -224,7 +224,7 @@ fn main() -> anyhow::Result<()> {
     let mut delivered = 0u64;
     let mut bad = 0u64;
     let mut wakeups = 0u64;
-    let ring_fd = cap.ring().as_raw_fd();
+    let ring_fd = cap.rings().poll_fd();
     loop {
         let finished = done.load(Ordering::Acquire);
         if wakeup {
@@ -235,13 +235,14 @@ fn main() -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(10));
         }
         wakeups += 1;
-        let (ring, ctx) = cap.ring_and_ctx();
-        while let Some(item) = ring.next() {
-            match raw::decode(&item, None, ctx) {
+        let (rings, ctx) = cap.rings_and_ctx();
+        rings.drain(0, true, usize::MAX, |item| {
+            match raw::decode(item, None, ctx) {
                 Ok(_) => delivered += 1,
                 Err(_) => bad += 1,
             }
-        }
+            true
+        });
         if finished {
             break;
         }

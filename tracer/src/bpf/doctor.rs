@@ -166,7 +166,7 @@ fn load_object() -> Result<Ebpf, String> {
         return Err("binary built without its eBPF object (AYA_BUILD_SKIP)".into());
     }
     raise_memlock();
-    EbpfLoader::new().map_max_entries(tracer_common::MAP_EVENTS, 4096).load(OBJECT).map_err(|e| err_chain(&e))
+    EbpfLoader::new().load(OBJECT).map_err(|e| err_chain(&e))
 }
 
 macro_rules! prog {

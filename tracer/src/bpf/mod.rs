@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod klog;
 pub mod programs;
 pub mod raw;
+pub mod rings;
 pub mod tc;
 
 use std::{
@@ -23,12 +24,12 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{MapData, PerCpuArray},
     programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, ProgramType},
     sys::{BpfHelper, is_helper_supported},
 };
 use thiserror::Error;
-use tracer_common::{KernelOffsets, MAP_EVENTS, MAP_LOST, MAP_STATS, PORTS_MAX, SNAP_LEN, STATS_LEN, pid_source};
+use tracer_common::{KernelOffsets, MAP_LOST, MAP_RINGS, MAP_STATS, PORTS_MAX, SNAP_LEN, STATS_LEN, pid_source};
 
 /// The eBPF object built by `build.rs`, embedded so `ktrace` is one file.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -176,11 +177,11 @@ pub fn parse_format(text: &str) -> tracer_common::TpFields {
 /// Every kernel program ktrace runs, loaded from one object and attached:
 /// the DNS capture (`cgroup_skb`), and on request kernel drops and TCP
 /// connection events (tracepoints) and underlay fingerprints (tc), all
-/// feeding one ring buffer. Dropping it detaches everything.
+/// feeding one ring buffer per CPU. Dropping it detaches everything.
 pub struct Probes {
     // Keeps the programs and their links alive.
     ebpf: Ebpf,
-    ring: RingBuf<MapData>,
+    rings: rings::CpuRings,
     lost: PerCpuArray<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
     /// Where the programs are attached.
@@ -328,7 +329,10 @@ pub struct Globals {
     /// What `cgroup_skb` may call here (pid source, netns cookie).
     pub fit: KernelFit,
     wake: u64,
+    /// Bytes of each CPU's ring.
     ring_bytes: u32,
+    /// Rings: one per possible CPU.
+    cpus: u32,
     dns_snap: u32,
     /// Kernel BTF as ktrace's own reader parsed it.
     pub btf_info: Option<btf::Btf>,
@@ -379,7 +383,10 @@ impl Globals {
         let has_netns_cookie = fit.netns_cookie;
         // Wake the reader early only when a quarter of the ring is full; below
         // that it drains on its timer (batched: ~10x cheaper per event).
-        let wake: u64 = cfg.wakeup_bytes.unwrap_or(u64::from(cfg.ring_bytes / 4));
+        // `ring_bytes` is shared by the per-CPU rings.
+        let cpus = aya::util::nr_cpus().unwrap_or(1);
+        let ring_each = rings::per_ring_bytes(cfg.ring_bytes, cpus);
+        let wake: u64 = cfg.wakeup_bytes.unwrap_or(u64::from(ring_each / 4));
         Self {
             ports,
             offsets,
@@ -390,7 +397,8 @@ impl Globals {
             fit,
             wake,
             dns_snap: if cfg.snaplen == 0 { SNAP_LEN as u32 } else { cfg.snaplen.min(SNAP_LEN as u32) },
-            ring_bytes: cfg.ring_bytes,
+            ring_bytes: ring_each,
+            cpus: u32::try_from(cpus).unwrap_or(u32::MAX),
             btf_info,
             decode_ctx,
             warnings,
@@ -429,7 +437,7 @@ impl Globals {
             .override_global("WAKEUP_BYTES", &self.wake, true)
             .override_global("USE_NETNS_COOKIE", &use_cookie, true)
             .override_global("DROP_SKIP", &self.drop_skip[..], true)
-            .map_max_entries(MAP_EVENTS, self.ring_bytes);
+            .map_max_entries(MAP_RINGS, self.cpus);
         for ((_, _, _, global), f) in CONN_TRACEPOINTS.iter().zip(self.tp_fields.iter()) {
             loader.override_global(global, f, true);
         }
@@ -535,6 +543,7 @@ impl Probes {
         let has_offsets = g.has_offsets;
         let has_netns_cookie = g.has_netns_cookie;
         let pid_source = g.fit.pid_source;
+        let (ring_bytes, cpus) = (g.ring_bytes, g.cpus);
         let Globals { btf_info, decode_ctx, mut warnings, .. } = g;
         let cgroup = match &cfg.cgroup {
             Some(p) => p.clone(),
@@ -542,6 +551,9 @@ impl Probes {
         };
         let cg = File::open(&cgroup)
             .map_err(|e| BpfError::Io { what: format!("opening {}", cgroup.display()), source: e })?;
+        // The rings go in before any program is attached: a program finding
+        // no ring for its CPU counts its event as lost.
+        let rings = make_rings(&ebpf, ring_bytes, cpus)?;
         for (name, ty) in [("dns_egress", CgroupSkbAttachType::Egress), ("dns_ingress", CgroupSkbAttachType::Ingress)] {
             let prog: &mut CgroupSkb = ebpf
                 .program_mut(name)
@@ -582,12 +594,11 @@ impl Probes {
             underlay.push(u);
         }
         let kernel_log = klog::KernelLog::start(&mut ebpf)?;
-        let ring = take(&mut ebpf, MAP_EVENTS, RingBuf::try_from)?;
         let lost = take(&mut ebpf, MAP_LOST, PerCpuArray::try_from)?;
         let stats = take(&mut ebpf, MAP_STATS, PerCpuArray::try_from)?;
         Ok(Self {
             ebpf,
-            ring,
+            rings,
             lost,
             stats,
             cgroup,
@@ -637,14 +648,14 @@ impl Probes {
         Some(self.ebpf.program(name)?.fd().ok()?.as_fd())
     }
 
-    /// The ring buffer, to be polled (it is `AsFd`) and drained.
-    pub fn ring(&mut self) -> &mut RingBuf<MapData> {
-        &mut self.ring
+    /// The per-CPU rings, to be polled ([`rings::CpuRings::poll_fd`]) and drained.
+    pub fn rings(&mut self) -> &mut rings::CpuRings {
+        &mut self.rings
     }
 
-    /// The ring buffer and what decoding its items needs, borrowed together.
-    pub fn ring_and_ctx(&mut self) -> (&mut RingBuf<MapData>, &raw::DecodeCtx) {
-        (&mut self.ring, &self.decode_ctx)
+    /// The rings and what decoding their records needs, borrowed together.
+    pub fn rings_and_ctx(&mut self) -> (&mut rings::CpuRings, &raw::DecodeCtx) {
+        (&mut self.rings, &self.decode_ctx)
     }
 }
 
@@ -765,6 +776,24 @@ pub fn attach_underlay(ebpf: &mut Ebpf, dev: &str) -> Result<UnderlayAttach, Str
         std::mem::forget(p.take_link(id).map_err(|e| e.to_string())?);
     }
     Ok(UnderlayAttach { dev: dev.into(), mode: tc::TcMode::Clsact, cleanup, _guard: Some(guard) })
+}
+
+/// Creates one ring of `bytes` per CPU and puts each into the object's
+/// `RINGS` array at its CPU's index.
+fn make_rings(ebpf: &Ebpf, bytes: u32, cpus: u32) -> Result<rings::CpuRings, BpfError> {
+    let name = MAP_RINGS;
+    let err = |what: &str, e: std::io::Error| BpfError::Map { name, reason: format!("{what}: {e}") };
+    let outer = match ebpf.map(name) {
+        Some(aya::maps::Map::ArrayOfMaps(m)) => m.fd().as_fd(),
+        _ => return Err(BpfError::Map { name, reason: "missing from object, or not an array of maps".into() }),
+    };
+    let mut fds = Vec::with_capacity(cpus as usize);
+    for cpu in 0..cpus {
+        let fd = rings::create(bytes).map_err(|e| err(&format!("creating a {bytes}-byte ring"), e))?;
+        rings::install(outer, cpu, &fd).map_err(|e| err(&format!("installing CPU {cpu}'s ring"), e))?;
+        fds.push(fd);
+    }
+    rings::CpuRings::new(fds, bytes as usize).map_err(|e| err("mapping the rings", e))
 }
 
 fn sum_percpu(a: &PerCpuArray<MapData, u64>, idx: u32) -> u64 {

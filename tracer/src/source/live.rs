@@ -1,9 +1,9 @@
-//! The live source: drains the kernel ring buffer in batches (on a 10 ms
-//! timer, or when the kernel forces a wakeup at a fill threshold), adds host
-//! evidence (resolv.conf of each querying process), and reports kernel losses.
+//! The live source: drains the kernel's per-CPU ring buffers in batches (on
+//! a 10 ms timer, or when the kernel forces a wakeup at a fill threshold),
+//! merged oldest first (`bpf::rings`), adds host evidence (resolv.conf of
+//! each querying process), and reports kernel losses.
 
 use std::{
-    os::fd::AsRawFd as _,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -27,7 +27,7 @@ use super::monotonic_ns;
 /// What the live source hands its consumer.
 #[derive(Debug)]
 pub enum LiveEvent {
-    /// A record, in ring-buffer order.
+    /// A record, in timestamp order across the per-CPU rings.
     Record(Record),
     /// A timer tick with the current monotonic time: time to expire state.
     Tick(u64),
@@ -124,20 +124,20 @@ impl LiveSource {
     /// Reads what the ring holds; with `check_lost` (every tenth batch and
     /// the last one) also the kernel's lost counter, a syscall that cost
     /// more than the batch itself at a few thousand events per second.
-    fn drain(&mut self, check_lost: bool, on: &mut impl FnMut(LiveEvent) -> bool) -> bool {
+    /// `last`: the run's final drain (nothing is held back for ordering).
+    fn drain(&mut self, check_lost: bool, last: bool, on: &mut impl FnMut(LiveEvent) -> bool) -> bool {
         self.stats.batches += 1;
         let Self { cap, host, node, stats, netns_scope, cgroup_scope, scoped_socks, dedupe, .. } = self;
         let mut scope = Scope { netns: netns_scope, cgroups: cgroup_scope, socks: scoped_socks };
+        let mut go_on = true;
         {
-            let (ring, ctx) = cap.ring_and_ctx();
-            // Each item is decoded and handed on while it is still in the
+            let (rings, ctx) = cap.rings_and_ctx();
+            // Each item is decoded and handed on while it is still in its
             // ring: no batch of owned records in between (that was a copy of
             // every record and a vector up to 64k long per wakeup). Bounded
             // so a flood cannot starve timers and signals.
-            for _ in 0..65_536 {
-                let Some(item) = ring.next() else { break };
-                let r = dedupe.decode(&item, node.as_ref(), ctx);
-                drop(item);
+            rings.drain(monotonic_ns(), last, 65_536, |item| {
+                let r = dedupe.decode(item, node.as_ref(), ctx);
                 stats.items += 1;
                 let rec = match r {
                     Ok(Some(rec)) => rec,
@@ -146,11 +146,11 @@ impl LiveSource {
                     Err(e) => {
                         stats.bad_items += 1;
                         log::debug!("undecodable ring item: {e}");
-                        continue;
+                        return true;
                     }
                 };
                 if !scope.keeps(&rec) {
-                    continue;
+                    return true;
                 }
                 if let Record::Packet(p) = &rec
                     && p.hook == Hook::SocketEgress
@@ -158,12 +158,15 @@ impl LiveSource {
                     && let Some(ev) = host.resolv_conf_once(proc_.pid, p.netns_ino, p.ts_ns)
                     && !on(LiveEvent::Record(Record::ResolvConf(ev)))
                 {
+                    go_on = false;
                     return false;
                 }
-                if !on(LiveEvent::Record(rec)) {
-                    return false;
-                }
-            }
+                go_on = on(LiveEvent::Record(rec));
+                go_on
+            });
+        }
+        if !go_on {
+            return false;
         }
         if !check_lost && !self.stats.batches.is_multiple_of(10) {
             return true;
@@ -187,8 +190,8 @@ impl LiveSource {
     ) -> std::io::Result<StopReason> {
         // SAFETY: the ring buffer's fd stays open for as long as `fd` lives:
         // both are owned by this call frame / `self.cap`, and `fd` is dropped first.
-        let fd = unsafe { AsyncFd::register(self.cap.ring().as_raw_fd()) }.map_err(|e| e.into_parts().1)?;
-        let booster = super::sched::IdleBooster::start_if_idle(self.cap.ring().as_raw_fd());
+        let fd = unsafe { AsyncFd::register(self.cap.rings().poll_fd()) }.map_err(|e| e.into_parts().1)?;
+        let booster = super::sched::IdleBooster::start_if_idle(self.cap.rings().poll_fd());
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
         // A signal that came between attaching and here was caught by
@@ -212,16 +215,16 @@ impl LiveSource {
                 r = fd.readable() => {
                     let mut guard = r?;
                     guard.clear_ready();
-                    if !self.drain(false, &mut on) { break StopReason::Consumer; }
+                    if !self.drain(false, false, &mut on) { break StopReason::Consumer; }
                 }
                 _ = tick.tick() => {
-                    if !self.drain(false, &mut on) { break StopReason::Consumer; }
+                    if !self.drain(false, false, &mut on) { break StopReason::Consumer; }
                     if !on(LiveEvent::Tick(monotonic_ns())) { break StopReason::Consumer; }
                 }
             }
         };
         // Whatever the kernel already produced belongs to the run.
-        self.drain(true, &mut |e| {
+        self.drain(true, true, &mut |e| {
             on(e);
             true
         });

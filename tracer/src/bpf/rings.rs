@@ -1,0 +1,338 @@
+//! The per-CPU ring buffers (`RINGS` in the kernel object, an array of ring
+//! maps indexed by CPU), read directly through their shared memory and
+//! merged into one stream ordered by timestamp.
+//!
+//! One ring per CPU keeps a ring's reservation lock and producer cache line
+//! on one CPU (with one ring for all CPUs, the reservation was a fifth of
+//! the DNS programs' in-kernel time). The price is that the kernel's order
+//! between CPUs is gone: [`CpuRings::drain`] restores one by merging the
+//! rings' heads by `EventHeader::ts_ns` (ties: lower CPU first), and holds
+//! back records younger than [`HOLD_NS`] while more than one ring exists,
+//! so a record that caused another one on a second CPU (a query and its
+//! response, an egress sighting and its ingress reference) is committed and
+//! seen before the later one is handed on. Within a ring, records come in
+//! reservation order.
+//!
+//! The reader maps each ring as libbpf does (consumer page read-write, then
+//! the producer page and the data area, mapped twice back to back so a
+//! record never wraps) and hands records on while they are still in the
+//! ring; the consumer position advances per record.
+
+use std::{
+    io,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    ptr::NonNull,
+    sync::atomic::{AtomicU32, AtomicU64, Ordering},
+};
+
+/// Records younger than this (by `ts_ns`, against the reader's clock) wait
+/// for the next drain when rings are merged: longer than a program takes
+/// between reading its timestamp and submitting its record.
+pub const HOLD_NS: u64 = 2_000_000;
+
+const BUSY_BIT: u32 = 1 << 31;
+const DISCARD_BIT: u32 = 1 << 30;
+const HDR_SZ: u64 = 8;
+
+/// One ring's memory.
+struct Ring {
+    /// Keeps the map (and so its memory) alive.
+    _map: OwnedFd,
+    consumer: NonNull<AtomicU64>,
+    producer: NonNull<AtomicU64>,
+    data: NonNull<u8>,
+    mask: u64,
+    page: usize,
+    /// Bytes of data area (a power of two).
+    size: usize,
+    /// The consumer position as last written.
+    cons: u64,
+    /// The producer position read at the start of this drain.
+    prod: u64,
+}
+
+// SAFETY: the mappings are owned by the `Ring` and only touched through `&mut self`.
+unsafe impl Send for Ring {}
+
+impl Ring {
+    fn new(map: OwnedFd, size: usize) -> io::Result<Self> {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let fd = map.as_raw_fd();
+        // SAFETY: mapping a ring map's fd as the kernel lays it out (consumer
+        // page at 0, read-write; producer page and twice the data at `page`,
+        // read-only); the results are checked.
+        let (cons, prod) = unsafe {
+            let c = libc::mmap(std::ptr::null_mut(), page, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0);
+            if c == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                page + 2 * size,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                page as libc::off_t,
+            );
+            if p == libc::MAP_FAILED {
+                let e = io::Error::last_os_error();
+                libc::munmap(c, page);
+                return Err(e);
+            }
+            (c, p)
+        };
+        let consumer = NonNull::new(cons.cast::<AtomicU64>()).ok_or_else(io::Error::last_os_error)?;
+        let producer = NonNull::new(prod.cast::<AtomicU64>()).ok_or_else(io::Error::last_os_error)?;
+        // SAFETY: the data area starts one page into the second mapping.
+        let data = unsafe { NonNull::new_unchecked(prod.cast::<u8>().add(page)) };
+        // SAFETY: a mapped, aligned u64.
+        let start = unsafe { consumer.as_ref() }.load(Ordering::Acquire);
+        Ok(Self { _map: map, consumer, producer, data, mask: size as u64 - 1, page, size, cons: start, prod: start })
+    }
+
+    /// Reads the producer position: what this drain may read.
+    fn refresh(&mut self) {
+        // SAFETY: a mapped, aligned u64 the kernel updates.
+        self.prod = unsafe { self.producer.as_ref() }.load(Ordering::Acquire);
+    }
+
+    /// True if records are waiting (from the last [`Self::refresh`]'s view
+    /// and the kernel's current one).
+    fn pending(&self) -> bool {
+        // SAFETY: as in `refresh`.
+        self.cons != unsafe { self.producer.as_ref() }.load(Ordering::Acquire)
+    }
+
+    /// The first committed record, skipping discarded ones; None if the ring
+    /// is empty up to `prod` or its first record is still being written.
+    #[expect(clippy::cast_ptr_alignment, reason = "record headers are 8-aligned in the page-aligned data area")]
+    fn head(&mut self) -> Option<&[u8]> {
+        while self.cons < self.prod {
+            let off = (self.cons & self.mask) as usize;
+            // SAFETY: `off` is inside the data area and 8-aligned; the header
+            // is a u32 the kernel writes with release semantics.
+            let len = unsafe { (*self.data.as_ptr().add(off).cast::<AtomicU32>()).load(Ordering::Acquire) };
+            if len & BUSY_BIT != 0 {
+                return None;
+            }
+            let n = len & !DISCARD_BIT;
+            if len & DISCARD_BIT != 0 {
+                self.advance(n);
+                continue;
+            }
+            // SAFETY: the record is committed, `n` bytes after its header,
+            // and contiguous thanks to the double mapping.
+            return Some(unsafe {
+                std::slice::from_raw_parts(self.data.as_ptr().add(off + HDR_SZ as usize), n as usize)
+            });
+        }
+        None
+    }
+
+    /// Releases the head record (of `len` bytes) to the kernel.
+    fn advance(&mut self, len: u32) {
+        self.cons += (u64::from(len) + HDR_SZ + 7) & !7;
+        // SAFETY: our own consumer position, in a mapped page.
+        unsafe { self.consumer.as_ref() }.store(self.cons, Ordering::Release);
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `new` mapped.
+        unsafe {
+            libc::munmap(self.consumer.as_ptr().cast(), self.page);
+            libc::munmap(self.producer.as_ptr().cast(), self.page + 2 * self.size);
+        }
+    }
+}
+
+/// `ts_ns` of a record (every record starts with an `EventHeader`); 0 for
+/// one too short to have it (handed on at once, and counted as bad there).
+fn ts_of(rec: &[u8]) -> u64 {
+    rec.get(8..16).map_or(0, |b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
+}
+
+/// Every CPU's ring, and one epoll fd that is readable when any has data.
+pub struct CpuRings {
+    rings: Vec<Ring>,
+    epoll: OwnedFd,
+    /// Each ring's head timestamp, `u64::MAX` when it has none ready.
+    heads: Vec<u64>,
+}
+
+impl CpuRings {
+    /// Wraps ring maps the caller created and put into the kernel's array
+    /// (`maps[i]` is CPU `i`'s), each `size` bytes.
+    ///
+    /// # Errors
+    /// mmap or epoll failures.
+    pub fn new(maps: Vec<OwnedFd>, size: usize) -> io::Result<Self> {
+        // SAFETY: plain syscall.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if ep < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a new fd we own.
+        let epoll = unsafe { OwnedFd::from_raw_fd(ep) };
+        let mut rings = Vec::with_capacity(maps.len());
+        for (i, m) in maps.into_iter().enumerate() {
+            let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: i as u64 };
+            // SAFETY: valid fds and event.
+            if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, m.as_raw_fd(), &raw mut ev) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            rings.push(Ring::new(m, size)?);
+        }
+        let heads = vec![u64::MAX; rings.len()];
+        Ok(Self { rings, epoll, heads })
+    }
+
+    /// An fd that polls readable while any ring has data: an epoll fd with
+    /// every ring in it, level-triggered (its ready list is never consumed:
+    /// polling it re-checks each ring, and a ring's wakeup still reaches
+    /// whoever polls it).
+    #[must_use]
+    pub fn poll_fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
+    }
+
+    /// Number of rings (CPUs).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.rings.len()
+    }
+
+    /// True without rings.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.rings.is_empty()
+    }
+
+    /// True if any ring has records waiting.
+    #[must_use]
+    pub fn pending(&self) -> bool {
+        self.rings.iter().any(Ring::pending)
+    }
+
+    /// Hands at most `max` records to `f`, oldest first across rings, each
+    /// while it is still in its ring, and releases it afterwards. With
+    /// several rings, records stamped after `now_ns - HOLD_NS` wait for a
+    /// later drain unless `all` (the last drain of a run). Stops early when
+    /// `f` returns false (that record is released). Returns the number of
+    /// records handed on.
+    pub fn drain(&mut self, now_ns: u64, all: bool, max: usize, mut f: impl FnMut(&[u8]) -> bool) -> usize {
+        let limit = if all || self.rings.len() <= 1 { u64::MAX } else { now_ns.saturating_sub(HOLD_NS) };
+        for (r, h) in self.rings.iter_mut().zip(self.heads.iter_mut()) {
+            r.refresh();
+            *h = r.head().map_or(u64::MAX, ts_of);
+        }
+        let mut n = 0;
+        while n < max {
+            // Oldest head; the lowest CPU on a tie.
+            let mut best = usize::MAX;
+            let mut best_ts = u64::MAX;
+            for (i, &t) in self.heads.iter().enumerate() {
+                if t < best_ts {
+                    best = i;
+                    best_ts = t;
+                }
+            }
+            if best == usize::MAX || best_ts > limit {
+                break;
+            }
+            let ring = &mut self.rings[best];
+            let Some(rec) = ring.head() else {
+                self.heads[best] = u64::MAX;
+                continue;
+            };
+            let len = rec.len() as u32;
+            let go_on = f(rec);
+            ring.advance(len);
+            n += 1;
+            self.heads[best] = ring.head().map_or(u64::MAX, ts_of);
+            if !go_on {
+                break;
+            }
+        }
+        n
+    }
+}
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_TYPE_RINGBUF: u32 = 27;
+/// Size of the `union bpf_attr` prefix passed (the rest is zero).
+const ATTR_LEN: usize = 128;
+
+fn bpf(cmd: libc::c_long, attr: &mut [u8; ATTR_LEN]) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a zero-padded bpf_attr prefix that outlives the call;
+    // any pointer in it points into live buffers.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), ATTR_LEN as libc::c_uint) };
+    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+}
+
+/// Creates a ring map of `size` bytes (a power of two, a multiple of the
+/// page size) named `ktrace_ring`.
+///
+/// # Errors
+/// The kernel refused it.
+pub fn create(size: u32) -> io::Result<OwnedFd> {
+    let mut attr = [0u8; ATTR_LEN];
+    attr[0..4].copy_from_slice(&BPF_MAP_TYPE_RINGBUF.to_ne_bytes());
+    // key_size, value_size 0
+    attr[12..16].copy_from_slice(&size.to_ne_bytes());
+    let name = b"ktrace_ring";
+    attr[28..28 + name.len()].copy_from_slice(name);
+    let fd = bpf(BPF_MAP_CREATE, &mut attr)?;
+    // SAFETY: a new fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Puts `ring` at `index` of the array of maps `outer`.
+///
+/// # Errors
+/// The kernel refused it (an index out of range, a ring the array's
+/// template does not match).
+pub fn install(outer: std::os::fd::BorrowedFd<'_>, index: u32, ring: &OwnedFd) -> io::Result<()> {
+    let key = index;
+    let value: u32 = ring.as_raw_fd() as u32;
+    let mut attr = [0u8; ATTR_LEN];
+    attr[0..4].copy_from_slice(&(outer.as_raw_fd() as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(&raw const key as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(&raw const value as u64).to_ne_bytes());
+    // flags BPF_ANY (0)
+    bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
+}
+
+/// Bytes per ring when `total` is shared by `cpus` rings: a power of two,
+/// at least 256 KiB (a burst on one CPU must fit) and at most `total`.
+#[must_use]
+pub fn per_ring_bytes(total: u32, cpus: usize) -> u32 {
+    let share = (u64::from(total) / cpus.max(1) as u64).max(256 << 10);
+    let p = if share.is_power_of_two() { share } else { share.next_power_of_two() / 2 };
+    u32::try_from(p).unwrap_or(1 << 30).min(total.max(256 << 10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_sizes_split_the_total() {
+        assert_eq!(per_ring_bytes(16 << 20, 2), 8 << 20);
+        assert_eq!(per_ring_bytes(16 << 20, 3), 4 << 20);
+        assert_eq!(per_ring_bytes(16 << 20, 1), 16 << 20);
+        assert_eq!(per_ring_bytes(16 << 20, 256), 256 << 10);
+        assert_eq!(per_ring_bytes(64 << 10, 2), 256 << 10);
+    }
+
+    #[test]
+    fn short_records_have_no_timestamp() {
+        assert_eq!(ts_of(&[0; 8]), 0);
+        let mut r = [0u8; 16];
+        r[8..].copy_from_slice(&42u64.to_ne_bytes());
+        assert_eq!(ts_of(&r), 42);
+    }
+}
