@@ -904,4 +904,3 @@ fn mapped_and_streamed_reading_give_identical_items_and_errors() {
     });
     assert!(first.is_some_and(|p| !p.data.is_empty()));
 }
-
