@@ -6,7 +6,7 @@
 //! generated capture large enough that two threads are the default.
 //! `KTRACE_REPLAY_THREADS` forces the choice. An equality assertion, not a
 //! timing one. No root needed; run it in release
-//! (`cargo test -p tracer --release --test replay_threads`, ~15–30 s).
+//! (`cargo test -p tracer --release --test replay_threads`, ~45 s).
 
 #![allow(
     unused_crate_dependencies,

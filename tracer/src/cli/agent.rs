@@ -47,7 +47,7 @@ pub struct AgentArgs {
     /// Memory for the history of recent records that late subscribers can ask for.
     #[arg(long, value_name = "MIB", default_value_t = 32)]
     pub history_mib: usize,
-    /// Kernel ring buffer size in MiB.
+    /// Kernel ring buffers in MiB, all CPUs together (each CPU gets a power-of-two share, at least 256 KiB).
     #[arg(long, default_value_t = 16, value_name = "MIB")]
     pub ring_mib: u32,
     /// DNS ports.

@@ -63,7 +63,7 @@ pub struct DnsArgs {
     /// Table output: print the diagnosis first, then the transactions behind it (at the end of the run).
     #[arg(long)]
     pub explain_first: bool,
-    /// Kernel ring buffer size in MiB (power of two).
+    /// Kernel ring buffers in MiB, all CPUs together (each CPU gets a power-of-two share, at least 256 KiB).
     #[arg(long, default_value_t = 16, value_name = "MIB")]
     pub ring_mib: u32,
     /// Read from node agents instead of this kernel.

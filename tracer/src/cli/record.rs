@@ -58,7 +58,7 @@ pub struct RecordArgs {
     /// DNS ports to capture.
     #[arg(long, value_delimiter = ',', default_value = "53")]
     pub ports: Vec<u16>,
-    /// Kernel ring buffer size in MiB.
+    /// Kernel ring buffers in MiB, all CPUs together (each CPU gets a power-of-two share, at least 256 KiB).
     #[arg(long, default_value_t = 16, value_name = "MIB")]
     pub ring_mib: u32,
     /// Underlay interface(s) of this node to fingerprint with tc, for cross-node
