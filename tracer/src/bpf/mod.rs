@@ -553,7 +553,7 @@ impl Probes {
             .map_err(|e| BpfError::Io { what: format!("opening {}", cgroup.display()), source: e })?;
         // The rings go in before any program is attached: a program finding
         // no ring for its CPU counts its event as lost.
-        let rings = make_rings(&ebpf, ring_bytes, cpus)?;
+        let rings = rings::make(&ebpf, ring_bytes, cpus)?;
         for (name, ty) in [("dns_egress", CgroupSkbAttachType::Egress), ("dns_ingress", CgroupSkbAttachType::Ingress)] {
             let prog: &mut CgroupSkb = ebpf
                 .program_mut(name)
@@ -776,24 +776,6 @@ pub fn attach_underlay(ebpf: &mut Ebpf, dev: &str) -> Result<UnderlayAttach, Str
         std::mem::forget(p.take_link(id).map_err(|e| e.to_string())?);
     }
     Ok(UnderlayAttach { dev: dev.into(), mode: tc::TcMode::Clsact, cleanup, _guard: Some(guard) })
-}
-
-/// Creates one ring of `bytes` per CPU and puts each into the object's
-/// `RINGS` array at its CPU's index.
-fn make_rings(ebpf: &Ebpf, bytes: u32, cpus: u32) -> Result<rings::CpuRings, BpfError> {
-    let name = MAP_RINGS;
-    let err = |what: &str, e: std::io::Error| BpfError::Map { name, reason: format!("{what}: {e}") };
-    let outer = match ebpf.map(name) {
-        Some(aya::maps::Map::ArrayOfMaps(m)) => m.fd().as_fd(),
-        _ => return Err(BpfError::Map { name, reason: "missing from object, or not an array of maps".into() }),
-    };
-    let mut fds = Vec::with_capacity(cpus as usize);
-    for cpu in 0..cpus {
-        let fd = rings::create(bytes).map_err(|e| err(&format!("creating a {bytes}-byte ring"), e))?;
-        rings::install(outer, cpu, &fd).map_err(|e| err(&format!("installing CPU {cpu}'s ring"), e))?;
-        fds.push(fd);
-    }
-    rings::CpuRings::new(fds, bytes as usize).map_err(|e| err("mapping the rings", e))
 }
 
 fn sum_percpu(a: &PerCpuArray<MapData, u64>, idx: u32) -> u64 {

@@ -21,10 +21,14 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
     ptr::NonNull,
     sync::atomic::{AtomicU32, AtomicU64, Ordering},
 };
+
+use tracer_common::MAP_RINGS;
+
+use super::BpfError;
 
 /// Records younger than this (by `ts_ns`, against the reader's clock) wait
 /// for the next drain when rings are merged: longer than a program takes
@@ -269,6 +273,24 @@ impl CpuRings {
         }
         n
     }
+}
+
+/// Creates one ring of `bytes` per CPU and puts each into the object's
+/// `RINGS` array at its CPU's index.
+pub(super) fn make(ebpf: &aya::Ebpf, bytes: u32, cpus: u32) -> Result<CpuRings, BpfError> {
+    let name = MAP_RINGS;
+    let err = |what: &str, e: io::Error| BpfError::Map { name, reason: format!("{what}: {e}") };
+    let outer = match ebpf.map(name) {
+        Some(aya::maps::Map::ArrayOfMaps(m)) => m.fd().as_fd(),
+        _ => return Err(BpfError::Map { name, reason: "missing from object, or not an array of maps".into() }),
+    };
+    let mut fds = Vec::with_capacity(cpus as usize);
+    for cpu in 0..cpus {
+        let fd = create(bytes).map_err(|e| err(&format!("creating a {bytes}-byte ring"), e))?;
+        install(outer, cpu, &fd).map_err(|e| err(&format!("installing CPU {cpu}'s ring"), e))?;
+        fds.push(fd);
+    }
+    CpuRings::new(fds, bytes as usize).map_err(|e| err("mapping the rings", e))
 }
 
 const BPF_MAP_CREATE: libc::c_long = 0;
