@@ -108,14 +108,7 @@ fn from_files(
     let mut src = FileSource::new(args.read.clone());
     // Time does not pass per record: the drops stage has always seen a
     // capture whole and expired nothing before the end.
-    // One thread unless `KTRACE_REPLAY_THREADS` asks: reading is nearly all
-    // of `drops -r`'s work, so a second thread measured 0.91–1.07× (bench
-    // section 4) while costing more CPU.
-    let threads = if std::env::var_os("KTRACE_REPLAY_THREADS").is_some() {
-        crate::pipeline::ReplayThreads::Auto
-    } else {
-        crate::pipeline::ReplayThreads::One
-    };
+    let threads = crate::pipeline::ReplayThreads::OneUnlessAsked;
     let opts = ReplayOptions { apply_snapshots: snap.is_none(), no_ticks: true, threads };
     let mut warnings = pipe.replay_with(&mut src, opts, &mut |_| {}, &mut hooks)?;
     let underlay = hooks.underlay;
