@@ -1,16 +1,20 @@
 //! Kernel drop records (`drop_kfree_skb`).
 
-use crate::EventHeader;
+use crate::EventTag;
 
 /// Bytes of a dropped packet copied from its network header.
 pub const DROP_SNAP: usize = 128;
 
 /// A packet freed by the kernel with a drop reason.
+///
+/// It starts with an [`EventTag`], not a whole [`crate::EventHeader`]: a drop
+/// is seen wherever the kernel frees the packet (mostly softirq), so it never
+/// had a process, and 48 bytes of zeros were a ring cache line per drop.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct DropEvent {
-    /// Header; `kind` is [`crate::EventKind::Drop`]. Process fields when in process context.
-    pub hdr: EventHeader,
+    /// Kind ([`crate::EventKind::Drop`]), version and time.
+    pub tag: EventTag,
     /// Kernel text address that freed it.
     pub location: u64,
     /// `enum skb_drop_reason` value.
@@ -29,15 +33,15 @@ pub struct DropEvent {
     pub data: [u8; DROP_SNAP],
 }
 
-const _: () = assert!(size_of::<DropEvent>() == 64 + 8 + 16 + 8 + DROP_SNAP);
+const _: () = assert!(size_of::<DropEvent>() == 16 + 8 + 16 + 8 + DROP_SNAP);
 
 /// The fixed part of a [`DropEvent`], everything before `data`, field for
 /// field: what userspace reads before the `cap_len` bytes that follow it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct DropEventHead {
-    /// As [`DropEvent::hdr`].
-    pub hdr: EventHeader,
+    /// As [`DropEvent::tag`].
+    pub tag: EventTag,
     /// As [`DropEvent::location`].
     pub location: u64,
     /// As [`DropEvent::reason`].

@@ -84,11 +84,38 @@ pub mod flags {
     pub const HAS_NETNS_INO: u16 = 1 << 3;
 }
 
-/// Current version of [`EventHeader`]-based layouts; bump on any change.
+/// Current version of the record layouts (every record starts with an
+/// [`EventTag`]); bump on any change.
 /// 2: [`PacketEvent`] gained `seq`; [`PacketRefEvent`] is new.
-pub const EVENT_VERSION: u16 = 2;
+/// 3: [`DropEvent`] starts with an [`EventTag`] instead of an [`EventHeader`].
+pub const EVENT_VERSION: u16 = 3;
 
-/// Common header at the start of every event.
+/// The start of every record, and of [`EventHeader`]: what the reader needs
+/// before it knows the record's layout (its kind and version) and to merge
+/// the per-CPU rings (its time).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventTag {
+    /// An [`EventKind`] as `u32`.
+    pub kind: u32,
+    /// [`EVENT_VERSION`] of the program that wrote it.
+    pub version: u16,
+    /// Bits from [`flags`].
+    pub flags: u16,
+    /// `bpf_ktime_get_ns()`: `CLOCK_MONOTONIC` nanoseconds.
+    pub ts_ns: u64,
+}
+
+const _: () = {
+    use core::mem::offset_of;
+    assert!(size_of::<EventTag>() == 16);
+    assert!(offset_of!(EventTag, version) == offset_of!(EventHeader, version));
+    assert!(offset_of!(EventTag, flags) == offset_of!(EventHeader, flags));
+    assert!(offset_of!(EventTag, ts_ns) == offset_of!(EventHeader, ts_ns));
+};
+
+/// Common header at the start of every event but drops ([`DropEvent`]
+/// starts with its first 16 bytes, an [`EventTag`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct EventHeader {
@@ -122,7 +149,9 @@ pub enum Stat {
     /// packet (a map update on the path most traffic takes); the kernel's
     /// run count (`bpf_stats`) gives the same number. Slot kept for layout.
     Seen = 0,
-    /// Packets that matched a DNS port and were sent to the ring buffer.
+    /// Packets that matched a DNS port and were sent to the ring buffer. No
+    /// longer counted (the counter's cache line was a miss on every DNS
+    /// packet; the ring's records say the same). Slot kept for layout.
     Matched = 1,
     /// Packets that could not be parsed far enough to see their ports.
     ParseError = 2,
@@ -148,6 +177,8 @@ mod user {
     unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::EventHeader {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::EventTag {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PacketEvent {}
     // SAFETY: as above.
@@ -186,7 +217,7 @@ mod tests {
         assert_eq!(core::mem::offset_of!(PacketEvent, cap_len), 84);
         assert_eq!(size_of::<KernelOffsets>(), 64);
         assert_eq!(core::mem::offset_of!(KernelOffsets, task_pid), 56);
-        assert_eq!(core::mem::offset_of!(DropEvent, data), 96);
+        assert_eq!(core::mem::offset_of!(DropEvent, data), 48);
         assert_eq!(core::mem::offset_of!(ConnEvent, saddr), 88);
     }
 }

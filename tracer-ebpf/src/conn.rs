@@ -85,7 +85,9 @@ fn conn_event(ctx: &TracePointContext, f: &TpFields, what: u8) -> u32 {
         ev.dport
     );
     if process_ctx {
-        ev.netns_ino = fill_task(&mut ev.hdr, false);
+        let (ino, fl) = fill_task(&mut ev.hdr, false);
+        ev.netns_ino = ino;
+        ev.hdr.flags |= fl;
     }
     // SAFETY: a plain value of its own size.
     if !unsafe { ring_output(cpu_ring(), core::ptr::from_mut(ev).cast(), size_of::<ConnEvent>() as u64) } {

@@ -3,10 +3,14 @@
 
 use core::ptr::read_volatile;
 
-use aya_ebpf::{helpers::generated::bpf_probe_read_kernel, macros::btf_tracepoint, programs::BtfTracePointContext};
-use tracer_common::{DROP_SNAP, DropEvent, EventKind};
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, generated::bpf_probe_read_kernel},
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+use tracer_common::{DROP_SNAP, DropEvent, EVENT_VERSION, EventKind};
 
-use crate::{DROP_SKIP, OFFSETS, Reserved, count_lost, cpu_ring, init_header, set, wake_flag};
+use crate::{DROP_SKIP, OFFSETS, Reserved, count_lost, cpu_ring, set, wake_flag};
 
 /// A `T` at `base + off` of a kernel object reached through a BTF pointer.
 ///
@@ -28,7 +32,10 @@ unsafe fn field<T: Copy>(base: usize, off: u32) -> T {
 /// are read with direct loads (one helper call fewer per field), and the
 /// record is written straight into its ring reservation (no per-CPU scratch
 /// and second copy). Only the packet bytes, behind a plain `unsigned char *`,
-/// still need `bpf_probe_read_kernel`.
+/// still need `bpf_probe_read_kernel`. The record is a 48-byte head and the
+/// packet (no process header: drops happen in softirq), written in order and
+/// never read back (its lines are on their way to this CPU); only the
+/// offsets it uses are loaded from `OFFSETS`.
 #[btf_tracepoint(function = "kfree_skb")]
 fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     let skb: usize = ctx.arg(0);
@@ -36,8 +43,8 @@ fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     let reason: u64 = ctx.arg(2);
     let reason = reason as u32;
     // SAFETY: loader-written globals.
-    let (skip, off) = unsafe { (read_volatile(&raw const DROP_SKIP), read_volatile(&raw const OFFSETS)) };
-    if reason == skip[0] || reason == skip[1] || off.skb_valid == 0 || skb == 0 {
+    let (skip, valid) = unsafe { (read_volatile(&raw const DROP_SKIP), read_volatile(&raw const OFFSETS.skb_valid)) };
+    if reason == skip[0] || reason == skip[1] || valid == 0 || skb == 0 {
         return 0;
     }
     #[cfg(feature = "bpf-log")]
@@ -56,36 +63,42 @@ fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     // Every field userspace reads is written below (ring memory is not
     // zeroed; `data` past `cap_len` is never read).
     let ev = entry.get();
-    init_header(&mut ev.hdr, EventKind::Drop);
+    ev.tag.kind = EventKind::Drop as u32;
+    ev.tag.version = EVENT_VERSION;
+    ev.tag.flags = 0;
+    // SAFETY: helper without arguments.
+    ev.tag.ts_ns = unsafe { bpf_ktime_get_ns() };
     ev.location = location;
     ev.reason = reason;
-    set(&mut ev.cap_len, 0);
-    // SAFETY: BTF loads at this kernel's offsets (`skb_valid`), see `field`.
+    // SAFETY: BTF loads at this kernel's offsets (`skb_valid`), see `field`;
+    // the offsets are loader-written globals.
     unsafe {
-        let pkt_len: u32 = field(skb, off.skb_len);
-        ev.pkt_len = pkt_len;
-        let dev: usize = field(skb, off.skb_dev);
+        let pkt_len: u32 = field(skb, read_volatile(&raw const OFFSETS.skb_len));
+        let dev: usize = field(skb, read_volatile(&raw const OFFSETS.skb_dev));
         let (mut ifindex, mut netns) = (0u32, 0u32);
         if dev != 0 {
-            ifindex = field(dev, off.dev_ifindex);
-            let net: usize = field(dev, off.dev_nd_net);
+            ifindex = field(dev, read_volatile(&raw const OFFSETS.dev_ifindex));
+            let net: usize = field(dev, read_volatile(&raw const OFFSETS.dev_nd_net));
             if net != 0 {
-                netns = field(net, off.net_ns_inum);
+                netns = field(net, read_volatile(&raw const OFFSETS.net_ns_inum));
             }
         }
         ev.ifindex = ifindex;
         ev.netns_ino = netns;
-        let head: u64 = field(skb, off.skb_head);
-        let nh: u16 = field(skb, off.skb_network_header);
+        ev.pkt_len = pkt_len;
+        let head: u64 = field(skb, read_volatile(&raw const OFFSETS.skb_head));
+        let nh: u16 = field(skb, read_volatile(&raw const OFFSETS.skb_network_header));
+        let mut cap = 0u16;
         // u16::MAX: network header not set (e.g. dropped before L3 parsing).
         if head != 0 && nh != u16::MAX {
             let n = if (pkt_len as usize) < DROP_SNAP { pkt_len as usize } else { DROP_SNAP };
             if n > 0
                 && bpf_probe_read_kernel(ev.data.as_mut_ptr().cast(), n as u32, (head + u64::from(nh)) as *const _) == 0
             {
-                ev.cap_len = n as u16;
+                cap = n as u16;
             }
         }
+        set(&mut ev.cap_len, cap);
     }
     entry.submit(wake_flag(ring, size_of::<DropEvent>() as u64));
     0

@@ -14,8 +14,8 @@ use aya::Pod;
 use bytes::Bytes;
 use thiserror::Error;
 use tracer_common::{
-    ConnEvent, DROP_SNAP, DropEventHead, EVENT_VERSION, EventHeader, EventKind, PACKET_EVENT_HDR_LEN, PacketEventHead,
-    REF_HEAD_LEN, SNAP_LEN, conn_kind, flags,
+    ConnEvent, DROP_SNAP, DropEventHead, EVENT_VERSION, EventHeader, EventKind, EventTag, PACKET_EVENT_HDR_LEN,
+    PacketEventHead, REF_HEAD_LEN, SNAP_LEN, conn_kind, flags,
 };
 
 use crate::event::{ConnKind, ConnRecord, DropRecord, Endpoint, Hook, PacketRecord, Process, Record};
@@ -161,7 +161,7 @@ fn decode_packet(b: &[u8], node: Option<&Arc<str>>, max: usize) -> Result<(Packe
 fn decode_drop(b: &[u8], node: Option<&Arc<str>>, ctx: &DecodeCtx) -> Result<Record, RawError> {
     let ev: DropEventHead = read(b)?;
     Ok(Record::Drop(DropRecord {
-        ts_ns: ev.hdr.ts_ns,
+        ts_ns: ev.tag.ts_ns,
         reason: ev.reason,
         reason_name: ctx.reason(ev.reason),
         location: ev.location,
@@ -170,7 +170,8 @@ fn decode_drop(b: &[u8], node: Option<&Arc<str>>, ctx: &DecodeCtx) -> Result<Rec
         wire_len: ev.pkt_len,
         data: payload(b, size_of::<DropEventHead>(), ev.cap_len, DROP_SNAP)?,
         node: node.cloned(),
-        process: process_of(&ev.hdr),
+        // Drops are seen where the kernel frees the packet: no process.
+        process: None,
     }))
 }
 
@@ -218,11 +219,11 @@ pub enum Item {
     },
 }
 
-/// Decodes one ring-buffer item: its header first (kind and layout
+/// Decodes one ring-buffer item: its tag first (kind and layout
 /// version), then the record of that kind. References stay references
 /// (`bpf::dedupe::Resolver` turns them into packets).
 pub fn decode_item(b: &[u8], node: Option<&Arc<str>>, ctx: &DecodeCtx) -> Result<Item, RawError> {
-    let hdr: EventHeader = read(b)?;
+    let hdr: EventTag = read(b)?;
     let kind = EventKind::try_from(hdr.kind).map_err(RawError::UnknownKind)?;
     if hdr.version != EVENT_VERSION {
         return Err(RawError::UnknownVersion { kind: hdr.kind, version: hdr.version, expected: EVENT_VERSION });
@@ -306,7 +307,7 @@ mod tests {
 
     fn drop_event() -> DropEvent {
         let mut d = DropEvent {
-            hdr: header(EventKind::Drop),
+            tag: tracer_common::EventTag { kind: EventKind::Drop as u32, version: EVENT_VERSION, flags: 0, ts_ns: 42 },
             location: 0xffff_ffff_8100_0000,
             reason: 12,
             ifindex: 3,
@@ -406,7 +407,7 @@ mod tests {
             ("NETFILTER_DROP", 12, 3, 77, 60, &[0x45u8, 0][..])
         );
         assert_eq!((r.location, r.ts_ns), (0xffff_ffff_8100_0000, 42));
-        assert_eq!(r.process.unwrap().pid, 100);
+        assert!(r.process.is_none(), "drops carry no process");
         let mut d = drop_event();
         d.reason = 99;
         let Record::Drop(r) = decode(&drop_bytes(&d), None, &reasons()).unwrap() else { panic!("not a drop") };

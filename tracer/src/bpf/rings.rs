@@ -6,18 +6,24 @@
 //! on one CPU (with one ring for all CPUs, the reservation was a fifth of
 //! the DNS programs' in-kernel time). The price is that the kernel's order
 //! between CPUs is gone: [`CpuRings::drain`] restores one by merging the
-//! rings' heads by `EventHeader::ts_ns` (ties: lower CPU first), and holds
-//! back records younger than [`HOLD_NS`] while more than one ring exists
-//! and no ring is a quarter full (then everything is drained: loss would be
-//! worse than order), so a record that caused another one on a second CPU (a query and its
-//! response, an egress sighting and its ingress reference) is committed and
-//! seen before the later one is handed on. Within a ring, records come in
+//! rings' heads by `EventHeader::ts_ns` (ties: lower CPU first), and hands a
+//! record on only once no other ring can still produce an older one (a
+//! watermark per ring, see [`Head::bound`]): a ring with a committed head
+//! cannot (its later records are younger), an empty ring can only produce
+//! records stamped after this drain started (programs stamp after reserving,
+//! minus [`SLACK_NS`] for those that stamp first), and only a ring whose
+//! head is still being written holds records back by [`HOLD_NS`]. So a
+//! record that caused another one on a second CPU (a query and its
+//! response, an egress sighting and its ingress reference) is seen first,
+//! and an idle ring holds nothing back. A ring a quarter full is drained
+//! whole (loss would be worse than order). Within a ring, records come in
 //! reservation order.
 //!
 //! The reader maps each ring as libbpf does (consumer page read-write, then
 //! the producer page and the data area, mapped twice back to back so a
 //! record never wraps) and hands records on while they are still in the
-//! ring; the consumer position advances per record.
+//! ring; the consumer position is written once per ring per drain (each
+//! write is a cache line the producing CPU then has to fetch back).
 
 use std::{
     io,
@@ -30,10 +36,17 @@ use tracer_common::MAP_RINGS;
 
 use super::BpfError;
 
-/// Records younger than this (by `ts_ns`, against the reader's clock) wait
-/// for the next drain when rings are merged: longer than a program takes
-/// between reading its timestamp and submitting its record.
+/// While a ring's head record is still being written (reserved, not yet
+/// submitted), records of other rings younger than this (by `ts_ns`, against
+/// the reader's clock) wait for the next drain: longer than a program takes
+/// between reserving and submitting.
 pub const HOLD_NS: u64 = 2_000_000;
+
+/// How much older than the start of a drain a record reserved after it may
+/// be stamped: the DNS and drop programs stamp after reserving (never older),
+/// the connection and underlay programs stamp, read the task and then copy
+/// into the ring (microseconds, or an interrupt's worth more).
+pub const SLACK_NS: u64 = 250_000;
 
 /// A ring holding more than this part of its size unread is drained whole,
 /// without the hold (the kernel side wakes the reader at a quarter).
@@ -54,8 +67,11 @@ struct Ring {
     page: usize,
     /// Bytes of data area (a power of two).
     size: usize,
-    /// The consumer position as last written.
+    /// The consumer position: records before it are read (written to the
+    /// kernel's page by [`Self::commit`]).
     cons: u64,
+    /// The consumer position as last written to the kernel's page.
+    committed: u64,
     /// The producer position read at the start of this drain.
     prod: u64,
 }
@@ -97,7 +113,18 @@ impl Ring {
         let data = unsafe { NonNull::new_unchecked(prod.cast::<u8>().add(page)) };
         // SAFETY: a mapped, aligned u64.
         let start = unsafe { consumer.as_ref() }.load(Ordering::Acquire);
-        Ok(Self { _map: map, consumer, producer, data, mask: size as u64 - 1, page, size, cons: start, prod: start })
+        Ok(Self {
+            _map: map,
+            consumer,
+            producer,
+            data,
+            mask: size as u64 - 1,
+            page,
+            size,
+            cons: start,
+            committed: start,
+            prod: start,
+        })
     }
 
     /// Reads the producer position: what this drain may read.
@@ -115,35 +142,67 @@ impl Ring {
 
     /// The first committed record, skipping discarded ones; None if the ring
     /// is empty up to `prod` or its first record is still being written.
-    #[expect(clippy::cast_ptr_alignment, reason = "record headers are 8-aligned in the page-aligned data area")]
     fn head(&mut self) -> Option<&[u8]> {
+        match self.peek() {
+            Head::Ready(_) => {
+                let off = (self.cons & self.mask) as usize;
+                // SAFETY: `peek` found a committed record of `len` bytes at
+                // `off` (contiguous thanks to the double mapping).
+                Some(unsafe {
+                    let len = self.len_at(off) & !DISCARD_BIT;
+                    std::slice::from_raw_parts(self.data.as_ptr().add(off + HDR_SZ as usize), len as usize)
+                })
+            }
+            Head::Empty | Head::Busy => None,
+        }
+    }
+
+    /// The length word of the record at `off`.
+    ///
+    /// # Safety
+    /// `off` must be a record's 8-aligned offset inside the data area.
+    #[expect(clippy::cast_ptr_alignment, reason = "record headers are 8-aligned in the page-aligned data area")]
+    unsafe fn len_at(&self, off: usize) -> u32 {
+        // SAFETY: the caller's contract; the kernel writes the header's u32
+        // with release semantics.
+        unsafe { (*self.data.as_ptr().add(off).cast::<AtomicU32>()).load(Ordering::Acquire) }
+    }
+
+    /// What the ring's next record is, skipping discarded ones: ready (with
+    /// its timestamp), still being written, or none up to `prod`.
+    fn peek(&mut self) -> Head {
         while self.cons < self.prod {
             let off = (self.cons & self.mask) as usize;
-            // SAFETY: `off` is inside the data area and 8-aligned; the header
-            // is a u32 the kernel writes with release semantics.
-            let len = unsafe { (*self.data.as_ptr().add(off).cast::<AtomicU32>()).load(Ordering::Acquire) };
+            // SAFETY: `off` is a record's offset inside the data area.
+            let len = unsafe { self.len_at(off) };
             if len & BUSY_BIT != 0 {
-                return None;
+                return Head::Busy;
             }
             let n = len & !DISCARD_BIT;
             if len & DISCARD_BIT != 0 {
                 self.advance(n);
                 continue;
             }
-            // SAFETY: the record is committed, `n` bytes after its header,
-            // and contiguous thanks to the double mapping.
-            return Some(unsafe {
-                std::slice::from_raw_parts(self.data.as_ptr().add(off + HDR_SZ as usize), n as usize)
-            });
+            // SAFETY: a committed record of `n` bytes after its header.
+            let rec = unsafe { std::slice::from_raw_parts(self.data.as_ptr().add(off + HDR_SZ as usize), n as usize) };
+            return Head::Ready(ts_of(rec));
         }
-        None
+        Head::Empty
     }
 
-    /// Releases the head record (of `len` bytes) to the kernel.
+    /// Passes the head record (of `len` bytes); the kernel gets its space
+    /// back at the next [`Self::commit`].
     fn advance(&mut self, len: u32) {
         self.cons += (u64::from(len) + HDR_SZ + 7) & !7;
-        // SAFETY: our own consumer position, in a mapped page.
-        unsafe { self.consumer.as_ref() }.store(self.cons, Ordering::Release);
+    }
+
+    /// Releases every record passed so far to the kernel.
+    fn commit(&mut self) {
+        if self.committed != self.cons {
+            // SAFETY: our own consumer position, in a mapped page.
+            unsafe { self.consumer.as_ref() }.store(self.cons, Ordering::Release);
+            self.committed = self.cons;
+        }
     }
 }
 
@@ -163,12 +222,59 @@ fn ts_of(rec: &[u8]) -> u64 {
     rec.get(8..16).map_or(0, |b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
 }
 
+/// A ring's next record, as one drain sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Head {
+    /// Committed, with this `ts_ns`.
+    Ready(u64),
+    /// Nothing up to the producer position read at the start of the drain.
+    Empty,
+    /// Reserved but not yet submitted.
+    Busy,
+}
+
+impl Head {
+    /// The oldest timestamp a record this ring has not handed on yet may
+    /// carry, for a drain that started at `now_ns` (read before the rings'
+    /// producer positions). Ready: its head's (later records of one ring are
+    /// younger). Empty: whatever comes next was reserved after the drain
+    /// started, and programs stamp after reserving (or [`SLACK_NS`] before).
+    /// Busy: a program is between reserving and submitting ([`HOLD_NS`]).
+    fn bound(self, now_ns: u64) -> u64 {
+        match self {
+            Self::Ready(ts) => ts,
+            Self::Empty => now_ns.saturating_sub(SLACK_NS),
+            Self::Busy => now_ns.saturating_sub(HOLD_NS),
+        }
+    }
+}
+
+/// The ring to hand on next, if any may go: the oldest ready head (the
+/// lowest index on a tie), unless `merge` and another ring may still hand on
+/// something older (its [`Head::bound`]).
+fn next(heads: &[Head], now_ns: u64, merge: bool) -> Option<usize> {
+    let mut best = None;
+    let mut best_ts = u64::MAX;
+    let mut limit = u64::MAX;
+    for (i, h) in heads.iter().enumerate() {
+        match *h {
+            Head::Ready(t) if best.is_none() || t < best_ts => {
+                best = Some(i);
+                best_ts = t;
+            }
+            Head::Ready(_) => {}
+            other => limit = limit.min(other.bound(now_ns)),
+        }
+    }
+    best.filter(|_| !merge || best_ts <= limit)
+}
+
 /// Every CPU's ring, and one epoll fd that is readable when any has data.
 pub struct CpuRings {
     rings: Vec<Ring>,
     epoll: OwnedFd,
-    /// Each ring's head timestamp, `u64::MAX` when it has none ready.
-    heads: Vec<u64>,
+    /// Each ring's next record.
+    heads: Vec<Head>,
 }
 
 impl CpuRings {
@@ -194,7 +300,7 @@ impl CpuRings {
             }
             rings.push(Ring::new(m, size)?);
         }
-        let heads = vec![u64::MAX; rings.len()];
+        let heads = vec![Head::Empty; rings.len()];
         Ok(Self { rings, epoll, heads })
     }
 
@@ -226,50 +332,42 @@ impl CpuRings {
     }
 
     /// Hands at most `max` records to `f`, oldest first across rings, each
-    /// while it is still in its ring, and releases it afterwards. With
-    /// several rings, records stamped after `now_ns - HOLD_NS` wait for a
-    /// later drain unless `all` (the last drain of a run). Stops early when
-    /// `f` returns false (that record is released). Returns the number of
-    /// records handed on.
+    /// while it is still in its ring, and releases them afterwards. With
+    /// several rings, a record waits for a later drain while another ring may
+    /// still hand on an older one (see [`Head::bound`]; `now_ns` is the
+    /// monotonic clock read before this call), unless `all` (the last drain
+    /// of a run). Stops early when `f` returns false (that record is
+    /// released). Returns the number of records handed on.
     pub fn drain(&mut self, now_ns: u64, all: bool, max: usize, mut f: impl FnMut(&[u8]) -> bool) -> usize {
         let mut pressed = false;
         for (r, h) in self.rings.iter_mut().zip(self.heads.iter_mut()) {
             r.refresh();
             pressed |= r.prod - r.cons >= (r.size as u64) / PRESSED_PART;
-            *h = r.head().map_or(u64::MAX, ts_of);
+            *h = r.peek();
         }
-        // A ring this full would lose records while its youngest 2 ms wait:
-        // at millions of records per second those fill most of a ring. Not
-        // losing them beats their order across CPUs (the bench's unpaced
-        // kernel producer lost 80 % of its records with the hold alone).
-        let limit = if all || pressed || self.rings.len() <= 1 { u64::MAX } else { now_ns.saturating_sub(HOLD_NS) };
+        // A ring this full would lose records while others wait: at millions
+        // of records per second the wait fills most of a ring. Not losing
+        // them beats their order across CPUs.
+        let merge = !(all || pressed || self.rings.len() <= 1);
         let mut n = 0;
         while n < max {
-            // Oldest head; the lowest CPU on a tie.
-            let mut best = usize::MAX;
-            let mut best_ts = u64::MAX;
-            for (i, &t) in self.heads.iter().enumerate() {
-                if t < best_ts {
-                    best = i;
-                    best_ts = t;
-                }
-            }
-            if best == usize::MAX || best_ts > limit {
-                break;
-            }
+            let Some(best) = next(&self.heads, now_ns, merge) else { break };
             let ring = &mut self.rings[best];
             let Some(rec) = ring.head() else {
-                self.heads[best] = u64::MAX;
+                self.heads[best] = Head::Empty;
                 continue;
             };
             let len = rec.len() as u32;
             let go_on = f(rec);
             ring.advance(len);
             n += 1;
-            self.heads[best] = ring.head().map_or(u64::MAX, ts_of);
+            self.heads[best] = ring.peek();
             if !go_on {
                 break;
             }
+        }
+        for r in &mut self.rings {
+            r.commit();
         }
         n
     }
@@ -359,6 +457,48 @@ mod tests {
         assert_eq!(per_ring_bytes(16 << 20, 1), 16 << 20);
         assert_eq!(per_ring_bytes(16 << 20, 256), 256 << 10);
         assert_eq!(per_ring_bytes(64 << 10, 2), 256 << 10);
+    }
+
+    #[test]
+    fn the_oldest_ready_head_goes_first_ties_to_the_lower_ring() {
+        let h = [Head::Ready(30), Head::Ready(10), Head::Ready(10)];
+        assert_eq!(next(&h, 1_000_000_000, true), Some(1));
+        assert_eq!(next(&[Head::Empty, Head::Empty], 1_000_000_000, true), None);
+    }
+
+    #[test]
+    fn an_idle_ring_holds_back_only_the_last_slack() {
+        let now = 1_000_000_000;
+        // Another ring is empty: it can only produce records stamped after
+        // the drain started (less the slack), so anything older goes now.
+        let h = [Head::Ready(now - SLACK_NS), Head::Empty];
+        assert_eq!(next(&h, now, true), Some(0));
+        let h = [Head::Ready(now - SLACK_NS + 1), Head::Empty];
+        assert_eq!(next(&h, now, true), None, "younger than the slack waits while merging");
+        assert_eq!(next(&h, now, false), Some(0), "not merging (one ring, last drain, a full ring): no wait");
+        // Long idle: nothing older than the slack is held, whatever the
+        // idle ring last handed on.
+        let h = [Head::Ready(now - 3 * HOLD_NS), Head::Empty, Head::Empty];
+        assert_eq!(next(&h, now, true), Some(0));
+    }
+
+    #[test]
+    fn a_ring_being_written_holds_back_by_the_hold() {
+        let now = 1_000_000_000;
+        let h = [Head::Busy, Head::Ready(now - HOLD_NS + 1)];
+        assert_eq!(next(&h, now, true), None);
+        let h = [Head::Busy, Head::Ready(now - HOLD_NS)];
+        assert_eq!(next(&h, now, true), Some(1));
+    }
+
+    #[test]
+    fn a_ready_head_holds_back_younger_records_of_other_rings() {
+        // Ring 0's head is older: it goes first; ring 1's waits for it.
+        let now = 1_000_000_000;
+        let h = [Head::Ready(now - 10), Head::Ready(now - 20)];
+        assert_eq!(next(&h, now, true), Some(1));
+        let h = [Head::Ready(now - 10), Head::Ready(now - 5)];
+        assert_eq!(next(&h, now, true), Some(0));
     }
 
     #[test]
