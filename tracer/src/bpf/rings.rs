@@ -22,8 +22,9 @@
 //! The reader maps each ring as libbpf does (consumer page read-write, then
 //! the producer page and the data area, mapped twice back to back so a
 //! record never wraps) and hands records on while they are still in the
-//! ring; the consumer position is written once per ring per drain (each
-//! write is a cache line the producing CPU then has to fetch back).
+//! ring; the consumer position is written once per ring per drain and every
+//! 64 KiB within one (each write is a cache line the producing CPU then has
+//! to fetch back).
 
 use std::{
     io,
@@ -47,6 +48,11 @@ pub const HOLD_NS: u64 = 2_000_000;
 /// the connection and underlay programs stamp, read the task and then copy
 /// into the ring (microseconds, or an interrupt's worth more).
 pub const SLACK_NS: u64 = 250_000;
+
+/// Bytes a drain passes in one ring before it gives them back to the
+/// kernel: a long drain (up to 64k records) still frees space as it goes,
+/// without a write to the shared consumer page per record.
+const COMMIT_STEP: u64 = 64 << 10;
 
 /// A ring holding more than this part of its size unread is drained whole,
 /// without the hold (the kernel side wakes the reader at a quarter).
@@ -360,6 +366,9 @@ impl CpuRings {
             let len = rec.len() as u32;
             let go_on = f(rec);
             ring.advance(len);
+            if ring.cons - ring.committed >= COMMIT_STEP {
+                ring.commit();
+            }
             n += 1;
             self.heads[best] = ring.peek();
             if !go_on {
