@@ -307,7 +307,7 @@ mod tests {
 
     fn drop_event() -> DropEvent {
         let mut d = DropEvent {
-            tag: tracer_common::EventTag { kind: EventKind::Drop as u32, version: EVENT_VERSION, flags: 0, ts_ns: 42 },
+            tag: EventTag { kind: EventKind::Drop as u32, version: EVENT_VERSION, flags: 0, ts_ns: 42 },
             location: 0xffff_ffff_8100_0000,
             reason: 12,
             ifindex: 3,
