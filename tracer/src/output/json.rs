@@ -74,9 +74,29 @@ pub fn transaction(ctx: &Context, tx: &Transaction) -> Value {
 /// bytes written (longer ones are escaped each time).
 pub struct JsonCache {
     names: Box<[NameSlot]>,
+    /// Numbers of five digits and more that repeat (pids, namespace inodes).
+    numbers: Box<[NumberSlot]>,
+    /// IPv4 addresses as `"a.b.c.d:` (the port follows).
+    addrs: Box<[AddrSlot]>,
     /// The last second written (`i64::MIN`: none) and its `YYYY-MM-DDTHH:MM:SS`.
     second: i64,
     second_text: [u8; 19],
+}
+
+/// `len` 0: empty.
+#[derive(Clone, Copy)]
+struct NumberSlot {
+    key: u64,
+    len: u8,
+    out: [u8; 20],
+}
+
+/// `len` 0: empty.
+#[derive(Clone, Copy)]
+struct AddrSlot {
+    key: u32,
+    len: u8,
+    out: [u8; 24],
 }
 
 struct NameSlot {
@@ -101,13 +121,19 @@ impl JsonCache {
     #[must_use]
     pub fn new() -> Self {
         let names = (0..Self::NAME_SLOTS).map(|_| NameSlot { key: None, len: 0, out: [0; Self::NAME_BYTES] }).collect();
-        Self { names, second: i64::MIN, second_text: [0; 19] }
+        Self {
+            names,
+            numbers: vec![NumberSlot { key: 0, len: 0, out: [0; 20] }; 64].into_boxed_slice(),
+            addrs: vec![AddrSlot { key: 0, len: 0, out: [0; 24] }; 64].into_boxed_slice(),
+            second: i64::MIN,
+            second_text: [0; 19],
+        }
     }
 }
 
 /// Appends all of `src` (a fixed size: a few moves, no `memcpy` call) and
 /// cuts the vector back to the first `n` bytes of it.
-#[inline]
+#[inline(always)]
 fn put_fixed<const N: usize>(b: &mut Vec<u8>, src: &[u8; N], n: usize) {
     debug_assert!(n <= N);
     let at = b.len();
@@ -183,14 +209,20 @@ fn needs_escape(w: u64) -> bool {
 }
 
 /// A shared name as [`put_str`] writes it, escaped once per allocation (see [`JsonCache`]).
+#[inline(always)]
 pub(crate) fn put_name(b: &mut Vec<u8>, c: &mut JsonCache, s: &Arc<str>) {
     let addr = Arc::as_ptr(s).cast::<u8>() as usize;
     // Allocations are 16-byte aligned: the bits above pick the slot.
     let slot = &mut c.names[(addr >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15) as usize >> (64 - 8)];
     if slot.key.as_ref().is_some_and(|k| Arc::ptr_eq(k, s)) {
         put_fixed(b, &slot.out, usize::from(slot.len));
-        return;
+    } else {
+        put_new_name(b, slot, s);
     }
+}
+
+#[inline(never)]
+fn put_new_name(b: &mut Vec<u8>, slot: &mut NameSlot, s: &Arc<str>) {
     let at = b.len();
     put_str(b, s);
     let out = &b[at..];
@@ -201,6 +233,7 @@ pub(crate) fn put_name(b: &mut Vec<u8>, c: &mut JsonCache, s: &Arc<str>) {
     }
 }
 
+#[inline(always)]
 pub(crate) fn put_opt_name(b: &mut Vec<u8>, c: &mut JsonCache, s: Option<&Arc<str>>) {
     match s {
         Some(s) => put_name(b, c, s),
@@ -217,7 +250,28 @@ fn put_mnemonic(b: &mut Vec<u8>, s: &'static str) {
 }
 
 /// A query type as `qtype_name` spells it (`A`, `TYPE65000`).
+#[inline(always)]
 pub(crate) fn put_qtype(b: &mut Vec<u8>, t: u16) {
+    // The common ones quoted already: one copy.
+    let quoted: &[u8] = match t {
+        1 => b"\"A\"",
+        28 => b"\"AAAA\"",
+        5 => b"\"CNAME\"",
+        12 => b"\"PTR\"",
+        33 => b"\"SRV\"",
+        16 => b"\"TXT\"",
+        65 => b"\"HTTPS\"",
+        _ => &[],
+    };
+    if quoted.is_empty() {
+        put_other_qtype(b, t);
+    } else {
+        b.extend_from_slice(quoted);
+    }
+}
+
+#[inline(never)]
+fn put_other_qtype(b: &mut Vec<u8>, t: u16) {
     match crate::decode::dns::qtype_str(t) {
         Some(s) => put_mnemonic(b, s),
         None => put_display(b, format_args!("TYPE{t}")),
@@ -225,7 +279,24 @@ pub(crate) fn put_qtype(b: &mut Vec<u8>, t: u16) {
 }
 
 /// An rcode as `rcode_name` spells it (`NXDOMAIN`, `RCODE4095`).
+#[inline(always)]
 pub(crate) fn put_rcode(b: &mut Vec<u8>, r: u16) {
+    let quoted: &[u8] = match r {
+        0 => b"\"NOERROR\"",
+        3 => b"\"NXDOMAIN\"",
+        2 => b"\"SERVFAIL\"",
+        5 => b"\"REFUSED\"",
+        _ => &[],
+    };
+    if quoted.is_empty() {
+        put_other_rcode(b, r);
+    } else {
+        b.extend_from_slice(quoted);
+    }
+}
+
+#[inline(never)]
+fn put_other_rcode(b: &mut Vec<u8>, r: u16) {
     match crate::decode::dns::rcode_str(r) {
         Some(s) => put_mnemonic(b, s),
         None => put_display(b, format_args!("RCODE{r}")),
@@ -253,7 +324,15 @@ const DIGITS2: [u8; 200] = {
 
 /// Writes `v` in decimal at the end of `d[..end]`; returns where it starts.
 fn digits_before(d: &mut [u8], mut end: usize, mut v: u64) -> usize {
-    while v >= 100 {
+    while v >= 10_000 {
+        let r = (v % 10_000) as usize;
+        v /= 10_000;
+        let (hi, lo) = (r / 100 * 2, r % 100 * 2);
+        end -= 4;
+        d[end..end + 2].copy_from_slice(&DIGITS2[hi..hi + 2]);
+        d[end + 2..end + 4].copy_from_slice(&DIGITS2[lo..lo + 2]);
+    }
+    if v >= 100 {
         let r = (v % 100) as usize * 2;
         v /= 100;
         end -= 2;
@@ -271,15 +350,47 @@ fn digits_before(d: &mut [u8], mut end: usize, mut v: u64) -> usize {
 }
 
 /// Decimal digits of `v`.
+#[inline(always)]
 pub(crate) fn put_u64(b: &mut Vec<u8>, v: u64) {
     if v < 10 {
         b.push(b'0' + v as u8);
-        return;
+    } else {
+        put_big_u64(b, v);
     }
+}
+
+#[inline(never)]
+fn put_big_u64(b: &mut Vec<u8>, v: u64) {
     let n = v.ilog10() as usize + 1;
     let mut d = [0u8; 20];
     digits_before(&mut d, n, v);
     put_fixed(b, &d, n);
+}
+
+/// [`put_u64`] for numbers that repeat line after line (pids, namespace
+/// inodes): five digits and more are rendered once and copied after.
+#[inline(always)]
+pub(crate) fn put_u64_seen(b: &mut Vec<u8>, c: &mut JsonCache, v: u64) {
+    if v < 10_000 {
+        put_u64(b, v);
+        return;
+    }
+    let slot = &mut c.numbers[v.wrapping_mul(0x9e37_79b9_7f4a_7c15) as usize >> (64 - 6)];
+    if slot.key != v || slot.len == 0 {
+        number_slot(slot, v);
+    }
+    put_fixed(b, &slot.out, usize::from(slot.len));
+}
+
+#[inline(never)]
+fn number_slot(slot: &mut NumberSlot, v: u64) {
+    {
+        let n = v.ilog10() as usize + 1;
+        slot.out = [0; 20];
+        digits_before(&mut slot.out, n, v);
+        slot.key = v;
+        slot.len = n as u8;
+    }
 }
 
 pub(crate) fn put_opt_u64(b: &mut Vec<u8>, v: Option<u64>) {
@@ -341,8 +452,72 @@ const OCTETS: [[u8; 4]; 256] = {
 };
 
 /// An endpoint as its `Display` form in quotes (`"10.0.0.1:53"`, `"[fd00::1]:53"`).
-pub(crate) fn put_endpoint(b: &mut Vec<u8>, e: &crate::event::Endpoint) {
+#[inline(always)]
+pub(crate) fn put_endpoint(b: &mut Vec<u8>, c: &mut JsonCache, e: &crate::event::Endpoint) {
+    if let std::net::IpAddr::V4(a) = e.ip {
+        // The address part (`"10.0.0.1:`) repeats far more than the port.
+        let key = u32::from(a);
+        let slot = &mut c.addrs[key.wrapping_mul(0x9e37_79b1) as usize >> (32 - 6)];
+        if slot.key != key || slot.len == 0 {
+            addr_slot(slot, a);
+        }
+        let mut d = [0u8; 32];
+        d[..24].copy_from_slice(&slot.out);
+        let mut at = usize::from(slot.len);
+        // The port, two digits per step (at most five).
+        let mut p = usize::from(e.port);
+        let n = port_len(e.port);
+        at += n;
+        let mut end = at;
+        while p >= 10 {
+            let r = p % 100 * 2;
+            p /= 100;
+            end -= 2;
+            d[end..end + 2].copy_from_slice(&DIGITS2[r..r + 2]);
+        }
+        if end > at - n {
+            d[end - 1] = b'0' + p as u8;
+        }
+        d[at] = b'"';
+        put_fixed(b, &d, at + 1);
+        return;
+    }
     put_endpoint_as(b, e, true);
+}
+
+#[inline(never)]
+fn addr_slot(slot: &mut AddrSlot, a: std::net::Ipv4Addr) {
+    let key = u32::from(a);
+    {
+        let mut d = [0u8; 24];
+        d[0] = b'"';
+        let mut at = 1;
+        for o in a.octets() {
+            let t = OCTETS[usize::from(o)];
+            d[at..at + 4].copy_from_slice(&t);
+            at += usize::from(t[3]);
+            d[at] = b'.';
+            at += 1;
+        }
+        d[at - 1] = b':';
+        *slot = AddrSlot { key, len: at as u8, out: d };
+    }
+}
+
+/// Decimal digits of a port.
+#[inline(always)]
+fn port_len(p: u16) -> usize {
+    if p >= 10_000 {
+        5
+    } else if p >= 1000 {
+        4
+    } else if p >= 100 {
+        3
+    } else if p >= 10 {
+        2
+    } else {
+        1
+    }
 }
 
 /// An endpoint as its `Display` form (text lines).
@@ -366,20 +541,8 @@ fn put_endpoint_as(b: &mut Vec<u8>, e: &crate::event::Endpoint, quoted: bool) {
                 at += 1;
             }
             d[at - 1] = b':';
-            let p = e.port;
-            let n = if p >= 10_000 {
-                5
-            } else if p >= 1000 {
-                4
-            } else if p >= 100 {
-                3
-            } else if p >= 10 {
-                2
-            } else {
-                1
-            };
-            at += n;
-            digits_before(&mut d, at, u64::from(p));
+            at += port_len(e.port);
+            digits_before(&mut d, at, u64::from(e.port));
             if quoted {
                 d[at] = b'"';
                 put_fixed(b, &d, at + 1);
@@ -451,19 +614,24 @@ fn put_time(b: &mut Vec<u8>, c: &mut JsonCache, wall_ns: i128, quoted: bool) {
     }
 }
 
-pub(crate) fn put_opt_endpoint(b: &mut Vec<u8>, e: Option<&crate::event::Endpoint>) {
+#[inline(always)]
+pub(crate) fn put_opt_endpoint(b: &mut Vec<u8>, c: &mut JsonCache, e: Option<&crate::event::Endpoint>) {
     match e {
-        Some(e) => put_endpoint(b, e),
+        Some(e) => put_endpoint(b, c, e),
         None => b.extend_from_slice(b"null"),
     }
 }
 
 /// A pod as `{"name":…,"namespace":…,"node":…}`, or `null`.
+#[inline(always)]
 pub(crate) fn put_pod(b: &mut Vec<u8>, c: &mut JsonCache, p: Option<&PodRef>) {
-    let Some(p) = p else {
-        b.extend_from_slice(b"null");
-        return;
-    };
+    match p {
+        Some(p) => put_some_pod(b, c, p),
+        None => b.extend_from_slice(b"null"),
+    }
+}
+
+fn put_some_pod(b: &mut Vec<u8>, c: &mut JsonCache, p: &PodRef) {
     b.extend_from_slice(b"{\"name\":");
     put_name(b, c, &p.name);
     b.extend_from_slice(b",\"namespace\":");
@@ -480,11 +648,17 @@ pub(crate) fn put_bool(b: &mut Vec<u8>, v: bool) {
 /// Appends `b[range]` again when `same`, else writes `e`: an endpoint that
 /// repeats one written earlier on the line (the resolver's view of the
 /// client or server, when nothing was translated) is copied, not rendered.
-fn put_endpoint_or_copy(b: &mut Vec<u8>, e: Option<&crate::event::Endpoint>, same: bool, range: std::ops::Range<usize>) {
+fn put_endpoint_or_copy(
+    b: &mut Vec<u8>,
+    c: &mut JsonCache,
+    e: Option<&crate::event::Endpoint>,
+    same: bool,
+    range: std::ops::Range<usize>,
+) {
     if same {
         b.extend_from_within(range);
     } else {
-        put_opt_endpoint(b, e);
+        put_opt_endpoint(b, c, e);
     }
 }
 
@@ -511,10 +685,10 @@ pub fn put_transaction(b: &mut Vec<u8>, c: &mut JsonCache, ctx: &Context, tx: &T
         b.push(b'}');
     }
     b.extend_from_slice(b"],\"cgroup_id\":");
-    put_u64(b, tx.cgroup_id);
+    put_u64_seen(b, c, tx.cgroup_id);
     b.extend_from_slice(b",\"client\":");
     let client_at = b.len();
-    put_endpoint(b, &tx.client);
+    put_endpoint(b, c, &tx.client);
     let client = client_at..b.len();
     b.extend_from_slice(b",\"client_pod\":");
     put_pod(b, c, tx.client_pod.as_ref());
@@ -532,7 +706,7 @@ pub fn put_transaction(b: &mut Vec<u8>, c: &mut JsonCache, ctx: &Context, tx: &T
     } else {
         b",\"metadata_stale\":false,\"netns\":"
     });
-    put_u64(b, u64::from(tx.netns));
+    put_u64_seen(b, c, u64::from(tx.netns));
     b.extend_from_slice(b",\"node\":");
     put_opt_name(b, c, tx.node.as_ref());
     b.extend_from_slice(match tx.observed {
@@ -541,7 +715,10 @@ pub fn put_transaction(b: &mut Vec<u8>, c: &mut JsonCache, ctx: &Context, tx: &T
         crate::analyze::Observed::Both => b",\"observed\":\"both\",\"pid\":",
         crate::analyze::Observed::Wire => b",\"observed\":\"wire\",\"pid\":",
     });
-    put_opt_u64(b, tx.process.as_ref().map(|p| u64::from(p.pid)));
+    match &tx.process {
+        Some(p) => put_u64_seen(b, c, u64::from(p.pid)),
+        None => b.extend_from_slice(b"null"),
+    }
     b.extend_from_slice(b",\"qname\":");
     put_name(b, c, &tx.qname);
     b.extend_from_slice(b",\"qtype\":");
@@ -553,16 +730,16 @@ pub fn put_transaction(b: &mut Vec<u8>, c: &mut JsonCache, ctx: &Context, tx: &T
     }
     b.extend_from_slice(b",\"resolver\":");
     let resolver_at = b.len();
-    put_opt_endpoint(b, tx.resolver.as_ref());
+    put_opt_endpoint(b, c, tx.resolver.as_ref());
     let resolver = resolver_at..b.len();
     b.extend_from_slice(b",\"resolver_client\":");
-    put_endpoint_or_copy(b, tx.resolver_client.as_ref(), tx.resolver_client == Some(tx.client), client);
+    put_endpoint_or_copy(b, c, tx.resolver_client.as_ref(), tx.resolver_client == Some(tx.client), client);
     b.extend_from_slice(b",\"resolver_pod\":");
     put_pod(b, c, tx.resolver_pod.as_ref());
     b.extend_from_slice(b",\"retransmits\":");
     put_u64(b, u64::from(tx.retransmits));
     b.extend_from_slice(b",\"server\":");
-    put_endpoint_or_copy(b, Some(&tx.server), tx.resolver == Some(tx.server), resolver);
+    put_endpoint_or_copy(b, c, Some(&tx.server), tx.resolver == Some(tx.server), resolver);
     b.extend_from_slice(b",\"server_pod\":");
     put_pod(b, c, tx.server_pod.as_ref());
     b.extend_from_slice(b",\"server_process\":");
@@ -571,11 +748,11 @@ pub fn put_transaction(b: &mut Vec<u8>, c: &mut JsonCache, ctx: &Context, tx: &T
             b.extend_from_slice(b"{\"comm\":");
             put_name(b, c, &p.comm);
             b.extend_from_slice(b",\"pid\":");
-            put_u64(b, u64::from(p.pid));
+            put_u64_seen(b, c, u64::from(p.pid));
             b.extend_from_slice(b",\"thread\":");
             put_name(b, c, &p.thread);
             b.extend_from_slice(b",\"tid\":");
-            put_u64(b, u64::from(p.tid));
+            put_u64_seen(b, c, u64::from(p.tid));
             b.push(b'}');
         }
         None => b.extend_from_slice(b"null"),
@@ -895,7 +1072,14 @@ mod tests {
         let mut rng = crate::testkit::Rng(crate::testkit::Rng::SEED);
         let edges = (0..64).flat_map(|k| {
             let p = 1u64 << k;
-            [p - 1, p, p + 1, p.saturating_mul(1000) - 1, p.saturating_mul(1000), p.saturating_mul(1000).saturating_add(999)]
+            [
+                p - 1,
+                p,
+                p + 1,
+                p.saturating_mul(1000) - 1,
+                p.saturating_mul(1000),
+                p.saturating_mul(1000).saturating_add(999),
+            ]
         });
         let random = (0..200_000).map(|_| {
             let shift = rng.below(64) as u32;
@@ -924,13 +1108,20 @@ mod tests {
             put_u64(&mut got, v);
             assert_eq!(String::from_utf8(got).unwrap(), v.to_string());
         }
+        let mut cache = JsonCache::new();
         for i in 0..100_000u32 {
             let ip = std::net::Ipv4Addr::from(if i < 256 { i * 0x0101_0101 } else { rng.next() as u32 });
             let port = if i < 65_536 { i as u16 } else { rng.next() as u16 };
             let e = Endpoint { ip: IpAddr::V4(ip), port };
             let mut got = Vec::new();
-            put_endpoint(&mut got, &e);
+            put_endpoint(&mut got, &mut cache, &e);
             assert_eq!(String::from_utf8(got).unwrap(), format!("\"{e}\""));
+            let mut got = Vec::new();
+            put_endpoint_text(&mut got, &e);
+            assert_eq!(String::from_utf8(got).unwrap(), e.to_string());
+            let mut got = Vec::new();
+            put_u64_seen(&mut got, &mut cache, u64::from(u32::from(ip)));
+            assert_eq!(String::from_utf8(got).unwrap(), u32::from(ip).to_string());
         }
     }
 
@@ -968,6 +1159,11 @@ mod tests {
     fn mnemonics_need_no_escape() {
         use crate::decode::dns::{qtype_str, rcode_str};
         for t in 0..=u16::MAX {
+            let (mut q, mut r) = (Vec::new(), Vec::new());
+            put_qtype(&mut q, t);
+            put_rcode(&mut r, t);
+            assert_eq!(q, serde_json::to_vec(&qtype_name(t)).unwrap());
+            assert_eq!(r, serde_json::to_vec(&rcode_name(t)).unwrap());
             for s in [qtype_str(t), rcode_str(t)].into_iter().flatten() {
                 let mut b = Vec::new();
                 put_mnemonic(&mut b, s);

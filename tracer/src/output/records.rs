@@ -21,7 +21,7 @@ use crate::{
 
 use super::json::{
     JsonCache, put_bool, put_endpoint, put_endpoint_text, put_name, put_opt_name, put_opt_str, put_opt_u64, put_pod,
-    put_qtype, put_rcode, put_str, put_transaction, put_ts, put_ts_text, put_u64,
+    put_qtype, put_rcode, put_str, put_transaction, put_ts, put_ts_text, put_u64, put_u64_seen,
 };
 
 /// Lists records (JSON Lines or one line of text each).
@@ -156,7 +156,7 @@ fn put_record(b: &mut Vec<u8>, c: &mut JsonCache, json: bool, rec: &Record) {
                 b.extend_from_slice(b"{\"comm\":");
                 put_opt_name(b, c, cn.process.as_ref().map(|p| &p.comm));
                 b.extend_from_slice(b",\"dst\":");
-                put_endpoint(b, &cn.dst);
+                put_endpoint(b, c, &cn.dst);
                 b.extend_from_slice(b",\"kind\":");
                 put_conn_kind(b, cn.kind);
                 b.extend_from_slice(b",\"node\":");
@@ -164,7 +164,7 @@ fn put_record(b: &mut Vec<u8>, c: &mut JsonCache, json: bool, rec: &Record) {
                 b.extend_from_slice(b",\"pid\":");
                 put_opt_u64(b, cn.process.as_ref().map(|p| u64::from(p.pid)));
                 b.extend_from_slice(b",\"src\":");
-                put_endpoint(b, &cn.src);
+                put_endpoint(b, c, &cn.src);
                 b.extend_from_slice(b",\"ts\":");
                 put_ts(b, c, ts);
                 b.extend_from_slice(b",\"type\":\"conn\"}");
@@ -257,7 +257,7 @@ fn put_message(b: &mut Vec<u8>, c: &mut JsonCache, json: bool, e: &DnsEvent) {
     let proc_ = p.process.as_ref();
     if json {
         b.extend_from_slice(b"{\"cgroup_id\":");
-        put_u64(b, p.cgroup_id);
+        put_u64_seen(b, c, p.cgroup_id);
         b.extend_from_slice(b",\"comm\":");
         put_opt_name(b, c, proc_.map(|x| &x.comm));
         b.extend_from_slice(b",\"dns\":{\"answers\":");
@@ -277,19 +277,22 @@ fn put_message(b: &mut Vec<u8>, c: &mut JsonCache, json: bool, e: &DnsEvent) {
         b.extend_from_slice(b",\"response\":");
         put_bool(b, m.is_response);
         b.extend_from_slice(b"},\"dst\":");
-        put_endpoint(b, &e.dst);
+        put_endpoint(b, c, &e.dst);
         b.extend_from_slice(b",\"dst_pod\":");
         put_pod(b, c, e.dst_pod.as_ref());
         b.extend_from_slice(b",\"hook\":");
         b.extend_from_slice(hook_json(p.hook));
         b.extend_from_slice(b",\"netns\":");
-        put_u64(b, u64::from(p.netns_ino));
+        put_u64_seen(b, c, u64::from(p.netns_ino));
         b.extend_from_slice(b",\"node\":");
         put_opt_name(b, c, p.node.as_ref());
         b.extend_from_slice(b",\"pid\":");
-        put_opt_u64(b, proc_.map(|x| u64::from(x.pid)));
+        match proc_ {
+            Some(x) => put_u64_seen(b, c, u64::from(x.pid)),
+            None => b.extend_from_slice(b"null"),
+        }
         b.extend_from_slice(b",\"src\":");
-        put_endpoint(b, &e.src);
+        put_endpoint(b, c, &e.src);
         b.extend_from_slice(b",\"src_pod\":");
         put_pod(b, c, e.src_pod.as_ref());
         b.extend_from_slice(match e.transport {

@@ -67,7 +67,8 @@ impl Gen {
         match self.rng.below(10) {
             0 => {
                 let t = TEXTS[self.rng.below(TEXTS.len())];
-                let fresh: Arc<str> = if self.bool(2) { Arc::from(t) } else { Arc::from(format!("{t}{}", self.rng.below(1000))) };
+                let fresh: Arc<str> =
+                    if self.bool(2) { Arc::from(t) } else { Arc::from(format!("{t}{}", self.rng.below(1000))) };
                 fresh
             }
             1 => {
