@@ -1,6 +1,14 @@
 //! JSON Lines: one object per transaction (`type:"dns"`), finding
 //! (`type:"finding"`) and end-of-run counters (`type:"stats"`). Field names
 //! are a public contract documented in docs/json.md: add, never rename.
+//!
+//! The writers take `b` (the line), `c` (the cache), `d` (digits on the
+//! stack), `e` (an endpoint) everywhere; their small hit paths are inlined
+//! into the line writer and the rare cases kept out of line (measured with
+//! cachegrind: −38 % of the JSON cost per query over plain calls).
+
+#![expect(clippy::many_single_char_names, reason = "b, c, d, e: the same four roles in every writer")]
+#![expect(clippy::inline_always, reason = "hit paths of a few instructions, measured (see above)")]
 
 use std::{io::Write, sync::Arc};
 
@@ -213,7 +221,7 @@ fn needs_escape(w: u64) -> bool {
 pub(crate) fn put_name(b: &mut Vec<u8>, c: &mut JsonCache, s: &Arc<str>) {
     let addr = Arc::as_ptr(s).cast::<u8>() as usize;
     // Allocations are 16-byte aligned: the bits above pick the slot.
-    let slot = &mut c.names[(addr >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15) as usize >> (64 - 8)];
+    let slot = &mut c.names[(addr >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - 8)];
     if slot.key.as_ref().is_some_and(|k| Arc::ptr_eq(k, s)) {
         put_fixed(b, &slot.out, usize::from(slot.len));
     } else {
@@ -417,9 +425,9 @@ pub(crate) fn put_ms(b: &mut Vec<u8>, ns: u64) {
         return;
     }
     let mut d = [b'.', b'0' + (frac / 100) as u8, DIGITS2[(frac % 100) * 2], DIGITS2[(frac % 100) * 2 + 1]];
-    let n = if frac % 100 == 0 {
+    let n = if frac.is_multiple_of(100) {
         2
-    } else if frac % 10 == 0 {
+    } else if frac.is_multiple_of(10) {
         3
     } else {
         4

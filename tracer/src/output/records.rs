@@ -24,6 +24,8 @@ use super::json::{
     put_qtype, put_rcode, put_str, put_transaction, put_ts, put_ts_text, put_u64, put_u64_seen,
 };
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// Lists records (JSON Lines or one line of text each).
 pub struct RecordSink<W: Write> {
     out: W,
@@ -122,7 +124,6 @@ fn put_record(b: &mut Vec<u8>, c: &mut JsonCache, json: bool, rec: &Record) {
                 b.extend_from_slice(b"{\"captured\":");
                 put_u64(b, d.data.len() as u64);
                 b.extend_from_slice(b",\"head\":\"");
-                const HEX: &[u8; 16] = b"0123456789abcdef";
                 for &x in d.data.iter().take(24) {
                     b.extend_from_slice(&[HEX[usize::from(x >> 4)], HEX[usize::from(x & 0xf)]]);
                 }
@@ -250,6 +251,7 @@ fn pad_from(b: &mut Vec<u8>, from: usize, width: usize) {
 }
 
 /// A DNS message's line, JSON or text, appended to `b`.
+#[expect(clippy::many_single_char_names, reason = "b, c, e, m, p: buffer, cache, event, message, packet")]
 fn put_message(b: &mut Vec<u8>, c: &mut JsonCache, json: bool, e: &DnsEvent) {
     let p = &e.rec;
     let m = &e.msg;
@@ -340,7 +342,6 @@ fn put_message(b: &mut Vec<u8>, c: &mut JsonCache, json: bool, e: &DnsEvent) {
             b.push(b')');
         }
     }
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let id = usize::from(m.id);
     b.extend_from_slice(&[
         b' ',
