@@ -4,8 +4,8 @@
 //!
 //! The writers take `b` (the line), `c` (the cache), `d` (digits on the
 //! stack), `e` (an endpoint) everywhere; their small hit paths are inlined
-//! into the line writer and the rare cases kept out of line (measured with
-//! cachegrind: −38 % of the JSON cost per query over plain calls).
+//! into the line writer and the rare cases kept out of line (cachegrind,
+//! hot-cap `-o json` minus `--summary`: 1,800 → 1,450 instructions per query).
 
 #![expect(clippy::many_single_char_names, reason = "b, c, d, e: the same four roles in every writer")]
 #![expect(clippy::inline_always, reason = "hit paths of a few instructions, measured (see above)")]
