@@ -7,6 +7,8 @@ pub mod json;
 pub mod records;
 pub mod table;
 pub mod term;
+#[cfg(test)]
+mod testgen;
 
 pub use crate::time::{Rfc3339, rfc3339};
 
