@@ -1,5 +1,5 @@
 //! Golden outputs (issue 18, "nothing lost on the way"): the JSON that
-//! `ktrace dns -r` and `ktrace drops -r` print for every fixture capture and
+//! `ktrace dns -r`, `ktrace drops -r` and `ktrace replay -r` print for every fixture capture and
 //! for a recording of the lab must stay byte for byte what the binary of
 //! 2026-12-06 (commit 46ac352, before the #16/#18 refactoring) printed.
 //!
@@ -64,11 +64,16 @@ const CAPTURES: [&str; 6] = [
 const LAB: [&str; 2] = ["lab-node-a.pcapng", "lab-node-b.pcapng"];
 
 /// Each command run on each input: (name in the expected file's name, arguments after `-r FILE…`).
-const COMMANDS: [(&str, &[&str]); 4] = [
+const COMMANDS: [(&str, &[&str]); 6] = [
     ("dns", &["dns", "-o", "json"]),
     ("dns-summary", &["dns", "-o", "json", "--summary"]),
     ("drops", &["drops", "-o", "json"]),
     ("drops-all", &["drops", "-o", "json", "--all"]),
+    // `ktrace replay` lists every record; its writers were rewritten by hand
+    // (#18), so its JSON and its table are frozen too (from 362fbe4, the last
+    // tree with the serde writers).
+    ("replay", &["replay", "-o", "json"]),
+    ("replay-table", &["replay"]),
 ];
 
 fn root() -> PathBuf {
