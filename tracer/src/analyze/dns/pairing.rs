@@ -31,7 +31,7 @@ use std::collections::VecDeque;
 
 use std::hash::BuildHasher as _;
 
-use super::slots::{Hashed, Slots};
+use super::slots::{Hashed, Slots, Window};
 use crate::hash::{PreHashedMap, Seed};
 
 use crate::{
@@ -253,12 +253,6 @@ struct Pending {
     alias: Option<Key>,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Recent {
-    ts_ns: u64,
-    observed: Observed,
-}
-
 /// Query/response pairing state.
 #[derive(Debug, Default)]
 pub struct Pairer {
@@ -272,8 +266,8 @@ pub struct Pairer {
     /// same order, which is checked without a lookup.
     order: VecDeque<(u64, u64, u32)>,
     seq: u64,
-    recent: PreHashedMap<Key, Recent>,
-    recent_order: VecDeque<(u64, Key)>,
+    /// Completed exchanges, for the duplicate answers that follow them.
+    recent: Window<Key, Observed>,
     /// Seed of the name hashes in keys (random per run: names come from the network).
     names: Seed,
     /// A joined view's key → the key its transaction waits under.
@@ -303,7 +297,13 @@ impl Pairer {
     /// and the answers move into the transaction instead of being copied
     /// (an allocation per string, four or five per exchange).
     pub fn push_owned(&mut self, mut ev: DnsEvent, out: &mut Vec<Transaction>) {
-        let ev = &mut ev;
+        self.push_ref(&mut ev, out);
+    }
+
+    /// [`Self::push_owned`] of an event the caller keeps (and drops after):
+    /// its answers move into the transaction, the rest is copied or
+    /// shared, and the ~300-byte event itself is never moved.
+    pub fn push_ref(&mut self, ev: &mut DnsEvent, out: &mut Vec<Transaction>) {
         let ts = ev.rec.ts_ns;
         self.prune_recent(ts);
         let side = match (ev.rec.hook, ev.msg.is_response) {
@@ -590,7 +590,7 @@ impl Pairer {
             match self.recent.get(&key) {
                 // A Both exchange completes at the client; the server's copy of a
                 // later duplicate is the same duplicate, seen earlier: count once.
-                Some(r) if side != Side::Client && r.observed == Observed::Both => {}
+                Some((_, observed)) if side != Side::Client && observed == Observed::Both => {}
                 Some(_) => self.stats.duplicate_answers += 1,
                 None => self.stats.unmatched_responses += 1,
             }
@@ -656,25 +656,16 @@ impl Pairer {
     }
 
     fn remember(&mut self, key: Key, ts: u64, observed: Observed) {
-        while self.recent_order.len() >= MAX_RECENT {
-            self.pop_recent();
+        while self.recent.queued() >= MAX_RECENT {
+            self.recent.pop_oldest();
         }
-        self.recent_order.push_back((ts, key));
-        self.recent.insert(key, Recent { ts_ns: ts, observed });
+        self.recent.insert(key, ts, observed);
     }
 
-    fn pop_recent(&mut self) {
-        if let Some((ts, key)) = self.recent_order.pop_front()
-            && let std::collections::hash_map::Entry::Occupied(e) = self.recent.entry(key)
-            && e.get().ts_ns == ts
-        {
-            e.remove();
-        }
-    }
-
+    #[inline]
     fn prune_recent(&mut self, now: u64) {
-        while self.recent_order.front().is_some_and(|(ts, _)| ts.saturating_add(RECENT_WINDOW_NS) < now) {
-            self.pop_recent();
+        while self.recent.oldest().is_some_and(|ts| ts.saturating_add(RECENT_WINDOW_NS) < now) {
+            self.recent.pop_oldest();
         }
     }
 
@@ -701,7 +692,18 @@ impl Pairer {
     }
 
     /// Reports queries older than the timeout at `now_ns` as timed out.
+    #[inline]
     pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Transaction>) {
+        // Replays tick once per record, and nearly always nothing is due:
+        // two comparisons, without a call.
+        let window = self.recent.oldest().is_some_and(|ts| ts.saturating_add(RECENT_WINDOW_NS) < now_ns);
+        let timeout = self.order.front().is_some_and(|&(ts, _, _)| ts.saturating_add(self.cfg.timeout_ns) <= now_ns);
+        if window || timeout {
+            self.expire_due(now_ns, out);
+        }
+    }
+
+    fn expire_due(&mut self, now_ns: u64, out: &mut Vec<Transaction>) {
         self.prune_recent(now_ns);
         while let Some((ts, _, _)) = self.order.front() {
             if ts.saturating_add(self.cfg.timeout_ns) > now_ns {
@@ -722,7 +724,6 @@ impl Pairer {
             }
         }
         self.recent.clear();
-        self.recent_order.clear();
     }
 
     /// Queries waiting for an answer.

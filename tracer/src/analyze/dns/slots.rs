@@ -107,9 +107,105 @@ impl<K: Hashed, V> Slots<K, V> {
     }
 }
 
+/// Keys remembered for a while, oldest first, with a value each: a FIFO
+/// ring and an open-addressing index of ring positions (keyed by each key's
+/// own hash) over it.
+///
+/// What a `HashMap<K, (ts, V)>` beside a `VecDeque<(ts, K)>` did, with the
+/// same answers: a key remembered again takes the newer time and value; an
+/// entry leaves when its time leaves the window, if the key still holds that
+/// time; a removed key leaves the index only (its ring entry expires as a
+/// stale one). The map hashed nothing but moved the ~70-byte key in and out
+/// of its buckets on every insert, lookup and removal.
+#[derive(Debug)]
+pub(super) struct Window<K, V> {
+    /// Absolute positions (`head` + offset) of the newest entry per key.
+    index: HashTable<u64>,
+    ring: std::collections::VecDeque<(u64, K, V)>,
+    /// Absolute position of `ring`'s front.
+    head: u64,
+}
+
+impl<K, V> Default for Window<K, V> {
+    fn default() -> Self {
+        Self { index: HashTable::new(), ring: std::collections::VecDeque::new(), head: 0 }
+    }
+}
+
+impl<K: Hashed, V: Copy> Window<K, V> {
+    /// Entries in the ring (stale ones included).
+    #[inline]
+    pub(super) fn queued(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// Whether no key is remembered.
+    #[inline]
+    pub(super) fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Time of the oldest ring entry.
+    #[inline]
+    pub(super) fn oldest(&self) -> Option<u64> {
+        self.ring.front().map(|e| e.0)
+    }
+
+    /// Time and value remembered for `k`.
+    #[inline]
+    pub(super) fn get(&self, k: &K) -> Option<(u64, V)> {
+        let (ring, head) = (&self.ring, self.head);
+        let &at = self.index.find(k.hash(), |&at| ring[(at - head) as usize].1 == *k)?;
+        let e = &ring[(at - head) as usize];
+        Some((e.0, e.2))
+    }
+
+    /// Remembers `k` at `ts` (the newest time: callers push in time order).
+    pub(super) fn insert(&mut self, k: K, ts: u64, v: V) {
+        let at = self.head + self.ring.len() as u64;
+        self.ring.push_back((ts, k, v));
+        let (ring, head) = (&self.ring, self.head);
+        match self.index.entry(k.hash(), |&a| ring[(a - head) as usize].1 == k, |&a| ring[(a - head) as usize].1.hash())
+        {
+            hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = at,
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(at);
+            }
+        }
+    }
+
+    /// Forgets `k` (its ring entry stays, stale).
+    #[inline]
+    pub(super) fn remove(&mut self, k: &K) {
+        let (ring, head) = (&self.ring, self.head);
+        if let Ok(e) = self.index.find_entry(k.hash(), |&a| ring[(a - head) as usize].1 == *k) {
+            e.remove();
+        }
+    }
+
+    /// Drops the oldest ring entry, and its key when the key still holds its time.
+    pub(super) fn pop_oldest(&mut self) {
+        let Some(&(ts, k, _)) = self.ring.front() else { return };
+        let (ring, head) = (&self.ring, self.head);
+        if let Ok(e) = self.index.find_entry(k.hash(), |&a| ring[(a - head) as usize].1 == k)
+            && ring[(*e.get() - head) as usize].0 == ts
+        {
+            e.remove();
+        }
+        self.ring.pop_front();
+        self.head += 1;
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.index.clear();
+        self.head += self.ring.len() as u64;
+        self.ring.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{Hashed, Slots};
+    use super::{Hashed, Slots, Window};
 
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     struct K(u64);
@@ -141,5 +237,37 @@ mod tests {
         }
         assert_eq!(table.len(), 2);
         assert!(table.entries.len() <= 3, "the slab does not grow under churn: {}", table.entries.len());
+    }
+
+    /// The window answers as the map and queue it replaced: newest time per
+    /// key, removal by key, expiry only of the time the key still holds.
+    #[test]
+    fn window_keeps_the_newest_time_per_key() {
+        let mut w: Window<K, u8> = Window::default();
+        w.insert(K(1), 10, 1);
+        w.insert(K(8), 11, 2);
+        w.insert(K(1), 12, 3);
+        assert_eq!((w.get(&K(1)), w.get(&K(8)), w.get(&K(15))), (Some((12, 3)), Some((11, 2)), None));
+        w.pop_oldest(); // K(1) at 10: K(1) holds 12 now, stays
+        assert_eq!(w.get(&K(1)), Some((12, 3)));
+        w.remove(&K(8));
+        assert_eq!((w.get(&K(8)), w.queued()), (None, 2));
+        w.pop_oldest(); // stale K(8)
+        w.insert(K(8), 13, 4);
+        w.pop_oldest(); // K(1) at 12
+        assert_eq!((w.get(&K(1)), w.get(&K(8)), w.oldest()), (None, Some((13, 4)), Some(13)));
+        // Two entries of one key at one time: the first to leave takes the key.
+        w.insert(K(8), 13, 5);
+        w.pop_oldest();
+        assert_eq!((w.get(&K(8)), w.queued()), (None, 1));
+        w.clear();
+        assert!(w.is_empty() && w.oldest().is_none());
+        for i in 0..10_000u64 {
+            w.insert(K(i % 50), i, 0);
+            if w.queued() > 100 {
+                w.pop_oldest();
+            }
+        }
+        assert_eq!(w.get(&K(49)), Some((9_999, 0)));
     }
 }
