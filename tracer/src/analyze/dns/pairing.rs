@@ -270,6 +270,8 @@ pub struct Pairer {
     recent: Window<Key, Observed>,
     /// Seed of the name hashes in keys (random per run: names come from the network).
     names: Seed,
+    /// Name hashes of recent names, by their shared string.
+    name_hashes: NameHashes,
     /// A joined view's key → the key its transaction waits under.
     aliases: PreHashedMap<Key, Key>,
     /// One-sided lookups by (loose key, client address): DNAT joins.
@@ -312,7 +314,7 @@ impl Pairer {
             (Hook::Wire | Hook::TcEgress | Hook::TcIngress, _) => Side::Wire,
         };
         let (client, server) = if ev.msg.is_response { (ev.dst, ev.src) } else { (ev.src, ev.dst) };
-        let qname = name_hash(&self.names, &ev.msg.qname);
+        let qname = self.name_hashes.get(&self.names, &ev.msg.qname);
         let key = Key::new(&self.names, client, server, ev.transport, ev.msg.id, qname, ev.msg.qtype);
         if ev.msg.is_response {
             self.response(key, side, ev, out);
@@ -387,61 +389,61 @@ impl Pairer {
         if self.pending.len() >= self.cfg.max_inflight.max(1) {
             self.evict_oldest(out);
         }
-        let mut tx = Transaction {
-            ts_ns: ts,
-            end_ns: None,
-            node: ev.rec.node.clone(),
-            netns: 0,
-            cgroup_id: 0,
-            process: None,
-            server_process: None,
-            client: key.client,
-            server: key.server,
-            client_pod: ev.src_pod.clone(),
-            server_pod: ev.dst_pod.clone(),
-            resolver: None,
-            resolver_client: None,
-            resolver_pod: None,
-            transport: ev.transport,
-            id: ev.msg.id,
-            qname: std::sync::Arc::clone(&ev.msg.qname),
-            qtype: ev.msg.qtype,
-            rcode: None,
-            answers: Vec::new(),
-            latency_ns: None,
-            timed_out: false,
-            retransmits: 0,
-            duplicate_answers: 0,
-            observed: match side {
-                Side::Client => Observed::Client,
-                Side::Server => Observed::Server,
-                Side::Wire => Observed::Wire,
-            },
-        };
-        let (mut client_query_ns, mut server_query_ns) = (None, None);
-        match side {
-            Side::Client => {
-                fill_client(&mut tx, ev);
-                client_query_ns = Some(ts);
-            }
-            Side::Server => {
-                note_resolver(&mut tx, &key, ev.dst_pod.as_ref());
-                server_query_ns = Some(ts);
-            }
-            Side::Wire => {
-                // A pcap taken inside the client's namespace: whatever we know.
-                tx.netns = ev.rec.netns_ino;
-                tx.cgroup_id = ev.rec.cgroup_id;
-                client_query_ns = Some(ts);
-            }
-        }
         self.seq = self.seq.wrapping_add(1);
         let order = (ts, self.seq);
         let bc = bc.unwrap_or_else(|| by_client_hash(&self.names, &key));
+        // What each side's sighting knows: the client's egress its process
+        // (node and pod are the event's), a pcap inside the client's
+        // namespace whatever it knows, the resolver's its own addresses.
+        let (process, netns, cgroup_id) = match side {
+            Side::Client => (ev.rec.process.clone(), ev.rec.netns_ino, ev.rec.cgroup_id),
+            Side::Wire => (None, ev.rec.netns_ino, ev.rec.cgroup_id),
+            Side::Server => (None, 0, 0),
+        };
+        let at_server = side == Side::Server;
+        let (client_query_ns, server_query_ns) = if at_server { (None, Some(ts)) } else { (Some(ts), None) };
         self.index(key, bc);
-        let i = self
-            .pending
-            .insert(key, Pending { tx, order, bc, client_query_ns, server_query_ns, server_answer: None, alias: None });
+        // Made in its slot: the ~600-byte entry is written once, not
+        // assembled on the stack and copied in.
+        let i = self.pending.insert_with(key, || Pending {
+            order,
+            bc,
+            client_query_ns,
+            server_query_ns,
+            server_answer: None,
+            alias: None,
+            tx: Transaction {
+                ts_ns: ts,
+                end_ns: None,
+                node: ev.rec.node.clone(),
+                netns,
+                cgroup_id,
+                process,
+                server_process: None,
+                client: key.client,
+                server: key.server,
+                client_pod: ev.src_pod.clone(),
+                server_pod: ev.dst_pod.clone(),
+                resolver: at_server.then_some(key.server),
+                resolver_client: at_server.then_some(key.client),
+                resolver_pod: if at_server { ev.dst_pod.clone() } else { None },
+                transport: ev.transport,
+                id: ev.msg.id,
+                qname: std::sync::Arc::clone(&ev.msg.qname),
+                qtype: ev.msg.qtype,
+                rcode: None,
+                answers: Vec::new(),
+                latency_ns: None,
+                timed_out: false,
+                retransmits: 0,
+                duplicate_answers: 0,
+                observed: match side {
+                    Side::Client => Observed::Client,
+                    Side::Server => Observed::Server,
+                    Side::Wire => Observed::Wire,
+                },
+            },
+        });
         self.order.push_back((ts, self.seq, i));
         // Answered entries linger until their timeout passes; keep them from
         // outnumbering the live ones (amortised O(1) per query).
@@ -650,6 +652,8 @@ impl Pairer {
         if let Some(a) = alias {
             self.remember(a, ts, observed);
         }
+        // Room first: the transaction is then copied once, into its place.
+        out.reserve(1);
         if let Some(p) = self.pending.remove(i) {
             out.push(p.tx);
         }
@@ -1320,6 +1324,36 @@ mod tests {
 }
 
 /// Hash of `name` in ASCII lower case, without allocating.
+/// Names come from the decoder's cache, one shared string per name, so a
+/// name's hash is remembered by the string's address: lowering and hashing
+/// it again for each of its four or so messages was ~10 % of pairing. Each
+/// entry holds its string, so an address is never reused while it is here.
+#[derive(Debug, Default)]
+struct NameHashes {
+    slots: Vec<Option<(std::sync::Arc<str>, u64)>>,
+}
+
+impl NameHashes {
+    const SLOTS: usize = 256;
+
+    #[inline]
+    fn get(&mut self, seed: &Seed, name: &std::sync::Arc<str>) -> u64 {
+        if self.slots.is_empty() {
+            self.slots.resize(Self::SLOTS, None);
+        }
+        let addr = std::sync::Arc::as_ptr(name).cast::<u8>() as usize as u64;
+        let at = (addr.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize % Self::SLOTS;
+        if let Some((n, h)) = &self.slots[at]
+            && std::sync::Arc::ptr_eq(n, name)
+        {
+            return *h;
+        }
+        let h = name_hash(seed, name);
+        self.slots[at] = Some((std::sync::Arc::clone(name), h));
+        h
+    }
+}
+
 fn name_hash(state: &Seed, name: &str) -> u64 {
     use std::hash::{BuildHasher as _, Hasher as _};
     let mut h = state.build_hasher();

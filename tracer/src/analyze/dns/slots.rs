@@ -9,6 +9,8 @@
 //! expiry queue also holds, so checking whether a queued entry is still the
 //! current one costs no lookup at all.
 
+use std::mem::MaybeUninit;
+
 use hashbrown::HashTable;
 
 /// A key that carries its own seeded hash.
@@ -16,10 +18,46 @@ pub(super) trait Hashed: Copy + Eq {
     fn hash(&self) -> u64;
 }
 
-#[derive(Debug)]
+/// A slab entry. The value is `MaybeUninit` with a flag beside it rather
+/// than an `Option`: taking a ~600-byte `Option` out wrote a whole `None`
+/// back and went through two temporaries (four copies per removal); here a
+/// value is written once and read out once.
 struct Slot<K, V> {
     key: K,
-    val: Option<V>,
+    live: bool,
+    val: MaybeUninit<V>,
+}
+
+impl<K, V> Slot<K, V> {
+    #[inline]
+    fn get(&self) -> Option<&V> {
+        // SAFETY: `live` is set exactly while `val` holds a value.
+        self.live.then(|| unsafe { self.val.assume_init_ref() })
+    }
+
+    #[inline]
+    fn get_mut(&mut self) -> Option<&mut V> {
+        if !self.live {
+            return None;
+        }
+        // SAFETY: as in `get`.
+        Some(unsafe { self.val.assume_init_mut() })
+    }
+}
+
+impl<K, V> Drop for Slot<K, V> {
+    fn drop(&mut self) {
+        if self.live {
+            // SAFETY: as in `get`; the flag is not read again.
+            unsafe { self.val.assume_init_drop() };
+        }
+    }
+}
+
+impl<K: std::fmt::Debug, V: std::fmt::Debug> std::fmt::Debug for Slot<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot").field("key", &self.key).field("val", &self.get()).finish()
+    }
 }
 
 /// Entries by key, in reused slots.
@@ -47,17 +85,17 @@ impl<K: Hashed, V> Slots<K, V> {
     #[inline]
     pub(super) fn find(&self, k: &K) -> Option<u32> {
         let slots = &self.entries;
-        self.index.find(k.hash(), |&i| slots[i as usize].val.is_some() && slots[i as usize].key == *k).copied()
+        self.index.find(k.hash(), |&i| slots[i as usize].live && slots[i as usize].key == *k).copied()
     }
 
     #[inline]
     pub(super) fn get(&self, i: u32) -> Option<&V> {
-        self.entries.get(i as usize)?.val.as_ref()
+        self.entries.get(i as usize)?.get()
     }
 
     #[inline]
     pub(super) fn get_mut(&mut self, i: u32) -> Option<&mut V> {
-        self.entries.get_mut(i as usize)?.val.as_mut()
+        self.entries.get_mut(i as usize)?.get_mut()
     }
 
     /// The entry under `k`.
@@ -69,17 +107,27 @@ impl<K: Hashed, V> Slots<K, V> {
     /// The key of slot `i`.
     #[inline]
     pub(super) fn key(&self, i: u32) -> Option<K> {
-        self.entries.get(i as usize).filter(|s| s.val.is_some()).map(|s| s.key)
+        self.entries.get(i as usize).filter(|s| s.live).map(|s| s.key)
     }
 
     /// Adds `v` under `k`, which must not be present; returns its slot.
-    #[inline]
+    #[cfg(test)]
     pub(super) fn insert(&mut self, k: K, v: V) -> u32 {
+        self.insert_with(k, || v)
+    }
+
+    /// [`Self::insert`] of the value `make` returns, made where it is kept
+    /// when the slot is a reused one (no copy of the whole value).
+    #[inline]
+    pub(super) fn insert_with(&mut self, k: K, make: impl FnOnce() -> V) -> u32 {
         let i = if let Some(i) = self.free.pop() {
-            self.entries[i as usize] = Slot { key: k, val: Some(v) };
+            let slot = &mut self.entries[i as usize];
+            slot.key = k;
+            slot.val.write(make());
+            slot.live = true;
             i
         } else {
-            self.entries.push(Slot { key: k, val: Some(v) });
+            self.entries.push(Slot { key: k, live: true, val: MaybeUninit::new(make()) });
             (self.entries.len() - 1) as u32
         };
         let slots = &self.entries;
@@ -92,13 +140,18 @@ impl<K: Hashed, V> Slots<K, V> {
     #[inline]
     pub(super) fn remove(&mut self, i: u32) -> Option<V> {
         let slot = self.entries.get_mut(i as usize)?;
-        let v = slot.val.take()?;
+        if !slot.live {
+            return None;
+        }
+        slot.live = false;
         if let Ok(e) = self.index.find_entry(slot.key.hash(), |&j| j == i) {
             e.remove();
         }
         self.free.push(i);
         self.len -= 1;
-        Some(v)
+        // SAFETY: the slot was live, and is marked free before the read, so
+        // the value is read out exactly once and never dropped in place.
+        Some(unsafe { self.entries[i as usize].val.assume_init_read() })
     }
 
     #[inline]
