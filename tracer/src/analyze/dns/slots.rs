@@ -56,7 +56,7 @@ impl<K, V> Drop for Slot<K, V> {
 
 impl<K: std::fmt::Debug, V: std::fmt::Debug> std::fmt::Debug for Slot<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Slot").field("key", &self.key).field("val", &self.get()).finish()
+        f.debug_struct("Slot").field("key", &self.key).field("live", &self.live).field("val", &self.get()).finish()
     }
 }
 
