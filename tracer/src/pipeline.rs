@@ -347,7 +347,7 @@ fn decode_and_pair(
     message: impl FnMut(&DnsEvent),
 ) {
     decoder.push(p, evs);
-    enrich_and_pair(decoder, pairer, enricher, evs, txs, message);
+    enrich_and_pair(pairer, enricher, evs, txs, message);
 }
 
 /// [`decode_and_pair`] of a packet that may not be DNS (by `ports`, as
@@ -367,12 +367,11 @@ fn decode_and_pair_if_dns(
     if !decoder.push_if_dns(p, ports, evs) {
         return false;
     }
-    enrich_and_pair(decoder, pairer, enricher, evs, txs, message);
+    enrich_and_pair(pairer, enricher, evs, txs, message);
     true
 }
 
 fn enrich_and_pair(
-    decoder: &mut DnsDecoder,
     pairer: &mut Pairer,
     enricher: &Enricher,
     evs: &mut Vec<DnsEvent>,
@@ -385,9 +384,6 @@ fn enrich_and_pair(
         enricher.enrich(ev);
         message(ev);
         pairer.push_ref(ev, txs);
-        // The answers pairing did not keep (the second copy of a same-node
-        // answer) fill the next response: no allocation for it.
-        decoder.recycle(std::mem::take(&mut ev.msg.answers));
     }
     evs.clear();
 }

@@ -183,9 +183,7 @@ fn walk_records(
     for _ in 0..extra_questions {
         off = read_name(m, off, None)? + 4;
     }
-    if an > 0 {
-        // A list an earlier message no longer needs, when there is one.
-        msg.answers = names.take_answers();
+    if an > 0 && msg.answers.capacity() == 0 {
         msg.answers.reserve_exact(usize::from(an).min(MAX_ANSWERS));
     }
     for _ in 0..an {

@@ -30,11 +30,6 @@ pub struct Interner {
     cached: bool,
     /// The decoder's scratch string, lent out while a message is rendered.
     buf: String,
-    /// Answer lists whose messages are done with (at most
-    /// [`Self::SPARE_ANSWERS`]), emptied, for the next responses: a
-    /// response's answers are a list each, and one of the two copies of a
-    /// same-node answer is dropped after pairing.
-    spare: Vec<Vec<crate::model::Answer>>,
     /// Counters, for tests and the curious.
     hits: u64,
     misses: u64,
@@ -59,16 +54,11 @@ impl Default for Interner {
     }
 }
 
-/// Largest answer list kept for reuse (the decoder renders at most this many).
-const MAX_KEPT_ANSWERS: usize = super::dns::MAX_ANSWERS;
-
 impl Interner {
     /// Sets in the cache.
     pub const SETS: usize = 4096;
     /// Strings per set.
     pub const WAYS: usize = 4;
-    /// Most answer lists kept for reuse.
-    pub const SPARE_ANSWERS: usize = 16;
     /// Longest string kept (a name's presentation form rarely passes 100
     /// bytes; long TXT data are rare and not worth a slot).
     pub const MAX_LEN: usize = 255;
@@ -82,7 +72,6 @@ impl Interner {
             seed: crate::hash::Seed::default(),
             cached: true,
             buf: String::new(),
-            spare: Vec::new(),
             hits: 0,
             misses: 0,
         }
@@ -98,21 +87,6 @@ impl Interner {
     /// The scratch string (empty, its capacity kept between messages).
     pub(super) fn take_buf(&mut self) -> String {
         std::mem::take(&mut self.buf)
-    }
-
-    /// An empty answer list, with room from an earlier message when there is one.
-    pub(super) fn take_answers(&mut self) -> Vec<crate::model::Answer> {
-        self.spare.pop().unwrap_or_default()
-    }
-
-    /// Takes back a message's answer list for reuse (kept only when it has
-    /// room and few are kept already).
-    pub fn recycle_answers(&mut self, mut answers: Vec<crate::model::Answer>) {
-        if answers.capacity() == 0 || answers.capacity() > MAX_KEPT_ANSWERS || self.spare.len() >= Self::SPARE_ANSWERS {
-            return;
-        }
-        answers.clear();
-        self.spare.push(answers);
     }
 
     /// Gives the scratch string back.

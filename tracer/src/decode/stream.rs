@@ -213,8 +213,6 @@ impl DnsDecoder {
                 match dns::decode_with(v.payload, &mut self.names) {
                     Ok(msg) => {
                         self.stats.messages += 1;
-                        // Room first, so the event is written in place.
-                        out.reserve(1);
                         out.push(DnsEvent {
                             rec: info,
                             src,
@@ -237,13 +235,6 @@ impl DnsDecoder {
             }
         }
         true
-    }
-
-    /// Takes back the answer list of a message done with (after pairing,
-    /// which moves the lists it keeps), for the next response to fill.
-    #[inline]
-    pub fn recycle(&mut self, answers: Vec<crate::model::Answer>) {
-        self.names.recycle_answers(answers);
     }
 
     /// What could not be decoded so far.
