@@ -31,7 +31,7 @@ use std::collections::VecDeque;
 
 use std::hash::BuildHasher as _;
 
-use super::slots::{Hashed, Slots};
+use super::slots::{Hashed, Slots, Window};
 use crate::hash::{PreHashedMap, Seed};
 
 use crate::{
@@ -253,12 +253,6 @@ struct Pending {
     alias: Option<Key>,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Recent {
-    ts_ns: u64,
-    observed: Observed,
-}
-
 /// Query/response pairing state.
 #[derive(Debug, Default)]
 pub struct Pairer {
@@ -272,10 +266,12 @@ pub struct Pairer {
     /// same order, which is checked without a lookup.
     order: VecDeque<(u64, u64, u32)>,
     seq: u64,
-    recent: PreHashedMap<Key, Recent>,
-    recent_order: VecDeque<(u64, Key)>,
+    /// Completed exchanges, for the duplicate answers that follow them.
+    recent: Window<Key, Observed>,
     /// Seed of the name hashes in keys (random per run: names come from the network).
     names: Seed,
+    /// Name hashes of recent names, by their shared string.
+    name_hashes: NameHashes,
     /// A joined view's key → the key its transaction waits under.
     aliases: PreHashedMap<Key, Key>,
     /// One-sided lookups by (loose key, client address): DNAT joins.
@@ -303,7 +299,13 @@ impl Pairer {
     /// and the answers move into the transaction instead of being copied
     /// (an allocation per string, four or five per exchange).
     pub fn push_owned(&mut self, mut ev: DnsEvent, out: &mut Vec<Transaction>) {
-        let ev = &mut ev;
+        self.push_ref(&mut ev, out);
+    }
+
+    /// [`Self::push_owned`] of an event the caller keeps (and drops after):
+    /// its answers move into the transaction, the rest is copied or
+    /// shared, and the ~300-byte event itself is never moved.
+    pub fn push_ref(&mut self, ev: &mut DnsEvent, out: &mut Vec<Transaction>) {
         let ts = ev.rec.ts_ns;
         self.prune_recent(ts);
         let side = match (ev.rec.hook, ev.msg.is_response) {
@@ -312,7 +314,7 @@ impl Pairer {
             (Hook::Wire | Hook::TcEgress | Hook::TcIngress, _) => Side::Wire,
         };
         let (client, server) = if ev.msg.is_response { (ev.dst, ev.src) } else { (ev.src, ev.dst) };
-        let qname = name_hash(&self.names, &ev.msg.qname);
+        let qname = self.name_hashes.get(&self.names, &ev.msg.qname);
         let key = Key::new(&self.names, client, server, ev.transport, ev.msg.id, qname, ev.msg.qtype);
         if ev.msg.is_response {
             self.response(key, side, ev, out);
@@ -387,61 +389,61 @@ impl Pairer {
         if self.pending.len() >= self.cfg.max_inflight.max(1) {
             self.evict_oldest(out);
         }
-        let mut tx = Transaction {
-            ts_ns: ts,
-            end_ns: None,
-            node: ev.rec.node.clone(),
-            netns: 0,
-            cgroup_id: 0,
-            process: None,
-            server_process: None,
-            client: key.client,
-            server: key.server,
-            client_pod: ev.src_pod.clone(),
-            server_pod: ev.dst_pod.clone(),
-            resolver: None,
-            resolver_client: None,
-            resolver_pod: None,
-            transport: ev.transport,
-            id: ev.msg.id,
-            qname: std::sync::Arc::clone(&ev.msg.qname),
-            qtype: ev.msg.qtype,
-            rcode: None,
-            answers: Vec::new(),
-            latency_ns: None,
-            timed_out: false,
-            retransmits: 0,
-            duplicate_answers: 0,
-            observed: match side {
-                Side::Client => Observed::Client,
-                Side::Server => Observed::Server,
-                Side::Wire => Observed::Wire,
-            },
-        };
-        let (mut client_query_ns, mut server_query_ns) = (None, None);
-        match side {
-            Side::Client => {
-                fill_client(&mut tx, ev);
-                client_query_ns = Some(ts);
-            }
-            Side::Server => {
-                note_resolver(&mut tx, &key, ev.dst_pod.as_ref());
-                server_query_ns = Some(ts);
-            }
-            Side::Wire => {
-                // A pcap taken inside the client's namespace: whatever we know.
-                tx.netns = ev.rec.netns_ino;
-                tx.cgroup_id = ev.rec.cgroup_id;
-                client_query_ns = Some(ts);
-            }
-        }
         self.seq = self.seq.wrapping_add(1);
         let order = (ts, self.seq);
         let bc = bc.unwrap_or_else(|| by_client_hash(&self.names, &key));
+        // What each side's sighting knows: the client's egress its process
+        // (node and pod are the event's), a pcap inside the client's
+        // namespace whatever it knows, the resolver's its own addresses.
+        let (process, netns, cgroup_id) = match side {
+            Side::Client => (ev.rec.process.clone(), ev.rec.netns_ino, ev.rec.cgroup_id),
+            Side::Wire => (None, ev.rec.netns_ino, ev.rec.cgroup_id),
+            Side::Server => (None, 0, 0),
+        };
+        let at_server = side == Side::Server;
+        let (client_query_ns, server_query_ns) = if at_server { (None, Some(ts)) } else { (Some(ts), None) };
         self.index(key, bc);
-        let i = self
-            .pending
-            .insert(key, Pending { tx, order, bc, client_query_ns, server_query_ns, server_answer: None, alias: None });
+        // Made in its slot: the ~600-byte entry is written once, not
+        // assembled on the stack and copied in.
+        let i = self.pending.insert_with(key, || Pending {
+            order,
+            bc,
+            client_query_ns,
+            server_query_ns,
+            server_answer: None,
+            alias: None,
+            tx: Transaction {
+                ts_ns: ts,
+                end_ns: None,
+                node: ev.rec.node.clone(),
+                netns,
+                cgroup_id,
+                process,
+                server_process: None,
+                client: key.client,
+                server: key.server,
+                client_pod: ev.src_pod.clone(),
+                server_pod: ev.dst_pod.clone(),
+                resolver: at_server.then_some(key.server),
+                resolver_client: at_server.then_some(key.client),
+                resolver_pod: if at_server { ev.dst_pod.clone() } else { None },
+                transport: ev.transport,
+                id: ev.msg.id,
+                qname: std::sync::Arc::clone(&ev.msg.qname),
+                qtype: ev.msg.qtype,
+                rcode: None,
+                answers: Vec::new(),
+                latency_ns: None,
+                timed_out: false,
+                retransmits: 0,
+                duplicate_answers: 0,
+                observed: match side {
+                    Side::Client => Observed::Client,
+                    Side::Server => Observed::Server,
+                    Side::Wire => Observed::Wire,
+                },
+            },
+        });
         self.order.push_back((ts, self.seq, i));
         // Answered entries linger until their timeout passes; keep them from
         // outnumbering the live ones (amortised O(1) per query).
@@ -590,7 +592,7 @@ impl Pairer {
             match self.recent.get(&key) {
                 // A Both exchange completes at the client; the server's copy of a
                 // later duplicate is the same duplicate, seen earlier: count once.
-                Some(r) if side != Side::Client && r.observed == Observed::Both => {}
+                Some((_, observed)) if side != Side::Client && observed == Observed::Both => {}
                 Some(_) => self.stats.duplicate_answers += 1,
                 None => self.stats.unmatched_responses += 1,
             }
@@ -650,31 +652,24 @@ impl Pairer {
         if let Some(a) = alias {
             self.remember(a, ts, observed);
         }
+        // Room first: the transaction is then copied once, into its place.
+        out.reserve(1);
         if let Some(p) = self.pending.remove(i) {
             out.push(p.tx);
         }
     }
 
     fn remember(&mut self, key: Key, ts: u64, observed: Observed) {
-        while self.recent_order.len() >= MAX_RECENT {
-            self.pop_recent();
+        while self.recent.queued() >= MAX_RECENT {
+            self.recent.pop_oldest();
         }
-        self.recent_order.push_back((ts, key));
-        self.recent.insert(key, Recent { ts_ns: ts, observed });
+        self.recent.insert(key, ts, observed);
     }
 
-    fn pop_recent(&mut self) {
-        if let Some((ts, key)) = self.recent_order.pop_front()
-            && let std::collections::hash_map::Entry::Occupied(e) = self.recent.entry(key)
-            && e.get().ts_ns == ts
-        {
-            e.remove();
-        }
-    }
-
+    #[inline]
     fn prune_recent(&mut self, now: u64) {
-        while self.recent_order.front().is_some_and(|(ts, _)| ts.saturating_add(RECENT_WINDOW_NS) < now) {
-            self.pop_recent();
+        while self.recent.oldest().is_some_and(|ts| ts.saturating_add(RECENT_WINDOW_NS) < now) {
+            self.recent.pop_oldest();
         }
     }
 
@@ -701,7 +696,18 @@ impl Pairer {
     }
 
     /// Reports queries older than the timeout at `now_ns` as timed out.
+    #[inline]
     pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Transaction>) {
+        // Replays tick once per record, and nearly always nothing is due:
+        // two comparisons, without a call.
+        let window = self.recent.oldest().is_some_and(|ts| ts.saturating_add(RECENT_WINDOW_NS) < now_ns);
+        let timeout = self.order.front().is_some_and(|&(ts, _, _)| ts.saturating_add(self.cfg.timeout_ns) <= now_ns);
+        if window || timeout {
+            self.expire_due(now_ns, out);
+        }
+    }
+
+    fn expire_due(&mut self, now_ns: u64, out: &mut Vec<Transaction>) {
         self.prune_recent(now_ns);
         while let Some((ts, _, _)) = self.order.front() {
             if ts.saturating_add(self.cfg.timeout_ns) > now_ns {
@@ -722,7 +728,6 @@ impl Pairer {
             }
         }
         self.recent.clear();
-        self.recent_order.clear();
     }
 
     /// Queries waiting for an answer.
@@ -1319,6 +1324,36 @@ mod tests {
 }
 
 /// Hash of `name` in ASCII lower case, without allocating.
+/// Names come from the decoder's cache, one shared string per name, so a
+/// name's hash is remembered by the string's address: lowering and hashing
+/// it again for each of its four or so messages was ~10 % of pairing. Each
+/// entry holds its string, so an address is never reused while it is here.
+#[derive(Debug, Default)]
+struct NameHashes {
+    slots: Vec<Option<(std::sync::Arc<str>, u64)>>,
+}
+
+impl NameHashes {
+    const SLOTS: usize = 256;
+
+    #[inline]
+    fn get(&mut self, seed: &Seed, name: &std::sync::Arc<str>) -> u64 {
+        if self.slots.is_empty() {
+            self.slots.resize(Self::SLOTS, None);
+        }
+        let addr = std::sync::Arc::as_ptr(name).cast::<u8>() as usize as u64;
+        let at = (addr.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize % Self::SLOTS;
+        if let Some((n, h)) = &self.slots[at]
+            && std::sync::Arc::ptr_eq(n, name)
+        {
+            return *h;
+        }
+        let h = name_hash(seed, name);
+        self.slots[at] = Some((std::sync::Arc::clone(name), h));
+        h
+    }
+}
+
 fn name_hash(state: &Seed, name: &str) -> u64 {
     use std::hash::{BuildHasher as _, Hasher as _};
     let mut h = state.build_hasher();
