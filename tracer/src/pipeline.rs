@@ -293,8 +293,10 @@ impl Back {
     #[inline(never)]
     fn flush_owned<S: Sink>(&mut self, ctx: &Context, sink: &mut S, stats: &mut RunStats) {
         let mut txs = std::mem::take(&mut self.txs);
-        // Owned: the analysis shares (allocates) only the few it keeps.
-        self.flush_shared(txs.drain(..), ctx, sink, stats);
+        // By reference: the analysis copies the few it keeps into an `Arc`;
+        // moving each (~400 bytes) out, in and on was ~300 instructions.
+        self.flush_shared(txs.iter(), ctx, sink, stats);
+        txs.clear();
         self.txs = txs;
     }
 

@@ -410,6 +410,12 @@ impl Index {
                 .is_some_and(|e| e.dns)
     }
 
+    /// Whether any pod can be found by address, netns or cgroup (what
+    /// [`super::Enricher::enrich`] looks up).
+    pub(crate) fn names_pods(&self) -> bool {
+        !(self.by_ip.is_empty() && self.by_netns.is_empty() && self.by_cgroup.is_empty())
+    }
+
     /// Counts, for status lines and tests: (pods, services, nodes).
     pub(crate) fn counts(&self) -> (usize, usize, usize) {
         (self.pods.len(), self.service_ips.len(), self.node_addrs.len())

@@ -368,6 +368,11 @@ pub const MAX_NAMES: usize = 16_384;
 #[derive(Debug, Default)]
 struct Names {
     set: FastMap<Arc<str>, (u64, u64)>,
+    /// The last answers by the query name's own allocation: the decoder
+    /// shares one `Arc` per distinct name, so most lookups are a pointer
+    /// compare instead of hashing the name. An entry holds its query name,
+    /// so the address cannot be reused for another while it is here.
+    recent: Vec<Option<(Arc<str>, Arc<str>, u64, u64)>>,
     /// Seed of the name hashes (random per run: names come from the network).
     seed: Seed,
     /// Lower-casing scratch for names sent with upper-case letters (0x20).
@@ -375,6 +380,26 @@ struct Names {
 }
 
 impl Names {
+    const RECENT: usize = 256;
+
+    fn lower_shared(&mut self, qname: &Arc<str>) -> (Arc<str>, u64, u64) {
+        let addr = Arc::as_ptr(qname).cast::<u8>() as usize;
+        let slot = (addr >> 4 ^ addr >> 12) % Self::RECENT;
+        if let Some(Some((q, l, nh, fh))) = self.recent.get(slot)
+            && Arc::ptr_eq(q, qname)
+        {
+            return (Arc::clone(l), *nh, *fh);
+        }
+        let r = self.lower(qname);
+        if self.recent.is_empty() {
+            self.recent = vec![None; Self::RECENT];
+        }
+        if let Some(e) = self.recent.get_mut(slot) {
+            *e = Some((Arc::clone(qname), Arc::clone(&r.0), r.1, r.2));
+        }
+        r
+    }
+
     fn lower(&mut self, qname: &str) -> (Arc<str>, u64, u64) {
         let name = qname.trim_end_matches('.');
         let lowered = if name.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -472,7 +497,7 @@ impl Analyzer {
             None => t.ts_ns,
         };
         self.now = self.now.max(seen);
-        let (lname, nh, fh) = self.names.lower(&t.qname);
+        let (lname, nh, fh) = self.names.lower_shared(&t.qname);
         let key = self.keys.key(&self.names.seed, t);
         self.track_resolver(t, nh, &key);
         let mut att = NewAtt { lname, nh, fh, tx: Err(tx) };

@@ -75,8 +75,9 @@ pub(super) struct ClientQueries {
 pub(super) struct ResolverState {
     /// Per client: its recent queries to this resolver.
     pub(super) clients: PreHashedMap<ClientKey, ClientQueries>,
-    /// Per name (by [`Att::nh`]): recent client queries (to correlate forwards).
-    pub(super) by_name: Bounded<u64, VecDeque<ClientQuery>>,
+    /// Per name (by [`Att::nh`], a seeded hash already: not hashed again):
+    /// recent client queries (to correlate forwards).
+    pub(super) by_name: Bounded<u64, VecDeque<ClientQuery>, std::hash::BuildHasherDefault<crate::hash::Passthrough>>,
     /// Client queries in `by_name`, over all names.
     pub(super) held: usize,
     pub(super) last_ts: u64,
