@@ -322,7 +322,15 @@ impl Back {
         self.flush_findings(ctx, sink, stats);
     }
 
+    #[inline]
     fn flush_findings<S: Sink>(&mut self, ctx: &Context, sink: &mut S, stats: &mut RunStats) {
+        if !(self.findings.is_empty() && self.shown_findings.is_empty()) {
+            self.flush_findings_now(ctx, sink, stats);
+        }
+    }
+
+    #[inline(never)]
+    fn flush_findings_now<S: Sink>(&mut self, ctx: &Context, sink: &mut S, stats: &mut RunStats) {
         // Filtered before condensing: aggregates and repeat counts then
         // cover only the pods shown.
         for f in self.findings.drain(..) {
@@ -340,10 +348,12 @@ impl Back {
     /// and their transactions went through [`Self::flush`]).
     #[inline]
     fn tick<S: Sink>(&mut self, now_ns: u64, ctx: &Context, sink: &mut S, stats: &mut RunStats) {
+        // Transactions were flushed before (and a two-threaded replay's
+        // never wait in `txs`): only findings can be waiting here.
         Detector::expire(&mut self.analyzer, now_ns, &mut self.findings);
-        self.flush(ctx, sink, stats);
+        self.flush_findings(ctx, sink, stats);
         self.condenser.tick(now_ns, &mut self.shown_findings);
-        self.flush(ctx, sink, stats);
+        self.flush_findings(ctx, sink, stats);
     }
 }
 

@@ -35,7 +35,7 @@ impl ClientQuery {
 
 /// Who took part in a client query besides the client's address: the same
 /// for a client's consecutive queries to a resolver, so shared by them.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub(super) struct Parties {
     pub(super) server: Endpoint,
     pub(super) process: Option<Process>,
@@ -53,11 +53,38 @@ impl Parties {
         }
     }
 
+    /// Whether these are `tx`'s parties, comparing the shared strings by
+    /// address only (a false "no" only costs a new entry).
     fn are_of(&self, tx: &Transaction) -> bool {
+        fn same_proc(a: Option<&Process>, b: Option<&Process>) -> bool {
+            match (a, b) {
+                (None, None) => true,
+                (Some(a), Some(b)) => {
+                    a.pid == b.pid
+                        && a.tid == b.tid
+                        && Arc::ptr_eq(&a.comm, &b.comm)
+                        && Arc::ptr_eq(&a.thread, &b.thread)
+                }
+                _ => false,
+            }
+        }
+        let same_pod = match (&self.server_pod, &tx.server_pod) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                Arc::ptr_eq(&a.namespace, &b.namespace)
+                    && Arc::ptr_eq(&a.name, &b.name)
+                    && match (&a.node, &b.node) {
+                        (None, None) => true,
+                        (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+                        _ => false,
+                    }
+            }
+            _ => false,
+        };
         self.server == tx.server
-            && self.process == tx.process
-            && self.server_pod == tx.server_pod
-            && self.server_process == tx.server_process
+            && same_pod
+            && same_proc(self.process.as_ref(), tx.process.as_ref())
+            && same_proc(self.server_process.as_ref(), tx.server_process.as_ref())
     }
 }
 
