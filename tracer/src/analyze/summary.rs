@@ -238,7 +238,7 @@ impl Summary {
 
     fn row_of(&mut self, scope: Scope, who: Who) -> usize {
         let key = (scope, who);
-        let i = if let Some(&i) = self.by_who.get(&key) {
+        if let Some(&i) = self.by_who.get(&key) {
             i
         } else {
             let name = match &key.1 {
@@ -253,8 +253,7 @@ impl Summary {
                 self.by_who.insert(key, i);
             }
             i
-        };
-        i
+        }
     }
 
     /// Counts one transaction for its client and its server.

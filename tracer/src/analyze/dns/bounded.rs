@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 
-
 /// A map with a size bound: inserting beyond it forgets the oldest insert.
 #[derive(Debug)]
 pub(crate) struct Bounded<K, V, S = foldhash::fast::RandomState> {

@@ -328,7 +328,7 @@ pub struct Analyzer {
     /// A resolver pod's own address → the Service address its clients asked
     /// (DNAT): its forwards are the Service's.
     resolver_addrs: Bounded<IpAddr, IpAddr>,
-    resolver_pids: Bounded<(u32, Option<Arc<str>>), IpAddr>,
+    resolver_pids: Bounded<PidOnNode, IpAddr>,
     /// The last insert into each of the three maps above: a resolver's
     /// transactions repeat it, and inserting again changes nothing.
     last_resolver: LastInserts,
@@ -348,12 +348,18 @@ pub struct Analyzer {
     next_due: u64,
 }
 
+/// A resolver process: its pid on its node.
+type PidOnNode = (u32, Option<Arc<str>>);
+
 #[derive(Debug, Default)]
 struct LastInserts {
     pod: Option<(PodRef, IpAddr)>,
     addr: Option<(IpAddr, IpAddr)>,
-    pid: Option<((u32, Option<Arc<str>>), IpAddr)>,
+    pid: Option<(PidOnNode, IpAddr)>,
 }
+
+/// A lower-cased name with its hash and its first label's ([`Att::nh`], [`Att::fh`]).
+type Lowered = (Arc<str>, u64, u64);
 
 /// Distinct lower-case names kept for sharing; beyond, the table starts over.
 pub const MAX_NAMES: usize = 16_384;
@@ -372,7 +378,7 @@ struct Names {
     /// shares one `Arc` per distinct name, so most lookups are a pointer
     /// compare instead of hashing the name. An entry holds its query name,
     /// so the address cannot be reused for another while it is here.
-    recent: Vec<Option<(Arc<str>, Arc<str>, u64, u64)>>,
+    recent: Vec<Option<(Arc<str>, Lowered)>>,
     /// Seed of the name hashes (random per run: names come from the network).
     seed: Seed,
     /// Lower-casing scratch for names sent with upper-case letters (0x20).
@@ -387,7 +393,7 @@ impl Names {
     fn lower_shared(&mut self, qname: &Arc<str>) -> (Arc<str>, u64, u64) {
         let addr = Arc::as_ptr(qname).cast::<u8>() as usize as u64;
         let slot = (addr.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 53) as usize % Self::RECENT;
-        if let Some(Some((q, l, nh, fh))) = self.recent.get(slot)
+        if let Some(Some((q, (l, nh, fh)))) = self.recent.get(slot)
             && Arc::ptr_eq(q, qname)
         {
             return (Arc::clone(l), *nh, *fh);
@@ -397,7 +403,7 @@ impl Names {
             self.recent = vec![None; Self::RECENT];
         }
         if let Some(e) = self.recent.get_mut(slot) {
-            *e = Some((Arc::clone(qname), Arc::clone(&r.0), r.1, r.2));
+            *e = Some((Arc::clone(qname), (Arc::clone(&r.0), r.1, r.2)));
         }
         r
     }

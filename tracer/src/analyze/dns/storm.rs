@@ -2,7 +2,7 @@
 //! names at a high rate.
 
 use super::{
-    Analyzer, Arc, FastMap, Transaction, Finding, IpAddr, NameCount, NxdomainStorm, PodRef, RCODE_NXDOMAIN, VecDeque,
+    Analyzer, Arc, FastMap, Finding, IpAddr, NameCount, NxdomainStorm, PodRef, RCODE_NXDOMAIN, Transaction, VecDeque,
     ends_with_label, ms, secs,
 };
 

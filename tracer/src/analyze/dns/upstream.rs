@@ -3,8 +3,8 @@
 
 use super::{
     Analyzer, Arc, Att, Bounded, ClientKey, Endpoint, Finding, ForwardedUpstream, IpAddr, MAX_CHAIN_ATTEMPTS,
-    PARALLEL_NS, Party, PodRef, PreHashedMap, RCODE_SERVFAIL, Transaction, UpstreamTimeout, VecDeque, ms,
-    qtype_name, secs, settled_at, times, union_len,
+    PARALLEL_NS, Party, PodRef, PreHashedMap, RCODE_SERVFAIL, Transaction, UpstreamTimeout, VecDeque, ms, qtype_name,
+    secs, settled_at, times, union_len,
 };
 use crate::event::Process;
 
@@ -330,10 +330,8 @@ impl Analyzer {
                 g.qtypes.push(u.qtype);
             }
             for q in waiting {
-                let dup = g
-                    .waiting
-                    .iter()
-                    .any(|w| w.key == q.key && w.ts == q.ts && w.id == q.id && w.qtype == q.qtype);
+                let dup =
+                    g.waiting.iter().any(|w| w.key == q.key && w.ts == q.ts && w.id == q.id && w.qtype == q.qtype);
                 if !dup && g.waiting.len() < MAX_CHAIN_ATTEMPTS {
                     g.waiting.push(q);
                 }
