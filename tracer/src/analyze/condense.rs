@@ -372,6 +372,7 @@ impl Condenser {
     }
 
     /// Time passes: the periodic updates are due at `now_ns`.
+    #[inline]
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Finding>) {
         self.now = self.now.max(now_ns);
         if self.next_report.is_some_and(|t| self.now >= t) {

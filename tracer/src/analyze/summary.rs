@@ -9,7 +9,7 @@ use std::{collections::HashMap, fmt::Write as _, net::IpAddr, sync::Arc};
 use serde::Serialize;
 
 use super::{Finding, Transaction};
-use crate::hash::FastMap;
+use crate::{hash::FastMap, model::PodRef};
 
 /// Answers per row whose latencies are kept exactly.
 pub const EXACT_SAMPLES: usize = 10_000;
@@ -197,6 +197,10 @@ pub struct Summary {
     by_name: HashMap<(Scope, String), usize>,
     by_who: FastMap<(Scope, Who), usize>,
     per_scope: HashMap<Scope, usize>,
+    /// The row of the last client and of the last server: a node's
+    /// transactions come in runs from the same few, and building the key
+    /// and hashing its strings was most of counting one.
+    last: [Option<(Who, usize)>; 2],
 }
 
 impl Summary {
@@ -232,9 +236,9 @@ impl Summary {
         &mut self.rows[i].2
     }
 
-    fn row_of(&mut self, scope: Scope, who: Who) -> &mut Counters {
+    fn row_of(&mut self, scope: Scope, who: Who) -> usize {
         let key = (scope, who);
-        let i = if let Some(&i) = self.by_who.get(&key) {
+        if let Some(&i) = self.by_who.get(&key) {
             i
         } else {
             let name = match &key.1 {
@@ -249,21 +253,43 @@ impl Summary {
                 self.by_who.insert(key, i);
             }
             i
-        };
-        &mut self.rows[i].2
+        }
     }
 
     /// Counts one transaction for its client and its server.
     pub fn push(&mut self, tx: &Transaction) {
-        let client = tx
-            .client_pod
-            .as_ref()
-            .map_or(Who::Ip(tx.client.ip), |p| Who::Pod(Arc::clone(&p.namespace), Arc::clone(&p.name)));
-        let server = tx.server_pod.as_ref().map_or(Who::Sock(tx.server.ip, tx.server.port), |p| {
-            Who::Pod(Arc::clone(&p.namespace), Arc::clone(&p.name))
-        });
-        self.row_of(Scope::Pod, client).push(tx);
-        self.row_of(Scope::Resolver, server).push(tx);
+        let client = self.cached_row(0, tx.client_pod.as_ref(), Who::Ip(tx.client.ip), Scope::Pod);
+        let server =
+            self.cached_row(1, tx.server_pod.as_ref(), Who::Sock(tx.server.ip, tx.server.port), Scope::Resolver);
+        if let Some((.., c)) = self.rows.get_mut(client) {
+            c.push(tx);
+        }
+        if let Some((.., c)) = self.rows.get_mut(server) {
+            c.push(tx);
+        }
+    }
+
+    /// The row of a pod (else the address `addr`) in `scope`, from the one-entry cache
+    /// `slot` when it is the same pod (the same shared strings) or address.
+    fn cached_row(&mut self, slot: usize, pod: Option<&PodRef>, addr: Who, scope: Scope) -> usize {
+        let hit = match (self.last.get(slot), pod) {
+            (Some(Some((Who::Pod(ns, name), i))), Some(p))
+                if Arc::ptr_eq(ns, &p.namespace) && Arc::ptr_eq(name, &p.name) =>
+            {
+                Some(*i)
+            }
+            (Some(Some((w @ (Who::Ip(_) | Who::Sock(..)), i))), None) if *w == addr => Some(*i),
+            _ => None,
+        };
+        if let Some(i) = hit {
+            return i;
+        }
+        let who = pod.map_or(addr, |p| Who::Pod(Arc::clone(&p.namespace), Arc::clone(&p.name)));
+        let i = self.row_of(scope, who.clone());
+        if let Some(l) = self.last.get_mut(slot) {
+            *l = Some((who, i));
+        }
+        i
     }
 
     /// Counts a finding for the pod (fan-out, storm) or resolver (upstream timeout).

@@ -10,16 +10,15 @@
 //! Memory is bounded: [`MAX_OWNERS_PER_IP`] intervals per IP, [`MAX_CLOSED`]
 //! closed intervals in all, [`MAX_GONE`] deleted pods remembered.
 
-use std::{
-    collections::{HashMap, HashSet, VecDeque},
-    net::IpAddr,
-    sync::Arc,
-};
+use std::{collections::VecDeque, net::IpAddr, sync::Arc};
 
 use super::{
     PodRef, ServiceRef,
     snapshot::{PodInfo, Snapshot},
 };
+// Looked up per DNS message (cgroup, netns, both addresses): SipHash on the
+// pod keys was most of enriching a busy node's messages.
+use crate::hash::{FastMap as HashMap, FastSet as HashSet};
 
 /// Start of an interval whose beginning is unknown (object listed without a creation time).
 pub(crate) const SINCE_EVER: i128 = i128::MIN;
@@ -311,7 +310,7 @@ impl Index {
     /// Merges a complete snapshot taken at `at`.
     pub(crate) fn apply_snapshot(&mut self, s: &Snapshot, at: i128) {
         self.replace_pods(&s.pods, at, s.scope_node.as_deref());
-        let mut by_svc: HashMap<SvcKey, (ServiceRef, Vec<IpAddr>, bool)> = HashMap::new();
+        let mut by_svc: HashMap<SvcKey, (ServiceRef, Vec<IpAddr>, bool)> = HashMap::default();
         for (ip, r) in &s.services {
             let e = by_svc
                 .entry((Arc::clone(&r.namespace), Arc::clone(&r.name)))
@@ -409,6 +408,12 @@ impl Index {
                 .and_then(|o| o.iter().rev().find(|o| o.until == OPEN))
                 .and_then(|o| self.pods.get(&o.key))
                 .is_some_and(|e| e.dns)
+    }
+
+    /// Whether any pod can be found by address, netns or cgroup (what
+    /// [`super::Enricher::enrich`] looks up).
+    pub(crate) fn names_pods(&self) -> bool {
+        !(self.by_ip.is_empty() && self.by_netns.is_empty() && self.by_cgroup.is_empty())
     }
 
     /// Counts, for status lines and tests: (pods, services, nodes).

@@ -19,7 +19,7 @@ use std::{
     path::Path,
     sync::{
         Arc, Mutex, PoisonError, RwLock, RwLockReadGuard,
-        atomic::{AtomicI64, Ordering},
+        atomic::{AtomicBool, AtomicI64, Ordering},
     },
     time::Duration,
 };
@@ -46,6 +46,11 @@ pub struct Enricher {
     last_seen: Arc<AtomicI64>,
     cgroups: Option<Arc<Mutex<cgroup::CgroupPaths>>>,
     watch: Option<Arc<kube::WatchLink>>,
+    /// Whether the index can name any pod by address, netns or cgroup
+    /// (kept by [`Self::write`]): without, a message is not looked up at
+    /// all (a foreign capture's replay has no metadata; the lock and four
+    /// lookups were most of enriching each message).
+    names_pods: Arc<AtomicBool>,
 }
 
 /// How often an unknown cgroup id may trigger a rescan of the cgroup tree.
@@ -98,7 +103,10 @@ impl Enricher {
     }
 
     pub(crate) fn write<R>(&self, f: impl FnOnce(&mut index::Index) -> R) -> R {
-        f(&mut self.index.write().unwrap_or_else(PoisonError::into_inner))
+        let mut ix = self.index.write().unwrap_or_else(PoisonError::into_inner);
+        let r = f(&mut ix);
+        self.names_pods.store(ix.names_pods(), Ordering::Release);
+        r
     }
 
     fn read(&self) -> RwLockReadGuard<'_, index::Index> {
@@ -234,6 +242,12 @@ impl Enricher {
     pub fn enrich(&self, ev: &mut DnsEvent) {
         let t = self.wall_ns(ev.rec.ts_ns);
         self.last_seen.fetch_max(i64::try_from(t).unwrap_or(i64::MAX), Ordering::Relaxed);
+        if self.cgroups.is_none() && !self.names_pods.load(Ordering::Acquire) {
+            // What every lookup below would answer.
+            ev.src_pod = None;
+            ev.dst_pod = None;
+            return;
+        }
         // One read lock for the whole message where the cgroup path is not needed.
         let mut ix = self.read();
         let local = match ix.pod_by_cgroup(ev.rec.cgroup_id) {

@@ -3,22 +3,20 @@
 
 use std::collections::VecDeque;
 
-use crate::hash::FastMap;
-
 /// A map with a size bound: inserting beyond it forgets the oldest insert.
 #[derive(Debug)]
-pub(crate) struct Bounded<K, V> {
-    pub(super) map: FastMap<K, V>,
+pub(crate) struct Bounded<K, V, S = foldhash::fast::RandomState> {
+    pub(super) map: std::collections::HashMap<K, V, S>,
     pub(super) order: VecDeque<K>,
 }
 
-impl<K, V> Default for Bounded<K, V> {
+impl<K, V, S: Default> Default for Bounded<K, V, S> {
     fn default() -> Self {
-        Self { map: FastMap::default(), order: VecDeque::new() }
+        Self { map: std::collections::HashMap::default(), order: VecDeque::new() }
     }
 }
 
-impl<K: std::hash::Hash + Eq + Clone, V> Bounded<K, V> {
+impl<K: std::hash::Hash + Eq + Clone, V, S: std::hash::BuildHasher> Bounded<K, V, S> {
     pub(super) fn insert(&mut self, k: K, v: V, cap: usize) {
         if self.map.insert(k.clone(), v).is_none() {
             self.order.push_back(k);

@@ -157,11 +157,17 @@ impl Analyzer {
         let mut ready = Vec::new();
         for st in self.clients.values_mut() {
             let grace = self.cfg.grace_ns;
-            let (done, open): (Vec<Chain>, Vec<Chain>) = std::mem::take(&mut st.chains)
-                .into_iter()
-                .partition(|c| now >= c.deadline || (c.complete() && now >= c.last_activity.saturating_add(grace)));
-            st.chains = open;
-            ready.extend(done);
+            // The times first: `complete` walks every attempt, and most
+            // open chains are still in their grace time. In place: most
+            // scans report nothing.
+            let mut k = 0;
+            while let Some(c) = st.chains.get(k) {
+                if now >= c.deadline || (now >= c.last_activity.saturating_add(grace) && c.complete()) {
+                    ready.push(st.chains.remove(k));
+                } else {
+                    k += 1;
+                }
+            }
             // Walks that no name answered: once their last candidate has
             // settled, every attempt before it is known.
             let mut i = 0;
@@ -208,31 +214,33 @@ impl Analyzer {
         }
     }
 
-    pub(super) fn fanout(&mut self, att: Att, key: ClientKey, out: &mut Vec<Finding>) {
+    pub(super) fn fanout<T: TxIn>(&mut self, att: NewAtt<T>, key: ClientKey, out: &mut Vec<Finding>) {
         if !self.clients.contains_key(&key) && self.clients.len() >= self.cfg.max_clients.max(1) {
             self.evict_client(out);
         }
-        let conf = self.conf_for(&att.tx);
         let cfg = self.cfg;
         let st = self.clients.entry(key).or_default();
-        st.last_ts = st.last_ts.max(att.tx.ts_ns);
+        let t = att.tx();
+        let ts = t.ts_ns;
+        st.last_ts = st.last_ts.max(ts);
+        let att_failed = failed(t);
         for ch in &mut st.chains {
             if ch.index(att.nh).is_some()
-                && (ch.window_start..=ch.window_end).contains(&att.tx.ts_ns)
-                && may_join(&ch.atts, &att, ch.try_ns)
+                && (ch.window_start..=ch.window_end).contains(&ts)
+                && may_join(&ch.atts, &att.lname, t.qtype, ts, ch.try_ns, t.timed_out)
             {
-                ch.deadline = ch.deadline.max(settled_at(&cfg, att.tx.ts_ns));
+                ch.deadline = ch.deadline.max(settled_at(&cfg, ts));
                 ch.last_activity = self.now;
                 if ch.atts.len() < MAX_CHAIN_ATTEMPTS {
-                    ch.atts.push(att);
+                    ch.atts.push(att.keep());
                 }
                 return;
             }
             // Without resolv.conf the search list is only known from the
             // attempts: a late timed-out `base.suffix` adds a suffix.
             if ch.inferred_literal
-                && att.failed()
-                && (ch.window_start..=ch.window_end).contains(&att.tx.ts_ns)
+                && att_failed
+                && (ch.window_start..=ch.window_end).contains(&ts)
                 && ch.candidates.len() < MAX_CHAIN_ATTEMPTS
                 && let Some(s) = att.lname.strip_prefix(ch.base.as_str()).and_then(|s| s.strip_prefix('.'))
                 && !s.is_empty()
@@ -241,21 +249,29 @@ impl Analyzer {
                 ch.candidates.insert(ch.answered, att.lname.to_string());
                 ch.cand_h.insert(ch.answered, att.nh);
                 ch.answered += 1;
-                ch.deadline = ch.deadline.max(settled_at(&cfg, att.tx.ts_ns));
+                ch.deadline = ch.deadline.max(settled_at(&cfg, ts));
                 ch.last_activity = self.now;
-                ch.atts.push(att);
+                ch.atts.push(att.keep());
                 return;
             }
         }
-        if att.failed() {
+        if att_failed {
             if st.buf.len() >= cfg.max_attempts_per_client.max(1) {
                 st.buf.pop_front();
                 self.stats.attempts_dropped += 1;
             }
             // Keep the buffer in start order: timed-out attempts arrive late.
-            st.buf.insert(att);
+            st.buf.insert(att.keep());
             return;
         }
+        // Every walk's names start with the answered name's first label:
+        // with none buffered no walk ends here, and the answer is not kept
+        // (what `form_chain` would find, without sharing the transaction).
+        if st.buf.same_first_label(att.fh) == 0 {
+            return;
+        }
+        let att = att.keep();
+        let conf = lookup_conf(&self.by_pid, &self.by_netns, &att.tx);
         let Some(mut chain) = form_chain(&cfg, &self.names, conf, &att, &mut st.buf, false) else { return };
         chain.last_activity = self.now;
         st.chains.push(chain);
@@ -451,12 +467,12 @@ pub(super) const DEFAULT_TRY_NS: u64 = 5_000_000_000;
 /// Whether `a` may join a walk's attempts: a second query for the same name
 /// and type only when it retries one that timed out (glibc `attempts:` on a
 /// new socket, or the next nameserver) soon after; otherwise it is a new lookup.
-pub(super) fn may_join(atts: &[Att], a: &Att, try_ns: u64) -> bool {
-    atts.iter().filter(|e| e.lname == a.lname && e.tx.qtype == a.tx.qtype).all(|e| {
-        let (first, second) = if e.tx.ts_ns <= a.tx.ts_ns { (e, a) } else { (a, e) };
-        first.tx.timed_out
-            && second.tx.ts_ns > first.tx.ts_ns
-            && second.tx.ts_ns - first.tx.ts_ns <= try_ns.saturating_mul(2)
+pub(super) fn may_join(atts: &[Att], lname: &str, qtype: u16, ts: u64, try_ns: u64, timed_out: bool) -> bool {
+    atts.iter().filter(|e| *e.lname == *lname && e.tx.qtype == qtype).all(|e| {
+        // (start, timed out) of the earlier and the later of the two.
+        let (first, second) =
+            if e.tx.ts_ns <= ts { ((e.tx.ts_ns, e.tx.timed_out), ts) } else { ((ts, timed_out), e.tx.ts_ns) };
+        first.1 && second > first.0 && second - first.0 <= try_ns.saturating_mul(2)
     })
 }
 
@@ -523,7 +539,7 @@ pub(super) fn form_chain(
         let Some(a) = buf.get(i) else { break };
         let wanted = cand_h.iter().take(answered + 1).any(|&c| c == a.nh)
             && (window_start..=window_end).contains(&a.tx.ts_ns)
-            && may_join(&atts, a, try_ns);
+            && may_join(&atts, &a.lname, a.tx.qtype, a.tx.ts_ns, try_ns, a.tx.timed_out);
         if wanted && let Some(a) = buf.remove(i) {
             atts.push(a);
         }

@@ -125,27 +125,52 @@ struct Conf {
 }
 
 /// Who asked: hashed once per transaction (`h`); the maps it is looked up
-/// in (per client, per resolver and client) pass that hash through.
+/// in (per client, per resolver and client, each remembered query) pass
+/// that hash through. Shared: a key sits in several tables per query, and
+/// cloning it was three reference counts (the pod) each time.
 #[derive(Clone, Debug)]
 struct ClientKey {
+    id: Arc<ClientId>,
+    h: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct ClientId {
     pod: Option<PodRef>,
     netns: u32,
     pid: u32,
     ip: IpAddr,
-    h: u64,
 }
 
 impl ClientKey {
     fn of(seed: &Seed, tx: &Transaction) -> Self {
         let pid = tx.process.as_ref().map_or(0, |p| p.pid);
         let h = seed.hash_one((&tx.client_pod, tx.netns, pid, tx.client.ip));
-        Self { pod: tx.client_pod.clone(), netns: tx.netns, pid, ip: tx.client.ip, h }
+        Self { id: Arc::new(ClientId { pod: tx.client_pod.clone(), netns: tx.netns, pid, ip: tx.client.ip }), h }
+    }
+
+    /// Whether `tx` was sent by this client (the pod compared by its
+    /// shared strings first, as the enricher hands out clones of one).
+    fn is_of(&self, tx: &Transaction) -> bool {
+        let id = &*self.id;
+        id.ip == tx.client.ip
+            && id.netns == tx.netns
+            && id.pid == tx.process.as_ref().map_or(0, |p| p.pid)
+            && id.pod == tx.client_pod
+    }
+
+    fn ip(&self) -> IpAddr {
+        self.id.ip
+    }
+
+    fn pod(&self) -> Option<&PodRef> {
+        self.id.pod.as_ref()
     }
 }
 
 impl PartialEq for ClientKey {
     fn eq(&self, o: &Self) -> bool {
-        self.h == o.h && self.netns == o.netns && self.pid == o.pid && self.ip == o.ip && self.pod == o.pod
+        self.h == o.h && (Arc::ptr_eq(&self.id, &o.id) || self.id == o.id)
     }
 }
 
@@ -154,6 +179,110 @@ impl Eq for ClientKey {}
 impl std::hash::Hash for ClientKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         state.write_u64(self.h);
+    }
+}
+
+/// Recent clients' keys, by a cheap hash of who they are: consecutive
+/// queries mostly come from a few clients, whose key (a hash over the pod's
+/// strings, and an allocation) is then made once, not per transaction.
+#[derive(Debug)]
+struct KeyCache {
+    slots: Vec<Option<ClientKey>>,
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        Self { slots: vec![None; Self::SLOTS] }
+    }
+}
+
+impl KeyCache {
+    const SLOTS: usize = 64;
+
+    fn key(&mut self, seed: &Seed, tx: &Transaction) -> ClientKey {
+        // Where the slot is does not matter for correctness (the key is
+        // compared in full), only for how often it hits.
+        let pod = tx.client_pod.as_ref().map_or(0, |p| Arc::as_ptr(&p.name).cast::<u8>() as usize as u64);
+        let ip = match tx.client.ip {
+            IpAddr::V4(a) => u64::from(a.to_bits()),
+            IpAddr::V6(a) => a.to_bits() as u64,
+        };
+        let pid = tx.process.as_ref().map_or(0, |p| u64::from(p.pid));
+        let mix = (pod >> 4 ^ ip ^ pid << 20 ^ u64::from(tx.netns) << 40).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let slot = (mix >> 58) as usize % Self::SLOTS;
+        if let Some(Some(k)) = self.slots.get(slot)
+            && k.is_of(tx)
+        {
+            return k.clone();
+        }
+        let k = ClientKey::of(seed, tx);
+        if let Some(s) = self.slots.get_mut(slot) {
+            *s = Some(k.clone());
+        }
+        k
+    }
+}
+
+/// A transaction as the analyzer gets it: owned, shared or borrowed. Most
+/// are only counted and looked at; the few an analysis keeps (failed
+/// attempts, the ends of walks) are put behind an `Arc` then, so the
+/// others cost no allocation.
+pub trait TxIn {
+    /// The transaction.
+    fn tx(&self) -> &Transaction;
+    /// The transaction, shared (no copy when it already is).
+    fn share(self) -> Arc<Transaction>;
+}
+
+impl TxIn for Transaction {
+    fn tx(&self) -> &Transaction {
+        self
+    }
+    fn share(self) -> Arc<Transaction> {
+        Arc::new(self)
+    }
+}
+
+impl TxIn for Arc<Transaction> {
+    fn tx(&self) -> &Transaction {
+        self
+    }
+    fn share(self) -> Arc<Transaction> {
+        self
+    }
+}
+
+impl TxIn for &Transaction {
+    fn tx(&self) -> &Transaction {
+        self
+    }
+    fn share(self) -> Arc<Transaction> {
+        Arc::new(self.clone())
+    }
+}
+
+/// An attempt before the analysis decided to keep it ([`Att`] once kept).
+struct NewAtt<T> {
+    lname: Arc<str>,
+    nh: u64,
+    fh: u64,
+    tx: Result<Arc<Transaction>, T>,
+}
+
+impl<T: TxIn> NewAtt<T> {
+    fn tx(&self) -> &Transaction {
+        match &self.tx {
+            Ok(a) => a,
+            Err(t) => t.tx(),
+        }
+    }
+
+    fn keep(self) -> Att {
+        let tx = match self.tx {
+            Ok(a) => a,
+            Err(t) => t.share(),
+        };
+        Att { lname: self.lname, nh: self.nh, fh: self.fh, tx, checked: false }
     }
 }
 
@@ -174,8 +303,13 @@ struct Att {
 
 impl Att {
     fn failed(&self) -> bool {
-        self.tx.timed_out || self.tx.rcode != Some(0) || self.tx.answers.is_empty()
+        failed(&self.tx)
     }
+}
+
+/// Not a NOERROR answer with data: part of a walk that went on.
+fn failed(tx: &Transaction) -> bool {
+    tx.timed_out || tx.rcode != Some(0) || tx.answers.is_empty()
 }
 
 /// Turns transactions into findings.
@@ -194,7 +328,10 @@ pub struct Analyzer {
     /// A resolver pod's own address → the Service address its clients asked
     /// (DNAT): its forwards are the Service's.
     resolver_addrs: Bounded<IpAddr, IpAddr>,
-    resolver_pids: Bounded<(u32, Option<Arc<str>>), IpAddr>,
+    resolver_pids: Bounded<PidOnNode, IpAddr>,
+    /// The last insert into each of the three maps above: a resolver's
+    /// transactions repeat it, and inserting again changes nothing.
+    last_resolver: LastInserts,
     upstream: Vec<UpGroup>,
     /// Lower-case name → where it was forwarded (for `forwarded_upstream`).
     forwarded: Bounded<String, ForwardedUpstream>,
@@ -206,7 +343,23 @@ pub struct Analyzer {
     storms: FastMap<StormKey, StormState>,
     /// One shared lower-case copy per distinct name.
     names: Names,
+    keys: KeyCache,
+    /// No expiry work is due before this (see [`Self::expire`]).
+    next_due: u64,
 }
+
+/// A resolver process: its pid on its node.
+type PidOnNode = (u32, Option<Arc<str>>);
+
+#[derive(Debug, Default)]
+struct LastInserts {
+    pod: Option<(PodRef, IpAddr)>,
+    addr: Option<(IpAddr, IpAddr)>,
+    pid: Option<(PidOnNode, IpAddr)>,
+}
+
+/// A lower-cased name with its hash and its first label's ([`Att::nh`], [`Att::fh`]).
+type Lowered = (Arc<str>, u64, u64);
 
 /// Distinct lower-case names kept for sharing; beyond, the table starts over.
 pub const MAX_NAMES: usize = 16_384;
@@ -221,6 +374,11 @@ pub const MAX_NAMES: usize = 16_384;
 #[derive(Debug, Default)]
 struct Names {
     set: FastMap<Arc<str>, (u64, u64)>,
+    /// The last answers by the query name's own allocation: the decoder
+    /// shares one `Arc` per distinct name, so most lookups are a pointer
+    /// compare instead of hashing the name. An entry holds its query name,
+    /// so the address cannot be reused for another while it is here.
+    recent: Vec<Option<(Arc<str>, Lowered)>>,
     /// Seed of the name hashes (random per run: names come from the network).
     seed: Seed,
     /// Lower-casing scratch for names sent with upper-case letters (0x20).
@@ -228,6 +386,28 @@ struct Names {
 }
 
 impl Names {
+    /// Entries of `recent`: a busy node's few hundred names fit with few
+    /// collisions (256 missed about half of 200 names).
+    const RECENT: usize = 2048;
+
+    fn lower_shared(&mut self, qname: &Arc<str>) -> (Arc<str>, u64, u64) {
+        let addr = Arc::as_ptr(qname).cast::<u8>() as usize as u64;
+        let slot = (addr.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 53) as usize % Self::RECENT;
+        if let Some(Some((q, (l, nh, fh)))) = self.recent.get(slot)
+            && Arc::ptr_eq(q, qname)
+        {
+            return (Arc::clone(l), *nh, *fh);
+        }
+        let r = self.lower(qname);
+        if self.recent.is_empty() {
+            self.recent = vec![None; Self::RECENT];
+        }
+        if let Some(e) = self.recent.get_mut(slot) {
+            *e = Some((Arc::clone(qname), (Arc::clone(&r.0), r.1, r.2)));
+        }
+        r
+    }
+
     fn lower(&mut self, qname: &str) -> (Arc<str>, u64, u64) {
         let name = qname.trim_end_matches('.');
         let lowered = if name.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -307,47 +487,69 @@ impl Analyzer {
     /// stream; call [`Self::expire`] regularly and [`Self::finish`] after the
     /// pairer's `finish`.
     pub fn push(&mut self, tx: &Transaction, out: &mut Vec<Finding>) {
-        self.push_shared(Arc::new(tx.clone()), out);
+        self.push_tx(tx, out);
     }
 
     /// [`Self::push`] for a transaction already behind an `Arc` (no copy).
     pub fn push_shared(&mut self, tx: Arc<Transaction>, out: &mut Vec<Finding>) {
-        let seen = match tx.end_ns {
+        self.push_tx(tx, out);
+    }
+
+    /// [`Self::push`] of an owned, shared or borrowed transaction: only
+    /// the ones an analysis keeps are put behind an `Arc` (copied if borrowed).
+    pub fn push_tx<T: TxIn>(&mut self, tx: T, out: &mut Vec<Finding>) {
+        let t = tx.tx();
+        let seen = match t.end_ns {
             Some(end) => end,
-            None if tx.timed_out => tx.ts_ns.saturating_add(self.cfg.pair_timeout_ns),
-            None => tx.ts_ns,
+            None if t.timed_out => t.ts_ns.saturating_add(self.cfg.pair_timeout_ns),
+            None => t.ts_ns,
         };
         self.now = self.now.max(seen);
-        let (lname, nh, fh) = self.names.lower(&tx.qname);
-        let att = Att { lname, nh, fh, tx, checked: false };
-        let key = ClientKey::of(&self.names.seed, &att.tx);
-        self.track_resolver(&att, &key);
-        if att.tx.timed_out || att.tx.rcode == Some(RCODE_SERVFAIL) {
+        let (lname, nh, fh) = self.names.lower_shared(&t.qname);
+        let key = self.keys.key(&self.names.seed, t);
+        self.track_resolver(t, nh, &key);
+        let mut att = NewAtt { lname, nh, fh, tx: Err(tx) };
+        let t = att.tx();
+        if t.timed_out || t.rcode == Some(RCODE_SERVFAIL) {
             if self.pending_fwd.len() >= self.cfg.max_attempts_per_client.max(1).saturating_mul(16) {
                 self.pending_fwd.pop_front();
                 self.stats.attempts_dropped += 1;
             }
-            self.pending_fwd.push_back(att.clone());
+            let kept = att.keep();
+            self.pending_fwd.push_back(kept.clone());
+            self.next_due = 0;
+            att = NewAtt { lname: kept.lname, nh: kept.nh, fh: kept.fh, tx: Ok(kept.tx) };
         }
-        self.count_storm(&att, out);
+        self.count_storm(att.tx(), &att.lname, out);
         self.fanout(att, key, out);
         self.expire(self.now, out);
     }
 
     /// Emits findings whose chains ended before `now_ns`.
+    #[inline]
     pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Finding>) {
         self.now = self.now.max(now_ns);
+        // Called per transaction and per record: nothing is due before the
+        // next scan or the oldest pending forward's settling time.
+        if self.now >= self.next_due {
+            self.expire_due(out);
+        }
+    }
+
+    #[inline(never)]
+    fn expire_due(&mut self, out: &mut Vec<Finding>) {
         let now = self.now;
         // Forwards first: chains reported below name the upstream they hit.
         self.settle_forwards(now);
-        if now < self.next_scan {
-            return;
+        if now >= self.next_scan {
+            self.next_scan = now.saturating_add(SCAN_EVERY_NS);
+            let keep_ns = self.cfg.pair_timeout_ns.saturating_mul(2).saturating_add(30_000_000_000);
+            self.expire_chains(now, keep_ns, out);
+            self.expire_upstream(now, keep_ns, out);
+            self.expire_storms(now, keep_ns);
         }
-        self.next_scan = now.saturating_add(SCAN_EVERY_NS);
-        let keep_ns = self.cfg.pair_timeout_ns.saturating_mul(2).saturating_add(30_000_000_000);
-        self.expire_chains(now, keep_ns, out);
-        self.expire_upstream(now, keep_ns, out);
-        self.expire_storms(now, keep_ns);
+        let fwd = self.pending_fwd.front().map_or(u64::MAX, |a| settled_at(&self.cfg, a.tx.ts_ns));
+        self.next_due = self.next_scan.min(fwd);
     }
 
     /// End of input: emit everything pending.
@@ -424,6 +626,7 @@ impl Detector for Analyzer {
         self.push_shared(tx, out);
     }
 
+    #[inline]
     fn expire(&mut self, now_ns: u64, out: &mut Vec<Finding>) {
         Analyzer::expire(self, now_ns, out);
     }

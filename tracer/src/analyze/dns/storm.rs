@@ -2,7 +2,7 @@
 //! names at a high rate.
 
 use super::{
-    Analyzer, Arc, Att, FastMap, Finding, IpAddr, NameCount, NxdomainStorm, PodRef, RCODE_NXDOMAIN, VecDeque,
+    Analyzer, Arc, FastMap, Finding, IpAddr, NameCount, NxdomainStorm, PodRef, RCODE_NXDOMAIN, Transaction, VecDeque,
     ends_with_label, ms, secs,
 };
 
@@ -38,23 +38,23 @@ impl Analyzer {
         self.storms.retain(|_, s| s.events.back().is_some_and(|(ts, _)| ts.saturating_add(keep_ns) >= now));
     }
 
-    pub(super) fn count_storm(&mut self, att: &Att, out: &mut Vec<Finding>) {
-        if att.tx.rcode != Some(RCODE_NXDOMAIN) {
+    pub(super) fn count_storm(&mut self, tx: &Transaction, lname: &Arc<str>, out: &mut Vec<Finding>) {
+        if tx.rcode != Some(RCODE_NXDOMAIN) {
             return;
         }
-        let suffixed = match self.conf_for(&att.tx).as_ref().and_then(|c| c.parsed.as_ref()) {
-            Some(c) => c.search.iter().any(|s| ends_with_label(&att.lname, s)),
+        let suffixed = match self.conf_for(tx).as_ref().and_then(|c| c.parsed.as_ref()) {
+            Some(c) => c.search.iter().any(|s| ends_with_label(lname, s)),
             None if self.known_suffixes.map.is_empty() => true,
-            None => self.known_suffixes.map.keys().any(|s| ends_with_label(&att.lname, s)),
+            None => self.known_suffixes.map.keys().any(|s| ends_with_label(lname, s)),
         };
         if !suffixed {
             return;
         }
-        let key = att.tx.client_pod.as_ref().map_or(StormKey::Ip(att.tx.client.ip), |p| StormKey::Pod(p.clone()));
+        let key = tx.client_pod.as_ref().map_or(StormKey::Ip(tx.client.ip), |p| StormKey::Pod(p.clone()));
         let window = self.cfg.storm_window_ns.max(1);
         let threshold = (u64::from(self.cfg.storm_per_sec) * window / 1_000_000_000).max(1);
         let cap = usize::try_from(threshold).unwrap_or(usize::MAX).saturating_mul(2).min(100_000);
-        let ts = att.tx.ts_ns;
+        let ts = tx.ts_ns;
         // One lookup of the key (hashing it cost more than the rest here).
         let s = if self.storms.len() >= self.cfg.max_clients.max(1) {
             match self.storms.get_mut(&key) {
@@ -72,7 +72,7 @@ impl Analyzer {
         } else {
             s.events.partition_point(|(t, _)| *t <= ts)
         };
-        s.events.insert(pos, (ts, att.lname.clone()));
+        s.events.insert(pos, (ts, Arc::clone(lname)));
         let newest = s.events.back().map_or(ts, |(t, _)| *t);
         while s.events.front().is_some_and(|(t, _)| t.saturating_add(window) < newest) {
             s.events.pop_front();

@@ -3,14 +3,17 @@
 
 use super::{
     Analyzer, Arc, Att, Bounded, ClientKey, Endpoint, Finding, ForwardedUpstream, IpAddr, MAX_CHAIN_ATTEMPTS,
-    PARALLEL_NS, Party, PreHashedMap, RCODE_SERVFAIL, Transaction, UpstreamTimeout, VecDeque, ms, qtype_name, secs,
-    settled_at, times, union_len,
+    PARALLEL_NS, Party, PodRef, PreHashedMap, RCODE_SERVFAIL, Transaction, UpstreamTimeout, VecDeque, ms, qtype_name,
+    secs, settled_at, times, union_len,
 };
+use crate::event::Process;
 
 /// Most client queries remembered per name and resolver.
 pub(super) const MAX_PER_NAME: usize = 32;
 
-/// A client query as the resolver received it.
+/// A client query as the resolver received it: what correlating a forward
+/// with it and reporting it read, not the whole transaction (every query
+/// is remembered, and sharing each transaction was an allocation per query).
 #[derive(Clone, Debug)]
 pub(super) struct ClientQuery {
     pub(super) key: ClientKey,
@@ -18,16 +21,90 @@ pub(super) struct ClientQuery {
     pub(super) nh: u64,
     pub(super) ts: u64,
     pub(super) end: Option<u64>,
-    pub(super) tx: Arc<Transaction>,
+    pub(super) id: u16,
+    pub(super) qtype: u16,
+    pub(super) client_port: u16,
+    pub(super) who: Arc<Parties>,
+}
+
+impl ClientQuery {
+    fn client(&self) -> Endpoint {
+        Endpoint { ip: self.key.ip(), port: self.client_port }
+    }
+}
+
+/// Who took part in a client query besides the client's address: the same
+/// for a client's consecutive queries to a resolver, so shared by them.
+#[derive(Debug)]
+pub(super) struct Parties {
+    pub(super) server: Endpoint,
+    pub(super) process: Option<Process>,
+    pub(super) server_pod: Option<PodRef>,
+    pub(super) server_process: Option<Process>,
+}
+
+impl Parties {
+    fn of(tx: &Transaction) -> Self {
+        Self {
+            server: tx.server,
+            process: tx.process.clone(),
+            server_pod: tx.server_pod.clone(),
+            server_process: tx.server_process.clone(),
+        }
+    }
+
+    /// Whether these are `tx`'s parties, comparing the shared strings by
+    /// address only (a false "no" only costs a new entry).
+    fn are_of(&self, tx: &Transaction) -> bool {
+        fn same_proc(a: Option<&Process>, b: Option<&Process>) -> bool {
+            match (a, b) {
+                (None, None) => true,
+                (Some(a), Some(b)) => {
+                    a.pid == b.pid
+                        && a.tid == b.tid
+                        && Arc::ptr_eq(&a.comm, &b.comm)
+                        && Arc::ptr_eq(&a.thread, &b.thread)
+                }
+                _ => false,
+            }
+        }
+        let same_pod = match (&self.server_pod, &tx.server_pod) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                Arc::ptr_eq(&a.namespace, &b.namespace)
+                    && Arc::ptr_eq(&a.name, &b.name)
+                    && match (&a.node, &b.node) {
+                        (None, None) => true,
+                        (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+                        _ => false,
+                    }
+            }
+            _ => false,
+        };
+        self.server == tx.server
+            && same_pod
+            && same_proc(self.process.as_ref(), tx.process.as_ref())
+            && same_proc(self.server_process.as_ref(), tx.server_process.as_ref())
+    }
+}
+
+/// A client's recent queries to one resolver.
+#[derive(Debug, Default)]
+pub(super) struct ClientQueries {
+    /// (start, name hash), in start order (to see when it gave up waiting
+    /// and moved on).
+    pub(super) qs: VecDeque<(u64, u64)>,
+    /// The parties of its last query.
+    who: Option<Arc<Parties>>,
 }
 
 #[derive(Debug, Default)]
 pub(super) struct ResolverState {
-    /// Per client: (start, name hash) of its recent queries to this
-    /// resolver, in start order (to see when it gave up waiting and moved on).
-    pub(super) clients: PreHashedMap<ClientKey, VecDeque<(u64, u64)>>,
-    /// Per name (by [`Att::nh`]): recent client queries (to correlate forwards).
-    pub(super) by_name: Bounded<u64, VecDeque<ClientQuery>>,
+    /// Per client: its recent queries to this resolver.
+    pub(super) clients: PreHashedMap<ClientKey, ClientQueries>,
+    /// Per name (by [`Att::nh`], a seeded hash already: not hashed again):
+    /// recent client queries (to correlate forwards).
+    pub(super) by_name: Bounded<u64, VecDeque<ClientQuery>, std::hash::BuildHasherDefault<crate::hash::Passthrough>>,
     /// Client queries in `by_name`, over all names.
     pub(super) held: usize,
     pub(super) last_ts: u64,
@@ -88,11 +165,11 @@ impl Analyzer {
             out.push(Finding::UpstreamTimeout(self.report_upstream(g)));
         }
         for r in self.resolvers.values_mut() {
-            r.clients.retain(|_, qs| {
-                while qs.front().is_some_and(|(ts, _)| ts.saturating_add(keep_ns) < now) {
-                    qs.pop_front();
+            r.clients.retain(|_, c| {
+                while c.qs.front().is_some_and(|(ts, _)| ts.saturating_add(keep_ns) < now) {
+                    c.qs.pop_front();
                 }
-                !qs.is_empty()
+                !c.qs.is_empty()
             });
             r.by_name.retain(|_, qs| {
                 while qs.front().is_some_and(|q| q.ts.saturating_add(keep_ns) < now) {
@@ -106,19 +183,28 @@ impl Analyzer {
     }
 
     /// Remembers client queries per resolver (server IP).
-    pub(super) fn track_resolver(&mut self, att: &Att, key: &ClientKey) {
-        let tx = &att.tx;
+    pub(super) fn track_resolver(&mut self, tx: &Transaction, nh: u64, key: &ClientKey) {
         let ip = tx.server.ip;
-        if let Some(p) = &tx.server_pod {
-            self.resolver_pods.insert(p.clone(), ip, self.cfg.max_evidence);
+        let cap = self.cfg.max_evidence;
+        let last = &mut self.last_resolver;
+        if let Some(p) = &tx.server_pod
+            && last.pod.as_ref().is_none_or(|(lp, lip)| *lip != ip || lp != p)
+        {
+            self.resolver_pods.insert(p.clone(), ip, cap);
+            last.pod = Some((p.clone(), ip));
         }
         if let Some(r) = tx.resolver
             && r.ip != ip
+            && last.addr != Some((r.ip, ip))
         {
-            self.resolver_addrs.insert(r.ip, ip, self.cfg.max_evidence);
+            self.resolver_addrs.insert(r.ip, ip, cap);
+            last.addr = Some((r.ip, ip));
         }
-        if let Some(p) = &tx.server_process {
-            self.resolver_pids.insert((p.pid, tx.node.clone()), ip, self.cfg.max_evidence);
+        if let Some(p) = &tx.server_process
+            && last.pid.as_ref().is_none_or(|((pid, node), lip)| *lip != ip || *pid != p.pid || *node != tx.node)
+        {
+            self.resolver_pids.insert((p.pid, tx.node.clone()), ip, cap);
+            last.pid = Some(((p.pid, tx.node.clone()), ip));
         }
         if !self.resolvers.contains_key(&ip) && self.resolvers.len() >= self.cfg.max_clients.max(1) {
             return;
@@ -126,36 +212,53 @@ impl Analyzer {
         let r = self.resolvers.entry(ip).or_default();
         r.last_ts = r.last_ts.max(tx.ts_ns);
         let full = r.clients.len() >= self.cfg.max_clients.max(1);
-        let qs = if full { r.clients.get_mut(key) } else { Some(r.clients.entry(key.clone()).or_default()) };
-        if let Some(qs) = qs {
-            if qs.len() >= self.cfg.max_attempts_per_client.max(1) {
-                qs.pop_front();
+        let c = if full { r.clients.get_mut(key) } else { Some(r.clients.entry(key.clone()).or_default()) };
+        let who = match c {
+            Some(c) => {
+                let qs = &mut c.qs;
+                if qs.len() >= self.cfg.max_attempts_per_client.max(1) {
+                    qs.pop_front();
+                }
+                let pos = if qs.back().is_none_or(|(ts, _)| *ts <= tx.ts_ns) {
+                    qs.len()
+                } else {
+                    qs.partition_point(|(ts, _)| *ts <= tx.ts_ns)
+                };
+                qs.insert(pos, (tx.ts_ns, nh));
+                match &c.who {
+                    Some(w) if w.are_of(tx) => Arc::clone(w),
+                    _ => Arc::clone(c.who.insert(Arc::new(Parties::of(tx)))),
+                }
             }
-            let pos = if qs.back().is_none_or(|(ts, _)| *ts <= tx.ts_ns) {
-                qs.len()
-            } else {
-                qs.partition_point(|(ts, _)| *ts <= tx.ts_ns)
-            };
-            qs.insert(pos, (tx.ts_ns, att.nh));
-        }
+            None => Arc::new(Parties::of(tx)),
+        };
         // Bounded by count over all names (not only names × per name): a
         // busy resolver's queries of the last `keep_ns` would be ~50 s of traffic.
-        let new_name = !r.by_name.map.contains_key(&att.nh);
+        let new_name = !r.by_name.map.contains_key(&nh);
         self.stats.resolver_queries_evicted +=
             r.make_room(self.cfg.max_queries_per_resolver, new_name, self.cfg.max_evidence);
-        if let Some(qs) = r.by_name.get_or_insert(&att.nh, self.cfg.max_evidence) {
+        if let Some(qs) = r.by_name.get_or_insert(&nh, self.cfg.max_evidence) {
             if qs.len() >= MAX_PER_NAME {
                 qs.pop_front();
                 r.held -= 1;
             }
             r.held += 1;
-            qs.push_back(ClientQuery { key: key.clone(), nh: att.nh, ts: tx.ts_ns, end: tx.end_ns, tx: tx.clone() });
+            qs.push_back(ClientQuery {
+                key: key.clone(),
+                nh,
+                ts: tx.ts_ns,
+                end: tx.end_ns,
+                id: tx.id,
+                qtype: tx.qtype,
+                client_port: tx.client.port,
+                who,
+            });
         }
     }
 
     /// The resolver (by its service IP) that sent `tx`, if `tx` is a forward.
     pub(super) fn forwarder_of(&self, tx: &Transaction) -> Option<IpAddr> {
-        if self.resolvers.get(&tx.client.ip).is_some_and(|r| r.clients.keys().any(|k| k.ip != tx.client.ip)) {
+        if self.resolvers.get(&tx.client.ip).is_some_and(|r| r.clients.keys().any(|k| k.ip() != tx.client.ip)) {
             return Some(tx.client.ip);
         }
         if let Some(ip) = tx.client_pod.as_ref().and_then(|p| self.resolver_pods.get(p)) {
@@ -196,7 +299,7 @@ impl Analyzer {
             .get(&att.nh)
             .into_iter()
             .flatten()
-            .filter(|q| q.key.ip != u.client.ip)
+            .filter(|q| q.key.ip() != u.client.ip)
             .filter(|q| q.ts >= lo && q.ts <= u.ts_ns.saturating_add(PARALLEL_NS))
             .filter(|q| q.end.is_none_or(|e| e >= u.ts_ns))
             .cloned()
@@ -204,7 +307,7 @@ impl Analyzer {
         if waiting.is_empty() {
             return;
         }
-        let resolver_addr = waiting.first().map_or_else(|| rip.to_string(), |q| q.tx.server.to_string());
+        let resolver_addr = waiting.first().map_or_else(|| rip.to_string(), |q| q.who.server.to_string());
         self.forwarded.insert(
             att.lname.to_string(),
             ForwardedUpstream { qname: att.lname.to_string(), resolver: resolver_addr, upstream: u.server.to_string() },
@@ -227,10 +330,8 @@ impl Analyzer {
                 g.qtypes.push(u.qtype);
             }
             for q in waiting {
-                let dup = g
-                    .waiting
-                    .iter()
-                    .any(|w| w.key == q.key && w.ts == q.ts && w.tx.id == q.tx.id && w.tx.qtype == q.tx.qtype);
+                let dup =
+                    g.waiting.iter().any(|w| w.key == q.key && w.ts == q.ts && w.id == q.id && w.qtype == q.qtype);
                 if !dup && g.waiting.len() < MAX_CHAIN_ATTEMPTS {
                     g.waiting.push(q);
                 }
@@ -266,23 +367,23 @@ impl Analyzer {
             }
             let next = r
                 .and_then(|r| r.clients.get(&q.key))
-                .and_then(|qs| qs.iter().filter(|(ts, n)| *ts > q.ts && *n != q.nh).map(|(ts, _)| *ts).min());
+                .and_then(|c| c.qs.iter().filter(|(ts, n)| *ts > q.ts && *n != q.nh).map(|(ts, _)| *ts).min());
             next.unwrap_or_else(|| q.ts.saturating_add(self.cfg.pair_timeout_ns))
         };
         let waited = union_len(g.waiting.iter().map(|q| (q.ts, wait_end(q))));
         let first = g.waiting.iter().min_by_key(|q| q.ts);
         let resolver = Party {
             pod: first
-                .and_then(|q| q.tx.server_pod.as_ref())
+                .and_then(|q| q.who.server_pod.as_ref())
                 .or(g.forwarder.client_pod.as_ref())
                 .map(ToString::to_string),
-            process: first.and_then(|q| q.tx.server_process.clone()).or_else(|| g.forwarder.process.clone()),
-            address: first.map_or_else(|| g.resolver_ip.to_string(), |q| q.tx.server.to_string()),
+            process: first.and_then(|q| q.who.server_process.clone()).or_else(|| g.forwarder.process.clone()),
+            address: first.map_or_else(|| g.resolver_ip.to_string(), |q| q.who.server.to_string()),
         };
         let client = Party {
-            pod: first.and_then(|q| q.tx.client_pod.as_ref()).map(ToString::to_string),
-            process: first.and_then(|q| q.tx.process.clone()),
-            address: first.map_or_else(String::new, |q| q.tx.client.to_string()),
+            pod: first.and_then(|q| q.key.pod()).map(ToString::to_string),
+            process: first.and_then(|q| q.who.process.clone()),
+            address: first.map_or_else(String::new, |q| q.client().to_string()),
         };
         let tail = g.lname.rsplit('.').next().unwrap_or(&g.lname).to_owned();
         let advice = vec![
