@@ -1,0 +1,126 @@
+//! The agent's work per record, apart from where records come from: the
+//! daemon feeds it from the node's rings, `examples/agent_replay.rs` from a
+//! recording (so the agent's own cost can be counted without BPF).
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use super::{
+    encode::Encoder,
+    hub::{Entry, EntryKind, Hub},
+    metrics::{DnsSeries, Metrics},
+};
+use crate::{
+    analyze::{Finding, Transaction, pairing::PairConfig},
+    capture::MetaBlock,
+    enrich::Enricher,
+    event::Record,
+    model::drops::ConnSignal,
+    pipeline::{Context, Filter, Pipeline, RunStats, Sink},
+};
+
+/// Feeds metrics and publishes findings.
+struct AgentSink {
+    metrics: Arc<Metrics>,
+    /// This thread's handles of the DNS series (no lock per transaction).
+    dns: DnsSeries,
+    hub: Arc<Hub>,
+}
+
+impl Sink for AgentSink {
+    fn transaction(&mut self, _ctx: &Context, tx: &Transaction) {
+        self.metrics.dns_transaction_cached(&mut self.dns, tx);
+    }
+    fn finding(&mut self, ctx: &Context, f: &Finding) {
+        self.metrics.finding(f);
+        let json = crate::output::json::finding(f).to_string();
+        let ts = u64::try_from(ctx.wall_ns(crate::source::monotonic_ns())).unwrap_or(0);
+        self.hub.publish(Entry { ts_ns: ts, kind: EntryKind::Finding, pods: None, bytes: json.into() });
+    }
+    fn finish(&mut self, _ctx: &Context, _stats: &RunStats) {}
+}
+
+/// Everything the agent does with a record: encode it into the hub, count
+/// drops and connection failures, and run the DNS analysis for metrics and
+/// findings.
+pub struct NodeWork {
+    enc: Encoder,
+    pipe: Pipeline<AgentSink>,
+    enricher: Enricher,
+    metrics: Arc<Metrics>,
+    hub: Arc<Hub>,
+    kernel_lost: Arc<AtomicU64>,
+}
+
+impl NodeWork {
+    /// Work for a node whose records go to `hub` and count in `metrics`;
+    /// `kernel_lost` adds up the ring's lost records as they arrive.
+    #[must_use]
+    pub fn new(
+        enc: Encoder,
+        ctx: Context,
+        dns_ports: &[u16],
+        metrics: Arc<Metrics>,
+        hub: Arc<Hub>,
+        kernel_lost: Arc<AtomicU64>,
+    ) -> Self {
+        let enricher = ctx.enricher.clone();
+        let sink = AgentSink { metrics: Arc::clone(&metrics), dns: DnsSeries::default(), hub: Arc::clone(&hub) };
+        let mut pipe = Pipeline::new(ctx, Filter::default(), PairConfig::default(), sink);
+        pipe.dns_ports = dns_ports.to_vec();
+        pipe.live_output = false;
+        Self { enc, pipe, enricher, metrics, hub, kernel_lost }
+    }
+
+    /// One record from the node (monotonic time).
+    pub fn record(&mut self, r: Record) {
+        if let Record::Lost { count, .. } = &r {
+            self.kernel_lost.fetch_add(*count, Ordering::Relaxed);
+        }
+        self.enc.record(&r, &self.enricher, &self.hub);
+        match &r {
+            Record::Drop(d) => {
+                let pod = pod_of_drop(&self.enricher, d);
+                self.metrics.drop_reason(&d.reason_name, pod.as_ref().map(|p| (&*p.namespace, &*p.name)));
+            }
+            Record::Conn(c) => {
+                if let Some(signal) = ConnSignal::of(c.kind) {
+                    let pod = self.enricher.pod_by_ip(&c.src.ip);
+                    self.metrics.conn_failure(signal.label(), pod.as_ref().map(|p| (&*p.namespace, &*p.name)));
+                }
+            }
+            _ => {}
+        }
+        self.pipe.push(r);
+    }
+
+    /// Time passes (monotonic ns): expires waiting queries.
+    pub fn tick(&mut self, now: u64) {
+        self.pipe.tick(now);
+    }
+
+    /// A heartbeat into the hub (fresh clock reference and coverage).
+    pub fn heartbeat(&mut self) {
+        self.enc.heartbeat(&self.hub);
+    }
+
+    /// Context (snapshot, network state) into the hub.
+    pub fn meta(&mut self, m: &MetaBlock) {
+        self.enc.meta(m, &self.hub);
+    }
+
+    /// Ends the analysis (findings still waiting are published).
+    pub fn finish(self) {
+        self.pipe.finish();
+    }
+}
+
+/// The pod a kernel drop hurts: the (inner, for VXLAN) packet's source pod,
+/// else its destination pod. Lax parsing: drops carry at most 128 bytes.
+fn pod_of_drop(e: &Enricher, d: &crate::event::DropRecord) -> Option<crate::enrich::PodRef> {
+    let h = crate::decode::packet::parse_lax(&d.data, &crate::analyze::drops::VXLAN_PORTS)?;
+    let i = h.innermost();
+    e.pod_by_ip(&i.t.src).or_else(|| e.pod_by_ip(&i.t.dst))
+}
