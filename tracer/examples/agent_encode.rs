@@ -33,6 +33,7 @@ fn encode_all(recs: &[Record], enc: &mut Encoder, enr: &Enricher, hub: &Hub) {
             enc.heartbeat(hub);
         }
     }
+    enc.flush(hub);
 }
 
 fn main() -> anyhow::Result<()> {

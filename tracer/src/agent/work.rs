@@ -10,7 +10,7 @@ use std::sync::{
 use super::{
     encode::Encoder,
     hub::{Entry, EntryKind, Hub},
-    metrics::{DnsSeries, Metrics},
+    metrics::{DnsSeries, EventSeries, Metrics},
 };
 use crate::{
     analyze::{Finding, Transaction, pairing::PairConfig},
@@ -21,12 +21,13 @@ use crate::{
     pipeline::{Context, Filter, Pipeline, RunStats, Sink},
 };
 
-/// Feeds metrics and publishes findings.
+/// Feeds metrics and keeps findings for the hub.
 struct AgentSink {
     metrics: Arc<Metrics>,
     /// This thread's handles of the DNS series (no lock per transaction).
     dns: DnsSeries,
-    hub: Arc<Hub>,
+    /// Findings made since [`NodeWork`] last queued them behind the records.
+    findings: Vec<Entry>,
 }
 
 impl Sink for AgentSink {
@@ -37,19 +38,22 @@ impl Sink for AgentSink {
         self.metrics.finding(f);
         let json = crate::output::json::finding(f).to_string();
         let ts = u64::try_from(ctx.wall_ns(crate::source::monotonic_ns())).unwrap_or(0);
-        self.hub.publish(Entry { ts_ns: ts, kind: EntryKind::Finding, pods: None, bytes: json.into() });
+        self.findings.push(Entry { ts_ns: ts, kind: EntryKind::Finding, pods: None, bytes: json.into() });
     }
     fn finish(&mut self, _ctx: &Context, _stats: &RunStats) {}
 }
 
 /// Everything the agent does with a record: encode it into the hub, count
 /// drops and connection failures, and run the DNS analysis for metrics and
-/// findings.
+/// findings. Entries reach the hub in batches: at each [`NodeWork::tick`]
+/// (the daemon's 10 ms timer), or sooner when many are waiting.
 pub struct NodeWork {
     enc: Encoder,
     pipe: Pipeline<AgentSink>,
     enricher: Enricher,
     metrics: Arc<Metrics>,
+    /// This thread's handles of the drop and connection series.
+    series: EventSeries,
     hub: Arc<Hub>,
     kernel_lost: Arc<AtomicU64>,
 }
@@ -67,11 +71,11 @@ impl NodeWork {
         kernel_lost: Arc<AtomicU64>,
     ) -> Self {
         let enricher = ctx.enricher.clone();
-        let sink = AgentSink { metrics: Arc::clone(&metrics), dns: DnsSeries::default(), hub: Arc::clone(&hub) };
+        let sink = AgentSink { metrics: Arc::clone(&metrics), dns: DnsSeries::default(), findings: Vec::new() };
         let mut pipe = Pipeline::new(ctx, Filter::default(), PairConfig::default(), sink);
         pipe.dns_ports = dns_ports.to_vec();
         pipe.live_output = false;
-        Self { enc, pipe, enricher, metrics, hub, kernel_lost }
+        Self { enc, pipe, enricher, metrics, series: EventSeries::default(), hub, kernel_lost }
     }
 
     /// One record from the node (monotonic time).
@@ -83,22 +87,37 @@ impl NodeWork {
         match &r {
             Record::Drop(d) => {
                 let pod = pod_of_drop(&self.enricher, d);
-                self.metrics.drop_reason(&d.reason_name, pod.as_ref().map(|p| (&*p.namespace, &*p.name)));
+                self.metrics.drop_reason_cached(&mut self.series, d.reason, &d.reason_name, pod.as_ref());
             }
             Record::Conn(c) => {
                 if let Some(signal) = ConnSignal::of(c.kind) {
                     let pod = self.enricher.pod_by_ip(&c.src.ip);
-                    self.metrics.conn_failure(signal.label(), pod.as_ref().map(|p| (&*p.namespace, &*p.name)));
+                    self.metrics.conn_failure_cached(&mut self.series, signal.label(), pod.as_ref());
                 }
             }
             _ => {}
         }
         self.pipe.push(r);
+        self.queue_findings();
     }
 
-    /// Time passes (monotonic ns): expires waiting queries.
+    /// Findings the analysis just made, queued behind the records that made them.
+    fn queue_findings(&mut self) {
+        let found = &mut self.pipe.sink_mut().findings;
+        if found.is_empty() {
+            return;
+        }
+        for e in std::mem::take(found) {
+            self.enc.queue(e, &self.hub);
+        }
+    }
+
+    /// Time passes (monotonic ns): expires waiting queries, and hands what
+    /// is queued to the hub.
     pub fn tick(&mut self, now: u64) {
         self.pipe.tick(now);
+        self.queue_findings();
+        self.enc.flush(&self.hub);
     }
 
     /// A heartbeat into the hub (fresh clock reference and coverage).
@@ -111,9 +130,14 @@ impl NodeWork {
         self.enc.meta(m, &self.hub);
     }
 
-    /// Ends the analysis (findings still waiting are published).
+    /// Ends the analysis; publishes what is queued and the last findings.
     pub fn finish(self) {
-        self.pipe.finish();
+        let Self { mut enc, pipe, hub, .. } = self;
+        let (sink, _) = pipe.finish();
+        for e in sink.findings {
+            enc.queue(e, &hub);
+        }
+        enc.flush(&hub);
     }
 }
 

@@ -16,11 +16,11 @@ use super::{
     meta::{self, encode_iface_meta, encode_packet_meta, hook_name},
     pcapng::{
         BT_CUSTOM_COPY, BT_EPB, BT_IDB, BT_SHB, BYTE_ORDER_MAGIC, BlockBuf, OPT_COMMENT, OPT_CUSTOM_BIN,
-        OPT_IF_DESCRIPTION, OPT_IF_NAME, OPT_IF_TSRESOL, OPT_SHB_USERAPPL,
+        OPT_IF_DESCRIPTION, OPT_IF_NAME, OPT_IF_TSRESOL, OPT_SHB_USERAPPL, pad4,
     },
 };
 use crate::{
-    event::{PacketRecord, Record},
+    event::{Hook, PacketRecord, Process, Record},
     hash::FastMap,
 };
 
@@ -78,6 +78,127 @@ struct Iface {
     id: u32,
 }
 
+/// What follows a packet's data in its block (the comment, the ktrace
+/// option, the end of options) for one recent (socket owner, process,
+/// interface): the same for every packet of a socket but its time and wire
+/// length, which are stamped into the kept bytes. Built by
+/// [`Tail::new`] the way every block was built before, so the bytes are the
+/// same; a packet whose identity matches a kept tail skips the comment's
+/// digits, the option encoding and the interface lookup.
+struct Tail {
+    hook: Hook,
+    cgroup_id: u64,
+    netns_cookie: u64,
+    netns_ino: u32,
+    ifindex: u32,
+    process: Option<Process>,
+    node: Option<Arc<str>>,
+    hint: Option<Box<str>>,
+    /// The interface the packets are declared on.
+    iface: u32,
+    bytes: Vec<u8>,
+    /// Where the packet's time and wire length sit in `bytes`.
+    ts_at: usize,
+}
+
+/// Tails kept (direct-mapped: a node's busy sockets are few, and a
+/// collision only costs a rebuild).
+const TAILS: usize = 64;
+
+/// Offsets in the ktrace packet option (from the option's code): code and
+/// length, the PEN, version/hook/flags, then the time; the wire length
+/// follows the time, the cgroup, the netns cookie, inode and ifindex.
+const OPT_TS_AT: usize = 4 + 4 + 4;
+const TS_TO_WIRE_LEN: usize = 8 + 8 + 8 + 4 + 4;
+
+impl Tail {
+    fn slot(p: &PacketRecord) -> usize {
+        let tid = p.process.as_ref().map_or(0, |pr| pr.tid);
+        let k = p.cgroup_id ^ u64::from(p.netns_ino).rotate_left(17) ^ (u64::from(tid) << 40) ^ u64::from(p.hook.to_raw());
+        (k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % TAILS
+    }
+
+    fn new(p: &PacketRecord, hint: Option<&str>, iface: u32) -> Self {
+        let mut b = BlockBuf::default();
+        // Written in place, without `fmt`; the comment is far below an
+        // option's 65535 bytes.
+        b.option_with(OPT_COMMENT, |b| {
+            if let Some(pr) = &p.process {
+                b.bytes(b"pid=");
+                put_dec(b, pr.pid.into());
+                b.bytes(b" tid=");
+                put_dec(b, pr.tid.into());
+                b.bytes(b" comm=");
+                b.bytes(pr.comm.as_bytes());
+                b.bytes(b" thread=");
+                b.bytes(pr.thread.as_bytes());
+                b.bytes(b" ");
+            }
+            // The interface name already says node and netns; keep the comment short.
+            b.bytes(b"hook=");
+            b.bytes(hook_name(p.hook).as_bytes());
+            b.bytes(b" cgroup=");
+            put_dec(b, p.cgroup_id);
+            if p.ifindex != 0 {
+                b.bytes(b" ifindex=");
+                put_dec(b, p.ifindex.into());
+            }
+        });
+        let ts_at = b.b.len() + OPT_TS_AT;
+        b.option_with(OPT_CUSTOM_BIN, |b| {
+            b.u32(KTRACE_PEN);
+            encode_packet_meta(p, b);
+        });
+        b.end_options();
+        debug_assert_eq!(b.b[ts_at..ts_at + 8], p.ts_ns.to_le_bytes());
+        debug_assert_eq!(b.b[ts_at + TS_TO_WIRE_LEN..ts_at + TS_TO_WIRE_LEN + 4], p.wire_len.to_le_bytes());
+        Self {
+            hook: p.hook,
+            cgroup_id: p.cgroup_id,
+            netns_cookie: p.netns_cookie,
+            netns_ino: p.netns_ino,
+            ifindex: p.ifindex,
+            process: p.process.clone(),
+            node: p.node.clone(),
+            hint: hint.map(Box::from),
+            iface,
+            bytes: b.b,
+            ts_at,
+        }
+    }
+
+    /// Whether `p`'s tail and interface are this one's (all but its time and length).
+    fn is_for(&self, p: &PacketRecord, hint: Option<&str>) -> bool {
+        fn same(a: &Arc<str>, b: &Arc<str>) -> bool {
+            Arc::ptr_eq(a, b) || **a == **b
+        }
+        self.cgroup_id == p.cgroup_id
+            && self.netns_ino == p.netns_ino
+            && self.netns_cookie == p.netns_cookie
+            && self.ifindex == p.ifindex
+            && self.hook == p.hook
+            && match (&self.process, &p.process) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a.pid == b.pid && a.tid == b.tid && same(&a.comm, &b.comm) && same(&a.thread, &b.thread),
+                _ => false,
+            }
+            && match (&self.node, &p.node) {
+                (None, None) => true,
+                (Some(a), Some(b)) => same(a, b),
+                _ => false,
+            }
+            && self.hint.as_deref() == hint
+    }
+
+    /// The tail's bytes with `p`'s time and wire length.
+    fn stamp(&mut self, p: &PacketRecord) -> &[u8] {
+        let w = self.ts_at + TS_TO_WIRE_LEN;
+        self.bytes[self.ts_at..self.ts_at + 8].copy_from_slice(&p.ts_ns.to_le_bytes());
+        self.bytes[w..w + 4].copy_from_slice(&p.wire_len.to_le_bytes());
+        &self.bytes
+    }
+}
+
 /// Writes a ktrace capture: pcapng, little-endian, Wireshark-readable.
 ///
 /// Packets become Enhanced Packet Blocks on one interface per
@@ -95,6 +216,8 @@ pub struct CaptureWriter {
     clock: ClockRef,
     snaplen: u32,
     stats: WriterStats,
+    /// Recent packets' tails, by [`Tail::slot`].
+    tails: Box<[Option<Tail>]>,
 }
 
 impl CaptureWriter {
@@ -148,6 +271,7 @@ impl CaptureWriter {
             clock: header.clock,
             snaplen: header.snaplen,
             stats: WriterStats::default(),
+            tails: (0..TAILS).map(|_| None).collect(),
         }
     }
 
@@ -220,6 +344,18 @@ impl CaptureWriter {
         })?;
         self.stats.bytes += block.len() as u64;
         Ok(())
+    }
+
+    /// Writes the complete block in `blk` (lengths already in place) to the
+    /// sink; the caller counts its bytes.
+    fn emit_block(&mut self) -> Result<(), CaptureError> {
+        let offset = self.stats.bytes;
+        let path = &self.path;
+        let io = |source| CaptureError::Io { path: Arc::clone(path), offset, source };
+        let Some(sink) = self.sink.as_mut() else {
+            return Err(io(io::Error::other("capture writer already finished")));
+        };
+        sink.out().write_all(&self.blk.b).map_err(io)
     }
 
     fn write_shb(&mut self, version: &str) -> Result<(), CaptureError> {
@@ -397,51 +533,54 @@ impl CaptureWriter {
         hint: Option<&str>,
         mut out: Option<&mut dyn BufMut>,
     ) -> Result<usize, CaptureError> {
-        let (id, iface_bytes) = self.iface_id(p, hint, out.as_mut().map(|o| &mut **o as &mut dyn BufMut))?;
+        let at = Tail::slot(p);
+        let hit = self.tails[at].as_ref().is_some_and(|t| t.is_for(p, hint));
+        let mut iface_bytes = 0;
+        if !hit {
+            let (id, n) = self.iface_id(p, hint, out.as_mut().map(|o| &mut **o as &mut dyn BufMut))?;
+            iface_bytes = n;
+            self.tails[at] = Some(Tail::new(p, hint, id));
+        }
+        let Some(tail) = self.tails[at].as_mut() else { unreachable!("just filled") };
         let cap = if self.snaplen == 0 { p.data.len() } else { p.data.len().min(self.snaplen as usize) };
         let cap = cap.min(super::MAX_BLOCK_LEN as usize - 4096);
         let data = &p.data[..cap];
+        let iface = tail.iface;
+        let bytes = tail.stamp(p);
+        let total = 28 + pad4(cap) + bytes.len() + 4;
         let wall = self.clock.to_wall(p.ts_ns);
-        let b = &mut self.blk;
-        b.begin(BT_EPB);
-        b.u32(id);
-        b.u32((wall >> 32) as u32);
-        b.u32(wall as u32);
-        b.u32(cap as u32);
-        // Wireshark flags captured > original as malformed; the exact value is in the option.
-        b.u32(p.wire_len.max(cap as u32));
-        b.bytes(data);
-        b.pad();
-        // Written in place, without `fmt` (the agent writes one per packet);
-        // the comment is far below an option's 65535 bytes.
-        b.option_with(OPT_COMMENT, |b| {
-            if let Some(pr) = &p.process {
-                b.bytes(b"pid=");
-                put_dec(b, pr.pid.into());
-                b.bytes(b" tid=");
-                put_dec(b, pr.tid.into());
-                b.bytes(b" comm=");
-                b.bytes(pr.comm.as_bytes());
-                b.bytes(b" thread=");
-                b.bytes(pr.thread.as_bytes());
-                b.bytes(b" ");
+        let mut head = [0u8; 28];
+        for (i, v) in [
+            BT_EPB,
+            total as u32,
+            iface,
+            (wall >> 32) as u32,
+            wall as u32,
+            cap as u32,
+            // Wireshark flags captured > original as malformed; the exact value is in the option.
+            p.wire_len.max(cap as u32),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            head[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        let pad = &[0u8; 3][..pad4(cap) - cap];
+        let end = (total as u32).to_le_bytes();
+        if let Some(out) = out {
+            // Straight into the caller's buffer: the packet is copied once.
+            for part in [&head[..], data, pad, bytes, &end] {
+                out.put_slice(part);
             }
-            // The interface name already says node and netns; keep the comment short.
-            b.bytes(b"hook=");
-            b.bytes(hook_name(p.hook).as_bytes());
-            b.bytes(b" cgroup=");
-            put_dec(b, p.cgroup_id);
-            if p.ifindex != 0 {
-                b.bytes(b" ifindex=");
-                put_dec(b, p.ifindex.into());
+        } else {
+            let b = &mut self.blk.b;
+            b.clear();
+            for part in [&head[..], data, pad, bytes, &end] {
+                b.extend_from_slice(part);
             }
-        });
-        b.option_with(OPT_CUSTOM_BIN, |b| {
-            b.u32(KTRACE_PEN);
-            encode_packet_meta(p, b);
-        });
-        b.end_options();
-        self.emit_to(out)?;
+            self.emit_block()?;
+        }
+        self.stats.bytes += total as u64;
         self.stats.packets += 1;
         Ok(iface_bytes)
     }
@@ -645,6 +784,59 @@ mod tests {
             assert_eq!(want.len(), got.len(), "snaplen {snaplen}");
             assert!(want == got, "snaplen {snaplen}: appended bytes differ");
             assert_eq!(a.stats(), b.stats());
+        }
+    }
+
+    /// Packets of a few sockets, again and again with new times, lengths and
+    /// bytes (what a node's traffic looks like), among the mixed records.
+    fn repeating(rng: &mut Rng, n: usize) -> Vec<(Record, Option<&'static str>)> {
+        let pool = records(rng, 24);
+        let mut out = records(rng, n / 4);
+        for i in 0..n {
+            let (r, hint) = &pool[rng.below(pool.len())];
+            let mut r = r.clone();
+            if let Record::Packet(p) = &mut r {
+                p.ts_ns = CLOCK.mono_ns + i as u64 * 777;
+                let len = rng.below(200);
+                p.data = Bytes::from(ipv4_udp([10, 0, 0, 3].into(), 1000, [10, 0, 0, 4].into(), 53, &vec![7; len]));
+                p.wire_len = p.data.len() as u32 + [0, 9][rng.below(2)];
+                if i % 3 == 0 {
+                    // The same names in other allocations still match.
+                    if let Some(pr) = &mut p.process {
+                        pr.comm = Arc::from(&*pr.comm);
+                    }
+                    p.node = p.node.as_deref().map(Arc::from);
+                }
+            }
+            let at = rng.below(out.len());
+            out.insert(at, (r, *hint));
+        }
+        out
+    }
+
+    /// A packet whose socket's tail is kept gets the bytes a fresh encoding
+    /// (no kept tails: interface looked up, comment and option built) gives.
+    #[test]
+    fn kept_tails_give_the_bytes_of_a_fresh_encoding() {
+        let mut rng = Rng(0x7a11);
+        let recs = repeating(&mut rng, 3000);
+        for snaplen in [0, 64] {
+            let mut kept = CaptureWriter::in_memory(header(snaplen));
+            let mut fresh = CaptureWriter::in_memory(header(snaplen));
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for (i, (r, hint)) in recs.iter().enumerate() {
+                let (x, y) = (a.len(), b.len());
+                kept.append_record(r, *hint, &mut a).expect("append");
+                fresh.tails.iter_mut().for_each(|t| *t = None);
+                fresh.append_record(r, *hint, &mut b).expect("append");
+                assert!(a[x..] == b[y..], "record {i} (snaplen {snaplen}) differs");
+                if i % 700 == 0 {
+                    let m = MetaBlock::ClockRef(ClockRef { mono_ns: i as u64, wall_ns: 1_000_000_007 });
+                    kept.append_meta(&m, &mut a).expect("meta");
+                    fresh.append_meta(&m, &mut b).expect("meta");
+                }
+            }
+            assert_eq!(kept.stats(), fresh.stats());
         }
     }
 
