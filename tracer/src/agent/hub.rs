@@ -222,15 +222,17 @@ impl Hub {
         let n = entries.len() as u64;
         let mut g = self.lock();
         let live = self.live.receiver_count() > 0;
+        let mut evicted = 0;
         for e in entries.drain(..) {
             if live {
                 let _ = self.live.send(e.clone());
             }
             if e.kind != EntryKind::Heartbeat {
-                Self::remember(&mut g, &self.stats, e);
+                evicted += Self::keep(&mut g, e);
             }
         }
         drop(g);
+        self.stats.evicted.fetch_add(evicted, Ordering::Relaxed);
         self.stats.published.fetch_add(n, Ordering::Relaxed);
     }
 
@@ -242,13 +244,21 @@ impl Hub {
     }
 
     fn remember(g: &mut Inner, stats: &HubStats, e: Entry) {
+        let evicted = Self::keep(g, e);
+        stats.evicted.fetch_add(evicted, Ordering::Relaxed);
+    }
+
+    /// Adds `e` to the history; returns how many old entries it evicted.
+    fn keep(g: &mut Inner, e: Entry) -> u64 {
         g.history_bytes += Self::cost(&e);
         g.history.push_back(e);
+        let mut evicted = 0;
         while g.history_bytes > g.max_bytes {
             let Some(old) = g.history.pop_front() else { break };
             g.history_bytes -= Self::cost(&old);
-            stats.evicted.fetch_add(1, Ordering::Relaxed);
+            evicted += 1;
         }
+        evicted
     }
 
     /// Starts a subscription: context, history since `since_ns` (wall clock;

@@ -101,6 +101,20 @@ struct Tail {
     ts_at: usize,
 }
 
+/// A packet's block, but for its data and tail (kept in the writer).
+struct PacketParts {
+    /// Bytes of an interface declaration written before it.
+    iface_bytes: usize,
+    head: [u8; 28],
+    /// Packet bytes in the block.
+    cap: usize,
+    /// Its tail in [`CaptureWriter::tails`].
+    slot: usize,
+    total: usize,
+    /// The block's trailing length.
+    end: [u8; 4],
+}
+
 /// Tails kept (direct-mapped: a node's busy sockets are few, and a
 /// collision only costs a rebuild).
 const TAILS: usize = 64;
@@ -190,12 +204,11 @@ impl Tail {
             && self.hint.as_deref() == hint
     }
 
-    /// The tail's bytes with `p`'s time and wire length.
-    fn stamp(&mut self, p: &PacketRecord) -> &[u8] {
+    /// Puts `p`'s time and wire length into the tail's bytes.
+    fn stamp(&mut self, p: &PacketRecord) {
         let w = self.ts_at + TS_TO_WIRE_LEN;
         self.bytes[self.ts_at..self.ts_at + 8].copy_from_slice(&p.ts_ns.to_le_bytes());
         self.bytes[w..w + 4].copy_from_slice(&p.wire_len.to_le_bytes());
-        &self.bytes
     }
 }
 
@@ -346,10 +359,10 @@ impl CaptureWriter {
         Ok(())
     }
 
-    /// Writes the complete block in `blk` (lengths already in place) to the
-    /// sink; the caller counts its bytes.
-    fn emit_block(&mut self) -> Result<(), CaptureError> {
-        let offset = self.stats.bytes;
+    /// Writes the complete block in `blk` (lengths already in place, its
+    /// `len` bytes already counted) to the sink.
+    fn emit_block(&mut self, len: usize) -> Result<(), CaptureError> {
+        let offset = self.stats.bytes - len as u64;
         let path = &self.path;
         let io = |source| CaptureError::Io { path: Arc::clone(path), offset, source };
         let Some(sink) = self.sink.as_mut() else {
@@ -448,6 +461,14 @@ impl CaptureWriter {
         iface_hint: Option<&str>,
         out: &mut impl BufMut,
     ) -> Result<usize, CaptureError> {
+        if let Record::Packet(p) = rec {
+            // Monomorphic: the pieces go into `out` without a call through `dyn` each.
+            let parts = self.packet_parts(p, iface_hint, Some(&mut *out))?;
+            for piece in self.pieces(p, &parts) {
+                out.put_slice(piece);
+            }
+            return Ok(parts.iface_bytes);
+        }
         self.put_record(rec, iface_hint, Some(out))
     }
 
@@ -527,33 +548,33 @@ impl CaptureWriter {
         Ok((id, (self.stats.bytes - before) as usize))
     }
 
-    fn write_packet(
+    /// Everything of `p`'s block but its writing: the interface declared
+    /// (into `out`, or the sink) if new, the tail found or built and stamped.
+    fn packet_parts(
         &mut self,
         p: &PacketRecord,
         hint: Option<&str>,
-        mut out: Option<&mut dyn BufMut>,
-    ) -> Result<usize, CaptureError> {
-        let at = Tail::slot(p);
-        let hit = self.tails[at].as_ref().is_some_and(|t| t.is_for(p, hint));
+        out: Option<&mut dyn BufMut>,
+    ) -> Result<PacketParts, CaptureError> {
+        let slot = Tail::slot(p);
+        let hit = self.tails[slot].as_ref().is_some_and(|t| t.is_for(p, hint));
         let mut iface_bytes = 0;
         if !hit {
-            let (id, n) = self.iface_id(p, hint, out.as_mut().map(|o| &mut **o as &mut dyn BufMut))?;
+            let (id, n) = self.iface_id(p, hint, out)?;
             iface_bytes = n;
-            self.tails[at] = Some(Tail::new(p, hint, id));
+            self.tails[slot] = Some(Tail::new(p, hint, id));
         }
-        let Some(tail) = self.tails[at].as_mut() else { unreachable!("just filled") };
+        let Some(tail) = self.tails[slot].as_mut() else { unreachable!("just filled") };
+        tail.stamp(p);
         let cap = if self.snaplen == 0 { p.data.len() } else { p.data.len().min(self.snaplen as usize) };
         let cap = cap.min(super::MAX_BLOCK_LEN as usize - 4096);
-        let data = &p.data[..cap];
-        let iface = tail.iface;
-        let bytes = tail.stamp(p);
-        let total = 28 + pad4(cap) + bytes.len() + 4;
+        let total = 28 + pad4(cap) + tail.bytes.len() + 4;
         let wall = self.clock.to_wall(p.ts_ns);
         let mut head = [0u8; 28];
         for (i, v) in [
             BT_EPB,
             total as u32,
-            iface,
+            tail.iface,
             (wall >> 32) as u32,
             wall as u32,
             cap as u32,
@@ -565,24 +586,39 @@ impl CaptureWriter {
         {
             head[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
         }
-        let pad = &[0u8; 3][..pad4(cap) - cap];
-        let end = (total as u32).to_le_bytes();
-        if let Some(out) = out {
-            // Straight into the caller's buffer: the packet is copied once.
-            for part in [&head[..], data, pad, bytes, &end] {
-                out.put_slice(part);
-            }
-        } else {
-            let b = &mut self.blk.b;
-            b.clear();
-            for part in [&head[..], data, pad, bytes, &end] {
-                b.extend_from_slice(part);
-            }
-            self.emit_block()?;
-        }
         self.stats.bytes += total as u64;
         self.stats.packets += 1;
-        Ok(iface_bytes)
+        Ok(PacketParts { iface_bytes, head, cap, slot, total, end: (total as u32).to_le_bytes() })
+    }
+
+    /// The block's pieces in order: header, data, padding, tail, length.
+    fn pieces<'a>(&'a self, p: &'a PacketRecord, parts: &'a PacketParts) -> [&'a [u8]; 5] {
+        let tail = self.tails[parts.slot].as_ref().map_or(&[][..], |t| &t.bytes);
+        let pad = &[0u8; 3][..pad4(parts.cap) - parts.cap];
+        [&parts.head, &p.data[..parts.cap], pad, tail, &parts.end]
+    }
+
+    fn write_packet(
+        &mut self,
+        p: &PacketRecord,
+        hint: Option<&str>,
+        mut out: Option<&mut dyn BufMut>,
+    ) -> Result<usize, CaptureError> {
+        let parts = self.packet_parts(p, hint, out.as_mut().map(|o| &mut **o as &mut dyn BufMut))?;
+        if let Some(out) = out {
+            for piece in self.pieces(p, &parts) {
+                out.put_slice(piece);
+            }
+        } else {
+            let mut b = std::mem::take(&mut self.blk.b);
+            b.clear();
+            for piece in self.pieces(p, &parts) {
+                b.extend_from_slice(piece);
+            }
+            self.blk.b = b;
+            self.emit_block(parts.total)?;
+        }
+        Ok(parts.iface_bytes)
     }
 
     /// Pushes buffered data to the file (a zstd stream ends its current block,
@@ -787,6 +823,17 @@ mod tests {
         }
     }
 
+    /// Concatenated blocks, split by their length fields.
+    fn split_blocks_le(mut buf: &[u8]) -> Vec<&[u8]> {
+        let mut out = Vec::new();
+        while buf.len() >= 12 {
+            let len = u32::from_le_bytes(buf[4..8].try_into().unwrap()) as usize;
+            out.push(&buf[..len]);
+            buf = &buf[len..];
+        }
+        out
+    }
+
     /// Packets of a few sockets, again and again with new times, lengths and
     /// bytes (what a node's traffic looks like), among the mixed records.
     fn repeating(rng: &mut Rng, n: usize) -> Vec<(Record, Option<&'static str>)> {
@@ -814,6 +861,37 @@ mod tests {
         out
     }
 
+    /// A packet's block as the writer built it before tails were kept
+    /// (field by field into a `BlockBuf`, the comment through `fmt`).
+    fn reference_epb(p: &PacketRecord, id: u32, snaplen: u32, clock: ClockRef) -> Vec<u8> {
+        let cap = if snaplen == 0 { p.data.len() } else { p.data.len().min(snaplen as usize) };
+        let wall = clock.to_wall(p.ts_ns);
+        let mut b = BlockBuf::default();
+        b.begin(BT_EPB);
+        b.u32(id);
+        b.u32((wall >> 32) as u32);
+        b.u32(wall as u32);
+        b.u32(cap as u32);
+        b.u32(p.wire_len.max(cap as u32));
+        b.bytes(&p.data[..cap]);
+        b.pad();
+        let mut c = String::new();
+        if let Some(pr) = &p.process {
+            let _ = write!(c, "pid={} tid={} comm={} thread={} ", pr.pid, pr.tid, pr.comm, pr.thread);
+        }
+        let _ = write!(c, "hook={} cgroup={}", hook_name(p.hook), p.cgroup_id);
+        if p.ifindex != 0 {
+            let _ = write!(c, " ifindex={}", p.ifindex);
+        }
+        b.option(OPT_COMMENT, c.as_bytes());
+        b.option_with(OPT_CUSTOM_BIN, |b| {
+            b.u32(KTRACE_PEN);
+            encode_packet_meta(p, b);
+        });
+        b.end_options();
+        b.finish().to_vec()
+    }
+
     /// A packet whose socket's tail is kept gets the bytes a fresh encoding
     /// (no kept tails: interface looked up, comment and option built) gives.
     #[test]
@@ -824,14 +902,21 @@ mod tests {
             let mut kept = CaptureWriter::in_memory(header(snaplen));
             let mut fresh = CaptureWriter::in_memory(header(snaplen));
             let (mut a, mut b) = (Vec::new(), Vec::new());
+            let mut clock = CLOCK;
             for (i, (r, hint)) in recs.iter().enumerate() {
                 let (x, y) = (a.len(), b.len());
                 kept.append_record(r, *hint, &mut a).expect("append");
                 fresh.tails.iter_mut().for_each(|t| *t = None);
                 fresh.append_record(r, *hint, &mut b).expect("append");
                 assert!(a[x..] == b[y..], "record {i} (snaplen {snaplen}) differs");
+                if let Record::Packet(p) = r {
+                    let epb = split_blocks_le(&a[x..]).pop().expect("a block");
+                    let id = u32::from_le_bytes(epb[8..12].try_into().unwrap());
+                    assert!(epb == reference_epb(p, id, snaplen, clock), "record {i} (snaplen {snaplen}): not the old bytes");
+                }
                 if i % 700 == 0 {
-                    let m = MetaBlock::ClockRef(ClockRef { mono_ns: i as u64, wall_ns: 1_000_000_007 });
+                    clock = ClockRef { mono_ns: i as u64, wall_ns: 1_000_000_007 };
+                    let m = MetaBlock::ClockRef(clock);
                     kept.append_meta(&m, &mut a).expect("meta");
                     fresh.append_meta(&m, &mut b).expect("meta");
                 }
