@@ -197,7 +197,8 @@ pub fn run(meta: &MetaSource, cfg: &AgentConfig) -> anyhow::Result<()> {
 
     let clock = ClockRef::now();
     let ctx = Context { clock_offset_ns: clock.offset(), enricher: enricher.clone() };
-    let mut work = NodeWork::new(enc, ctx, &cfg.ports, Arc::clone(&metrics), Arc::clone(&hub), Arc::clone(&kernel_lost));
+    let mut work =
+        NodeWork::new(enc, ctx, &cfg.ports, Arc::clone(&metrics), Arc::clone(&hub), Arc::clone(&kernel_lost));
     let mut src = LiveSource::new(capture, Some(Arc::clone(&node)));
     src.scope_to_node(&cfg.netns_scope, snap.as_ref(), &node);
     ready.store(true, Ordering::Relaxed);

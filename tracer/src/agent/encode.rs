@@ -222,8 +222,16 @@ impl Encoder {
         BytesMut::with_capacity(ARENA_CHUNK.max(need))
     }
 
-    /// Encodes one live record (monotonic time) and hands it to the hub.
+    /// Encodes one live record (monotonic time) and hands it to the hub
+    /// with whatever was queued before it.
     pub fn record(&mut self, rec: &Record, enr: &Enricher, hub: &Hub) {
+        self.queue_record(rec, enr, hub);
+        self.flush(hub);
+    }
+
+    /// Encodes one live record (monotonic time) and queues it for the hub
+    /// (see [`Encoder::flush`]): the agent's loop, which flushes per tick.
+    pub fn queue_record(&mut self, rec: &Record, enr: &Enricher, hub: &Hub) {
         let wall = self.clock.to_wall(rec.ts_ns());
         let (kind, pods, hint) = match rec {
             Record::Packet(p) => {
@@ -386,7 +394,7 @@ mod tests {
         let pkt = Bytes::from(ipv4_udp([10, 0, 0, 1].into(), 40_000, [10, 0, 0, 2].into(), 53, &[0u8; 40]));
         let n = 50_000u64;
         for i in 0..n {
-            enc.record(&Record::Packet(PacketRecord::bare(i, Hook::SocketEgress, pkt.clone())), &enr, &hub);
+            enc.queue_record(&Record::Packet(PacketRecord::bare(i, Hook::SocketEgress, pkt.clone())), &enr, &hub);
         }
         enc.flush(&hub);
         let (entries, bytes, _) = hub.history_size();

@@ -83,7 +83,7 @@ impl NodeWork {
         if let Record::Lost { count, .. } = &r {
             self.kernel_lost.fetch_add(*count, Ordering::Relaxed);
         }
-        self.enc.record(&r, &self.enricher, &self.hub);
+        self.enc.queue_record(&r, &self.enricher, &self.hub);
         match &r {
             Record::Drop(d) => {
                 let pod = pod_of_drop(&self.enricher, d);

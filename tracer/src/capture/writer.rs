@@ -128,7 +128,8 @@ const TS_TO_WIRE_LEN: usize = 8 + 8 + 8 + 4 + 4;
 impl Tail {
     fn slot(p: &PacketRecord) -> usize {
         let tid = p.process.as_ref().map_or(0, |pr| pr.tid);
-        let k = p.cgroup_id ^ u64::from(p.netns_ino).rotate_left(17) ^ (u64::from(tid) << 40) ^ u64::from(p.hook.to_raw());
+        let k =
+            p.cgroup_id ^ u64::from(p.netns_ino).rotate_left(17) ^ (u64::from(tid) << 40) ^ u64::from(p.hook.to_raw());
         (k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % TAILS
     }
 
@@ -193,7 +194,9 @@ impl Tail {
             && self.hook == p.hook
             && match (&self.process, &p.process) {
                 (None, None) => true,
-                (Some(a), Some(b)) => a.pid == b.pid && a.tid == b.tid && same(&a.comm, &b.comm) && same(&a.thread, &b.thread),
+                (Some(a), Some(b)) => {
+                    a.pid == b.pid && a.tid == b.tid && same(&a.comm, &b.comm) && same(&a.thread, &b.thread)
+                }
                 _ => false,
             }
             && match (&self.node, &p.node) {
@@ -901,24 +904,27 @@ mod tests {
         for snaplen in [0, 64] {
             let mut kept = CaptureWriter::in_memory(header(snaplen));
             let mut fresh = CaptureWriter::in_memory(header(snaplen));
-            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let (mut kept_out, mut fresh_out) = (Vec::new(), Vec::new());
             let mut clock = CLOCK;
             for (i, (r, hint)) in recs.iter().enumerate() {
-                let (x, y) = (a.len(), b.len());
-                kept.append_record(r, *hint, &mut a).expect("append");
+                let (from_kept, from_fresh) = (kept_out.len(), fresh_out.len());
+                kept.append_record(r, *hint, &mut kept_out).expect("append");
                 fresh.tails.iter_mut().for_each(|t| *t = None);
-                fresh.append_record(r, *hint, &mut b).expect("append");
-                assert!(a[x..] == b[y..], "record {i} (snaplen {snaplen}) differs");
+                fresh.append_record(r, *hint, &mut fresh_out).expect("append");
+                assert!(kept_out[from_kept..] == fresh_out[from_fresh..], "record {i} (snaplen {snaplen}) differs");
                 if let Record::Packet(p) = r {
-                    let epb = split_blocks_le(&a[x..]).pop().expect("a block");
+                    let epb = split_blocks_le(&kept_out[from_kept..]).pop().expect("a block");
                     let id = u32::from_le_bytes(epb[8..12].try_into().unwrap());
-                    assert!(epb == reference_epb(p, id, snaplen, clock), "record {i} (snaplen {snaplen}): not the old bytes");
+                    assert!(
+                        epb == reference_epb(p, id, snaplen, clock),
+                        "record {i} (snaplen {snaplen}): not the old bytes"
+                    );
                 }
                 if i % 700 == 0 {
                     clock = ClockRef { mono_ns: i as u64, wall_ns: 1_000_000_007 };
-                    let m = MetaBlock::ClockRef(clock);
-                    kept.append_meta(&m, &mut a).expect("meta");
-                    fresh.append_meta(&m, &mut b).expect("meta");
+                    let meta = MetaBlock::ClockRef(clock);
+                    kept.append_meta(&meta, &mut kept_out).expect("meta");
+                    fresh.append_meta(&meta, &mut fresh_out).expect("meta");
                 }
             }
             assert_eq!(kept.stats(), fresh.stats());

@@ -579,7 +579,12 @@ impl Metrics {
     }
 
     /// [`Metrics::conn_failure`] through `cache`: the same series and counts.
-    pub fn conn_failure_cached(&self, cache: &mut EventSeries, kind: &'static str, pod: Option<&crate::enrich::PodRef>) {
+    pub fn conn_failure_cached(
+        &self,
+        cache: &mut EventSeries,
+        kind: &'static str,
+        pod: Option<&crate::enrich::PodRef>,
+    ) {
         let key = pod.map(|p| (Arc::clone(&p.namespace), Arc::clone(&p.name)));
         cached(&mut cache.conn, (kind, key), || {
             let kind = self.conn_kinds.admit(kind);

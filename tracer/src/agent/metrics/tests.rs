@@ -556,13 +556,20 @@ fn cached_drop_and_conn_handles_count_like_the_direct_path() {
     let direct = Metrics::new(MetricsConfig { top_pods: 3, max_namespaces: 2, node: "n".into() });
     let cached = Metrics::new(MetricsConfig { top_pods: 3, max_namespaces: 2, node: "n".into() });
     let mut cache = EventSeries::default();
-    let pods = [None, Some(pod("shop", "web-1")), Some(pod("shop", "web-2")), Some(pod("kube-system", "dns")), Some(pod("shop", "web-3")), Some(pod("x", "y"))];
+    let pods = [
+        None,
+        Some(pod("shop", "web-1")),
+        Some(pod("shop", "web-2")),
+        Some(pod("kube-system", "dns")),
+        Some(pod("shop", "web-3")),
+        Some(pod("x", "y")),
+    ];
     let kinds = ["refused", "reset", "syn_retransmit", "retransmit"];
     for round in 0..3 {
         for (i, p) in pods.iter().enumerate() {
             let pr = p.as_ref().map(|p| (&*p.namespace, &*p.name));
             for code in 0..(MAX_REASONS as u32 + 5) {
-                if (code as usize + i + round) % 7 != 0 {
+                if !(code as usize + i + round).is_multiple_of(7) {
                     continue;
                 }
                 let name = if code == 3 { String::new() } else { format!("REASON_{code}") };
