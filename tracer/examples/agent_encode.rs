@@ -27,12 +27,13 @@ const HISTORY: usize = 32 << 20;
 #[inline(never)]
 fn encode_all(recs: &[Record], enc: &mut Encoder, enr: &Enricher, hub: &Hub) {
     for (i, r) in recs.iter().enumerate() {
-        enc.record(r, enr, hub);
+        enc.queue_record(r, enr, hub);
         // The agent's heartbeat every 100 ms, at ~10k messages/s.
         if i % 1000 == 999 {
             enc.heartbeat(hub);
         }
     }
+    enc.flush(hub);
 }
 
 fn main() -> anyhow::Result<()> {

@@ -24,17 +24,15 @@ use super::{
     encode::Encoder,
     http::{HttpState, serve as serve_http},
     hub::{Entry, EntryKind, Hub},
-    metrics::{DnsSeries, Metrics, MetricsConfig, bpf_program_stats, enable_bpf_stats},
+    metrics::{Metrics, MetricsConfig, bpf_program_stats, enable_bpf_stats},
     server::{ListenAddr, Service, Shared, TlsFiles, serve},
+    work::NodeWork,
 };
 use crate::{
-    analyze::{Finding, Transaction, pairing::PairConfig},
     bpf::{CaptureConfig, Probes},
     capture::{ClockRef, MetaBlock},
     compose::MetaSource,
-    event::Record,
-    model::drops::ConnSignal,
-    pipeline::{Context, Filter, Pipeline, RunStats, Sink},
+    pipeline::Context,
     source::live::{LiveEvent, LiveSource},
 };
 
@@ -73,27 +71,6 @@ pub struct AgentConfig {
     pub peers: Vec<crate::agent::client::Target>,
     /// Credentials for the peers.
     pub peer_auth: crate::agent::client::ClientAuth,
-}
-
-/// Feeds metrics and publishes findings.
-struct AgentSink {
-    metrics: Arc<Metrics>,
-    /// This thread's handles of the DNS series (no lock per transaction).
-    dns: DnsSeries,
-    hub: Arc<Hub>,
-}
-
-impl Sink for AgentSink {
-    fn transaction(&mut self, _ctx: &Context, tx: &Transaction) {
-        self.metrics.dns_transaction_cached(&mut self.dns, tx);
-    }
-    fn finding(&mut self, ctx: &Context, f: &Finding) {
-        self.metrics.finding(f);
-        let json = crate::output::json::finding(f).to_string();
-        let ts = u64::try_from(ctx.wall_ns(crate::source::monotonic_ns())).unwrap_or(0);
-        self.hub.publish(Entry { ts_ns: ts, kind: EntryKind::Finding, pods: None, bytes: json.into() });
-    }
-    fn finish(&mut self, _ctx: &Context, _stats: &RunStats) {}
 }
 
 const PROGRAMS: &[&str] = &[
@@ -220,14 +197,8 @@ pub fn run(meta: &MetaSource, cfg: &AgentConfig) -> anyhow::Result<()> {
 
     let clock = ClockRef::now();
     let ctx = Context { clock_offset_ns: clock.offset(), enricher: enricher.clone() };
-    let mut pipe = Pipeline::new(
-        ctx,
-        Filter::default(),
-        PairConfig::default(),
-        AgentSink { metrics: Arc::clone(&metrics), dns: DnsSeries::default(), hub: Arc::clone(&hub) },
-    );
-    pipe.dns_ports.clone_from(&cfg.ports);
-    pipe.live_output = false;
+    let mut work =
+        NodeWork::new(enc, ctx, &cfg.ports, Arc::clone(&metrics), Arc::clone(&hub), Arc::clone(&kernel_lost));
     let mut src = LiveSource::new(capture, Some(Arc::clone(&node)));
     src.scope_to_node(&cfg.netns_scope, snap.as_ref(), &node);
     ready.store(true, Ordering::Relaxed);
@@ -245,37 +216,18 @@ pub fn run(meta: &MetaSource, cfg: &AgentConfig) -> anyhow::Result<()> {
     let live_rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let reason = live_rt.block_on(src.run(cfg.duration, |ev| {
         match ev {
-            LiveEvent::Record(r) => {
-                if let Record::Lost { count, .. } = &r {
-                    kernel_lost.fetch_add(*count, Ordering::Relaxed);
-                }
-                enc.record(&r, &enricher, &hub);
-                match &r {
-                    Record::Drop(d) => {
-                        let pod = pod_of_drop(&enricher, d);
-                        metrics.drop_reason(&d.reason_name, pod.as_ref().map(|p| (&*p.namespace, &*p.name)));
-                    }
-                    Record::Conn(c) => {
-                        if let Some(signal) = ConnSignal::of(c.kind) {
-                            let pod = enricher.pod_by_ip(&c.src.ip);
-                            metrics.conn_failure(signal.label(), pod.as_ref().map(|p| (&*p.namespace, &*p.name)));
-                        }
-                    }
-                    _ => {}
-                }
-                pipe.push(r);
-            }
+            LiveEvent::Record(r) => work.record(r),
             LiveEvent::Tick(now) => {
                 alive.store(now, Ordering::Relaxed);
-                pipe.tick(now);
+                work.tick(now);
                 if last_hb.elapsed() >= Duration::from_millis(100) {
                     last_hb = Instant::now();
-                    enc.heartbeat(&hub);
+                    work.heartbeat();
                 }
                 if last_meta.elapsed() >= Duration::from_secs(1) {
                     last_meta = Instant::now();
                     if let Some(list) = enricher.poll_snapshot() {
-                        enc.meta(&MetaBlock::KubeSnapshot(list), &hub);
+                        work.meta(&MetaBlock::KubeSnapshot(list));
                     }
                 }
             }
@@ -291,7 +243,7 @@ pub fn run(meta: &MetaSource, cfg: &AgentConfig) -> anyhow::Result<()> {
         src.stats.items, src.stats.boosts
     );
     // Subscribers get what was produced up to now, then their streams end.
-    enc.heartbeat(&hub);
+    work.heartbeat();
     eprintln!("ktrace agent: stopping ({reason:?}); detaching");
     let _ = stop_tx.send(true);
     rt.block_on(async {
@@ -303,7 +255,7 @@ pub fn run(meta: &MetaSource, cfg: &AgentConfig) -> anyhow::Result<()> {
         let _ = h.join();
     }
     drop(src);
-    pipe.finish();
+    work.finish();
     rt.shutdown_timeout(Duration::from_millis(200));
     Ok(())
 }
@@ -380,14 +332,6 @@ fn spawn_correlation(
             eprintln!("ktrace agent: correlation with peers stopped: {e:#}");
         }
     })
-}
-
-/// The pod a kernel drop hurts: the (inner, for VXLAN) packet's source pod,
-/// else its destination pod. Lax parsing: drops carry at most 128 bytes.
-fn pod_of_drop(e: &crate::enrich::Enricher, d: &crate::event::DropRecord) -> Option<crate::enrich::PodRef> {
-    let h = crate::decode::packet::parse_lax(&d.data, &crate::analyze::drops::VXLAN_PORTS)?;
-    let i = h.innermost();
-    e.pod_by_ip(&i.t.src).or_else(|| e.pod_by_ip(&i.t.dst))
 }
 
 fn rss_bytes() -> u64 {

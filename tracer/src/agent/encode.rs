@@ -68,8 +68,7 @@ impl PodCache {
 
     /// `compose::packet_pods` through the cache: (local, source, destination), and the local pod's hint.
     fn pods(&mut self, enr: &Enricher, p: &PacketRecord) -> FlowPods {
-        // Lax: a packet cut after its addresses still names its pods.
-        let addrs = crate::decode::packet::parse_lax(&p.data, &[]).map(|h| (h.outer.t.src, h.outer.t.dst));
+        let addrs = outer_addrs(&p.data);
         let key = (p.cgroup_id, p.netns_ino, addrs);
         if let Some(f) = self.flows.get(&key) {
             return f.clone();
@@ -102,6 +101,22 @@ impl PodCache {
     }
 }
 
+/// A packet's outer addresses, as `decode::packet::parse_lax` gives them
+/// (lax: a packet cut after its addresses still names its pods), read in
+/// place where the header is plain: the full parse was an eighth of the
+/// agent's encoding.
+fn outer_addrs(d: &[u8]) -> Option<(IpAddr, IpAddr)> {
+    let v4 = |a: &[u8]| IpAddr::from(<[u8; 4]>::try_from(a).unwrap_or_default());
+    let v6 = |a: &[u8]| IpAddr::from(<[u8; 16]>::try_from(a).unwrap_or_default());
+    match d.first().map(|b| b >> 4) {
+        // A whole IPv4 header with a valid length parses whatever follows.
+        Some(4) if d.len() >= 20 && d[0] & 0x0f >= 5 => Some((v4(&d[12..16]), v4(&d[16..20]))),
+        // IPv6 without extension headers (the parser walks those, and may refuse a cut one).
+        Some(6) if d.len() >= 40 && !matches!(d[6], 0 | 43 | 44 | 51 | 60) => Some((v6(&d[8..24]), v6(&d[24..40]))),
+        _ => crate::decode::packet::parse_lax(d, &[]).map(|h| (h.outer.t.src, h.outer.t.dst)),
+    }
+}
+
 /// Size of the buffers entries' bytes are cut from: one allocation per
 /// chunk instead of one per record. A full chunk is retired; once the last
 /// entry cut from it left the history (entries leave in order) and no live
@@ -126,9 +141,16 @@ pub struct Encoder {
     max_retired: usize,
     /// Chunks allocated so far (not reused).
     chunks: u64,
+    /// Entries not yet handed to the hub (see [`Encoder::flush`]).
+    pending: Vec<Entry>,
     /// Records the writer refused (a block over the format's size limit).
     pub errors: u64,
 }
+
+/// Most entries queued before they go to the hub whatever the time: the
+/// daemon flushes at each 10 ms tick, which is a few hundred entries at
+/// 20k records/s; a flood hands them over in batches this size.
+const MAX_PENDING: usize = 256;
 
 impl Encoder {
     /// An encoder for `node`; returns it and the stream head (section header
@@ -156,6 +178,7 @@ impl Encoder {
             retired: VecDeque::new(),
             max_retired: 64,
             chunks: 0,
+            pending: Vec::with_capacity(MAX_PENDING),
             errors: 0,
         };
         (enc, head)
@@ -199,8 +222,16 @@ impl Encoder {
         BytesMut::with_capacity(ARENA_CHUNK.max(need))
     }
 
-    /// Encodes one live record (monotonic time) and hands it to the hub.
+    /// Encodes one live record (monotonic time) and hands it to the hub
+    /// with whatever was queued before it.
     pub fn record(&mut self, rec: &Record, enr: &Enricher, hub: &Hub) {
+        self.queue_record(rec, enr, hub);
+        self.flush(hub);
+    }
+
+    /// Encodes one live record (monotonic time) and queues it for the hub
+    /// (see [`Encoder::flush`]): the agent's loop, which flushes per tick.
+    pub fn queue_record(&mut self, rec: &Record, enr: &Enricher, hub: &Hub) {
         let wall = self.clock.to_wall(rec.ts_ns());
         let (kind, pods, hint) = match rec {
             Record::Packet(p) => {
@@ -216,6 +247,7 @@ impl Encoder {
         // Context stays for the agent's lifetime: its own allocation, so it
         // never pins an arena chunk.
         if matches!(rec, Record::ResolvConf(_) | Record::Lost { .. }) {
+            self.flush(hub);
             if let Err(e) = self.writer.write_record(rec, None) {
                 self.errors += 1;
                 log::debug!("record not encodable: {e}");
@@ -240,15 +272,34 @@ impl Encoder {
         // An interface declaration comes first when the record is the first
         // of its interface: context, in its own allocation.
         if iface > 0 {
+            self.flush(hub);
             let decl = self.arena.split_to(iface);
             hub.context(wall, ContextSlot::Append, Bytes::copy_from_slice(&decl));
         }
         let bytes = self.arena.split().freeze();
-        hub.publish(Entry { ts_ns: wall, kind, pods, bytes });
+        self.queue(Entry { ts_ns: wall, kind, pods, bytes }, hub);
+    }
+
+    /// Queues an entry for the hub, after the records encoded so far (the
+    /// agent's findings go this way, so they stay behind the packets that
+    /// made them).
+    pub fn queue(&mut self, e: Entry, hub: &Hub) {
+        self.pending.push(e);
+        if self.pending.len() >= MAX_PENDING {
+            self.flush(hub);
+        }
+    }
+
+    /// Hands the queued entries to the hub, in order. Context goes to the
+    /// hub at once, so the queue is flushed before it: a subscriber sees
+    /// everything in the order it was encoded.
+    pub fn flush(&mut self, hub: &Hub) {
+        hub.publish_all(&mut self.pending);
     }
 
     /// Encodes context (Kubernetes snapshot, network state) into its slot.
     pub fn meta(&mut self, m: &MetaBlock, hub: &Hub) {
+        self.flush(hub);
         let slot = match m {
             MetaBlock::KubeSnapshot(_) => ContextSlot::Snapshot,
             MetaBlock::NetState(_) => ContextSlot::NetState,
@@ -282,15 +333,54 @@ impl Encoder {
             && self.writer.append_meta(&MetaBlock::Custom { name: COVERAGE.into(), data }, &mut self.arena).is_ok();
         let bytes = self.arena.split().freeze();
         if ok {
-            hub.publish(Entry { ts_ns: now.wall_ns, kind: EntryKind::Heartbeat, pods: None, bytes });
+            self.pending.push(Entry { ts_ns: now.wall_ns, kind: EntryKind::Heartbeat, pods: None, bytes });
         }
+        self.flush(hub);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::packet::ipv4_udp;
+    use crate::testkit::{
+        Rng,
+        packet::{ipv4_frag, ipv4_udp, ipv6, udp},
+    };
+
+    /// The addresses read in place are the parser's, on whole, cut and
+    /// mangled IPv4 and IPv6 packets (extension headers included).
+    #[test]
+    fn outer_addresses_are_the_parsers() {
+        let l4 = udp(40_000, 53, &[1; 30]);
+        let bases = [
+            ipv4_udp([10, 0, 0, 1].into(), 1, [10, 0, 0, 2].into(), 53, &[0; 12]),
+            ipv4_frag(17, 0, &[1, 1, 1, 0], &l4),
+            ipv4_frag(6, 0x2000, &[], &l4),
+            ipv6(17, &[], &l4),
+            ipv6(0, &[17, 0, 1, 4, 0, 0, 0, 0], &l4),
+            ipv6(44, &[17, 0, 0, 1, 0, 0, 0, 9], &l4),
+            ipv6(60, &[17, 9], &[]),
+            vec![0x45],
+            Vec::new(),
+        ];
+        let mut rng = Rng(0xadd5);
+        for (i, base) in bases.iter().enumerate() {
+            for n in 0..400 {
+                let mut d = base.clone();
+                if n > 0 {
+                    for _ in 0..rng.below(3) {
+                        if !d.is_empty() {
+                            let at = rng.below(d.len().min(48));
+                            d[at] = rng.next() as u8;
+                        }
+                    }
+                    d.truncate(rng.below(d.len() + 1));
+                }
+                let want = crate::decode::packet::parse_lax(&d, &[]).map(|h| (h.outer.t.src, h.outer.t.dst));
+                assert_eq!(outer_addrs(&d), want, "packet {i}, variant {n}: {d:02x?}");
+            }
+        }
+    }
 
     /// A full history recycles its arena chunks: however many records pass,
     /// the chunks allocated stay at what the history bound holds.
@@ -304,8 +394,9 @@ mod tests {
         let pkt = Bytes::from(ipv4_udp([10, 0, 0, 1].into(), 40_000, [10, 0, 0, 2].into(), 53, &[0u8; 40]));
         let n = 50_000u64;
         for i in 0..n {
-            enc.record(&Record::Packet(PacketRecord::bare(i, Hook::SocketEgress, pkt.clone())), &enr, &hub);
+            enc.queue_record(&Record::Packet(PacketRecord::bare(i, Hook::SocketEgress, pkt.clone())), &enr, &hub);
         }
+        enc.flush(&hub);
         let (entries, bytes, _) = hub.history_size();
         assert!(bytes <= history, "{bytes} bytes of history");
         assert!(entries > 1000 && (entries as u64) < n, "{entries} entries kept");

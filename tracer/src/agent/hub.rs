@@ -211,6 +211,31 @@ impl Hub {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Publishes a batch (emptying `entries`), in order, as [`Hub::publish`]
+    /// would one by one, under one lock: the agent queues a wakeup's entries
+    /// and hands them over together (the lock, the subscriber count and the
+    /// counter were otherwise taken per record).
+    pub fn publish_all(&self, entries: &mut Vec<Entry>) {
+        if entries.is_empty() {
+            return;
+        }
+        let n = entries.len() as u64;
+        let mut g = self.lock();
+        let live = self.live.receiver_count() > 0;
+        let mut evicted = 0;
+        for e in entries.drain(..) {
+            if live {
+                let _ = self.live.send(e.clone());
+            }
+            if e.kind != EntryKind::Heartbeat {
+                evicted += Self::keep(&mut g, e);
+            }
+        }
+        drop(g);
+        self.stats.evicted.fetch_add(evicted, Ordering::Relaxed);
+        self.stats.published.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Memory an entry holds, as counted against the history bound (pod
     /// sets are shared between the entries of a flow; counting them in full
     /// for each entry overestimates).
@@ -219,13 +244,21 @@ impl Hub {
     }
 
     fn remember(g: &mut Inner, stats: &HubStats, e: Entry) {
+        let evicted = Self::keep(g, e);
+        stats.evicted.fetch_add(evicted, Ordering::Relaxed);
+    }
+
+    /// Adds `e` to the history; returns how many old entries it evicted.
+    fn keep(g: &mut Inner, e: Entry) -> u64 {
         g.history_bytes += Self::cost(&e);
         g.history.push_back(e);
+        let mut evicted = 0;
         while g.history_bytes > g.max_bytes {
             let Some(old) = g.history.pop_front() else { break };
             g.history_bytes -= Self::cost(&old);
-            stats.evicted.fetch_add(1, Ordering::Relaxed);
+            evicted += 1;
         }
+        evicted
     }
 
     /// Starts a subscription: context, history since `since_ns` (wall clock;
@@ -342,6 +375,35 @@ mod tests {
         assert_eq!(sub.live.try_recv().unwrap().ts_ns, 20);
         let none = hub.subscribe(0);
         assert!(none.history.is_empty());
+    }
+
+    /// A batch gives subscribers, history and counters what publishing its
+    /// entries one by one gives.
+    #[test]
+    fn a_batch_is_its_entries_one_by_one() {
+        let bound = 10 * (100 + ENTRY_OVERHEAD);
+        let (one, all) = (Hub::new(Bytes::new(), bound), Hub::new(Bytes::new(), bound));
+        let (mut s1, mut s2) = (one.subscribe(0), all.subscribe(0));
+        let mut batch = Vec::new();
+        for i in 0..30 {
+            let e = if i % 7 == 0 {
+                Entry { ts_ns: i, kind: EntryKind::Heartbeat, pods: None, bytes: Bytes::new() }
+            } else {
+                entry(i, 100)
+            };
+            one.publish(e.clone());
+            batch.push(e);
+        }
+        all.publish_all(&mut batch);
+        assert!(batch.is_empty());
+        assert_eq!(one.history_size(), all.history_size());
+        let counts = |h: &Hub| (h.stats.published.load(Ordering::Relaxed), h.stats.evicted.load(Ordering::Relaxed));
+        assert_eq!(counts(&one), counts(&all));
+        for _ in 0..30 {
+            let (a, b) = (s1.live.try_recv().unwrap(), s2.live.try_recv().unwrap());
+            assert_eq!((a.ts_ns, a.kind, a.bytes), (b.ts_ns, b.kind, b.bytes));
+        }
+        assert!(s2.live.try_recv().is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod reader;
 pub mod server;
 pub mod stream;
+pub mod work;
 
 /// The gRPC API generated from `proto/ktrace/agent/v1/agent.proto`.
 #[allow(

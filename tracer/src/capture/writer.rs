@@ -16,11 +16,11 @@ use super::{
     meta::{self, encode_iface_meta, encode_packet_meta, hook_name},
     pcapng::{
         BT_CUSTOM_COPY, BT_EPB, BT_IDB, BT_SHB, BYTE_ORDER_MAGIC, BlockBuf, OPT_COMMENT, OPT_CUSTOM_BIN,
-        OPT_IF_DESCRIPTION, OPT_IF_NAME, OPT_IF_TSRESOL, OPT_SHB_USERAPPL,
+        OPT_IF_DESCRIPTION, OPT_IF_NAME, OPT_IF_TSRESOL, OPT_SHB_USERAPPL, pad4,
     },
 };
 use crate::{
-    event::{PacketRecord, Record},
+    event::{Hook, PacketRecord, Process, Record},
     hash::FastMap,
 };
 
@@ -78,6 +78,143 @@ struct Iface {
     id: u32,
 }
 
+/// What follows a packet's data in its block (the comment, the ktrace
+/// option, the end of options) for one recent (socket owner, process,
+/// interface): the same for every packet of a socket but its time and wire
+/// length, which are stamped into the kept bytes. Built by
+/// [`Tail::new`] the way every block was built before, so the bytes are the
+/// same; a packet whose identity matches a kept tail skips the comment's
+/// digits, the option encoding and the interface lookup.
+struct Tail {
+    hook: Hook,
+    cgroup_id: u64,
+    netns_cookie: u64,
+    netns_ino: u32,
+    ifindex: u32,
+    process: Option<Process>,
+    node: Option<Arc<str>>,
+    hint: Option<Box<str>>,
+    /// The interface the packets are declared on.
+    iface: u32,
+    bytes: Vec<u8>,
+    /// Where the packet's time and wire length sit in `bytes`.
+    ts_at: usize,
+}
+
+/// A packet's block, but for its data and tail (kept in the writer).
+struct PacketParts {
+    /// Bytes of an interface declaration written before it.
+    iface_bytes: usize,
+    head: [u8; 28],
+    /// Packet bytes in the block.
+    cap: usize,
+    /// Its tail in [`CaptureWriter::tails`].
+    slot: usize,
+    total: usize,
+    /// The block's trailing length.
+    end: [u8; 4],
+}
+
+/// Tails kept (direct-mapped: a node's busy sockets are few, and a
+/// collision only costs a rebuild).
+const TAILS: usize = 64;
+
+/// Offsets in the ktrace packet option (from the option's code): code and
+/// length, the PEN, version/hook/flags, then the time; the wire length
+/// follows the time, the cgroup, the netns cookie, inode and ifindex.
+const OPT_TS_AT: usize = 4 + 4 + 4;
+const TS_TO_WIRE_LEN: usize = 8 + 8 + 8 + 4 + 4;
+
+impl Tail {
+    fn slot(p: &PacketRecord) -> usize {
+        let tid = p.process.as_ref().map_or(0, |pr| pr.tid);
+        let k =
+            p.cgroup_id ^ u64::from(p.netns_ino).rotate_left(17) ^ (u64::from(tid) << 40) ^ u64::from(p.hook.to_raw());
+        (k.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % TAILS
+    }
+
+    fn new(p: &PacketRecord, hint: Option<&str>, iface: u32) -> Self {
+        let mut b = BlockBuf::default();
+        // Written in place, without `fmt`; the comment is far below an
+        // option's 65535 bytes.
+        b.option_with(OPT_COMMENT, |b| {
+            if let Some(pr) = &p.process {
+                b.bytes(b"pid=");
+                put_dec(b, pr.pid.into());
+                b.bytes(b" tid=");
+                put_dec(b, pr.tid.into());
+                b.bytes(b" comm=");
+                b.bytes(pr.comm.as_bytes());
+                b.bytes(b" thread=");
+                b.bytes(pr.thread.as_bytes());
+                b.bytes(b" ");
+            }
+            // The interface name already says node and netns; keep the comment short.
+            b.bytes(b"hook=");
+            b.bytes(hook_name(p.hook).as_bytes());
+            b.bytes(b" cgroup=");
+            put_dec(b, p.cgroup_id);
+            if p.ifindex != 0 {
+                b.bytes(b" ifindex=");
+                put_dec(b, p.ifindex.into());
+            }
+        });
+        let ts_at = b.b.len() + OPT_TS_AT;
+        b.option_with(OPT_CUSTOM_BIN, |b| {
+            b.u32(KTRACE_PEN);
+            encode_packet_meta(p, b);
+        });
+        b.end_options();
+        debug_assert_eq!(b.b[ts_at..ts_at + 8], p.ts_ns.to_le_bytes());
+        debug_assert_eq!(b.b[ts_at + TS_TO_WIRE_LEN..ts_at + TS_TO_WIRE_LEN + 4], p.wire_len.to_le_bytes());
+        Self {
+            hook: p.hook,
+            cgroup_id: p.cgroup_id,
+            netns_cookie: p.netns_cookie,
+            netns_ino: p.netns_ino,
+            ifindex: p.ifindex,
+            process: p.process.clone(),
+            node: p.node.clone(),
+            hint: hint.map(Box::from),
+            iface,
+            bytes: b.b,
+            ts_at,
+        }
+    }
+
+    /// Whether `p`'s tail and interface are this one's (all but its time and length).
+    fn is_for(&self, p: &PacketRecord, hint: Option<&str>) -> bool {
+        fn same(a: &Arc<str>, b: &Arc<str>) -> bool {
+            Arc::ptr_eq(a, b) || **a == **b
+        }
+        self.cgroup_id == p.cgroup_id
+            && self.netns_ino == p.netns_ino
+            && self.netns_cookie == p.netns_cookie
+            && self.ifindex == p.ifindex
+            && self.hook == p.hook
+            && match (&self.process, &p.process) {
+                (None, None) => true,
+                (Some(a), Some(b)) => {
+                    a.pid == b.pid && a.tid == b.tid && same(&a.comm, &b.comm) && same(&a.thread, &b.thread)
+                }
+                _ => false,
+            }
+            && match (&self.node, &p.node) {
+                (None, None) => true,
+                (Some(a), Some(b)) => same(a, b),
+                _ => false,
+            }
+            && self.hint.as_deref() == hint
+    }
+
+    /// Puts `p`'s time and wire length into the tail's bytes.
+    fn stamp(&mut self, p: &PacketRecord) {
+        let w = self.ts_at + TS_TO_WIRE_LEN;
+        self.bytes[self.ts_at..self.ts_at + 8].copy_from_slice(&p.ts_ns.to_le_bytes());
+        self.bytes[w..w + 4].copy_from_slice(&p.wire_len.to_le_bytes());
+    }
+}
+
 /// Writes a ktrace capture: pcapng, little-endian, Wireshark-readable.
 ///
 /// Packets become Enhanced Packet Blocks on one interface per
@@ -95,6 +232,8 @@ pub struct CaptureWriter {
     clock: ClockRef,
     snaplen: u32,
     stats: WriterStats,
+    /// Recent packets' tails, by [`Tail::slot`].
+    tails: Box<[Option<Tail>]>,
 }
 
 impl CaptureWriter {
@@ -148,6 +287,7 @@ impl CaptureWriter {
             clock: header.clock,
             snaplen: header.snaplen,
             stats: WriterStats::default(),
+            tails: (0..TAILS).map(|_| None).collect(),
         }
     }
 
@@ -220,6 +360,18 @@ impl CaptureWriter {
         })?;
         self.stats.bytes += block.len() as u64;
         Ok(())
+    }
+
+    /// Writes the complete block in `blk` (lengths already in place, its
+    /// `len` bytes already counted) to the sink.
+    fn emit_block(&mut self, len: usize) -> Result<(), CaptureError> {
+        let offset = self.stats.bytes - len as u64;
+        let path = &self.path;
+        let io = |source| CaptureError::Io { path: Arc::clone(path), offset, source };
+        let Some(sink) = self.sink.as_mut() else {
+            return Err(io(io::Error::other("capture writer already finished")));
+        };
+        sink.out().write_all(&self.blk.b).map_err(io)
     }
 
     fn write_shb(&mut self, version: &str) -> Result<(), CaptureError> {
@@ -312,6 +464,14 @@ impl CaptureWriter {
         iface_hint: Option<&str>,
         out: &mut impl BufMut,
     ) -> Result<usize, CaptureError> {
+        if let Record::Packet(p) = rec {
+            // Monomorphic: the pieces go into `out` without a call through `dyn` each.
+            let parts = self.packet_parts(p, iface_hint, Some(&mut *out))?;
+            for piece in self.pieces(p, &parts) {
+                out.put_slice(piece);
+            }
+            return Ok(parts.iface_bytes);
+        }
         self.put_record(rec, iface_hint, Some(out))
     }
 
@@ -391,59 +551,77 @@ impl CaptureWriter {
         Ok((id, (self.stats.bytes - before) as usize))
     }
 
+    /// Everything of `p`'s block but its writing: the interface declared
+    /// (into `out`, or the sink) if new, the tail found or built and stamped.
+    fn packet_parts(
+        &mut self,
+        p: &PacketRecord,
+        hint: Option<&str>,
+        out: Option<&mut dyn BufMut>,
+    ) -> Result<PacketParts, CaptureError> {
+        let slot = Tail::slot(p);
+        let hit = self.tails[slot].as_ref().is_some_and(|t| t.is_for(p, hint));
+        let mut iface_bytes = 0;
+        if !hit {
+            let (id, n) = self.iface_id(p, hint, out)?;
+            iface_bytes = n;
+            self.tails[slot] = Some(Tail::new(p, hint, id));
+        }
+        let Some(tail) = self.tails[slot].as_mut() else { unreachable!("just filled") };
+        tail.stamp(p);
+        let cap = if self.snaplen == 0 { p.data.len() } else { p.data.len().min(self.snaplen as usize) };
+        let cap = cap.min(super::MAX_BLOCK_LEN as usize - 4096);
+        let total = 28 + pad4(cap) + tail.bytes.len() + 4;
+        let wall = self.clock.to_wall(p.ts_ns);
+        let mut head = [0u8; 28];
+        for (i, v) in [
+            BT_EPB,
+            total as u32,
+            tail.iface,
+            (wall >> 32) as u32,
+            wall as u32,
+            cap as u32,
+            // Wireshark flags captured > original as malformed; the exact value is in the option.
+            p.wire_len.max(cap as u32),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            head[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        self.stats.bytes += total as u64;
+        self.stats.packets += 1;
+        Ok(PacketParts { iface_bytes, head, cap, slot, total, end: (total as u32).to_le_bytes() })
+    }
+
+    /// The block's pieces in order: header, data, padding, tail, length.
+    fn pieces<'a>(&'a self, p: &'a PacketRecord, parts: &'a PacketParts) -> [&'a [u8]; 5] {
+        let tail = self.tails[parts.slot].as_ref().map_or(&[][..], |t| &t.bytes);
+        let pad = &[0u8; 3][..pad4(parts.cap) - parts.cap];
+        [&parts.head, &p.data[..parts.cap], pad, tail, &parts.end]
+    }
+
     fn write_packet(
         &mut self,
         p: &PacketRecord,
         hint: Option<&str>,
         mut out: Option<&mut dyn BufMut>,
     ) -> Result<usize, CaptureError> {
-        let (id, iface_bytes) = self.iface_id(p, hint, out.as_mut().map(|o| &mut **o as &mut dyn BufMut))?;
-        let cap = if self.snaplen == 0 { p.data.len() } else { p.data.len().min(self.snaplen as usize) };
-        let cap = cap.min(super::MAX_BLOCK_LEN as usize - 4096);
-        let data = &p.data[..cap];
-        let wall = self.clock.to_wall(p.ts_ns);
-        let b = &mut self.blk;
-        b.begin(BT_EPB);
-        b.u32(id);
-        b.u32((wall >> 32) as u32);
-        b.u32(wall as u32);
-        b.u32(cap as u32);
-        // Wireshark flags captured > original as malformed; the exact value is in the option.
-        b.u32(p.wire_len.max(cap as u32));
-        b.bytes(data);
-        b.pad();
-        // Written in place, without `fmt` (the agent writes one per packet);
-        // the comment is far below an option's 65535 bytes.
-        b.option_with(OPT_COMMENT, |b| {
-            if let Some(pr) = &p.process {
-                b.bytes(b"pid=");
-                put_dec(b, pr.pid.into());
-                b.bytes(b" tid=");
-                put_dec(b, pr.tid.into());
-                b.bytes(b" comm=");
-                b.bytes(pr.comm.as_bytes());
-                b.bytes(b" thread=");
-                b.bytes(pr.thread.as_bytes());
-                b.bytes(b" ");
+        let parts = self.packet_parts(p, hint, out.as_mut().map(|o| &mut **o as &mut dyn BufMut))?;
+        if let Some(out) = out {
+            for piece in self.pieces(p, &parts) {
+                out.put_slice(piece);
             }
-            // The interface name already says node and netns; keep the comment short.
-            b.bytes(b"hook=");
-            b.bytes(hook_name(p.hook).as_bytes());
-            b.bytes(b" cgroup=");
-            put_dec(b, p.cgroup_id);
-            if p.ifindex != 0 {
-                b.bytes(b" ifindex=");
-                put_dec(b, p.ifindex.into());
+        } else {
+            let mut b = std::mem::take(&mut self.blk.b);
+            b.clear();
+            for piece in self.pieces(p, &parts) {
+                b.extend_from_slice(piece);
             }
-        });
-        b.option_with(OPT_CUSTOM_BIN, |b| {
-            b.u32(KTRACE_PEN);
-            encode_packet_meta(p, b);
-        });
-        b.end_options();
-        self.emit_to(out)?;
-        self.stats.packets += 1;
-        Ok(iface_bytes)
+            self.blk.b = b;
+            self.emit_block(parts.total)?;
+        }
+        Ok(parts.iface_bytes)
     }
 
     /// Pushes buffered data to the file (a zstd stream ends its current block,
@@ -645,6 +823,111 @@ mod tests {
             assert_eq!(want.len(), got.len(), "snaplen {snaplen}");
             assert!(want == got, "snaplen {snaplen}: appended bytes differ");
             assert_eq!(a.stats(), b.stats());
+        }
+    }
+
+    /// Concatenated blocks, split by their length fields.
+    fn split_blocks_le(mut buf: &[u8]) -> Vec<&[u8]> {
+        let mut out = Vec::new();
+        while buf.len() >= 12 {
+            let len = u32::from_le_bytes(buf[4..8].try_into().unwrap()) as usize;
+            out.push(&buf[..len]);
+            buf = &buf[len..];
+        }
+        out
+    }
+
+    /// Packets of a few sockets, again and again with new times, lengths and
+    /// bytes (what a node's traffic looks like), among the mixed records.
+    fn repeating(rng: &mut Rng, n: usize) -> Vec<(Record, Option<&'static str>)> {
+        let pool = records(rng, 24);
+        let mut out = records(rng, n / 4);
+        for i in 0..n {
+            let (r, hint) = &pool[rng.below(pool.len())];
+            let mut r = r.clone();
+            if let Record::Packet(p) = &mut r {
+                p.ts_ns = CLOCK.mono_ns + i as u64 * 777;
+                let len = rng.below(200);
+                p.data = Bytes::from(ipv4_udp([10, 0, 0, 3].into(), 1000, [10, 0, 0, 4].into(), 53, &vec![7; len]));
+                p.wire_len = p.data.len() as u32 + [0, 9][rng.below(2)];
+                if i % 3 == 0 {
+                    // The same names in other allocations still match.
+                    if let Some(pr) = &mut p.process {
+                        pr.comm = Arc::from(&*pr.comm);
+                    }
+                    p.node = p.node.as_deref().map(Arc::from);
+                }
+            }
+            let at = rng.below(out.len());
+            out.insert(at, (r, *hint));
+        }
+        out
+    }
+
+    /// A packet's block as the writer built it before tails were kept
+    /// (field by field into a `BlockBuf`, the comment through `fmt`).
+    fn reference_epb(p: &PacketRecord, id: u32, snaplen: u32, clock: ClockRef) -> Vec<u8> {
+        let cap = if snaplen == 0 { p.data.len() } else { p.data.len().min(snaplen as usize) };
+        let wall = clock.to_wall(p.ts_ns);
+        let mut b = BlockBuf::default();
+        b.begin(BT_EPB);
+        b.u32(id);
+        b.u32((wall >> 32) as u32);
+        b.u32(wall as u32);
+        b.u32(cap as u32);
+        b.u32(p.wire_len.max(cap as u32));
+        b.bytes(&p.data[..cap]);
+        b.pad();
+        let mut c = String::new();
+        if let Some(pr) = &p.process {
+            let _ = write!(c, "pid={} tid={} comm={} thread={} ", pr.pid, pr.tid, pr.comm, pr.thread);
+        }
+        let _ = write!(c, "hook={} cgroup={}", hook_name(p.hook), p.cgroup_id);
+        if p.ifindex != 0 {
+            let _ = write!(c, " ifindex={}", p.ifindex);
+        }
+        b.option(OPT_COMMENT, c.as_bytes());
+        b.option_with(OPT_CUSTOM_BIN, |b| {
+            b.u32(KTRACE_PEN);
+            encode_packet_meta(p, b);
+        });
+        b.end_options();
+        b.finish().to_vec()
+    }
+
+    /// A packet whose socket's tail is kept gets the bytes a fresh encoding
+    /// (no kept tails: interface looked up, comment and option built) gives.
+    #[test]
+    fn kept_tails_give_the_bytes_of_a_fresh_encoding() {
+        let mut rng = Rng(0x7a11);
+        let recs = repeating(&mut rng, 3000);
+        for snaplen in [0, 64] {
+            let mut kept = CaptureWriter::in_memory(header(snaplen));
+            let mut fresh = CaptureWriter::in_memory(header(snaplen));
+            let (mut kept_out, mut fresh_out) = (Vec::new(), Vec::new());
+            let mut clock = CLOCK;
+            for (i, (r, hint)) in recs.iter().enumerate() {
+                let (from_kept, from_fresh) = (kept_out.len(), fresh_out.len());
+                kept.append_record(r, *hint, &mut kept_out).expect("append");
+                fresh.tails.iter_mut().for_each(|t| *t = None);
+                fresh.append_record(r, *hint, &mut fresh_out).expect("append");
+                assert!(kept_out[from_kept..] == fresh_out[from_fresh..], "record {i} (snaplen {snaplen}) differs");
+                if let Record::Packet(p) = r {
+                    let epb = split_blocks_le(&kept_out[from_kept..]).pop().expect("a block");
+                    let id = u32::from_le_bytes(epb[8..12].try_into().unwrap());
+                    assert!(
+                        epb == reference_epb(p, id, snaplen, clock),
+                        "record {i} (snaplen {snaplen}): not the old bytes"
+                    );
+                }
+                if i % 700 == 0 {
+                    clock = ClockRef { mono_ns: i as u64, wall_ns: 1_000_000_007 };
+                    let meta = MetaBlock::ClockRef(clock);
+                    kept.append_meta(&meta, &mut kept_out).expect("meta");
+                    fresh.append_meta(&meta, &mut fresh_out).expect("meta");
+                }
+            }
+            assert_eq!(kept.stats(), fresh.stats());
         }
     }
 

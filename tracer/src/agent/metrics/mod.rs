@@ -368,6 +368,37 @@ impl std::fmt::Debug for DnsSeries {
     }
 }
 
+/// Handles of the drop and connection-failure series, kept by the one
+/// thread that feeds records ([`Metrics::drop_reason_cached`],
+/// [`Metrics::conn_failure_cached`]), like [`DnsSeries`]: per event one hash
+/// lookup by (reason code or failure kind, pod) and an atomic add, without
+/// the caps' and families' locks and without building label sets.
+#[derive(Default)]
+pub struct EventSeries {
+    drops: FastMap<(u32, PodKey), Counter>,
+    conn: FastMap<(&'static str, PodKey), Counter>,
+}
+
+impl EventSeries {
+    /// Most series with cached handles, per kind.
+    pub const MAX: usize = 4096;
+}
+
+impl std::fmt::Debug for EventSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventSeries").field("drops", &self.drops.len()).field("conn", &self.conn.len()).finish()
+    }
+}
+
+/// A cached handle of `key`, made by `make` on first use; the cache starts
+/// afresh past [`EventSeries::MAX`] entries.
+fn cached<K: Hash + Eq>(cache: &mut FastMap<K, Counter>, key: K, make: impl FnOnce() -> Counter) -> &Counter {
+    if cache.len() >= EventSeries::MAX && !cache.contains_key(&key) {
+        cache.clear();
+    }
+    cache.entry(key).or_insert_with(make)
+}
+
 impl Metrics {
     /// Empty registry.
     #[must_use]
@@ -526,6 +557,42 @@ impl Metrics {
         let [namespace, pod] = self.drop_pods.fold(pod);
         let folded = || ReasonLabels { reason: FOLDED, namespace: FOLDED, pod: FOLDED };
         self.families.drops.add(ReasonLabels { reason, namespace, pod }, folded, 1);
+    }
+
+    /// [`Metrics::drop_reason`] through `cache`, keyed by the drop's raw
+    /// reason code (`reason_name` is its name): the same series and counts.
+    pub fn drop_reason_cached(
+        &self,
+        cache: &mut EventSeries,
+        reason: u32,
+        reason_name: &str,
+        pod: Option<&crate::enrich::PodRef>,
+    ) {
+        let key = pod.map(|p| (Arc::clone(&p.namespace), Arc::clone(&p.name)));
+        cached(&mut cache.drops, (reason, key), || {
+            let reason = self.drop_reasons.admit(if reason_name.is_empty() { "unknown" } else { reason_name });
+            let [namespace, pod] = self.drop_pods.fold(pod.map(|p| (&*p.namespace, &*p.name)));
+            let folded = || ReasonLabels { reason: FOLDED, namespace: FOLDED, pod: FOLDED };
+            self.families.drops.handle(ReasonLabels { reason, namespace, pod }, folded)
+        })
+        .inc();
+    }
+
+    /// [`Metrics::conn_failure`] through `cache`: the same series and counts.
+    pub fn conn_failure_cached(
+        &self,
+        cache: &mut EventSeries,
+        kind: &'static str,
+        pod: Option<&crate::enrich::PodRef>,
+    ) {
+        let key = pod.map(|p| (Arc::clone(&p.namespace), Arc::clone(&p.name)));
+        cached(&mut cache.conn, (kind, key), || {
+            let kind = self.conn_kinds.admit(kind);
+            let [namespace, pod] = self.conn_pods.fold(pod.map(|p| (&*p.namespace, &*p.name)));
+            let folded = || KindLabels { kind: FOLDED, namespace: FOLDED, pod: FOLDED };
+            self.families.conn_failures.handle(KindLabels { kind, namespace, pod }, folded)
+        })
+        .inc();
     }
 
     /// Counts one TCP connection failure of `kind` (e.g. `refused`, `syn_timeout`, `reset`).

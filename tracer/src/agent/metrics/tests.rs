@@ -547,3 +547,53 @@ fn cached_handles_count_like_the_direct_path() {
     };
     assert_eq!(lines(&direct), lines(&cached));
 }
+
+/// Drops and connection failures through cached handles count what the
+/// direct path counts: reasons and kinds past their caps, pods past theirs,
+/// no pod, an empty reason name, and more series than the cache keeps.
+#[test]
+fn cached_drop_and_conn_handles_count_like_the_direct_path() {
+    let direct = Metrics::new(MetricsConfig { top_pods: 3, max_namespaces: 2, node: "n".into() });
+    let cached = Metrics::new(MetricsConfig { top_pods: 3, max_namespaces: 2, node: "n".into() });
+    let mut cache = EventSeries::default();
+    let pods = [
+        None,
+        Some(pod("shop", "web-1")),
+        Some(pod("shop", "web-2")),
+        Some(pod("kube-system", "dns")),
+        Some(pod("shop", "web-3")),
+        Some(pod("x", "y")),
+    ];
+    let kinds = ["refused", "reset", "syn_retransmit", "retransmit"];
+    for round in 0..3 {
+        for (i, p) in pods.iter().enumerate() {
+            let pr = p.as_ref().map(|p| (&*p.namespace, &*p.name));
+            for code in 0..(MAX_REASONS as u32 + 5) {
+                if !(code as usize + i + round).is_multiple_of(7) {
+                    continue;
+                }
+                let name = if code == 3 { String::new() } else { format!("REASON_{code}") };
+                direct.drop_reason(&name, pr);
+                cached.drop_reason_cached(&mut cache, code, &name, p.as_ref());
+            }
+            for k in kinds {
+                direct.conn_failure(k, pr);
+                cached.conn_failure_cached(&mut cache, k, p.as_ref());
+            }
+        }
+    }
+    for i in 0..EventSeries::MAX + 10 {
+        let p = pod("many", &format!("p{i}"));
+        direct.drop_reason("NETFILTER_DROP", Some((&p.namespace, &p.name)));
+        cached.drop_reason_cached(&mut cache, 2, "NETFILTER_DROP", Some(&p));
+        direct.conn_failure("reset", Some((&p.namespace, &p.name)));
+        cached.conn_failure_cached(&mut cache, "reset", Some(&p));
+    }
+    assert!(cache.drops.len() <= EventSeries::MAX && cache.conn.len() <= EventSeries::MAX);
+    let lines = |m: &Metrics| {
+        let mut v: Vec<String> = m.render().lines().map(str::to_owned).collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(lines(&direct), lines(&cached));
+}
