@@ -430,9 +430,23 @@ pub(crate) fn decode_packet_meta_with(v: &[u8], name: &mut dyn FnMut(&[u8]) -> A
 /// [`decode_packet_meta_with`] gives for its bytes, so a hit decodes exactly
 /// as a miss would.
 pub(crate) struct MetaCache {
-    slots: Vec<MetaSlot>,
+    /// Made on first use: a reader of a small capture does not pay for the table.
+    slots: Box<[Option<Box<MetaSlot>>]>,
     names: Names,
 }
+
+/// The facts of a packet no one described (foreign captures).
+pub(crate) static WIRE_FACTS: PacketInfo = PacketInfo {
+    ts_ns: 0,
+    hook: Hook::Wire,
+    process: None,
+    cgroup_id: 0,
+    netns_cookie: 0,
+    netns_ino: 0,
+    ifindex: 0,
+    wire_len: 0,
+    node: None,
+};
 
 struct MetaSlot {
     /// The option value (after the PEN) last decoded into this slot; empty: unused.
@@ -449,8 +463,7 @@ const FIXED: usize = 40;
 
 impl Default for MetaCache {
     fn default() -> Self {
-        let empty = || MetaSlot { key: Vec::new(), facts: PacketInfo::bare(0, Hook::Wire) };
-        Self { slots: (0..Self::SLOTS).map(|_| empty()).collect(), names: Names::default() }
+        Self { slots: std::iter::repeat_with(|| None).take(Self::SLOTS).collect(), names: Names::default() }
     }
 }
 
@@ -480,8 +493,8 @@ impl MetaCache {
         let i = (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize % Self::SLOTS;
         let ts = u64::from_le_bytes(fixed[OFF_TS..OFF_TS + 8].try_into().unwrap_or_default());
         let wire_len = u32::from_le_bytes(fixed[OFF_WIRE_LEN..FIXED].try_into().unwrap_or_default());
-        let slot = &mut self.slots[i];
-        if slot.key.len() == v.len()
+        if let Some(slot) = &self.slots[i]
+            && slot.key.len() == v.len()
             && slot.key[..OFF_TS] == fixed[..OFF_TS]
             && slot.key[OFF_TS + 8..OFF_WIRE_LEN] == fixed[OFF_TS + 8..OFF_WIRE_LEN]
             && same(&slot.key[FIXED..], &v[FIXED..])
@@ -498,7 +511,7 @@ impl MetaCache {
         if v.len() > Self::MAX_KEY {
             return self.store_uncached(m);
         }
-        let slot = &mut self.slots[i];
+        let slot = self.slot(i);
         slot.key.clear();
         slot.key.extend_from_slice(v);
         slot.facts = facts(m.hook, m.process, m.cgroup_id, m.netns_cookie, m.netns_ino, m.ifindex);
@@ -507,7 +520,12 @@ impl MetaCache {
 
     /// The facts in slot `i` (as [`Self::get`] returned it).
     pub(crate) fn facts(&self, i: usize) -> &PacketInfo {
-        &self.slots[i].facts
+        self.slots.get(i).and_then(Option::as_ref).map_or(&WIRE_FACTS, |s| &s.facts)
+    }
+
+    /// Slot `i`, made if it was never used.
+    fn slot(&mut self, i: usize) -> &mut MetaSlot {
+        self.slots[i].get_or_insert_with(|| Box::new(MetaSlot { key: Vec::new(), facts: WIRE_FACTS.clone() }))
     }
 
     /// Options too short to hash or too long to keep: decoded into the
@@ -519,7 +537,7 @@ impl MetaCache {
 
     fn store_uncached(&mut self, m: PacketMeta) -> Option<(usize, u64, u32)> {
         let i = Self::SLOTS - 1;
-        let slot = &mut self.slots[i];
+        let slot = self.slot(i);
         slot.key.clear();
         slot.facts = facts(m.hook, m.process, m.cgroup_id, m.netns_cookie, m.netns_ino, m.ifindex);
         Some((i, m.ts_ns, m.wire_len))

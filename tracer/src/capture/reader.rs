@@ -17,10 +17,10 @@ use super::{
     CaptureError, CaptureHeader, ClockRef, Item, MetaBlock, ParseError,
     foreign::LinkType,
     mapped::Mapped,
-    meta::{IfaceMeta, MetaCache},
+    meta::{IfaceMeta, MetaCache, WIRE_FACTS},
     pcapng::{BlockHdr, BlockReader, Cur, io_err, next_mapped_block, read_full},
 };
-use crate::event::{Hook, PacketInfo, PacketRef, Record};
+use crate::event::{PacketRef, Record};
 
 mod blocks;
 mod classic;
@@ -177,19 +177,6 @@ enum Facts {
     /// ktrace's, decoded into this slot of the reader's [`MetaCache`].
     Cached(usize),
 }
-
-/// The facts of a packet from a foreign capture.
-static WIRE_FACTS: PacketInfo = PacketInfo {
-    ts_ns: 0,
-    hook: Hook::Wire,
-    process: None,
-    cgroup_id: 0,
-    netns_cookie: 0,
-    netns_ino: 0,
-    ifindex: 0,
-    wire_len: 0,
-    node: None,
-};
 
 /// A packet the parsers found, by position rather than by reference, so
 /// that the reader is free again when it is looked at
