@@ -509,7 +509,7 @@ impl MetaCache {
     fn decode_into(&mut self, i: usize, v: &[u8]) -> Option<(usize, u64, u32)> {
         let m = decode_packet_meta_with(v, &mut |b| self.names.get(b))?;
         if v.len() > Self::MAX_KEY {
-            return self.store_uncached(m);
+            return Some(self.store_uncached(m));
         }
         let slot = self.slot(i);
         slot.key.clear();
@@ -532,15 +532,15 @@ impl MetaCache {
     /// last slot, which keeps no key (so nothing ever hits it by its bytes).
     fn decode_uncached(&mut self, v: &[u8]) -> Option<(usize, u64, u32)> {
         let m = decode_packet_meta_with(v, &mut |b| self.names.get(b))?;
-        self.store_uncached(m)
+        Some(self.store_uncached(m))
     }
 
-    fn store_uncached(&mut self, m: PacketMeta) -> Option<(usize, u64, u32)> {
+    fn store_uncached(&mut self, m: PacketMeta) -> (usize, u64, u32) {
         let i = Self::SLOTS - 1;
         let slot = self.slot(i);
         slot.key.clear();
         slot.facts = facts(m.hook, m.process, m.cgroup_id, m.netns_cookie, m.netns_ino, m.ifindex);
-        Some((i, m.ts_ns, m.wire_len))
+        (i, m.ts_ns, m.wire_len)
     }
 }
 

@@ -248,6 +248,7 @@ struct Classic {
     link: LinkType,
 }
 
+#[expect(clippy::large_enum_variant, reason = "one per open file; pcapng, the common case, is the large one")]
 enum Kind {
     Ng(Ng),
     Classic(Classic),
