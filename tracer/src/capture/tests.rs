@@ -929,9 +929,9 @@ fn cached_option_decoding_is_the_one_off_decoding() {
     let hooks = [Hook::SocketEgress, Hook::SocketIngress, Hook::TcEgress, Hook::TcIngress, Hook::Wire];
     let (mut hits, mut some) = (0u32, 0u32);
     for i in 0..40_000u32 {
-        let r = next();
+        let roll = next();
         // Mostly a few busy sockets, sometimes one of thousands.
-        let sock = if r % 4 == 0 { (r >> 8) % 3_000 } else { (r >> 8) % 6 };
+        let sock = if roll % 4 == 0 { (roll >> 8) % 3_000 } else { (roll >> 8) % 6 };
         let mut p = PacketRecord::bare(next(), hooks[(sock % 5) as usize], Bytes::new());
         p.cgroup_id = sock.wrapping_mul(0x1_0000_0001);
         p.netns_cookie = sock / 3;
@@ -944,9 +944,9 @@ fn cached_option_decoding_is_the_one_off_decoding() {
             comm: comm.into(),
             thread: thread.into(),
         });
-        let mut b = BlockBuf::default();
-        encode_packet_meta(&p, &mut b);
-        let mut v = b.b;
+        let mut buf = BlockBuf::default();
+        encode_packet_meta(&p, &mut buf);
+        let mut v = buf.b;
         match i % 13 {
             0 => v.truncate((next() % (v.len() as u64 + 1)) as usize),
             1 => {
