@@ -144,6 +144,76 @@ impl PacketRecord {
     }
 }
 
+/// A packet as a capture reader hands it on without owning it: its facts
+/// and bytes where they lie (the mapped file or the reader's block buffer),
+/// valid until the reader moves on. Replays that keep nothing of a record
+/// but its decoded messages take this ([`crate::decode::DnsDecoder::push`]
+/// builds the message's [`PacketInfo`] from it); [`Self::to_record`] makes
+/// the owned [`PacketRecord`] for those that keep records.
+#[derive(Clone, Copy, Debug)]
+pub struct PacketRef<'a> {
+    /// As [`PacketRecord::ts_ns`].
+    pub ts_ns: u64,
+    /// As [`PacketRecord::wire_len`].
+    pub wire_len: u32,
+    /// Everything else the kernel said (hook, process, socket ids): shared
+    /// by the consecutive packets of a socket, so its `ts_ns`, `wire_len`
+    /// and `node` are not this packet's (the fields beside it are).
+    pub facts: &'a PacketInfo,
+    /// As [`PacketRecord::node`].
+    pub node: Option<&'a Arc<str>>,
+    /// As [`PacketRecord::data`].
+    pub data: &'a [u8],
+    /// What `data` lies in, when it can be shared instead of copied.
+    pub owner: Option<&'a Bytes>,
+}
+
+impl PacketRef<'_> {
+    /// The packet's facts, owned (the names are shared).
+    #[must_use]
+    pub fn info(&self) -> PacketInfo {
+        let f = self.facts;
+        PacketInfo {
+            ts_ns: self.ts_ns,
+            hook: f.hook,
+            process: f.process.clone(),
+            cgroup_id: f.cgroup_id,
+            netns_cookie: f.netns_cookie,
+            netns_ino: f.netns_ino,
+            ifindex: f.ifindex,
+            wire_len: self.wire_len,
+            node: self.node.cloned(),
+        }
+    }
+
+    /// The owned record: the bytes shared with their owner, or copied.
+    #[must_use]
+    pub fn to_record(&self) -> PacketRecord {
+        let f = self.facts;
+        PacketRecord {
+            ts_ns: self.ts_ns,
+            hook: f.hook,
+            process: f.process.clone(),
+            cgroup_id: f.cgroup_id,
+            netns_cookie: f.netns_cookie,
+            netns_ino: f.netns_ino,
+            ifindex: f.ifindex,
+            wire_len: self.wire_len,
+            data: match self.owner {
+                Some(b) => b.slice_ref(self.data),
+                None => Bytes::copy_from_slice(self.data),
+            },
+            node: self.node.cloned(),
+        }
+    }
+}
+
+impl crate::decode::PacketInput for PacketRef<'_> {
+    fn with_parts<R>(self, f: impl FnOnce(PacketInfo, &[u8]) -> R) -> R {
+        f(self.info(), self.data)
+    }
+}
+
 /// What the kernel told us about a packet, without the packet: what a
 /// decoded DNS message keeps of the record it came in. The bytes are decoded
 /// where they lie (ring item, mapped capture) and not kept, so a message

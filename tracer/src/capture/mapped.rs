@@ -58,42 +58,47 @@ impl Mapped {
     }
 
     /// The whole file.
+    #[inline]
     pub(crate) fn data(&self) -> &[u8] {
         &self.bytes
     }
 
     /// The whole file, shared.
+    #[inline]
     pub(crate) fn bytes(&self) -> &Bytes {
         &self.bytes
     }
 
-    /// `sub` (a slice of [`Self::data`]) as shared bytes, without copying.
-    pub(crate) fn share(&self, sub: &[u8]) -> Bytes {
-        self.bytes.slice_ref(sub)
-    }
-
     /// Read position.
+    #[inline]
     pub(crate) fn pos(&self) -> usize {
         self.pos
     }
 
     /// Bytes from the read position on.
+    #[inline]
     pub(crate) fn rest(&self) -> &[u8] {
         self.bytes.get(self.pos..).unwrap_or_default()
     }
 
     /// Moves the read position to `pos`, releasing the pages far behind it.
+    #[inline]
     pub(crate) fn set_pos(&mut self, pos: usize) {
         self.pos = pos.min(self.bytes.len());
         if self.pos - self.released >= RELEASE_EVERY {
-            let end = self.pos & !(ALIGN - 1);
-            // SAFETY: a read-only file mapping: dropped pages are read back
-            // from the file on the next access, so every `Bytes` into them
-            // stays valid and unchanged.
-            let _ = unsafe {
-                self.map.unchecked_advise_range(UncheckedAdvice::DontNeed, self.released, end - self.released)
-            };
-            self.released = end;
+            self.release();
         }
+    }
+
+    /// Gives the pages far behind the read position back.
+    #[cold]
+    fn release(&mut self) {
+        let end = self.pos & !(ALIGN - 1);
+        // SAFETY: a read-only file mapping: dropped pages are read back
+        // from the file on the next access, so every `Bytes` into them
+        // stays valid and unchanged.
+        let _ =
+            unsafe { self.map.unchecked_advise_range(UncheckedAdvice::DontNeed, self.released, end - self.released) };
+        self.released = end;
     }
 }

@@ -8,7 +8,7 @@ use super::{
     CaptureHeader, ClockRef, Item,
     pcapng::{BlockBuf, Cur},
 };
-use crate::event::{Hook, PacketRecord, Process, Record, ResolvConfEvidence};
+use crate::event::{Hook, PacketInfo, PacketRecord, Process, Record, ResolvConfEvidence};
 
 /// Record types of ktrace custom blocks (the `u16` after the PEN).
 pub mod record_type {
@@ -420,6 +420,153 @@ pub(crate) fn decode_packet_meta_with(v: &[u8], name: &mut dyn FnMut(&[u8]) -> A
         None
     };
     Some(PacketMeta { ts_ns, hook, cgroup_id, netns_cookie, netns_ino, ifindex, wire_len, process })
+}
+
+/// Decoded per-packet options, by their bytes: the consecutive packets of a
+/// socket carry the same option but for its time and wire length, so each
+/// distinct option is decoded (and its names looked up) once, not once per
+/// packet. Direct-mapped and bounded ([`Self::SLOTS`] entries of at most
+/// [`Self::MAX_KEY`] bytes); an entry's facts are what
+/// [`decode_packet_meta_with`] gives for its bytes, so a hit decodes exactly
+/// as a miss would.
+pub(crate) struct MetaCache {
+    /// Made on first use: a reader of a small capture does not pay for the table.
+    slots: Box<[Option<Box<MetaSlot>>]>,
+    names: Names,
+}
+
+/// The facts of a packet no one described (foreign captures).
+pub(crate) static WIRE_FACTS: PacketInfo = PacketInfo {
+    ts_ns: 0,
+    hook: Hook::Wire,
+    process: None,
+    cgroup_id: 0,
+    netns_cookie: 0,
+    netns_ino: 0,
+    ifindex: 0,
+    wire_len: 0,
+    node: None,
+};
+
+struct MetaSlot {
+    /// The option value (after the PEN) last decoded into this slot; empty: unused.
+    key: Vec<u8>,
+    /// Its facts, `ts_ns`, `wire_len` and `node` left at 0 / `None`.
+    facts: PacketInfo,
+}
+
+/// Offsets in the version 1 option value (see [`encode_packet_meta`]).
+const OFF_TS: usize = 4;
+const OFF_WIRE_LEN: usize = 36;
+/// Length of the fixed part of the version 1 option value.
+const FIXED: usize = 40;
+
+impl Default for MetaCache {
+    fn default() -> Self {
+        Self { slots: std::iter::repeat_with(|| None).take(Self::SLOTS).collect(), names: Names::default() }
+    }
+}
+
+impl MetaCache {
+    /// Entries (a busy node's recording has a few hundred distinct sockets).
+    const SLOTS: usize = 1024;
+    /// Longest option kept (a version 1 option with both names at their
+    /// 255-byte bound is 560 bytes); longer ones are decoded every time.
+    const MAX_KEY: usize = 600;
+
+    /// The per-packet option value `v` (after the PEN) decoded: the slot
+    /// holding its facts, its `ts_ns` and `wire_len`; `None` when it is
+    /// malformed or of an unknown version.
+    #[inline]
+    pub(crate) fn get(&mut self, v: &[u8]) -> Option<(usize, u64, u32)> {
+        let (Some(head), Some(fixed)) = (v.first_chunk::<4>(), v.first_chunk::<FIXED>()) else {
+            return self.decode_uncached(v);
+        };
+        let word = |at: usize| u64::from_le_bytes(fixed[at..at + 8].try_into().unwrap_or_default());
+        let tail = v.get(FIXED..FIXED + 8).map_or(0, |t| u64::from_le_bytes(t.try_into().unwrap_or_default()));
+        let h = u64::from(u32::from_le_bytes(*head))
+            ^ word(12)
+            ^ word(20).rotate_left(21)
+            ^ word(28).rotate_left(42)
+            ^ tail.rotate_left(11)
+            ^ ((v.len() as u64) << 52);
+        let i = (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize % Self::SLOTS;
+        let ts = u64::from_le_bytes(fixed[OFF_TS..OFF_TS + 8].try_into().unwrap_or_default());
+        let wire_len = u32::from_le_bytes(fixed[OFF_WIRE_LEN..FIXED].try_into().unwrap_or_default());
+        if let Some(slot) = &self.slots[i]
+            && slot.key.len() == v.len()
+            && slot.key[..OFF_TS] == fixed[..OFF_TS]
+            && slot.key[OFF_TS + 8..OFF_WIRE_LEN] == fixed[OFF_TS + 8..OFF_WIRE_LEN]
+            && same(&slot.key[FIXED..], &v[FIXED..])
+        {
+            return Some((i, ts, wire_len));
+        }
+        self.decode_into(i, v)
+    }
+
+    /// [`Self::get`] of an option not in the cache.
+    #[inline(never)]
+    fn decode_into(&mut self, i: usize, v: &[u8]) -> Option<(usize, u64, u32)> {
+        let m = decode_packet_meta_with(v, &mut |b| self.names.get(b))?;
+        if v.len() > Self::MAX_KEY {
+            return Some(self.store_uncached(m));
+        }
+        let slot = self.slot(i);
+        slot.key.clear();
+        slot.key.extend_from_slice(v);
+        slot.facts = facts(m.hook, m.process, m.cgroup_id, m.netns_cookie, m.netns_ino, m.ifindex);
+        Some((i, m.ts_ns, m.wire_len))
+    }
+
+    /// The facts in slot `i` (as [`Self::get`] returned it).
+    pub(crate) fn facts(&self, i: usize) -> &PacketInfo {
+        self.slots.get(i).and_then(Option::as_ref).map_or(&WIRE_FACTS, |s| &s.facts)
+    }
+
+    /// Slot `i`, made if it was never used.
+    fn slot(&mut self, i: usize) -> &mut MetaSlot {
+        self.slots[i].get_or_insert_with(|| Box::new(MetaSlot { key: Vec::new(), facts: WIRE_FACTS.clone() }))
+    }
+
+    /// Options too short to hash or too long to keep: decoded into the
+    /// last slot, which keeps no key (so nothing ever hits it by its bytes).
+    fn decode_uncached(&mut self, v: &[u8]) -> Option<(usize, u64, u32)> {
+        let m = decode_packet_meta_with(v, &mut |b| self.names.get(b))?;
+        Some(self.store_uncached(m))
+    }
+
+    fn store_uncached(&mut self, m: PacketMeta) -> (usize, u64, u32) {
+        let i = Self::SLOTS - 1;
+        let slot = self.slot(i);
+        slot.key.clear();
+        slot.facts = facts(m.hook, m.process, m.cgroup_id, m.netns_cookie, m.netns_ino, m.ifindex);
+        (i, m.ts_ns, m.wire_len)
+    }
+}
+
+/// `a == b` for slices of the same length, eight bytes at a time (the
+/// tail of an option is a few dozen bytes: a call to `bcmp` cost more).
+#[inline]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let (mut a8, mut b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in a8.by_ref().zip(b8.by_ref()) {
+        if u64::from_le_bytes(x.try_into().unwrap_or_default()) != u64::from_le_bytes(y.try_into().unwrap_or_default())
+        {
+            return false;
+        }
+    }
+    a8.remainder().iter().zip(b8.remainder()).all(|(x, y)| x == y) && a.len() == b.len()
+}
+
+fn facts(
+    hook: Hook,
+    process: Option<Process>,
+    cgroup_id: u64,
+    netns_cookie: u64,
+    netns_ino: u32,
+    ifindex: u32,
+) -> PacketInfo {
+    PacketInfo { ts_ns: 0, hook, process, cgroup_id, netns_cookie, netns_ino, ifindex, wire_len: 0, node: None }
 }
 
 /// What ktrace knows about one of its interfaces (one per node × netns × hint).

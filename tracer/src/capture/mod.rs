@@ -30,7 +30,9 @@ use crate::event::Record;
 
 pub use foreign::LinkType;
 pub use meta::{MetaBlock, record_type};
-pub use reader::{CaptureReader, Format, MergeByTime, ReaderStats, merge_by_time, open, open_counted, open_reader};
+pub use reader::{
+    CaptureReader, Format, MergeByTime, Next, ReaderStats, merge_by_time, open, open_counted, open_reader,
+};
 pub use writer::{CaptureWriter, WriterStats, ZSTD_LEVEL, byte_sink, open_private, record_block};
 
 /// Private Enterprise Number tagging ktrace's pcapng custom blocks and options.
@@ -71,8 +73,13 @@ impl ClockRef {
     /// Converts a monotonic timestamp to wall-clock nanoseconds with this reference.
     #[must_use]
     pub fn to_wall(&self, mono_ns: u64) -> u64 {
-        let v = i128::from(mono_ns) + self.offset();
-        v.clamp(0, i128::from(u64::MAX)) as u64
+        // `mono_ns + wall - mono`, clamped to `u64`, without 128-bit
+        // arithmetic (this runs once per replayed record).
+        if self.wall_ns >= self.mono_ns {
+            mono_ns.saturating_add(self.wall_ns - self.mono_ns)
+        } else {
+            mono_ns.saturating_sub(self.mono_ns - self.wall_ns)
+        }
     }
 
     /// Converts a wall-clock timestamp back to this node's monotonic clock.

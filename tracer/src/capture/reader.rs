@@ -17,16 +17,16 @@ use super::{
     CaptureError, CaptureHeader, ClockRef, Item, MetaBlock, ParseError,
     foreign::LinkType,
     mapped::Mapped,
-    meta::{IfaceMeta, Names},
+    meta::{IfaceMeta, MetaCache, WIRE_FACTS},
     pcapng::{BlockHdr, BlockReader, Cur, io_err, next_mapped_block, read_full},
 };
-use crate::event::Record;
+use crate::event::{PacketRef, Record};
 
 mod blocks;
 mod classic;
 mod merge;
 
-use blocks::handle_block;
+use blocks::{fast_packet, handle_block};
 use classic::{ClassicNext, classic_next};
 pub use merge::{MergeByTime, merge_by_time};
 
@@ -86,6 +86,12 @@ impl TsRes {
     }
 
     fn to_ns(self, ts: u64) -> u64 {
+        match self {
+            // ktrace's own resolution, and tcpdump's: no 128-bit arithmetic.
+            Self::Dec(9) => return ts,
+            Self::Dec(6) => return ts.saturating_mul(1000),
+            _ => {}
+        }
         let ts = u128::from(ts);
         let ns = match self {
             Self::Dec(n) if n <= 9 => ts * 10u128.pow(9 - u32::from(n)),
@@ -144,26 +150,94 @@ impl Blocks {
             Self::Mapped { m, body, .. } => m.data().get(body.clone()).unwrap_or_default(),
         }
     }
+
+    /// Where [`Self::body`] starts in [`Self::source`].
+    fn body_start(&self) -> usize {
+        match self {
+            Self::Stream(_) => 0,
+            Self::Mapped { body, .. } => body.start,
+        }
+    }
+
+    /// What packets found in the current block lie in (positions as
+    /// [`Pkt::data`]), and its owner when it can be shared.
+    fn source(&self) -> (&[u8], Option<&Bytes>) {
+        match self {
+            Self::Stream(br) => (br.body.as_slice(), None),
+            Self::Mapped { m, .. } => (m.data(), Some(m.bytes())),
+        }
+    }
 }
 
-/// `sub` (a slice of the current block or record) as [`Bytes`]: shared with
-/// the mapping when there is one, copied otherwise.
-fn share(m: Option<&Mapped>, sub: &[u8]) -> Bytes {
-    match m {
-        Some(m) => m.share(sub),
-        None => Bytes::copy_from_slice(sub),
+/// Whose facts a packet has.
+#[derive(Clone, Copy)]
+enum Facts {
+    /// None but its bytes (foreign captures).
+    Wire,
+    /// ktrace's, decoded into this slot of the reader's [`MetaCache`].
+    Cached(usize),
+}
+
+/// A packet the parsers found, by position rather than by reference, so
+/// that the reader is free again when it is looked at
+/// ([`CaptureReader::view`]).
+struct Pkt {
+    ts_ns: u64,
+    wire_len: u32,
+    facts: Facts,
+    /// The bytes, in [`Blocks::source`] (pcapng) or [`ClassicSrc::source`].
+    data: std::ops::Range<usize>,
+    /// The pcapng interface whose ktrace option names the node.
+    iface: Option<usize>,
+}
+
+/// What reading one block or record gave (an item boxed: they are rare
+/// next to packets, and this is moved several times per read).
+enum Got {
+    Item(Box<Item>),
+    Packet(Pkt),
+}
+
+/// One thing read by [`CaptureReader::next_ref`]: a packet where it lies,
+/// or any other item.
+#[derive(Debug)]
+pub enum Next<'a> {
+    /// A packet, valid until the reader moves on.
+    Packet(PacketRef<'a>),
+    /// Anything else (and packets of scap captures, which are made, not found).
+    Item(Item),
+}
+
+impl Next<'_> {
+    /// The owned item ([`PacketRef::to_record`] for a packet).
+    #[must_use]
+    pub fn into_item(self) -> Item {
+        match self {
+            Self::Packet(p) => Item::Record(Record::Packet(p.to_record())),
+            Self::Item(i) => i,
+        }
     }
 }
 
 struct Ng {
     br: Blocks,
     ifaces: Vec<NgIface>,
-    names: Names,
+    metas: MetaCache,
 }
 
 enum ClassicSrc {
     Stream { r: BufReader<Src>, buf: Vec<u8> },
     Mapped(Mapped),
+}
+
+impl ClassicSrc {
+    /// What the last record's packet lies in, and its owner when it can be shared.
+    fn source(&self) -> (&[u8], Option<&Bytes>) {
+        match self {
+            Self::Stream { buf, .. } => (buf.as_slice(), None),
+            Self::Mapped(m) => (m.data(), Some(m.bytes())),
+        }
+    }
 }
 
 struct Classic {
@@ -174,6 +248,7 @@ struct Classic {
     link: LinkType,
 }
 
+#[expect(clippy::large_enum_variant, reason = "one per open file; pcapng, the common case, is the large one")]
 enum Kind {
     Ng(Ng),
     Classic(Classic),
@@ -202,7 +277,7 @@ pub struct CaptureReader {
     kind: Kind,
     st: State,
     compression: Option<&'static str>,
-    pending: Option<Result<Item, ParseError>>,
+    pending: Option<Result<Got, ParseError>>,
     done: bool,
     truncated: Option<u64>,
     /// Mapped files: file bytes read, added to a shared progress counter.
@@ -340,7 +415,7 @@ fn new_state(format: Format) -> State {
 
 impl CaptureReader {
     fn new_ng(path: Arc<Path>, br: Blocks, compression: Option<&'static str>) -> Result<Self, CaptureError> {
-        let mut ng = Ng { br, ifaces: Vec::new(), names: Names::default() };
+        let mut ng = Ng { br, ifaces: Vec::new(), metas: MetaCache::default() };
         let mut st = new_state(Format::Pcapng);
         let first = ng.br.next_block().map_err(|e| e.with_path(&path))?;
         let Some(h) = first else {
@@ -504,7 +579,7 @@ impl CaptureReader {
         self.st.wall_clock = on;
     }
 
-    fn read_item(&mut self) -> Result<Option<Item>, ParseError> {
+    fn read_item(&mut self) -> Result<Option<Got>, ParseError> {
         match &mut self.kind {
             Kind::Ng(ng) => loop {
                 let Some(h) = ng.br.next_block()? else {
@@ -521,7 +596,7 @@ impl CaptureReader {
                 match next {
                     ClassicNext::End => return Ok(None),
                     ClassicNext::Skipped => {}
-                    ClassicNext::Item(item) => return Ok(Some(item)),
+                    ClassicNext::Packet(p) => return Ok(Some(Got::Packet(p))),
                 }
             },
             Kind::Scap(sc) => {
@@ -529,7 +604,7 @@ impl CaptureReader {
                 self.st.stats.bytes = sc.offset();
                 self.st.stats.blocks_skipped = sc.stats().blocks_unknown;
                 // scap timestamps are wall-clock already: no clock conversion.
-                Ok(next?.map(|item| account(&mut self.st, item, false)))
+                Ok(next?.map(|item| Got::Item(Box::new(account(&mut self.st, item, false)))))
             }
         }
     }
@@ -556,9 +631,9 @@ impl CaptureReader {
         }
     }
 
-    fn deliver(&mut self, r: Result<Option<Item>, ParseError>) -> Option<Result<Item, CaptureError>> {
+    fn deliver(&mut self, r: Result<Option<Got>, ParseError>) -> Option<Result<Got, CaptureError>> {
         match r {
-            Ok(Some(item)) => Some(Ok(item)),
+            Ok(Some(got)) => Some(Ok(got)),
             Ok(None) => {
                 self.done = true;
                 None
@@ -574,26 +649,94 @@ impl CaptureReader {
     }
 }
 
+impl CaptureReader {
+    /// The next item, a packet borrowed where it lies (the mapped file or
+    /// the reader's block buffer) instead of made into a [`Record`]: what
+    /// [`Iterator::next`] gives, without the copy or the shared handle on
+    /// the bytes, for a caller that is done with the packet before it reads on.
+    pub fn next_ref(&mut self) -> Option<Result<Next<'_>, CaptureError>> {
+        if self.pending.is_none()
+            && !self.done
+            && let Kind::Ng(ng) = &mut self.kind
+            && let Some(p) = fast_packet(ng, &mut self.st)
+        {
+            // `report_progress` for a mapped file, whose position is the bytes read.
+            if let Some((counter, reported)) = &mut self.progress
+                && self.st.stats.bytes >= *reported + (64 << 10)
+            {
+                counter.fetch_add(self.st.stats.bytes - *reported, Ordering::Relaxed);
+                *reported = self.st.stats.bytes;
+            }
+            return Some(Ok(Next::Packet(self.view(&p))));
+        }
+        let got = if let Some(p) = self.pending.take() {
+            self.deliver(p.map(Some))
+        } else {
+            if self.done {
+                return None;
+            }
+            let r = self.read_item();
+            let out = self.deliver(r);
+            if self.progress.is_some() {
+                self.report_progress(self.done);
+            }
+            out
+        };
+        Some(got?.map(|g| match g {
+            Got::Packet(p) => Next::Packet(self.view(&p)),
+            Got::Item(i) => Next::Item(*i),
+        }))
+    }
+
+    /// The packet at `p`'s position.
+    #[inline]
+    fn view(&self, p: &Pkt) -> PacketRef<'_> {
+        let (src, owner, facts, node) = match &self.kind {
+            Kind::Ng(ng) => {
+                let (src, owner) = ng.br.source();
+                let facts = match p.facts {
+                    Facts::Cached(i) => ng.metas.facts(i),
+                    Facts::Wire => &WIRE_FACTS,
+                };
+                let node = p.iface.and_then(|i| ng.ifaces.get(i)).and_then(|i| i.kt.as_ref()?.node.as_ref());
+                (src, owner, facts, node)
+            }
+            Kind::Classic(cl) => {
+                let (src, owner) = cl.src.source();
+                (src, owner, &WIRE_FACTS, None)
+            }
+            // scap packets are made as records, never found by position.
+            Kind::Scap(_) => (&[][..], None, &WIRE_FACTS, None),
+        };
+        PacketRef {
+            ts_ns: p.ts_ns,
+            wire_len: p.wire_len,
+            facts,
+            node,
+            data: src.get(p.data.clone()).unwrap_or_default(),
+            owner,
+        }
+    }
+}
+
 impl Iterator for CaptureReader {
     type Item = Result<Item, CaptureError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if let Some(p) = self.pending.take() {
-            return self.deliver(p.map(Some));
-        }
-        if self.done {
-            return None;
-        }
-        let r = self.read_item();
-        let out = self.deliver(r);
-        if self.progress.is_some() {
-            self.report_progress(self.done);
-        }
-        out
+        Some(self.next_ref()?.map(Next::into_item))
     }
 }
 
 impl std::iter::FusedIterator for CaptureReader {}
+
+/// Counts and converts a packet a block or record held.
+fn account_packet(st: &mut State, mut p: Pkt, ktrace_ts: bool) -> Pkt {
+    if st.wall_clock && ktrace_ts {
+        p.ts_ns = st.clock.unwrap_or_default().to_wall(p.ts_ns);
+    }
+    st.stats.packets += 1;
+    p
+}
 
 /// Counts and converts what a block produced.
 fn account(st: &mut State, item: Item, ktrace_ts: bool) -> Item {

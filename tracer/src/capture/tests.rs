@@ -904,3 +904,143 @@ fn mapped_and_streamed_reading_give_identical_items_and_errors() {
     });
     assert!(first.is_some_and(|p| !p.data.is_empty()));
 }
+
+/// Issue 18: per-packet options are decoded once per distinct socket and
+/// then found by their bytes; whatever the history (more sockets than the
+/// cache has slots, colliding slots, cut, mutated and over-long options),
+/// a lookup gives exactly what decoding that one option alone gives.
+#[test]
+fn cached_option_decoding_is_the_one_off_decoding() {
+    use super::{
+        meta::{MetaCache, decode_packet_meta_with, encode_packet_meta},
+        pcapng::BlockBuf,
+    };
+    let mut cache = MetaCache::default();
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let long = "x".repeat(300);
+    let names: [Option<(&str, &str)>; 5] =
+        [None, Some(("dig", "dig")), Some(("coredns", "coredns")), Some(("dnsperf", "worker-1")), Some((&long, &long))];
+    let hooks = [Hook::SocketEgress, Hook::SocketIngress, Hook::TcEgress, Hook::TcIngress, Hook::Wire];
+    let (mut hits, mut some) = (0u32, 0u32);
+    for i in 0..40_000u32 {
+        let roll = next();
+        // Mostly a few busy sockets, sometimes one of thousands.
+        let sock = if roll % 4 == 0 { (roll >> 8) % 3_000 } else { (roll >> 8) % 6 };
+        let mut p = PacketRecord::bare(next(), hooks[(sock % 5) as usize], Bytes::new());
+        p.cgroup_id = sock.wrapping_mul(0x1_0000_0001);
+        p.netns_cookie = sock / 3;
+        p.netns_ino = 4_026_531_840 + (sock / 7) as u32;
+        p.ifindex = (sock % 4) as u32;
+        p.wire_len = next() as u32;
+        p.process = names[(sock % 5) as usize].map(|(comm, thread)| Process {
+            pid: sock as u32,
+            tid: sock as u32 + (sock % 2) as u32,
+            comm: comm.into(),
+            thread: thread.into(),
+        });
+        let mut buf = BlockBuf::default();
+        encode_packet_meta(&p, &mut buf);
+        let mut v = buf.b;
+        match i % 13 {
+            0 => v.truncate((next() % (v.len() as u64 + 1)) as usize),
+            1 => {
+                let at = (next() % v.len() as u64) as usize;
+                v[at] ^= 1 << (next() % 8);
+            }
+            2 => v.extend_from_slice(&[0; 700]),
+            _ => {}
+        }
+        let want = decode_packet_meta_with(&v, &mut |b| String::from_utf8_lossy(b).into()).map(|m| {
+            let facts = (m.hook, m.process, m.cgroup_id, m.netns_cookie, m.netns_ino, m.ifindex);
+            (format!("{facts:?}"), m.ts_ns, m.wire_len)
+        });
+        let got = cache.get(&v).map(|(slot, ts, wire_len)| {
+            let f = cache.facts(slot);
+            let facts = (f.hook, f.process.clone(), f.cgroup_id, f.netns_cookie, f.netns_ino, f.ifindex);
+            assert!(f.ts_ns == 0 && f.wire_len == 0 && f.node.is_none(), "a slot keeps no packet's own fields");
+            (format!("{facts:?}"), ts, wire_len)
+        });
+        assert_eq!(got, want, "option {i}: {v:02x?}");
+        some += u32::from(want.is_some());
+        hits += u32::from(i % 13 > 2 && sock < 6);
+    }
+    assert!(some > 30_000 && hits > 15_000, "the cases are not all alike: {some} decoded, {hits} repeats");
+}
+
+/// A capture of ktrace packets from a few sockets, each seen several
+/// times, behind the sample's blocks: what the fast path for packet
+/// blocks reads.
+fn write_busy_sample(path: &Path) {
+    let mut w = CaptureWriter::create(path, header("node-a", CLOCK)).expect("create");
+    for round in 0..3u64 {
+        for (r, hint) in sample_records() {
+            let r = match r {
+                Record::Packet(mut p) => {
+                    p.ts_ns += round * 10_000;
+                    p.wire_len += round as u32;
+                    Record::Packet(p)
+                }
+                other => other,
+            };
+            w.write_record(&r, hint).expect("record");
+        }
+    }
+    w.finish().expect("finish");
+}
+
+/// Issue 18: a mapped ktrace capture's packet blocks are read by a fast
+/// path with fewer checks; any byte of its packet and interface blocks
+/// changed (lengths, trailers, interface ids, captured lengths, option
+/// codes and lengths, the options themselves) gives exactly the items,
+/// errors and counters the streaming reader (every check, no fast path) gives.
+#[test]
+fn mapped_fast_path_and_streaming_agree_on_every_corrupted_byte() {
+    let path = tmp("busy-sample.pcapng");
+    write_busy_sample(&path);
+    let raw = std::fs::read(&path).expect("read");
+    let cut_path = tmp("busy-sample-bad.pcapng");
+    let whole = transcript(open(&path));
+    assert_eq!(whole, transcript(open_reader(&path, Cursor::new(raw.clone()))));
+    assert!(whole.matches("Record(Packet").count() == 15, "{whole}");
+    let mut start = 0;
+    let mut bytes = Vec::new();
+    for end in block_ends(&raw) {
+        let kind = u32::from_le_bytes(raw[start..start + 4].try_into().expect("4 bytes"));
+        if kind == BT_EPB || kind == BT_IDB {
+            bytes.extend(start..end);
+        }
+        start = end;
+    }
+    assert!(bytes.len() > raw.len() / 2, "{} of {} bytes", bytes.len(), raw.len());
+    for at in bytes {
+        for flip in [0x01u8, 0xFF] {
+            let mut bad = raw.clone();
+            bad[at] ^= flip;
+            std::fs::write(&cut_path, &bad).expect("write");
+            let mapped = transcript(open(&cut_path));
+            let streamed = transcript(open_reader(&cut_path, Cursor::new(bad)));
+            assert_eq!(mapped, streamed, "byte {at} ^ {flip:#x}");
+        }
+    }
+}
+
+/// The clock conversion without 128-bit arithmetic is the one with it.
+#[test]
+fn wall_clock_conversion_saturates_like_the_exact_sum() {
+    let edge = [0, 1, 5_000_000_000, 1 << 62, u64::MAX / 2, u64::MAX - 1, u64::MAX];
+    for mono_ns in edge {
+        for wall_ns in edge {
+            let c = ClockRef { mono_ns, wall_ns };
+            for t in edge {
+                let exact = (i128::from(t) + i128::from(wall_ns) - i128::from(mono_ns)).clamp(0, i128::from(u64::MAX));
+                assert_eq!(i128::from(c.to_wall(t)), exact, "{c:?} at {t}");
+            }
+        }
+    }
+}

@@ -23,13 +23,17 @@ use std::sync::{
     mpsc::{SyncSender, sync_channel},
 };
 
-use super::{Back, Pipeline, RunStats, Sink, decode_and_pair, decode_and_pair_if_dns};
+use super::{Back, Pipeline, RunStats, Sink, decode_and_pair, decode_and_pair_if_dns, enrich_and_pair};
 use crate::{
-    analyze::{Detector, drops::DropAnalyzer},
-    decode::DnsEvent,
-    event::{Record, ResolvConfEvidence},
+    analyze::{Detector, dns::pairing::Pairer, drops::DropAnalyzer},
+    decode::{DnsDecoder, DnsEvent},
+    enrich::Enricher,
+    event::{PacketRef, Record, ResolvConfEvidence},
     model::{Transaction, drops::DropOutput},
-    source::{FileSource, Source, SourceEvent, file::FileEvent},
+    source::{
+        FileSource,
+        file::{FileEvent, FileRef},
+    },
 };
 
 /// Operations per batch before it is handed over: large enough that the
@@ -230,32 +234,41 @@ impl<S: Sink> Pipeline<S> {
         hooks: &mut dyn ReplayHooks<S>,
     ) -> anyhow::Result<Vec<String>> {
         let wants = hooks.wants_records();
-        src.run(&mut |ev| {
-            match ev {
-                SourceEvent::Record(r) => {
-                    if wants {
-                        hooks.record(&r);
-                    }
-                    self.push(r);
+        // Nothing keeps a record or lists it: packets are decoded where they lie.
+        let by_ref = !wants && !self.lists_records && self.drops.is_none();
+        // Events are matched where they lie, not moved out first: a move
+        // of the event per record showed in the profile. Time passes to
+        // each record's time after it (`FileSource::run_ref` has no ticks).
+        let tick = |pipe: &mut Self, now: u64, on_progress: &mut dyn FnMut(&RunStats)| {
+            if !opts.no_ticks {
+                pipe.tick(now);
+                if pipe.stats.records.is_multiple_of(PROGRESS_EVERY) {
+                    on_progress(&pipe.stats);
                 }
-                SourceEvent::Tick(_) if opts.no_ticks => {}
-                SourceEvent::Tick(now) => {
-                    self.tick(now);
-                    if self.stats.records.is_multiple_of(PROGRESS_EVERY) {
-                        on_progress(&self.stats);
-                    }
-                }
-                SourceEvent::Context(FileEvent::Snapshot(s)) => {
-                    if opts.apply_snapshots {
-                        // Merged, not replaced: earlier pods keep their time ranges.
-                        self.ctx.enricher.apply_snapshot(&s);
-                    }
-                }
-                SourceEvent::Context(ev) => hooks.context(&mut self.sink, self.drops.as_mut(), ev),
-                SourceEvent::Notice(n) => eprintln!("ktrace: {n}"),
-                SourceEvent::AgentFinding { .. } => {}
             }
-            true
+        };
+        src.run_ref(|ev| match ev {
+            FileRef::Packet(p) => {
+                let now = p.ts_ns;
+                if by_ref {
+                    self.push_ref(p);
+                } else {
+                    self.push_hooked(Record::Packet(p.to_record()), wants, hooks);
+                }
+                tick(self, now, on_progress);
+            }
+            FileRef::Event(FileEvent::Record(r)) => {
+                let now = r.ts_ns();
+                self.push_hooked(r, wants, hooks);
+                tick(self, now, on_progress);
+            }
+            FileRef::Event(FileEvent::Snapshot(s)) => {
+                if opts.apply_snapshots {
+                    // Merged, not replaced: earlier pods keep their time ranges.
+                    self.ctx.enricher.apply_snapshot(&s);
+                }
+            }
+            FileRef::Event(ev) => hooks.context(&mut self.sink, self.drops.as_mut(), ev),
         })
     }
 
@@ -308,73 +321,37 @@ impl<S: Sink> Pipeline<S> {
                         let next = free_rx.try_recv().unwrap_or_default();
                         full_tx.send(std::mem::replace(batch, next)).is_ok()
                     };
-                    let warnings = src.run(&mut |ev| {
+                    let warnings = src.run_ref(|ev| {
                         if !alive {
-                            return false;
+                            return;
                         }
-                        match ev {
-                            SourceEvent::Record(r) => {
+                        // Matched where it lies (see `replay_one`): a record to
+                        // handle and the time it makes pass come out.
+                        let (rec, now) = match ev {
+                            // Nothing keeps the record: decoded where it lies.
+                            FileRef::Packet(p) if !keep => {
+                                let now = p.ts_ns;
                                 batch.records += 1;
-                                counts.last_ts = counts.last_ts.max(r.ts_ns());
-                                if let Record::Lost { count, .. } = &r {
-                                    counts.lost_events += count;
-                                }
-                                // Without a listing or drops stage nothing keeps the
-                                // record: its headers are parsed once, by the decoder.
-                                let (r, dns) = if keep {
-                                    let dns = matches!(&r, Record::Packet(p) if crate::decode::is_dns(p, ports));
-                                    if matches!(r, Record::Packet(_)) && !dns {
-                                        counts.other_packets += 1;
+                                counts.last_ts = counts.last_ts.max(now);
+                                let Batch { ops, msgs, .. } = &mut batch;
+                                let message = |ev: &DnsEvent| {
+                                    if lists {
+                                        msgs.push(ev.clone());
+                                        ops.push(Op::Message);
                                     }
-                                    // The sink's thread lists it or the drops stage
-                                    // takes it first, as in `Pipeline::push`; only a
-                                    // record decoded here as well is cloned.
-                                    batch.ops.push(Op::Record);
-                                    if dns || matches!(r, Record::ResolvConf(_)) {
-                                        batch.recs.push(r.clone());
-                                        (Some(r), Some(true))
-                                    } else {
-                                        batch.recs.push(r);
-                                        (None, Some(false))
-                                    }
-                                } else {
-                                    (Some(r), None)
                                 };
-                                match r {
-                                    Some(Record::Packet(p)) if dns != Some(false) => {
-                                        let Batch { ops, msgs, .. } = &mut batch;
-                                        let message = |ev: &DnsEvent| {
-                                            if lists {
-                                                msgs.push(ev.clone());
-                                                ops.push(Op::Message);
-                                            }
-                                        };
-                                        if dns == Some(true) {
-                                            decode_and_pair(decoder, pairer, enricher, evs, p, &mut done, message);
-                                        } else if !decode_and_pair_if_dns(
-                                            decoder, pairer, enricher, evs, p, ports, &mut done, message,
-                                        ) {
-                                            counts.other_packets += 1;
-                                        }
-                                        batch.take(&mut done);
-                                    }
-                                    Some(Record::ResolvConf(r)) => {
-                                        batch.resolv.push(r);
-                                        batch.ops.push(Op::ResolvConf);
-                                    }
-                                    _ => {}
+                                if !decode_and_pair_ref(decoder, pairer, enricher, evs, p, ports, &mut done, message) {
+                                    counts.other_packets += 1;
                                 }
-                            }
-                            SourceEvent::Tick(_) if opts.no_ticks => {}
-                            SourceEvent::Tick(now) => {
-                                Detector::expire(&mut *pairer, now, &mut done);
                                 batch.take(&mut done);
-                                batch.ops.push(Op::Tick(now));
-                                if batch.ops.len() >= batch_ops {
-                                    alive = send(&mut batch);
-                                }
+                                (None, Some(now))
                             }
-                            SourceEvent::Context(FileEvent::Snapshot(snap)) => {
+                            FileRef::Packet(p) => (Some(Record::Packet(p.to_record())), Some(p.ts_ns)),
+                            FileRef::Event(FileEvent::Record(r)) => {
+                                let now = r.ts_ns();
+                                (Some(r), Some(now))
+                            }
+                            FileRef::Event(FileEvent::Snapshot(snap)) => {
                                 if opts.apply_snapshots {
                                     // Applied when everything before it has been
                                     // written, before anything after it is named:
@@ -383,19 +360,76 @@ impl<S: Sink> Pipeline<S> {
                                     alive = send(&mut batch) && ack_rx.recv().is_ok();
                                     enricher.apply_snapshot(&snap);
                                 }
+                                (None, None)
                             }
-                            SourceEvent::Context(ev) => {
+                            FileRef::Event(ev) => {
                                 batch.context.push(ev);
                                 batch.ops.push(Op::Context);
+                                (None, None)
                             }
-                            SourceEvent::Notice(n) => eprintln!("ktrace: {n}"),
-                            SourceEvent::AgentFinding { .. } => {}
+                        };
+                        if let Some(r) = rec {
+                            batch.records += 1;
+                            counts.last_ts = counts.last_ts.max(r.ts_ns());
+                            if let Record::Lost { count, .. } = &r {
+                                counts.lost_events += count;
+                            }
+                            // Without a listing or drops stage nothing keeps the
+                            // record: its headers are parsed once, by the decoder.
+                            let (r, dns) = if keep {
+                                let dns = matches!(&r, Record::Packet(p) if crate::decode::is_dns(p, ports));
+                                if matches!(r, Record::Packet(_)) && !dns {
+                                    counts.other_packets += 1;
+                                }
+                                // The sink's thread lists it or the drops stage
+                                // takes it first, as in `Pipeline::push`; only a
+                                // record decoded here as well is cloned.
+                                batch.ops.push(Op::Record);
+                                if dns || matches!(r, Record::ResolvConf(_)) {
+                                    batch.recs.push(r.clone());
+                                    (Some(r), Some(true))
+                                } else {
+                                    batch.recs.push(r);
+                                    (None, Some(false))
+                                }
+                            } else {
+                                (Some(r), None)
+                            };
+                            match r {
+                                Some(Record::Packet(p)) if dns != Some(false) => {
+                                    let Batch { ops, msgs, .. } = &mut batch;
+                                    let message = |ev: &DnsEvent| {
+                                        if lists {
+                                            msgs.push(ev.clone());
+                                            ops.push(Op::Message);
+                                        }
+                                    };
+                                    if dns == Some(true) {
+                                        decode_and_pair(decoder, pairer, enricher, evs, p, &mut done, message);
+                                    } else if !decode_and_pair_if_dns(
+                                        decoder, pairer, enricher, evs, p, ports, &mut done, message,
+                                    ) {
+                                        counts.other_packets += 1;
+                                    }
+                                    batch.take(&mut done);
+                                }
+                                Some(Record::ResolvConf(r)) => {
+                                    batch.resolv.push(r);
+                                    batch.ops.push(Op::ResolvConf);
+                                }
+                                _ => {}
+                            }
                         }
-                        // Without ticks, batches are handed over by size here.
+                        if let Some(now) = now
+                            && !opts.no_ticks
+                        {
+                            Detector::expire(&mut *pairer, now, &mut done);
+                            batch.take(&mut done);
+                            batch.ops.push(Op::Tick(now));
+                        }
                         if alive && batch.ops.len() >= batch_ops {
                             alive = send(&mut batch);
                         }
-                        alive
                     });
                     if alive {
                         send(&mut batch);
@@ -427,6 +461,48 @@ impl<S: Sink> Pipeline<S> {
         self.last_ts = self.last_ts.max(counts.last_ts);
         Ok(warnings)
     }
+}
+
+impl<S: Sink> Pipeline<S> {
+    /// [`Pipeline::push`], the hooks shown the record first when they want it.
+    fn push_hooked(&mut self, r: Record, wants: bool, hooks: &mut dyn ReplayHooks<S>) {
+        if wants {
+            hooks.record(&r);
+        }
+        self.push(r);
+    }
+
+    /// [`Pipeline::push`] of a packet where it lies, when nothing lists or
+    /// keeps records (no listing, no drops stage, no hook wanting them).
+    fn push_ref(&mut self, p: PacketRef<'_>) {
+        self.stats.records += 1;
+        self.last_ts = self.last_ts.max(p.ts_ns);
+        let Self { decoder, pairer, ctx, evs, dns_ports, back, .. } = self;
+        if !decode_and_pair_ref(decoder, pairer, &ctx.enricher, evs, p, dns_ports, &mut back.txs, |_| {}) {
+            self.stats.other_packets += 1;
+            return;
+        }
+        self.flush();
+    }
+}
+
+/// `decode_and_pair_if_dns` of a packet where it lies.
+#[expect(clippy::too_many_arguments, reason = "the stages it runs, by reference, as `decode_and_pair_if_dns`")]
+fn decode_and_pair_ref(
+    decoder: &mut DnsDecoder,
+    pairer: &mut Pairer,
+    enricher: &Enricher,
+    evs: &mut Vec<DnsEvent>,
+    p: PacketRef<'_>,
+    ports: &[u16],
+    txs: &mut Vec<Transaction>,
+    message: impl FnMut(&DnsEvent),
+) -> bool {
+    if !decoder.push_if_dns(p, ports, evs) {
+        return false;
+    }
+    enrich_and_pair(pairer, enricher, evs, txs, message);
+    true
 }
 
 /// What the sink's thread owns during a two-threaded replay.

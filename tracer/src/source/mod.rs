@@ -75,6 +75,18 @@ impl FileSource {
         Self { paths, progress: Arc::default() }
     }
 
+    /// [`Source::run`] for a consumer that is done with each packet before
+    /// the next event: packets come as they lie in the files
+    /// ([`file::replay_ref`]), not made into records; and there are no
+    /// [`SourceEvent::Tick`]s: time passes to each record's time after it,
+    /// which the consumer does itself.
+    ///
+    /// # Errors
+    /// When a capture cannot be read at all.
+    pub fn run_ref(&mut self, on: impl FnMut(file::FileRef<'_>)) -> anyhow::Result<Vec<String>> {
+        file::replay_ref(&self.paths, Some(&self.progress), on)
+    }
+
     /// Total size of the captures, `None` when one is not a regular file
     /// (a pipe, a device): what decides whether a replay is worth two threads.
     #[must_use]
@@ -85,15 +97,18 @@ impl FileSource {
 
 impl Source for FileSource {
     fn run(&mut self, on: &mut dyn FnMut(SourceEvent) -> bool) -> anyhow::Result<Vec<String>> {
-        file::replay_with_progress(&self.paths, &self.progress, |ev| match ev {
-            file::FileEvent::Record(r) => {
-                let ts = r.ts_ns();
-                on(SourceEvent::Record(r));
-                on(SourceEvent::Tick(ts));
-            }
-            other => {
-                on(SourceEvent::Context(other));
-            }
+        self.run_ref(|ev| {
+            let r = match ev {
+                file::FileRef::Packet(p) => Record::Packet(p.to_record()),
+                file::FileRef::Event(file::FileEvent::Record(r)) => r,
+                file::FileRef::Event(other) => {
+                    on(SourceEvent::Context(other));
+                    return;
+                }
+            };
+            let ts = r.ts_ns();
+            on(SourceEvent::Record(r));
+            on(SourceEvent::Tick(ts));
         })
     }
 }

@@ -2,33 +2,29 @@
 //! packets (ktrace's own with their metadata, foreign ones cut to the IP
 //! header) and ktrace's custom blocks.
 
-use std::sync::Arc;
-
-use bytes::Bytes;
-
 use super::{
     super::{
-        Item, KTRACE_PEN, ParseError,
+        KTRACE_PEN, ParseError,
         foreign::{L3, LinkType, l3_offset},
-        mapped::Mapped,
-        meta::{PacketMeta, decode_custom, decode_iface_meta, decode_packet_meta_with},
+        meta::{decode_custom, decode_iface_meta},
         pcapng::{
             BT_CUSTOM_COPY, BT_CUSTOM_NOCOPY, BT_EPB, BT_IDB, BT_PB, BT_SHB, BT_SPB, BlockHdr, Cur, OPT_CUSTOM_BIN,
             OPT_CUSTOM_BIN_NOCOPY, OPT_ENDOFOPT, OPT_IF_NAME, OPT_IF_TSOFFSET, OPT_IF_TSRESOL, OPT_SHB_USERAPPL,
             options, pad4,
         },
     },
-    Blocks, MAX_IFACES, Ng, NgIface, State, TsRes, account, share,
+    Blocks, Facts, Got, MAX_IFACES, Ng, NgIface, Pkt, State, TsRes, account, account_packet,
 };
-use crate::event::{Hook, PacketRecord, Record};
+use crate::capture::MAX_BLOCK_LEN;
 
-pub(super) fn handle_block(ng: &mut Ng, st: &mut State, h: BlockHdr) -> Result<Option<Item>, ParseError> {
+/// Where a packet block's fixed fields end and its packet starts (EPB and
+/// the obsolete PB alike).
+const PACKET_AT: usize = 20;
+
+pub(super) fn handle_block(ng: &mut Ng, st: &mut State, h: BlockHdr) -> Result<Option<Got>, ParseError> {
     let le = ng.br.le();
     let body = ng.br.body();
-    let mapped = match &ng.br {
-        Blocks::Mapped { m, .. } => Some(m),
-        Blocks::Stream(_) => None,
-    };
+    let at = ng.br.body_start();
     let bad = |what: &str| ParseError::corrupt(h.start, format!("block type {:#x}: {what}", h.kind));
     match h.kind {
         BT_SHB => {
@@ -90,29 +86,43 @@ pub(super) fn handle_block(ng: &mut Ng, st: &mut State, h: BlockHdr) -> Result<O
             Ok(None)
         }
         BT_EPB | BT_PB => {
-            let mut c = Cur::new(body, le);
-            let short = || bad("short packet block");
-            let (id, ts) = if h.kind == BT_EPB {
-                let id = c.u32().ok_or_else(short)?;
-                let hi = c.u32().ok_or_else(short)?;
-                let lo = c.u32().ok_or_else(short)?;
-                (id, (u64::from(hi) << 32) | u64::from(lo))
-            } else {
-                let id = c.u16().ok_or_else(short)?;
-                let _drops = c.u16();
-                let hi = c.u32().ok_or_else(short)?;
-                let lo = c.u32().ok_or_else(short)?;
-                (u32::from(id), (u64::from(hi) << 32) | u64::from(lo))
+            // Every fixed field at once: one bounds check, the same error.
+            let Some(f) = body.first_chunk::<PACKET_AT>() else {
+                return Err(bad("short packet block"));
             };
-            let cap = c.u32().ok_or_else(short)? as usize;
-            let orig = c.u32().ok_or_else(short)?;
-            let data = c.take(cap).ok_or_else(|| bad(&format!("captured length {cap} exceeds the block")))?;
-            let _ = c.take(pad4(cap) - cap);
-            let pm = packet_option(c.rest(), le).and_then(|v| decode_packet_meta_with(v, &mut |b| ng.names.get(b)));
+            let u32_at = |i: usize| {
+                let b = [f[i], f[i + 1], f[i + 2], f[i + 3]];
+                if le { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) }
+            };
+            let id = if h.kind == BT_EPB {
+                u32_at(0)
+            } else {
+                let b = [f[0], f[1]];
+                u32::from(if le { u16::from_le_bytes(b) } else { u16::from_be_bytes(b) })
+            };
+            let ts = (u64::from(u32_at(4)) << 32) | u64::from(u32_at(8));
+            let cap = u32_at(12) as usize;
+            let orig = u32_at(16);
+            if cap > body.len() - PACKET_AT {
+                return Err(bad(&format!("captured length {cap} exceeds the block")));
+            }
+            // Padding cut short leaves no room for an option anyway.
+            let opts = body.get(PACKET_AT + pad4(cap)..).unwrap_or_default();
+            let pm = packet_option(opts, le).and_then(|v| ng.metas.get(v));
             let iface =
                 ng.ifaces.get(id as usize).ok_or_else(|| bad(&format!("packet on undeclared interface {id}")))?;
             let ts_ns = add_offset(iface.res.to_ns(ts), iface.offset_s);
-            Ok(packet(st, iface, ts_ns, data, mapped, orig, pm))
+            let data = at + PACKET_AT..at + PACKET_AT + cap;
+            Ok(packet(
+                st,
+                iface,
+                id as usize,
+                ts_ns,
+                body.get(PACKET_AT..PACKET_AT + cap).unwrap_or_default(),
+                data,
+                orig,
+                pm,
+            ))
         }
         BT_SPB => {
             let mut c = Cur::new(body, le);
@@ -122,10 +132,10 @@ pub(super) fn handle_block(ng: &mut Ng, st: &mut State, h: BlockHdr) -> Result<O
             if iface.snaplen != 0 {
                 cap = cap.min(iface.snaplen as usize);
             }
-            let data = c.take(cap).unwrap_or_default();
+            let bytes = c.take(cap).unwrap_or_default();
             // No timestamp in an SPB: keep the previous packet's.
             let ts = st.last_ts;
-            Ok(packet(st, iface, ts, data, mapped, orig, None))
+            Ok(packet(st, iface, 0, ts, bytes, at + 4..at + 4 + cap, orig, None))
         }
         BT_CUSTOM_COPY | BT_CUSTOM_NOCOPY => {
             let mut c = Cur::new(body, le);
@@ -141,7 +151,7 @@ pub(super) fn handle_block(ng: &mut Ng, st: &mut State, h: BlockHdr) -> Result<O
             let len = c.u32().ok_or_else(short)? as usize;
             let b = c.take(len).ok_or_else(short)?;
             let item = decode_custom(rt, ver, b).map_err(|e| bad(&e))?;
-            Ok(Some(account(st, item, true)))
+            Ok(Some(Got::Item(Box::new(account(st, item, true)))))
         }
         _ => {
             st.stats.blocks_skipped += 1;
@@ -150,9 +160,65 @@ pub(super) fn handle_block(ng: &mut Ng, st: &mut State, h: BlockHdr) -> Result<O
     }
 }
 
+/// The next block of a mapped capture when it is what a ktrace capture is
+/// made of (a little-endian Enhanced Packet Block with a ktrace option, on a
+/// raw-IP interface stamped in nanoseconds), read in place with one bounds
+/// check per part; `None`, with nothing consumed, for anything else, which
+/// [`handle_block`] then reads with every check and error. Gives what
+/// `next_block` + [`handle_block`] give for such a block.
+#[inline]
+pub(super) fn fast_packet(ng: &mut Ng, st: &mut State) -> Option<Pkt> {
+    let Blocks::Mapped { m, le: true, body } = &mut ng.br else {
+        return None;
+    };
+    let pos = m.pos();
+    let rest = m.rest();
+    let hdr = rest.first_chunk::<{ 8 + PACKET_AT }>()?;
+    let u32_at = |i: usize| u32::from_le_bytes([hdr[i], hdr[i + 1], hdr[i + 2], hdr[i + 3]]);
+    let len = u32_at(4);
+    if u32_at(0) != BT_EPB || len % 4 != 0 || len > MAX_BLOCK_LEN || (len as usize) < 12 + PACKET_AT {
+        return None;
+    }
+    let len = len as usize;
+    let block = rest.get(..len)?;
+    if block[len - 4..] != hdr[4..8] {
+        return None;
+    }
+    let (id, ts, cap) =
+        (u32_at(8) as usize, (u64::from(u32_at(12)) << 32) | u64::from(u32_at(16)), u32_at(20) as usize);
+    let packet_end = (8 + PACKET_AT).checked_add(cap)?;
+    if packet_end > len - 4 {
+        return None;
+    }
+    let iface = ng.ifaces.get(id)?;
+    if iface.link != LinkType::RAW || !matches!(iface.res, TsRes::Dec(9)) || iface.offset_s != 0 {
+        return None;
+    }
+    let opts = block.get(8 + PACKET_AT + pad4(cap)..len - 4).unwrap_or_default();
+    let (slot, ts_ns, wire_len) = packet_option(opts, true).and_then(|v| ng.metas.get(v))?;
+    *body = pos + 8..pos + len - 4;
+    m.set_pos(pos + len);
+    st.stats.bytes = (pos + len) as u64;
+    st.last_ts = ts;
+    let p = Pkt {
+        ts_ns,
+        wire_len,
+        facts: Facts::Cached(slot),
+        data: pos + 8 + PACKET_AT..pos + packet_end,
+        iface: Some(id),
+    };
+    Some(account_packet(st, p, true))
+}
+
 /// The value of the first ktrace custom option among a packet block's
 /// options: what `options(..).filter(custom).find_map(ktrace_value)` finds,
-/// without the iterator adapters (this runs once per packet).
+/// without the iterator adapters (this runs once per packet; inlined, so
+/// that the fast path's constant byte order folds in).
+#[expect(
+    clippy::inline_always,
+    reason = "measured: not inlined otherwise, and the fast path's byte order is then not folded in"
+)]
+#[inline(always)]
 fn packet_option(mut b: &[u8], le: bool) -> Option<&[u8]> {
     loop {
         let (h, rest) = b.split_first_chunk::<4>()?;
@@ -183,40 +249,35 @@ fn ktrace_value(v: &[u8], le: bool) -> Option<&[u8]> {
 }
 
 fn add_offset(ts_ns: u64, offset_s: i64) -> u64 {
+    if offset_s == 0 {
+        return ts_ns;
+    }
     let v = i128::from(ts_ns) + i128::from(offset_s) * 1_000_000_000;
     v.clamp(0, i128::from(u64::MAX)) as u64
 }
 
+/// A packet block's packet: `bytes` are its captured bytes, found at
+/// `data` in the reader's source; `pm` is its ktrace option's
+/// `(slot, ts_ns, wire_len)` ([`super::MetaCache::get`]).
+#[expect(clippy::too_many_arguments, reason = "a block's fields, read once by its parser")]
 fn packet(
     st: &mut State,
     iface: &NgIface,
+    id: usize,
     wire_ts: u64,
-    data: &[u8],
-    mapped: Option<&Mapped>,
+    bytes: &[u8],
+    data: std::ops::Range<usize>,
     orig: u32,
-    pm: Option<PacketMeta>,
-) -> Option<Item> {
-    let node = iface.kt.as_ref().and_then(|k| k.node.clone());
-    if let Some(m) = pm
+    pm: Option<(usize, u64, u32)>,
+) -> Option<Got> {
+    st.last_ts = wire_ts;
+    if let Some((slot, ts_ns, wire_len)) = pm
         && iface.link == LinkType::RAW
     {
-        let rec = PacketRecord {
-            ts_ns: m.ts_ns,
-            hook: m.hook,
-            process: m.process,
-            cgroup_id: m.cgroup_id,
-            netns_cookie: m.netns_cookie,
-            netns_ino: m.netns_ino,
-            ifindex: m.ifindex,
-            wire_len: m.wire_len,
-            data: share(mapped, data),
-            node,
-        };
-        st.last_ts = wire_ts;
-        return Some(account(st, Item::Record(Record::Packet(rec)), true));
+        let p = Pkt { ts_ns, wire_len, facts: Facts::Cached(slot), data, iface: Some(id) };
+        return Some(Got::Packet(account_packet(st, p, true)));
     }
-    st.last_ts = wire_ts;
-    let off = match l3_offset(iface.link, data) {
+    let off = match l3_offset(iface.link, bytes) {
         L3::Ip(off) => off,
         L3::NotIp => {
             st.stats.non_ip += 1;
@@ -227,16 +288,22 @@ fn packet(
             return None;
         }
     };
-    let rec = wire_record(wire_ts, share(mapped, data.get(off..).unwrap_or_default()), orig, off, node);
-    Some(account(st, Item::Record(Record::Packet(rec)), false))
+    Some(Got::Packet(account_packet(st, wire_packet(wire_ts, data, orig, off, Some(id)), false)))
 }
 
-pub(super) fn wire_record(ts_ns: u64, l3: Bytes, orig: u32, link_hdr: usize, node: Option<Arc<str>>) -> PacketRecord {
+/// A foreign packet at `data` (link header included), its IP header
+/// `link_hdr` bytes in.
+pub(super) fn wire_packet(
+    ts_ns: u64,
+    data: std::ops::Range<usize>,
+    orig: u32,
+    link_hdr: usize,
+    iface: Option<usize>,
+) -> Pkt {
+    let l3 = (data.start + link_hdr).min(data.end)..data.end;
     let l3_len = l3.len() as u32;
-    let mut r = PacketRecord::bare(ts_ns, Hook::Wire, l3);
-    // On the wire from the IP header on, like `data`, so `wire_len >
+    // On the wire from the IP header on, like the bytes, so `wire_len >
     // data.len()` means exactly "cut by the snap length".
-    r.wire_len = orig.saturating_sub(link_hdr as u32).max(l3_len);
-    r.node = node;
-    r
+    let wire_len = orig.saturating_sub(link_hdr as u32).max(l3_len);
+    Pkt { ts_ns, wire_len, facts: Facts::Wire, data: l3, iface }
 }

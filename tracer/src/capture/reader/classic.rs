@@ -2,22 +2,19 @@
 
 use super::{
     super::{
-        Item, MAX_BLOCK_LEN, ParseError,
+        MAX_BLOCK_LEN, ParseError,
         foreign::{L3, l3_offset},
-        mapped::Mapped,
         pcapng::{Cur, io_err, read_body, read_full},
     },
-    Classic, ClassicSrc, State, account,
-    blocks::wire_record,
-    share,
+    Classic, ClassicSrc, Pkt, State, account_packet,
+    blocks::wire_packet,
 };
-use crate::event::Record;
 
 /// What one classic pcap record gave.
 pub(super) enum ClassicNext {
     End,
     Skipped,
-    Item(Item),
+    Packet(Pkt),
 }
 
 /// Reads the next classic pcap record.
@@ -48,10 +45,10 @@ pub(super) fn classic_next(cl: &mut Classic, st: &mut State) -> Result<ClassicNe
             format!("packet record with captured length {cap} (over {MAX_BLOCK_LEN})"),
         ));
     }
-    let (data, mapped): (&[u8], Option<&Mapped>) = match &mut cl.src {
+    let (data, at): (&[u8], usize) = match &mut cl.src {
         ClassicSrc::Stream { r, buf } => {
             read_body(r, buf, cap as usize, start)?;
-            (buf.as_slice(), None)
+            (buf.as_slice(), 0)
         }
         ClassicSrc::Mapped(m) => {
             if m.rest().len() < 16 + cap as usize {
@@ -59,7 +56,7 @@ pub(super) fn classic_next(cl: &mut Classic, st: &mut State) -> Result<ClassicNe
             }
             let at = m.pos();
             m.set_pos(at + 16 + cap as usize);
-            (m.data().get(at + 16..at + 16 + cap as usize).unwrap_or_default(), Some(&*m))
+            (m.data().get(at + 16..at + 16 + cap as usize).unwrap_or_default(), at + 16)
         }
     };
     cl.offset = start + 16 + u64::from(cap);
@@ -76,6 +73,6 @@ pub(super) fn classic_next(cl: &mut Classic, st: &mut State) -> Result<ClassicNe
             return Ok(ClassicNext::Skipped);
         }
     };
-    let rec = wire_record(ts_ns, share(mapped, data.get(off..).unwrap_or_default()), orig, off, None);
-    Ok(ClassicNext::Item(account(st, Item::Record(Record::Packet(rec)), false)))
+    let data = at..at + data.len();
+    Ok(ClassicNext::Packet(account_packet(st, wire_packet(ts_ns, data, orig, off, None), false)))
 }
