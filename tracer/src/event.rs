@@ -271,7 +271,7 @@ impl SocketIds for PacketInfo {
 impl PacketInfo {
     /// A packet known only by its time and hook (tests, synthetic events).
     #[must_use]
-    pub fn bare(ts_ns: u64, hook: Hook) -> Self {
+    pub const fn bare(ts_ns: u64, hook: Hook) -> Self {
         Self {
             ts_ns,
             hook,

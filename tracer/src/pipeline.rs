@@ -376,14 +376,15 @@ fn decode_and_pair(
 
 /// [`decode_and_pair`] of a packet that may not be DNS (by `ports`, as
 /// [`crate::decode::is_dns`] decides), with one parse of its headers; false
-/// when it is not DNS.
+/// when it is not DNS. Owned records and packets read where they lie
+/// (`PacketRef`, replay) go through the same code.
 #[expect(clippy::too_many_arguments, reason = "the stages it runs, by reference, as `decode_and_pair`")]
 fn decode_and_pair_if_dns(
     decoder: &mut DnsDecoder,
     pairer: &mut Pairer,
     enricher: &Enricher,
     evs: &mut Vec<DnsEvent>,
-    p: crate::event::PacketRecord,
+    p: impl crate::decode::PacketInput,
     ports: &[u16],
     txs: &mut Vec<Transaction>,
     message: impl FnMut(&DnsEvent),

@@ -436,17 +436,7 @@ pub(crate) struct MetaCache {
 }
 
 /// The facts of a packet no one described (foreign captures).
-pub(crate) static WIRE_FACTS: PacketInfo = PacketInfo {
-    ts_ns: 0,
-    hook: Hook::Wire,
-    process: None,
-    cgroup_id: 0,
-    netns_cookie: 0,
-    netns_ino: 0,
-    ifindex: 0,
-    wire_len: 0,
-    node: None,
-};
+pub(crate) static WIRE_FACTS: PacketInfo = PacketInfo::bare(0, Hook::Wire);
 
 struct MetaSlot {
     /// The option value (after the PEN) last decoded into this slot; empty: unused.

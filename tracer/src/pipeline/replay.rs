@@ -23,11 +23,10 @@ use std::sync::{
     mpsc::{SyncSender, sync_channel},
 };
 
-use super::{Back, Pipeline, RunStats, Sink, decode_and_pair, decode_and_pair_if_dns, enrich_and_pair};
+use super::{Back, Pipeline, RunStats, Sink, decode_and_pair, decode_and_pair_if_dns};
 use crate::{
-    analyze::{Detector, dns::pairing::Pairer, drops::DropAnalyzer},
-    decode::{DnsDecoder, DnsEvent},
-    enrich::Enricher,
+    analyze::{Detector, drops::DropAnalyzer},
+    decode::DnsEvent,
     event::{PacketRef, Record, ResolvConfEvidence},
     model::{Transaction, drops::DropOutput},
     source::{
@@ -340,7 +339,8 @@ impl<S: Sink> Pipeline<S> {
                                         ops.push(Op::Message);
                                     }
                                 };
-                                if !decode_and_pair_ref(decoder, pairer, enricher, evs, p, ports, &mut done, message) {
+                                if !decode_and_pair_if_dns(decoder, pairer, enricher, evs, p, ports, &mut done, message)
+                                {
                                     counts.other_packets += 1;
                                 }
                                 batch.take(&mut done);
@@ -478,31 +478,12 @@ impl<S: Sink> Pipeline<S> {
         self.stats.records += 1;
         self.last_ts = self.last_ts.max(p.ts_ns);
         let Self { decoder, pairer, ctx, evs, dns_ports, back, .. } = self;
-        if !decode_and_pair_ref(decoder, pairer, &ctx.enricher, evs, p, dns_ports, &mut back.txs, |_| {}) {
+        if !decode_and_pair_if_dns(decoder, pairer, &ctx.enricher, evs, p, dns_ports, &mut back.txs, |_| {}) {
             self.stats.other_packets += 1;
             return;
         }
         self.flush();
     }
-}
-
-/// `decode_and_pair_if_dns` of a packet where it lies.
-#[expect(clippy::too_many_arguments, reason = "the stages it runs, by reference, as `decode_and_pair_if_dns`")]
-fn decode_and_pair_ref(
-    decoder: &mut DnsDecoder,
-    pairer: &mut Pairer,
-    enricher: &Enricher,
-    evs: &mut Vec<DnsEvent>,
-    p: PacketRef<'_>,
-    ports: &[u16],
-    txs: &mut Vec<Transaction>,
-    message: impl FnMut(&DnsEvent),
-) -> bool {
-    if !decoder.push_if_dns(p, ports, evs) {
-        return false;
-    }
-    enrich_and_pair(pairer, enricher, evs, txs, message);
-    true
 }
 
 /// What the sink's thread owns during a two-threaded replay.
