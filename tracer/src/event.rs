@@ -208,12 +208,6 @@ impl PacketRef<'_> {
     }
 }
 
-impl crate::decode::PacketInput for PacketRef<'_> {
-    fn with_parts<R>(self, f: impl FnOnce(PacketInfo, &[u8]) -> R) -> R {
-        f(self.info(), self.data)
-    }
-}
-
 /// What the kernel told us about a packet, without the packet: what a
 /// decoded DNS message keeps of the record it came in. The bytes are decoded
 /// where they lie (ring item, mapped capture) and not kept, so a message

@@ -10,7 +10,7 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use crate::event::{Endpoint, Hook, PacketInfo, PacketRecord, Transport};
+use crate::event::{Endpoint, Hook, PacketInfo, PacketRecord, PacketRef, Transport};
 
 use super::{
     DecodeStats, DnsEvent, Interner, dns,
@@ -66,6 +66,13 @@ impl Stream {
 pub trait PacketInput {
     /// Calls `f` with what is known about the packet and its bytes.
     fn with_parts<R>(self, f: impl FnOnce(PacketInfo, &[u8]) -> R) -> R;
+}
+
+// Here, not beside `PacketRef`: `event` sits below `decode` (tests/layers.rs).
+impl PacketInput for PacketRef<'_> {
+    fn with_parts<R>(self, f: impl FnOnce(PacketInfo, &[u8]) -> R) -> R {
+        f(self.info(), self.data)
+    }
 }
 
 impl PacketInput for PacketRecord {

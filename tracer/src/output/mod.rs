@@ -7,7 +7,10 @@ pub mod json;
 pub mod records;
 pub mod table;
 pub mod term;
+// Under `tests/`: test-only code, which tests/layers.rs does not count as a
+// dependency of `output` (it uses the test kit, which uses `output`).
 #[cfg(test)]
+#[path = "tests/testgen.rs"]
 mod testgen;
 
 pub use crate::time::{Rfc3339, rfc3339};
