@@ -217,7 +217,7 @@ fn thread_policies(pid: u32) -> Vec<(String, u32)> {
 
 /// Idle priority is the default of live tracing: once ktrace reads the ring,
 /// every thread but the booster runs under `SCHED_IDLE`, and `--sched-normal`
-/// keeps all at normal priority. The catch-up path: with a 1 MiB ring and
+/// keeps all at normal priority. The catch-up path: with a 1 MiB ring per CPU and
 /// ktrace stopped (SIGSTOP) while 600 queries happen, the ring backs up past
 /// a quarter (the kernel's forced wakeup); after SIGCONT the booster raises
 /// ktrace (the exit line counts it) and every query is delivered, none lost.
@@ -238,7 +238,7 @@ fn idle_priority_is_the_default_and_catches_up() {
     let exit = err.iter().find(|l| l.starts_with("ktrace: stopped: ")).expect("exit line");
     assert!(!exit.contains("--sched-idle"), "{exit}");
 
-    let kt = Ktrace::start(&["dns", "-o", "json", "--ring-mib", "1", "--duration", "60s", "--netns", &net.client]);
+    let kt = Ktrace::start(&["dns", "-o", "json", "--ring-mib", "2", "--duration", "60s", "--netns", &net.client]);
     // Live sources switch to idle when they start reading, just after "attached".
     let mut threads = Vec::new();
     for _ in 0..100 {
@@ -257,9 +257,13 @@ fn idle_priority_is_the_default_and_catches_up() {
     );
     let pid = nix::unistd::Pid::from_raw(i32::try_from(kt.pid()).expect("pid"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
-    // 600 queries × 4 events (query and answer at both sockets) ≈ 500 KB:
-    // past the 256 KiB wakeup mark, short of the 1 MiB ring.
-    let n_queries = 600;
+    // `--ring-mib 2` is a 1 MiB ring per CPU (two CPUs). 800 queries × 4
+    // events (query and answer at both sockets, ~230 B each) ≈ 740 KB,
+    // split between the CPUs of dig and dnsmasq however the scheduler
+    // placed them: the fuller ring holds at least half (≈ 370 KB, past its
+    // 256 KiB wakeup mark) and at most all of it (short of 1 MiB). With a
+    // 512 KiB ring per CPU, both on one CPU overflowed it.
+    let n_queries = 800;
     let batch = std::env::temp_dir().join(format!("ktt2i-{}.dig", std::process::id()));
     std::fs::write(&batch, "+short +tries=1 +time=2 @10.253.0.1 example.test A\n".repeat(n_queries))
         .expect("batch file");
