@@ -185,9 +185,23 @@ impl Encoder {
     }
 
     /// Sizes the pool of retired chunks for a history of `bytes` (chunks
-    /// beyond it are freed once unused).
+    /// beyond it are freed once unused), and fills it now with the chunks a
+    /// full history takes, their pages touched: a daemon fills its history
+    /// anyway, and faulting fresh pages in while records arrive was the
+    /// agent's largest cost at 10k DNS messages/s (`clear_page_erms` 24 % of
+    /// its samples in a 10 s run, the first 10 s being the fill). The
+    /// resident memory this takes at start is what a full history holds.
     pub fn recycle_for(&mut self, history_bytes: usize) {
         self.max_retired = history_bytes / ARENA_CHUNK + 8;
+        let page = 4096;
+        while self.retired.len() < history_bytes / ARENA_CHUNK {
+            let mut c = BytesMut::with_capacity(ARENA_CHUNK);
+            for b in c.spare_capacity_mut().iter_mut().step_by(page) {
+                b.write(0);
+            }
+            self.chunks += 1;
+            self.retired.push_back(c);
+        }
     }
 
     /// Makes room for `need` more bytes in the arena, moving to a fresh or
@@ -198,7 +212,7 @@ impl Encoder {
         if self.arena.capacity() - self.arena.len() < need {
             // The first arena is the empty `BytesMut::new()`: never a chunk to
             // reuse (kept in the pool, it would block the reuse of every other).
-            let allocated = self.chunks > 0;
+            let allocated = self.arena.capacity() > 0;
             let next = self.next_chunk(need);
             let full = std::mem::replace(&mut self.arena, next);
             if allocated && self.retired.len() < self.max_retired {

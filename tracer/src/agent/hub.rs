@@ -146,6 +146,15 @@ impl Hub {
     #[must_use]
     pub fn new(head: Bytes, max_bytes: usize) -> Self {
         let (live, _) = broadcast::channel(Self::LIVE_CAPACITY);
+        // Sized for a full history of typical entries (a DNS packet's blocks
+        // and overhead are ~300 bytes) and touched now, as the encoder's
+        // arena is: no doubling (a copy of the ring each time) nor fresh
+        // pages faulted in while the history fills; smaller entries still
+        // grow it.
+        let mut history = VecDeque::with_capacity(max_bytes / 256);
+        let blank = Entry { ts_ns: 0, kind: EntryKind::Context, pods: None, bytes: Bytes::new() };
+        history.resize(history.capacity(), blank);
+        history.clear();
         Self {
             inner: Mutex::new(Inner {
                 head,
@@ -153,7 +162,7 @@ impl Hub {
                 snapshot: None,
                 netstate: None,
                 resolv: VecDeque::new(),
-                history: VecDeque::new(),
+                history,
                 history_bytes: 0,
                 max_bytes,
             }),
