@@ -72,7 +72,14 @@ pub struct LiveSource {
     scoped_socks: std::collections::HashSet<u64>,
     /// Turns the kernel's reference items back into packets (`bpf::dedupe`).
     dedupe: dedupe::Resolver,
+    /// How often the rings are drained and a [`LiveEvent::Tick`] is handed
+    /// on when the kernel does not force a wakeup ([`TICK`] unless set).
+    pub tick: Duration,
 }
+
+/// The default drain interval: short enough that `ktrace dns` shows rows as
+/// they happen, long enough that the wakeups cost little beside the records.
+pub const TICK: Duration = Duration::from_millis(10);
 
 impl LiveSource {
     /// Wraps an attached capture.
@@ -88,6 +95,7 @@ impl LiveSource {
             cgroup_scope: Vec::new(),
             scoped_socks: std::collections::HashSet::new(),
             dedupe: dedupe::Resolver::default(),
+            tick: TICK,
         }
     }
 
@@ -197,7 +205,7 @@ impl LiveSource {
         // A signal that came between attaching and here was caught by
         // `hold_stop_signals`: stop now, as if it had come a moment later.
         let early = STOP_REQUESTED.load(Ordering::Relaxed);
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let mut tick = tokio::time::interval(self.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let deadline = duration.map(|d| tokio::time::Instant::now() + d);
         let sleep = tokio::time::sleep_until(
