@@ -131,7 +131,7 @@ pub fn decode_with(payload: &[u8], names: &mut Interner) -> Result<DnsMessage, D
         recursion_desired: flags & 0x0100 != 0,
         qname,
         qtype,
-        answers: Vec::new(),
+        answers: if ancount > 0 { Vec::with_capacity(usize::from(ancount).min(MAX_ANSWERS)) } else { Vec::new() },
         ancount,
     };
     // A query is header and question: nothing more to walk.
@@ -190,9 +190,6 @@ fn walk_records(
     for _ in 0..extra_questions {
         off = read_name(m, off, None)? + 4;
     }
-    if an > 0 {
-        msg.answers = Vec::with_capacity(usize::from(an).min(MAX_ANSWERS));
-    }
     for _ in 0..an {
         let keep = msg.answers.len() < MAX_ANSWERS;
         // Most owner names are a pointer to the question's name (0xc00c):
@@ -212,10 +209,15 @@ fn walk_records(
         };
         let (rtype, ttl, rd_start, rd_end) = rr_fixed(m, after)?;
         if let Some(name) = name {
+            let rd = m.get(rd_start..rd_end);
             let data = if rtype == 1
-                && let Some(&[a, b, c, d]) = m.get(rd_start..rd_end)
+                && let Some(&[a, b, c, d]) = rd
             {
                 names.addr4([a, b, c, d])
+            } else if rtype == 28
+                && let Some(a) = rd.and_then(|rd| <[u8; 16]>::try_from(rd).ok())
+            {
+                names.addr6(a)
             } else {
                 let buf = buf.get_or_insert_with(|| names.take_buf());
                 render_rdata(m, rtype, rd_start, rd_end, buf);
@@ -416,6 +418,11 @@ pub(super) fn push_dotted_quad(s: &mut String, a: [u8; 4]) {
     }
 }
 
+/// `Ipv6Addr`'s `Display` form (every AAAA answer rendered goes through here).
+pub(super) fn push_ipv6(s: &mut String, a: [u8; 16]) {
+    let _ = write!(s, "{}", Ipv6Addr::from(a));
+}
+
 /// [`push_dotted_quad`] into a new string (what the tests check).
 #[cfg(test)]
 fn dotted_quad(a: [u8; 4]) -> String {
@@ -445,10 +452,7 @@ fn render_known(m: &[u8], rtype: u16, start: usize, end: usize, s: &mut String) 
             let a: [u8; 4] = rd.try_into().ok()?;
             push_dotted_quad(s, a);
         }
-        28 => {
-            let a: [u8; 16] = rd.try_into().ok()?;
-            let _ = write!(s, "{}", Ipv6Addr::from(a));
-        }
+        28 => push_ipv6(s, rd.try_into().ok()?),
         // NS, CNAME, PTR, DNAME
         2 | 5 | 12 | 39 => {
             let next = push_name_in(s, m, start, end)?;
@@ -840,7 +844,7 @@ mod tests {
     }
 
     /// The shortcuts for a question name seen just before (its wire bytes
-    /// matched in place) and for known A addresses decode exactly as the
+    /// matched in place) and for known A/AAAA addresses decode exactly as the
     /// general path does, on names that share a prefix or a wire form with
     /// the one before them, or end in a pointer, a cut or a bad label.
     #[test]
@@ -855,6 +859,16 @@ mod tests {
             build(4, 0x0100, "A.example", 1, &[], None),
             build(5, 0x8180, "b.example", 1, &[(1, &[10, 0, 0, 2]), (1, &[10, 0, 0, 1])], None),
         ];
+        // AAAA answers, cached by address: plain, v4-mapped, zero runs, and
+        // one a byte short (rendered generically).
+        let v6: Vec<[u8; 16]> = ["2001:db8::1", "::ffff:10.0.0.1", "::", "fe80:0:0:1::2"]
+            .iter()
+            .map(|a| a.parse::<Ipv6Addr>().unwrap().octets())
+            .collect();
+        let aaaa: Vec<(u16, &[u8])> = v6.iter().map(|a| (28, &a[..])).chain([(28, &v6[0][..15])]).collect();
+        cases.push(build(6, 0x8180, "c.example", 28, &aaaa, None));
+        let back: Vec<(u16, &[u8])> = aaaa.iter().rev().copied().collect();
+        cases.push(build(7, 0x8180, "c.example", 28, &back, None));
         // The same labels, then a pointer instead of the root; then a label
         // type that is reserved; then cut right after the name.
         let mut ptr = base.clone();

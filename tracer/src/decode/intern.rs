@@ -33,10 +33,11 @@ pub struct Interner {
     /// slot holds a checked name with its rendering, so matching its bytes
     /// is enough.
     last_wire: usize,
-    /// IPv4 addresses of A answers → their shared dotted quad: an address
-    /// seen before is neither rendered nor hashed as a string.
-    /// `ADDR4_SLOTS` slots, direct-mapped.
-    addr4: Vec<Addr4Slot>,
+    /// Addresses of A and AAAA answers → their shared presentation form:
+    /// an address seen before is neither rendered nor hashed as a string.
+    /// `ADDR_SLOTS` slots each, direct-mapped.
+    addr4: Vec<AddrSlot<4>>,
+    addr6: Vec<AddrSlot<16>>,
     /// False for a one-off decode: every string is allocated, nothing kept.
     cached: bool,
     /// The decoder's scratch string, lent out while a message is rendered.
@@ -53,10 +54,16 @@ struct WireSlot {
     s: Option<Arc<str>>,
 }
 
-#[derive(Clone, Debug, Default)]
-struct Addr4Slot {
-    addr: [u8; 4],
+#[derive(Clone, Debug)]
+struct AddrSlot<const N: usize> {
+    addr: [u8; N],
     s: Option<Arc<str>>,
+}
+
+impl<const N: usize> Default for AddrSlot<N> {
+    fn default() -> Self {
+        Self { addr: [0; N], s: None }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -89,6 +96,7 @@ impl Interner {
             wire_seed: 0,
             last_wire: 0,
             addr4: Vec::new(),
+            addr6: Vec::new(),
             seed: crate::hash::Seed::default(),
             cached: true,
             buf: String::new(),
@@ -209,45 +217,57 @@ impl Interner {
         self.last_wire = set;
     }
 
-    /// Direct-mapped slots of IPv4 answer addresses.
-    const ADDR4_SLOTS: usize = 1024;
+    /// Direct-mapped slots per address family.
+    const ADDR_SLOTS: usize = 1024;
 
-    /// The dotted quad of the A answer address `a`, rendered only when not
-    /// known (or not cached).
+    /// The dotted quad of the A answer address `a`.
     pub(super) fn addr4(&mut self, a: [u8; 4]) -> Arc<str> {
-        if self.cached
-            && let Some(slot) = self.addr4_slot(a)
-            && slot.addr == a
-            && let Some(s) = &slot.s
-        {
-            let s = Arc::clone(s);
-            self.hits += 1;
-            return s;
-        }
-        let mut buf = self.take_buf();
-        super::dns::push_dotted_quad(&mut buf, a);
-        let s = self.intern(&buf);
-        self.put_buf(buf);
-        if let Some(slot) = self.addr4_slot(a) {
-            *slot = Addr4Slot { addr: a, s: Some(Arc::clone(&s)) };
-        }
-        s
+        self.addr(a, |t| &mut t.addr4, super::dns::push_dotted_quad)
     }
 
-    /// The slot of `a` (None when not cached); allocates the table on first use.
-    fn addr4_slot(&mut self, a: [u8; 4]) -> Option<&mut Addr4Slot> {
-        if !self.cached {
-            return None;
-        }
-        if self.addr4.is_empty() {
-            self.addr4 = vec![Addr4Slot::default(); Self::ADDR4_SLOTS];
+    /// The presentation form of the AAAA answer address `a` (as
+    /// `Ipv6Addr`'s `Display`, which costs a thousand instructions).
+    pub(super) fn addr6(&mut self, a: [u8; 16]) -> Arc<str> {
+        self.addr(a, |t| &mut t.addr6, super::dns::push_ipv6)
+    }
+
+    /// The shared `render`ing of the address `a`, from `table` when it was
+    /// seen (and cached), else rendered, interned and kept there.
+    fn addr<const N: usize>(
+        &mut self,
+        a: [u8; N],
+        table: fn(&mut Self) -> &mut Vec<AddrSlot<N>>,
+        render: fn(&mut String, [u8; N]),
+    ) -> Arc<str> {
+        let at = if self.cached {
             if self.wire_seed == 0 {
                 self.wire_seed = std::hash::BuildHasher::hash_one(&self.seed, 0x5eed_u64) | 1;
             }
+            // Seeded, so a sender cannot aim its addresses at one slot.
+            let (lo, hi) = if N >= 8 { (le64(&a, 0), le64(&a, N - 8)) } else { (le32(&a, 0), 0) };
+            let at = (fold_mul(lo ^ self.wire_seed, hi ^ MUL) >> 54) as usize & (Self::ADDR_SLOTS - 1);
+            let t = table(self);
+            if t.is_empty() {
+                *t = vec![AddrSlot::default(); Self::ADDR_SLOTS];
+            }
+            if let Some(s) = t.get(at).filter(|e| e.addr == a).and_then(|e| e.s.clone()) {
+                self.hits += 1;
+                return s;
+            }
+            Some(at)
+        } else {
+            None
+        };
+        let mut buf = self.take_buf();
+        render(&mut buf, a);
+        let s = self.intern(&buf);
+        self.put_buf(buf);
+        if let Some(at) = at
+            && let Some(e) = table(self).get_mut(at)
+        {
+            *e = AddrSlot { addr: a, s: Some(Arc::clone(&s)) };
         }
-        // Seeded, so a sender cannot aim its addresses at one slot.
-        let h = fold_mul(u64::from(u32::from_ne_bytes(a)) ^ self.wire_seed, MUL);
-        self.addr4.get_mut((h >> 54) as usize & (Self::ADDR4_SLOTS - 1))
+        s
     }
 
     /// Lookups answered from the cache and lookups that allocated.
