@@ -107,48 +107,19 @@ pub fn decode(payload: &[u8]) -> Result<DnsMessage, DnsError> {
 /// # Errors
 /// As [`decode`].
 pub fn decode_with(payload: &[u8], names: &mut Interner) -> Result<DnsMessage, DnsError> {
-    let mut buf = names.take_buf();
-    let r = decode_into(payload, names, &mut buf);
-    names.put_buf(buf);
-    r
-}
-
-fn decode_into(payload: &[u8], names: &mut Interner, buf: &mut String) -> Result<DnsMessage, DnsError> {
     let m = payload;
-    if m.len() < 12 {
+    let Some(h) = m.first_chunk::<12>() else {
         return Err(DnsError::Truncated(m.len()));
-    }
-    let id = be16(m, 0)?;
-    let flags = be16(m, 2)?;
-    let qdcount = be16(m, 4)?;
-    let ancount = be16(m, 6)?;
-    let nscount = be16(m, 8)?;
-    let arcount = be16(m, 10)?;
+    };
+    let be = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
+    let (id, flags, qdcount, ancount, nscount, arcount) = (be(0), be(2), be(4), be(6), be(8), be(10));
     if qdcount == 0 {
         return Err(DnsError::NoQuestion);
     }
     // The question's name is nearly always plain labels, and the same name
     // comes back message after message: known by its wire form, it is not
     // rendered again.
-    let plain = plain_name_end(m, 12);
-    let (hash, known) = match plain {
-        Some(end) => names.lookup_wire(&m[12..end]),
-        None => (0, None),
-    };
-    let (qname, off) = if let (Some(q), Some(end)) = (known, plain) {
-        (q, end)
-    } else {
-        buf.clear();
-        let off = read_name(m, 12, Some(buf))?;
-        if buf.is_empty() {
-            buf.push('.');
-        }
-        let q = names.intern(buf);
-        if let Some(end) = plain {
-            names.store_wire(hash, &m[12..end], &q);
-        }
-        (q, off)
-    };
+    let (qname, off) = if let Some(recent) = names.recent_wire(m, 12) { recent } else { question_name(m, names)? };
     let qtype = be16(m, off)?;
     be16(m, off + 2)?; // qclass: must be there, not needed
     let mut msg = DnsMessage {
@@ -160,31 +131,64 @@ fn decode_into(payload: &[u8], names: &mut Interner, buf: &mut String) -> Result
         recursion_desired: flags & 0x0100 != 0,
         qname,
         qtype,
-        answers: Vec::new(),
+        answers: if ancount > 0 { Vec::with_capacity(usize::from(ancount).min(MAX_ANSWERS)) } else { Vec::new() },
         ancount,
     };
+    // A query is header and question: nothing more to walk.
+    if qdcount == 1 && ancount == 0 && nscount == 0 && arcount == 0 {
+        return Ok(msg);
+    }
     // A malformed tail keeps what was decoded: the caller still pairs on
     // header + question, and answers.len() < ancount shows the loss.
     let counts = [qdcount - 1, ancount, nscount, arcount];
-    let _ = walk_records(m, off + 4, counts, &mut msg, names, buf);
+    let mut buf = None;
+    let _ = walk_records(m, off + 4, counts, &mut msg, names, &mut buf);
+    if let Some(buf) = buf {
+        names.put_buf(buf);
+    }
     Ok(msg)
 }
 
+/// The first question's name and the offset after it: from the wire-form
+/// cache when it is plain labels seen before, else read and rendered.
+fn question_name(m: &[u8], names: &mut Interner) -> Result<(Arc<str>, usize), DnsError> {
+    let plain = plain_name_end(m, 12);
+    let (hash, known) = match plain {
+        Some(end) => names.lookup_wire(&m[12..end]),
+        None => (0, None),
+    };
+    if let (Some(q), Some(end)) = (known, plain) {
+        return Ok((q, end));
+    }
+    let mut buf = names.take_buf();
+    let r = read_name(m, 12, Some(&mut buf)).map(|off| {
+        if buf.is_empty() {
+            buf.push('.');
+        }
+        (names.intern(&buf), off)
+    });
+    names.put_buf(buf);
+    let (q, off) = r?;
+    if let Some(end) = plain {
+        names.store_wire(hash, &m[12..end], &q);
+    }
+    Ok((q, off))
+}
+
 /// Walks the rest of the message: extra questions, answers (rendered),
-/// authority (skipped), additional (OPT sought).
+/// authority (skipped), additional (OPT sought). `buf` is the interner's
+/// scratch string, taken when something has to be rendered (the caller
+/// gives it back).
 fn walk_records(
     m: &[u8],
     mut off: usize,
     [extra_questions, an, ns, ar]: [u16; 4],
     msg: &mut DnsMessage,
     names: &mut Interner,
-    buf: &mut String,
+    buf: &mut Option<String>,
 ) -> Result<(), DnsError> {
     for _ in 0..extra_questions {
         off = read_name(m, off, None)? + 4;
-    }
-    if an > 0 && msg.answers.capacity() == 0 {
-        msg.answers.reserve_exact(usize::from(an).min(MAX_ANSWERS));
     }
     for _ in 0..an {
         let keep = msg.answers.len() < MAX_ANSWERS;
@@ -195,6 +199,7 @@ fn walk_records(
         } else if m.get(off..off + 2) == Some(&[0xc0, 12]) {
             (Some(Arc::clone(&msg.qname)), off + 2)
         } else {
+            let buf = buf.get_or_insert_with(|| names.take_buf());
             buf.clear();
             let after = read_name(m, off, Some(buf))?;
             if buf.is_empty() {
@@ -204,8 +209,21 @@ fn walk_records(
         };
         let (rtype, ttl, rd_start, rd_end) = rr_fixed(m, after)?;
         if let Some(name) = name {
-            render_rdata(m, rtype, rd_start, rd_end, buf);
-            msg.answers.push(Answer { name, rtype: RType(rtype), ttl, data: names.intern(buf) });
+            let rd = m.get(rd_start..rd_end);
+            let data = if rtype == 1
+                && let Some(&[a, b, c, d]) = rd
+            {
+                names.addr4([a, b, c, d])
+            } else if rtype == 28
+                && let Some(a) = rd.and_then(|rd| <[u8; 16]>::try_from(rd).ok())
+            {
+                names.addr6(a)
+            } else {
+                let buf = buf.get_or_insert_with(|| names.take_buf());
+                render_rdata(m, rtype, rd_start, rd_end, buf);
+                names.intern(buf)
+            };
+            msg.answers.push(Answer { name, rtype: RType(rtype), ttl, data });
         }
         off = rd_end;
     }
@@ -385,7 +403,7 @@ fn render_rdata(m: &[u8], rtype: u16, start: usize, end: usize, s: &mut String) 
 
 /// `Ipv4Addr`'s `Display` form, written without the formatting machinery
 /// (every A answer goes through here).
-fn push_dotted_quad(s: &mut String, a: [u8; 4]) {
+pub(super) fn push_dotted_quad(s: &mut String, a: [u8; 4]) {
     for (i, o) in a.into_iter().enumerate() {
         if i > 0 {
             s.push('.');
@@ -398,6 +416,11 @@ fn push_dotted_quad(s: &mut String, a: [u8; 4]) {
         }
         s.push(char::from(b'0' + o % 10));
     }
+}
+
+/// `Ipv6Addr`'s `Display` form (every AAAA answer rendered goes through here).
+pub(super) fn push_ipv6(s: &mut String, a: [u8; 16]) {
+    let _ = write!(s, "{}", Ipv6Addr::from(a));
 }
 
 /// [`push_dotted_quad`] into a new string (what the tests check).
@@ -429,10 +452,7 @@ fn render_known(m: &[u8], rtype: u16, start: usize, end: usize, s: &mut String) 
             let a: [u8; 4] = rd.try_into().ok()?;
             push_dotted_quad(s, a);
         }
-        28 => {
-            let a: [u8; 16] = rd.try_into().ok()?;
-            let _ = write!(s, "{}", Ipv6Addr::from(a));
-        }
+        28 => push_ipv6(s, rd.try_into().ok()?),
         // NS, CNAME, PTR, DNAME
         2 | 5 | 12 | 39 => {
             let next = push_name_in(s, m, start, end)?;
@@ -821,6 +841,68 @@ mod tests {
         let b = decode_with(&bases[1], &mut names).unwrap().qname;
         assert!(Arc::ptr_eq(&a, &b));
         assert!(names.counts().0 > 20_000, "the caches answer repeats");
+    }
+
+    /// The shortcuts for a question name seen just before (its wire bytes
+    /// matched in place) and for known A/AAAA addresses decode exactly as the
+    /// general path does, on names that share a prefix or a wire form with
+    /// the one before them, or end in a pointer, a cut or a bad label.
+    #[test]
+    fn recent_name_shortcut_is_the_general_decoding() {
+        let mut names = Interner::new();
+        let base = build(1, 0x8180, "a.example", 1, &[(1, &[10, 0, 0, 1]), (1, &[10, 0, 0, 2])], None);
+        let name_end = 12 + 11;
+        let mut cases = vec![
+            base.clone(),
+            build(2, 0x0100, "a.example.com", 1, &[], None),
+            build(3, 0x0100, "a.exampl", 1, &[], None),
+            build(4, 0x0100, "A.example", 1, &[], None),
+            build(5, 0x8180, "b.example", 1, &[(1, &[10, 0, 0, 2]), (1, &[10, 0, 0, 1])], None),
+        ];
+        // AAAA answers, cached by address: plain, v4-mapped, zero runs, and
+        // one a byte short (rendered generically).
+        let v6: Vec<[u8; 16]> = ["2001:db8::1", "::ffff:10.0.0.1", "::", "fe80:0:0:1::2"]
+            .iter()
+            .map(|a| a.parse::<Ipv6Addr>().unwrap().octets())
+            .collect();
+        let aaaa: Vec<(u16, &[u8])> = v6.iter().map(|a| (28, &a[..])).chain([(28, &v6[0][..15])]).collect();
+        cases.push(build(6, 0x8180, "c.example", 28, &aaaa, None));
+        let back: Vec<(u16, &[u8])> = aaaa.iter().rev().copied().collect();
+        cases.push(build(7, 0x8180, "c.example", 28, &back, None));
+        // The same labels, then a pointer instead of the root; then a label
+        // type that is reserved; then cut right after the name.
+        let mut ptr = base.clone();
+        ptr.splice(name_end - 1..name_end, [0xc0, 12]);
+        cases.push(ptr);
+        let mut reserved = base.clone();
+        reserved[name_end - 1] = 0x40;
+        cases.push(reserved);
+        cases.push(base[..name_end].to_vec());
+        cases.push(base[..name_end - 1].to_vec());
+        for i in 0..cases.len() {
+            for j in 0..cases.len() {
+                for m in [&cases[i], &cases[j], &cases[i]] {
+                    assert_eq!(decode_with(m, &mut names), decode(m), "{i} {j}: {m:02x?}");
+                }
+            }
+        }
+    }
+
+    /// The committed fuzz seeds decode through the shared caches and their
+    /// shortcuts exactly as a one-off decode does, twice in a row.
+    #[test]
+    fn fuzz_seeds_decode_as_one_offs() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/dns_decode");
+        let mut names = Interner::new();
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).expect("fuzz/seeds/dns_decode") {
+            let m = std::fs::read(e.expect("seed").path()).expect("seed bytes");
+            for _ in 0..2 {
+                assert_eq!(decode_with(&m, &mut names), decode(&m), "{m:02x?}");
+            }
+            n += 1;
+        }
+        assert!(n > 10, "only {n} seeds");
     }
 
     #[test]

@@ -268,6 +268,46 @@ fn l3(data: &[u8]) -> Result<L3<'_>, PacketError> {
 /// first missing field; [`PacketError::Fragment`] for non-first fragments;
 /// [`PacketError::NotUdpTcp`] for other protocols.
 pub fn parse(data: &[u8]) -> Result<L4View<'_>, PacketError> {
+    match parse_v4_udp(data) {
+        Some(v) => Ok(v),
+        None => parse_general(data),
+    }
+}
+
+/// [`parse`] of the packet DNS nearly always is: IPv4 without options, not
+/// a fragment, UDP with a usable length field, all of it captured. None for
+/// anything else, which [`parse_general`] then reads (and reports).
+#[inline]
+fn parse_v4_udp(d: &[u8]) -> Option<L4View<'_>> {
+    let h = d.first_chunk::<28>()?;
+    // Version 4, IHL 5; flags: only DF (no MF, no reserved bit), offset 0.
+    if h[0] != 0x45 || h[9] != PROTO_UDP || h[6] & 0xbf != 0 || h[7] != 0 {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+    let ulen = usize::from(u16::from_be_bytes([h[24], h[25]]));
+    if total < 28 || total > d.len() || ulen < 8 {
+        return None;
+    }
+    let body = d.get(28..total)?;
+    let payload_len = ulen - 8;
+    Some(L4View {
+        src: IpAddr::V4(Ipv4Addr::new(h[12], h[13], h[14], h[15])),
+        dst: IpAddr::V4(Ipv4Addr::new(h[16], h[17], h[18], h[19])),
+        sport: u16::from_be_bytes([h[20], h[21]]),
+        dport: u16::from_be_bytes([h[22], h[23]]),
+        transport: Transport::Udp,
+        ip_id: u16::from_be_bytes([h[4], h[5]]),
+        tcp_seq: 0,
+        tcp_flags: 0,
+        payload: body.get(..payload_len.min(body.len())).unwrap_or(body),
+        payload_len,
+        first_fragment: false,
+    })
+}
+
+/// [`parse`] of any packet.
+fn parse_general(data: &[u8]) -> Result<L4View<'_>, PacketError> {
     // What `read(data)?.l4()` gives, without building the lax view: this
     // runs twice per packet on the DNS path.
     let l3 = l3(data)?;
@@ -901,6 +941,54 @@ mod tests {
             buf[0] = if i % 2 == 0 { 0x45 } else { 0x60 };
             let n = (rng.0 as usize) % buf.len();
             let _ = parse(&buf[..n]);
+        }
+    }
+
+    /// The IPv4/UDP fast path reads every packet it takes exactly as the
+    /// general parser does, and leaves the rest to it: valid packets with
+    /// one byte of the IP/UDP headers changed (flags, length fields, IHL,
+    /// protocol), cut anywhere, with trailing padding.
+    #[test]
+    fn fast_path_is_the_general_parse() {
+        let mut rng = Rng(Rng::SEED ^ 0x0f57);
+        let bases = [
+            ipv4_frag(17, 0x4000, &[], &udp(40000, 53, &[7u8; 40])),
+            ipv4_frag(17, 0, &[], &udp(53, 5353, b"")),
+            ipv4_frag(17, 0, &[], &udp(1, 2, &[1u8; 3])),
+        ];
+        let mut fast = 0;
+        for i in 0..30_000u32 {
+            let x = rng.next();
+            let mut p = bases[i as usize % bases.len()].clone();
+            if i % 4 != 0 {
+                let at = (x as usize >> 8) % 28;
+                p[at] = (x >> 40) as u8;
+            }
+            if i % 5 == 0 {
+                p.extend_from_slice(&[0xee; 6]);
+            }
+            let cut = if i % 3 == 0 { (x >> 16) as usize % (p.len() + 1) } else { p.len() };
+            let p = &p[..cut];
+            let general = parse_general(p);
+            if let Some(v) = parse_v4_udp(p) {
+                fast += 1;
+                assert_eq!(Ok(v), general, "{p:02x?}");
+            }
+            assert_eq!(parse(p), general, "{p:02x?}");
+        }
+        assert!(fast > 10_000, "the fast path took only {fast}");
+        // The committed fuzz seeds: each is packets behind two length bytes.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/packet_parse");
+        for e in std::fs::read_dir(&dir).expect("fuzz/seeds/packet_parse") {
+            let data = std::fs::read(e.expect("seed").path()).expect("seed bytes");
+            assert_eq!(parse(&data), parse_general(&data));
+            let mut rest = &data[..];
+            while let [a, b, tail @ ..] = rest {
+                let n = usize::from(u16::from_be_bytes([*a, *b])).min(tail.len());
+                let (pkt, next) = tail.split_at(n);
+                assert_eq!(parse(pkt), parse_general(pkt), "{pkt:02x?}");
+                rest = next;
+            }
         }
     }
 }
