@@ -736,23 +736,23 @@ fn current(pending: &Slots<Key, Pending>, order: (u64, u64), i: u32) -> bool {
 }
 
 /// One more lookup (in slot `i`) under `k`, hashed `h`, in a join index.
-fn join_group<K: Copy + Eq>(t: &mut Table<Group<K>>, h: u64, k: K, i: u32) {
-    if let Some(pos) = t.find(h, |g| g.key == k) {
-        let g = t.at_mut(pos);
-        g.n += 1;
-        g.one = None;
+fn join_group<K: Copy + Eq>(index: &mut Table<Group<K>>, hash: u64, key: K, slot: u32) {
+    if let Some(pos) = index.find(hash, |g| g.key == key) {
+        let group = index.at_mut(pos);
+        group.n += 1;
+        group.one = None;
     } else {
-        t.insert(h, Group { key: k, one: Some(i), n: 1 });
+        index.insert(hash, Group { key, one: Some(slot), n: 1 });
     }
 }
 
 /// One fewer lookup under `k` in a join index.
-fn leave_group<K: Copy + Eq>(t: &mut Table<Group<K>>, h: u64, k: K) {
-    if let Some(pos) = t.find(h, |g| g.key == k) {
-        let g = t.at_mut(pos);
-        g.n = g.n.saturating_sub(1);
-        if g.n == 0 {
-            t.remove_at(pos);
+fn leave_group<K: Copy + Eq>(index: &mut Table<Group<K>>, hash: u64, key: K) {
+    if let Some(pos) = index.find(hash, |g| g.key == key) {
+        let group = index.at_mut(pos);
+        group.n = group.n.saturating_sub(1);
+        if group.n == 0 {
+            index.remove_at(pos);
         }
     }
 }

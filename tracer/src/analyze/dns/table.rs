@@ -36,7 +36,7 @@ impl<E> Default for Table<E> {
 
 impl<E: Copy + std::fmt::Debug> std::fmt::Debug for Table<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Table").field("len", &self.len).field("buckets", &self.hashes.len()).finish()
+        f.debug_struct("Table").field("len", &self.len).field("buckets", &self.hashes.len()).finish_non_exhaustive()
     }
 }
 
