@@ -19,6 +19,7 @@ mod fanout;
 pub mod pairing;
 mod slots;
 mod storm;
+mod table;
 mod upstream;
 
 use std::{collections::VecDeque, fmt::Write as _, hash::BuildHasher as _, net::IpAddr, sync::Arc};

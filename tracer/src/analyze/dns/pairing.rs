@@ -31,7 +31,10 @@ use std::collections::VecDeque;
 
 use std::hash::BuildHasher as _;
 
-use super::slots::{Hashed, Slots, Window};
+use super::{
+    slots::{Hashed, Slots, Window},
+    table::Table,
+};
 use crate::hash::{PreHashedMap, Seed};
 
 use crate::{
@@ -176,24 +179,17 @@ impl Loose {
     }
 }
 
-impl std::hash::Hash for Loose {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.mix());
-    }
-}
-
-/// The by-client join index's key: a loose key and the client address.
-#[derive(Clone, Copy, Debug)]
+/// The by-client join index's key: a loose key and the client address
+/// (hashed by [`by_client_hash`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct ByClient {
     loose: Loose,
     client: Endpoint,
-    h: u64,
 }
 
 impl ByClient {
-    /// `h` is [`by_client_hash`] of `k`.
-    fn with(k: &Key, h: u64) -> Self {
-        Self { loose: Loose::of(k), client: k.client, h }
+    fn of(k: &Key) -> Self {
+        Self { loose: Loose::of(k), client: k.client }
     }
 }
 
@@ -204,25 +200,14 @@ fn by_client_hash(seed: &Seed, k: &Key) -> u64 {
     seed.hash_one((Loose::of(k).mix(), c0, c1))
 }
 
-impl PartialEq for ByClient {
-    fn eq(&self, o: &Self) -> bool {
-        self.h == o.h && self.loose == o.loose && self.client == o.client
-    }
-}
-
-impl Eq for ByClient {}
-
-impl std::hash::Hash for ByClient {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.h);
-    }
-}
-
 /// Lookups seen from one side only sharing a [`Loose`] key (and, in the
-/// by-client index, a client address): the one key if there is exactly one.
+/// by-client index, a client address): the in-flight slot of the one
+/// lookup while there has been exactly one since the group formed (a group
+/// that ever held two stays ambiguous until it empties).
 #[derive(Clone, Copy, Debug)]
-struct Slot {
-    key: Option<Key>,
+struct Group<K> {
+    key: K,
+    one: Option<u32>,
     n: u32,
 }
 
@@ -275,9 +260,9 @@ pub struct Pairer {
     /// A joined view's key → the key its transaction waits under.
     aliases: PreHashedMap<Key, Key>,
     /// One-sided lookups by (loose key, client address): DNAT joins.
-    by_client: PreHashedMap<ByClient, Slot>,
+    by_client: Table<Group<ByClient>>,
     /// One-sided lookups by loose key alone: SNAT joins.
-    by_query: PreHashedMap<Loose, Slot>,
+    by_query: Table<Group<Loose>>,
 }
 
 impl Pairer {
@@ -323,31 +308,34 @@ impl Pairer {
         }
     }
 
-    /// The key the transaction of the sighting `key` waits under, and the
-    /// side the sighting counts as: a joined view's Wire sighting is the
-    /// resolver's (the client's view was there first).
-    fn waiting_key(&self, key: Key, side: Side) -> Option<(u32, Key, Side)> {
-        if let Some(i) = self.pending.find(&key) {
-            return Some((i, key, side));
+    /// The slot of the transaction the sighting `key` belongs to (under its
+    /// own key or a joined view's), and the side the sighting counts as: a
+    /// joined view's Wire sighting is the resolver's (the client's view was
+    /// there first). The slot, not the key it waits under: copying the
+    /// ~80-byte key in and out of four lookups per query showed.
+    #[inline]
+    fn waiting_key(&self, key: &Key, side: Side) -> Option<(u32, Side)> {
+        if let Some(i) = self.pending.find(key) {
+            return Some((i, side));
         }
         if self.aliases.is_empty() {
             return None;
         }
-        let k = *self.aliases.get(&key)?;
-        Some((self.pending.find(&k)?, k, if side == Side::Wire { Side::Server } else { side }))
+        let k = self.aliases.get(key)?;
+        Some((self.pending.find(k)?, if side == Side::Wire { Side::Server } else { side }))
     }
 
     fn query(&mut self, key: Key, side: Side, ev: &mut DnsEvent, out: &mut Vec<Transaction>) {
         let ts = ev.rec.ts_ns;
         let mut bc = None;
-        let found = if let Some(f) = self.waiting_key(key, side) {
+        let found = if let Some(f) = self.waiting_key(&key, side) {
             Some(f)
         } else {
             let h = by_client_hash(&self.names, &key);
             bc = Some(h);
             self.join(key, h, side, ev)
         };
-        if let Some((i, _, side)) = found
+        if let Some((i, side)) = found
             && let Some(p) = self.pending.get_mut(i)
         {
             match side {
@@ -402,7 +390,6 @@ impl Pairer {
         };
         let at_server = side == Side::Server;
         let (client_query_ns, server_query_ns) = if at_server { (None, Some(ts)) } else { (Some(ts), None) };
-        self.index(key, bc);
         // Made in its slot: the ~600-byte entry is written once, not
         // assembled on the stack and copied in.
         let i = self.pending.insert_with(key, || Pending {
@@ -444,6 +431,7 @@ impl Pairer {
                 },
             },
         });
+        self.index(&key, bc, i);
         self.order.push_back((ts, self.seq, i));
         // Answered entries linger until their timeout passes; keep them from
         // outnumbering the live ones (amortised O(1) per query).
@@ -455,8 +443,8 @@ impl Pairer {
 
     /// Joins a query sighting whose key waits nowhere to the one lookup seen
     /// only from the other side under different addresses (see the module
-    /// docs); returns the key it waits under and the side it counts as.
-    fn join(&mut self, key: Key, bc: u64, side: Side, ev: &DnsEvent) -> Option<(u32, Key, Side)> {
+    /// docs); returns its slot and the side the sighting counts as.
+    fn join(&mut self, key: Key, bc: u64, side: Side, ev: &DnsEvent) -> Option<(u32, Side)> {
         if self.by_query.is_empty() {
             return None;
         }
@@ -473,14 +461,17 @@ impl Pairer {
         };
         let mut ambiguous = false;
         let mut pick = None;
-        if let Some(slot) = self.by_client.get(&ByClient::with(&key, bc)) {
-            match slot.key {
-                Some(k) if slot.n == 1 => {
-                    if k.server != key.server && self.pending.get_key(&k).is_some_and(other) {
-                        pick = Some(k);
+        let bk = ByClient::of(&key);
+        if let Some(pos) = self.by_client.find(bc, |g| g.key == bk) {
+            match self.by_client.at(pos).one {
+                Some(j) => {
+                    if self.pending.key(j).is_some_and(|k| k.server != key.server)
+                        && self.pending.get(j).is_some_and(other)
+                    {
+                        pick = Some(j);
                     }
                 }
-                _ => ambiguous = true,
+                None => ambiguous = true,
             }
         }
         // SNAT: the resolver saw the query from an address that is no pod
@@ -494,29 +485,28 @@ impl Pairer {
         if pick.is_none()
             && !ambiguous
             && snat_side
-            && let Some(slot) = self.by_query.get(&loose)
+            && let Some(pos) = self.by_query.find(loose.mix(), |g| g.key == loose)
         {
-            match slot.key {
-                Some(k) if slot.n == 1 => {
+            match self.by_query.at(pos).one {
+                Some(j) => {
                     let snat_ok = |p: &Pending| side != Side::Client || p.tx.client_pod.is_none();
-                    if k.server != key.server
-                        && k.client != key.client
-                        && self.pending.get_key(&k).is_some_and(|p| other(p) && snat_ok(p))
+                    if self.pending.key(j).is_some_and(|k| k.server != key.server && k.client != key.client)
+                        && self.pending.get(j).is_some_and(|p| other(p) && snat_ok(p))
                     {
-                        pick = Some(k);
+                        pick = Some(j);
                     }
                 }
                 // A client's own new query is no evidence of ambiguity.
-                _ => ambiguous = side == Side::Server,
+                None => ambiguous = side == Side::Server,
             }
         }
-        let Some(k) = pick else {
+        let Some(i) = pick else {
             if ambiguous && side != Side::Client {
                 self.stats.ambiguous_views += 1;
             }
             return None;
         };
-        let i = self.pending.find(&k)?;
+        let k = self.pending.key(i)?;
         let p = self.pending.get_mut(i)?;
         p.alias = Some(key);
         if side == Side::Client {
@@ -532,7 +522,7 @@ impl Pairer {
         }
         self.aliases.insert(key, k);
         self.stats.joined_views += 1;
-        Some((i, k, if side == Side::Wire { Side::Server } else { side }))
+        Some((i, if side == Side::Wire { Side::Server } else { side }))
     }
 
     /// An answer reaching the client from another address than its query
@@ -542,16 +532,17 @@ impl Pairer {
     /// rewrote the answer's source back to the Service address the client
     /// asked. Joined when it is the client's only lookup with this id, name
     /// and type; the Service address becomes `server`.
-    fn join_answer(&mut self, key: Key, side: Side) -> Option<(u32, Key, Side)> {
+    fn join_answer(&mut self, key: Key, side: Side) -> Option<(u32, Side)> {
         if side != Side::Client || self.by_client.is_empty() {
             return None;
         }
-        let slot = self.by_client.get(&ByClient::with(&key, by_client_hash(&self.names, &key)))?;
-        let k = slot.key.filter(|_| slot.n == 1)?;
+        let bk = ByClient::of(&key);
+        let pos = self.by_client.find(by_client_hash(&self.names, &key), |g| g.key == bk)?;
+        let i = self.by_client.at(pos).one?;
+        let k = self.pending.key(i)?;
         if k.server == key.server {
             return None;
         }
-        let i = self.pending.find(&k)?;
         let p = self.pending.get_mut(i)?;
         if p.client_query_ns.is_none() || p.alias.is_some() {
             return None;
@@ -561,26 +552,21 @@ impl Pairer {
         p.alias = Some(key);
         self.aliases.insert(key, k);
         self.stats.joined_views += 1;
-        Some((i, k, side))
+        Some((i, side))
     }
 
-    /// Adds a new one-sided lookup to the join indexes.
-    fn index(&mut self, key: Key, bc: u64) {
-        let loose = Loose::of(&key);
-        for slot in [
-            self.by_client.entry(ByClient::with(&key, bc)).or_insert(Slot { key: None, n: 0 }),
-            self.by_query.entry(loose).or_insert(Slot { key: None, n: 0 }),
-        ] {
-            slot.n += 1;
-            slot.key = (slot.n == 1).then_some(key);
-        }
+    /// Adds a new one-sided lookup, in slot `i`, to the join indexes.
+    fn index(&mut self, key: &Key, bc: u64, i: u32) {
+        let loose = Loose::of(key);
+        join_group(&mut self.by_client, bc, ByClient::of(key), i);
+        join_group(&mut self.by_query, loose.mix(), loose, i);
     }
 
     /// Removes a lookup that stops waiting: its index entries and alias.
     fn forget(&mut self, key: &Key, alias: Option<Key>, bc: u64) {
         let loose = Loose::of(key);
-        unslot(&mut self.by_client, ByClient::with(key, bc));
-        unslot(&mut self.by_query, loose);
+        leave_group(&mut self.by_client, bc, ByClient::of(key));
+        leave_group(&mut self.by_query, loose.mix(), loose);
         if let Some(a) = alias {
             self.aliases.remove(&a);
         }
@@ -588,7 +574,7 @@ impl Pairer {
 
     fn response(&mut self, key: Key, side: Side, ev: &mut DnsEvent, out: &mut Vec<Transaction>) {
         let ts = ev.rec.ts_ns;
-        let Some((i, pkey, side)) = self.waiting_key(key, side).or_else(|| self.join_answer(key, side)) else {
+        let Some((i, side)) = self.waiting_key(&key, side).or_else(|| self.join_answer(key, side)) else {
             match self.recent.get(&key) {
                 // A Both exchange completes at the client; the server's copy of a
                 // later duplicate is the same duplicate, seen earlier: count once.
@@ -647,6 +633,7 @@ impl Pairer {
             _ => p.tx.answers = std::mem::take(&mut ev.msg.answers),
         }
         let (alias, bc, observed) = (p.alias, p.bc, p.tx.observed);
+        let Some(pkey) = self.pending.key(i) else { return };
         self.forget(&pkey, alias, bc);
         self.remember(pkey, ts, observed);
         if let Some(a) = alias {
@@ -748,13 +735,24 @@ fn current(pending: &Slots<Key, Pending>, order: (u64, u64), i: u32) -> bool {
     pending.get(i).is_some_and(|p| p.order == order)
 }
 
+/// One more lookup (in slot `i`) under `k`, hashed `h`, in a join index.
+fn join_group<K: Copy + Eq>(index: &mut Table<Group<K>>, hash: u64, key: K, slot: u32) {
+    if let Some(pos) = index.find(hash, |g| g.key == key) {
+        let group = index.at_mut(pos);
+        group.n += 1;
+        group.one = None;
+    } else {
+        index.insert(hash, Group { key, one: Some(slot), n: 1 });
+    }
+}
+
 /// One fewer lookup under `k` in a join index.
-fn unslot<K: std::hash::Hash + Eq>(map: &mut PreHashedMap<K, Slot>, k: K) {
-    if let std::collections::hash_map::Entry::Occupied(mut e) = map.entry(k) {
-        let s = e.get_mut();
-        s.n = s.n.saturating_sub(1);
-        if s.n == 0 {
-            e.remove();
+fn leave_group<K: Copy + Eq>(index: &mut Table<Group<K>>, hash: u64, key: K) {
+    if let Some(pos) = index.find(hash, |g| g.key == key) {
+        let group = index.at_mut(pos);
+        group.n = group.n.saturating_sub(1);
+        if group.n == 0 {
+            index.remove_at(pos);
         }
     }
 }
@@ -1069,6 +1067,31 @@ mod tests {
         assert_eq!(out.iter().map(|t| &*t.qname).collect::<Vec<_>>(), ["c.x", "d.x"]);
         assert!(out.iter().all(|t| t.timed_out && t.latency_ns.is_none()));
         assert_eq!(p.inflight(), 0);
+    }
+
+    /// The join indexes hold one entry per waiting query at most: with the
+    /// in-flight cap reached, every eviction is counted and they stay
+    /// within the cap; answered and evicted lookups leave them.
+    #[test]
+    fn join_indexes_stay_within_the_inflight_cap() {
+        let cfg = PairConfig { timeout_ns: 2000 * MS, max_inflight: 8 };
+        let mut p = Pairer::new(cfg);
+        let mut out = Vec::new();
+        for id in 0..1000u16 {
+            let t = u64::from(id) * MS;
+            let name = format!("n{}.x", id % 3);
+            p.push(&event(t, Hook::SocketEgress, C, S, id, &name, 1, None), &mut out);
+            if id % 2 == 0 {
+                p.push(&event(t + 1, Hook::SocketIngress, S, C, id, &name, 1, Some((0, 1))), &mut out);
+            }
+            assert!(p.inflight() <= 8 && p.by_client.len() <= 8 && p.by_query.len() <= 8);
+        }
+        // 500 answered; of the 500 unanswered, 8 still wait.
+        assert_eq!((p.stats().evicted, p.inflight()), (492, 8));
+        assert_eq!(out.iter().filter(|t| t.timed_out).count(), 492);
+        p.finish(&mut out);
+        assert_eq!(out.len(), 1000);
+        assert!(p.by_client.is_empty() && p.by_query.is_empty() && p.inflight() == 0);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use std::mem::MaybeUninit;
 
-use hashbrown::HashTable;
+use super::table::Table;
 
 /// A key that carries its own seeded hash.
 pub(super) trait Hashed: Copy + Eq {
@@ -63,7 +63,7 @@ impl<K: std::fmt::Debug, V: std::fmt::Debug> std::fmt::Debug for Slot<K, V> {
 /// Entries by key, in reused slots.
 #[derive(Debug)]
 pub(super) struct Slots<K, V> {
-    index: HashTable<u32>,
+    index: Table<u32>,
     entries: Vec<Slot<K, V>>,
     free: Vec<u32>,
     len: usize,
@@ -71,21 +71,26 @@ pub(super) struct Slots<K, V> {
 
 impl<K, V> Default for Slots<K, V> {
     fn default() -> Self {
-        Self { index: HashTable::new(), entries: Vec::new(), free: Vec::new(), len: 0 }
+        Self { index: Table::default(), entries: Vec::new(), free: Vec::new(), len: 0 }
     }
 }
 
 impl<K: Hashed, V> Slots<K, V> {
     /// An index sized for `n` entries up front (the slab grows as used).
     pub(super) fn with_capacity(n: usize) -> Self {
-        Self { index: HashTable::with_capacity(n), ..Self::default() }
+        Self { index: Table::with_capacity(n), ..Self::default() }
     }
 
     /// The slot holding `k`.
-    #[inline]
+    #[expect(
+        clippy::inline_always,
+        reason = "four lookups per query: outlined, a lookup cost 135 instructions on hot-cap, inlined 99"
+    )]
+    #[inline(always)]
     pub(super) fn find(&self, k: &K) -> Option<u32> {
         let slots = &self.entries;
-        self.index.find(k.hash(), |&i| slots[i as usize].live && slots[i as usize].key == *k).copied()
+        let pos = self.index.find(k.hash(), |&i| slots[i as usize].live && slots[i as usize].key == *k)?;
+        Some(*self.index.at(pos))
     }
 
     #[inline]
@@ -99,7 +104,7 @@ impl<K: Hashed, V> Slots<K, V> {
     }
 
     /// The entry under `k`.
-    #[inline]
+    #[cfg(test)]
     pub(super) fn get_key(&self, k: &K) -> Option<&V> {
         self.get(self.find(k)?)
     }
@@ -130,23 +135,21 @@ impl<K: Hashed, V> Slots<K, V> {
             self.entries.push(Slot { key: k, live: true, val: MaybeUninit::new(make()) });
             (self.entries.len() - 1) as u32
         };
-        let slots = &self.entries;
-        self.index.insert_unique(k.hash(), i, |&j| slots[j as usize].key.hash());
+        self.index.insert(k.hash(), i);
         self.len += 1;
         i
     }
 
     /// Takes the entry out of slot `i`.
-    #[inline]
+    #[expect(clippy::inline_always, reason = "inlined, the ~600-byte value is copied once less on its way out")]
+    #[inline(always)]
     pub(super) fn remove(&mut self, i: u32) -> Option<V> {
         let slot = self.entries.get_mut(i as usize)?;
         if !slot.live {
             return None;
         }
         slot.live = false;
-        if let Ok(e) = self.index.find_entry(slot.key.hash(), |&j| j == i) {
-            e.remove();
-        }
+        self.index.remove(slot.key.hash(), |&j| j == i);
         self.free.push(i);
         self.len -= 1;
         // SAFETY: the slot was live, and is marked free before the read, so
@@ -173,7 +176,7 @@ impl<K: Hashed, V> Slots<K, V> {
 #[derive(Debug)]
 pub(super) struct Window<K, V> {
     /// Absolute positions (`head` + offset) of the newest entry per key.
-    index: HashTable<u64>,
+    index: Table<u64>,
     ring: std::collections::VecDeque<(u64, K, V)>,
     /// Absolute position of `ring`'s front.
     head: u64,
@@ -181,7 +184,7 @@ pub(super) struct Window<K, V> {
 
 impl<K, V> Default for Window<K, V> {
     fn default() -> Self {
-        Self { index: HashTable::new(), ring: std::collections::VecDeque::new(), head: 0 }
+        Self { index: Table::default(), ring: std::collections::VecDeque::new(), head: 0 }
     }
 }
 
@@ -208,8 +211,8 @@ impl<K: Hashed, V: Copy> Window<K, V> {
     #[inline]
     pub(super) fn get(&self, k: &K) -> Option<(u64, V)> {
         let (ring, head) = (&self.ring, self.head);
-        let &at = self.index.find(k.hash(), |&at| ring[(at - head) as usize].1 == *k)?;
-        let e = &ring[(at - head) as usize];
+        let pos = self.index.find(k.hash(), |&at| ring[(at - head) as usize].1 == *k)?;
+        let e = &ring[(*self.index.at(pos) - head) as usize];
         Some((e.0, e.2))
     }
 
@@ -218,11 +221,10 @@ impl<K: Hashed, V: Copy> Window<K, V> {
         let at = self.head + self.ring.len() as u64;
         self.ring.push_back((ts, k, v));
         let (ring, head) = (&self.ring, self.head);
-        match self.index.entry(k.hash(), |&a| ring[(a - head) as usize].1 == k, |&a| ring[(a - head) as usize].1.hash())
-        {
-            hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = at,
-            hashbrown::hash_table::Entry::Vacant(e) => {
-                e.insert(at);
+        match self.index.find(k.hash(), |&a| ring[(a - head) as usize].1 == k) {
+            Some(pos) => *self.index.at_mut(pos) = at,
+            None => {
+                self.index.insert(k.hash(), at);
             }
         }
     }
@@ -231,19 +233,17 @@ impl<K: Hashed, V: Copy> Window<K, V> {
     #[inline]
     pub(super) fn remove(&mut self, k: &K) {
         let (ring, head) = (&self.ring, self.head);
-        if let Ok(e) = self.index.find_entry(k.hash(), |&a| ring[(a - head) as usize].1 == *k) {
-            e.remove();
-        }
+        self.index.remove(k.hash(), |&a| ring[(a - head) as usize].1 == *k);
     }
 
     /// Drops the oldest ring entry, and its key when the key still holds its time.
     pub(super) fn pop_oldest(&mut self) {
         let Some(&(ts, k, _)) = self.ring.front() else { return };
         let (ring, head) = (&self.ring, self.head);
-        if let Ok(e) = self.index.find_entry(k.hash(), |&a| ring[(a - head) as usize].1 == k)
-            && ring[(*e.get() - head) as usize].0 == ts
+        if let Some(pos) = self.index.find(k.hash(), |&a| ring[(a - head) as usize].1 == k)
+            && ring[(*self.index.at(pos) - head) as usize].0 == ts
         {
-            e.remove();
+            self.index.remove_at(pos);
         }
         self.ring.pop_front();
         self.head += 1;
