@@ -251,13 +251,8 @@ fn replay(g: &Global, args: &DnsArgs, filter: Filter, pair: PairConfig) -> anyho
     pipe.live_output = false;
     let mut src = FileSource::new(args.read.clone());
     let progress = std::sync::Arc::clone(&src.progress);
-    // One thread or two (large files): the same output either way. A
-    // summary writes little per transaction: two threads split after decoding.
-    let opts = crate::pipeline::ReplayOptions {
-        apply_snapshots: snap.is_none(),
-        light_sink: args.summary,
-        ..Default::default()
-    };
+    // One thread or two (large files): the same output either way.
+    let opts = crate::pipeline::ReplayOptions { apply_snapshots: snap.is_none(), ..Default::default() };
     let warnings = pipe.replay(&mut src, opts, &mut |st| {
         status.tick(|| format!("{} · {}", describe(&progress), live_status(st)));
     })?;

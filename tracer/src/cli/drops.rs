@@ -109,7 +109,7 @@ fn from_files(
     // Time does not pass per record: the drops stage has always seen a
     // capture whole and expired nothing before the end.
     let threads = crate::pipeline::ReplayThreads::OneUnlessAsked;
-    let opts = ReplayOptions { apply_snapshots: snap.is_none(), no_ticks: true, threads, light_sink: false };
+    let opts = ReplayOptions { apply_snapshots: snap.is_none(), no_ticks: true, threads };
     let mut warnings = pipe.replay_with(&mut src, opts, &mut |_| {}, &mut hooks)?;
     let underlay = hooks.underlay;
     warnings.extend(underlay.warning());

@@ -1,9 +1,11 @@
 //! Replaying captures through the pipeline, on one thread or two.
 //!
-//! Two threads split the pipeline where it has one narrow waist: the
-//! reading thread reads the files, decodes DNS, names pods and pairs
-//! queries with answers; the calling thread (which owns the sink) filters,
-//! writes, condenses and runs the findings detectors. Everything crosses in
+//! Two threads split the pipeline where it has a narrow waist. For
+//! `ktrace dns -r` the reading thread reads the files and decodes DNS; the
+//! calling thread (which owns the sink) names pods, pairs queries with
+//! answers, filters, writes, condenses and runs the findings detectors
+//! (`read_and_decode`). When records cross too (below), pairing stays on
+//! the reading thread and transactions cross instead. Everything crosses in
 //! order, in batches, so the sink sees exactly the calls a one-threaded run
 //! makes: the output is identical by construction, not by a merge. (A split
 //! by flow would not be: search-list fan-out is per client, and a forwarded
@@ -99,14 +101,6 @@ pub struct ReplayOptions {
     /// Time does not pass per record: nothing expires before the end
     /// (`ktrace drops -r` has always read its captures so).
     pub no_ticks: bool,
-    /// The sink does little per transaction (`ktrace dns -r --summary`):
-    /// two threads then split after decoding instead of after pairing, so
-    /// that the reading thread only reads and decodes and the sink's thread
-    /// names pods, pairs and analyses. With pairing on the reading thread,
-    /// that thread was the limit (hot-cap, `--summary`: 1.24× on two
-    /// threads); a sink that writes every transaction (`-o json`) keeps
-    /// the split after pairing, where its own work balances the reading.
-    pub light_sink: bool,
 }
 
 /// What a command does next to the pipeline during a replay, always on the
@@ -148,7 +142,7 @@ enum Op {
     /// The next capture context of the batch, for the hooks.
     Context,
     /// The next `n` decoded DNS messages of the batch, to name and pair
-    /// (split after decoding: [`ReplayOptions::light_sink`]), then a flush.
+    /// (split after decoding: nothing but DNS crosses), then a flush.
     Dns(u32),
     /// The next stored Kubernetes snapshot of the batch, to apply (split
     /// after decoding: pods are named on the sink's thread, so no barrier).
@@ -328,11 +322,14 @@ impl<S: Sink> Pipeline<S> {
         let (ack_tx, ack_rx) = sync_channel::<()>(1);
         let enricher = &ctx.enricher;
         let ports: &[u16] = dns_ports;
-        // Where the pairer runs: on the reading thread, or on the sink's
-        // when the split is after decoding (only when nothing crosses but
-        // DNS: no listing, drops stage or hooks wanting records).
-        let (front_pairer, back_pairer) =
-            if opts.light_sink && !keep { (None, Some(pairer)) } else { (Some(pairer), None) };
+        // Where the pairer runs. When nothing crosses but DNS (`ktrace dns
+        // -r`: no listing, drops stage or hooks wanting records), the split
+        // is after decoding and it runs on the sink's thread: with pairing
+        // on the reading thread, that thread was the limit (callgrind per
+        // thread, hot-cap: --summary 944M reading / 181M sink, -o json 928M
+        // / 306M). Otherwise the records cross with the transactions and
+        // pairing stays with the reading.
+        let (front_pairer, back_pairer) = if keep { (Some(pairer), None) } else { (None, Some(pairer)) };
         let (warnings, counts) = std::thread::scope(|s| {
             let front = std::thread::Builder::new()
                 .name("ktrace-read".into())
@@ -518,7 +515,7 @@ impl<S: Sink> Pipeline<S> {
 }
 
 /// The reading thread of a replay split after decoding
-/// ([`ReplayOptions::light_sink`]): reads and decodes; everything else,
+/// (`ktrace dns -r`: nothing but DNS crosses): reads and decodes; everything else,
 /// in order, crosses to the sink's thread.
 fn read_and_decode(
     src: &mut FileSource,
@@ -622,7 +619,7 @@ struct BackSide<'a, S> {
     drop_out: &'a mut Vec<DropOutput>,
     hooks: &'a mut dyn ReplayHooks<S>,
     lists: bool,
-    /// The pairer, when the split is after decoding ([`ReplayOptions::light_sink`]).
+    /// The pairer, when the split is after decoding (`ktrace dns -r`: nothing but DNS crosses).
     pairer: Option<&'a mut Pairer>,
 }
 
@@ -783,18 +780,19 @@ mod tests {
         }
     }
 
-    /// `None`: one thread; `Some(n)`: two, handing over every `n` operations
-    /// (with `light`, split after decoding: [`ReplayOptions::light_sink`]).
-    fn run(files: &[PathBuf], snapshots: bool, batch: Option<usize>, light: bool) -> Vec<String> {
-        run_cmd_with(Cmd::Dns, files, snapshots, batch, light)
+    /// `None`: one thread; `Some(n)`: two, handing over every `n` operations.
+    /// With `hooked`, hooks that want every record (so records cross and the
+    /// split is after pairing); without, nothing but DNS crosses and the
+    /// split is after decoding (`ktrace dns -r`).
+    fn run(files: &[PathBuf], snapshots: bool, batch: Option<usize>, hooked: bool) -> Vec<String> {
+        run_cmd_with(Cmd::Dns, files, snapshots, batch, hooked)
     }
 
     fn run_cmd(cmd: Cmd, files: &[PathBuf], snapshots: bool, batch: Option<usize>) -> Vec<String> {
-        // The split after decoding only applies where nothing but DNS crosses.
         run_cmd_with(cmd, files, snapshots, batch, true)
     }
 
-    fn run_cmd_with(cmd: Cmd, files: &[PathBuf], snapshots: bool, batch: Option<usize>, light: bool) -> Vec<String> {
+    fn run_cmd_with(cmd: Cmd, files: &[PathBuf], snapshots: bool, batch: Option<usize>, hooked: bool) -> Vec<String> {
         let enricher = Enricher::empty();
         let ctx = Context { clock_offset_ns: 0, enricher: enricher.clone() };
         let pair = PairConfig { timeout_ns: 5_000_000_000, ..PairConfig::default() };
@@ -809,12 +807,12 @@ mod tests {
             apply_snapshots: snapshots,
             threads: ReplayThreads::One,
             no_ticks: matches!(cmd, Cmd::Drops),
-            light_sink: light,
         };
-        let mut hooks = LogHooks;
+        let (mut log_hooks, mut no_hooks) = (LogHooks, NoHooks);
+        let hooks: &mut dyn ReplayHooks<Log> = if hooked { &mut log_hooks } else { &mut no_hooks };
         let warnings = match batch {
-            None => pipe.replay_with(&mut src, opts, &mut |_| {}, &mut hooks),
-            Some(n) => pipe.replay_two(&mut src, opts, &mut |_| {}, &mut hooks, n),
+            None => pipe.replay_with(&mut src, opts, &mut |_| {}, hooks),
+            Some(n) => pipe.replay_two(&mut src, opts, &mut |_| {}, hooks, n),
         }
         .expect("replay");
         pipe.stats.warnings.extend(warnings);
@@ -857,17 +855,15 @@ mod tests {
             vec![capture("ktrace-drops-conn.pcapng")],
         ];
         for files in &cases {
-            for snapshots in [true, false] {
-                let one = run(files, snapshots, None, false);
+            for (snapshots, hooked) in [(true, true), (false, true), (true, false), (false, false)] {
+                let one = run(files, snapshots, None, hooked);
                 assert!(one.iter().any(|l| l.starts_with("tx ")), "{files:?}: no transaction at all");
                 for batch in [1, 2, 3, 7, 64, BATCH_OPS] {
-                    for light in [false, true] {
-                        let two = run(files, snapshots, Some(batch), light);
-                        assert!(
-                            one == two,
-                            "{files:?}, snapshots {snapshots}, batch {batch}, light {light}: the sink calls differ"
-                        );
-                    }
+                    let two = run(files, snapshots, Some(batch), hooked);
+                    assert!(
+                        one == two,
+                        "{files:?}, snapshots {snapshots}, hooked {hooked}, batch {batch}: the sink calls differ"
+                    );
                 }
             }
         }
