@@ -12,10 +12,7 @@ mod net;
 mod resolv;
 mod tables;
 
-use std::{
-    collections::VecDeque,
-    sync::Arc,
-};
+use std::{collections::VecDeque, sync::Arc};
 
 use k8s::Container;
 #[cfg(test)]

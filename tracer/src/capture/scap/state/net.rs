@@ -11,7 +11,6 @@ use serde_json::json;
 
 use super::{DNS_PORT, Decoder, EINPROGRESS, Fd, MAX_STREAMS};
 use crate::{
-    hash::FastMap,
     capture::{
         Item, MetaBlock,
         scap::{
@@ -21,6 +20,7 @@ use crate::{
         },
     },
     event::{ConnKind, ConnRecord, Endpoint, Hook, PacketRecord, Process, Record, tcp_state},
+    hash::FastMap,
 };
 
 pub(super) fn tuple(b: Option<&[u8]>) -> Option<Tuple> {
