@@ -662,17 +662,14 @@ impl CaptureReader {
     }
 
     /// The next packet when it is a ktrace packet block of a mapped file
-    /// (what nearly every block of a ktrace capture is), read in place;
-    /// `None`, with nothing consumed, for anything else, which
-    /// [`Self::next_ref`] then reads. The replay's per-record path: a
-    /// packet and nothing to match around it.
+    /// (nearly every block of a ktrace capture), read in place; `None`,
+    /// nothing consumed, for anything else ([`Self::next_ref`] reads it).
     #[inline]
     pub fn next_fast(&mut self) -> Option<PacketRef<'_>> {
         let p = self.fast_pkt()?;
         Some(self.view(&p))
     }
 
-    /// [`Self::next_fast`]'s packet by position.
     #[inline]
     fn fast_pkt(&mut self) -> Option<Pkt> {
         if self.pending.is_some() || self.done {
