@@ -655,20 +655,41 @@ impl CaptureReader {
     /// [`Iterator::next`] gives, without the copy or the shared handle on
     /// the bytes, for a caller that is done with the packet before it reads on.
     pub fn next_ref(&mut self) -> Option<Result<Next<'_>, CaptureError>> {
-        if self.pending.is_none()
-            && !self.done
-            && let Kind::Ng(ng) = &mut self.kind
-            && let Some(p) = fast_packet(ng, &mut self.st)
-        {
-            // `report_progress` for a mapped file, whose position is the bytes read.
-            if let Some((counter, reported)) = &mut self.progress
-                && self.st.stats.bytes >= *reported + (64 << 10)
-            {
-                counter.fetch_add(self.st.stats.bytes - *reported, Ordering::Relaxed);
-                *reported = self.st.stats.bytes;
-            }
+        if let Some(p) = self.fast_pkt() {
             return Some(Ok(Next::Packet(self.view(&p))));
         }
+        self.next_slow()
+    }
+
+    /// The next packet when it is a ktrace packet block of a mapped file
+    /// (nearly every block of a ktrace capture), read in place; `None`,
+    /// nothing consumed, for anything else ([`Self::next_ref`] reads it).
+    #[inline]
+    pub fn next_fast(&mut self) -> Option<PacketRef<'_>> {
+        let p = self.fast_pkt()?;
+        Some(self.view(&p))
+    }
+
+    #[inline]
+    fn fast_pkt(&mut self) -> Option<Pkt> {
+        if self.pending.is_some() || self.done {
+            return None;
+        }
+        let Kind::Ng(ng) = &mut self.kind else {
+            return None;
+        };
+        let p = fast_packet(ng, &mut self.st)?;
+        // `report_progress` for a mapped file, whose position is the bytes read.
+        if let Some((counter, reported)) = &mut self.progress
+            && self.st.stats.bytes >= *reported + (64 << 10)
+        {
+            counter.fetch_add(self.st.stats.bytes - *reported, Ordering::Relaxed);
+            *reported = self.st.stats.bytes;
+        }
+        Some(p)
+    }
+
+    fn next_slow(&mut self) -> Option<Result<Next<'_>, CaptureError>> {
         let got = if let Some(p) = self.pending.take() {
             self.deliver(p.map(Some))
         } else {

@@ -1,9 +1,11 @@
 //! Replaying captures through the pipeline, on one thread or two.
 //!
-//! Two threads split the pipeline where it has one narrow waist: the
-//! reading thread reads the files, decodes DNS, names pods and pairs
-//! queries with answers; the calling thread (which owns the sink) filters,
-//! writes, condenses and runs the findings detectors. Everything crosses in
+//! Two threads split the pipeline where it has a narrow waist. For
+//! `ktrace dns -r` the reading thread reads the files and decodes DNS; the
+//! calling thread (which owns the sink) names pods, pairs queries with
+//! answers, filters, writes, condenses and runs the findings detectors
+//! (`read_and_decode`). When records cross too (below), pairing stays on
+//! the reading thread and transactions cross instead. Everything crosses in
 //! order, in batches, so the sink sees exactly the calls a one-threaded run
 //! makes: the output is identical by construction, not by a merge. (A split
 //! by flow would not be: search-list fan-out is per client, and a forwarded
@@ -25,8 +27,9 @@ use std::sync::{
 
 use super::{Back, Pipeline, RunStats, Sink, decode_and_pair, decode_and_pair_if_dns};
 use crate::{
-    analyze::{Detector, drops::DropAnalyzer},
-    decode::DnsEvent,
+    analyze::{Detector, drops::DropAnalyzer, pairing::Pairer},
+    decode::{DnsDecoder, DnsEvent},
+    enrich::Snapshot,
     event::{PacketRef, Record, ResolvConfEvidence},
     model::{Transaction, drops::DropOutput},
     source::{
@@ -138,6 +141,12 @@ enum Op {
     Message,
     /// The next capture context of the batch, for the hooks.
     Context,
+    /// The next `n` decoded DNS messages of the batch, to name and pair
+    /// (split after decoding: nothing but DNS crosses), then a flush.
+    Dns(u32),
+    /// The next stored Kubernetes snapshot of the batch, to apply (split
+    /// after decoding: pods are named on the sink's thread, so no barrier).
+    Snapshot,
 }
 
 /// What crosses from the reading thread to the analysis thread.
@@ -150,6 +159,9 @@ struct Batch {
     recs: Vec<Record>,
     msgs: Vec<DnsEvent>,
     context: Vec<FileEvent>,
+    /// Decoded messages, not yet named or paired ([`Op::Dns`]).
+    evs: Vec<DnsEvent>,
+    snaps: Vec<Snapshot>,
     /// Records read into this batch (for the progress line).
     records: u64,
 }
@@ -171,6 +183,8 @@ impl Batch {
         self.recs.clear();
         self.msgs.clear();
         self.context.clear();
+        self.evs.clear();
+        self.snaps.clear();
         self.records = 0;
         self.ops.shrink_to(BATCH_OPS * 2);
         self.txs.shrink_to(BATCH_OPS);
@@ -178,6 +192,8 @@ impl Batch {
         self.recs.shrink_to(BATCH_OPS);
         self.msgs.shrink_to(BATCH_OPS);
         self.context.shrink_to(16);
+        self.evs.shrink_to(BATCH_OPS);
+        self.snaps.shrink_to(4);
     }
 }
 
@@ -306,10 +322,21 @@ impl<S: Sink> Pipeline<S> {
         let (ack_tx, ack_rx) = sync_channel::<()>(1);
         let enricher = &ctx.enricher;
         let ports: &[u16] = dns_ports;
+        // Where the pairer runs. When nothing crosses but DNS (`ktrace dns
+        // -r`: no listing, drops stage or hooks wanting records), the split
+        // is after decoding and it runs on the sink's thread: with pairing
+        // on the reading thread, that thread was the limit (callgrind per
+        // thread, hot-cap: --summary 944M reading / 181M sink, -o json 928M
+        // / 306M). Otherwise the records cross with the transactions and
+        // pairing stays with the reading.
+        let (front_pairer, back_pairer) = if keep { (Some(pairer), None) } else { (None, Some(pairer)) };
         let (warnings, counts) = std::thread::scope(|s| {
             let front = std::thread::Builder::new()
                 .name("ktrace-read".into())
                 .spawn_scoped(s, move || {
+                    let Some(pairer) = front_pairer else {
+                        return read_and_decode(src, decoder, ports, opts, batch_ops, &full_tx, &free_rx);
+                    };
                     let mut counts = FrontCounts::default();
                     let mut batch = Batch::default();
                     let mut done = Vec::new();
@@ -438,7 +465,8 @@ impl<S: Sink> Pipeline<S> {
                 })
                 .expect("spawning the replay's reading thread");
             let mut records = 0u64;
-            let mut back_side = BackSide { back, ctx, sink, stats, drops: drops.as_mut(), drop_out, hooks, lists };
+            let mut back_side =
+                BackSide { back, ctx, sink, stats, drops: drops.as_mut(), drop_out, hooks, lists, pairer: back_pairer };
             for mut batch in full_rx {
                 back_side.analyse(&mut batch, &ack_tx, live_output);
                 let before = records;
@@ -486,6 +514,102 @@ impl<S: Sink> Pipeline<S> {
     }
 }
 
+/// The reading thread of a replay split after decoding
+/// (`ktrace dns -r`: nothing but DNS crosses): reads and decodes; everything else,
+/// in order, crosses to the sink's thread.
+fn read_and_decode(
+    src: &mut FileSource,
+    decoder: &mut DnsDecoder,
+    ports: &[u16],
+    opts: ReplayOptions,
+    batch_ops: usize,
+    full_tx: &SyncSender<Batch>,
+    free_rx: &std::sync::mpsc::Receiver<Batch>,
+) -> anyhow::Result<(Vec<String>, FrontCounts)> {
+    let mut counts = FrontCounts::default();
+    let mut batch = Batch::default();
+    // False once the sink's thread is gone (it failed): the rest is read
+    // without work, the error comes from there.
+    let mut alive = true;
+    let send = |batch: &mut Batch| {
+        let next = free_rx.try_recv().unwrap_or_default();
+        full_tx.send(std::mem::replace(batch, next)).is_ok()
+    };
+    let warnings = src.run_ref(|ev| {
+        if !alive {
+            return;
+        }
+        let now = match ev {
+            FileRef::Packet(p) => {
+                decode_into(decoder, &mut batch, &mut counts, p, ports);
+                batch.records += 1;
+                Some(p.ts_ns)
+            }
+            FileRef::Event(FileEvent::Record(r)) => {
+                let now = r.ts_ns();
+                batch.records += 1;
+                match r {
+                    Record::Packet(p) => decode_into(decoder, &mut batch, &mut counts, &p, ports),
+                    Record::Lost { count, .. } => counts.lost_events += count,
+                    Record::ResolvConf(r) => {
+                        batch.resolv.push(r);
+                        batch.ops.push(Op::ResolvConf);
+                    }
+                    Record::Drop(_) | Record::Conn(_) => {}
+                }
+                Some(now)
+            }
+            FileRef::Event(FileEvent::Snapshot(snap)) => {
+                if opts.apply_snapshots {
+                    // Unboxed: snapshots are rare, a move is nothing next to applying one.
+                    batch.snaps.push(*snap);
+                    batch.ops.push(Op::Snapshot);
+                }
+                None
+            }
+            FileRef::Event(ev) => {
+                batch.context.push(ev);
+                batch.ops.push(Op::Context);
+                None
+            }
+        };
+        if let Some(now) = now {
+            counts.last_ts = counts.last_ts.max(now);
+            if !opts.no_ticks {
+                batch.ops.push(Op::Tick(now));
+            }
+        }
+        if batch.ops.len() >= batch_ops {
+            alive = send(&mut batch);
+        }
+    });
+    if alive {
+        send(&mut batch);
+    }
+    warnings.map(|w| (w, counts))
+}
+
+/// Decodes a packet into the batch (the messages cross where they were
+/// made) when it is DNS; counts it when it is not.
+#[inline]
+fn decode_into(
+    decoder: &mut DnsDecoder,
+    batch: &mut Batch,
+    counts: &mut FrontCounts,
+    p: impl crate::decode::PacketInput,
+    ports: &[u16],
+) {
+    let before = batch.evs.len();
+    if !decoder.push_if_dns(p, ports, &mut batch.evs) {
+        counts.other_packets += 1;
+        return;
+    }
+    let n = batch.evs.len() - before;
+    if n > 0 {
+        batch.ops.push(Op::Dns(u32::try_from(n).unwrap_or(u32::MAX)));
+    }
+}
+
 /// What the sink's thread owns during a two-threaded replay.
 struct BackSide<'a, S> {
     back: &'a mut Back,
@@ -496,14 +620,18 @@ struct BackSide<'a, S> {
     drop_out: &'a mut Vec<DropOutput>,
     hooks: &'a mut dyn ReplayHooks<S>,
     lists: bool,
+    /// The pairer, when the split is after decoding (`ktrace dns -r`: nothing but DNS crosses).
+    pairer: Option<&'a mut Pairer>,
 }
 
 impl<S: Sink> BackSide<'_, S> {
     /// The sink thread's share of a batch, in order: what `Pipeline::push`
     /// and `Pipeline::tick` do after decoding and pairing.
     fn analyse(&mut self, batch: &mut Batch, ack: &SyncSender<()>, live_output: bool) {
-        let Self { back, ctx, sink, stats, drops, drop_out, hooks, lists } = self;
+        let Self { back, ctx, sink, stats, drops, drop_out, hooks, lists, pairer } = self;
         let mut txs = batch.txs.drain(..);
+        let mut evs = batch.evs.iter_mut();
+        let mut snaps = batch.snaps.drain(..);
         let mut resolv = batch.resolv.drain(..);
         let mut recs = batch.recs.drain(..);
         let mut msgs = batch.msgs.drain(..);
@@ -512,6 +640,11 @@ impl<S: Sink> BackSide<'_, S> {
             match op {
                 Op::Txs(n) => back.flush_shared(txs.by_ref().take(n as usize), ctx, *sink, stats),
                 Op::Tick(now) => {
+                    // As `Pipeline::tick` does before the analysis's turn.
+                    if let Some(p) = pairer {
+                        Detector::expire(&mut **p, now, &mut back.txs);
+                        back.flush(ctx, *sink, stats);
+                    }
                     back.tick(now, ctx, *sink, stats);
                     if let Some(d) = drops {
                         Detector::expire(&mut **d, now, drop_out);
@@ -552,6 +685,22 @@ impl<S: Sink> BackSide<'_, S> {
                 Op::Context => {
                     if let Some(ev) = context.next() {
                         hooks.context(*sink, drops.as_deref_mut(), ev);
+                    }
+                }
+                Op::Dns(n) => {
+                    // As `enrich_and_pair`, then `Pipeline::flush`.
+                    if let Some(p) = pairer {
+                        for ev in evs.by_ref().take(n as usize) {
+                            ctx.enricher.enrich(ev);
+                            p.push_ref(ev, &mut back.txs);
+                        }
+                        back.flush(ctx, *sink, stats);
+                    }
+                }
+                Op::Snapshot => {
+                    if let Some(s) = snaps.next() {
+                        // Merged, not replaced: earlier pods keep their time ranges.
+                        ctx.enricher.apply_snapshot(&s);
                     }
                 }
             }
@@ -633,11 +782,18 @@ mod tests {
     }
 
     /// `None`: one thread; `Some(n)`: two, handing over every `n` operations.
-    fn run(files: &[PathBuf], snapshots: bool, batch: Option<usize>) -> Vec<String> {
-        run_cmd(Cmd::Dns, files, snapshots, batch)
+    /// With `hooked`, hooks that want every record (so records cross and the
+    /// split is after pairing); without, nothing but DNS crosses and the
+    /// split is after decoding (`ktrace dns -r`).
+    fn run(files: &[PathBuf], snapshots: bool, batch: Option<usize>, hooked: bool) -> Vec<String> {
+        run_cmd_with(Cmd::Dns, files, snapshots, batch, hooked)
     }
 
     fn run_cmd(cmd: Cmd, files: &[PathBuf], snapshots: bool, batch: Option<usize>) -> Vec<String> {
+        run_cmd_with(cmd, files, snapshots, batch, true)
+    }
+
+    fn run_cmd_with(cmd: Cmd, files: &[PathBuf], snapshots: bool, batch: Option<usize>, hooked: bool) -> Vec<String> {
         let enricher = Enricher::empty();
         let ctx = Context { clock_offset_ns: 0, enricher: enricher.clone() };
         let pair = PairConfig { timeout_ns: 5_000_000_000, ..PairConfig::default() };
@@ -653,10 +809,11 @@ mod tests {
             threads: ReplayThreads::One,
             no_ticks: matches!(cmd, Cmd::Drops),
         };
-        let mut hooks = LogHooks;
+        let (mut log_hooks, mut no_hooks) = (LogHooks, NoHooks);
+        let hooks: &mut dyn ReplayHooks<Log> = if hooked { &mut log_hooks } else { &mut no_hooks };
         let warnings = match batch {
-            None => pipe.replay_with(&mut src, opts, &mut |_| {}, &mut hooks),
-            Some(n) => pipe.replay_two(&mut src, opts, &mut |_| {}, &mut hooks, n),
+            None => pipe.replay_with(&mut src, opts, &mut |_| {}, hooks),
+            Some(n) => pipe.replay_two(&mut src, opts, &mut |_| {}, hooks, n),
         }
         .expect("replay");
         pipe.stats.warnings.extend(warnings);
@@ -699,12 +856,15 @@ mod tests {
             vec![capture("ktrace-drops-conn.pcapng")],
         ];
         for files in &cases {
-            for snapshots in [true, false] {
-                let one = run(files, snapshots, None);
+            for (snapshots, hooked) in [(true, true), (false, true), (true, false), (false, false)] {
+                let one = run(files, snapshots, None, hooked);
                 assert!(one.iter().any(|l| l.starts_with("tx ")), "{files:?}: no transaction at all");
                 for batch in [1, 2, 3, 7, 64, BATCH_OPS] {
-                    let two = run(files, snapshots, Some(batch));
-                    assert!(one == two, "{files:?}, snapshots {snapshots}, batch {batch}: the sink calls differ");
+                    let two = run(files, snapshots, Some(batch), hooked);
+                    assert!(
+                        one == two,
+                        "{files:?}, snapshots {snapshots}, hooked {hooked}, batch {batch}: the sink calls differ"
+                    );
                 }
             }
         }

@@ -346,6 +346,21 @@ pub fn replay_ref(
         // One capture (the usual case): nothing to merge, so no heap and
         // no parking of records, and packets are seen where they lie.
         loop {
+            // ktrace's packet blocks (nearly every block of its captures)
+            // straight from the reader: no item to match, no closure.
+            if !s.done
+                && let Some(mut p) = s.reader.next_fast()
+            {
+                // As `Stream::next_with` does for every packet.
+                if let Some(c) = s.ctx.clock {
+                    p.ts_ns = c.to_wall(p.ts_ns);
+                }
+                if p.node.is_none() {
+                    p.node = s.ctx.node.as_ref();
+                }
+                on(FileRef::Packet(p));
+                continue;
+            }
             let next = s.next_with(&mut warnings, &mut meta, |r, meta| {
                 if !meta.is_empty() {
                     meta.drain(..).for_each(|e| on(FileRef::Event(e)));

@@ -530,7 +530,9 @@ fn scap_vs_sysdig(ctx: &Ctx) -> Result<(String, f64)> {
     if sys::version("sysdig", &["--version"]) == "not installed" {
         bail!("sysdig is not installed (`cargo xtask setup` installs it)");
     }
-    let reps = if ctx.quick { 200 } else { 1000 };
+    // Long enough that each run takes a good fraction of a second (200
+    // copies were ~0.08 s for ktrace: one noisy sample decided the ratio).
+    let reps = if ctx.quick { 1000 } else { 3000 };
     let (scap, events) = big_scap(ctx, reps)?;
     let bytes = std::fs::metadata(&scap)?.len();
     // The transactions ktrace finds must be one per copy.
@@ -543,7 +545,9 @@ fn scap_vs_sysdig(ctx: &Ctx) -> Result<(String, f64)> {
     if !ok || txs != reps {
         bail!("ktrace dns -r on the scap found {txs} transactions, expected {reps}");
     }
-    let runs = if ctx.quick { 1 } else { 3 };
+    // Several runs, interleaved, after one unmeasured round that warms the
+    // page cache: the ratio is the median of the per-run ratios.
+    let runs = if ctx.quick { 3 } else { 5 };
     let tools: [Tool<'_>; 4] = [
         ("`ktrace dns -r FILE -o json`", Box::new(|| ktrace_cmd(ctx, "dns", &scap))),
         ("`ktrace replay -r FILE -o json` (every record)", Box::new(|| ktrace_cmd(ctx, "replay", &scap))),
@@ -568,6 +572,11 @@ fn scap_vs_sysdig(ctx: &Ctx) -> Result<(String, f64)> {
     ];
     let mut walls: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
     let mut cpus: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
+    for (name, mk) in &tools {
+        let mut c = mk();
+        c.stderr(std::process::Stdio::null());
+        timed_null(c, name)?;
+    }
     for _ in 0..runs {
         for (i, (name, mk)) in tools.iter().enumerate() {
             let mut c = mk();
@@ -584,7 +593,7 @@ fn scap_vs_sysdig(ctx: &Ctx) -> Result<(String, f64)> {
          (`../shared/fixtures/scap/falcolibs-curl_google.scap`: every syscall of the process, one DNS exchange \
          among {} events) repeated {reps} times with shifted times: {events} events, {:.1} MB, {reps} DNS \
          transactions (ktrace finds all {txs}). Both tools read the same file pinned to one CPU, output to \
-         /dev/null; median of {runs}. sysdig {}.\n",
+         /dev/null; one warm-up round, then median of {runs} interleaved runs. sysdig {}.\n",
         events / reps,
         bytes as f64 / 1e6,
         sys::version("sysdig", &["--version"])

@@ -12,10 +12,7 @@ mod net;
 mod resolv;
 mod tables;
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::Arc,
-};
+use std::{collections::VecDeque, sync::Arc};
 
 use k8s::Container;
 #[cfg(test)]
@@ -31,6 +28,7 @@ use super::{
 use crate::{
     capture::{Item, MetaBlock},
     event::{Endpoint, Record},
+    hash::FastMap,
 };
 
 /// Threads tracked at once: bounds memory on hostile input.
@@ -89,16 +87,18 @@ struct Pending {
 /// The event-to-model state machine of one scap file.
 pub(super) struct Decoder {
     node: Option<Arc<str>>,
-    threads: HashMap<u64, Thread>,
-    fds: HashMap<u64, HashMap<i64, Fd>>,
+    // foldhash, not SipHash: hashing was 16 % of a scap replay's
+    // instructions (these maps are looked up per event).
+    threads: FastMap<u64, Thread>,
+    fds: FastMap<u64, FastMap<i64, Fd>>,
     n_fds: usize,
     /// Enter events per thread, at most one per type (the latest).
-    pending: HashMap<u64, Vec<Pending>>,
+    pending: FastMap<u64, Vec<Pending>>,
     /// Client sockets talking to a DNS server, by their own address.
     clients: net::Clients,
-    containers: HashMap<Arc<str>, Container>,
+    containers: FastMap<Arc<str>, Container>,
     pods_dirty: bool,
-    tcp_seq: HashMap<(bool, Endpoint, Endpoint), u32>,
+    tcp_seq: FastMap<(bool, Endpoint, Endpoint), u32>,
     ip_id: u16,
     /// Synthetic socket identities for [`ConnRecord::sock`].
     sock_seq: u64,
@@ -130,14 +130,14 @@ impl Decoder {
     pub(super) fn new() -> Self {
         Self {
             node: None,
-            threads: HashMap::new(),
-            fds: HashMap::new(),
+            threads: FastMap::default(),
+            fds: FastMap::default(),
             n_fds: 0,
-            pending: HashMap::new(),
+            pending: FastMap::default(),
             clients: net::Clients::default(),
-            containers: HashMap::new(),
+            containers: FastMap::default(),
             pods_dirty: false,
-            tcp_seq: HashMap::new(),
+            tcp_seq: FastMap::default(),
             ip_id: 0,
             sock_seq: 0,
             stats: ScapStats::default(),

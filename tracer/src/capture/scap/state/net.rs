@@ -2,7 +2,7 @@
 //! and the join of a resolver's and its clients' views of one message.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
@@ -20,6 +20,7 @@ use crate::{
         },
     },
     event::{ConnKind, ConnRecord, Endpoint, Hook, PacketRecord, Process, Record, tcp_state},
+    hash::FastMap,
 };
 
 pub(super) fn tuple(b: Option<&[u8]>) -> Option<Tuple> {
@@ -150,10 +151,10 @@ struct ClientSock {
 /// the send's time and thread say when and who sent it.
 #[derive(Debug, Default)]
 pub(super) struct Clients {
-    by_addr: HashMap<Endpoint, ClientSock>,
+    by_addr: FastMap<Endpoint, ClientSock>,
     /// Data-less sends per process: (time, thread, messages recovered from
     /// it so far), oldest first.
-    invisible: HashMap<u64, VecDeque<(u64, u64, u64)>>,
+    invisible: FastMap<u64, VecDeque<(u64, u64, u64)>>,
 }
 
 impl Clients {
