@@ -307,10 +307,41 @@ pub(crate) fn put_u64(b: &mut Vec<u8>, v: u64) {
 
 #[inline(never)]
 pub(super) fn put_big_u64(b: &mut Vec<u8>, v: u64) {
+    if v < 100_000 {
+        put_short_u64(b, v as u32);
+        return;
+    }
     let n = v.ilog10() as usize + 1;
     let mut d = [0u8; 20];
     digits_before(&mut d, n, v);
     put_fixed(b, &d, n);
+}
+
+/// 10 to 99,999 (DNS ids, TTLs, ports' range): right-aligned in one word,
+/// then shifted to the front, so one fixed-size copy writes it (the
+/// general loop was ~110 instructions per DNS id, callgrind).
+#[inline]
+fn put_short_u64(b: &mut Vec<u8>, v: u32) {
+    debug_assert!((10..100_000).contains(&v));
+    let n = if v >= 10_000 {
+        5
+    } else if v >= 1000 {
+        4
+    } else if v >= 100 {
+        3
+    } else {
+        2
+    };
+    let (hi, lo) = ((v / 100) as usize, (v % 100) as usize * 2);
+    let mut d = [0u8; 8];
+    d[6] = DIGITS2[lo];
+    d[7] = DIGITS2[lo + 1];
+    let h = hi % 100 * 2;
+    d[4] = DIGITS2[h];
+    d[5] = DIGITS2[h + 1];
+    d[3] = b'0' + (hi / 100) as u8;
+    let w = u64::from_le_bytes(d) >> ((8 - n) * 8);
+    put_fixed(b, &w.to_le_bytes(), n);
 }
 
 /// [`put_u64`] for numbers that repeat line after line (pids, namespace
