@@ -141,7 +141,7 @@ impl BucketIndex {
 
     #[inline]
     fn cell(ns: u64) -> usize {
-        let top = 63 - (ns | 1).leading_zeros();
+        let top = (ns | 1).ilog2();
         let sub = if top >= CELL_BITS { ns >> (top - CELL_BITS) } else { ns << (CELL_BITS - top) };
         ((top as usize) << CELL_BITS) | (sub as usize & ((1 << CELL_BITS) - 1))
     }
