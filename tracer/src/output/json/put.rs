@@ -58,8 +58,10 @@ impl Default for JsonCache {
 }
 
 impl JsonCache {
-    /// Names remembered (direct-mapped by address).
-    pub const NAME_SLOTS: usize = 256;
+    /// Names remembered (direct-mapped by address): with 256, the 200
+    /// names of the hot-cap recording and their processes' collided in
+    /// 39 % of lookups (32,886 re-escapes per 84,000 lines, callgrind).
+    pub const NAME_SLOTS: usize = 2048;
     /// Longest remembered rendering, quotes included.
     pub const NAME_BYTES: usize = 64;
 
@@ -76,6 +78,9 @@ impl JsonCache {
         }
     }
 }
+
+// The slot is picked by the top bits of a product.
+const _: () = assert!(JsonCache::NAME_SLOTS.is_power_of_two());
 
 /// Appends all of `src` (a fixed size: a few moves, no `memcpy` call) and
 /// cuts the vector back to the first `n` bytes of it.
@@ -159,7 +164,8 @@ pub(super) fn needs_escape(w: u64) -> bool {
 pub(crate) fn put_name(b: &mut Vec<u8>, c: &mut JsonCache, s: &Arc<str>) {
     let addr = Arc::as_ptr(s).cast::<u8>() as usize;
     // Allocations are 16-byte aligned: the bits above pick the slot.
-    let slot = &mut c.names[(addr >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - 8)];
+    let slot =
+        &mut c.names[(addr >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - JsonCache::NAME_SLOTS.trailing_zeros())];
     if slot.key.as_ref().is_some_and(|k| Arc::ptr_eq(k, s)) {
         put_fixed(b, &slot.out, usize::from(slot.len));
     } else {
