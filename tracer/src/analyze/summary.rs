@@ -519,7 +519,7 @@ mod tests {
         let ix = BucketIndex::new();
         let check = |ns: u64| assert_eq!(ix.bucket(ns), Latencies::bucket_by_ln(ns), "{ns}");
         check(u64::MAX);
-        for &s in ix.starts.iter() {
+        for &s in &ix.starts {
             for d in 0..=64 {
                 check(s.saturating_sub(d));
                 check(s.saturating_add(d));
