@@ -512,7 +512,8 @@ mod tests {
             let p = 10u64.pow(k);
             [p - 1, p, p + 1]
         });
-        for v in widths.chain((0..100_000).map(|_| {
+        // Every value of the short path (below 100,000) and past it.
+        for v in widths.chain(0..200_000).chain((0..100_000).map(|_| {
             let shift = rng.below(64) as u32;
             rng.next() >> shift
         })) {

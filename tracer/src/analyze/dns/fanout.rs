@@ -215,7 +215,8 @@ impl Analyzer {
     }
 
     pub(super) fn fanout<T: TxIn>(&mut self, att: NewAtt<T>, key: ClientKey, out: &mut Vec<Finding>) {
-        if !self.clients.contains_key(&key) && self.clients.len() >= self.cfg.max_clients.max(1) {
+        // Looked up only when full: `entry` below is the one lookup otherwise.
+        if self.clients.len() >= self.cfg.max_clients.max(1) && !self.clients.contains_key(&key) {
             self.evict_client(out);
         }
         let cfg = self.cfg;

@@ -48,7 +48,7 @@ pub use pairing::Pairer;
 use bounded::Bounded;
 use fanout::{ClientState, MAX_CHAIN_ATTEMPTS, PARALLEL_NS, ends_with_label};
 use storm::{StormKey, StormState};
-use upstream::{ResolverState, UpGroup};
+use upstream::{Resolvers, UpGroup};
 
 const RCODE_SERVFAIL: u16 = 2;
 const RCODE_NXDOMAIN: u16 = 3;
@@ -324,7 +324,7 @@ pub struct Analyzer {
     /// Union of every observed search list (to recognise search-suffixed names).
     known_suffixes: Bounded<String, ()>,
     clients: PreHashedMap<ClientKey, ClientState>,
-    resolvers: FastMap<IpAddr, ResolverState>,
+    resolvers: Resolvers,
     resolver_pods: Bounded<PodRef, IpAddr>,
     /// A resolver pod's own address → the Service address its clients asked
     /// (DNAT): its forwards are the Service's.

@@ -112,17 +112,76 @@ pub(super) struct ResolverState {
 
 impl ResolverState {
     /// Forgets the queries of the oldest names until one more fits in `cap`
-    /// (or a new name fits in `names`); returns how many were forgotten.
-    fn make_room(&mut self, cap: usize, new_name: bool, names: usize) -> u64 {
-        let mut forgot = 0;
+    /// (or a new name fits in `names`); returns how many were forgotten and
+    /// whether any name was.
+    fn make_room(&mut self, cap: usize, new_name: bool, names: usize) -> (u64, bool) {
+        let (mut forgot, mut removed) = (0, false);
         while self.held >= cap.max(1) || (new_name && self.by_name.order.len() >= names.max(1)) {
             let Some(old) = self.by_name.order.pop_front() else { break };
             if let Some(qs) = self.by_name.map.remove(&old) {
                 self.held -= qs.len();
                 forgot += qs.len() as u64;
+                removed = true;
             }
         }
-        forgot
+        (forgot, removed)
+    }
+}
+
+/// The resolvers' states by server address, in a list indexed by a small
+/// number: a node's transactions go to one or two resolvers, so the last
+/// one looked up is kept and most transactions find theirs by comparing
+/// an address instead of hashing it.
+#[derive(Debug, Default)]
+pub(super) struct Resolvers {
+    list: Vec<(IpAddr, ResolverState)>,
+    index: crate::hash::FastMap<IpAddr, usize>,
+    last: Option<(IpAddr, usize)>,
+}
+
+impl Resolvers {
+    pub(super) fn get(&self, ip: &IpAddr) -> Option<&ResolverState> {
+        self.index.get(ip).and_then(|&i| self.list.get(i)).map(|(_, r)| r)
+    }
+
+    #[cfg(test)]
+    pub(super) fn values(&self) -> impl Iterator<Item = &ResolverState> {
+        self.list.iter().map(|(_, r)| r)
+    }
+
+    pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut ResolverState> {
+        self.list.iter_mut().map(|(_, r)| r)
+    }
+
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&ResolverState) -> bool) {
+        let before = self.list.len();
+        self.list.retain(|(_, r)| keep(r));
+        if self.list.len() != before {
+            self.index.clear();
+            self.index.extend(self.list.iter().enumerate().map(|(i, (ip, _))| (*ip, i)));
+            self.last = None;
+        }
+    }
+
+    /// The state of `ip`, new if it fits in `max` resolvers.
+    fn tracked(&mut self, ip: IpAddr, max: usize) -> Option<&mut ResolverState> {
+        let i = match self.last {
+            Some((l, i)) if l == ip => i,
+            _ => {
+                let i = match self.index.get(&ip) {
+                    Some(&i) => i,
+                    None if self.list.len() >= max.max(1) => return None,
+                    None => {
+                        self.list.push((ip, ResolverState::default()));
+                        self.index.insert(ip, self.list.len() - 1);
+                        self.list.len() - 1
+                    }
+                };
+                self.last = Some((ip, i));
+                i
+            }
+        };
+        self.list.get_mut(i).map(|(_, r)| r)
     }
 }
 
@@ -179,7 +238,7 @@ impl Analyzer {
             });
             r.held = r.by_name.map.values().map(VecDeque::len).sum();
         }
-        self.resolvers.retain(|_, r| !r.clients.is_empty() || r.last_ts.saturating_add(keep_ns) >= now);
+        self.resolvers.retain(|r| !r.clients.is_empty() || r.last_ts.saturating_add(keep_ns) >= now);
     }
 
     /// Remembers client queries per resolver (server IP).
@@ -206,25 +265,23 @@ impl Analyzer {
             self.resolver_pids.insert((p.pid, tx.node.clone()), ip, cap);
             last.pid = Some(((p.pid, tx.node.clone()), ip));
         }
-        if !self.resolvers.contains_key(&ip) && self.resolvers.len() >= self.cfg.max_clients.max(1) {
-            return;
-        }
-        let r = self.resolvers.entry(ip).or_default();
+        let Some(r) = self.resolvers.tracked(ip, self.cfg.max_clients) else { return };
         r.last_ts = r.last_ts.max(tx.ts_ns);
-        let full = r.clients.len() >= self.cfg.max_clients.max(1);
-        let c = if full { r.clients.get_mut(key) } else { Some(r.clients.entry(key.clone()).or_default()) };
-        let who = match c {
+        // Looked up before inserting: an entry would take a clone of the key.
+        if !r.clients.contains_key(key) && r.clients.len() < self.cfg.max_clients.max(1) {
+            r.clients.insert(key.clone(), ClientQueries::default());
+        }
+        let who = match r.clients.get_mut(key) {
             Some(c) => {
                 let qs = &mut c.qs;
                 if qs.len() >= self.cfg.max_attempts_per_client.max(1) {
                     qs.pop_front();
                 }
-                let pos = if qs.back().is_none_or(|(ts, _)| *ts <= tx.ts_ns) {
-                    qs.len()
+                if qs.back().is_none_or(|(ts, _)| *ts <= tx.ts_ns) {
+                    qs.push_back((tx.ts_ns, nh));
                 } else {
-                    qs.partition_point(|(ts, _)| *ts <= tx.ts_ns)
-                };
-                qs.insert(pos, (tx.ts_ns, nh));
+                    qs.insert(qs.partition_point(|(ts, _)| *ts <= tx.ts_ns), (tx.ts_ns, nh));
+                }
                 match &c.who {
                     Some(w) if w.are_of(tx) => Arc::clone(w),
                     _ => Arc::clone(c.who.insert(Arc::new(Parties::of(tx)))),
@@ -235,9 +292,14 @@ impl Analyzer {
         // Bounded by count over all names (not only names × per name): a
         // busy resolver's queries of the last `keep_ns` would be ~50 s of traffic.
         let new_name = !r.by_name.map.contains_key(&nh);
-        self.stats.resolver_queries_evicted +=
-            r.make_room(self.cfg.max_queries_per_resolver, new_name, self.cfg.max_evidence);
-        if let Some(qs) = r.by_name.get_or_insert(&nh, self.cfg.max_evidence) {
+        let (forgot, removed) = r.make_room(self.cfg.max_queries_per_resolver, new_name, self.cfg.max_evidence);
+        self.stats.resolver_queries_evicted += forgot;
+        let qs = if new_name || removed {
+            r.by_name.get_or_insert(&nh, self.cfg.max_evidence)
+        } else {
+            r.by_name.map.get_mut(&nh)
+        };
+        if let Some(qs) = qs {
             if qs.len() >= MAX_PER_NAME {
                 qs.pop_front();
                 r.held -= 1;
