@@ -294,7 +294,7 @@ fn emit<const N: usize>(ctx: &SkBuffContext, which: u8, ver: u8, udp: bool, n: u
     let ev = entry.get();
     let skb = ctx.skb.skb;
     let kind = if let Emit::Ref(_) = what { EventKind::DnsPacketRef } else { EventKind::DnsPacket };
-    init_header(&mut ev.hdr, kind);
+    let ts = init_header(&mut ev.hdr, kind);
     let mut fl = if truncated { flags::TRUNCATED } else { 0 };
     // The socket's owner where the socket hooks recorded one: on egress the
     // sender, on ingress the receiver.
@@ -360,7 +360,7 @@ fn emit<const N: usize>(ctx: &SkBuffContext, which: u8, ver: u8, udp: bool, n: u
             }
         }
     }
-    entry.submit(wake_flag(ring, size_of::<PacketSlot<N>>() as u64));
+    entry.submit(wake_flag(ring, size_of::<PacketSlot<N>>() as u64, ts));
 }
 
 /// Who a socket belongs to: written when the socket is created

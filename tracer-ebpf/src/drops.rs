@@ -67,7 +67,8 @@ fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     ev.tag.version = EVENT_VERSION;
     ev.tag.flags = 0;
     // SAFETY: helper without arguments.
-    ev.tag.ts_ns = unsafe { bpf_ktime_get_ns() };
+    let ts = unsafe { bpf_ktime_get_ns() };
+    ev.tag.ts_ns = ts;
     ev.location = location;
     ev.reason = reason;
     // SAFETY: BTF loads at this kernel's offsets (`skb_valid`), see `field`;
@@ -100,6 +101,6 @@ fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
         }
         set(&mut ev.cap_len, cap);
     }
-    entry.submit(wake_flag(ring, size_of::<DropEvent>() as u64));
+    entry.submit(wake_flag(ring, size_of::<DropEvent>() as u64, ts));
     0
 }
