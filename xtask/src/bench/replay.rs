@@ -6,6 +6,7 @@
 
 use std::{
     fmt::Write as _,
+    io::Write as _,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -499,25 +500,32 @@ fn big_scap(ctx: &Ctx, reps: u64) -> Result<(PathBuf, u64)> {
         at += len;
     }
     let span = last.saturating_sub(first) + 1_000_000;
-    let mut out = Vec::with_capacity(data.len() * reps as usize);
+    // Written as it is built: held whole (~100 MB), it would raise this
+    // process's peak RSS, which every child spawned after it then reports as
+    // its own `ru_maxrss` (the hiwater of the mm it was vforked from), and
+    // section 7's memory rows would read this file's size instead.
+    let path = ctx.work.join("big.scap");
+    let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut block = Vec::new();
     let mut events = 0u64;
     for rep in 0..reps {
         for &(off, len, ts_off) in &blocks {
             match ts_off {
                 Some(o) => {
-                    let start = out.len();
-                    out.extend_from_slice(&data[off..off + len]);
+                    block.clear();
+                    block.extend_from_slice(&data[off..off + len]);
                     let ts = u64::from_le_bytes(data[off + o..off + o + 8].try_into()?) + rep * span;
-                    out[start + o..start + o + 8].copy_from_slice(&ts.to_le_bytes());
+                    block[o..o + 8].copy_from_slice(&ts.to_le_bytes());
+                    out.write_all(&block)?;
                     events += 1;
                 }
-                None if rep == 0 => out.extend_from_slice(&data[off..off + len]),
+                None if rep == 0 => out.write_all(&data[off..off + len])?,
                 None => {}
             }
         }
     }
-    let path = ctx.work.join("big.scap");
-    std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+    out.flush().with_context(|| format!("writing {}", path.display()))?;
     Ok((path, events))
 }
 
