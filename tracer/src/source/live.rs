@@ -266,7 +266,11 @@ impl LiveSource {
     }
 
     /// A drain; the booster then learns how full the rings still are.
-    fn drain_told(&mut self, booster: Option<&super::sched::IdleBooster>, on: &mut impl FnMut(LiveEvent) -> bool) -> bool {
+    fn drain_told(
+        &mut self,
+        booster: Option<&super::sched::IdleBooster>,
+        on: &mut impl FnMut(LiveEvent) -> bool,
+    ) -> bool {
         let go_on = self.drain(false, false, on);
         if let Some(b) = booster {
             b.after_drain(self.cap.rings().fill_permille());
