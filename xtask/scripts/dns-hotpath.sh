@@ -11,7 +11,7 @@
 # quick one to run after each change). Needs root and the host lock:
 #   flock /tmp/ktrace-host.lock xtask/scripts/dns-hotpath.sh target/release/ktrace
 # Env: ROUNDS (3), SECS (3 s per run), MODES ("off json summary"; also
-# "normal" = --sched-normal (the modes of the retired --sched-idle and
+# "normal" = --sched-normal, "agent-normal" = the agent with --sched-normal (the modes of the retired --sched-idle and
 # --no-catch-up are gone: both flags are no-ops since issue 18), "agent" = `ktrace agent --metrics` scraped every second;
 # "base-json" etc. run the binary in $BASE for a side-by-side before/after),
 # HALF=0 skips the latency part, PERF=FILE records `perf record -g` of the
@@ -19,6 +19,10 @@
 # AGENT_ARGS adds arguments to the agent modes (e.g. "--history-mib 4").
 # STAT_EVENT=EV counts another perf event per query in the instructions
 # column (e.g. page-faults, a software event, where the machine has no PMU).
+# HALF_QPS=N skips the saturation part and measures latency at N queries/s.
+# Modes also: "record" = `ktrace record -w FILE` (its file deleted after each run).
+# The half-load table adds the machine's idle share (both CPUs) and
+# ktrace's switches-in per second (schedstat).
 # QPS=N replaces the saturation part by runs at a fixed N queries/s (the CPU
 # per query then compares at one rate across modes).
 # Traffic stays between the two namespaces this script creates; they are
@@ -75,6 +79,10 @@ cpu() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{t += $1} END {printf
 # Time the resolver's threads waited runnable for a CPU (schedstat field 2,
 # ns): what a tracer competing for its core adds to every answer.
 waited() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{t += $2} END {printf "%.0f", t}'; }
+# Times the process's threads were switched in (schedstat field 3).
+slices() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{t += $3} END {printf "%.0f", t}'; }
+# Idle jiffies of CPUs 0 and 1 together (/proc/stat idle + iowait).
+idle() { awk '/^cpu[01] / {t += $5 + $6} END {printf "%.0f", t}' /proc/stat; }
 
 # dnsperf SECS [QPS] -> "qps completed" (+ latencies in $WORK/lat when QPS given)
 perfrun() {
@@ -95,22 +103,30 @@ start_kt() {
         m=${m#base-}
         bin=$(realpath "${BASE:?base- modes need BASE=KTRACE_BIN}")
     fi
+    # "MODE@VAR=V,VAR2=W": the mode with those environment variables (knobs).
+    local envs=()
+    if [ "${m#*@}" != "$m" ]; then
+        IFS=, read -r -a envs <<<"${m#*@}"
+        m=${m%%@*}
+    fi
     local pre=() post=(dns -o json)
     case $m in
     summary) post+=(--summary) ;;
     normal) pre+=(--sched-normal) ;;
-    agent)
+    record) post=(record -w "$WORK/rec.pcapng") ;;
+    agent | agent-normal)
+        [ "$m" = agent-normal ] && pre+=(--sched-normal)
         APORT=$((20000 + RANDOM % 20000))
         post=(--no-kube-api agent --grace 0s --metrics 127.0.0.1:$APORT --listen "unix:$WORK/agent.sock"
             --capture-dir "$WORK/captures" ${AGENT_ARGS:-})
         ;;
     esac
-    "$bin" "${pre[@]}" "${post[@]}" >/dev/null 2>"$WORK/kt.err" &
+    env "${envs[@]}" "$bin" "${pre[@]}" "${post[@]}" >/dev/null 2>"$WORK/kt.err" &
     KT=$!
     for _ in $(seq 200); do
         if grep -q attached "$WORK/kt.err"; then
             # Prometheus-style scraping, every second (its cost is the agent's).
-            if [ "$m" = agent ]; then
+            if [ "${m%%@*}" = agent ] || [ "${m%%@*}" = agent-normal ]; then
                 (for _ in $(seq 600); do sleep 1; curl -s -m 2 "http://127.0.0.1:$APORT/metrics" >/dev/null || true; done) &
                 SCRAPER=$!
             fi
@@ -126,9 +142,17 @@ stop_kt() {
     [ -n "${SCRAPER:-}" ] && { kill "$SCRAPER" 2>/dev/null; wait "$SCRAPER" 2>/dev/null || true; SCRAPER=; }
     kill -INT "$KT"
     # `wait` alone can return before the exit line is on disk: poll for it.
-    for _ in $(seq 400); do grep -q "^ktrace\( agent\)\?: stopped" "$WORK/kt.err" && break; sleep 0.05; done
+    for _ in $(seq 400); do grep -q "^ktrace\( agent\)\?: stopped\|^ktrace record: Nothing\|^ktrace record: Lost" "$WORK/kt.err" && break; sleep 0.05; done
     wait "$KT" 2>/dev/null || true
     KT=
+    rm -f "$WORK/rec.pcapng"
+    if grep -q "^ktrace record: wrote" "$WORK/kt.err"; then
+        local w l
+        w=$(sed -n 's/^ktrace record: wrote \([0-9]*\) records.*/\1/p' "$WORK/kt.err")
+        l=$(sed -n 's/^ktrace record: Lost \([0-9]*\) event.*/\1/p' "$WORK/kt.err")
+        echo "$w ${l:-0}"
+        return
+    fi
     sed -n "s/^ktrace\( agent\)\?: stopped: \([0-9]*\) events read, \([0-9]*\) lost.*/\2 \3/p" "$WORK/kt.err" | grep . || { echo "- -"; tail -3 "$WORK/kt.err" | sed "s/^/[kt] /" >&2; }
 }
 
@@ -136,9 +160,11 @@ stop_kt() {
 one() {
     local m=$1 secs=$2 qps=${3:-} perf_pid=
     start_kt "$m"
-    local c0=0 c1=0 w0 w1
-    [ -n "$KT" ] && c0=$(cpu "$KT")
+    local c0=0 c1=0 w0 w1 s0=0 s1=0 i0 i1 t0 t1
+    [ -n "$KT" ] && c0=$(cpu "$KT") && s0=$(slices "$KT")
     w0=$(waited "$SRVPID")
+    i0=$(idle)
+    t0=$(date +%s%N)
     if [ -n "$PERF" ] && [ "$m" = "${PERF_MODE:-json}" ] && [ "$LAST" = 1 ]; then
         perf record -F ${PERF_FREQ:-10000} ${PERF_CG:--g} -o "$PERF" -p "$KT" 2>/dev/null >/dev/null &
         perf_pid=$!
@@ -151,8 +177,10 @@ one() {
         stat_pid=$!
     fi
     read -r q n < <(perfrun "$secs" "$qps")
-    [ -n "$KT" ] && c1=$(cpu "$KT")
+    [ -n "$KT" ] && c1=$(cpu "$KT") && s1=$(slices "$KT")
     w1=$(waited "$SRVPID")
+    i1=$(idle)
+    t1=$(date +%s%N)
     [ -n "$perf_pid" ] && { kill -INT $perf_pid; wait $perf_pid || true; }
     local ins=-
     if [ -n "$stat_pid" ]; then
@@ -174,13 +202,23 @@ one() {
     # Times the idle-priority reader was raised to normal priority (catch-up).
     local boosts=-
     [ "$m" != off ] && boosts=$(sed -n 's/.*raised to normal priority \([0-9]*\) time.*/\1/p' "$WORK/kt.err" | tail -1)
-    echo "$m $q $us $ev $lat ${ins:--} $wait ${hwm:--} ${boosts:--}"
+    # Idle share of the two CPUs (%, USER_HZ jiffies) and ktrace's switches-in per second.
+    local idlep swps
+    idlep=$(awk -v a="$i0" -v b="$i1" -v t0="$t0" -v t1="$t1" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.1f", 100*(b-a)/hz/((t1-t0)/1e9)/2}')
+    swps=$(awk -v a="$s0" -v b="$s1" -v t0="$t0" -v t1="$t1" 'BEGIN{printf "%.0f", (b-a)/((t1-t0)/1e9)}')
+    local bms
+    bms=-
+    # Time spent raised, all boosts together (ms).
+    [ "$m" != off ] && bms=$(sed -n 's/.*to catch up (\([0-9]*\) ms in all).*/\1/p' "$WORK/kt.err" | tail -1)
+    echo "$m $q $us $ev $lat ${ins:--} $wait ${hwm:--} ${boosts:--} $idlep $swps ${bms:--}"
 }
 
 ip netns exec $CLI true
 perfrun 1 >/dev/null # warm-up
 : >"$WORK/sat"
-for r in $(seq "$ROUNDS"); do
+# HALF_QPS=N: skip the saturation part and measure latency at N queries/s.
+[ -n "${HALF_QPS:-}" ] && SATROUNDS=0 || SATROUNDS=$ROUNDS
+for r in $(seq "$SATROUNDS"); do
     LAST=$([ "$r" = "$ROUNDS" ] && echo 1 || echo 0)
     set -- $MODES
     k=$(( (r - 1) % $# ))
@@ -203,10 +241,10 @@ if kind == "sat":
               "%.2f" % med([num(x[8]) for x in r if len(x) > 8]),
               round(med([num(x[9]) for x in r if len(x) > 9])), round(med([num(x[10]) for x in r if len(x) > 10])))
 else:
-    print("mode p50_us p99_us p50_ratio p99_ratio tracer_us/query user_instructions/query events_lost srv_wait_us/query boosts")
+    print("mode p50_us p99_us p50_ratio p99_ratio tracer_us/query user_instructions/query events_lost srv_wait_us/query boosts idle_pct kt_switches/s boosted_ms")
     rounds = [rows[i:i + len(modes)] for i in range(0, len(rows), len(modes))]
     for m in modes:
-        a50, a99, p50, p99, us, ins, lost, wt, bo = [], [], [], [], [], [], 0, [], []
+        a50, a99, p50, p99, us, ins, lost, wt, bo, idl, sw, bms = [], [], [], [], [], [], 0, [], [], [], [], []
         for rd in rounds:
             off = [x for x in rd if x[0] == "off"]
             for x in rd:
@@ -215,15 +253,21 @@ else:
                 p50.append(num(x[5])); p99.append(num(x[6])); us.append(num(x[2])); ins.append(num(x[7])); lost += num(x[4])
                 wt.append(num(x[8]) if len(x) > 8 else 0.0)
                 bo.append(num(x[10]) if len(x) > 10 else 0.0)
+                idl.append(num(x[11]) if len(x) > 11 else 0.0)
+                sw.append(num(x[12]) if len(x) > 12 else 0.0)
+                bms.append(num(x[13]) if len(x) > 13 else 0.0)
                 if off:
                     a50.append(num(x[5]) / num(off[0][5])); a99.append(num(x[6]) / num(off[0][6]))
-        print(m, "%.1f %.1f %.2f %.2f %.2f %.2f %d %.2f %.0f" % (med(p50), med(p99), med(a50), med(a99), med(us), med(ins), lost, med(wt), med(bo)))
+        rng = lambda xs: "[%.2f-%.2f]" % (min(xs), max(xs)) if xs else "[]"
+        print(m, "%.1f %.1f %.2f%s %.2f%s %.2f %.2f %d %.2f %.0f %.1f %.0f %.0f" % (med(p50), med(p99), med(a50), rng(a50), med(a99), rng(a99), med(us), med(ins), lost, med(wt), med(bo), med(idl), med(sw), med(bms)))
 PY
 }
-echo "## saturation ($ROUNDS rounds × ${SECS}s; medians)"
-stats sat "$WORK/sat" "$MODES"
+if [ "$SATROUNDS" != 0 ]; then
+    echo "## saturation ($ROUNDS rounds × ${SECS}s; medians)"
+    stats sat "$WORK/sat" "$MODES"
+fi
 [ "$HALF" = 1 ] || exit 0
-half=$(python3 -c 'import sys,statistics as s; print(int(s.median([float(l.split()[1]) for l in open(sys.argv[1]) if l.startswith("off ")])/2))' "$WORK/sat")
+[ -n "${HALF_QPS:-}" ] && half=$HALF_QPS || half=$(python3 -c 'import sys,statistics as s; print(int(s.median([float(l.split()[1]) for l in open(sys.argv[1]) if l.startswith("off ")])/2))' "$WORK/sat")
 : >"$WORK/half"
 for r in $(seq "$ROUNDS"); do
     LAST=0

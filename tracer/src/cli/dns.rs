@@ -233,7 +233,12 @@ pub fn run(g: &Global, args: &DnsArgs) -> anyhow::Result<()> {
     let boosts = if g.sched_normal {
         String::new()
     } else {
-        format!("; --sched-idle: raised to normal priority {} time(s) to catch up", src.source.stats.boosts)
+        let s = &src.source.stats;
+        format!(
+            "; --sched-idle: raised to normal priority {} time(s) to catch up ({} ms in all)",
+            s.boosts,
+            s.boosted.as_millis()
+        )
     };
     eprintln!("ktrace: stopped: {read} events read, {lost} lost in the kernel (ring buffer full){boosts}");
     Ok(())

@@ -1,5 +1,6 @@
 //! The live source: drains the kernel's per-CPU ring buffers in batches (on
-//! a 10 ms timer, or when the kernel forces a wakeup at a fill threshold),
+//! a 10 ms timer (the agent's: 50 ms, 10 ms at busy rates), or when the
+//! kernel forces a wakeup at a fill threshold),
 //! merged oldest first (`bpf::rings`), adds host evidence (resolv.conf of
 //! each querying process), and reports kernel losses.
 
@@ -55,6 +56,8 @@ pub struct LiveStats {
     pub batches: u64,
     /// Times `--sched-idle` raised ktrace to normal priority because the ring backed up.
     pub boosts: u64,
+    /// Time spent raised, all boosts together.
+    pub boosted: Duration,
 }
 
 /// Live capture driver.
@@ -75,7 +78,13 @@ pub struct LiveSource {
     /// How often the rings are drained and a [`LiveEvent::Tick`] is handed
     /// on when the kernel does not force a wakeup ([`TICK`] unless set).
     pub tick: Duration,
+    /// The drain interval while records come at [`BUSY_RATE`] or more
+    /// (None: always [`Self::tick`]).
+    pub busy_tick: Option<Duration>,
 }
+
+/// Records per second from which a source with a `busy_tick` drains on it.
+pub const BUSY_RATE: u64 = 80_000;
 
 /// The default drain interval: short enough that `ktrace dns` shows rows as
 /// they happen, long enough that the wakeups cost little beside the records.
@@ -96,6 +105,7 @@ impl LiveSource {
             scoped_socks: std::collections::HashSet::new(),
             dedupe: dedupe::Resolver::default(),
             tick: TICK,
+            busy_tick: None,
         }
     }
 
@@ -205,8 +215,11 @@ impl LiveSource {
         // A signal that came between attaching and here was caught by
         // `hold_stop_signals`: stop now, as if it had come a moment later.
         let early = STOP_REQUESTED.load(Ordering::Relaxed);
-        let mut tick = tokio::time::interval(self.tick);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut period = self.tick;
+        let mut last_tick = tokio::time::Instant::now();
+        let mut items_at_tick = self.stats.items;
+        let tick = tokio::time::sleep(period);
+        tokio::pin!(tick);
         let deadline = duration.map(|d| tokio::time::Instant::now() + d);
         let sleep = tokio::time::sleep_until(
             deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_hours(8760)),
@@ -223,11 +236,20 @@ impl LiveSource {
                 r = fd.readable() => {
                     let mut guard = r?;
                     guard.clear_ready();
-                    if !self.drain(false, false, &mut on) { break StopReason::Consumer; }
+                    if !self.drain_told(booster.as_ref(), &mut on) { break StopReason::Consumer; }
                 }
-                _ = tick.tick() => {
-                    if !self.drain(false, false, &mut on) { break StopReason::Consumer; }
+                () = &mut tick => {
+                    if !self.drain_told(booster.as_ref(), &mut on) { break StopReason::Consumer; }
                     if !on(LiveEvent::Tick(monotonic_ns())) { break StopReason::Consumer; }
+                    let now = tokio::time::Instant::now();
+                    if let Some(b) = self.busy_tick {
+                        let dt = u64::try_from(now.duration_since(last_tick).as_micros()).unwrap_or(u64::MAX).max(1);
+                        let rate = (self.stats.items - items_at_tick).saturating_mul(1_000_000) / dt;
+                        period = if rate >= BUSY_RATE { b } else { self.tick };
+                    }
+                    last_tick = now;
+                    items_at_tick = self.stats.items;
+                    tick.as_mut().reset(now + period);
                 }
             }
         };
@@ -238,8 +260,22 @@ impl LiveSource {
         });
         if let Some(b) = booster {
             self.stats.boosts = b.boosts();
+            self.stats.boosted = b.boosted();
         }
         Ok(reason)
+    }
+
+    /// A drain; the booster then learns how full the rings still are.
+    fn drain_told(
+        &mut self,
+        booster: Option<&super::sched::IdleBooster>,
+        on: &mut impl FnMut(LiveEvent) -> bool,
+    ) -> bool {
+        let go_on = self.drain(false, false, on);
+        if let Some(b) = booster {
+            b.after_drain(self.cap.rings().fill_permille());
+        }
+        go_on
     }
 }
 

@@ -27,9 +27,20 @@
 //! and force a wakeup once `WAKEUP_BYTES` (a quarter of the ring) wait; while
 //! the backlog stays above that, only the record crossing each further 64 KiB
 //! forces one again (a wakeup per record cost the programs ~4 µs each on this
-//! VM: the interrupt it raises exits to the hypervisor). A normal-priority thread sleeps in `epoll` on the ring's fd, edge-triggered,
-//! so it wakes only on those forced wakeups (not on every event) and is
-//! scheduled at once even when every CPU is busy, which an idle thread is not.
+//! VM: the interrupt it raises exits to the hypervisor). A normal-priority
+//! thread sleeps in `epoll` on the ring's fd, edge-triggered, so it wakes
+//! only on those forced wakeups (not on every event) and is scheduled at once
+//! even when every CPU is busy, which an idle thread is not.
+//!
+//! The boost ends as soon as the reader caught up: after each drain it
+//! tells the booster how full the fullest ring still is, and below an eighth
+//! ([`CAUGHT_UP`], half the wakeup mark) every thread goes back to idle at
+//! once. [`HOLD`] (100 ms after the last forced wakeup) only bounds a boost
+//! whose reader never gets there. Before, every boost lasted the whole
+//! 100 ms: each 10 ms drain in it ran at normal priority and preempted the
+//! resolver for its batch (the same runqueue wait as above), long after the
+//! backlog was gone. The exit line says how often and how long
+//! ("raised to normal priority N time(s) to catch up (M ms in all)").
 
 use std::{
     os::fd::RawFd,
@@ -41,12 +52,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// How long threads stay boosted after the last backlog signal: draining a
-/// quarter of the default 16 MiB ring (~30k events at ~1 µs each) takes
-/// ~30 ms at full speed, so 100 ms catches up with room to spare and gives
-/// the CPU back soon after a burst. Still behind, the next forced wakeup
-/// boosts again at once.
+/// The longest a boost lasts after the last backlog signal if the reader
+/// never reports that it caught up ([`IdleBooster::after_drain`]; it
+/// normally does within one drain, a few ms). Still behind, the next forced
+/// wakeup boosts again at once.
 const HOLD: Duration = Duration::from_millis(100);
+
+/// A ring less full than this (parts per 1024; the kernel forces a wakeup at
+/// 256) after a drain ends the boost: half the wakeup mark, so one more
+/// wakeup needs as much backlog again as the first.
+const CAUGHT_UP: u64 = 128;
 
 /// Set by [`idle_when_live`]: live sources put the process under `SCHED_IDLE`
 /// when they start reading the ring, and back to normal when they stop.
@@ -93,13 +108,51 @@ pub fn policy_of(tid: libc::pid_t) -> std::io::Result<libc::c_int> {
     if p < 0 { Err(std::io::Error::last_os_error()) } else { Ok(p) }
 }
 
+/// State shared by the booster thread and the reader.
+#[derive(Debug, Default)]
+struct Shared {
+    stop: AtomicBool,
+    boosts: AtomicU64,
+    /// Mirrors `since.is_some()` for a lock-free look from the reader.
+    boosted: AtomicBool,
+    /// Nanoseconds spent boosted, over the finished boosts.
+    boosted_ns: AtomicU64,
+    /// Since when the threads are boosted; the lock also orders changes of policy.
+    since: std::sync::Mutex<Option<Instant>>,
+    /// The booster thread (left at normal priority).
+    tid: std::sync::atomic::AtomicI32,
+}
+
+impl Shared {
+    /// Raises the threads unless they are already raised.
+    fn boost(&self, now: Instant, apply: &dyn Fn(libc::c_int)) {
+        let mut since = self.since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if since.is_none() {
+            apply(libc::SCHED_OTHER);
+            *since = Some(now);
+            self.boosted.store(true, Ordering::Relaxed);
+            self.boosts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Lowers the threads back to idle if they are raised.
+    fn unboost(&self, apply: &dyn Fn(libc::c_int)) {
+        let mut since = self.since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(t) = since.take() {
+            apply(libc::SCHED_IDLE);
+            self.boosted.store(false, Ordering::Relaxed);
+            let ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.boosted_ns.fetch_add(ns, Ordering::Relaxed);
+        }
+    }
+}
+
 /// While live: the booster thread (with catch-up), and whether the process
 /// goes back to normal priority when it is dropped (the default policy,
 /// which idles only while the ring is read).
 #[derive(Debug)]
 pub struct IdleBooster {
-    stop: Arc<AtomicBool>,
-    boosts: Arc<AtomicU64>,
+    shared: Arc<Shared>,
     handle: Option<JoinHandle<()>>,
     restore: bool,
 }
@@ -141,33 +194,59 @@ impl IdleBooster {
             return None;
         }
         set_all(libc::SCHED_IDLE, 0);
-        let stop = Arc::new(AtomicBool::new(false));
-        let boosts = Arc::new(AtomicU64::new(0));
-        let (s, b) = (Arc::clone(&stop), Arc::clone(&boosts));
+        let shared = Arc::new(Shared::default());
+        let s = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("ktrace-boost".into())
             .spawn(move || {
-                if let Err(e) = run(ring_fd, &s, &b) {
+                if let Err(e) = run(ring_fd, &s) {
                     log::warn!("idle priority: no boost when the ring backs up ({e}); events may be lost");
                 }
             })
             .map_err(|e| log::warn!("idle priority: no booster thread ({e}); events may be lost"))
             .ok();
-        Some(Self { stop, boosts, handle, restore: true })
+        Some(Self { shared, handle, restore: true })
     }
 
     /// Times the threads were raised to normal priority.
     #[must_use]
     pub fn boosts(&self) -> u64 {
-        self.boosts.load(Ordering::Relaxed)
+        self.shared.boosts.load(Ordering::Relaxed)
+    }
+
+    /// Time spent raised, over finished boosts.
+    #[must_use]
+    pub fn boosted(&self) -> Duration {
+        Duration::from_nanos(self.shared.boosted_ns.load(Ordering::Relaxed))
+    }
+
+    /// True while the threads are raised.
+    #[must_use]
+    pub fn is_boosted(&self) -> bool {
+        self.shared.boosted.load(Ordering::Relaxed)
+    }
+
+    /// Called by the reader after each drain, with the fullest ring's unread
+    /// part in parts per 1024 ([`crate::bpf::rings::CpuRings::fill_permille`]):
+    /// below [`CAUGHT_UP`] the catch-up is over and the threads go back to
+    /// idle at once, without waiting for the rest of [`HOLD`].
+    pub fn after_drain(&self, fill: u64) {
+        if fill < CAUGHT_UP && self.is_boosted() {
+            let except = self.shared.tid.load(Ordering::Relaxed);
+            self.shared.unboost(&|p| set_all(p, except));
+        }
     }
 }
 
 impl Drop for IdleBooster {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
+        }
+        if let Some(t) = *self.shared.since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            let ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.shared.boosted_ns.fetch_add(ns, Ordering::Relaxed);
         }
         // What follows the live run (closing findings, detaching, a
         // subscriber's grace period) should not wait behind a busy workload.
@@ -177,18 +256,19 @@ impl Drop for IdleBooster {
     }
 }
 
-fn run(ring_fd: RawFd, stop: &AtomicBool, boosts: &AtomicU64) -> std::io::Result<()> {
+fn run(ring_fd: RawFd, shared: &Shared) -> std::io::Result<()> {
     // SAFETY: gettid has no preconditions.
     let me = unsafe { libc::gettid() };
+    shared.tid.store(me, Ordering::Relaxed);
     // Created under SCHED_IDLE like every thread of the process: leave it.
     set_policy(0, libc::SCHED_OTHER)?;
-    watch(ring_fd, stop, boosts, &|policy| set_all(policy, me))
+    watch(ring_fd, shared, &|policy| set_all(policy, me))
 }
 
 /// The booster's loop: `apply(SCHED_OTHER)` on a wakeup of `ring_fd` (the
 /// kernel's forced wakeup of a backed-up ring), `apply(SCHED_IDLE)` once
 /// [`HOLD`] passed without another.
-fn watch(ring_fd: RawFd, stop: &AtomicBool, boosts: &AtomicU64, apply: &dyn Fn(libc::c_int)) -> std::io::Result<()> {
+fn watch(ring_fd: RawFd, shared: &Shared, apply: &dyn Fn(libc::c_int)) -> std::io::Result<()> {
     use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
     // An `OwnedFd` inside: closed on every return.
     let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
@@ -197,7 +277,7 @@ fn watch(ring_fd: RawFd, stop: &AtomicBool, boosts: &AtomicU64, apply: &dyn Fn(l
     let ring = unsafe { std::os::fd::BorrowedFd::borrow_raw(ring_fd) };
     ep.add(ring, EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, 0))?;
     let mut boosted_until: Option<Instant> = None;
-    while !stop.load(Ordering::Relaxed) {
+    while !shared.stop.load(Ordering::Relaxed) {
         let mut out = [EpollEvent::empty(); 1];
         // Short while boosted (to give the CPU back soon after a burst),
         // longer otherwise: a wakeup every 100 ms only to look at `stop`.
@@ -209,13 +289,10 @@ fn watch(ring_fd: RawFd, stop: &AtomicBool, boosts: &AtomicU64, apply: &dyn Fn(l
         };
         let now = Instant::now();
         if n > 0 {
-            if boosted_until.is_none() {
-                apply(libc::SCHED_OTHER);
-                boosts.fetch_add(1, Ordering::Relaxed);
-            }
+            shared.boost(now, apply);
             boosted_until = Some(now + HOLD);
         } else if boosted_until.is_some_and(|t| now >= t) {
-            apply(libc::SCHED_IDLE);
+            shared.unboost(apply);
             boosted_until = None;
         }
     }
@@ -255,6 +332,25 @@ mod tests {
         assert!(cli(&["dns"]).global.retired_sched_flags().is_none());
     }
 
+    /// The reader's early end of a boost: one raise however many wakeups,
+    /// one return to idle, the time in between counted once.
+    #[test]
+    fn a_boost_ends_once_and_counts_its_time() {
+        let shared = Shared::default();
+        let applied = Mutex::new(Vec::new());
+        let apply = |p| applied.lock().unwrap().push(p);
+        shared.boost(Instant::now(), &apply);
+        shared.boost(Instant::now(), &apply);
+        assert!(shared.boosted.load(Ordering::Relaxed));
+        std::thread::sleep(Duration::from_millis(2));
+        shared.unboost(&apply);
+        shared.unboost(&apply);
+        assert!(!shared.boosted.load(Ordering::Relaxed));
+        assert_eq!(*applied.lock().unwrap(), vec![libc::SCHED_OTHER, libc::SCHED_IDLE]);
+        assert_eq!(shared.boosts.load(Ordering::Relaxed), 1);
+        assert!(shared.boosted_ns.load(Ordering::Relaxed) >= 2_000_000);
+    }
+
     /// The catch-up path on an eventfd standing in for the ring: a wakeup
     /// boosts once however many follow within the hold time, and the policy
     /// goes back to idle after it.
@@ -262,13 +358,13 @@ mod tests {
     fn a_wakeup_boosts_then_the_hold_time_ends_it() {
         let efd = nix::sys::eventfd::EventFd::new().expect("eventfd");
         let fd = efd.as_fd().as_raw_fd();
-        let stop = Arc::new(AtomicBool::new(false));
-        let boosts = Arc::new(AtomicU64::new(0));
+        let shared = Arc::new(Shared::default());
         let applied = Arc::new(Mutex::new(Vec::new()));
-        let (s, b, a) = (Arc::clone(&stop), Arc::clone(&boosts), Arc::clone(&applied));
+        let (s, a) = (Arc::clone(&shared), Arc::clone(&applied));
         let t = std::thread::spawn(move || {
-            watch(fd, &s, &b, &|p| a.lock().unwrap().push(p)).expect("watch");
+            watch(fd, &s, &|p| a.lock().unwrap().push(p)).expect("watch");
         });
+        let boosts = &shared.boosts;
         let wait_for = |what: &str, f: &dyn Fn() -> bool| {
             for _ in 0..500 {
                 if f() {
@@ -288,7 +384,7 @@ mod tests {
         assert_eq!(boosts.load(Ordering::Relaxed), 1, "wakeups within the hold time boost once");
         efd.write(1).expect("eventfd write");
         wait_for("the second boost", &|| boosts.load(Ordering::Relaxed) == 2);
-        stop.store(true, Ordering::Relaxed);
+        shared.stop.store(true, Ordering::Relaxed);
         t.join().expect("watch thread");
         drop(efd);
     }
