@@ -95,7 +95,8 @@ impl Key {
         let w = [qname, small, c_pf | (s_pf << 32), c_hi, c_lo, s_hi, s_lo];
         let k = &seeds.0;
         // The name hash is seeded and random already; the rest in pairs.
-        let h = qname ^ fold(w[1] ^ k[0], w[2] ^ k[1]) ^ fold(c_hi ^ k[2], c_lo ^ k[3]) ^ fold(s_hi ^ k[4], s_lo ^ k[5]);
+        let h =
+            qname ^ fold(w[1] ^ k[0], w[2] ^ k[1]) ^ fold(c_hi ^ k[2], c_lo ^ k[3]) ^ fold(s_hi ^ k[4], s_lo ^ k[5]);
         Self { w, h }
     }
 

@@ -48,7 +48,7 @@ struct Slot<K, R> {
 /// with a note each (`R`).
 pub(super) struct Slots<K, V, R> {
     index: Table<u32>,
-    slots: Vec<Slot<K, R>>,
+    entries: Vec<Slot<K, R>>,
     free: Vec<u32>,
     /// Initialised exactly where a `Live` slot points.
     vals: Vec<MaybeUninit<V>>,
@@ -63,7 +63,7 @@ impl<K: std::fmt::Debug, V, R> std::fmt::Debug for Slots<K, V, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Slots")
             .field("live", &self.live)
-            .field("slots", &self.slots.len())
+            .field("entries", &self.entries.len())
             .field("remembered", &self.ring.len())
             .finish_non_exhaustive()
     }
@@ -71,7 +71,7 @@ impl<K: std::fmt::Debug, V, R> std::fmt::Debug for Slots<K, V, R> {
 
 impl<K, V, R> Drop for Slots<K, V, R> {
     fn drop(&mut self) {
-        for s in &self.slots {
+        for s in &self.entries {
             if let State::Live(v) = s.state {
                 // SAFETY: a live slot's value is initialised, and dropped only here.
                 unsafe { self.vals[v as usize].assume_init_drop() };
@@ -86,7 +86,7 @@ impl<K: Hashed, V, R: Copy> Slots<K, V, R> {
     pub(super) fn new(n: usize, ring_max: usize) -> Self {
         Self {
             index: Table::with_capacity(n),
-            slots: Vec::new(),
+            entries: Vec::new(),
             free: Vec::new(),
             vals: Vec::new(),
             free_vals: Vec::new(),
@@ -103,14 +103,14 @@ impl<K: Hashed, V, R: Copy> Slots<K, V, R> {
     )]
     #[inline(always)]
     pub(super) fn find(&self, k: &K) -> Option<u32> {
-        let slots = &self.slots;
+        let slots = &self.entries;
         self.index.get(k.hash(), |&i| slots[i as usize].key == *k)
     }
 
     /// The value of slot `i` if it waits.
     #[inline]
     pub(super) fn get(&self, i: u32) -> Option<&V> {
-        match self.slots.get(i as usize)?.state {
+        match self.entries.get(i as usize)?.state {
             // SAFETY: a live slot's value is initialised.
             State::Live(v) => Some(unsafe { self.vals[v as usize].assume_init_ref() }),
             _ => None,
@@ -119,7 +119,7 @@ impl<K: Hashed, V, R: Copy> Slots<K, V, R> {
 
     #[inline]
     pub(super) fn get_mut(&mut self, i: u32) -> Option<&mut V> {
-        match self.slots.get(i as usize)?.state {
+        match self.entries.get(i as usize)?.state {
             // SAFETY: as in `get`.
             State::Live(v) => Some(unsafe { self.vals[v as usize].assume_init_mut() }),
             _ => None,
@@ -129,7 +129,7 @@ impl<K: Hashed, V, R: Copy> Slots<K, V, R> {
     /// The note of slot `i` if it is recent.
     #[inline]
     pub(super) fn recent(&self, i: u32) -> Option<R> {
-        match self.slots.get(i as usize)?.state {
+        match self.entries.get(i as usize)?.state {
             State::Recent(_, r) => Some(r),
             _ => None,
         }
@@ -144,7 +144,7 @@ impl<K: Hashed, V, R: Copy> Slots<K, V, R> {
     /// The key of slot `i` if it waits.
     #[inline]
     pub(super) fn key(&self, i: u32) -> Option<K> {
-        self.slots.get(i as usize).filter(|s| matches!(s.state, State::Live(_))).map(|s| s.key)
+        self.entries.get(i as usize).filter(|s| matches!(s.state, State::Live(_))).map(|s| s.key)
     }
 
     /// The place of the next value: written by the caller, then added by
@@ -174,12 +174,15 @@ impl<K: Hashed, V, R: Copy> Slots<K, V, R> {
         let v = self.free_vals.pop().expect("a place was reserved by `vacant`");
         let i = match recent {
             Some(i) => {
-                debug_assert!(self.recent(i).is_some() && self.slots[i as usize].key == k, "slot {i} is not recent under its key");
+                debug_assert!(
+                    self.recent(i).is_some() && self.entries[i as usize].key == k,
+                    "slot {i} is not recent under its key"
+                );
                 i
             }
             None => self.add(k),
         };
-        self.slots[i as usize].state = State::Live(v);
+        self.entries[i as usize].state = State::Live(v);
         self.live += 1;
         i
     }
@@ -195,11 +198,11 @@ impl<K: Hashed, V, R: Copy> Slots<K, V, R> {
     /// A new slot under `k` (in the index; its state is the caller's).
     fn add(&mut self, k: K) -> u32 {
         let i = if let Some(i) = self.free.pop() {
-            self.slots[i as usize].key = k;
+            self.entries[i as usize].key = k;
             i
         } else {
-            self.slots.push(Slot { key: k, state: State::Free });
-            (self.slots.len() - 1) as u32
+            self.entries.push(Slot { key: k, state: State::Free });
+            (self.entries.len() - 1) as u32
         };
         self.index.insert(k.hash(), i);
         i
@@ -210,11 +213,11 @@ impl<K: Hashed, V, R: Copy> Slots<K, V, R> {
     /// is remembered with `note`. False if `i` does not wait.
     #[inline]
     pub(super) fn retire(&mut self, i: u32, ts: u64, note: R, take: impl FnOnce(*mut V)) -> bool {
-        let Some(&Slot { key, state: State::Live(v) }) = self.slots.get(i as usize) else { return false };
+        let Some(&Slot { key, state: State::Live(v) }) = self.entries.get(i as usize) else { return false };
         // Room in the ring first, as the window did: a full ring's oldest
         // entry leaves before this one is counted.
         self.make_room();
-        self.slots[i as usize].state = State::Recent(ts, note);
+        self.entries[i as usize].state = State::Recent(ts, note);
         self.live -= 1;
         self.free_vals.push(v);
         take(self.vals[v as usize].as_mut_ptr());
@@ -225,7 +228,7 @@ impl<K: Hashed, V, R: Copy> Slots<K, V, R> {
     /// Takes slot `i`'s value out (to `take`, as in [`Self::retire`]) and
     /// frees the slot. False if `i` does not wait.
     pub(super) fn remove_with(&mut self, i: u32, take: impl FnOnce(*mut V)) -> bool {
-        let Some(&Slot { key, state: State::Live(v) }) = self.slots.get(i as usize) else { return false };
+        let Some(&Slot { key, state: State::Live(v) }) = self.entries.get(i as usize) else { return false };
         self.free_slot(key, i);
         self.live -= 1;
         self.free_vals.push(v);
@@ -250,7 +253,7 @@ impl<K: Hashed, V, R: Copy> Slots<K, V, R> {
             Some(i) => i,
             None => self.add(k),
         };
-        let slot = &mut self.slots[i as usize];
+        let slot = &mut self.entries[i as usize];
         // A waiting key is not remembered over (callers never ask).
         if !matches!(slot.state, State::Live(_)) {
             slot.state = State::Recent(ts, note);
@@ -276,11 +279,11 @@ impl<K: Hashed, V, R: Copy> Slots<K, V, R> {
         let holds = |s: &Slot<K, R>| s.key == k && matches!(s.state, State::Recent(t, _) if t == ts);
         // Nearly always the slot it was remembered in; else the key may
         // have been remembered again elsewhere at the same time.
-        let i = if self.slots.get(i as usize).is_some_and(holds) {
+        let i = if self.entries.get(i as usize).is_some_and(holds) {
             i
         } else {
             match self.find(&k) {
-                Some(j) if holds(&self.slots[j as usize]) => j,
+                Some(j) if holds(&self.entries[j as usize]) => j,
                 _ => return,
             }
         };
@@ -295,7 +298,7 @@ impl<K: Hashed, V, R: Copy> Slots<K, V, R> {
     }
 
     fn free_slot(&mut self, k: K, i: u32) {
-        self.slots[i as usize].state = State::Free;
+        self.entries[i as usize].state = State::Free;
         self.index.remove(k.hash(), |&j| j == i);
         self.free.push(i);
     }
@@ -356,7 +359,7 @@ mod tests {
             assert_eq!(table.remove(slot), Some(i));
         }
         assert_eq!(table.len(), 2);
-        assert!(table.slots.len() <= 3 && table.vals.len() <= 3, "the slabs do not grow under churn");
+        assert!(table.entries.len() <= 3 && table.vals.len() <= 3, "the slabs do not grow under churn");
     }
 
     /// Answered keys are remembered as the window they replaced was: newest
@@ -398,7 +401,7 @@ mod tests {
             answer(&mut t, K(i % 50), i, 0);
         }
         assert_eq!((recent(&t, K(49)), t.ring.len(), t.len()), (Some(0), 100, 0));
-        assert!(t.slots.len() <= 51 && t.vals.len() <= 2, "{} slots, {} values", t.slots.len(), t.vals.len());
+        assert!(t.entries.len() <= 51 && t.vals.len() <= 2, "{} slots, {} values", t.entries.len(), t.vals.len());
         // A remembering at the same time as an older stale entry of the
         // same key: the stale entry takes it (as the window did).
         let mut t: Slots<K, u64, u8> = Slots::new(4, 100);
