@@ -16,6 +16,7 @@
 
 mod bounded;
 mod fanout;
+mod key;
 pub mod pairing;
 mod slots;
 mod storm;

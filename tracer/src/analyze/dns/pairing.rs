@@ -29,17 +29,16 @@
 
 use std::collections::VecDeque;
 
-use std::hash::BuildHasher as _;
-
 use super::{
-    slots::{Hashed, Slots, Window},
+    key::{ByClient, Key, KeySeeds, Loose, NameHashes},
+    slots::Slots,
     table::Table,
 };
 use crate::hash::{PreHashedMap, Seed};
 
 use crate::{
     decode::{DnsEvent, dns::Answer},
-    event::{Endpoint, Hook, Transport},
+    event::{Endpoint, Hook},
 };
 
 use crate::analyze::{Observed, Transaction};
@@ -80,126 +79,6 @@ pub struct PairStats {
     pub ambiguous_views: u64,
 }
 
-/// A sighting's identity. Hashed once per message (`h`); the maps it is
-/// looked up in pass that hash through instead of hashing ~50 bytes per
-/// lookup (a message is looked up three to six times).
-#[derive(Clone, Copy, Debug)]
-struct Key {
-    client: Endpoint,
-    server: Endpoint,
-    transport: Transport,
-    id: u16,
-    /// Hash of the name in lower case: resolvers randomise the case of
-    /// queries (0x20) and servers echo it, but a sloppy one may not. A hash,
-    /// not the name: the key sits in the pending map, the expiry order and
-    /// the recent-answers window, and a shared string there cost an
-    /// allocation, refcounts and compares per message (~8 % of live CPU).
-    /// Two names of one client, server, id and type colliding in 64 bits
-    /// (seeded per run) is not a practical concern.
-    qname: u64,
-    qtype: u16,
-    /// Seeded hash of the fields above.
-    h: u64,
-}
-
-impl Key {
-    fn new(
-        seed: &Seed,
-        client: Endpoint,
-        server: Endpoint,
-        transport: Transport,
-        id: u16,
-        qname: u64,
-        qtype: u16,
-    ) -> Self {
-        let (c0, c1) = words(client);
-        let (s0, s1) = words(server);
-        let small = (u64::from(id) << 24) | (u64::from(qtype) << 8) | transport as u64;
-        let h = seed.hash_one((qname ^ small.wrapping_mul(0x9e37_79b9_7f4a_7c15), c0, c1, s0, s1));
-        Self { client, server, transport, id, qname, qtype, h }
-    }
-}
-
-impl Hashed for Key {
-    fn hash(&self) -> u64 {
-        self.h
-    }
-}
-
-/// An endpoint as two words to hash (cheaper than `IpAddr`'s derived
-/// `Hash`, which writes a discriminant and a length-prefixed byte slice).
-fn words(e: Endpoint) -> (u64, u64) {
-    match e.ip {
-        std::net::IpAddr::V4(a) => ((u64::from(u32::from(a)) << 16) | u64::from(e.port), 4),
-        std::net::IpAddr::V6(a) => {
-            let b = u128::from(a);
-            ((b >> 64) as u64 ^ u64::from(e.port), (b as u64).rotate_left(16) ^ 6)
-        }
-    }
-}
-
-impl PartialEq for Key {
-    fn eq(&self, o: &Self) -> bool {
-        self.h == o.h
-            && self.qname == o.qname
-            && self.id == o.id
-            && self.qtype == o.qtype
-            && self.transport == o.transport
-            && self.client == o.client
-            && self.server == o.server
-    }
-}
-
-impl Eq for Key {}
-
-impl std::hash::Hash for Key {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.h);
-    }
-}
-
-/// A key without its addresses: what both views of one lookup share.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Loose {
-    transport: Transport,
-    id: u16,
-    qname: u64,
-    qtype: u16,
-}
-
-impl Loose {
-    fn of(k: &Key) -> Self {
-        Self { transport: k.transport, id: k.id, qname: k.qname, qtype: k.qtype }
-    }
-
-    /// The name hash is seeded already: mixing in the small fields is enough.
-    fn mix(&self) -> u64 {
-        let small = (u64::from(self.id) << 24) | (u64::from(self.qtype) << 8) | self.transport as u64;
-        (self.qname ^ small.wrapping_mul(0x9e37_79b9_7f4a_7c15)).rotate_left(17)
-    }
-}
-
-/// The by-client join index's key: a loose key and the client address
-/// (hashed by [`by_client_hash`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct ByClient {
-    loose: Loose,
-    client: Endpoint,
-}
-
-impl ByClient {
-    fn of(k: &Key) -> Self {
-        Self { loose: Loose::of(k), client: k.client }
-    }
-}
-
-/// The seeded hash of `k`'s [`ByClient`] key: computed once per new lookup
-/// (its join, its index entry) and kept for its removal.
-fn by_client_hash(seed: &Seed, k: &Key) -> u64 {
-    let (c0, c1) = words(k.client);
-    seed.hash_one((Loose::of(k).mix(), c0, c1))
-}
-
 /// Lookups seen from one side only sharing a [`Loose`] key (and, in the
 /// by-client index, a client address): the in-flight slot of the one
 /// lookup while there has been exactly one since the group formed (a group
@@ -229,7 +108,7 @@ struct ServerAnswer {
 struct Pending {
     tx: Transaction,
     order: (u64, u64),
-    /// [`by_client_hash`] of its key, for leaving the join index.
+    /// [`Key::by_client_hash`] of its key, for leaving the join index.
     bc: u64,
     client_query_ns: Option<u64>,
     server_query_ns: Option<u64>,
@@ -238,12 +117,36 @@ struct Pending {
     alias: Option<Key>,
 }
 
+impl Pending {
+    /// Moves the transaction of the pending entry at `p` to the end of
+    /// `out` and drops the rest: one copy of the ~430 bytes, straight into
+    /// place (moving the entry out by value and pushing its transaction
+    /// copied it three times, 164 instructions per query on `hot-cap`).
+    ///
+    /// # Safety
+    /// `p` points to an initialised entry that nothing reads or drops after.
+    unsafe fn move_into(p: *mut Self, out: &mut Vec<Transaction>) {
+        out.reserve(1);
+        let len = out.len();
+        // SAFETY: room for one more was reserved; the transaction is moved
+        // (read once, never dropped at `p`), the one other owning field is
+        // dropped in place, the remaining fields are `Copy`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(&raw const (*p).tx, out.as_mut_ptr().add(len), 1);
+            out.set_len(len + 1);
+            std::ptr::drop_in_place(&raw mut (*p).server_answer);
+        }
+    }
+}
+
 /// Query/response pairing state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pairer {
     cfg: PairConfig,
     stats: PairStats,
-    pending: Slots<Key, Pending>,
+    /// Waiting queries, and completed exchanges (noted with how they were
+    /// observed) remembered for the duplicate answers that follow them.
+    pending: Slots<Key, Pending, Observed>,
     /// (first seen, sequence, slot), oldest first, for expiry and eviction:
     /// arrivals come in time order, so this queue is the timing wheel with
     /// one bucket. Answered queries are not removed here (that was a B-tree
@@ -251,10 +154,10 @@ pub struct Pairer {
     /// same order, which is checked without a lookup.
     order: VecDeque<(u64, u64, u32)>,
     seq: u64,
-    /// Completed exchanges, for the duplicate answers that follow them.
-    recent: Window<Key, Observed>,
     /// Seed of the name hashes in keys (random per run: names come from the network).
     names: Seed,
+    /// Seeds of the key hashes.
+    keys: KeySeeds,
     /// Name hashes of recent names, by their shared string.
     name_hashes: NameHashes,
     /// A joined view's key → the key its transaction waits under.
@@ -265,13 +168,37 @@ pub struct Pairer {
     by_query: Table<Group<Loose>>,
 }
 
+impl Default for Pairer {
+    fn default() -> Self {
+        Self::new(PairConfig::default())
+    }
+}
+
+/// Where a sighting's key stands: waiting (the slot of its transaction,
+/// under its own key or a joined view's, and the side it counts as), or not,
+/// with the slot where the key is remembered as answered, if it is.
+type Found = Result<(u32, Side), Option<u32>>;
+
 impl Pairer {
     /// Empty pairing table.
     #[must_use]
     pub fn new(cfg: PairConfig) -> Self {
-        // The index of the in-flight table is allocated once, at its bound
-        // (about 9 bytes per query; the slab grows to the high-water mark).
-        Self { cfg, pending: Slots::with_capacity(cfg.max_inflight.clamp(1, 1 << 20)), ..Self::default() }
+        Self {
+            cfg,
+            stats: PairStats::default(),
+            // The index of the in-flight table is allocated once, at its
+            // bound (about 9 bytes per query; the slabs grow to the
+            // high-water mark).
+            pending: Slots::new(cfg.max_inflight.clamp(1, 1 << 20), MAX_RECENT),
+            order: VecDeque::new(),
+            seq: 0,
+            names: Seed::default(),
+            keys: KeySeeds::default(),
+            name_hashes: NameHashes::default(),
+            aliases: PreHashedMap::default(),
+            by_client: Table::default(),
+            by_query: Table::default(),
+        }
     }
 
     /// Feeds one message; completed transactions are appended to `out`.
@@ -300,7 +227,7 @@ impl Pairer {
         };
         let (client, server) = if ev.msg.is_response { (ev.dst, ev.src) } else { (ev.src, ev.dst) };
         let qname = self.name_hashes.get(&self.names, &ev.msg.qname);
-        let key = Key::new(&self.names, client, server, ev.transport, ev.msg.id, qname, ev.msg.qtype);
+        let key = Key::new(&self.keys, client, server, ev.transport, ev.msg.id, qname, ev.msg.qtype);
         if ev.msg.is_response {
             self.response(key, side, ev, out);
         } else {
@@ -308,32 +235,38 @@ impl Pairer {
         }
     }
 
-    /// The slot of the transaction the sighting `key` belongs to (under its
-    /// own key or a joined view's), and the side the sighting counts as: a
-    /// joined view's Wire sighting is the resolver's (the client's view was
-    /// there first). The slot, not the key it waits under: copying the
-    /// ~80-byte key in and out of four lookups per query showed.
-    #[inline]
-    fn waiting_key(&self, key: &Key, side: Side) -> Option<(u32, Side)> {
-        if let Some(i) = self.pending.find(key) {
-            return Some((i, side));
-        }
+    /// Where the sighting `key` stands ([`Found`]). A joined view's Wire
+    /// sighting counts as the resolver's (the client's view was there
+    /// first). The slot, not the key it waits under: copying the key in
+    /// and out of four lookups per query showed.
+    #[expect(clippy::inline_always, reason = "four calls per query: outlined, the key went through memory each time")]
+    #[inline(always)]
+    fn waiting_key(&self, key: &Key, side: Side) -> Found {
+        let own = self.pending.find(key);
+        let recent = match own {
+            Some(i) if self.pending.get(i).is_some() => return Ok((i, side)),
+            Some(i) => Some(i),
+            None => None,
+        };
         if self.aliases.is_empty() {
-            return None;
+            return Err(recent);
         }
-        let k = self.aliases.get(key)?;
-        Some((self.pending.find(k)?, if side == Side::Wire { Side::Server } else { side }))
+        match self.aliases.get(key).and_then(|k| self.pending.find(k)) {
+            Some(i) if self.pending.get(i).is_some() => Ok((i, if side == Side::Wire { Side::Server } else { side })),
+            _ => Err(recent),
+        }
     }
 
     fn query(&mut self, key: Key, side: Side, ev: &mut DnsEvent, out: &mut Vec<Transaction>) {
         let ts = ev.rec.ts_ns;
         let mut bc = None;
-        let found = if let Some(f) = self.waiting_key(&key, side) {
-            Some(f)
-        } else {
-            let h = by_client_hash(&self.names, &key);
-            bc = Some(h);
-            self.join(key, h, side, ev)
+        let (found, recent) = match self.waiting_key(&key, side) {
+            Ok(f) => (Some(f), None),
+            Err(recent) => {
+                let h = key.by_client_hash(&self.keys);
+                bc = Some(h);
+                (self.join(key, h, side, ev), recent)
+            }
         };
         if let Some((i, side)) = found
             && let Some(p) = self.pending.get_mut(i)
@@ -362,7 +295,7 @@ impl Pairer {
                         if p.tx.server_pod.is_none() {
                             p.tx.server_pod.clone_from(&ev.dst_pod);
                         }
-                        note_resolver(&mut p.tx, &key, ev.dst_pod.as_ref());
+                        note_resolver(&mut p.tx, ev.src, ev.dst, ev.dst_pod.as_ref());
                         p.tx.observed = Observed::Both;
                     }
                 }
@@ -370,16 +303,12 @@ impl Pairer {
             }
             return;
         }
-        // A new exchange re-using a key that completed moments ago is not a duplicate.
-        if !self.recent.is_empty() {
-            self.recent.remove(&key);
-        }
         if self.pending.len() >= self.cfg.max_inflight.max(1) {
             self.evict_oldest(out);
         }
         self.seq = self.seq.wrapping_add(1);
         let order = (ts, self.seq);
-        let bc = bc.unwrap_or_else(|| by_client_hash(&self.names, &key));
+        let bc = bc.unwrap_or_else(|| key.by_client_hash(&self.keys));
         // What each side's sighting knows: the client's egress its process
         // (node and pod are the event's), a pcap inside the client's
         // namespace whatever it knows, the resolver's its own addresses.
@@ -390,9 +319,16 @@ impl Pairer {
         };
         let at_server = side == Side::Server;
         let (client_query_ns, server_query_ns) = if at_server { (None, Some(ts)) } else { (Some(ts), None) };
-        // Made in its slot: the ~600-byte entry is written once, not
-        // assembled on the stack and copied in.
-        let i = self.pending.insert_with(key, || Pending {
+        let (client, server) = (ev.src, ev.dst);
+        // Everything that clones first, so the entry is written straight
+        // into its place rather than assembled and copied in.
+        let (node, client_pod, server_pod) = (ev.rec.node.clone(), ev.src_pod.clone(), ev.dst_pod.clone());
+        let resolver_pod = if at_server { server_pod.clone() } else { None };
+        let qname = std::sync::Arc::clone(&ev.msg.qname);
+        let (transport, id, qtype) = (ev.transport, ev.msg.id, ev.msg.qtype);
+        // A key answered moments ago waits again in its slot (a new
+        // exchange re-using it is not a duplicate).
+        self.pending.vacant().write(Pending {
             order,
             bc,
             client_query_ns,
@@ -402,22 +338,22 @@ impl Pairer {
             tx: Transaction {
                 ts_ns: ts,
                 end_ns: None,
-                node: ev.rec.node.clone(),
+                node,
                 netns,
                 cgroup_id,
                 process,
                 server_process: None,
-                client: key.client,
-                server: key.server,
-                client_pod: ev.src_pod.clone(),
-                server_pod: ev.dst_pod.clone(),
-                resolver: at_server.then_some(key.server),
-                resolver_client: at_server.then_some(key.client),
-                resolver_pod: if at_server { ev.dst_pod.clone() } else { None },
-                transport: ev.transport,
-                id: ev.msg.id,
-                qname: std::sync::Arc::clone(&ev.msg.qname),
-                qtype: ev.msg.qtype,
+                client,
+                server,
+                client_pod,
+                server_pod,
+                resolver: at_server.then_some(server),
+                resolver_client: at_server.then_some(client),
+                resolver_pod,
+                transport,
+                id,
+                qname,
+                qtype,
                 rcode: None,
                 answers: Vec::new(),
                 latency_ns: None,
@@ -431,6 +367,8 @@ impl Pairer {
                 },
             },
         });
+        // SAFETY: written just above.
+        let i = unsafe { self.pending.insert_written(key, recent) };
         self.index(&key, bc, i);
         self.order.push_back((ts, self.seq, i));
         // Answered entries linger until their timeout passes; keep them from
@@ -465,7 +403,7 @@ impl Pairer {
         if let Some(pos) = self.by_client.find(bc, |g| g.key == bk) {
             match self.by_client.at(pos).one {
                 Some(j) => {
-                    if self.pending.key(j).is_some_and(|k| k.server != key.server)
+                    if self.pending.key(j).is_some_and(|k| !k.same_server(&key))
                         && self.pending.get(j).is_some_and(other)
                     {
                         pick = Some(j);
@@ -490,7 +428,7 @@ impl Pairer {
             match self.by_query.at(pos).one {
                 Some(j) => {
                     let snat_ok = |p: &Pending| side != Side::Client || p.tx.client_pod.is_none();
-                    if self.pending.key(j).is_some_and(|k| k.server != key.server && k.client != key.client)
+                    if self.pending.key(j).is_some_and(|k| !k.same_server(&key) && !k.same_client(&key))
                         && self.pending.get(j).is_some_and(|p| other(p) && snat_ok(p))
                     {
                         pick = Some(j);
@@ -517,8 +455,8 @@ impl Pairer {
             if p.tx.resolver_pod.is_none() {
                 p.tx.resolver_pod.clone_from(&p.tx.server_pod);
             }
-            p.tx.server = key.server;
-            p.tx.client = key.client;
+            p.tx.server = key.server();
+            p.tx.client = key.client();
         }
         self.aliases.insert(key, k);
         self.stats.joined_views += 1;
@@ -537,10 +475,10 @@ impl Pairer {
             return None;
         }
         let bk = ByClient::of(&key);
-        let pos = self.by_client.find(by_client_hash(&self.names, &key), |g| g.key == bk)?;
+        let pos = self.by_client.find(key.by_client_hash(&self.keys), |g| g.key == bk)?;
         let i = self.by_client.at(pos).one?;
         let k = self.pending.key(i)?;
-        if k.server == key.server {
+        if k.same_server(&key) {
             return None;
         }
         let p = self.pending.get_mut(i)?;
@@ -548,7 +486,7 @@ impl Pairer {
             return None;
         }
         p.tx.resolver.get_or_insert(p.tx.server);
-        p.tx.server = key.server;
+        p.tx.server = key.server();
         p.alias = Some(key);
         self.aliases.insert(key, k);
         self.stats.joined_views += 1;
@@ -574,15 +512,22 @@ impl Pairer {
 
     fn response(&mut self, key: Key, side: Side, ev: &mut DnsEvent, out: &mut Vec<Transaction>) {
         let ts = ev.rec.ts_ns;
-        let Some((i, side)) = self.waiting_key(&key, side).or_else(|| self.join_answer(key, side)) else {
-            match self.recent.get(&key) {
-                // A Both exchange completes at the client; the server's copy of a
-                // later duplicate is the same duplicate, seen earlier: count once.
-                Some((_, observed)) if side != Side::Client && observed == Observed::Both => {}
-                Some(_) => self.stats.duplicate_answers += 1,
-                None => self.stats.unmatched_responses += 1,
+        let (i, side) = match self.waiting_key(&key, side) {
+            Ok(f) => f,
+            Err(recent) => {
+                if let Some(f) = self.join_answer(key, side) {
+                    f
+                } else {
+                    match recent.and_then(|r| self.pending.recent(r)) {
+                        // A Both exchange completes at the client; the server's copy of a
+                        // later duplicate is the same duplicate, seen earlier: count once.
+                        Some(observed) if side != Side::Client && observed == Observed::Both => {}
+                        Some(_) => self.stats.duplicate_answers += 1,
+                        None => self.stats.unmatched_responses += 1,
+                    }
+                    return;
+                }
             }
-            return;
         };
         let Some(p) = self.pending.get_mut(i) else { return };
         // This sighting's answers moved into `server_answer` (a server-side view that completes alone).
@@ -607,7 +552,7 @@ impl Pairer {
                 if p.tx.server_pod.is_none() {
                     p.tx.server_pod.clone_from(&ev.src_pod);
                 }
-                note_resolver(&mut p.tx, &key, ev.src_pod.as_ref());
+                note_resolver(&mut p.tx, ev.dst, ev.src, ev.src_pod.as_ref());
                 if p.client_query_ns.is_some() {
                     // The client's socket is on this node: its view of the answer
                     // (and its latency) is the one that matters; wait for it.
@@ -626,57 +571,63 @@ impl Pairer {
         // Completed in its slot, then moved out once (the entry is large).
         p.tx.end_ns = Some(ts);
         p.tx.rcode = Some(ev.msg.rcode);
-        match p.server_answer.take() {
-            // The server's copy of this very answer (both sockets on this
-            // node): moved over instead of cloning the client's again.
-            Some(sa) if moved || sa.answers == ev.msg.answers => p.tx.answers = sa.answers,
-            _ => p.tx.answers = std::mem::take(&mut ev.msg.answers),
-        }
+        // The server's copy of the answers when this sighting's own moved
+        // there; otherwise this sighting's (when the server saw the answer
+        // too, its copy is either equal or, in a rewritten exchange, not
+        // what reached the client: either way the client's is right, and
+        // comparing the two cost ~90 instructions per query).
+        p.tx.answers = match p.server_answer.take() {
+            Some(sa) if moved => sa.answers,
+            _ => std::mem::take(&mut ev.msg.answers),
+        };
         let (alias, bc, observed) = (p.alias, p.bc, p.tx.observed);
         let Some(pkey) = self.pending.key(i) else { return };
         self.forget(&pkey, alias, bc);
-        self.remember(pkey, ts, observed);
+        // The key stays in its slot, remembered; its transaction goes out.
+        // SAFETY: the entry is moved out once, by `move_into`.
+        self.pending.retire(i, ts, observed, |p| unsafe { Pending::move_into(p, out) });
         if let Some(a) = alias {
-            self.remember(a, ts, observed);
+            self.pending.remember(a, ts, observed);
         }
-        // Room first: the transaction is then copied once, into its place.
-        out.reserve(1);
-        if let Some(p) = self.pending.remove(i) {
-            out.push(p.tx);
-        }
-    }
-
-    fn remember(&mut self, key: Key, ts: u64, observed: Observed) {
-        while self.recent.queued() >= MAX_RECENT {
-            self.recent.pop_oldest();
-        }
-        self.recent.insert(key, ts, observed);
     }
 
     #[inline]
     fn prune_recent(&mut self, now: u64) {
-        while self.recent.oldest().is_some_and(|ts| ts.saturating_add(RECENT_WINDOW_NS) < now) {
-            self.recent.pop_oldest();
+        while self.pending.oldest_recent().is_some_and(|ts| ts.saturating_add(RECENT_WINDOW_NS) < now) {
+            self.pending.pop_recent();
         }
     }
 
-    /// Takes the pending query in slot `i` if `order` is still its entry
-    /// (not answered, the slot not reused by a later query).
-    fn take_current(&mut self, order: (u64, u64), i: u32) -> Option<Pending> {
+    /// Reports the pending query in slot `i` as timed out if `order` is
+    /// still its entry (not answered, the slot not reused by a later
+    /// query); true if it did.
+    fn time_out(&mut self, order: (u64, u64), i: u32, out: &mut Vec<Transaction>) -> bool {
         if !current(&self.pending, order, i) {
-            return None;
+            return false;
         }
-        let key = self.pending.key(i)?;
-        let p = self.pending.remove(i)?;
-        self.forget(&key, p.alias, p.bc);
-        Some(p)
+        let Some(key) = self.pending.key(i) else { return false };
+        let Some(p) = self.pending.get_mut(i) else { return false };
+        let (alias, bc) = (p.alias, p.bc);
+        p.tx.timed_out = true;
+        p.tx.latency_ns = None;
+        p.tx.end_ns = None;
+        // The server answered but the answer never reached the client's socket
+        // (dropped on the way, or the client gave up and closed it): the client
+        // experienced a timeout, and the rcode shows what it would have received.
+        if let Some(sa) = p.server_answer.take() {
+            p.tx.rcode = Some(sa.rcode);
+            p.tx.answers = sa.answers;
+        }
+        // SAFETY: the entry is moved out once, by `move_into`.
+        self.pending.remove_with(i, |p| unsafe { Pending::move_into(p, out) });
+        self.forget(&key, alias, bc);
+        true
     }
 
     fn evict_oldest(&mut self, out: &mut Vec<Transaction>) {
         while let Some((ts, seq, i)) = self.order.pop_front() {
-            if let Some(p) = self.take_current((ts, seq), i) {
+            if self.time_out((ts, seq), i, out) {
                 self.stats.evicted += 1;
-                out.push(timed_out(p));
                 return;
             }
         }
@@ -687,7 +638,7 @@ impl Pairer {
     pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Transaction>) {
         // Replays tick once per record, and nearly always nothing is due:
         // two comparisons, without a call.
-        let window = self.recent.oldest().is_some_and(|ts| ts.saturating_add(RECENT_WINDOW_NS) < now_ns);
+        let window = self.pending.oldest_recent().is_some_and(|ts| ts.saturating_add(RECENT_WINDOW_NS) < now_ns);
         let timeout = self.order.front().is_some_and(|&(ts, _, _)| ts.saturating_add(self.cfg.timeout_ns) <= now_ns);
         if window || timeout {
             self.expire_due(now_ns, out);
@@ -701,20 +652,16 @@ impl Pairer {
                 break;
             }
             let Some((ts, seq, i)) = self.order.pop_front() else { break };
-            if let Some(p) = self.take_current((ts, seq), i) {
-                out.push(timed_out(p));
-            }
+            self.time_out((ts, seq), i, out);
         }
     }
 
     /// End of input: every query still waiting is reported as unanswered.
     pub fn finish(&mut self, out: &mut Vec<Transaction>) {
         while let Some((ts, seq, i)) = self.order.pop_front() {
-            if let Some(p) = self.take_current((ts, seq), i) {
-                out.push(timed_out(p));
-            }
+            self.time_out((ts, seq), i, out);
         }
-        self.recent.clear();
+        self.pending.clear_recent();
     }
 
     /// Queries waiting for an answer.
@@ -731,18 +678,17 @@ impl Pairer {
 }
 
 /// Whether slot `i` still holds the query queued with `order`.
-fn current(pending: &Slots<Key, Pending>, order: (u64, u64), i: u32) -> bool {
+fn current(pending: &Slots<Key, Pending, Observed>, order: (u64, u64), i: u32) -> bool {
     pending.get(i).is_some_and(|p| p.order == order)
 }
 
 /// One more lookup (in slot `i`) under `k`, hashed `h`, in a join index.
 fn join_group<K: Copy + Eq>(index: &mut Table<Group<K>>, hash: u64, key: K, slot: u32) {
-    if let Some(pos) = index.find(hash, |g| g.key == key) {
+    let (pos, added) = index.find_or_insert(hash, |g| g.key == key, || Group { key, one: Some(slot), n: 1 });
+    if !added {
         let group = index.at_mut(pos);
         group.n += 1;
         group.one = None;
-    } else {
-        index.insert(hash, Group { key, one: Some(slot), n: 1 });
     }
 }
 
@@ -757,10 +703,11 @@ fn leave_group<K: Copy + Eq>(index: &mut Table<Group<K>>, hash: u64, key: K) {
     }
 }
 
-/// The resolver's side of `key` (a sighting at the resolver's socket).
-fn note_resolver(tx: &mut Transaction, key: &Key, pod: Option<&crate::enrich::PodRef>) {
-    tx.resolver.get_or_insert(key.server);
-    tx.resolver_client.get_or_insert(key.client);
+/// The resolver's side of an exchange between `client` and `server` (a
+/// sighting at the resolver's socket).
+fn note_resolver(tx: &mut Transaction, client: Endpoint, server: Endpoint, pod: Option<&crate::enrich::PodRef>) {
+    tx.resolver.get_or_insert(server);
+    tx.resolver_client.get_or_insert(client);
     if tx.resolver_pod.is_none() {
         tx.resolver_pod = pod.cloned();
     }
@@ -777,21 +724,6 @@ fn fill_client(tx: &mut Transaction, ev: &DnsEvent) {
     if ev.src_pod.is_some() {
         tx.client_pod.clone_from(&ev.src_pod);
     }
-}
-
-fn timed_out(p: Pending) -> Transaction {
-    let mut tx = p.tx;
-    tx.timed_out = true;
-    tx.latency_ns = None;
-    tx.end_ns = None;
-    // The server answered but the answer never reached the client's socket
-    // (dropped on the way, or the client gave up and closed it): the client
-    // experienced a timeout, and the rcode shows what it would have received.
-    if let Some(sa) = p.server_answer {
-        tx.rcode = Some(sa.rcode);
-        tx.answers = sa.answers;
-    }
-    tx
 }
 
 /// Constructors of synthetic events and transactions for tests in `analyze`.
@@ -1344,48 +1276,4 @@ mod tests {
         let (out, _) = run(&evs, PairConfig::default());
         assert_eq!(out.len(), 2);
     }
-}
-
-/// Hash of `name` in ASCII lower case, without allocating.
-/// Names come from the decoder's cache, one shared string per name, so a
-/// name's hash is remembered by the string's address: lowering and hashing
-/// it again for each of its four or so messages was ~10 % of pairing. Each
-/// entry holds its string, so an address is never reused while it is here.
-#[derive(Debug, Default)]
-struct NameHashes {
-    slots: Vec<Option<(std::sync::Arc<str>, u64)>>,
-}
-
-impl NameHashes {
-    const SLOTS: usize = 256;
-
-    #[inline]
-    fn get(&mut self, seed: &Seed, name: &std::sync::Arc<str>) -> u64 {
-        if self.slots.is_empty() {
-            self.slots.resize(Self::SLOTS, None);
-        }
-        let addr = std::sync::Arc::as_ptr(name).cast::<u8>() as usize as u64;
-        let at = (addr.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize % Self::SLOTS;
-        if let Some((n, h)) = &self.slots[at]
-            && std::sync::Arc::ptr_eq(n, name)
-        {
-            return *h;
-        }
-        let h = name_hash(seed, name);
-        self.slots[at] = Some((std::sync::Arc::clone(name), h));
-        h
-    }
-}
-
-fn name_hash(state: &Seed, name: &str) -> u64 {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let mut h = state.build_hasher();
-    let mut buf = [0u8; 64];
-    for chunk in name.as_bytes().chunks(buf.len()) {
-        let b = &mut buf[..chunk.len()];
-        b.copy_from_slice(chunk);
-        b.make_ascii_lowercase();
-        h.write(b);
-    }
-    h.finish()
 }
