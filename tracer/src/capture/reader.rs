@@ -110,6 +110,10 @@ struct NgIface {
     offset_s: i64,
     kt: Option<IfaceMeta>,
     name: Option<String>,
+    /// Raw IP stamped in nanoseconds without offset, as ktrace writes its
+    /// interfaces: its packets can take [`blocks::fast_packet`] (one test
+    /// per packet instead of three).
+    fast: bool,
 }
 
 /// Where pcapng blocks come from: a stream copied block by block into a

@@ -25,6 +25,10 @@ use std::sync::{
     mpsc::{SyncSender, sync_channel},
 };
 
+mod split;
+
+use split::{Balance, BatchSender, Sampler};
+
 use super::{Back, Pipeline, RunStats, Sink, decode_and_pair, decode_and_pair_if_dns};
 use crate::{
     analyze::{Detector, drops::DropAnalyzer, pairing::Pairer},
@@ -147,6 +151,9 @@ enum Op {
     /// The next stored Kubernetes snapshot of the batch, to apply (split
     /// after decoding: pods are named on the sink's thread, so no barrier).
     Snapshot,
+    /// The last operation of its batch: the pairer crosses to the reading
+    /// thread, which waits for it ([`split`]).
+    HandOver,
 }
 
 /// What crosses from the reading thread to the analysis thread.
@@ -238,7 +245,7 @@ impl<S: Sink> Pipeline<S> {
         if !opts.threads.two(src.total_bytes()) {
             return self.replay_one(src, opts, on_progress, hooks);
         }
-        self.replay_two(src, opts, on_progress, hooks, BATCH_OPS)
+        self.replay_two(src, opts, on_progress, hooks, BATCH_OPS, None)
     }
 
     fn replay_one(
@@ -288,7 +295,8 @@ impl<S: Sink> Pipeline<S> {
     }
 
     /// Two threads, handing over every `batch_ops` operations (tests use
-    /// tiny batches to cross the threads everywhere).
+    /// tiny batches to cross the threads everywhere, and `force_after` to
+    /// move the pairer after so many batches whatever they cost).
     fn replay_two(
         &mut self,
         src: &mut FileSource,
@@ -296,6 +304,7 @@ impl<S: Sink> Pipeline<S> {
         on_progress: &mut dyn FnMut(&RunStats),
         hooks: &mut dyn ReplayHooks<S>,
         batch_ops: usize,
+        force_after: Option<u64>,
     ) -> anyhow::Result<Vec<String>> {
         let Self {
             decoder,
@@ -320,46 +329,53 @@ impl<S: Sink> Pipeline<S> {
         // Room for every batch that can exist: returning one never blocks.
         let (free_tx, free_rx) = sync_channel::<Batch>(DEPTH + 2);
         let (ack_tx, ack_rx) = sync_channel::<()>(1);
+        // The pairer, when it crosses to the reading thread ([`split`]).
+        let (hand_tx, hand_rx) = sync_channel::<&mut Pairer>(1);
+        let balance = Balance::new(force_after);
         let enricher = &ctx.enricher;
         let ports: &[u16] = dns_ports;
         // Where the pairer runs. When nothing crosses but DNS (`ktrace dns
         // -r`: no listing, drops stage or hooks wanting records), the split
-        // is after decoding and it runs on the sink's thread: with pairing
-        // on the reading thread, that thread was the limit (callgrind per
-        // thread, hot-cap: --summary 944M reading / 181M sink, -o json 928M
-        // / 306M). Otherwise the records cross with the transactions and
-        // pairing stays with the reading.
+        // starts after decoding, with the pairer on the sink's thread, and
+        // the pairer may cross later ([`split`]). Otherwise the records
+        // cross with the transactions and pairing stays with the reading.
         let (front_pairer, back_pairer) = if keep { (Some(pairer), None) } else { (None, Some(pairer)) };
         let (warnings, counts) = std::thread::scope(|s| {
+            let balance = &balance;
             let front = std::thread::Builder::new()
                 .name("ktrace-read".into())
                 .spawn_scoped(s, move || {
-                    let Some(pairer) = front_pairer else {
-                        return read_and_decode(src, decoder, ports, opts, batch_ops, &full_tx, &free_rx);
-                    };
+                    let mut pairer = front_pairer;
                     let mut counts = FrontCounts::default();
-                    let mut batch = Batch::default();
+                    let mut out = BatchSender::new(&full_tx, &free_rx, batch_ops, balance);
                     let mut done = Vec::new();
-                    // False once the analysis thread is gone (it failed): the
-                    // rest is read without work, the error comes from there.
-                    let mut alive = true;
-                    let send = |batch: &mut Batch| {
-                        let next = free_rx.try_recv().unwrap_or_default();
-                        full_tx.send(std::mem::replace(batch, next)).is_ok()
-                    };
                     let warnings = src.run_ref(|ev| {
-                        if !alive {
+                        if !out.alive {
                             return;
                         }
+                        let Some(pairer) = pairer.as_deref_mut() else {
+                            decode_only(decoder, &mut out.batch, &mut counts, ev, opts, ports);
+                            if out.is_full() {
+                                if balance.offered() {
+                                    out.batch.ops.push(Op::HandOver);
+                                    out.send();
+                                    pairer = if out.alive { hand_rx.recv().ok() } else { None };
+                                    out.alive = pairer.is_some();
+                                } else {
+                                    out.send();
+                                }
+                            }
+                            return;
+                        };
                         // Matched where it lies (see `replay_one`): a record to
                         // handle and the time it makes pass come out.
                         let (rec, now) = match ev {
                             // Nothing keeps the record: decoded where it lies.
                             FileRef::Packet(p) if !keep => {
                                 let now = p.ts_ns;
-                                batch.records += 1;
+                                out.batch.records += 1;
                                 counts.last_ts = counts.last_ts.max(now);
-                                let Batch { ops, msgs, .. } = &mut batch;
+                                let Batch { ops, msgs, .. } = &mut out.batch;
                                 let message = |ev: &DnsEvent| {
                                     if lists {
                                         msgs.push(ev.clone());
@@ -370,7 +386,7 @@ impl<S: Sink> Pipeline<S> {
                                 {
                                     counts.other_packets += 1;
                                 }
-                                batch.take(&mut done);
+                                out.batch.take(&mut done);
                                 (None, Some(now))
                             }
                             FileRef::Packet(p) => (Some(Record::Packet(p.to_record())), Some(p.ts_ns)),
@@ -383,20 +399,20 @@ impl<S: Sink> Pipeline<S> {
                                     // Applied when everything before it has been
                                     // written, before anything after it is named:
                                     // where a one-threaded run applies it.
-                                    batch.ops.push(Op::Barrier);
-                                    alive = send(&mut batch) && ack_rx.recv().is_ok();
+                                    out.batch.ops.push(Op::Barrier);
+                                    out.barrier(&ack_rx);
                                     enricher.apply_snapshot(&snap);
                                 }
                                 (None, None)
                             }
                             FileRef::Event(ev) => {
-                                batch.context.push(ev);
-                                batch.ops.push(Op::Context);
+                                out.batch.context.push(ev);
+                                out.batch.ops.push(Op::Context);
                                 (None, None)
                             }
                         };
                         if let Some(r) = rec {
-                            batch.records += 1;
+                            out.batch.records += 1;
                             counts.last_ts = counts.last_ts.max(r.ts_ns());
                             if let Record::Lost { count, .. } = &r {
                                 counts.lost_events += count;
@@ -411,12 +427,12 @@ impl<S: Sink> Pipeline<S> {
                                 // The sink's thread lists it or the drops stage
                                 // takes it first, as in `Pipeline::push`; only a
                                 // record decoded here as well is cloned.
-                                batch.ops.push(Op::Record);
+                                out.batch.ops.push(Op::Record);
                                 if dns || matches!(r, Record::ResolvConf(_)) {
-                                    batch.recs.push(r.clone());
+                                    out.batch.recs.push(r.clone());
                                     (Some(r), Some(true))
                                 } else {
-                                    batch.recs.push(r);
+                                    out.batch.recs.push(r);
                                     (None, Some(false))
                                 }
                             } else {
@@ -424,7 +440,7 @@ impl<S: Sink> Pipeline<S> {
                             };
                             match r {
                                 Some(Record::Packet(p)) if dns != Some(false) => {
-                                    let Batch { ops, msgs, .. } = &mut batch;
+                                    let Batch { ops, msgs, .. } = &mut out.batch;
                                     let message = |ev: &DnsEvent| {
                                         if lists {
                                             msgs.push(ev.clone());
@@ -438,11 +454,11 @@ impl<S: Sink> Pipeline<S> {
                                     ) {
                                         counts.other_packets += 1;
                                     }
-                                    batch.take(&mut done);
+                                    out.batch.take(&mut done);
                                 }
                                 Some(Record::ResolvConf(r)) => {
-                                    batch.resolv.push(r);
-                                    batch.ops.push(Op::ResolvConf);
+                                    out.batch.resolv.push(r);
+                                    out.batch.ops.push(Op::ResolvConf);
                                 }
                                 _ => {}
                             }
@@ -451,24 +467,38 @@ impl<S: Sink> Pipeline<S> {
                             && !opts.no_ticks
                         {
                             Detector::expire(&mut *pairer, now, &mut done);
-                            batch.take(&mut done);
-                            batch.ops.push(Op::Tick(now));
+                            out.batch.take(&mut done);
+                            out.batch.ops.push(Op::Tick(now));
                         }
-                        if alive && batch.ops.len() >= batch_ops {
-                            alive = send(&mut batch);
-                        }
+                        out.send_if_full();
                     });
-                    if alive {
-                        send(&mut batch);
-                    }
+                    out.finish();
                     warnings.map(|w| (w, counts))
                 })
                 .expect("spawning the replay's reading thread");
             let mut records = 0u64;
-            let mut back_side =
-                BackSide { back, ctx, sink, stats, drops: drops.as_mut(), drop_out, hooks, lists, pairer: back_pairer };
+            let mut back_side = BackSide {
+                back,
+                ctx,
+                sink,
+                stats,
+                drops: drops.as_mut(),
+                drop_out,
+                hooks,
+                lists,
+                pairer: back_pairer,
+                hand: hand_tx,
+            };
+            let mut sampler = Sampler::default();
             for mut batch in full_rx {
-                back_side.analyse(&mut batch, &ack_tx, live_output);
+                if back_side.pairer.is_some() && !sampler.done() {
+                    let t = split::thread_cpu();
+                    let timing = sampler.measuring().then_some(&mut sampler.pair_ns);
+                    back_side.analyse(&mut batch, &ack_tx, live_output, timing);
+                    sampler.batch(balance, batch.records, split::thread_cpu().saturating_sub(t));
+                } else {
+                    back_side.analyse(&mut batch, &ack_tx, live_output, None);
+                }
                 let before = records;
                 records += batch.records;
                 if before / PROGRESS_EVERY != records / PROGRESS_EVERY {
@@ -514,79 +544,58 @@ impl<S: Sink> Pipeline<S> {
     }
 }
 
-/// The reading thread of a replay split after decoding
-/// (`ktrace dns -r`: nothing but DNS crosses): reads and decodes; everything else,
-/// in order, crosses to the sink's thread.
-fn read_and_decode(
-    src: &mut FileSource,
+/// The reading thread's share of one event while the split is after
+/// decoding (`ktrace dns -r`: nothing but DNS crosses): DNS is decoded,
+/// everything else crosses in order to the sink's thread.
+#[inline]
+fn decode_only(
     decoder: &mut DnsDecoder,
-    ports: &[u16],
+    batch: &mut Batch,
+    counts: &mut FrontCounts,
+    ev: FileRef<'_>,
     opts: ReplayOptions,
-    batch_ops: usize,
-    full_tx: &SyncSender<Batch>,
-    free_rx: &std::sync::mpsc::Receiver<Batch>,
-) -> anyhow::Result<(Vec<String>, FrontCounts)> {
-    let mut counts = FrontCounts::default();
-    let mut batch = Batch::default();
-    // False once the sink's thread is gone (it failed): the rest is read
-    // without work, the error comes from there.
-    let mut alive = true;
-    let send = |batch: &mut Batch| {
-        let next = free_rx.try_recv().unwrap_or_default();
-        full_tx.send(std::mem::replace(batch, next)).is_ok()
+    ports: &[u16],
+) {
+    let now = match ev {
+        FileRef::Packet(p) => {
+            decode_into(decoder, batch, counts, p, ports);
+            batch.records += 1;
+            Some(p.ts_ns)
+        }
+        FileRef::Event(FileEvent::Record(r)) => {
+            let now = r.ts_ns();
+            batch.records += 1;
+            match r {
+                Record::Packet(p) => decode_into(decoder, batch, counts, &p, ports),
+                Record::Lost { count, .. } => counts.lost_events += count,
+                Record::ResolvConf(r) => {
+                    batch.resolv.push(r);
+                    batch.ops.push(Op::ResolvConf);
+                }
+                Record::Drop(_) | Record::Conn(_) => {}
+            }
+            Some(now)
+        }
+        FileRef::Event(FileEvent::Snapshot(snap)) => {
+            if opts.apply_snapshots {
+                // Unboxed: snapshots are rare, a move is nothing next to applying one.
+                batch.snaps.push(*snap);
+                batch.ops.push(Op::Snapshot);
+            }
+            None
+        }
+        FileRef::Event(ev) => {
+            batch.context.push(ev);
+            batch.ops.push(Op::Context);
+            None
+        }
     };
-    let warnings = src.run_ref(|ev| {
-        if !alive {
-            return;
+    if let Some(now) = now {
+        counts.last_ts = counts.last_ts.max(now);
+        if !opts.no_ticks {
+            batch.ops.push(Op::Tick(now));
         }
-        let now = match ev {
-            FileRef::Packet(p) => {
-                decode_into(decoder, &mut batch, &mut counts, p, ports);
-                batch.records += 1;
-                Some(p.ts_ns)
-            }
-            FileRef::Event(FileEvent::Record(r)) => {
-                let now = r.ts_ns();
-                batch.records += 1;
-                match r {
-                    Record::Packet(p) => decode_into(decoder, &mut batch, &mut counts, &p, ports),
-                    Record::Lost { count, .. } => counts.lost_events += count,
-                    Record::ResolvConf(r) => {
-                        batch.resolv.push(r);
-                        batch.ops.push(Op::ResolvConf);
-                    }
-                    Record::Drop(_) | Record::Conn(_) => {}
-                }
-                Some(now)
-            }
-            FileRef::Event(FileEvent::Snapshot(snap)) => {
-                if opts.apply_snapshots {
-                    // Unboxed: snapshots are rare, a move is nothing next to applying one.
-                    batch.snaps.push(*snap);
-                    batch.ops.push(Op::Snapshot);
-                }
-                None
-            }
-            FileRef::Event(ev) => {
-                batch.context.push(ev);
-                batch.ops.push(Op::Context);
-                None
-            }
-        };
-        if let Some(now) = now {
-            counts.last_ts = counts.last_ts.max(now);
-            if !opts.no_ticks {
-                batch.ops.push(Op::Tick(now));
-            }
-        }
-        if batch.ops.len() >= batch_ops {
-            alive = send(&mut batch);
-        }
-    });
-    if alive {
-        send(&mut batch);
     }
-    warnings.map(|w| (w, counts))
 }
 
 /// Decodes a packet into the batch (the messages cross where they were
@@ -622,13 +631,22 @@ struct BackSide<'a, S> {
     lists: bool,
     /// The pairer, when the split is after decoding (`ktrace dns -r`: nothing but DNS crosses).
     pairer: Option<&'a mut Pairer>,
+    /// Where the pairer goes at [`Op::HandOver`].
+    hand: SyncSender<&'a mut Pairer>,
 }
 
 impl<S: Sink> BackSide<'_, S> {
     /// The sink thread's share of a batch, in order: what `Pipeline::push`
     /// and `Pipeline::tick` do after decoding and pairing.
-    fn analyse(&mut self, batch: &mut Batch, ack: &SyncSender<()>, live_output: bool) {
-        let Self { back, ctx, sink, stats, drops, drop_out, hooks, lists, pairer } = self;
+    /// `timing`: adds the time spent naming pods and pairing ([`split`]).
+    fn analyse(&mut self, batch: &mut Batch, ack: &SyncSender<()>, live_output: bool, mut timing: Option<&mut u64>) {
+        let Self { back, ctx, sink, stats, drops, drop_out, hooks, lists, pairer, hand } = self;
+        let clock = timing.is_some();
+        let mut timed = |t: Option<std::time::Instant>| {
+            if let (Some(t), Some(acc)) = (t, timing.as_deref_mut()) {
+                split::add_step(acc, t);
+            }
+        };
         let mut txs = batch.txs.drain(..);
         let mut evs = batch.evs.iter_mut();
         let mut snaps = batch.snaps.drain(..);
@@ -642,7 +660,9 @@ impl<S: Sink> BackSide<'_, S> {
                 Op::Tick(now) => {
                     // As `Pipeline::tick` does before the analysis's turn.
                     if let Some(p) = pairer {
+                        let t = clock.then(std::time::Instant::now);
                         Detector::expire(&mut **p, now, &mut back.txs);
+                        timed(t);
                         back.flush(ctx, *sink, stats);
                     }
                     back.tick(now, ctx, *sink, stats);
@@ -690,10 +710,12 @@ impl<S: Sink> BackSide<'_, S> {
                 Op::Dns(n) => {
                     // As `enrich_and_pair`, then `Pipeline::flush`.
                     if let Some(p) = pairer {
+                        let t = clock.then(std::time::Instant::now);
                         for ev in evs.by_ref().take(n as usize) {
                             ctx.enricher.enrich(ev);
                             p.push_ref(ev, &mut back.txs);
                         }
+                        timed(t);
                         back.flush(ctx, *sink, stats);
                     }
                 }
@@ -701,6 +723,11 @@ impl<S: Sink> BackSide<'_, S> {
                     if let Some(s) = snaps.next() {
                         // Merged, not replaced: earlier pods keep their time ranges.
                         ctx.enricher.apply_snapshot(&s);
+                    }
+                }
+                Op::HandOver => {
+                    if let Some(p) = pairer.take() {
+                        let _ = hand.send(p);
                     }
                 }
             }
@@ -786,14 +813,22 @@ mod tests {
     /// split is after pairing); without, nothing but DNS crosses and the
     /// split is after decoding (`ktrace dns -r`).
     fn run(files: &[PathBuf], snapshots: bool, batch: Option<usize>, hooked: bool) -> Vec<String> {
-        run_cmd_with(Cmd::Dns, files, snapshots, batch, hooked)
+        run_cmd_with(Cmd::Dns, files, snapshots, batch, hooked, None)
     }
 
     fn run_cmd(cmd: Cmd, files: &[PathBuf], snapshots: bool, batch: Option<usize>) -> Vec<String> {
-        run_cmd_with(cmd, files, snapshots, batch, true)
+        run_cmd_with(cmd, files, snapshots, batch, true, None)
     }
 
-    fn run_cmd_with(cmd: Cmd, files: &[PathBuf], snapshots: bool, batch: Option<usize>, hooked: bool) -> Vec<String> {
+    /// `force_after`: the pairer crosses to the reading thread after so many batches.
+    fn run_cmd_with(
+        cmd: Cmd,
+        files: &[PathBuf],
+        snapshots: bool,
+        batch: Option<usize>,
+        hooked: bool,
+        force_after: Option<u64>,
+    ) -> Vec<String> {
         let enricher = Enricher::empty();
         let ctx = Context { clock_offset_ns: 0, enricher: enricher.clone() };
         let pair = PairConfig { timeout_ns: 5_000_000_000, ..PairConfig::default() };
@@ -813,7 +848,7 @@ mod tests {
         let hooks: &mut dyn ReplayHooks<Log> = if hooked { &mut log_hooks } else { &mut no_hooks };
         let warnings = match batch {
             None => pipe.replay_with(&mut src, opts, &mut |_| {}, hooks),
-            Some(n) => pipe.replay_two(&mut src, opts, &mut |_| {}, hooks, n),
+            Some(n) => pipe.replay_two(&mut src, opts, &mut |_| {}, hooks, n, force_after),
         }
         .expect("replay");
         pipe.stats.warnings.extend(warnings);
@@ -865,6 +900,29 @@ mod tests {
                         one == two,
                         "{files:?}, snapshots {snapshots}, hooked {hooked}, batch {batch}: the sink calls differ"
                     );
+                }
+            }
+        }
+    }
+
+    /// `ktrace dns -r` moving its pairer to the reading thread mid-replay
+    /// (after the first batch, or later; before, between or after the
+    /// stored snapshots) makes the same sink calls as one thread.
+    #[test]
+    fn pairer_crossing_threads_changes_nothing() {
+        let cases =
+            [vec![capture("lab-node-a.pcapng"), capture("lab-node-b.pcapng")], vec![capture("ktrace-sample.pcapng")]];
+        for files in &cases {
+            for snapshots in [true, false] {
+                let one = run(files, snapshots, None, false);
+                for batch in [1, 3, 64] {
+                    for after in [0, 1, 2, 5, 40] {
+                        let two = run_cmd_with(Cmd::Dns, files, snapshots, Some(batch), false, Some(after));
+                        assert!(
+                            one == two,
+                            "{files:?}, snapshots {snapshots}, batch {batch}, crossing after {after}: the sink calls differ"
+                        );
+                    }
                 }
             }
         }

@@ -8,9 +8,9 @@ use super::{
         foreign::{L3, LinkType, l3_offset},
         meta::{decode_custom, decode_iface_meta},
         pcapng::{
-            BT_CUSTOM_COPY, BT_CUSTOM_NOCOPY, BT_EPB, BT_IDB, BT_PB, BT_SHB, BT_SPB, BlockHdr, Cur, OPT_CUSTOM_BIN,
-            OPT_CUSTOM_BIN_NOCOPY, OPT_ENDOFOPT, OPT_IF_NAME, OPT_IF_TSOFFSET, OPT_IF_TSRESOL, OPT_SHB_USERAPPL,
-            options, pad4,
+            BT_CUSTOM_COPY, BT_CUSTOM_NOCOPY, BT_EPB, BT_IDB, BT_PB, BT_SHB, BT_SPB, BlockHdr, Cur, OPT_COMMENT,
+            OPT_CUSTOM_BIN, OPT_CUSTOM_BIN_NOCOPY, OPT_ENDOFOPT, OPT_IF_NAME, OPT_IF_TSOFFSET, OPT_IF_TSRESOL,
+            OPT_SHB_USERAPPL, options, pad4,
         },
     },
     Blocks, Facts, Got, MAX_IFACES, Ng, NgIface, Pkt, State, TsRes, account, account_packet,
@@ -60,6 +60,7 @@ pub(super) fn handle_block(ng: &mut Ng, st: &mut State, h: BlockHdr) -> Result<O
                 offset_s: 0,
                 kt: None,
                 name: None,
+                fast: false,
             };
             for (code, v) in options(c.rest(), le) {
                 match code {
@@ -82,6 +83,7 @@ pub(super) fn handle_block(ng: &mut Ng, st: &mut State, h: BlockHdr) -> Result<O
                     _ => {}
                 }
             }
+            iface.fast = iface.link == LinkType::RAW && matches!(iface.res, TsRes::Dec(9)) && iface.offset_s == 0;
             ng.ifaces.push(iface);
             Ok(None)
         }
@@ -190,11 +192,18 @@ pub(super) fn fast_packet(ng: &mut Ng, st: &mut State) -> Option<Pkt> {
     if packet_end > len - 4 {
         return None;
     }
-    let iface = ng.ifaces.get(id)?;
-    if iface.link != LinkType::RAW || !matches!(iface.res, TsRes::Dec(9)) || iface.offset_s != 0 {
+    if !ng.ifaces.get(id)?.fast {
         return None;
     }
-    let opts = block.get(8 + PACKET_AT + pad4(cap)..len - 4).unwrap_or_default();
+    let mut opts = block.get(8 + PACKET_AT + pad4(cap)..len - 4).unwrap_or_default();
+    // ktrace writes the packet's comment first, its own option next: the
+    // comment is stepped over here, so the search below finds the option
+    // in its first round (two rounds were ~40 instructions per packet).
+    if let Some((h, rest)) = opts.split_first_chunk::<4>()
+        && u16::from_le_bytes([h[0], h[1]]) == OPT_COMMENT
+    {
+        opts = rest.get(pad4(usize::from(u16::from_le_bytes([h[2], h[3]])))..).unwrap_or_default();
+    }
     let (slot, ts_ns, wire_len) = packet_option(opts, true).and_then(|v| ng.metas.get(v))?;
     *body = pos + 8..pos + len - 4;
     m.set_pos(pos + len);
