@@ -65,10 +65,7 @@ mod tests {
     fn a_pod_is_one_pointer_and_serializes_as_its_fields() {
         assert_eq!(size_of::<Option<PodRef>>(), 8);
         let p = PodRef::new("kube-system", "coredns-0", Some("n1".into()));
-        assert_eq!(
-            serde_json::to_string(&p).unwrap(),
-            r#"{"namespace":"kube-system","name":"coredns-0","node":"n1"}"#
-        );
+        assert_eq!(serde_json::to_string(&p).unwrap(), r#"{"namespace":"kube-system","name":"coredns-0","node":"n1"}"#);
         assert_eq!(p.to_string(), "kube-system/coredns-0");
         assert_eq!(p, PodRef::new("kube-system", "coredns-0", Some("n1".into())));
     }
