@@ -112,7 +112,7 @@ async fn attributes_through_the_api_without_a_snapshot() {
     assert!(!h.stale());
 
     assert_eq!(name(e.pod_by_ip(&ip("10.244.1.20"))).as_deref(), Some("critical-app/client"));
-    assert_eq!(e.pod_by_ip(&ip("10.244.1.20")).and_then(|p| p.node).as_deref(), Some("node-a"));
+    assert_eq!(e.pod_by_ip(&ip("10.244.1.20")).and_then(|p| p.node.clone()).as_deref(), Some("node-a"));
     let svc = e.service_by_ip(&ip("10.244.2.30")).expect("backend service");
     assert_eq!((&*svc.namespace, &*svc.name), ("critical-app", "backend"));
     assert!(e.is_cluster_dns(&ip("10.244.1.10")));

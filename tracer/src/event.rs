@@ -171,6 +171,7 @@ pub struct PacketRef<'a> {
 impl PacketRef<'_> {
     /// The packet's facts, owned (the names are shared).
     #[must_use]
+    #[inline]
     pub fn info(&self) -> PacketInfo {
         let f = self.facts;
         PacketInfo {

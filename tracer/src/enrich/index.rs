@@ -428,7 +428,7 @@ mod tests {
 
     fn pod(uid: &str, name: &str, ip: &str, created: Option<i128>) -> PodInfo {
         PodInfo {
-            pod: PodRef { namespace: "ns".into(), name: name.into(), node: Some("node-a".into()) },
+            pod: PodRef::new("ns", name, Some("node-a".into())),
             uid: uid.into(),
             ips: vec![ip.parse().unwrap()],
             host_network: false,
@@ -494,7 +494,7 @@ mod tests {
         assert_eq!(ix.counts().0, 1);
         // A scoped list (one node's pods) leaves other nodes' pods alone.
         let mut other = pod("u9", "z", "10.0.9.9", None);
-        other.pod.node = Some("node-b".into());
+        other.pod = PodRef::new("ns", "z", Some("node-b".into()));
         ix.upsert_pod(&other, 30);
         ix.replace_pods(&[], 40, Some("node-a"));
         assert_eq!(ix.counts().0, 1);

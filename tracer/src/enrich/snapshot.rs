@@ -160,7 +160,7 @@ impl PodInfo {
             it.pointer("/metadata/annotations").and_then(|a| a.get(k)).and_then(Value::as_str).map(str::to_owned)
         };
         Some(PodInfo {
-            pod: PodRef { namespace: ns.into(), name: name.into(), node },
+            pod: PodRef::new(ns, name, node),
             uid: s(it, &["metadata", "uid"]).unwrap_or_default(),
             ips: ips_of(it),
             host_network: it.pointer("/spec/hostNetwork").and_then(Value::as_bool).unwrap_or(false),

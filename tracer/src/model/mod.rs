@@ -19,6 +19,6 @@ pub use finding::{
     Attempt, FanoutGroup, FanoutSummary, Finding, ForwardedUpstream, NameCount, NxdomainStorm, Party, PodCount,
     Repeated, SearchFanout, UpstreamTimeout,
 };
-pub use pod::PodRef;
+pub use pod::{PodFields, PodRef};
 pub use rr::RType;
 pub use transaction::{Answer, Observed, Transaction};

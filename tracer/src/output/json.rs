@@ -300,7 +300,7 @@ mod tests {
     }
 
     fn pod(ns: &str, name: &str, node: Option<&str>) -> PodRef {
-        PodRef { namespace: Arc::from(ns), name: Arc::from(name), node: node.map(Arc::from) }
+        PodRef::new(ns, name, node.map(Arc::from))
     }
 
     fn base() -> Transaction {

@@ -16,7 +16,7 @@ use crate::{
 };
 
 fn pod(ns: &str, name: &str) -> PodRef {
-    PodRef { namespace: Arc::from(ns), name: Arc::from(name), node: None }
+    PodRef::new(ns, name, None)
 }
 
 pub(super) fn tx(pod: Option<PodRef>, qtype: u16, rcode: Option<u16>, latency_ns: Option<u64>) -> Transaction {
@@ -245,8 +245,7 @@ fn exposition_matches_the_hand_written_registry() {
 #[test]
 fn a_remote_clients_lookup_seen_only_at_the_resolver_is_counted_at_the_clients_node() {
     let m = Metrics::new(MetricsConfig::default());
-    let mut client = pod("shop", "web-1");
-    client.node = Some(Arc::from("node-b"));
+    let client = PodRef::new("shop", "web-1", Some(Arc::from("node-b")));
     let mut t = tx(Some(client), 1, Some(0), Some(1_000_000));
     t.node = Some(Arc::from("node-a"));
     t.observed = Observed::Server;
@@ -531,7 +530,7 @@ fn cached_handles_count_like_the_direct_path() {
         both(&tx(None, 1, None, None));
     }
     // Seen only at the resolver, client on another node: not counted here.
-    let mut remote = tx(Some(PodRef { node: Some("other".into()), ..pod("shop", "web-1") }), 1, Some(0), Some(1));
+    let mut remote = tx(Some(PodRef::new("shop", "web-1", Some("other".into()))), 1, Some(0), Some(1));
     remote.node = Some("n".into());
     remote.observed = Observed::Server;
     both(&remote);

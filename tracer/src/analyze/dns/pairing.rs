@@ -746,7 +746,7 @@ pub(crate) mod test_util {
     }
 
     pub(crate) fn pod(ns: &str, name: &str) -> PodRef {
-        PodRef { namespace: Arc::from(ns), name: Arc::from(name), node: None }
+        PodRef::new(Arc::from(ns), Arc::from(name), None)
     }
 
     pub(crate) fn process(pid: u32, comm: &str) -> Process {

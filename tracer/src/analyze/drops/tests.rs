@@ -79,7 +79,7 @@ fn conn(ts: u64, sock: u64, kind: ConnKind, sport: u16, dst: (&str, u16), proces
 
 fn pod(ns: &str, name: &str, n: &str, addr: &str, netns: Option<u32>) -> PodInfo {
     PodInfo {
-        pod: PodRef { namespace: ns.into(), name: name.into(), node: Some(node(n)) },
+        pod: PodRef::new(ns, name, Some(node(n))),
         uid: String::new(),
         ips: vec![ip(addr)],
         host_network: false,

@@ -125,7 +125,7 @@ impl Gen {
     }
 
     pub(crate) fn pod(&mut self) -> Option<PodRef> {
-        (!self.bool(3)).then(|| PodRef { namespace: self.name(), name: self.name(), node: self.opt_name() })
+        (!self.bool(3)).then(|| PodRef::new(self.name(), self.name(), self.opt_name()))
     }
 
     pub(crate) fn process(&mut self) -> Option<Process> {
