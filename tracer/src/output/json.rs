@@ -275,7 +275,14 @@ fn put_fields(b: &mut Vec<u8>, c: &mut JsonCache, ctx: &Context, tx: &Transactio
     b.extend_from_slice(b",\"thread\":");
     put_opt_name(b, c, tx.process.as_ref().map(|p| &p.thread));
     line::Marks {
-        runs: [run0..port_at, run1..id_at, run2..qname_at, run3..resolver_client_at, run4..retransmits_at, run5..b.len()],
+        runs: [
+            run0..port_at,
+            run1..id_at,
+            run2..qname_at,
+            run3..resolver_client_at,
+            run4..retransmits_at,
+            run5..b.len(),
+        ],
         client_at,
     }
 }

@@ -20,11 +20,11 @@ use crate::{
 };
 
 use super::{
-    lines::LineOut,
     json::{
-    JsonCache, put_bool, put_endpoint, put_endpoint_text, put_name, put_opt_name, put_opt_str, put_opt_u64, put_pod,
-    put_qtype, put_rcode, put_str, put_transaction, put_ts, put_ts_text, put_u64, put_u64_seen,
+        JsonCache, put_bool, put_endpoint, put_endpoint_text, put_name, put_opt_name, put_opt_str, put_opt_u64,
+        put_pod, put_qtype, put_rcode, put_str, put_transaction, put_ts, put_ts_text, put_u64, put_u64_seen,
     },
+    lines::LineOut,
 };
 
 const HEX: &[u8; 16] = b"0123456789abcdef";

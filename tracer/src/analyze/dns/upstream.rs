@@ -334,7 +334,10 @@ impl Analyzer {
             last.addr = Some((r.ip, ip));
         }
         if let Some(p) = &tx.server_process
-            && last.pid.as_ref().is_none_or(|((pid, node), lip)| *lip != ip || *pid != p.pid || !same_node(node, &tx.node))
+            && last
+                .pid
+                .as_ref()
+                .is_none_or(|((pid, node), lip)| *lip != ip || *pid != p.pid || !same_node(node, &tx.node))
         {
             self.resolver_pids.insert((p.pid, tx.node.clone()), ip, cap);
             last.pid = Some(((p.pid, tx.node.clone()), ip));
