@@ -114,19 +114,6 @@ pub fn put_transaction(b: &mut Vec<u8>, c: &mut JsonCache, ctx: &Context, tx: &T
     }
     c.lines = lines;
     // Fixed-size copies (a few moves) instead of a `memcpy` call.
-    const fn pad<const N: usize>(s: &[u8]) -> ([u8; 48], usize) {
-        let mut out = [0u8; 48];
-        let mut i = 0;
-        while i < N {
-            out[i] = s[i];
-            i += 1;
-        }
-        (out, N)
-    }
-    const FU: ([u8; 48], usize) = pad::<42>(b",\"timed_out\":false,\"transport\":\"udp\",\"ts\":");
-    const FT: ([u8; 48], usize) = pad::<42>(b",\"timed_out\":false,\"transport\":\"tcp\",\"ts\":");
-    const TU: ([u8; 48], usize) = pad::<41>(b",\"timed_out\":true,\"transport\":\"udp\",\"ts\":");
-    const TT: ([u8; 48], usize) = pad::<41>(b",\"timed_out\":true,\"transport\":\"tcp\",\"ts\":");
     let (text, n) = match (tx.timed_out, tx.transport) {
         (false, crate::event::Transport::Udp) => &FU,
         (false, crate::event::Transport::Tcp) => &FT,
@@ -137,6 +124,21 @@ pub fn put_transaction(b: &mut Vec<u8>, c: &mut JsonCache, ctx: &Context, tx: &T
     put_ts(b, c, ctx.wall_ns(tx.ts_ns));
     b.extend_from_slice(b",\"type\":\"dns\"}");
 }
+
+/// `s` (`N` bytes) in a fixed-size array, for [`put_fixed`].
+const fn pad<const N: usize>(s: &[u8]) -> ([u8; 48], usize) {
+    let mut out = [0u8; 48];
+    let mut i = 0;
+    while i < N {
+        out[i] = s[i];
+        i += 1;
+    }
+    (out, N)
+}
+const FU: ([u8; 48], usize) = pad::<42>(b",\"timed_out\":false,\"transport\":\"udp\",\"ts\":");
+const FT: ([u8; 48], usize) = pad::<42>(b",\"timed_out\":false,\"transport\":\"tcp\",\"ts\":");
+const TU: ([u8; 48], usize) = pad::<41>(b",\"timed_out\":true,\"transport\":\"udp\",\"ts\":");
+const TT: ([u8; 48], usize) = pad::<41>(b",\"timed_out\":true,\"transport\":\"tcp\",\"ts\":");
 
 /// The fields from `cgroup_id` to `thread` of a line whose parties' runs
 /// are cached: the fields that change, between the runs.

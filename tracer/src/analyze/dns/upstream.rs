@@ -164,7 +164,7 @@ fn remember(
 
 /// Node names compared by their shared allocation first (the decoder
 /// hands out one per node), by text only when they differ.
-fn same_node(a: &Option<Arc<str>>, b: &Option<Arc<str>>) -> bool {
+fn same_node(a: Option<&Arc<str>>, b: Option<&Arc<str>>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
         (None, None) => true,
@@ -334,10 +334,9 @@ impl Analyzer {
             last.addr = Some((r.ip, ip));
         }
         if let Some(p) = &tx.server_process
-            && last
-                .pid
-                .as_ref()
-                .is_none_or(|((pid, node), lip)| *lip != ip || *pid != p.pid || !same_node(node, &tx.node))
+            && last.pid.as_ref().is_none_or(|((pid, node), lip)| {
+                *lip != ip || *pid != p.pid || !same_node(node.as_ref(), tx.node.as_ref())
+            })
         {
             self.resolver_pids.insert((p.pid, tx.node.clone()), ip, cap);
             last.pid = Some(((p.pid, tx.node.clone()), ip));
