@@ -70,13 +70,17 @@ pub fn transaction(ctx: &Context, tx: &Transaction) -> Value {
     })
 }
 
-// The field writers and their cache: `json/put.rs`.
+// The field writers and their cache: `json/put.rs`; the runs of a line
+// that repeat: `json/line.rs`.
+mod line;
 mod put;
 pub use put::*;
 
 /// Appends a transaction's JSON line (without the newline) to `b`: the same
 /// bytes as serialising [`transaction`] (a `serde_json::Value`, whose keys
-/// print sorted), written field by field without building anything.
+/// print sorted), written without building anything. The parts that only
+/// depend on who took part are copied from the cache when a line with the
+/// same parties was written before (see `json/line.rs`).
 pub fn put_transaction(b: &mut Vec<u8>, c: &mut JsonCache, ctx: &Context, tx: &Transaction) {
     b.extend_from_slice(b"{\"answers\":[");
     for (i, a) in tx.answers.iter().enumerate() {
@@ -89,31 +93,120 @@ pub fn put_transaction(b: &mut Vec<u8>, c: &mut JsonCache, ctx: &Context, tx: &T
         put_name(b, c, &a.name);
         b.extend_from_slice(b",\"ttl\":");
         put_u64(b, u64::from(a.ttl));
+        // `RType` prints as `qtype_name` spells a type.
         b.extend_from_slice(b",\"type\":");
-        match a.rtype.mnemonic() {
-            Some(s) => put_mnemonic(b, s),
-            None => put_display(b, a.rtype),
-        }
+        put_qtype(b, a.rtype.0);
         b.push(b'}');
     }
+    let (generation, stale) = (ctx.enricher.generation(), ctx.enricher.stale());
+    let i = line::slot_of(tx);
+    // Out of the cache while the fields are written through it.
+    let mut lines = std::mem::take(&mut c.lines);
+    if let Some(slot) = lines.get(i)
+        && let Some(runs) = slot.runs_for(tx, generation, stale)
+    {
+        put_with_runs(b, c, tx, runs, slot.client_at());
+    } else {
+        let m = put_fields(b, c, ctx, tx, stale);
+        if let Some(slot) = lines.get_mut(i) {
+            slot.learn(tx, generation, stale, b, &m);
+        }
+    }
+    c.lines = lines;
+    // Fixed-size copies (a few moves) instead of a `memcpy` call.
+    let (text, n) = match (tx.timed_out, tx.transport) {
+        (false, crate::event::Transport::Udp) => &FU,
+        (false, crate::event::Transport::Tcp) => &FT,
+        (true, crate::event::Transport::Udp) => &TU,
+        (true, crate::event::Transport::Tcp) => &TT,
+    };
+    put_fixed(b, text, *n);
+    put_ts(b, c, ctx.wall_ns(tx.ts_ns));
+    b.extend_from_slice(b",\"type\":\"dns\"}");
+}
+
+/// `s` (`N` bytes) in a fixed-size array, for [`put_fixed`].
+const fn pad<const N: usize>(s: &[u8]) -> ([u8; 48], usize) {
+    let mut out = [0u8; 48];
+    let mut i = 0;
+    while i < N {
+        out[i] = s[i];
+        i += 1;
+    }
+    (out, N)
+}
+const FU: ([u8; 48], usize) = pad::<42>(b",\"timed_out\":false,\"transport\":\"udp\",\"ts\":");
+const FT: ([u8; 48], usize) = pad::<42>(b",\"timed_out\":false,\"transport\":\"tcp\",\"ts\":");
+const TU: ([u8; 48], usize) = pad::<41>(b",\"timed_out\":true,\"transport\":\"udp\",\"ts\":");
+const TT: ([u8; 48], usize) = pad::<41>(b",\"timed_out\":true,\"transport\":\"tcp\",\"ts\":");
+
+/// The fields from `cgroup_id` to `thread` of a line whose parties' runs
+/// are cached: the fields that change, between the runs.
+#[inline(always)]
+fn put_with_runs(b: &mut Vec<u8>, c: &mut JsonCache, tx: &Transaction, runs: line::Runs<'_>, client_at: usize) {
+    let at = b.len();
+    b.extend_from_slice(&runs[0]);
+    put_u16(b, tx.client.port);
+    b.push(b'"');
+    let client = at + client_at..b.len();
+    b.extend_from_slice(&runs[1]);
+    put_u16(b, tx.id);
+    put_latency(b, tx.latency_ns);
+    b.extend_from_slice(&runs[2]);
+    put_query(b, c, tx);
+    b.extend_from_slice(&runs[3]);
+    put_endpoint_or_copy(b, c, tx.resolver_client.as_ref(), tx.resolver_client == Some(tx.client), client);
+    b.extend_from_slice(&runs[4]);
+    put_u64(b, u64::from(tx.retransmits));
+    b.extend_from_slice(&runs[5]);
+}
+
+#[inline(always)]
+fn put_latency(b: &mut Vec<u8>, ns: Option<u64>) {
+    b.extend_from_slice(b",\"latency_ms\":");
+    match ns {
+        Some(ns) => put_ms(b, ns),
+        None => b.extend_from_slice(b"null"),
+    }
+}
+
+/// `qname` to `rcode`: the values after `"qname":`.
+#[inline(always)]
+fn put_query(b: &mut Vec<u8>, c: &mut JsonCache, tx: &Transaction) {
+    put_name(b, c, &tx.qname);
+    b.extend_from_slice(b",\"qtype\":");
+    put_qtype(b, tx.qtype);
+    b.extend_from_slice(b",\"rcode\":");
+    match tx.rcode {
+        Some(r) => put_rcode(b, r),
+        None => b.extend_from_slice(b"null"),
+    }
+}
+
+/// The fields from `cgroup_id` to `thread`, each written, and where the
+/// runs that only depend on the parties are (for the cache).
+#[inline(never)]
+fn put_fields(b: &mut Vec<u8>, c: &mut JsonCache, ctx: &Context, tx: &Transaction, stale: bool) -> line::Marks {
+    let run0 = b.len();
     b.extend_from_slice(b"],\"cgroup_id\":");
     put_u64_seen(b, c, tx.cgroup_id);
     b.extend_from_slice(b",\"client\":");
     let client_at = b.len();
     put_endpoint(b, c, &tx.client);
     let client = client_at..b.len();
+    // The port and closing quote are the line's own.
+    let port_at = b.len() - port_len(tx.client.port) - 1;
+    let run1 = b.len();
     b.extend_from_slice(b",\"client_pod\":");
     put_pod(b, c, tx.client_pod.as_ref());
     b.extend_from_slice(b",\"comm\":");
     put_opt_name(b, c, tx.process.as_ref().map(|p| &p.comm));
     b.extend_from_slice(b",\"id\":");
+    let id_at = b.len();
     put_u64(b, u64::from(tx.id));
-    b.extend_from_slice(b",\"latency_ms\":");
-    match tx.latency_ns {
-        Some(ns) => put_ms(b, ns),
-        None => b.extend_from_slice(b"null"),
-    }
-    b.extend_from_slice(if ctx.enricher.stale() {
+    put_latency(b, tx.latency_ns);
+    let run2 = b.len();
+    b.extend_from_slice(if stale {
         b",\"metadata_stale\":true,\"netns\":"
     } else {
         b",\"metadata_stale\":false,\"netns\":"
@@ -132,24 +225,23 @@ pub fn put_transaction(b: &mut Vec<u8>, c: &mut JsonCache, ctx: &Context, tx: &T
         None => b.extend_from_slice(b"null"),
     }
     b.extend_from_slice(b",\"qname\":");
-    put_name(b, c, &tx.qname);
-    b.extend_from_slice(b",\"qtype\":");
-    put_qtype(b, tx.qtype);
-    b.extend_from_slice(b",\"rcode\":");
-    match tx.rcode {
-        Some(r) => put_rcode(b, r),
-        None => b.extend_from_slice(b"null"),
-    }
+    let qname_at = b.len();
+    put_query(b, c, tx);
+    let run3 = b.len();
     b.extend_from_slice(b",\"resolver\":");
     let resolver_at = b.len();
     put_opt_endpoint(b, c, tx.resolver.as_ref());
     let resolver = resolver_at..b.len();
     b.extend_from_slice(b",\"resolver_client\":");
+    let resolver_client_at = b.len();
     put_endpoint_or_copy(b, c, tx.resolver_client.as_ref(), tx.resolver_client == Some(tx.client), client);
+    let run4 = b.len();
     b.extend_from_slice(b",\"resolver_pod\":");
     put_pod(b, c, tx.resolver_pod.as_ref());
     b.extend_from_slice(b",\"retransmits\":");
+    let retransmits_at = b.len();
     put_u64(b, u64::from(tx.retransmits));
+    let run5 = b.len();
     b.extend_from_slice(b",\"server\":");
     put_endpoint_or_copy(b, c, Some(&tx.server), tx.resolver == Some(tx.server), resolver);
     b.extend_from_slice(b",\"server_pod\":");
@@ -184,14 +276,17 @@ pub fn put_transaction(b: &mut Vec<u8>, c: &mut JsonCache, ctx: &Context, tx: &T
     }
     b.extend_from_slice(b",\"thread\":");
     put_opt_name(b, c, tx.process.as_ref().map(|p| &p.thread));
-    b.extend_from_slice(match (tx.timed_out, tx.transport) {
-        (false, crate::event::Transport::Udp) => &b",\"timed_out\":false,\"transport\":\"udp\",\"ts\":"[..],
-        (false, crate::event::Transport::Tcp) => b",\"timed_out\":false,\"transport\":\"tcp\",\"ts\":",
-        (true, crate::event::Transport::Udp) => b",\"timed_out\":true,\"transport\":\"udp\",\"ts\":",
-        (true, crate::event::Transport::Tcp) => b",\"timed_out\":true,\"transport\":\"tcp\",\"ts\":",
-    });
-    put_ts(b, c, ctx.wall_ns(tx.ts_ns));
-    b.extend_from_slice(b",\"type\":\"dns\"}");
+    line::Marks {
+        runs: [
+            run0..port_at,
+            run1..id_at,
+            run2..qname_at,
+            run3..resolver_client_at,
+            run4..retransmits_at,
+            run5..b.len(),
+        ],
+        client_at,
+    }
 }
 
 /// The JSON object for a finding.
@@ -214,69 +309,33 @@ pub fn stats(s: &RunStats) -> Value {
     v
 }
 
-/// Writes JSON Lines to any writer: lines are built in a reused buffer and
-/// written with one `write` per pipeline tick (10 ms live), or sooner when
-/// the buffer passes [`JsonSink::FLUSH_AT`], so pipes still see events
-/// promptly without a write per line.
+/// Writes JSON Lines to any writer, through a [`super::lines::LineOut`].
 pub struct JsonSink<W: Write> {
-    out: W,
-    buf: Vec<u8>,
-    cache: JsonCache,
+    out: super::lines::LineOut<W>,
 }
 
 impl<W: Write> JsonSink<W> {
-    /// Buffered bytes that trigger a write before the next tick.
-    const FLUSH_AT: usize = 64 * 1024;
-
     /// A sink over `out`.
     pub fn new(out: W) -> Self {
-        Self { out, buf: Vec::with_capacity(Self::FLUSH_AT + 4096), cache: JsonCache::new() }
-    }
-
-    fn line(&mut self, v: &Value) {
-        let _ = serde_json::to_writer(&mut self.buf, v);
-        self.end_line();
-    }
-
-    fn end_line(&mut self) {
-        self.buf.push(b'\n');
-        if self.buf.len() >= Self::FLUSH_AT {
-            self.write_out();
-        }
-    }
-
-    fn write_out(&mut self) {
-        if !self.buf.is_empty() {
-            // A closed pipe (| head) must not panic; the run ends on its own.
-            let _ = self.out.write_all(&self.buf);
-            self.buf.clear();
-        }
+        Self { out: super::lines::LineOut::new(out) }
     }
 }
 
 impl<W: Write> Sink for JsonSink<W> {
     fn transaction(&mut self, ctx: &Context, tx: &Transaction) {
-        put_transaction(&mut self.buf, &mut self.cache, ctx, tx);
-        self.end_line();
+        let o = &mut self.out;
+        put_transaction(&mut o.buf, &mut o.cache, ctx, tx);
+        o.end_line();
     }
     fn finding(&mut self, _ctx: &Context, f: &Finding) {
-        self.line(&finding(f));
+        self.out.value(&finding(f));
     }
     fn finish(&mut self, _ctx: &Context, s: &RunStats) {
-        self.line(&stats(s));
-        self.write_out();
-        let _ = self.out.flush();
+        self.out.value(&stats(s));
+        self.out.flush();
     }
     fn flush_output(&mut self) {
-        self.write_out();
-        let _ = self.out.flush();
-    }
-}
-
-impl<W: Write> Drop for JsonSink<W> {
-    fn drop(&mut self) {
-        self.write_out();
-        let _ = self.out.flush();
+        self.out.flush();
     }
 }
 
@@ -468,6 +527,67 @@ mod tests {
                 tx.timed_out = g.bool(3);
                 tx.retransmits = g.u32();
                 tx.observed = observed[g.rng.below(4)];
+                let want = serde_json::to_string(&transaction(&ctx, &tx)).unwrap();
+                let mut got = Vec::new();
+                put_transaction(&mut got, &mut cache, &ctx, &tx);
+                assert_eq!(String::from_utf8(got).unwrap(), want);
+            }
+        }
+    }
+
+    /// Lines whose parties repeat (written from the cached runs) while
+    /// every per-query field changes, and the Services change under them
+    /// (a snapshot applied mid-run): the bytes of the value path.
+    #[test]
+    fn repeated_parties_match_the_value_path() {
+        use crate::output::testgen::Gen;
+        let snap = Snapshot::parse(DOC, "t").unwrap();
+        let mut g = Gen::new(crate::testkit::Rng::SEED ^ 7);
+        let mut cache = JsonCache::new();
+        let enricher = Enricher::empty();
+        let parties: Vec<Transaction> = (0..8)
+            .map(|i| {
+                let mut tx = base();
+                tx.node = g.opt_name();
+                tx.netns = g.u32();
+                tx.cgroup_id = g.num();
+                tx.process = g.process();
+                tx.server_process = g.process();
+                tx.client = if i % 4 == 3 { ep("fd00::10", 1) } else { g.endpoint() };
+                tx.server = if i % 2 == 0 { ep("10.96.0.10", 53) } else { g.endpoint() };
+                tx.client_pod = g.pod();
+                tx.server_pod = g.pod();
+                tx.resolver = [None, Some(tx.server), Some(g.endpoint())][i % 3];
+                tx.resolver_pod = g.pod();
+                tx.observed = [Observed::Client, Observed::Server, Observed::Both, Observed::Wire][i % 4];
+                tx
+            })
+            .collect();
+        for round in 0..3 {
+            if round == 1 {
+                enricher.apply_snapshot(&snap);
+            }
+            let ctx = Context { clock_offset_ns: 0, enricher: enricher.clone() };
+            for _ in 0..3_000 {
+                let mut tx = parties[g.rng.below(parties.len())].clone();
+                tx.ts_ns = g.ts();
+                tx.client.port = g.u16();
+                tx.resolver_client = match g.rng.below(3) {
+                    0 => None,
+                    1 => Some(tx.client),
+                    _ => Some(g.endpoint()),
+                };
+                tx.id = g.u16();
+                tx.qname = g.name();
+                tx.qtype = if g.bool(2) { 1 } else { g.u16() };
+                tx.rcode = (!g.bool(3)).then(|| g.u16() % 5000);
+                tx.answers = (0..g.rng.below(3))
+                    .map(|_| Answer { name: g.name(), rtype: RType(g.u16()), ttl: g.u32(), data: g.name() })
+                    .collect();
+                tx.latency_ns = (!g.bool(4)).then(|| g.num());
+                tx.timed_out = g.bool(3);
+                tx.transport = if g.bool(5) { Transport::Tcp } else { Transport::Udp };
+                tx.retransmits = g.u32();
                 let want = serde_json::to_string(&transaction(&ctx, &tx)).unwrap();
                 let mut got = Vec::new();
                 put_transaction(&mut got, &mut cache, &ctx, &tx);

@@ -4,6 +4,7 @@
 pub mod drops;
 pub mod fit;
 pub mod json;
+mod lines;
 pub mod records;
 pub mod table;
 pub mod term;

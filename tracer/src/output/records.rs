@@ -19,81 +19,42 @@ use crate::{
     pipeline::{Context, Filter, RunStats, Sink},
 };
 
-use super::json::{
-    JsonCache, put_bool, put_endpoint, put_endpoint_text, put_name, put_opt_name, put_opt_str, put_opt_u64, put_pod,
-    put_qtype, put_rcode, put_str, put_transaction, put_ts, put_ts_text, put_u64, put_u64_seen,
+use super::{
+    json::{
+        JsonCache, put_bool, put_endpoint, put_endpoint_text, put_name, put_opt_name, put_opt_str, put_opt_u64,
+        put_pod, put_qtype, put_rcode, put_str, put_transaction, put_ts, put_ts_text, put_u64, put_u64_seen,
+    },
+    lines::LineOut,
 };
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Lists records (JSON Lines or one line of text each).
 pub struct RecordSink<W: Write> {
-    out: W,
-    buf: Vec<u8>,
-    cache: JsonCache,
+    out: LineOut<W>,
     json: bool,
     /// Which packets are listed: pods (`--ns`, `--pod`) on either side and
     /// the observing node (`--node`). Other records are always listed.
     pods: Filter,
     node: Option<String>,
-    /// A write failed (closed pipe): nothing more is written.
-    failed: bool,
 }
 
 impl<W: Write> RecordSink<W> {
-    /// Buffered bytes that trigger a write before the next tick.
-    const FLUSH_AT: usize = 64 * 1024;
-
     /// A sink over `out`, JSON Lines when `json`, text otherwise; packets
     /// listed when they match `pods`' namespace and pod and were observed on `node`.
     pub fn new(out: W, json: bool, pods: Filter, node: Option<String>) -> Self {
-        Self {
-            out,
-            buf: Vec::with_capacity(Self::FLUSH_AT + 4096),
-            cache: JsonCache::new(),
-            json,
-            pods,
-            node,
-            failed: false,
-        }
+        Self { out: LineOut::new(out), json, pods, node }
     }
 
     /// One record: `v` in JSON mode, `text` otherwise (the rare records:
     /// capture headers, network state).
     pub fn emit(&mut self, v: &Value, text: &str) {
         if self.json {
-            let _ = serde_json::to_writer(&mut self.buf, v);
+            self.out.value(v);
         } else {
-            self.buf.extend_from_slice(text.as_bytes());
+            self.out.buf.extend_from_slice(text.as_bytes());
+            self.out.end_line();
         }
-        self.end_line();
-    }
-
-    fn end_line(&mut self) {
-        self.buf.push(b'\n');
-        if self.buf.len() >= Self::FLUSH_AT {
-            self.write_out();
-        }
-    }
-
-    fn write_out(&mut self) {
-        if !self.failed && !self.buf.is_empty() {
-            self.failed = self.out.write_all(&self.buf).is_err();
-        }
-        self.buf.clear();
-    }
-
-    fn flush(&mut self) {
-        self.write_out();
-        if !self.failed {
-            self.failed = self.out.flush().is_err();
-        }
-    }
-}
-
-impl<W: Write> Drop for RecordSink<W> {
-    fn drop(&mut self) {
-        self.flush();
     }
 }
 
@@ -377,28 +338,27 @@ fn put_message(b: &mut Vec<u8>, c: &mut JsonCache, json: bool, e: &DnsEvent) {
 impl<W: Write> Sink for RecordSink<W> {
     fn transaction(&mut self, ctx: &Context, tx: &Transaction) {
         if self.json {
-            put_transaction(&mut self.buf, &mut self.cache, ctx, tx);
-            self.end_line();
+            let o = &mut self.out;
+            put_transaction(&mut o.buf, &mut o.cache, ctx, tx);
+            o.end_line();
         }
     }
 
     fn finding(&mut self, _ctx: &Context, f: &Finding) {
         if self.json {
-            let _ = serde_json::to_writer(&mut self.buf, &super::json::finding(f));
-            self.end_line();
+            self.out.value(&super::json::finding(f));
         }
     }
 
     fn finish(&mut self, _ctx: &Context, stats: &RunStats) {
         if self.json {
-            let _ = serde_json::to_writer(&mut self.buf, &super::json::stats(stats));
-            self.end_line();
+            self.out.value(&super::json::stats(stats));
         }
-        self.flush();
+        self.out.flush();
     }
 
     fn flush_output(&mut self) {
-        self.flush();
+        self.out.flush();
     }
 
     fn lists_records(&self) -> bool {
@@ -409,8 +369,9 @@ impl<W: Write> Sink for RecordSink<W> {
         if matches!(rec, Record::Packet(_)) {
             return;
         }
-        put_record(&mut self.buf, &mut self.cache, self.json, rec);
-        self.end_line();
+        let o = &mut self.out;
+        put_record(&mut o.buf, &mut o.cache, self.json, rec);
+        o.end_line();
     }
 
     fn message(&mut self, _ctx: &Context, e: &DnsEvent) {
@@ -424,8 +385,9 @@ impl<W: Write> Sink for RecordSink<W> {
         {
             return;
         }
-        put_message(&mut self.buf, &mut self.cache, self.json, e);
-        self.end_line();
+        let o = &mut self.out;
+        put_message(&mut o.buf, &mut o.cache, self.json, e);
+        o.end_line();
     }
 }
 

@@ -98,6 +98,80 @@ pub(super) struct ClientQueries {
     who: Option<Arc<Parties>>,
 }
 
+impl ClientQueries {
+    /// Adds `tx` (name hash `nh`), keeping at most `max`; its parties, shared with the last query's when the same.
+    fn note(&mut self, tx: &Transaction, nh: u64, max: usize) -> &Arc<Parties> {
+        let qs = &mut self.qs;
+        if qs.len() >= max {
+            qs.pop_front();
+        }
+        if qs.back().is_none_or(|(ts, _)| *ts <= tx.ts_ns) {
+            qs.push_back((tx.ts_ns, nh));
+        } else {
+            qs.insert(qs.partition_point(|(ts, _)| *ts <= tx.ts_ns), (tx.ts_ns, nh));
+        }
+        if self.who.as_ref().is_none_or(|w| !w.are_of(tx)) {
+            self.who = Some(Arc::new(Parties::of(tx)));
+        }
+        self.who.get_or_insert_with(|| Arc::new(Parties::of(tx)))
+    }
+}
+
+/// Appends a client query to a name's (at most [`MAX_PER_NAME`], `held`
+/// counting them over all names). When the oldest goes, its entry is
+/// reused: a client asking again keeps its key and parties without
+/// touching their reference counts (two atomic increments and decrements
+/// per query otherwise).
+fn remember(
+    qs: &mut VecDeque<ClientQuery>,
+    held: &mut usize,
+    key: &ClientKey,
+    nh: u64,
+    tx: &Transaction,
+    who: &Arc<Parties>,
+) {
+    let q = if qs.len() >= MAX_PER_NAME
+        && let Some(mut q) = qs.pop_front()
+    {
+        if !Arc::ptr_eq(&q.key.id, &key.id) {
+            q.key = key.clone();
+        }
+        if !Arc::ptr_eq(&q.who, who) {
+            q.who = Arc::clone(who);
+        }
+        q.nh = nh;
+        q.ts = tx.ts_ns;
+        q.end = tx.end_ns;
+        q.id = tx.id;
+        q.qtype = tx.qtype;
+        q.client_port = tx.client.port;
+        q
+    } else {
+        *held += 1;
+        ClientQuery {
+            key: key.clone(),
+            nh,
+            ts: tx.ts_ns,
+            end: tx.end_ns,
+            id: tx.id,
+            qtype: tx.qtype,
+            client_port: tx.client.port,
+            who: Arc::clone(who),
+        }
+    };
+    qs.push_back(q);
+}
+
+/// Node names compared by their shared allocation first (the decoder
+/// hands out one per node), by text only when they differ.
+fn same_node(a: Option<&Arc<str>>, b: Option<&Arc<str>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+        (None, None) => true,
+        _ => false,
+    }
+}
+
 #[derive(Debug, Default)]
 pub(super) struct ResolverState {
     /// Per client: its recent queries to this resolver.
@@ -260,39 +334,41 @@ impl Analyzer {
             last.addr = Some((r.ip, ip));
         }
         if let Some(p) = &tx.server_process
-            && last.pid.as_ref().is_none_or(|((pid, node), lip)| *lip != ip || *pid != p.pid || *node != tx.node)
+            && last.pid.as_ref().is_none_or(|((pid, node), lip)| {
+                *lip != ip || *pid != p.pid || !same_node(node.as_ref(), tx.node.as_ref())
+            })
         {
             self.resolver_pids.insert((p.pid, tx.node.clone()), ip, cap);
             last.pid = Some(((p.pid, tx.node.clone()), ip));
         }
         let Some(r) = self.resolvers.tracked(ip, self.cfg.max_clients) else { return };
         r.last_ts = r.last_ts.max(tx.ts_ns);
-        // Looked up before inserting: an entry would take a clone of the key.
-        if !r.clients.contains_key(key) && r.clients.len() < self.cfg.max_clients.max(1) {
-            r.clients.insert(key.clone(), ClientQueries::default());
-        }
-        let who = match r.clients.get_mut(key) {
-            Some(c) => {
-                let qs = &mut c.qs;
-                if qs.len() >= self.cfg.max_attempts_per_client.max(1) {
-                    qs.pop_front();
-                }
-                if qs.back().is_none_or(|(ts, _)| *ts <= tx.ts_ns) {
-                    qs.push_back((tx.ts_ns, nh));
-                } else {
-                    qs.insert(qs.partition_point(|(ts, _)| *ts <= tx.ts_ns), (tx.ts_ns, nh));
-                }
-                match &c.who {
-                    Some(w) if w.are_of(tx) => Arc::clone(w),
-                    _ => Arc::clone(c.who.insert(Arc::new(Parties::of(tx)))),
-                }
-            }
-            None => Arc::new(Parties::of(tx)),
+        let max_attempts = self.cfg.max_attempts_per_client.max(1);
+        // One lookup when the client is known (looked up before inserting:
+        // an entry would take a clone of the key).
+        let unknown;
+        let who = if let Some(c) = r.clients.get_mut(key) {
+            c.note(tx, nh, max_attempts)
+        } else if r.clients.len() < self.cfg.max_clients.max(1) {
+            r.clients.entry(key.clone()).or_default().note(tx, nh, max_attempts)
+        } else {
+            unknown = Arc::new(Parties::of(tx));
+            &unknown
         };
         // Bounded by count over all names (not only names × per name): a
-        // busy resolver's queries of the last `keep_ns` would be ~50 s of traffic.
+        // busy resolver's queries of the last `keep_ns` would be ~50 s of
+        // traffic. A known name with room to spare (nearly every query) is
+        // one lookup; otherwise room is made first.
+        let cap = self.cfg.max_queries_per_resolver;
+        if r.held < cap.max(1)
+            && let Some(qs) = r.by_name.map.get_mut(&nh)
+        {
+            remember(qs, &mut r.held, key, nh, tx, who);
+            return;
+        }
+        let who = Arc::clone(who);
         let new_name = !r.by_name.map.contains_key(&nh);
-        let (forgot, removed) = r.make_room(self.cfg.max_queries_per_resolver, new_name, self.cfg.max_evidence);
+        let (forgot, removed) = r.make_room(cap, new_name, self.cfg.max_evidence);
         self.stats.resolver_queries_evicted += forgot;
         let qs = if new_name || removed {
             r.by_name.get_or_insert(&nh, self.cfg.max_evidence)
@@ -300,21 +376,7 @@ impl Analyzer {
             r.by_name.map.get_mut(&nh)
         };
         if let Some(qs) = qs {
-            if qs.len() >= MAX_PER_NAME {
-                qs.pop_front();
-                r.held -= 1;
-            }
-            r.held += 1;
-            qs.push_back(ClientQuery {
-                key: key.clone(),
-                nh,
-                ts: tx.ts_ns,
-                end: tx.end_ns,
-                id: tx.id,
-                qtype: tx.qtype,
-                client_port: tx.client.port,
-                who,
-            });
+            remember(qs, &mut r.held, key, nh, tx, &who);
         }
     }
 

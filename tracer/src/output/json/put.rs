@@ -27,6 +27,8 @@ pub struct JsonCache {
     /// The last second written (`i64::MIN`: none) and its `YYYY-MM-DDTHH:MM:SS`.
     second: i64,
     second_text: [u8; 19],
+    /// The runs of lines that repeat with their parties (`json/line.rs`).
+    pub(super) lines: Box<[super::line::LineSlot]>,
 }
 
 /// `len` 0: empty.
@@ -75,6 +77,7 @@ impl JsonCache {
             addrs: vec![AddrSlot { key: 0, len: 0, out: [0; 24] }; 64].into_boxed_slice(),
             second: i64::MIN,
             second_text: [0; 19],
+            lines: (0..super::line::SLOTS).map(|_| super::line::LineSlot::default()).collect(),
         }
     }
 }
@@ -204,22 +207,19 @@ pub(super) fn put_mnemonic(b: &mut Vec<u8>, s: &'static str) {
 /// A query type as `qtype_name` spells it (`A`, `TYPE65000`).
 #[inline(always)]
 pub(crate) fn put_qtype(b: &mut Vec<u8>, t: u16) {
-    // The common ones quoted already: one copy.
-    let quoted: &[u8] = match t {
-        1 => b"\"A\"",
-        28 => b"\"AAAA\"",
-        5 => b"\"CNAME\"",
-        12 => b"\"PTR\"",
-        33 => b"\"SRV\"",
-        16 => b"\"TXT\"",
-        65 => b"\"HTTPS\"",
-        _ => &[],
+    // The common ones quoted already: one fixed-size copy (a `memcpy`
+    // call for a slice of any length).
+    let (quoted, n): (&[u8; 8], usize) = match t {
+        1 => (b"\"A\"\0\0\0\0\0", 3),
+        28 => (b"\"AAAA\"\0\0", 6),
+        5 => (b"\"CNAME\"\0", 7),
+        12 => (b"\"PTR\"\0\0\0", 5),
+        33 => (b"\"SRV\"\0\0\0", 5),
+        16 => (b"\"TXT\"\0\0\0", 5),
+        65 => (b"\"HTTPS\"\0", 7),
+        _ => return put_other_qtype(b, t),
     };
-    if quoted.is_empty() {
-        put_other_qtype(b, t);
-    } else {
-        b.extend_from_slice(quoted);
-    }
+    put_fixed(b, quoted, n);
 }
 
 #[inline(never)]
@@ -233,18 +233,14 @@ pub(super) fn put_other_qtype(b: &mut Vec<u8>, t: u16) {
 /// An rcode as `rcode_name` spells it (`NXDOMAIN`, `RCODE4095`).
 #[inline(always)]
 pub(crate) fn put_rcode(b: &mut Vec<u8>, r: u16) {
-    let quoted: &[u8] = match r {
-        0 => b"\"NOERROR\"",
-        3 => b"\"NXDOMAIN\"",
-        2 => b"\"SERVFAIL\"",
-        5 => b"\"REFUSED\"",
-        _ => &[],
+    let (quoted, n): (&[u8; 16], usize) = match r {
+        0 => (b"\"NOERROR\"\0\0\0\0\0\0\0", 9),
+        3 => (b"\"NXDOMAIN\"\0\0\0\0\0\0", 10),
+        2 => (b"\"SERVFAIL\"\0\0\0\0\0\0", 10),
+        5 => (b"\"REFUSED\"\0\0\0\0\0\0\0", 9),
+        _ => return put_other_rcode(b, r),
     };
-    if quoted.is_empty() {
-        put_other_rcode(b, r);
-    } else {
-        b.extend_from_slice(quoted);
-    }
+    put_fixed(b, quoted, n);
 }
 
 #[inline(never)]
@@ -311,6 +307,16 @@ pub(crate) fn put_u64(b: &mut Vec<u8>, v: u64) {
     }
 }
 
+/// [`put_u64`] of a port or DNS id: the short path inlined, no range check past it.
+#[inline(always)]
+pub(crate) fn put_u16(b: &mut Vec<u8>, v: u16) {
+    if v < 10 {
+        b.push(b'0' + v as u8);
+    } else {
+        put_short_u64(b, u32::from(v));
+    }
+}
+
 #[inline(never)]
 pub(super) fn put_big_u64(b: &mut Vec<u8>, v: u64) {
     if v < 100_000 {
@@ -326,7 +332,7 @@ pub(super) fn put_big_u64(b: &mut Vec<u8>, v: u64) {
 /// 10 to 99,999 (DNS ids, TTLs, ports' range): right-aligned in one word,
 /// then shifted to the front, so one fixed-size copy writes it (the
 /// general loop was ~110 instructions per DNS id, callgrind).
-#[inline]
+#[inline(always)]
 fn put_short_u64(b: &mut Vec<u8>, v: u32) {
     debug_assert!((10..100_000).contains(&v));
     let n = if v >= 10_000 {
@@ -399,7 +405,8 @@ pub(crate) fn put_ms(b: &mut Vec<u8>, ns: u64) {
         b.extend_from_slice(b".0");
         return;
     }
-    let mut d = [b'.', b'0' + (frac / 100) as u8, DIGITS2[(frac % 100) * 2], DIGITS2[(frac % 100) * 2 + 1]];
+    let d = [b'.', b'0' + (frac / 100) as u8, DIGITS2[(frac % 100) * 2], DIGITS2[(frac % 100) * 2 + 1]];
+    // Trailing zeros cut (what follows `n` is cut by `put_fixed`).
     let n = if frac.is_multiple_of(100) {
         2
     } else if frac.is_multiple_of(10) {
@@ -407,7 +414,6 @@ pub(crate) fn put_ms(b: &mut Vec<u8>, ns: u64) {
     } else {
         4
     };
-    d[n..].fill(b'0');
     put_fixed(b, &d, n);
 }
 
