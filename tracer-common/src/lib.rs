@@ -28,7 +28,10 @@ pub use dns::{
     DEDUPE_ENTRIES, DedupeKey, PACKET_EVENT_HDR_LEN, PORTS_MAX, PacketEvent, PacketEventHead, PacketRefEvent,
     REF_HEAD_LEN, SNAP_LEN,
 };
-pub use drops::{DROP_SNAP, DropEvent, DropEventHead, DropFold, FOLD_HEAD, FOLD_NOFOLD_DEVS, FoldConfig, FOLD_SLOTS, FOLD_TUNNEL_PORTS};
+pub use drops::{
+    DROP_SNAP, DropEvent, DropEventHead, DropFold, FOLD_HEAD, FOLD_NOFOLD_DEVS, FOLD_SLOTS, FOLD_TUNNEL_PORTS,
+    FoldConfig,
+};
 pub use task::{KernelOffsets, pid_source};
 pub use underlay::UNDERLAY_SNAP;
 

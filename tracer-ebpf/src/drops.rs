@@ -19,9 +19,7 @@ use tracer_common::{
     FOLD_TUNNEL_PORTS, FoldConfig,
 };
 
-use crate::{
-    DROP_SKIP, IPPROTO_TCP, IPPROTO_UDP, OFFSETS, Reserved, count_lost, cpu_ring, set, wake_flag, zero_words,
-};
+use crate::{DROP_SKIP, IPPROTO_TCP, IPPROTO_UDP, OFFSETS, Reserved, count_lost, cpu_ring, set, wake_flag, zero_words};
 
 /// Repeats of a drop key counted per CPU (see [`DropFold`]), in a slot
 /// picked by a hash of the key. A slot whose key still has uncounted
@@ -206,9 +204,20 @@ fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
                 && (hp.read() & 0xf0 != 0x60
                     || bpf_probe_read_kernel(hp.add(3).cast(), 24, (pkt + 24) as *const _) == 0)
         };
-        let mut k = [location, u64::from(reason) | (u64::from(ifindex) << 32), u64::from(netns) | (u64::from(pkt_len) << 32), 0, 0, 0, 0, 0, 0];
+        let mut k = [
+            location,
+            u64::from(reason) | (u64::from(ifindex) << 32),
+            u64::from(netns) | (u64::from(pkt_len) << 32),
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
         // SAFETY: initialised by the successful read.
-        if ok && fold_key(unsafe { h.assume_init_ref() }, &mut k)
+        if ok
+            && fold_key(unsafe { h.assume_init_ref() }, &mut k)
             && let Some(s) = DROP_FOLD.get_ptr_mut(slot_of(&k))
         {
             // SAFETY: helper without arguments (inlined by the verifier).

@@ -8,8 +8,8 @@
 
 pub mod btf;
 pub mod dedupe;
-pub mod fold;
 pub mod doctor;
+pub mod fold;
 // Not `log`: that would shadow the `log` crate's macros in this module.
 pub mod klog;
 pub mod programs;
