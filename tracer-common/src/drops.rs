@@ -28,7 +28,10 @@ pub struct DropEvent {
     /// Valid bytes of `data`.
     pub cap_len: u16,
     /// Explicit padding.
-    pub pad: [u8; 6],
+    pub pad: u16,
+    /// Drops this record stands for (at least 1): this one and those of the
+    /// same key the kernel counted in [`DropFold`] since the key's last record.
+    pub count: u32,
     /// From the network header on.
     pub data: [u8; DROP_SNAP],
 }
@@ -55,7 +58,9 @@ pub struct DropEventHead {
     /// As [`DropEvent::cap_len`].
     pub cap_len: u16,
     /// As [`DropEvent::pad`].
-    pub pad: [u8; 6],
+    pub pad: u16,
+    /// As [`DropEvent::count`].
+    pub count: u32,
 }
 
 const _: () = {
@@ -67,4 +72,76 @@ const _: () = {
     assert!(offset_of!(DropEventHead, netns_ino) == offset_of!(DropEvent, netns_ino));
     assert!(offset_of!(DropEventHead, pkt_len) == offset_of!(DropEvent, pkt_len));
     assert!(offset_of!(DropEventHead, cap_len) == offset_of!(DropEvent, cap_len));
+    assert!(offset_of!(DropEventHead, count) == offset_of!(DropEvent, count));
 };
+
+/// Slots of the per-CPU drop fold table (`DROP_FOLD`), a power of two.
+pub const FOLD_SLOTS: u32 = 256;
+
+/// Bytes of a folded key's packet kept in its slot (from the network
+/// header): enough for the IPv4 or IPv6 header and a whole TCP or UDP header,
+/// all `ktrace drops` parses to place a drop in its row.
+pub const FOLD_HEAD: usize = 64;
+
+/// UDP destination ports whose drops are never folded: a tunnel's outer
+/// header does not tell its inner flows apart, and `ktrace drops` sorts VXLAN
+/// drops by the inner packet (the analysis's default VXLAN ports).
+pub const FOLD_TUNNEL_PORTS: [u16; 2] = [4789, 8472];
+
+/// Underlay devices whose drops are never folded (see [`FoldConfig`]).
+pub const FOLD_NOFOLD_DEVS: usize = 8;
+
+/// How `drop_kfree_skb` folds repeats (`DROP_FOLD_CFG`, written by
+/// userspace at load time).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FoldConfig {
+    /// Window of a key in jiffies; 0: every drop sends a record.
+    pub window: u64,
+    /// Network namespace inode of `devs`.
+    pub netns_ino: u32,
+    /// Devices (ifindex in `netns_ino`; 0 ends the list) whose drops are
+    /// always sent: the underlay devices, whose packets the fabric analysis
+    /// matches one by one (a packet fingerprinted at one node's egress and
+    /// dropped before the other's ingress is not a fabric loss).
+    pub devs: [u32; FOLD_NOFOLD_DEVS],
+    /// Explicit padding.
+    pub pad: u32,
+}
+
+/// One slot of `DROP_FOLD` (per CPU, indexed by a hash of the key): repeats
+/// of a drop key within a window are counted here instead of each sending a
+/// record. The key is the drop's location, reason, device, netns, length
+/// and its IP and TCP/UDP headers without the fields that change per packet
+/// (IPv4 id and checksum; nothing past the ports), always at least as fine
+/// as the row `ktrace drops` puts it in, so counts land in the same rows.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DropFold {
+    /// The key (see above); all zero: slot unused.
+    pub key: [u64; 9],
+    /// Drops of this key counted since its last record (sent with the next
+    /// one, or read by userspace when the run ends).
+    pub pending: u64,
+    /// `jiffies` at which the key's window ends: a drop before it is
+    /// counted, the first one after it sends a record.
+    pub until: u64,
+    /// Time of the key's last record (`bpf_ktime_get_ns`): what a pending
+    /// count read at the end is stamped with (its drops came within one
+    /// window after it).
+    pub ts_ns: u64,
+    /// The drop's `reason`, `ifindex`, `netns_ino` and `pkt_len`, as in its record.
+    pub reason: u32,
+    /// As [`DropEvent::ifindex`].
+    pub ifindex: u32,
+    /// As [`DropEvent::netns_ino`].
+    pub netns_ino: u32,
+    /// As [`DropEvent::pkt_len`].
+    pub pkt_len: u32,
+    /// As [`DropEvent::location`].
+    pub location: u64,
+    /// The first [`FOLD_HEAD`] bytes from the network header.
+    pub head: [u8; FOLD_HEAD],
+}
+
+const _: () = assert!(size_of::<DropFold>() == 9 * 8 + 3 * 8 + 16 + 8 + FOLD_HEAD);

@@ -28,7 +28,10 @@ pub use dns::{
     DEDUPE_ENTRIES, DedupeKey, PACKET_EVENT_HDR_LEN, PORTS_MAX, PacketEvent, PacketEventHead, PacketRefEvent,
     REF_HEAD_LEN, SNAP_LEN,
 };
-pub use drops::{DROP_SNAP, DropEvent, DropEventHead};
+pub use drops::{
+    DROP_SNAP, DropEvent, DropEventHead, DropFold, FOLD_HEAD, FOLD_NOFOLD_DEVS, FOLD_SLOTS, FOLD_TUNNEL_PORTS,
+    FoldConfig,
+};
 pub use task::{KernelOffsets, pid_source};
 pub use underlay::UNDERLAY_SNAP;
 
@@ -88,7 +91,8 @@ pub mod flags {
 /// [`EventTag`]); bump on any change.
 /// 2: [`PacketEvent`] gained `seq`; [`PacketRefEvent`] is new.
 /// 3: [`DropEvent`] starts with an [`EventTag`] instead of an [`EventHeader`].
-pub const EVENT_VERSION: u16 = 3;
+/// 4: [`DropEvent`] carries a `count` (repeats folded in the kernel).
+pub const EVENT_VERSION: u16 = 4;
 
 /// The start of every record, and of [`EventHeader`]: what the reader needs
 /// before it knows the record's layout (its kind and version) and to merge
@@ -191,6 +195,10 @@ mod user {
     unsafe impl aya::Pod for super::DedupeKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::DropEventHead {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DropFold {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FoldConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ConnEvent {}
     // SAFETY: as above.

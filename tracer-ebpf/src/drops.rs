@@ -1,16 +1,63 @@
 //! Kernel drops: `drop_kfree_skb` (`tp_btf` on `skb:kfree_skb`) with the
-//! drop reason and the start of the packet.
+//! drop reason and the start of the packet; repeats of a drop within a short
+//! window are counted in the kernel (`DROP_FOLD`) instead of each sending a
+//! record.
 
-use core::ptr::read_volatile;
+use core::{mem::MaybeUninit, ptr::read_volatile};
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, generated::bpf_probe_read_kernel},
-    macros::btf_tracepoint,
+    helpers::{
+        bpf_ktime_get_ns,
+        generated::{bpf_jiffies64, bpf_probe_read_kernel},
+    },
+    macros::{btf_tracepoint, map},
+    maps::PerCpuArray,
     programs::BtfTracePointContext,
 };
-use tracer_common::{DROP_SNAP, DropEvent, EVENT_VERSION, EventKind};
+use tracer_common::{
+    DROP_SNAP, DropEvent, DropFold, EVENT_VERSION, EventKind, FOLD_HEAD, FOLD_NOFOLD_DEVS, FOLD_SLOTS,
+    FOLD_TUNNEL_PORTS, FoldConfig,
+};
 
-use crate::{DROP_SKIP, OFFSETS, Reserved, count_lost, cpu_ring, set, wake_flag};
+use crate::{DROP_SKIP, IPPROTO_TCP, IPPROTO_UDP, OFFSETS, Reserved, count_lost, cpu_ring, set, wake_flag, zero_words};
+
+/// Repeats of a drop key counted per CPU (see [`DropFold`]), in a slot
+/// picked by a hash of the key. A slot whose key still has uncounted
+/// repeats is not taken over by another key (that drop is sent in full), so
+/// every count stays with its key until a record or the end of the run
+/// (userspace reads the pending counts after its last drain).
+#[map(name = "DROP_FOLD")]
+static DROP_FOLD: PerCpuArray<DropFold> = PerCpuArray::with_max_entries(FOLD_SLOTS, 0);
+
+/// Window of a drop key in jiffies (repeats within it are counted, and the
+/// first drop after it sends a record carrying the count; 0: every drop
+/// sends a record, `KTRACE_NO_DROP_FOLD=1`), and the underlay devices whose
+/// drops are always sent. A frozen global: where the window is 0 the
+/// verifier never walks the fold code.
+#[unsafe(no_mangle)]
+static DROP_FOLD_CFG: FoldConfig = FoldConfig { window: 0, netns_ino: 0, devs: [0; FOLD_NOFOLD_DEVS], pad: 0 };
+
+/// Whether drops on this device are folded: not on an underlay device.
+#[inline(always)]
+fn foldable_dev(ifindex: u32, netns: u32) -> bool {
+    // SAFETY: loader-written global.
+    if netns != unsafe { read_volatile(&raw const DROP_FOLD_CFG.netns_ino) } {
+        return true;
+    }
+    let mut i = 0;
+    while i < FOLD_NOFOLD_DEVS {
+        // SAFETY: as above.
+        let d = unsafe { read_volatile(&raw const DROP_FOLD_CFG.devs[i]) };
+        if d == 0 {
+            return true;
+        }
+        if d == ifindex {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
 
 /// A `T` at `base + off` of a kernel object reached through a BTF pointer.
 ///
@@ -26,6 +73,63 @@ unsafe fn field<T: Copy>(base: usize, off: u32) -> T {
     unsafe { read_volatile((base + off as usize) as *const T) }
 }
 
+/// The fold key of a drop whose first 24 packet bytes (48 for IPv6) are `h`
+/// (little-endian words, from the network header): `k[0..3]` are set by the caller, this
+/// fills `k[3..9]` with the IP header and the ports, minus what changes
+/// from packet to packet (IPv4 id and checksum; nothing after the ports).
+/// False for anything `ktrace drops` might place by more than that (IPv4
+/// options or fragments, IPv6 extension headers, protocols other than TCP
+/// and UDP, UDP to a tunnel port): those are always sent.
+#[inline(always)]
+fn fold_key(h: &[u64; 6], k: &mut [u64; 9]) -> bool {
+    let b0 = h[0] & 0xff;
+    let dport;
+    let proto;
+    if b0 == 0x45 {
+        // Fragment offset (bytes 6-7, 13 bits): a later fragment has no ports.
+        let frag = (((h[0] >> 48) & 0x1f) << 8) | ((h[0] >> 56) & 0xff);
+        if frag != 0 {
+            return false;
+        }
+        proto = ((h[1] >> 8) & 0xff) as u8;
+        dport = ((((h[2] >> 48) & 0xff) << 8) | ((h[2] >> 56) & 0xff)) as u16;
+        k[3] = h[0] & !0x0000_ffff_0000_0000; // id
+        k[4] = h[1] & !0xffff_0000; // checksum
+        k[5] = h[2]; // destination address, ports
+        k[6] = 0;
+        k[7] = 0;
+        k[8] = 0;
+    } else if b0 & 0xf0 == 0x60 {
+        proto = ((h[0] >> 48) & 0xff) as u8;
+        dport = ((((h[5] >> 16) & 0xff) << 8) | ((h[5] >> 24) & 0xff)) as u16;
+        k[3] = h[0];
+        k[4] = h[1];
+        k[5] = h[2];
+        k[6] = h[3];
+        k[7] = h[4];
+        k[8] = h[5] & 0xffff_ffff; // ports
+    } else {
+        return false;
+    }
+    if proto == IPPROTO_TCP {
+        return true;
+    }
+    proto == IPPROTO_UDP && dport != FOLD_TUNNEL_PORTS[0] && dport != FOLD_TUNNEL_PORTS[1]
+}
+
+/// The slot of key `k`: the words folded with xor and rotations (one
+/// multiply, not one per word: a chain of nine was ~30 cycles per drop).
+#[inline(always)]
+fn slot_of(k: &[u64; 9]) -> u32 {
+    let mut x = 0u64;
+    let mut i = 0;
+    while i < 9 {
+        x = x.rotate_left(7) ^ k[i];
+        i += 1;
+    }
+    (((x ^ (x >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 48) as u32) & (FOLD_SLOTS - 1)
+}
+
 /// `skb:kfree_skb` (`tp_btf)`: the kernel dropped a packet, and says why.
 ///
 /// `tp_btf` arguments are trusted BTF pointers, so the skb and its device
@@ -36,6 +140,10 @@ unsafe fn field<T: Copy>(base: usize, off: u32) -> T {
 /// packet (no process header: drops happen in softirq), written in order and
 /// never read back (its lines are on their way to this CPU); only the
 /// offsets it uses are loaded from `OFFSETS`.
+///
+/// With folding on (`DROP_FOLD_CFG`), a repeat of a key within its
+/// window costs the 64-byte packet read, a hash, a per-CPU slot and a
+/// `jiffies` read (inlined): no clock, no ring reservation, no record.
 #[btf_tracepoint(function = "kfree_skb")]
 fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     let skb: usize = ctx.arg(0);
@@ -55,9 +163,118 @@ fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
             crate::log::debug!("drop reason {} outside the kernel's enum (max {})", reason, max);
         }
     }
+    // SAFETY: BTF loads at this kernel's offsets (`skb_valid`), see `field`;
+    // the offsets are loader-written globals.
+    let (pkt_len, ifindex, netns, pkt) = unsafe {
+        let pkt_len: u32 = field(skb, read_volatile(&raw const OFFSETS.skb_len));
+        let dev: usize = field(skb, read_volatile(&raw const OFFSETS.skb_dev));
+        let (mut ifindex, mut netns) = (0u32, 0u32);
+        if dev != 0 {
+            ifindex = field(dev, read_volatile(&raw const OFFSETS.dev_ifindex));
+            let net: usize = field(dev, read_volatile(&raw const OFFSETS.dev_nd_net));
+            if net != 0 {
+                netns = field(net, read_volatile(&raw const OFFSETS.net_ns_inum));
+            }
+        }
+        let head: u64 = field(skb, read_volatile(&raw const OFFSETS.skb_head));
+        let nh: u16 = field(skb, read_volatile(&raw const OFFSETS.skb_network_header));
+        // u16::MAX: network header not set (e.g. dropped before L3 parsing).
+        let pkt = if head != 0 && nh != u16::MAX { head + u64::from(nh) } else { 0 };
+        (pkt_len, ifindex, netns, pkt)
+    };
+    // SAFETY: loader-written global.
+    let window = unsafe { read_volatile(&raw const DROP_FOLD_CFG.window) };
+    // The slot this drop's key owns (a record sent now carries its pending
+    // count), or null: not foldable, or the slot holds another key's count.
+    let mut slot: *mut DropFold = core::ptr::null_mut();
+    let mut now_j = 0u64;
+    if window != 0 && pkt != 0 && foldable_dev(ifindex, netns) {
+        // The key's bytes only (IPv4 and ports: 24; IPv6 and ports: 44 of
+        // 48): a probe read's cost grows with its length.
+        let mut h = MaybeUninit::<[u64; 6]>::uninit();
+        let hp = h.as_mut_ptr().cast::<u64>();
+        // The IPv6 half stays zero for IPv4 (never read by `fold_key` then,
+        // but the array is whole for Rust and the verifier alike).
+        // SAFETY: our stack buffer, 8-aligned, 48 bytes.
+        unsafe { zero_words(hp.cast(), 6) };
+        // SAFETY: probe reads into our stack buffer (24 bytes, then the next
+        // 24 for IPv6); the words are used only if the reads succeeded.
+        let ok = unsafe {
+            bpf_probe_read_kernel(hp.cast(), 24, pkt as *const _) == 0
+                && (hp.read() & 0xf0 != 0x60
+                    || bpf_probe_read_kernel(hp.add(3).cast(), 24, (pkt + 24) as *const _) == 0)
+        };
+        let mut k = [
+            location,
+            u64::from(reason) | (u64::from(ifindex) << 32),
+            u64::from(netns) | (u64::from(pkt_len) << 32),
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ];
+        // SAFETY: initialised by the successful read.
+        if ok
+            && fold_key(unsafe { h.assume_init_ref() }, &mut k)
+            && let Some(s) = DROP_FOLD.get_ptr_mut(slot_of(&k))
+        {
+            // SAFETY: helper without arguments (inlined by the verifier).
+            now_j = unsafe { bpf_jiffies64() };
+            // SAFETY: this CPU's slot, valid until the program returns; no
+            // other writer runs on this CPU meanwhile (tracing programs do not nest).
+            let s = unsafe { &mut *s };
+            let mut same = true;
+            let mut i = 0;
+            while i < 9 {
+                same &= s.key[i] == k[i];
+                i += 1;
+            }
+            if same {
+                if now_j < s.until {
+                    s.pending += 1;
+                    return 0;
+                }
+                slot = s;
+            } else if s.pending == 0 {
+                // Take the slot over: the key and what a pending count read
+                // at the end needs to become a record.
+                let mut i = 0;
+                while i < 9 {
+                    set(&mut s.key[i], k[i]);
+                    i += 1;
+                }
+                // SAFETY: a probe read into the slot's `head` (FOLD_HEAD bytes);
+                // on failure the kernel zeroes it.
+                unsafe { bpf_probe_read_kernel(s.head.as_mut_ptr().cast(), FOLD_HEAD as u32, pkt as *const _) };
+                set(&mut s.location, location);
+                set(&mut s.reason, reason);
+                set(&mut s.ifindex, ifindex);
+                set(&mut s.netns_ino, netns);
+                set(&mut s.pkt_len, pkt_len);
+                set(&mut s.until, 0);
+                slot = s;
+            }
+        }
+    }
     let ring = cpu_ring();
     let Some(entry) = Reserved::<DropEvent>::new(ring) else {
-        count_lost();
+        if slot.is_null() {
+            count_lost();
+        } else {
+            // Counted, not lost: it goes out with the key's next record.
+            // SAFETY: as above.
+            unsafe {
+                let s = &mut *slot;
+                if s.until == 0 {
+                    // A slot just taken over: its pending drops date from now.
+                    s.ts_ns = bpf_ktime_get_ns();
+                    s.until = now_j + window;
+                }
+                s.pending += 1;
+            }
+        }
         return 0;
     };
     // Every field userspace reads is written below (ring memory is not
@@ -71,36 +288,31 @@ fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     ev.tag.ts_ns = ts;
     ev.location = location;
     ev.reason = reason;
-    // SAFETY: BTF loads at this kernel's offsets (`skb_valid`), see `field`;
-    // the offsets are loader-written globals.
-    unsafe {
-        let pkt_len: u32 = field(skb, read_volatile(&raw const OFFSETS.skb_len));
-        let dev: usize = field(skb, read_volatile(&raw const OFFSETS.skb_dev));
-        let (mut ifindex, mut netns) = (0u32, 0u32);
-        if dev != 0 {
-            ifindex = field(dev, read_volatile(&raw const OFFSETS.dev_ifindex));
-            let net: usize = field(dev, read_volatile(&raw const OFFSETS.dev_nd_net));
-            if net != 0 {
-                netns = field(net, read_volatile(&raw const OFFSETS.net_ns_inum));
-            }
+    ev.ifindex = ifindex;
+    ev.netns_ino = netns;
+    ev.pkt_len = pkt_len;
+    let mut count = 1u32;
+    if !slot.is_null() {
+        // SAFETY: as above.
+        unsafe {
+            let s = &mut *slot;
+            let p = s.pending;
+            count = if p >= u64::from(u32::MAX) { u32::MAX } else { p as u32 + 1 };
+            s.pending = 0;
+            s.until = now_j + window;
+            s.ts_ns = ts;
         }
-        ev.ifindex = ifindex;
-        ev.netns_ino = netns;
-        ev.pkt_len = pkt_len;
-        let head: u64 = field(skb, read_volatile(&raw const OFFSETS.skb_head));
-        let nh: u16 = field(skb, read_volatile(&raw const OFFSETS.skb_network_header));
-        let mut cap = 0u16;
-        // u16::MAX: network header not set (e.g. dropped before L3 parsing).
-        if head != 0 && nh != u16::MAX {
-            let n = if (pkt_len as usize) < DROP_SNAP { pkt_len as usize } else { DROP_SNAP };
-            if n > 0
-                && bpf_probe_read_kernel(ev.data.as_mut_ptr().cast(), n as u32, (head + u64::from(nh)) as *const _) == 0
-            {
-                cap = n as u16;
-            }
-        }
-        set(&mut ev.cap_len, cap);
     }
+    ev.count = count;
+    let mut cap = 0u16;
+    if pkt != 0 {
+        let n = if (pkt_len as usize) < DROP_SNAP { pkt_len as usize } else { DROP_SNAP };
+        // SAFETY: a probe read of at most DROP_SNAP bytes into the record's `data`.
+        if n > 0 && unsafe { bpf_probe_read_kernel(ev.data.as_mut_ptr().cast(), n as u32, pkt as *const _) } == 0 {
+            cap = n as u16;
+        }
+    }
+    set(&mut ev.cap_len, cap);
     entry.submit(wake_flag(ring, size_of::<DropEvent>() as u64, ts));
     0
 }

@@ -387,6 +387,9 @@ pub struct DropRecord {
     pub node: Option<Arc<str>>,
     /// Process context, if the drop happened in one (often softirq: None).
     pub process: Option<Process>,
+    /// Drops this record stands for (at least 1): the kernel counts repeats
+    /// of a drop within a short window and sends them with one record.
+    pub count: u32,
 }
 
 /// What happened to a TCP socket.

@@ -87,7 +87,13 @@ impl NodeWork {
         match &r {
             Record::Drop(d) => {
                 let pod = pod_of_drop(&self.enricher, d);
-                self.metrics.drop_reason_cached(&mut self.series, d.reason, &d.reason_name, pod.as_ref());
+                self.metrics.drop_reason_cached(
+                    &mut self.series,
+                    d.reason,
+                    &d.reason_name,
+                    pod.as_ref(),
+                    u64::from(d.count),
+                );
             }
             Record::Conn(c) => {
                 if let Some(signal) = ConnSignal::of(c.kind) {

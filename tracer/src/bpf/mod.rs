@@ -9,6 +9,7 @@
 pub mod btf;
 pub mod dedupe;
 pub mod doctor;
+pub mod fold;
 // Not `log`: that would shadow the `log` crate's macros in this module.
 pub mod klog;
 pub mod programs;
@@ -205,6 +206,7 @@ pub struct Probes {
     pub underlay: Vec<UnderlayAttach>,
     /// The kernel log reader (`--bpf-log`), else `None`.
     pub kernel_log: Option<klog::KernelLog>,
+    drop_folds: Option<fold::DropFolds>,
 }
 
 /// Raises `RLIMIT_MEMLOCK` for kernels < 5.11; failing is harmless on newer
@@ -334,6 +336,7 @@ pub struct Globals {
     /// Rings: one per possible CPU.
     cpus: u32,
     dns_snap: u32,
+    drop_fold: tracer_common::FoldConfig,
     /// Kernel BTF as ktrace's own reader parsed it.
     pub btf_info: Option<btf::Btf>,
     /// What ring-buffer decoding needs (drop reason names).
@@ -396,6 +399,7 @@ impl Globals {
             has_netns_cookie,
             fit,
             wake,
+            drop_fold: fold::config(cfg),
             dns_snap: if cfg.snaplen == 0 { SNAP_LEN as u32 } else { cfg.snaplen.min(SNAP_LEN as u32) },
             ring_bytes: ring_each,
             cpus: u32::try_from(cpus).unwrap_or(u32::MAX),
@@ -437,6 +441,7 @@ impl Globals {
             .override_global("WAKEUP_BYTES", &self.wake, true)
             .override_global("USE_NETNS_COOKIE", &use_cookie, true)
             .override_global("DROP_SKIP", &self.drop_skip[..], true)
+            .override_global("DROP_FOLD_CFG", &self.drop_fold, true)
             .map_max_entries(MAP_RINGS, self.cpus);
         for ((_, _, _, global), f) in CONN_TRACEPOINTS.iter().zip(self.tp_fields.iter()) {
             loader.override_global(global, f, true);
@@ -596,6 +601,7 @@ impl Probes {
         let kernel_log = klog::KernelLog::start(&mut ebpf)?;
         let lost = take(&mut ebpf, MAP_LOST, PerCpuArray::try_from)?;
         let stats = take(&mut ebpf, MAP_STATS, PerCpuArray::try_from)?;
+        let drop_folds = fold::DropFolds::take(&mut ebpf, cfg.drops);
         Ok(Self {
             ebpf,
             rings,
@@ -611,6 +617,7 @@ impl Probes {
             warnings,
             underlay,
             kernel_log,
+            drop_folds,
         })
     }
 

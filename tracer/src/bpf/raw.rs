@@ -172,6 +172,7 @@ fn decode_drop(b: &[u8], node: Option<&Arc<str>>, ctx: &DecodeCtx) -> Result<Rec
         node: node.cloned(),
         // Drops are seen where the kernel frees the packet: no process.
         process: None,
+        count: ev.count.max(1),
     }))
 }
 
@@ -314,7 +315,8 @@ mod tests {
             netns_ino: 77,
             pkt_len: 60,
             cap_len: 2,
-            pad: [0; 6],
+            pad: 0,
+            count: 1,
             data: [0; DROP_SNAP],
         };
         d.data[..2].copy_from_slice(&[0x45, 0]);

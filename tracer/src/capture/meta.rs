@@ -47,6 +47,19 @@ struct DropWire {
     data: Vec<u8>,
     node: Option<String>,
     process: Option<Process>,
+    /// Drops the record stands for: written only when more than one (folded
+    /// in the kernel), so single drops encode as before; absent reads as 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[expect(clippy::trivially_copy_pass_by_ref, reason = "serde's skip_serializing_if passes a reference")]
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 /// JSON form of a [`crate::event::ConnRecord`].
@@ -165,6 +178,7 @@ pub(crate) fn encode_record(r: &Record, out: &mut Vec<u8>) -> Option<(u16, u16)>
                 data: d.data.to_vec(),
                 node: d.node.as_deref().map(str::to_owned),
                 process: d.process.clone(),
+                count: d.count,
             };
             let _ = serde_json::to_writer(&mut *out, &w);
             Some((record_type::DROP, V1))
@@ -254,6 +268,7 @@ pub(crate) fn decode_custom(rt: u16, version: u16, body: &[u8]) -> Result<Item, 
                 data: bytes::Bytes::from(w.data),
                 node: w.node.map(Arc::from),
                 process: w.process,
+                count: w.count,
             }))
         }
         record_type::CONN => {

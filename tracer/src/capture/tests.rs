@@ -743,6 +743,7 @@ fn write_fuzz_seeds() {
             data: Bytes::from(vxlan),
             node: Some(Arc::from("node-a")),
             process: None,
+            count: 1,
         }),
         None,
     )];

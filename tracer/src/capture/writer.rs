@@ -782,6 +782,7 @@ mod tests {
                         data: Bytes::from_static(&[0x45, 0, 0, 20]),
                         node: None,
                         process: None,
+                        count: 1,
                     }),
                     None,
                 ));

@@ -84,6 +84,12 @@ fn put_record(b: &mut Vec<u8>, c: &mut JsonCache, json: bool, rec: &Record) {
             if json {
                 b.extend_from_slice(b"{\"captured\":");
                 put_u64(b, d.data.len() as u64);
+                // Only when the kernel folded repeats into this record: a
+                // single drop prints as it always did.
+                if d.count > 1 {
+                    b.extend_from_slice(b",\"count\":");
+                    put_u64(b, u64::from(d.count));
+                }
                 b.extend_from_slice(b",\"head\":\"");
                 for &x in d.data.iter().take(24) {
                     b.extend_from_slice(&[HEX[usize::from(x >> 4)], HEX[usize::from(x & 0xf)]]);
@@ -111,6 +117,10 @@ fn put_record(b: &mut Vec<u8>, c: &mut JsonCache, json: bool, rec: &Record) {
                 put_u64(b, u64::from(d.netns_ino));
                 b.extend_from_slice(b" len=");
                 put_u64(b, u64::from(d.wire_len));
+                if d.count > 1 {
+                    b.extend_from_slice(b" count=");
+                    put_u64(b, u64::from(d.count));
+                }
             }
         }
         Record::Conn(cn) => {
@@ -512,6 +522,7 @@ mod tests {
                     data: Bytes::from(data),
                     node: g.opt_name(),
                     process: g.process(),
+                    count: 1,
                 })
             }
             3 => {

@@ -258,6 +258,13 @@ impl LiveSource {
             on(e);
             true
         });
+        // And so do the drops it counted but had not sent yet (bpf::fold).
+        let folded = self.cap.folded_drops(self.node.as_ref());
+        let Self { netns_scope, cgroup_scope, scoped_socks, .. } = self;
+        let mut scope = Scope { netns: netns_scope, cgroups: cgroup_scope, socks: scoped_socks };
+        for rec in folded.into_iter().filter(|r| scope.keeps(r)) {
+            on(LiveEvent::Record(rec));
+        }
         if let Some(b) = booster {
             self.stats.boosts = b.boosts();
             self.stats.boosted = b.boosted();

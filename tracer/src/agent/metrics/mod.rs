@@ -546,27 +546,33 @@ impl Metrics {
         self.families.findings.add(KindLabels { kind, namespace, pod }, folded, n);
     }
 
-    /// Counts one kernel packet drop, by its reason name.
+    /// Counts a kernel drop record's drops (`count`: repeats folded in the kernel), by its reason name.
     pub fn drop_event(&self, d: &DropRecord, pod: Option<(&str, &str)>) {
-        self.drop_reason(&d.reason_name, pod);
+        self.drop_reasons_n(&d.reason_name, pod, u64::from(d.count));
     }
 
     /// Counts one packet drop with the given reason (`pod`: namespace and name).
     pub fn drop_reason(&self, reason: &str, pod: Option<(&str, &str)>) {
+        self.drop_reasons_n(reason, pod, 1);
+    }
+
+    fn drop_reasons_n(&self, reason: &str, pod: Option<(&str, &str)>, n: u64) {
         let reason = self.drop_reasons.admit(if reason.is_empty() { "unknown" } else { reason });
         let [namespace, pod] = self.drop_pods.fold(pod);
         let folded = || ReasonLabels { reason: FOLDED, namespace: FOLDED, pod: FOLDED };
-        self.families.drops.add(ReasonLabels { reason, namespace, pod }, folded, 1);
+        self.families.drops.add(ReasonLabels { reason, namespace, pod }, folded, n);
     }
 
     /// [`Metrics::drop_reason`] through `cache`, keyed by the drop's raw
-    /// reason code (`reason_name` is its name): the same series and counts.
+    /// reason code (`reason_name` is its name): the same series and counts
+    /// (`n` drops: a record's `count`).
     pub fn drop_reason_cached(
         &self,
         cache: &mut EventSeries,
         reason: u32,
         reason_name: &str,
         pod: Option<&crate::enrich::PodRef>,
+        n: u64,
     ) {
         let key = pod.map(|p| (Arc::clone(&p.namespace), Arc::clone(&p.name)));
         cached(&mut cache.drops, (reason, key), || {
@@ -575,7 +581,7 @@ impl Metrics {
             let folded = || ReasonLabels { reason: FOLDED, namespace: FOLDED, pod: FOLDED };
             self.families.drops.handle(ReasonLabels { reason, namespace, pod }, folded)
         })
-        .inc();
+        .inc_by(n);
     }
 
     /// [`Metrics::conn_failure`] through `cache`: the same series and counts.

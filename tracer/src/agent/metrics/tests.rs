@@ -573,7 +573,7 @@ fn cached_drop_and_conn_handles_count_like_the_direct_path() {
                 }
                 let name = if code == 3 { String::new() } else { format!("REASON_{code}") };
                 direct.drop_reason(&name, pr);
-                cached.drop_reason_cached(&mut cache, code, &name, p.as_ref());
+                cached.drop_reason_cached(&mut cache, code, &name, p.as_ref(), 1);
             }
             for k in kinds {
                 direct.conn_failure(k, pr);
@@ -584,7 +584,7 @@ fn cached_drop_and_conn_handles_count_like_the_direct_path() {
     for i in 0..EventSeries::MAX + 10 {
         let p = pod("many", &format!("p{i}"));
         direct.drop_reason("NETFILTER_DROP", Some((&p.namespace, &p.name)));
-        cached.drop_reason_cached(&mut cache, 2, "NETFILTER_DROP", Some(&p));
+        cached.drop_reason_cached(&mut cache, 2, "NETFILTER_DROP", Some(&p), 1);
         direct.conn_failure("reset", Some((&p.namespace, &p.name)));
         cached.conn_failure_cached(&mut cache, "reset", Some(&p));
     }

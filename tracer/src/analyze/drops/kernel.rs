@@ -35,6 +35,8 @@ pub struct KernelDrop {
     pub hdr: Option<Headers>,
     /// One of its addresses is an underlay address some node was seen using.
     pub known_underlay: bool,
+    /// Drops it stands for (the record's `count`: repeats folded in the kernel).
+    pub count: u32,
 }
 
 #[derive(Hash, PartialEq, Eq)]
@@ -94,7 +96,8 @@ impl Detector for KernelDrops {
 
     fn push(&mut self, d: KernelDrop, _out: &mut Vec<DropRow>) {
         let enr = &self.enr;
-        self.stats.drops += 1;
+        let n = u64::from(d.count);
+        self.stats.drops += n;
         let hdr = d.hdr;
         let inner = hdr.as_ref().map(Headers::innermost);
         let key = DropKey {
@@ -107,7 +110,7 @@ impl Detector for KernelDrops {
         };
         let ts = d.ts_ns;
         if let Some(a) = self.rows.get_mut(&key) {
-            a.count += 1;
+            a.count += n;
             a.first_ts = a.first_ts.min(ts);
             a.last_ts = a.last_ts.max(ts);
             if a.samples.len() < MAX_SAMPLES {
@@ -116,7 +119,7 @@ impl Detector for KernelDrops {
             return;
         }
         if self.rows.len() >= self.max_rows {
-            self.stats.rows_dropped += 1;
+            self.stats.rows_dropped += n;
             return;
         }
         let netns_pod = enr.pod_by_netns(d.netns);
@@ -139,7 +142,7 @@ impl Detector for KernelDrops {
             key,
             DropAgg {
                 node: d.node_name,
-                count: 1,
+                count: n,
                 first_ts: ts,
                 last_ts: ts,
                 hdr,

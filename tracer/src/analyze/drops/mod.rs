@@ -339,6 +339,7 @@ impl DropAnalyzer {
                     wire_len: d.wire_len,
                     hdr,
                     known_underlay,
+                    count: d.count,
                 };
                 self.kernel.push(input, &mut Vec::new());
             }

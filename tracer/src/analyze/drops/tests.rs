@@ -61,6 +61,7 @@ fn drop_rec(ts: u64, n: &str, reason: &str, data: &[u8]) -> Record {
         data: Bytes::copy_from_slice(data),
         node: Some(node(n)),
         process: None,
+        count: 1,
     })
 }
 
