@@ -337,21 +337,6 @@ impl CpuRings {
         self.rings.iter().any(Ring::pending)
     }
 
-    /// The largest unread part of any ring, in parts per 1024 of its size
-    /// (the kernel forces a wakeup at 256): one read of each producer page.
-    #[must_use]
-    pub fn fill_permille(&self) -> u64 {
-        self.rings
-            .iter()
-            .map(|r| {
-                // SAFETY: a mapped, aligned u64 the kernel updates.
-                let prod = unsafe { r.producer.as_ref() }.load(Ordering::Acquire);
-                prod.saturating_sub(r.cons).saturating_mul(1024) / r.size as u64
-            })
-            .max()
-            .unwrap_or(0)
-    }
-
     /// Hands at most `max` records to `f`, oldest first across rings, each
     /// while it is still in its ring, and releases them afterwards. With
     /// several rings, a record waits for a later drain while another ring may

@@ -236,10 +236,10 @@ impl LiveSource {
                 r = fd.readable() => {
                     let mut guard = r?;
                     guard.clear_ready();
-                    if !self.drain_told(booster.as_ref(), &mut on) { break StopReason::Consumer; }
+                    if !self.drain(false, false, &mut on) { break StopReason::Consumer; }
                 }
                 () = &mut tick => {
-                    if !self.drain_told(booster.as_ref(), &mut on) { break StopReason::Consumer; }
+                    if !self.drain(false, false, &mut on) { break StopReason::Consumer; }
                     if !on(LiveEvent::Tick(monotonic_ns())) { break StopReason::Consumer; }
                     let now = tokio::time::Instant::now();
                     if let Some(b) = self.busy_tick {
@@ -270,19 +270,6 @@ impl LiveSource {
             self.stats.boosted = b.boosted();
         }
         Ok(reason)
-    }
-
-    /// A drain; the booster then learns how full the rings still are.
-    fn drain_told(
-        &mut self,
-        booster: Option<&super::sched::IdleBooster>,
-        on: &mut impl FnMut(LiveEvent) -> bool,
-    ) -> bool {
-        let go_on = self.drain(false, false, on);
-        if let Some(b) = booster {
-            b.after_drain(self.cap.rings().fill_permille());
-        }
-        go_on
     }
 }
 

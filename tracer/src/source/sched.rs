@@ -32,14 +32,12 @@
 //! only on those forced wakeups (not on every event) and is scheduled at once
 //! even when every CPU is busy, which an idle thread is not.
 //!
-//! The boost ends as soon as the reader caught up: after each drain it
-//! tells the booster how full the fullest ring still is, and below an eighth
-//! ([`CAUGHT_UP`], half the wakeup mark) every thread goes back to idle at
-//! once. [`HOLD`] (100 ms after the last forced wakeup) only bounds a boost
-//! whose reader never gets there. Before, every boost lasted the whole
-//! 100 ms: each 10 ms drain in it ran at normal priority and preempted the
-//! resolver for its batch (the same runqueue wait as above), long after the
-//! backlog was gone. The exit line says how often and how long
+//! A boost lasts [`HOLD`] after the last forced wakeup. Ending it as soon as
+//! the reader caught up (the fullest ring under an eighth) was tried and
+//! reverted: at saturation the idle reader then starved between boosts and
+//! the kernel dropped 30k-324k of ~1.2M events per 3 s `dns-hotpath.sh` run
+//! (none with the hold), and its half-load latency gain did not repeat. The
+//! exit line says how often and how long the threads were raised
 //! ("raised to normal priority N time(s) to catch up (M ms in all)").
 
 use std::{
@@ -52,16 +50,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// The longest a boost lasts after the last backlog signal if the reader
-/// never reports that it caught up ([`IdleBooster::after_drain`]; it
-/// normally does within one drain, a few ms). Still behind, the next forced
-/// wakeup boosts again at once.
+/// How long threads stay boosted after the last backlog signal: draining a
+/// quarter of the default 16 MiB ring (~30k events at ~1 µs each) takes
+/// ~30 ms at full speed, so 100 ms catches up with room to spare and gives
+/// the CPU back soon after a burst. Still behind, the next forced wakeup
+/// boosts again at once.
 const HOLD: Duration = Duration::from_millis(100);
-
-/// A ring less full than this (parts per 1024; the kernel forces a wakeup at
-/// 256) after a drain ends the boost: half the wakeup mark, so one more
-/// wakeup needs as much backlog again as the first.
-const CAUGHT_UP: u64 = 128;
 
 /// Set by [`idle_when_live`]: live sources put the process under `SCHED_IDLE`
 /// when they start reading the ring, and back to normal when they stop.
@@ -108,19 +102,15 @@ pub fn policy_of(tid: libc::pid_t) -> std::io::Result<libc::c_int> {
     if p < 0 { Err(std::io::Error::last_os_error()) } else { Ok(p) }
 }
 
-/// State shared by the booster thread and the reader.
+/// State shared by the booster thread and the source that reports it.
 #[derive(Debug, Default)]
 struct Shared {
     stop: AtomicBool,
     boosts: AtomicU64,
-    /// Mirrors `since.is_some()` for a lock-free look from the reader.
-    boosted: AtomicBool,
     /// Nanoseconds spent boosted, over the finished boosts.
     boosted_ns: AtomicU64,
     /// Since when the threads are boosted; the lock also orders changes of policy.
     since: std::sync::Mutex<Option<Instant>>,
-    /// The booster thread (left at normal priority).
-    tid: std::sync::atomic::AtomicI32,
 }
 
 impl Shared {
@@ -130,7 +120,6 @@ impl Shared {
         if since.is_none() {
             apply(libc::SCHED_OTHER);
             *since = Some(now);
-            self.boosted.store(true, Ordering::Relaxed);
             self.boosts.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -140,7 +129,6 @@ impl Shared {
         let mut since = self.since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(t) = since.take() {
             apply(libc::SCHED_IDLE);
-            self.boosted.store(false, Ordering::Relaxed);
             let ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
             self.boosted_ns.fetch_add(ns, Ordering::Relaxed);
         }
@@ -219,23 +207,6 @@ impl IdleBooster {
     pub fn boosted(&self) -> Duration {
         Duration::from_nanos(self.shared.boosted_ns.load(Ordering::Relaxed))
     }
-
-    /// True while the threads are raised.
-    #[must_use]
-    pub fn is_boosted(&self) -> bool {
-        self.shared.boosted.load(Ordering::Relaxed)
-    }
-
-    /// Called by the reader after each drain, with the fullest ring's unread
-    /// part in parts per 1024 ([`crate::bpf::rings::CpuRings::fill_permille`]):
-    /// below [`CAUGHT_UP`] the catch-up is over and the threads go back to
-    /// idle at once, without waiting for the rest of [`HOLD`].
-    pub fn after_drain(&self, fill: u64) {
-        if fill < CAUGHT_UP && self.is_boosted() {
-            let except = self.shared.tid.load(Ordering::Relaxed);
-            self.shared.unboost(&|p| set_all(p, except));
-        }
-    }
 }
 
 impl Drop for IdleBooster {
@@ -259,7 +230,6 @@ impl Drop for IdleBooster {
 fn run(ring_fd: RawFd, shared: &Shared) -> std::io::Result<()> {
     // SAFETY: gettid has no preconditions.
     let me = unsafe { libc::gettid() };
-    shared.tid.store(me, Ordering::Relaxed);
     // Created under SCHED_IDLE like every thread of the process: leave it.
     set_policy(0, libc::SCHED_OTHER)?;
     watch(ring_fd, shared, &|policy| set_all(policy, me))
@@ -332,7 +302,7 @@ mod tests {
         assert!(cli(&["dns"]).global.retired_sched_flags().is_none());
     }
 
-    /// The reader's early end of a boost: one raise however many wakeups,
+    /// One raise however many wakeups,
     /// one return to idle, the time in between counted once.
     #[test]
     fn a_boost_ends_once_and_counts_its_time() {
@@ -341,11 +311,11 @@ mod tests {
         let apply = |p| applied.lock().unwrap().push(p);
         shared.boost(Instant::now(), &apply);
         shared.boost(Instant::now(), &apply);
-        assert!(shared.boosted.load(Ordering::Relaxed));
+        assert!(shared.since.lock().unwrap().is_some());
         std::thread::sleep(Duration::from_millis(2));
         shared.unboost(&apply);
         shared.unboost(&apply);
-        assert!(!shared.boosted.load(Ordering::Relaxed));
+        assert!(shared.since.lock().unwrap().is_none());
         assert_eq!(*applied.lock().unwrap(), vec![libc::SCHED_OTHER, libc::SCHED_IDLE]);
         assert_eq!(shared.boosts.load(Ordering::Relaxed), 1);
         assert!(shared.boosted_ns.load(Ordering::Relaxed) >= 2_000_000);

@@ -441,8 +441,7 @@ pub(crate) fn run(ctx: &mut Ctx) -> Result<String> {
         s,
         "By default live ktrace runs its userspace under `SCHED_IDLE`: it only gets CPU time the resolver and \
          dnsperf leave idle, and when the ring buffer backs up (a quarter full, the kernel's forced wakeup) a \
-         normal-priority thread raises it to normal priority until the reader caught up (the fullest ring below \
-         an eighth; at most 100 ms after the last forced wakeup). Whatever still does not \
+         normal-priority thread raises it to normal priority for 100 ms to catch up. Whatever still does not \
          fit in the ring is dropped by the kernel and counted (\"ktrace events lost\", never silent). \
          `--sched-normal` runs at normal priority throughout (the default before issue 18).\n\n\
          Reading the tables: on two cores every tracer's userspace CPU (\"tracer CPU µs/query\") is taken from \
