@@ -24,6 +24,7 @@ use crate::event::{PacketRef, Record};
 
 mod blocks;
 mod classic;
+mod counting;
 mod merge;
 
 use blocks::{fast_packet, handle_block};
@@ -336,21 +337,7 @@ pub fn open_counted(path: impl AsRef<Path>, progress: Option<Arc<AtomicU64>>) ->
     }
     match progress {
         None => open_reader(path, f),
-        Some(read) => open_reader(path, Counting { inner: f, read }),
-    }
-}
-
-/// Counts the bytes read through it.
-struct Counting<R> {
-    inner: R,
-    read: Arc<AtomicU64>,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.read.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
+        Some(read) => open_reader(path, counting::Counting { inner: f, read }),
     }
 }
 
