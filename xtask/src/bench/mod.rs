@@ -273,8 +273,13 @@ pub(crate) fn run(bin: &Path, root: &Path, quick: bool) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("cargo xtask bench needs root (BPF programs, network namespaces)");
     }
+    // Looked up on PATH, not run: `dnsmasq -h` (no-hosts) started a daemon
+    // in the host's namespace that outlived the bench.
+    let on_path = |tool: &str| {
+        std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+    };
     for tool in ["ip", "taskset", "dnsperf", "dnsmasq", "bpftool"] {
-        if sys::version(tool, &["-h"]) == "not installed" {
+        if !on_path(tool) {
             bail!("`{tool}` is missing: run `cargo xtask setup`");
         }
     }
