@@ -102,52 +102,38 @@ impl PacketInput for PacketRef<'_> {
     }
 }
 
+/// The methods every form of a [`PacketRecord`] shares (owned, borrowed,
+/// shared): fields and `info()` reach the record through auto-deref.
+macro_rules! record_input {
+    () => {
+        fn hook(&self) -> Hook {
+            self.hook
+        }
+        fn wire_len(&self) -> u32 {
+            self.wire_len
+        }
+        fn bytes(&self) -> &[u8] {
+            &self.data
+        }
+        fn to_info(&self) -> PacketInfo {
+            self.info()
+        }
+    };
+}
+
 impl PacketInput for PacketRecord {
-    fn hook(&self) -> Hook {
-        self.hook
-    }
-    fn wire_len(&self) -> u32 {
-        self.wire_len
-    }
-    fn bytes(&self) -> &[u8] {
-        &self.data
-    }
-    fn to_info(&self) -> PacketInfo {
-        self.info()
-    }
+    record_input!();
     fn into_info(self) -> PacketInfo {
         self.into_parts().0
     }
 }
 
 impl PacketInput for &PacketRecord {
-    fn hook(&self) -> Hook {
-        self.hook
-    }
-    fn wire_len(&self) -> u32 {
-        self.wire_len
-    }
-    fn bytes(&self) -> &[u8] {
-        &self.data
-    }
-    fn to_info(&self) -> PacketInfo {
-        self.info()
-    }
+    record_input!();
 }
 
 impl PacketInput for Arc<PacketRecord> {
-    fn hook(&self) -> Hook {
-        self.hook
-    }
-    fn wire_len(&self) -> u32 {
-        self.wire_len
-    }
-    fn bytes(&self) -> &[u8] {
-        &self.data
-    }
-    fn to_info(&self) -> PacketInfo {
-        self.info()
-    }
+    record_input!();
 }
 
 /// Appends one message's event, each field written straight into its slot
