@@ -267,6 +267,9 @@ fn l3(data: &[u8]) -> Result<L3<'_>, PacketError> {
 /// [`PacketError::Truncated`] when a header is cut, with the offset of the
 /// first missing field; [`PacketError::Fragment`] for non-first fragments;
 /// [`PacketError::NotUdpTcp`] for other protocols.
+// Inlined so the common IPv4/UDP case is read straight into the caller's
+// frame: as a call, its ~70-byte view was written out and copied twice.
+#[inline]
 pub fn parse(data: &[u8]) -> Result<L4View<'_>, PacketError> {
     match parse_v4_udp(data) {
         Some(v) => Ok(v),
