@@ -215,8 +215,11 @@ impl Pairer {
     }
 
     /// [`Self::push_owned`] of an event the caller keeps (and drops after):
-    /// its answers move into the transaction, the rest is copied or
-    /// shared, and the ~300-byte event itself is never moved.
+    /// what the transaction keeps of it (answers, process, node, pods)
+    /// moves out of it, the name is shared, and the ~300-byte event itself
+    /// is never moved. Taking the shared strings rather than cloning them
+    /// saves an atomic increment here and a decrement in the event's drop
+    /// for each.
     pub fn push_ref(&mut self, ev: &mut DnsEvent, out: &mut Vec<Transaction>) {
         let ts = ev.rec.ts_ns;
         self.prune_recent(ts);
@@ -292,10 +295,10 @@ impl Pairer {
                         }
                     } else {
                         p.server_query_ns = Some(ts);
-                        if p.tx.server_pod.is_none() {
-                            p.tx.server_pod.clone_from(&ev.dst_pod);
-                        }
                         note_resolver(&mut p.tx, ev.src, ev.dst, ev.dst_pod.as_ref());
+                        if p.tx.server_pod.is_none() {
+                            p.tx.server_pod = ev.dst_pod.take();
+                        }
                         p.tx.observed = Observed::Both;
                     }
                 }
@@ -313,16 +316,16 @@ impl Pairer {
         // (node and pod are the event's), a pcap inside the client's
         // namespace whatever it knows, the resolver's its own addresses.
         let (process, netns, cgroup_id) = match side {
-            Side::Client => (ev.rec.process.clone(), ev.rec.netns_ino, ev.rec.cgroup_id),
+            Side::Client => (ev.rec.process.take(), ev.rec.netns_ino, ev.rec.cgroup_id),
             Side::Wire => (None, ev.rec.netns_ino, ev.rec.cgroup_id),
             Side::Server => (None, 0, 0),
         };
         let at_server = side == Side::Server;
         let (client_query_ns, server_query_ns) = if at_server { (None, Some(ts)) } else { (Some(ts), None) };
         let (client, server) = (ev.src, ev.dst);
-        // Everything that clones first, so the entry is written straight
-        // into its place rather than assembled and copied in.
-        let (node, client_pod, server_pod) = (ev.rec.node.clone(), ev.src_pod.clone(), ev.dst_pod.clone());
+        // Everything taken or cloned first, so the entry is written
+        // straight into its place rather than assembled and copied in.
+        let (node, client_pod, server_pod) = (ev.rec.node.take(), ev.src_pod.take(), ev.dst_pod.take());
         let resolver_pod = if at_server { server_pod.clone() } else { None };
         let qname = std::sync::Arc::clone(&ev.msg.qname);
         let (transport, id, qtype) = (ev.transport, ev.msg.id, ev.msg.qtype);
@@ -546,13 +549,13 @@ impl Pairer {
                 p.server_answer =
                     Some(ServerAnswer { rcode: ev.msg.rcode, answers: std::mem::take(&mut ev.msg.answers) });
                 moved = true;
-                if let Some(proc_) = &ev.rec.process {
-                    p.tx.server_process = Some(proc_.clone());
-                }
-                if p.tx.server_pod.is_none() {
-                    p.tx.server_pod.clone_from(&ev.src_pod);
+                if ev.rec.process.is_some() {
+                    p.tx.server_process = ev.rec.process.take();
                 }
                 note_resolver(&mut p.tx, ev.dst, ev.src, ev.src_pod.as_ref());
+                if p.tx.server_pod.is_none() {
+                    p.tx.server_pod = ev.src_pod.take();
+                }
                 if p.client_query_ns.is_some() {
                     // The client's socket is on this node: its view of the answer
                     // (and its latency) is the one that matters; wait for it.
@@ -713,16 +716,17 @@ fn note_resolver(tx: &mut Transaction, client: Endpoint, server: Endpoint, pod: 
     }
 }
 
-/// The client-side facts only the client's egress sighting carries.
-fn fill_client(tx: &mut Transaction, ev: &DnsEvent) {
-    tx.process.clone_from(&ev.rec.process);
+/// The client-side facts only the client's egress sighting carries
+/// (taken out of it).
+fn fill_client(tx: &mut Transaction, ev: &mut DnsEvent) {
+    tx.process = ev.rec.process.take();
     tx.netns = ev.rec.netns_ino;
     tx.cgroup_id = ev.rec.cgroup_id;
     if ev.rec.node.is_some() {
-        tx.node.clone_from(&ev.rec.node);
+        tx.node = ev.rec.node.take();
     }
     if ev.src_pod.is_some() {
-        tx.client_pod.clone_from(&ev.src_pod);
+        tx.client_pod = ev.src_pod.take();
     }
 }
 

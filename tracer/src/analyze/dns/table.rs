@@ -174,7 +174,10 @@ impl<E: Copy> Table<E> {
     }
 
     /// Removes the entry at `pos`, shifting back the entries after it that
-    /// probed past it (so no lookup ever needs a tombstone).
+    /// probed past it (so no lookup ever needs a tombstone). Inline: once
+    /// LLVM outlined it (an unrelated change in the pairer), the join
+    /// indexes' removals went from 132 to 193 instructions per query.
+    #[inline]
     pub(super) fn remove_at(&mut self, pos: usize) -> E {
         let e = *self.at(pos);
         let mask = self.hashes.len() - 1;
