@@ -108,8 +108,6 @@ struct ServerAnswer {
 struct Pending {
     tx: Transaction,
     order: (u64, u64),
-    /// [`Key::by_client_hash`] of its key, for leaving the join index.
-    bc: u64,
     client_query_ns: Option<u64>,
     server_query_ns: Option<u64>,
     server_answer: Option<ServerAnswer>,
@@ -162,7 +160,9 @@ pub struct Pairer {
     name_hashes: NameHashes,
     /// A joined view's key → the key its transaction waits under.
     aliases: PreHashedMap<Key, Key>,
-    /// One-sided lookups by (loose key, client address): DNAT joins.
+    /// One-sided lookups by (loose key, client address): DNAT joins. Only
+    /// the lookups of `by_query` groups that have held two (see
+    /// [`Self::by_client_one`]).
     by_client: Table<Group<ByClient>>,
     /// One-sided lookups by loose key alone: SNAT joins.
     by_query: Table<Group<Loose>>,
@@ -262,14 +262,9 @@ impl Pairer {
 
     fn query(&mut self, key: Key, side: Side, ev: &mut DnsEvent, out: &mut Vec<Transaction>) {
         let ts = ev.rec.ts_ns;
-        let mut bc = None;
         let (found, recent) = match self.waiting_key(&key, side) {
             Ok(f) => (Some(f), None),
-            Err(recent) => {
-                let h = key.by_client_hash(&self.keys);
-                bc = Some(h);
-                (self.join(key, h, side, ev), recent)
-            }
+            Err(recent) => (self.join(key, side, ev), recent),
         };
         if let Some((i, side)) = found
             && let Some(p) = self.pending.get_mut(i)
@@ -311,7 +306,6 @@ impl Pairer {
         }
         self.seq = self.seq.wrapping_add(1);
         let order = (ts, self.seq);
-        let bc = bc.unwrap_or_else(|| key.by_client_hash(&self.keys));
         // What each side's sighting knows: the client's egress its process
         // (node and pod are the event's), a pcap inside the client's
         // namespace whatever it knows, the resolver's its own addresses.
@@ -333,7 +327,6 @@ impl Pairer {
         // exchange re-using it is not a duplicate).
         self.pending.vacant().write(Pending {
             order,
-            bc,
             client_query_ns,
             server_query_ns,
             server_answer: None,
@@ -372,7 +365,7 @@ impl Pairer {
         });
         // SAFETY: written just above.
         let i = unsafe { self.pending.insert_written(key, recent) };
-        self.index(&key, bc, i);
+        self.index(&key, i);
         self.order.push_back((ts, self.seq, i));
         // Answered entries linger until their timeout passes; keep them from
         // outnumbering the live ones (amortised O(1) per query).
@@ -385,11 +378,13 @@ impl Pairer {
     /// Joins a query sighting whose key waits nowhere to the one lookup seen
     /// only from the other side under different addresses (see the module
     /// docs); returns its slot and the side the sighting counts as.
-    fn join(&mut self, key: Key, bc: u64, side: Side, ev: &DnsEvent) -> Option<(u32, Side)> {
+    fn join(&mut self, key: Key, side: Side, ev: &DnsEvent) -> Option<(u32, Side)> {
         if self.by_query.is_empty() {
             return None;
         }
         let loose = Loose::of(&key);
+        // No group of loose key: no by-client group either.
+        let q = *self.by_query.at(self.by_query.find(loose.mix(), |g| g.key == loose)?);
         // What the other view looks like: a resolver's sighting joins a
         // client-only lookup and vice versa. A Wire sighting joins an earlier
         // Wire one only when it went to a pod and the earlier one did not (a
@@ -402,9 +397,8 @@ impl Pairer {
         };
         let mut ambiguous = false;
         let mut pick = None;
-        let bk = ByClient::of(&key);
-        if let Some(pos) = self.by_client.find(bc, |g| g.key == bk) {
-            match self.by_client.at(pos).one {
+        if let Some(one) = self.by_client_one(&key, &q) {
+            match one {
                 Some(j) => {
                     if self.pending.key(j).is_some_and(|k| !k.same_server(&key))
                         && self.pending.get(j).is_some_and(other)
@@ -423,12 +417,8 @@ impl Pairer {
             Side::Client => true,
             Side::Wire => false,
         };
-        if pick.is_none()
-            && !ambiguous
-            && snat_side
-            && let Some(pos) = self.by_query.find(loose.mix(), |g| g.key == loose)
-        {
-            match self.by_query.at(pos).one {
+        if pick.is_none() && !ambiguous && snat_side {
+            match q.one {
                 Some(j) => {
                     let snat_ok = |p: &Pending| side != Side::Client || p.tx.client_pod.is_none();
                     if self.pending.key(j).is_some_and(|k| !k.same_server(&key) && !k.same_client(&key))
@@ -474,12 +464,12 @@ impl Pairer {
     /// asked. Joined when it is the client's only lookup with this id, name
     /// and type; the Service address becomes `server`.
     fn join_answer(&mut self, key: Key, side: Side) -> Option<(u32, Side)> {
-        if side != Side::Client || self.by_client.is_empty() {
+        if side != Side::Client || self.by_query.is_empty() {
             return None;
         }
-        let bk = ByClient::of(&key);
-        let pos = self.by_client.find(key.by_client_hash(&self.keys), |g| g.key == bk)?;
-        let i = self.by_client.at(pos).one?;
+        let loose = Loose::of(&key);
+        let q = *self.by_query.at(self.by_query.find(loose.mix(), |g| g.key == loose)?);
+        let i = self.by_client_one(&key, &q)??;
         let k = self.pending.key(i)?;
         if k.same_server(&key) {
             return None;
@@ -496,18 +486,56 @@ impl Pairer {
         Some((i, side))
     }
 
+    /// The `one` of the by-client group of `key` (whose loose key's group
+    /// is `q`), if there is such a group. While `q` has only ever held one
+    /// lookup, so has each of its by-client groups, and only that
+    /// lookup's exists: those are not stored. Storing them cost an insert
+    /// and a removal per query (plus a probe per join attempt) for groups
+    /// that on `hot-cap` nearly always stay single.
+    fn by_client_one(&self, key: &Key, q: &Group<Loose>) -> Option<Option<u32>> {
+        if let Some(j) = q.one {
+            return self.pending.key(j).is_some_and(|k| k.same_client(key)).then_some(Some(j));
+        }
+        let bk = ByClient::of(key);
+        let pos = self.by_client.find(key.by_client_hash(&self.keys), |g| g.key == bk)?;
+        Some(self.by_client.at(pos).one)
+    }
+
     /// Adds a new one-sided lookup, in slot `i`, to the join indexes.
-    fn index(&mut self, key: &Key, bc: u64, i: u32) {
+    fn index(&mut self, key: &Key, i: u32) {
         let loose = Loose::of(key);
-        join_group(&mut self.by_client, bc, ByClient::of(key), i);
-        join_group(&mut self.by_query, loose.mix(), loose, i);
+        let (pos, added) =
+            self.by_query.find_or_insert(loose.mix(), |g| g.key == loose, || Group { key: loose, one: Some(i), n: 1 });
+        if added {
+            return;
+        }
+        let group = self.by_query.at_mut(pos);
+        group.n += 1;
+        if let Some(j) = group.one.take() {
+            // The group holds two for the first time: from now until it
+            // empties, its lookups are in the by-client index too, the
+            // first one as the only one of its by-client group so far.
+            if let Some(jk) = self.pending.key(j) {
+                join_group(&mut self.by_client, jk.by_client_hash(&self.keys), ByClient::of(&jk), j);
+            }
+        }
+        join_group(&mut self.by_client, key.by_client_hash(&self.keys), ByClient::of(key), i);
     }
 
     /// Removes a lookup that stops waiting: its index entries and alias.
-    fn forget(&mut self, key: &Key, alias: Option<Key>, bc: u64) {
+    fn forget(&mut self, key: &Key, alias: Option<Key>) {
         let loose = Loose::of(key);
-        leave_group(&mut self.by_client, bc, ByClient::of(key));
-        leave_group(&mut self.by_query, loose.mix(), loose);
+        if let Some(pos) = self.by_query.find(loose.mix(), |g| g.key == loose) {
+            let group = self.by_query.at_mut(pos);
+            let by_client = group.one.is_none();
+            group.n = group.n.saturating_sub(1);
+            if group.n == 0 {
+                self.by_query.remove_at(pos);
+            }
+            if by_client {
+                leave_group(&mut self.by_client, key.by_client_hash(&self.keys), ByClient::of(key));
+            }
+        }
         if let Some(a) = alias {
             self.aliases.remove(&a);
         }
@@ -583,9 +611,9 @@ impl Pairer {
             Some(sa) if moved => sa.answers,
             _ => std::mem::take(&mut ev.msg.answers),
         };
-        let (alias, bc, observed) = (p.alias, p.bc, p.tx.observed);
+        let (alias, observed) = (p.alias, p.tx.observed);
         let Some(pkey) = self.pending.key(i) else { return };
-        self.forget(&pkey, alias, bc);
+        self.forget(&pkey, alias);
         // The key stays in its slot, remembered; its transaction goes out.
         // SAFETY: the entry is moved out once, by `move_into`.
         self.pending.retire(i, ts, observed, |p| unsafe { Pending::move_into(p, out) });
@@ -610,7 +638,7 @@ impl Pairer {
         }
         let Some(key) = self.pending.key(i) else { return false };
         let Some(p) = self.pending.get_mut(i) else { return false };
-        let (alias, bc) = (p.alias, p.bc);
+        let alias = p.alias;
         p.tx.timed_out = true;
         p.tx.latency_ns = None;
         p.tx.end_ns = None;
@@ -623,7 +651,7 @@ impl Pairer {
         }
         // SAFETY: the entry is moved out once, by `move_into`.
         self.pending.remove_with(i, |p| unsafe { Pending::move_into(p, out) });
-        self.forget(&key, alias, bc);
+        self.forget(&key, alias);
         true
     }
 
