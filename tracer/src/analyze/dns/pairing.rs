@@ -624,7 +624,7 @@ impl Pairer {
 
     #[inline]
     fn prune_recent(&mut self, now: u64) {
-        while self.pending.oldest_recent().is_some_and(|ts| ts.saturating_add(RECENT_WINDOW_NS) < now) {
+        while self.pending.oldest_recent().saturating_add(RECENT_WINDOW_NS) < now {
             self.pending.pop_recent();
         }
     }
@@ -669,7 +669,7 @@ impl Pairer {
     pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Transaction>) {
         // Replays tick once per record, and nearly always nothing is due:
         // two comparisons, without a call.
-        let window = self.pending.oldest_recent().is_some_and(|ts| ts.saturating_add(RECENT_WINDOW_NS) < now_ns);
+        let window = self.pending.oldest_recent().saturating_add(RECENT_WINDOW_NS) < now_ns;
         let timeout = self.order.front().is_some_and(|&(ts, _, _)| ts.saturating_add(self.cfg.timeout_ns) <= now_ns);
         if window || timeout {
             self.expire_due(now_ns, out);
