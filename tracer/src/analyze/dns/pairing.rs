@@ -492,6 +492,7 @@ impl Pairer {
     /// lookup's exists: those are not stored. Storing them cost an insert
     /// and a removal per query (plus a probe per join attempt) for groups
     /// that on `hot-cap` nearly always stay single.
+    #[expect(clippy::option_option, reason = "a group or none, and the group's own `one`, as stored in `Group`")]
     fn by_client_one(&self, key: &Key, q: &Group<Loose>) -> Option<Option<u32>> {
         if let Some(j) = q.one {
             return self.pending.key(j).is_some_and(|k| k.same_client(key)).then_some(Some(j));
