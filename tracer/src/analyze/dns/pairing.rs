@@ -108,8 +108,6 @@ struct ServerAnswer {
 struct Pending {
     tx: Transaction,
     order: (u64, u64),
-    /// [`Key::by_client_hash`] of its key, for leaving the join index.
-    bc: u64,
     client_query_ns: Option<u64>,
     server_query_ns: Option<u64>,
     server_answer: Option<ServerAnswer>,
@@ -162,7 +160,9 @@ pub struct Pairer {
     name_hashes: NameHashes,
     /// A joined view's key → the key its transaction waits under.
     aliases: PreHashedMap<Key, Key>,
-    /// One-sided lookups by (loose key, client address): DNAT joins.
+    /// One-sided lookups by (loose key, client address): DNAT joins. Only
+    /// the lookups of `by_query` groups that have held two (see
+    /// [`Self::by_client_one`]).
     by_client: Table<Group<ByClient>>,
     /// One-sided lookups by loose key alone: SNAT joins.
     by_query: Table<Group<Loose>>,
@@ -215,8 +215,11 @@ impl Pairer {
     }
 
     /// [`Self::push_owned`] of an event the caller keeps (and drops after):
-    /// its answers move into the transaction, the rest is copied or
-    /// shared, and the ~300-byte event itself is never moved.
+    /// what the transaction keeps of it (answers, process, node, pods)
+    /// moves out of it, the name is shared, and the ~300-byte event itself
+    /// is never moved. Taking the shared strings rather than cloning them
+    /// saves an atomic increment here and a decrement in the event's drop
+    /// for each.
     pub fn push_ref(&mut self, ev: &mut DnsEvent, out: &mut Vec<Transaction>) {
         let ts = ev.rec.ts_ns;
         self.prune_recent(ts);
@@ -259,14 +262,9 @@ impl Pairer {
 
     fn query(&mut self, key: Key, side: Side, ev: &mut DnsEvent, out: &mut Vec<Transaction>) {
         let ts = ev.rec.ts_ns;
-        let mut bc = None;
         let (found, recent) = match self.waiting_key(&key, side) {
             Ok(f) => (Some(f), None),
-            Err(recent) => {
-                let h = key.by_client_hash(&self.keys);
-                bc = Some(h);
-                (self.join(key, h, side, ev), recent)
-            }
+            Err(recent) => (self.join(key, side, ev), recent),
         };
         if let Some((i, side)) = found
             && let Some(p) = self.pending.get_mut(i)
@@ -292,10 +290,10 @@ impl Pairer {
                         }
                     } else {
                         p.server_query_ns = Some(ts);
-                        if p.tx.server_pod.is_none() {
-                            p.tx.server_pod.clone_from(&ev.dst_pod);
-                        }
                         note_resolver(&mut p.tx, ev.src, ev.dst, ev.dst_pod.as_ref());
+                        if p.tx.server_pod.is_none() {
+                            p.tx.server_pod = ev.dst_pod.take();
+                        }
                         p.tx.observed = Observed::Both;
                     }
                 }
@@ -308,21 +306,20 @@ impl Pairer {
         }
         self.seq = self.seq.wrapping_add(1);
         let order = (ts, self.seq);
-        let bc = bc.unwrap_or_else(|| key.by_client_hash(&self.keys));
         // What each side's sighting knows: the client's egress its process
         // (node and pod are the event's), a pcap inside the client's
         // namespace whatever it knows, the resolver's its own addresses.
         let (process, netns, cgroup_id) = match side {
-            Side::Client => (ev.rec.process.clone(), ev.rec.netns_ino, ev.rec.cgroup_id),
+            Side::Client => (ev.rec.process.take(), ev.rec.netns_ino, ev.rec.cgroup_id),
             Side::Wire => (None, ev.rec.netns_ino, ev.rec.cgroup_id),
             Side::Server => (None, 0, 0),
         };
         let at_server = side == Side::Server;
         let (client_query_ns, server_query_ns) = if at_server { (None, Some(ts)) } else { (Some(ts), None) };
         let (client, server) = (ev.src, ev.dst);
-        // Everything that clones first, so the entry is written straight
-        // into its place rather than assembled and copied in.
-        let (node, client_pod, server_pod) = (ev.rec.node.clone(), ev.src_pod.clone(), ev.dst_pod.clone());
+        // Everything taken or cloned first, so the entry is written
+        // straight into its place rather than assembled and copied in.
+        let (node, client_pod, server_pod) = (ev.rec.node.take(), ev.src_pod.take(), ev.dst_pod.take());
         let resolver_pod = if at_server { server_pod.clone() } else { None };
         let qname = std::sync::Arc::clone(&ev.msg.qname);
         let (transport, id, qtype) = (ev.transport, ev.msg.id, ev.msg.qtype);
@@ -330,7 +327,6 @@ impl Pairer {
         // exchange re-using it is not a duplicate).
         self.pending.vacant().write(Pending {
             order,
-            bc,
             client_query_ns,
             server_query_ns,
             server_answer: None,
@@ -369,7 +365,7 @@ impl Pairer {
         });
         // SAFETY: written just above.
         let i = unsafe { self.pending.insert_written(key, recent) };
-        self.index(&key, bc, i);
+        self.index(&key, i);
         self.order.push_back((ts, self.seq, i));
         // Answered entries linger until their timeout passes; keep them from
         // outnumbering the live ones (amortised O(1) per query).
@@ -382,11 +378,13 @@ impl Pairer {
     /// Joins a query sighting whose key waits nowhere to the one lookup seen
     /// only from the other side under different addresses (see the module
     /// docs); returns its slot and the side the sighting counts as.
-    fn join(&mut self, key: Key, bc: u64, side: Side, ev: &DnsEvent) -> Option<(u32, Side)> {
+    fn join(&mut self, key: Key, side: Side, ev: &DnsEvent) -> Option<(u32, Side)> {
         if self.by_query.is_empty() {
             return None;
         }
         let loose = Loose::of(&key);
+        // No group of loose key: no by-client group either.
+        let q = *self.by_query.at(self.by_query.find(loose.mix(), |g| g.key == loose)?);
         // What the other view looks like: a resolver's sighting joins a
         // client-only lookup and vice versa. A Wire sighting joins an earlier
         // Wire one only when it went to a pod and the earlier one did not (a
@@ -399,9 +397,8 @@ impl Pairer {
         };
         let mut ambiguous = false;
         let mut pick = None;
-        let bk = ByClient::of(&key);
-        if let Some(pos) = self.by_client.find(bc, |g| g.key == bk) {
-            match self.by_client.at(pos).one {
+        if let Some(one) = self.by_client_one(&key, &q) {
+            match one {
                 Some(j) => {
                     if self.pending.key(j).is_some_and(|k| !k.same_server(&key))
                         && self.pending.get(j).is_some_and(other)
@@ -420,12 +417,8 @@ impl Pairer {
             Side::Client => true,
             Side::Wire => false,
         };
-        if pick.is_none()
-            && !ambiguous
-            && snat_side
-            && let Some(pos) = self.by_query.find(loose.mix(), |g| g.key == loose)
-        {
-            match self.by_query.at(pos).one {
+        if pick.is_none() && !ambiguous && snat_side {
+            match q.one {
                 Some(j) => {
                     let snat_ok = |p: &Pending| side != Side::Client || p.tx.client_pod.is_none();
                     if self.pending.key(j).is_some_and(|k| !k.same_server(&key) && !k.same_client(&key))
@@ -471,12 +464,12 @@ impl Pairer {
     /// asked. Joined when it is the client's only lookup with this id, name
     /// and type; the Service address becomes `server`.
     fn join_answer(&mut self, key: Key, side: Side) -> Option<(u32, Side)> {
-        if side != Side::Client || self.by_client.is_empty() {
+        if side != Side::Client || self.by_query.is_empty() {
             return None;
         }
-        let bk = ByClient::of(&key);
-        let pos = self.by_client.find(key.by_client_hash(&self.keys), |g| g.key == bk)?;
-        let i = self.by_client.at(pos).one?;
+        let loose = Loose::of(&key);
+        let q = *self.by_query.at(self.by_query.find(loose.mix(), |g| g.key == loose)?);
+        let i = self.by_client_one(&key, &q)??;
         let k = self.pending.key(i)?;
         if k.same_server(&key) {
             return None;
@@ -493,18 +486,57 @@ impl Pairer {
         Some((i, side))
     }
 
+    /// The `one` of the by-client group of `key` (whose loose key's group
+    /// is `q`), if there is such a group. While `q` has only ever held one
+    /// lookup, so has each of its by-client groups, and only that
+    /// lookup's exists: those are not stored. Storing them cost an insert
+    /// and a removal per query (plus a probe per join attempt) for groups
+    /// that on `hot-cap` nearly always stay single.
+    #[expect(clippy::option_option, reason = "a group or none, and the group's own `one`, as stored in `Group`")]
+    fn by_client_one(&self, key: &Key, q: &Group<Loose>) -> Option<Option<u32>> {
+        if let Some(j) = q.one {
+            return self.pending.key(j).is_some_and(|k| k.same_client(key)).then_some(Some(j));
+        }
+        let bk = ByClient::of(key);
+        let pos = self.by_client.find(key.by_client_hash(&self.keys), |g| g.key == bk)?;
+        Some(self.by_client.at(pos).one)
+    }
+
     /// Adds a new one-sided lookup, in slot `i`, to the join indexes.
-    fn index(&mut self, key: &Key, bc: u64, i: u32) {
+    fn index(&mut self, key: &Key, i: u32) {
         let loose = Loose::of(key);
-        join_group(&mut self.by_client, bc, ByClient::of(key), i);
-        join_group(&mut self.by_query, loose.mix(), loose, i);
+        let (pos, added) =
+            self.by_query.find_or_insert(loose.mix(), |g| g.key == loose, || Group { key: loose, one: Some(i), n: 1 });
+        if added {
+            return;
+        }
+        let group = self.by_query.at_mut(pos);
+        group.n += 1;
+        if let Some(j) = group.one.take() {
+            // The group holds two for the first time: from now until it
+            // empties, its lookups are in the by-client index too, the
+            // first one as the only one of its by-client group so far.
+            if let Some(jk) = self.pending.key(j) {
+                join_group(&mut self.by_client, jk.by_client_hash(&self.keys), ByClient::of(&jk), j);
+            }
+        }
+        join_group(&mut self.by_client, key.by_client_hash(&self.keys), ByClient::of(key), i);
     }
 
     /// Removes a lookup that stops waiting: its index entries and alias.
-    fn forget(&mut self, key: &Key, alias: Option<Key>, bc: u64) {
+    fn forget(&mut self, key: &Key, alias: Option<Key>) {
         let loose = Loose::of(key);
-        leave_group(&mut self.by_client, bc, ByClient::of(key));
-        leave_group(&mut self.by_query, loose.mix(), loose);
+        if let Some(pos) = self.by_query.find(loose.mix(), |g| g.key == loose) {
+            let group = self.by_query.at_mut(pos);
+            let by_client = group.one.is_none();
+            group.n = group.n.saturating_sub(1);
+            if group.n == 0 {
+                self.by_query.remove_at(pos);
+            }
+            if by_client {
+                leave_group(&mut self.by_client, key.by_client_hash(&self.keys), ByClient::of(key));
+            }
+        }
         if let Some(a) = alias {
             self.aliases.remove(&a);
         }
@@ -546,13 +578,13 @@ impl Pairer {
                 p.server_answer =
                     Some(ServerAnswer { rcode: ev.msg.rcode, answers: std::mem::take(&mut ev.msg.answers) });
                 moved = true;
-                if let Some(proc_) = &ev.rec.process {
-                    p.tx.server_process = Some(proc_.clone());
-                }
-                if p.tx.server_pod.is_none() {
-                    p.tx.server_pod.clone_from(&ev.src_pod);
+                if ev.rec.process.is_some() {
+                    p.tx.server_process = ev.rec.process.take();
                 }
                 note_resolver(&mut p.tx, ev.dst, ev.src, ev.src_pod.as_ref());
+                if p.tx.server_pod.is_none() {
+                    p.tx.server_pod = ev.src_pod.take();
+                }
                 if p.client_query_ns.is_some() {
                     // The client's socket is on this node: its view of the answer
                     // (and its latency) is the one that matters; wait for it.
@@ -576,13 +608,21 @@ impl Pairer {
         // too, its copy is either equal or, in a rewritten exchange, not
         // what reached the client: either way the client's is right, and
         // comparing the two cost ~90 instructions per query).
-        p.tx.answers = match p.server_answer.take() {
+        let answers = match p.server_answer.take() {
             Some(sa) if moved => sa.answers,
             _ => std::mem::take(&mut ev.msg.answers),
         };
-        let (alias, bc, observed) = (p.alias, p.bc, p.tx.observed);
+        // Still the empty list it was made with (nothing to drop): written
+        // over rather than assigned, whose outlined drop of a
+        // `Vec<Answer>` was ~20 instructions per query.
+        if p.tx.answers.capacity() == 0 {
+            std::mem::forget(std::mem::replace(&mut p.tx.answers, answers));
+        } else {
+            p.tx.answers = answers;
+        }
+        let (alias, observed) = (p.alias, p.tx.observed);
         let Some(pkey) = self.pending.key(i) else { return };
-        self.forget(&pkey, alias, bc);
+        self.forget(&pkey, alias);
         // The key stays in its slot, remembered; its transaction goes out.
         // SAFETY: the entry is moved out once, by `move_into`.
         self.pending.retire(i, ts, observed, |p| unsafe { Pending::move_into(p, out) });
@@ -593,7 +633,7 @@ impl Pairer {
 
     #[inline]
     fn prune_recent(&mut self, now: u64) {
-        while self.pending.oldest_recent().is_some_and(|ts| ts.saturating_add(RECENT_WINDOW_NS) < now) {
+        while self.pending.oldest_recent().saturating_add(RECENT_WINDOW_NS) < now {
             self.pending.pop_recent();
         }
     }
@@ -607,7 +647,7 @@ impl Pairer {
         }
         let Some(key) = self.pending.key(i) else { return false };
         let Some(p) = self.pending.get_mut(i) else { return false };
-        let (alias, bc) = (p.alias, p.bc);
+        let alias = p.alias;
         p.tx.timed_out = true;
         p.tx.latency_ns = None;
         p.tx.end_ns = None;
@@ -620,7 +660,7 @@ impl Pairer {
         }
         // SAFETY: the entry is moved out once, by `move_into`.
         self.pending.remove_with(i, |p| unsafe { Pending::move_into(p, out) });
-        self.forget(&key, alias, bc);
+        self.forget(&key, alias);
         true
     }
 
@@ -638,7 +678,7 @@ impl Pairer {
     pub fn expire(&mut self, now_ns: u64, out: &mut Vec<Transaction>) {
         // Replays tick once per record, and nearly always nothing is due:
         // two comparisons, without a call.
-        let window = self.pending.oldest_recent().is_some_and(|ts| ts.saturating_add(RECENT_WINDOW_NS) < now_ns);
+        let window = self.pending.oldest_recent().saturating_add(RECENT_WINDOW_NS) < now_ns;
         let timeout = self.order.front().is_some_and(|&(ts, _, _)| ts.saturating_add(self.cfg.timeout_ns) <= now_ns);
         if window || timeout {
             self.expire_due(now_ns, out);
@@ -713,16 +753,17 @@ fn note_resolver(tx: &mut Transaction, client: Endpoint, server: Endpoint, pod: 
     }
 }
 
-/// The client-side facts only the client's egress sighting carries.
-fn fill_client(tx: &mut Transaction, ev: &DnsEvent) {
-    tx.process.clone_from(&ev.rec.process);
+/// The client-side facts only the client's egress sighting carries
+/// (taken out of it).
+fn fill_client(tx: &mut Transaction, ev: &mut DnsEvent) {
+    tx.process = ev.rec.process.take();
     tx.netns = ev.rec.netns_ino;
     tx.cgroup_id = ev.rec.cgroup_id;
     if ev.rec.node.is_some() {
-        tx.node.clone_from(&ev.rec.node);
+        tx.node = ev.rec.node.take();
     }
     if ev.src_pod.is_some() {
-        tx.client_pod.clone_from(&ev.src_pod);
+        tx.client_pod = ev.src_pod.take();
     }
 }
 

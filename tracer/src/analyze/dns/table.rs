@@ -72,15 +72,14 @@ impl<E: Copy> Table<E> {
         self.hashes.len()
     }
 
-    /// Position of the entry with hash `h` that `eq` accepts. Valid until
-    /// the next insert or removal (removal shifts entries back).
+    /// Where the entry with hash `h` that `eq` accepts is (`Ok`), or
+    /// else the first empty bucket of its probe, where it would go
+    /// (`Err`). The one probe loop of every lookup and insertion; the
+    /// table must have an empty bucket (it is at most half full, and
+    /// callers of an empty table check for that first).
     #[expect(clippy::inline_always, reason = "a few instructions around the caller's equality; called per lookup")]
     #[inline(always)]
-    pub(super) fn find(&self, h: u64, mut eq: impl FnMut(&E) -> bool) -> Option<usize> {
-        if self.len == 0 {
-            return None;
-        }
-        let h = stored(h);
+    fn probe(&self, h: u64, mut eq: impl FnMut(&E) -> bool) -> Result<usize, usize> {
         let mask = self.hashes.len() - 1;
         let mut at = h as usize & mask;
         loop {
@@ -88,13 +87,24 @@ impl<E: Copy> Table<E> {
             if s == h {
                 // SAFETY: the bucket's hash is not EMPTY, so its item is written.
                 if eq(unsafe { self.items[at].assume_init_ref() }) {
-                    return Some(at);
+                    return Ok(at);
                 }
             } else if s == EMPTY {
-                return None;
+                return Err(at);
             }
             at = (at + 1) & mask;
         }
+    }
+
+    /// Position of the entry with hash `h` that `eq` accepts. Valid until
+    /// the next insert or removal (removal shifts entries back).
+    #[expect(clippy::inline_always, reason = "as `probe`, which it wraps")]
+    #[inline(always)]
+    pub(super) fn find(&self, h: u64, eq: impl FnMut(&E) -> bool) -> Option<usize> {
+        if self.len == 0 {
+            return None;
+        }
+        self.probe(stored(h), eq).ok()
     }
 
     /// The entry with hash `h` that `eq` accepts.
@@ -127,9 +137,7 @@ impl<E: Copy> Table<E> {
     /// and so the memory, is bounded by the caller's own cap.
     #[inline]
     pub(super) fn insert(&mut self, h: u64, e: E) -> usize {
-        if (self.len + 1) * 2 > self.hashes.len() {
-            self.resize(buckets_for(self.len + 1).max(self.hashes.len() * 2));
-        }
+        self.reserve_one();
         let h = stored(h);
         let mask = self.hashes.len() - 1;
         let mut at = h as usize & mask;
@@ -149,35 +157,27 @@ impl<E: Copy> Table<E> {
     pub(super) fn find_or_insert(
         &mut self,
         h: u64,
-        mut eq: impl FnMut(&E) -> bool,
+        eq: impl FnMut(&E) -> bool,
         make: impl FnOnce() -> E,
     ) -> (usize, bool) {
-        if (self.len + 1) * 2 > self.hashes.len() {
-            self.resize(buckets_for(self.len + 1).max(self.hashes.len() * 2));
-        }
+        self.reserve_one();
         let h = stored(h);
-        let mask = self.hashes.len() - 1;
-        let mut at = h as usize & mask;
-        loop {
-            let s = self.hashes[at];
-            if s == h {
-                // SAFETY: the bucket's hash is not EMPTY, so its item is written.
-                if eq(unsafe { self.items[at].assume_init_ref() }) {
-                    return (at, false);
-                }
-            } else if s == EMPTY {
-                // The first empty bucket of the probe: where an insert goes.
+        match self.probe(h, eq) {
+            Ok(at) => (at, false),
+            Err(at) => {
                 self.hashes[at] = h;
                 self.items[at] = MaybeUninit::new(make());
                 self.len += 1;
-                return (at, true);
+                (at, true)
             }
-            at = (at + 1) & mask;
         }
     }
 
     /// Removes the entry at `pos`, shifting back the entries after it that
-    /// probed past it (so no lookup ever needs a tombstone).
+    /// probed past it (so no lookup ever needs a tombstone). Inline: once
+    /// LLVM outlined it (an unrelated change in the pairer), the join
+    /// indexes' removals went from 132 to 193 instructions per query.
+    #[inline]
     pub(super) fn remove_at(&mut self, pos: usize) -> E {
         let e = *self.at(pos);
         let mask = self.hashes.len() - 1;
@@ -213,6 +213,14 @@ impl<E: Copy> Table<E> {
     pub(super) fn clear(&mut self) {
         self.hashes.fill(EMPTY);
         self.len = 0;
+    }
+
+    /// Room for one more entry: doubles at half full.
+    #[inline]
+    fn reserve_one(&mut self) {
+        if (self.len + 1) * 2 > self.hashes.len() {
+            self.resize(buckets_for(self.len + 1).max(self.hashes.len() * 2));
+        }
     }
 
     fn resize(&mut self, buckets: usize) {
