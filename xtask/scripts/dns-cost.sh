@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# In-kernel cost of the DNS programs under several ktrace variants side by side
+# (usage: dns-cost.sh VARIANT...; root, under /tmp/ktrace-host.lock). A variant is
+# an executable taking ktrace's arguments (a wrapper script setting env or flags,
+# labelled by its file name). As bench section 1 measures it: dnsperf (-c 4 -t 2)
+# pinned to CPU 0 -> dnsmasq pinned to CPU 1 at QPS for SECS, the variant's
+# `record -w` attached alone, then no-op cgroup_skb programs and a no-op tp_btf on
+# kfree_skb attached after it; then FLOOD UDP packets to a closed port (the non-DNS
+# fast path). Variants rotate their order each round. Derived from kernel-cost.sh.
+set -euo pipefail
+# Env: ROUNDS (3), SECS (3), QPS (5000), FLOOD (20000). Traffic stays between the two
+# namespaces this script creates; they are deleted on exit, also on failure.
+ROUNDS=${ROUNDS:-3}; SECS=${SECS:-3}; QPS=${QPS:-5000}; FLOOD=${FLOOD:-20000}
+CLI=kdns-cli SRV=kdns-srv CIP=10.216.0.1 SIP=10.216.0.2
+WORK=$(mktemp -d /tmp/kdnsc.XXXXXX)
+# The no-op programs: loaded with bpf(2) from Python (2 instructions each).
+cat > "$WORK/noop.py" <<'NOOP'
+# noop.py: loads and attaches no-op programs (cgroup_skb ingress+egress at the
+# cgroup2 root via BPF links, tp_btf on kfree_skb), holds them until stdin closes.
+import ctypes,struct,sys,os,subprocess,re
+libc=ctypes.CDLL(None,use_errno=True)
+def bpf(cmd,attr):
+    buf=ctypes.create_string_buffer(bytes(attr),160)
+    r=libc.syscall(321,cmd,buf,160)
+    if r<0: raise OSError(ctypes.get_errno(),f'bpf cmd {cmd}: {os.strerror(ctypes.get_errno())}')
+    return r
+def load(ptype,ret,name,eat=0,btf_id=0):
+    insns=struct.pack('<BBhi',0xb7,0,0,ret)+struct.pack('<BBhi',0x95,0,0,0)
+    ib=ctypes.create_string_buffer(insns,len(insns)); lic=ctypes.create_string_buffer(b'GPL')
+    a=bytearray(160)
+    struct.pack_into('<IIQQ',a,0,ptype,2,ctypes.addressof(ib),ctypes.addressof(lic))
+    a[48:48+len(name)]=name
+    struct.pack_into('<I',a,68,eat)
+    struct.pack_into('<I',a,108,btf_id)
+    return bpf(5,a)
+cg=os.open('/sys/fs/cgroup/unified',os.O_RDONLY)
+fds=[]
+for eat,name in ((0,b'kk_noop_in'),(1,b'kk_noop_eg')):
+    p=load(8,1,name,eat)
+    a=bytearray(160); struct.pack_into('<IIII',a,0,p,cg,eat,0)
+    fds.append(bpf(28,a)); fds.append(p)
+out=subprocess.run(['bpftool','btf','dump','file','/sys/kernel/btf/vmlinux'],capture_output=True,text=True).stdout
+bid=int(re.search(r"\[(\d+)\] TYPEDEF 'btf_trace_kfree_skb'",out).group(1))
+p=load(26,0,b'kk_noop_tp',23,bid)
+a=bytearray(160); struct.pack_into('<QI',a,0,0,p)
+fds.append(bpf(17,a)); fds.append(p)
+print('attached',flush=True)
+sys.stdin.read()
+NOOP
+OLD_STATS=$(sysctl -n kernel.bpf_stats_enabled)
+down() {
+  for ns in $CLI $SRV; do
+    [ -e /run/netns/$ns ] || continue
+    for p in $(ip netns pids $ns 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+    sleep 0.2; ip netns del $ns 2>/dev/null || true
+  done
+}
+cleanup() { [ -n "${NP:-}" ] && kill "$NP" 2>/dev/null || true; [ -n "${KT:-}" ] && kill -INT "$KT" 2>/dev/null && wait "$KT" 2>/dev/null || true; down; sysctl -qw kernel.bpf_stats_enabled=$OLD_STATS; rm -rf "$WORK"; }
+trap cleanup EXIT
+down
+ip netns add $CLI; ip netns add $SRV
+ip -n $CLI link add kdns-c type veth peer name kdns-s netns $SRV
+ip -n $CLI addr add $CIP/24 dev kdns-c; ip -n $SRV addr add $SIP/24 dev kdns-s
+for ns in $CLI $SRV; do ip -n $ns link set lo up; done
+ip -n $CLI link set kdns-c up; ip -n $SRV link set kdns-s up
+ip netns exec $SRV taskset -c 1 dnsmasq --no-daemon --no-resolv --no-hosts --port=53 --listen-address=$SIP --bind-interfaces \
+   --address=/example.com/10.1.2.3 --cache-size=1000 --log-facility=/dev/null >/dev/null 2>&1 &
+for i in $(seq 200); do echo "q$i.example.com A"; done > $WORK/q.txt
+sleep 0.5
+sysctl -qw kernel.bpf_stats_enabled=1
+snap() { bpftool -j prog show > "$1"; }
+VARS=("$@"); NV=${#VARS[@]}
+for r in $(seq $ROUNDS); do
+  ORDER=""; for k in $(seq 0 $((NV - 1))); do ORDER="$ORDER ${VARS[$(( (k + r) % NV ))]}"; done
+  for BIN in $ORDER; do
+    snap $WORK/pre.json
+    "$BIN" record -w $WORK/x.pcapng 2>$WORK/err & KT=$!
+    for i in $(seq 200); do grep -q attached $WORK/err && break; sleep 0.1; done
+    mkfifo $WORK/hold; (python3 $WORK/noop.py < $WORK/hold > $WORK/noop.out 2>&1 &) ; exec 7>$WORK/hold
+    for i in $(seq 100); do grep -q attached $WORK/noop.out && break; sleep 0.1; done
+    snap $WORK/s0.json
+    ip netns exec $CLI taskset -c 0 dnsperf -s $SIP -d $WORK/q.txt -l $SECS -Q $QPS -c 4 -q 200 -t 2 >/dev/null 2>&1 || true
+    snap $WORK/s1.json
+    ip netns exec $CLI python3 -c "
+import socket
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
+for i in range($FLOOD):
+    try: s.sendto(b'x'*64,('$SIP',9998))
+    except OSError: pass
+"
+    snap $WORK/s2.json
+    exec 7>&-; rm -f $WORK/hold
+    kill -INT $KT; wait $KT || true; KT=
+    sleep 0.3
+    python3 - "$BIN" $WORK <<'PY'
+import json,sys,os
+b,w=sys.argv[1],sys.argv[2]
+L=lambda n:{p['id']:p for p in json.load(open(f'{w}/{n}.json'))}
+pre,s0,s1,s2=L('pre'),L('s0'),L('s1'),L('s2')
+def d(a,c,name):
+    t=n=0
+    for i,p in c.items():
+        if i in pre or p.get('name')!=name: continue
+        q=a.get(i,{})
+        t+=p.get('run_time_ns',0)-q.get('run_time_ns',0); n+=p.get('run_cnt',0)-q.get('run_cnt',0)
+    return (t/n if n else float('nan')), n
+e=d(s0,s1,'dns_egress'); i=d(s0,s1,'dns_ingress'); ne=d(s0,s1,'kk_noop_eg'); ni=d(s0,s1,'kk_noop_in')
+fe=d(s1,s2,'dns_egress'); fne=d(s1,s2,'kk_noop_eg'); dr=d(s1,s2,'drop_kfree_skb'); nt=d(s1,s2,'kk_noop_tp')
+print(f"{os.path.basename(b):>10} dns eg {e[0]:5.0f} (noop {ne[0]:4.0f}) in {i[0]:5.0f} (noop {ni[0]:4.0f}) [{e[1]}/{i[1]}] | fast eg {fe[0]:4.0f} (noop {fne[0]:4.0f}) {fe[0]/fne[0]:.2f}x | drop {dr[0]:4.0f} (noop {nt[0]:4.0f}) {dr[0]/nt[0]:.2f}x [{dr[1]}]", flush=True)
+PY
+  done
+done
