@@ -48,7 +48,7 @@ pub use pairing::Pairer;
 
 use bounded::Bounded;
 use fanout::{ClientState, MAX_CHAIN_ATTEMPTS, PARALLEL_NS, ends_with_label};
-use storm::{StormKey, StormState};
+use storm::{HashedStormKey, StormKeys, StormState};
 use upstream::{Resolvers, UpGroup};
 
 const RCODE_SERVFAIL: u16 = 2;
@@ -346,7 +346,8 @@ pub struct Analyzer {
     pending_fwd: VecDeque<Att>,
     /// The full expiry scan runs at most every [`SCAN_EVERY_NS`].
     next_scan: u64,
-    storms: FastMap<StormKey, StormState>,
+    storms: PreHashedMap<HashedStormKey, StormState>,
+    storm_keys: StormKeys,
     /// One shared lower-case copy per distinct name.
     names: Names,
     keys: KeyCache,
