@@ -72,6 +72,7 @@ pub fn transaction(ctx: &Context, tx: &Transaction) -> Value {
 
 // The field writers and their cache: `json/put.rs`; the runs of a line
 // that repeat: `json/line.rs`.
+mod answer;
 mod line;
 mod put;
 pub use put::*;
@@ -87,16 +88,7 @@ pub fn put_transaction(b: &mut Vec<u8>, c: &mut JsonCache, ctx: &Context, tx: &T
         if i > 0 {
             b.push(b',');
         }
-        b.extend_from_slice(b"{\"data\":");
-        put_name(b, c, &a.data);
-        b.extend_from_slice(b",\"name\":");
-        put_name(b, c, &a.name);
-        b.extend_from_slice(b",\"ttl\":");
-        put_u64(b, u64::from(a.ttl));
-        // `RType` prints as `qtype_name` spells a type.
-        b.extend_from_slice(b",\"type\":");
-        put_qtype(b, a.rtype.0);
-        b.push(b'}');
+        answer::put_answer(b, c, a);
     }
     let (generation, stale) = (ctx.enricher.generation(), ctx.enricher.stale());
     let i = line::slot_of(tx);

@@ -29,6 +29,8 @@ pub struct JsonCache {
     second_text: [u8; 19],
     /// The runs of lines that repeat with their parties (`json/line.rs`).
     pub(super) lines: Box<[super::line::LineSlot]>,
+    /// Answer records by their names' allocations (`json/answer.rs`).
+    pub(super) answers: Box<[super::answer::AnswerSlot]>,
 }
 
 /// `len` 0: empty.
@@ -78,6 +80,7 @@ impl JsonCache {
             second: i64::MIN,
             second_text: [0; 19],
             lines: (0..super::line::SLOTS).map(|_| super::line::LineSlot::default()).collect(),
+            answers: (0..super::answer::SLOTS).map(|_| super::answer::AnswerSlot::default()).collect(),
         }
     }
 }
