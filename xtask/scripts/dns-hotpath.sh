@@ -186,7 +186,7 @@ one() {
     if [ -n "$stat_pid" ]; then
         kill -INT $stat_pid
         wait $stat_pid 2>/dev/null || true
-        ins=$(awk -F, -v n="$n" -v ev="${STAT_EVENT:-instructions}" 'index($0, ev) && $1 ~ /^[0-9.]+$/ {printf "%.2f", $1 / n}' "$WORK/pstat")
+        ins=$(awk -F, -v n="$n" -v ev="${STAT_EVENT:-instructions}" 'index($0, ev) && $1 ~ /^[0-9.]+$/ {printf (ev == "instructions" ? "%.2f" : "%.4f"), $1 / n}' "$WORK/pstat")
     fi
     # Peak resident set of the tracer so far (KiB; last column).
     local hwm=-
