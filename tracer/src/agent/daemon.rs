@@ -360,8 +360,9 @@ fn spawn_correlation(
 /// `do_huge_pmd_anonymous_page`: 3.5 % of the agent's samples at 10k DNS
 /// messages/s, ~250 such faults in 4 s). With 4 KiB pages the faults cost
 /// little, and the peak RSS is 14 MiB lower. Measured side by side with
-/// `dns-hotpath.sh` (5k queries/s, 4 alternating rounds): 5.00 µs/query
-/// [4.91–5.23] instead of 5.59 [4.68–7.10], the spread gone with the faults.
+/// `dns-hotpath.sh` (5k queries/s, 9 alternating rounds in two sessions):
+/// the typical run is unchanged (median 4.92 µs/query vs 4.94), the runs
+/// with many huge-page faults are gone (worst 5.24 vs 7.10, mean 5.01 vs 5.45).
 fn no_huge_pages() {
     // SAFETY: PR_SET_THP_DISABLE only sets a flag of this process's memory map.
     if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {
