@@ -16,6 +16,7 @@
 # "base-json" etc. run the binary in $BASE for a side-by-side before/after),
 # HALF=0 skips the latency part, PERF=FILE records `perf record -g` of the
 # json mode's (PERF_MODE) saturation run of the last round into FILE.
+# PERF_EVENT=EV samples that event instead (e.g. page-faults: where fresh memory is touched).
 # AGENT_ARGS adds arguments to the agent modes (e.g. "--history-mib 4").
 # STAT_EVENT=EV counts another perf event per query in the instructions
 # column (e.g. page-faults, a software event, where the machine has no PMU).
@@ -166,7 +167,7 @@ one() {
     i0=$(idle)
     t0=$(date +%s%N)
     if [ -n "$PERF" ] && [ "$m" = "${PERF_MODE:-json}" ] && [ "$LAST" = 1 ]; then
-        perf record -F ${PERF_FREQ:-10000} ${PERF_CG:--g} -o "$PERF" -p "$KT" 2>/dev/null >/dev/null &
+        perf record ${PERF_EVENT:+-e $PERF_EVENT} -F ${PERF_FREQ:-10000} ${PERF_CG:--g} -o "$PERF" -p "$KT" 2>/dev/null >/dev/null &
         perf_pid=$!
     fi
     # Instructions retired in ktrace's userspace: unlike CPU time, not
@@ -186,7 +187,7 @@ one() {
     if [ -n "$stat_pid" ]; then
         kill -INT $stat_pid
         wait $stat_pid 2>/dev/null || true
-        ins=$(awk -F, -v n="$n" -v ev="${STAT_EVENT:-instructions}" 'index($0, ev) && $1 ~ /^[0-9.]+$/ {printf "%.2f", $1 / n}' "$WORK/pstat")
+        ins=$(awk -F, -v n="$n" -v ev="${STAT_EVENT:-instructions}" 'index($0, ev) && $1 ~ /^[0-9.]+$/ {printf (ev == "instructions" ? "%.2f" : "%.4f"), $1 / n}' "$WORK/pstat")
     fi
     # Peak resident set of the tracer so far (KiB; last column).
     local hwm=-
