@@ -19,7 +19,7 @@ use tracer_common::{
     FOLD_TUNNEL_PORTS, FoldConfig,
 };
 
-use crate::{DROP_SKIP, IPPROTO_TCP, IPPROTO_UDP, OFFSETS, Reserved, count_lost, cpu_ring, set, wake_flag, zero_words};
+use crate::{DROP_SKIP, IPPROTO_TCP, IPPROTO_UDP, OFFSETS, Reserved, count_lost, cpu_ring, set, wake_flag};
 
 /// Repeats of a drop key counted per CPU (see [`DropFold`]), in a slot
 /// picked by a hash of the key. A slot whose key still has uncounted
@@ -73,61 +73,94 @@ unsafe fn field<T: Copy>(base: usize, off: u32) -> T {
     unsafe { read_volatile((base + off as usize) as *const T) }
 }
 
-/// The fold key of a drop whose first 24 packet bytes (48 for IPv6) are `h`
-/// (little-endian words, from the network header): `k[0..3]` are set by the caller, this
-/// fills `k[3..9]` with the IP header and the ports, minus what changes
-/// from packet to packet (IPv4 id and checksum; nothing after the ports).
-/// False for anything `ktrace drops` might place by more than that (IPv4
-/// options or fragments, IPv6 extension headers, protocols other than TCP
-/// and UDP, UDP to a tunnel port): those are always sent.
+/// Whether a TCP or UDP packet to `dport` folds: not UDP to a tunnel port,
+/// not another protocol.
 #[inline(always)]
-fn fold_key(h: &[u64; 6], k: &mut [u64; 9]) -> bool {
+fn folds(proto: u8, dport: u16) -> bool {
+    proto == IPPROTO_TCP || (proto == IPPROTO_UDP && dport != FOLD_TUNNEL_PORTS[0] && dport != FOLD_TUNNEL_PORTS[1])
+}
+
+/// A probe read of 24 bytes at `src` (little-endian words). The helper
+/// writes all of `dst` either way (zeros on failure), so no zeroing first.
+#[inline(always)]
+fn read24(src: u64) -> Option<[u64; 3]> {
+    let mut h = MaybeUninit::<[u64; 3]>::uninit();
+    // SAFETY: a probe read into our stack buffer, 24 bytes, which it fills
+    // on success and zeroes on failure.
+    unsafe {
+        if bpf_probe_read_kernel(h.as_mut_ptr().cast(), 24, src as *const _) != 0 {
+            return None;
+        }
+        Some(h.assume_init())
+    }
+}
+
+/// Fills `k[3..]` with the packet part of the fold key of a drop whose
+/// network header is at `pkt`, and returns the key's length in words: 6
+/// (IPv4: its header and the ports, 24 bytes, one probe read) or 9 (IPv6:
+/// 48 bytes, two), 0 when the drop is not folded. What changes from packet
+/// to packet is left out (IPv4 id and checksum; nothing after the ports).
+/// Not folded: anything `ktrace drops` might place by more than that (IPv4
+/// options or fragments, IPv6 extension headers, protocols other than TCP
+/// and UDP, UDP to a tunnel port).
+#[inline(always)]
+fn fold_key(pkt: u64, k: &mut [u64; 9]) -> usize {
+    let Some(h) = read24(pkt) else { return 0 };
     let b0 = h[0] & 0xff;
-    let dport;
-    let proto;
     if b0 == 0x45 {
         // Fragment offset (bytes 6-7, 13 bits): a later fragment has no ports.
         let frag = (((h[0] >> 48) & 0x1f) << 8) | ((h[0] >> 56) & 0xff);
-        if frag != 0 {
-            return false;
+        let proto = ((h[1] >> 8) & 0xff) as u8;
+        let dport = ((((h[2] >> 48) & 0xff) << 8) | ((h[2] >> 56) & 0xff)) as u16;
+        if frag != 0 || !folds(proto, dport) {
+            return 0;
         }
-        proto = ((h[1] >> 8) & 0xff) as u8;
-        dport = ((((h[2] >> 48) & 0xff) << 8) | ((h[2] >> 56) & 0xff)) as u16;
         k[3] = h[0] & !0x0000_ffff_0000_0000; // id
         k[4] = h[1] & !0xffff_0000; // checksum
         k[5] = h[2]; // destination address, ports
-        k[6] = 0;
-        k[7] = 0;
-        k[8] = 0;
-    } else if b0 & 0xf0 == 0x60 {
-        proto = ((h[0] >> 48) & 0xff) as u8;
-        dport = ((((h[5] >> 16) & 0xff) << 8) | ((h[5] >> 24) & 0xff)) as u16;
-        k[3] = h[0];
-        k[4] = h[1];
-        k[5] = h[2];
-        k[6] = h[3];
-        k[7] = h[4];
-        k[8] = h[5] & 0xffff_ffff; // ports
-    } else {
-        return false;
+        return 6;
     }
-    if proto == IPPROTO_TCP {
-        return true;
+    if b0 & 0xf0 != 0x60 {
+        return 0;
     }
-    proto == IPPROTO_UDP && dport != FOLD_TUNNEL_PORTS[0] && dport != FOLD_TUNNEL_PORTS[1]
+    let proto = ((h[0] >> 48) & 0xff) as u8;
+    let Some(t) = read24(pkt + 24) else { return 0 };
+    let dport = ((((t[2] >> 16) & 0xff) << 8) | ((t[2] >> 24) & 0xff)) as u16;
+    if !folds(proto, dport) {
+        return 0;
+    }
+    k[3] = h[0];
+    k[4] = h[1];
+    k[5] = h[2];
+    k[6] = t[0];
+    k[7] = t[1];
+    k[8] = t[2] & 0xffff_ffff; // ports
+    9
 }
 
-/// The slot of key `k`: the words folded with xor and rotations (one
-/// multiply, not one per word: a chain of nine was ~30 cycles per drop).
+/// The slot of key `k` (`n` words): the words xored, then one multiply,
+/// whose top bits depend on every bit of the product's input (a collision
+/// only sends a drop in full, so a cheap hash is enough).
 #[inline(always)]
-fn slot_of(k: &[u64; 9]) -> u32 {
-    let mut x = 0u64;
-    let mut i = 0;
-    while i < 9 {
-        x = x.rotate_left(7) ^ k[i];
-        i += 1;
+fn slot_of(k: &[u64; 9], n: usize) -> u32 {
+    let mut x = k[0] ^ k[1] ^ k[2] ^ k[3] ^ k[4] ^ k[5];
+    if n == 9 {
+        x ^= k[6] ^ k[7] ^ k[8];
     }
-    (((x ^ (x >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 48) as u32) & (FOLD_SLOTS - 1)
+    ((x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u32) & (FOLD_SLOTS - 1)
+}
+
+/// Whether slot `s` holds key `k` (`n` words). A 6-word IPv4 key never
+/// matches a 9-word IPv6 one: their first packet byte differs.
+#[inline(always)]
+fn same_key(s: &DropFold, k: &[u64; 9], n: usize) -> bool {
+    let same = s.key[0] == k[0]
+        && s.key[1] == k[1]
+        && s.key[2] == k[2]
+        && s.key[3] == k[3]
+        && s.key[4] == k[4]
+        && s.key[5] == k[5];
+    same && (n == 6 || (s.key[6] == k[6] && s.key[7] == k[7] && s.key[8] == k[8]))
 }
 
 /// `skb:kfree_skb` (`tp_btf)`: the kernel dropped a packet, and says why.
@@ -142,7 +175,7 @@ fn slot_of(k: &[u64; 9]) -> u32 {
 /// offsets it uses are loaded from `OFFSETS`.
 ///
 /// With folding on (`DROP_FOLD_CFG`), a repeat of a key within its
-/// window costs the 64-byte packet read, a hash, a per-CPU slot and a
+/// window costs a 24-byte packet read (IPv4), a hash, a per-CPU slot and a
 /// `jiffies` read (inlined): no clock, no ring reservation, no record.
 #[btf_tracepoint(function = "kfree_skb")]
 fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
@@ -189,21 +222,6 @@ fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     let mut slot: *mut DropFold = core::ptr::null_mut();
     let mut now_j = 0u64;
     if window != 0 && pkt != 0 && foldable_dev(ifindex, netns) {
-        // The key's bytes only (IPv4 and ports: 24; IPv6 and ports: 44 of
-        // 48): a probe read's cost grows with its length.
-        let mut h = MaybeUninit::<[u64; 6]>::uninit();
-        let hp = h.as_mut_ptr().cast::<u64>();
-        // The IPv6 half stays zero for IPv4 (never read by `fold_key` then,
-        // but the array is whole for Rust and the verifier alike).
-        // SAFETY: our stack buffer, 8-aligned, 48 bytes.
-        unsafe { zero_words(hp.cast(), 6) };
-        // SAFETY: probe reads into our stack buffer (24 bytes, then the next
-        // 24 for IPv6); the words are used only if the reads succeeded.
-        let ok = unsafe {
-            bpf_probe_read_kernel(hp.cast(), 24, pkt as *const _) == 0
-                && (hp.read() & 0xf0 != 0x60
-                    || bpf_probe_read_kernel(hp.add(3).cast(), 24, (pkt + 24) as *const _) == 0)
-        };
         let mut k = [
             location,
             u64::from(reason) | (u64::from(ifindex) << 32),
@@ -215,23 +233,16 @@ fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
             0,
             0,
         ];
-        // SAFETY: initialised by the successful read.
-        if ok
-            && fold_key(unsafe { h.assume_init_ref() }, &mut k)
-            && let Some(s) = DROP_FOLD.get_ptr_mut(slot_of(&k))
+        let n = fold_key(pkt, &mut k);
+        if n != 0
+            && let Some(s) = DROP_FOLD.get_ptr_mut(slot_of(&k, n))
         {
             // SAFETY: helper without arguments (inlined by the verifier).
             now_j = unsafe { bpf_jiffies64() };
             // SAFETY: this CPU's slot, valid until the program returns; no
             // other writer runs on this CPU meanwhile (tracing programs do not nest).
             let s = unsafe { &mut *s };
-            let mut same = true;
-            let mut i = 0;
-            while i < 9 {
-                same &= s.key[i] == k[i];
-                i += 1;
-            }
-            if same {
+            if same_key(s, &k, n) {
                 if now_j < s.until {
                     s.pending += 1;
                     return 0;
