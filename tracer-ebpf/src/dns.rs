@@ -276,31 +276,6 @@ enum Emit<'a> {
     Ref(u64),
 }
 
-/// Stores a zero into the cache lines of the record that will be written
-/// (the fields after the header, and the first `n` bytes of `data`, `n` in
-/// 1..=N), right after the reservation. Ring lines are cold (last read by
-/// the reader on another CPU): each store's ownership request then runs
-/// while the program does its helper calls, instead of starting at the
-/// packet copy just before `bpf_ringbuf_submit`, whose locked exchange
-/// waits for every outstanding store. Five points at quarters of the copy,
-/// no more than 64 bytes apart up to 256 bytes, so every line of a typical
-/// DNS message: branch-free, since a loop bounded by `n` made the verifier
-/// walk the rest of the program once per exit (processed instructions ×3).
-#[inline(always)]
-fn claim_lines<const N: usize>(ev: &mut PacketSlot<N>, n: usize) {
-    set(&mut ev.seq, 0);
-    let p = ev.data.as_mut_ptr();
-    let last = bounded_len(n, N) - 1;
-    // SAFETY: every offset is at most `last`, which is in 0..N.
-    unsafe {
-        p.write_volatile(0);
-        p.add(last >> 2).write_volatile(0);
-        p.add(last >> 1).write_volatile(0);
-        p.add((last >> 1) + (last >> 2)).write_volatile(0);
-        p.add(last).write_volatile(0);
-    }
-}
-
 /// Reserves a `PacketSlot<N>`, fills it and loads the first `n` (1..=N) bytes
 /// of the packet into it.
 #[inline(always)]
@@ -317,7 +292,6 @@ fn emit<const N: usize>(ctx: &SkBuffContext, which: u8, ver: u8, udp: bool, n: u
     // load (`flags |= …`) stalled the program. The flags are collected in
     // `fl` and stored once.
     let ev = entry.get();
-    claim_lines(ev, n);
     let skb = ctx.skb.skb;
     let kind = if let Emit::Ref(_) = what { EventKind::DnsPacketRef } else { EventKind::DnsPacket };
     let ts = init_header(&mut ev.hdr, kind);
