@@ -105,8 +105,10 @@ pub struct FoldConfig {
     /// matches one by one (a packet fingerprinted at one node's egress and
     /// dropped before the other's ingress is not a fabric loss).
     pub devs: [u32; FOLD_NOFOLD_DEVS],
-    /// Explicit padding.
-    pub pad: u32,
+    /// 1: the packet bytes of the key are read with direct loads (the
+    /// verifier types `skb->head` as read-only untrusted memory, 6.17+;
+    /// probed at load time), 0: with `bpf_probe_read_kernel`.
+    pub pkt_direct: u32,
 }
 
 /// One slot of `DROP_FOLD` (per CPU, indexed by a hash of the key): repeats

@@ -35,7 +35,7 @@ static DROP_FOLD: PerCpuArray<DropFold> = PerCpuArray::with_max_entries(FOLD_SLO
 /// drops are always sent. A frozen global: where the window is 0 the
 /// verifier never walks the fold code.
 #[unsafe(no_mangle)]
-static DROP_FOLD_CFG: FoldConfig = FoldConfig { window: 0, netns_ino: 0, devs: [0; FOLD_NOFOLD_DEVS], pad: 0 };
+static DROP_FOLD_CFG: FoldConfig = FoldConfig { window: 0, netns_ino: 0, devs: [0; FOLD_NOFOLD_DEVS], pkt_direct: 0 };
 
 /// Whether drops on this device are folded: not on an underlay device.
 #[inline(always)]
@@ -80,10 +80,27 @@ fn folds(proto: u8, dport: u16) -> bool {
     proto == IPPROTO_TCP || (proto == IPPROTO_UDP && dport != FOLD_TUNNEL_PORTS[0] && dport != FOLD_TUNNEL_PORTS[1])
 }
 
-/// A probe read of 24 bytes at `src` (little-endian words). The helper
-/// writes all of `dst` either way (zeros on failure), so no zeroing first.
+/// 24 bytes at `src` (little-endian words): three direct loads where the
+/// verifier types packet bytes as read-only untrusted memory (`direct`,
+/// 6.17+: each load a fault-safe `PROBE_MEM` load, a bad address reads as
+/// zero, which no key accepts), else a probe read. The helper writes all of
+/// `dst` either way (zeros on failure), so no zeroing first.
 #[inline(always)]
-fn read24(src: u64) -> Option<[u64; 3]> {
+fn read24(src: u64, direct: bool) -> Option<[u64; 3]> {
+    if direct {
+        // SAFETY: `direct` only where the verifier turns these into
+        // fault-safe loads (see above). Not aligned: the IP header sits at
+        // 2 mod 4 behind the Ethernet header; BPF loads of any alignment are
+        // fine on the JITs' targets (x86-64, arm64), the verifier enforces
+        // alignment only with `BPF_F_STRICT_ALIGNMENT`.
+        return Some(unsafe {
+            [
+                read_volatile(src as *const u64),
+                read_volatile((src + 8) as *const u64),
+                read_volatile((src + 16) as *const u64),
+            ]
+        });
+    }
     let mut h = MaybeUninit::<[u64; 3]>::uninit();
     // SAFETY: a probe read into our stack buffer, 24 bytes, which it fills
     // on success and zeroes on failure.
@@ -104,8 +121,8 @@ fn read24(src: u64) -> Option<[u64; 3]> {
 /// options or fragments, IPv6 extension headers, protocols other than TCP
 /// and UDP, UDP to a tunnel port).
 #[inline(always)]
-fn fold_key(pkt: u64, k: &mut [u64; 9]) -> usize {
-    let Some(h) = read24(pkt) else { return 0 };
+fn fold_key(pkt: u64, k: &mut [u64; 9], direct: bool) -> usize {
+    let Some(h) = read24(pkt, direct) else { return 0 };
     let b0 = h[0] & 0xff;
     if b0 == 0x45 {
         // Fragment offset (bytes 6-7, 13 bits): a later fragment has no ports.
@@ -124,7 +141,7 @@ fn fold_key(pkt: u64, k: &mut [u64; 9]) -> usize {
         return 0;
     }
     let proto = ((h[0] >> 48) & 0xff) as u8;
-    let Some(t) = read24(pkt + 24) else { return 0 };
+    let Some(t) = read24(pkt + 24, direct) else { return 0 };
     let dport = ((((t[2] >> 16) & 0xff) << 8) | ((t[2] >> 24) & 0xff)) as u16;
     if !folds(proto, dport) {
         return 0;
@@ -233,7 +250,9 @@ fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
             0,
             0,
         ];
-        let n = fold_key(pkt, &mut k);
+        // SAFETY: loader-written global.
+        let direct = unsafe { read_volatile(&raw const DROP_FOLD_CFG.pkt_direct) } != 0;
+        let n = fold_key(pkt, &mut k, direct);
         if n != 0
             && let Some(s) = DROP_FOLD.get_ptr_mut(slot_of(&k, n))
         {

@@ -366,6 +366,14 @@ impl Btf {
         self.types.len()
     }
 
+    /// The id of the typedef `name` (e.g. `btf_trace_kfree_skb`, what a
+    /// `tp_btf` program on `kfree_skb` attaches to), if the kernel has one.
+    #[must_use]
+    pub fn typedef_id(&self, name: &str) -> Option<u32> {
+        let ids = self.by_name.get(name)?;
+        ids.iter().copied().find(|&id| self.types.get(id as usize - 1).is_some_and(|r| r.kind() == kind::TYPEDEF))
+    }
+
     /// The NUL-terminated string at `name_off` in the string section.
     fn str_at(&self, name_off: u32) -> Result<&str, BtfError> {
         let offset = self.str_start.saturating_add(name_off as usize);

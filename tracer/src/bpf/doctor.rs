@@ -721,6 +721,10 @@ fn features(g: &super::Globals, rep: &mut Report) {
     if !reasons {
         drop_notes.push(format!("no kernel drop reasons ({})", why("drop_kfree_skb")));
     }
+    if reasons && g.drop_fold.window != 0 {
+        let how = if g.drop_fold.pkt_direct != 0 { "direct loads" } else { "probe reads" };
+        drop_notes.push(format!("repeats folded (key bytes by {how})"));
+    }
     if !conns.is_empty() {
         drop_notes.push(format!("no connection failures from {}", conns.join(", ")));
     }

@@ -15,8 +15,10 @@ use tracer_common::{
     DropEventHead, DropFold, EVENT_VERSION, EventKind, EventTag, FOLD_HEAD, FOLD_NOFOLD_DEVS, FOLD_SLOTS, FoldConfig,
 };
 
-use super::{CaptureConfig, Probes, raw};
+use super::{CaptureConfig, Probes, btf::Btf, raw};
 use crate::event::Record;
+
+mod direct;
 
 /// The map's name in the object.
 const MAP: &str = "DROP_FOLD";
@@ -26,14 +28,26 @@ const MAP: &str = "DROP_FOLD";
 /// most a window late. Drops on the underlay devices are never folded: the
 /// fabric analysis matches each such packet to its fingerprint. Off with
 /// `KTRACE_NO_DROP_FOLD=1`, or when the underlay devices do not fit the
-/// list or cannot be resolved.
+/// list or cannot be resolved. The key's packet bytes are read with direct
+/// loads where the kernel takes them ([`direct`]; `btf` and the skb
+/// offsets `offs` known), else with probe reads (also with
+/// `KTRACE_NO_DROP_DIRECT=1`).
 #[must_use]
-pub fn config(cfg: &CaptureConfig) -> FoldConfig {
+pub fn config(cfg: &CaptureConfig, btf: Option<&Btf>, offs: Option<&tracer_common::KernelOffsets>) -> FoldConfig {
     let off = FoldConfig::default();
-    if std::env::var_os("KTRACE_NO_DROP_FOLD").is_some_and(|v| v == "1") || cfg.underlay.len() > FOLD_NOFOLD_DEVS {
+    if !cfg.drops
+        || std::env::var_os("KTRACE_NO_DROP_FOLD").is_some_and(|v| v == "1")
+        || cfg.underlay.len() > FOLD_NOFOLD_DEVS
+    {
         return off;
     }
     let mut c = FoldConfig { window: 1, ..off };
+    if let (Some(b), Some(o)) = (btf, offs)
+        && std::env::var_os("KTRACE_NO_DROP_DIRECT").is_none_or(|v| v != "1")
+        && let Some(id) = b.typedef_id("btf_trace_kfree_skb")
+    {
+        c.pkt_direct = u32::from(direct::supported(id, o.skb_head, o.skb_network_header));
+    }
     for (slot, dev) in c.devs.iter_mut().zip(&cfg.underlay) {
         let Ok(name) = std::ffi::CString::new(dev.as_str()) else { return off };
         // SAFETY: a NUL-terminated name.

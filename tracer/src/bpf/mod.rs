@@ -399,7 +399,7 @@ impl Globals {
             has_netns_cookie,
             fit,
             wake,
-            drop_fold: fold::config(cfg),
+            drop_fold: fold::config(cfg, btf_info.as_ref(), has_offsets.then_some(&offsets)),
             dns_snap: if cfg.snaplen == 0 { SNAP_LEN as u32 } else { cfg.snaplen.min(SNAP_LEN as u32) },
             ring_bytes: ring_each,
             cpus: u32::try_from(cpus).unwrap_or(u32::MAX),
