@@ -114,7 +114,7 @@ fn read24(src: u64, direct: bool) -> Option<[u64; 3]> {
 
 /// Fills `k[3..]` with the packet part of the fold key of a drop whose
 /// network header is at `pkt`, and returns the key's length in words: 6
-/// (IPv4: its header and the ports, 24 bytes, one probe read) or 9 (IPv6:
+/// (IPv4: its header and the ports, 24 bytes, one [`read24`]) or 9 (IPv6:
 /// 48 bytes, two), 0 when the drop is not folded. What changes from packet
 /// to packet is left out (IPv4 id and checksum; nothing after the ports).
 /// Not folded: anything `ktrace drops` might place by more than that (IPv4
@@ -185,15 +185,17 @@ fn same_key(s: &DropFold, k: &[u64; 9], n: usize) -> bool {
 /// `tp_btf` arguments are trusted BTF pointers, so the skb and its device
 /// are read with direct loads (one helper call fewer per field), and the
 /// record is written straight into its ring reservation (no per-CPU scratch
-/// and second copy). Only the packet bytes, behind a plain `unsigned char *`,
-/// still need `bpf_probe_read_kernel`. The record is a 48-byte head and the
+/// and second copy). The packet bytes, behind a plain `unsigned char *`,
+/// need `bpf_probe_read_kernel`, except the fold key's where the verifier
+/// allows direct loads (`DROP_FOLD_CFG.pkt_direct`, 6.17+). The record is a 48-byte head and the
 /// packet (no process header: drops happen in softirq), written in order and
 /// never read back (its lines are on their way to this CPU); only the
 /// offsets it uses are loaded from `OFFSETS`.
 ///
 /// With folding on (`DROP_FOLD_CFG`), a repeat of a key within its
-/// window costs a 24-byte packet read (IPv4), a hash, a per-CPU slot and a
-/// `jiffies` read (inlined): no clock, no ring reservation, no record.
+/// window costs a 24-byte packet read (IPv4; three loads where direct,
+/// else a helper call), a hash, a per-CPU slot and a `jiffies` read
+/// (inlined): no clock, no ring reservation, no record.
 #[btf_tracepoint(function = "kfree_skb")]
 fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     let skb: usize = ctx.arg(0);

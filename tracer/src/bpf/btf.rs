@@ -1025,6 +1025,18 @@ mod tests {
         assert!(matches!(err, BtfError::TooDeep { .. }), "{err}");
     }
 
+    #[test]
+    fn typedef_ids_by_name_and_kind() {
+        let mut b = Builder::new();
+        let int = b.int("int", 4, (1 << 24) | 32); // 1
+        b.ty("btf_trace_kfree_skb", kind::TYPEDEF, 0, false, int); // 2
+        b.composite(kind::STRUCT, "sk_buff", 8, false, &[("len", int, 0)]); // 3
+        let btf = Btf::parse(b.build()).expect("parses");
+        assert_eq!(btf.typedef_id("btf_trace_kfree_skb"), Some(2));
+        assert_eq!(btf.typedef_id("sk_buff"), None, "a struct, not a typedef");
+        assert_eq!(btf.typedef_id("btf_trace_nothing"), None);
+    }
+
     /// The types ktrace reads from a kernel, shaped as in the kernel (anonymous
     /// unions in `sk_buff`, `sock_common` nested in `sock`, `ns_common` in
     /// `net`, the drop-reason enums); offsets as on 6.18. A seed for the BTF
