@@ -97,9 +97,8 @@ pub(super) fn supported(attach_btf_id: u32, head_off: u32, nh_off: u32) -> bool 
     };
     // SAFETY: `attr` and what it points to outlive the call; the kernel
     // reads `size_of` bytes of it.
-    let fd = unsafe {
-        libc::syscall(libc::SYS_bpf, PROG_LOAD, &raw const attr, size_of::<ProgLoadAttr>() as libc::c_uint)
-    };
+    let fd =
+        unsafe { libc::syscall(libc::SYS_bpf, PROG_LOAD, &raw const attr, size_of::<ProgLoadAttr>() as libc::c_uint) };
     match i32::try_from(fd) {
         Ok(fd) if fd >= 0 => {
             // SAFETY: a file descriptor the kernel just returned to us.
