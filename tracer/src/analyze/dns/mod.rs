@@ -527,7 +527,7 @@ impl Analyzer {
             self.next_due = 0;
             att = NewAtt { lname: kept.lname, nh: kept.nh, fh: kept.fh, tx: Ok(kept.tx) };
         }
-        self.count_storm(att.tx(), &att.lname, out);
+        self.count_storm(att.tx(), &att.lname, att.nh, out);
         self.fanout(att, key, out);
         self.expire(self.now, out);
     }
