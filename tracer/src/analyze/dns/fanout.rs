@@ -215,7 +215,7 @@ impl Analyzer {
             (c.atts.iter().map(|a| a.tx.ts_ns).min().unwrap_or(c.window_start), c.base.clone())
         });
         for c in ready {
-            out.extend(self.report_chain(c).map(Finding::SearchFanout));
+            self.emit_chain(c, out);
         }
     }
 
@@ -292,7 +292,7 @@ impl Analyzer {
         if st.chains.len() > cfg.max_chains_per_client.max(1) {
             let oldest = st.chains.remove(0);
             self.stats.chains_evicted += 1;
-            out.extend(self.report_chain(oldest).map(Finding::SearchFanout));
+            self.emit_chain(oldest, out);
         }
     }
 
@@ -303,7 +303,7 @@ impl Analyzer {
         self.stats.clients_evicted += 1;
         if let Some(st) = self.clients.remove(&oldest) {
             for c in st.chains {
-                out.extend(self.report_chain(c).map(Finding::SearchFanout));
+                self.emit_chain(c, out);
             }
         }
     }

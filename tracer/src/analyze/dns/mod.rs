@@ -16,6 +16,7 @@
 
 mod bounded;
 mod fanout;
+mod fold;
 mod key;
 pub mod pairing;
 mod slots;
@@ -82,8 +83,9 @@ pub struct AnalyzerConfig {
     /// Sliding window of the storm rate.
     pub storm_window_ns: u64,
     /// The findings go to a condenser with this `slow_ns`: a walk it will
-    /// only count is reported without its text (cause, advice, upstreams,
-    /// resolv.conf lists). `None`: every walk in full.
+    /// only count is not a finding but a [`crate::analyze::condense::FastWalk`]
+    /// in [`Analyzer::fast_walks_mut`], which the caller hands to the
+    /// condenser in its place. `None`: every walk in full.
     pub fold_fast_ns: Option<u64>,
 }
 
@@ -353,6 +355,9 @@ pub struct Analyzer {
     keys: KeyCache,
     /// No expiry work is due before this (see [`Self::expire`]).
     next_due: u64,
+    /// Walks only to be counted, each before the finding of its index
+    /// ([`Self::fast_walks_mut`]).
+    fast_walks: Vec<(usize, crate::analyze::condense::FastWalk)>,
 }
 
 /// A resolver process: its pid on its node.
