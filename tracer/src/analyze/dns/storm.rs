@@ -147,15 +147,19 @@ impl Analyzer {
         for (_, h, n) in &s.events {
             counts.entry(*h).or_insert((&**n, 0)).1 += 1;
         }
-        let mut top: Vec<(&str, u32)> = counts.into_values().collect();
-        // Names are distinct, so the order is total: the first few of a
-        // partial selection, sorted, are the first few of a full sort.
+        // Names are distinct, so the order is total and the first few are
+        // one answer: kept in one pass, most names compared with the last
+        // kept one only (a selection over all of them compared most names
+        // several times, ~22,000 instructions per finding of 200 names).
         let order = |a: &(&str, u32), b: &(&str, u32)| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0));
-        if top.len() > STORM_TOP {
-            top.select_nth_unstable_by(STORM_TOP, order);
-            top.truncate(STORM_TOP);
+        let mut top: Vec<(&str, u32)> = Vec::with_capacity(STORM_TOP + 1);
+        for e in counts.into_values() {
+            if top.len() < STORM_TOP || top.last().is_some_and(|l| order(&e, l).is_lt()) {
+                let at = top.partition_point(|x| order(x, &e).is_lt());
+                top.insert(at, e);
+                top.truncate(STORM_TOP);
+            }
         }
-        top.sort_by(order);
         let top: Vec<NameCount> = top.into_iter().map(|(q, count)| NameCount { qname: q.to_owned(), count }).collect();
         let n = s.events.len() as u32;
         let span = s.events.front().map_or(window, |(t, ..)| newest.saturating_sub(*t)).max(1_000_000_000);
