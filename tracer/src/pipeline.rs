@@ -293,11 +293,9 @@ impl Back {
         // Called several times per record and usually with nothing to do:
         // the three empty drains were ~5 % of a replay's instructions, and
         // the call itself ~1.5 % more.
-        if self.txs.is_empty()
-            && self.findings.is_empty()
-            && self.shown_findings.is_empty()
-            && !self.analyzer.has_fast_walks()
-        {
+        // Folded walks need no look: every call into the analysis is
+        // followed by `flush_findings`, which hands them on.
+        if self.txs.is_empty() && self.findings.is_empty() && self.shown_findings.is_empty() {
             return;
         }
         self.flush_owned(ctx, sink, stats);
@@ -380,8 +378,12 @@ impl Back {
         // never wait in `txs`): only findings can be waiting here.
         Detector::expire(&mut self.analyzer, now_ns, &mut self.findings);
         self.flush_findings(ctx, sink, stats);
+        // The analysis' output was handed on above: only the condenser's
+        // can wait now (one test here instead of three).
         self.condenser.tick(now_ns, &mut self.shown_findings);
-        self.flush_findings(ctx, sink, stats);
+        if !self.shown_findings.is_empty() {
+            self.flush_findings_now(ctx, sink, stats);
+        }
     }
 }
 
@@ -576,7 +578,7 @@ impl<S: Sink> Pipeline<S> {
         Detector::finish(&mut self.pairer, &mut self.back.txs);
         self.flush();
         Detector::finish(&mut self.back.analyzer, &mut self.back.findings);
-        self.flush();
+        self.back.flush_findings(&self.ctx, &mut self.sink, &mut self.stats);
         self.back.condenser.finish(&mut self.back.shown_findings);
         self.flush();
         if let Some(d) = &mut self.drops {
