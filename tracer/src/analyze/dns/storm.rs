@@ -143,7 +143,7 @@ impl Analyzer {
         // hashing each name's text again was a third of a storm finding
         // (~230 instructions per event, callgrind, synthetic bench capture).
         let mut counts: PreHashedMap<u64, (&str, u32)> =
-            PreHashedMap::with_capacity_and_hasher(s.events.len(), Default::default());
+            PreHashedMap::with_capacity_and_hasher(s.events.len(), std::hash::BuildHasherDefault::default());
         for (_, h, n) in &s.events {
             counts.entry(*h).or_insert((&**n, 0)).1 += 1;
         }
