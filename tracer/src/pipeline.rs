@@ -155,6 +155,15 @@ impl Filter {
         f.pods().into_iter().filter_map(|p| p.split_once('/')).any(|(ns, name)| self.names_pod(ns, name))
     }
 
+    /// [`Self::finding`] of the fast walk's finding (it names its client pod only).
+    #[must_use]
+    pub fn fast_walk(&self, w: &crate::analyze::condense::FastWalk) -> bool {
+        if self.namespace.is_none() && self.pod.is_none() && self.node.is_none() {
+            return true;
+        }
+        w.pod.as_deref().and_then(|p| p.split_once('/')).is_some_and(|(ns, name)| self.names_pod(ns, name))
+    }
+
     /// Whether `namespace/name` matches the namespace and pod selection.
     fn names_pod(&self, ns: &str, name: &str) -> bool {
         self.namespace.as_deref().is_none_or(|w| w == ns)
@@ -284,6 +293,8 @@ impl Back {
         // Called several times per record and usually with nothing to do:
         // the three empty drains were ~5 % of a replay's instructions, and
         // the call itself ~1.5 % more.
+        // Folded walks need no look: every call into the analysis is
+        // followed by `flush_findings`, which hands them on.
         if self.txs.is_empty() && self.findings.is_empty() && self.shown_findings.is_empty() {
             return;
         }
@@ -324,7 +335,7 @@ impl Back {
 
     #[inline]
     fn flush_findings<S: Sink>(&mut self, ctx: &Context, sink: &mut S, stats: &mut RunStats) {
-        if !(self.findings.is_empty() && self.shown_findings.is_empty()) {
+        if !(self.findings.is_empty() && self.shown_findings.is_empty() && !self.analyzer.has_fast_walks()) {
             self.flush_findings_now(ctx, sink, stats);
         }
     }
@@ -332,12 +343,27 @@ impl Back {
     #[inline(never)]
     fn flush_findings_now<S: Sink>(&mut self, ctx: &Context, sink: &mut S, stats: &mut RunStats) {
         // Filtered before condensing: aggregates and repeat counts then
-        // cover only the pods shown.
-        for f in self.findings.drain(..) {
+        // cover only the pods shown. Folded walks go in the place they were
+        // found among the findings.
+        let mut fast = std::mem::take(self.analyzer.fast_walks_mut());
+        let mut walks = fast.drain(..).peekable();
+        for (i, f) in self.findings.drain(..).enumerate() {
+            while let Some((_, w)) = walks.next_if(|(at, _)| *at <= i) {
+                if self.filter.fast_walk(&w) {
+                    self.condenser.push_fast(w);
+                }
+            }
             if self.filter.finding(&f) {
                 self.condenser.push(f, &mut self.shown_findings);
             }
         }
+        for (_, w) in walks {
+            if self.filter.fast_walk(&w) {
+                self.condenser.push_fast(w);
+            }
+        }
+        // The list goes back empty, keeping its allocation.
+        *self.analyzer.fast_walks_mut() = fast;
         for f in self.shown_findings.drain(..) {
             stats.findings += 1;
             sink.finding(ctx, &f);
@@ -352,8 +378,12 @@ impl Back {
         // never wait in `txs`): only findings can be waiting here.
         Detector::expire(&mut self.analyzer, now_ns, &mut self.findings);
         self.flush_findings(ctx, sink, stats);
+        // The analysis' output was handed on above: only the condenser's
+        // can wait now (one test here instead of three).
         self.condenser.tick(now_ns, &mut self.shown_findings);
-        self.flush_findings(ctx, sink, stats);
+        if !self.shown_findings.is_empty() {
+            self.flush_findings_now(ctx, sink, stats);
+        }
     }
 }
 
@@ -548,7 +578,7 @@ impl<S: Sink> Pipeline<S> {
         Detector::finish(&mut self.pairer, &mut self.back.txs);
         self.flush();
         Detector::finish(&mut self.back.analyzer, &mut self.back.findings);
-        self.flush();
+        self.back.flush_findings(&self.ctx, &mut self.sink, &mut self.stats);
         self.back.condenser.finish(&mut self.back.shown_findings);
         self.flush();
         if let Some(d) = &mut self.drops {

@@ -580,3 +580,55 @@ fn names_are_lowered_once_and_shared() {
     // A name held elsewhere outlives the table's reset.
     assert_eq!(&*a, "backend.critical-app.svc.cluster.local");
 }
+
+/// With folding, the walks the condenser only counts reach it as
+/// `FastWalk`s, each where its finding would have been, and it reports
+/// exactly what it reports from the full findings (with resolv.conf
+/// evidence and without, inferred).
+#[test]
+fn folded_walks_count_as_the_findings_they_replace() {
+    use crate::analyze::condense::{CondenseConfig, Condenser};
+    let mut txs = Vec::new();
+    let mut t = 1_000 * MS;
+    for (n, base) in ["api", "db.team", "cache.team.svc"].into_iter().enumerate() {
+        for k in 0..3u16 {
+            let mut port = 40_000 + 100 * n as u16 + 10 * k;
+            for s in &SEARCH[..3] {
+                txs.push(cq(t, port, &format!("{base}.{s}"), A, Some((NX, MS / 2, 0))));
+                t += MS;
+                port += 1;
+            }
+            txs.push(cq(t, port, base, A, Some((NOERROR, MS, 1))));
+            t += 300 * MS;
+        }
+    }
+    let slow_ns = CondenseConfig::default().slow_ns;
+    for conf in [false, true] {
+        let condensed = |fold: bool| {
+            let mut an = Analyzer::with_config(AnalyzerConfig {
+                fold_fast_ns: fold.then_some(slow_ns),
+                ..AnalyzerConfig::default()
+            });
+            if conf {
+                an.resolv_conf(&evidence(4242, K8S_CONF));
+            }
+            let out = run(&mut an, txs.clone(), true);
+            let mut walks = std::mem::take(an.fast_walks_mut()).into_iter().peekable();
+            let (mut c, mut shown) = (Condenser::new(CondenseConfig::default()), Vec::new());
+            for (i, f) in out.into_iter().enumerate() {
+                while let Some((_, w)) = walks.next_if(|(at, _)| *at <= i) {
+                    c.push_fast(w);
+                }
+                assert!(!fold || !matches!(&f, Finding::SearchFanout(s) if !c.is_slow(s)), "{f:#?}");
+                c.push(f, &mut shown);
+            }
+            walks.for_each(|(_, w)| c.push_fast(w));
+            c.finish(&mut shown);
+            (serde_json::to_string(&shown).unwrap(), c.stats())
+        };
+        let (full, folded) = (condensed(false), condensed(true));
+        // Without resolv.conf a base's repeated lookups fold into one walk.
+        assert_eq!(full.1.fast_walks, if conf { 9 } else { 3 }, "conf {conf}: {}", full.0);
+        assert_eq!(full, folded, "conf {conf}");
+    }
+}

@@ -118,13 +118,14 @@ impl ClientQueries {
 }
 
 /// Appends a client query to a name's (at most [`MAX_PER_NAME`], `held`
-/// counting them over all names). When the oldest goes, its entry is
+/// counting them over all names; `oldest` kept at most the start of the
+/// first one, see [`ResolverState::oldest`]). When the oldest goes, its entry is
 /// reused: a client asking again keeps its key and parties without
 /// touching their reference counts (two atomic increments and decrements
 /// per query otherwise).
 fn remember(
     qs: &mut VecDeque<ClientQuery>,
-    held: &mut usize,
+    (held, oldest): (&mut usize, &mut u64),
     key: &ClientKey,
     nh: u64,
     tx: &Transaction,
@@ -133,6 +134,11 @@ fn remember(
     let q = if qs.len() >= MAX_PER_NAME
         && let Some(mut q) = qs.pop_front()
     {
+        // In arrival order, not start order (timed-out queries come late):
+        // the next one may have started earlier.
+        if let Some(f) = qs.front() {
+            *oldest = (*oldest).min(f.ts);
+        }
         if !Arc::ptr_eq(&q.key.id, &key.id) {
             q.key = key.clone();
         }
@@ -182,6 +188,12 @@ pub(super) struct ResolverState {
     /// Client queries in `by_name`, over all names.
     pub(super) held: usize,
     pub(super) last_ts: u64,
+    /// At most the start of the first query of every list (`clients`, in
+    /// start order, and `by_name`, in arrival order), which is all the scan looks at:
+    /// while it is recent enough, the periodic scan has nothing to forget
+    /// and skips this resolver (walking every name's queries per scan was
+    /// ~44,000 instructions with 2,500 names, callgrind).
+    pub(super) oldest: u64,
 }
 
 impl ResolverState {
@@ -298,19 +310,28 @@ impl Analyzer {
             out.push(Finding::UpstreamTimeout(self.report_upstream(g)));
         }
         for r in self.resolvers.values_mut() {
+            // Nothing is old enough to go (and no list is empty: each is
+            // made with a query, and only this scan takes the last one).
+            if r.oldest.saturating_add(keep_ns) >= now {
+                continue;
+            }
+            let mut oldest = u64::MAX;
             r.clients.retain(|_, c| {
                 while c.qs.front().is_some_and(|(ts, _)| ts.saturating_add(keep_ns) < now) {
                     c.qs.pop_front();
                 }
+                oldest = oldest.min(c.qs.front().map_or(u64::MAX, |(ts, _)| *ts));
                 !c.qs.is_empty()
             });
             r.by_name.retain(|_, qs| {
                 while qs.front().is_some_and(|q| q.ts.saturating_add(keep_ns) < now) {
                     qs.pop_front();
                 }
+                oldest = oldest.min(qs.front().map_or(u64::MAX, |q| q.ts));
                 !qs.is_empty()
             });
             r.held = r.by_name.map.values().map(VecDeque::len).sum();
+            r.oldest = oldest;
         }
         self.resolvers.retain(|r| !r.clients.is_empty() || r.last_ts.saturating_add(keep_ns) >= now);
     }
@@ -343,6 +364,7 @@ impl Analyzer {
         }
         let Some(r) = self.resolvers.tracked(ip, self.cfg.max_clients) else { return };
         r.last_ts = r.last_ts.max(tx.ts_ns);
+        r.oldest = r.oldest.min(tx.ts_ns);
         let max_attempts = self.cfg.max_attempts_per_client.max(1);
         // One lookup when the client is known (looked up before inserting:
         // an entry would take a clone of the key).
@@ -363,7 +385,7 @@ impl Analyzer {
         if r.held < cap.max(1)
             && let Some(qs) = r.by_name.map.get_mut(&nh)
         {
-            remember(qs, &mut r.held, key, nh, tx, who);
+            remember(qs, (&mut r.held, &mut r.oldest), key, nh, tx, who);
             return;
         }
         let who = Arc::clone(who);
@@ -376,7 +398,7 @@ impl Analyzer {
             r.by_name.map.get_mut(&nh)
         };
         if let Some(qs) = qs {
-            remember(qs, &mut r.held, key, nh, tx, &who);
+            remember(qs, (&mut r.held, &mut r.oldest), key, nh, tx, &who);
         }
     }
 
