@@ -6,6 +6,7 @@
 //! * [`DnsDecoder`]: [`crate::event::PacketRecord`] → [`DnsEvent`]s.
 
 pub mod dns;
+mod echo;
 pub mod intern;
 pub mod packet;
 pub mod stream;

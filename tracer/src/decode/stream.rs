@@ -14,6 +14,7 @@ use crate::event::{Endpoint, Hook, PacketInfo, PacketRecord, PacketRef, Transpor
 
 use super::{
     DecodeStats, DnsEvent, DnsMessage, Interner, dns,
+    echo::Echo,
     packet::{self, L4View, PacketError, tcp_flags},
 };
 
@@ -213,6 +214,8 @@ pub struct DnsDecoder {
     max_streams: usize,
     /// Names and answer data, shared across messages (bounded).
     names: Interner,
+    /// The last egress message, for its ingress sighting.
+    echo: Echo,
 }
 
 impl Default for DnsDecoder {
@@ -238,6 +241,7 @@ impl DnsDecoder {
             tick: 0,
             max_streams: max.max(1),
             names: Interner::new(),
+            echo: Echo::default(),
         }
     }
 
@@ -299,7 +303,22 @@ impl DnsDecoder {
                     self.stats.truncated += 1;
                 }
                 // One message per datagram: the record's facts move into it.
-                match dns::decode_with(v.payload, &mut self.names) {
+                // Its receiver's sighting takes the sender's decoded copy.
+                if hook == Hook::SocketIngress
+                    && let Some(msg) = self.echo.take(v.payload)
+                {
+                    self.stats.messages += 1;
+                    push_event(out, || rec.into_info(), src, dst, Transport::Udp, msg, partial);
+                    return true;
+                }
+                let r = dns::decode_with(v.payload, &mut self.names);
+                if hook == Hook::SocketEgress
+                    && let Ok(msg) = &r
+                    && self.echo.wants(v.payload.len())
+                {
+                    self.echo.keep(v.payload, msg);
+                }
+                match r {
                     Ok(msg) => {
                         self.stats.messages += 1;
                         push_event(out, || rec.into_info(), src, dst, Transport::Udp, msg, partial);
@@ -563,6 +582,35 @@ mod tests {
         assert!(!e.partial);
         assert!(e.src_pod.is_none());
         assert_eq!(d.stats().messages, 1);
+    }
+
+    /// The receiver's sighting of a sent message takes the sender's decoded
+    /// copy: the same message as decoding it, once; other bytes, and a third
+    /// copy, are decoded.
+    #[test]
+    fn ingress_echo_takes_the_egress_message() {
+        let at = |hook, payload: &[u8]| {
+            Arc::new(PacketRecord::bare(1, hook, Bytes::from(ipv4_frag(17, 0, &[], &udp(53, 5000, payload)))))
+        };
+        let answer = build(7, 0x8180, "a.example", 1, &[(1, &[10, 0, 0, 1]), (1, &[10, 0, 0, 2])], Some(0));
+        let other = build(8, 0x8180, "a.example", 1, &[(1, &[10, 0, 0, 1]), (1, &[10, 0, 0, 2])], Some(0));
+        let mut d = DnsDecoder::new();
+        let mut out = Vec::new();
+        for (hook, m) in [
+            (Hook::SocketEgress, &answer),
+            (Hook::SocketIngress, &other),
+            (Hook::SocketIngress, &answer),
+            (Hook::SocketIngress, &answer),
+            (Hook::SocketEgress, &answer),
+        ] {
+            d.push(at(hook, m), &mut out);
+        }
+        let fresh = |m: &[u8]| dns::decode(m).unwrap();
+        let want = [fresh(&answer), fresh(&other), fresh(&answer), fresh(&answer), fresh(&answer)];
+        assert_eq!(out.iter().map(|e| e.msg.clone()).collect::<Vec<_>>(), want);
+        assert_eq!(out[0].msg.answers.len(), 2);
+        assert!(d.echo.holds(), "the last egress message waits");
+        assert_eq!(d.stats().messages, 5);
     }
 
     #[test]
