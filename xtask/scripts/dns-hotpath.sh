@@ -84,6 +84,8 @@ waited() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{t += $2} END {pri
 slices() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{t += $3} END {printf "%.0f", t}'; }
 # Idle jiffies of CPUs 0 and 1 together (/proc/stat idle + iowait).
 idle() { awk '/^cpu[01] / {t += $5 + $6} END {printf "%.0f", t}' /proc/stat; }
+# User and system clock ticks of the process ("utime stime", /proc/PID/stat).
+ustime() { sed 's/.*) //' /proc/"$1"/stat 2>/dev/null | awk '{print $12, $13}'; }
 
 # dnsperf SECS [QPS] -> "qps completed" (+ latencies in $WORK/lat when QPS given)
 perfrun() {
@@ -162,7 +164,8 @@ one() {
     local m=$1 secs=$2 qps=${3:-} perf_pid=
     start_kt "$m"
     local c0=0 c1=0 w0 w1 s0=0 s1=0 i0 i1 t0 t1
-    [ -n "$KT" ] && c0=$(cpu "$KT") && s0=$(slices "$KT")
+    local u0="0 0" u1="0 0"
+    [ -n "$KT" ] && c0=$(cpu "$KT") && s0=$(slices "$KT") && u0=$(ustime "$KT")
     w0=$(waited "$SRVPID")
     i0=$(idle)
     t0=$(date +%s%N)
@@ -178,7 +181,7 @@ one() {
         stat_pid=$!
     fi
     read -r q n < <(perfrun "$secs" "$qps")
-    [ -n "$KT" ] && c1=$(cpu "$KT") && s1=$(slices "$KT")
+    [ -n "$KT" ] && c1=$(cpu "$KT") && s1=$(slices "$KT") && u1=$(ustime "$KT")
     w1=$(waited "$SRVPID")
     i1=$(idle)
     t1=$(date +%s%N)
@@ -211,7 +214,10 @@ one() {
     bms=-
     # Time spent raised, all boosts together (ms).
     [ "$m" != off ] && bms=$(sed -n 's/.*to catch up (\([0-9]*\) ms in all).*/\1/p' "$WORK/kt.err" | tail -1)
-    echo "$m $q $us $ev $lat ${ins:--} $wait ${hwm:--} ${boosts:--} $idlep $swps ${bms:--}"
+    # ktrace's user and system share of its CPU time (%; 10 ms ticks, coarse).
+    local usr
+    usr=$(echo "$u0 $u1" | awk '{u = $3 - $1; s = $4 - $2; printf "%.0f", (u + s) ? 100 * u / (u + s) : 0}')
+    echo "$m $q $us $ev $lat ${ins:--} $wait ${hwm:--} ${boosts:--} $idlep $swps ${bms:--} $usr"
 }
 
 ip netns exec $CLI true

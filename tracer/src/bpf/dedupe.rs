@@ -22,7 +22,7 @@
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 
-use super::raw::{self, DecodeCtx, Item, RawError};
+use super::raw::{self, DecodeCtx, Item, Payloads, RawError};
 use crate::event::{Hook, Record};
 
 /// Egress payloads the resolver keeps (a power of two). References come
@@ -51,6 +51,8 @@ pub struct Resolver {
     /// Direct-mapped by a hash of `seq`: (seq, payload); seq 0 = empty.
     slots: Box<[(u64, Bytes)]>,
     shift: u32,
+    /// Where the payloads of DNS records are copied out of the ring.
+    payloads: Payloads,
     /// Counters (the kernel's are filled in by whoever reads its statistics).
     pub stats: DedupeStats,
 }
@@ -69,6 +71,7 @@ impl Resolver {
         Self {
             slots: vec![(0, Bytes::new()); n].into_boxed_slice(),
             shift: 64 - n.trailing_zeros(),
+            payloads: Payloads::default(),
             stats: DedupeStats::default(),
         }
     }
@@ -87,7 +90,7 @@ impl Resolver {
         node: Option<&std::sync::Arc<str>>,
         ctx: &DecodeCtx,
     ) -> Result<Option<Record>, RawError> {
-        raw::decode_item(b, node, ctx).map(|i| self.resolve(i))
+        raw::decode_item_with(b, node, ctx, Some(&mut self.payloads)).map(|i| self.resolve(i))
     }
 
     /// The record an item stands for: a record as it is (an egress packet's
@@ -105,10 +108,10 @@ impl Resolver {
                 }
                 Some(record)
             }
-            Item::Ref { mut record, seq } => {
+            Item::Ref { mut record, seq, head } => {
                 let i = self.slot(seq);
                 let joined = match &self.slots[i] {
-                    (s, payload) if *s == seq && seq != 0 => join(&record.data, payload),
+                    (s, payload) if *s == seq && seq != 0 => join(head.bytes(), payload),
                     _ => None,
                 };
                 let Some(data) = joined else {
@@ -127,7 +130,7 @@ impl Resolver {
 /// the egress packet `egress`: `egress` itself (shared) when the headers are
 /// the same, else a new buffer. None if `egress` is not an IP/UDP packet
 /// with whole headers.
-fn join(head: &Bytes, egress: &Bytes) -> Option<Bytes> {
+fn join(head: &[u8], egress: &Bytes) -> Option<Bytes> {
     let hl = match egress.first()? >> 4 {
         4 => usize::from(egress[0] & 0x0f) * 4 + 8,
         6 => 40 + 8,
@@ -171,6 +174,11 @@ mod tests {
         r
     }
 
+    /// An ingress sighting at `ts` referring to `seq`, with its headers `head`.
+    fn reference(ts: u64, head: &Bytes, seq: u64) -> Item {
+        Item::Ref { record: rec(Hook::SocketIngress, ts, Bytes::new()), seq, head: raw::RefHead::new(head) }
+    }
+
     const DNS: &[u8] = &[0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1];
 
     #[test]
@@ -181,21 +189,13 @@ mod tests {
             r.resolve(Item::Record { record: Record::Packet(rec(Hook::SocketEgress, 1, egress.clone())), seq: 7 });
         assert!(matches!(out, Some(Record::Packet(_))));
         // Same headers: the egress payload itself, shared.
-        let Some(Record::Packet(p)) =
-            r.resolve(Item::Ref { record: rec(Hook::SocketIngress, 2, egress.slice(..28)), seq: 7 })
-        else {
-            panic!("not resolved")
-        };
+        let Some(Record::Packet(p)) = r.resolve(reference(2, &egress.slice(..28), 7)) else { panic!("not resolved") };
         assert_eq!(p.data, egress);
         assert_eq!(p.data.as_ptr(), egress.as_ptr(), "shared, not copied");
         assert_eq!((p.ts_ns, p.hook), (2, Hook::SocketIngress));
         // After a DNAT: the receiver's headers, the sender's message.
         let dnat = pkt([10, 0, 0, 1], [10, 244, 0, 5], 40000, 53, DNS);
-        let Some(Record::Packet(p)) =
-            r.resolve(Item::Ref { record: rec(Hook::SocketIngress, 3, dnat.slice(..28)), seq: 7 })
-        else {
-            panic!("not resolved")
-        };
+        let Some(Record::Packet(p)) = r.resolve(reference(3, &dnat.slice(..28), 7)) else { panic!("not resolved") };
         assert_eq!(p.data, dnat);
         assert_eq!(r.stats, DedupeStats { refs: 2, unresolved: 0, ..DedupeStats::default() });
     }
@@ -206,8 +206,8 @@ mod tests {
         assert_eq!(r.slots.len(), 16);
         let head = pkt([10, 0, 0, 1], [10, 0, 0, 2], 40000, 53, DNS).slice(..28);
         // Nothing was ever sent under seq 5, or it was lost.
-        assert!(r.resolve(Item::Ref { record: rec(Hook::SocketIngress, 1, head.clone()), seq: 5 }).is_none());
-        assert!(r.resolve(Item::Ref { record: rec(Hook::SocketIngress, 1, head.clone()), seq: 0 }).is_none());
+        assert!(r.resolve(reference(1, &head, 5)).is_none());
+        assert!(r.resolve(reference(1, &head, 0)).is_none());
         // Many more egress records than slots: memory stays at 16 slots, the
         // oldest payloads are gone and their references unresolved.
         for seq in 1..=10_000u64 {
@@ -216,13 +216,13 @@ mod tests {
         }
         assert_eq!(r.slots.len(), 16);
         assert!(r.slots.iter().filter(|(s, _)| *s != 0).count() <= 16);
-        assert!(r.resolve(Item::Ref { record: rec(Hook::SocketIngress, 1, head.clone()), seq: 1 }).is_none());
-        assert!(r.resolve(Item::Ref { record: rec(Hook::SocketIngress, 1, head.clone()), seq: 10_000 }).is_some());
+        assert!(r.resolve(reference(1, &head, 1)).is_none());
+        assert!(r.resolve(reference(1, &head, 10_000)).is_some());
         assert_eq!((r.stats.refs, r.stats.unresolved), (1, 3));
         // Only egress packets are kept: a tc record or an ingress sighting with a seq is not a payload to refer to.
         let p = pkt([10, 0, 0, 1], [10, 0, 0, 2], 40000, 53, DNS);
         r.resolve(Item::Record { record: Record::Packet(rec(Hook::TcEgress, 1, p)), seq: 20_000 });
-        assert!(r.resolve(Item::Ref { record: rec(Hook::SocketIngress, 1, head), seq: 20_000 }).is_none());
+        assert!(r.resolve(reference(1, &head, 20_000)).is_none());
     }
 
     #[test]
@@ -231,7 +231,7 @@ mod tests {
         for egress in [Bytes::new(), Bytes::from_static(&[0x45, 0, 0]), Bytes::from_static(&[0x70; 60])] {
             r.resolve(Item::Record { record: Record::Packet(rec(Hook::SocketEgress, 1, egress)), seq: 9 });
             for head in [Bytes::new(), Bytes::from_static(&[0x45; 64])] {
-                assert!(r.resolve(Item::Ref { record: rec(Hook::SocketIngress, 1, head), seq: 9 }).is_none());
+                assert!(r.resolve(reference(1, &head, 9)).is_none());
             }
         }
         assert_eq!(r.stats.unresolved, 6);

@@ -11,7 +11,7 @@ use std::{
 };
 
 use aya::Pod;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use thiserror::Error;
 use tracer_common::{
     ConnEvent, DROP_SNAP, DropEventHead, EVENT_VERSION, EventHeader, EventKind, EventTag, PACKET_EVENT_HDR_LEN,
@@ -94,8 +94,21 @@ const MAX_COMMS: usize = 4096;
 /// A process's and its thread's 16-byte names, back to back → both interned.
 type NamePairs = crate::hash::FastMap<[u8; 32], (Arc<str>, Arc<str>)>;
 
+/// A name pair with its key, as [`Comms::recent`] keeps it.
+type Recent = Option<([u8; 32], Arc<str>, Arc<str>)>;
+
+/// Interned name pairs, and the last two looked up.
+#[derive(Default)]
+struct Comms {
+    map: NamePairs,
+    /// Most recent first: a DNS exchange alternates between its client and
+    /// its resolver, so nearly every lookup is one of these two, found by
+    /// comparing 32 bytes instead of hashing them and probing the map.
+    recent: [Recent; 2],
+}
+
 thread_local! {
-    static COMMS: std::cell::RefCell<NamePairs> = std::cell::RefCell::new(NamePairs::default());
+    static COMMS: std::cell::RefCell<Comms> = std::cell::RefCell::new(Comms::default());
 }
 
 /// The 16-byte kernel `comm`s of a process and its thread as shared
@@ -106,15 +119,31 @@ fn intern_names(comm: &[u8; 16], thread: &[u8; 16]) -> (Arc<str>, Arc<str>) {
     key[..16].copy_from_slice(comm);
     key[16..].copy_from_slice(thread);
     COMMS.with_borrow_mut(|m| {
-        if let Some((c, t)) = m.get(&key) {
+        if let Some((k, c, t)) = &m.recent[0]
+            && *k == key
+        {
             return (Arc::clone(c), Arc::clone(t));
         }
-        if m.len() >= MAX_COMMS {
-            m.clear();
+        if let Some((k, c, t)) = &m.recent[1]
+            && *k == key
+        {
+            let found = (Arc::clone(c), Arc::clone(t));
+            m.recent.swap(0, 1);
+            return found;
         }
-        let c: Arc<str> = comm_str(comm).into();
-        let t: Arc<str> = if thread == comm { Arc::clone(&c) } else { comm_str(thread).into() };
-        m.insert(key, (Arc::clone(&c), Arc::clone(&t)));
+        let (c, t) = if let Some((c, t)) = m.map.get(&key) {
+            (Arc::clone(c), Arc::clone(t))
+        } else {
+            if m.map.len() >= MAX_COMMS {
+                m.map.clear();
+            }
+            let c: Arc<str> = comm_str(comm).into();
+            let t: Arc<str> = if thread == comm { Arc::clone(&c) } else { comm_str(thread).into() };
+            m.map.insert(key, (Arc::clone(&c), Arc::clone(&t)));
+            (c, t)
+        };
+        m.recent[1] = m.recent[0].take();
+        m.recent[0] = Some((key, Arc::clone(&c), Arc::clone(&t)));
         (c, t)
     })
 }
@@ -131,15 +160,76 @@ fn addr(family: u8, a: &[u8; 16]) -> IpAddr {
 }
 
 /// The `cap_len` bytes after a fixed part of `head` bytes, at most `max`.
-fn payload(b: &[u8], head: usize, cap_len: u16, max: usize) -> Result<Bytes, RawError> {
+fn payload_slice(b: &[u8], head: usize, cap_len: u16, max: usize) -> Result<&[u8], RawError> {
     let end = head + usize::from(cap_len).min(max);
-    b.get(head..end).map(Bytes::copy_from_slice).ok_or(RawError::Short(b.len()))
+    b.get(head..end).ok_or(RawError::Short(b.len()))
 }
 
-/// A packet record, or (a [`tracer_common::PacketRefEvent`], same fixed
-/// part) a reference's record with `data` holding its IP and UDP headers;
-/// with the record's `seq`.
-fn decode_packet(b: &[u8], node: Option<&Arc<str>>, max: usize) -> Result<(PacketRecord, u64), RawError> {
+/// [`payload_slice`], copied into its own buffer.
+fn payload(b: &[u8], head: usize, cap_len: u16, max: usize) -> Result<Bytes, RawError> {
+    payload_slice(b, head, cap_len, max).map(Bytes::copy_from_slice)
+}
+
+/// Size of the buffers [`Payloads`] cuts DNS payloads from.
+const PAYLOAD_CHUNK: usize = 16 * 1024;
+
+/// Where a live reader copies DNS payloads out of the ring: cut from shared
+/// chunks instead of one allocation each. An egress payload is shared at
+/// once with the dedupe table (`bpf::dedupe`), which a `Bytes` of its own
+/// allocation pays for with a second allocation (its promotion to shared);
+/// cut from a chunk, both are a reference count. Nothing downstream keeps a
+/// packet's bytes (messages are decoded where they lie, the agent's history
+/// copies its blocks, the drops stage keeps parsed headers), so a chunk
+/// lives as long as its payloads still in the dedupe table ([`SLOTS`]
+/// recent egress payloads: about 1 MiB of chunks at 100-byte messages).
+///
+/// [`SLOTS`]: super::dedupe::SLOTS
+#[derive(Debug, Default)]
+pub struct Payloads {
+    chunk: BytesMut,
+}
+
+impl Payloads {
+    /// `s`, copied into the current chunk (a fresh one when it is full).
+    pub fn copy(&mut self, s: &[u8]) -> Bytes {
+        if self.chunk.capacity() - self.chunk.len() < s.len() {
+            self.chunk = BytesMut::with_capacity(PAYLOAD_CHUNK.max(s.len()));
+        }
+        self.chunk.extend_from_slice(s);
+        self.chunk.split().freeze()
+    }
+}
+
+/// An ingress reference's own IP and UDP headers, inline: they are only
+/// compared with the egress record's (and joined to its message after a
+/// DNAT), never kept, so they cost no allocation.
+#[derive(Clone, Copy, Debug)]
+pub struct RefHead {
+    len: u8,
+    b: [u8; REF_HEAD_LEN],
+}
+
+impl RefHead {
+    /// The first [`REF_HEAD_LEN`] bytes of `s`.
+    #[must_use]
+    pub fn new(s: &[u8]) -> Self {
+        let n = s.len().min(REF_HEAD_LEN);
+        let mut b = [0u8; REF_HEAD_LEN];
+        b[..n].copy_from_slice(&s[..n]);
+        #[expect(clippy::cast_possible_truncation, reason = "at most REF_HEAD_LEN (64)")]
+        Self { len: n as u8, b }
+    }
+
+    /// The headers.
+    #[must_use]
+    pub fn bytes(&self) -> &[u8] {
+        &self.b[..usize::from(self.len)]
+    }
+}
+
+/// A packet record's fixed part (`data` empty), its `seq` and `cap_len`;
+/// a [`tracer_common::PacketRefEvent`] has the same fixed part.
+fn decode_packet_head(b: &[u8], node: Option<&Arc<str>>) -> Result<(PacketRecord, u64, u16), RawError> {
     let ev: PacketEventHead = read(b)?;
     let hook = Hook::from_raw(ev.hook).ok_or(RawError::UnknownHook(ev.hook))?;
     let fl = ev.hdr.flags;
@@ -152,10 +242,10 @@ fn decode_packet(b: &[u8], node: Option<&Arc<str>>, max: usize) -> Result<(Packe
         netns_ino: if fl & flags::HAS_NETNS_INO != 0 { ev.netns_ino } else { 0 },
         ifindex: ev.ifindex,
         wire_len: ev.pkt_len,
-        data: payload(b, PACKET_EVENT_HDR_LEN, ev.cap_len, max)?,
+        data: Bytes::new(),
         node: node.cloned(),
     };
-    Ok((rec, ev.seq))
+    Ok((rec, ev.seq, ev.cap_len))
 }
 
 fn decode_drop(b: &[u8], node: Option<&Arc<str>>, ctx: &DecodeCtx) -> Result<Record, RawError> {
@@ -213,10 +303,12 @@ pub enum Item {
     /// `seq` carries: everything of the sighting's record but the payload
     /// (`data` holds only its own IP and UDP headers).
     Ref {
-        /// The sighting, with its headers as `data`.
+        /// The sighting, without `data`.
         record: PacketRecord,
         /// The egress record it refers to.
         seq: u64,
+        /// The sighting's own IP and UDP headers.
+        head: RefHead,
     },
 }
 
@@ -224,6 +316,16 @@ pub enum Item {
 /// version), then the record of that kind. References stay references
 /// (`bpf::dedupe::Resolver` turns them into packets).
 pub fn decode_item(b: &[u8], node: Option<&Arc<str>>, ctx: &DecodeCtx) -> Result<Item, RawError> {
+    decode_item_with(b, node, ctx, None)
+}
+
+/// [`decode_item`], with DNS payloads cut from `payloads` when given.
+pub fn decode_item_with(
+    b: &[u8],
+    node: Option<&Arc<str>>,
+    ctx: &DecodeCtx,
+    payloads: Option<&mut Payloads>,
+) -> Result<Item, RawError> {
     let hdr: EventTag = read(b)?;
     let kind = EventKind::try_from(hdr.kind).map_err(RawError::UnknownKind)?;
     if hdr.version != EVENT_VERSION {
@@ -232,12 +334,18 @@ pub fn decode_item(b: &[u8], node: Option<&Arc<str>>, ctx: &DecodeCtx) -> Result
     let rec = |record| Item::Record { record, seq: 0 };
     match kind {
         EventKind::DnsPacket => {
-            let (p, seq) = decode_packet(b, node, SNAP_LEN)?;
+            let (mut p, seq, cap_len) = decode_packet_head(b, node)?;
+            let data = payload_slice(b, PACKET_EVENT_HDR_LEN, cap_len, SNAP_LEN)?;
+            p.data = match payloads {
+                Some(a) => a.copy(data),
+                None => Bytes::copy_from_slice(data),
+            };
             Ok(Item::Record { record: Record::Packet(p), seq })
         }
         EventKind::DnsPacketRef => {
-            let (record, seq) = decode_packet(b, node, REF_HEAD_LEN)?;
-            Ok(Item::Ref { record, seq })
+            let (record, seq, cap_len) = decode_packet_head(b, node)?;
+            let head = RefHead::new(payload_slice(b, PACKET_EVENT_HDR_LEN, cap_len, REF_HEAD_LEN)?);
+            Ok(Item::Ref { record, seq, head })
         }
         EventKind::Drop => decode_drop(b, node, ctx).map(rec),
         EventKind::Conn => decode_conn(b, node).map(rec),
@@ -468,14 +576,17 @@ mod tests {
 
     #[test]
     fn a_reference_decodes_with_its_headers_and_seq() {
-        let Item::Ref { record, seq } = decode_item(&ref_bytes(&packet_ref()), None, &DecodeCtx::default()).unwrap()
+        let Item::Ref { record, seq, head } =
+            decode_item(&ref_bytes(&packet_ref()), None, &DecodeCtx::default()).unwrap()
         else {
             panic!("not a reference")
         };
         assert_eq!(seq, 0x1_0000_0000_0007);
         assert_eq!((record.hook, record.wire_len, record.ifindex, record.netns_ino), (Hook::SocketIngress, 80, 2, 5));
         assert_eq!(&*record.process.unwrap().comm, "dnsmasq");
-        assert_eq!(record.data.len(), 28);
+        assert_eq!(head.bytes().len(), 28);
+        assert_eq!(&head.bytes()[..4], &[0x45, 0, 0, 40]);
+        assert!(record.data.is_empty());
         assert_eq!(
             decode(&ref_bytes(&packet_ref()), None, &DecodeCtx::default()).unwrap_err(),
             RawError::Reference(0x1_0000_0000_0007)
@@ -486,6 +597,48 @@ mod tests {
             panic!("not a record")
         };
         assert_eq!(seq, 9);
+    }
+
+    /// Names come back right and shared, whichever of several pairs comes
+    /// next (the two most recent are found without the map).
+    #[test]
+    fn interned_names_are_right_in_any_order() {
+        let name = |s: &str| {
+            let mut b = [0u8; 16];
+            b[..s.len()].copy_from_slice(s.as_bytes());
+            b
+        };
+        let pairs = [("dig", "isc-net-0000"), ("dnsmasq", "dnsmasq"), ("coredns", "coredns"), ("dig", "dig")];
+        let first: Vec<_> = pairs.iter().map(|(c, t)| intern_names(&name(c), &name(t))).collect();
+        for i in [0, 1, 0, 1, 2, 2, 3, 0, 3, 1, 1, 2, 0] {
+            let (c, t) = intern_names(&name(pairs[i].0), &name(pairs[i].1));
+            assert_eq!((&*c, &*t), pairs[i], "pair {i}");
+            assert!(Arc::ptr_eq(&c, &first[i].0) && Arc::ptr_eq(&t, &first[i].1), "pair {i} shared");
+        }
+    }
+
+    /// Payloads cut from a chunk are the same bytes as copied alone, share
+    /// their chunk, and one larger than a chunk gets its own.
+    #[test]
+    fn payloads_from_chunks_are_the_bytes_copied() {
+        let mut a = Payloads::default();
+        let b = packet_bytes(&packet());
+        let Item::Record { record: Record::Packet(alone), .. } = decode_item(&b, None, &DecodeCtx::default()).unwrap()
+        else {
+            panic!("not a packet")
+        };
+        let Item::Record { record: Record::Packet(cut), .. } =
+            decode_item_with(&b, None, &DecodeCtx::default(), Some(&mut a)).unwrap()
+        else {
+            panic!("not a packet")
+        };
+        assert_eq!(cut.data, alone.data);
+        let (x, y) = (a.copy(b"abc"), a.copy(b"defg"));
+        assert_eq!((&x[..], &y[..]), (&b"abc"[..], &b"defg"[..]));
+        assert_eq!(y.as_ptr(), x.as_ptr().wrapping_add(3), "one chunk");
+        let big = vec![7u8; PAYLOAD_CHUNK + 1];
+        assert_eq!(a.copy(&big), big);
+        assert_eq!(a.copy(b""), Bytes::new());
     }
 
     /// Every kind of record, as submitted by the kernel.

@@ -106,6 +106,10 @@ pub fn policy_of(tid: libc::pid_t) -> std::io::Result<libc::c_int> {
 #[derive(Debug, Default)]
 struct Shared {
     stop: AtomicBool,
+    /// Written with `stop`, so the booster sleeps until the ring or the
+    /// stop wakes it: it woke every 100 ms only to look at `stop` (10 of an
+    /// idle agent's ~35 switches-in per second). None (no eventfd): it does so again.
+    wake: Option<nix::sys::eventfd::EventFd>,
     boosts: AtomicU64,
     /// Nanoseconds spent boosted, over the finished boosts.
     boosted_ns: AtomicU64,
@@ -114,6 +118,23 @@ struct Shared {
 }
 
 impl Shared {
+    /// With an eventfd to stop the booster at once.
+    fn with_wake() -> Self {
+        use nix::sys::eventfd::{EfdFlags, EventFd};
+        let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(|e| log::debug!("booster stop eventfd: {e}; polling instead"))
+            .ok();
+        Self { wake, ..Self::default() }
+    }
+
+    /// Tells the booster to stop, waking it.
+    fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(w) = &self.wake {
+            let _ = w.write(1);
+        }
+    }
+
     /// Raises the threads unless they are already raised.
     fn boost(&self, now: Instant, apply: &dyn Fn(libc::c_int)) {
         let mut since = self.since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -182,7 +203,7 @@ impl IdleBooster {
             return None;
         }
         set_all(libc::SCHED_IDLE, 0);
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::with_wake());
         let s = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("ktrace-boost".into())
@@ -211,7 +232,7 @@ impl IdleBooster {
 
 impl Drop for IdleBooster {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.request_stop();
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
@@ -235,6 +256,10 @@ fn run(ring_fd: RawFd, shared: &Shared) -> std::io::Result<()> {
     watch(ring_fd, shared, &|policy| set_all(policy, me))
 }
 
+/// [`watch`]'s epoll tokens.
+const RING: u64 = 0;
+const STOP: u64 = 1;
+
 /// The booster's loop: `apply(SCHED_OTHER)` on a wakeup of `ring_fd` (the
 /// kernel's forced wakeup of a backed-up ring), `apply(SCHED_IDLE)` once
 /// [`HOLD`] passed without another.
@@ -245,20 +270,28 @@ fn watch(ring_fd: RawFd, shared: &Shared, apply: &dyn Fn(libc::c_int)) -> std::i
     // SAFETY: the caller keeps the ring's fd open for the booster's lifetime
     // (see `start_if_idle`), which this borrow does not outlive.
     let ring = unsafe { std::os::fd::BorrowedFd::borrow_raw(ring_fd) };
-    ep.add(ring, EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, 0))?;
+    ep.add(ring, EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, RING))?;
+    if let Some(w) = &shared.wake {
+        ep.add(w, EpollEvent::new(EpollFlags::EPOLLIN, STOP))?;
+    }
     let mut boosted_until: Option<Instant> = None;
     while !shared.stop.load(Ordering::Relaxed) {
-        let mut out = [EpollEvent::empty(); 1];
-        // Short while boosted (to give the CPU back soon after a burst),
-        // longer otherwise: a wakeup every 100 ms only to look at `stop`.
-        let timeout = if boosted_until.is_some() { 20u8 } else { 100u8 };
-        let n = match ep.wait(&mut out, EpollTimeout::from(timeout)) {
+        let mut out = [EpollEvent::empty(); 2];
+        // Short while boosted (to give the CPU back soon after a burst);
+        // otherwise until the ring or the stop wakes it (without the stop's
+        // eventfd, every 100 ms to look at `stop`).
+        let timeout = match (boosted_until, &shared.wake) {
+            (Some(_), _) => EpollTimeout::from(20u8),
+            (None, Some(_)) => EpollTimeout::NONE,
+            (None, None) => EpollTimeout::from(100u8),
+        };
+        let n = match ep.wait(&mut out, timeout) {
             Ok(n) => n,
             Err(nix::errno::Errno::EINTR) => 0,
             Err(e) => return Err(e.into()),
         };
         let now = Instant::now();
-        if n > 0 {
+        if out[..n].iter().any(|e| e.data() == RING) {
             shared.boost(now, apply);
             boosted_until = Some(now + HOLD);
         } else if boosted_until.is_some_and(|t| now >= t) {
@@ -328,7 +361,8 @@ mod tests {
     fn a_wakeup_boosts_then_the_hold_time_ends_it() {
         let efd = nix::sys::eventfd::EventFd::new().expect("eventfd");
         let fd = efd.as_fd().as_raw_fd();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::with_wake());
+        assert!(shared.wake.is_some());
         let applied = Arc::new(Mutex::new(Vec::new()));
         let (s, a) = (Arc::clone(&shared), Arc::clone(&applied));
         let t = std::thread::spawn(move || {
@@ -354,7 +388,10 @@ mod tests {
         assert_eq!(boosts.load(Ordering::Relaxed), 1, "wakeups within the hold time boost once");
         efd.write(1).expect("eventfd write");
         wait_for("the second boost", &|| boosts.load(Ordering::Relaxed) == 2);
-        shared.stop.store(true, Ordering::Relaxed);
+        // Stopped at once by the eventfd, idle or not (no timeout to wait for).
+        wait_for("the return to idle", &|| applied.lock().unwrap().len() == 4);
+        shared.request_stop();
+        wait_for("the stop", &|| t.is_finished());
         t.join().expect("watch thread");
         drop(efd);
     }
