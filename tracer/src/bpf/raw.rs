@@ -182,6 +182,7 @@ const PAYLOAD_CHUNK: usize = 16 * 1024;
 /// copies its blocks, the drops stage keeps parsed headers), so a chunk
 /// lives as long as its payloads still in the dedupe table ([`SLOTS`]
 /// recent egress payloads: about 1 MiB of chunks at 100-byte messages).
+/// Only those kept payloads are cut from chunks ([`decode_item_with`]).
 ///
 /// [`SLOTS`]: super::dedupe::SLOTS
 #[derive(Debug, Default)]
@@ -336,9 +337,13 @@ pub fn decode_item_with(
         EventKind::DnsPacket => {
             let (mut p, seq, cap_len) = decode_packet_head(b, node)?;
             let data = payload_slice(b, PACKET_EVENT_HDR_LEN, cap_len, SNAP_LEN)?;
+            // Only what the dedupe table keeps (egress sightings with a `seq`)
+            // is cut from a chunk: chunks then hold kept payloads in ring order
+            // and are freed as the table moves on. A short-lived payload in a
+            // chunk could pin 16 KiB behind each of the table's slots.
             p.data = match payloads {
-                Some(a) => a.copy(data),
-                None => Bytes::copy_from_slice(data),
+                Some(a) if seq != 0 && p.hook == Hook::SocketEgress => a.copy(data),
+                _ => Bytes::copy_from_slice(data),
             };
             Ok(Item::Record { record: Record::Packet(p), seq })
         }
