@@ -10,14 +10,10 @@
     reason = "an integration test links every dependency of its package and uses a few; unused ones are caught on the library"
 )]
 
-use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    net::Ipv4Addr,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-};
+#[path = "support/count_allocs.rs"]
+mod count_allocs;
+
+use std::{net::Ipv4Addr, sync::Arc};
 
 use bytes::Bytes;
 use ktrace::{
@@ -28,32 +24,6 @@ use ktrace::{
     pipeline::{Context, Filter, Pipeline},
     testkit::{dns::message, packet::ipv4_udp},
 };
-
-/// Allocation calls (`alloc` and `realloc`) since the start.
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-struct CountCalls;
-
-// SAFETY: forwards to the system allocator; only counts calls.
-unsafe impl GlobalAlloc for CountCalls {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same layout contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: `p` came from `System.alloc` with `l`.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: as for `dealloc`.
-        unsafe { System.realloc(p, l, new) }
-    }
-}
-
-#[global_allocator]
-static A: CountCalls = CountCalls;
 
 /// Most allocations per query the path may make. Measured 10.74 before names
 /// were interned and packets decoded in place, 1.54 after (an `Arc` per
@@ -122,9 +92,9 @@ fn allocations_per_query_stay_under_budget() {
         }
     };
     feed(&mut pipe, WARM);
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = count_allocs::allocs();
     feed(&mut pipe, MEASURED);
-    let per_query = (ALLOCS.load(Ordering::Relaxed) - before) as f64 / MEASURED as f64;
+    let per_query = (count_allocs::allocs() - before) as f64 / MEASURED as f64;
     let (_, stats) = pipe.finish();
     assert_eq!(stats.transactions, WARM + MEASURED, "every query pairs");
     assert_eq!(stats.pairing.unmatched_responses, 0);

@@ -10,14 +10,10 @@
     reason = "an integration test links every dependency of its package and uses a few; unused ones are caught on the library"
 )]
 
-use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    net::Ipv4Addr,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-};
+#[path = "support/count_allocs.rs"]
+mod count_allocs;
+
+use std::{net::Ipv4Addr, sync::Arc};
 
 use ktrace::{
     bpf::{dedupe::Resolver, raw::DecodeCtx},
@@ -28,32 +24,6 @@ use tracer_common::{
     EVENT_VERSION, EventHeader, EventKind, PACKET_EVENT_HDR_LEN, PacketEvent, PacketRefEvent, REF_HEAD_LEN, SNAP_LEN,
     flags, hook,
 };
-
-/// Allocation calls (`alloc` and `realloc`) since the start.
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-struct CountCalls;
-
-// SAFETY: forwards to the system allocator; only counts calls.
-unsafe impl GlobalAlloc for CountCalls {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
-
-#[global_allocator]
-static A: CountCalls = CountCalls;
 
 fn bytes_of<T>(v: &T, len: usize) -> Vec<u8> {
     // SAFETY: the ring layouts are plain `#[repr(C)]` data of `size_of::<T>()` bytes.
@@ -147,9 +117,9 @@ fn the_live_decode_path_allocates_nothing_per_payload() {
     // Warm-up: the names interned, the first chunks cut.
     let warm = 4 * 1_000;
     assert_eq!(run(&items[..warm]), warm);
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = count_allocs::allocs();
     assert_eq!(run(&items[warm..]), items.len() - warm);
-    let per_query = (ALLOCS.load(Ordering::Relaxed) - before) as f64 / (queries - 1_000) as f64;
+    let per_query = (count_allocs::allocs() - before) as f64 / (queries - 1_000) as f64;
     println!("live decode path: {per_query:.3} allocations per query (4 ring items)");
     assert!(per_query < 0.1, "{per_query:.3} allocations per query");
     assert_eq!((res.stats.refs, res.stats.unresolved), (2 * queries, 0));
