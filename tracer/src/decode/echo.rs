@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use super::DnsMessage;
+use super::{DnsMessage, intern::same_bytes};
 
 /// The last egress message, waiting for its ingress sighting.
 #[derive(Debug, Default)]
@@ -43,7 +43,7 @@ impl Echo {
     #[inline]
     pub(super) fn take(&mut self, payload: &[u8]) -> Option<DnsMessage> {
         // The length first: a query and its answer differ in it.
-        if self.bytes.len() != payload.len() || self.msg.is_none() || !same(&self.bytes, payload) {
+        if self.bytes.len() != payload.len() || self.msg.is_none() || !same_bytes(&self.bytes, payload) {
             return None;
         }
         self.misses = 0;
@@ -86,23 +86,4 @@ impl Echo {
         };
         self.msg = Some(DnsMessage { qname: Arc::clone(&msg.qname), answers, ..*msg });
     }
-}
-
-/// `a == b` for slices of equal length (checked by the caller), eight bytes
-/// at a time, inlined (the library's comparison is a call to `bcmp`).
-#[inline]
-fn same(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len().min(b.len());
-    if n < 8 {
-        return a == b;
-    }
-    let w = |s: &[u8], at: usize| s.get(at..at + 8).map_or(0, |c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
-    let mut at = 0;
-    while at + 8 < n {
-        if w(a, at) != w(b, at) {
-            return false;
-        }
-        at += 8;
-    }
-    w(a, n - 8) == w(b, n - 8)
 }

@@ -357,7 +357,7 @@ fn wire_hash(seed: u64, w: &[u8]) -> u64 {
 /// `a == b` for short slices, eight bytes per step and inlined (the
 /// library's comparison is a call into `memcmp`).
 #[inline]
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
         return false;
