@@ -17,6 +17,7 @@
 mod bounded;
 mod fanout;
 mod fold;
+mod inplace;
 mod key;
 pub mod pairing;
 mod slots;
@@ -45,6 +46,7 @@ use crate::{
 pub use crate::model::finding::{
     Attempt, Finding, ForwardedUpstream, NameCount, NxdomainStorm, Party, SearchFanout, UpstreamTimeout,
 };
+pub use inplace::{DrainInPlace, InPlace, drain_in_place};
 pub use pairing::Pairer;
 
 use bounded::Bounded;
