@@ -32,11 +32,13 @@ impl TxIn for InPlace<'_> {
     fn share(self) -> Arc<Transaction> {
         let me = ManuallyDrop::new(self);
         let src: *const Transaction = &raw const **me.0;
-        let mut a = Arc::<Transaction>::new_uninit();
-        let dst = Arc::get_mut(&mut a).expect("a new Arc is unique").as_mut_ptr();
-        // SAFETY: the transaction is copied once, straight into the new
-        // `Arc`, and its old place is never read or dropped again (`me`
-        // is not dropped).
+        let a = Arc::<Transaction>::new_uninit();
+        // Written through the new `Arc`'s own pointer: `Arc::get_mut`
+        // checks uniqueness with a locked compare-exchange.
+        let dst = Arc::as_ptr(&a).cast_mut().cast::<Transaction>();
+        // SAFETY: the `Arc` was just made, so nothing else can see its
+        // value; the transaction is copied once, straight into it, and its
+        // old place is never read or dropped again (`me` is not dropped).
         unsafe {
             std::ptr::copy_nonoverlapping(src, dst, 1);
             a.assume_init()

@@ -10,6 +10,8 @@ use crate::event::Process;
 
 /// Most client queries remembered per name and resolver.
 pub(super) const MAX_PER_NAME: usize = 32;
+/// Most emptied per-name lists a resolver keeps for reuse ([`ResolverState::spare`]).
+const SPARE_LISTS: usize = 16;
 
 /// A client query as the resolver received it: what correlating a forward
 /// with it and reporting it read, not the whole transaction (every query
@@ -187,6 +189,11 @@ pub(super) struct ResolverState {
     pub(super) by_name: Bounded<u64, VecDeque<ClientQuery>, std::hash::BuildHasherDefault<crate::hash::Passthrough>>,
     /// Client queries in `by_name`, over all names.
     pub(super) held: usize,
+    /// Emptied lists of forgotten names, for new ones: a name's list grew
+    /// from nothing to [`MAX_PER_NAME`] again each time (four reallocations;
+    /// `VecDeque::grow` was ~1 % of the bench capture's replay, callgrind).
+    /// At most [`SPARE_LISTS`], each at most [`MAX_PER_NAME`] long.
+    pub(super) spare: Vec<VecDeque<ClientQuery>>,
     pub(super) last_ts: u64,
     /// At most the start of the first query of every list (`clients`, in
     /// start order, and `by_name`, in arrival order), which is all the scan looks at:
@@ -204,10 +211,14 @@ impl ResolverState {
         let (mut forgot, mut removed) = (0, false);
         while self.held >= cap.max(1) || (new_name && self.by_name.order.len() >= names.max(1)) {
             let Some(old) = self.by_name.order.pop_front() else { break };
-            if let Some(qs) = self.by_name.map.remove(&old) {
+            if let Some(mut qs) = self.by_name.map.remove(&old) {
                 self.held -= qs.len();
                 forgot += qs.len() as u64;
                 removed = true;
+                if self.spare.len() < SPARE_LISTS {
+                    qs.clear();
+                    self.spare.push(qs);
+                }
             }
         }
         (forgot, removed)
@@ -323,11 +334,15 @@ impl Analyzer {
                 oldest = oldest.min(c.qs.front().map_or(u64::MAX, |(ts, _)| *ts));
                 !c.qs.is_empty()
             });
+            let spare = &mut r.spare;
             r.by_name.retain(|_, qs| {
                 while qs.front().is_some_and(|q| q.ts.saturating_add(keep_ns) < now) {
                     qs.pop_front();
                 }
                 oldest = oldest.min(qs.front().map_or(u64::MAX, |q| q.ts));
+                if qs.is_empty() && spare.len() < SPARE_LISTS {
+                    spare.push(std::mem::take(qs));
+                }
                 !qs.is_empty()
             });
             r.held = r.by_name.map.values().map(VecDeque::len).sum();
@@ -393,7 +408,8 @@ impl Analyzer {
         let (forgot, removed) = r.make_room(cap, new_name, self.cfg.max_evidence);
         self.stats.resolver_queries_evicted += forgot;
         let qs = if new_name || removed {
-            r.by_name.get_or_insert(&nh, self.cfg.max_evidence)
+            let spare = &mut r.spare;
+            r.by_name.get_or_insert_with(&nh, self.cfg.max_evidence, || spare.pop().unwrap_or_default())
         } else {
             r.by_name.map.get_mut(&nh)
         };
