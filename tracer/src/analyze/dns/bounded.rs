@@ -30,10 +30,12 @@ impl<K: std::hash::Hash + Eq + Clone, V, S: std::hash::BuildHasher> Bounded<K, V
     pub(super) fn get(&self, k: &K) -> Option<&V> {
         self.map.get(k)
     }
-    /// The value under `k`, inserted (made by `new`) if missing.
-    pub(super) fn get_or_insert_with(&mut self, k: &K, cap: usize, new: impl FnOnce() -> V) -> Option<&mut V> {
+    pub(super) fn get_or_insert(&mut self, k: &K, cap: usize) -> Option<&mut V>
+    where
+        V: Default,
+    {
         if !self.map.contains_key(k) {
-            self.insert(k.clone(), new(), cap);
+            self.insert(k.clone(), V::default(), cap);
         }
         self.map.get_mut(k)
     }
