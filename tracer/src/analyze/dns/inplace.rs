@@ -88,3 +88,48 @@ impl Drop for DrainInPlace<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{TxIn, drain_in_place};
+    use crate::analyze::pairing::test_util::tx;
+
+    /// Each transaction is dropped or moved exactly once: shared ones
+    /// survive in their `Arc`, the rest (read, or never handed out when the
+    /// iterator is dropped early) are dropped, and the list comes back
+    /// empty with its allocation.
+    #[test]
+    fn each_transaction_is_moved_or_dropped_once() {
+        let name: Arc<str> = Arc::from("a.example");
+        let mut v: Vec<_> = (0..5u64)
+            .map(|i| {
+                let mut t = tx(i, "10.0.0.1:4000", "10.0.0.2:53", "a.example", 1, Some((0, 5, 1)));
+                t.qname = Arc::clone(&name);
+                t
+            })
+            .collect();
+        let cap = v.capacity();
+        assert_eq!(Arc::strong_count(&name), 6);
+        let mut kept = Vec::new();
+        {
+            let mut it = drain_in_place(&mut v);
+            let first = it.next().expect("five");
+            assert_eq!(first.tx().ts_ns, 0);
+            kept.push(first.share());
+            drop(it.next());
+            let third = it.next().expect("five");
+            assert_eq!(third.tx().ts_ns, 2);
+            kept.push(third.share());
+            // The last two are never handed out.
+        }
+        assert!(v.is_empty());
+        assert_eq!(v.capacity(), cap);
+        assert_eq!(Arc::strong_count(&name), 3);
+        assert_eq!(kept.iter().map(|t| t.ts_ns).collect::<Vec<_>>(), [0, 2]);
+        assert!(kept.iter().all(|t| t.answers.len() == 1 && *t.qname == *"a.example"));
+        drop(kept);
+        assert_eq!(Arc::strong_count(&name), 1);
+    }
+}
