@@ -120,12 +120,14 @@ impl Buf {
     pub(super) fn insert(&mut self, att: Att) {
         *self.names.entry(att.nh).or_default() += 1;
         *self.first_labels.entry(att.fh).or_default() += 1;
-        let pos = if self.atts.back().is_none_or(|a| a.tx.ts_ns <= att.tx.ts_ns) {
-            self.atts.len()
+        // Nearly always the newest: appended (`insert` at the end went
+        // through its general case, ~50 instructions more per attempt).
+        if self.atts.back().is_none_or(|a| a.tx.ts_ns <= att.tx.ts_ns) {
+            self.atts.push_back(att);
         } else {
-            self.atts.partition_point(|a| a.tx.ts_ns <= att.tx.ts_ns)
-        };
-        self.atts.insert(pos, att);
+            let pos = self.atts.partition_point(|a| a.tx.ts_ns <= att.tx.ts_ns);
+            self.atts.insert(pos, att);
+        }
     }
     fn forget(&mut self, a: &Att) {
         for (map, h) in [(&mut self.names, a.nh), (&mut self.first_labels, a.fh)] {
@@ -220,9 +222,9 @@ impl Analyzer {
         }
     }
 
-    pub(super) fn fanout<T: TxIn>(&mut self, att: NewAtt<T>, key: ClientKey, out: &mut Vec<Finding>) {
+    pub(super) fn fanout<T: TxIn>(&mut self, att: NewAtt<T>, key: &ClientKey, out: &mut Vec<Finding>) {
         // Looked up only when full: `entry` below is the one lookup otherwise.
-        if self.clients.len() >= self.cfg.max_clients.max(1) && !self.clients.contains_key(&key) {
+        if self.clients.len() >= self.cfg.max_clients.max(1) && !self.clients.contains_key(key) {
             self.evict_client(out);
         }
         // A known client (nearly every transaction) is found without
@@ -230,9 +232,9 @@ impl Analyzer {
         // instructions more per transaction, callgrind); the limits are
         // borrowed, not copied.
         let cfg = &self.cfg;
-        let st = match self.clients.get_mut(&key) {
+        let st = match self.clients.get_mut(key) {
             Some(st) => st,
-            None => self.clients.entry(key).or_default(),
+            None => self.clients.entry(key.clone()).or_default(),
         };
         let t = att.tx();
         let ts = t.ts_ns;

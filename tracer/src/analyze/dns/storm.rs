@@ -57,32 +57,36 @@ impl std::hash::Hash for HashedStormKey {
 #[derive(Debug, Default)]
 pub(super) struct StormKeys {
     slots: Vec<Option<HashedStormKey>>,
+    /// The last client without a pod.
+    ip: Option<HashedStormKey>,
 }
 
 impl StormKeys {
     const SLOTS: usize = 1024;
 
-    fn key(&mut self, seed: &Seed, tx: &Transaction) -> HashedStormKey {
+    /// The key of `tx`'s client, borrowed (a clone took the pod's
+    /// reference count up and down again per NXDOMAIN).
+    fn key(&mut self, seed: &Seed, tx: &Transaction) -> Option<&HashedStormKey> {
         let Some(p) = &tx.client_pod else {
-            let key = StormKey::Ip(tx.client.ip);
-            return HashedStormKey { h: seed.hash_one(&key), key };
+            // The same client as the last one without a pod: not hashed again.
+            let ip = tx.client.ip;
+            if !matches!(&self.ip, Some(HashedStormKey { key: StormKey::Ip(last), .. }) if *last == ip) {
+                let key = StormKey::Ip(ip);
+                self.ip = Some(HashedStormKey { h: seed.hash_one(&key), key });
+            }
+            return self.ip.as_ref();
         };
         let addr = Arc::as_ptr(&p.name).cast::<u8>() as usize as u64;
         let slot = ((addr >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - Self::SLOTS.trailing_zeros())) as usize;
-        if let Some(Some(k)) = self.slots.get(slot)
-            && matches!(&k.key, StormKey::Pod(q) if q == p)
-        {
-            return k.clone();
-        }
-        let key = StormKey::Pod(p.clone());
-        let k = HashedStormKey { h: seed.hash_one(&key), key };
         if self.slots.is_empty() {
             self.slots = vec![None; Self::SLOTS];
         }
-        if let Some(s) = self.slots.get_mut(slot) {
-            *s = Some(k.clone());
+        let s = self.slots.get_mut(slot)?;
+        if !matches!(s, Some(k) if matches!(&k.key, StormKey::Pod(q) if q == p)) {
+            let key = StormKey::Pod(p.clone());
+            *s = Some(HashedStormKey { h: seed.hash_one(&key), key });
         }
-        k
+        s.as_ref()
     }
 }
 
@@ -103,7 +107,8 @@ impl Analyzer {
         if tx.rcode != Some(RCODE_NXDOMAIN) {
             return;
         }
-        let suffixed = match self.conf_for(tx).as_ref().and_then(|c| c.parsed.as_ref()) {
+        let conf = self.conf_for(tx);
+        let suffixed = match conf.and_then(|c| c.parsed.as_ref()) {
             Some(c) => c.search.iter().any(|s| ends_with_label(lname, s)),
             None if self.known_suffixes.map.is_empty() => true,
             None => self.known_suffixes.map.keys().any(|s| ends_with_label(lname, s)),
@@ -111,17 +116,18 @@ impl Analyzer {
         if !suffixed {
             return;
         }
-        let hkey = self.storm_keys.key(&self.names.seed, tx);
+        let Some(hkey) = self.storm_keys.key(&self.names.seed, tx) else { return };
+        let storms = &mut self.storms;
         let window = self.cfg.storm_window_ns.max(1);
         let threshold = (u64::from(self.cfg.storm_per_sec) * window / 1_000_000_000).max(1);
         let cap = usize::try_from(threshold).unwrap_or(usize::MAX).saturating_mul(2).min(100_000);
         let ts = tx.ts_ns;
         // A known client is one lookup, without handing its key over.
-        let full = self.storms.len() >= self.cfg.max_clients.max(1);
-        let s = match self.storms.get_mut(&hkey) {
+        let full = storms.len() >= self.cfg.max_clients.max(1);
+        let s = match storms.get_mut(hkey) {
             Some(s) => s,
             None if full => return,
-            None => self.storms.entry(hkey.clone()).or_default(),
+            None => storms.entry(hkey.clone()).or_default(),
         };
         let key = &hkey.key;
         if s.events.len() >= cap {

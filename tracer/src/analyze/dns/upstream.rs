@@ -16,7 +16,6 @@ pub(super) const MAX_PER_NAME: usize = 32;
 /// is remembered, and sharing each transaction was an allocation per query).
 #[derive(Clone, Debug)]
 pub(super) struct ClientQuery {
-    pub(super) key: ClientKey,
     /// Hash of the lower-case name ([`Att::nh`]).
     pub(super) nh: u64,
     pub(super) ts: u64,
@@ -28,8 +27,15 @@ pub(super) struct ClientQuery {
 }
 
 impl ClientQuery {
+    /// The client's key: its parties', the same for every query of a
+    /// client (one shared reference per query, not two: cloning the key
+    /// too cost two more atomic updates per transaction).
+    pub(super) fn key(&self) -> &ClientKey {
+        &self.who.key
+    }
+
     fn client(&self) -> Endpoint {
-        Endpoint { ip: self.key.ip(), port: self.client_port }
+        Endpoint { ip: self.key().ip(), port: self.client_port }
     }
 }
 
@@ -37,6 +43,8 @@ impl ClientQuery {
 /// for a client's consecutive queries to a resolver, so shared by them.
 #[derive(Debug)]
 pub(super) struct Parties {
+    /// The client they are of.
+    pub(super) key: ClientKey,
     pub(super) server: Endpoint,
     pub(super) process: Option<Process>,
     pub(super) server_pod: Option<PodRef>,
@@ -44,8 +52,9 @@ pub(super) struct Parties {
 }
 
 impl Parties {
-    fn of(tx: &Transaction) -> Self {
+    fn of(tx: &Transaction, key: &ClientKey) -> Self {
         Self {
+            key: key.clone(),
             server: tx.server,
             process: tx.process.clone(),
             server_pod: tx.server_pod.clone(),
@@ -100,7 +109,7 @@ pub(super) struct ClientQueries {
 
 impl ClientQueries {
     /// Adds `tx` (name hash `nh`), keeping at most `max`; its parties, shared with the last query's when the same.
-    fn note(&mut self, tx: &Transaction, nh: u64, max: usize) -> &Arc<Parties> {
+    fn note(&mut self, tx: &Transaction, nh: u64, max: usize, key: &ClientKey) -> &Arc<Parties> {
         let qs = &mut self.qs;
         if qs.len() >= max {
             qs.pop_front();
@@ -111,22 +120,21 @@ impl ClientQueries {
             qs.insert(qs.partition_point(|(ts, _)| *ts <= tx.ts_ns), (tx.ts_ns, nh));
         }
         if self.who.as_ref().is_none_or(|w| !w.are_of(tx)) {
-            self.who = Some(Arc::new(Parties::of(tx)));
+            self.who = Some(Arc::new(Parties::of(tx, key)));
         }
-        self.who.get_or_insert_with(|| Arc::new(Parties::of(tx)))
+        self.who.get_or_insert_with(|| Arc::new(Parties::of(tx, key)))
     }
 }
 
 /// Appends a client query to a name's (at most [`MAX_PER_NAME`], `held`
 /// counting them over all names; `oldest` kept at most the start of the
 /// first one, see [`ResolverState::oldest`]). When the oldest goes, its entry is
-/// reused: a client asking again keeps its key and parties without
-/// touching their reference counts (two atomic increments and decrements
-/// per query otherwise).
+/// reused: a client asking again keeps its parties (and with them its
+/// key) without touching their reference count (an atomic increment and
+/// decrement per query otherwise).
 fn remember(
     qs: &mut VecDeque<ClientQuery>,
     (held, oldest): (&mut usize, &mut u64),
-    key: &ClientKey,
     nh: u64,
     tx: &Transaction,
     who: &Arc<Parties>,
@@ -138,9 +146,6 @@ fn remember(
         // the next one may have started earlier.
         if let Some(f) = qs.front() {
             *oldest = (*oldest).min(f.ts);
-        }
-        if !Arc::ptr_eq(&q.key.id, &key.id) {
-            q.key = key.clone();
         }
         if !Arc::ptr_eq(&q.who, who) {
             q.who = Arc::clone(who);
@@ -155,7 +160,6 @@ fn remember(
     } else {
         *held += 1;
         ClientQuery {
-            key: key.clone(),
             nh,
             ts: tx.ts_ns,
             end: tx.end_ns,
@@ -370,11 +374,11 @@ impl Analyzer {
         // an entry would take a clone of the key).
         let unknown;
         let who = if let Some(c) = r.clients.get_mut(key) {
-            c.note(tx, nh, max_attempts)
+            c.note(tx, nh, max_attempts, key)
         } else if r.clients.len() < self.cfg.max_clients.max(1) {
-            r.clients.entry(key.clone()).or_default().note(tx, nh, max_attempts)
+            r.clients.entry(key.clone()).or_default().note(tx, nh, max_attempts, key)
         } else {
-            unknown = Arc::new(Parties::of(tx));
+            unknown = Arc::new(Parties::of(tx, key));
             &unknown
         };
         // Bounded by count over all names (not only names × per name): a
@@ -385,7 +389,7 @@ impl Analyzer {
         if r.held < cap.max(1)
             && let Some(qs) = r.by_name.map.get_mut(&nh)
         {
-            remember(qs, (&mut r.held, &mut r.oldest), key, nh, tx, who);
+            remember(qs, (&mut r.held, &mut r.oldest), nh, tx, who);
             return;
         }
         let who = Arc::clone(who);
@@ -398,7 +402,7 @@ impl Analyzer {
             r.by_name.map.get_mut(&nh)
         };
         if let Some(qs) = qs {
-            remember(qs, (&mut r.held, &mut r.oldest), key, nh, tx, &who);
+            remember(qs, (&mut r.held, &mut r.oldest), nh, tx, &who);
         }
     }
 
@@ -445,7 +449,7 @@ impl Analyzer {
             .get(&att.nh)
             .into_iter()
             .flatten()
-            .filter(|q| q.key.ip() != u.client.ip)
+            .filter(|q| q.key().ip() != u.client.ip)
             .filter(|q| q.ts >= lo && q.ts <= u.ts_ns.saturating_add(PARALLEL_NS))
             .filter(|q| q.end.is_none_or(|e| e >= u.ts_ns))
             .cloned()
@@ -477,7 +481,7 @@ impl Analyzer {
             }
             for q in waiting {
                 let dup =
-                    g.waiting.iter().any(|w| w.key == q.key && w.ts == q.ts && w.id == q.id && w.qtype == q.qtype);
+                    g.waiting.iter().any(|w| w.key() == q.key() && w.ts == q.ts && w.id == q.id && w.qtype == q.qtype);
                 if !dup && g.waiting.len() < MAX_CHAIN_ATTEMPTS {
                     g.waiting.push(q);
                 }
@@ -512,7 +516,7 @@ impl Analyzer {
                 return e;
             }
             let next = r
-                .and_then(|r| r.clients.get(&q.key))
+                .and_then(|r| r.clients.get(q.key()))
                 .and_then(|c| c.qs.iter().filter(|(ts, n)| *ts > q.ts && *n != q.nh).map(|(ts, _)| *ts).min());
             next.unwrap_or_else(|| q.ts.saturating_add(self.cfg.pair_timeout_ns))
         };
@@ -527,7 +531,7 @@ impl Analyzer {
             address: first.map_or_else(|| g.resolver_ip.to_string(), |q| q.who.server.to_string()),
         };
         let client = Party {
-            pod: first.and_then(|q| q.key.pod()).map(ToString::to_string),
+            pod: first.and_then(|q| q.key().pod()).map(ToString::to_string),
             process: first.and_then(|q| q.who.process.clone()),
             address: first.map_or_else(String::new, |q| q.client().to_string()),
         };
