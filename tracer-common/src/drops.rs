@@ -113,10 +113,12 @@ pub struct FoldConfig {
 
 /// One slot of `DROP_FOLD` (per CPU, indexed by a hash of the key): repeats
 /// of a drop key within a window are counted here instead of each sending a
-/// record. The key is the drop's location, reason, device, netns, length
-/// and its IP and TCP/UDP headers without the fields that change per packet
-/// (IPv4 id and checksum; nothing past the ports), always at least as fine
-/// as the row `ktrace drops` puts it in, so counts land in the same rows.
+/// record. The key is the drop's location, reason, length, device (its
+/// address: one ifindex and netns at a time, kept below and checked again
+/// by each record) and its IP and TCP/UDP headers without the fields that
+/// change per packet (IPv4 id and checksum; nothing past the ports), always
+/// at least as fine as the row `ktrace drops` puts it in, so counts land in
+/// the same rows.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct DropFold {

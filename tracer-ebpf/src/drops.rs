@@ -73,6 +73,35 @@ unsafe fn field<T: Copy>(base: usize, off: u32) -> T {
     unsafe { read_volatile((base + off as usize) as *const T) }
 }
 
+/// The device at `dev` (a BTF pointer loaded from the skb) as a key word:
+/// its address, made a number by subtracting a fixed address (pointer minus
+/// pointer is the one pointer arithmetic the verifier turns into a scalar,
+/// for programs allowed to leak pointers: `CAP_PERFMON`, which `tp_btf`
+/// needs anyway). A live device has one address, one ifindex and one netns,
+/// so it names both without loading either: no `dev` or `net` line on the
+/// repeat path. The slot keeps the ifindex and netns it was taken with, and
+/// a record checks them (see [`dev_names`]).
+#[inline(always)]
+fn dev_id(dev: usize) -> u64 {
+    (dev as u64).wrapping_sub(&raw const DROP_FOLD_CFG as u64)
+}
+
+/// The ifindex and netns inode of the device at `dev` (0, 0 without one).
+#[inline(always)]
+fn dev_names(dev: usize) -> (u32, u32) {
+    if dev == 0 {
+        return (0, 0);
+    }
+    // SAFETY: BTF loads at this kernel's offsets, see `field`; the offsets
+    // are loader-written globals.
+    unsafe {
+        let ifindex: u32 = field(dev, read_volatile(&raw const OFFSETS.dev_ifindex));
+        let net: usize = field(dev, read_volatile(&raw const OFFSETS.dev_nd_net));
+        let netns = if net != 0 { field(net, read_volatile(&raw const OFFSETS.net_ns_inum)) } else { 0 };
+        (ifindex, netns)
+    }
+}
+
 /// Whether a TCP or UDP packet to `dport` folds: not UDP to a tunnel port,
 /// not another protocol.
 #[inline(always)]
@@ -217,22 +246,14 @@ fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     }
     // SAFETY: BTF loads at this kernel's offsets (`skb_valid`), see `field`;
     // the offsets are loader-written globals.
-    let (pkt_len, ifindex, netns, pkt) = unsafe {
+    let (pkt_len, dev, pkt) = unsafe {
         let pkt_len: u32 = field(skb, read_volatile(&raw const OFFSETS.skb_len));
         let dev: usize = field(skb, read_volatile(&raw const OFFSETS.skb_dev));
-        let (mut ifindex, mut netns) = (0u32, 0u32);
-        if dev != 0 {
-            ifindex = field(dev, read_volatile(&raw const OFFSETS.dev_ifindex));
-            let net: usize = field(dev, read_volatile(&raw const OFFSETS.dev_nd_net));
-            if net != 0 {
-                netns = field(net, read_volatile(&raw const OFFSETS.net_ns_inum));
-            }
-        }
         let head: u64 = field(skb, read_volatile(&raw const OFFSETS.skb_head));
         let nh: u16 = field(skb, read_volatile(&raw const OFFSETS.skb_network_header));
         // u16::MAX: network header not set (e.g. dropped before L3 parsing).
         let pkt = if head != 0 && nh != u16::MAX { head + u64::from(nh) } else { 0 };
-        (pkt_len, ifindex, netns, pkt)
+        (pkt_len, dev, pkt)
     };
     // SAFETY: loader-written global.
     let window = unsafe { read_volatile(&raw const DROP_FOLD_CFG.window) };
@@ -240,18 +261,11 @@ fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
     // count), or null: not foldable, or the slot holds another key's count.
     let mut slot: *mut DropFold = core::ptr::null_mut();
     let mut now_j = 0u64;
-    if window != 0 && pkt != 0 && foldable_dev(ifindex, netns) {
-        let mut k = [
-            location,
-            u64::from(reason) | (u64::from(ifindex) << 32),
-            u64::from(netns) | (u64::from(pkt_len) << 32),
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-        ];
+    // The device's ifindex and netns, read only where a record or a slot
+    // needs them (a repeat does not: its key names the device by address).
+    let (ifindex, netns);
+    if window != 0 && pkt != 0 {
+        let mut k = [location, u64::from(reason) | (u64::from(pkt_len) << 32), dev_id(dev), 0, 0, 0, 0, 0, 0];
         // SAFETY: loader-written global.
         let direct = unsafe { read_volatile(&raw const DROP_FOLD_CFG.pkt_direct) } != 0;
         let n = fold_key(pkt, &mut k, direct);
@@ -263,13 +277,17 @@ fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
             // SAFETY: this CPU's slot, valid until the program returns; no
             // other writer runs on this CPU meanwhile (tracing programs do not nest).
             let s = unsafe { &mut *s };
-            if same_key(s, &k, n) {
-                if now_j < s.until {
-                    s.pending += 1;
-                    return 0;
-                }
+            let same = same_key(s, &k, n);
+            if same && now_j < s.until {
+                s.pending += 1;
+                return 0;
+            }
+            (ifindex, netns) = dev_names(dev);
+            // The device still has the slot's ifindex and netns (not moved
+            // to another netns, not freed and its memory reused since).
+            if same && s.ifindex == ifindex && s.netns_ino == netns {
                 slot = s;
-            } else if s.pending == 0 {
+            } else if s.pending == 0 && foldable_dev(ifindex, netns) {
                 // Take the slot over: the key and what a pending count read
                 // at the end needs to become a record.
                 let mut i = 0;
@@ -288,7 +306,11 @@ fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
                 set(&mut s.until, 0);
                 slot = s;
             }
+        } else {
+            (ifindex, netns) = dev_names(dev);
         }
+    } else {
+        (ifindex, netns) = dev_names(dev);
     }
     let ring = cpu_ring();
     let Some(entry) = Reserved::<DropEvent>::new(ring) else {

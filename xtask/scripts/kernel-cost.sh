@@ -8,7 +8,11 @@
 set -euo pipefail
 # Env: ROUNDS (3), SECS (3), QPS (5000), FLOOD (20000). Traffic stays between the two
 # namespaces this script creates; they are deleted on exit, also on failure.
-ROUNDS=${ROUNDS:-3}; SECS=${SECS:-3}; QPS=${QPS:-5000}; FLOOD=${FLOOD:-20000}
+# DROP_RATE=20000: the drops as bench section 1 sends them (paced bursts at that rate,
+# sender pinned to CPU 0, the bench's DNS-query payloads: each drop finds the skb,
+# device and netns lines cold); unset, a warm-cache flood as fast as Python sends.
+# SECS=0 skips the dnsperf phase (drops only).
+ROUNDS=${ROUNDS:-3}; SECS=${SECS:-3}; QPS=${QPS:-5000}; FLOOD=${FLOOD:-20000}; DROP_RATE=${DROP_RATE:-0}
 CLI=kks-cli SRV=kks-srv CIP=10.215.0.1 SIP=10.215.0.2
 WORK=$(mktemp -d /tmp/kks.XXXXXX)
 # The no-op programs: loaded with bpf(2) from Python (2 instructions each).
@@ -45,8 +49,9 @@ for r in $(seq $ROUNDS); do
     mkfifo $WORK/hold; (python3 "$(dirname "$0")/noop.py" < $WORK/hold > $WORK/noop.out 2>&1 &) ; exec 7>$WORK/hold
     for i in $(seq 100); do grep -q attached $WORK/noop.out && break; sleep 0.1; done
     snap $WORK/s0.json
-    ip netns exec $CLI dnsperf -s $SIP -d $WORK/q.txt -l $SECS -Q $QPS >/dev/null 2>&1 || true
+    [ "$SECS" = 0 ] || ip netns exec $CLI dnsperf -s $SIP -d $WORK/q.txt -l $SECS -Q $QPS >/dev/null 2>&1 || true
     snap $WORK/s1.json
+    if [ "$DROP_RATE" = 0 ]; then
     ip netns exec $CLI python3 -c "
 import socket
 s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
@@ -54,6 +59,24 @@ for i in range($FLOOD):
     try: s.sendto(b'x'*64,('$SIP',9998))
     except OSError: pass
 "
+    else
+    # Paced like xtask/src/bench/load.rs `flood` (sleep 200 us whenever ahead of the rate).
+    ip netns exec $CLI taskset -c 0 python3 -c "
+import socket,time
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
+def q(i):
+    m=bytearray(((i&0xffff).to_bytes(2,'big'))+bytes([1,0,0,1,0,0,0,0,0,0]))
+    for l in (b'host%d'%(i%200),b'bench',b'test'): m+=bytes([len(l)])+l
+    return bytes(m+bytes([0,0,1,0,1]))
+msgs=[q(i) for i in range(256)]
+t0=time.monotonic(); sent=0
+while sent<$FLOOD:
+    if sent>=(time.monotonic()-t0)*$DROP_RATE: time.sleep(0.0002); continue
+    try: s.sendto(msgs[sent%256],('$SIP',9998))
+    except OSError: pass
+    sent+=1
+"
+    fi
     snap $WORK/s2.json
     exec 7>&-; rm -f $WORK/hold
     kill -INT $KT; wait $KT || true; KT=
