@@ -11,7 +11,7 @@
 # quick one to run after each change). Needs root and the host lock:
 #   flock /tmp/ktrace-host.lock xtask/scripts/dns-hotpath.sh target/release/ktrace
 # Env: ROUNDS (3), SECS (3 s per run), MODES ("off json summary"; also
-# "normal" = --sched-normal, "agent-normal" = the agent with --sched-normal (the modes of the retired --sched-idle and
+# "normal" = --sched-normal, "agent-normal" = the agent with --sched-normal, "agent-batch" = that under `chrt -b 0` (SCHED_BATCH), "agent-batch19" = and nice 19 (the modes of the retired --sched-idle and
 # --no-catch-up are gone: both flags are no-ops since issue 18), "agent" = `ktrace agent --metrics` scraped every second;
 # "base-json" etc. run the binary in $BASE for a side-by-side before/after),
 # HALF=0 skips the latency part, PERF=FILE records `perf record -g` of the
@@ -21,6 +21,8 @@
 # STAT_EVENT=EV counts another perf event per query in the instructions
 # column (e.g. page-faults, a software event, where the machine has no PMU).
 # HALF_QPS=N skips the saturation part and measures latency at N queries/s.
+# THREADS=1 prints, per run, each ktrace thread's CPU ms, switches-in and
+# nonvoluntary switches over the load (to stderr, "[threads]" lines).
 # Modes also: "record" = `ktrace record -w FILE` (its file deleted after each run).
 # The half-load table adds the machine's idle share (both CPUs) and
 # ktrace's switches-in per second (schedstat).
@@ -82,6 +84,12 @@ cpu() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{t += $1} END {printf
 waited() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{t += $2} END {printf "%.0f", t}'; }
 # Times the process's threads were switched in (schedstat field 3).
 slices() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{t += $3} END {printf "%.0f", t}'; }
+# "tid comm run_ns switches nonvoluntary" per thread of the process.
+threads() {
+    for t in /proc/"$1"/task/*; do
+        echo "${t##*/} $(tr ' ' _ <"$t/comm") $(awk '{print $1, $3}' "$t/schedstat") $(awk '/^nonvoluntary_ctxt_switches/ {print $2}' "$t/status")"
+    done 2>/dev/null
+}
 # Idle jiffies of CPUs 0 and 1 together (/proc/stat idle + iowait).
 idle() { awk '/^cpu[01] / {t += $5 + $6} END {printf "%.0f", t}' /proc/stat; }
 # User and system clock ticks of the process ("utime stime", /proc/PID/stat).
@@ -112,24 +120,26 @@ start_kt() {
         IFS=, read -r -a envs <<<"${m#*@}"
         m=${m%%@*}
     fi
-    local pre=() post=(dns -o json)
+    local pre=() post=(dns -o json) wrap=()
     case $m in
     summary) post+=(--summary) ;;
     normal) pre+=(--sched-normal) ;;
     record) post=(record -w "$WORK/rec.pcapng") ;;
-    agent | agent-normal)
-        [ "$m" = agent-normal ] && pre+=(--sched-normal)
+    agent | agent-normal | agent-batch | agent-batch19)
+        [ "$m" != agent ] && pre+=(--sched-normal)
+        [ "$m" = agent-batch ] && wrap=(chrt -b 0)
+        [ "$m" = agent-batch19 ] && wrap=(chrt -b 0 nice -n 19)
         APORT=$((20000 + RANDOM % 20000))
         post=(--no-kube-api agent --grace 0s --metrics 127.0.0.1:$APORT --listen "unix:$WORK/agent.sock"
             --capture-dir "$WORK/captures" ${AGENT_ARGS:-})
         ;;
     esac
-    env "${envs[@]}" "$bin" "${pre[@]}" "${post[@]}" >/dev/null 2>"$WORK/kt.err" &
+    env "${envs[@]}" "${wrap[@]}" "$bin" "${pre[@]}" "${post[@]}" >/dev/null 2>"$WORK/kt.err" &
     KT=$!
     for _ in $(seq 200); do
         if grep -q attached "$WORK/kt.err"; then
             # Prometheus-style scraping, every second (its cost is the agent's).
-            if [ "${m%%@*}" = agent ] || [ "${m%%@*}" = agent-normal ]; then
+            if [ "${m#agent}" != "$m" ]; then
                 (for _ in $(seq 600); do sleep 1; curl -s -m 2 "http://127.0.0.1:$APORT/metrics" >/dev/null || true; done) &
                 SCRAPER=$!
             fi
@@ -166,6 +176,7 @@ one() {
     local c0=0 c1=0 w0 w1 s0=0 s1=0 i0 i1 t0 t1
     local u0="0 0" u1="0 0"
     [ -n "$KT" ] && c0=$(cpu "$KT") && s0=$(slices "$KT") && u0=$(ustime "$KT")
+    [ -n "$KT" ] && [ "${THREADS:-0}" = 1 ] && threads "$KT" >"$WORK/th0"
     w0=$(waited "$SRVPID")
     i0=$(idle)
     t0=$(date +%s%N)
@@ -182,6 +193,12 @@ one() {
     fi
     read -r q n < <(perfrun "$secs" "$qps")
     [ -n "$KT" ] && c1=$(cpu "$KT") && s1=$(slices "$KT") && u1=$(ustime "$KT")
+    if [ -n "$KT" ] && [ "${THREADS:-0}" = 1 ]; then
+        threads "$KT" >"$WORK/th1"
+        awk -v m="$m" -v secs="$secs" 'NR == FNR {r[$1] = $3; s[$1] = $4; n[$1] = $5; next}
+            {printf "[threads] %s %s %s: %.1f ms, %.0f switches/s, %.0f nonvoluntary/s\n", m, $1, $2, ($3 - r[$1]) / 1e6, ($4 - s[$1]) / secs, ($5 - n[$1]) / secs}' \
+            "$WORK/th0" "$WORK/th1" >&2
+    fi
     w1=$(waited "$SRVPID")
     i1=$(idle)
     t1=$(date +%s%N)

@@ -33,7 +33,7 @@ use crate::{
     capture::{ClockRef, MetaBlock},
     compose::MetaSource,
     pipeline::Context,
-    source::live::{LiveEvent, LiveSource},
+    source::live::{LiveEvent, LiveSource, QuietTick},
 };
 
 /// Everything `ktrace agent` was told.
@@ -86,6 +86,13 @@ const TICK: Duration = Duration::from_millis(50);
 /// quarter-full ring that forces a wakeup and raises the agent to normal
 /// priority, which then takes the resolver's CPU for the whole backlog.
 const BUSY_TICK: Duration = Duration::from_millis(10);
+
+/// With nobody subscribed only the metrics read the records (scraped every
+/// 15 s or so): the rings are drained every 250 ms while they fill slowly
+/// enough (`source::live::QuietTick`). A subscriber gets [`TICK`] again from
+/// the next drain on (heartbeats every 100 ms: the CLI's merge waits for
+/// them).
+const QUIET_TICK: Duration = Duration::from_millis(250);
 
 const PROGRAMS: &[&str] = &[
     "dns_egress",
@@ -218,6 +225,8 @@ pub fn run(meta: &MetaSource, cfg: &AgentConfig) -> anyhow::Result<()> {
     src.scope_to_node(&cfg.netns_scope, snap.as_ref(), &node);
     src.tick = TICK;
     src.busy_tick = Some(BUSY_TICK);
+    let h = Arc::clone(&hub);
+    src.quiet = Some(QuietTick { tick: QUIET_TICK, now: Box::new(move || h.subscribers() == 0) });
     ready.store(true, Ordering::Relaxed);
     eprintln!(
         "ktrace agent: node {node}: attached at {}; history {} MiB",

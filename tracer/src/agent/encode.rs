@@ -125,6 +125,10 @@ fn outer_addrs(d: &[u8]) -> Option<(IpAddr, IpAddr)> {
 /// in for every new chunk.
 const ARENA_CHUNK: usize = 64 * 1024;
 
+/// Arena bytes kept in the cache ahead of the next record: about two
+/// records' blocks (see [`Encoder::prefetch_arena`]).
+const PREFETCH_AHEAD: usize = 640;
+
 /// Encodes records for the hub.
 pub struct Encoder {
     writer: CaptureWriter,
@@ -141,6 +145,8 @@ pub struct Encoder {
     max_retired: usize,
     /// Chunks allocated so far (not reused).
     chunks: u64,
+    /// The arena's address up to which lines were prefetched.
+    prefetched: usize,
     /// Entries not yet handed to the hub (see [`Encoder::flush`]).
     pending: Vec<Entry>,
     /// Records the writer refused (a block over the format's size limit).
@@ -178,6 +184,7 @@ impl Encoder {
             retired: VecDeque::new(),
             max_retired: 64,
             chunks: 0,
+            prefetched: 0,
             pending: Vec::with_capacity(MAX_PENDING),
             errors: 0,
         };
@@ -292,6 +299,24 @@ impl Encoder {
         }
         let bytes = self.arena.split().freeze();
         self.queue(Entry { ts_ns: wall, kind, pods, bytes }, hub);
+        self.prefetch_arena();
+    }
+
+    /// Brings the arena's next [`PREFETCH_AHEAD`] bytes into the cache
+    /// while the record's analysis runs, so that the next record is written
+    /// to owned lines: written cold, the `lock` increment of the reference
+    /// count in `split` waited for every store's miss (94 % of `split_to`'s
+    /// samples on that instruction, 7 % of the agent's at 10k DNS
+    /// messages/s). Lines already asked for are not asked again.
+    fn prefetch_arena(&mut self) {
+        let spare = self.arena.spare_capacity_mut();
+        let start = spare.as_ptr() as usize;
+        let end = start + spare.len().min(PREFETCH_AHEAD);
+        let from = if (start..end).contains(&self.prefetched) { self.prefetched } else { start };
+        if from < end {
+            super::prefetch(from as *const u8, end - from);
+            self.prefetched = end;
+        }
     }
 
     /// Queues an entry for the hub, after the records encoded so far (the

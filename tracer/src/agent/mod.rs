@@ -23,3 +23,24 @@ pub mod work;
 pub mod proto {
     tonic::include_proto!("ktrace.agent.v1");
 }
+
+/// Asks for the cache lines of `[start, start + len)` ahead of a write (a
+/// hint: never faults, whatever the address). The agent's history cycles
+/// through tens of MiB, so where its next entries go was last touched long
+/// ago; written cold, each store misses, and the next locked instruction (a
+/// reference count) waits for all of them.
+#[inline]
+pub(crate) fn prefetch(start: *const u8, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut at = start as usize & !63;
+        let end = start as usize + len;
+        while at < end {
+            // SAFETY: a prefetch is a hint that cannot fault, on any address.
+            unsafe { core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_ET0 }>(at as *const i8) };
+            at += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (start, len);
+}

@@ -281,6 +281,9 @@ pub struct CpuRings {
     epoll: OwnedFd,
     /// Each ring's next record.
     heads: Vec<Head>,
+    /// The most unread bytes one ring held at the start of a drain since
+    /// [`Self::take_fill_peak`] (how fast the fullest ring fills between drains).
+    fill_peak: u64,
 }
 
 impl CpuRings {
@@ -307,7 +310,7 @@ impl CpuRings {
             rings.push(Ring::new(m, size)?);
         }
         let heads = vec![Head::Empty; rings.len()];
-        Ok(Self { rings, epoll, heads })
+        Ok(Self { rings, epoll, heads, fill_peak: 0 })
     }
 
     /// An fd that polls readable while any ring has data: an epoll fd with
@@ -331,6 +334,18 @@ impl CpuRings {
         self.rings.is_empty()
     }
 
+    /// Bytes of one ring's data area (every ring has the same size).
+    #[must_use]
+    pub fn ring_bytes(&self) -> usize {
+        self.rings.first().map_or(0, |r| r.size)
+    }
+
+    /// The most unread bytes one ring held at the start of a drain since
+    /// the last call (then starts afresh).
+    pub fn take_fill_peak(&mut self) -> u64 {
+        std::mem::take(&mut self.fill_peak)
+    }
+
     /// True if any ring has records waiting.
     #[must_use]
     pub fn pending(&self) -> bool {
@@ -348,6 +363,7 @@ impl CpuRings {
         let mut pressed = false;
         for (r, h) in self.rings.iter_mut().zip(self.heads.iter_mut()) {
             r.refresh();
+            self.fill_peak = self.fill_peak.max(r.prod - r.cons);
             pressed |= r.prod - r.cons >= (r.size as u64) / PRESSED_PART;
             *h = r.peek();
         }

@@ -1,5 +1,6 @@
 //! The live source: drains the kernel's per-CPU ring buffers in batches (on
-//! a 10 ms timer (the agent's: 50 ms, 10 ms at busy rates), or when the
+//! a 10 ms timer (the agent's: 50 ms, 10 ms at busy rates, 250 ms while
+//! nobody subscribes and the rings fill slowly), or when the
 //! kernel forces a wakeup at a fill threshold),
 //! merged oldest first (`bpf::rings`), adds host evidence (resolv.conf of
 //! each querying process), and reports kernel losses.
@@ -81,6 +82,52 @@ pub struct LiveSource {
     /// The drain interval while records come at [`BUSY_RATE`] or more
     /// (None: always [`Self::tick`]).
     pub busy_tick: Option<Duration>,
+    /// A longer drain interval for while nobody waits for records soon.
+    pub quiet: Option<QuietTick>,
+}
+
+/// A drain interval longer than [`LiveSource::tick`], for while `now` says
+/// nobody waits for records soon (the agent without subscribers: only its
+/// metrics read them) and the fullest ring, at the pace of the last
+/// interval, would stay under [`QUIET_FILL_PART`] of its size until then.
+/// Fewer, larger batches: a wakeup and a batch's cold start cost about as
+/// much as a few hundred records.
+pub struct QuietTick {
+    /// The interval.
+    pub tick: Duration,
+    /// Whether nobody waits now (asked at each tick).
+    pub now: Box<dyn Fn() -> bool>,
+}
+
+/// A quiet interval may let the fullest ring fill up to this part of its
+/// size: half the quarter at which the kernel forces a wakeup (and the
+/// reader is raised to normal priority to catch up).
+pub const QUIET_FILL_PART: u64 = 8;
+
+/// The next drain interval, after `dt` in which `items` records came and
+/// the fullest ring filled up to `fill` of its `ring_bytes` between drains.
+fn next_period(
+    tick: Duration,
+    busy: Option<Duration>,
+    quiet: Option<Duration>,
+    items: u64,
+    fill: u64,
+    ring_bytes: u64,
+    dt: Duration,
+) -> Duration {
+    let dt_us = u64::try_from(dt.as_micros()).unwrap_or(u64::MAX).max(1);
+    if let Some(b) = busy
+        && items.saturating_mul(1_000_000) / dt_us >= BUSY_RATE
+    {
+        return b;
+    }
+    if let Some(q) = quiet {
+        let q_us = u64::try_from(q.as_micros()).unwrap_or(u64::MAX);
+        if u128::from(fill) * u128::from(q_us) / u128::from(dt_us) <= u128::from(ring_bytes / QUIET_FILL_PART) {
+            return q;
+        }
+    }
+    tick
 }
 
 /// Records per second from which a source with a `busy_tick` drains on it.
@@ -106,6 +153,7 @@ impl LiveSource {
             dedupe: dedupe::Resolver::default(),
             tick: TICK,
             busy_tick: None,
+            quiet: None,
         }
     }
 
@@ -242,11 +290,12 @@ impl LiveSource {
                     if !self.drain(false, false, &mut on) { break StopReason::Consumer; }
                     if !on(LiveEvent::Tick(monotonic_ns())) { break StopReason::Consumer; }
                     let now = tokio::time::Instant::now();
-                    if let Some(b) = self.busy_tick {
-                        let dt = u64::try_from(now.duration_since(last_tick).as_micros()).unwrap_or(u64::MAX).max(1);
-                        let rate = (self.stats.items - items_at_tick).saturating_mul(1_000_000) / dt;
-                        period = if rate >= BUSY_RATE { b } else { self.tick };
-                    }
+                    let rings = self.cap.rings();
+                    let (fill, ring_bytes) = (rings.take_fill_peak(), rings.ring_bytes() as u64);
+                    let quiet = self.quiet.as_ref().filter(|q| (q.now)()).map(|q| q.tick);
+                    let items = self.stats.items - items_at_tick;
+                    period =
+                        next_period(self.tick, self.busy_tick, quiet, items, fill, ring_bytes, now.duration_since(last_tick));
                     last_tick = now;
                     items_at_tick = self.stats.items;
                     tick.as_mut().reset(now + period);
@@ -335,5 +384,32 @@ pub fn hold_stop_signals() {
         if let Err(e) = unsafe { sigaction(sig, &act) } {
             log::warn!("catching {sig} before the run: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+    const RING: u64 = 8 << 20;
+
+    #[test]
+    fn the_interval_follows_rate_and_fill() {
+        let (tick, busy, quiet) = (50 * MS, Some(10 * MS), Some(250 * MS));
+        // 20k records/s, 300 KiB per ring per 50 ms: quiet would fill 1.5 MiB, over an eighth of 8 MiB.
+        assert_eq!(next_period(tick, busy, quiet, 1_000, 300 << 10, RING, 50 * MS), tick);
+        // 200 KiB per 50 ms: 1 MiB in 250 ms, an eighth: quiet.
+        assert_eq!(next_period(tick, busy, quiet, 1_000, 200 << 10, RING, 50 * MS), 250 * MS);
+        // Busy rates win over quiet, whatever the fill.
+        assert_eq!(next_period(tick, busy, quiet, 4_000, 0, RING, 50 * MS), 10 * MS);
+        // Nobody quiet, or no busy interval: the tick, as before.
+        assert_eq!(next_period(tick, busy, None, 1_000, 0, RING, 50 * MS), tick);
+        assert_eq!(next_period(tick, None, None, 1 << 30, 0, RING, 50 * MS), tick);
+        // After a quiet interval, the fill is over that interval's length.
+        assert_eq!(next_period(tick, busy, quiet, 5_000, 1 << 20, RING, 250 * MS), 250 * MS);
+        assert_eq!(next_period(tick, busy, quiet, 5_000, (1 << 20) + 1, RING, 250 * MS), tick);
+        // A zero interval does not divide by zero.
+        assert_eq!(next_period(tick, busy, quiet, 0, 0, RING, Duration::ZERO), 250 * MS);
     }
 }
