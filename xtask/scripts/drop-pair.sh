@@ -40,22 +40,7 @@ for r in $(seq "$ROUNDS"); do
   mkfifo "$WORK/hold"; (python3 "$(dirname "$0")/noop.py" < "$WORK/hold" > "$WORK/noop.out" 2>&1 &); exec 7>"$WORK/hold"
   for _ in $(seq 100); do grep -q attached "$WORK/noop.out" && break; sleep 0.1; done
   snap "$WORK/s1.json"
-  # Paced like xtask/src/bench/load.rs `flood` (sleep 200 us whenever ahead of the rate).
-  ip netns exec $CLI taskset -c 0 python3 -c "
-import socket,time
-s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
-def q(i):
-    m=bytearray(((i&0xffff).to_bytes(2,'big'))+bytes([1,0,0,1,0,0,0,0,0,0]))
-    for l in (b'host%d'%(i%200),b'bench',b'test'): m+=bytes([len(l)])+l
-    return bytes(m+bytes([0,0,1,0,1]))
-msgs=[q(i) for i in range(256)]
-t0=time.monotonic(); sent=0
-while sent<$DROPS:
-    if sent>=(time.monotonic()-t0)*$RATE: time.sleep(0.0002); continue
-    try: s.sendto(msgs[sent%256],('$SIP',9998))
-    except OSError: pass
-    sent+=1
-"
+  ip netns exec $CLI taskset -c 0 python3 "$(dirname "$0")/paced_drops.py" $DROPS $RATE "$SIP"
   snap "$WORK/s2.json"
   exec 7>&-; rm -f "$WORK/hold"
   kill -INT "$KA" "$KB"; wait "$KA" "$KB" || true; KA= KB=

@@ -60,22 +60,7 @@ for i in range($FLOOD):
     except OSError: pass
 "
     else
-    # Paced like xtask/src/bench/load.rs `flood` (sleep 200 us whenever ahead of the rate).
-    ip netns exec $CLI taskset -c 0 python3 -c "
-import socket,time
-s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
-def q(i):
-    m=bytearray(((i&0xffff).to_bytes(2,'big'))+bytes([1,0,0,1,0,0,0,0,0,0]))
-    for l in (b'host%d'%(i%200),b'bench',b'test'): m+=bytes([len(l)])+l
-    return bytes(m+bytes([0,0,1,0,1]))
-msgs=[q(i) for i in range(256)]
-t0=time.monotonic(); sent=0
-while sent<$FLOOD:
-    if sent>=(time.monotonic()-t0)*$DROP_RATE: time.sleep(0.0002); continue
-    try: s.sendto(msgs[sent%256],('$SIP',9998))
-    except OSError: pass
-    sent+=1
-"
+    ip netns exec $CLI taskset -c 0 python3 "$(dirname "$0")/paced_drops.py" $FLOOD $DROP_RATE "$SIP"
     fi
     snap $WORK/s2.json
     exec 7>&-; rm -f $WORK/hold
