@@ -15,7 +15,6 @@ set -euo pipefail
 ROUNDS=${ROUNDS:-3}; SECS=${SECS:-3}; QPS=${QPS:-5000}; FLOOD=${FLOOD:-20000}; DROP_RATE=${DROP_RATE:-0}
 CLI=kks-cli SRV=kks-srv CIP=10.215.0.1 SIP=10.215.0.2
 WORK=$(mktemp -d /tmp/kks.XXXXXX)
-# The no-op programs: loaded with bpf(2) from Python (2 instructions each).
 # The no-op programs: xtask/scripts/noop.py (shared with the other cost script).
 OLD_STATS=$(sysctl -n kernel.bpf_stats_enabled)
 down() {
